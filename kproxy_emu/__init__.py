@@ -1,0 +1,7 @@
+"""kproxy-emu: a packet-level emulator of the Kubernetes service dataplane (kube-proxy)."""
+from . import packets, synth
+from .errors import InputError, KproxyError
+from .model import Cluster
+
+__version__ = "0.1.0"
+__all__ = ["Cluster", "InputError", "KproxyError", "packets", "synth", "__version__"]
