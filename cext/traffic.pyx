@@ -73,6 +73,21 @@ cdef inline uint64_t key_b(uint16_t sport, uint16_t dport, uint8_t proto) noexce
     return (<uint64_t>sport << 24) | (<uint64_t>dport << 8) | proto
 
 
+cpdef Py_ssize_t new_flow_count(const double[:, ::1] u, Py_ssize_t n, double new_flow_share):
+    """How many of the n packets generate() will make open a flow (size its ``seen``)."""
+    cdef Py_ssize_t i, c = 0
+    if n <= 0:
+        return 0
+    if u.shape[0] < U_ROWS or u.shape[1] < n:
+        raise ValueError("new_flow_count: u too short")
+    with nogil:
+        c = 1
+        for i in range(1, n):
+            if u[U_NEW, i] < new_flow_share:
+                c += 1
+    return c
+
+
 def generate(packet_t[:] out, const double[:, ::1] u, const double[::1] gaps, double start,
              double new_flow_share, const target_t[:] targets,
              const double[::1] origin_cum,
@@ -93,7 +108,7 @@ def generate(packet_t[:] out, const double[:, ::1] u, const double[::1] gaps, do
     src_base     first address of each source range; src_cum per-origin segments
                  src_cum[src_off[o]:src_off[o+1]] of cumulative range sizes
     flow_first   (n,) scratch: packet index that opened each flow
-    seen         (2**k, 2) zeroed scratch set of 5-tuples, 2**k >= 2 * n
+    seen         (2**k, 2) zeroed scratch set of 5-tuples, 2**k >= 2 * new_flow_count()
 
     The caller guarantees each origin with positive weight has a non-empty target and
     source segment.
@@ -109,11 +124,12 @@ def generate(packet_t[:] out, const double[:, ::1] u, const double[::1] gaps, do
     cdef uint64_t* tab
     cdef Py_ssize_t reused = 0
     cdef int port0, tries
-    if seen.shape[0] < 2 * n or seen.shape[0] & (seen.shape[0] - 1) or seen.shape[1] != 2:
-        raise ValueError("generate: seen must be (2**k, 2) with 2**k >= 2 * n")
-    tab = &seen[0, 0]
     if u.shape[0] < U_ROWS or u.shape[1] < n or gaps.shape[0] < n or flow_first.shape[0] < n:
         raise ValueError("generate: input arrays too short")
+    if seen.shape[0] < 2 * new_flow_count(u, n, new_flow_share) \
+            or seen.shape[0] & (seen.shape[0] - 1) or seen.shape[1] != 2:
+        raise ValueError("generate: seen must be (2**k, 2) with 2**k >= 2 * new flows")
+    tab = &seen[0, 0]
     if origin_cum.shape[0] != 3 or tgt_off.shape[0] != 4 or src_off.shape[0] != 4:
         raise ValueError("generate: bad per-origin tables")
     total_origin = origin_cum[2]

@@ -82,6 +82,7 @@ TARGET_DTYPE = np.dtype([
     ("proto", "u1"),
     ("origins", "u1"),     # ORIGIN_BITS mask: 1 pod, 2 external, 4 host
 ], align=True)
+_TARGET_FIELDS = ("ip", "port", "proto", "origins")
 
 
 class Action(IntEnum):
@@ -269,12 +270,14 @@ def from_strings(lines: Sequence[str], origin: str | Origin | None = None,
         raise InputError(f"packet line {bad + 1} is not a string", value=lines[bad],
                          line=bad + 1) from None
     buf = joined.encode("utf-8", "surrogateescape")
-    if buf.count(b"\n") != n - 1:
-        bad = next(i for i, s in enumerate(lines) if "\n" in s)
-        raise InputError(f"packet line {bad + 1} contains a newline", value=lines[bad],
-                         line=bad + 1)
     count, err, line, col, lo, hi = _pio.parse_packets(buf, out, default, False)
     if err:
+        # an item holding a newline shifts the line numbers (and ends in E_CAPACITY at the
+        # latest): name that item rather than a line of the joined text
+        if buf.count(b"\n") != n - 1:
+            bad = next(i for i, s in enumerate(lines) if "\n" in s)
+            raise InputError(f"packet line {bad + 1} contains a newline", value=lines[bad],
+                             line=bad + 1)
         raise _parse_error(err, buf[lo:hi], col, line, file=None, first_line=1)
     _fill_ts(out, ts)
     return out
@@ -335,7 +338,7 @@ def _ipv4_error(err: int, text: str, field: str) -> InputError:
 
 
 @overload
-def ip_to_u32(ip: str | ipaddress.IPv4Address) -> int: ...
+def ip_to_u32(ip: str | ipaddress.IPv4Address) -> int: ...  # type: ignore[overload-overlap]
 @overload
 def ip_to_u32(ip: Iterable[str] | np.ndarray) -> npt.NDArray[np.uint32]: ...
 
@@ -373,11 +376,11 @@ def ip_to_u32(ip: Any) -> Any:
         raise InputError("not an IPv4 address string", field=f"ip[{bad}]",
                          value=items[bad]) from None
     buf = joined.encode("utf-8", "surrogateescape")
-    if buf.count(b"\n") != len(items) - 1:
-        bad = next(i for i, s in enumerate(items) if "\n" in s)
-        raise _ipv4_error(_pio.E_ADDR, items[bad], f"ip[{bad}]")
     _, err, index = _pio.parse_ipv4_lines(buf, out)
     if err:
+        if buf.count(b"\n") != len(items) - 1:   # an item held a newline
+            bad = next(i for i, s in enumerate(items) if "\n" in s)
+            raise _ipv4_error(_pio.E_ADDR, items[bad], f"ip[{bad}]")
         index = min(index, len(items) - 1)
         raise _ipv4_error(err, items[index], f"ip[{index}]")
     return out.reshape(shape)
@@ -532,7 +535,7 @@ def _target_array(targets: object) -> np.ndarray:
     if not isinstance(targets, np.ndarray) or targets.dtype.names is None:
         raise InputError("expected a TARGET_DTYPE array or an object with packet_targets()",
                          field="targets", value=type(targets).__name__)
-    missing = [f for f in TARGET_DTYPE.names if f not in targets.dtype.names]
+    missing = [f for f in _TARGET_FIELDS if f not in targets.dtype.names]
     if missing:
         raise InputError(f"target array lacks field(s) {', '.join(missing)}", field="targets",
                          value=str(targets.dtype))
@@ -542,7 +545,7 @@ def _target_array(targets: object) -> np.ndarray:
         arr = np.ascontiguousarray(targets)
     else:
         arr = np.zeros(len(targets), TARGET_DTYPE)
-        for f in TARGET_DTYPE.names:
+        for f in _TARGET_FIELDS:
             col = np.asarray(targets[f])
             info = np.iinfo(TARGET_DTYPE[f])
             if col.size and (col.dtype.kind not in "ui" or col.min() < info.min
@@ -631,9 +634,11 @@ def synth(targets: np.ndarray | TargetSource, n: int, *, seed: int,
     src_base: list[int] = []
     src_cum: list[float] = []
     src_off = [0]
+    src_fields: list[str] = []
     for o, name in enumerate(ORIGIN_NAMES):
-        field = f"{given_field}[{name}]" if given is not None and name in given else \
-            f"sources[{name}]"
+        in_given = isinstance(given, Mapping) and name in given
+        field = f"{given_field}[{name}]" if in_given else f"DEFAULT_SOURCES[{name}]"
+        src_fields.append(field)
         ranges = _source_ranges(_as_str_list(src_spec[name], field), field)
         total = 0
         for base, size in ranges:
@@ -648,7 +653,7 @@ def synth(targets: np.ndarray | TargetSource, n: int, *, seed: int,
     if len(tarr) == 0:
         raise InputError("no targets to send packets to", field="targets", value=0)
     ranks = np.arange(1, len(tarr) + 1, dtype=np.float64)
-    weights = np.ones(len(tarr)) if popularity == "uniform" or s == 0 else ranks ** -s
+    zipf = popularity == "zipf" and s > 0
     tgt_index: list[np.ndarray] = []
     tgt_cum: list[np.ndarray] = []
     tgt_off = [0]
@@ -660,10 +665,13 @@ def synth(targets: np.ndarray | TargetSource, n: int, *, seed: int,
             mix[o] = 0.0
         elif mix[o] < 0:
             raise InputError("origin has eligible targets and a share but no source address",
-                             field=f"sources[{name}]", value=list(_as_str_list(src_spec[name],
-                                                                                name)))
+                             field=src_fields[o], value=src_spec[name])
         tgt_index.append(elig.astype(np.int64))
-        tgt_cum.append(np.cumsum(weights[elig]))
+        if zipf and elig.size:
+            # 1/rank**s relative to the origin's most popular target (no underflow to 0)
+            tgt_cum.append(np.cumsum((ranks[elig] / ranks[elig[0]]) ** -s))
+        else:
+            tgt_cum.append(np.arange(1, elig.size + 1, dtype=np.float64))
         tgt_off.append(tgt_off[-1] + elig.size)
     if not any_eligible:
         raise InputError("no target is eligible for any origin (origins bitmask is 0)",
@@ -679,7 +687,8 @@ def synth(targets: np.ndarray | TargetSource, n: int, *, seed: int,
     u = rng.random((_traffic.UNIFORM_ROWS, n))
     gaps = rng.standard_exponential(n)
     gaps /= rate_v
-    cap = 1 << max(1, (2 * n - 1).bit_length())
+    flows = _traffic.new_flow_count(u, n, share)
+    cap = 1 << max(1, (2 * flows - 1).bit_length())   # 5-tuple set at most half full
     _traffic.generate(
         out, u, gaps, start_v, share, tarr,
         np.cumsum(np.asarray(mix, np.float64)),

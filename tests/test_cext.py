@@ -130,8 +130,9 @@ def _generate_args(n: int, share: float = 0.5) -> list:
     t["port"] = [80, 53]
     t["proto"] = [6, 17]
     t["origins"] = [1, 1]
-    cap = 1 << max(1, (2 * n - 1).bit_length())
-    return [P.empty_packets(n), rng.random((traffic.UNIFORM_ROWS, n)), np.ones(n), 0.0, share,
+    u = rng.random((traffic.UNIFORM_ROWS, n))
+    cap = 1 << max(1, (2 * traffic.new_flow_count(u, n, share) - 1).bit_length())
+    return [P.empty_packets(n), u, np.ones(n), 0.0, share,
             t, np.array([1.0, 1.0, 1.0]), np.array([1.0, 2.0]), np.array([0, 1], np.int64),
             np.array([0, 2, 2, 2], np.int64), np.array([100], np.uint32), np.array([10.0]),
             np.array([0, 1, 1, 1], np.int64), np.empty(n, np.int64),
@@ -141,6 +142,7 @@ def _generate_args(n: int, share: float = 0.5) -> list:
 def test_generate_raw() -> None:
     args = _generate_args(1000)
     flows, reused = traffic.generate(*args)
+    assert flows == traffic.new_flow_count(args[1], 1000, 0.5)
     out = args[0]
     assert 400 < flows < 600 and reused == 0
     key = out[["src_ip", "dst_ip", "src_port", "dst_port", "proto"]]
@@ -151,8 +153,9 @@ def test_generate_raw() -> None:
 
 
 @pytest.mark.parametrize("index, bad", [
-    (14, np.zeros((4, 2), np.uint64)),           # seen too small
+    (14, np.zeros((512, 2), np.uint64)),         # seen too small for ~500 flows
     (14, np.zeros((3000, 2), np.uint64)),        # not a power of two
+    (14, np.zeros((2048, 3), np.uint64)),        # not (2**k, 2)
     (6, np.array([1.0, 1.0])),                   # origin table
     (9, np.array([0, 2, 2], np.int64)),          # target offsets
 ])

@@ -439,12 +439,26 @@ class _Cluster:
         return {"pod": ["10.9.9.9"]}
 
 
+class _NoPodSources(_Cluster):
+    def packet_sources(self) -> dict[str, list[str]]:
+        return {"pod": []}
+
+
 def test_synth_from_object() -> None:
     pk = P.synth(_Cluster(), 100, seed=1)
     assert (pk["origin"] == 0).all()
     assert set(P.u32_to_ip(np.unique(pk["src_ip"])).tolist()) == {"10.9.9.9"}
     pk = P.synth(_Cluster(), 100, seed=1, sources={"pod": ["10.8.8.8"]})
     assert set(P.u32_to_ip(np.unique(pk["src_ip"])).tolist()) == {"10.8.8.8"}
+
+
+def test_synth_zipf_large_exponent_still_reaches_each_origin() -> None:
+    # external may only use the 50th target; with s=200 its weight underflows globally
+    t = _targets(50, origins=[1] * 49 + [2])
+    pk = P.synth(t, 2000, seed=1, popularity="zipf", zipf_s=200.0, new_flow_share=1.0)
+    ext = pk[pk["origin"] == 1]
+    assert len(ext) > 100 and (ext["dst_ip"] == t["ip"][49]).all()
+    assert (pk[pk["origin"] == 0]["dst_ip"] == t["ip"][0]).all()
 
 
 def test_synth_accepts_compatible_structured_array() -> None:
@@ -481,6 +495,8 @@ def test_synth_accepts_compatible_structured_array() -> None:
     (dict(sources={"pod": ["fd00::/64"]}), "sources[pod][0]"),
     (dict(sources={"pod": [5]}), "sources[pod][0]"),
     (dict(sources={"pod": []}), "sources[pod]"),
+    (dict(targets=_NoPodSources()), "packet_sources()[pod]"),
+    (dict(targets=_NoPodSources(), sources={"pod": "10.0.0.0/30/1"}), "sources[pod][0]"),
     (dict(sources={"alien": ["1.1.1.1"]}), "sources"),
     (dict(sources=["1.1.1.1"]), "sources"),
     (dict(targets=np.zeros(3, P.PACKET_DTYPE)), "targets"),

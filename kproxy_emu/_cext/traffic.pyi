@@ -6,6 +6,8 @@ EPHEMERAL_PORT_LOW: int
 EPHEMERAL_PORT_HIGH: int
 UNIFORM_ROWS: int
 
+def new_flow_count(u: npt.NDArray[np.float64], n: int, new_flow_share: float) -> int:
+    """How many of the n packets generate() will make open a flow."""
 def generate(
     out: npt.NDArray[np.void],
     u: npt.NDArray[np.float64],

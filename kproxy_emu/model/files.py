@@ -111,11 +111,18 @@ _YAML11_SPECIAL = frozenset(
 )
 
 
+# characters YAML does not allow unescaped, and the ones it reads as line breaks (JSON leaves them raw with ensure_ascii=False)
+_NON_PRINTABLE = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]")
+
+
 def _scalar(value: Any) -> str:
     if isinstance(value, str):
         if _PLAIN.match(value) and value.lower() not in _YAML11_SPECIAL:
             return value
-        return json.dumps(value)  # a JSON string is a valid double-quoted YAML scalar
+        # a JSON string is a valid double-quoted YAML scalar; escaping non-BMP characters
+        # as JSON's surrogate pairs would not read back, so they are written as they are
+        text = json.dumps(value, ensure_ascii=False)
+        return _NON_PRINTABLE.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
     if value is True:
         return "true"
     if value is False:
