@@ -221,3 +221,15 @@ def test_slow_path_and_fast_path_endpoints_agree():
     fast_ep, slow_ep = c.endpoint_slices[("default", "s")].endpoints
     slow_ep.hints_zones = []
     assert fast_ep == slow_ep
+
+
+def test_kube_proxy_fixtures_are_present():
+    """The fixtures live in ../shared beside the clone; CI must never run without them."""
+    import os
+
+    from .conftest import FIXTURES
+    if not FIXTURES.is_dir():
+        if os.environ.get("CI") or os.environ.get("KPROXY_EMU_REQUIRE_LAB"):
+            pytest.fail(f"kube-proxy fixtures not found at {FIXTURES}")
+        pytest.skip(f"kube-proxy fixtures not found at {FIXTURES}")
+    assert fixture_inputs()
