@@ -66,10 +66,54 @@ def build_parser() -> argparse.ArgumentParser:
                         "multi-document YAML; - for stdout (YAML)")
     p.set_defaults(func=_cmd_synth)
 
+    p = sub.add_parser("render", help="print the rules a mode installs on one node")
+    p.add_argument("files", nargs="+", metavar="FILE", help="manifest files or directories")
+    p.add_argument("--mode", default=None, choices=("iptables",),
+                   help="proxy mode (default: the --config mode, else iptables)")
+    _node_options(p)
+    p.add_argument("--sorted", action="store_true",
+                   help="the normalised order kube-proxy's unit tests compare")
+    p.set_defaults(func=_cmd_render)
+
     p = sub.add_parser("check", help="load and validate manifests, print what they hold")
     p.add_argument("files", nargs="+", metavar="FILE", help="manifest files or directories")
     p.set_defaults(func=_cmd_check)
     return parser
+
+
+def _node_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="a KubeProxyConfiguration YAML")
+    p.add_argument("--node", metavar="NAME",
+                   help="node to emulate (a Node in the manifests; default: the first)")
+    p.add_argument("--node-config", metavar="FILE", help="the emulated node's file")
+    p.add_argument("--node-ip", action="append", metavar="IP",
+                   help="node IP (repeat; primary first); overrides the node's addresses")
+    p.add_argument("--cluster-cidr", metavar="CIDR",
+                   help="pod CIDR for local-traffic detection (overrides clusterCIDR)")
+    p.add_argument("--masquerade-all", action="store_true", default=None,
+                   help="masquerade all service traffic")
+    p.add_argument("--mark-text", metavar="TEXT",
+                   help="masquerade mark as written in rules (default: kube-proxy's "
+                        "0x00004000 form of 1<<masqueradeBit; the unit tests use 0x4000)")
+
+
+def _dataplane(args: argparse.Namespace):
+    from .dataplane import Dataplane
+    from .model import Cluster
+    from .model.config import load_kube_proxy_config, load_node_config
+
+    config = load_kube_proxy_config(args.config) if args.config else None
+    node_config = load_node_config(args.node_config) if args.node_config else None
+    mode = args.mode or (config.mode if config else "iptables")
+    cluster = Cluster.from_files(args.files)
+    return Dataplane(cluster, mode, node=args.node, node_config=node_config,
+                     node_ips=args.node_ip, config=config, cluster_cidr=args.cluster_cidr,
+                     masquerade_all=args.masquerade_all, mark_text=args.mark_text)
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    sys.stdout.write(_dataplane(args).render(sorted=args.sorted))
+    return 0
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:

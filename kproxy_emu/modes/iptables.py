@@ -1,0 +1,336 @@
+"""The iptables proxier's rules for one node (pkg/proxy/iptables/proxier.go syncProxyRules).
+
+Produces the Ruleset of one full sync: the restore payload kube-proxy feeds to
+``iptables-restore --noflush``, filter table then nat table, rules in kube-proxy's write
+order (services in input order, where kube-proxy's own order is Go map order). The jump
+rules from the built-in chains, which kube-proxy installs with ``iptables -I`` outside the
+restore, are available from ``builtin_jumps()``.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+
+from ..netfilter.ruleset import Opt, Ruleset, Table
+from ..proxy.options import ProxyOptions
+from ..proxy.view import ProxyView, ServicePortInfo, categorize_endpoints
+
+LARGE_CLUSTER_ENDPOINTS = 1000  # more endpoints than this: per-endpoint comments dropped
+NODEPORTS_COMMENT = "kubernetes service nodeports; NOTE: this must be the last rule in this chain"
+LOCALHOST_NPS_COUNTER = "localhost_nps_accepted_pkts"
+INVALID_DROPPED_COUNTER = "ct_state_invalid_dropped_pkts"
+
+
+def _hash16(text: str) -> str:
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
+
+
+def service_chain_hash(spn: str, proto: str) -> str:
+    """portProtoHash: shared by KUBE-SVC-, KUBE-SVL-, KUBE-EXT- and KUBE-FW- chains."""
+    return _hash16(spn + proto)
+
+
+def endpoint_chain(spn: str, proto: str, endpoint: str) -> str:
+    return "KUBE-SEP-" + _hash16(spn + proto + endpoint)
+
+
+def probability(n: int) -> str:
+    """Go's fmt.Sprintf("%0.10f", 1.0/float64(n))."""
+    return f"{1.0 / n:0.10f}"
+
+
+def _m(module: str) -> Opt:
+    return Opt("-m", (module,))
+
+
+def _o(flag: str, *args: str, negated: bool = False) -> Opt:
+    return Opt(flag, tuple(args), negated)
+
+
+def _comment(text: str) -> tuple[Opt, Opt]:
+    return (_m("comment"), _o("--comment", text))
+
+
+def _jump(target: str) -> Opt:
+    return _o("-j", target)
+
+
+def builtin_jumps() -> list[tuple[str, str, tuple[Opt, ...]]]:
+    """(table, chain, rule options) kube-proxy ensures at the top of the built-in chains,
+    in the order it processes them (each is prepended, so later ones end up first)."""
+    new = (_m("conntrack"), _o("--ctstate", "NEW"))
+    entries = [
+        ("filter", "INPUT", "KUBE-EXTERNAL-SERVICES",
+         "kubernetes externally-visible service portals", new),
+        ("filter", "FORWARD", "KUBE-EXTERNAL-SERVICES",
+         "kubernetes externally-visible service portals", new),
+        ("filter", "INPUT", "KUBE-NODEPORTS", "kubernetes health check service ports", ()),
+        ("filter", "FORWARD", "KUBE-SERVICES", "kubernetes service portals", new),
+        ("filter", "OUTPUT", "KUBE-SERVICES", "kubernetes service portals", new),
+        ("filter", "FORWARD", "KUBE-FORWARD", "kubernetes forwarding rules", ()),
+        ("filter", "INPUT", "KUBE-PROXY-FIREWALL", "kubernetes load balancer firewall", new),
+        ("filter", "OUTPUT", "KUBE-PROXY-FIREWALL", "kubernetes load balancer firewall", new),
+        ("filter", "FORWARD", "KUBE-PROXY-FIREWALL", "kubernetes load balancer firewall", new),
+        ("nat", "OUTPUT", "KUBE-SERVICES", "kubernetes service portals", ()),
+        ("nat", "PREROUTING", "KUBE-SERVICES", "kubernetes service portals", ()),
+        ("nat", "POSTROUTING", "KUBE-POSTROUTING", "kubernetes postrouting rules", ()),
+    ]
+    out = [(table, chain, (*extra, *_comment(comment), _jump(target)))
+           for table, chain, target, comment, extra in entries]
+    out += [("filter", "INPUT", (_jump("KUBE-FIREWALL"),)),
+            ("filter", "OUTPUT", (_jump("KUBE-FIREWALL"),))]
+    return out
+
+
+class _Writer:
+    """Per-sync state: the two tables and the options every rule depends on."""
+
+    def __init__(self, options: ProxyOptions, large_cluster: bool):
+        self.o = options
+        self.large = large_cluster
+        self.ruleset = Ruleset(family=options.family)
+        self.filter: Table = self.ruleset.table("filter")
+        self.nat: Table = self.ruleset.table("nat")
+
+    # detector fragments (§1.4); None when no detector is implemented
+    def if_local(self) -> tuple[Opt, ...] | None:
+        return self._detector(negated=False)
+
+    def if_not_local(self) -> tuple[Opt, ...] | None:
+        return self._detector(negated=True)
+
+    def _detector(self, negated: bool) -> tuple[Opt, ...] | None:
+        mode, value = self.o.detect_local_mode, self.o.detect_local_value
+        if mode in ("ClusterCIDR", "NodeCIDR"):
+            return (_o("-s", value, negated=negated),)
+        if mode == "BridgeInterface":
+            return (_o("-i", value, negated=negated),)
+        if mode == "InterfaceNamePrefix":
+            return (_o("-i", value + "+", negated=negated),)
+        return None
+
+    def endpoint_comment(self, text: str) -> tuple[Opt, ...]:
+        return () if self.large else _comment(text)
+
+
+def compile_ruleset(view: ProxyView) -> Ruleset:
+    """The restore payload of one full sync for the view's node."""
+    o = view.options
+    large = view.total_endpoints > LARGE_CLUSTER_ENDPOINTS
+    w = _Writer(o, large)
+    filt, nat = w.filter, w.nat
+    mark = o.mark
+    v4 = o.ipv4
+    localhost_nps = v4 and o.localhost_node_ports
+    features = o.node.features
+
+    for name in ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-FORWARD", "KUBE-NODEPORTS",
+                 "KUBE-PROXY-FIREWALL"):
+        filt.declare(name)
+    if localhost_nps:
+        filt.declare("KUBE-FIREWALL")
+    for name in ("KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"):
+        nat.declare(name)
+
+    nat.append("KUBE-POSTROUTING", _m("mark"), _o("--mark", f"{mark}/{mark}", negated=True),
+               _jump("RETURN"))
+    nat.append("KUBE-POSTROUTING", _jump("MARK"), _o("--xor-mark", mark))
+    masquerade = [*_comment("kubernetes service traffic requiring SNAT"), _jump("MASQUERADE")]
+    if features.iptables_random_fully:
+        masquerade.append(_o("--random-fully"))
+    nat.append("KUBE-POSTROUTING", *masquerade)
+    nat.append("KUBE-MARK-MASQ", _jump("MARK"), _o("--or-mark", mark))
+    if localhost_nps:
+        filt.append("KUBE-FIREWALL", *_comment("block incoming localnet connections"),
+                    _o("-d", "127.0.0.0/8"), _o("-s", "127.0.0.0/8", negated=True),
+                    _m("conntrack"), _o("--ctstate", "RELATED,ESTABLISHED,DNAT", negated=True),
+                    _jump("DROP"))
+
+    for sp in view.service_ports:
+        _write_service_port(w, sp)
+
+    # the NodePort dispatch rule(s), last in nat KUBE-SERVICES (§2.11)
+    node_port_ips = o.node_port_ips()
+    if node_port_ips is None:
+        opts = [*_comment(NODEPORTS_COMMENT), _m("addrtype"), _o("--dst-type", "LOCAL")]
+        if v4 and not o.localhost_node_ports:
+            opts.append(_o("-d", "127.0.0.0/8", negated=True))
+        elif not v4:
+            opts.append(_o("-d", "::1/128", negated=True))
+        nat.append("KUBE-SERVICES", *opts, _jump("KUBE-NODEPORTS"))
+    else:
+        for ip in node_port_ips:
+            loopback = ip.startswith("127.") or ip == "::1"
+            if loopback and (not v4 or not o.localhost_node_ports):
+                continue
+            nat.append("KUBE-SERVICES", *_comment(NODEPORTS_COMMENT), _o("-d", ip),
+                       _jump("KUBE-NODEPORTS"))
+
+    if not features.conntrack_tcp_be_liberal:
+        invalid = [_m("conntrack"), _o("--ctstate", "INVALID")]
+        if features.nfacct:
+            invalid += [_m("nfacct"), _o("--nfacct-name", INVALID_DROPPED_COUNTER)]
+        filt.append("KUBE-FORWARD", *invalid, _jump("DROP"))
+    filt.append("KUBE-FORWARD", *_comment("kubernetes forwarding rules"), _m("mark"),
+                _o("--mark", f"{mark}/{mark}"), _jump("ACCEPT"))
+    filt.append("KUBE-FORWARD", *_comment("kubernetes forwarding conntrack rule"),
+                _m("conntrack"), _o("--ctstate", "RELATED,ESTABLISHED"), _jump("ACCEPT"))
+    return w.ruleset
+
+
+def _write_service_port(w: _Writer, sp: ServicePortInfo) -> None:
+    o = w.o
+    filt, nat = w.filter, w.nat
+    spn, proto = sp.spn, sp.proto
+    h = service_chain_hash(spn, proto)
+    svc_chain, svl_chain = f"KUBE-SVC-{h}", f"KUBE-SVL-{h}"
+    ext_chain, fw_chain = f"KUBE-EXT-{h}", f"KUBE-FW-{h}"
+    cat = categorize_endpoints(sp, o.node.name, o.node.zone)
+
+    has_endpoints = cat.has_any
+    internal_chain = svl_chain if sp.internal_policy_local else svc_chain
+    external_chain = svl_chain if sp.external_policy_local else svc_chain
+    has_internal = has_endpoints and not (sp.internal_policy_local and not cat.local)
+    has_external = has_endpoints and not (sp.external_policy_local and not cat.local)
+    uses_cluster_chain = bool(cat.cluster) and sp.uses_cluster_endpoints
+    uses_local_chain = bool(cat.local) and sp.uses_local_endpoints
+    uses_ext_chain = has_endpoints and sp.externally_accessible
+    uses_fw_chain = has_endpoints and bool(sp.lb_ips) and bool(sp.source_ranges)
+
+    if not has_endpoints:
+        internal_verdict = external_verdict = "REJECT"
+        verdict_comment = f"{spn} has no endpoints"
+    else:
+        internal_verdict = external_verdict = "DROP"  # used only when local is missing
+        verdict_comment = f"{spn} has no local endpoints"
+
+    def dest(ip: str, port: int) -> tuple[Opt, ...]:
+        return (_m(proto), _o("-p", proto), _o("-d", ip), _o("--dport", str(port)))
+
+    # 1. cluster IP
+    if has_internal:
+        nat.append("KUBE-SERVICES", *_comment(f"{spn} cluster IP"),
+                   *dest(sp.cluster_ip, sp.port), _jump(internal_chain))
+    else:
+        filt.append("KUBE-SERVICES", *_comment(verdict_comment), *dest(sp.cluster_ip, sp.port),
+                    _jump(internal_verdict))
+    # 2. external IPs
+    for ip in sp.external_ips:
+        if has_endpoints:
+            nat.append("KUBE-SERVICES", *_comment(f"{spn} external IP"), *dest(ip, sp.port),
+                       _jump(ext_chain))
+        if not has_external:
+            filt.append("KUBE-EXTERNAL-SERVICES", *_comment(verdict_comment), *dest(ip, sp.port),
+                        _jump(external_verdict))
+    # 3. load-balancer IPs
+    for ip in sp.lb_ips:
+        if has_endpoints:
+            nat.append("KUBE-SERVICES", *_comment(f"{spn} loadbalancer IP"), *dest(ip, sp.port),
+                       _jump(fw_chain if uses_fw_chain else ext_chain))
+        if uses_fw_chain:
+            filt.append("KUBE-PROXY-FIREWALL",
+                        *_comment(f"{spn} traffic not accepted by {fw_chain}"),
+                        *dest(ip, sp.port), _jump("DROP"))
+    if not has_external:
+        for ip in sp.lb_ips:
+            filt.append("KUBE-EXTERNAL-SERVICES", *_comment(verdict_comment), *dest(ip, sp.port),
+                        _jump(external_verdict))
+    # 4. node port
+    if sp.node_port:
+        np_ = str(sp.node_port)
+        if has_endpoints:
+            if o.ipv4 and o.localhost_node_ports and o.node.features.nfacct:
+                nat.append("KUBE-NODEPORTS", *_comment(spn), _m(proto), _o("-p", proto),
+                           _o("-d", "127.0.0.0/8"), _o("--dport", np_), _m("nfacct"),
+                           _o("--nfacct-name", LOCALHOST_NPS_COUNTER), _jump(ext_chain))
+            nat.append("KUBE-NODEPORTS", *_comment(spn), _m(proto), _o("-p", proto),
+                       _o("--dport", np_), _jump(ext_chain))
+        if not has_external:
+            filt.append("KUBE-EXTERNAL-SERVICES", *_comment(verdict_comment), _m("addrtype"),
+                        _o("--dst-type", "LOCAL"), _m(proto), _o("-p", proto),
+                        _o("--dport", np_), _jump(external_verdict))
+    # 5. health check node port
+    if sp.health_check_node_port:
+        filt.append("KUBE-NODEPORTS", *_comment(f"{spn} health check node port"), _m("tcp"),
+                    _o("-p", "tcp"), _o("--dport", str(sp.health_check_node_port)),
+                    _jump("ACCEPT"))
+
+    # 7. internal masquerade
+    if has_internal:
+        args = (*_comment(f"{spn} cluster IP"), *dest(sp.cluster_ip, sp.port))
+        if o.masquerade_all:
+            nat.append(internal_chain, *args, _jump("KUBE-MARK-MASQ"))
+        elif (not_local := w.if_not_local()) is not None:
+            nat.append(internal_chain, *args, *not_local, _jump("KUBE-MARK-MASQ"))
+    # 8. external traffic chain
+    if uses_ext_chain:
+        nat.declare(ext_chain)
+        if not sp.external_policy_local:
+            nat.append(ext_chain,
+                       *_comment(f"masquerade traffic for {spn} external destinations"),
+                       _jump("KUBE-MARK-MASQ"))
+        else:
+            if (local := w.if_local()) is not None:
+                nat.append(ext_chain, *_comment(f"pod traffic for {spn} external destinations"),
+                           *local, _jump(svc_chain))
+            nat.append(ext_chain,
+                       *_comment(f"masquerade LOCAL traffic for {spn} external destinations"),
+                       _m("addrtype"), _o("--src-type", "LOCAL"), _jump("KUBE-MARK-MASQ"))
+            nat.append(ext_chain,
+                       *_comment(f"route LOCAL traffic for {spn} external destinations"),
+                       _m("addrtype"), _o("--src-type", "LOCAL"), _jump(svc_chain))
+        if has_external:
+            nat.append(ext_chain, _jump(external_chain))
+    # 9. firewall chain
+    if uses_fw_chain:
+        nat.declare(fw_chain)
+        lb_comment = _comment(f"{spn} loadbalancer IP")
+        for cidr in sp.source_ranges:
+            nat.append(fw_chain, *lb_comment, _o("-s", cidr), _jump(ext_chain))
+        if _node_ip_in(o, sp.source_ranges):
+            for ip in sp.lb_ips:
+                nat.append(fw_chain, *lb_comment, _o("-s", ip), _jump(ext_chain))
+        nat.append(fw_chain, *_comment(
+            f"other traffic to {spn} will be dropped by KUBE-PROXY-FIREWALL"))
+    # 10. service -> endpoint chains
+    if uses_cluster_chain:
+        nat.declare(svc_chain)
+        _write_endpoint_dispatch(w, sp, svc_chain, cat.cluster)
+    if uses_local_chain:
+        nat.declare(svl_chain)
+        _write_endpoint_dispatch(w, sp, svl_chain, cat.local)
+    # 11. endpoint chains
+    for ep in cat.all_reachable:
+        chain = endpoint_chain(spn, proto, ep.string)
+        nat.declare(chain)
+        comment = w.endpoint_comment(spn)
+        nat.append(chain, *comment, _o("-s", ep.ip), _jump("KUBE-MARK-MASQ"))
+        affinity = (_m("recent"), _o("--name", chain), _o("--set")) if sp.affinity_timeout else ()
+        nat.append(chain, *comment, *affinity, _m(proto), _o("-p", proto), _jump("DNAT"),
+                   _o("--to-destination", ep.string))
+
+
+def _write_endpoint_dispatch(w: _Writer, sp: ServicePortInfo, chain: str, endpoints) -> None:
+    spn, proto = sp.spn, sp.proto
+    if sp.affinity_timeout:
+        for ep in endpoints:
+            sep = endpoint_chain(spn, proto, ep.string)
+            w.nat.append(chain, *w.endpoint_comment(f"{spn} -> {ep.string}"), _m("recent"),
+                         _o("--name", sep), _o("--rcheck"),
+                         _o("--seconds", str(sp.affinity_timeout)), _o("--reap"), _jump(sep))
+    n = len(endpoints)
+    for i, ep in enumerate(endpoints):
+        sep = endpoint_chain(spn, proto, ep.string)
+        stat = (_m("statistic"), _o("--mode", "random"),
+                _o("--probability", probability(n - i))) if i < n - 1 else ()
+        w.nat.append(chain, *w.endpoint_comment(f"{spn} -> {ep.string}"), *stat, _jump(sep))
+
+
+def _node_ip_in(o: ProxyOptions, cidrs: list[str]) -> bool:
+    """Does a source range hold the node IP (kube-proxy's nodeIP of this family)?"""
+    node_ip = o.node.node_ips_by_family().get(o.family)
+    if node_ip is None:
+        return False
+    addr = ipaddress.ip_address(node_ip)
+    return any(addr in n for n in map(ipaddress.ip_network, cidrs) if n.version == addr.version)

@@ -1,0 +1,216 @@
+"""Service ports and their endpoints as one kube-proxy instance sees them.
+
+Mirrors pkg/proxy (servicechangetracker, endpointslicecache, topology.go): which services
+are programmed, ServicePortName strings, endpoints matched by port name and protocol and
+sorted by their ``IP:port`` string, and CategorizeEndpoints.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..model.cluster import Cluster
+from ..model.objects import Service, ServicePort
+from .options import ProxyOptions
+
+
+@dataclass(slots=True)
+class EndpointInfo:
+    ip: str
+    port: int
+    is_local: bool
+    ready: bool
+    serving: bool
+    terminating: bool
+    zone_hints: frozenset[str] = frozenset()
+    node_hints: frozenset[str] = frozenset()
+    has_zone_hints: bool = False
+    has_node_hints: bool = False
+
+    @property
+    def string(self) -> str:
+        return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
+
+
+@dataclass(slots=True)
+class ServicePortInfo:
+    namespace: str
+    name: str
+    port_name: str
+    protocol: str  # TCP, UDP, SCTP
+    cluster_ip: str
+    port: int
+    node_port: int
+    external_ips: list[str]
+    lb_ips: list[str]
+    source_ranges: list[str]
+    affinity_timeout: int  # 0: no session affinity
+    external_policy_local: bool
+    internal_policy_local: bool
+    health_check_node_port: int
+    traffic_distribution: str = ""
+    endpoints: list[EndpointInfo] = field(default_factory=list)
+
+    @property
+    def spn(self) -> str:
+        """ServicePortName.String(): ``ns/name`` plus ``:port`` when the port is named."""
+        base = f"{self.namespace}/{self.name}"
+        return f"{base}:{self.port_name}" if self.port_name else base
+
+    @property
+    def proto(self) -> str:
+        return self.protocol.lower()
+
+    @property
+    def externally_accessible(self) -> bool:
+        return bool(self.node_port or self.lb_ips or self.external_ips)
+
+    @property
+    def uses_cluster_endpoints(self) -> bool:
+        return not self.internal_policy_local or self.externally_accessible
+
+    @property
+    def uses_local_endpoints(self) -> bool:
+        return self.internal_policy_local or (self.external_policy_local
+                                              and self.externally_accessible)
+
+
+def _family_of(ip: str) -> str:
+    return "IPv6" if ":" in ip else "IPv4"
+
+
+def _service_ports(svc: Service, family: str) -> list[ServicePortInfo]:
+    if not svc.proxied:
+        return []
+    cluster_ip = next((ip for ip in svc.cluster_ips or [svc.cluster_ip]
+                       if ip not in ("", "None") and _family_of(ip) == family), None)
+    if cluster_ip is None:
+        return []
+    external_ips = [ip for ip in svc.external_ips if _family_of(ip) == family]
+    lb_ips = [i.ip for i in svc.lb_ingress
+              if i.ip and i.ip_mode != "Proxy" and _family_of(i.ip) == family]
+    ranges = [c for c in svc.lb_source_ranges if _family_of(c.partition("/")[0]) == family]
+    needs_health_check = svc.type == "LoadBalancer" and svc.external_traffic_policy == "Local"
+    # apiservice.ExternallyAccessible: NodePort/LoadBalancer, or ClusterIP with externalIPs
+    externally_accessible = svc.type in ("NodePort", "LoadBalancer") or bool(svc.external_ips)
+    ports = []
+    for p in svc.ports:
+        ports.append(ServicePortInfo(
+            namespace=svc.namespace, name=svc.name, port_name=p.name, protocol=p.protocol,
+            cluster_ip=cluster_ip, port=p.port,
+            node_port=p.node_port,
+            external_ips=external_ips, lb_ips=lb_ips, source_ranges=ranges,
+            affinity_timeout=svc.affinity_timeout if svc.session_affinity == "ClientIP" else 0,
+            external_policy_local=svc.external_traffic_policy == "Local" and externally_accessible,
+            internal_policy_local=svc.internal_traffic_policy == "Local",
+            health_check_node_port=svc.health_check_node_port if needs_health_check else 0,
+            traffic_distribution=svc.traffic_distribution,
+        ))
+    return ports
+
+
+class ProxyView:
+    """Every programmed service port of a cluster, with its endpoints, for one node."""
+
+    def __init__(self, cluster: Cluster, options: ProxyOptions):
+        self.options = options
+        self.service_ports: list[ServicePortInfo] = []
+        node_name = options.node.name
+        slices = cluster.slices_by_service()
+        for svc in cluster.services.values():
+            ports = _service_ports(svc, options.family)
+            if not ports:
+                continue
+            # endpoint string -> info per (port name, protocol); a ready copy wins
+            by_port: dict[tuple[str, str], dict[str, EndpointInfo]] = {}
+            for s in slices.get(svc.key, ()):
+                if s.address_type != options.family:
+                    continue
+                for sp in s.ports:
+                    if sp.port is None:
+                        continue
+                    seen = by_port.setdefault((sp.name, sp.protocol), {})
+                    for ep in s.endpoints:
+                        info = EndpointInfo(
+                            ip=ep.addresses[0], port=sp.port,
+                            is_local=bool(ep.node_name) and ep.node_name == node_name,
+                            ready=ep.is_ready, serving=ep.is_serving,
+                            terminating=ep.is_terminating,
+                            zone_hints=frozenset(ep.hints_zones),
+                            node_hints=frozenset(ep.hints_nodes),
+                            has_zone_hints=bool(ep.hints_zones),
+                            has_node_hints=bool(ep.hints_nodes))
+                        old = seen.get(info.string)
+                        if old is None or (info.ready and not old.ready):
+                            seen[info.string] = info
+            for sp in ports:
+                found = by_port.get((sp.port_name, sp.protocol), {})
+                # kube-proxy keeps endpoints sorted by their string ("10.1.1.11:11" < "10.1.1.1:11")
+                sp.endpoints = [found[k] for k in sorted(found)]
+                self.service_ports.append(sp)
+
+    @property
+    def total_endpoints(self) -> int:
+        return sum(len(sp.endpoints) for sp in self.service_ports)
+
+
+@dataclass(slots=True)
+class Categorized:
+    cluster: list[EndpointInfo]
+    local: list[EndpointInfo]
+    all_reachable: list[EndpointInfo]
+    has_any: bool
+
+
+def _topology_filter(endpoints: list[EndpointInfo], node_name: str,
+                     zone: str | None) -> list[EndpointInfo]:
+    """Hints are used only when every ready endpoint carries them and one names this node
+    (PreferSameNode node hints) or its zone; otherwise they are ignored altogether."""
+    if all(e.has_node_hints for e in endpoints):
+        picked = [e for e in endpoints if node_name in e.node_hints]
+        if picked:
+            return picked
+    if zone and all(e.has_zone_hints for e in endpoints):
+        picked = [e for e in endpoints if zone in e.zone_hints]
+        if picked:
+            return picked
+    return endpoints
+
+
+def categorize_endpoints(sp: ServicePortInfo, node_name: str,
+                         zone: str | None = None) -> Categorized:
+    """CategorizeEndpoints (pkg/proxy/topology.go)."""
+    cluster: list[EndpointInfo] = []
+    local: list[EndpointInfo] = []
+    has_any = False
+    endpoints = sp.endpoints
+    if sp.uses_cluster_endpoints:
+        ready = [e for e in endpoints if e.ready]
+        cluster = _topology_filter(ready, node_name, zone) if ready else []
+        if not cluster:
+            cluster = [e for e in endpoints if e.serving and e.terminating]
+        has_any = bool(cluster)
+    if sp.uses_local_endpoints:
+        has_local_ready = has_local_serving_terminating = False
+        for e in endpoints:
+            if e.ready:
+                has_any = True
+                if e.is_local:
+                    has_local_ready = True
+            elif e.serving and e.terminating:
+                has_any = True
+                if e.is_local:
+                    has_local_serving_terminating = True
+        if has_local_ready:
+            local = [e for e in endpoints if e.is_local and e.ready]
+        elif has_local_serving_terminating:
+            local = [e for e in endpoints if e.is_local and e.serving and e.terminating]
+    if not sp.uses_local_endpoints:
+        all_reachable = cluster
+    elif not sp.uses_cluster_endpoints:
+        all_reachable = local
+    else:
+        merged = {e.string: e for e in cluster}
+        for e in local:
+            merged.setdefault(e.string, e)
+        all_reachable = [merged[k] for k in sorted(merged)]
+    return Categorized(cluster, local, all_reachable, has_any)
