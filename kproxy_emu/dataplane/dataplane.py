@@ -5,7 +5,7 @@ render() works now; packet processing (process, trace) arrives with the engines.
 from __future__ import annotations
 
 from ..errors import InputError
-from ..model.cluster import Cluster
+from ..model.cluster import Cluster, paused_gc
 from ..model.config import KubeProxyConfig, NodeConfig
 from ..proxy import ProxyOptions, ProxyView
 
@@ -53,7 +53,8 @@ class Dataplane:
         node_cfg = resolve_node(cluster, node, node_config, node_ips)
         self.options = ProxyOptions.build(node_cfg, config, cluster_cidr=cluster_cidr,
                                           masquerade_all=masquerade_all, mark_text=mark_text)
-        self.view = ProxyView(cluster, self.options)
+        with paused_gc():  # a 100k-service view is millions of small objects
+            self.view = ProxyView(cluster, self.options)
         from ..modes.iptables import compile_ruleset
         self.ruleset = compile_ruleset(self.view)
 

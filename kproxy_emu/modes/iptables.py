@@ -8,10 +8,10 @@ restore, are available from ``builtin_jumps()``.
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import ipaddress
 
+from ..model.cluster import paused_gc
 from ..netfilter.ruleset import Opt, Ruleset, Table
 from ..proxy.options import ProxyOptions
 from ..proxy.view import ProxyView, ServicePortInfo, categorize_endpoints
@@ -22,8 +22,14 @@ LOCALHOST_NPS_COUNTER = "localhost_nps_accepted_pkts"
 INVALID_DROPPED_COUNTER = "ct_state_invalid_dropped_pkts"
 
 
+_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+
+
 def _hash16(text: str) -> str:
-    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
+    """First 16 characters of base32(sha256(text)): 80 bits, i.e. the first 10 bytes.
+    (base64.b32encode is pure Python and was the compiler's largest cost.)"""
+    n = int.from_bytes(hashlib.sha256(text.encode()).digest()[:10], "big")
+    return "".join([_B32[(n >> shift) & 31] for shift in range(75, -5, -5)])
 
 
 def service_chain_hash(spn: str, proto: str) -> str:
@@ -40,12 +46,18 @@ def probability(n: int) -> str:
     return f"{1.0 / n:0.10f}"
 
 
+_MODULES: dict[str, Opt] = {}
+
+
 def _m(module: str) -> Opt:
-    return Opt("-m", (module,))
+    opt = _MODULES.get(module)
+    if opt is None:
+        opt = _MODULES[module] = Opt("-m", (module,))
+    return opt
 
 
 def _o(flag: str, *args: str, negated: bool = False) -> Opt:
-    return Opt(flag, tuple(args), negated)
+    return Opt(flag, args, negated)
 
 
 def _comment(text: str) -> tuple[Opt, Opt]:
@@ -116,6 +128,11 @@ class _Writer:
 
 def compile_ruleset(view: ProxyView) -> Ruleset:
     """The restore payload of one full sync for the view's node."""
+    with paused_gc():
+        return _compile(view)
+
+
+def _compile(view: ProxyView) -> Ruleset:
     o = view.options
     large = view.total_endpoints > LARGE_CLUSTER_ENDPOINTS
     w = _Writer(o, large)
@@ -187,6 +204,7 @@ def _write_service_port(w: _Writer, sp: ServicePortInfo) -> None:
     svc_chain, svl_chain = f"KUBE-SVC-{h}", f"KUBE-SVL-{h}"
     ext_chain, fw_chain = f"KUBE-EXT-{h}", f"KUBE-FW-{h}"
     cat = categorize_endpoints(sp, o.node.name, o.node.zone)
+    sep_names = {ep.string: endpoint_chain(spn, proto, ep.string) for ep in cat.all_reachable}
 
     has_endpoints = cat.has_any
     internal_chain = svl_chain if sp.internal_policy_local else svc_chain
@@ -296,13 +314,13 @@ def _write_service_port(w: _Writer, sp: ServicePortInfo) -> None:
     # 10. service -> endpoint chains
     if uses_cluster_chain:
         nat.declare(svc_chain)
-        _write_endpoint_dispatch(w, sp, svc_chain, cat.cluster)
+        _write_endpoint_dispatch(w, sp, svc_chain, cat.cluster, sep_names)
     if uses_local_chain:
         nat.declare(svl_chain)
-        _write_endpoint_dispatch(w, sp, svl_chain, cat.local)
+        _write_endpoint_dispatch(w, sp, svl_chain, cat.local, sep_names)
     # 11. endpoint chains
     for ep in cat.all_reachable:
-        chain = endpoint_chain(spn, proto, ep.string)
+        chain = sep_names[ep.string]
         nat.declare(chain)
         comment = w.endpoint_comment(spn)
         nat.append(chain, *comment, _o("-s", ep.ip), _jump("KUBE-MARK-MASQ"))
@@ -311,17 +329,18 @@ def _write_service_port(w: _Writer, sp: ServicePortInfo) -> None:
                    _o("--to-destination", ep.string))
 
 
-def _write_endpoint_dispatch(w: _Writer, sp: ServicePortInfo, chain: str, endpoints) -> None:
-    spn, proto = sp.spn, sp.proto
+def _write_endpoint_dispatch(w: _Writer, sp: ServicePortInfo, chain: str, endpoints,
+                             sep_names: dict[str, str]) -> None:
+    spn = sp.spn
     if sp.affinity_timeout:
         for ep in endpoints:
-            sep = endpoint_chain(spn, proto, ep.string)
+            sep = sep_names[ep.string]
             w.nat.append(chain, *w.endpoint_comment(f"{spn} -> {ep.string}"), _m("recent"),
                          _o("--name", sep), _o("--rcheck"),
                          _o("--seconds", str(sp.affinity_timeout)), _o("--reap"), _jump(sep))
     n = len(endpoints)
     for i, ep in enumerate(endpoints):
-        sep = endpoint_chain(spn, proto, ep.string)
+        sep = sep_names[ep.string]
         stat = (_m("statistic"), _o("--mode", "random"),
                 _o("--probability", probability(n - i))) if i < n - 1 else ()
         w.nat.append(chain, *w.endpoint_comment(f"{spn} -> {ep.string}"), *stat, _jump(sep))

@@ -25,10 +25,18 @@ def render_opt(opt: Opt) -> str:
     return f"! {text}" if opt.negated else text
 
 
-def render_rule(rule: Rule) -> str:
+def render_rule(rule: Rule, _cache: dict[Opt, str] = {}) -> str:
     if not rule.opts:
         return f"-A {rule.chain}"
-    return f"-A {rule.chain} {' '.join(render_opt(o) for o in rule.opts)}"
+    parts = []
+    for opt in rule.opts:  # most options repeat across rules: render each once
+        text = _cache.get(opt)
+        if text is None:
+            text = render_opt(opt)
+            if len(_cache) < 1_000_000:
+                _cache[opt] = text
+        parts.append(text)
+    return f"-A {rule.chain} {' '.join(parts)}"
 
 
 def _table_lines(table: Table, chains: list[str], rules: list[Rule], deleted: list[str]) -> list[str]:
