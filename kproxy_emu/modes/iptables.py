@@ -60,12 +60,28 @@ def _o(flag: str, *args: str, negated: bool = False) -> Opt:
     return Opt(flag, args, negated)
 
 
+_SHARED: dict[tuple[str, str], Opt] = {}
+
+
+def _shared(flag: str, arg: str) -> Opt:
+    """Options with few distinct values (-p tcp, --dport 80, -j KUBE-MARK-MASQ, ...) are
+    made once and shared by every rule: a 100k-service ruleset has millions of them."""
+    opt = _SHARED.get((flag, arg))
+    if opt is None:
+        opt = _SHARED[(flag, arg)] = Opt(flag, (arg,))
+    return opt
+
+
 def _comment(text: str) -> tuple[Opt, Opt]:
     return (_m("comment"), _o("--comment", text))
 
 
 def _jump(target: str) -> Opt:
     return _o("-j", target)
+
+
+def _proto(proto: str) -> tuple[Opt, Opt]:
+    return (_m(proto), _shared("-p", proto))
 
 
 def builtin_jumps() -> list[tuple[str, str, tuple[Opt, ...]]]:
@@ -223,8 +239,10 @@ def _write_service_port(w: _Writer, sp: ServicePortInfo) -> None:
         internal_verdict = external_verdict = "DROP"  # used only when local is missing
         verdict_comment = f"{spn} has no local endpoints"
 
+    proto_opts = _proto(proto)
+
     def dest(ip: str, port: int) -> tuple[Opt, ...]:
-        return (_m(proto), _o("-p", proto), _o("-d", ip), _o("--dport", str(port)))
+        return (*proto_opts, _o("-d", ip), _shared("--dport", str(port)))
 
     # 1. cluster IP
     if has_internal:
@@ -259,14 +277,14 @@ def _write_service_port(w: _Writer, sp: ServicePortInfo) -> None:
         np_ = str(sp.node_port)
         if has_endpoints:
             if o.ipv4 and o.localhost_node_ports and o.node.features.nfacct:
-                nat.append("KUBE-NODEPORTS", *_comment(spn), _m(proto), _o("-p", proto),
+                nat.append("KUBE-NODEPORTS", *_comment(spn), *proto_opts,
                            _o("-d", "127.0.0.0/8"), _o("--dport", np_), _m("nfacct"),
                            _o("--nfacct-name", LOCALHOST_NPS_COUNTER), _jump(ext_chain))
-            nat.append("KUBE-NODEPORTS", *_comment(spn), _m(proto), _o("-p", proto),
+            nat.append("KUBE-NODEPORTS", *_comment(spn), *proto_opts,
                        _o("--dport", np_), _jump(ext_chain))
         if not has_external:
             filt.append("KUBE-EXTERNAL-SERVICES", *_comment(verdict_comment), _m("addrtype"),
-                        _o("--dst-type", "LOCAL"), _m(proto), _o("-p", proto),
+                        _o("--dst-type", "LOCAL"), *proto_opts,
                         _o("--dport", np_), _jump(external_verdict))
     # 5. health check node port
     if sp.health_check_node_port:
@@ -319,13 +337,15 @@ def _write_service_port(w: _Writer, sp: ServicePortInfo) -> None:
         nat.declare(svl_chain)
         _write_endpoint_dispatch(w, sp, svl_chain, cat.local, sep_names)
     # 11. endpoint chains
+    comment = w.endpoint_comment(spn)
+    to_masq = _shared("-j", "KUBE-MARK-MASQ")
+    dnat = _shared("-j", "DNAT")
     for ep in cat.all_reachable:
         chain = sep_names[ep.string]
         nat.declare(chain)
-        comment = w.endpoint_comment(spn)
-        nat.append(chain, *comment, _o("-s", ep.ip), _jump("KUBE-MARK-MASQ"))
+        nat.append(chain, *comment, _o("-s", ep.ip), to_masq)
         affinity = (_m("recent"), _o("--name", chain), _o("--set")) if sp.affinity_timeout else ()
-        nat.append(chain, *comment, *affinity, _m(proto), _o("-p", proto), _jump("DNAT"),
+        nat.append(chain, *comment, *affinity, *proto_opts, dnat,
                    _o("--to-destination", ep.string))
 
 
@@ -341,8 +361,8 @@ def _write_endpoint_dispatch(w: _Writer, sp: ServicePortInfo, chain: str, endpoi
     n = len(endpoints)
     for i, ep in enumerate(endpoints):
         sep = sep_names[ep.string]
-        stat = (_m("statistic"), _o("--mode", "random"),
-                _o("--probability", probability(n - i))) if i < n - 1 else ()
+        stat = (_m("statistic"), _shared("--mode", "random"),
+                _shared("--probability", probability(n - i))) if i < n - 1 else ()
         w.nat.append(chain, *w.endpoint_comment(f"{spn} -> {ep.string}"), *stat, _jump(sep))
 
 

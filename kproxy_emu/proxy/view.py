@@ -17,6 +17,7 @@ from .options import ProxyOptions
 class EndpointInfo:
     ip: str
     port: int
+    string: str  # "IP:port" ("[IP]:port" for IPv6): kube-proxy's endpoint string
     is_local: bool
     ready: bool
     serving: bool
@@ -26,9 +27,9 @@ class EndpointInfo:
     has_zone_hints: bool = False
     has_node_hints: bool = False
 
-    @property
-    def string(self) -> str:
-        return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
+    @staticmethod
+    def format(ip: str, port: int) -> str:
+        return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 @dataclass(slots=True)
@@ -130,8 +131,9 @@ class ProxyView:
                         continue
                     seen = by_port.setdefault((sp.name, sp.protocol), {})
                     for ep in s.endpoints:
+                        ip = ep.addresses[0]
                         info = EndpointInfo(
-                            ip=ep.addresses[0], port=sp.port,
+                            ip=ip, port=sp.port, string=EndpointInfo.format(ip, sp.port),
                             is_local=bool(ep.node_name) and ep.node_name == node_name,
                             ready=ep.is_ready, serving=ep.is_serving,
                             terminating=ep.is_terminating,
