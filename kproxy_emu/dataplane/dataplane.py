@@ -1,12 +1,20 @@
 """Dataplane(cluster, mode=..., node=...): compile a cluster for one node and mode.
 
-render() works now; packet processing (process, trace) arrives with the engines.
+render() and update() work now; packet processing (process, trace) arrives with the
+engines. The Dataplane keeps the node's iptables state (``tables``) the way a node has it:
+the built-in chain jumps kube-proxy ensures, then every restore applied in turn.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 from ..errors import InputError
 from ..model.cluster import Cluster, paused_gc
 from ..model.config import KubeProxyConfig, NodeConfig
+from ..modes.iptables import builtin_jumps, compile_ruleset
+from ..netfilter.iptables_text import render, render_sorted
+from ..netfilter.restore import RestoreError, apply_restore, ensure_chain, ensure_rule
+from ..netfilter.ruleset import Ruleset
 from ..proxy import ProxyOptions, ProxyView
 
 MODES = ("iptables",)
@@ -53,12 +61,97 @@ class Dataplane:
         node_cfg = resolve_node(cluster, node, node_config, node_ips)
         self.options = ProxyOptions.build(node_cfg, config, cluster_cidr=cluster_cidr,
                                           masquerade_all=masquerade_all, mark_text=mark_text)
+        self.tables = Ruleset()  # the node's iptables as they stand
+        self.syncs: list[SyncResult] = []
+        self._need_full_sync = True
+        self._build_view()
+        self.sync()
+
+    def _build_view(self) -> None:
         with paused_gc():  # a 100k-service view is millions of small objects
-            self.view = ProxyView(cluster, self.options)
-        from ..modes.iptables import compile_ruleset
-        self.ruleset = compile_ruleset(self.view)
+            self.view = ProxyView(self.cluster, self.options)
+        self._full: Ruleset | None = None
+
+    @property
+    def ruleset(self) -> Ruleset:
+        """The restore payload of a full sync of the current cluster."""
+        if self._full is None:
+            self._full = compile_ruleset(self.view)
+        return self._full
+
+    def update(self, cluster: Cluster) -> "SyncResult":
+        """Resync to a new state of the cluster, as kube-proxy does after watch events:
+        a partial sync rewriting only the chains of services whose Service or
+        EndpointSlices changed (a full one if the last restore failed)."""
+        changed = changed_services(self.cluster, cluster)
+        self.cluster = cluster
+        self._build_view()
+        return self.sync(changed)
+
+    def sync(self, changed: set[tuple[str, str]] | None = None) -> "SyncResult":
+        """One syncProxyRules: compile, then apply to the node's tables."""
+        full = self._need_full_sync or changed is None
+        if full:
+            for table, chain, opts in builtin_jumps():
+                ensure_chain(self.tables, table, opts[-1].args[0])
+                ensure_rule(self.tables, table, chain, opts)
+        existing = list(self.tables.tables["nat"].chains) if "nat" in self.tables.tables else []
+        payload = compile_ruleset(self.view, changed=None if full else changed,
+                                  existing_nat_chains=existing)
+        if full:
+            self._full = payload
+        text = render(payload)
+        result = SyncResult(full=full, payload=payload, text=text,
+                            changed=set() if changed is None else set(changed))
+        try:
+            apply_restore(self.tables, payload)
+            self._need_full_sync = False
+        except RestoreError as exc:
+            self._need_full_sync = True  # kube-proxy retries with a full sync
+            result.error = str(exc)
+        self.syncs.append(result)
+        return result
 
     def render(self, *, sorted: bool = False) -> str:
-        """iptables-restore input as kube-proxy writes it (``sorted``: the unit-test form)."""
-        from ..netfilter.iptables_text import render, render_sorted
+        """iptables-restore input of a full sync, as kube-proxy writes it (``sorted``: the
+        normalised form kube-proxy's unit tests compare)."""
         return render_sorted(self.ruleset) if sorted else render(self.ruleset)
+
+
+@dataclass
+class SyncResult:
+    """What one sync wrote and what it cost."""
+
+    full: bool
+    payload: Ruleset
+    text: str
+    changed: set[tuple[str, str]] = field(default_factory=set)
+    error: str | None = None  # the restore failed; the next sync is a full one
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def lines(self) -> int:
+        return self.text.count("\n")
+
+    @property
+    def bytes(self) -> int:
+        return len(self.text.encode())
+
+    @property
+    def nat_rules(self) -> int:
+        nat = self.payload.tables.get("nat")
+        return len(nat.rules) if nat else 0
+
+
+def changed_services(old: Cluster, new: Cluster) -> set[tuple[str, str]]:
+    """Services whose Service object or EndpointSlices differ (kube-proxy's change
+    trackers), including added and removed ones."""
+    changed = {k for k in old.services.keys() | new.services.keys()
+               if old.services.get(k) != new.services.get(k)}
+    old_slices, new_slices = old.slices_by_service(), new.slices_by_service()
+    changed |= {k for k in old_slices.keys() | new_slices.keys()
+                if old_slices.get(k) != new_slices.get(k)}
+    return changed

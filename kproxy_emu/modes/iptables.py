@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from typing import Iterable
 
 from ..model.cluster import paused_gc
 from ..netfilter.ruleset import Opt, Ruleset, Table
@@ -142,13 +143,25 @@ class _Writer:
         return () if self.large else _comment(text)
 
 
-def compile_ruleset(view: ProxyView) -> Ruleset:
-    """The restore payload of one full sync for the view's node."""
+SERVICE_CHAIN_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-")
+
+
+def compile_ruleset(view: ProxyView, *, changed: set[tuple[str, str]] | None = None,
+                    existing_nat_chains: Iterable[str] = ()) -> Ruleset:
+    """The restore payload of one sync for the view's node.
+
+    ``changed`` None is a full sync; otherwise a partial one, where the per-service chains
+    (SVC, SVL, EXT, FW, SEP) are written only for these (namespace, name) services.
+    ``existing_nat_chains`` are the nat chains on the node now: service chains among them
+    that this sync no longer uses are flushed and deleted (``-X``), as kube-proxy does after
+    reading ``iptables-save -t nat``.
+    """
     with paused_gc():
-        return _compile(view)
+        return _compile(view, changed, existing_nat_chains)
 
 
-def _compile(view: ProxyView) -> Ruleset:
+def _compile(view: ProxyView, changed: set[tuple[str, str]] | None,
+             existing_nat_chains: Iterable[str]) -> Ruleset:
     o = view.options
     large = view.total_endpoints > LARGE_CLUSTER_ENDPOINTS
     w = _Writer(o, large)
@@ -180,8 +193,10 @@ def _compile(view: ProxyView) -> Ruleset:
                     _m("conntrack"), _o("--ctstate", "RELATED,ESTABLISHED,DNAT", negated=True),
                     _jump("DROP"))
 
+    active: set[str] = set()
     for sp in view.service_ports:
-        _write_service_port(w, sp)
+        write_chains = changed is None or (sp.namespace, sp.name) in changed
+        active.update(_write_service_port(w, sp, write_chains))
 
     # the NodePort dispatch rule(s), last in nat KUBE-SERVICES (§2.11)
     node_port_ips = o.node_port_ips()
@@ -200,6 +215,12 @@ def _compile(view: ProxyView) -> Ruleset:
             nat.append("KUBE-SERVICES", *_comment(NODEPORTS_COMMENT), _o("-d", ip),
                        _jump("KUBE-NODEPORTS"))
 
+    # stale service chains: declared (which flushes them) and deleted
+    for chain in existing_nat_chains:
+        if chain.startswith(SERVICE_CHAIN_PREFIXES) and chain not in active:
+            nat.declare(chain)
+            nat.deleted.append(chain)
+
     if not features.conntrack_tcp_be_liberal:
         invalid = [_m("conntrack"), _o("--ctstate", "INVALID")]
         if features.nfacct:
@@ -212,7 +233,10 @@ def _compile(view: ProxyView) -> Ruleset:
     return w.ruleset
 
 
-def _write_service_port(w: _Writer, sp: ServicePortInfo) -> None:
+def _write_service_port(w: _Writer, sp: ServicePortInfo, write_chains: bool = True) -> set[str]:
+    """Write one service port's rules; return the nat chains it keeps in use. With
+    ``write_chains`` False (a partial sync, service unchanged) its own chains are left as
+    they are on the node and only the top-level rules are written."""
     o = w.o
     filt, nat = w.filter, w.nat
     spn, proto = sp.spn, sp.proto
@@ -292,6 +316,18 @@ def _write_service_port(w: _Writer, sp: ServicePortInfo) -> None:
                     _o("-p", "tcp"), _o("--dport", str(sp.health_check_node_port)),
                     _jump("ACCEPT"))
 
+    active = set(sep_names.values())
+    if uses_cluster_chain:
+        active.add(svc_chain)
+    if uses_local_chain:
+        active.add(svl_chain)
+    if uses_ext_chain:
+        active.add(ext_chain)
+    if uses_fw_chain:
+        active.add(fw_chain)
+    if not write_chains:
+        return active
+
     # 7. internal masquerade
     if has_internal:
         args = (*_comment(f"{spn} cluster IP"), *dest(sp.cluster_ip, sp.port))
@@ -347,6 +383,7 @@ def _write_service_port(w: _Writer, sp: ServicePortInfo) -> None:
         affinity = (_m("recent"), _o("--name", chain), _o("--set")) if sp.affinity_timeout else ()
         nat.append(chain, *comment, *affinity, *proto_opts, dnat,
                    _o("--to-destination", ep.string))
+    return active
 
 
 def _write_endpoint_dispatch(w: _Writer, sp: ServicePortInfo, chain: str, endpoints,
