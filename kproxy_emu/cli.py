@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     _node_options(p)
     p.add_argument("--sorted", action="store_true",
                    help="the normalised order kube-proxy's unit tests compare")
+    p.add_argument("--format", choices=("restore", "save"), default="restore",
+                   help="restore: the iptables-restore input kube-proxy writes (default); "
+                        "save: what iptables-save prints on the node afterwards, built-in "
+                        "chain jumps included, to diff against a real node")
     p.set_defaults(func=_cmd_render)
 
     p = sub.add_parser("check", help="load and validate manifests, print what they hold")
@@ -112,7 +116,14 @@ def _dataplane(args: argparse.Namespace):
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    sys.stdout.write(_dataplane(args).render(sorted=args.sorted))
+    dp = _dataplane(args)
+    if args.format == "save":
+        if args.sorted:
+            raise InputError("--sorted applies to --format restore only", field="--sorted")
+        from .netfilter.iptables_live import render_live
+        sys.stdout.write(render_live(dp.tables))
+    else:
+        sys.stdout.write(dp.render(sorted=args.sorted))
     return 0
 
 

@@ -175,3 +175,44 @@ def test_render_sorted_and_raw_hold_the_same_lines():
     dp = Dataplane(synth.cluster(200, seed=3), cluster_cidr="10.0.0.0/8")
     assert sorted(dp.render().splitlines()) == sorted(dp.render(sorted=True).splitlines())
     assert render(dp.ruleset) == dp.render() and render_sorted(dp.ruleset) == dp.render(sorted=True)
+
+
+def test_synthetic_10k_cluster_renders_parses_back_and_renders_identically():
+    from kproxy_emu.netfilter.iptables_parse import parse
+    dp = Dataplane(synth.cluster(10_000, endpoints="uniform:0-12", seed=11),
+                   cluster_cidr="10.0.0.0/8")
+    text = dp.render()
+    assert render(parse(text)) == text
+    sorted_text = dp.render(sorted=True)
+    assert render(parse(sorted_text)) == sorted_text
+
+
+def test_save_format_is_the_node_state_and_parses_back(tmp_path):
+    from kproxy_emu.netfilter.iptables_live import render_live
+    from kproxy_emu.netfilter.iptables_parse import parse
+    path = tmp_path / "c.yaml"
+    synth.cluster(50, seed=2).dump(path)
+    proc = subprocess.run([sys.executable, "-m", "kproxy_emu.cli", "render", "--format", "save",
+                           "--cluster-cidr", "10.0.0.0/8", str(path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    save = proc.stdout
+    # built-in chains carry kube-proxy's jumps, in the order its prepends leave them
+    assert ("-A INPUT -j KUBE-FIREWALL\n-A INPUT -m conntrack --ctstate NEW -m comment "
+            '--comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL\n') in save
+    assert "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000\n" in save
+    assert render_live(parse(save)) == save
+
+
+def test_update_partial_sync_rewrites_only_changed_services():
+    cluster = synth.cluster(200, endpoints=3, seed=5, type_mix={"ClusterIP": 1})
+    dp = Dataplane(cluster, cluster_cidr="10.0.0.0/8")
+    full_lines = dp.syncs[-1].lines
+    changed = synth.cluster(200, endpoints=3, seed=5, type_mix={"ClusterIP": 1})
+    key, svc = next(iter(changed.services.items()))
+    svc.ports[0].port += 1
+    result = dp.update(changed)
+    assert result.ok and not result.full and result.changed == {key}
+    assert result.lines < full_lines / 10
+    assert dp.update(changed).changed == set()  # nothing changed since
+    assert dp.render() == Dataplane(changed, cluster_cidr="10.0.0.0/8").render()

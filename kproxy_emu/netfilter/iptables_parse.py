@@ -69,7 +69,7 @@ from .ruleset import BUILTIN_CHAINS, Opt, Rule, Ruleset, Table
 __all__ = ["RAW", "parse", "is_opaque", "rule_parts", "RuleParts", "MatchPart", "tokenize",
            "MATCHES", "TARGETS", "VERDICTS", "canonical_flag"]
 
-RAW = "?raw"
+from .iptables_text import RAW  # noqa: E402  (one definition, shared with render)
 
 # ----------------------------------------------------------------- extension tables
 #

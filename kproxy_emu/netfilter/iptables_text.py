@@ -20,7 +20,12 @@ def quote(arg: str) -> str:
     return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+RAW = "?raw"  # an unparsed rule kept by iptables_parse.parse(keep_unknown=True)
+
+
 def render_opt(opt: Opt) -> str:
+    if opt.flag == RAW:
+        return " ".join(quote(a) for a in opt.args)
     text = opt.flag if not opt.args else f"{opt.flag} {' '.join(quote(a) for a in opt.args)}"
     return f"! {text}" if opt.negated else text
 
