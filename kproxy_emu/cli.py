@@ -79,6 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "chain jumps included, to diff against a real node")
     p.set_defaults(func=_cmd_render)
 
+    p = sub.add_parser("trace", help="follow one packet through a node's rules")
+    p.add_argument("files", nargs="+", metavar="FILE", help="manifest files or directories")
+    p.add_argument("--mode", default=None, choices=("iptables",),
+                   help="proxy mode (default: the --config mode, else iptables)")
+    _node_options(p)
+    p.add_argument("--packet", required=True, metavar='"tcp SRC:SPORT -> DST:DPORT"',
+                   help="the packet (the first of its flow)")
+    p.add_argument("--from", dest="origin", choices=("pod", "external", "host"),
+                   help="where it enters (default: from its source address)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the one endpoint drawn")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_trace)
+
     p = sub.add_parser("check", help="load and validate manifests, print what they hold")
     p.add_argument("files", nargs="+", metavar="FILE", help="manifest files or directories")
     p.set_defaults(func=_cmd_check)
@@ -124,6 +137,30 @@ def _cmd_render(args: argparse.Namespace) -> int:
         sys.stdout.write(render_live(dp.tables))
     else:
         sys.stdout.write(dp.render(sorted=args.sorted))
+    return 0
+
+
+def _cmd_trace(args: argparse.Namespace) -> int:
+    import json
+
+    dp = _dataplane(args)
+    dp.seed = args.seed
+    result = dp.trace(args.packet, origin=args.origin)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    for step in result["steps"]:
+        mark = "=>" if step["matched"] else "  "
+        print(f"{mark} {step['table']:6} {step['text']}")
+    print(f"from {result['from']}: {result['verdict']}"
+          + (f" to {result['dnat']}" if result["dnat"] else "")
+          + (", masqueraded" if result["masquerade"] else "")
+          + f" ({result['cost']['rules_evaluated']} rules evaluated)")
+    if result["candidates"]:
+        print("could reach:")
+        for c in result["candidates"]:
+            print(f"  {c['endpoint']:24} p={c['probability']:.4f}"
+                  + ("  masqueraded" if c["masquerade"] else ""))
     return 0
 
 

@@ -90,3 +90,46 @@ def test_trace_static_ruleset(tmp_path):
     tables = parse(fx["input"]["iptablesRestoreData"])  # holds its own built-in chain jumps
     node_ips = env["tracerNodeIPs"]
     _check(ReferenceEvaluator(tables, node_ips), node_ips, fx["packetTests"])
+
+
+def test_trace_api_and_cli_json(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from .iptables_env import config_files
+    fx = fixture("iptables-overall.json")
+    env = fx["environment"]
+    dp = _dataplane(env, fx["input"]["services"], fx["input"]["endpointSlices"], tmp_path)
+    # svc4 has two endpoints: both are candidates, each with probability 1/2
+    result = dp.trace("tcp 10.0.0.2:40000 -> 172.30.0.44:80")
+    assert result["from"] == "pod" and result["verdict"] == "DNAT"
+    assert [(c["endpoint"], c["probability"]) for c in result["candidates"]] == [
+        ("10.180.0.4:80", 0.5), ("10.180.0.5:80", 0.5)]
+    assert result["endpoint"] in ("10.180.0.4:80", "10.180.0.5:80")
+    assert result["masquerade"] is False
+    assert result["cost"]["rules_evaluated"] == sum(1 for _ in result["steps"])
+    matched = [s["chain"] for s in result["steps"] if s["matched"]]
+    assert matched[:2] == ["PREROUTING", "KUBE-SERVICES"]
+    # no endpoints: REJECT; a blocked LB client: DROP
+    assert dp.trace("tcp 10.0.0.2:40000 -> 172.30.0.46:80")["verdict"] == "REJECT"
+    blocked = dp.trace("tcp 203.0.113.130:40000 -> 5.6.7.8:80")
+    assert blocked["from"] == "external" and blocked["verdict"] == "DROP"
+    node = dp.trace("tcp 192.168.0.2:40000 -> 172.30.0.41:80")
+    assert node["from"] == "host" and node["masquerade"] is True
+
+    cfg, node_cfg = config_files(env, tmp_path)
+    manifests = tmp_path / "in.json"
+    manifests.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": as_manifests(
+        fx["input"]["services"], fx["input"]["endpointSlices"])}))
+    proc = subprocess.run([sys.executable, "-m", "kproxy_emu.cli", "trace", "--config", str(cfg),
+                           "--node-config", str(node_cfg), str(manifests), "--json",
+                           "--packet", "tcp 203.0.113.2:40000 -> 5.6.7.8:80"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["verdict"] == "DNAT" and out["dnat"] == "10.180.0.3:80" and out["masquerade"]
+    bad = subprocess.run([sys.executable, "-m", "kproxy_emu.cli", "trace", str(manifests),
+                          "--node-config", str(node_cfg), "--packet", "tcp 1.2.3:1 -> 4.5.6.7:8"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr

@@ -6,7 +6,10 @@ the built-in chain jumps kube-proxy ensures, then every restore applied in turn.
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from ..errors import InputError
 from ..model.cluster import Cluster, paused_gc
@@ -15,6 +18,7 @@ from ..modes.iptables import builtin_jumps, compile_ruleset
 from ..netfilter.iptables_text import render, render_sorted
 from ..netfilter.restore import RestoreError, apply_restore, ensure_chain, ensure_rule
 from ..netfilter.ruleset import Ruleset
+from ..packets import parse as parse_packet
 from ..proxy import ProxyOptions, ProxyView
 
 MODES = ("iptables",)
@@ -64,6 +68,7 @@ class Dataplane:
         self.tables = Ruleset()  # the node's iptables as they stand
         self.syncs: list[SyncResult] = []
         self._need_full_sync = True
+        self._evaluator = None
         self._build_view()
         self.sync()
 
@@ -103,6 +108,7 @@ class Dataplane:
         text = render(payload)
         result = SyncResult(full=full, payload=payload, text=text,
                             changed=set() if changed is None else set(changed))
+        self._evaluator = None  # the tables change: rebuild the tracer's view of them
         try:
             apply_restore(self.tables, payload)
             self._need_full_sync = False
@@ -111,6 +117,57 @@ class Dataplane:
             result.error = str(exc)
         self.syncs.append(result)
         return result
+
+    def classify(self, src: str) -> str:
+        """Where a packet from ``src`` enters when ``--from`` is not given: a node address is
+        the host, an address in the cluster CIDR (else the nodes' pod CIDRs) a pod, anything
+        else external."""
+        addr = ipaddress.ip_address(src)
+        if src in self.options.node.local_ips or addr.is_loopback:
+            return "host"
+        if self.options.detect_local_mode in ("ClusterCIDR", "NodeCIDR"):
+            cidrs = [self.options.detect_local_value]
+        else:
+            cidrs = [c for n in self.cluster.nodes.values() for c in n.pod_cidrs]
+        if any(addr in ipaddress.ip_network(c) for c in cidrs if (":" in c) == (":" in src)):
+            return "pod"
+        return "external"
+
+    def trace(self, packet: str, origin: str | None = None) -> dict:
+        """One packet, the first of its flow: the verdict, every endpoint it could reach with
+        its probability (every statistic branch followed), one draw from those with this
+        Dataplane's seed, and each rule visited on that path."""
+        from ..packets import PROTO_NAMES, u32_to_ip
+        from .reference import Flow, ReferenceEvaluator, evaluate_new_flow
+        if origin not in (None, "pod", "external", "host"):
+            raise InputError("must be pod, external or host", field="--from", value=origin)
+        row = parse_packet(packet)[0]
+        src, dst = str(u32_to_ip(int(row["src_ip"]))), str(u32_to_ip(int(row["dst_ip"])))
+        flow = Flow(src, dst, PROTO_NAMES[int(row["proto"])].lower(), int(row["src_port"]),
+                    int(row["dst_port"]), origin or self.classify(src))
+        if self._evaluator is None:
+            self._evaluator = ReferenceEvaluator(self.tables, self.options.node.local_ips,
+                                                 self.options.family)
+        outcome = evaluate_new_flow(self._evaluator, flow)
+        rng = np.random.default_rng(self.seed)
+        probs = np.array([b.prob for b in outcome.branches])
+        chosen = outcome.branches[int(rng.choice(len(probs), p=probs / probs.sum()))]
+        if chosen.verdict in ("DROP", "REJECT"):
+            verdict = chosen.verdict
+        else:
+            verdict = "DNAT" if chosen.dnat else "ACCEPT"
+        return {
+            "packet": packet, "from": flow.origin,
+            "verdict": verdict, "dnat": chosen.dnat, "masquerade": chosen.snat,
+            "endpoint": chosen.dnat,
+            "candidates": [{"endpoint": ep, "probability": round(p, 12), "masquerade": m}
+                           for ep, p, m in outcome.candidates],
+            "outcomes": [{"probability": round(b.prob, 12), "verdict": b.verdict or "ACCEPT",
+                          "dnat": b.dnat, "masquerade": b.snat} for b in outcome.branches],
+            "steps": [{"table": t, "chain": c, "rule": i, "text": text, "matched": m}
+                      for t, c, i, text, m in chosen.steps],
+            "cost": {"rules_evaluated": chosen.rules_evaluated, "lookups": 0},
+        }
 
     def render(self, *, sorted: bool = False) -> str:
         """iptables-restore input of a full sync, as kube-proxy writes it (``sorted``: the
