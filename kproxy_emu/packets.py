@@ -147,7 +147,7 @@ def empty_packets(n: int) -> PacketArray:
 def empty_verdicts(n: int) -> PacketArray:
     """n untouched verdicts: ACCEPT, no NAT, endpoint -1, counters 0."""
     n = _count("n", n)
-    out = np.empty(n, VERDICT_DTYPE)
+    out = np.zeros(n, VERDICT_DTYPE)  # zeroed: padding bytes too, so equal verdicts are equal bytes
     _pio.reset_verdicts(out)
     return out
 

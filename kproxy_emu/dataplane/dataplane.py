@@ -69,6 +69,9 @@ class Dataplane:
         self.syncs: list[SyncResult] = []
         self._need_full_sync = True
         self._evaluator = None
+        self._lowered = None
+        # statistic draws: one xorshift64* stream seeded from the Dataplane's seed
+        self._rng_state = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0]) or 1
         self._build_view()
         self.sync()
 
@@ -108,7 +111,8 @@ class Dataplane:
         text = render(payload)
         result = SyncResult(full=full, payload=payload, text=text,
                             changed=set() if changed is None else set(changed))
-        self._evaluator = None  # the tables change: rebuild the tracer's view of them
+        self._evaluator = None  # the tables change: rebuild the tracer's and VM's views
+        self._lowered = None
         try:
             apply_restore(self.tables, payload)
             self._need_full_sync = False
@@ -168,6 +172,50 @@ class Dataplane:
                       for t, c, i, text, m in chosen.steps],
             "cost": {"rules_evaluated": chosen.rules_evaluated, "lookups": 0},
         }
+
+    @property
+    def lowered(self):
+        """The node's tables as the chain VM's packed arrays (rebuilt after each sync)."""
+        if self._lowered is None:
+            from .lowering import lower
+            self._lowered = lower(self.tables, self.options.family)
+        return self._lowered
+
+    @property
+    def endpoints(self) -> list[str]:
+        """The endpoint table that verdicts' ``endpoint`` indexes ("ip:port")."""
+        return self.lowered.endpoints
+
+    def process(self, packets: np.ndarray) -> np.ndarray:
+        """A batch of packets (PACKET_DTYPE) in, verdicts (VERDICT_DTYPE) out.
+
+        Each packet walks the node's hooks in the compiled chain VM, without the GIL, as the
+        first packet of its flow (conntrack comes next). Packets with origin AUTO are
+        classified by source address first. Statistic draws continue one seeded stream
+        across calls, so the same calls in the same order give the same verdicts.
+        """
+        from .._cext import chains
+        from ..packets import PACKET_DTYPE, empty_verdicts, ip_to_u32, resolve_origins
+        if not isinstance(packets, np.ndarray) or packets.dtype != PACKET_DTYPE:
+            raise InputError("must be a numpy array of kproxy_emu.packets.PACKET_DTYPE",
+                             field="packets", value=type(packets).__name__)
+        packets = np.ascontiguousarray(packets)
+        if (packets["origin"] == 255).any():
+            packets = packets.copy()
+            resolve_origins(packets, self._pod_cidrs(), self.options.node.local_ips)
+        low = self.lowered
+        out = empty_verdicts(len(packets))
+        local = np.array([ip_to_u32(ip) for ip in self.options.node.local_ips if ":" not in ip],
+                         dtype=np.uint32)
+        masq_ip = ip_to_u32(self.options.node.primary_ip)
+        self._rng_state = chains.process(packets, out, low.rules, low.chains, low.hooks, local,
+                                         masq_ip, self._rng_state)
+        return out
+
+    def _pod_cidrs(self) -> list[str]:
+        if self.options.detect_local_mode in ("ClusterCIDR", "NodeCIDR"):
+            return [self.options.detect_local_value]
+        return [c for n in self.cluster.nodes.values() for c in n.pod_cidrs if ":" not in c]
 
     def render(self, *, sorted: bool = False) -> str:
         """iptables-restore input of a full sync, as kube-proxy writes it (``sorted``: the

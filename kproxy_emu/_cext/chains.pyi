@@ -1,0 +1,12 @@
+"""Stub for the compiled kproxy_emu._cext.chains (source: cext/chains.pyx)."""
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+def layout() -> dict[str, dict[str, Any]]: ...
+def process(packets: npt.NDArray[np.void], out: npt.NDArray[np.void],
+            rules: npt.NDArray[np.void], chains: npt.NDArray[np.void],
+            hooks: npt.NDArray[np.int32], local_ips: npt.NDArray[np.uint32],
+            masquerade_ip: int, seed: int) -> int:
+    """Walk the node's hooks for every packet; returns the generator state to go on from."""

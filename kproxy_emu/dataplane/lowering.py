@@ -1,0 +1,244 @@
+"""Lowering: the node's tables (a Ruleset) to the packed arrays the chain VM walks.
+
+One ``RULE_DTYPE`` row per rule, with its matches decoded (addresses as value/mask, ports as
+ranges, marks, conntrack states as bits, statistic probability scaled to 2^31 the way
+libxt_statistic stores it) and its target resolved (chain index, DNAT address and endpoint
+index, MARK as and/xor masks). Chains are ranges of rows. No Python object is left for the
+per-packet path. The dtypes mirror rule_t / chain_t in cext/chains.pyx (tests check it).
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from ..netfilter.iptables_parse import rule_parts
+from ..netfilter.iptables_text import render_rule
+from ..netfilter.ruleset import BUILTIN_CHAINS, Ruleset
+
+RULE_DTYPE = np.dtype([
+    ("chain", "i4"), ("src", "u4"), ("src_mask", "u4"), ("dst", "u4"), ("dst_mask", "u4"),
+    ("flags", "u4"), ("proto", "u1"), ("src_type", "u1"), ("dst_type", "u1"),
+    ("in_origins", "u1"), ("dport_lo", "u2"), ("dport_hi", "u2"), ("sport_lo", "u2"),
+    ("sport_hi", "u2"), ("mark_value", "u4"), ("mark_mask", "u4"), ("ctstate", "u4"),
+    ("prob", "u4"), ("target_kind", "u1"), ("_pad0", "u1"), ("to_port", "u2"),
+    ("target_chain", "i4"), ("to_ip", "u4"), ("mark_and", "u4"), ("mark_xor", "u4"),
+    ("endpoint", "i4"),
+], align=True)
+CHAIN_DTYPE = np.dtype([("start", "i4"), ("end", "i4"), ("policy", "u1"), ("builtin", "u1"),
+                        ("_pad", "u2")], align=True)
+
+# must equal the enums in cext/chains.pyx
+T = {"NONE": 0, "ACCEPT": 1, "DROP": 2, "REJECT": 3, "RETURN": 4, "JUMP": 5, "GOTO": 6,
+     "DNAT": 7, "MASQUERADE": 8, "SNAT": 9, "MARK": 10}
+F_SRC_NEG, F_DST_NEG, F_PROTO_NEG, F_DPORT, F_DPORT_NEG = 1, 2, 4, 8, 16
+F_SPORT, F_SPORT_NEG, F_MARK, F_MARK_NEG, F_CT, F_CT_NEG = 32, 64, 128, 256, 512, 1024
+F_NEVER, F_STAT_NEG = 2048, 4096
+A_ANY, A_LOCAL, A_NOT_LOCAL = 0, 1, 2
+CT_BITS = {"NEW": 1, "ESTABLISHED": 2, "RELATED": 4, "INVALID": 8, "UNTRACKED": 16,
+           "SNAT": 32, "DNAT": 64}
+V_ACCEPT, V_DROP = 1, 2
+NO_STATISTIC = 0xFFFFFFFF
+PROTO = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "all": 0, "0": 0}
+# the interface a packet comes in on, per origin (bit 1 << origin)
+INPUT_INTERFACES = ((0, "cni0"), (1, "eth0"), (2, "lo"))
+OUTPUT_INTERFACE = "eth0"
+HOOKS = (("nat", "PREROUTING"), ("nat", "OUTPUT"), ("nat", "POSTROUTING"),
+         ("filter", "INPUT"), ("filter", "FORWARD"), ("filter", "OUTPUT"))
+_IGNORED_MATCHES = ("comment", "nfacct", "physdev", "limit", "pkttype")
+
+
+@dataclass
+class Lowered:
+    rules: np.ndarray
+    chains: np.ndarray
+    hooks: np.ndarray  # chain index per HOOKS entry, -1 when absent
+    chain_names: list[tuple[str, str]]
+    rule_texts: list[str]  # per row, for traces and errors
+    endpoints: list[str]  # DNAT destinations ("ip:port"); rule "endpoint" indexes this
+
+
+def _iface_matches(value: str, iface: str) -> bool:
+    return iface.startswith(value[:-1]) if value.endswith("+") else iface == value
+
+
+def _cidr(value: str) -> tuple[int, int]:
+    net = ipaddress.ip_network(value, strict=False)
+    if net.version != 4:
+        raise ValueError("IPv6 is not lowered yet")
+    return int(net.network_address), int(net.netmask)
+
+
+def _range(spec: str) -> tuple[int, int]:
+    low, sep, high = spec.partition(":")
+    if not sep:
+        return int(spec), int(spec)
+    return int(low or 0), int(high or 65535)
+
+
+def lower(tables: Ruleset, family: str = "IPv4") -> Lowered:
+    chain_names: list[tuple[str, str]] = []
+    index: dict[tuple[str, str], int] = {}
+    for tname, table in tables.tables.items():
+        for cname in table.chains:
+            index[(tname, cname)] = len(chain_names)
+            chain_names.append((tname, cname))
+        for rule in table.rules:
+            if (tname, rule.chain) not in index:
+                index[(tname, rule.chain)] = len(chain_names)
+                chain_names.append((tname, rule.chain))
+    by_chain: list[list] = [[] for _ in chain_names]
+    for tname, table in tables.tables.items():
+        for rule in table.rules:
+            by_chain[index[(tname, rule.chain)]].append(rule)
+
+    total = sum(len(r) for r in by_chain)
+    rows = np.zeros(total, dtype=RULE_DTYPE)
+    chains = np.zeros(len(chain_names), dtype=CHAIN_DTYPE)
+    texts: list[str] = []
+    endpoints: list[str] = []
+    endpoint_index: dict[str, int] = {}
+    pos = 0
+    for cid, ((tname, cname), rules) in enumerate(zip(chain_names, by_chain)):
+        chains[cid]["start"] = pos
+        builtin = cname in BUILTIN_CHAINS.get(tname, ())
+        chains[cid]["builtin"] = builtin
+        policy = tables.tables[tname].chains[cname].policy if cname in tables.tables[tname].chains \
+            else "ACCEPT"
+        chains[cid]["policy"] = V_DROP if builtin and policy == "DROP" else (V_ACCEPT if builtin
+                                                                             else 0)
+        for rule in rules:
+            row = rows[pos]
+            text = render_rule(rule)
+            texts.append(text)
+            try:
+                _lower_rule(rule, row, cid, tname, index, family, endpoints, endpoint_index)
+            except (ValueError, KeyError) as exc:
+                raise InputError(f"cannot lower rule ({exc})", obj=f"table {tname}",
+                                 value=text) from None
+            pos += 1
+        chains[cid]["end"] = pos
+    hooks = np.array([index.get(h, -1) for h in HOOKS], dtype=np.int32)
+    return Lowered(rows, chains, hooks, chain_names, texts, endpoints)
+
+
+def _lower_rule(rule, row, cid, tname, index, family, endpoints, endpoint_index) -> None:
+    row["chain"] = cid
+    row["in_origins"] = 0b111
+    row["prob"] = NO_STATISTIC
+    row["endpoint"] = -1
+    row["target_chain"] = -1
+    row["mark_and"] = 0xFFFFFFFF
+    parts = rule_parts(rule, family)
+    if parts is None:  # an opaque rule kept from a foreign dump never matches
+        row["flags"] = F_NEVER
+        return
+    flags = 0
+    for flag, opt in parts.basic:
+        value = opt.args[0]
+        if flag in ("-s", "-d"):
+            if "," in value:
+                raise ValueError(f"{flag} with several addresses")
+            net, mask = _cidr(value)
+            key = "src" if flag == "-s" else "dst"
+            row[key], row[f"{key}_mask"] = net, mask
+            if opt.negated:
+                flags |= F_SRC_NEG if flag == "-s" else F_DST_NEG
+        elif flag == "-p":
+            row["proto"] = PROTO[value.lower()]
+            if opt.negated:
+                flags |= F_PROTO_NEG
+        elif flag == "-i":
+            bits = 0
+            for origin, iface in INPUT_INTERFACES:
+                if _iface_matches(value, iface) != opt.negated:
+                    bits |= 1 << origin
+            row["in_origins"] = bits
+        elif flag == "-o":
+            if _iface_matches(value, OUTPUT_INTERFACE) == opt.negated:
+                flags |= F_NEVER
+        else:
+            raise ValueError(f"match {flag} is not supported by the engine")
+    for m in parts.matches:
+        for name, opt in m.opts:
+            args = opt.args
+            if m.name in _IGNORED_MATCHES:
+                continue
+            if m.name in ("tcp", "udp", "sctp") and name in ("--dport", "--sport"):
+                lo, hi = _range(args[0])
+                key = "dport" if name == "--dport" else "sport"
+                row[f"{key}_lo"], row[f"{key}_hi"] = lo, hi
+                flags |= (F_DPORT | (F_DPORT_NEG if opt.negated else 0)) if key == "dport" \
+                    else (F_SPORT | (F_SPORT_NEG if opt.negated else 0))
+            elif m.name == "mark" and name == "--mark":
+                value, _, mask = args[0].partition("/")
+                row["mark_value"] = int(value, 0)
+                row["mark_mask"] = int(mask, 0) if mask else 0xFFFFFFFF
+                flags |= F_MARK | (F_MARK_NEG if opt.negated else 0)
+            elif m.name in ("conntrack", "state") and name in ("--ctstate", "--state"):
+                row["ctstate"] = sum(CT_BITS[s] for s in args[0].split(","))
+                flags |= F_CT | (F_CT_NEG if opt.negated else 0)
+            elif m.name == "addrtype" and name in ("--src-type", "--dst-type"):
+                if args[0] != "LOCAL":
+                    raise ValueError(f"addrtype {args[0]} is not supported by the engine")
+                row["src_type" if name == "--src-type" else "dst_type"] = \
+                    A_NOT_LOCAL if opt.negated else A_LOCAL
+            elif m.name == "statistic":
+                if name == "--probability":
+                    # libxt_statistic: lround(0x80000000 * p), compared with a 31-bit draw
+                    row["prob"] = min(int(float(args[0]) * 0x80000000 + 0.5), 0x80000000)
+                    if opt.negated:
+                        flags |= F_STAT_NEG
+                elif name == "--mode" and args[0] != "random":
+                    raise ValueError("statistic --mode nth is not supported by the engine")
+            elif m.name == "recent":
+                if name in ("--rcheck", "--update"):
+                    flags |= F_NEVER  # no affinity state yet: a first packet finds no entry
+            else:
+                raise ValueError(f"match {m.name} {name} is not supported by the engine")
+    row["flags"] = flags
+    target = parts.target
+    topts = {name: opt.args for name, opt in parts.target_opts}
+    if target is None or target in ("LOG", "NFLOG", "TRACE"):
+        row["target_kind"] = T["NONE"]
+    elif target in ("ACCEPT", "DROP", "REJECT", "RETURN", "MASQUERADE", "SNAT"):
+        row["target_kind"] = T[target]
+    elif target == "DNAT":
+        dest = topts["--to-destination"][0]
+        ip, _, port = dest.rpartition(":")
+        row["target_kind"] = T["DNAT"]
+        row["to_ip"] = int(ipaddress.IPv4Address(ip))
+        row["to_port"] = int(port)
+        if dest not in endpoint_index:
+            endpoint_index[dest] = len(endpoints)
+            endpoints.append(dest)
+        row["endpoint"] = endpoint_index[dest]
+    elif target == "MARK":
+        row["target_kind"] = T["MARK"]
+        and_mask, xor = _mark_ops(topts)
+        row["mark_and"], row["mark_xor"] = and_mask, xor
+    elif parts.target_kind == "chain":
+        row["target_kind"] = T["GOTO"] if parts.goto else T["JUMP"]
+        row["target_chain"] = index[(tname, target)]
+    else:
+        raise ValueError(f"target {target} is not supported by the engine")
+
+
+def _mark_ops(topts: dict) -> tuple[int, int]:
+    """MARK as new = (mark & and_mask) ^ xor (xt_MARK: (mark & ~mask) ^ value)."""
+    full = 0xFFFFFFFF
+    for key in ("--set-xmark", "--set-mark"):
+        if key in topts:
+            value, _, mask = topts[key][0].partition("/")
+            v, m = int(value, 0), int(mask, 0) if mask else full
+            return (~m) & full if key == "--set-xmark" else (~(m | v)) & full, v
+    if "--or-mark" in topts:
+        v = int(topts["--or-mark"][0], 0)
+        return (~v) & full, v
+    if "--xor-mark" in topts:
+        return full, int(topts["--xor-mark"][0], 0)
+    if "--and-mark" in topts:
+        return int(topts["--and-mark"][0], 0), 0
+    raise ValueError("MARK without a mark option")
