@@ -56,7 +56,6 @@ class Lowered:
     chains: np.ndarray
     hooks: np.ndarray  # chain index per HOOKS entry, -1 when absent
     chain_names: list[tuple[str, str]]
-    rule_texts: list[str]  # per row, for traces and errors
     endpoints: list[str]  # DNAT destinations ("ip:port"); rule "endpoint" indexes this
 
 
@@ -94,10 +93,12 @@ def lower(tables: Ruleset, family: str = "IPv4") -> Lowered:
         for rule in table.rules:
             by_chain[index[(tname, rule.chain)]].append(rule)
 
-    total = sum(len(r) for r in by_chain)
-    rows = np.zeros(total, dtype=RULE_DTYPE)
+    names = RULE_DTYPE.names
+    template = dict.fromkeys(names, 0)
+    template.update(in_origins=0b111, prob=NO_STATISTIC, endpoint=-1, target_chain=-1,
+                    mark_and=0xFFFFFFFF)
+    rows: list[tuple] = []  # filled as tuples: setting numpy row fields one by one is slow
     chains = np.zeros(len(chain_names), dtype=CHAIN_DTYPE)
-    texts: list[str] = []
     endpoints: list[str] = []
     endpoint_index: dict[str, int] = {}
     pos = 0
@@ -110,27 +111,21 @@ def lower(tables: Ruleset, family: str = "IPv4") -> Lowered:
         chains[cid]["policy"] = V_DROP if builtin and policy == "DROP" else (V_ACCEPT if builtin
                                                                              else 0)
         for rule in rules:
-            row = rows[pos]
-            text = render_rule(rule)
-            texts.append(text)
+            row = dict(template)
             try:
                 _lower_rule(rule, row, cid, tname, index, family, endpoints, endpoint_index)
             except (ValueError, KeyError) as exc:
                 raise InputError(f"cannot lower rule ({exc})", obj=f"table {tname}",
-                                 value=text) from None
+                                 value=render_rule(rule)) from None
+            rows.append(tuple([row[n] for n in names]))
             pos += 1
         chains[cid]["end"] = pos
     hooks = np.array([index.get(h, -1) for h in HOOKS], dtype=np.int32)
-    return Lowered(rows, chains, hooks, chain_names, texts, endpoints)
+    return Lowered(np.array(rows, dtype=RULE_DTYPE), chains, hooks, chain_names, endpoints)
 
 
 def _lower_rule(rule, row, cid, tname, index, family, endpoints, endpoint_index) -> None:
     row["chain"] = cid
-    row["in_origins"] = 0b111
-    row["prob"] = NO_STATISTIC
-    row["endpoint"] = -1
-    row["target_chain"] = -1
-    row["mark_and"] = 0xFFFFFFFF
     parts = rule_parts(rule, family)
     if parts is None:  # an opaque rule kept from a foreign dump never matches
         row["flags"] = F_NEVER
