@@ -282,7 +282,8 @@ class ConntrackTable:
             if i:
                 b = (b + 1) % self.buckets
             freed = drops = 0
-            for idx in {idx for idx, _ in self._chains[b]}:
+            # in chain order (head first): the order slots return to the free stack
+            for idx in dict.fromkeys(idx for idx, _ in self._chains[b]):
                 e = self._entries[idx]
                 if e.expires <= now:
                     self._free_entry(idx)
