@@ -463,7 +463,9 @@ class ConntrackTable:
         return self._translate(entry, dir)
 
     def expire(self, now) -> int:
-        dead = [i for i, e in self._entries.items() if e.confirmed and e.expires <= now]
+        # slot order: the order slots return to the free stack
+        dead = [i for i in sorted(self._entries)
+                if self._entries[i].confirmed and self._entries[i].expires <= now]
         for i in dead:
             self._free_entry(i)
         self._stats["expired"] += len(dead)
