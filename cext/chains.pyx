@@ -7,9 +7,17 @@ of a batch the way ``ipt_do_table`` walks a table: every rule's matches in turn,
 a return point, ``-g`` does not, RETURN pops, the end of a built-in chain applies its policy.
 The statistic match draws a 31-bit random number and compares it with the probability scaled
 to 2^31, as xt_statistic does, from a seeded xorshift64* generator. Each packet is treated as
-the first of its flow (conntrack comes in front of this VM in the pipeline).
+the first of its flow unless a conntrack table is given: then, as in the kernel, a packet
+of a known flow (either direction) skips the nat table and gets the stored translation, and
+only the filter hooks see it (ctstate ESTABLISHED); a new flow is allocated in conntrack
+before the rules (a full table drops it), and confirmed with the NAT the rules chose unless
+the filter dropped it.
 """
-from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
+
+from conntrack_core cimport (ct_table_t, ct_result_t, ct_lookup, ct_alloc, ct_abort,
+                             ct_confirm, ct_translate, CT_ERR_FULL, CTSTATE_UNTRACKED,
+                             CTSTATE_INVALID)
 
 from packet cimport (packet_t, verdict_t, ACT_ACCEPT, ACT_DNAT, ACT_DROP, ACT_REJECT,
                      ORIGIN_HOST)
@@ -46,9 +54,9 @@ cdef enum:
     A_ANY = 0
     A_LOCAL = 1
     A_NOT_LOCAL = 2
-    # ctstate bits
-    CT_NEW = 1
-    CT_DNAT = 64
+    # ctstate bits (xt_conntrack XT_CONNTRACK_STATE_*, as conntrack_core reports them)
+    CT_NEW = 8
+    CT_DNAT = 1024
     # hook verdicts
     V_CONTINUE = 0
     V_ACCEPT = 1
@@ -261,17 +269,25 @@ cdef int run_chain(const rule_t[::1] rules, const chain_t[::1] chains, int32_t c
 
 def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] rules,
             const chain_t[::1] chains, const int32_t[::1] hooks,
-            const uint32_t[::1] local_ips, uint32_t masquerade_ip, uint64_t seed):
+            const uint32_t[::1] local_ips, uint32_t masquerade_ip, uint64_t seed,
+            uintptr_t conntrack=0):
     """Walk the node's hooks for each packet; returns the generator state to continue from.
 
     hooks: chain index (or -1) of nat PREROUTING, nat OUTPUT, nat POSTROUTING,
-    filter INPUT, filter FORWARD, filter OUTPUT.
+    filter INPUT, filter FORWARD, filter OUTPUT. conntrack: a ConntrackTable's
+    table_address() (0: every packet is a flow's first); the caller keeps it alive.
     """
     cdef Py_ssize_t n = packets.shape[0], k
     cdef state_t st
     cdef int v, f
     cdef uint64_t rng = seed if seed != 0 else 0x9E3779B97F4A7C15ULL
     cdef const packet_t* p
+    cdef ct_table_t* ct = <ct_table_t*>conntrack
+    cdef ct_result_t r
+    cdef int32_t entry
+    cdef uint32_t cprobes, sip, dip
+    cdef uint16_t sport, dport
+    cdef bint hit, nat_hooks
     if out.shape[0] < n:
         raise ValueError("verdict array shorter than the packet array")
     with nogil:
@@ -290,22 +306,59 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
             st.endpoint = -1
             st.rng = rng
             f = V_CONTINUE
-            if p.origin == ORIGIN_HOST:
-                run_chain(rules, chains, hooks[1], &st, local_ips)
+            hit = False
+            entry = -1
+            r.probes = 0
+            cprobes = 0
+            if ct != NULL:
+                ct_lookup(ct, p, &r)
+                st.ctstate = r.state
+                if r.entry >= 0:  # a known flow: the stored translation, no nat rules
+                    hit = True
+                    ct_translate(ct, r.entry, r.dir, &sip, &sport, &dip, &dport)
+                    st.src = sip
+                    st.sport = sport
+                    st.dst = dip
+                    st.dport = dport
+                    st.snat = sip != p.src_ip or sport != p.src_port
+                    st.endpoint = ct.e[r.entry].endpoint if r.dir == 0 else -1
+                elif r.state != CTSTATE_UNTRACKED and r.state != CTSTATE_INVALID:
+                    entry = ct_alloc(ct, p)  # before the rules, as the conntrack hook is
+                    if entry == CT_ERR_FULL:
+                        f = V_DROP
+            nat_hooks = not hit
+            if f == V_DROP:
+                pass
+            elif p.origin == ORIGIN_HOST:
+                if nat_hooks:
+                    run_chain(rules, chains, hooks[1], &st, local_ips)
                 f = run_chain(rules, chains, hooks[5], &st, local_ips)
                 if f != V_DROP and f != V_REJECT:
-                    run_chain(rules, chains, hooks[2], &st, local_ips)
+                    if nat_hooks:
+                        run_chain(rules, chains, hooks[2], &st, local_ips)
                     if is_local(st.dst, local_ips):
                         f = run_chain(rules, chains, hooks[3], &st, local_ips)
             else:
-                run_chain(rules, chains, hooks[0], &st, local_ips)
+                if nat_hooks:
+                    run_chain(rules, chains, hooks[0], &st, local_ips)
                 if is_local(st.dst, local_ips):
                     f = run_chain(rules, chains, hooks[3], &st, local_ips)
                 else:
                     f = run_chain(rules, chains, hooks[4], &st, local_ips)
-                    if f != V_DROP and f != V_REJECT:
+                    if f != V_DROP and f != V_REJECT and nat_hooks:
                         run_chain(rules, chains, hooks[2], &st, local_ips)
             rng = st.rng
+            if entry >= 0:
+                if f == V_DROP or f == V_REJECT:
+                    ct_abort(ct, entry)  # never confirmed: the packet died
+                else:
+                    entry = ct_confirm(ct, entry,
+                                       st.dst if st.dst != p.dst_ip or st.dport != p.dst_port else 0,
+                                       st.dport if st.dst != p.dst_ip or st.dport != p.dst_port else 0,
+                                       masquerade_ip if st.snat else 0, 0, st.endpoint, st.mark,
+                                       p.ts, &cprobes)
+                    if entry < 0:
+                        f = V_DROP  # insert clash
             if f == V_DROP:
                 out[k].action = ACT_DROP
             elif f == V_REJECT:
@@ -320,10 +373,14 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
             else:
                 out[k].dnat_ip = 0
                 out[k].dnat_port = 0
-            out[k].snat_ip = masquerade_ip if st.snat else 0
-            out[k].snat_port = 0
+            if hit:
+                out[k].snat_ip = st.src if st.snat else 0
+                out[k].snat_port = st.sport if st.snat else 0
+            else:
+                out[k].snat_ip = masquerade_ip if st.snat else 0
+                out[k].snat_port = 0
             out[k].endpoint = st.endpoint
             out[k].rules = st.rules
-            out[k].probes = 0
-            out[k].ct_hit = 0
+            out[k].probes = r.probes + cprobes
+            out[k].ct_hit = hit
     return rng

@@ -1,5 +1,7 @@
 """The Cython chain VM against the reference evaluator: same verdicts, same endpoint sets,
 the probabilities kube-proxy's statistic rules encode."""
+import copy
+
 import numpy as np
 import pytest
 
@@ -78,10 +80,11 @@ def test_endpoint_choice_follows_kube_proxys_probabilities():
                             not_ready_share=0, itp_local_share=0, affinity_share=0,
                             prefer_close_share=0)
     svc = next(iter(cluster.services.values()))
-    line = f"{svc.ports[0].protocol.lower()} 10.0.0.7:40000 -> {svc.cluster_ip}:{svc.ports[0].port}"
+    proto, dst = svc.ports[0].protocol.lower(), f"{svc.cluster_ip}:{svc.ports[0].port}"
     n = 40_000
     dp = Dataplane(cluster, cluster_cidr="10.0.0.0/8", seed=9)
-    verdicts = dp.process(packets.from_strings([line] * n, origin="pod"))
+    lines = [f"{proto} 10.0.{i >> 14}.7:{1024 + (i & 16383)} -> {dst}" for i in range(n)]
+    verdicts = dp.process(packets.from_strings(lines, origin="pod"))  # n distinct flows
     assert (verdicts["action"] == packets.Action.DNAT).all()
     counts = np.bincount(verdicts["endpoint"], minlength=4)
     assert len(counts) == 4
@@ -114,3 +117,68 @@ def test_process_rejects_a_wrong_array():
     dp = Dataplane(synth.cluster(5, seed=1))
     with pytest.raises(InputError, match="PACKET_DTYPE"):
         dp.process(np.zeros(3))
+
+
+def _one_service(endpoints=3):
+    cluster = synth.cluster(1, endpoints=endpoints, seed=2, type_mix={"ClusterIP": 1},
+                            ports_per_service=(1.0,), protocol_mix={"TCP": 1},
+                            terminating_share=0, not_ready_share=0, itp_local_share=0,
+                            affinity_share=0, prefer_close_share=0)
+    svc = next(iter(cluster.services.values()))
+    return cluster, svc, f"{svc.cluster_ip}:{svc.ports[0].port}"
+
+
+def test_conntrack_established_flow_keeps_its_endpoint_and_replies_are_un_natted():
+    cluster, svc, vip = _one_service()
+    dp = Dataplane(cluster, cluster_cidr="10.0.0.0/8", seed=3)
+    node = dp.options.node.primary_ip
+    first = dp.process(packets.from_strings([f"tcp {node}:40000 -> {vip}"]))[0]
+    assert first["action"] == packets.Action.DNAT and not first["ct_hit"]
+    assert first["snat_ip"] == packets.ip_to_u32(node)  # host traffic: masqueraded
+    endpoint = dp.endpoints[first["endpoint"]]
+    # the SYN/ACK from the endpoint comes back from the service address to the client
+    reply = dp.process(packets.from_strings(
+        [f"tcp {endpoint} -> {node}:40000 flags=SA"], ts=0.5))[0]
+    assert reply["ct_hit"]
+    assert f"{packets.u32_to_ip(int(reply['snat_ip']))}:{reply['snat_port']}" == vip
+    # the endpoints change; the established flow keeps its endpoint, as conntrack does
+    changed = synth.cluster(1, endpoints=3, seed=77, type_mix={"ClusterIP": 1},
+                            ports_per_service=(1.0,), protocol_mix={"TCP": 1})
+    for s in changed.endpoint_slices.values():
+        s.namespace = svc.namespace
+        s.labels["kubernetes.io/service-name"] = svc.name
+        for p in s.ports:
+            p.name = svc.ports[0].name
+    updated = copy.copy(cluster)  # update() compares with the cluster it holds: a new object
+    updated.endpoint_slices = {(s.namespace, s.name): s for s in changed.endpoint_slices.values()}
+    result = dp.update(updated)
+    assert result.ok and result.changed == {svc.key}
+    again = dp.process(packets.from_strings([f"tcp {node}:40000 -> {vip} flags=A"],
+                                            ts=1.0))[0]
+    assert again["ct_hit"] and again["action"] == packets.Action.DNAT
+    assert f"{packets.u32_to_ip(int(again['dnat_ip']))}:{again['dnat_port']}" == endpoint
+    # a new flow after the change reaches only the new endpoints
+    new_endpoints = {f"{e.addresses[0]}:{s.ports[0].port}"
+                     for s in updated.endpoint_slices.values() for e in s.endpoints}
+    assert endpoint not in new_endpoints
+    new = dp.process(packets.from_strings([f"tcp {node}:40001 -> {vip}"], ts=2.0))[0]
+    assert not new["ct_hit"] and dp.endpoints[new["endpoint"]] in new_endpoints
+    assert again["rules"] < new["rules"]  # a known flow skips the nat rules
+
+
+def test_conntrack_entries_expire_in_emulated_time():
+    cluster, svc, vip = _one_service()
+    dp = Dataplane(cluster, cluster_cidr="10.0.0.0/8")
+    line = f"udp 10.0.0.9:5000 -> {vip}"
+    dp.process(packets.from_strings([line], ts=0.0))
+    assert dp.process(packets.from_strings([line], ts=10.0))[0]["ct_hit"]
+    # an unreplied UDP flow lives 30 s after its last packet
+    assert not dp.process(packets.from_strings([line], ts=40.5))[0]["ct_hit"]
+
+
+def test_without_conntrack_every_packet_walks_the_rules():
+    cluster, svc, vip = _one_service()
+    dp = Dataplane(cluster, cluster_cidr="10.0.0.0/8", conntrack=False)
+    v = dp.process(packets.from_strings([f"tcp 10.0.0.9:5000 -> {vip}"] * 3))
+    assert not v["ct_hit"].any() and (v["action"] == packets.Action.DNAT).all()
+    assert (v["probes"] == 0).all()

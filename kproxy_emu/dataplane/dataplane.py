@@ -55,7 +55,7 @@ class Dataplane:
                  node_config: NodeConfig | None = None, node_ips: list[str] | None = None,
                  config: KubeProxyConfig | None = None, cluster_cidr: str | None = None,
                  masquerade_all: bool | None = None, mark_text: str | None = None,
-                 seed: int = 0):
+                 seed: int = 0, conntrack: bool = True):
         if mode not in MODES:
             raise InputError(f"unsupported mode (available: {', '.join(MODES)})",
                              field="mode", value=mode)
@@ -70,8 +70,11 @@ class Dataplane:
         self._need_full_sync = True
         self._evaluator = None
         self._lowered = None
+        self._endpoints: list[str] = []
         # statistic draws: one xorshift64* stream seeded from the Dataplane's seed
-        self._rng_state = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0]) or 1
+        seeds = np.random.SeedSequence(seed).generate_state(2, np.uint64)
+        self._rng_state = int(seeds[0]) or 1
+        self.conntrack = _conntrack_table(config, int(seeds[1])) if conntrack else None
         self._build_view()
         self.sync()
 
@@ -178,19 +181,23 @@ class Dataplane:
         """The node's tables as the chain VM's packed arrays (rebuilt after each sync)."""
         if self._lowered is None:
             from .lowering import lower
-            self._lowered = lower(self.tables, self.options.family)
+            self._lowered = lower(self.tables, self.options.family, self._endpoints)
         return self._lowered
 
     @property
     def endpoints(self) -> list[str]:
-        """The endpoint table that verdicts' ``endpoint`` indexes ("ip:port")."""
-        return self.lowered.endpoints
+        """The endpoint table that verdicts' ``endpoint`` indexes ("ip:port"). It only grows:
+        an index keeps its meaning across updates."""
+        self.lowered
+        return self._endpoints
 
     def process(self, packets: np.ndarray) -> np.ndarray:
         """A batch of packets (PACKET_DTYPE) in, verdicts (VERDICT_DTYPE) out.
 
-        Each packet walks the node's hooks in the compiled chain VM, without the GIL, as the
-        first packet of its flow (conntrack comes next). Packets with origin AUTO are
+        Each packet walks the node's hooks in the compiled chain VM, without the GIL. With
+        conntrack (the default), a packet of a flow already seen, in either direction, gets
+        the stored translation (``ct_hit``) and skips the nat rules, as in the kernel;
+        timestamps (``ts``) drive the conntrack timeouts. Packets with origin AUTO are
         classified by source address first. Statistic draws continue one seeded stream
         across calls, so the same calls in the same order give the same verdicts.
         """
@@ -202,14 +209,16 @@ class Dataplane:
         packets = np.ascontiguousarray(packets)
         if (packets["origin"] == 255).any():
             packets = packets.copy()
-            resolve_origins(packets, self._pod_cidrs(), self.options.node.local_ips)
+            resolve_origins(packets, self._pod_cidrs(),
+                            [ip for ip in self.options.node.local_ips if ":" not in ip])
         low = self.lowered
         out = empty_verdicts(len(packets))
         local = np.array([ip_to_u32(ip) for ip in self.options.node.local_ips if ":" not in ip],
                          dtype=np.uint32)
         masq_ip = ip_to_u32(self.options.node.primary_ip)
+        table = self.conntrack.table_address() if self.conntrack is not None else 0
         self._rng_state = chains.process(packets, out, low.rules, low.chains, low.hooks, local,
-                                         masq_ip, self._rng_state)
+                                         masq_ip, self._rng_state, table)
         return out
 
     def _pod_cidrs(self) -> list[str]:
@@ -249,6 +258,24 @@ class SyncResult:
     def nat_rules(self) -> int:
         nat = self.payload.tables.get("nat")
         return len(nat.rules) if nat else 0
+
+
+def _conntrack_table(config: KubeProxyConfig | None, seed: int):
+    """nf_conntrack sized and timed as kube-proxy sets it (conntrack.min, the TCP
+    established and close-wait timeouts); kernel defaults for the rest."""
+    from .._cext.conntrack import ConntrackTable
+    config = config or KubeProxyConfig()
+    ct = config.conntrack
+    timeouts = {}
+    if ct.tcp_established_timeout:
+        timeouts["tcp_timeout_established"] = ct.tcp_established_timeout
+    if ct.tcp_close_wait_timeout:
+        timeouts["tcp_timeout_close_wait"] = ct.tcp_close_wait_timeout
+    if ct.udp_timeout:
+        timeouts["udp_timeout"] = ct.udp_timeout
+    if ct.udp_stream_timeout:
+        timeouts["udp_timeout_stream"] = ct.udp_stream_timeout
+    return ConntrackTable(max(ct.min, 1), seed, **timeouts)
 
 
 def changed_services(old: Cluster, new: Cluster) -> set[tuple[str, str]]:

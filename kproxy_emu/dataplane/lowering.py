@@ -37,8 +37,9 @@ F_SRC_NEG, F_DST_NEG, F_PROTO_NEG, F_DPORT, F_DPORT_NEG = 1, 2, 4, 8, 16
 F_SPORT, F_SPORT_NEG, F_MARK, F_MARK_NEG, F_CT, F_CT_NEG = 32, 64, 128, 256, 512, 1024
 F_NEVER, F_STAT_NEG = 2048, 4096
 A_ANY, A_LOCAL, A_NOT_LOCAL = 0, 1, 2
-CT_BITS = {"NEW": 1, "ESTABLISHED": 2, "RELATED": 4, "INVALID": 8, "UNTRACKED": 16,
-           "SNAT": 32, "DNAT": 64}
+# xt_conntrack's XT_CONNTRACK_STATE_* bits (what conntrack_core reports)
+CT_BITS = {"INVALID": 1, "ESTABLISHED": 2, "RELATED": 4, "NEW": 8, "UNTRACKED": 256,
+           "SNAT": 512, "DNAT": 1024}
 V_ACCEPT, V_DROP = 1, 2
 NO_STATISTIC = 0xFFFFFFFF
 PROTO = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "all": 0, "0": 0}
@@ -77,7 +78,10 @@ def _range(spec: str) -> tuple[int, int]:
     return int(low or 0), int(high or 65535)
 
 
-def lower(tables: Ruleset, family: str = "IPv4") -> Lowered:
+def lower(tables: Ruleset, family: str = "IPv4", endpoints: list[str] | None = None) -> Lowered:
+    """Lower the tables. ``endpoints`` is the endpoint table to extend (new DNAT
+    destinations are appended, existing ones keep their index), so verdict endpoint indices
+    stay valid across syncs, also for flows conntrack still holds."""
     chain_names: list[tuple[str, str]] = []
     index: dict[tuple[str, str], int] = {}
     for tname, table in tables.tables.items():
@@ -99,8 +103,8 @@ def lower(tables: Ruleset, family: str = "IPv4") -> Lowered:
                     mark_and=0xFFFFFFFF)
     rows: list[tuple] = []  # filled as tuples: setting numpy row fields one by one is slow
     chains = np.zeros(len(chain_names), dtype=CHAIN_DTYPE)
-    endpoints: list[str] = []
-    endpoint_index: dict[str, int] = {}
+    endpoints = [] if endpoints is None else endpoints
+    endpoint_index = {ep: i for i, ep in enumerate(endpoints)}
     pos = 0
     for cid, ((tname, cname), rules) in enumerate(zip(chain_names, by_chain)):
         chains[cid]["start"] = pos
