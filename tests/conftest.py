@@ -39,3 +39,13 @@ def write(tmp_path):
         path.write_text(text)
         return str(path)
     return _write
+
+
+# CI runs a fixed set of hypothesis examples (the same on every run); developers' runs
+# explore new ones each time.
+from hypothesis import settings  # noqa: E402
+import os  # noqa: E402
+
+settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")

@@ -105,7 +105,8 @@ def _short(value: Any) -> Any:
 
 # ---------------------------------------------------------------- writing
 
-_PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_./-]*$|^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+(/[0-9]+)?$")
+# \Z, not $: "$" also matches before a final newline
+_PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_./-]*\Z|^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+(/[0-9]+)?\Z")
 _YAML11_SPECIAL = frozenset(
     "y n yes no true false on off null ~".split()
 )
