@@ -57,6 +57,10 @@ cdef enum:
     # ctstate bits (xt_conntrack XT_CONNTRACK_STATE_*, as conntrack_core reports them)
     CT_NEW = 8
     CT_DNAT = 1024
+    # recent ops
+    R_SET = 1
+    R_RCHECK = 2
+    R_UPDATE = 3
     # hook verdicts
     V_CONTINUE = 0
     V_ACCEPT = 1
@@ -94,6 +98,20 @@ ctypedef struct rule_t:
     uint32_t mark_and
     uint32_t mark_xor
     int32_t endpoint
+    int32_t recent_list     # -1: no -m recent
+    uint32_t recent_seconds # 0: no --seconds limit
+    uint8_t recent_op       # R_SET / R_RCHECK / R_UPDATE
+    uint8_t recent_rdest    # 1: --rdest (key on the destination address)
+    uint16_t _pad1
+
+ctypedef struct recent_t:
+    # xt_recent's address lists, one open-addressing table for all lists:
+    # key = (list + 1) << 32 | address, value = last time seen
+    uint64_t* keys
+    double* stamps
+    uint64_t mask
+    double now
+    bint full
 
 ctypedef struct chain_t:
     int32_t start
@@ -131,7 +149,10 @@ def layout():
             "mark_value": <size_t>&r.mark_value - base, "prob": <size_t>&r.prob - base,
             "target_kind": <size_t>&r.target_kind - base, "to_port": <size_t>&r.to_port - base,
             "target_chain": <size_t>&r.target_chain - base, "to_ip": <size_t>&r.to_ip - base,
-            "endpoint": <size_t>&r.endpoint - base}},
+            "endpoint": <size_t>&r.endpoint - base,
+            "recent_list": <size_t>&r.recent_list - base,
+            "recent_seconds": <size_t>&r.recent_seconds - base,
+            "recent_op": <size_t>&r.recent_op - base}},
         "chain_t": {"itemsize": sizeof(chain_t), "fields": {
             "start": <size_t>&c.start - cbase, "end": <size_t>&c.end - cbase,
             "policy": <size_t>&c.policy - cbase, "builtin": <size_t>&c.builtin - cbase}},
@@ -158,8 +179,42 @@ cdef inline bint is_local(uint32_t ip, const uint32_t[::1] local_ips) noexcept n
     return False
 
 
+cdef inline Py_ssize_t recent_slot(recent_t* rt, uint64_t key) noexcept nogil:
+    """The slot holding key, or the empty slot where it would go (-1: table full)."""
+    cdef uint64_t h = (key * 0x9E3779B97F4A7C15ULL) >> 17
+    cdef uint64_t i, n
+    for n in range(rt.mask + 1):
+        i = (h + n) & rt.mask
+        if rt.keys[i] == key or rt.keys[i] == 0:
+            return <Py_ssize_t>i
+    return -1
+
+
+cdef inline bint recent_match(const rule_t* r, state_t* st, recent_t* rt) noexcept nogil:
+    """xt_recent: --set records the address and matches; --rcheck/--update match when the
+    address is in the list and, with --seconds, was seen less than that long ago
+    (time_after(stamp, now - seconds)); --update also refreshes the time."""
+    cdef uint32_t addr = st.dst if r.recent_rdest else st.src
+    cdef uint64_t key = ((<uint64_t>r.recent_list + 1) << 32) | addr
+    cdef Py_ssize_t slot = recent_slot(rt, key)
+    if r.recent_op == R_SET:
+        if slot < 0:
+            rt.full = True
+            return True
+        rt.keys[slot] = key
+        rt.stamps[slot] = rt.now
+        return True
+    if slot < 0 or rt.keys[slot] != key:
+        return False
+    if r.recent_seconds and not (rt.stamps[slot] > rt.now - r.recent_seconds):
+        return False
+    if r.recent_op == R_UPDATE:
+        rt.stamps[slot] = rt.now
+    return True
+
+
 cdef inline bint rule_matches(const rule_t* r, state_t* st,
-                              const uint32_t[::1] local_ips) noexcept nogil:
+                              const uint32_t[::1] local_ips, recent_t* rt) noexcept nogil:
     cdef uint32_t f = r.flags
     cdef bint ok
     if f & F_NEVER:
@@ -194,6 +249,9 @@ cdef inline bint rule_matches(const rule_t* r, state_t* st,
     if r.dst_type != A_ANY:
         if is_local(st.dst, local_ips) != (r.dst_type == A_LOCAL):
             return False
+    if r.recent_list >= 0 and rt != NULL:
+        if not recent_match(r, st, rt):
+            return False
     if r.prob != NO_STATISTIC:
         ok = next_rand31(st) < r.prob
         if ok == ((f & F_STAT_NEG) != 0):
@@ -202,7 +260,7 @@ cdef inline bint rule_matches(const rule_t* r, state_t* st,
 
 
 cdef int run_chain(const rule_t[::1] rules, const chain_t[::1] chains, int32_t chain,
-                   state_t* st, const uint32_t[::1] local_ips) noexcept nogil:
+                   state_t* st, const uint32_t[::1] local_ips, recent_t* rt) noexcept nogil:
     """Evaluate one hook's chain; V_CONTINUE means the packet went on (policy ACCEPT)."""
     cdef int32_t stack_chain[MAX_DEPTH]
     cdef int32_t stack_pos[MAX_DEPTH]
@@ -225,7 +283,7 @@ cdef int run_chain(const rule_t[::1] rules, const chain_t[::1] chains, int32_t c
         r = &rules[i]
         i += 1
         st.rules += 1
-        if not rule_matches(r, st, local_ips):
+        if not rule_matches(r, st, local_ips, rt):
             continue
         kind = r.target_kind
         if kind == T_NONE:
@@ -270,12 +328,15 @@ cdef int run_chain(const rule_t[::1] rules, const chain_t[::1] chains, int32_t c
 def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] rules,
             const chain_t[::1] chains, const int32_t[::1] hooks,
             const uint32_t[::1] local_ips, uint32_t masquerade_ip, uint64_t seed,
-            uintptr_t conntrack=0):
+            uintptr_t conntrack=0, uint64_t[::1] recent_keys=None, double[::1] recent_stamps=None):
     """Walk the node's hooks for each packet; returns the generator state to continue from.
 
     hooks: chain index (or -1) of nat PREROUTING, nat OUTPUT, nat POSTROUTING,
     filter INPUT, filter FORWARD, filter OUTPUT. conntrack: a ConntrackTable's
     table_address() (0: every packet is a flow's first); the caller keeps it alive.
+    recent_keys/recent_stamps: the xt_recent lists (a power-of-two size, zeroed at start,
+    kept by the caller between calls); None: ``-m recent`` checks never match.
+    Returns (generator state, whether the recent table ran out of room).
     """
     cdef Py_ssize_t n = packets.shape[0], k
     cdef state_t st
@@ -288,11 +349,23 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
     cdef uint32_t cprobes, sip, dip
     cdef uint16_t sport, dport
     cdef bint hit, nat_hooks
+    cdef recent_t rt
+    cdef recent_t* rtp = NULL
+    if recent_keys is not None:
+        if recent_stamps is None or recent_stamps.shape[0] != recent_keys.shape[0] or \
+                recent_keys.shape[0] & (recent_keys.shape[0] - 1):
+            raise ValueError("recent tables: equal power-of-two sizes")
+        rt.keys = &recent_keys[0]
+        rt.stamps = &recent_stamps[0]
+        rt.mask = recent_keys.shape[0] - 1
+        rt.full = False
+        rtp = &rt
     if out.shape[0] < n:
         raise ValueError("verdict array shorter than the packet array")
     with nogil:
         for k in range(n):
             p = &packets[k]
+            rt.now = p.ts
             st.src = p.src_ip
             st.dst = p.dst_ip
             st.sport = p.src_port
@@ -331,22 +404,22 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
                 pass
             elif p.origin == ORIGIN_HOST:
                 if nat_hooks:
-                    run_chain(rules, chains, hooks[1], &st, local_ips)
-                f = run_chain(rules, chains, hooks[5], &st, local_ips)
+                    run_chain(rules, chains, hooks[1], &st, local_ips, rtp)
+                f = run_chain(rules, chains, hooks[5], &st, local_ips, rtp)
                 if f != V_DROP and f != V_REJECT:
                     if nat_hooks:
-                        run_chain(rules, chains, hooks[2], &st, local_ips)
+                        run_chain(rules, chains, hooks[2], &st, local_ips, rtp)
                     if is_local(st.dst, local_ips):
-                        f = run_chain(rules, chains, hooks[3], &st, local_ips)
+                        f = run_chain(rules, chains, hooks[3], &st, local_ips, rtp)
             else:
                 if nat_hooks:
-                    run_chain(rules, chains, hooks[0], &st, local_ips)
+                    run_chain(rules, chains, hooks[0], &st, local_ips, rtp)
                 if is_local(st.dst, local_ips):
-                    f = run_chain(rules, chains, hooks[3], &st, local_ips)
+                    f = run_chain(rules, chains, hooks[3], &st, local_ips, rtp)
                 else:
-                    f = run_chain(rules, chains, hooks[4], &st, local_ips)
+                    f = run_chain(rules, chains, hooks[4], &st, local_ips, rtp)
                     if f != V_DROP and f != V_REJECT and nat_hooks:
-                        run_chain(rules, chains, hooks[2], &st, local_ips)
+                        run_chain(rules, chains, hooks[2], &st, local_ips, rtp)
             rng = st.rng
             if entry >= 0:
                 if f == V_DROP or f == V_REJECT:
@@ -383,4 +456,4 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
             out[k].rules = st.rules
             out[k].probes = r.probes + cprobes
             out[k].ct_hit = hit
-    return rng
+    return rng, (rtp != NULL and rt.full)

@@ -182,3 +182,24 @@ def test_without_conntrack_every_packet_walks_the_rules():
     v = dp.process(packets.from_strings([f"tcp 10.0.0.9:5000 -> {vip}"] * 3))
     assert not v["ct_hit"].any() and (v["action"] == packets.Action.DNAT).all()
     assert (v["probes"] == 0).all()
+
+
+def test_client_ip_affinity_sticks_within_its_timeout_and_expires_after():
+    cluster, svc, vip = _one_service(endpoints=3)
+    svc.session_affinity, svc.affinity_timeout = "ClientIP", 10
+    dp = Dataplane(cluster, cluster_cidr="10.0.0.0/8", seed=5)
+    clients = [f"10.1.0.{i}" for i in range(1, 41)]
+
+    def choose(ts, port):
+        batch = packets.from_strings([f"tcp {c}:{port} -> {vip}" for c in clients], ts=ts)
+        v = dp.process(batch)
+        assert not v["ct_hit"].any() and (v["action"] == packets.Action.DNAT).all()
+        return [dp.endpoints[e] for e in v["endpoint"]]
+
+    first = choose(0.0, 40000)
+    assert len(set(first)) > 1  # clients are spread over the endpoints
+    assert choose(5.0, 40001) == first  # new flows, same endpoint per client
+    assert choose(14.0, 40002) == first  # 9 s after the last use: still within 10 s
+    later = choose(30.0, 40003)  # 16 s idle: the affinity entries have expired
+    assert later != first
+    assert choose(35.0, 40004) == later  # and the new choice sticks again

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, KproxyError
 from ..model.cluster import Cluster, paused_gc
 from ..model.config import KubeProxyConfig, NodeConfig
 from ..modes.iptables import builtin_jumps, compile_ruleset
@@ -22,6 +22,7 @@ from ..packets import parse as parse_packet
 from ..proxy import ProxyOptions, ProxyView
 
 MODES = ("iptables",)
+RECENT_SLOTS = 1 << 20
 
 
 def resolve_node(cluster: Cluster, node: str | None = None,
@@ -71,6 +72,7 @@ class Dataplane:
         self._evaluator = None
         self._lowered = None
         self._endpoints: list[str] = []
+        self._recent: tuple[np.ndarray, np.ndarray] | None = None
         # statistic draws: one xorshift64* stream seeded from the Dataplane's seed
         seeds = np.random.SeedSequence(seed).generate_state(2, np.uint64)
         self._rng_state = int(seeds[0]) or 1
@@ -217,8 +219,16 @@ class Dataplane:
                          dtype=np.uint32)
         masq_ip = ip_to_u32(self.options.node.primary_ip)
         table = self.conntrack.table_address() if self.conntrack is not None else 0
-        self._rng_state = chains.process(packets, out, low.rules, low.chains, low.hooks, local,
-                                         masq_ip, self._rng_state, table)
+        if self._recent is None and (low.rules["recent_list"] >= 0).any():
+            # xt_recent lists (session affinity), kept across calls like the kernel's
+            self._recent = (np.zeros(RECENT_SLOTS, np.uint64), np.zeros(RECENT_SLOTS))
+        keys, stamps = self._recent if self._recent is not None else (None, None)
+        self._rng_state, full = chains.process(packets, out, low.rules, low.chains, low.hooks,
+                                               local, masq_ip, self._rng_state, table, keys,
+                                               stamps)
+        if full:
+            raise KproxyError(f"the session-affinity table is full ({RECENT_SLOTS} client "
+                              "addresses over all services)")
         return out
 
     def _pod_cidrs(self) -> list[str]:

@@ -25,7 +25,8 @@ RULE_DTYPE = np.dtype([
     ("sport_hi", "u2"), ("mark_value", "u4"), ("mark_mask", "u4"), ("ctstate", "u4"),
     ("prob", "u4"), ("target_kind", "u1"), ("_pad0", "u1"), ("to_port", "u2"),
     ("target_chain", "i4"), ("to_ip", "u4"), ("mark_and", "u4"), ("mark_xor", "u4"),
-    ("endpoint", "i4"),
+    ("endpoint", "i4"), ("recent_list", "i4"), ("recent_seconds", "u4"), ("recent_op", "u1"),
+    ("recent_rdest", "u1"), ("_pad1", "u2"),
 ], align=True)
 CHAIN_DTYPE = np.dtype([("start", "i4"), ("end", "i4"), ("policy", "u1"), ("builtin", "u1"),
                         ("_pad", "u2")], align=True)
@@ -41,6 +42,7 @@ A_ANY, A_LOCAL, A_NOT_LOCAL = 0, 1, 2
 CT_BITS = {"INVALID": 1, "ESTABLISHED": 2, "RELATED": 4, "NEW": 8, "UNTRACKED": 256,
            "SNAT": 512, "DNAT": 1024}
 V_ACCEPT, V_DROP = 1, 2
+R_SET, R_RCHECK, R_UPDATE = 1, 2, 3
 NO_STATISTIC = 0xFFFFFFFF
 PROTO = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "all": 0, "0": 0}
 # the interface a packet comes in on, per origin (bit 1 << origin)
@@ -100,7 +102,8 @@ def lower(tables: Ruleset, family: str = "IPv4", endpoints: list[str] | None = N
     names = RULE_DTYPE.names
     template = dict.fromkeys(names, 0)
     template.update(in_origins=0b111, prob=NO_STATISTIC, endpoint=-1, target_chain=-1,
-                    mark_and=0xFFFFFFFF)
+                    mark_and=0xFFFFFFFF, recent_list=-1)
+    recent_lists: dict[str, int] = {}
     rows: list[tuple] = []  # filled as tuples: setting numpy row fields one by one is slow
     chains = np.zeros(len(chain_names), dtype=CHAIN_DTYPE)
     endpoints = [] if endpoints is None else endpoints
@@ -117,7 +120,8 @@ def lower(tables: Ruleset, family: str = "IPv4", endpoints: list[str] | None = N
         for rule in rules:
             row = dict(template)
             try:
-                _lower_rule(rule, row, cid, tname, index, family, endpoints, endpoint_index)
+                _lower_rule(rule, row, cid, tname, index, family, endpoints, endpoint_index,
+                            recent_lists)
             except (ValueError, KeyError) as exc:
                 raise InputError(f"cannot lower rule ({exc})", obj=f"table {tname}",
                                  value=render_rule(rule)) from None
@@ -128,7 +132,8 @@ def lower(tables: Ruleset, family: str = "IPv4", endpoints: list[str] | None = N
     return Lowered(np.array(rows, dtype=RULE_DTYPE), chains, hooks, chain_names, endpoints)
 
 
-def _lower_rule(rule, row, cid, tname, index, family, endpoints, endpoint_index) -> None:
+def _lower_rule(rule, row, cid, tname, index, family, endpoints, endpoint_index,
+                recent_lists) -> None:
     row["chain"] = cid
     parts = rule_parts(rule, family)
     if parts is None:  # an opaque rule kept from a foreign dump never matches
@@ -193,11 +198,24 @@ def _lower_rule(rule, row, cid, tname, index, family, endpoints, endpoint_index)
                 elif name == "--mode" and args[0] != "random":
                     raise ValueError("statistic --mode nth is not supported by the engine")
             elif m.name == "recent":
-                if name in ("--rcheck", "--update"):
-                    flags |= F_NEVER  # no affinity state yet: a first packet finds no entry
+                if name == "--name":
+                    row["recent_list"] = recent_lists.setdefault(args[0], len(recent_lists))
+                elif name in ("--set", "--rcheck", "--update"):
+                    row["recent_op"] = {"--set": R_SET, "--rcheck": R_RCHECK,
+                                        "--update": R_UPDATE}[name]
+                    if opt.negated:
+                        raise ValueError("negated recent is not supported by the engine")
+                elif name == "--seconds":
+                    row["recent_seconds"] = int(args[0])
+                elif name == "--rdest":
+                    row["recent_rdest"] = 1
+                elif name in ("--remove", "--hitcount", "--rttl", "--mask"):
+                    raise ValueError(f"recent {name} is not supported by the engine")
             else:
                 raise ValueError(f"match {m.name} {name} is not supported by the engine")
     row["flags"] = flags
+    if row["recent_op"] and row["recent_list"] < 0:  # xt_recent's default list name
+        row["recent_list"] = recent_lists.setdefault("DEFAULT", len(recent_lists))
     target = parts.target
     topts = {name: opt.args for name, opt in parts.target_opts}
     if target is None or target in ("LOG", "NFLOG", "TRACE"):
