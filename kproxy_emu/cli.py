@@ -80,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_render)
 
     p = sub.add_parser("trace", help="follow one packet through a node's rules")
-    p.add_argument("files", nargs="+", metavar="FILE", help="manifest files or directories")
+    p.add_argument("files", nargs="*", metavar="FILE", help="manifest files or directories")
+    p.add_argument("--iptables-save", metavar="DUMP",
+                   help="trace through a node's own iptables-save output instead of rules "
+                        "compiled from manifests (give the node with --node-config or --node-ip)")
     p.add_argument("--mode", default=None, choices=("iptables",),
                    help="proxy mode (default: the --config mode, else iptables)")
     _node_options(p)
@@ -122,10 +125,26 @@ def _dataplane(args: argparse.Namespace):
     config = load_kube_proxy_config(args.config) if args.config else None
     node_config = load_node_config(args.node_config) if args.node_config else None
     mode = args.mode or (config.mode if config else "iptables")
-    cluster = Cluster.from_files(args.files)
+    dump = getattr(args, "iptables_save", None)
+    tables = None
+    if dump:
+        from .netfilter.iptables_parse import parse
+        try:
+            with open(dump, encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError as exc:
+            raise InputError(f"cannot read file ({exc.strerror})", file=dump) from None
+        tables = parse(text, file=dump)
+        if node_config is None and args.node_ip:
+            from .model.config import NodeConfig
+            node_config = NodeConfig.from_node(args.node or "node", args.node_ip)
+    elif not args.files:
+        raise InputError("give manifest files (or --iptables-save DUMP)", field="FILE")
+    cluster = Cluster.from_files(args.files) if args.files else Cluster()
     return Dataplane(cluster, mode, node=args.node, node_config=node_config,
-                     node_ips=args.node_ip, config=config, cluster_cidr=args.cluster_cidr,
-                     masquerade_all=args.masquerade_all, mark_text=args.mark_text)
+                     node_ips=None if dump else args.node_ip, config=config,
+                     cluster_cidr=args.cluster_cidr, masquerade_all=args.masquerade_all,
+                     mark_text=args.mark_text, tables=tables)
 
 
 def _cmd_render(args: argparse.Namespace) -> int:

@@ -133,3 +133,36 @@ def test_trace_api_and_cli_json(tmp_path):
                           "--node-config", str(node_cfg), "--packet", "tcp 1.2.3:1 -> 4.5.6.7:8"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_packet_flows_through_a_real_nodes_iptables_save(tmp_path):
+    """The overall fixture's rules as a real kernel's iptables-save printed them: the same
+    packet flows, through the reference evaluator and through the chain VM."""
+    import subprocess
+    import sys
+
+    from kproxy_emu import packets
+    from kproxy_emu.netfilter.iptables_parse import parse
+
+    from .conftest import FIXTURES
+    from .test_chain_engine import agree
+    fx = fixture("iptables-overall.json")
+    env = fx["environment"]
+    dump = FIXTURES / "live" / "iptables-overall.iptables-save.txt"
+    node = view_for(env, [], [], tmp_path).options.node
+    dp = Dataplane(Cluster(), node_config=node, cluster_cidr="10.0.0.0/8",
+                   tables=parse(dump.read_text()))
+    _check(_evaluator(dp), env["tracerNodeIPs"], fx["packetTests"])
+    lines = [f"{t['protocol'].lower()} {t['sourceIP']}:40000 -> {t['destIP']}:{t['destPort']}"
+             for t in fx["packetTests"] if ":" not in t["sourceIP"] + t["destIP"]]
+    batch = packets.from_strings(lines)
+    packets.resolve_origins(batch, ["10.0.0.0/8"], env["tracerNodeIPs"])
+    dp_vm = Dataplane(Cluster(), node_config=node, cluster_cidr="10.0.0.0/8", conntrack=False,
+                      tables=parse(dump.read_text()))
+    agree(dp_vm, batch)
+    proc = subprocess.run([sys.executable, "-m", "kproxy_emu.cli", "trace", "--iptables-save",
+                           str(dump), "--node-ip", "192.168.0.2", "--cluster-cidr", "10.0.0.0/8",
+                           "--json", "--packet", "tcp 10.0.0.2:40000 -> 172.30.0.41:80"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert '"dnat": "10.180.0.1:80"' in proc.stdout

@@ -56,7 +56,9 @@ class Dataplane:
                  node_config: NodeConfig | None = None, node_ips: list[str] | None = None,
                  config: KubeProxyConfig | None = None, cluster_cidr: str | None = None,
                  masquerade_all: bool | None = None, mark_text: str | None = None,
-                 seed: int = 0, conntrack: bool = True):
+                 seed: int = 0, conntrack: bool = True, tables: Ruleset | None = None):
+        """``tables``: run a node's own iptables (e.g. parsed from a real ``iptables-save``)
+        instead of compiling the cluster; the cluster then only supplies the node."""
         if mode not in MODES:
             raise InputError(f"unsupported mode (available: {', '.join(MODES)})",
                              field="mode", value=mode)
@@ -78,7 +80,11 @@ class Dataplane:
         self._rng_state = int(seeds[0]) or 1
         self.conntrack = _conntrack_table(config, int(seeds[1])) if conntrack else None
         self._build_view()
-        self.sync()
+        if tables is not None:
+            self.tables = tables
+            self._full = tables
+        else:
+            self.sync()
 
     def _build_view(self) -> None:
         with paused_gc():  # a 100k-service view is millions of small objects

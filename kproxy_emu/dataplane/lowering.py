@@ -209,7 +209,9 @@ def _lower_rule(rule, row, cid, tname, index, family, endpoints, endpoint_index,
                     row["recent_seconds"] = int(args[0])
                 elif name == "--rdest":
                     row["recent_rdest"] = 1
-                elif name in ("--remove", "--hitcount", "--rttl", "--mask"):
+                elif name == "--mask" and args[0] != "255.255.255.255":
+                    raise ValueError(f"recent --mask {args[0]} is not supported by the engine")
+                elif name in ("--remove", "--hitcount", "--rttl"):
                     raise ValueError(f"recent {name} is not supported by the engine")
             else:
                 raise ValueError(f"match {m.name} {name} is not supported by the engine")
