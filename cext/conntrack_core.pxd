@@ -35,6 +35,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 from packet cimport (packet_t, FAMILY_V4, PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
                      TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN)
+from hashing cimport mix64
 
 
 cdef enum:
@@ -168,20 +169,10 @@ ctypedef struct ct_result_t:
 # ---------------------------------------------------------------------------------------
 # hashing
 
-cdef inline uint64_t ct_mix64(uint64_t x) noexcept nogil:
-    """splitmix64 finaliser."""
-    x ^= x >> 30
-    x *= <uint64_t>0xbf58476d1ce4e5b9
-    x ^= x >> 27
-    x *= <uint64_t>0x94d049bb133111eb
-    x ^= x >> 31
-    return x
-
-
 cdef inline uint32_t ct_hash(const ct_table_t* t, uint32_t sip, uint16_t sport, uint32_t dip,
                              uint16_t dport, uint8_t proto) noexcept nogil:
-    cdef uint64_t h = ct_mix64(t.seed ^ ((<uint64_t>sip << 32) | dip))
-    h = ct_mix64(h ^ ((<uint64_t>sport << 32) | (<uint64_t>dport << 16) | proto))
+    cdef uint64_t h = mix64(t.seed ^ ((<uint64_t>sip << 32) | dip))
+    h = mix64(h ^ ((<uint64_t>sport << 32) | (<uint64_t>dport << 16) | proto))
     return <uint32_t>(h >> 32)
 
 

@@ -8,6 +8,7 @@ which is sequential because a repeated packet reuses a flow opened earlier.
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 from packet cimport packet_t, target_t, FAMILY_V4, PROTO_ICMP, PROTO_TCP, TCP_ACK, TCP_SYN
+from hashing cimport mix64
 
 cdef enum:
     EPHEMERAL_LOW = 32768     # Linux net.ipv4.ip_local_port_range default: 32768 60999
@@ -41,16 +42,6 @@ cdef inline Py_ssize_t cum_pick(const double* cum, Py_ssize_t lo, Py_ssize_t hi,
         else:
             a = m + 1
     return a
-
-
-cdef inline uint64_t mix64(uint64_t x) noexcept nogil:
-    """splitmix64 finaliser."""
-    x ^= x >> 30
-    x *= <uint64_t>0xbf58476d1ce4e5b9
-    x ^= x >> 27
-    x *= <uint64_t>0x94d049bb133111eb
-    x ^= x >> 31
-    return x
 
 
 cdef inline bint tuple_insert(uint64_t* tab, uint64_t mask, uint64_t a, uint64_t b) noexcept nogil:
