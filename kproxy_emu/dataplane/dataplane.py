@@ -6,7 +6,6 @@ the built-in chain jumps kube-proxy ensures, then every restore applied in turn.
 """
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -133,33 +132,18 @@ class Dataplane:
         self.syncs.append(result)
         return result
 
-    def classify(self, src: str) -> str:
-        """Where a packet from ``src`` enters when ``--from`` is not given: a node address is
-        the host, an address in the cluster CIDR (else the nodes' pod CIDRs) a pod, anything
-        else external."""
-        addr = ipaddress.ip_address(src)
-        if src in self.options.node.local_ips or addr.is_loopback:
-            return "host"
-        if self.options.detect_local_mode in ("ClusterCIDR", "NodeCIDR"):
-            cidrs = [self.options.detect_local_value]
-        else:
-            cidrs = [c for n in self.cluster.nodes.values() for c in n.pod_cidrs]
-        if any(addr in ipaddress.ip_network(c) for c in cidrs if (":" in c) == (":" in src)):
-            return "pod"
-        return "external"
-
     def trace(self, packet: str, origin: str | None = None) -> dict:
         """One packet, the first of its flow: the verdict, every endpoint it could reach with
         its probability (every statistic branch followed), one draw from those with this
         Dataplane's seed, and each rule visited on that path."""
-        from ..packets import PROTO_NAMES, u32_to_ip
+        from ..packets import ORIGIN_NAMES, PROTO_NAMES, u32_to_ip
         from .reference import Flow, ReferenceEvaluator, evaluate_new_flow
         if origin not in (None, "pod", "external", "host"):
             raise InputError("must be pod, external or host", field="--from", value=origin)
-        row = parse_packet(packet)[0]
+        row = self._resolve_origins(parse_packet(packet, origin=origin))[0]
         src, dst = str(u32_to_ip(int(row["src_ip"]))), str(u32_to_ip(int(row["dst_ip"])))
         flow = Flow(src, dst, PROTO_NAMES[int(row["proto"])].lower(), int(row["src_port"]),
-                    int(row["dst_port"]), origin or self.classify(src))
+                    int(row["dst_port"]), ORIGIN_NAMES[int(row["origin"])])
         if self._evaluator is None:
             self._evaluator = ReferenceEvaluator(self.tables, self.options.node.local_ips,
                                                  self.options.family)
@@ -210,15 +194,11 @@ class Dataplane:
         across calls, so the same calls in the same order give the same verdicts.
         """
         from .._cext import chains
-        from ..packets import PACKET_DTYPE, empty_verdicts, ip_to_u32, resolve_origins
+        from ..packets import PACKET_DTYPE, empty_verdicts, ip_to_u32
         if not isinstance(packets, np.ndarray) or packets.dtype != PACKET_DTYPE:
             raise InputError("must be a numpy array of kproxy_emu.packets.PACKET_DTYPE",
                              field="packets", value=type(packets).__name__)
-        packets = np.ascontiguousarray(packets)
-        if (packets["origin"] == 255).any():
-            packets = packets.copy()
-            resolve_origins(packets, self._pod_cidrs(),
-                            [ip for ip in self.options.node.local_ips if ":" not in ip])
+        packets = self._resolve_origins(np.ascontiguousarray(packets))
         low = self.lowered
         out = empty_verdicts(len(packets))
         local = np.array([ip_to_u32(ip) for ip in self.options.node.local_ips if ":" not in ip],
@@ -237,10 +217,18 @@ class Dataplane:
                               "addresses over all services)")
         return out
 
-    def _pod_cidrs(self) -> list[str]:
+    def _resolve_origins(self, packets: np.ndarray) -> np.ndarray:
+        """Packets with origin AUTO (a copy if any): a node address is the host, the cluster
+        CIDR (else the nodes' pod CIDRs) holds pods, anything else is external."""
+        from ..packets import Origin, resolve_origins
+        if not (packets["origin"] == Origin.AUTO).any():
+            return packets
         if self.options.detect_local_mode in ("ClusterCIDR", "NodeCIDR"):
-            return [self.options.detect_local_value]
-        return [c for n in self.cluster.nodes.values() for c in n.pod_cidrs if ":" not in c]
+            pods = [self.options.detect_local_value]
+        else:
+            pods = [c for n in self.cluster.nodes.values() for c in n.pod_cidrs if ":" not in c]
+        hosts = [ip for ip in self.options.node.local_ips if ":" not in ip]
+        return resolve_origins(packets.copy(), pods, hosts)
 
     def render(self, *, sorted: bool = False) -> str:
         """iptables-restore input of a full sync, as kube-proxy writes it (``sorted``: the
@@ -282,15 +270,10 @@ def _conntrack_table(config: KubeProxyConfig | None, seed: int):
     from .._cext.conntrack import ConntrackTable
     config = config or KubeProxyConfig()
     ct = config.conntrack
-    timeouts = {}
-    if ct.tcp_established_timeout:
-        timeouts["tcp_timeout_established"] = ct.tcp_established_timeout
-    if ct.tcp_close_wait_timeout:
-        timeouts["tcp_timeout_close_wait"] = ct.tcp_close_wait_timeout
-    if ct.udp_timeout:
-        timeouts["udp_timeout"] = ct.udp_timeout
-    if ct.udp_stream_timeout:
-        timeouts["udp_timeout_stream"] = ct.udp_stream_timeout
+    given = {"tcp_timeout_established": ct.tcp_established_timeout,
+             "tcp_timeout_close_wait": ct.tcp_close_wait_timeout,
+             "udp_timeout": ct.udp_timeout, "udp_timeout_stream": ct.udp_stream_timeout}
+    timeouts = {name: value for name, value in given.items() if value}  # 0: leave the kernel's
     return ConntrackTable(max(ct.min, 1), seed, **timeouts)
 
 
