@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..netfilter.iptables_parse import rule_parts
+from ..packets import PROTO_NUMBERS
 from ..netfilter.iptables_text import render_rule
 from ..netfilter.ruleset import BUILTIN_CHAINS, Ruleset
 
@@ -44,7 +45,7 @@ CT_BITS = {"INVALID": 1, "ESTABLISHED": 2, "RELATED": 4, "NEW": 8, "UNTRACKED": 
 V_ACCEPT, V_DROP = 1, 2
 R_SET, R_RCHECK, R_UPDATE = 1, 2, 3
 NO_STATISTIC = 0xFFFFFFFF
-PROTO = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "all": 0, "0": 0}
+PROTO = {**PROTO_NUMBERS, "all": 0, "0": 0}  # -p values; 0 = any protocol
 # the interface a packet comes in on, per origin (bit 1 << origin)
 INPUT_INTERFACES = ((0, "cni0"), (1, "eth0"), (2, "lo"))
 OUTPUT_INTERFACE = "eth0"

@@ -8,11 +8,12 @@ nothing changes (kube-proxy then needs a full sync).
 from __future__ import annotations
 
 from ..errors import KproxyError
+from .iptables_parse import TARGETS
 from .ruleset import BUILTIN_CHAINS, Chain, Opt, Rule, Ruleset, Table
 
-STANDARD_TARGETS = frozenset(("ACCEPT", "DROP", "RETURN", "QUEUE", "REJECT", "DNAT", "SNAT",
-                              "MASQUERADE", "MARK", "CONNMARK", "LOG", "NOTRACK", "CT",
-                              "REDIRECT", "TPROXY", "NFLOG", "TRACE", "CHECKSUM"))
+# verdicts and target extensions: any other -j name must be a chain of the table
+BUILTIN_TARGETS = frozenset(("ACCEPT", "DROP", "RETURN", "QUEUE")) | frozenset(
+    name for family in TARGETS.values() for name in family)
 
 
 class RestoreError(KproxyError):
@@ -43,7 +44,7 @@ def _apply_table(current: Table | None, payload: Table) -> Table:
         if rule.chain not in chains:
             raise RestoreError(f"table {name}: rule for chain {rule.chain} that does not exist")
         target = rule.target
-        if target and target not in STANDARD_TARGETS and target not in chains:
+        if target and target not in BUILTIN_TARGETS and target not in chains:
             raise RestoreError(f"table {name}: jump to chain {target} that does not exist")
     return Table(name, chains, rules, [])
 
