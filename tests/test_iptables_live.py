@@ -19,7 +19,7 @@ from kproxy_emu.netfilter.iptables_live import (comparable_lines, probability_li
 from kproxy_emu.netfilter.iptables_parse import parse
 from kproxy_emu.netfilter.ruleset import Opt, Rule, Ruleset
 
-from .conftest import FIXTURES
+from .conftest import FIXTURES, require_fixtures
 
 LIVE = FIXTURES / "live" / "iptables-overall.iptables-save.txt"
 
@@ -46,13 +46,6 @@ COMMIT
 -I OUTPUT 1 -j KUBE-FIREWALL
 COMMIT
 """
-
-
-def require_fixtures():
-    if not FIXTURES.is_dir():
-        if os.environ.get("CI") or os.environ.get("KPROXY_EMU_REQUIRE_LAB"):
-            pytest.fail(f"kube-proxy fixtures not found at {FIXTURES}")
-        pytest.skip(f"kube-proxy fixtures not found at {FIXTURES}")
 
 
 def overall_as_loaded() -> Ruleset:

@@ -146,7 +146,7 @@ def test_packet_flows_through_a_real_nodes_iptables_save(tmp_path):
 
     from .conftest import FIXTURES
     from .test_chain_engine import agree
-    fx = fixture("iptables-overall.json")
+    fx = fixture("iptables-overall.json")  # skips (fails in CI) without the fixtures
     env = fx["environment"]
     dump = FIXTURES / "live" / "iptables-overall.iptables-save.txt"
     node = view_for(env, [], [], tmp_path).options.node

@@ -1,6 +1,5 @@
 """iptables-save / iptables-restore text -> Ruleset (kproxy_emu.netfilter.iptables_parse)."""
 import json
-import os
 
 import pytest
 from hypothesis import given, settings
@@ -12,14 +11,7 @@ from kproxy_emu.netfilter.iptables_parse import (RAW, is_opaque, parse, rule_par
 from kproxy_emu.netfilter.iptables_text import render, render_rule
 from kproxy_emu.netfilter.ruleset import Opt, Rule, Ruleset
 
-from .conftest import FIXTURES
-
-
-def require_fixtures():
-    if not FIXTURES.is_dir():
-        if os.environ.get("CI") or os.environ.get("KPROXY_EMU_REQUIRE_LAB"):
-            pytest.fail(f"kube-proxy fixtures not found at {FIXTURES}")
-        pytest.skip(f"kube-proxy fixtures not found at {FIXTURES}")
+from .conftest import FIXTURES, require_fixtures
 
 
 def fixture_texts():

@@ -224,12 +224,6 @@ def test_slow_path_and_fast_path_endpoints_agree():
 
 
 def test_kube_proxy_fixtures_are_present():
-    """The fixtures live in ../shared beside the clone; CI must never run without them."""
-    import os
-
-    from .conftest import FIXTURES
-    if not FIXTURES.is_dir():
-        if os.environ.get("CI") or os.environ.get("KPROXY_EMU_REQUIRE_LAB"):
-            pytest.fail(f"kube-proxy fixtures not found at {FIXTURES}")
-        pytest.skip(f"kube-proxy fixtures not found at {FIXTURES}")
+    from .conftest import require_fixtures
+    require_fixtures()
     assert fixture_inputs()
