@@ -49,7 +49,6 @@ cdef enum:
     F_CT_NEG = 1024
     F_NEVER = 2048
     F_STAT_NEG = 4096
-    F_OUT_NEVER = 8192
     # addrtype
     A_ANY = 0
     A_LOCAL = 1

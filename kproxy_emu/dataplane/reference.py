@@ -19,8 +19,6 @@ from ..netfilter.iptables_parse import RuleParts, rule_parts
 from ..netfilter.iptables_text import render_rule
 from ..netfilter.ruleset import BUILTIN_CHAINS, Rule, Ruleset
 
-PROTOS = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1}
-_TERMINAL_NAT = ("DNAT", "SNAT", "MASQUERADE", "REDIRECT")
 _IGNORED_MATCHES = ("comment", "nfacct", "physdev", "limit", "pkttype")
 
 

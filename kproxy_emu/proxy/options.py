@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ..errors import InputError
 from ..ipaddr import canonical_cidr
@@ -64,9 +64,6 @@ class ProxyOptions:
             localhost_node_ports=config.localhost_node_ports and _allows_localhost(
                 node_port_addresses, node),
         )
-
-    def with_(self, **changes) -> "ProxyOptions":
-        return replace(self, **changes)
 
     @property
     def mark(self) -> str:
