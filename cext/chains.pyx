@@ -15,7 +15,7 @@ the filter dropped it.
 """
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 
-from conntrack_core cimport (ct_table_t, ct_result_t, ct_lookup, ct_alloc, ct_abort,
+from conntrack_core cimport (ct_table_t, ct_result_t, ct_lookup, ct_alloc, ct_abort, ct_find,
                              ct_confirm, ct_translate, CT_ERR_FULL, CTSTATE_UNTRACKED,
                              CTSTATE_INVALID)
 
@@ -49,6 +49,13 @@ cdef enum:
     F_CT_NEG = 1024
     F_NEVER = 2048
     F_STAT_NEG = 4096
+    F_MPORT_NEG = 8192
+    F_NTH = 16384
+    F_RANDOM_FULLY = 32768
+    # rule_t.mport_kind (-m multiport)
+    MP_DPORTS = 1
+    MP_SPORTS = 2
+    MP_PORTS = 3
     # addrtype
     A_ANY = 0
     A_LOCAL = 1
@@ -102,6 +109,12 @@ ctypedef struct rule_t:
     uint8_t recent_op       # R_SET / R_RCHECK / R_UPDATE
     uint8_t recent_rdest    # 1: --rdest (key on the destination address)
     uint16_t _pad1
+    int32_t mport_off       # -m multiport: first (lo, hi) pair in port_ranges
+    uint8_t mport_n         # number of pairs (at most 15, as xt_multiport)
+    uint8_t mport_kind      # MP_DPORTS / MP_SPORTS / MP_PORTS; 0: no multiport
+    uint16_t _pad2
+    uint32_t nth_every      # -m statistic --mode nth: every - 1 (as libxt_statistic stores it)
+    int32_t nth_slot        # this rule's counter in nth_counters
 
 ctypedef struct recent_t:
     # xt_recent's address lists, one open-addressing table for all lists:
@@ -111,6 +124,16 @@ ctypedef struct recent_t:
     uint64_t mask
     double now
     bint full
+
+ctypedef struct env_t:
+    # what the rules read besides the packet: node addresses, xt_recent lists, multiport
+    # ranges, statistic nth counters (the last two owned by the caller, per rule set)
+    const uint32_t* local_ips
+    Py_ssize_t n_local
+    recent_t* recent
+    const uint16_t* port_ranges
+    uint32_t* nth_counters
+    uint32_t masquerade_ip
 
 ctypedef struct chain_t:
     int32_t start
@@ -127,7 +150,8 @@ ctypedef struct state_t:
     uint8_t proto
     uint8_t origin_bit
     uint8_t snat
-    uint8_t _pad
+    uint8_t random_fully    # the SNAT/MASQUERADE rule asked for --random-fully
+    uint32_t snat_ip
     uint32_t mark
     uint32_t ctstate
     uint32_t rules
@@ -151,7 +175,9 @@ def layout():
             "endpoint": <size_t>&r.endpoint - base,
             "recent_list": <size_t>&r.recent_list - base,
             "recent_seconds": <size_t>&r.recent_seconds - base,
-            "recent_op": <size_t>&r.recent_op - base}},
+            "recent_op": <size_t>&r.recent_op - base,
+            "mport_off": <size_t>&r.mport_off - base, "mport_n": <size_t>&r.mport_n - base,
+            "nth_every": <size_t>&r.nth_every - base, "nth_slot": <size_t>&r.nth_slot - base}},
         "chain_t": {"itemsize": sizeof(chain_t), "fields": {
             "start": <size_t>&c.start - cbase, "end": <size_t>&c.end - cbase,
             "policy": <size_t>&c.policy - cbase, "builtin": <size_t>&c.builtin - cbase}},
@@ -168,14 +194,34 @@ cdef inline uint32_t next_rand31(state_t* st) noexcept nogil:
     return <uint32_t>((x * 2685821657736338717ULL) >> 33) & 0x7FFFFFFF
 
 
-cdef inline bint is_local(uint32_t ip, const uint32_t[::1] local_ips) noexcept nogil:
+cdef inline bint is_local(uint32_t ip, const env_t* env) noexcept nogil:
     cdef Py_ssize_t k
     if (ip >> 24) == 127:
         return True
-    for k in range(local_ips.shape[0]):
-        if local_ips[k] == ip:
+    for k in range(env.n_local):
+        if env.local_ips[k] == ip:
             return True
     return False
+
+
+cdef inline bint multiport_match(const rule_t* r, const state_t* st,
+                                 const env_t* env) noexcept nogil:
+    """xt_multiport: any listed port or range holds the packet's port (--ports: either)."""
+    cdef const uint16_t* pr = env.port_ranges + 2 * r.mport_off
+    cdef int k
+    for k in range(r.mport_n):
+        if r.mport_kind != MP_SPORTS and pr[2 * k] <= st.dport <= pr[2 * k + 1]:
+            return True
+        if r.mport_kind != MP_DPORTS and pr[2 * k] <= st.sport <= pr[2 * k + 1]:
+            return True
+    return False
+
+
+cdef inline bint nth_match(const rule_t* r, const env_t* env) noexcept nogil:
+    """xt_statistic --mode nth: the rule's counter steps 0..every-1 and matches on wrap."""
+    cdef uint32_t* count = &env.nth_counters[r.nth_slot]
+    count[0] = 0 if count[0] == r.nth_every else count[0] + 1
+    return count[0] == 0
 
 
 cdef inline Py_ssize_t recent_slot(recent_t* rt, uint64_t key) noexcept nogil:
@@ -212,8 +258,7 @@ cdef inline bint recent_match(const rule_t* r, state_t* st, recent_t* rt) noexce
     return True
 
 
-cdef inline bint rule_matches(const rule_t* r, state_t* st,
-                              const uint32_t[::1] local_ips, recent_t* rt) noexcept nogil:
+cdef inline bint rule_matches(const rule_t* r, state_t* st, const env_t* env) noexcept nogil:
     cdef uint32_t f = r.flags
     cdef bint ok
     if f & F_NEVER:
@@ -242,24 +287,30 @@ cdef inline bint rule_matches(const rule_t* r, state_t* st,
         ok = (st.ctstate & r.ctstate) != 0
         if ok == ((f & F_CT_NEG) != 0):
             return False
+    if r.mport_kind:
+        if multiport_match(r, st, env) == ((f & F_MPORT_NEG) != 0):
+            return False
     if r.src_type != A_ANY:
-        if is_local(st.src, local_ips) != (r.src_type == A_LOCAL):
+        if is_local(st.src, env) != (r.src_type == A_LOCAL):
             return False
     if r.dst_type != A_ANY:
-        if is_local(st.dst, local_ips) != (r.dst_type == A_LOCAL):
+        if is_local(st.dst, env) != (r.dst_type == A_LOCAL):
             return False
-    if r.recent_list >= 0 and rt != NULL:
-        if not recent_match(r, st, rt):
+    if r.recent_list >= 0 and env.recent != NULL:
+        if not recent_match(r, st, env.recent):
             return False
     if r.prob != NO_STATISTIC:
         ok = next_rand31(st) < r.prob
         if ok == ((f & F_STAT_NEG) != 0):
             return False
+    if f & F_NTH:
+        if nth_match(r, env) == ((f & F_STAT_NEG) != 0):
+            return False
     return True
 
 
 cdef int run_chain(const rule_t[::1] rules, const chain_t[::1] chains, int32_t chain,
-                   state_t* st, const uint32_t[::1] local_ips, recent_t* rt) noexcept nogil:
+                   state_t* st, const env_t* env) noexcept nogil:
     """Evaluate one hook's chain; V_CONTINUE means the packet went on (policy ACCEPT)."""
     cdef int32_t stack_chain[MAX_DEPTH]
     cdef int32_t stack_pos[MAX_DEPTH]
@@ -282,7 +333,7 @@ cdef int run_chain(const rule_t[::1] rules, const chain_t[::1] chains, int32_t c
         r = &rules[i]
         i += 1
         st.rules += 1
-        if not rule_matches(r, st, local_ips, rt):
+        if not rule_matches(r, st, env):
             continue
         kind = r.target_kind
         if kind == T_NONE:
@@ -321,13 +372,61 @@ cdef int run_chain(const rule_t[::1] rules, const chain_t[::1] chains, int32_t c
             return V_DNAT
         elif kind == T_MASQUERADE or kind == T_SNAT:
             st.snat = 1
+            st.snat_ip = r.to_ip if kind == T_SNAT else env.masquerade_ip
+            st.random_fully = (r.flags & F_RANDOM_FULLY) != 0
             return V_SNAT
+
+
+cdef inline bint nat_tuple_used(ct_table_t* ct, uint8_t proto, uint32_t ip, uint16_t port,
+                                 uint32_t dst, uint16_t dport, double now,
+                                 uint32_t* probes) noexcept nogil:
+    """nf_nat_used_tuple: a flow already holds the reply tuple (dst:dport -> ip:port)."""
+    cdef int32_t d
+    return ct_find(ct, dst, dport, ip, port, proto, now, &d, probes) >= 0
+
+
+cdef uint16_t choose_snat_port(ct_table_t* ct, const state_t* st, uint16_t sport,
+                               uint64_t* rng, double now, uint32_t* probes) noexcept nogil:
+    """The source port after SNAT, as get_unique_tuple / nf_nat_l4proto_unique_tuple choose
+    it: the original port when the new tuple is free (unless --random-fully), else a port
+    from the original port's class (1-511, 600-1023, 1024-65535) starting at a random
+    offset, up to 128 attempts, then halving rounds from new random offsets."""
+    cdef uint32_t lo, size, attempts, i, off
+    cdef uint16_t port = sport
+    cdef state_t tmp
+    if st.proto != 6 and st.proto != 17 and st.proto != 132:
+        return sport
+    if not st.random_fully and (ct == NULL or not nat_tuple_used(
+            ct, st.proto, st.snat_ip, sport, st.dst, st.dport, now, probes)):
+        return sport
+    if sport < 512:
+        lo, size = 1, 511
+    elif sport < 1024:
+        lo, size = 600, 424
+    else:
+        lo, size = 1024, 64512
+    tmp.rng = rng[0]
+    off = next_rand31(&tmp) & 0xFFFF  # get_random_u16()
+    attempts = 128 if size > 128 else size
+    while True:
+        for i in range(attempts):
+            port = <uint16_t>(lo + (off + i) % size)
+            if ct == NULL or not nat_tuple_used(ct, st.proto, st.snat_ip, port, st.dst,
+                                                st.dport, now, probes):
+                rng[0] = tmp.rng
+                return port
+        if attempts >= size or attempts < 16:
+            rng[0] = tmp.rng
+            return port  # the kernel gives up and the confirm clashes
+        attempts //= 2
+        off = next_rand31(&tmp) & 0xFFFF
 
 
 def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] rules,
             const chain_t[::1] chains, const int32_t[::1] hooks,
             const uint32_t[::1] local_ips, uint32_t masquerade_ip, uint64_t seed,
-            uintptr_t conntrack=0, uint64_t[::1] recent_keys=None, double[::1] recent_stamps=None):
+            uintptr_t conntrack=0, uint64_t[::1] recent_keys=None, double[::1] recent_stamps=None,
+            const uint16_t[::1] port_ranges=None, uint32_t[::1] nth_counters=None):
     """Walk the node's hooks for each packet; returns the generator state to continue from.
 
     hooks: chain index (or -1) of nat PREROUTING, nat OUTPUT, nat POSTROUTING,
@@ -335,6 +434,8 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
     table_address() (0: every packet is a flow's first); the caller keeps it alive.
     recent_keys/recent_stamps: the xt_recent lists (a power-of-two size, zeroed at start,
     kept by the caller between calls); None: ``-m recent`` checks never match.
+    port_ranges: the (lo, hi) pairs multiport rules index; nth_counters: one counter per
+    ``--mode nth`` rule (kept by the caller: the kernel's counters live as long as the rule).
     Returns (generator state, whether the recent table ran out of room).
     """
     cdef Py_ssize_t n = packets.shape[0], k
@@ -346,10 +447,28 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
     cdef ct_result_t r
     cdef int32_t entry
     cdef uint32_t cprobes, sip, dip
-    cdef uint16_t sport, dport
+    cdef uint16_t sport, dport, snat_port
     cdef bint hit, nat_hooks
     cdef recent_t rt
-    cdef recent_t* rtp = NULL
+    cdef env_t env
+    cdef Py_ssize_t needed_ranges = 0, needed_counters = 0
+    if rules.shape[0]:
+        for k in range(rules.shape[0]):
+            if rules[k].mport_kind and rules[k].mport_off + rules[k].mport_n > needed_ranges:
+                needed_ranges = rules[k].mport_off + rules[k].mport_n
+            if rules[k].flags & F_NTH and rules[k].nth_slot + 1 > needed_counters:
+                needed_counters = rules[k].nth_slot + 1
+    if needed_ranges and (port_ranges is None or port_ranges.shape[0] < 2 * needed_ranges):
+        raise ValueError("multiport rules need their port_ranges")
+    if needed_counters and (nth_counters is None or nth_counters.shape[0] < needed_counters):
+        raise ValueError("statistic nth rules need their nth_counters")
+    env.local_ips = &local_ips[0] if local_ips.shape[0] else NULL
+    env.n_local = local_ips.shape[0]
+    env.port_ranges = &port_ranges[0] if needed_ranges else NULL
+    env.nth_counters = &nth_counters[0] if needed_counters else NULL
+    env.masquerade_ip = masquerade_ip
+    env.recent = NULL
+    rt.full = False
     if recent_keys is not None:
         if recent_stamps is None or recent_stamps.shape[0] != recent_keys.shape[0] or \
                 recent_keys.shape[0] & (recent_keys.shape[0] - 1):
@@ -357,8 +476,7 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
         rt.keys = &recent_keys[0]
         rt.stamps = &recent_stamps[0]
         rt.mask = recent_keys.shape[0] - 1
-        rt.full = False
-        rtp = &rt
+        env.recent = &rt
     if out.shape[0] < n:
         raise ValueError("verdict array shorter than the packet array")
     with nogil:
@@ -372,6 +490,8 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
             st.proto = p.proto
             st.origin_bit = <uint8_t>(1 << p.origin) if p.origin < 8 else 0
             st.snat = 0
+            st.snat_ip = 0
+            st.random_fully = 0
             st.mark = 0
             st.ctstate = CT_NEW
             st.rules = 0
@@ -382,17 +502,19 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
             entry = -1
             r.probes = 0
             cprobes = 0
+            snat_port = 0
             if ct != NULL:
                 ct_lookup(ct, p, &r)
                 st.ctstate = r.state
                 if r.entry >= 0:  # a known flow: the stored translation, no nat rules
                     hit = True
                     ct_translate(ct, r.entry, r.dir, &sip, &sport, &dip, &dport)
-                    st.src = sip
-                    st.sport = sport
+                    st.snat = sip != p.src_ip or sport != p.src_port
+                    # the filter hooks see the source before SNAT (applied in POSTROUTING)
+                    st.snat_ip = sip
+                    snat_port = sport
                     st.dst = dip
                     st.dport = dport
-                    st.snat = sip != p.src_ip or sport != p.src_port
                     st.endpoint = ct.e[r.entry].endpoint if r.dir == 0 else -1
                 elif r.state != CTSTATE_UNTRACKED and r.state != CTSTATE_INVALID:
                     entry = ct_alloc(ct, p)  # before the rules, as the conntrack hook is
@@ -403,23 +525,25 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
                 pass
             elif p.origin == ORIGIN_HOST:
                 if nat_hooks:
-                    run_chain(rules, chains, hooks[1], &st, local_ips, rtp)
-                f = run_chain(rules, chains, hooks[5], &st, local_ips, rtp)
+                    run_chain(rules, chains, hooks[1], &st, &env)
+                f = run_chain(rules, chains, hooks[5], &st, &env)
                 if f != V_DROP and f != V_REJECT:
                     if nat_hooks:
-                        run_chain(rules, chains, hooks[2], &st, local_ips, rtp)
-                    if is_local(st.dst, local_ips):
-                        f = run_chain(rules, chains, hooks[3], &st, local_ips, rtp)
+                        run_chain(rules, chains, hooks[2], &st, &env)
+                    if is_local(st.dst, &env):
+                        f = run_chain(rules, chains, hooks[3], &st, &env)
             else:
                 if nat_hooks:
-                    run_chain(rules, chains, hooks[0], &st, local_ips, rtp)
-                if is_local(st.dst, local_ips):
-                    f = run_chain(rules, chains, hooks[3], &st, local_ips, rtp)
+                    run_chain(rules, chains, hooks[0], &st, &env)
+                if is_local(st.dst, &env):
+                    f = run_chain(rules, chains, hooks[3], &st, &env)
                 else:
-                    f = run_chain(rules, chains, hooks[4], &st, local_ips, rtp)
+                    f = run_chain(rules, chains, hooks[4], &st, &env)
                     if f != V_DROP and f != V_REJECT and nat_hooks:
-                        run_chain(rules, chains, hooks[2], &st, local_ips, rtp)
+                        run_chain(rules, chains, hooks[2], &st, &env)
             rng = st.rng
+            if st.snat and not hit and f != V_DROP and f != V_REJECT:
+                snat_port = choose_snat_port(ct, &st, p.src_port, &rng, p.ts, &cprobes)
             if entry >= 0:
                 if f == V_DROP or f == V_REJECT:
                     ct_abort(ct, entry)  # never confirmed: the packet died
@@ -427,7 +551,8 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
                     entry = ct_confirm(ct, entry,
                                        st.dst if st.dst != p.dst_ip or st.dport != p.dst_port else 0,
                                        st.dport if st.dst != p.dst_ip or st.dport != p.dst_port else 0,
-                                       masquerade_ip if st.snat else 0, 0, st.endpoint, st.mark,
+                                       st.snat_ip if st.snat else 0,
+                                       snat_port if st.snat else 0, st.endpoint, st.mark,
                                        p.ts, &cprobes)
                     if entry < 0:
                         f = V_DROP  # insert clash
@@ -445,14 +570,10 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
             else:
                 out[k].dnat_ip = 0
                 out[k].dnat_port = 0
-            if hit:
-                out[k].snat_ip = st.src if st.snat else 0
-                out[k].snat_port = st.sport if st.snat else 0
-            else:
-                out[k].snat_ip = masquerade_ip if st.snat else 0
-                out[k].snat_port = 0
+            out[k].snat_ip = st.snat_ip if st.snat else 0
+            out[k].snat_port = snat_port if st.snat else 0
             out[k].endpoint = st.endpoint
             out[k].rules = st.rules
             out[k].probes = r.probes + cprobes
             out[k].ct_hit = hit
-    return rng, (rtp != NULL and rt.full)
+    return rng, rt.full

@@ -138,7 +138,7 @@ def test_conntrack_established_flow_keeps_its_endpoint_and_replies_are_un_natted
     endpoint = dp.endpoints[first["endpoint"]]
     # the SYN/ACK from the endpoint comes back from the service address to the client
     reply = dp.process(packets.from_strings(
-        [f"tcp {endpoint} -> {node}:40000 flags=SA"], ts=0.5))[0]
+        [f"tcp {endpoint} -> {node}:{first['snat_port']} flags=SA"], ts=0.5))[0]
     assert reply["ct_hit"]
     assert f"{packets.u32_to_ip(int(reply['snat_ip']))}:{reply['snat_port']}" == vip
     # the endpoints change; the established flow keeps its endpoint, as conntrack does

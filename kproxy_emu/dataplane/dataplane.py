@@ -72,6 +72,7 @@ class Dataplane:
         self._need_full_sync = True
         self._evaluator = None
         self._lowered = None
+        self._nth_counters: np.ndarray | None = None
         self._endpoints: list[str] = []
         self._recent: tuple[np.ndarray, np.ndarray] | None = None
         # statistic draws: one xorshift64* stream seeded from the Dataplane's seed
@@ -123,6 +124,7 @@ class Dataplane:
                             changed=set() if changed is None else set(changed))
         self._evaluator = None  # the tables change: rebuild the tracer's and VM's views
         self._lowered = None
+        self._nth_counters = None
         try:
             apply_restore(self.tables, payload)
             self._need_full_sync = False
@@ -209,9 +211,11 @@ class Dataplane:
             # xt_recent lists (session affinity), kept across calls like the kernel's
             self._recent = (np.zeros(RECENT_SLOTS, np.uint64), np.zeros(RECENT_SLOTS))
         keys, stamps = self._recent if self._recent is not None else (None, None)
+        if self._nth_counters is None:  # xt_statistic nth counters live as long as the rules
+            self._nth_counters = low.nth_counters.copy()
         self._rng_state, full = chains.process(packets, out, low.rules, low.chains, low.hooks,
                                                local, masq_ip, self._rng_state, table, keys,
-                                               stamps)
+                                               stamps, low.port_ranges, self._nth_counters)
         if full:
             raise KproxyError(f"the session-affinity table is full ({RECENT_SLOTS} client "
                               "addresses over all services)")

@@ -9,7 +9,7 @@ per-packet path. The dtypes mirror rule_t / chain_t in cext/chains.pyx (tests ch
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,7 +27,8 @@ RULE_DTYPE = np.dtype([
     ("prob", "u4"), ("target_kind", "u1"), ("_pad0", "u1"), ("to_port", "u2"),
     ("target_chain", "i4"), ("to_ip", "u4"), ("mark_and", "u4"), ("mark_xor", "u4"),
     ("endpoint", "i4"), ("recent_list", "i4"), ("recent_seconds", "u4"), ("recent_op", "u1"),
-    ("recent_rdest", "u1"), ("_pad1", "u2"),
+    ("recent_rdest", "u1"), ("_pad1", "u2"), ("mport_off", "i4"), ("mport_n", "u1"),
+    ("mport_kind", "u1"), ("_pad2", "u2"), ("nth_every", "u4"), ("nth_slot", "i4"),
 ], align=True)
 CHAIN_DTYPE = np.dtype([("start", "i4"), ("end", "i4"), ("policy", "u1"), ("builtin", "u1"),
                         ("_pad", "u2")], align=True)
@@ -37,7 +38,9 @@ T = {"NONE": 0, "ACCEPT": 1, "DROP": 2, "REJECT": 3, "RETURN": 4, "JUMP": 5, "GO
      "DNAT": 7, "MASQUERADE": 8, "SNAT": 9, "MARK": 10}
 F_SRC_NEG, F_DST_NEG, F_PROTO_NEG, F_DPORT, F_DPORT_NEG = 1, 2, 4, 8, 16
 F_SPORT, F_SPORT_NEG, F_MARK, F_MARK_NEG, F_CT, F_CT_NEG = 32, 64, 128, 256, 512, 1024
-F_NEVER, F_STAT_NEG = 2048, 4096
+F_NEVER, F_STAT_NEG, F_MPORT_NEG, F_NTH, F_RANDOM_FULLY = 2048, 4096, 8192, 16384, 32768
+MULTIPORT_KINDS = {"--dports": 1, "--destination-ports": 1, "--sports": 2,
+                   "--source-ports": 2, "--ports": 3}
 A_ANY, A_LOCAL, A_NOT_LOCAL = 0, 1, 2
 # xt_conntrack's XT_CONNTRACK_STATE_* bits (what conntrack_core reports)
 CT_BITS = {"INVALID": 1, "ESTABLISHED": 2, "RELATED": 4, "NEW": 8, "UNTRACKED": 256,
@@ -61,6 +64,8 @@ class Lowered:
     hooks: np.ndarray  # chain index per HOOKS entry, -1 when absent
     chain_names: list[tuple[str, str]]
     endpoints: list[str]  # DNAT destinations ("ip:port"); rule "endpoint" indexes this
+    port_ranges: np.ndarray  # uint16 (lo, hi) pairs, flattened; multiport rules index them
+    nth_counters: np.ndarray  # uint32, the initial counter of each statistic-nth rule
 
 
 def _iface_matches(value: str, iface: str) -> bool:
@@ -105,6 +110,7 @@ def lower(tables: Ruleset, family: str = "IPv4", endpoints: list[str] | None = N
     template.update(in_origins=0b111, prob=NO_STATISTIC, endpoint=-1, target_chain=-1,
                     mark_and=0xFFFFFFFF, recent_list=-1)
     recent_lists: dict[str, int] = {}
+    extras = _Extras()
     rows: list[tuple] = []  # filled as tuples: setting numpy row fields one by one is slow
     chains = np.zeros(len(chain_names), dtype=CHAIN_DTYPE)
     endpoints = [] if endpoints is None else endpoints
@@ -122,7 +128,7 @@ def lower(tables: Ruleset, family: str = "IPv4", endpoints: list[str] | None = N
             row = dict(template)
             try:
                 _lower_rule(rule, row, cid, tname, index, family, endpoints, endpoint_index,
-                            recent_lists)
+                            recent_lists, extras)
             except (ValueError, KeyError) as exc:
                 raise InputError(f"cannot lower rule ({exc})", obj=f"table {tname}",
                                  value=render_rule(rule)) from None
@@ -130,11 +136,21 @@ def lower(tables: Ruleset, family: str = "IPv4", endpoints: list[str] | None = N
             pos += 1
         chains[cid]["end"] = pos
     hooks = np.array([index.get(h, -1) for h in HOOKS], dtype=np.int32)
-    return Lowered(np.array(rows, dtype=RULE_DTYPE), chains, hooks, chain_names, endpoints)
+    return Lowered(np.array(rows, dtype=RULE_DTYPE), chains, hooks, chain_names, endpoints,
+                   np.array(extras.port_ranges, dtype=np.uint16).reshape(-1),
+                   np.array(extras.nth_counters, dtype=np.uint32))
+
+
+@dataclass
+class _Extras:
+    """Side tables some matches need: multiport ranges and statistic-nth counters."""
+
+    port_ranges: list[tuple[int, int]] = field(default_factory=list)
+    nth_counters: list[int] = field(default_factory=list)
 
 
 def _lower_rule(rule, row, cid, tname, index, family, endpoints, endpoint_index,
-                recent_lists) -> None:
+                recent_lists, extras) -> None:
     row["chain"] = cid
     parts = rule_parts(rule, family)
     if parts is None:  # an opaque rule kept from a foreign dump never matches
@@ -190,14 +206,35 @@ def _lower_rule(rule, row, cid, tname, index, family, endpoints, endpoint_index,
                     raise ValueError(f"addrtype {args[0]} is not supported by the engine")
                 row["src_type" if name == "--src-type" else "dst_type"] = \
                     A_NOT_LOCAL if opt.negated else A_LOCAL
+            elif m.name == "multiport" and name in MULTIPORT_KINDS:
+                ranges = [_range(part) for part in args[0].split(",")]
+                if len(ranges) > 15:  # XT_MULTI_PORTS
+                    raise ValueError("multiport lists at most 15 ports")
+                row["mport_off"], row["mport_n"] = len(extras.port_ranges), len(ranges)
+                row["mport_kind"] = MULTIPORT_KINDS[name]
+                extras.port_ranges.extend(ranges)
+                if opt.negated:
+                    flags |= F_MPORT_NEG
             elif m.name == "statistic":
                 if name == "--probability":
                     # libxt_statistic: lround(0x80000000 * p), compared with a 31-bit draw
                     row["prob"] = min(int(float(args[0]) * 0x80000000 + 0.5), 0x80000000)
-                    if opt.negated:
-                        flags |= F_STAT_NEG
-                elif name == "--mode" and args[0] != "random":
-                    raise ValueError("statistic --mode nth is not supported by the engine")
+                elif name == "--every":
+                    # libxt_statistic stores every - 1 and starts the counter at
+                    # every - 1 - packet, so --packet P matches the P-th packet first
+                    row["nth_every"] = int(args[0]) - 1
+                    row["nth_slot"] = len(extras.nth_counters)
+                    extras.nth_counters.append(row["nth_every"])
+                    flags |= F_NTH
+                elif name == "--packet":
+                    packet = int(args[0])
+                    if packet > row["nth_every"]:
+                        raise ValueError("statistic --packet must be below --every")
+                    extras.nth_counters[row["nth_slot"]] = row["nth_every"] - packet
+                elif name == "--mode" and args[0] not in ("random", "nth"):
+                    raise ValueError(f"statistic --mode {args[0]}")
+                if opt.negated and name in ("--probability", "--every"):
+                    flags |= F_STAT_NEG
             elif m.name == "recent":
                 if name == "--name":
                     row["recent_list"] = recent_lists.setdefault(args[0], len(recent_lists))
@@ -223,8 +260,20 @@ def _lower_rule(rule, row, cid, tname, index, family, endpoints, endpoint_index,
     topts = {name: opt.args for name, opt in parts.target_opts}
     if target is None or target in ("LOG", "NFLOG", "TRACE"):
         row["target_kind"] = T["NONE"]
-    elif target in ("ACCEPT", "DROP", "REJECT", "RETURN", "MASQUERADE", "SNAT"):
+    elif target in ("ACCEPT", "DROP", "REJECT", "RETURN"):
         row["target_kind"] = T[target]
+    elif target in ("MASQUERADE", "SNAT"):
+        row["target_kind"] = T[target]
+        if "--random-fully" in topts:
+            row["flags"] |= F_RANDOM_FULLY
+        if "--to-ports" in topts:
+            raise ValueError("MASQUERADE --to-ports is not supported by the engine")
+        if target == "SNAT":
+            source = topts["--to-source"][0]
+            ip, _, ports = source.partition(":")
+            if "-" in ip or ports:
+                raise ValueError("SNAT to an address range or port range is not supported")
+            row["to_ip"] = int(ipaddress.IPv4Address(ip))
     elif target == "DNAT":
         dest = topts["--to-destination"][0]
         ip, _, port = dest.rpartition(":")
