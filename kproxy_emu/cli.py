@@ -87,8 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default=None, choices=("iptables",),
                    help="proxy mode (default: the --config mode, else iptables)")
     _node_options(p)
-    p.add_argument("--packet", required=True, metavar='"tcp SRC:SPORT -> DST:DPORT"',
-                   help="the packet (the first of its flow)")
+    p.add_argument("--packet", required=True, action="append",
+                   metavar='"tcp SRC:SPORT -> DST:DPORT"',
+                   help="the packet; repeat it to trace a sequence, each packet going "
+                        "through the node's state left by the ones before (conntrack, "
+                        "affinity)")
+    p.add_argument("--time", type=float, action="append", metavar="T",
+                   help="emulated time of the packet in seconds (one per --packet, or one "
+                        "for all; default 0, then 1 s apart)")
     p.add_argument("--from", dest="origin", choices=("pod", "external", "host"),
                    help="where it enters (default: from its source address)")
     p.add_argument("--seed", type=int, default=0, help="seed for the one endpoint drawn")
@@ -164,10 +170,28 @@ def _cmd_trace(args: argparse.Namespace) -> int:
 
     dp = _dataplane(args)
     dp.seed = args.seed
-    result = dp.trace(args.packet, origin=args.origin)
+    times = args.time or []
+    if len(times) not in (0, 1, len(args.packet)):
+        raise InputError("give one --time per --packet, or one for all", field="--time",
+                         value=len(times))
+    if len(times) <= 1:
+        start = times[0] if times else 0.0
+        times = [start + k for k in range(len(args.packet))]
+    sequence = len(args.packet) > 1
+    results = [dp.trace(pkt, origin=args.origin, time=t, commit=sequence)
+               for pkt, t in zip(args.packet, times)]
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(results if sequence else results[0], indent=2))
         return 0
+    for k, result in enumerate(results):
+        if sequence:
+            print(f"{'' if k == 0 else chr(10)}packet {k + 1} at t={result['time']:g}: "
+                  f"{result['packet']}")
+        _print_trace(result)
+    return 0
+
+
+def _print_trace(result: dict) -> None:
     for step in result["steps"]:
         mark = "=>" if step["matched"] else "  "
         print(f"{mark} {step['table']:6} {step['text']}")
@@ -180,7 +204,6 @@ def _cmd_trace(args: argparse.Namespace) -> int:
         for c in result["candidates"]:
             print(f"  {c['endpoint']:24} p={c['probability']:.4f}"
                   + ("  masqueraded" if c["masquerade"] else ""))
-    return 0
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:

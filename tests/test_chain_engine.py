@@ -203,3 +203,41 @@ def test_client_ip_affinity_sticks_within_its_timeout_and_expires_after():
     later = choose(30.0, 40003)  # 16 s idle: the affinity entries have expired
     assert later != first
     assert choose(35.0, 40004) == later  # and the new choice sticks again
+
+
+def test_trace_sequence_sees_conntrack_and_time():
+    """trace(commit=True) leaves state like process: the flow's next packet is established
+    (no nat rules), its reply un-NATed, and after the timeout the flow is new again."""
+    cluster, svc, vip = _one_service()
+    dp = Dataplane(cluster, cluster_cidr="10.0.0.0/8", seed=5)
+    first = dp.trace(f"tcp 10.0.0.9:40000 -> {vip}", commit=True)
+    assert first["conntrack"] == "new" and first["verdict"] == "DNAT"
+    assert first["endpoint"] in {c["endpoint"] for c in first["candidates"]}
+    assert first["cost"]["rules_evaluated"] > 0
+    again = dp.trace(f"tcp 10.0.0.9:40000 -> {vip} flags=A", time=1.0)
+    assert again["conntrack"] == "established" and again["endpoint"] == first["endpoint"]
+    assert again["cost"]["rules_evaluated"] == 0
+    reply = dp.trace(f"tcp {first['endpoint']} -> 10.0.0.9:40000 flags=SA", time=1.0)
+    assert reply["conntrack"] == "reply"
+    # an unanswered SYN lives 120 s (nf_conntrack_tcp_timeout_syn_sent)
+    late = dp.trace(f"tcp 10.0.0.9:40000 -> {vip} flags=A", time=500.0)
+    assert late["conntrack"] == "new"
+
+
+def test_cli_trace_sequence(tmp_path):
+    import json
+    import subprocess
+    import sys
+    cluster, svc, vip = _one_service()
+    path = tmp_path / "c.json"
+    cluster.dump(str(path))
+    node = next(iter(cluster.nodes.values())).name
+    proc = subprocess.run([sys.executable, "-m", "kproxy_emu.cli", "trace", str(path), "--node",
+                           node, "--json", "--packet", f"tcp 10.0.0.9:40000 -> {vip}",
+                           "--packet", f"tcp 10.0.0.9:40000 -> {vip} flags=A", "--time", "3"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert [r["conntrack"] for r in out] == ["new", "established"]
+    assert [r["time"] for r in out] == [3.0, 4.0]
+    assert out[0]["endpoint"] == out[1]["endpoint"]

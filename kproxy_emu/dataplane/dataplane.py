@@ -134,31 +134,49 @@ class Dataplane:
         self.syncs.append(result)
         return result
 
-    def trace(self, packet: str, origin: str | None = None) -> dict:
-        """One packet, the first of its flow: the verdict, every endpoint it could reach with
-        its probability (every statistic branch followed), one draw from those with this
-        Dataplane's seed, and each rule visited on that path."""
+    def trace(self, packet: str, origin: str | None = None, *, time: float = 0.0,
+              commit: bool = False) -> dict:
+        """One packet at emulated ``time``: the verdict, every endpoint it could reach with
+        its probability (every statistic branch followed), the endpoint drawn, and each rule
+        visited on that path.
+
+        A packet of a flow conntrack already holds (from ``process`` or committed traces)
+        is reported as established: the stored translation, no nat rules. ``commit``: the
+        packet also goes through ``process`` (conntrack, affinity lists and the statistic
+        stream advance), and the drawn endpoint is the one the engine chose; otherwise
+        tracing changes nothing and the draw comes from this Dataplane's seed."""
         from ..packets import ORIGIN_NAMES, PROTO_NAMES, u32_to_ip
         from .reference import Flow, ReferenceEvaluator, evaluate_new_flow
         if origin not in (None, "pod", "external", "host"):
             raise InputError("must be pod, external or host", field="--from", value=origin)
-        row = self._resolve_origins(parse_packet(packet, origin=origin))[0]
+        batch = self._resolve_origins(parse_packet(packet, origin=origin, ts=time))
+        row = batch[0]
         src, dst = str(u32_to_ip(int(row["src_ip"]))), str(u32_to_ip(int(row["dst_ip"])))
         flow = Flow(src, dst, PROTO_NAMES[int(row["proto"])].lower(), int(row["src_port"]),
                     int(row["dst_port"]), ORIGIN_NAMES[int(row["origin"])])
+        established = self._established(batch)
+        engine = self.process(batch)[0] if commit else None
+        base = {"packet": packet, "from": flow.origin, "time": time}
+        if established is not None:
+            return {**base, **established}
         if self._evaluator is None:
             self._evaluator = ReferenceEvaluator(self.tables, self.options.node.local_ips,
                                                  self.options.family)
         outcome = evaluate_new_flow(self._evaluator, flow)
-        rng = np.random.default_rng(self.seed)
         probs = np.array([b.prob for b in outcome.branches])
-        chosen = outcome.branches[int(rng.choice(len(probs), p=probs / probs.sum()))]
+        if engine is not None:  # the branch that ends where the engine's packet went
+            dnat = _verdict_dnat(engine)
+            fits = [k for k, b in enumerate(outcome.branches) if b.dnat == dnat] or [0]
+            chosen = outcome.branches[fits[0]]
+        else:
+            rng = np.random.default_rng(self.seed)
+            chosen = outcome.branches[int(rng.choice(len(probs), p=probs / probs.sum()))]
         if chosen.verdict in ("DROP", "REJECT"):
             verdict = chosen.verdict
         else:
             verdict = "DNAT" if chosen.dnat else "ACCEPT"
         return {
-            "packet": packet, "from": flow.origin,
+            **base, "conntrack": "new",
             "verdict": verdict, "dnat": chosen.dnat, "masquerade": chosen.snat,
             "endpoint": chosen.dnat,
             "candidates": [{"endpoint": ep, "probability": round(p, 12), "masquerade": m}
@@ -168,6 +186,34 @@ class Dataplane:
             "steps": [{"table": t, "chain": c, "rule": i, "text": text, "matched": m}
                       for t, c, i, text, m in chosen.steps],
             "cost": {"rules_evaluated": chosen.rules_evaluated, "lookups": 0},
+        }
+
+    def _established(self, batch: np.ndarray) -> dict | None:
+        """The trace of a packet whose flow conntrack holds (looked at, not updated)."""
+        from ..packets import u32_to_ip
+        if self.conntrack is None:
+            return None
+        state, entry, direction, probes = self.conntrack.lookup(batch, 0, update=False)
+        if entry < 0:
+            return None
+        sip, sport, dip, dport = self.conntrack.translate(entry, direction)
+        row = batch[0]
+        moved_dst = dip != row["dst_ip"] or dport != row["dst_port"]
+        moved_src = sip != row["src_ip"] or sport != row["src_port"]
+        dnat = f"{u32_to_ip(dip)}:{dport}" if moved_dst else None
+        endpoint = dnat if direction == 0 else None
+        text = (f"{'reply of' if direction else 'packet of'} a known flow, "
+                f"leaves as {u32_to_ip(sip)}:{sport} -> {u32_to_ip(dip)}:{dport}")
+        return {
+            "conntrack": "reply" if direction else "established",
+            "verdict": "DNAT" if moved_dst else "ACCEPT", "dnat": dnat,
+            "masquerade": bool(moved_src and direction == 0), "endpoint": endpoint,
+            "candidates": [{"endpoint": endpoint, "probability": 1.0,
+                            "masquerade": bool(moved_src)}] if endpoint else [],
+            "outcomes": [],
+            "steps": [{"table": "conntrack", "chain": None, "rule": None, "text": text,
+                       "matched": True}],
+            "cost": {"rules_evaluated": 0, "lookups": int(probes)},
         }
 
     @property
@@ -266,6 +312,11 @@ class SyncResult:
     def nat_rules(self) -> int:
         nat = self.payload.tables.get("nat")
         return len(nat.rules) if nat else 0
+
+
+def _verdict_dnat(v) -> str | None:
+    from ..packets import u32_to_ip
+    return f"{u32_to_ip(int(v['dnat_ip']))}:{int(v['dnat_port'])}" if v["dnat_ip"] else None
 
 
 def _conntrack_table(config: KubeProxyConfig | None, seed: int):
