@@ -1,0 +1,402 @@
+"""Text forms of an nftables ruleset.
+
+- ``render_dump``: the knftables Fake ``Dump()`` form kube-proxy's unit tests compare
+  (``add table|chain|set|map|rule|element ip kube-proxy ...``), with ``sort_dump`` the
+  tests' normalisation (sortNFTablesTransaction);
+- ``render_nft_file``: an ``nft -f`` script in a loadable order (table, then sets, maps and
+  chains, then rules, then elements: a rule may jump to a chain declared after it);
+- ``render_list``: what ``nft list ruleset`` prints once the table is loaded (nftables
+  1.0.x: symbolic priorities, ``meta mark`` expressions, elements sorted and wrapped);
+- ``render_transaction``: a sync's transaction as ``nft -f`` input;
+- ``parse_dump``: a dump (e.g. a fixture's expected state) back into an NftRuleset.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from ..errors import InputError
+from .nft import (NftChain, NftElement, NftRule, NftRuleset, NftSet, NftTransaction,
+                  split_comment, tokenize)
+
+
+def _prefix(rs: NftRuleset) -> str:
+    return f"{rs.family} {rs.name}"
+
+
+def _chain_spec(c: NftChain) -> str:
+    parts = []
+    if c.hook is not None:
+        parts.append(f"type {c.type} hook {c.hook} priority {c.priority} ;")
+    if c.comment is not None:
+        parts.append(f'comment "{c.comment}" ;')
+    return f" {{ {' '.join(parts)} }}" if parts else ""
+
+
+def _set_spec(s: NftSet) -> str:
+    parts = [f"type {s.type} ;"]
+    if s.flags:
+        parts.append(f"flags {','.join(s.flags)} ;")
+    if s.timeout is not None:
+        parts.append(f"timeout {s.timeout}s ;")
+    if s.comment is not None:
+        parts.append(f'comment "{s.comment}" ;')
+    return f" {{ {' '.join(parts)} }}"
+
+
+def _element_text(e: NftElement) -> str:
+    out = " . ".join(e.key)
+    if e.comment is not None:
+        out += f' comment "{e.comment}"'
+    if e.value:
+        out += " : " + " . ".join(e.value)
+    return out
+
+
+def table_line(rs: NftRuleset) -> str:
+    comment = f' {{ comment "{rs.comment}" ; }}' if rs.comment is not None else ""
+    return f"add table {_prefix(rs)}{comment}"
+
+
+def chain_line(rs: NftRuleset, c: NftChain) -> str:
+    return f"add chain {_prefix(rs)} {c.name}{_chain_spec(c)}"
+
+
+def set_line(rs: NftRuleset, s: NftSet) -> str:
+    return f"add {s.kind} {_prefix(rs)} {s.name}{_set_spec(s)}"
+
+
+def rule_line(rs: NftRuleset, r: NftRule) -> str:
+    return f"add rule {_prefix(rs)} {r.chain} {r.full_text}"
+
+
+def element_line(rs: NftRuleset, name: str, e: NftElement) -> str:
+    return f"add element {_prefix(rs)} {name} {{ {_element_text(e)} }}"
+
+
+def render_dump(rs: NftRuleset) -> str:
+    """knftables Fake.Dump(): table, chains, sets, maps, rules, elements."""
+    if not rs.exists:
+        return ""
+    lines = [table_line(rs)]
+    lines += [chain_line(rs, c) for c in rs.chains.values()]
+    lines += [set_line(rs, s) for s in rs.sets.values() if s.kind == "set"]
+    lines += [set_line(rs, s) for s in rs.sets.values() if s.kind == "map"]
+    lines += [rule_line(rs, r) for c in rs.chains.values() for r in c.rules]
+    lines += [element_line(rs, s.name, e) for s in rs.sets.values() for e in s.elements.values()]
+    return "\n".join(lines) + "\n"
+
+
+_OBJECT_ORDER = {"table": 0, "chain": 1, "rule": 2, "set": 3, "map": 4, "element": 5}
+
+
+def sort_dump(text: str) -> str:
+    """sortNFTablesTransaction: drop blank and ``#`` lines; order by object type (table,
+    chain, rule, set, map, element), then object name; rules keep their order within a
+    chain, other lines of one object sort by text."""
+    lines = [ln.strip() for ln in text.splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+
+    def key(item: tuple[int, str]) -> tuple:
+        index, line = item
+        words = line.split(" ")
+        kind = words[1]
+        if kind == "table":
+            return (-1, "", 0, "")
+        name = words[4] if len(words) > 4 else ""
+        return (_OBJECT_ORDER.get(kind, 9), name, index if kind == "rule" else 0,
+                "" if kind == "rule" else line)
+
+    return "\n".join(line for _, line in sorted(enumerate(lines), key=key))
+
+
+def render_nft_file(rs: NftRuleset) -> str:
+    """A script ``nft -f`` loads: definitions before the rules and elements using them."""
+    if not rs.exists:
+        return ""
+    lines = [table_line(rs)]
+    lines += [set_line(rs, s) for s in rs.sets.values()]
+    lines += [chain_line(rs, c) for c in rs.chains.values()]
+    lines += [rule_line(rs, r) for c in rs.chains.values() for r in c.rules]
+    lines += [element_line(rs, s.name, e) for s in rs.sets.values() for e in s.elements.values()]
+    return "\n".join(lines) + "\n"
+
+
+def render_transaction(rs: NftRuleset, tx: NftTransaction) -> str:
+    """A sync's operations as ``nft -f`` commands, in order."""
+    out = []
+    for op in tx.ops:
+        v, k, obj = op.verb, op.kind, op.obj
+        if k == "table":
+            out.append(table_line(rs).replace("add", v, 1) if v == "add"
+                       else f"{v} table {_prefix(rs)}")
+        elif k == "chain":
+            assert isinstance(obj, NftChain)
+            out.append(chain_line(rs, obj) if v == "add" else f"{v} chain {_prefix(rs)} {obj.name}")
+        elif k in ("set", "map"):
+            assert isinstance(obj, NftSet)
+            out.append(set_line(rs, obj) if v == "add" else f"{v} {k} {_prefix(rs)} {obj.name}")
+        elif k == "rule":
+            assert isinstance(obj, NftRule)
+            out.append(rule_line(rs, obj))
+        else:
+            name, elem = obj  # type: ignore[misc]
+            text = _element_text(elem) if v == "add" else " . ".join(elem.key)
+            out.append(f"{v} element {_prefix(rs)} {name} {{ {text} }}")
+    return "\n".join(out) + ("\n" if out else "")
+
+
+# ---------------------------------------------------------------------- nft list ruleset
+_STD_PRIOS = (("raw", -300), ("mangle", -150), ("dstnat", -100), ("filter", 0),
+              ("security", 50), ("srcnat", 100))
+
+
+def _prio_text(hook: str, prio: int) -> str:
+    """nft's prio2str: a standard name valid for the hook, with an offset up to 10."""
+    for name, value in _STD_PRIOS:
+        if name == "dstnat" and hook != "prerouting":
+            continue
+        if name == "srcnat" and hook != "postrouting":
+            continue
+        offset = prio - value
+        if offset == 0:
+            return name
+        if -10 <= offset <= 10:
+            return f"{name} {'-' if offset < 0 else '+'} {abs(offset)}"
+    return str(prio)
+
+
+def _time_text(seconds: int) -> str:
+    out, rest = "", seconds
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if rest >= size:
+            out += f"{rest // size}{unit}"
+            rest %= size
+    if rest or not out:
+        out += f"{rest}s"
+    return out
+
+
+def _hex32(value: str) -> str:
+    return f"0x{int(value, 0):08x}"
+
+
+def _anon_set(items: list[str]) -> str:
+    """An anonymous set as nft prints it: one element collapses to the element itself."""
+    if len(items) == 1:
+        return items[0]
+    try:
+        items = sorted(items, key=lambda x: ipaddress.ip_network(x, strict=False))
+    except ValueError:
+        pass
+    return "{ " + ", ".join(items) + " }"
+
+
+def list_rule_text(rule: NftRule) -> str:
+    """A rule as ``nft list`` prints it back."""
+    body, comment = split_comment(rule.full_text)
+    toks = tokenize(body)
+    out: list[str] = []
+    i = 0
+    while i < len(toks):
+        t = toks[i]
+        if t == "mark" and i + 1 < len(toks) and toks[i + 1] == "set":
+            # mark set mark or|xor M  ->  meta mark set meta mark |/^ 0x0000M
+            op = {"or": "|", "xor": "^", "and": "&"}.get(toks[i + 3], toks[i + 3])
+            out += ["meta mark set meta mark", op, _hex32(toks[i + 4])]
+            i += 5
+        elif t == "mark" and i + 1 < len(toks) and toks[i + 1] == "and":
+            out += ["meta mark &", _hex32(toks[i + 2]), toks[i + 3], _hex32(toks[i + 4])]
+            i += 5
+        elif t == "{":
+            depth, j = 0, i
+            while True:
+                depth += {"{": 1, "}": -1}.get(toks[j], 0)
+                if depth == 0:
+                    break
+                j += 1
+            inner = toks[i + 1:j]
+            if ":" in inner or (out and out[-1] in ("@",)) or (out and out[-1].startswith("@")):
+                items = " ".join(inner).replace(" , ", ", ").replace(" ,", ",")
+                out.append("{ " + items + " }")
+            else:
+                parts = [p for p in " ".join(inner).replace(",", " ").split() if p]
+                out.append(_anon_set(parts))
+            i = j + 1
+        elif t in ("iifname", "oifname"):
+            out.append(t)
+            j = i + 1
+            if toks[j] in ("!=", "=="):
+                out.append(toks[j])
+                j += 1
+            out.append(f'"{toks[j]}"')
+            i = j + 1
+        else:
+            out.append(t)
+            i += 1
+    text = " ".join(out)
+    return f'{text} comment "{comment}"' if comment is not None else text
+
+
+_KEY_BYTES = {"ipv4_addr": 4, "inet_proto": 1, "inet_service": 2, "mark": 4}
+
+
+def _element_sort_key(s: NftSet, e: NftElement) -> tuple:
+    """nft sorts elements by each key component's value as the host (little-endian)
+    integer of its network-order bytes, which is why 1.2.3.4 lists before 172.30.0.41."""
+    out = []
+    for typ, part in zip(s.key_types, e.key):
+        try:
+            if typ == "ipv4_addr":
+                raw = ipaddress.IPv4Address(part).packed
+            elif typ == "inet_proto":
+                raw = bytes([{"tcp": 6, "udp": 17, "sctp": 132}.get(part) or int(part)])
+            elif typ == "inet_service":
+                raw = int(part).to_bytes(2, "big")
+            else:
+                raw = int(part, 0).to_bytes(_KEY_BYTES.get(typ, 4), "big")
+            out.append(int.from_bytes(raw, "little"))
+        except ValueError:
+            out.append(part)
+    return tuple(out)
+
+
+def _elements_text(s: NftSet) -> str:
+    elems = sorted(s.elements.values(), key=lambda e: _element_sort_key(s, e))
+    single = ", "
+    newline = ",\n\t\t\t     "
+    per_line = {"ipv4_addr": 2, "inet_proto": 5, "inet_service": 5, "mark": 5}
+    limit = per_line.get(s.type.split(" : ")[0]) if " . " not in s.type.split(" : ")[0] else None
+    out, count = [], 0
+    for i, e in enumerate(elems):
+        if i:
+            if limit is not None and count < limit:
+                out.append(single)
+            else:
+                out.append(newline)
+                count = 0
+        out.append(_element_text(e))
+        count += 1
+    return "{ " + "".join(out) + " }"
+
+
+def render_list(rs: NftRuleset) -> str:
+    """``nft list ruleset`` of the table: sets and maps, then chains, in creation order."""
+    if not rs.exists:
+        return ""
+    blocks: list[str] = []
+    for s in rs.sets.values():
+        lines = [f"\t{s.kind} {s.name} {{", f"\t\ttype {s.type}"]
+        if "dynamic" in s.flags:
+            lines.append("\t\tsize 65535")
+        if s.flags:
+            lines.append(f"\t\tflags {','.join(s.flags)}")
+        if s.timeout is not None:
+            lines.append(f"\t\ttimeout {_time_text(s.timeout)}")
+        if s.comment is not None:
+            lines.append(f'\t\tcomment "{s.comment}"')
+        if s.elements:
+            lines.append(f"\t\telements = {_elements_text(s)}")
+        lines.append("\t}")
+        blocks.append("\n".join(lines))
+    for c in rs.chains.values():
+        lines = [f"\tchain {c.name} {{"]
+        if c.comment is not None:
+            lines.append(f'\t\tcomment "{c.comment}"')
+        if c.hook is not None:
+            lines.append(f"\t\ttype {c.type} hook {c.hook} priority "
+                         f"{_prio_text(c.hook, c.priority or 0)}; policy accept;")
+        lines += [f"\t\t{list_rule_text(r)}" for r in c.rules]
+        lines.append("\t}")
+        blocks.append("\n".join(lines))
+    head = f"table {_prefix(rs)} {{"
+    if rs.comment is not None:
+        head += f'\n\tcomment "{rs.comment}"'
+    return head + "\n" + "\n\n".join(blocks) + "\n}\n"
+
+
+# ---------------------------------------------------------------------- dump parser
+_LINE_RE = re.compile(r"^add (table|chain|set|map|rule|element) (\S+) (\S+)(?: (\S+))?(?: (.*))?$")
+
+
+def _braced_fields(text: str, where: str) -> list[str]:
+    text = text.strip()
+    if not (text.startswith("{") and text.endswith("}")):
+        raise InputError("expected '{ ... }'", field=where, value=text)
+    return [f.strip() for f in text[1:-1].split(" ;") if f.strip()]
+
+
+def _unquote(text: str) -> str:
+    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == '"' else text
+
+
+def parse_dump(text: str, source: str = "<dump>") -> NftRuleset:
+    """A knftables dump (``add ...`` lines; blank and ``#`` lines ignored) as a ruleset,
+    objects in the order the lines create them."""
+    rs: NftRuleset | None = None
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        where = f"{source}:{lineno}"
+        m = _LINE_RE.match(line)
+        if m is None:
+            raise InputError("not a knftables dump line", field=where, value=line)
+        kind, family, table, name, rest = m.groups()
+        if rs is None:
+            rs = NftRuleset(family, table)
+        elif (family, table) != (rs.family, rs.name):
+            raise InputError("a second table in one dump", field=where, value=f"{family} {table}")
+        if kind == "table":
+            rs.exists = True
+            spec = " ".join(x for x in (name, rest) if x)
+            for f in _braced_fields(spec, where) if spec else []:
+                if f.startswith("comment "):
+                    rs.comment = _unquote(f[len("comment "):])
+            continue
+        if not rs.exists:
+            raise InputError("object before its 'add table' line", field=where, value=line)
+        if name is None:
+            raise InputError("object without a name", field=where, value=line)
+        if kind == "chain":
+            chain = rs.chains.setdefault(name, NftChain(name))
+            for f in _braced_fields(rest, where) if rest else []:
+                words = f.split()
+                if words[0] == "type":
+                    chain.type, chain.hook, chain.priority = words[1], words[3], int(words[5])
+                elif words[0] == "comment":
+                    chain.comment = _unquote(f[len("comment "):])
+        elif kind in ("set", "map"):
+            s = NftSet(name, kind, "")
+            for f in _braced_fields(rest or "", where):
+                key, _, value = f.partition(" ")
+                if key == "type":
+                    s.type = value
+                elif key == "flags":
+                    s.flags = tuple(value.split(","))
+                elif key == "timeout":
+                    s.timeout = int(value.rstrip("s"))
+                elif key == "comment":
+                    s.comment = _unquote(value)
+            rs.sets.setdefault(name, s)
+        elif kind == "rule":
+            if name not in rs.chains:
+                raise InputError("rule for an undeclared chain", field=where, value=name)
+            body, comment = split_comment(rest or "")
+            rs.chains[name].rules.append(NftRule(name, body, comment))
+        else:
+            s_ = rs.sets.get(name)
+            if s_ is None:
+                raise InputError("element of an undeclared set or map", field=where, value=name)
+            inner = (rest or "").strip()
+            if not (inner.startswith("{") and inner.endswith("}")):
+                raise InputError("expected '{ element }'", field=where, value=inner)
+            inner = inner[1:-1].strip()
+            key_text, _, value_text = inner.partition(" : ")
+            key_text, comment = split_comment(key_text)
+            key = tuple(p.strip() for p in key_text.split(" . "))
+            value = tuple(p.strip() for p in value_text.split(" . ")) if value_text else ()
+            s_.elements[key] = NftElement(key, value, comment)
+    if rs is None:
+        raise InputError("empty nftables dump", field=source)
+    return rs

@@ -1,0 +1,52 @@
+"""Node environments for the nftables tests: kube-proxy's nftables fake proxier (fixture
+``environment``) as --config / --node-config files, and views and proxiers built on it."""
+import json
+
+import yaml
+
+from kproxy_emu.model import Cluster
+from kproxy_emu.model.config import load_kube_proxy_config, load_node_config
+from kproxy_emu.modes.nftables import NftProxier
+from kproxy_emu.proxy import ProxyOptions, ProxyView
+
+from .conftest import FIXTURES, as_manifests, require_fixtures
+
+SERVICE_CIDRS = ["172.30.0.0/16"]
+
+
+def fixture(name):
+    require_fixtures()
+    return json.loads((FIXTURES / name).read_text())
+
+
+def nft_env():
+    return fixture("nftables-overall.json")["environment"]
+
+
+def options_for(env, tmp_path, masquerade_all=False, detector=True, node_port_addresses=None):
+    config = {"apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
+              "mode": "nftables", "iptables": {"masqueradeAll": masquerade_all}}
+    if detector:
+        config["clusterCIDR"] = env["localDetector"]["cidr"]
+        config["detectLocalMode"] = env["localDetector"]["mode"]
+    npa = env.get("nodePortAddresses") if node_port_addresses is None else node_port_addresses
+    if npa:
+        config["nodePortAddresses"] = npa
+    interfaces = env["networkInterfaces"]
+    ips = [env["nodeIP"]] + [a.split("/")[0] for addrs in interfaces.values() for a in addrs
+                             if not a.startswith(("127.", "::1"))
+                             and a.split("/")[0] != env["nodeIP"]]
+    node = {"name": env["nodeName"], "ips": ips, "interfaces": interfaces}
+    cfg_path, node_path = tmp_path / "kube-proxy.yaml", tmp_path / "node.yaml"
+    cfg_path.write_text(yaml.safe_dump(config))
+    node_path.write_text(yaml.safe_dump(node))
+    return ProxyOptions.build(load_node_config(node_path), load_kube_proxy_config(cfg_path),
+                              mark_text=env["masqueradeMark"])
+
+
+def view_of(options, services, slices):
+    return ProxyView(Cluster.from_dicts(as_manifests(services, slices)), options)
+
+
+def proxier_for(options):
+    return NftProxier(options, SERVICE_CIDRS)
