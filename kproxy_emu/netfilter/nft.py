@@ -22,6 +22,10 @@ TABLE = "kube-proxy"
 class NftError(KproxyError):
     """A transaction the kernel would refuse (nothing of it is applied)."""
 
+    def __init__(self, message: str):
+        self.message = message
+        super().__init__(message)
+
 
 @dataclass(slots=True)
 class NftRule:

@@ -75,13 +75,13 @@ def element_line(rs: NftRuleset, name: str, e: NftElement) -> str:
 
 
 def render_dump(rs: NftRuleset) -> str:
-    """knftables Fake.Dump(): table, chains, sets, maps, rules, elements."""
+    """knftables Fake.Dump(): table, chains, sets and maps, rules, elements (each group
+    in creation order, so parse_dump gives the same table back)."""
     if not rs.exists:
         return ""
     lines = [table_line(rs)]
     lines += [chain_line(rs, c) for c in rs.chains.values()]
-    lines += [set_line(rs, s) for s in rs.sets.values() if s.kind == "set"]
-    lines += [set_line(rs, s) for s in rs.sets.values() if s.kind == "map"]
+    lines += [set_line(rs, s) for s in rs.sets.values()]
     lines += [rule_line(rs, r) for c in rs.chains.values() for r in c.rules]
     lines += [element_line(rs, s.name, e) for s in rs.sets.values() for e in s.elements.values()]
     return "\n".join(lines) + "\n"
