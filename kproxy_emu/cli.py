@@ -101,6 +101,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_trace)
 
+    p = sub.add_parser("bench", help="compare the proxy modes' per-packet cost at scale")
+    p.add_argument("--services", type=_int_list, default=None, metavar="N,N,...",
+                   help="cluster sizes (default 1000,3000,10000)")
+    p.add_argument("--endpoints", type=int, default=10, help="endpoints per service (10)")
+    p.add_argument("--modes", type=_name_list, default=None, metavar="MODE,...",
+                   help="modes to compare (default: every mode with an engine)")
+    p.add_argument("--packets", type=int, default=100_000,
+                   help="packets per measured batch (100000)")
+    p.add_argument("--new-flow-share", type=float, default=1.0,
+                   help="share of the new-flow batch that opens flows (1.0)")
+    p.add_argument("--popularity", choices=("uniform", "zipf"), default="uniform",
+                   help="how services are picked (uniform)")
+    p.add_argument("--seed", type=int, default=0, help="seed for clusters and traffic (0)")
+    p.add_argument("--repeat", type=int, default=3, help="timed repeats per figure (3)")
+    p.add_argument("--calibration", metavar="FILE",
+                   help="kernel costs from `kproxy-emu calibrate` (default: "
+                        "~/.cache/kproxy-emu/calibration.json when present)")
+    p.add_argument("--json", metavar="OUT", help="write the records as JSON")
+    p.add_argument("--csv", metavar="OUT", help="write the records as CSV")
+    p.add_argument("--plot", metavar="OUT.png", help="draw latency, rules and sync cost plots")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_bench)
+
     p = sub.add_parser("check", help="load and validate manifests, print what they hold")
     p.add_argument("files", nargs="+", metavar="FILE", help="manifest files or directories")
     p.set_defaults(func=_cmd_check)
@@ -204,6 +227,45 @@ def _print_trace(result: dict) -> None:
         for c in result["candidates"]:
             print(f"  {c['endpoint']:24} p={c['probability']:.4f}"
                   + ("  masqueraded" if c["masquerade"] else ""))
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v.replace("_", "")) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N,N,..., got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected N,N,..., got {text!r}")
+    return values
+
+
+def _name_list(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import report, sweep
+
+    spec = sweep.BenchSpec(endpoints=args.endpoints, packets=args.packets,
+                           new_flow_share=args.new_flow_share, popularity=args.popularity,
+                           seed=args.seed, repeat=args.repeat, calibration=args.calibration)
+    if args.services:
+        spec.services = args.services
+    if args.modes:
+        spec.modes = args.modes
+    spec.validate()
+    sweep._calibration(spec.calibration)  # a bad file fails before the sweep, not after
+    start = time.perf_counter()
+    result = sweep.run(spec, progress=not args.no_progress)
+    sys.stdout.write(report.table(result))
+    print(f"({time.perf_counter() - start:.0f} s)")
+    if args.json:
+        report.write_json(result, args.json)
+    if args.csv:
+        report.write_csv(result, args.csv)
+    if args.plot:
+        report.plot(result, args.plot)
+    return 0
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:

@@ -78,6 +78,7 @@ class Dataplane:
         # statistic draws: one xorshift64* stream seeded from the Dataplane's seed
         seeds = np.random.SeedSequence(seed).generate_state(2, np.uint64)
         self._rng_state = int(seeds[0]) or 1
+        self._config = config
         self.conntrack = _conntrack_table(config, int(seeds[1])) if conntrack else None
         self._build_view()
         if tables is not None:
@@ -216,6 +217,25 @@ class Dataplane:
             "cost": {"rules_evaluated": 0, "lookups": int(probes)},
         }
 
+    def reset_state(self) -> None:
+        """Forget every flow and per-rule state (conntrack, affinity lists, nth counters)
+        and restart the random stream from the seed: as a node just after boot."""
+        seeds = np.random.SeedSequence(self.seed).generate_state(2, np.uint64)
+        self._rng_state = int(seeds[0]) or 1
+        if self.conntrack is not None:
+            self.conntrack = _conntrack_table(self._config, int(seeds[1]))
+        self._recent = None
+        self._nth_counters = None
+
+    def prepare(self) -> None:
+        """Build the engine's tables now (else the first ``process`` does)."""
+        self.lowered
+
+    def packet_targets(self) -> np.ndarray:
+        """Service frontends this node serves (TARGET_DTYPE): every ClusterIP, externalIP
+        and load-balancer IP, and NodePorts on this node's own addresses only."""
+        return self.cluster.packet_targets(node_ips=self.options.node.local_ips)
+
     @property
     def lowered(self):
         """The node's tables as the chain VM's packed arrays (rebuilt after each sync)."""
@@ -307,6 +327,10 @@ class SyncResult:
     @property
     def bytes(self) -> int:
         return len(self.text.encode())
+
+    def cost(self) -> dict[str, int]:
+        """What this sync wrote, in the mode's own units (iptables: restore input)."""
+        return {"lines": self.lines, "bytes": self.bytes, "nat_rules": self.nat_rules}
 
     @property
     def nat_rules(self) -> int:

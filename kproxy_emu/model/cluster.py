@@ -6,7 +6,7 @@ import gc
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -199,15 +199,18 @@ class Cluster:
 
     # ------------------------------------------------------------ traffic
 
-    def packet_targets(self) -> np.ndarray:
+    def packet_targets(self, node_ips: Sequence[str] | None = None) -> np.ndarray:
         """Every service frontend a packet can be aimed at (kproxy_emu.packets.TARGET_DTYPE).
 
         ClusterIPs are reached from pods and the host; externalIPs, load-balancer IPs and
-        NodePorts on each node's InternalIP/ExternalIP from everywhere. IPv4 only for now.
+        NodePorts from everywhere, NodePorts on ``node_ips`` (default: every node's
+        InternalIP/ExternalIP). IPv4 only for now.
         """
         from ..packets import TARGET_DTYPE, ip_to_u32
 
-        node_ips = [ip for n in self.nodes.values() for ip in n.ips if ":" not in ip]
+        if node_ips is None:
+            node_ips = [ip for n in self.nodes.values() for ip in n.ips]
+        node_ips = [ip for ip in node_ips if ":" not in ip and not ip.startswith("127.")]
         rows: list[tuple[str, int, int, int]] = []
         for svc in self.services.values():
             if not svc.proxied:

@@ -1,0 +1,148 @@
+"""The bench sweep's outputs: the comparison table, JSON, CSV and plots."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from ..errors import InputError
+
+TABLE_COLUMNS = (
+    ("mode", "mode", "{}"), ("services", "services", "{}"), ("flow", "flow", "{}"),
+    ("ns/pkt", "ns_per_packet", "{:.1f}"), ("min", "ns_min", "{:.1f}"),
+    ("max", "ns_max", "{:.1f}"), ("Mpps", "mpps", "{:.2f}"),
+    ("cost p50", "cost_p50", "{:g}"), ("cost p99", "cost_p99", "{:g}"),
+    ("unit", "cost_unit", "{}"), ("ns/rule", "ns_per_rule", "{:.2f}"),
+    ("x roofline", "roofline_ratio", "{:.2f}"), ("kernel ns", "predicted_kernel_ns", "{:.0f}"),
+    ("compile s", "compile_s", "{:.2f}"), ("prepare s", "prepare_s", "{:.2f}"),
+    ("update s", "update_s", "{:.3f}"), ("RSS MB", "peak_rss_mb", "{:.0f}"),
+)
+CSV_SKIP = ("sync_full", "sync_update", "actions")
+
+
+def _cell(rec: dict, key: str, fmt: str) -> str:
+    value = rec.get(key)
+    return "-" if value is None else fmt.format(value)
+
+
+def table(result: dict) -> str:
+    """The comparison table: one row per mode x size x flow kind, then sync sizes."""
+    records = result["records"]
+    rows = [[h for h, _, _ in TABLE_COLUMNS]]
+    rows += [[_cell(r, k, f) for _, k, f in TABLE_COLUMNS] for r in records]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    out = ["\n".join(lines), ""]
+    out.append("sync cost (full sync / one endpoint change):")
+    for r in records:
+        if r["flow"] != "new":
+            continue
+        full = ", ".join(f"{k} {v}" for k, v in r["sync_full"].items())
+        upd = ", ".join(f"{k} {v}" for k, v in r["sync_update"].items())
+        out.append(f"  {r['mode']:9} {r['services']:>7} services: {full} / {upd}")
+    ref = result.get("reference")
+    if ref:
+        out.append(f"pure-Python reference evaluator ({ref['mode']}, {ref['services']} services): "
+                   f"{ref['reference_ns_per_packet']:.0f} ns/pkt vs engine "
+                   f"{ref['engine_ns_per_packet']:.0f} ns/pkt ({ref['reference_ratio']:.0f}x)")
+    roof = {(r["services"]): r for r in records if r["flow"] == "new"}
+    if roof:
+        out.append("roofline (plain compiled baselines on the same packets): " + "; ".join(
+            f"{n}: scan {r['roofline_scan_ns_per_rule']:.2f} ns/row, hash "
+            f"{r['roofline_hash_ns_per_lookup']:.1f} ns/lookup" for n, r in sorted(roof.items())))
+    m = result.get("machine", {})
+    if m:
+        out.append(f"machine: {m.get('cpu')}, {m.get('cores')} cores, Linux {m.get('kernel')}, "
+                   f"Python {m.get('python')}")
+    return "\n".join(out) + "\n"
+
+
+def write_json(result: dict, path: str) -> None:
+    _write(path, json.dumps(result["records"], indent=1) + "\n")
+
+
+def write_csv(result: dict, path: str) -> None:
+    import io
+    records = result["records"]
+    keys: list[str] = []
+    for r in records:
+        keys += [k for k in r if k not in keys and k not in CSV_SKIP]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+    writer.writeheader()
+    for r in records:
+        writer.writerow(r)
+    _write(path, buf.getvalue())
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        Path(path).write_text(text)
+    except OSError as exc:
+        raise InputError(f"cannot write ({exc.strerror})", file=path) from None
+
+
+def plot(result: dict, path: str) -> None:
+    """Three panels: ns per packet vs services (log-log, one line per mode and flow kind),
+    rules evaluated per new flow vs services (iptables), sync size vs services."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise InputError("plotting needs matplotlib: pip install 'kproxy-emu[plot]'",
+                         field="--plot", value=path) from None
+    records = result["records"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    ax = axes[0]
+    for mode in sorted({r["mode"] for r in records}):
+        for flow, style in (("new", "-o"), ("established", "--s")):
+            pts = sorted((r["services"], r["ns_per_packet"]) for r in records
+                         if r["mode"] == mode and r["flow"] == flow)
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, style, label=f"{mode} {flow}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("services")
+    ax.set_ylabel("ns per packet (median)")
+    ax.set_title("Per-packet latency vs cluster size")
+    ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    ax = axes[1]
+    pts = sorted((r["services"], r["rules_mean"], r["cost_p99"]) for r in records
+                 if r["mode"] == "iptables" and r["flow"] == "new")
+    if pts:
+        xs, mean, p99 = zip(*pts)
+        ax.plot(xs, mean, "-o", label="mean")
+        ax.plot(xs, p99, "--s", label="p99")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("services")
+    ax.set_ylabel("rules evaluated per new flow")
+    ax.set_title("iptables: rules walked grow with rule position")
+    ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    ax = axes[2]
+    for mode in sorted({r["mode"] for r in records}):
+        pts = sorted((r["services"], r["sync_full"].get("bytes") or
+                      r["sync_full"].get("elements") or 0) for r in records
+                     if r["mode"] == mode and r["flow"] == "new")
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, "-o", label=mode)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("services")
+    ax.set_ylabel("full sync size (bytes / elements)")
+    ax.set_title("Sync cost vs cluster size")
+    ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=110)
+    except OSError as exc:
+        raise InputError(f"cannot write ({exc.strerror})", file=path) from None
+    finally:
+        plt.close(fig)

@@ -1,0 +1,367 @@
+"""The ``kproxy-emu bench`` sweep: every mode at every cluster size, measured the same way.
+
+One cell (a mode at a size) runs in a forked child process, so its peak memory is its
+own (``ru_maxrss`` of a fresh fork starts at the small parent's). In a cell:
+- compile: ``Dataplane(...)`` (proxy view, mode compiler, applying the sync), then the
+  engine's tables (``prepare``), timed apart;
+- traffic: ``packets`` new flows from pods (and from outside / the host if the origin mix
+  says so) to the frontends this node serves, ``uniform`` or ``zipf`` popularity, seeded;
+- new flows: the batch on a dataplane with empty state (``reset_state``): every packet is
+  a flow's first and walks the rules; ``repeat`` times, median / min / max;
+- established flows: the same flows' next packets (TCP ACK) after a warm-up pass: each
+  is a conntrack hit;
+- update: one endpoint of one service turns not-ready; the time of ``Dataplane.update``
+  and the size of what that sync wrote;
+- roofline: the same packets through a plain compiled linear scan of the service rows
+  and a plain open-addressing table of the same frontends (cext/roofline.pyx);
+- reference: the pure-Python evaluator on a few packets of the smallest size.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import multiprocessing
+import os
+import resource
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..errors import InputError, KproxyError
+
+MODES = ("iptables",)  # modes the sweep can run (grows as engines land)
+DEFAULT_SERVICES = (1000, 3000, 10000)
+
+
+@dataclass
+class BenchSpec:
+    services: Sequence[int] = DEFAULT_SERVICES
+    endpoints: int = 10
+    modes: Sequence[str] = MODES
+    packets: int = 100_000
+    new_flow_share: float = 1.0  # of the "new" batch; 1.0: every packet opens a flow
+    popularity: str = "uniform"
+    seed: int = 0
+    repeat: int = 3
+    origin_mix: dict[str, float] = field(default_factory=lambda: {"pod": 1.0})
+    calibration: str | None = None  # kproxy-emu calibrate's output, for predicted latency
+
+    def validate(self) -> None:
+        for n in self.services:
+            if not isinstance(n, int) or n < 1:
+                raise InputError("must be positive integers", field="--services", value=n)
+        for m in self.modes:
+            if m not in MODES:
+                raise InputError(f"unknown or not yet benchmarked mode (available: "
+                                 f"{', '.join(MODES)})", field="--modes", value=m)
+        if self.endpoints < 1:
+            raise InputError("must be at least 1", field="--endpoints", value=self.endpoints)
+        if self.packets < 100:
+            raise InputError("must be at least 100", field="--packets", value=self.packets)
+        if self.repeat < 1:
+            raise InputError("must be at least 1", field="--repeat", value=self.repeat)
+        if not 0.0 < self.new_flow_share <= 1.0:
+            raise InputError("must be in (0, 1]", field="--new-flow-share",
+                             value=self.new_flow_share)
+        if self.popularity not in ("uniform", "zipf"):
+            raise InputError("must be uniform or zipf", field="--popularity",
+                             value=self.popularity)
+
+
+def make_cluster(services: int, endpoints: int, seed: int):
+    """The synthetic cluster of one size: ClusterIP, NodePort and LoadBalancer services
+    with one port each, all endpoints ready (the sweep measures lookup cost, so every
+    service is reachable)."""
+    from .. import synth
+    return synth.cluster(services, endpoints=endpoints, seed=seed, nodes=10,
+                         type_mix={"ClusterIP": 0.8, "NodePort": 0.1, "LoadBalancer": 0.1},
+                         ports_per_service=(1.0,), terminating_share=0, not_ready_share=0,
+                         affinity_share=0)
+
+
+def one_endpoint_changed(cluster):
+    """A copy of the cluster where one ready endpoint of the first sliced service is not
+    ready any more (the smallest update kube-proxy syncs)."""
+    new = copy.copy(cluster)
+    new.endpoint_slices = dict(cluster.endpoint_slices)
+    for key, sl in cluster.endpoint_slices.items():
+        if sl.endpoints:
+            eps = list(sl.endpoints)
+            eps[0] = dataclasses.replace(eps[0], ready=False, serving=False)
+            new.endpoint_slices[key] = dataclasses.replace(sl, endpoints=eps)
+            return new
+    raise KproxyError("the cluster has no endpoint to change")
+
+
+def _traffic(dp, spec: BenchSpec, seed: int):
+    from .. import packets
+    targets = dp.packet_targets()
+    mix = {k: v for k, v in spec.origin_mix.items()
+           if (targets["origins"] & (1 << packets.ORIGIN_NAMES.index(k))).any()}
+    new = packets.synth(targets, spec.packets, seed=seed, popularity=spec.popularity,
+                        new_flow_share=spec.new_flow_share, origin_mix=mix or {"pod": 1.0},
+                        sources=_sources(dp), rate=1e7)
+    return new
+
+
+def _sources(dp) -> dict[str, list[str]]:
+    pods = dp.options.detect_local_value if dp.options.detect_local_mode == "ClusterCIDR" \
+        else "10.0.0.0/8"
+    host = [ip for ip in dp.options.node.local_ips if ":" not in ip]
+    return {"pod": [pods], "external": ["203.0.113.0/24"], "host": host[:1]}
+
+
+def _replies(batch, verdicts):
+    """Each flow's first reply (SYN-ACK for TCP) from where the packet went (the endpoint
+    after DNAT) back to where it came from (the masquerade address after SNAT)."""
+    rep = batch.copy()
+    dnat = verdicts["dnat_ip"] != 0
+    snat = verdicts["snat_ip"] != 0
+    rep["src_ip"] = np.where(dnat, verdicts["dnat_ip"], batch["dst_ip"])
+    rep["src_port"] = np.where(dnat, verdicts["dnat_port"], batch["dst_port"])
+    rep["dst_ip"] = np.where(snat, verdicts["snat_ip"], batch["src_ip"])
+    rep["dst_port"] = np.where(snat, verdicts["snat_port"], batch["src_port"])
+    rep["tcp_flags"] = np.where(batch["proto"] == 6, 0x12, 0)
+    rep["origin"] = 0  # endpoints are pods
+    rep["ts"] = batch["ts"] + 0.001
+    return rep
+
+
+def _established(batch, span: float):
+    """The next packet of each flow of ``batch`` (TCP ACK), ``span`` seconds later."""
+    nxt = batch.copy()
+    nxt["tcp_flags"] = np.where(batch["proto"] == 6, 0x10, 0)
+    nxt["ts"] = batch["ts"] + span
+    return nxt
+
+
+def _timed(fn: Callable, repeat: int) -> tuple[list[float], object]:
+    times, result = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return times, result
+
+
+def _calibration(path: str | None) -> dict | None:
+    if path is None:
+        default = Path(os.environ.get("KPROXY_EMU_CALIBRATION",
+                                      Path.home() / ".cache" / "kproxy-emu" / "calibration.json"))
+        if not default.exists():
+            return None
+        path = str(default)
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read the calibration file ({exc})", field="--calibration",
+                         value=path) from None
+
+
+def predicted_kernel_ns(calibration: dict | None, mode: str, rules: float,
+                        lookups: float) -> float | None:
+    """Kernel first-packet latency the calibration predicts for this counted cost:
+    base + rules x per-rule (iptables), base + lookups x per-lookup (hash modes)."""
+    if not calibration:
+        return None
+    entry = calibration.get("modes", {}).get(mode)
+    if not entry:
+        return None
+    base = float(entry.get("base_ns", 0.0))
+    if "ns_per_rule" in entry:
+        return base + rules * float(entry["ns_per_rule"])
+    if "ns_per_lookup" in entry:
+        return base + lookups * float(entry["ns_per_lookup"])
+    return None
+
+
+def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[dict]:
+    """Measure one mode at one size; two records (new, established)."""
+    from .. import Dataplane, packets
+    from .._cext import roofline
+
+    if cluster is None:
+        cluster = make_cluster(services, spec.endpoints, spec.seed)
+    t0 = time.perf_counter()
+    dp = Dataplane(cluster, mode=mode, cluster_cidr="10.0.0.0/8", seed=spec.seed)
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    dp.prepare()
+    prepare_s = time.perf_counter() - t0
+    full_sync = dp.syncs[-1].cost() if dp.syncs else {}
+
+    batch = _traffic(dp, spec, spec.seed + 1)
+    n = len(batch)
+
+    def new_pass():
+        dp.reset_state()
+        return dp.process(batch)
+
+    new_times, verdicts = _timed(new_pass, spec.repeat)
+    # established: the flows that got through, after their handshake (SYN, SYN-ACK)
+    alive = (verdicts["action"] == packets.Action.DNAT) | \
+        (verdicts["action"] == packets.Action.ACCEPT)
+    span = float(batch["ts"].max() - batch["ts"].min()) + 1.0
+    follow = _established(batch[alive], span)
+    est_times = []
+    for _ in range(spec.repeat):
+        first = new_pass()
+        dp.process(_replies(batch[alive], first[alive]))
+        t0 = time.perf_counter()
+        est = dp.process(follow)
+        est_times.append(time.perf_counter() - t0)
+    hits = float(est["ct_hit"].mean())
+
+    # roofline: the service frontends as packed rows, scanned and hashed
+    targets = dp.packet_targets()
+    scanned = roofline.linear_scan(np.ascontiguousarray(targets["ip"]),
+                                   np.ascontiguousarray(targets["port"]),
+                                   np.ascontiguousarray(targets["proto"]), batch)
+    scan_times, _ = _timed(lambda: roofline.linear_scan(
+        np.ascontiguousarray(targets["ip"]), np.ascontiguousarray(targets["port"]),
+        np.ascontiguousarray(targets["proto"]), batch), spec.repeat)
+    table = roofline.OpenAddressingTable(np.ascontiguousarray(targets["ip"]),
+                                         np.ascontiguousarray(targets["port"]),
+                                         np.ascontiguousarray(targets["proto"]))
+    found = np.empty(n, np.int64)
+    hash_times, _ = _timed(lambda: table.probe(batch, found), spec.repeat)
+
+    changed = one_endpoint_changed(cluster)
+    t0 = time.perf_counter()
+    sync = dp.update(changed)
+    update_s = time.perf_counter() - t0
+
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    calibration = _calibration(spec.calibration)
+    scan_ns_per_row = float(np.median(scan_times)) / max(scanned, 1) * 1e9
+    hash_ns = float(np.median(hash_times)) / n * 1e9
+    common = {
+        "mode": mode, "services": services, "endpoints": spec.endpoints,
+        "frontends": int(len(targets)), "packets": n,
+        "compile_s": round(compile_s, 4), "prepare_s": round(prepare_s, 4),
+        "update_s": round(update_s, 4), "sync_full": full_sync, "sync_update": sync.cost(),
+        "peak_rss_mb": round(peak_mb, 1),
+        "roofline_scan_ns_per_rule": round(scan_ns_per_row, 3),
+        "roofline_hash_ns_per_lookup": round(hash_ns, 3),
+        "popularity": spec.popularity, "seed": spec.seed, "repeat": spec.repeat,
+    }
+    records = []
+    for flow, times, v in (("new", new_times, verdicts), ("established", est_times, est)):
+        ns = np.array(times) / len(v) * 1e9
+        rules = v["rules"].astype(np.float64)
+        probes = v["probes"].astype(np.float64)
+        cost = rules if mode == "iptables" else probes
+        med = float(np.median(ns))
+        rec = dict(common)
+        rec.update({
+            "flow": flow, "ns_per_packet": round(med, 2), "ns_min": round(float(ns.min()), 2),
+            "ns_max": round(float(ns.max()), 2), "mpps": round(1e3 / med, 3),
+            "cost_unit": "rules" if mode == "iptables" else "probes",
+            "cost_p50": float(np.percentile(cost, 50)),
+            "cost_p99": float(np.percentile(cost, 99)),
+            "rules_mean": round(float(rules.mean()), 2),
+            "probes_p50": float(np.percentile(probes, 50)),
+            "probes_p99": float(np.percentile(probes, 99)),
+            "ct_hit_share": round(float(v["ct_hit"].mean()), 4),
+            "actions": {packets.Action(a).name: int(c)
+                        for a, c in zip(*np.unique(v["action"], return_counts=True))},
+        })
+        if mode == "iptables" and flow == "new" and rules.mean() > 0:
+            per_rule = med / float(rules.mean())
+            rec["ns_per_rule"] = round(per_rule, 3)
+            rec["roofline_ratio"] = round(per_rule / scan_ns_per_row, 2)
+        if flow == "established":
+            rec["roofline_ratio"] = round(med / hash_ns, 2) if hash_ns else None
+            rec["established_hit_share"] = round(hits, 4)
+        rec["predicted_kernel_ns"] = predicted_kernel_ns(
+            calibration, mode, float(rules.mean()), float(probes.mean())) \
+            if flow == "new" else None
+        records.append(rec)
+    return records
+
+
+def reference_ratio(spec: BenchSpec, services: int, packets_n: int = 300) -> dict:
+    """The pure-Python reference evaluator against the compiled engine on a small case:
+    ns per packet of each and their ratio (first packets of flows, no conntrack)."""
+    from .. import Dataplane
+    from ..packets import ORIGIN_NAMES, PROTO_NAMES, u32_to_ip
+    from ..dataplane.reference import Flow, ReferenceEvaluator, evaluate_new_flow
+
+    cluster = make_cluster(services, spec.endpoints, spec.seed)
+    dp = Dataplane(cluster, cluster_cidr="10.0.0.0/8", seed=spec.seed, conntrack=False)
+    dp.prepare()
+    small = dataclasses.replace(spec, packets=max(packets_n, 100))
+    batch = _traffic(dp, small, spec.seed + 1)[:packets_n]
+    times, _ = _timed(lambda: dp.process(batch), 3)
+    engine_ns = float(np.median(times)) / len(batch) * 1e9
+    ev = ReferenceEvaluator(dp.tables, dp.options.node.local_ips, dp.options.family)
+    flows = [Flow(str(u32_to_ip(int(r["src_ip"]))), str(u32_to_ip(int(r["dst_ip"]))),
+                  PROTO_NAMES[int(r["proto"])].lower(), int(r["src_port"]), int(r["dst_port"]),
+                  ORIGIN_NAMES[int(r["origin"])]) for r in batch]
+    t0 = time.perf_counter()
+    for f in flows:
+        evaluate_new_flow(ev, f)
+    ref_ns = (time.perf_counter() - t0) / len(flows) * 1e9
+    return {"mode": "iptables", "services": services, "packets": len(flows),
+            "engine_ns_per_packet": round(engine_ns, 1),
+            "reference_ns_per_packet": round(ref_ns, 1),
+            "reference_ratio": round(ref_ns / engine_ns, 1)}
+
+
+def _cell_in_child(conn, mode, services, spec) -> None:
+    try:
+        conn.send(("ok", run_cell(mode, services, spec)))
+    except BaseException as exc:  # report, never hang the parent
+        conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+    finally:
+        conn.close()
+
+
+def run(spec: BenchSpec, *, progress: bool = True, isolate: bool = True) -> dict:
+    """The whole sweep: {"records": [...], "reference": {...}, "machine": {...}}."""
+    from tqdm import tqdm
+
+    spec.validate()
+    cells = [(m, n) for n in spec.services for m in spec.modes]
+    records: list[dict] = []
+    bar = tqdm(cells, desc="bench", unit="cell", disable=not progress, leave=False)
+    for mode, services in bar:
+        bar.set_postfix_str(f"{mode} {services} services")
+        if isolate:
+            ctx = multiprocessing.get_context("fork")
+            parent, child = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_cell_in_child, args=(child, mode, services, spec))
+            proc.start()
+            child.close()
+            try:
+                status, payload = parent.recv()
+            except EOFError:
+                status, payload = "error", f"the measuring process died (exit {proc.exitcode})"
+            proc.join()
+            if status != "ok":
+                raise KproxyError(f"bench {mode} at {services} services failed: {payload}")
+            records.extend(payload)
+        else:
+            records.extend(run_cell(mode, services, spec))
+    reference = reference_ratio(spec, min(spec.services))
+    return {"records": records, "reference": reference, "machine": machine_info(),
+            "spec": dataclasses.asdict(spec)}
+
+
+def machine_info() -> dict:
+    import platform
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "kernel": platform.release()}

@@ -1,0 +1,123 @@
+"""The bench sweep: records carry the contract fields, the figures are consistent with
+the packets (new flows walk rules, established ones hit conntrack), outputs are written,
+and bad options are clear errors."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kproxy_emu._cext import roofline
+from kproxy_emu.bench import report, sweep
+from kproxy_emu.errors import InputError
+from kproxy_emu import packets
+
+REQUIRED = ("mode", "services", "endpoints", "flow", "ns_per_packet", "ns_min", "ns_max",
+            "mpps", "cost_p50", "cost_p99", "compile_s", "update_s", "peak_rss_mb")
+
+
+@pytest.fixture(scope="module")
+def result():
+    spec = sweep.BenchSpec(services=[60, 240], packets=2000, repeat=2)
+    return sweep.run(spec, progress=False)
+
+
+def test_records_have_the_contract_fields(result):
+    recs = result["records"]
+    assert [(r["services"], r["flow"]) for r in recs] == [
+        (60, "new"), (60, "established"), (240, "new"), (240, "established")]
+    for r in recs:
+        for key in REQUIRED:
+            assert r[key] is not None, key
+        assert r["ns_min"] <= r["ns_per_packet"] <= r["ns_max"]
+        assert r["mpps"] == pytest.approx(1e3 / r["ns_per_packet"], rel=1e-2)
+        assert r["peak_rss_mb"] > 10
+
+
+def test_new_flows_walk_rules_and_established_flows_hit_conntrack(result):
+    by = {(r["services"], r["flow"]): r for r in result["records"]}
+    for n in (60, 240):
+        new, est = by[(n, "new")], by[(n, "established")]
+        assert new["ct_hit_share"] == 0.0 and est["ct_hit_share"] == 1.0
+        assert est["rules_mean"] < new["rules_mean"] / 5
+        assert new["sync_full"]["lines"] > new["sync_update"]["lines"] > 0
+    # iptables: the rules a new flow walks grow with the number of services
+    assert by[(240, "new")]["rules_mean"] > 2.5 * by[(60, "new")]["rules_mean"]
+
+
+def test_reference_ratio_is_reported(result):
+    ref = result["reference"]
+    assert ref["reference_ns_per_packet"] > ref["engine_ns_per_packet"] > 0
+
+
+def test_outputs(result, tmp_path):
+    text = report.table(result)
+    assert "established" in text and "sync cost" in text
+    report.write_json(result, str(tmp_path / "b.json"))
+    assert json.loads((tmp_path / "b.json").read_text()) == result["records"]
+    report.write_csv(result, str(tmp_path / "b.csv"))
+    lines = (tmp_path / "b.csv").read_text().splitlines()
+    assert len(lines) == 5 and lines[0].startswith("mode,services")
+    pytest.importorskip("matplotlib")
+    report.plot(result, str(tmp_path / "b.png"))
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_same_seed_same_cost_counters():
+    spec = sweep.BenchSpec(services=[50], packets=500, repeat=1)
+    a = sweep.run_cell("iptables", 50, spec)
+    b = sweep.run_cell("iptables", 50, spec)
+    keys = ("cost_p50", "cost_p99", "rules_mean", "actions", "sync_full")
+    assert [{k: r[k] for k in keys} for r in a] == [{k: r[k] for k in keys} for r in b]
+
+
+def test_predicted_kernel_latency_from_calibration(tmp_path):
+    cal = {"modes": {"iptables": {"base_ns": 1000, "ns_per_rule": 14}}}
+    assert sweep.predicted_kernel_ns(cal, "iptables", 100, 0) == 1000 + 1400
+    assert sweep.predicted_kernel_ns(None, "iptables", 100, 0) is None
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps(cal))
+    spec = sweep.BenchSpec(services=[50], packets=500, repeat=1, calibration=str(path))
+    new = sweep.run_cell("iptables", 50, spec)[0]
+    assert new["predicted_kernel_ns"] == pytest.approx(1000 + 14 * new["rules_mean"], rel=1e-3)
+
+
+@pytest.mark.parametrize("spec, field", [
+    (dict(services=[0]), "--services"), (dict(modes=["bogus"]), "--modes"),
+    (dict(packets=5), "--packets"), (dict(new_flow_share=0.0), "--new-flow-share"),
+    (dict(popularity="pareto"), "--popularity"), (dict(repeat=0), "--repeat"),
+])
+def test_bad_options(spec, field):
+    with pytest.raises(InputError) as err:
+        sweep.BenchSpec(**spec).validate()
+    assert err.value.field == field
+
+
+def test_cli_bad_input_exits_2():
+    proc = subprocess.run([sys.executable, "-m", "kproxy_emu.cli", "bench", "--modes", "bogus"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "--modes" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_roofline_baselines_agree_with_numpy():
+    rng = np.random.default_rng(3)
+    n = 500
+    ip = rng.integers(1, 2**32 - 1, n, dtype=np.uint32)
+    port = rng.integers(1, 65535, n, dtype=np.uint16)
+    proto = np.full(n, 6, np.uint8)
+    pick = rng.integers(0, n, 200)
+    batch = packets.empty_packets(200)
+    batch["dst_ip"], batch["dst_port"], batch["proto"] = ip[pick], port[pick], 6
+    first = {}
+    for i, key in enumerate(zip(ip.tolist(), port.tolist())):
+        first.setdefault(key, i)
+    want = [first[(int(ip[j]), int(port[j]))] for j in pick]
+    assert roofline.linear_scan(ip, port, proto, batch) == sum(w + 1 for w in want)
+    table = roofline.OpenAddressingTable(ip, port, proto)
+    out = np.empty(200, np.int64)
+    assert table.probe(batch, out) >= 200
+    assert [ip[i] == ip[w] and port[i] == port[w] for i, w in zip(out, want)] == [True] * 200
+    batch["dst_port"] = 0  # not in the table
+    table.probe(batch, out)
+    assert (out == -1).all()
