@@ -41,7 +41,7 @@ def options_for(env, tmp_path, masquerade_all=False, detector=True, node_port_ad
     cfg_path.write_text(yaml.safe_dump(config))
     node_path.write_text(yaml.safe_dump(node))
     return ProxyOptions.build(load_node_config(node_path), load_kube_proxy_config(cfg_path),
-                              mark_text=env["masqueradeMark"])
+                              mark_text=env["masqueradeMark"], masquerade_all=masquerade_all)
 
 
 def view_of(options, services, slices):
