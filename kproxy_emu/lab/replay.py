@@ -1,0 +1,344 @@
+"""Send real connections through the lab's node and read the kernel's decision per flow.
+
+Each probe is one new flow: a TCP connect or one UDP datagram from a socket bound to the
+probe's source address and a never-reused source port, in the namespace of its origin.
+The decision comes from two observations:
+
+* conntrack NEW events of the node namespace (``conntrack -E``): an entry is confirmed
+  only once the packet has passed every hook, so the event's reply tuple tells DNAT
+  (reply source is the endpoint) and masquerade (reply destination is not the client);
+  no event means a filter rule ended the flow first. Events also record flows whose entry
+  is gone a moment later.
+* the client's fate: answered (SYN-ACK / echo), refused (the ICMP error or RST of a
+  REJECT) or nothing within the timeout (DROP).
+
+Every address a probe can land on has a listener (wildcard per port in the pod and node
+namespaces, echoing UDP from the address it was sent to), so "refused" never comes from a
+closed port. A flow confirmed before a filter rule dropped it (host traffic to a local
+address: confirmed at POSTROUTING, dropped in INPUT) times out although a listener waits.
+"""
+from __future__ import annotations
+
+import errno
+import re
+import select
+import socket
+import struct
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+from .topology import Lab, LabError
+
+PROTOS = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
+ORIGIN_ROLE = {"pod": "pod", "external": "ext", "host": "node"}
+IP_PKTINFO = 8  # linux/in.h; not exported by Python's socket module
+_LINGER_RST = struct.pack("ii", 1, 0)
+_REFUSED = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES,
+            errno.EPERM, errno.EHOSTDOWN}
+_TUPLE = re.compile(r"src=(\S+) dst=(\S+) sport=(\d+) dport=(\d+)")
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    proto: str    # tcp, udp
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    origin: str   # pod, external, host
+
+    def packet(self) -> str:
+        return f"{self.proto} {self.src}:{self.sport} -> {self.dst}:{self.dport}"
+
+
+@dataclass(slots=True)
+class KernelResult:
+    probe: Probe
+    client: str                       # answered, refused, timeout
+    confirmed: bool                   # the node's conntrack confirmed the flow
+    reply: tuple[str, int, str, int] | None  # conntrack reply tuple (src, sport, dst, dport)
+    verdict: str                      # ACCEPT, DNAT, DROP, REJECT (or UNKNOWN)
+    dnat: str | None                  # "ip:port"
+    masquerade: bool
+    seconds: float                    # client's wait for its answer
+
+    @property
+    def signature(self) -> tuple[str, str | None, bool]:
+        if self.verdict in ("DROP", "REJECT", "UNKNOWN"):
+            return (self.verdict, None, False)
+        return (self.verdict, self.dnat, self.masquerade)
+
+
+class Servers:
+    """Listeners in the lab: per namespace role, wildcard TCP listeners and UDP echo
+    sockets on every (proto, port) asked for, served by one bounded thread."""
+
+    def __init__(self, lab: Lab, ports: dict[str, set[tuple[str, int]]],
+                 max_seconds: float = 3600.0):
+        self.lab = lab
+        self._stop = threading.Event()
+        self._socks: list[tuple[socket.socket, str]] = []
+        for role, wanted in ports.items():
+            specs = [(PROTOS[proto], ("0.0.0.0", port)) for proto, port in sorted(wanted)]
+            socks = lab.sockets(role, specs)
+            for (proto, _), s in zip(sorted(wanted), socks):
+                if proto == "tcp":
+                    s.listen(4096)
+                else:
+                    s.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+                self._socks.append((s, proto))
+        self._deadline = time.monotonic() + max_seconds
+        self._thread = threading.Thread(target=self._serve, name="kpe-servers", daemon=True)
+        self._thread.start()
+        lab.on_close(self.close)
+
+    def _serve(self) -> None:
+        ep = select.epoll()
+        kinds = {}
+        for s, proto in self._socks:
+            ep.register(s.fileno(), select.EPOLLIN)
+            kinds[s.fileno()] = (s, proto)
+        try:
+            while not self._stop.is_set() and time.monotonic() < self._deadline:
+                for fd, _ in ep.poll(0.05):
+                    s, proto = kinds[fd]
+                    for _ in range(256):  # bounded drain per wake-up
+                        try:
+                            if proto == "tcp":
+                                conn, _ = s.accept()
+                                conn.close()  # FIN, not RST: the client must see an answer
+                            else:
+                                self._echo(s)
+                        except (BlockingIOError, InterruptedError):
+                            break
+                        except OSError:
+                            break
+        finally:
+            ep.close()
+
+    @staticmethod
+    def _echo(s: socket.socket) -> None:
+        """Answer from the address the datagram was sent to (a wildcard socket would pick
+        the route's source, which conntrack would see as a second flow)."""
+        data, anc, _, addr = s.recvmsg(2048, socket.CMSG_SPACE(12))
+        cmsg = [(lvl, typ, d) for lvl, typ, d in anc if lvl == socket.IPPROTO_IP
+                and typ == IP_PKTINFO]
+        if cmsg:
+            ifindex, spec_dst, dst = struct.unpack("=I4s4s", cmsg[0][2][:12])
+            info = struct.pack("=I4s4s", 0, dst, b"\0\0\0\0")
+            s.sendmsg([data], [(socket.IPPROTO_IP, IP_PKTINFO, info)], 0, addr)
+        else:
+            s.sendto(data, addr)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        for s, _ in self._socks:
+            s.close()
+        self._socks = []
+
+
+class ConntrackEvents:
+    """The node namespace's conntrack NEW events, keyed by original tuple."""
+
+    def __init__(self, lab: Lab, canary_port: int, ports: "PortAllocator"):
+        self.lab = lab
+        self.ports = ports
+        self.canary_port = canary_port
+        self.events: dict[tuple[str, str, int, str, int], tuple[str, int, str, int]] = {}
+        self.lost = False
+        self._cond = threading.Condition()
+        self._proc = lab.popen("node", ["stdbuf", "-oL", "conntrack", "-E", "-e", "NEW",
+                                        "-b", str(64 << 20)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._reader = threading.Thread(target=self._read, name="kpe-ct-events", daemon=True)
+        self._reader.start()
+        self._errs = threading.Thread(target=self._read_err, daemon=True)
+        self._errs.start()
+        self._canary_sock = lab.sockets("node", [(socket.SOCK_STREAM,
+                                                  ("127.0.0.1", canary_port))])[0]
+        self._canary_sock.listen(64)
+        lab.on_close(self.close)
+        self.sync(timeout=5.0)  # subscribed before any probe
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            if "[NEW]" not in line:
+                continue
+            parts = line.split()
+            proto = parts[1] if len(parts) > 1 else ""
+            tuples = _TUPLE.findall(line)
+            if len(tuples) < 2:
+                continue
+            (s, d, sp, dp), (rs, rd, rsp, rdp) = tuples[0], tuples[1]
+            with self._cond:
+                self.events[(proto, s, int(sp), d, int(dp))] = (rs, int(rsp), rd, int(rdp))
+                self._cond.notify_all()
+
+    def _read_err(self) -> None:
+        assert self._proc.stderr is not None
+        for line in self._proc.stderr:
+            if "ENOBUFS" in line or "No buffer space" in line:
+                self.lost = True
+
+    def sync(self, timeout: float = 5.0) -> None:
+        """Wait until every event emitted so far has been read: open one more flow and
+        wait for its event (events of one namespace arrive in order)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            sport = self.ports.take("127.0.0.1")
+            key = ("tcp", "127.0.0.1", sport, "127.0.0.1", self.canary_port)
+            c = self.lab.sockets("node", [(socket.SOCK_STREAM, ("127.0.0.1", sport))])[0]
+            try:
+                c.settimeout(1.0)
+                try:
+                    c.connect(("127.0.0.1", self.canary_port))
+                except OSError:
+                    pass
+            finally:
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+                c.close()
+            try:
+                conn, _ = self._canary_sock.accept()
+                conn.close()
+            except OSError:
+                pass
+            with self._cond:
+                if self._cond.wait_for(lambda: key in self.events, timeout=0.5):
+                    return
+            if self._proc.poll() is not None:
+                raise LabError("conntrack -E exited in the node namespace")
+        raise LabError("conntrack events did not arrive (conntrack -E in the node namespace)")
+
+    def get(self, probe: Probe) -> tuple[str, int, str, int] | None:
+        return self.events.get((probe.proto, probe.src, probe.sport, probe.dst, probe.dport))
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+        self._canary_sock.close()
+
+
+class PortAllocator:
+    """Source ports never reused within a lab (per source address), skipping the ports
+    listeners hold in the same namespace."""
+
+    def __init__(self, avoid: Iterable[int], low: int = 1025, high: int = 65535):
+        self.avoid = set(avoid)
+        self.low, self.high = low, high
+        self.next: dict[str, int] = {}
+
+    def take(self, src: str) -> int:
+        port = self.next.get(src, self.low)
+        while port in self.avoid:
+            port += 1
+        if port > self.high:
+            raise LabError(f"source ports of {src} exhausted (too many probes from one client)")
+        self.next[src] = port + 1
+        return port
+
+
+def send(lab: Lab, probes: list[Probe], *, timeout: float = 0.6,
+         wave: int = 256) -> list[tuple[str, float]]:
+    """Send every probe (``wave`` at a time); per probe the client's fate and wait."""
+    out: list[tuple[str, float]] = [("timeout", timeout)] * len(probes)
+    for start in range(0, len(probes), wave):
+        batch = list(range(start, min(start + wave, len(probes))))
+        by_role: dict[str, list[int]] = {}
+        for i in batch:
+            by_role.setdefault(ORIGIN_ROLE[probes[i].origin], []).append(i)
+        socks: dict[int, socket.socket] = {}
+        try:
+            for role, idx in by_role.items():
+                made = lab.sockets(role, [(PROTOS[probes[i].proto],
+                                           (probes[i].src, probes[i].sport)) for i in idx])
+                socks.update(zip(idx, made))
+            _drive(probes, socks, out, timeout)
+        finally:
+            for s in socks.values():
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+                except OSError:
+                    pass
+                s.close()
+    return out
+
+
+def _drive(probes: list[Probe], socks: dict[int, socket.socket],
+           out: list[tuple[str, float]], timeout: float) -> None:
+    ep = select.epoll()
+    fd_of: dict[int, int] = {}
+    started: dict[int, float] = {}
+    try:
+        for i, s in socks.items():
+            p = probes[i]
+            started[i] = time.perf_counter()
+            if p.proto == "tcp":
+                err = s.connect_ex((p.dst, p.dport))
+                if err not in (0, errno.EINPROGRESS):
+                    out[i] = (_fate(err), 0.0)
+                    continue
+                ep.register(s.fileno(), select.EPOLLOUT | select.EPOLLERR)
+            else:
+                s.connect((p.dst, p.dport))
+                s.send(b"kpe")
+                ep.register(s.fileno(), select.EPOLLIN | select.EPOLLERR)
+            fd_of[s.fileno()] = i
+        deadline = time.perf_counter() + timeout
+        while fd_of:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                break
+            for fd, _ in ep.poll(left):
+                i = fd_of.pop(fd, None)
+                if i is None:
+                    continue
+                ep.unregister(fd)
+                s, p = socks[i], probes[i]
+                waited = time.perf_counter() - started[i]
+                if p.proto == "tcp":
+                    err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    out[i] = ("answered" if err == 0 else _fate(err), waited)
+                else:
+                    try:
+                        s.recv(64)
+                        out[i] = ("answered", waited)
+                    except OSError as exc:
+                        out[i] = (_fate(exc.errno or 0), waited)
+    finally:
+        ep.close()
+
+
+def _fate(err: int) -> str:
+    return "refused" if err in _REFUSED else f"error:{errno.errorcode.get(err, err)}"
+
+
+def classify(probe: Probe, client: str, reply: tuple[str, int, str, int] | None,
+             served: bool, seconds: float) -> KernelResult:
+    """The kernel's verdict from the conntrack event and the client's fate (module doc).
+    ``served``: a listener waits where the flow ended up (so a timeout is a DROP)."""
+    dnat, masq, verdict = None, False, "UNKNOWN"
+    if reply is not None:
+        rsrc, rsport, rdst, rdport = reply
+        if (rsrc, rsport) != (probe.dst, probe.dport):
+            dnat = f"{rsrc}:{rsport}"
+        masq = (rdst, rdport) != (probe.src, probe.sport)
+        if client == "answered":
+            verdict = "DNAT" if dnat else "ACCEPT"
+        elif client == "refused":
+            verdict = "REJECT"
+        elif client == "timeout":
+            verdict = "DROP" if served else ("DNAT" if dnat else "ACCEPT")
+    elif client == "refused":
+        verdict = "REJECT"
+    elif client == "timeout":
+        verdict = "DROP"
+    return KernelResult(probe, client, reply is not None, reply, verdict, dnat, masq, seconds)

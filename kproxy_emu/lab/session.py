@@ -1,0 +1,167 @@
+"""A lab built for one emulated node: namespaces, the node's rules, listeners, events.
+
+``NodeLab(dp, clients)`` places every endpoint the rules DNAT to (node addresses stay in
+the node namespace, the rest go to the pod namespace), the chosen clients, and the node's
+own addresses; loads the mode's rules; starts the listeners and the conntrack event reader;
+``probe(...)`` then sends flows and returns the kernel's verdict for each.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+from ..netfilter.iptables_text import render
+from .load import LoadResult, load_iptables, load_nftables, node_sysctls
+from .replay import ConntrackEvents, KernelResult, PortAllocator, Probe, Servers, classify, send
+from .topology import Lab, LabError, LabPlan, raise_nofile
+
+_IPT_DNAT = re.compile(r"^-A .*?-p (\w+)\b.*?--to-destination (\d+\.\d+\.\d+\.\d+):(\d+)", re.M)
+_NFT_DNAT = re.compile(r"\b(tcp|udp|sctp)?\b.*?dnat (?:ip )?to (\d+\.\d+\.\d+\.\d+):(\d+)")
+CANARY_PORTS = range(1023, 0, -1)  # privileged, so no service or ephemeral port collides
+
+
+@dataclass
+class Clients:
+    """Source addresses per origin (pod clients may include endpoint addresses: hairpin)."""
+
+    pod: list[str] = field(default_factory=list)
+    external: list[str] = field(default_factory=list)
+    host: list[str] = field(default_factory=list)
+
+    def of(self, origin: str) -> list[str]:
+        return getattr(self, origin)
+
+
+def pod_prefixes(dp) -> list[str]:
+    """Where pods live: the ClusterCIDR of local-traffic detection, else the nodes' pod
+    CIDRs, else 10.0.0.0/8."""
+    opts = dp.options
+    if opts.detect_local_mode in ("ClusterCIDR", "NodeCIDR") and opts.detect_local_value:
+        return [c for c in str(opts.detect_local_value).split(",") if ":" not in c]
+    cidrs = [c for n in dp.cluster.nodes.values() for c in n.pod_cidrs if ":" not in c]
+    return cidrs or ["10.0.0.0/8"]
+
+
+def dnat_targets(dp) -> set[tuple[str, str, int]]:
+    """Every (proto, ip, port) the node's rules can DNAT to."""
+    if dp.mode == "iptables":
+        text, pattern = render(dp.tables), _IPT_DNAT
+    else:
+        text, pattern = dp.render(), _NFT_DNAT
+    return {((m.group(1) or "tcp").lower(), m.group(2), int(m.group(3)))
+            for m in pattern.finditer(text)}
+
+
+def default_clients(dp, endpoints: set[tuple[str, str, int]], seed: int = 0) -> Clients:
+    """Two pod addresses no endpoint uses plus one endpoint address (hairpin), the two
+    external clients kube-proxy's tests use (inside and outside 203.0.113.0/25), and the
+    node's primary IP."""
+    local = set(dp.options.node.local_ips)
+    used = {ip for _, ip, _ in endpoints}
+    free: list[str] = []
+    for prefix in pod_prefixes(dp):
+        net = ipaddress.IPv4Network(prefix, strict=False)
+        for i, host in enumerate(net.hosts()):
+            if i > 4096 or len(free) >= 3:
+                break
+            if str(host) not in used and str(host) not in local:
+                free.append(str(host))
+        if len(free) >= 3:
+            break
+    pods = free[1:3]  # the first free address becomes the gateway
+    remote = sorted((ip for ip in used if ip not in local), key=ipaddress.IPv4Address)
+    if remote:
+        pods.append(remote[seed % len(remote)])
+    return Clients(pod=pods, external=["203.0.113.2", "203.0.113.130"],
+                   host=[dp.options.node.primary_ip])
+
+
+class NodeLab:
+    """Use as a context manager; see the module doc."""
+
+    def __init__(self, dp, clients: Clients | None = None, *, extra_ports: set = frozenset(),
+                 seed: int = 0, load: bool = True, backend: str = "nft"):
+        self.dp = dp
+        self.endpoints = dnat_targets(dp)
+        self.clients = clients or default_clients(dp, self.endpoints, seed)
+        self.local = {ip for ip in dp.options.node.local_ips if ":" not in ip}
+        self.backend = backend
+        pods = {ip for _, ip, _ in self.endpoints if ip not in self.local} | set(self.clients.pod)
+        self.pod_ips = pods
+        node_cfg = dp.options.node
+        self.plan = LabPlan.build(node_cfg.ips, node_cfg.interfaces, pod_prefixes(dp), pods,
+                                  self.clients.external)
+        self.plan.sysctls.update(node_sysctls(node_cfg.features))
+        # listeners: every endpoint port where the endpoint lives, plus extra (role, proto, port)
+        self.ports: dict[str, set[tuple[str, int]]] = {"node": set(), "pod": set()}
+        for proto, ip, port in self.endpoints:
+            if proto in ("tcp", "udp"):
+                self.ports["node" if ip in self.local else "pod"].add((proto, port))
+        for role, proto, port in extra_ports:
+            self.ports[role].add((proto, port))
+        self.do_load = load
+        self.load_result: LoadResult | None = None
+        self.lab: Lab | None = None
+
+    def __enter__(self) -> "NodeLab":
+        raise_nofile()
+        self.lab = Lab(self.plan).__enter__()
+        try:
+            if self.do_load:
+                self.load_result = self.load_rules()
+            used = {p for ports in self.ports.values() for _, p in ports}
+            canary = next(p for p in CANARY_PORTS if p not in used)
+            self.alloc = PortAllocator(used | {canary})
+            self.servers = Servers(self.lab, {r: p for r, p in self.ports.items() if p})
+            self.events = ConntrackEvents(self.lab, canary, self.alloc)
+        except BaseException:
+            self.lab.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.lab is not None:
+            self.lab.close()
+
+    def load_rules(self) -> LoadResult:
+        assert self.lab is not None
+        if self.dp.mode == "iptables":
+            return load_iptables(self.lab, render(self.dp.tables), backend=self.backend)
+        if self.dp.mode == "nftables":
+            return load_nftables(self.lab, self.dp.render())
+        raise LabError(f"the lab cannot load mode {self.dp.mode!r} yet")
+
+    def served(self, ip: str, proto: str, port: int) -> bool:
+        role = "node" if ip in self.local or ip.startswith("127.") else (
+            "pod" if ip in self.pod_ips else None)
+        return role is not None and (proto, port) in self.ports.get(role, set())
+
+    def add_listeners(self, probes: list[Probe]) -> None:
+        """Listeners for probe destinations that are addresses of the lab (ACCEPTed
+        traffic to a node address must be answered, not refused by a closed port)."""
+        extra: dict[str, set[tuple[str, int]]] = {"node": set(), "pod": set()}
+        for p in probes:
+            role = "node" if p.dst in self.local else ("pod" if p.dst in self.pod_ips else None)
+            if role and (p.proto, p.dport) not in self.ports[role]:
+                extra[role].add((p.proto, p.dport))
+        if any(extra.values()):
+            assert self.lab is not None
+            for role, ports in extra.items():
+                self.ports[role] |= ports
+                self.alloc.avoid |= {port for _, port in ports}
+            Servers(self.lab, {r: p for r, p in extra.items() if p})
+
+    def probe(self, probes: list[Probe], *, timeout: float = 0.6) -> list[KernelResult]:
+        """Send the probes; the kernel's verdict for each (ports must come from
+        ``self.alloc``)."""
+        assert self.lab is not None
+        fates = send(self.lab, probes, timeout=timeout)
+        self.events.sync()
+        out = []
+        for p, (client, waited) in zip(probes, fates):
+            reply = self.events.get(p)
+            final = (reply[0], reply[1]) if reply else (p.dst, p.dport)
+            out.append(classify(p, client, reply, self.served(final[0], p.proto, final[1]),
+                                waited))
+        return out
