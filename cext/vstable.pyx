@@ -1,0 +1,587 @@
+# cython: language_level=3
+"""IPVS virtual-server table, schedulers and connection table (Python API over
+cext/ipvs_core.pxd), and ipsets for ``-m set`` (over cext/ipset_core.pxd).
+
+The pure-Python twin is kproxy_emu.dataplane.ipvs_reference; both must agree packet for
+packet. Build the input arrays with kproxy_emu.modes.ipvs.lower(state).
+"""
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
+from libc.stdlib cimport calloc, free, realloc
+from libc.string cimport memset
+
+import ipaddress
+
+import numpy as np
+
+from packet cimport packet_t, verdict_t, verdict_reset
+from hashing cimport mix64
+from ipvs_core cimport *
+from ipset_core cimport *
+
+SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "sed", "nq", "mh")
+SERVICE_DTYPE = np.dtype([("proto", "u1"), ("addr", "u4"), ("port", "u2"), ("flags", "u4"),
+                          ("timeout", "u4")])
+DEST_DTYPE = np.dtype([("svc", "i4"), ("addr", "u4"), ("port", "u2"), ("weight", "i4"),
+                       ("endpoint", "i4")])
+DEST_STATS_DTYPE = np.dtype([("svc", "i4"), ("addr", "u4"), ("port", "u2"), ("weight", "i4"),
+                             ("activeconns", "i4"), ("inactconns", "i4"),
+                             ("persistconns", "i4"), ("linked", "?"), ("available", "?")])
+CONN_DTYPE = np.dtype([("caddr", "u4"), ("cport", "u2"), ("vaddr", "u4"), ("vport", "u2"),
+                       ("daddr", "u4"), ("dport", "u2"), ("proto", "u1"), ("state", "u1"),
+                       ("template", "?"), ("inactive", "?"), ("expires", "f8"),
+                       ("dest", "i4"), ("n_control", "i4")])
+TCP_STATE_NAMES = ("NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT",
+                   "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK")
+# ip_vs_proto_tcp.c tcp_timeouts, ip_vs_proto_udp.c udp_timeouts (seconds); SCTP: one state
+DEFAULT_TIMEOUTS = {"NONE": 2, "ESTABLISHED": 900, "SYN_SENT": 120, "SYN_RECV": 60,
+                    "FIN_WAIT": 120, "TIME_WAIT": 120, "CLOSE": 10, "CLOSE_WAIT": 60,
+                    "LAST_ACK": 30, "LISTEN": 120, "SYNACK": 120, "UDP": 300, "SCTP": 900}
+MH_PRIMES = (251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071)
+FLAG_PERSISTENT = SVC_F_PERSISTENT
+FLAG_SCHED1 = SVC_F_SCHED1
+FLAG_SCHED2 = SVC_F_SCHED2
+RESULT_PASS = IPVS_PASS
+RESULT_DNAT = IPVS_DNAT
+RESULT_DROP = IPVS_DROP
+RESULT_REJECT = IPVS_REJECT
+RESULT_NOSCHED = IPVS_NOSCHED
+STATS_KEYS = ("conns", "templates", "hits", "expired", "nodest", "noroom", "unavailable")
+
+
+def scheduler_code(name):
+    try:
+        return SCHEDULERS.index(name)
+    except ValueError:
+        raise ValueError(f"unknown IPVS scheduler {name!r} "
+                         f"(kernel schedulers: {', '.join(SCHEDULERS)})") from None
+
+
+def svc_hash(int proto, uint32_t addr, int port, uint32_t rnd, int bits):
+    """ip_vs_svc_hashkey with a 2^bits table."""
+    cdef uint32_t porth = port
+    return (proto ^ (addr ^ rnd) ^ (porth >> bits) ^ porth) & ((1u << bits) - 1)
+
+
+def conn_hash(int proto, uint32_t caddr, int cport, uint32_t rnd, int bits):
+    return jhash_3words(caddr, <uint16_t>cport, <uint8_t>proto, rnd) & ((1u << bits) - 1)
+
+
+def sh_hash(uint32_t addr, int port, uint32_t offset=0):
+    return sh_hashkey(addr, <uint16_t>port, offset)
+
+
+def dh_hash(uint32_t addr):
+    return dh_hashkey(addr)
+
+
+def mh_hash(uint32_t addr, int port, int which=1, uint32_t offset=0):
+    """ip_vs_mh_hashkey with hash1 (which=1) or hash2 (which=2)."""
+    return mh_hashkey(addr, <uint16_t>port, MH_KEY1 if which == 1 else MH_KEY2, offset)
+
+
+def table_seeds(seed):
+    """(svc_rnd, conn_rnd): the kernel's random terms, drawn from one seed."""
+    s = np.random.SeedSequence(seed).generate_state(2, np.uint32)
+    return int(s[0]), int(s[1])
+
+
+cdef class VirtualServerTable:
+    """The IPVS state of one node: virtual services, destinations, connections.
+
+    ``services``: SERVICE_DTYPE rows (added in this order, each at its hash chain head);
+    ``dests``: DEST_DTYPE rows in the order they are added to their service (the kernel
+    keeps each service's list newest first). Indices of services and destinations are
+    their row numbers; ``add_dest`` appends. Time is emulated: each packet's ``ts``.
+    """
+    cdef ipvs_table_t t
+    cdef int32_t dest_cap
+    cdef int32_t tab_cap
+    cdef readonly str scheduler
+    cdef readonly uint64_t seed
+
+    def __cinit__(self):
+        memset(&self.t, 0, sizeof(ipvs_table_t))
+
+    def __init__(self, services, dests, scheduler="rr", seed=0, *, svc_bits=None,
+                 int conn_bits=12, int max_conns=1 << 18, int mh_tab_index=12,
+                 timeouts=None, bint expire_nodest_conn=True,
+                 bint expire_quiescent_template=True, int conn_reuse_mode=1):
+        cdef int32_t i, n, bits
+        cdef ipvs_table_t* t
+        cdef ipvs_svc_t* sv
+        cdef uint32_t h
+        services = np.ascontiguousarray(services, SERVICE_DTYPE)
+        dests = np.ascontiguousarray(dests, DEST_DTYPE)
+        code = scheduler_code(scheduler)
+        if not 8 <= mh_tab_index <= 17:
+            raise ValueError(f"mh_tab_index must be 8..17 (CONFIG_IP_VS_MH_TAB_INDEX), "
+                             f"got {mh_tab_index}")
+        if not 8 <= conn_bits <= 20:
+            raise ValueError(f"conn_bits must be 8..20 (ip_vs conn_tab_bits), got {conn_bits}")
+        self.scheduler = scheduler
+        self.seed = seed
+        n = len(services)
+        if svc_bits is None:
+            bits = 8
+            while (1 << bits) < n:
+                bits += 1
+        else:
+            bits = svc_bits
+        svc_rnd, conn_rnd = table_seeds(seed)
+        t = &self.t
+        t.svc_bits = bits
+        t.svc_mask = (1u << bits) - 1
+        t.svc_rnd = svc_rnd
+        t.conn_rnd = conn_rnd
+        t.conn_mask = (1u << conn_bits) - 1
+        t.mh_size = MH_PRIMES[mh_tab_index - 8]
+        t.mh_bits = mh_tab_index // 2
+        t.expire_nodest_conn = expire_nodest_conn
+        t.expire_quiescent_template = expire_quiescent_template
+        t.conn_reuse_mode = conn_reuse_mode
+        t.lblc_expiration = 24 * 60 * 60
+        t.lblcr_expiration = 24 * 60 * 60
+        to = dict(DEFAULT_TIMEOUTS)
+        for k, v in (timeouts or {}).items():
+            if k not in to:
+                raise ValueError(f"unknown IPVS timeout {k!r} (known: {', '.join(to)})")
+            to[k] = v
+        for i, name in enumerate(TCP_STATE_NAMES):
+            t.timeouts[i] = to[name]
+        t.timeouts[TO_UDP] = to["UDP"]
+        t.timeouts[TO_SCTP] = to["SCTP"]
+        t.svcs = <ipvs_svc_t*>calloc(max(n, 1), sizeof(ipvs_svc_t))
+        t.svc_buckets = <int32_t*>malloc_i32(1 << bits, -1)
+        t.conn_buckets = <int32_t*>malloc_i32(1 << conn_bits, -1)
+        t.conns = <ipvs_conn_t*>calloc(max(max_conns, 1), sizeof(ipvs_conn_t))
+        if not t.svcs or not t.svc_buckets or not t.conn_buckets or not t.conns:
+            raise MemoryError()
+        t.conn_cap = max_conns
+        t.conn_free = -1
+        self.dest_cap = 0
+        self.tab_cap = 0
+        needs_tab = code in (SCHED_SH, SCHED_DH, SCHED_MH)
+        tab_size = t.mh_size if code == SCHED_MH else SH_TAB_SIZE
+        self._grow_dests(max(len(dests), 16))
+        if needs_tab:
+            self._grow_tab(max(n, 1) * tab_size)
+        for i in range(n):
+            row = services[i]
+            sv = &t.svcs[i]
+            sv.proto = row["proto"]
+            sv.addr = row["addr"]
+            sv.port = row["port"]
+            sv.flags = row["flags"] | SVC_F_HASHED
+            sv.timeout = row["timeout"]
+            sv.sched = code
+            sv.dest_head = -1
+            sv.cur = -1
+            sv.cache_dest = -1
+            sv.cache_lastuse = -1
+            sv.tab = i * tab_size if needs_tab else -1
+            h = svc_hashkey(t, sv.proto, sv.addr, sv.port)
+            sv.next = t.svc_buckets[h]
+            t.svc_buckets[h] = i
+            t.nsvcs += 1
+            self._sched_changed(i, -1, 0, True)        # init_service
+        for row in dests:
+            self.add_dest(int(row["svc"]), int(row["addr"]), int(row["port"]),
+                          int(row["weight"]), int(row["endpoint"]))
+
+    def __dealloc__(self):
+        free(self.t.svcs)
+        free(self.t.svc_buckets)
+        free(self.t.dests)
+        free(self.t.sched_tab)
+        free(self.t.conns)
+        free(self.t.conn_buckets)
+
+    def table_address(self):
+        """Address of the ipvs_table_t for Cython callers (keep this object alive)."""
+        return <uintptr_t>&self.t
+
+    cdef _grow_dests(self, int32_t need):
+        cdef int32_t cap = self.dest_cap
+        if need <= cap:
+            return
+        cap = max(need, cap * 2)
+        p = <ipvs_dest_t*>realloc(self.t.dests, cap * sizeof(ipvs_dest_t))
+        if not p:
+            raise MemoryError()
+        self.t.dests = p
+        self.dest_cap = cap
+
+    cdef _grow_tab(self, int64_t need):
+        if need <= self.tab_cap:
+            return
+        p = <int32_t*>realloc(self.t.sched_tab, need * sizeof(int32_t))
+        if not p:
+            raise MemoryError()
+        self.t.sched_tab = p
+        self.tab_cap = need
+
+    cdef _sched_changed(self, int32_t s, int32_t dest, int kind, bint init):
+        """The scheduler's init_service / add_dest (kind 0) / del_dest (1) / upd_dest (2)."""
+        cdef ipvs_svc_t* sv = &self.t.svcs[s]
+        cdef int32_t d, prev
+        cdef uint32_t* perm
+        cdef uint32_t* skip
+        cdef int32_t* turns
+        cdef uint8_t* used
+        if sv.sched == SCHED_WRR:       # rr's del_dest hook runs in del_dest
+            wrr_dest_changed(&self.t, sv, init)
+        elif sv.sched == SCHED_SH:
+            hash_table_reassign(&self.t, sv, True)
+        elif sv.sched == SCHED_DH:
+            hash_table_reassign(&self.t, sv, False)
+        elif sv.sched == SCHED_MH:
+            mh_weights(&self.t, sv)
+            n = max(sv.num_dests, 1)
+            perm = <uint32_t*>PyMem_Malloc(n * sizeof(uint32_t))
+            skip = <uint32_t*>PyMem_Malloc(n * sizeof(uint32_t))
+            turns = <int32_t*>PyMem_Malloc(n * sizeof(int32_t))
+            used = <uint8_t*>PyMem_Malloc(self.t.mh_size)
+            try:
+                if mh_populate(&self.t, sv, perm, skip, turns, used) < 0:
+                    raise ValueError(f"mh: {sv.num_dests} destinations exceed the "
+                                     f"{self.t.mh_size}-slot table")
+            finally:
+                PyMem_Free(perm)
+                PyMem_Free(skip)
+                PyMem_Free(turns)
+                PyMem_Free(used)
+
+    def _check_svc(self, int32_t s):
+        if not 0 <= s < self.t.nsvcs:
+            raise IndexError(f"no service {s}")
+
+    def _check_dest(self, int32_t d):
+        if not 0 <= d < self.t.ndests:
+            raise IndexError(f"no destination {d}")
+
+    def add_dest(self, int32_t svc, uint32_t addr, int port, int weight=1, int endpoint=-1):
+        """ip_vs_add_dest: a new destination at the head of the service's list."""
+        self._check_svc(svc)
+        cdef int32_t i = self.t.ndests
+        self._grow_dests(i + 1)
+        cdef ipvs_dest_t* d = &self.t.dests[i]
+        cdef ipvs_svc_t* sv = &self.t.svcs[svc]
+        memset(d, 0, sizeof(ipvs_dest_t))
+        d.addr = addr
+        d.port = port
+        d.weight = weight
+        d.last_weight = weight
+        d.svc = svc
+        d.endpoint = endpoint
+        d.set_next = -1
+        d.flags = DEST_F_AVAILABLE | DEST_F_LINKED
+        d.next = sv.dest_head
+        sv.dest_head = i
+        sv.num_dests += 1
+        self.t.ndests += 1
+        self._sched_changed(svc, i, 0, False)
+        return i
+
+    def edit_dest(self, int32_t dest, int weight):
+        """ip_vs_edit_dest: a new weight (last_weight keeps the latest non-zero one)."""
+        self._check_dest(dest)
+        cdef ipvs_dest_t* d = &self.t.dests[dest]
+        if not d.flags & DEST_F_LINKED:
+            raise ValueError(f"destination {dest} was deleted")
+        if weight != 0:
+            d.last_weight = weight
+        d.weight = weight
+        self._sched_changed(d.svc, dest, 2, False)
+
+    def del_dest(self, int32_t dest):
+        """ip_vs_del_dest: out of the list and unavailable; connections keep pointing at it
+        (the dest trash) until they expire."""
+        self._check_dest(dest)
+        cdef ipvs_dest_t* d = &self.t.dests[dest]
+        cdef ipvs_svc_t* sv = &self.t.svcs[d.svc]
+        cdef int32_t x, prev = -1
+        if not d.flags & DEST_F_LINKED:
+            raise ValueError(f"destination {dest} was already deleted")
+        # rr's del_dest needs the predecessor before the unlink
+        if sv.sched == SCHED_RR and sv.cur == dest:
+            x = sv.dest_head
+            while x >= 0 and x != dest:
+                prev = x
+                x = self.t.dests[x].next
+            sv.cur = prev
+        x = sv.dest_head
+        prev = -1
+        while x >= 0 and x != dest:
+            prev = x
+            x = self.t.dests[x].next
+        if prev < 0:
+            sv.dest_head = d.next
+        else:
+            self.t.dests[prev].next = d.next
+        d.next = -1
+        d.flags &= ~(DEST_F_LINKED | DEST_F_AVAILABLE)
+        sv.num_dests -= 1
+        if sv.sched != SCHED_RR:
+            self._sched_changed(d.svc, dest, 1, False)
+
+    def find_service(self, int proto, uint32_t addr, int port):
+        """Index of the virtual service <proto, addr, port>, -1 if none."""
+        cdef uint32_t probes = 0
+        return svc_find(&self.t, proto, addr, port, &probes)
+
+    def service_dests(self, int32_t svc):
+        """The service's destinations in list order (what the schedulers walk)."""
+        self._check_svc(svc)
+        out = []
+        cdef int32_t d = self.t.svcs[svc].dest_head
+        while d >= 0:
+            out.append(d)
+            d = self.t.dests[d].next
+        return out
+
+    def sched_table(self, int32_t svc):
+        """sh/dh/mh lookup table of the service (destination per bucket, -1 empty)."""
+        self._check_svc(svc)
+        cdef ipvs_svc_t* sv = &self.t.svcs[svc]
+        if sv.tab < 0:
+            raise ValueError(f"scheduler {self.scheduler} has no lookup table")
+        size = self.t.mh_size if sv.sched == SCHED_MH else SH_TAB_SIZE
+        return np.array(<int32_t[:size]>(self.t.sched_tab + sv.tab), np.int32)
+
+    @property
+    def num_services(self):
+        return self.t.nsvcs
+
+    @property
+    def num_dests(self):
+        return self.t.ndests
+
+    @property
+    def svc_bits(self):
+        return self.t.svc_bits
+
+    @property
+    def mh_size(self):
+        return self.t.mh_size
+
+    def __len__(self):
+        return self.t.conn_count
+
+    def process(self, packets, verdict_t[:] out, now=None):
+        """ip_vs_in for each packet (client -> virtual address) in order, at the packet's
+        ``ts`` (or ``now`` for all). Writes each verdict (reset first); returns a result code
+        array (RESULT_*)."""
+        cdef const packet_t[:] pk = packets
+        cdef Py_ssize_t i, n = pk.shape[0]
+        cdef packet_t p
+        cdef bint fixed = now is not None
+        cdef double when = now if fixed else 0.0
+        if out.shape[0] < n:
+            raise ValueError(f"out has {out.shape[0]} verdicts for {n} packets")
+        res = np.empty(n, np.uint8)
+        cdef uint8_t[:] r = res
+        with nogil:
+            for i in range(n):
+                p = pk[i]
+                if fixed:
+                    p.ts = when
+                verdict_reset(&out[i])
+                r[i] = ipvs_in(&self.t, &p, &out[i])
+        return res
+
+    def expire(self, double now):
+        """Collect every entry whose timer has fired by ``now`` (ip_vs_conn_expire)."""
+        cdef uint32_t b
+        cdef int32_t i, prev, nxt
+        cdef int32_t count = 0
+        for b in range(self.t.conn_mask + 1):
+            prev = -1
+            i = self.t.conn_buckets[b]
+            while i >= 0:
+                nxt = self.t.conns[i].next
+                if conn_dead(&self.t, &self.t.conns[i], now) and self.t.conns[i].n_control == 0:
+                    conn_free(&self.t, i, prev)
+                    self.t.st.expired += 1
+                    count += 1
+                else:
+                    prev = i
+                i = nxt
+        return count
+
+    def dest_stats(self):
+        out = np.zeros(self.t.ndests, DEST_STATS_DTYPE)
+        cdef int32_t i
+        cdef ipvs_dest_t* d
+        for i in range(self.t.ndests):
+            d = &self.t.dests[i]
+            out[i] = (d.svc, d.addr, d.port, d.weight, d.activeconns, d.inactconns,
+                      d.persistconns, bool(d.flags & DEST_F_LINKED),
+                      bool(d.flags & DEST_F_AVAILABLE))
+        return out
+
+    def connections(self):
+        """Every entry in the table (dead ones not yet collected included), by slot."""
+        rows = []
+        cdef int32_t i
+        cdef ipvs_conn_t* c
+        for i in range(self.t.conn_high):
+            c = &self.t.conns[i]
+            if not c.flags & CONN_F_USED:
+                continue
+            rows.append((c.caddr, c.cport, c.vaddr, c.vport, c.daddr, c.dport, c.proto,
+                         c.state, bool(c.flags & CONN_F_TEMPLATE),
+                         bool(c.flags & CONN_F_INACTIVE), c.expires, c.dest, c.n_control))
+        return np.array(rows, CONN_DTYPE)
+
+    def stats(self):
+        return dict(self.t.st)
+
+
+cdef int32_t* malloc_i32(int64_t n, int32_t fill):
+    cdef int32_t* p = <int32_t*>calloc(n, sizeof(int32_t))
+    cdef int64_t i
+    if p:
+        for i in range(n):
+            p[i] = fill
+    return p
+
+
+# ------------------------------------------------------------------------------ ipsets
+
+IPSET_TYPES = {"hash:ip": IPSET_HASH_IP, "hash:ip,port": IPSET_HASH_IP_PORT,
+               "hash:ip,port,ip": IPSET_HASH_IP_PORT_IP,
+               "hash:ip,port,net": IPSET_HASH_IP_PORT_NET, "bitmap:port": IPSET_BITMAP_PORT}
+_PROTOS = {"tcp": 6, "udp": 17, "sctp": 132}
+
+
+def parse_dirs(text):
+    """``dst,dst,src`` -> bit mask (bit i set: dimension i from the destination)."""
+    mask = 0
+    for i, part in enumerate(text.split(",")):
+        if part == "dst":
+            mask |= 1 << i
+        elif part != "src":
+            raise ValueError(f"bad ipset direction {part!r} in {text!r}")
+    return mask
+
+
+def _v4(text):
+    return int(ipaddress.IPv4Address(text))
+
+
+def parse_entry(set_type, entry):
+    """An entry as kube-proxy writes it (``10.0.0.1,tcp:80``, ``10.0.0.1,tcp:80,10.0.0.0/8``,
+    ``30080``) -> (k0, k1, cidr) as the set stores it; cidr is -1 except for nets."""
+    if set_type == "bitmap:port":
+        port = int(entry)
+        if not 0 <= port <= 65535:
+            raise ValueError(f"bad port {entry!r}")
+        return port, 0, -1
+    parts = entry.split(",")
+    ip = _v4(parts[0])
+    if set_type == "hash:ip":
+        if len(parts) != 1:
+            raise ValueError(f"bad hash:ip entry {entry!r}")
+        return ip << 32, 0, -1
+    if len(parts) < 2 or ":" not in parts[1]:
+        raise ValueError(f"bad {set_type} entry {entry!r}")
+    proto, _, port = parts[1].partition(":")
+    if proto not in _PROTOS:
+        raise ValueError(f"bad protocol {proto!r} in {entry!r}")
+    k0 = (ip << 32) | (_PROTOS[proto] << 16) | int(port)
+    if set_type == "hash:ip,port":
+        return k0, 0, -1
+    if len(parts) != 3:
+        raise ValueError(f"bad {set_type} entry {entry!r}")
+    if set_type == "hash:ip,port,ip":
+        return k0, _v4(parts[2]), -1
+    net = ipaddress.IPv4Network(parts[2], strict=False)
+    cidr = net.prefixlen
+    return k0, (int(net.network_address) << 8) | cidr, cidr
+
+
+cdef class IPSet:
+    """One ipset for the ``-m set`` match (IPv4)."""
+    cdef ipset_t s
+    cdef readonly str name
+    cdef readonly str type
+    cdef list entries_
+
+    def __cinit__(self):
+        memset(&self.s, 0, sizeof(ipset_t))
+
+    def __init__(self, name, set_type, entries=(), seed=0):
+        if set_type not in IPSET_TYPES:
+            raise ValueError(f"unsupported ipset type {set_type!r} "
+                             f"(known: {', '.join(IPSET_TYPES)})")
+        self.name = name
+        self.type = set_type
+        self.s.type = IPSET_TYPES[set_type]
+        self.s.seed = mix64(<uint64_t>seed + 0x51)
+        entries = list(entries)
+        self.entries_ = entries
+        cdef uint32_t slots = 16
+        while slots < 2 * len(entries) + 2:
+            slots <<= 1
+        self.s.mask = slots - 1
+        self.s.k0 = <uint64_t*>calloc(slots, sizeof(uint64_t))
+        self.s.k1 = <uint64_t*>calloc(slots, sizeof(uint64_t))
+        self.s.used = <uint8_t*>calloc(slots, 1)
+        self.s.bitmap = <uint8_t*>calloc(8192, 1)
+        if not self.s.k0 or not self.s.k1 or not self.s.used or not self.s.bitmap:
+            raise MemoryError()
+        cidrs = set()
+        cdef uint32_t i
+        cdef uint32_t probes = 0
+        for e in entries:
+            k0, k1, cidr = parse_entry(set_type, e)
+            if self.s.type == IPSET_BITMAP_PORT:
+                self.s.bitmap[k0 >> 3] |= 1 << (k0 & 7)
+                self.s.count += 1
+                continue
+            if cidr >= 0:
+                cidrs.add(cidr)
+            if ipset_find(&self.s, k0, k1, &probes):
+                continue
+            i = ipset_slot(&self.s, k0, k1)
+            while self.s.used[i]:
+                i = (i + 1) & self.s.mask
+            self.s.used[i] = 1
+            self.s.k0[i] = k0
+            self.s.k1[i] = k1
+            self.s.count += 1
+        ordered = sorted(cidrs, reverse=True)
+        self.s.ncidrs = len(ordered)
+        for j, c in enumerate(ordered):
+            self.s.cidrs[j] = c
+
+    def __dealloc__(self):
+        free(self.s.k0)
+        free(self.s.k1)
+        free(self.s.used)
+        free(self.s.bitmap)
+
+    def set_address(self):
+        """Address of the ipset_t for Cython callers (keep this object alive)."""
+        return <uintptr_t>&self.s
+
+    def __len__(self):
+        return self.s.count
+
+    @property
+    def entries(self):
+        return list(self.entries_)
+
+    def test(self, packets, dirs):
+        """Membership of each packet for ``--match-set NAME dirs`` -> bool array."""
+        cdef uint32_t mask = parse_dirs(dirs) if isinstance(dirs, str) else dirs
+        cdef const packet_t[:] pk = packets
+        cdef Py_ssize_t i, n = pk.shape[0]
+        cdef uint32_t probes = 0
+        res = np.zeros(n, np.bool_)
+        cdef uint8_t[:] r = res.view(np.uint8)
+        with nogil:
+            for i in range(n):
+                r[i] = ipset_test(&self.s, &pk[i], mask, &probes)
+        return res
