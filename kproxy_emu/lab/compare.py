@@ -1,0 +1,381 @@
+"""verify(): the kernel and the emulator on the same cluster and the same flows.
+
+Each flow's emulator outcome comes from ``Dataplane.trace`` (every statistic branch with its
+probability). A deterministic outcome must match the kernel's exactly (verdict; DNAT
+destination and masquerade when the flow is accepted). A probabilistic one: the kernel's
+choice must be one of the emulator's outcomes, and for a few flow classes (seeded choice)
+many flows compare the kernel's counts with the emulator's probabilities (chi-square, and
+every outcome expected at least 10 times must be seen). ClientIP affinity really sticks in
+the kernel, so those flows only check membership of the first choice and stickiness.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import packets as pk
+from ..errors import InputError
+from .replay import KernelResult, Probe
+from .session import Clients, NodeLab
+
+Signature = tuple  # (verdict, dnat or None, masquerade)
+ALPHA = 1e-3
+MIN_EXPECTED_SEEN = 10.0
+
+
+# ------------------------------------------------------------------ statistics
+def chi2_sf(x: float, dof: int) -> float:
+    """P(X >= x) for X ~ chi-square(dof): the regularized upper incomplete gamma
+    Q(dof/2, x/2) (series below a+1, Lentz continued fraction above)."""
+    if dof <= 0:
+        return 1.0
+    if x <= 0:
+        return 1.0
+    a, z = dof / 2.0, x / 2.0
+    gln = math.lgamma(a)
+    if z < a + 1.0:
+        term = total = 1.0 / a
+        ap = a
+        for _ in range(10_000):
+            ap += 1.0
+            term *= z / ap
+            total += term
+            if abs(term) < abs(total) * 1e-15:
+                break
+        return max(0.0, 1.0 - total * math.exp(-z + a * math.log(z) - gln))
+    tiny = 1e-300
+    b = z + 1.0 - a
+    c = 1.0 / tiny
+    d = 1.0 / b
+    h = d
+    for i in range(1, 10_000):
+        an = -i * (i - a)
+        b += 2.0
+        d = an * d + b
+        d = tiny if abs(d) < tiny else d
+        c = b + an / c
+        c = tiny if abs(c) < tiny else c
+        d = 1.0 / d
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return min(1.0, math.exp(-z + a * math.log(z) - gln) * h)
+
+
+def chi2_stat(counts: list[int], probs: list[float]) -> tuple[float, int]:
+    n = sum(counts)
+    stat = sum((k - n * p) ** 2 / (n * p) for k, p in zip(counts, probs) if p > 0)
+    return stat, len([p for p in probs if p > 0]) - 1
+
+
+# ------------------------------------------------------------------ expectations
+@dataclass
+class Expectation:
+    support: dict[Signature, float]   # outcome -> probability
+    affinity: bool                    # ClientIP affinity on the path (xt_recent)
+
+    @property
+    def deterministic(self) -> bool:
+        return len(self.support) == 1
+
+
+def _signature(verdict: str, dnat: str | None, masq: bool) -> Signature:
+    if verdict in ("DROP", "REJECT"):
+        return (verdict, None, False)
+    return ("DNAT" if dnat else "ACCEPT", dnat, bool(masq))
+
+
+def expectation(dp, probe: Probe) -> Expectation:
+    t = dp.trace(probe.packet(), origin=probe.origin)
+    support: dict[Signature, float] = {}
+    for o in t["outcomes"]:
+        sig = _signature(o["verdict"], o["dnat"], o["masquerade"])
+        support[sig] = support.get(sig, 0.0) + o["probability"]
+    support = {s: p for s, p in support.items() if p > 1e-12}
+    affinity = any("--rcheck" in s["text"] or "recent" in s["text"] for s in t["steps"])
+    return Expectation(support, affinity)
+
+
+# ------------------------------------------------------------------ report
+@dataclass
+class Disagreement:
+    probe: Probe
+    kind: str                          # deterministic, support, sticky, set
+    expected: dict[Signature, float]
+    got: Signature | None
+    client: str = ""
+
+    def __str__(self) -> str:
+        p = self.probe
+        exp = ", ".join(f"{_fmt(s)} p={q:.3g}" for s, q in self.expected.items())
+        got = _fmt(self.got) if self.got else "-"
+        return (f"[{self.kind}] {p.proto} {p.src}:{p.sport} -> {p.dst}:{p.dport} from "
+                f"{p.origin}: kernel {got} ({self.client}), emulator {exp}")
+
+
+def _fmt(sig: Signature) -> str:
+    verdict, dnat, masq = sig
+    if verdict in ("DROP", "REJECT"):
+        return verdict
+    return (f"DNAT {dnat}" if dnat else "ACCEPT") + (" +masq" if masq else "")
+
+
+@dataclass
+class ClassStat:
+    key: tuple
+    flows: int
+    observed: dict[Signature, int]
+    expected: dict[Signature, float]
+    chi2: float
+    dof: int
+    p: float
+    missing: list[Signature] = field(default_factory=list)
+
+
+@dataclass
+class VerifyReport:
+    mode: str
+    node: str
+    services: int
+    seed: int
+    flows: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    deterministic: list[int] = field(default_factory=lambda: [0, 0])   # agree, total
+    in_support: list[int] = field(default_factory=lambda: [0, 0])
+    sticky: list[int] = field(default_factory=lambda: [0, 0])
+    classes: list[ClassStat] = field(default_factory=list)
+    chi2: float = 0.0
+    dof: int = 0
+    p_value: float = 1.0
+    min_p_corrected: float = 1.0
+    disagreements: list[Disagreement] = field(default_factory=list)
+    load_seconds: float = 0.0
+    replay_seconds: float = 0.0
+    emulate_seconds: float = 0.0
+    events_lost: bool = False
+    verdicts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def distribution_ok(self) -> bool:
+        return (self.p_value >= ALPHA and self.min_p_corrected >= ALPHA
+                and not any(c.missing for c in self.classes))
+
+    @property
+    def ok(self) -> bool:
+        return (not self.disagreements and self.distribution_ok and not self.events_lost
+                and self.flows > 0)
+
+    def table(self) -> str:
+        def row(name, pair):
+            agree, total = pair
+            pct = f"{100.0 * agree / total:6.2f}%" if total else "     -"
+            return f"  {name:34} {agree:7d} / {total:<7d} {pct}"
+        lines = [f"kernel lab: mode {self.mode}, node {self.node}, {self.services} services, "
+                 f"{self.flows} flows, seed {self.seed}",
+                 f"  rules loaded in {self.load_seconds:.3f} s; replay {self.replay_seconds:.2f} s;"
+                 f" emulator {self.emulate_seconds:.2f} s",
+                 "  kernel verdicts: " + ", ".join(f"{k} {v}" for k, v in
+                                                    sorted(self.verdicts.items())),
+                 row("deterministic outcomes agree", self.deterministic),
+                 row("random choices in emulator's set", self.in_support),
+                 row("session affinity sticks", self.sticky)]
+        for c in self.classes:
+            proto, dst, dport, origin, src = c.key
+            lines.append(f"  distribution {proto} {src} -> {dst}:{dport} ({origin}): "
+                         f"{c.flows} flows, {len(c.expected)} outcomes, chi2 {c.chi2:.2f} "
+                         f"dof {c.dof} p {c.p:.3g}"
+                         + (f", never seen: {', '.join(_fmt(s) for s in c.missing)}"
+                            if c.missing else ""))
+        if self.classes:
+            lines.append(f"  distribution overall: chi2 {self.chi2:.2f} dof {self.dof} "
+                         f"p {self.p_value:.3g}; smallest per-class p x classes "
+                         f"{self.min_p_corrected:.3g} (pass: both >= {ALPHA:g})")
+        for name, n in sorted(self.skipped.items()):
+            lines.append(f"  skipped: {n} {name}")
+        if self.events_lost:
+            lines.append("  conntrack events were lost (ENOBUFS): verdicts are unreliable")
+        for d in self.disagreements[:20]:
+            lines.append("  DISAGREE " + str(d))
+        if len(self.disagreements) > 20:
+            lines.append(f"  ... {len(self.disagreements) - 20} more disagreements")
+        lines.append("  AGREE" if self.ok else "  DISAGREE")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ verify
+def lab_targets(dp) -> np.ndarray:
+    """Service frontends for this node: the cluster's packet targets without other nodes'
+    NodePort addresses, plus NodePorts on this node's own addresses."""
+    targets = dp.cluster.packet_targets()
+    mine = {pk.ip_to_u32(ip) for ip in dp.options.node.ips if ":" not in ip}
+    others = {pk.ip_to_u32(ip) for n in dp.cluster.nodes.values() for ip in n.ips
+              if ":" not in ip} - mine
+    keep = ~np.isin(targets["ip"], np.array(sorted(others), dtype=np.uint32))
+    targets = targets[keep]
+    rows = []
+    seen = {(int(t["ip"]), int(t["port"]), int(t["proto"])) for t in targets}
+    for svc in dp.cluster.services.values():
+        if not svc.proxied:
+            continue
+        for p in svc.ports:
+            if not p.node_port:
+                continue
+            proto = pk.PROTO_NUMBERS[p.protocol.lower()]
+            for ip in sorted(mine):
+                if (ip, p.node_port, proto) not in seen:
+                    rows.append((ip, p.node_port, proto, 7))
+                    seen.add((ip, p.node_port, proto))
+    if rows:
+        extra = pk.empty_targets(len(rows))
+        for i, (ip, port, proto, origins) in enumerate(rows):
+            extra[i] = (ip, port, proto, origins)
+        targets = np.concatenate([targets, extra])
+    return targets
+
+
+def flows_for(dp, clients: Clients, n: int, seed: int) -> tuple[list[tuple], dict[str, int]]:
+    """n flows (proto, src, dst, dport, origin) at the node's frontends from the lab's
+    clients (seeded), and what was skipped (protocols the lab cannot send)."""
+    targets = lab_targets(dp)
+    if len(targets) == 0 or n == 0:
+        return [], {}
+    sources = {o: clients.of(o) for o in pk.ORIGIN_NAMES if clients.of(o)}
+    mix = {o: s for o, s in pk.DEFAULT_ORIGIN_MIX.items() if o in sources}
+    batch = pk.synth(targets, n, seed=seed, sources=sources, origin_mix=mix,
+                          new_flow_share=1.0)
+    flows, skipped = [], {}
+    for row in batch:
+        proto = pk.PROTO_NAMES[int(row["proto"])]
+        if proto not in ("tcp", "udp"):
+            skipped[f"{proto} flows (the lab sends tcp and udp)"] = \
+                skipped.get(f"{proto} flows (the lab sends tcp and udp)", 0) + 1
+            continue
+        flows.append((proto, pk.u32_to_ip(int(row["src_ip"])),
+                      pk.u32_to_ip(int(row["dst_ip"])), int(row["dst_port"]),
+                      pk.ORIGIN_NAMES[int(row["origin"])]))
+    return flows, skipped
+
+
+def verify(cluster, mode: str = "iptables", node: str | None = None, packets: int = 2000,
+           seed: int = 0, *, dataplane=None,
+           distribution_classes: int = 4, distribution_flows: int = 300,
+           timeout: float = 0.6, **dataplane_options) -> VerifyReport:
+    """Load the node's rules for ``cluster`` into a lab, send ``packets`` new flows
+    (seeded) plus the distribution flows, and compare every kernel verdict with the
+    emulator's. ``dataplane_options`` go to ``Dataplane`` (node_config, node_ips, config,
+    cluster_cidr, masquerade_all, mark_text)."""
+    import time
+
+    from ..dataplane import Dataplane
+    n = packets
+    if n < 0:
+        raise InputError("must be >= 0", field="--packets", value=n)
+    dp = dataplane or Dataplane(cluster, mode, node=node, seed=seed, **dataplane_options)
+    report = VerifyReport(mode=dp.mode, node=dp.options.node.name,
+                          services=len(dp.cluster.services), seed=seed)
+    rng = np.random.default_rng(seed)
+    cache: dict[tuple, Expectation] = {}
+
+    def expect(p: Probe) -> Expectation:
+        key = (p.proto, p.src, p.dst, p.dport, p.origin)
+        if key not in cache:
+            start = time.perf_counter()
+            cache[key] = expectation(dp, p)
+            report.emulate_seconds += time.perf_counter() - start
+        return cache[key]
+
+    with NodeLab(dp, seed=seed) as lab:
+        report.load_seconds = lab.load_result.seconds if lab.load_result else 0.0
+        flows, report.skipped = flows_for(dp, lab.clients, n, seed)
+        probes = [Probe(proto, src, lab.alloc.take(src), dst, dport, origin)
+                  for proto, src, dst, dport, origin in flows]
+        lab.add_listeners(probes)
+        start = time.perf_counter()
+        results = lab.probe(probes, timeout=timeout)
+        report.replay_seconds += time.perf_counter() - start
+        _judge(report, results, expect)
+        # distribution: seeded classes among the probabilistic, affinity-free ones
+        classes = sorted({(p.proto, p.dst, p.dport, p.origin, p.src) for p in probes
+                          if not expect(p).deterministic and not expect(p).affinity})
+        picked = [classes[i] for i in rng.permutation(len(classes))[:distribution_classes]]
+        dist_probes: list[Probe] = []
+        for proto, dst, dport, origin, src in picked:
+            exp = expect(Probe(proto, src, 0, dst, dport, origin))
+            count = int(min(4000, max(distribution_flows,
+                                      math.ceil(MIN_EXPECTED_SEEN * 1.5 / min(exp.support.values())))))
+            dist_probes += [Probe(proto, src, lab.alloc.take(src), dst, dport, origin)
+                            for _ in range(count)]
+        if dist_probes:
+            start = time.perf_counter()
+            dist_results = lab.probe(dist_probes, timeout=timeout)
+            report.replay_seconds += time.perf_counter() - start
+            _judge(report, dist_results, expect)
+            _distribution(report, picked, dist_results, expect)
+        report.events_lost = lab.events.lost
+    return report
+
+
+def _judge(report: VerifyReport, results: list[KernelResult], expect) -> None:
+    first_choice: dict[tuple, str | None] = {}
+    for r in results:
+        report.flows += 1
+        report.verdicts[r.verdict] = report.verdicts.get(r.verdict, 0) + 1
+        exp = expect(r.probe)
+        got = r.signature
+        if exp.deterministic:
+            report.deterministic[1] += 1
+            if got in exp.support:
+                report.deterministic[0] += 1
+            else:
+                report.disagreements.append(Disagreement(r.probe, "deterministic",
+                                                         exp.support, got, r.client))
+            continue
+        report.in_support[1] += 1
+        if got in exp.support:
+            report.in_support[0] += 1
+        else:
+            report.disagreements.append(Disagreement(r.probe, "support", exp.support, got,
+                                                     r.client))
+        if exp.affinity:
+            # one recent list per service: the same client sticks to its first endpoint
+            key = (r.probe.src, frozenset(s[1] for s in exp.support))
+            if key in first_choice:
+                report.sticky[1] += 1
+                if r.dnat == first_choice[key]:
+                    report.sticky[0] += 1
+                else:
+                    report.disagreements.append(Disagreement(r.probe, "sticky", exp.support,
+                                                             got, r.client))
+            else:
+                first_choice[key] = r.dnat
+
+
+def _distribution(report: VerifyReport, picked: list[tuple], results: list[KernelResult],
+                  expect) -> None:
+    by_class: dict[tuple, list[KernelResult]] = {}
+    for r in results:
+        p = r.probe
+        by_class.setdefault((p.proto, p.dst, p.dport, p.origin, p.src), []).append(r)
+    stats = []
+    for key in picked:
+        rs = by_class.get(key, [])
+        if not rs:
+            continue
+        exp = expect(rs[0].probe)
+        sigs = list(exp.support)
+        counts = [sum(1 for r in rs if r.signature == s) for s in sigs]
+        stat, dof = chi2_stat(counts, [exp.support[s] for s in sigs])
+        p = chi2_sf(stat, dof)
+        missing = [s for s, k in zip(sigs, counts)
+                   if k == 0 and exp.support[s] * len(rs) >= MIN_EXPECTED_SEEN]
+        stats.append(ClassStat(key, len(rs), dict(zip(sigs, counts)), exp.support, stat, dof,
+                               p, missing))
+    report.classes = stats
+    if stats:
+        report.chi2 = sum(c.chi2 for c in stats)
+        report.dof = sum(c.dof for c in stats)
+        report.p_value = chi2_sf(report.chi2, report.dof)
+        report.min_p_corrected = min(1.0, min(c.p for c in stats) * len(stats))
