@@ -1,27 +1,23 @@
-"""Dataplane(cluster, mode=..., node=...): compile a cluster for one node and mode.
+"""Dataplane(cluster, mode=..., node=...): one node of a cluster in one proxy mode.
 
-render() and update() work now; packet processing (process, trace) arrives with the
-engines. The Dataplane keeps the node's iptables state (``tables``) the way a node has it:
-the built-in chain jumps kube-proxy ensures, then every restore applied in turn.
+The facade owns what every mode shares: the emulated node and kube-proxy options, the
+proxy view of the cluster, conntrack, the seeded random stream, the packet batch checks
+and the trace format. A mode backend (``iptables_backend.py``, ...) owns its compiled
+state, its sync, its renderer, its engine and its reference evaluator.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
-from ..errors import InputError, KproxyError
+from ..errors import InputError
 from ..model.cluster import Cluster, paused_gc
 from ..model.config import KubeProxyConfig, NodeConfig
-from ..modes.iptables import builtin_jumps, compile_ruleset
-from ..netfilter.iptables_text import render, render_sorted
-from ..netfilter.restore import RestoreError, apply_restore, ensure_chain, ensure_rule
 from ..netfilter.ruleset import Ruleset
 from ..packets import parse as parse_packet
 from ..proxy import ProxyOptions, ProxyView
+from .sync import SyncResult
 
 MODES = ("iptables",)
-RECENT_SLOTS = 1 << 20
 
 
 def resolve_node(cluster: Cluster, node: str | None = None,
@@ -67,37 +63,32 @@ class Dataplane:
         node_cfg = resolve_node(cluster, node, node_config, node_ips)
         self.options = ProxyOptions.build(node_cfg, config, cluster_cidr=cluster_cidr,
                                           masquerade_all=masquerade_all, mark_text=mark_text)
-        self.tables = Ruleset()  # the node's iptables as they stand
         self.syncs: list[SyncResult] = []
-        self._need_full_sync = True
-        self._evaluator = None
-        self._lowered = None
-        self._nth_counters: np.ndarray | None = None
-        self._endpoints: list[str] = []
-        self._recent: tuple[np.ndarray, np.ndarray] | None = None
         # statistic draws: one xorshift64* stream seeded from the Dataplane's seed
         seeds = np.random.SeedSequence(seed).generate_state(2, np.uint64)
         self._rng_state = int(seeds[0]) or 1
         self._config = config
         self.conntrack = _conntrack_table(config, int(seeds[1])) if conntrack else None
         self._build_view()
-        if tables is not None:
-            self.tables = tables
-            self._full = tables
-        else:
+        self.backend = _backend(self, mode, tables)
+        if tables is None:
             self.sync()
 
     def _build_view(self) -> None:
         with paused_gc():  # a 100k-service view is millions of small objects
             self.view = ProxyView(self.cluster, self.options)
-        self._full: Ruleset | None = None
+        if hasattr(self, "backend"):
+            self.backend.view_changed()
 
     @property
-    def ruleset(self) -> Ruleset:
-        """The restore payload of a full sync of the current cluster."""
-        if self._full is None:
-            self._full = compile_ruleset(self.view)
-        return self._full
+    def tables(self) -> Ruleset:
+        """iptables mode: the node's tables as they stand after the syncs."""
+        return self.backend.tables
+
+    @property
+    def ruleset(self):
+        """The payload of a full sync of the current cluster, in the mode's model."""
+        return self.backend.ruleset
 
     def update(self, cluster: Cluster) -> "SyncResult":
         """Resync to a new state of the cluster, as kube-proxy does after watch events:
@@ -108,30 +99,9 @@ class Dataplane:
         self._build_view()
         return self.sync(changed)
 
-    def sync(self, changed: set[tuple[str, str]] | None = None) -> "SyncResult":
-        """One syncProxyRules: compile, then apply to the node's tables."""
-        full = self._need_full_sync or changed is None
-        if full:
-            for table, chain, opts in builtin_jumps():
-                ensure_chain(self.tables, table, opts[-1].args[0])
-                ensure_rule(self.tables, table, chain, opts)
-        existing = list(self.tables.tables["nat"].chains) if "nat" in self.tables.tables else []
-        payload = compile_ruleset(self.view, changed=None if full else changed,
-                                  existing_nat_chains=existing)
-        if full:
-            self._full = payload
-        text = render(payload)
-        result = SyncResult(full=full, payload=payload, text=text,
-                            changed=set() if changed is None else set(changed))
-        self._evaluator = None  # the tables change: rebuild the tracer's and VM's views
-        self._lowered = None
-        self._nth_counters = None
-        try:
-            apply_restore(self.tables, payload)
-            self._need_full_sync = False
-        except RestoreError as exc:
-            self._need_full_sync = True  # kube-proxy retries with a full sync
-            result.error = str(exc)
+    def sync(self, changed: set[tuple[str, str]] | None = None) -> SyncResult:
+        """One sync of the mode (kube-proxy's syncProxyRules): compile and apply."""
+        result = self.backend.sync(changed)
         self.syncs.append(result)
         return result
 
@@ -147,7 +117,7 @@ class Dataplane:
         stream advance), and the drawn endpoint is the one the engine chose; otherwise
         tracing changes nothing and the draw comes from this Dataplane's seed."""
         from ..packets import ORIGIN_NAMES, PROTO_NAMES, u32_to_ip
-        from .reference import Flow, ReferenceEvaluator, evaluate_new_flow
+        from .reference import Flow
         if origin not in (None, "pod", "external", "host"):
             raise InputError("must be pod, external or host", field="--from", value=origin)
         batch = self._resolve_origins(parse_packet(packet, origin=origin, ts=time))
@@ -160,10 +130,7 @@ class Dataplane:
         base = {"packet": packet, "from": flow.origin, "time": time}
         if established is not None:
             return {**base, **established}
-        if self._evaluator is None:
-            self._evaluator = ReferenceEvaluator(self.tables, self.options.node.local_ips,
-                                                 self.options.family)
-        outcome = evaluate_new_flow(self._evaluator, flow)
+        outcome = self.backend.evaluate_new_flow(flow)
         probs = np.array([b.prob for b in outcome.branches])
         if engine is not None:  # the branch that ends where the engine's packet went
             dnat = _verdict_dnat(engine)
@@ -186,7 +153,8 @@ class Dataplane:
                           "dnat": b.dnat, "masquerade": b.snat} for b in outcome.branches],
             "steps": [{"table": t, "chain": c, "rule": i, "text": text, "matched": m}
                       for t, c, i, text, m in chosen.steps],
-            "cost": {"rules_evaluated": chosen.rules_evaluated, "lookups": 0},
+            "cost": {"rules_evaluated": chosen.rules_evaluated,
+                     "lookups": getattr(chosen, "lookups", 0)},
         }
 
     def _established(self, batch: np.ndarray) -> dict | None:
@@ -224,12 +192,11 @@ class Dataplane:
         self._rng_state = int(seeds[0]) or 1
         if self.conntrack is not None:
             self.conntrack = _conntrack_table(self._config, int(seeds[1]))
-        self._recent = None
-        self._nth_counters = None
+        self.backend.reset_state()
 
     def prepare(self) -> None:
         """Build the engine's tables now (else the first ``process`` does)."""
-        self.lowered
+        self.backend.prepare()
 
     def packet_targets(self) -> np.ndarray:
         """Service frontends this node serves (TARGET_DTYPE): every ClusterIP, externalIP
@@ -238,53 +205,38 @@ class Dataplane:
 
     @property
     def lowered(self):
-        """The node's tables as the chain VM's packed arrays (rebuilt after each sync)."""
-        if self._lowered is None:
-            from .lowering import lower
-            self._lowered = lower(self.tables, self.options.family, self._endpoints)
-        return self._lowered
+        """The engine's packed tables (rebuilt after each sync)."""
+        return self.backend.lowered
 
     @property
     def endpoints(self) -> list[str]:
         """The endpoint table that verdicts' ``endpoint`` indexes ("ip:port"). It only grows:
         an index keeps its meaning across updates."""
-        self.lowered
-        return self._endpoints
+        self.backend.prepare()
+        return self.backend.endpoints
 
     def process(self, packets: np.ndarray) -> np.ndarray:
         """A batch of packets (PACKET_DTYPE) in, verdicts (VERDICT_DTYPE) out.
 
-        Each packet walks the node's hooks in the compiled chain VM, without the GIL. With
-        conntrack (the default), a packet of a flow already seen, in either direction, gets
-        the stored translation (``ct_hit``) and skips the nat rules, as in the kernel;
+        Each packet walks the node's hooks in the mode's compiled engine, without the GIL.
+        With conntrack (the default), a packet of a flow already seen, in either direction,
+        gets the stored translation (``ct_hit``) and skips the nat rules, as in the kernel;
         timestamps (``ts``) drive the conntrack timeouts. Packets with origin AUTO are
-        classified by source address first. Statistic draws continue one seeded stream
+        classified by source address first. Random draws continue one seeded stream
         across calls, so the same calls in the same order give the same verdicts.
         """
-        from .._cext import chains
         from ..packets import PACKET_DTYPE, empty_verdicts, ip_to_u32
         if not isinstance(packets, np.ndarray) or packets.dtype != PACKET_DTYPE:
             raise InputError("must be a numpy array of kproxy_emu.packets.PACKET_DTYPE",
                              field="packets", value=type(packets).__name__)
         packets = self._resolve_origins(np.ascontiguousarray(packets))
-        low = self.lowered
         out = empty_verdicts(len(packets))
         local = np.array([ip_to_u32(ip) for ip in self.options.node.local_ips if ":" not in ip],
                          dtype=np.uint32)
         masq_ip = ip_to_u32(self.options.node.primary_ip)
         table = self.conntrack.table_address() if self.conntrack is not None else 0
-        if self._recent is None and (low.rules["recent_list"] >= 0).any():
-            # xt_recent lists (session affinity), kept across calls like the kernel's
-            self._recent = (np.zeros(RECENT_SLOTS, np.uint64), np.zeros(RECENT_SLOTS))
-        keys, stamps = self._recent if self._recent is not None else (None, None)
-        if self._nth_counters is None:  # xt_statistic nth counters live as long as the rules
-            self._nth_counters = low.nth_counters.copy()
-        self._rng_state, full = chains.process(packets, out, low.rules, low.chains, low.hooks,
-                                               local, masq_ip, self._rng_state, table, keys,
-                                               stamps, low.port_ranges, self._nth_counters)
-        if full:
-            raise KproxyError(f"the session-affinity table is full ({RECENT_SLOTS} client "
-                              "addresses over all services)")
+        self._rng_state = self.backend.process(packets, out, local, masq_ip, self._rng_state,
+                                               table)
         return out
 
     def _resolve_origins(self, packets: np.ndarray) -> np.ndarray:
@@ -301,41 +253,20 @@ class Dataplane:
         return resolve_origins(packets.copy(), pods, hosts)
 
     def render(self, *, sorted: bool = False) -> str:
-        """iptables-restore input of a full sync, as kube-proxy writes it (``sorted``: the
+        """The mode's native text of a full sync, as kube-proxy writes it (``sorted``: the
         normalised form kube-proxy's unit tests compare)."""
-        return render_sorted(self.ruleset) if sorted else render(self.ruleset)
+        return self.backend.render(sorted=sorted)
 
 
-@dataclass
-class SyncResult:
-    """What one sync wrote and what it cost."""
-
-    full: bool
-    payload: Ruleset
-    text: str
-    changed: set[tuple[str, str]] = field(default_factory=set)
-    error: str | None = None  # the restore failed; the next sync is a full one
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
-    def lines(self) -> int:
-        return self.text.count("\n")
-
-    @property
-    def bytes(self) -> int:
-        return len(self.text.encode())
-
-    def cost(self) -> dict[str, int]:
-        """What this sync wrote, in the mode's own units (iptables: restore input)."""
-        return {"lines": self.lines, "bytes": self.bytes, "nat_rules": self.nat_rules}
-
-    @property
-    def nat_rules(self) -> int:
-        nat = self.payload.tables.get("nat")
-        return len(nat.rules) if nat else 0
+def _backend(dp: "Dataplane", mode: str, tables: Ruleset | None):
+    if mode == "iptables":
+        from .iptables_backend import IptablesBackend
+        return IptablesBackend(dp, tables)
+    if tables is not None:
+        raise InputError("a node's own iptables dump runs in iptables mode only", field="mode",
+                         value=mode)
+    raise InputError(f"unsupported mode (available: {', '.join(MODES)})", field="mode",
+                     value=mode)
 
 
 def _verdict_dnat(v) -> str | None:

@@ -1,0 +1,126 @@
+"""The iptables mode behind the Dataplane facade.
+
+It keeps the node's iptables state (``tables``) the way a node has it: the built-in chain
+jumps kube-proxy ensures, then every restore applied in turn (a failed restore changes
+nothing and makes the next sync a full one). Packets walk those tables in the chain VM
+(cext/chains.pyx) over the lowered arrays; traces use the reference evaluator.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import KproxyError
+from ..modes.iptables import builtin_jumps, compile_ruleset
+from ..netfilter.iptables_text import render, render_sorted
+from ..netfilter.restore import RestoreError, apply_restore, ensure_chain, ensure_rule
+from ..netfilter.ruleset import Ruleset
+from .sync import SyncResult
+
+if TYPE_CHECKING:
+    from .dataplane import Dataplane
+
+RECENT_SLOTS = 1 << 20
+
+
+class IptablesBackend:
+    mode = "iptables"
+
+    def __init__(self, dp: "Dataplane", tables: Ruleset | None = None):
+        self.dp = dp
+        self.tables = Ruleset()  # the node's iptables as they stand
+        self.endpoints: list[str] = []  # grows only: verdict indices keep their meaning
+        self._need_full_sync = True
+        self._full: Ruleset | None = None
+        self._evaluator = None
+        self._lowered = None
+        self._recent: tuple[np.ndarray, np.ndarray] | None = None
+        self._nth_counters: np.ndarray | None = None
+        if tables is not None:  # a node's own dump instead of compiled rules
+            self.tables = tables
+            self._full = tables
+            self._need_full_sync = False
+
+    # ---------------------------------------------------------------- rules
+    def view_changed(self) -> None:
+        self._full = None
+
+    @property
+    def ruleset(self) -> Ruleset:
+        """The restore payload of a full sync of the current cluster."""
+        if self._full is None:
+            self._full = compile_ruleset(self.dp.view)
+        return self._full
+
+    def sync(self, changed: set[tuple[str, str]] | None) -> SyncResult:
+        full = self._need_full_sync or changed is None
+        if full:
+            for table, chain, opts in builtin_jumps():
+                ensure_chain(self.tables, table, opts[-1].args[0])
+                ensure_rule(self.tables, table, chain, opts)
+        existing = list(self.tables.tables["nat"].chains) if "nat" in self.tables.tables else []
+        payload = compile_ruleset(self.dp.view, changed=None if full else changed,
+                                  existing_nat_chains=existing)
+        if full:
+            self._full = payload
+        text = render(payload)
+        result = SyncResult(full=full, payload=payload, text=text,
+                            changed=set() if changed is None else set(changed))
+        self._evaluator = None  # the tables change: rebuild the tracer's and VM's views
+        self._lowered = None
+        self._nth_counters = None
+        try:
+            apply_restore(self.tables, payload)
+            self._need_full_sync = False
+        except RestoreError as exc:
+            self._need_full_sync = True  # kube-proxy retries with a full sync
+            result.error = str(exc)
+        return result
+
+    def render(self, sorted: bool = False) -> str:
+        """iptables-restore input of a full sync, as kube-proxy writes it (``sorted``: the
+        normalised form kube-proxy's unit tests compare)."""
+        return render_sorted(self.ruleset) if sorted else render(self.ruleset)
+
+    # ---------------------------------------------------------------- packets
+    def evaluate_new_flow(self, flow):
+        from .reference import ReferenceEvaluator, evaluate_new_flow
+        if self._evaluator is None:
+            options = self.dp.options
+            self._evaluator = ReferenceEvaluator(self.tables, options.node.local_ips,
+                                                 options.family)
+        return evaluate_new_flow(self._evaluator, flow)
+
+    @property
+    def lowered(self):
+        """The node's tables as the chain VM's packed arrays (rebuilt after each sync)."""
+        if self._lowered is None:
+            from .lowering import lower
+            self._lowered = lower(self.tables, self.dp.options.family, self.endpoints)
+        return self._lowered
+
+    def prepare(self) -> None:
+        self.lowered
+
+    def reset_state(self) -> None:
+        self._recent = None
+        self._nth_counters = None
+
+    def process(self, packets: np.ndarray, out: np.ndarray, local: np.ndarray,
+                masq_ip: int, rng_state: int, conntrack: int) -> int:
+        from .._cext import chains
+        low = self.lowered
+        if self._recent is None and (low.rules["recent_list"] >= 0).any():
+            # xt_recent lists (session affinity), kept across calls like the kernel's
+            self._recent = (np.zeros(RECENT_SLOTS, np.uint64), np.zeros(RECENT_SLOTS))
+        keys, stamps = self._recent if self._recent is not None else (None, None)
+        if self._nth_counters is None:  # xt_statistic nth counters live as long as the rules
+            self._nth_counters = low.nth_counters.copy()
+        rng_state, full = chains.process(packets, out, low.rules, low.chains, low.hooks,
+                                         local, masq_ip, rng_state, conntrack, keys, stamps,
+                                         low.port_ranges, self._nth_counters)
+        if full:
+            raise KproxyError(f"the session-affinity table is full ({RECENT_SLOTS} client "
+                              "addresses over all services)")
+        return rng_state

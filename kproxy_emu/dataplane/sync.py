@@ -1,0 +1,46 @@
+"""What one sync of a mode wrote and what it cost."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SyncResult:
+    """One sync: full or partial, the payload in the mode's own model, its text (what
+    kube-proxy hands to iptables-restore, nft -f or ipvsadm/netlink), the services it
+    touched, and mode-specific size figures (``extra``)."""
+
+    full: bool
+    payload: object
+    text: str
+    changed: set[tuple[str, str]] = field(default_factory=set)
+    error: str | None = None  # the apply failed; the next sync is a full one
+    extra: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def lines(self) -> int:
+        return self.text.count("\n")
+
+    @property
+    def bytes(self) -> int:
+        return len(self.text.encode())
+
+    @property
+    def nat_rules(self) -> int:
+        """iptables: rules in the nat table of the payload (0 for other modes)."""
+        tables = getattr(self.payload, "tables", None)
+        nat = tables.get("nat") if isinstance(tables, dict) else None
+        return len(nat.rules) if nat else 0
+
+    def cost(self) -> dict[str, int]:
+        """What this sync wrote: lines and bytes of its text, plus the mode's own units
+        (iptables: nat rules; nftables: transaction operations and elements)."""
+        cost = {"lines": self.lines, "bytes": self.bytes}
+        if self.nat_rules:
+            cost["nat_rules"] = self.nat_rules
+        cost.update(self.extra)
+        return cost
