@@ -645,13 +645,13 @@ cdef inline int32_t sched_sh(ipvs_table_t* t, ipvs_svc_t* sv, const packet_t* p)
     d = tab[h]
     if not (sv.flags & SVC_F_SCHED1):
         return -1 if d < 0 or sh_unavailable(&t.dests[d]) else d
-    # ip_vs_sh_get_fallback: walk the other buckets from the hashed one
+    # ip_vs_sh_get_fallback: rehash with offsets (offset + ihash) % 256
     if d < 0:
         return -1
     if not sh_unavailable(&t.dests[d]):
         return d
-    for i in range(1, SH_TAB_SIZE):
-        d = tab[(h + i) % SH_TAB_SIZE]
+    for i in range(SH_TAB_SIZE):
+        d = tab[sh_hashkey(p.src_ip, port, (i + h) % SH_TAB_SIZE)]
         if not sh_unavailable(&t.dests[d]):
             return d
     return -1
