@@ -128,8 +128,8 @@ def render_transaction(rs: NftRuleset, tx: NftTransaction) -> str:
     for op in tx.ops:
         v, k, obj = op.verb, op.kind, op.obj
         if k == "table":
-            out.append(table_line(rs).replace("add", v, 1) if v == "add"
-                       else f"{v} table {_prefix(rs)}")
+            comment = f' {{ comment "{obj}" ; }}' if v == "add" and obj is not None else ""
+            out.append(f"{v} table {_prefix(rs)}{comment}")
         elif k == "chain":
             assert isinstance(obj, NftChain)
             out.append(chain_line(rs, obj) if v == "add" else f"{v} chain {_prefix(rs)} {obj.name}")
@@ -182,14 +182,33 @@ def _hex32(value: str) -> str:
 
 
 def _anon_set(items: list[str]) -> str:
-    """An anonymous set as nft prints it: one element collapses to the element itself."""
+    """An anonymous set as nft prints it: one element alone is printed bare; addresses and
+    prefixes are kept as intervals, sorted, adjacent or overlapping ones merged (two /16s
+    side by side list as one /15), each a prefix when it is one, else ``lo-hi``."""
     if len(items) == 1:
         return items[0]
     try:
-        items = sorted(items, key=lambda x: ipaddress.ip_network(x, strict=False))
+        nets = [ipaddress.IPv4Network(x, strict=False) for x in items]
     except ValueError:
-        pass
-    return "{ " + ", ".join(items) + " }"
+        return "{ " + ", ".join(items) + " }"
+    spans = sorted((int(n.network_address), int(n.broadcast_address)) for n in nets)
+    merged: list[list[int]] = []
+    for lo, hi in spans:
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    out = []
+    for lo, hi in merged:
+        a, b = ipaddress.IPv4Address(lo), ipaddress.IPv4Address(hi)
+        prefixes = list(ipaddress.summarize_address_range(a, b))
+        if len(prefixes) > 1:
+            out.append(f"{a}-{b}")
+        elif prefixes[0].prefixlen == 32:
+            out.append(str(a))
+        else:
+            out.append(str(prefixes[0]))
+    return "{ " + ", ".join(out) + " }"
 
 
 def list_rule_text(rule: NftRule) -> str:
@@ -241,24 +260,25 @@ def list_rule_text(rule: NftRule) -> str:
 _KEY_BYTES = {"ipv4_addr": 4, "inet_proto": 1, "inet_service": 2, "mark": 4}
 
 
-def _element_sort_key(s: NftSet, e: NftElement) -> tuple:
-    """nft sorts elements by each key component's value as the host (little-endian)
-    integer of its network-order bytes, which is why 1.2.3.4 lists before 172.30.0.41."""
-    out = []
+def _element_sort_key(s: NftSet, e: NftElement):
+    """nft sorts elements by the key's register bytes (each component in network order,
+    padded to 4 bytes) read as one little-endian number: the last component weighs most,
+    and 1.2.3.4 lists before 172.30.0.41 (checked against nft 1.0.6)."""
+    raw = b""
     for typ, part in zip(s.key_types, e.key):
         try:
             if typ == "ipv4_addr":
-                raw = ipaddress.IPv4Address(part).packed
+                b = ipaddress.IPv4Address(part).packed
             elif typ == "inet_proto":
-                raw = bytes([{"tcp": 6, "udp": 17, "sctp": 132}.get(part) or int(part)])
+                b = bytes([{"tcp": 6, "udp": 17, "sctp": 132}.get(part) or int(part)])
             elif typ == "inet_service":
-                raw = int(part).to_bytes(2, "big")
+                b = int(part).to_bytes(2, "big")
             else:
-                raw = int(part, 0).to_bytes(_KEY_BYTES.get(typ, 4), "big")
-            out.append(int.from_bytes(raw, "little"))
+                b = int(part, 0).to_bytes(_KEY_BYTES.get(typ, 4), "big")
         except ValueError:
-            out.append(part)
-    return tuple(out)
+            return (1, " . ".join(e.key))  # not a value nft would sort numerically
+        raw += b + bytes(-len(b) % 4)
+    return (0, int.from_bytes(raw, "little"))
 
 
 def _elements_text(s: NftSet) -> str:
