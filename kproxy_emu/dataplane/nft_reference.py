@@ -89,6 +89,18 @@ def _norm_value(typ: str, text: str):
     return int(text, 0)
 
 
+def _supported(sel: tuple[str, ...]) -> bool:
+    if sel in (("ip", "saddr"), ("ip", "daddr"), ("ip", "protocol"), ("meta", "l4proto"),
+               ("th", "dport"), ("th", "sport"), ("meta", "mark"), ("ct", "state"),
+               ("fib", "saddr", "type"), ("fib", "daddr", "type")):
+        return True
+    if sel[0] in _PROTOS and sel[1:] in (("dport",), ("sport",)):
+        return True
+    if sel[0] == "meta" and sel[1] in ("iifname", "oifname", "iif", "oif"):
+        return True
+    return sel[:3] == ("numgen", "random", "mod") and len(sel) == 4 and sel[3].isdigit()
+
+
 def _in_range(value, norm) -> bool:
     return norm[0] <= value <= norm[1] if isinstance(norm, tuple) else value == norm
 
@@ -106,6 +118,10 @@ class NftEvaluator:
             rules = []
             for i, r in enumerate(chain.rules):
                 items, _ = parse_rule(r.full_text)
+                for it in items:
+                    if isinstance(it, Match) and not all(_supported(s) for s in it.selectors):
+                        raise InputError("match not supported by the nftables evaluator",
+                                         field=f"chain {name} rule {i}", value=r.full_text)
                 rules.append(_Rule(items, r.full_text, i))
             self.chains[name] = rules
         self.sets = {name: _SetIndex(s) for name, s in table.sets.items()}
@@ -218,8 +234,14 @@ class NftEvaluator:
             if not choices:
                 self._step(b, chain, rule, False)
                 return [b], [], []
-            self._step(b, chain, rule, True)
             cont, ended, back = [], [], []
+            missed = 1.0 - sum(p for p, _ in choices)
+            if missed > 1e-12:  # numgen values without an element: the rule does not match
+                miss = b.copy()
+                miss.prob *= missed
+                self._step(miss, chain, rule, False)
+                cont.append(miss)
+            self._step(b, chain, rule, True)
             for prob, verdict in choices:
                 bb = b if len(choices) == 1 else b.copy()
                 bb.prob *= prob
