@@ -7,7 +7,7 @@ import pytest
 
 from kproxy_emu import Dataplane, packets, synth
 from kproxy_emu._cext import chains
-from kproxy_emu.dataplane.lowering import CHAIN_DTYPE, RULE_DTYPE
+from kproxy_emu.dataplane.lowering import CHAIN_DTYPE, HOT_DTYPE, RULE_DTYPE
 from kproxy_emu.dataplane.reference import Flow, ReferenceEvaluator, evaluate_new_flow
 from kproxy_emu.errors import InputError
 
@@ -27,6 +27,9 @@ def test_lowered_dtypes_match_the_c_structs():
         assert RULE_DTYPE.fields[name][1] == offset, name
     for name, offset in layout["chain_t"]["fields"].items():
         assert CHAIN_DTYPE.fields[name][1] == offset, name
+    assert layout["hot_t"]["itemsize"] == HOT_DTYPE.itemsize
+    for name, offset in layout["hot_t"]["fields"].items():
+        assert HOT_DTYPE.fields[name][1] == offset, name
 
 
 def agree(dp, batch):

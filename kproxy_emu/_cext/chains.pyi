@@ -6,7 +6,8 @@ import numpy.typing as npt
 
 def layout() -> dict[str, dict[str, Any]]: ...
 def process(packets: npt.NDArray[np.void], out: npt.NDArray[np.void],
-            rules: npt.NDArray[np.void], chains: npt.NDArray[np.void],
+            rules: npt.NDArray[np.void], hot: npt.NDArray[np.void],
+            chains: npt.NDArray[np.void],
             hooks: npt.NDArray[np.int32], local_ips: npt.NDArray[np.uint32],
             masquerade_ip: int, seed: int, conntrack: int = 0,
             recent_keys: npt.NDArray[np.uint64] | None = None,

@@ -117,7 +117,7 @@ class IptablesBackend:
         keys, stamps = self._recent if self._recent is not None else (None, None)
         if self._nth_counters is None:  # xt_statistic nth counters live as long as the rules
             self._nth_counters = low.nth_counters.copy()
-        rng_state, full = chains.process(packets, out, low.rules, low.chains, low.hooks,
+        rng_state, full = chains.process(packets, out, low.rules, low.hot, low.chains, low.hooks,
                                          local, masq_ip, rng_state, conntrack, keys, stamps,
                                          low.port_ranges, self._nth_counters)
         if full:

@@ -30,6 +30,9 @@ RULE_DTYPE = np.dtype([
     ("recent_rdest", "u1"), ("_pad1", "u2"), ("mport_off", "i4"), ("mport_n", "u1"),
     ("mport_kind", "u1"), ("_pad2", "u2"), ("nth_every", "u4"), ("nth_slot", "i4"),
 ], align=True)
+HOT_DTYPE = np.dtype([("src", "u4"), ("src_mask", "u4"), ("dst", "u4"), ("dst_mask", "u4"),
+                      ("flags", "u4"), ("proto", "u1"), ("in_origins", "u1"), ("_pad", "u2")],
+                     align=True)
 CHAIN_DTYPE = np.dtype([("start", "i4"), ("end", "i4"), ("policy", "u1"), ("builtin", "u1"),
                         ("_pad", "u2")], align=True)
 
@@ -39,6 +42,7 @@ T = {"NONE": 0, "ACCEPT": 1, "DROP": 2, "REJECT": 3, "RETURN": 4, "JUMP": 5, "GO
 F_SRC_NEG, F_DST_NEG, F_PROTO_NEG, F_DPORT, F_DPORT_NEG = 1, 2, 4, 8, 16
 F_SPORT, F_SPORT_NEG, F_MARK, F_MARK_NEG, F_CT, F_CT_NEG = 32, 64, 128, 256, 512, 1024
 F_NEVER, F_STAT_NEG, F_MPORT_NEG, F_NTH, F_RANDOM_FULLY = 2048, 4096, 8192, 16384, 32768
+F_COLD = 65536
 MULTIPORT_KINDS = {"--dports": 1, "--destination-ports": 1, "--sports": 2,
                    "--source-ports": 2, "--ports": 3}
 A_ANY, A_LOCAL, A_NOT_LOCAL = 0, 1, 2
@@ -60,6 +64,7 @@ _IGNORED_MATCHES = ("comment", "nfacct", "physdev", "limit", "pkttype")
 @dataclass
 class Lowered:
     rules: np.ndarray
+    hot: np.ndarray  # HOT_DTYPE: each rule's address/protocol/interface matches, packed
     chains: np.ndarray
     hooks: np.ndarray  # chain index per HOOKS entry, -1 when absent
     chain_names: list[tuple[str, str]]
@@ -136,9 +141,23 @@ def lower(tables: Ruleset, family: str = "IPv4", endpoints: list[str] | None = N
             pos += 1
         chains[cid]["end"] = pos
     hooks = np.array([index.get(h, -1) for h in HOOKS], dtype=np.int32)
-    return Lowered(np.array(rows, dtype=RULE_DTYPE), chains, hooks, chain_names, endpoints,
+    rules = np.array(rows, dtype=RULE_DTYPE)
+    return Lowered(rules, hot_rows(rules), chains, hooks, chain_names, endpoints,
                    np.array(extras.port_ranges, dtype=np.uint16).reshape(-1),
                    np.array(extras.nth_counters, dtype=np.uint32))
+
+
+def hot_rows(rules: np.ndarray) -> np.ndarray:
+    """The VM's first look at each rule; F_COLD marks rules with more matches to check."""
+    hot = np.zeros(len(rules), dtype=HOT_DTYPE)
+    for name in ("src", "src_mask", "dst", "dst_mask", "proto", "in_origins"):
+        hot[name] = rules[name]
+    cold = ((rules["flags"] & (F_DPORT | F_SPORT | F_MARK | F_CT | F_NTH)) != 0) \
+        | (rules["mport_kind"] != 0) | (rules["src_type"] != A_ANY) \
+        | (rules["dst_type"] != A_ANY) | (rules["recent_list"] >= 0) \
+        | (rules["prob"] != NO_STATISTIC)
+    hot["flags"] = rules["flags"] | np.where(cold, F_COLD, 0).astype(np.uint32)
+    return hot
 
 
 @dataclass
