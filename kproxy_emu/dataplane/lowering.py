@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -77,11 +78,17 @@ def _iface_matches(value: str, iface: str) -> bool:
     return iface.startswith(value[:-1]) if value.endswith("+") else iface == value
 
 
+@lru_cache(maxsize=1 << 16)
 def _cidr(value: str) -> tuple[int, int]:
     net = ipaddress.ip_network(value, strict=False)
     if net.version != 4:
         raise ValueError("IPv6 is not lowered yet")
     return int(net.network_address), int(net.netmask)
+
+
+@lru_cache(maxsize=1 << 18)
+def _ipv4(value: str) -> int:
+    return int(ipaddress.IPv4Address(value))
 
 
 def _range(spec: str) -> tuple[int, int]:
@@ -292,12 +299,12 @@ def _lower_rule(rule, row, cid, tname, index, family, endpoints, endpoint_index,
             ip, _, ports = source.partition(":")
             if "-" in ip or ports:
                 raise ValueError("SNAT to an address range or port range is not supported")
-            row["to_ip"] = int(ipaddress.IPv4Address(ip))
+            row["to_ip"] = _ipv4(ip)
     elif target == "DNAT":
         dest = topts["--to-destination"][0]
         ip, _, port = dest.rpartition(":")
         row["target_kind"] = T["DNAT"]
-        row["to_ip"] = int(ipaddress.IPv4Address(ip))
+        row["to_ip"] = _ipv4(ip)
         row["to_port"] = int(port)
         if dest not in endpoint_index:
             endpoint_index[dest] = len(endpoints)
