@@ -4,13 +4,13 @@ Each probe is one new flow: a TCP connect or one UDP datagram from a socket boun
 probe's source address and a never-reused source port, in the namespace of its origin.
 The decision comes from two observations:
 
-* conntrack NEW events of the node namespace (``conntrack -E``): an entry is confirmed
-  only once the packet has passed every hook, so the event's reply tuple tells DNAT
+* the node namespace's conntrack table, read over netlink after each wave: an entry is
+  confirmed only once the packet has passed every hook, so its reply tuple tells DNAT
   (reply source is the endpoint) and masquerade (reply destination is not the client);
-  no event means a filter rule ended the flow first. Events also record flows whose entry
-  is gone a moment later.
-* the client's fate: answered (SYN-ACK / echo), refused (the ICMP error or RST of a
-  REJECT) or nothing within the timeout (DROP).
+  no entry means a filter rule ended the flow first. (Conntrack deletes an entry whose
+  only reply is a RST, hence the listeners below.)
+* the client's fate: answered (SYN-ACK / echo), refused (the ICMP error of a REJECT) or
+  nothing within the timeout (DROP).
 
 Every address a probe can land on has a listener (wildcard per port in the pod and node
 namespaces, echoing UDP from the address it was sent to), so "refused" never comes from a
@@ -20,15 +20,13 @@ address: confirmed at POSTROUTING, dropped in INPUT) times out although a listen
 from __future__ import annotations
 
 import errno
-import re
 import select
 import socket
 import struct
-import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 from .topology import Lab, LabError
 
@@ -38,7 +36,7 @@ IP_PKTINFO = 8  # linux/in.h; not exported by Python's socket module
 _LINGER_RST = struct.pack("ii", 1, 0)
 _REFUSED = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES,
             errno.EPERM, errno.EHOSTDOWN}
-_TUPLE = re.compile(r"src=(\S+) dst=(\S+) sport=(\d+) dport=(\d+)")
+_PROTO_NAMES = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,90 +139,42 @@ class Servers:
         self._socks = []
 
 
-class ConntrackEvents:
-    """The node namespace's conntrack NEW events, keyed by original tuple."""
+class ConntrackTable:
+    """The node namespace's conntrack table over netlink (pyroute2): after each wave of
+    probes, every entry keyed by its original tuple, then a flush so the next wave's dump
+    holds only its own flows. Reading the table (not the event stream) loses nothing when
+    thousands of flows are confirmed at once."""
 
-    def __init__(self, lab: Lab, canary_port: int, ports: "PortAllocator"):
+    def __init__(self, lab: Lab):
+        from pyroute2 import Conntrack
         self.lab = lab
-        self.ports = ports
-        self.canary_port = canary_port
-        self.events: dict[tuple[str, str, int, str, int], tuple[str, int, str, int]] = {}
-        self.lost = False
-        self._cond = threading.Condition()
-        self._proc = lab.popen("node", ["stdbuf", "-oL", "conntrack", "-E", "-e", "NEW",
-                                        "-b", str(64 << 20)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self._reader = threading.Thread(target=self._read, name="kpe-ct-events", daemon=True)
-        self._reader.start()
-        self._errs = threading.Thread(target=self._read_err, daemon=True)
-        self._errs.start()
-        self._canary_sock = lab.sockets("node", [(socket.SOCK_STREAM,
-                                                  ("127.0.0.1", canary_port))])[0]
-        self._canary_sock.listen(64)
+        self._ct = Conntrack(netns=lab.assert_target("node"))
+        self.entries: dict[tuple[str, str, int, str, int], tuple[str, int, str, int]] = {}
         lab.on_close(self.close)
-        self.sync(timeout=5.0)  # subscribed before any probe
+        self.flush()
 
-    def _read(self) -> None:
-        assert self._proc.stdout is not None
-        for line in self._proc.stdout:
-            if "[NEW]" not in line:
+    def collect(self) -> None:
+        """Read every entry into ``entries`` (first seen wins), then flush the table."""
+        self.lab.assert_target("node")
+        for e in self._ct.dump_entries():
+            o, r = e.tuple_orig, e.tuple_reply
+            name = _PROTO_NAMES.get(o.proto)
+            if name is None:
                 continue
-            parts = line.split()
-            proto = parts[1] if len(parts) > 1 else ""
-            tuples = _TUPLE.findall(line)
-            if len(tuples) < 2:
-                continue
-            (s, d, sp, dp), (rs, rd, rsp, rdp) = tuples[0], tuples[1]
-            with self._cond:
-                self.events[(proto, s, int(sp), d, int(dp))] = (rs, int(rsp), rd, int(rdp))
-                self._cond.notify_all()
+            key = (name, o.saddr, int(o.sport or 0), o.daddr, int(o.dport or 0))
+            self.entries.setdefault(key, (r.saddr, int(r.sport or 0), r.daddr,
+                                          int(r.dport or 0)))
+        self.flush()
 
-    def _read_err(self) -> None:
-        assert self._proc.stderr is not None
-        for line in self._proc.stderr:
-            if "ENOBUFS" in line or "No buffer space" in line:
-                self.lost = True
-
-    def sync(self, timeout: float = 5.0) -> None:
-        """Wait until every event emitted so far has been read: open one more flow and
-        wait for its event (events of one namespace arrive in order)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            sport = self.ports.take("127.0.0.1")
-            key = ("tcp", "127.0.0.1", sport, "127.0.0.1", self.canary_port)
-            c = self.lab.sockets("node", [(socket.SOCK_STREAM, ("127.0.0.1", sport))])[0]
-            try:
-                c.settimeout(1.0)
-                try:
-                    c.connect(("127.0.0.1", self.canary_port))
-                except OSError:
-                    pass
-            finally:
-                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-                c.close()
-            try:
-                conn, _ = self._canary_sock.accept()
-                conn.close()
-            except OSError:
-                pass
-            with self._cond:
-                if self._cond.wait_for(lambda: key in self.events, timeout=0.5):
-                    return
-            if self._proc.poll() is not None:
-                raise LabError("conntrack -E exited in the node namespace")
-        raise LabError("conntrack events did not arrive (conntrack -E in the node namespace)")
+    def flush(self) -> None:
+        self.lab.assert_target("node")
+        self._ct.flush()
 
     def get(self, probe: Probe) -> tuple[str, int, str, int] | None:
-        return self.events.get((probe.proto, probe.src, probe.sport, probe.dst, probe.dport))
+        return self.entries.get((probe.proto, probe.src, probe.sport, probe.dst, probe.dport))
 
     def close(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-        self._canary_sock.close()
+        self._ct.close()
 
 
 class PortAllocator:
@@ -246,9 +196,10 @@ class PortAllocator:
         return port
 
 
-def send(lab: Lab, probes: list[Probe], *, timeout: float = 0.6,
-         wave: int = 256) -> list[tuple[str, float]]:
-    """Send every probe (``wave`` at a time); per probe the client's fate and wait."""
+def send(lab: Lab, probes: list[Probe], *, timeout: float = 0.6, wave: int = 256,
+         after_wave: Callable[[], None] | None = None) -> list[tuple[str, float]]:
+    """Send every probe (``wave`` at a time); per probe the client's fate and wait.
+    ``after_wave`` runs once each wave's sockets are closed (e.g. read conntrack)."""
     out: list[tuple[str, float]] = [("timeout", timeout)] * len(probes)
     for start in range(0, len(probes), wave):
         batch = list(range(start, min(start + wave, len(probes))))
@@ -269,6 +220,8 @@ def send(lab: Lab, probes: list[Probe], *, timeout: float = 0.6,
                 except OSError:
                     pass
                 s.close()
+        if after_wave is not None:
+            after_wave()
     return out
 
 

@@ -1,8 +1,8 @@
-"""A lab built for one emulated node: namespaces, the node's rules, listeners, events.
+"""A lab built for one emulated node: namespaces, the node's rules, listeners, conntrack.
 
 ``NodeLab(dp, clients)`` places every endpoint the rules DNAT to (node addresses stay in
 the node namespace, the rest go to the pod namespace), the chosen clients, and the node's
-own addresses; loads the mode's rules; starts the listeners and the conntrack event reader;
+own addresses; loads the mode's rules; starts the listeners and opens the node's conntrack table;
 ``probe(...)`` then sends flows and returns the kernel's verdict for each.
 """
 from __future__ import annotations
@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 
 from ..netfilter.iptables_text import render
 from .load import LoadResult, load_iptables, load_nftables, node_sysctls
-from .replay import ConntrackEvents, KernelResult, PortAllocator, Probe, Servers, classify, send
+from .replay import ConntrackTable, KernelResult, PortAllocator, Probe, Servers, classify, send
 from .topology import Lab, LabError, LabPlan, raise_nofile
 
 _IPT_DNAT = re.compile(r"^-A .*?-p (\w+)\b.*?--to-destination (\d+\.\d+\.\d+\.\d+):(\d+)", re.M)
 _NFT_DNAT = re.compile(r"\b(tcp|udp|sctp)?\b.*?dnat (?:ip )?to (\d+\.\d+\.\d+\.\d+):(\d+)")
-CANARY_PORTS = range(1023, 0, -1)  # privileged, so no service or ephemeral port collides
 
 
 @dataclass
@@ -114,11 +113,9 @@ class NodeLab:
         try:
             if self.do_load:
                 self.load_result = self.load_rules()
-            used = {p for ports in self.ports.values() for _, p in ports}
-            canary = next(p for p in CANARY_PORTS if p not in used)
-            self.alloc = PortAllocator(used | {canary})
+            self.alloc = PortAllocator({p for ports in self.ports.values() for _, p in ports})
             self.servers = Servers(self.lab, {r: p for r, p in self.ports.items() if p})
-            self.events = ConntrackEvents(self.lab, canary, self.alloc)
+            self.conntrack = ConntrackTable(self.lab)
         except BaseException:
             self.lab.close()
             raise
@@ -160,11 +157,10 @@ class NodeLab:
         """Send the probes; the kernel's verdict for each (ports must come from
         ``self.alloc``)."""
         assert self.lab is not None
-        fates = send(self.lab, probes, timeout=timeout)
-        self.events.sync()
+        fates = send(self.lab, probes, timeout=timeout, after_wave=self.conntrack.collect)
         out = []
         for p, (client, waited) in zip(probes, fates):
-            reply = self.events.get(p)
+            reply = self.conntrack.entries.pop((p.proto, p.src, p.sport, p.dst, p.dport), None)
             final = (reply[0], reply[1]) if reply else (p.dst, p.dport)
             out.append(classify(p, client, reply, self.served(final[0], p.proto, final[1]),
                                 waited))
