@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, cast
 
 from ..errors import InputError
 from ..netfilter.nft import Match, NftRuleset, NftSet, Statement, parse_rule
@@ -188,8 +188,10 @@ class NftEvaluator:
         value = self._selector(sel, b, flow)
         if m.mask is not None:
             value &= int(m.mask, 0)
-        typ = {("ip", "saddr"): "ipv4_addr", ("ip", "daddr"): "ipv4_addr",
-               ("meta", "l4proto"): "inet_proto"}.get(sel, "integer")
+        types: dict[tuple[str, ...], str] = {("ip", "saddr"): "ipv4_addr",
+                                             ("ip", "daddr"): "ipv4_addr",
+                                             ("meta", "l4proto"): "inet_proto"}
+        typ = types.get(sel, "integer")
         hit = any(_in_range(value, _norm_value(typ, v)) for v in m.values)
         return hit == (m.op == "==")
 
@@ -237,13 +239,13 @@ class NftEvaluator:
             cont, ended, back = [], [], []
             missed = 1.0 - sum(p for p, _ in choices)
             if missed > 1e-12:  # numgen values without an element: the rule does not match
-                miss = b.copy()
+                miss = cast(NftBranch, b.copy())
                 miss.prob *= missed
                 self._step(miss, chain, rule, False)
                 cont.append(miss)
             self._step(b, chain, rule, True)
             for prob, verdict in choices:
-                bb = b if len(choices) == 1 else b.copy()
+                bb = b if len(choices) == 1 else cast(NftBranch, b.copy())
                 bb.prob *= prob
                 c, e, r = self._verdict(verdict.split(), flow, bb, iface_in, iface_out, depth)
                 cont += c

@@ -104,6 +104,7 @@ def service_cidrs_for(cluster: Cluster, family: str = "IPv4",
                       override: list[str] | None = None) -> list[str]:
     """The service CIDRs of the proxier's family: ``override`` (``--service-cidr``) when
     given, else every ServiceCIDR object's CIDRs (kube-proxy's OnServiceCIDRsChanged)."""
+    raw: list[tuple[str, str, str | None]]
     if override is not None:
         raw = [(c, "--service-cidr", None) for c in override]
     else:
@@ -241,8 +242,8 @@ class NftProxier:
         for dst, src, extra in JUMP_CHAINS:
             ensure(dst)
             tx.add_rule(src, f"{extra} jump {dst}".strip())
-        for chain in (SERVICES, CLUSTER_IPS_CHECK, MASQUERADING, MARK_MASQ):
-            ensure(chain)
+        for top in (SERVICES, CLUSTER_IPS_CHECK, MASQUERADING, MARK_MASQ):
+            ensure(top)
         tx.add_rule(MARK_MASQ, f"mark set mark or {mark}")
         tx.add_rule(MASQUERADING, f"mark and {mark} == 0 return")
         tx.add_rule(MASQUERADING, f"mark set mark xor {mark}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, cast
 
 from ..errors import KproxyError
 
@@ -237,19 +237,19 @@ class NftRuleset:
                     raise NftError(f"rule in {obj.chain} uses missing set {ref}")
             chain.rules.append(obj)
         elif kind == "element":
-            name, elem = obj  # type: ignore[misc]
-            s = self.sets.get(name)
-            if s is None:
+            name, elem = cast("tuple[str, NftElement]", obj)
+            container = self.sets.get(name)
+            if container is None:
                 raise NftError(f"no such set {name}")
             if verb == "add":
-                for target in _targets(" ".join(elem.value)):
-                    if target not in self.chains:
-                        raise NftError(f"element of {name} jumps to missing chain {target}")
-                s.elements[elem.key] = elem
+                for dest in _targets(" ".join(elem.value)):
+                    if dest not in self.chains:
+                        raise NftError(f"element of {name} jumps to missing chain {dest}")
+                container.elements[elem.key] = elem
             elif verb == "delete":
-                if elem.key not in s.elements:
+                if elem.key not in container.elements:
                     raise NftError(f"no such element {' . '.join(elem.key)} in {name}")
-                del s.elements[elem.key]
+                del container.elements[elem.key]
             else:
                 raise NftError("elements cannot be flushed")
         else:
@@ -402,8 +402,8 @@ def parse_rule(text: str) -> tuple[list[Match | Statement], str | None]:
             if got is None:
                 raise NftError(f"cannot parse rule at '{t}': {text}")
             while True:
-                sel, i = got
-                sels.append(sel)
+                found, i = got
+                sels.append(found)
                 if i < n and tokens[i] == ".":
                     got = _read_selector(tokens, i + 1)
                     if got is None:

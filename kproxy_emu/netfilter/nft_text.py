@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import cast
 
 from ..errors import InputError
 from .nft import (NftChain, NftElement, NftRule, NftRuleset, NftSet, NftTransaction,
@@ -140,7 +141,7 @@ def render_transaction(rs: NftRuleset, tx: NftTransaction) -> str:
             assert isinstance(obj, NftRule)
             out.append(rule_line(rs, obj))
         else:
-            name, elem = obj  # type: ignore[misc]
+            name, elem = cast("tuple[str, NftElement]", obj)
             text = _element_text(elem) if v == "add" else " . ".join(elem.key)
             out.append(f"{v} element {_prefix(rs)} {name} {{ {text} }}")
     return "\n".join(out) + ("\n" if out else "")
@@ -412,11 +413,11 @@ def parse_dump(text: str, source: str = "<dump>") -> NftRuleset:
             if not (inner.startswith("{") and inner.endswith("}")):
                 raise InputError("expected '{ element }'", field=where, value=inner)
             inner = inner[1:-1].strip()
-            key_text, _, value_text = inner.partition(" : ")
-            key_text, comment = split_comment(key_text)
-            key = tuple(p.strip() for p in key_text.split(" . "))
-            value = tuple(p.strip() for p in value_text.split(" . ")) if value_text else ()
-            s_.elements[key] = NftElement(key, value, comment)
+            key_part, _, value_part = inner.partition(" : ")
+            key_part, elem_comment = split_comment(key_part)
+            elem_key = tuple(p.strip() for p in key_part.split(" . "))
+            elem_value = tuple(p.strip() for p in value_part.split(" . ")) if value_part else ()
+            s_.elements[elem_key] = NftElement(elem_key, elem_value, elem_comment)
     if rs is None:
         raise InputError("empty nftables dump", field=source)
     return rs
