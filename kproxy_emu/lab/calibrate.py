@@ -30,6 +30,7 @@ DEFAULT_SERVICES = (100, 1000, 5000, 10000, 20000)
 @dataclass
 class PositionTiming:
     position: int          # 1-based rule index in KUBE-SERVICES
+    rules: int             # rules the emulator evaluates for this flow (all hooks)
     service: str
     samples: int
     median_us: float
@@ -134,12 +135,14 @@ def measure(n: int, *, samples: int = 200, positions: int = 5, seed: int = 0,
                     failed[pos] += 1
         for pos, key in chosen:
             t = np.asarray(times[pos]) if times[pos] else np.asarray([np.nan])
+            trace = dp.trace(f"tcp {src}:40000 -> {key[0]}:{key[1]}", origin="host")
             result.positions.append(PositionTiming(
-                pos, svc_eps.get(key, f"{key[0]}:{key[1]}"), len(times[pos]),
+                pos, int(trace["cost"]["rules_evaluated"]),
+                svc_eps.get(key, f"{key[0]}:{key[1]}"), len(times[pos]),
                 float(np.median(t)), float(np.percentile(t, 10)), float(np.percentile(t, 90)),
                 failed[pos]))
     ok = [p for p in result.positions if p.samples]
-    result.ns_per_rule = slope([p.position for p in ok], [p.median_us * 1e3 for p in ok])
+    result.ns_per_rule = slope([p.rules for p in ok], [p.median_us * 1e3 for p in ok])
     return result
 
 
@@ -175,8 +178,7 @@ def _endpoint_ips(dp, keys: set[tuple[str, int]]) -> list[str]:
 def calibrate(services=DEFAULT_SERVICES, *, samples: int = 200, positions: int = 5,
               seed: int = 0, backend: str = "nft", mode: str = "iptables",
               progress=None) -> dict:
-    """Every service count in turn; the JSON-ready result (per-rule cost overall = slope
-    over every (position, median) pair of every run)."""
+    """Every service count in turn; the JSON-ready result (see ``fit``)."""
     runs = []
     for n in services:
         start = time.perf_counter()
@@ -185,33 +187,44 @@ def calibrate(services=DEFAULT_SERVICES, *, samples: int = 200, positions: int =
         runs.append(run)
         if progress:
             progress(run, time.perf_counter() - start)
-    xs = [p.position for r in runs for p in r.positions if p.samples]
-    ys = [p.median_us * 1e3 for r in runs for p in r.positions if p.samples]
-    # drift between runs shifts whole rows: fit each run's own offset, one common slope
-    if runs:
-        centred_x, centred_y = [], []
-        for r in runs:
-            pts = [(p.position, p.median_us * 1e3) for p in r.positions if p.samples]
-            if len(pts) > 1:
-                mx = sum(x for x, _ in pts) / len(pts)
-                my = sum(y for _, y in pts) / len(pts)
-                centred_x += [x - mx for x, _ in pts]
-                centred_y += [y - my for _, y in pts]
-        common = (float(np.dot(centred_x, centred_y) / np.dot(centred_x, centred_x))
-                  if centred_x and np.dot(centred_x, centred_x) > 0 else 0.0)
-    else:
-        common = 0.0
+    pts = [(r.services, p.rules, p.median_us * 1e3) for r in runs for p in r.positions
+           if p.samples]
+    common, base = fit(pts)
     return {
         "kind": "kproxy-emu kernel calibration",
-        "mode": mode, "backend": "iptables-nft" if backend == "nft" else "iptables-legacy",
         "kernel": platform.release(), "machine": platform.machine(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "path": "host-originated TCP connect (nat OUTPUT), new flow each, median",
+        "path": "host-originated TCP connect to a ClusterIP (nat OUTPUT, DNAT to a pod, "
+                "SYN to SYN-ACK), a new flow each time; medians",
         "samples_per_position": samples, "seed": seed,
-        "ns_per_rule": common,
-        "ns_per_rule_pooled": slope(xs, ys),
+        # what `kproxy-emu bench` reads: latency = base_ns + rules evaluated x ns_per_rule
+        "modes": {mode: {"base_ns": base, "ns_per_rule": common,
+                         "backend": "iptables-nft" if backend == "nft" else "iptables-legacy"}},
         "runs": [asdict(r) for r in runs],
     }
+
+
+def fit(points: list[tuple[int, int, float]]) -> tuple[float, float]:
+    """(ns per rule, base ns) from (run, rules, median ns) points: one slope shared by
+    every run, each run centred on its own mean first (drift between runs moves whole
+    runs, kernel-anchors.md caveats), the base from the pooled means."""
+    runs: dict[int, list[tuple[int, float]]] = {}
+    for run, x, y in points:
+        runs.setdefault(run, []).append((x, y))
+    cx, cy = [], []
+    for pts in runs.values():
+        if len(pts) > 1:
+            mx = sum(x for x, _ in pts) / len(pts)
+            my = sum(y for _, y in pts) / len(pts)
+            cx += [x - mx for x, _ in pts]
+            cy += [y - my for _, y in pts]
+    sxx = float(np.dot(cx, cx)) if cx else 0.0
+    common = float(np.dot(cx, cy)) / sxx if sxx > 0 else 0.0
+    if not points:
+        return common, 0.0
+    mx = sum(x for _, x, _ in points) / len(points)
+    my = sum(y for _, _, y in points) / len(points)
+    return common, my - common * mx
 
 
 def write(result: dict, path: str) -> None:

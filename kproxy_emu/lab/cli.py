@@ -1,0 +1,108 @@
+"""``kproxy-emu verify`` and ``kproxy-emu calibrate`` (real kernel; root).
+
+The main CLI registers them with ``add_parsers(subparsers)``. Exit codes follow the CLI's:
+0 agreement, 1 a disagreement, 2 bad input, not root or a missing tool (LabUnavailable is a
+KproxyError, which the main CLI turns into one line and exit 2).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ..errors import InputError
+
+DEFAULT_CALIBRATION = Path.home() / ".cache" / "kproxy-emu" / "calibration.json"
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N,N,..., got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive counts, got {text!r}")
+    return values
+
+
+def add_parsers(sub) -> None:
+    from ..cli import _node_options
+
+    p = sub.add_parser("verify", help="load a node's rules into a real kernel (network "
+                       "namespaces, root) and compare its verdicts with the emulator's")
+    p.add_argument("files", nargs="+", metavar="FILE", help="manifest files or directories")
+    p.add_argument("--mode", default=None, choices=("iptables", "nftables"),
+                   help="proxy mode (default: the --config mode, else iptables)")
+    _node_options(p)
+    p.add_argument("--packets", type=int, default=2000,
+                   help="new flows sent at the node's service frontends (2000)")
+    p.add_argument("--seed", type=int, default=0, help="seed for flows and choices (0)")
+    p.add_argument("--distribution-classes", type=int, default=4,
+                   help="flow classes with a random endpoint choice tested for their "
+                        "distribution (4)")
+    p.add_argument("--distribution-flows", type=int, default=300,
+                   help="flows per distribution class, at least (300)")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("calibrate", help="measure kernel costs in a lab (root): load time "
+                       "and first-packet latency per rule, written as JSON for bench")
+    p.add_argument("--out", metavar="FILE", default=None,
+                   help=f"output JSON (default {DEFAULT_CALIBRATION}; - for stdout)")
+    p.add_argument("--services", type=_int_list, default=[100, 1000, 5000, 10000, 20000],
+                   metavar="LIST", help="service counts (100,1000,5000,10000,20000)")
+    p.add_argument("--samples", type=int, default=200,
+                   help="timed connections per rule position (200)")
+    p.add_argument("--positions", type=int, default=5,
+                   help="rule positions probed per service count (5)")
+    p.add_argument("--backend", choices=("nft", "legacy"), default="nft",
+                   help="iptables backend: nft (Debian's default) or legacy (x_tables)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the clusters (0)")
+    p.set_defaults(func=_cmd_calibrate)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from ..cli import _dataplane
+    from .compare import verify
+    from .env import check
+
+    if args.packets < 0:
+        raise InputError("must be >= 0", field="--packets", value=args.packets)
+    check(args.mode or "iptables")
+    dp = _dataplane(args)
+    report = verify(dp.cluster, dataplane=dp, packets=args.packets, seed=args.seed,
+                    distribution_classes=args.distribution_classes,
+                    distribution_flows=args.distribution_flows)
+    print(report.table())
+    return 0 if report.ok else 1
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    import json
+
+    from .calibrate import calibrate, write
+    from .env import check
+
+    if args.samples <= 0 or args.positions < 2:
+        raise InputError("need --samples >= 1 and --positions >= 2",
+                         field="--samples/--positions", value=(args.samples, args.positions))
+    check("iptables")
+
+    def progress(run, seconds):
+        print(f"{run.services:>6} services: load {run.load_seconds:.3f} s "
+              f"({run.lines} lines), {run.ns_per_rule:.1f} ns/rule; medians "
+              + ", ".join(f"rule {p.position}: {p.median_us:.1f} us" for p in run.positions)
+              + f" [{seconds:.1f} s]", file=sys.stderr)
+
+    result = calibrate(args.services, samples=args.samples, positions=args.positions,
+                       seed=args.seed, backend=args.backend, progress=progress)
+    if args.out == "-":
+        print(json.dumps(result, indent=2))
+        return 0
+    out = Path(args.out) if args.out else DEFAULT_CALIBRATION
+    os.makedirs(out.parent, exist_ok=True)
+    write(result, str(out))
+    print(f"iptables: {result['modes']['iptables']['ns_per_rule']:.1f} ns per rule, base "
+          f"{result['modes']['iptables']['base_ns'] / 1000:.1f} us; written to {out}",
+          file=sys.stderr)
+    return 0
