@@ -142,7 +142,17 @@ class NftSyncResult:
 
     @property
     def total_ops(self) -> int:
+        """Both transactions' operations: the sync's cost in nft commands."""
         return len(self.transaction) + (len(self.cleanup) if self.cleanup else 0)
+
+    @property
+    def element_ops(self) -> int:
+        """Set/map element adds and deletes in the main transaction."""
+        return sum(1 for op in self.transaction.ops if op.kind == "element")
+
+    @property
+    def rule_ops(self) -> int:
+        return sum(1 for op in self.transaction.ops if op.kind == "rule")
 
 
 class _ElementStorage:

@@ -153,14 +153,39 @@ class NftRuleset:
     # ------------------------------------------------------------------ transactions
     def apply(self, tx: NftTransaction) -> None:
         """Run a transaction atomically: on any error nothing changes (NftError)."""
+        if not tx.ops:
+            return
         work = self.copy()
+        work._refs = None
         for i, op in enumerate(tx.ops):
+            if not (op.verb == "delete" and op.kind == "chain"):
+                work._refs = None  # the chain reference index is only kept across deletes
             try:
                 work._apply_op(op)
             except NftError as exc:
                 raise NftError(f"operation {i + 1} ({op.verb} {op.kind}): {exc.message}") from None
         self.exists, self.comment = work.exists, work.comment
         self.sets, self.chains = work.sets, work.chains
+
+    _refs: dict[str, list[str]] | None = None
+
+    def _chain_refs(self) -> dict[str, list[str]]:
+        """chain -> the chains and maps that jump or go to it (built once per run of
+        deletes: a cleanup transaction deleting many chains scans the table once)."""
+        if self._refs is None:
+            refs: dict[str, list[str]] = {}
+            for c in self.chains.values():
+                for r in c.rules:
+                    for target in _targets(r.text):
+                        if target != c.name:
+                            refs.setdefault(target, []).append(c.name)
+            for s in self.sets.values():
+                if s.value_type == "verdict":
+                    for e in s.elements.values():
+                        for target in _targets(" ".join(e.value)):
+                            refs.setdefault(target, []).append(s.name)
+            self._refs = refs
+        return self._refs
 
     def _need_table(self) -> None:
         if not self.exists:
@@ -199,13 +224,14 @@ class NftRuleset:
             elif verb == "flush":
                 have.rules.clear()
             else:
-                users = [c.name for c in self.chains.values() if c.name != obj.name
-                         and any(obj.name in _targets(r.text) for r in c.rules)]
-                users += [s.name for s in self.sets.values()
-                          if any(obj.name in _targets(" ".join(e.value))
-                                 for e in s.elements.values())]
-                if users:
-                    raise NftError(f"chain {obj.name} is still used by {users[0]}")
+                refs = self._chain_refs()
+                if refs.get(obj.name):
+                    raise NftError(f"chain {obj.name} is still used by {refs[obj.name][0]}")
+                for r in have.rules:
+                    for target in _targets(r.text):
+                        users = refs.get(target)
+                        if users and obj.name in users:
+                            users.remove(obj.name)
                 del self.chains[obj.name]
         elif kind in ("set", "map"):
             assert isinstance(obj, NftSet)
