@@ -165,3 +165,50 @@ def test_failed_transaction_changes_nothing_and_forces_a_full_sync(tmp_path):
     result = proxier.sync(view, set())  # the retry is a full sync and repairs the table
     assert result.ok and result.full
     _assert_same(render_dump(proxier.table), before)
+
+
+def test_live_listing_parses_back_and_traces_like_the_compiled_table(tmp_path):
+    """A real node's ``nft list ruleset`` (with other tables around it) parses into a table
+    that lists back identically and sends every packet where the compiled table does."""
+    from kproxy_emu.dataplane.nft_reference import NftEvaluator, evaluate_nft_flow
+    from kproxy_emu.dataplane.reference import Flow
+    from kproxy_emu.netfilter.nft_text import parse_list
+
+    fx = fixture("nftables-overall.json")
+    live = (FIXTURES / "live" / "nftables-overall.nft-list-ruleset.txt").read_text()
+    other = "table inet filter {\n\tchain input {\n\t\ttype filter hook input priority filter; " \
+            "policy accept;\n\t\tct state established accept # handle 3\n\t}\n}\n"
+    parsed = parse_list(other + live)
+    assert render_list(parsed) == live
+    options = options_for(fx["environment"], tmp_path)
+    view = view_of(options, fx["input"]["services"], fx["input"]["endpointSlices"])
+    compiled = compile_nftables(view, service_cidrs=SERVICE_CIDRS)
+    a, b = (NftEvaluator(t, options.node.local_ips) for t in (compiled, parsed))
+    flows = 0
+    for sp in view.service_ports:
+        for src, origin in (("10.0.0.2", "pod"), ("203.0.113.2", "external"),
+                            ("203.0.113.130", "external"), ("192.168.0.2", "host"),
+                            ("10.180.0.3", "pod")):
+            dests = [(sp.cluster_ip, sp.port), (sp.cluster_ip, sp.port + 1),
+                     *((ip, sp.port) for ip in sp.external_ips + sp.lb_ips)]
+            if sp.node_port:
+                dests.append(("192.168.0.2", sp.node_port))
+            for dst, port in dests:
+                flow = Flow(src, dst, sp.proto, 40000, port, origin)
+                x, y = evaluate_nft_flow(a, flow), evaluate_nft_flow(b, flow)
+                assert (x.candidates, x.kube_proxy_output(), x.masquerade) == \
+                    (y.candidates, y.kube_proxy_output(), y.masquerade), flow
+                flows += 1
+    assert flows > 50
+
+
+def test_bad_listing():
+    from kproxy_emu.errors import InputError
+    from kproxy_emu.netfilter.nft_text import parse_list
+    with pytest.raises(InputError) as e:
+        parse_list("table ip other {\n}\n")
+    assert "no 'table ip kube-proxy'" in e.value.message
+    with pytest.raises(InputError) as e:
+        parse_list("table ip kube-proxy {\n\tchain c {\n\t\ttype filter hook input priority "
+                   "bogus; policy accept;\n\t}\n}\n")
+    assert e.value.value == "bogus"

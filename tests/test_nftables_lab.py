@@ -11,7 +11,8 @@ from kproxy_emu import synth
 from kproxy_emu.dataplane.dataplane import changed_services, resolve_node
 from kproxy_emu.model import Cluster
 from kproxy_emu.modes.nftables import NftProxier, compile_nftables, service_cidrs_for
-from kproxy_emu.netfilter.nft_text import render_list, render_nft_file, render_transaction
+from kproxy_emu.netfilter.nft_text import (parse_list, render_list, render_nft_file,
+                                           render_transaction)
 from kproxy_emu.proxy import ProxyOptions, ProxyView
 
 from .conftest import as_manifests
@@ -73,7 +74,9 @@ def test_lab_compiled_tables_list_as_the_kernel_prints(tmp_path):
     tables.append(compile_nftables(view_of(other, [svc], fx["input"]["endpointSlices"]),
                                    service_cidrs=["172.30.0.0/16", "172.31.0.0/16"]))
     for table in tables:
-        assert _real_list([render_nft_file(table)]) == render_list(table)
+        real = _real_list([render_nft_file(table)])
+        assert real == render_list(table)
+        assert render_list(parse_list(real)) == real
 
 
 @pytest.mark.lab

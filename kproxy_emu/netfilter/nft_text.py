@@ -220,12 +220,13 @@ def list_rule_text(rule: NftRule) -> str:
     i = 0
     while i < len(toks):
         t = toks[i]
-        if t == "mark" and i + 1 < len(toks) and toks[i + 1] == "set":
+        plain_mark = t == "mark" and (i == 0 or toks[i - 1] != "meta")
+        if plain_mark and i + 1 < len(toks) and toks[i + 1] == "set":
             # mark set mark or|xor M  ->  meta mark set meta mark |/^ 0x0000M
             op = {"or": "|", "xor": "^", "and": "&"}.get(toks[i + 3], toks[i + 3])
             out += ["meta mark set meta mark", op, _hex32(toks[i + 4])]
             i += 5
-        elif t == "mark" and i + 1 < len(toks) and toks[i + 1] == "and":
+        elif plain_mark and i + 1 < len(toks) and toks[i + 1] == "and":
             out += ["meta mark &", _hex32(toks[i + 2]), toks[i + 3], _hex32(toks[i + 4])]
             i += 5
         elif t == "{":
@@ -249,7 +250,7 @@ def list_rule_text(rule: NftRule) -> str:
             if toks[j] in ("!=", "=="):
                 out.append(toks[j])
                 j += 1
-            out.append(f'"{toks[j]}"')
+            out.append(f'"{toks[j].strip(chr(34))}"')
             i = j + 1
         else:
             out.append(t)
@@ -420,4 +421,145 @@ def parse_dump(text: str, source: str = "<dump>") -> NftRuleset:
             s_.elements[elem_key] = NftElement(elem_key, elem_value, elem_comment)
     if rs is None:
         raise InputError("empty nftables dump", field=source)
+    return rs
+
+
+# ---------------------------------------------------------------------- nft list parser
+_PRIO_NAMES = dict(_STD_PRIOS)
+_TIME_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
+
+
+def _parse_priority(text: str, where: str) -> int:
+    """``dstnat - 10`` / ``filter`` / ``-110`` -> -110 / 0 / -110."""
+    words = text.split()
+    try:
+        base = _PRIO_NAMES[words[0]] if words[0] in _PRIO_NAMES else int(words[0])
+        if len(words) == 3:
+            base += int(words[2]) * (-1 if words[1] == "-" else 1)
+        return base
+    except (ValueError, IndexError):
+        raise InputError("cannot read chain priority", field=where, value=text) from None
+
+
+def _parse_time(text: str, where: str) -> int:
+    total, rest = 0.0, text
+    for m in re.finditer(r"(\d+)(ms|d|h|m|s)", text):
+        total += int(m.group(1)) * _TIME_UNITS[m.group(2)]
+        rest = rest.replace(m.group(0), "", 1)
+    if rest.strip() or not text:
+        raise InputError("cannot read a timeout", field=where, value=text)
+    return int(total)
+
+
+def _split_elements(text: str) -> list[str]:
+    """Top-level ", " separated items of an ``elements = { ... }`` body (quotes respected)."""
+    items, cur, quoted = [], [], False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+        if ch == "," and not quoted:
+            items.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    if "".join(cur).strip():
+        items.append("".join(cur).strip())
+    return items
+
+
+def parse_list(text: str, family: str = "ip", name: str = "kube-proxy",
+               source: str = "<nft list ruleset>") -> NftRuleset:
+    """The ``table <family> <name>`` of ``nft list ruleset`` output (other tables are
+    skipped), e.g. a real node's, as a ruleset the evaluator can run. Rules keep nft's
+    spelling (``meta mark set meta mark | 0x00004000``), which the evaluator reads too;
+    ``# handle N`` annotations (``nft -a``) are dropped."""
+    rs = NftRuleset(family, name)
+    lines = text.splitlines()
+    i, n = 0, len(lines)
+    found = False
+    while i < n:
+        line = lines[i].strip()
+        i += 1
+        if not line.startswith("table "):
+            continue
+        words = line.split()
+        inside = (len(words) >= 4 and words[1] == family and words[2] == name)
+        depth = 1
+        while i < n and depth:
+            raw = lines[i]
+            where = f"{source}:{i + 1}"
+            body = re.sub(r"\s*# handle \d+\s*$", "", raw).strip()
+            i += 1
+            if not inside:
+                depth += body.count("{") - body.count("}")
+                continue
+            if body == "}":
+                depth -= 1
+                continue
+            if body.startswith("comment ") and depth == 1:
+                rs.comment = _unquote(body[len("comment "):])
+                continue
+            m = re.match(r"^(set|map|chain|flowtable|counter|quota|ct|limit) (\S+) \{$", body)
+            if m is None:
+                if body:
+                    raise InputError("unexpected line in a table", field=where, value=body)
+                continue
+            kind, obj_name = m.groups()
+            block: list[tuple[str, str]] = []
+            while i < n:
+                inner = re.sub(r"\s*# handle \d+\s*$", "", lines[i]).strip()
+                block_where = f"{source}:{i + 1}"
+                i += 1
+                if inner == "}":
+                    break
+                if inner.startswith("elements = {"):  # may continue over several lines
+                    while not inner.rstrip().endswith("}") and i < n:
+                        inner += " " + lines[i].strip()
+                        i += 1
+                block.append((inner, block_where))
+            if kind in ("set", "map"):
+                s = NftSet(obj_name, kind, "")
+                for inner, bw in block:
+                    key, _, value = inner.partition(" ")
+                    if key == "type":
+                        s.type = value
+                    elif key == "flags":
+                        s.flags = tuple(f.strip() for f in value.split(","))
+                    elif key == "timeout":
+                        s.timeout = _parse_time(value, bw)
+                    elif key == "comment":
+                        s.comment = _unquote(value)
+                    elif key == "elements":
+                        body_text = value.partition("{")[2].rpartition("}")[0]
+                        for item in _split_elements(body_text):
+                            key_part, _, value_part = item.partition(" : ")
+                            key_part, elem_comment = split_comment(key_part)
+                            elem_key = tuple(p.strip() for p in key_part.split(" . "))
+                            elem_value = (tuple(p.strip() for p in value_part.split(" . "))
+                                          if value_part else ())
+                            s.elements[elem_key] = NftElement(elem_key, elem_value, elem_comment)
+                    elif key not in ("size", "policy", "gc-interval", "auto-merge"):
+                        raise InputError(f"unsupported {kind} attribute", field=bw, value=inner)
+                rs.sets[obj_name] = s
+            elif kind == "chain":
+                chain = NftChain(obj_name)
+                for inner, bw in block:
+                    if inner.startswith("type ") and " hook " in inner:
+                        m2 = re.match(r"^type (\S+) hook (\S+)(?: device \S+)? priority "
+                                      r"([^;]+);", inner)
+                        if m2 is None:
+                            raise InputError("cannot read base chain", field=bw, value=inner)
+                        chain.type, chain.hook = m2.group(1), m2.group(2)
+                        chain.priority = _parse_priority(m2.group(3).strip(), bw)
+                    elif inner.startswith("comment ") and not chain.rules:
+                        chain.comment = _unquote(inner[len("comment "):])
+                    elif inner:
+                        body_text, rule_comment = split_comment(inner)
+                        chain.rules.append(NftRule(obj_name, body_text, rule_comment))
+                rs.chains[obj_name] = chain
+            # stateful objects and flowtables: not part of kube-proxy's table
+        if inside:
+            rs.exists = found = True
+    if not found:
+        raise InputError(f"no 'table {family} {name}' in the listing", field=source)
     return rs
