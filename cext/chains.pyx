@@ -109,7 +109,8 @@ ctypedef struct rule_t:
     uint32_t recent_seconds # 0: no --seconds limit
     uint8_t recent_op       # R_SET / R_RCHECK / R_UPDATE
     uint8_t recent_rdest    # 1: --rdest (key on the destination address)
-    uint16_t _pad1
+    uint8_t recent_reap     # 1: --reap (drop the list's oldest entry when it is stale)
+    uint8_t _pad1
     int32_t mport_off       # -m multiport: first (lo, hi) pair in port_ranges
     uint8_t mport_n         # number of pairs (at most 15, as xt_multiport)
     uint8_t mport_kind      # MP_DPORTS / MP_SPORTS / MP_PORTS; 0: no multiport
@@ -130,13 +131,14 @@ ctypedef struct hot_t:
     uint16_t _pad
 
 ctypedef struct recent_t:
-    # xt_recent's address lists, one open-addressing table for all lists:
-    # key = (list + 1) << 32 | address, value = last time seen
-    uint64_t* keys
+    # xt_recent's address lists: list L holds up to cap addresses (ip_list_tot) in
+    # addrs/stamps[L * cap .. L * cap + counts[L]); a stamp is the last --set/--update
+    # time, so the smallest stamp is the kernel's LRU head
+    uint32_t* addrs
     double* stamps
-    uint64_t mask
+    uint32_t* counts
+    uint32_t cap
     double now
-    bint full
 
 ctypedef struct env_t:
     # what the rules read besides the packet: node addresses, xt_recent lists, multiport
@@ -242,38 +244,64 @@ cdef inline bint nth_match(const rule_t* r, const env_t* env) noexcept nogil:
     return count[0] == 0
 
 
-cdef inline Py_ssize_t recent_slot(recent_t* rt, uint64_t key) noexcept nogil:
-    """The slot holding key, or the empty slot where it would go (-1: table full)."""
-    cdef uint64_t h = (key * 0x9E3779B97F4A7C15ULL) >> 17
-    cdef uint64_t i, n
-    for n in range(rt.mask + 1):
-        i = (h + n) & rt.mask
-        if rt.keys[i] == key or rt.keys[i] == 0:
-            return <Py_ssize_t>i
+cdef inline Py_ssize_t recent_find(const recent_t* rt, Py_ssize_t base, uint32_t n,
+                                   uint32_t addr) noexcept nogil:
+    cdef uint32_t k
+    for k in range(n):
+        if rt.addrs[base + k] == addr:
+            return base + k
     return -1
 
 
+cdef inline Py_ssize_t recent_oldest(const recent_t* rt, Py_ssize_t base,
+                                     uint32_t n) noexcept nogil:
+    cdef Py_ssize_t k, best = base
+    for k in range(base + 1, base + n):
+        if rt.stamps[k] < rt.stamps[best]:
+            best = k
+    return best
+
+
+cdef inline void recent_remove(recent_t* rt, int32_t lst, Py_ssize_t slot) noexcept nogil:
+    cdef Py_ssize_t last = <Py_ssize_t>lst * rt.cap + rt.counts[lst] - 1
+    rt.addrs[slot] = rt.addrs[last]
+    rt.stamps[slot] = rt.stamps[last]
+    rt.counts[lst] -= 1
+
+
 cdef inline bint recent_match(const rule_t* r, state_t* st, recent_t* rt) noexcept nogil:
-    """xt_recent: --set records the address and matches; --rcheck/--update match when the
-    address is in the list and, with --seconds, was seen less than that long ago
-    (time_after(stamp, now - seconds)); --update also refreshes the time."""
+    """xt_recent (recent_mt): --set records the address (evicting the list's least
+    recently seen one when the list holds ip_list_tot) and matches; --rcheck/--update
+    match when the address is listed and, with --seconds, was seen at or after
+    now - seconds; a matching --update refreshes it; --reap then drops the list's oldest
+    entry (not this one) if it is stale."""
     cdef uint32_t addr = st.dst if r.recent_rdest else st.src
-    cdef uint64_t key = ((<uint64_t>r.recent_list + 1) << 32) | addr
-    cdef Py_ssize_t slot = recent_slot(rt, key)
+    cdef int32_t lst = r.recent_list
+    cdef Py_ssize_t base = <Py_ssize_t>lst * rt.cap
+    cdef Py_ssize_t slot = recent_find(rt, base, rt.counts[lst], addr)
+    cdef Py_ssize_t old
+    cdef bint ok
     if r.recent_op == R_SET:
         if slot < 0:
-            rt.full = True
-            return True
-        rt.keys[slot] = key
+            if rt.counts[lst] >= rt.cap:
+                recent_remove(rt, lst, recent_oldest(rt, base, rt.counts[lst]))
+            slot = base + rt.counts[lst]
+            rt.counts[lst] += 1
+            rt.addrs[slot] = addr
         rt.stamps[slot] = rt.now
         return True
-    if slot < 0 or rt.keys[slot] != key:
+    if slot < 0:
         return False
-    if r.recent_seconds and not (rt.stamps[slot] > rt.now - r.recent_seconds):
-        return False
-    if r.recent_op == R_UPDATE:
+    ok = not r.recent_seconds or rt.stamps[slot] >= rt.now - r.recent_seconds
+    if r.recent_seconds and r.recent_reap:
+        old = recent_oldest(rt, base, rt.counts[lst])
+        if old != slot and rt.stamps[old] < rt.now - r.recent_seconds:
+            if rt.counts[lst] - 1 == <uint32_t>(slot - base):
+                slot = old  # the last entry (this one) moves into the hole
+            recent_remove(rt, lst, old)
+    if ok and r.recent_op == R_UPDATE:
         rt.stamps[slot] = rt.now
-    return True
+    return ok
 
 
 cdef inline int32_t first_hot_match(const hot_t* hot, int32_t i, int32_t end, uint32_t src,
@@ -460,18 +488,20 @@ cdef uint16_t choose_snat_port(ct_table_t* ct, const state_t* st, uint16_t sport
 def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] rules,
             const hot_t[::1] hot, const chain_t[::1] chains, const int32_t[::1] hooks,
             const uint32_t[::1] local_ips, uint32_t masquerade_ip, uint64_t seed,
-            uintptr_t conntrack=0, uint64_t[::1] recent_keys=None, double[::1] recent_stamps=None,
+            uintptr_t conntrack=0, uint32_t[::1] recent_addrs=None, double[::1] recent_stamps=None,
+            uint32_t[::1] recent_counts=None,
             const uint16_t[::1] port_ranges=None, uint32_t[::1] nth_counters=None):
     """Walk the node's hooks for each packet; returns the generator state to continue from.
 
     hooks: chain index (or -1) of nat PREROUTING, nat OUTPUT, nat POSTROUTING,
     filter INPUT, filter FORWARD, filter OUTPUT. conntrack: a ConntrackTable's
     table_address() (0: every packet is a flow's first); the caller keeps it alive.
-    recent_keys/recent_stamps: the xt_recent lists (a power-of-two size, zeroed at start,
-    kept by the caller between calls); None: ``-m recent`` checks never match.
+    recent_addrs/recent_stamps/recent_counts: the xt_recent lists, ``cap`` slots per list
+    (len(recent_addrs) // len(recent_counts)), zeroed at start and kept by the caller
+    between calls; None: ``-m recent`` checks never match.
     port_ranges: the (lo, hi) pairs multiport rules index; nth_counters: one counter per
     ``--mode nth`` rule (kept by the caller: the kernel's counters live as long as the rule).
-    Returns (generator state, whether the recent table ran out of room).
+    Returns the generator state.
     """
     cdef Py_ssize_t n = packets.shape[0], k
     cdef state_t st
@@ -504,14 +534,18 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
     env.nth_counters = &nth_counters[0] if needed_counters else NULL
     env.masquerade_ip = masquerade_ip
     env.recent = NULL
-    rt.full = False
-    if recent_keys is not None:
-        if recent_stamps is None or recent_stamps.shape[0] != recent_keys.shape[0] or \
-                recent_keys.shape[0] & (recent_keys.shape[0] - 1):
-            raise ValueError("recent tables: equal power-of-two sizes")
-        rt.keys = &recent_keys[0]
+    if recent_addrs is not None:
+        if recent_stamps is None or recent_counts is None or recent_counts.shape[0] == 0 \
+                or recent_stamps.shape[0] != recent_addrs.shape[0] \
+                or recent_addrs.shape[0] % recent_counts.shape[0]:
+            raise ValueError("recent lists: addrs and stamps of cap slots per counts entry")
+        for k in range(rules.shape[0]):
+            if rules[k].recent_list >= recent_counts.shape[0]:
+                raise ValueError("a rule names a recent list beyond recent_counts")
+        rt.addrs = &recent_addrs[0]
         rt.stamps = &recent_stamps[0]
-        rt.mask = recent_keys.shape[0] - 1
+        rt.counts = &recent_counts[0]
+        rt.cap = recent_addrs.shape[0] // recent_counts.shape[0]
         env.recent = &rt
     if out.shape[0] < n:
         raise ValueError("verdict array shorter than the packet array")
@@ -616,4 +650,4 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
             out[k].rules = st.rules
             out[k].probes = r.probes + cprobes
             out[k].ct_hit = hit
-    return rng, rt.full
+    return rng

@@ -109,3 +109,35 @@ def test_snat_to_source():
     out = _run(dp, ["udp 10.0.0.5:5000 -> 10.3.0.1:53"])
     assert out["snat_ip"][0] == packets.ip_to_u32("192.168.0.9")
     assert out["snat_port"][0] == 5000
+
+
+AFFINITY = ("-A PREROUTING -p tcp -d 10.96.0.1 -m recent --name A --rcheck --seconds {s}{reap} "
+            "-j DNAT --to-destination 10.2.0.1:80\n"
+            "-A PREROUTING -p tcp -d 10.96.0.1 -m recent --set --name A "
+            "-j DNAT --to-destination 10.2.0.2:80\n")
+
+
+def _client(dp, k, ts):
+    out = _run(dp, [f"tcp 10.0.{k // 250}.{k % 250 + 1}:{1000 + int(ts)} -> 10.96.0.1:80"], ts=ts)
+    return packets.u32_to_ip(int(out["dnat_ip"][0]))
+
+
+def test_recent_list_keeps_ip_list_tot_addresses_and_evicts_the_least_recent():
+    dp = _dataplane(AFFINITY.format(s=1000, reap=""), conntrack=False)
+    for k in range(101):  # the 101st address pushes out the first (ip_list_tot = 100)
+        assert _client(dp, k, float(k)) == "10.2.0.2"
+    assert dp.backend._recent[2][0] == 100
+    assert _client(dp, 1, 200.0) == "10.2.0.1"  # still listed
+    assert _client(dp, 0, 201.0) == "10.2.0.2"  # evicted: a first packet again (re-set)
+    assert _client(dp, 2, 202.0) == "10.2.0.1"
+
+
+def test_recent_seconds_and_reap():
+    dp = _dataplane(AFFINITY.format(s=10, reap=" --reap"), conntrack=False)
+    for k in range(5):
+        _client(dp, k, float(k))
+    assert _client(dp, 4, 9.5) == "10.2.0.1"  # nothing is older than 10 s yet
+    assert dp.backend._recent[2][0] == 5
+    assert _client(dp, 4, 14.0) == "10.2.0.1"  # seen at 4, checked at 14: 4 >= 14 - 10
+    assert dp.backend._recent[2][0] == 4  # reap: the oldest (client 0, seen at 0) goes
+    assert _client(dp, 3, 30.0) == "10.2.0.2"  # stale: no match, --set refreshes it

@@ -10,9 +10,9 @@ def process(packets: npt.NDArray[np.void], out: npt.NDArray[np.void],
             chains: npt.NDArray[np.void],
             hooks: npt.NDArray[np.int32], local_ips: npt.NDArray[np.uint32],
             masquerade_ip: int, seed: int, conntrack: int = 0,
-            recent_keys: npt.NDArray[np.uint64] | None = None,
+            recent_addrs: npt.NDArray[np.uint32] | None = None,
             recent_stamps: npt.NDArray[np.float64] | None = None,
+            recent_counts: npt.NDArray[np.uint32] | None = None,
             port_ranges: npt.NDArray[np.uint16] | None = None,
-            nth_counters: npt.NDArray[np.uint32] | None = None) -> tuple[int, bool]:
-    """Walk the node's hooks for every packet; returns (generator state to go on from,
-    whether the xt_recent table ran out of room)."""
+            nth_counters: npt.NDArray[np.uint32] | None = None) -> int:
+    """Walk the node's hooks for every packet; returns the generator state to go on from."""

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import KproxyError
 from ..modes.iptables import builtin_jumps, compile_ruleset
 from ..netfilter.iptables_text import render, render_sorted
 from ..netfilter.restore import RestoreError, apply_restore, ensure_chain, ensure_rule
@@ -21,7 +20,8 @@ from .sync import SyncResult
 if TYPE_CHECKING:
     from .dataplane import Dataplane
 
-RECENT_SLOTS = 1 << 20
+# xt_recent's ip_list_tot module parameter: addresses per list (the kernel's default)
+RECENT_LIST_TOT = 100
 
 
 class IptablesBackend:
@@ -35,7 +35,7 @@ class IptablesBackend:
         self._full: Ruleset | None = None
         self._evaluator = None
         self._lowered = None
-        self._recent: tuple[np.ndarray, np.ndarray] | None = None
+        self._recent: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._nth_counters: np.ndarray | None = None
         if tables is not None:  # a node's own dump instead of compiled rules
             self.tables = tables
@@ -96,8 +96,10 @@ class IptablesBackend:
     def lowered(self):
         """The node's tables as the chain VM's packed arrays (rebuilt after each sync)."""
         if self._lowered is None:
+            from ..model.cluster import paused_gc
             from .lowering import lower
-            self._lowered = lower(self.tables, self.dp.options.family, self.endpoints)
+            with paused_gc():
+                self._lowered = lower(self.tables, self.dp.options.family, self.endpoints)
         return self._lowered
 
     def prepare(self) -> None:
@@ -111,16 +113,15 @@ class IptablesBackend:
                 masq_ip: int, rng_state: int, conntrack: int) -> int:
         from .._cext import chains
         low = self.lowered
-        if self._recent is None and (low.rules["recent_list"] >= 0).any():
-            # xt_recent lists (session affinity), kept across calls like the kernel's
-            self._recent = (np.zeros(RECENT_SLOTS, np.uint64), np.zeros(RECENT_SLOTS))
-        keys, stamps = self._recent if self._recent is not None else (None, None)
+        if self._recent is None and low.recent_lists:
+            # xt_recent lists (session affinity), kept across calls like the kernel's;
+            # np.zeros pages are only backed once written, so idle lists cost nothing
+            slots = low.recent_lists * RECENT_LIST_TOT
+            self._recent = (np.zeros(slots, np.uint32), np.zeros(slots),
+                            np.zeros(low.recent_lists, np.uint32))
+        addrs, stamps, counts = self._recent if self._recent is not None else (None,) * 3
         if self._nth_counters is None:  # xt_statistic nth counters live as long as the rules
             self._nth_counters = low.nth_counters.copy()
-        rng_state, full = chains.process(packets, out, low.rules, low.hot, low.chains, low.hooks,
-                                         local, masq_ip, rng_state, conntrack, keys, stamps,
-                                         low.port_ranges, self._nth_counters)
-        if full:
-            raise KproxyError(f"the session-affinity table is full ({RECENT_SLOTS} client "
-                              "addresses over all services)")
-        return rng_state
+        return chains.process(packets, out, low.rules, low.hot, low.chains, low.hooks, local,
+                              masq_ip, rng_state, conntrack, addrs, stamps, counts,
+                              low.port_ranges, self._nth_counters)

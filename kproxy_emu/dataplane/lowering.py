@@ -28,7 +28,7 @@ RULE_DTYPE = np.dtype([
     ("prob", "u4"), ("target_kind", "u1"), ("_pad0", "u1"), ("to_port", "u2"),
     ("target_chain", "i4"), ("to_ip", "u4"), ("mark_and", "u4"), ("mark_xor", "u4"),
     ("endpoint", "i4"), ("recent_list", "i4"), ("recent_seconds", "u4"), ("recent_op", "u1"),
-    ("recent_rdest", "u1"), ("_pad1", "u2"), ("mport_off", "i4"), ("mport_n", "u1"),
+    ("recent_rdest", "u1"), ("recent_reap", "u1"), ("_pad1", "u1"), ("mport_off", "i4"), ("mport_n", "u1"),
     ("mport_kind", "u1"), ("_pad2", "u2"), ("nth_every", "u4"), ("nth_slot", "i4"),
 ], align=True)
 HOT_DTYPE = np.dtype([("src", "u4"), ("src_mask", "u4"), ("dst", "u4"), ("dst_mask", "u4"),
@@ -70,6 +70,7 @@ class Lowered:
     hooks: np.ndarray  # chain index per HOOKS entry, -1 when absent
     chain_names: list[tuple[str, str]]
     endpoints: list[str]  # DNAT destinations ("ip:port"); rule "endpoint" indexes this
+    recent_lists: int  # xt_recent lists the rules name (--name)
     port_ranges: np.ndarray  # uint16 (lo, hi) pairs, flattened; multiport rules index them
     nth_counters: np.ndarray  # uint32, the initial counter of each statistic-nth rule
 
@@ -150,6 +151,7 @@ def lower(tables: Ruleset, family: str = "IPv4", endpoints: list[str] | None = N
     hooks = np.array([index.get(h, -1) for h in HOOKS], dtype=np.int32)
     rules = np.array(rows, dtype=RULE_DTYPE)
     return Lowered(rules, hot_rows(rules), chains, hooks, chain_names, endpoints,
+                   len(recent_lists),
                    np.array(extras.port_ranges, dtype=np.uint16).reshape(-1),
                    np.array(extras.nth_counters, dtype=np.uint32))
 
@@ -273,6 +275,8 @@ def _lower_rule(rule, row, cid, tname, index, family, endpoints, endpoint_index,
                     row["recent_seconds"] = int(args[0])
                 elif name == "--rdest":
                     row["recent_rdest"] = 1
+                elif name == "--reap":
+                    row["recent_reap"] = 1
                 elif name == "--mask" and args[0] != "255.255.255.255":
                     raise ValueError(f"recent --mask {args[0]} is not supported by the engine")
                 elif name in ("--remove", "--hitcount", "--rttl"):
