@@ -32,6 +32,7 @@ class NftRule:
     chain: str
     text: str  # the rule without its comment
     comment: str | None = None
+    listed: bool = False  # text is in ``nft list`` spelling already (read from a listing)
 
     @property
     def full_text(self) -> str:

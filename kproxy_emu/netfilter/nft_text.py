@@ -214,6 +214,8 @@ def _anon_set(items: list[str]) -> str:
 
 def list_rule_text(rule: NftRule) -> str:
     """A rule as ``nft list`` prints it back."""
+    if rule.listed:
+        return rule.full_text
     body, comment = split_comment(rule.full_text)
     toks = tokenize(body)
     out: list[str] = []
@@ -453,7 +455,9 @@ def _parse_time(text: str, where: str) -> int:
 
 def _split_elements(text: str) -> list[str]:
     """Top-level ", " separated items of an ``elements = { ... }`` body (quotes respected)."""
-    items, cur, quoted = [], [], False
+    items: list[str] = []
+    cur: list[str] = []
+    quoted = False
     for ch in text:
         if ch == '"':
             quoted = not quoted
@@ -555,7 +559,8 @@ def parse_list(text: str, family: str = "ip", name: str = "kube-proxy",
                         chain.comment = _unquote(inner[len("comment "):])
                     elif inner:
                         body_text, rule_comment = split_comment(inner)
-                        chain.rules.append(NftRule(obj_name, body_text, rule_comment))
+                        chain.rules.append(NftRule(obj_name, body_text, rule_comment,
+                                                   listed=True))
                 rs.chains[obj_name] = chain
             # stateful objects and flowtables: not part of kube-proxy's table
         if inside:
