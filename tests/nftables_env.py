@@ -1,7 +1,5 @@
 """Node environments for the nftables tests: kube-proxy's nftables fake proxier (fixture
 ``environment``) as --config / --node-config files, and views and proxiers built on it."""
-import json
-
 import yaml
 
 from kproxy_emu.model import Cluster
@@ -9,14 +7,11 @@ from kproxy_emu.model.config import load_kube_proxy_config, load_node_config
 from kproxy_emu.modes.nftables import NftProxier
 from kproxy_emu.proxy import ProxyOptions, ProxyView
 
-from .conftest import FIXTURES, as_manifests, require_fixtures
+from .conftest import as_manifests
+from .iptables_env import fixture
 
-SERVICE_CIDRS = ["172.30.0.0/16"]
-
-
-def fixture(name):
-    require_fixtures()
-    return json.loads((FIXTURES / name).read_text())
+SERVICE_CIDRS = ["172.30.0.0/16"]  # the nftables fake proxier's serviceCIDRs
+__all__ = ["SERVICE_CIDRS", "fixture", "nft_env", "options_for", "proxier_for", "view_of"]
 
 
 def nft_env():
