@@ -1,0 +1,213 @@
+"""The real-kernel lab: the emulator's verdicts against Linux's on the same rules and flows.
+
+Needs root, network namespaces and the netfilter tools; skips without them on a developer
+machine, fails instead when KPROXY_EMU_REQUIRE_LAB=1 (CI).
+"""
+import argparse
+import json
+import os
+import socket
+import subprocess
+
+import pytest
+
+from kproxy_emu import Dataplane, synth
+from kproxy_emu.errors import KproxyError
+from kproxy_emu.model import Cluster
+
+from .conftest import as_manifests
+from .iptables_env import config_files, fixture, view_for
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(autouse=True)
+def lab_available():
+    from kproxy_emu.lab.env import unavailable_reason
+    reason = unavailable_reason()
+    if reason:
+        if os.environ.get("KPROXY_EMU_REQUIRE_LAB"):
+            pytest.fail(f"kernel lab required (KPROXY_EMU_REQUIRE_LAB=1): {reason}")
+        pytest.skip(reason)
+
+
+def _host_namespaces():
+    return set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+               .stdout.split())
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers():
+    """Every test leaves no namespace of this process behind."""
+    from kproxy_emu.lab.topology import lab_namespaces
+    yield
+    assert lab_namespaces(os.getpid()) == []
+
+
+def _fixture_dp(tmp_path, name="iptables-overall.json"):
+    fx = fixture(name)
+    env = fx["environment"]
+    options = view_for(env, [], [], tmp_path).options
+    cluster = Cluster.from_dicts(as_manifests(fx["input"]["services"],
+                                              fx["input"]["endpointSlices"]))
+    return Dataplane(cluster, node_config=options.node, mark_text=env["masqueradeMark"],
+                     cluster_cidr=options.detect_local_value,
+                     masquerade_all=options.masquerade_all)
+
+
+def test_fixture_kernel_agrees_with_emulator(tmp_path):
+    from kproxy_emu.lab.compare import verify
+    report = verify(None, dataplane=_fixture_dp(tmp_path), packets=300, seed=3)
+    assert report.ok, report.table()
+    # every kind of verdict the fixture produces was seen in the kernel and matched
+    assert {"DNAT", "DROP", "REJECT"} <= set(report.verdicts), report.verdicts
+    assert report.deterministic[1] > 50 and report.in_support[1] > 50
+    assert report.classes and all(c.flows >= 300 for c in report.classes)
+
+
+def test_fixture_kernel_verdicts(tmp_path):
+    """Specific kube-proxy packet flows read from the kernel (not from the emulator)."""
+    from kproxy_emu.lab.replay import Probe
+    from kproxy_emu.lab.session import NodeLab
+    dp = _fixture_dp(tmp_path)
+    cases = {  # (origin, src, dst, dport) -> (verdict, dnat, masquerade)
+        ("pod", "10.0.0.2", "172.30.0.41", 80): ("DNAT", "10.180.0.1:80", False),
+        ("host", "192.168.0.2", "172.30.0.41", 80): ("DNAT", "10.180.0.1:80", True),
+        ("pod", "10.0.0.2", "172.30.0.46", 80): ("REJECT", None, False),  # no endpoints
+        ("external", "203.0.113.2", "1.2.3.4", 80): ("DROP", None, False),  # eTP Local
+        ("external", "203.0.113.2", "5.6.7.8", 80): ("DNAT", "10.180.0.3:80", True),
+        ("external", "203.0.113.130", "5.6.7.8", 80): ("DROP", None, False),  # source range
+        ("external", "203.0.113.2", "192.168.0.2", 3003): ("DNAT", "10.180.0.3:80", True),
+    }
+    with NodeLab(dp) as lab:
+        probes = [Probe("tcp", src, lab.alloc.take(src), dst, dport, origin)
+                  for origin, src, dst, dport in cases]
+        lab.add_listeners(probes)
+        got = {(p.origin, p.src, p.dst, p.dport): r.signature
+               for p, r in zip(probes, lab.probe(probes))}
+    assert got == cases
+
+
+def test_synthetic_cluster_agrees():
+    from kproxy_emu.lab.compare import verify
+    cluster = synth.cluster(150, endpoints="uniform:1-5", nodes=3, seed=11)
+    report = verify(cluster, packets=800, seed=5, distribution_classes=3,
+                    distribution_flows=200)
+    assert report.ok, report.table()
+    assert report.deterministic[1] > 0 and report.in_support[1] > 0
+    assert len(report.classes) == 3 and report.p_value >= 1e-3
+    assert report.sticky[1] > 0  # synthetic clusters have ClientIP affinity services
+
+
+def test_verify_detects_a_wrong_emulator(tmp_path, monkeypatch):
+    """The kernel runs svc1 with another endpoint than the emulator believes: verify must
+    report those flows, not pass."""
+    from kproxy_emu.lab import session
+    from kproxy_emu.lab.compare import verify
+    from kproxy_emu.netfilter.iptables_text import render
+    dp = _fixture_dp(tmp_path)
+    fx = fixture("iptables-overall.json")
+    slices = json.loads(json.dumps(fx["input"]["endpointSlices"]))
+    slices[0]["endpoints"][0]["addresses"] = ["10.180.0.2"]  # svc1 -> svc2's pod
+    env = fx["environment"]
+    other = Dataplane(Cluster.from_dicts(as_manifests(fx["input"]["services"], slices)),
+                      node_config=dp.options.node, mark_text=env["masqueradeMark"],
+                      cluster_cidr=dp.options.detect_local_value)
+
+    def load_other(self):
+        from kproxy_emu.lab.load import load_iptables
+        return load_iptables(self.lab, render(other.tables))
+
+    monkeypatch.setattr(session.NodeLab, "load_rules", load_other)
+    report = verify(None, dataplane=dp, packets=200, seed=3, distribution_classes=0)
+    assert not report.ok
+    wrong = {d.probe.dst for d in report.disagreements}
+    assert wrong == {"172.30.0.41"}, report.table()
+    assert all(d.got[1] == "10.180.0.2:80" for d in report.disagreements)
+
+
+def test_cleanup_on_success_error_and_interrupt():
+    from kproxy_emu.lab.topology import Lab, LabPlan
+    plan = LabPlan.build(["192.168.0.2"], None, ["10.0.0.0/8"], ["10.1.0.1"], ["203.0.113.2"])
+    with Lab(plan) as lab:
+        names = set(lab.names.values())
+        assert names <= _host_namespaces()
+    assert not names & _host_namespaces()
+    for exc in (RuntimeError("boom"), KeyboardInterrupt()):
+        with pytest.raises(type(exc)):
+            with Lab(plan) as lab:
+                names = set(lab.names.values())
+                (listener,) = lab.sockets("pod", [(socket.SOCK_STREAM, ("10.1.0.1", 80))])
+                lab.on_close(listener.close)
+                listener.listen(1)
+                raise exc
+        assert not names & _host_namespaces()
+        assert lab.exists() == []
+
+
+def test_sigterm_removes_the_lab(tmp_path):
+    """A run killed with SIGTERM still removes its namespaces."""
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys, time\n"
+        "from kproxy_emu.lab.topology import Lab, LabPlan\n"
+        "plan = LabPlan.build(['192.168.0.2'], None, ['10.0.0.0/8'], [], [])\n"
+        "with Lab(plan) as lab:\n"
+        "    print(' '.join(lab.names.values()), flush=True)\n"
+        "    time.sleep(30)\n")
+    with subprocess.Popen(["python3", str(script)], stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True) as proc:
+        names = set(proc.stdout.readline().split())
+        assert len(names) == 3 and names <= _host_namespaces()
+        proc.terminate()
+        assert proc.wait(timeout=20) != 0
+    assert not names & _host_namespaces()
+
+
+def test_changes_only_touch_the_labs_namespaces():
+    from kproxy_emu.lab.topology import Lab, LabError, LabPlan
+    plan = LabPlan.build(["192.168.0.2"], None, ["10.0.0.0/8"], [], [])
+    with Lab(plan) as lab:
+        with pytest.raises(LabError, match="unknown lab namespace"):
+            lab.run("host", ["true"])
+        lab.names["ext"] = "not-ours"  # a name that is not this lab's
+        with pytest.raises(LabError, match="not created by this lab"):
+            lab.assert_target("ext")
+        lab.names["ext"] = f"{lab.tag}-ext"
+        # the host's sysctls are untouched by the node's (ip_forward=1 in the node only)
+        assert lab.run("node", ["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "1"
+        assert lab.run("pod", ["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "0"
+
+
+def test_calibration_small():
+    from kproxy_emu.lab.calibrate import calibrate
+    result = calibrate([300], samples=15, positions=3, seed=1)
+    (run,) = result["runs"]
+    assert run["load_seconds"] > 0 and run["kube_services_rules"] >= 300
+    assert [p["failed"] for p in run["positions"]] == [0, 0, 0]
+    assert all(p["samples"] == 15 and p["median_us"] > 0 for p in run["positions"])
+    rules = [p["rules"] for p in run["positions"]]
+    assert rules == sorted(rules) and rules[-1] - rules[0] >= 250
+    entry = result["modes"]["iptables"]
+    assert entry["base_ns"] > 0 and set(entry) >= {"base_ns", "ns_per_rule"}
+
+
+def test_cli_verify_and_bad_input(tmp_path, capsys):
+    from kproxy_emu.lab.cli import add_parsers
+    fx = fixture("iptables-overall.json")
+    cfg, node = config_files(fx["environment"], tmp_path)
+    manifests = tmp_path / "cluster.json"
+    manifests.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": as_manifests(
+        fx["input"]["services"], fx["input"]["endpointSlices"])}))
+    parser = argparse.ArgumentParser()
+    add_parsers(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["verify", "--config", str(cfg), "--node-config", str(node),
+                              "--mark-text", "0x4000", "--packets", "150",
+                              "--distribution-classes", "1", str(manifests)])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "deterministic outcomes agree" in out and out.rstrip().endswith("AGREE")
+    args = parser.parse_args(["verify", "--mode", "nftables", "--node-config", str(node),
+                              str(manifests)])
+    with pytest.raises(KproxyError):
+        args.func(args)
