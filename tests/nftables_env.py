@@ -4,14 +4,13 @@ import yaml
 
 from kproxy_emu.model import Cluster
 from kproxy_emu.model.config import load_kube_proxy_config, load_node_config
-from kproxy_emu.modes.nftables import NftProxier
 from kproxy_emu.proxy import ProxyOptions, ProxyView
 
 from .conftest import as_manifests
 from .iptables_env import fixture
 
 SERVICE_CIDRS = ["172.30.0.0/16"]  # the nftables fake proxier's serviceCIDRs
-__all__ = ["SERVICE_CIDRS", "fixture", "nft_env", "options_for", "proxier_for", "view_of"]
+__all__ = ["SERVICE_CIDRS", "fixture", "nft_env", "options_for", "view_of"]
 
 
 def nft_env():
@@ -41,7 +40,3 @@ def options_for(env, tmp_path, masquerade_all=False, detector=True, node_port_ad
 
 def view_of(options, services, slices):
     return ProxyView(Cluster.from_dicts(as_manifests(services, slices)), options)
-
-
-def proxier_for(options):
-    return NftProxier(options, SERVICE_CIDRS)
