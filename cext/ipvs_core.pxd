@@ -41,6 +41,7 @@ Per-packet use (what kproxy_emu._cext.vstable.VirtualServerTable.process does)::
 The caller calls it at LOCAL_IN for packets addressed to the node (kube-ipvs0 addresses
 included), after nat PREROUTING. The table object must outlive the pointer.
 """
+from libc.math cimport ceil
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 from packet cimport (packet_t, verdict_t, ACT_DNAT, ACT_DROP, ACT_REJECT, PROTO_SCTP,
@@ -839,7 +840,9 @@ cdef inline bint conn_dead(ipvs_table_t* t, ipvs_conn_t* c, double now) noexcept
         return False
     if (c.flags & CONN_F_TEMPLATE) and c.n_control > 0 and c.ctl_expires > c.expires \
             and c.timeout > 0:
-        k = <double>(<int64_t>((now - c.expires) / c.timeout) + 1)
+        # the timer fired at expires, expires + timeout, ... and was re-armed each time
+        # until the firing that found no controlled connection left
+        k = ceil((c.ctl_expires - c.expires) / c.timeout)
         c.expires += k * c.timeout
         if c.expires > now:
             return False

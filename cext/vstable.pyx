@@ -400,7 +400,7 @@ cdef class VirtualServerTable:
             i = self.t.conn_buckets[b]
             while i >= 0:
                 nxt = self.t.conns[i].next
-                if conn_dead(&self.t, &self.t.conns[i], now) and self.t.conns[i].n_control == 0:
+                if conn_dead(&self.t, &self.t.conns[i], now):
                     conn_free(&self.t, i, prev)
                     self.t.st.expired += 1
                     count += 1

@@ -7,6 +7,7 @@ identical verdicts, probes, counters and connections.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -606,7 +607,7 @@ class VirtualServerTable:
         if c.expires > now:
             return False
         if c.template and c.n_control > 0 and c.ctl_expires > c.expires and c.timeout > 0:
-            c.expires += (int((now - c.expires) / c.timeout) + 1) * c.timeout
+            c.expires += math.ceil((c.ctl_expires - c.expires) / c.timeout) * c.timeout
             if c.expires > now:
                 return False
         return True
@@ -785,7 +786,7 @@ class VirtualServerTable:
         count = 0
         for bucket in self.conn_buckets:
             for c in list(bucket):
-                if self._dead(c, now) and c.n_control == 0:
+                if self._dead(c, now):
                     self._free_conn(c)
                     self.st["expired"] += 1
                     count += 1
