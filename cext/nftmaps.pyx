@@ -537,7 +537,7 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const nrule_t[::1] 
     cdef int32_t entry
     cdef uint32_t cprobes, sip, dip
     cdef uint16_t sport, dport, snat_port
-    cdef bint hit, pending, moved
+    cdef bint hit, pending, moved, skip_nat
     _check(rules, chains, exprs, sets, slots, intervals, cells, hook_off, hook_chains)
     if out.shape[0] < n:
         raise ValueError("verdict array shorter than the packet array")
@@ -604,30 +604,34 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const nrule_t[::1] 
                     entry = ct_alloc(ct, p)  # before the chains, as the conntrack hook is
                     if entry == CT_ERR_FULL:
                         f = V_DROP
+            # nf_nat_inet_fn runs the nat chains only for a packet with a conntrack entry:
+            # a new flow's first packet (a known flow gets the stored binding; INVALID and
+            # UNTRACKED packets have no entry and pass un-NATed)
+            skip_nat = hit or (ct != NULL and entry < 0)
             if f == V_DROP:
                 pass
             elif p.origin == ORIGIN_HOST:
-                f = run_hook(&env, &hook_off[0], &hook_chains[0], H_OUTPUT, &st, hit,
+                f = run_hook(&env, &hook_off[0], &hook_chains[0], H_OUTPUT, &st, skip_nat,
                              &pending, dip, dport)
                 if f == V_CONTINUE:
-                    f = run_hook(&env, &hook_off[0], &hook_chains[0], H_POSTROUTING, &st, hit,
+                    f = run_hook(&env, &hook_off[0], &hook_chains[0], H_POSTROUTING, &st, skip_nat,
                                  &pending, dip, dport)
                 if f == V_CONTINUE and is_local(st.dst, &env):
-                    f = run_hook(&env, &hook_off[0], &hook_chains[0], H_INPUT, &st, hit,
+                    f = run_hook(&env, &hook_off[0], &hook_chains[0], H_INPUT, &st, skip_nat,
                                  &pending, dip, dport)
             else:
-                f = run_hook(&env, &hook_off[0], &hook_chains[0], H_PREROUTING, &st, hit,
+                f = run_hook(&env, &hook_off[0], &hook_chains[0], H_PREROUTING, &st, skip_nat,
                              &pending, dip, dport)
                 if f == V_CONTINUE:
                     if is_local(st.dst, &env):
-                        f = run_hook(&env, &hook_off[0], &hook_chains[0], H_INPUT, &st, hit,
+                        f = run_hook(&env, &hook_off[0], &hook_chains[0], H_INPUT, &st, skip_nat,
                                      &pending, dip, dport)
                     else:
-                        f = run_hook(&env, &hook_off[0], &hook_chains[0], H_FORWARD, &st, hit,
+                        f = run_hook(&env, &hook_off[0], &hook_chains[0], H_FORWARD, &st, skip_nat,
                                      &pending, dip, dport)
                         if f == V_CONTINUE:
                             f = run_hook(&env, &hook_off[0], &hook_chains[0], H_POSTROUTING,
-                                         &st, hit, &pending, dip, dport)
+                                         &st, skip_nat, &pending, dip, dport)
             rng = st.rng
             if st.snat and not hit and f == V_CONTINUE:
                 snat_port = choose_snat_port(ct, st.proto, st.snat_ip, st.dst, st.dport,
