@@ -207,7 +207,29 @@ def test_cli_verify_and_bad_input(tmp_path, capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "deterministic outcomes agree" in out and out.rstrip().endswith("AGREE")
-    args = parser.parse_args(["verify", "--mode", "nftables", "--node-config", str(node),
-                              str(manifests)])
-    with pytest.raises(KproxyError):
-        args.func(args)
+    # the same cluster in the nftables mode
+    args = parser.parse_args(["verify", "--mode", "nftables", "--config", str(cfg),
+                              "--node-config", str(node), "--mark-text", "0x4000",
+                              "--service-cidr", "172.30.0.0/16", "--packets", "150",
+                              "--distribution-classes", "1", str(manifests)])
+    assert args.func(args) == 0
+    assert capsys.readouterr().out.rstrip().endswith("AGREE")
+    for bad in (["--mode", "ipvs"], ["--packets", "-1"]):
+        args = parser.parse_args(["verify", *bad, "--node-config", str(node), str(manifests)]) \
+            if bad[0] != "--mode" else None
+        if args is None:
+            with pytest.raises(SystemExit):  # argparse: not a choice
+                parser.parse_args(["verify", *bad, str(manifests)])
+            continue
+        with pytest.raises(KproxyError, match="--packets"):
+            args.func(args)
+
+
+def test_nftables_synthetic_cluster_agrees():
+    from kproxy_emu.lab.compare import verify
+    cluster = synth.cluster(150, endpoints="uniform:0-5", nodes=3, seed=12)
+    report = verify(cluster, mode="nftables", packets=800, seed=6, distribution_classes=3,
+                    distribution_flows=200)
+    assert report.ok, report.table()
+    assert report.mode == "nftables" and report.in_support[1] > 0
+    assert {"DNAT", "REJECT"} <= set(report.verdicts), report.verdicts

@@ -55,6 +55,8 @@ P = Probe("tcp", "10.0.0.2", 40000, "172.30.0.41", 80, "pod")
     ("timeout", ("172.30.0.41", 80, "10.0.0.2", 40000), False, ("ACCEPT", None, False)),
     ("refused", ("10.180.0.1", 80, "10.0.0.2", 40000), True, ("REJECT", None, False)),
     ("answered", None, True, ("UNKNOWN", None, False)),
+    # a host client's own packet dropped in OUTPUT (send fails with EPERM, no ICMP follows)
+    ("dropped", None, False, ("DROP", None, False)),
 ])
 def test_classify(client, reply, served, want):
     assert classify(P, client, reply, served, 0.001).signature == want

@@ -35,6 +35,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--mode", default=None, choices=("iptables", "nftables"),
                    help="proxy mode (default: the --config mode, else iptables)")
     _node_options(p)
+    p.add_argument("--service-cidr", action="append", metavar="CIDR",
+                   help="service ClusterIP range for the nftables mode (repeat; default: "
+                        "the manifests' ServiceCIDR objects)")
     p.add_argument("--packets", type=int, default=2000,
                    help="new flows sent at the node's service frontends (2000)")
     p.add_argument("--seed", type=int, default=0, help="seed for flows and choices (0)")
@@ -62,19 +65,42 @@ def add_parsers(sub) -> None:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from ..cli import _dataplane
     from .compare import verify
     from .env import check
 
     if args.packets < 0:
         raise InputError("must be >= 0", field="--packets", value=args.packets)
-    check(args.mode or "iptables")
-    dp = _dataplane(args)
+    dp = _lab_dataplane(args)
+    check(dp.mode)
     report = verify(dp.cluster, dataplane=dp, packets=args.packets, seed=args.seed,
                     distribution_classes=args.distribution_classes,
                     distribution_flows=args.distribution_flows)
     print(report.table())
     return 0 if report.ok else 1
+
+
+def _lab_dataplane(args: argparse.Namespace):
+    """The main CLI's Dataplane for these options, or the lab's nftables adapter while
+    Dataplane has no nftables mode (see nftnode.py)."""
+    from ..cli import _dataplane
+    from ..dataplane.dataplane import MODES
+    from ..model import Cluster
+    from ..model.config import load_kube_proxy_config, load_node_config
+    from .nftnode import NftNode
+
+    config = load_kube_proxy_config(args.config) if args.config else None
+    mode = args.mode or (config.mode if config else "iptables")
+    if mode in MODES:
+        if args.service_cidr:
+            raise InputError("applies to --mode nftables only", field="--service-cidr")
+        return _dataplane(args)
+    if mode != "nftables":
+        raise InputError("the lab runs iptables or nftables", field="--mode", value=mode)
+    node_config = load_node_config(args.node_config) if args.node_config else None
+    return NftNode(Cluster.from_files(args.files), args.node, node_config=node_config,
+                   node_ips=args.node_ip, config=config, cluster_cidr=args.cluster_cidr,
+                   masquerade_all=args.masquerade_all, mark_text=args.mark_text,
+                   service_cidrs=args.service_cidr)
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:

@@ -95,7 +95,8 @@ def expectation(dp, probe: Probe) -> Expectation:
         sig = _signature(o["verdict"], o["dnat"], o["masquerade"])
         support[sig] = support.get(sig, 0.0) + o["probability"]
     support = {s: p for s, p in support.items() if p > 1e-12}
-    affinity = any("--rcheck" in s["text"] or "recent" in s["text"] for s in t["steps"])
+    # xt_recent (iptables) or a dynamic affinity set (nftables) on the path
+    affinity = any("-m recent" in s["text"] or "@affinity-" in s["text"] for s in t["steps"])
     return Expectation(support, affinity)
 
 
@@ -266,11 +267,11 @@ def verify(cluster, mode: str = "iptables", node: str | None = None, packets: in
     cluster_cidr, masquerade_all, mark_text)."""
     import time
 
-    from ..dataplane import Dataplane
+    from .nftnode import lab_dataplane
     n = packets
     if n < 0:
         raise InputError("must be >= 0", field="--packets", value=n)
-    dp = dataplane or Dataplane(cluster, mode, node=node, seed=seed, **dataplane_options)
+    dp = dataplane or lab_dataplane(cluster, mode, node=node, seed=seed, **dataplane_options)
     report = VerifyReport(mode=dp.mode, node=dp.options.node.name,
                           services=len(dp.cluster.services), seed=seed)
     rng = np.random.default_rng(seed)

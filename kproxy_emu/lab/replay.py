@@ -9,8 +9,9 @@ The decision comes from two observations:
   (reply source is the endpoint) and masquerade (reply destination is not the client);
   no entry means a filter rule ended the flow first. (Conntrack deletes an entry whose
   only reply is a RST, hence the listeners below.)
-* the client's fate: answered (SYN-ACK / echo), refused (the ICMP error of a REJECT) or
-  nothing within the timeout (DROP).
+* the client's fate: answered (SYN-ACK / echo), refused (the ICMP error of a REJECT),
+  dropped (a host client's own packet dropped in OUTPUT fails with EPERM) or nothing
+  within the timeout (DROP).
 
 Every address a probe can land on has a listener (wildcard per port in the pod and node
 namespaces, echoing UDP from the address it was sent to), so "refused" never comes from a
@@ -34,8 +35,9 @@ PROTOS = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
 ORIGIN_ROLE = {"pod": "pod", "external": "ext", "host": "node"}
 IP_PKTINFO = 8  # linux/in.h; not exported by Python's socket module
 _LINGER_RST = struct.pack("ii", 1, 0)
-_REFUSED = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES,
-            errno.EPERM, errno.EHOSTDOWN}
+_REFUSED = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN}
+# a locally generated packet dropped by a netfilter rule fails its send with EPERM
+_DROPPED = {errno.EPERM, errno.EACCES}
 _PROTO_NAMES = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp"}
 
 
@@ -55,7 +57,7 @@ class Probe:
 @dataclass(slots=True)
 class KernelResult:
     probe: Probe
-    client: str                       # answered, refused, timeout
+    client: str                       # answered, refused, dropped (EPERM), timeout
     confirmed: bool                   # the node's conntrack confirmed the flow
     reply: tuple[str, int, str, int] | None  # conntrack reply tuple (src, sport, dst, dport)
     verdict: str                      # ACCEPT, DNAT, DROP, REJECT (or UNKNOWN)
@@ -242,7 +244,14 @@ def _drive(probes: list[Probe], socks: dict[int, socket.socket],
                 ep.register(s.fileno(), select.EPOLLOUT | select.EPOLLERR)
             else:
                 s.connect((p.dst, p.dport))
-                s.send(b"kpe")
+                try:
+                    s.send(b"kpe")
+                except OSError as exc:
+                    out[i] = (_fate(exc.errno or 0), 0.0)
+                    if out[i][0] != "dropped":
+                        continue
+                    # a REJECT in OUTPUT also fails the send (EPERM) but then queues its
+                    # ICMP error on the socket: keep waiting for it
                 ep.register(s.fileno(), select.EPOLLIN | select.EPOLLERR)
             fd_of[s.fileno()] = i
         deadline = time.perf_counter() + timeout
@@ -271,7 +280,11 @@ def _drive(probes: list[Probe], socks: dict[int, socket.socket],
 
 
 def _fate(err: int) -> str:
-    return "refused" if err in _REFUSED else f"error:{errno.errorcode.get(err, err)}"
+    if err in _REFUSED:
+        return "refused"
+    if err in _DROPPED:
+        return "dropped"
+    return f"error:{errno.errorcode.get(err, err)}"
 
 
 def classify(probe: Probe, client: str, reply: tuple[str, int, str, int] | None,
@@ -290,8 +303,10 @@ def classify(probe: Probe, client: str, reply: tuple[str, int, str, int] | None,
             verdict = "REJECT"
         elif client == "timeout":
             verdict = "DROP" if served else ("DNAT" if dnat else "ACCEPT")
+        elif client == "dropped":
+            verdict = "DROP"
     elif client == "refused":
         verdict = "REJECT"
-    elif client == "timeout":
+    elif client in ("timeout", "dropped"):
         verdict = "DROP"
     return KernelResult(probe, client, reply is not None, reply, verdict, dnat, masq, seconds)

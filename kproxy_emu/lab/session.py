@@ -17,7 +17,7 @@ from .replay import ConntrackTable, KernelResult, PortAllocator, Probe, Servers,
 from .topology import Lab, LabError, LabPlan, raise_nofile
 
 _IPT_DNAT = re.compile(r"^-A .*?-p (\w+)\b.*?--to-destination (\d+\.\d+\.\d+\.\d+):(\d+)", re.M)
-_NFT_DNAT = re.compile(r"\b(tcp|udp|sctp)?\b.*?dnat (?:ip )?to (\d+\.\d+\.\d+\.\d+):(\d+)")
+_NFT_DNAT = re.compile(r"meta l4proto (tcp|udp|sctp) dnat (?:ip )?to (\d+\.\d+\.\d+\.\d+):(\d+)")
 
 
 @dataclass
