@@ -225,11 +225,16 @@ def test_cli_verify_and_bad_input(tmp_path, capsys):
             args.func(args)
 
 
-def test_nftables_synthetic_cluster_agrees():
+@pytest.mark.parametrize("source", ["lab_dataplane", "adapter"])
+def test_nftables_synthetic_cluster_agrees(source):
+    """Through whatever lab_dataplane picks (Dataplane once it has the mode) and through
+    the lab's own NftNode adapter."""
     from kproxy_emu.lab.compare import verify
+    from kproxy_emu.lab.nftnode import NftNode
     cluster = synth.cluster(150, endpoints="uniform:0-5", nodes=3, seed=12)
+    dp = NftNode(cluster) if source == "adapter" else None
     report = verify(cluster, mode="nftables", packets=800, seed=6, distribution_classes=3,
-                    distribution_flows=200)
+                    distribution_flows=200, dataplane=dp)
     assert report.ok, report.table()
     assert report.mode == "nftables" and report.in_support[1] > 0
     assert {"DNAT", "REJECT"} <= set(report.verdicts), report.verdicts

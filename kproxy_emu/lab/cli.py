@@ -35,9 +35,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--mode", default=None, choices=("iptables", "nftables"),
                    help="proxy mode (default: the --config mode, else iptables)")
     _node_options(p)
-    p.add_argument("--service-cidr", action="append", metavar="CIDR",
-                   help="service ClusterIP range for the nftables mode (repeat; default: "
-                        "the manifests' ServiceCIDR objects)")
+    if "--service-cidr" not in p._option_string_actions:  # older main CLIs lack it
+        p.add_argument("--service-cidr", action="append", metavar="CIDR",
+                       help="service ClusterIP range for the nftables mode (repeat; "
+                            "default: the manifests' ServiceCIDR objects)")
     p.add_argument("--packets", type=int, default=2000,
                    help="new flows sent at the node's service frontends (2000)")
     p.add_argument("--seed", type=int, default=0, help="seed for flows and choices (0)")
@@ -91,8 +92,6 @@ def _lab_dataplane(args: argparse.Namespace):
     config = load_kube_proxy_config(args.config) if args.config else None
     mode = args.mode or (config.mode if config else "iptables")
     if mode in MODES:
-        if args.service_cidr:
-            raise InputError("applies to --mode nftables only", field="--service-cidr")
         return _dataplane(args)
     if mode != "nftables":
         raise InputError("the lab runs iptables or nftables", field="--mode", value=mode)
