@@ -312,6 +312,25 @@ def test_cost_is_lookups_not_rules():
     assert 0 < costs[0][0] < 30 and costs[0][1] >= 4
 
 
+def test_fast_parse_agrees_with_parse_rule():
+    """The lowering's shortcut for kube-proxy's per-endpoint rule shapes gives exactly the
+    items of the general parser, on whole tables (and declines anything else)."""
+    from kproxy_emu.netfilter.nft import parse_rule
+    cluster, options, table = _synth_engine(150, 5, endpoints="uniform:0-12",
+                                            affinity_share=0.3)
+    fast = 0
+    for chain in table.chains.values():
+        for r in chain.rules:
+            items = nl.fast_parse(r.full_text)
+            if items is not None:
+                fast += 1
+                assert items == parse_rule(r.full_text)[0], r.full_text
+    assert fast > table.rule_count / 2
+    for text in ("ip saddr 10.0.0.1 jump x comment \"c\"", "ip saddr != 10.0.0.1 jump x",
+                 "meta l4proto tcp dnat to 10.0.0.1", "numgen inc mod 2 vmap { 0 : goto a }"):
+        assert nl.fast_parse(text) is None
+
+
 # ---------------------------------------------------------------------- conntrack
 def test_conntrack_established_flow_keeps_its_endpoint_and_replies_are_un_natted():
     cluster, svc, vip = _one_service(endpoints=3)

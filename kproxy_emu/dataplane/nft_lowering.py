@@ -16,13 +16,16 @@ never a rule that silently evaluates differently.
 """
 from __future__ import annotations
 
+import re
 import socket
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 from ..errors import InputError
-from ..netfilter.nft import Match, NftError, NftRuleset, NftSet, Statement, parse_rule, tokenize
+from ..netfilter.nft import (Match, NftError, NftRuleset, NftSet, Statement, parse_rule,
+                             split_comment)
 from ..packets import PROTO_NUMBERS
 from .nft_reference import _norm_value
 
@@ -105,10 +108,47 @@ def _ip(text: str) -> int:
     return 0
 
 
+_ADDR = r"(\d{1,3}(?:\.\d{1,3}){3}(?:/\d{1,2})?)"
+_NAME = r"([\w./-]+)"
+_FAST = (
+    # the shapes kube-proxy writes once per endpoint or service, which dominate large tables
+    (re.compile(rf"ip saddr {_ADDR} jump {_NAME}"),
+     lambda m: [Match((("ip", "saddr"),), values=(m[1],)), Statement("jump", m[2])]),
+    (re.compile(rf"meta l4proto (tcp|udp|sctp) dnat to {_ADDR}:(\d+)"),
+     lambda m: [Match((("meta", "l4proto"),), values=(m[1],)),
+                Statement("dnat", f"{m[2]}:{m[3]}")]),
+    (re.compile(rf"ip daddr {_ADDR} ip saddr != {_ADDR} jump {_NAME}"),
+     lambda m: [Match((("ip", "daddr"),), values=(m[1],)),
+                Match((("ip", "saddr"),), "!=", values=(m[2],)), Statement("jump", m[3])]),
+    (re.compile(r"numgen random mod (\d+) vmap \{ ((?:\d+ : goto [\w./-]+ , )*"
+                r"\d+ : goto [\w./-]+) \}"),
+     lambda m: [Match((("numgen", "random", "mod", m[1]),), is_vmap=True,
+                      vmap={k: f"goto {c}" for k, c in
+                            (part.split(" : goto ") for part in m[2].split(" , "))})]),
+)
+
+
+def fast_parse(text: str) -> list | None:
+    """parse_rule's items for the few rule shapes kube-proxy repeats per endpoint and
+    service (None for any other text): the same items, without the general tokenizer.
+    tests/test_nft_engine.py checks both agree on whole tables."""
+    for pattern, build in _FAST:
+        m = pattern.fullmatch(text)
+        if m is not None:
+            return build(m)
+    return None
+
+
+def _fully_random(text: str) -> bool:
+    """The NAT statement's ``fully-random`` flag (parse_rule keeps no NAT flags)."""
+    return "fully-random" in split_comment(text)[0].replace(",", " ").split()
+
+
 def _bad(message: str):
     raise _Unsupported(message)
 
 
+@lru_cache(maxsize=1 << 16)  # values repeat a lot (protocols, ports, endpoint addresses)
 def _component(typ: str, text: str) -> tuple[int, int]:
     """A key component as an inclusive (lo, hi) range (lo == hi for a single value)."""
     if typ == "mark":
@@ -116,6 +156,9 @@ def _component(typ: str, text: str) -> tuple[int, int]:
         return v, v
     if typ not in TYPE_BITS:
         _bad(f"key type {typ} is not supported by the engine")
+    if typ == "ipv4_addr" and text.count(".") == 3 and "/" not in text and "-" not in text:
+        v = _ip(text)
+        return v, v
     try:
         v = _norm_value(typ, text)
     except (ValueError, TypeError):
@@ -147,10 +190,12 @@ class _Builder:
         self.cells: list[tuple[int, int]] = []
         self.exprs: list[tuple] = []
         self.edges: dict[int, set[int]] = {i: set() for i in range(len(self.chain_names))}
+        self.map_targets: list[set[int]] = []  # per set row
         self.cur_chain = -1
 
     # ------------------------------------------------------------------ verdicts
-    def verdict(self, words: list[str]) -> tuple[int, int]:
+    def verdict(self, words: list[str], edge: bool = True) -> tuple[int, int]:
+        """A verdict's (kind, chain); ``edge``: record the jump from the current chain."""
         if not words or words[0] not in VK or words[0] == "none":
             _bad(f"verdict {' '.join(words)!r} is not supported by the engine")
         kind = words[0]
@@ -158,7 +203,7 @@ class _Builder:
             if len(words) != 2 or words[1] not in self.chain_index:
                 _bad(f"{kind} to a chain the table lacks: {' '.join(words[1:])}")
             target = self.chain_index[words[1]]
-            if self.cur_chain >= 0:
+            if edge and self.cur_chain >= 0:
                 self.edges[self.cur_chain].add(target)
             return VK[kind], target
         if len(words) != 1:
@@ -214,7 +259,8 @@ class _Builder:
                 lo, hi = (lo << bits) | a, (hi << bits) | b
             keys_lo.append(lo)
             keys_hi.append(hi)
-            cells.append(self.verdict(" ".join(value).split()) if is_map else (0, -1))
+            cells.append(self.verdict(" ".join(value).split(), edge=False) if is_map
+                         else (0, -1))
         if ranged:
             if len(key_types) != 1:
                 _bad(f"set {name}: ranges in a concatenated key are not supported")
@@ -230,7 +276,7 @@ class _Builder:
                                   np.array([c[1] for c in cells], np.int32)) != len(keys_lo):
                 _bad(f"set {name}: duplicate keys")
         row = self._set_row(name, SK_HASH, is_map, len(key_types), self.slot_total,
-                            len(keys_lo), size - 1, 0.0)
+                            len(keys_lo), size - 1, 0.0, cells)
         self.slot_parts.append(slots)
         self.slot_total += size
         return row
@@ -249,12 +295,14 @@ class _Builder:
         for k, (lo, hi, vk, vc) in enumerate(merged):
             arr[k]["lo"], arr[k]["hi"], arr[k]["vkind"], arr[k]["vchain"] = lo, hi, vk, vc
         row = self._set_row(name, SK_INTERVAL, is_map, 1, self.interval_total, len(merged), 0,
-                            0.0)
+                            0.0, cells)
         self.interval_parts.append(arr)
         self.interval_total += len(merged)
         return row
 
-    def _set_row(self, name, kind, is_map, nkey, off, n, mask, timeout) -> int:
+    def _set_row(self, name, kind, is_map, nkey, off, n, mask, timeout, cells=()) -> int:
+        # a map's jump/goto targets: edges from every chain that looks it up (check_depth)
+        self.map_targets.append({c for k, c in cells if k in (VK["jump"], VK["goto"])})
         self.set_names.append(name)
         self.set_rows.append((kind, int(is_map), nkey, 0, off, n, mask, timeout))
         return len(self.set_rows) - 1
@@ -267,16 +315,17 @@ class _Builder:
                            mask))
 
     def rule(self, chain: str, text: str, anon_prefix: str) -> None:
-        try:
-            items, _ = parse_rule(text)
-        except (NftError, IndexError, ValueError) as exc:
-            _bad(f"cannot parse ({getattr(exc, 'message', exc)})")
-        tokens = tokenize(text)
+        items = fast_parse(text)
+        if items is None:
+            try:
+                items, _ = parse_rule(text)
+            except (NftError, IndexError, ValueError) as exc:
+                _bad(f"cannot parse ({getattr(exc, 'message', exc)})")
         for k, it in enumerate(items):
             if isinstance(it, Match):
                 self.match(it, f"{anon_prefix}.{k}")
             else:
-                self.statement(it, tokens)
+                self.statement(it, text)
 
     def selectors(self, m: Match) -> list[int]:
         out = []
@@ -361,6 +410,7 @@ class _Builder:
                          for k, v in (m.vmap or {}).items()]
                 idx = self.literal_set(anon, key_types, elems, True)
             self.expr("VMAP", sels=sels, set=idx)
+            self.edges[self.cur_chain] |= self.map_targets[idx]
             return
         if m.set_name is not None:
             idx = self.named_set(m.set_name, key_types, False)
@@ -380,7 +430,7 @@ class _Builder:
         idx = self.literal_set(anon, key_types, elems, False)
         self.expr("LOOKUP", neg=neg, sels=sels, set=idx)
 
-    def statement(self, st: Statement, tokens: list[str]) -> None:
+    def statement(self, st: Statement, text: str) -> None:
         kind = st.kind
         if kind in ("counter", "log"):
             self.expr("NOP")
@@ -411,12 +461,12 @@ class _Builder:
                 self.endpoints.append(dest)
             self.expr("DNAT", arg=self.endpoint_index[dest], lo=_ip(ip), hi=int(port))
         elif kind == "masquerade":
-            self.expr("MASQ", arg=int("fully-random" in tokens))
+            self.expr("MASQ", arg=int(_fully_random(text)))
         elif kind == "snat":
             dest = str(st.arg)
             if ":" in dest or "-" in dest:
                 _bad("snat to a port or address range is not supported by the engine")
-            self.expr("SNAT", arg=int("fully-random" in tokens), lo=_ip(dest))
+            self.expr("SNAT", arg=int(_fully_random(text)), lo=_ip(dest))
         elif kind in ("accept", "drop", "reject", "return", "continue"):
             self.expr("VERDICT", vkind=VK[kind])
         elif kind in ("jump", "goto"):
@@ -468,45 +518,33 @@ def lower_nft(table: NftRuleset, endpoints: list[str] | None = None,
     dynamic_sets = [] if dynamic_sets is None else dynamic_sets
     b = _Builder(table, endpoints, dynamic_sets)
     rules: list[tuple[int, int]] = []
-    chains = np.zeros(len(b.chain_names), CHAIN_DTYPE)
+    chain_rows: list[tuple] = []
     for cid, (name, chain) in enumerate(table.chains.items()):
         b.cur_chain = cid
-        chains[cid]["start"] = len(rules)
-        if chain.is_base:
-            if chain.hook not in HOOKS or chain.type not in ("filter", "nat"):
-                raise InputError("base chain type/hook not supported by the engine",
-                                 obj=f"chain {name}", field="type/hook",
-                                 value=f"{chain.type} {chain.hook}")
-            chains[cid]["base"] = 1
-            chains[cid]["nat"] = chain.type == "nat"
-            chains[cid]["priority"] = chain.priority or 0
+        start = len(rules)
+        if chain.is_base and (chain.hook not in HOOKS or chain.type not in ("filter", "nat")):
+            raise InputError("base chain type/hook not supported by the engine",
+                             obj=f"chain {name}", field="type/hook",
+                             value=f"{chain.type} {chain.hook}")
         for i, r in enumerate(chain.rules):
-            start = len(b.exprs)
+            first = len(b.exprs)
             try:
                 b.rule(name, r.full_text, f"{name}#{i}")
             except _Unsupported as exc:
                 raise InputError(f"cannot lower nftables rule: {exc}", obj=f"chain {name}",
                                  field=f"rule {i}", value=r.full_text) from None
-            rules.append((start, len(b.exprs)))
-        chains[cid]["end"] = len(rules)
+            rules.append((first, len(b.exprs)))
+        chain_rows.append((start, len(rules), chain.priority or 0 if chain.is_base else 0,
+                           int(chain.is_base), int(chain.type == "nat"), 0))
+    chains = np.array(chain_rows, CHAIN_DTYPE)
     b.cur_chain = -1
-    for name, s in table.sets.items():  # maps' verdicts are edges too; sets unused still lower
+    for name, s in table.sets.items():  # sets no rule uses: their elements must lower too
         if name not in b.set_index:
             try:
                 b.set_index[name] = b.add_set(name, s)
             except _Unsupported as exc:
                 raise InputError(f"cannot lower nftables {s.kind}: {exc}",
                                  obj=f"{s.kind} {name}", field="elements") from None
-    for name in b.set_index:
-        s = table.sets.get(name)
-        if s is not None and s.kind == "map":
-            src = [c for c, ch in table.chains.items()
-                   if any(f"@{name}" in r.text for r in ch.rules)]
-            for e in s.elements.values():
-                words = " ".join(e.value).split()
-                if words[:1] in (["jump"], ["goto"]) and words[1] in b.chain_index:
-                    for c in src:
-                        b.edges[b.chain_index[c]].add(b.chain_index[words[1]])
     b.check_depth()
     per_hook: list[list[int]] = [[] for _ in HOOKS]
     for cid in sorted(np.flatnonzero(chains["base"]), key=lambda c: int(chains[c]["priority"])):
