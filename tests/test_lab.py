@@ -181,15 +181,18 @@ def test_changes_only_touch_the_labs_namespaces():
 
 def test_calibration_small():
     from kproxy_emu.lab.calibrate import calibrate
-    result = calibrate([300], samples=15, positions=3, seed=1)
-    (run,) = result["runs"]
-    assert run["load_seconds"] > 0 and run["kube_services_rules"] >= 300
-    assert [p["failed"] for p in run["positions"]] == [0, 0, 0]
-    assert all(p["samples"] == 15 and p["median_us"] > 0 for p in run["positions"])
-    rules = [p["rules"] for p in run["positions"]]
-    assert rules == sorted(rules) and rules[-1] - rules[0] >= 250
-    entry = result["modes"]["iptables"]
-    assert entry["base_ns"] > 0 and set(entry) >= {"base_ns", "ns_per_rule"}
+    result = calibrate([300], samples=15, positions=3, seed=1, modes=("iptables", "nftables"))
+    ipt, nft = result["runs"]
+    for run in (ipt, nft):
+        assert run["load_seconds"] > 0 and run["kube_services_rules"] >= 300
+        assert [p["failed"] for p in run["positions"]] == [0, 0, 0]
+        assert all(p["samples"] == 15 and p["median_us"] > 0 for p in run["positions"])
+    rules = [p["rules"] for p in ipt["positions"]]
+    assert rules == sorted(rules) and rules[-1] - rules[0] >= 250  # the KUBE-SERVICES walk
+    assert len({p["lookups"] for p in nft["positions"]}) == 1      # a map lookup anywhere
+    assert {"base_ns", "ns_per_rule"} <= set(result["modes"]["iptables"])
+    assert {"base_ns", "ns_per_lookup"} <= set(result["modes"]["nftables"])
+    assert result["modes"]["iptables"]["base_ns"] > 0
 
 
 def test_cli_verify_and_bad_input(tmp_path, capsys):

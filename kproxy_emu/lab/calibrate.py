@@ -1,15 +1,14 @@
 """Kernel costs measured in the lab, for the emulator's cost model.
 
-For each service count N: a kube-proxy-shaped cluster (ClusterIP, TCP, 3 endpoints per
-service, seeded) is compiled by the iptables mode, loaded with iptables-restore into a
-fresh lab (wall, user and sys time), and new host-originated connections (nat OUTPUT, the
+For each mode and service count N: a kube-proxy-shaped cluster (ClusterIP, TCP, 3 endpoints per
+service, seeded) is compiled by the mode, loaded (iptables-restore / nft -f) into a fresh lab (wall, user and sys time), and new host-originated connections (nat OUTPUT, the
 path kernel-anchors.md measured) are timed to services at several KUBE-SERVICES rule
 positions, interleaved round by round so drift hits every position alike. The per-rule
 cost is the least-squares slope of the median connect time against the rule position.
 
-nftables: ``calibrate(..., mode="nftables")`` needs the nftables renderer
-(``kproxy_emu/netfilter/nft_text.py``) and Dataplane mode "nftables"; until those exist it
-raises a clear error (the loader, ``load.load_nftables``, is ready).
+nftables (``modes=("nftables",)``): the same flows against ``nft -f`` of the nftables
+mode's table; "position" is then the order the services' map elements were added in, and
+the fit is against the emulator's lookups (kernel-anchors.md: flat at any N).
 """
 from __future__ import annotations
 
@@ -31,6 +30,7 @@ DEFAULT_SERVICES = (100, 1000, 5000, 10000, 20000)
 class PositionTiming:
     position: int          # 1-based rule index in KUBE-SERVICES
     rules: int             # rules the emulator evaluates for this flow (all hooks)
+    lookups: int           # hash / map lookups the emulator counts for it
     service: str
     samples: int
     median_us: float
@@ -42,11 +42,12 @@ class PositionTiming:
 @dataclass
 class RunResult:
     services: int
-    kube_services_rules: int
+    kube_services_rules: int   # iptables: rules in KUBE-SERVICES; nftables: map elements
     lines: int
     load_seconds: float
     load_user: float
     load_sys: float
+    mode: str = "iptables"
     positions: list[PositionTiming] = field(default_factory=list)
     ns_per_rule: float = 0.0
 
@@ -86,110 +87,109 @@ def slope(xs: list[float], ys: list[float]) -> float:
     return float(np.polyfit(np.asarray(xs, float), np.asarray(ys, float), 1)[0])
 
 
+def frontends(cluster) -> list[tuple[tuple[str, str], str, int]]:
+    """(service key, cluster IP, port) of every ClusterIP service's first TCP port, in the
+    cluster's order (the order the modes write their rules and map elements in)."""
+    out = []
+    for key, svc in cluster.services.items():
+        if not svc.proxied or ":" in svc.cluster_ip or svc.cluster_ip in ("", "None"):
+            continue
+        ports = [p for p in svc.ports if p.protocol == "TCP"]
+        if ports:
+            out.append((key, svc.cluster_ip, ports[0].port))
+    return out
+
+
 def measure(n: int, *, samples: int = 200, positions: int = 5, seed: int = 0,
             backend: str = "nft", mode: str = "iptables", warmup: int = 20) -> RunResult:
-    """One service count: load time and connect time at ``positions`` rule positions."""
-    from ..dataplane import Dataplane
-    if mode != "iptables":
-        raise InputError("calibration of this mode needs its renderer in the Dataplane "
-                         "(only iptables is available)", field="--mode", value=mode)
+    """One service count: load time, and connect time at ``positions`` services spread
+    over the rule order (iptables: KUBE-SERVICES rule positions; nftables: the order the
+    verdict-map elements were added in)."""
+    from .nftnode import lab_dataplane
     cluster = _shaped_cluster(n, seed)
-    dp = Dataplane(cluster, "iptables", seed=seed)
-    where = kube_services_positions(dp)
-    by_pos = sorted((pos, key) for key, pos in where.items())
-    if not by_pos:
-        raise InputError("the cluster has no ClusterIP service rules", field="--services",
-                         value=n)
-    idx = sorted({int(round(i)) for i in np.linspace(0, len(by_pos) - 1, positions)})
-    chosen = [by_pos[i] for i in idx]
-    # the endpoints of the chosen services only
-    keys = {key for _, key in chosen}
-    svc_eps: dict[tuple[str, int], str] = {}
-    eps: set[str] = set()
-    for (ns, name), svc in cluster.services.items():
-        for p in svc.ports:
-            if (svc.cluster_ip, p.port) in keys:
-                svc_eps[(svc.cluster_ip, p.port)] = f"{ns}/{name}"
-    eps.update(_endpoint_ips(dp, keys))
-    lines = 0
+    dp = lab_dataplane(cluster, mode, seed=seed)
+    fronts = frontends(cluster)
+    if not fronts:
+        raise InputError("the cluster has no ClusterIP service", field="--services", value=n)
+    if mode == "iptables":
+        where = kube_services_positions(dp)
+        ordered = sorted((where[(ip, port)], key, ip, port) for key, ip, port in fronts
+                         if (ip, port) in where)
+    else:
+        ordered = [(i + 1, key, ip, port) for i, (key, ip, port) in enumerate(fronts)]
+    idx = sorted({int(round(i)) for i in np.linspace(0, len(ordered) - 1, positions)})
+    chosen = [ordered[i] for i in idx]
+    slices = cluster.slices_by_service()
+    eps = {a for _, key, _, _ in chosen for sl in slices.get(key, [])
+           for ep in sl.endpoints for a in ep.addresses}
     with NodeLab(dp, backend=backend, only_endpoints=eps) as lab:
         load = lab.load_result
         assert load is not None
-        lines = load.lines
         src = lab.clients.host[0]
-        result = RunResult(services=n, kube_services_rules=len(
-            [r for r in dp.tables.tables["nat"].rules if r.chain == "KUBE-SERVICES"]),
-            lines=lines, load_seconds=load.seconds, load_user=load.user, load_sys=load.sys)
-        times: dict[int, list[float]] = {pos: [] for pos, _ in chosen}
-        failed = {pos: 0 for pos, _ in chosen}
+        rules = (len([r for r in dp.tables.tables["nat"].rules if r.chain == "KUBE-SERVICES"])
+                 if mode == "iptables" else len(fronts))
+        result = RunResult(services=n, kube_services_rules=rules, lines=load.lines,
+                           load_seconds=load.seconds, load_user=load.user, load_sys=load.sys,
+                           mode=mode)
+        times: dict[int, list[float]] = {pos: [] for pos, *_ in chosen}
+        failed = {pos: 0 for pos, *_ in chosen}
         for r in range(warmup + samples):
             order = chosen if r % 2 == 0 else list(reversed(chosen))
-            for pos, (ip, port) in order:
+            for pos, _, ip, port in order:
                 probe = Probe("tcp", src, lab.alloc.take(src), ip, port, "host")
-                (fate, waited), = send(lab.lab, [probe], timeout=1.0, wave=1)
+                (fate, waited), = send(lab.lab, [probe], timeout=1.0, wave=1,
+                                       after_wave=lab.conntrack.flush)
                 if r < warmup:
                     continue
                 if fate == "answered":
                     times[pos].append(waited * 1e6)
                 else:
                     failed[pos] += 1
-        for pos, key in chosen:
+        for pos, key, ip, port in chosen:
             t = np.asarray(times[pos]) if times[pos] else np.asarray([np.nan])
-            trace = dp.trace(f"tcp {src}:40000 -> {key[0]}:{key[1]}", origin="host")
+            cost = dp.trace(f"tcp {src}:40000 -> {ip}:{port}", origin="host")["cost"]
             result.positions.append(PositionTiming(
-                pos, int(trace["cost"]["rules_evaluated"]),
-                svc_eps.get(key, f"{key[0]}:{key[1]}"), len(times[pos]),
-                float(np.median(t)), float(np.percentile(t, 10)), float(np.percentile(t, 90)),
-                failed[pos]))
+                pos, int(cost["rules_evaluated"]), int(cost.get("lookups", 0)),
+                f"{key[0]}/{key[1]}", len(times[pos]), float(np.median(t)),
+                float(np.percentile(t, 10)), float(np.percentile(t, 90)), failed[pos]))
     ok = [p for p in result.positions if p.samples]
     result.ns_per_rule = slope([p.rules for p in ok], [p.median_us * 1e3 for p in ok])
     return result
 
 
-def _endpoint_ips(dp, keys: set[tuple[str, int]]) -> list[str]:
-    """Endpoint addresses behind the given (cluster IP, port) frontends, read from the
-    rules: KUBE-SERVICES -> KUBE-SVC-* -> KUBE-SEP-* -> DNAT."""
-    nat = dp.tables.tables["nat"]
-
-    def fields(rule):
-        got = {}
-        for opt in rule.opts:
-            if opt.args and opt.flag in ("-d", "--dport", "-j", "--to-destination"):
-                got[opt.flag] = opt.args[0]
-        return got
-
-    svc_chains, sep_chains, out = set(), set(), []
-    for rule in nat.rules:
-        f = fields(rule)
-        if rule.chain == "KUBE-SERVICES" and "-d" in f and "--dport" in f:
-            if (f["-d"].split("/")[0], int(f["--dport"])) in keys:
-                svc_chains.add(f.get("-j"))
-    for rule in nat.rules:
-        f = fields(rule)
-        if rule.chain in svc_chains and f.get("-j", "").startswith("KUBE-SEP-"):
-            sep_chains.add(f["-j"])
-    for rule in nat.rules:
-        f = fields(rule)
-        if rule.chain in sep_chains and "--to-destination" in f:
-            out.append(f["--to-destination"].rsplit(":", 1)[0])
-    return out
-
-
 def calibrate(services=DEFAULT_SERVICES, *, samples: int = 200, positions: int = 5,
-              seed: int = 0, backend: str = "nft", mode: str = "iptables",
+              seed: int = 0, backend: str = "nft", modes=("iptables",),
               progress=None) -> dict:
-    """Every service count in turn; the JSON-ready result (see ``fit``)."""
-    runs = []
-    for n in services:
-        start = time.perf_counter()
-        run = measure(int(n), samples=samples, positions=positions, seed=seed,
-                      backend=backend, mode=mode)
-        runs.append(run)
-        if progress:
-            progress(run, time.perf_counter() - start)
-    pts = [(r.services, p.rules, p.median_us * 1e3) for r in runs for p in r.positions
-           if p.samples]
-    common, base = fit(pts)
+    """Every mode and service count in turn; the JSON-ready result. ``modes`` holds what
+    ``kproxy-emu bench`` reads: iptables latency = base_ns + rules evaluated x ns_per_rule,
+    nftables = base_ns + lookups x ns_per_lookup (each fitted by ``fit``)."""
+    runs: list[RunResult] = []
+    entries: dict[str, dict] = {}
+    for mode in modes:
+        mine = []
+        for n in services:
+            start = time.perf_counter()
+            run = measure(int(n), samples=samples, positions=positions, seed=seed,
+                          backend=backend, mode=mode)
+            mine.append(run)
+            if progress:
+                progress(run, time.perf_counter() - start)
+        runs += mine
+        if mode == "iptables":
+            per, base = fit([(r.services, p.rules, p.median_us * 1e3) for r in mine
+                             for p in r.positions if p.samples])
+            entries[mode] = {"base_ns": base, "ns_per_rule": per,
+                             "backend": "iptables-nft" if backend == "nft"
+                             else "iptables-legacy"}
+        else:
+            per, base = fit([(r.services, p.lookups, p.median_us * 1e3) for r in mine
+                             for p in r.positions if p.samples])
+            entries[mode] = {"base_ns": base, "ns_per_lookup": per,
+                             # the same flows against their map position: flat means O(1)
+                             "ns_per_position": fit([(r.services, p.position,
+                                                      p.median_us * 1e3) for r in mine
+                                                     for p in r.positions if p.samples])[0]}
+        entries[mode]["load_seconds"] = {str(r.services): r.load_seconds for r in mine}
     return {
         "kind": "kproxy-emu kernel calibration",
         "kernel": platform.release(), "machine": platform.machine(),
@@ -197,9 +197,7 @@ def calibrate(services=DEFAULT_SERVICES, *, samples: int = 200, positions: int =
         "path": "host-originated TCP connect to a ClusterIP (nat OUTPUT, DNAT to a pod, "
                 "SYN to SYN-ACK), a new flow each time; medians",
         "samples_per_position": samples, "seed": seed,
-        # what `kproxy-emu bench` reads: latency = base_ns + rules evaluated x ns_per_rule
-        "modes": {mode: {"base_ns": base, "ns_per_rule": common,
-                         "backend": "iptables-nft" if backend == "nft" else "iptables-legacy"}},
+        "modes": entries,
         "runs": [asdict(r) for r in runs],
     }
 

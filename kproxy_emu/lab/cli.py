@@ -59,6 +59,8 @@ def add_parsers(sub) -> None:
                    help="timed connections per rule position (200)")
     p.add_argument("--positions", type=int, default=5,
                    help="rule positions probed per service count (5)")
+    p.add_argument("--modes", default="iptables,nftables", metavar="LIST",
+                   help="modes to calibrate (iptables,nftables)")
     p.add_argument("--backend", choices=("nft", "legacy"), default="nft",
                    help="iptables backend: nft (Debian's default) or legacy (x_tables)")
     p.add_argument("--seed", type=int, default=0, help="seed for the clusters (0)")
@@ -111,23 +113,30 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if args.samples <= 0 or args.positions < 2:
         raise InputError("need --samples >= 1 and --positions >= 2",
                          field="--samples/--positions", value=(args.samples, args.positions))
-    check("iptables")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in modes if m not in ("iptables", "nftables")]
+    if bad or not modes:
+        raise InputError("modes are iptables and nftables", field="--modes", value=args.modes)
+    for mode in modes:
+        check(mode)
 
     def progress(run, seconds):
-        print(f"{run.services:>6} services: load {run.load_seconds:.3f} s "
+        print(f"{run.mode:>8} {run.services:>6} services: load {run.load_seconds:.3f} s "
               f"({run.lines} lines), {run.ns_per_rule:.1f} ns/rule; medians "
               + ", ".join(f"rule {p.position}: {p.median_us:.1f} us" for p in run.positions)
               + f" [{seconds:.1f} s]", file=sys.stderr)
 
     result = calibrate(args.services, samples=args.samples, positions=args.positions,
-                       seed=args.seed, backend=args.backend, progress=progress)
+                       seed=args.seed, backend=args.backend, modes=modes, progress=progress)
     if args.out == "-":
         print(json.dumps(result, indent=2))
         return 0
     out = Path(args.out) if args.out else DEFAULT_CALIBRATION
     os.makedirs(out.parent, exist_ok=True)
     write(result, str(out))
-    print(f"iptables: {result['modes']['iptables']['ns_per_rule']:.1f} ns per rule, base "
-          f"{result['modes']['iptables']['base_ns'] / 1000:.1f} us; written to {out}",
-          file=sys.stderr)
+    for mode, entry in result["modes"].items():
+        per = (f"{entry['ns_per_rule']:.1f} ns per rule" if "ns_per_rule" in entry
+               else f"{entry['ns_per_lookup']:.1f} ns per lookup")
+        print(f"{mode}: {per}, base {entry['base_ns'] / 1000:.1f} us", file=sys.stderr)
+    print(f"written to {out}", file=sys.stderr)
     return 0
