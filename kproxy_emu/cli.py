@@ -14,6 +14,7 @@ from typing import Sequence
 from .errors import InputError, KproxyError
 
 PROG = "kproxy-emu"
+_MODES = ("iptables", "nftables")  # modes the CLI compiles (kproxy_emu.dataplane.MODES)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,15 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("render", help="print the rules a mode installs on one node")
     p.add_argument("files", nargs="+", metavar="FILE", help="manifest files or directories")
-    p.add_argument("--mode", default=None, choices=("iptables",),
+    p.add_argument("--mode", default=None, choices=_MODES,
                    help="proxy mode (default: the --config mode, else iptables)")
     _node_options(p)
     p.add_argument("--sorted", action="store_true",
                    help="the normalised order kube-proxy's unit tests compare")
     p.add_argument("--format", choices=("restore", "save"), default="restore",
-                   help="restore: the iptables-restore input kube-proxy writes (default); "
-                        "save: what iptables-save prints on the node afterwards, built-in "
-                        "chain jumps included, to diff against a real node")
+                   help="restore: what kube-proxy loads (iptables-restore input, an nft -f "
+                        "script; default); save: what the node lists afterwards "
+                        "(iptables-save with the built-in chain jumps, nft list ruleset), "
+                        "to diff against a real node")
     p.set_defaults(func=_cmd_render)
 
     p = sub.add_parser("trace", help="follow one packet through a node's rules")
@@ -84,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iptables-save", metavar="DUMP",
                    help="trace through a node's own iptables-save output instead of rules "
                         "compiled from manifests (give the node with --node-config or --node-ip)")
-    p.add_argument("--mode", default=None, choices=("iptables",),
+    p.add_argument("--mode", default=None, choices=_MODES,
                    help="proxy mode (default: the --config mode, else iptables)")
     _node_options(p)
     p.add_argument("--packet", required=True, action="append",
@@ -144,6 +146,9 @@ def _node_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mark-text", metavar="TEXT",
                    help="masquerade mark as written in rules (default: kube-proxy's "
                         "0x00004000 form of 1<<masqueradeBit; the unit tests use 0x4000)")
+    p.add_argument("--service-cidr", action="append", metavar="CIDR",
+                   help="service CIDR (repeat; nftables mode; default: the ServiceCIDR "
+                        "objects in the manifests)")
 
 
 def _dataplane(args: argparse.Namespace):
@@ -173,18 +178,15 @@ def _dataplane(args: argparse.Namespace):
     return Dataplane(cluster, mode, node=args.node, node_config=node_config,
                      node_ips=None if dump else args.node_ip, config=config,
                      cluster_cidr=args.cluster_cidr, masquerade_all=args.masquerade_all,
-                     mark_text=args.mark_text, tables=tables)
+                     mark_text=args.mark_text, tables=tables,
+                     service_cidrs=getattr(args, "service_cidr", None))
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
+    if args.format == "save" and args.sorted:
+        raise InputError("--sorted applies to --format restore only", field="--sorted")
     dp = _dataplane(args)
-    if args.format == "save":
-        if args.sorted:
-            raise InputError("--sorted applies to --format restore only", field="--sorted")
-        from .netfilter.iptables_live import render_live
-        sys.stdout.write(render_live(dp.tables))
-    else:
-        sys.stdout.write(dp.render(sorted=args.sorted))
+    sys.stdout.write(dp.render(sorted=args.sorted, format=args.format))
     return 0
 
 

@@ -25,8 +25,8 @@ def result():
 
 def test_records_have_the_contract_fields(result):
     recs = result["records"]
-    assert [(r["services"], r["flow"]) for r in recs] == [
-        (60, "new"), (60, "established"), (240, "new"), (240, "established")]
+    assert [(r["services"], r["mode"], r["flow"]) for r in recs] == [
+        (n, m, f) for n in (60, 240) for m in sweep.MODES for f in ("new", "established")]
     for r in recs:
         for key in REQUIRED:
             assert r[key] is not None, key
@@ -36,14 +36,20 @@ def test_records_have_the_contract_fields(result):
 
 
 def test_new_flows_walk_rules_and_established_flows_hit_conntrack(result):
-    by = {(r["services"], r["flow"]): r for r in result["records"]}
-    for n in (60, 240):
-        new, est = by[(n, "new")], by[(n, "established")]
-        assert new["ct_hit_share"] == 0.0 and est["ct_hit_share"] == 1.0
-        assert est["rules_mean"] < new["rules_mean"] / 5
-        assert new["sync_full"]["lines"] > new["sync_update"]["lines"] > 0
-    # iptables: the rules a new flow walks grow with the number of services
-    assert by[(240, "new")]["rules_mean"] > 2.5 * by[(60, "new")]["rules_mean"]
+    by = {(r["mode"], r["services"], r["flow"]): r for r in result["records"]}
+    for mode in sweep.MODES:
+        for n in (60, 240):
+            new, est = by[(mode, n, "new")], by[(mode, n, "established")]
+            assert new["ct_hit_share"] == 0.0 and est["ct_hit_share"] == 1.0
+            assert est["rules_mean"] < new["rules_mean"]
+            assert new["sync_full"]["lines"] > new["sync_update"]["lines"] > 0
+    # iptables: the rules a new flow walks grow with the number of services; the
+    # verdict-map mode's do not
+    ipt, nft = "iptables", "nftables"
+    assert by[(ipt, 240, "new")]["rules_mean"] > 2.5 * by[(ipt, 60, "new")]["rules_mean"]
+    assert by[(nft, 240, "new")]["rules_mean"] < 1.2 * by[(nft, 60, "new")]["rules_mean"]
+    # both modes see the same verdicts for the same traffic
+    assert by[(ipt, 240, "new")]["actions"] == by[(nft, 240, "new")]["actions"]
 
 
 def test_reference_ratio_is_reported(result):
@@ -58,7 +64,7 @@ def test_outputs(result, tmp_path):
     assert json.loads((tmp_path / "b.json").read_text()) == result["records"]
     report.write_csv(result, str(tmp_path / "b.csv"))
     lines = (tmp_path / "b.csv").read_text().splitlines()
-    assert len(lines) == 5 and lines[0].startswith("mode,services")
+    assert len(lines) == 1 + len(result["records"]) and lines[0].startswith("mode,services")
     pytest.importorskip("matplotlib")
     report.plot(result, str(tmp_path / "b.png"))
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import InputError, KproxyError
 
-MODES = ("iptables",)  # modes the sweep can run (grows as engines land)
+MODES = ("iptables", "nftables")  # modes the sweep can run (grows as engines land)
 DEFAULT_SERVICES = (1000, 3000, 10000)
 
 
@@ -275,7 +275,8 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
             per_rule = med / float(rules.mean())
             rec["ns_per_rule"] = round(per_rule, 3)
             rec["roofline_ratio"] = round(per_rule / scan_ns_per_row, 2)
-        if flow == "established":
+        if flow == "established" or mode != "iptables":
+            # packets' cost in bare hash lookups of the same frontends
             rec["roofline_ratio"] = round(med / hash_ns, 2) if hash_ns else None
             rec["established_hit_share"] = round(hits, 4)
         rec["predicted_kernel_ns"] = predicted_kernel_ns(

@@ -17,7 +17,7 @@ from ..packets import parse as parse_packet
 from ..proxy import ProxyOptions, ProxyView
 from .sync import SyncResult
 
-MODES = ("iptables",)
+MODES = ("iptables", "nftables")
 
 
 def resolve_node(cluster: Cluster, node: str | None = None,
@@ -51,9 +51,11 @@ class Dataplane:
                  node_config: NodeConfig | None = None, node_ips: list[str] | None = None,
                  config: KubeProxyConfig | None = None, cluster_cidr: str | None = None,
                  masquerade_all: bool | None = None, mark_text: str | None = None,
-                 seed: int = 0, conntrack: bool = True, tables: Ruleset | None = None):
+                 seed: int = 0, conntrack: bool = True, tables: Ruleset | None = None,
+                 service_cidrs: list[str] | None = None):
         """``tables``: run a node's own iptables (e.g. parsed from a real ``iptables-save``)
-        instead of compiling the cluster; the cluster then only supplies the node."""
+        instead of compiling the cluster; the cluster then only supplies the node.
+        ``service_cidrs`` (nftables): overrides the cluster's ServiceCIDR objects."""
         if mode not in MODES:
             raise InputError(f"unsupported mode (available: {', '.join(MODES)})",
                              field="mode", value=mode)
@@ -70,7 +72,7 @@ class Dataplane:
         self._config = config
         self.conntrack = _conntrack_table(config, int(seeds[1])) if conntrack else None
         self._build_view()
-        self.backend = _backend(self, mode, tables)
+        self.backend = _backend(self, mode, tables, service_cidrs)
         if tables is None:
             self.sync()
 
@@ -252,19 +254,27 @@ class Dataplane:
         hosts = [ip for ip in self.options.node.local_ips if ":" not in ip]
         return resolve_origins(packets.copy(), pods, hosts)
 
-    def render(self, *, sorted: bool = False) -> str:
-        """The mode's native text of a full sync, as kube-proxy writes it (``sorted``: the
-        normalised form kube-proxy's unit tests compare)."""
-        return self.backend.render(sorted=sorted)
+    def render(self, *, sorted: bool = False, format: str = "restore") -> str:
+        """The mode's native text: what kube-proxy loads for a full sync (``restore``:
+        iptables-restore input, an ``nft -f`` script), or what the node lists afterwards
+        (``save``: iptables-save, ``nft list ruleset``); ``sorted``: the normalised form
+        kube-proxy's unit tests compare."""
+        if format not in ("restore", "save"):
+            raise InputError("must be restore or save", field="--format", value=format)
+        return self.backend.render(sorted=sorted, format=format)
 
 
-def _backend(dp: "Dataplane", mode: str, tables: Ruleset | None):
+def _backend(dp: "Dataplane", mode: str, tables: Ruleset | None,
+             service_cidrs: list[str] | None):
     if mode == "iptables":
         from .iptables_backend import IptablesBackend
         return IptablesBackend(dp, tables)
     if tables is not None:
         raise InputError("a node's own iptables dump runs in iptables mode only", field="mode",
                          value=mode)
+    if mode == "nftables":
+        from .nftables_backend import NftablesBackend
+        return NftablesBackend(dp, service_cidrs)
     raise InputError(f"unsupported mode (available: {', '.join(MODES)})", field="mode",
                      value=mode)
 

@@ -78,9 +78,13 @@ class IptablesBackend:
             result.error = str(exc)
         return result
 
-    def render(self, sorted: bool = False) -> str:
+    def render(self, sorted: bool = False, format: str = "restore") -> str:
         """iptables-restore input of a full sync, as kube-proxy writes it (``sorted``: the
-        normalised form kube-proxy's unit tests compare)."""
+        normalised form kube-proxy's unit tests compare; ``save``: what iptables-save
+        prints on the node afterwards, built-in chain jumps included)."""
+        if format == "save":
+            from ..netfilter.iptables_live import render_live
+            return render_live(self.tables)
         return render_sorted(self.ruleset) if sorted else render(self.ruleset)
 
     # ---------------------------------------------------------------- packets

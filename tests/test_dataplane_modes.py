@@ -1,0 +1,105 @@
+"""The Dataplane facade in every mode: the same calls, the same verdict arrays, and the
+engine's choices inside the reference tracer's candidates."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kproxy_emu import Dataplane, packets
+from kproxy_emu.bench import sweep
+from kproxy_emu.errors import InputError
+
+MODES = ("iptables", "nftables")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    return sweep.make_cluster(60, 4, 5)
+
+
+def _line(row) -> str:
+    proto = packets.PROTO_NAMES[int(row["proto"])].lower()
+    return (f"{proto} {packets.u32_to_ip(int(row['src_ip']))}:{row['src_port']} -> "
+            f"{packets.u32_to_ip(int(row['dst_ip']))}:{row['dst_port']}")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_engine_verdicts_are_among_the_tracers_outcomes(cluster, mode):
+    dp = Dataplane(cluster, mode=mode, cluster_cidr="10.0.0.0/8", seed=3)
+    spec = sweep.BenchSpec(services=[60], packets=400, origin_mix={"pod": 1, "external": 1,
+                                                                   "host": 1})
+    batch = sweep._traffic(dp, spec, 9)
+    out = dp.process(batch)
+    tracer = Dataplane(cluster, mode=mode, cluster_cidr="10.0.0.0/8", conntrack=False)
+    names = {0: "ACCEPT", 1: "DNAT", 2: "DROP", 3: "REJECT"}
+    for row, v in zip(batch[:150], out[:150]):
+        t = tracer.trace(_line(row), origin=packets.ORIGIN_NAMES[int(row["origin"])])
+        verdicts = {o["verdict"] if o["verdict"] in ("DROP", "REJECT") else
+                    ("DNAT" if o["dnat"] else "ACCEPT") for o in t["outcomes"]}
+        assert names[int(v["action"])] in verdicts, (mode, _line(row), t["outcomes"])
+        if v["action"] == packets.Action.DNAT:
+            ep = dp.endpoints[int(v["endpoint"])]
+            assert ep == f"{packets.u32_to_ip(int(v['dnat_ip']))}:{v['dnat_port']}"
+            assert ep in {c["endpoint"] for c in t["candidates"]}
+            masq = {c["masquerade"] for c in t["candidates"] if c["endpoint"] == ep}
+            assert bool(v["snat_ip"]) in masq
+
+
+def test_modes_agree_on_verdict_counts(cluster):
+    counts = []
+    for mode in MODES:
+        dp = Dataplane(cluster, mode=mode, cluster_cidr="10.0.0.0/8", seed=3)
+        batch = sweep._traffic(dp, sweep.BenchSpec(services=[60], packets=1000), 4)
+        out = dp.process(batch)
+        counts.append(np.bincount(out["action"], minlength=4).tolist())
+    assert counts[0] == counts[1]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_update_and_established_flows(cluster, mode):
+    dp = Dataplane(cluster, mode=mode, cluster_cidr="10.0.0.0/8", seed=3)
+    batch = sweep._traffic(dp, sweep.BenchSpec(services=[60], packets=500), 2)
+    first = dp.process(batch)
+    alive = first["action"] <= packets.Action.DNAT
+    result = dp.update(sweep.one_endpoint_changed(cluster))
+    assert result.ok and not result.full and result.cost()["bytes"] > 0
+    dp.process(sweep._replies(batch[alive], first[alive]))
+    again = dp.process(sweep._established(batch[alive], 1.0))  # SCTP COOKIE_WAIT lasts 3 s
+    assert again["ct_hit"].all()
+    assert (again["endpoint"] == first["endpoint"][alive]).all()
+
+
+def test_render_formats_and_errors(cluster, tmp_path):
+    dp = Dataplane(cluster, mode="nftables", cluster_cidr="10.0.0.0/8")
+    assert dp.render().startswith("add table ip kube-proxy")
+    assert dp.render(format="save").startswith("table ip kube-proxy {")
+    assert "add rule ip kube-proxy" in dp.render(sorted=True)
+    with pytest.raises(InputError, match="--format"):
+        dp.render(format="xml")
+    with pytest.raises(InputError, match="mode"):
+        Dataplane(cluster, mode="userspace")
+
+
+def test_cli_nftables(cluster, tmp_path):
+    path = tmp_path / "c.json"
+    cluster.dump(str(path))
+    svc = next(s for s in cluster.services.values() if s.cluster_ip and s.ports)
+    node = next(iter(cluster.nodes.values())).name
+    run = [sys.executable, "-m", "kproxy_emu.cli"]
+    proc = subprocess.run(run + ["render", "--mode", "nftables", "--format", "save", "--node",
+                                 node, str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "map service-ips" in proc.stdout
+    pkt = f"{svc.ports[0].protocol.lower()} 10.0.0.9:4000 -> {svc.cluster_ip}:{svc.ports[0].port}"
+    proc = subprocess.run(run + ["trace", "--mode", "nftables", "--node", node, "--json",
+                                 "--cluster-cidr", "10.0.0.0/8", str(path), "--packet", pkt],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["verdict"] == "DNAT" and out["cost"]["lookups"] > 0
+    assert abs(sum(c["probability"] for c in out["candidates"]) - 1) < 1e-9
+    proc = subprocess.run(run + ["render", "--mode", "nftables", "--service-cidr", "bogus",
+                                 "--node", node, str(path)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--service-cidr" in proc.stderr
