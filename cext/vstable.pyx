@@ -96,7 +96,10 @@ cdef class VirtualServerTable:
     """
     cdef ipvs_table_t t
     cdef int32_t dest_cap
-    cdef int32_t tab_cap
+    cdef int32_t svc_cap
+    cdef int64_t tab_cap
+    cdef int32_t tab_size
+    cdef uint8_t sched
     cdef readonly str scheduler
     cdef readonly uint64_t seed
 
@@ -109,8 +112,6 @@ cdef class VirtualServerTable:
                  bint expire_quiescent_template=True, int conn_reuse_mode=1):
         cdef int32_t i, n, bits
         cdef ipvs_table_t* t
-        cdef ipvs_svc_t* sv
-        cdef uint32_t h
         services = np.ascontiguousarray(services, SERVICE_DTYPE)
         dests = np.ascontiguousarray(dests, DEST_DTYPE)
         code = scheduler_code(scheduler)
@@ -151,40 +152,27 @@ cdef class VirtualServerTable:
             t.timeouts[i] = to[name]
         t.timeouts[TO_UDP] = to["UDP"]
         t.timeouts[TO_SCTP] = to["SCTP"]
-        t.svcs = <ipvs_svc_t*>calloc(max(n, 1), sizeof(ipvs_svc_t))
         t.svc_buckets = <int32_t*>malloc_i32(1 << bits, -1)
         t.conn_buckets = <int32_t*>malloc_i32(1 << conn_bits, -1)
         t.conns = <ipvs_conn_t*>calloc(max(max_conns, 1), sizeof(ipvs_conn_t))
-        if not t.svcs or not t.svc_buckets or not t.conn_buckets or not t.conns:
+        if not t.svc_buckets or not t.conn_buckets or not t.conns:
             raise MemoryError()
         t.conn_cap = max_conns
         t.conn_free = -1
-        self.dest_cap = 0
-        self.tab_cap = 0
-        needs_tab = code in (SCHED_SH, SCHED_DH, SCHED_MH)
-        tab_size = t.mh_size if code == SCHED_MH else SH_TAB_SIZE
+        self.sched = code
+        self.tab_size = 0
+        if code == SCHED_MH:
+            self.tab_size = t.mh_size
+        elif code in (SCHED_SH, SCHED_DH):
+            self.tab_size = SH_TAB_SIZE
+        self._grow_svcs(max(n, 16))
         self._grow_dests(max(len(dests), 16))
-        if needs_tab:
-            self._grow_tab(max(n, 1) * tab_size)
+        if self.tab_size:
+            self._grow_tab(<int64_t>max(n, 1) * self.tab_size)
         for i in range(n):
             row = services[i]
-            sv = &t.svcs[i]
-            sv.proto = row["proto"]
-            sv.addr = row["addr"]
-            sv.port = row["port"]
-            sv.flags = row["flags"] | SVC_F_HASHED
-            sv.timeout = row["timeout"]
-            sv.sched = code
-            sv.dest_head = -1
-            sv.cur = -1
-            sv.cache_dest = -1
-            sv.cache_lastuse = -1
-            sv.tab = i * tab_size if needs_tab else -1
-            h = svc_hashkey(t, sv.proto, sv.addr, sv.port)
-            sv.next = t.svc_buckets[h]
-            t.svc_buckets[h] = i
-            t.nsvcs += 1
-            self._sched_changed(i, -1, 0, True)        # init_service
+            self.add_service(row["proto"], row["addr"], row["port"], row["flags"],
+                             row["timeout"])
         for row in dests:
             self.add_dest(int(row["svc"]), int(row["addr"]), int(row["port"]),
                           int(row["weight"]), int(row["endpoint"]))
@@ -200,6 +188,68 @@ cdef class VirtualServerTable:
     def table_address(self):
         """Address of the ipvs_table_t for Cython callers (keep this object alive)."""
         return <uintptr_t>&self.t
+
+    cdef _grow_svcs(self, int32_t need):
+        cdef int32_t cap = self.svc_cap
+        if need <= cap:
+            return
+        cap = max(need, cap * 2)
+        p = <ipvs_svc_t*>realloc(self.t.svcs, cap * sizeof(ipvs_svc_t))
+        if not p:
+            raise MemoryError()
+        self.t.svcs = p
+        self.svc_cap = cap
+
+    def add_service(self, int proto, uint32_t addr, int port, uint32_t flags=0,
+                    uint32_t timeout=0):
+        """ip_vs_add_service: hashed at the head of its chain, scheduler initialised."""
+        cdef uint32_t probes = 0
+        if svc_find(&self.t, proto, addr, port, &probes) >= 0:
+            raise ValueError(f"virtual service {proto}/{addr}:{port} exists")
+        cdef int32_t i = self.t.nsvcs
+        self._grow_svcs(i + 1)
+        if self.tab_size:
+            self._grow_tab(<int64_t>(i + 1) * self.tab_size)
+        cdef ipvs_svc_t* sv = &self.t.svcs[i]
+        memset(sv, 0, sizeof(ipvs_svc_t))
+        sv.proto = proto
+        sv.addr = addr
+        sv.port = port
+        sv.flags = flags | SVC_F_HASHED
+        sv.timeout = timeout
+        sv.sched = self.sched
+        sv.dest_head = -1
+        sv.cur = -1
+        sv.cache_dest = -1
+        sv.cache_lastuse = -1
+        sv.tab = <int32_t>(<int64_t>i * self.tab_size) if self.tab_size else -1
+        cdef uint32_t h = svc_hashkey(&self.t, sv.proto, sv.addr, sv.port)
+        sv.next = self.t.svc_buckets[h]
+        self.t.svc_buckets[h] = i
+        self.t.nsvcs += 1
+        self._sched_changed(i, -1, 0, True)        # init_service
+        return i
+
+    def del_service(self, int32_t svc):
+        """ip_vs_del_service: unhashed; its destinations go to the trash (their
+        connections are dropped by expire_nodest_conn)."""
+        self._check_svc(svc)
+        cdef ipvs_svc_t* sv = &self.t.svcs[svc]
+        if not sv.flags & SVC_F_HASHED:
+            raise ValueError(f"service {svc} was already deleted")
+        while sv.dest_head >= 0:
+            self.del_dest(sv.dest_head)
+        cdef uint32_t h = svc_hashkey(&self.t, sv.proto, sv.addr, sv.port)
+        cdef int32_t x = self.t.svc_buckets[h], prev = -1
+        while x >= 0 and x != svc:
+            prev = x
+            x = self.t.svcs[x].next
+        if prev < 0:
+            self.t.svc_buckets[h] = sv.next
+        else:
+            self.t.svcs[prev].next = sv.next
+        sv.next = -1
+        sv.flags &= ~SVC_F_HASHED
 
     cdef _grow_dests(self, int32_t need):
         cdef int32_t cap = self.dest_cap
@@ -263,6 +313,8 @@ cdef class VirtualServerTable:
     def add_dest(self, int32_t svc, uint32_t addr, int port, int weight=1, int endpoint=-1):
         """ip_vs_add_dest: a new destination at the head of the service's list."""
         self._check_svc(svc)
+        if not self.t.svcs[svc].flags & SVC_F_HASHED:
+            raise ValueError(f"service {svc} was deleted")
         cdef int32_t i = self.t.ndests
         self._grow_dests(i + 1)
         cdef ipvs_dest_t* d = &self.t.dests[i]

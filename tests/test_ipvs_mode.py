@@ -289,3 +289,77 @@ def test_ipset_rejects_bad_entries():
         V.IPSet("X", "hash:ip,port", ["1.2.3.4,icmp:80"])
     with pytest.raises(ValueError, match="unsupported ipset type"):
         V.IPSet("X", "list:set")
+
+
+# ------------------------------------------------------------------ successive syncs
+
+def _cluster_with(endpoints, proto="TCP"):
+    from kproxy_emu.model import Cluster
+    svc = {"apiVersion": "v1", "kind": "Service",
+           "metadata": {"namespace": "ns", "name": "web"},
+           "spec": {"clusterIP": "172.30.0.10",
+                    "ports": [{"name": "http", "port": 80, "protocol": proto}]}}
+    eps = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+           "metadata": {"namespace": "ns", "name": "web-1",
+                        "labels": {"kubernetes.io/service-name": "web"}},
+           "addressType": "IPv4",
+           "endpoints": [{"addresses": [ip]} for ip in endpoints],
+           "ports": [{"name": "http", "port": 8080, "protocol": proto}]}
+    return Cluster.from_dicts([svc, eps])
+
+
+def _state(cluster):
+    from kproxy_emu.model.config import NodeConfig
+    node = NodeConfig.from_node("node-a", ["192.168.0.2"])
+    return M.compile_ipvs(ProxyView(cluster, ProxyOptions.build(node, cluster_cidr="10.0.0.0/8")))
+
+
+@pytest.mark.parametrize("engine", [V.VirtualServerTable, R.VirtualServerTable])
+def test_graceful_termination_across_syncs(engine):
+    sync = M.IpvsSync(engine, seed=2)
+    assert sync.sync(_state(_cluster_with(["10.1.0.1", "10.1.0.2"])))["dests_added"] == 2
+    t = sync.table
+    vip = P.ip_to_u32("172.30.0.10")
+    syn = P.from_strings(["tcp 10.0.0.7:5000 -> 172.30.0.10:80 flags=S"])
+    out = P.empty_verdicts(1)
+    t.process(syn, out)
+    busy = sync.endpoints[out["endpoint"][0]]
+    # the busy endpoint goes away: weight 0 and on the list (it has a connection)
+    left = "10.1.0.1" if busy.startswith("10.1.0.2") else "10.1.0.2"
+    res = sync.sync(_state(_cluster_with([left])), now=1)
+    assert res["dests_graceful"] == 1 and res["dests_deleted"] == 0
+    weights = {P.u32_to_ip(int(r[1])): int(r[3]) for r in t.dest_stats()}
+    assert weights == {busy.split(":")[0]: 0, left: 1}
+    assert t.find_service(6, vip, 80) >= 0
+    # the SYN_RECV connection times out after 60 s; the next loop run deletes the server
+    assert sync.tick(30) == 0
+    assert sync.tick(61.5) == 1
+    assert len(t.service_dests(t.find_service(6, vip, 80))) == 1
+    # the service disappears: cleanLegacyService deletes the virtual server
+    from kproxy_emu.model import Cluster
+    assert sync.sync(_state(Cluster.from_dicts([])))["services_deleted"] == 1
+    assert t.find_service(6, vip, 80) == -1
+
+
+@pytest.mark.parametrize("engine", [V.VirtualServerTable, R.VirtualServerTable])
+def test_udp_real_servers_are_deleted_at_once(engine):
+    sync = M.IpvsSync(engine)
+    sync.sync(_state(_cluster_with(["10.1.0.1", "10.1.0.2"], "UDP")))
+    sync.table.process(P.from_strings([f"udp 10.0.0.{i}:53 -> 172.30.0.10:80" for i in (1, 2)]),
+                       P.empty_verdicts(2))
+    res = sync.sync(_state(_cluster_with(["10.1.0.1"], "UDP")))
+    assert res["dests_deleted"] == 1 and res["dests_graceful"] == 0
+
+
+@pytest.mark.parametrize("engine", [V.VirtualServerTable, R.VirtualServerTable])
+def test_endpoint_back_while_terminating_is_re_added(engine):
+    sync = M.IpvsSync(engine)
+    sync.sync(_state(_cluster_with(["10.1.0.1"])))
+    sync.table.process(P.from_strings(["tcp 10.0.0.7:5000 -> 172.30.0.10:80 flags=S"]),
+                       P.empty_verdicts(1))
+    assert sync.sync(_state(_cluster_with([])))["dests_graceful"] == 1
+    res = sync.sync(_state(_cluster_with(["10.1.0.1"])))
+    assert res["dests_deleted"] == 1 and res["dests_added"] == 1
+    stats = sync.table.dest_stats()
+    assert [bool(r[7]) for r in stats] == [False, True] and int(stats[1][3]) == 1
+    assert sync.endpoints == ["10.1.0.1:8080"]

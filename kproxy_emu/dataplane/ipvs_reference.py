@@ -229,12 +229,8 @@ class VirtualServerTable:
         self._high = 0
         self.st = dict.fromkeys(STATS_KEYS, 0)
         for row in services:
-            sv = Service(int(row["proto"]), int(row["addr"]), int(row["port"]),
-                         int(row["flags"]) | 0x2, int(row["timeout"]), scheduler)
-            self.svcs.append(sv)
-            self.svc_buckets[svc_hash(sv.proto, sv.addr, sv.port, self.svc_rnd,
-                                      svc_bits)].insert(0, len(self.svcs) - 1)
-            self._changed(sv, init=True)
+            self.add_service(int(row["proto"]), int(row["addr"]), int(row["port"]),
+                             int(row["flags"]), int(row["timeout"]))
         for row in dests:
             self.add_dest(int(row["svc"]), int(row["addr"]), int(row["port"]),
                           int(row["weight"]), int(row["endpoint"]))
@@ -326,10 +322,35 @@ class VirtualServerTable:
                     i += 1
         sv.table = table
 
+    def add_service(self, proto: int, addr: int, port: int, flags: int = 0,
+                    timeout: int = 0) -> int:
+        if self.find_service(proto, addr, port) >= 0:
+            raise ValueError(f"virtual service {proto}/{addr}:{port} exists")
+        sv = Service(proto, addr, port, flags | 0x2, timeout, self.scheduler)
+        self.svcs.append(sv)
+        self.svc_buckets[svc_hash(proto, addr, port, self.svc_rnd,
+                                  self.svc_bits)].insert(0, len(self.svcs) - 1)
+        self._changed(sv, init=True)
+        return len(self.svcs) - 1
+
+    def del_service(self, svc: int) -> None:
+        if not 0 <= svc < len(self.svcs):
+            raise IndexError(f"no service {svc}")
+        sv = self.svcs[svc]
+        if not sv.flags & 0x2:
+            raise ValueError(f"service {svc} was already deleted")
+        while sv.dests:
+            self.del_dest(sv.dests[0])
+        self.svc_buckets[svc_hash(sv.proto, sv.addr, sv.port, self.svc_rnd,
+                                  self.svc_bits)].remove(svc)
+        sv.flags &= ~0x2
+
     def add_dest(self, svc: int, addr: int, port: int, weight: int = 1,
                  endpoint: int = -1) -> int:
         if not 0 <= svc < len(self.svcs):
             raise IndexError(f"no service {svc}")
+        if not self.svcs[svc].flags & 0x2:
+            raise ValueError(f"service {svc} was deleted")
         self.dests.append(Dest(svc, addr, port, weight, endpoint, last_weight=weight))
         d = len(self.dests) - 1
         sv = self.svcs[svc]
