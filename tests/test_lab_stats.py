@@ -85,3 +85,21 @@ def test_plan_places_gateway_outside_used_addresses():
     assert plan.gateway == "10.0.0.2" and plan.node_addrs == [("192.168.0.2", 32)]
     with pytest.raises(LabError, match="no free address"):
         LabPlan.build(["192.168.0.2"], None, ["10.0.0.0/30"], ["10.0.0.1", "10.0.0.2"], [])
+
+
+def test_lab_refuses_clearly_without_root_or_tools(monkeypatch):
+    from kproxy_emu.lab import env
+    monkeypatch.setattr(env.os, "geteuid", lambda: 1000)
+    with pytest.raises(env.LabUnavailable, match="needs root"):
+        env.check()
+    monkeypatch.setattr(env.os, "geteuid", lambda: 0)
+    real_which = env.shutil.which
+    monkeypatch.setattr(env.shutil, "which",
+                        lambda tool: None if tool in ("nft", "nfacct") else real_which(tool))
+    with pytest.raises(env.LabUnavailable, match=r"nft \(Debian package nftables\)"):
+        env.check("nftables")
+    with pytest.raises(env.LabUnavailable, match=r"nfacct \(Debian package nfacct\)"):
+        env.check("iptables")
+    with pytest.raises(env.LabUnavailable, match="not 'ipvs'"):
+        env.check("ipvs")
+    assert "nfacct" in env.unavailable_reason("iptables")  # the reason tests skip with

@@ -1,10 +1,12 @@
 """Kernel costs measured in the lab, for the emulator's cost model.
 
-For each mode and service count N: a kube-proxy-shaped cluster (ClusterIP, TCP, 3 endpoints per
-service, seeded) is compiled by the mode, loaded (iptables-restore / nft -f) into a fresh lab (wall, user and sys time), and new host-originated connections (nat OUTPUT, the
-path kernel-anchors.md measured) are timed to services at several KUBE-SERVICES rule
-positions, interleaved round by round so drift hits every position alike. The per-rule
-cost is the least-squares slope of the median connect time against the rule position.
+For each mode and service count N: a kube-proxy-shaped cluster (ClusterIP, TCP, 3
+endpoints per service, seeded) is compiled by the mode and loaded (iptables-restore /
+nft -f) into a fresh lab (wall, user and sys time); then new host-originated connections
+(nat OUTPUT, the path kernel-anchors.md measured) are timed to services at several
+KUBE-SERVICES rule positions, interleaved round by round so drift hits every position
+alike. The cost per rule is the least-squares slope of the median connect time against
+the rules the emulator counts for the same flow (``fit``).
 
 nftables (``modes=("nftables",)``): the same flows against ``nft -f`` of the nftables
 mode's table; "position" is then the order the services' map elements were added in, and

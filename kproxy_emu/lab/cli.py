@@ -118,7 +118,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if bad or not modes:
         raise InputError("modes are iptables and nftables", field="--modes", value=args.modes)
     for mode in modes:
-        check(mode)
+        check(mode, args.backend)
 
     def progress(run, seconds):
         print(f"{run.mode:>8} {run.services:>6} services: load {run.load_seconds:.3f} s "

@@ -302,8 +302,10 @@ def verify(cluster, mode: str = "iptables", node: str | None = None, packets: in
         dist_probes: list[Probe] = []
         for proto, dst, dport, origin, src in picked:
             exp = expect(Probe(proto, src, 0, dst, dport, origin))
+            # enough flows that the rarest outcome is expected 15 times (seen: >= 10)
+            rarest = min(exp.support.values())
             count = int(min(4000, max(distribution_flows,
-                                      math.ceil(MIN_EXPECTED_SEEN * 1.5 / min(exp.support.values())))))
+                                      math.ceil(MIN_EXPECTED_SEEN * 1.5 / rarest))))
             dist_probes += [Probe(proto, src, lab.alloc.take(src), dst, dport, origin)
                             for _ in range(count)]
         if dist_probes:

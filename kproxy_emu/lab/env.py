@@ -11,10 +11,9 @@ import shutil
 from ..errors import KproxyError
 
 # tool -> Debian package, for the message when it is missing
-TOOLS = {"ip": "iproute2", "iptables-restore": "iptables", "iptables": "iptables",
-         "conntrack": "conntrack", "nfacct": "nfacct", "sysctl": "procps",
-         "stdbuf": "coreutils"}
-NFT_TOOLS = {"nft": "nftables"}
+TOOLS = {"ip": "iproute2", "sysctl": "procps"}
+MODE_TOOLS = {"iptables": {"iptables-restore": "iptables", "nfacct": "nfacct"},
+              "nftables": {"nft": "nftables"}}
 
 
 class LabUnavailable(KproxyError):
@@ -26,7 +25,7 @@ def missing_tools(tools: dict[str, str]) -> list[str]:
             if shutil.which(tool) is None]
 
 
-def check(mode: str = "iptables") -> None:
+def check(mode: str = "iptables", backend: str = "nft") -> None:
     """Raise LabUnavailable naming what is missing."""
     if os.geteuid() != 0:
         raise LabUnavailable("the kernel lab needs root (it creates network namespaces and "
@@ -37,9 +36,11 @@ def check(mode: str = "iptables") -> None:
         import pyroute2  # noqa: F401
     except ImportError:
         raise LabUnavailable("the kernel lab needs pyroute2 (pip install pyroute2)") from None
-    need = dict(TOOLS)
-    if mode == "nftables":
-        need.update(NFT_TOOLS)
+    if mode not in MODE_TOOLS:
+        raise LabUnavailable(f"the lab runs the iptables and nftables modes, not {mode!r}")
+    need = {**TOOLS, **MODE_TOOLS[mode]}
+    if mode == "iptables" and backend == "legacy":
+        need["iptables-legacy-restore"] = "iptables"
     missing = missing_tools(need)
     if missing:
         raise LabUnavailable("missing tool(s): " + ", ".join(missing))
