@@ -448,11 +448,24 @@ def test_cython_and_reference_agree(scheduler, seed):
     kw = dict(conn_bits=8, mh_tab_index=8)
     a = V.VirtualServerTable(svcs, dests, scheduler, seed, **kw)
     b = R.VirtualServerTable(svcs, dests, scheduler, seed, **kw)
+    live = list(range(len(svcs)))
     for step in range(3):
         pk = _traffic(rng, svcs, 200, step * 400)
         va, vb = P.empty_verdicts(len(pk)), P.empty_verdicts(len(pk))
         assert np.array_equal(a.process(pk, va), b.process(pk, vb))
         assert np.array_equal(va, vb)
+        if rng.random() < 0.5:                       # a service comes or goes
+            if rng.random() < 0.5:
+                args = (6, int(VIP) + 100 + step, 80, 0, 0)
+                s = a.add_service(*args)
+                assert b.add_service(*args) == s
+                live.append(s)
+                addr = P.ip_to_u32("10.245.0.1") + step
+                assert a.add_dest(s, addr, 80, 1, 99) == b.add_dest(s, addr, 80, 1, 99)
+            elif live:
+                s = live.pop(int(rng.integers(0, len(live))))
+                a.del_service(s)
+                b.del_service(s)
         d = int(rng.integers(0, max(a.num_dests, 1)))
         if a.num_dests and a.dest_stats()["linked"][d]:
             if rng.random() < 0.5:
