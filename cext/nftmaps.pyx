@@ -516,7 +516,8 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const nrule_t[::1] 
             const slot_t[::1] slots, const interval_t[::1] intervals, const cell_t[::1] cells,
             const int32_t[::1] hook_off, const int32_t[::1] hook_chains,
             const uint32_t[::1] local_ips, uint32_t masquerade_ip, uint64_t seed,
-            uintptr_t conntrack=0, uint64_t[::1] dyn_keys=None, double[::1] dyn_expires=None):
+            uintptr_t conntrack=0, uint64_t[::1] dyn_keys=None, double[::1] dyn_expires=None,
+            bint checked=False):
     """Walk the node's hooks for each packet; returns (generator state to continue from,
     whether the dynamic-set table ran out of room).
 
@@ -524,6 +525,9 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const nrule_t[::1] 
     table_address() (0: every packet is a flow's first); the caller keeps it alive.
     dyn_keys/dyn_expires: the dynamic sets (session affinity), equal power-of-two sizes,
     zeroed at start and kept by the caller between calls; None: affinity sets stay empty.
+    checked: the arrays passed ``check`` (lower_nft runs it) and were not changed since, so
+    the O(table) index validation is skipped (it is a large share of a small batch's time
+    on a 100k-service table).
     """
     cdef Py_ssize_t n = packets.shape[0], k
     cdef state_t st
@@ -538,7 +542,8 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const nrule_t[::1] 
     cdef uint32_t cprobes, sip, dip
     cdef uint16_t sport, dport, snat_port
     cdef bint hit, pending, moved, skip_nat
-    _check(rules, chains, exprs, sets, slots, intervals, cells, hook_off, hook_chains)
+    if not checked:
+        check(rules, chains, exprs, sets, slots, intervals, cells, hook_off, hook_chains)
     if out.shape[0] < n:
         raise ValueError("verdict array shorter than the packet array")
     env.rules = &rules[0] if rules.shape[0] else NULL
@@ -666,11 +671,11 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const nrule_t[::1] 
     return rng, dyn.full
 
 
-cdef _check(const nrule_t[::1] rules, const nchain_t[::1] chains, const expr_t[::1] exprs,
-            const nset_t[::1] sets, const slot_t[::1] slots, const interval_t[::1] intervals,
-            const cell_t[::1] cells, const int32_t[::1] hook_off,
-            const int32_t[::1] hook_chains):
-    """Every index the per-packet loop follows stays inside its array (it runs unchecked)."""
+def check(const nrule_t[::1] rules, const nchain_t[::1] chains, const expr_t[::1] exprs,
+          const nset_t[::1] sets, const slot_t[::1] slots, const interval_t[::1] intervals,
+          const cell_t[::1] cells, const int32_t[::1] hook_off, const int32_t[::1] hook_chains):
+    """Every index the per-packet loop follows stays inside its array (it runs unchecked);
+    ValueError otherwise."""
     cdef Py_ssize_t i
     cdef const expr_t* e
     cdef const nset_t* s

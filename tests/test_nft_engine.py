@@ -46,7 +46,7 @@ class Engine:
         self.rng, full = nftmaps.process(
             batch, out, *self.low.engine_arrays(), self.local,
             packets.ip_to_u32(self.options.node.primary_ip), self.rng,
-            self.ct.table_address() if self.ct is not None else 0, *self.dyn)
+            self.ct.table_address() if self.ct is not None else 0, *self.dyn, checked=True)
         assert not full
         return out
 
@@ -494,14 +494,18 @@ def test_goto_does_not_come_back_and_fib_is_the_node_addresses():
         ("pre", "ip daddr 5.5.5.5 dnat to 10.0.0.9:8080"),
         ("local", "ip saddr 10.0.0.1 return"),
         ("local", "meta l4proto tcp dnat to 10.0.0.8:80"),
+        ("pre", "ip daddr 6.6.6.6 dnat to 10.0.0.3:80"),
+        ("fwd", "ct status dnat ip saddr 10.0.0.3 reject"),
         ("fwd", "oifname \"eth0\" iifname \"cni*\" ip daddr 10.0.0.9 drop"),
     ], chains=["local"])
     _, v = _run(table, ["tcp 10.0.0.2:1 -> 192.168.0.2:30000",   # local: DNAT
                         "tcp 10.0.0.1:1 -> 192.168.0.2:30000",   # return: the base chain ends
                         "tcp 10.0.0.2:1 -> 127.0.0.5:30000",     # 127/8 is local too
-                        "tcp 10.0.0.2:1 -> 5.5.5.5:80"])         # DNAT, then dropped
+                        "tcp 10.0.0.2:1 -> 5.5.5.5:80",          # DNAT, then dropped
+                        "tcp 10.0.0.3:1 -> 6.6.6.6:80",          # DNATed: ct status dnat
+                        "tcp 10.0.0.3:1 -> 7.7.7.7:80"])         # not DNATed: passes
     A = packets.Action
-    assert v["action"].tolist() == [A.DNAT, A.ACCEPT, A.DNAT, A.DROP]
+    assert v["action"].tolist() == [A.DNAT, A.ACCEPT, A.DNAT, A.DROP, A.REJECT, A.ACCEPT]
     assert _dnat(v[0]) == "10.0.0.8:80" and not v[1]["dnat_ip"]
     _, ext = _run(table, ["tcp 10.0.0.2:1 -> 5.5.5.5:80"], origin="external")
     assert ext[0]["action"] == A.DNAT  # iifname eth0 is not cni*
@@ -554,6 +558,12 @@ def test_process_checks_the_arrays():
     args[0] = bad
     with pytest.raises(ValueError, match="out of bounds"):
         nftmaps.process(batch, out, *args, np.zeros(0, np.uint32), 0, 1)
+    with pytest.raises(ValueError, match="out of bounds"):
+        nftmaps.check(*args)
+    cells = np.zeros(1, nl.CELL_DTYPE)
+    cells["vkind"], cells["vchain"] = nl.VK["goto"], len(low.chains)
+    with pytest.raises(ValueError, match="numgen verdict chain"):
+        nftmaps.check(*low.engine_arrays()[:6], cells, *low.engine_arrays()[7:])
     with pytest.raises(ValueError, match="shorter"):
         nftmaps.process(batch, packets.empty_verdicts(0), *low.engine_arrays(),
                         np.zeros(0, np.uint32), 0, 1)

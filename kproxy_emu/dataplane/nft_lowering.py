@@ -23,6 +23,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from .._cext import nftmaps
 from ..errors import InputError
 from ..netfilter.nft import (Match, NftError, NftRuleset, NftSet, Statement, parse_rule,
                              split_comment)
@@ -90,7 +91,8 @@ class LoweredNft:
     dynamic_sets: list[str]    # dynamic set ids (the caller's dynamic table is keyed on them)
 
     def engine_arrays(self) -> tuple[np.ndarray, ...]:
-        """The arrays nftmaps.process takes after (packets, out), in its order."""
+        """The arrays nftmaps.process takes after (packets, out), in its order (lower_nft
+        has run nftmaps.check on them: pass checked=True while they stay unchanged)."""
         return (self.rules, self.chains, self.exprs, self.sets, self.slots, self.intervals,
                 self.cells, self.hook_off, self.hook_chains)
 
@@ -268,7 +270,6 @@ class _Builder:
         size = 2
         while size < 2 * len(keys_lo):
             size *= 2
-        from .._cext import nftmaps
         slots = np.zeros(size, SLOT_DTYPE)
         if keys_lo:
             if nftmaps.build_hash(slots, np.array(keys_lo, np.uint64),
@@ -552,7 +553,7 @@ def lower_nft(table: NftRuleset, endpoints: list[str] | None = None,
     hook_off = np.zeros(len(HOOKS) + 1, np.int32)
     for h, cids in enumerate(per_hook):
         hook_off[h + 1] = hook_off[h] + len(cids)
-    return LoweredNft(
+    low = LoweredNft(
         rules=np.array(rules, RULE_DTYPE),
         chains=chains,
         exprs=np.array(b.exprs, EXPR_DTYPE),
@@ -565,3 +566,5 @@ def lower_nft(table: NftRuleset, endpoints: list[str] | None = None,
         hook_chains=np.array([c for cids in per_hook for c in cids], np.int32),
         chain_names=b.chain_names, set_names=b.set_names, endpoints=endpoints,
         dynamic_sets=dynamic_sets)
+    nftmaps.check(*low.engine_arrays())  # once here: callers pass checked=True to process
+    return low
