@@ -479,3 +479,21 @@ def test_cython_and_reference_agree(scheduler, seed):
     assert sorted(map(tuple, a.connections().tolist())) == sorted(b.connections())
     assert a.stats() == b.stats()
     assert a.stats()["conns"] > 0
+
+
+def test_reference_trace_does_not_change_state():
+    t = table(R, 3, "wrr", weights=[1, 2, 1])
+    before = new_flows(t, 2)
+    tr = t.trace(pkt(src="10.0.0.50", sport=7))
+    assert tr["result"] == V.RESULT_DNAT and tr["steps"][0].startswith("ip_vs_conn_in_get")
+    assert sorted(tr["candidates"]) == [(0, 0.25), (1, 0.5), (2, 0.25)]
+    # the traced pick is the one the next packet gets, and tracing moved nothing
+    r, v = send(t, src="10.0.0.50", sport=7)
+    assert int(v["endpoint"]) == tr["dest"] == 0 and before == [2, 1]
+    tr = t.trace(pkt(src="10.0.0.50", sport=7, flags=ACK))
+    assert tr["candidates"] == [(tr["dest"], 1.0)] and "connection" in tr["steps"][0]
+    assert t.trace(pkt(dport=81))["result"] == V.RESULT_PASS
+    mh = table(R, 4, "mh")
+    tr = mh.trace(pkt(src="10.9.9.9"))
+    assert tr["candidates"] == [(tr["dest"], 1.0)]
+    assert send(mh, src="10.9.9.9")[1]["endpoint"] == tr["dest"]

@@ -803,6 +803,88 @@ class VirtualServerTable:
             res[i] = self._in(p, v[0])
         return res
 
+    def trace(self, packet) -> dict:
+        """One packet through ip_vs_in without changing anything: the result, the
+        destination it would get, the candidates and the lookups on the way.
+
+        ``candidates``: (dest index, probability). A known connection, a live persistence
+        template or a hashing scheduler (sh, dh, mh) fixes the destination (probability
+        1); the other schedulers pick by state (rr's cursor, connection counts), so their
+        candidates are every destination that can be scheduled, with its long-run share
+        of new connections (weight / total weight).
+        """
+        p = packet[0] if getattr(packet, "shape", ()) else packet
+        now = float(p["ts"])
+        proto, src, sport = int(p["proto"]), int(p["src_ip"]), int(p["src_port"])
+        dst, dport, flags = int(p["dst_ip"]), int(p["dst_port"]), int(p["tcp_flags"])
+        steps: list[str] = []
+        out = {"result": RESULT_PASS, "dest": -1, "candidates": [], "steps": steps,
+               "probes": 0}
+        if proto not in (6, 17, 132):
+            steps.append("not TCP/UDP/SCTP: IPVS ignores it")
+            return out
+        conn, probes = self._peek_conn(proto, src, sport, dst, dport, False, now)
+        out["probes"] += probes
+        if conn is not None:
+            steps.append(f"ip_vs_conn_in_get: connection to dest {conn.dest} "
+                         f"({TCP_STATE_NAMES[conn.state] if proto == 6 else 'UDP/SCTP'})")
+            out.update(result=RESULT_DNAT, dest=conn.dest, candidates=[(conn.dest, 1.0)])
+            return out
+        steps.append(f"ip_vs_conn_in_get: no connection ({probes} probes)")
+        s, sp = self._svc_find(proto, dst, dport)
+        out["probes"] += sp
+        if s < 0:
+            steps.append(f"ip_vs_service_find: no virtual service ({sp} probes)")
+            return out
+        sv = self.svcs[s]
+        steps.append(f"ip_vs_service_find: service {s} ({sp} probes), scheduler {sv.sched}")
+        if proto == 6 and not (flags & 2 and not flags & 4):
+            steps.append("tcp_conn_schedule: not a SYN, no connection is created")
+            out["result"] = RESULT_NOSCHED
+            return out
+        if sv.flags & FLAG_PERSISTENT:
+            ct, tp = self._peek_conn(proto, src, 0, dst, dport, True, now)
+            out["probes"] += tp
+            if ct is not None and self.dests[ct.dest].available and not (
+                    self.expire_quiescent_template and self.dests[ct.dest].weight == 0):
+                steps.append(f"ip_vs_sched_persist: template to dest {ct.dest}")
+                out.update(result=RESULT_DNAT, dest=ct.dest, candidates=[(ct.dest, 1.0)])
+                return out
+            steps.append("ip_vs_sched_persist: no usable template")
+        saved = (sv.cur, sv.cw, sv.cache, sv.lastuse, list(sv.rset), sv.lastmod)
+        dest = self._schedule(sv, p, now)
+        sv.cur, sv.cw, sv.cache, sv.lastuse, sv.rset, sv.lastmod = saved
+        if dest < 0:
+            steps.append("no destination available: ICMP port unreachable")
+            out["result"] = RESULT_REJECT
+            return out
+        steps.append(f"{sv.sched} schedules dest {dest}")
+        if sv.sched in ("sh", "dh", "mh"):
+            cands = [(dest, 1.0)]
+        else:
+            ok = [d for d in sv.dests if self.dests[d].weight > 0]
+            total = sum(self.dests[d].weight for d in ok)
+            cands = [(d, self.dests[d].weight / total) for d in ok]
+        out.update(result=RESULT_DNAT, dest=dest, candidates=cands)
+        return out
+
+    def _peek_conn(self, proto, caddr, cport, vaddr, vport, template, now):
+        """_conn_get without collecting expired entries (they count as absent)."""
+        probes = 0
+        for c in self.conn_buckets[conn_hash(proto, caddr, cport, self.conn_rnd,
+                                             self.conn_bits)]:
+            probes += 1
+            alive = c.expires > now or (c.template and c.n_control > 0
+                                        and c.ctl_expires > c.expires and c.timeout > 0
+                                        and c.expires + math.ceil(
+                                            (c.ctl_expires - c.expires) / c.timeout)
+                                        * c.timeout > now)
+            if alive and (c.caddr == caddr and c.cport == cport and c.vaddr == vaddr
+                          and c.vport == vport and c.proto == proto
+                          and c.template == template):
+                return c, probes
+        return None, probes
+
     def expire(self, now: float) -> int:
         count = 0
         for bucket in self.conn_buckets:
