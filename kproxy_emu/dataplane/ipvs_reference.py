@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -818,8 +819,8 @@ class VirtualServerTable:
         proto, src, sport = int(p["proto"]), int(p["src_ip"]), int(p["src_port"])
         dst, dport, flags = int(p["dst_ip"]), int(p["dst_port"]), int(p["tcp_flags"])
         steps: list[str] = []
-        out = {"result": RESULT_PASS, "dest": -1, "candidates": [], "steps": steps,
-               "probes": 0}
+        out: dict[str, Any] = {"result": RESULT_PASS, "dest": -1, "candidates": [],
+                               "steps": steps, "probes": 0}
         if proto not in (6, 17, 132):
             steps.append("not TCP/UDP/SCTP: IPVS ignores it")
             return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -371,7 +372,7 @@ def _write_iptables(state: IpvsState, view: ProxyView,
         rs.table(table).append(src, *opts)
 
     if nonempty("KUBE-CLUSTER-IP"):
-        args = (*_comment(sets["KUBE-CLUSTER-IP"].comment),)
+        args: tuple[Opt, ...] = _comment(sets["KUBE-CLUSTER-IP"].comment)
         if o.masquerade_all:
             nat.append("KUBE-SERVICES", *args, *_match_set(name("KUBE-CLUSTER-IP"), "dst,dst"),
                        _o("-j", "KUBE-MARK-MASQ"))
@@ -481,7 +482,7 @@ class IpvsSync:
         self.engine = engine
         self.seed = seed
         self.table_options = table_options
-        self.table = None
+        self.table: Any = None  # a VirtualServerTable once the first sync ran
         self.scheduler: str | None = None
         self.services: dict[str, int] = {}  # VirtualServer.String() -> service index
         self.dests: dict[tuple[int, str], int] = {}  # (service, RealServer.String()) -> dest
