@@ -23,7 +23,7 @@ from .nftables_env import SERVICE_CIDRS, fixture, nft_env, options_for, view_of
 from .test_nftables_packets import _env_for, _origin, _slice, _svc
 
 ORIGINS = {0: "pod", 1: "external", 2: "host"}
-PROTOS = {6: "tcp", 17: "udp", 132: "sctp"}
+PROTOS = {1: "icmp", 6: "tcp", 17: "udp", 132: "sctp"}
 ACTIONS = {"DROP": packets.Action.DROP, "REJECT": packets.Action.REJECT}
 
 
@@ -244,8 +244,11 @@ def test_random_clusters_and_traffic_agree_with_the_reference(seed):
     cluster, options, table = _synth_engine(120, seed, endpoints="uniform:0-5", nodes=3)
     traffic = packets.synth(cluster, 600, seed=seed, new_flow_share=1.0)
     # and addresses no service holds: inside the service CIDR (DROP) and outside it
+    # ICMP to service addresses (REJECTed at ClusterIPs: no port of theirs matches)
+    vips = sorted({str(packets.u32_to_ip(int(ip))) for ip in traffic["dst_ip"][:40]})
     extra = packets.from_strings([f"tcp 10.0.0.5:4000{i} -> 172.31.255.{i}:80" for i in range(5)]
-                                 + ["udp 10.0.0.5:5353 -> 8.8.8.8:53"], origin="pod")
+                                 + ["udp 10.0.0.5:5353 -> 8.8.8.8:53"]
+                                 + [f"icmp 10.0.0.5 -> {ip}" for ip in vips], origin="pod")
     agree(Engine(table, options, seed=seed + 1), np.concatenate([traffic, extra]))
 
 
@@ -469,7 +472,10 @@ def test_expressions_compare_sets_intervals_marks_and_verdicts():
         ("sub", "ip daddr { 1.1.1.1, 2.2.2.2 } accept"),
         ("sub", "return"),
         ("fwd", "ip daddr 3.3.3.3 drop"),
+        ("fwd", "ip daddr vmap { 20.0.0.0/8 : drop , 21.0.0.0-21.0.0.9 : accept }"),
+        ("fwd", "ip daddr . th dport { 21.0.0.5 . 80 , 22.0.0.1 . 443 } reject"),
         ("post", "ip daddr 4.4.4.4 masquerade"),
+        ("post", "ip daddr 22.0.0.1 snat to 1.2.3.4"),
     ], sets=[ports, nets], chains=["sub"])
     _, v = _run(table, [
         "tcp 10.1.2.3:1 -> 9.9.9.9:80",      # drop: port and source in the sets
@@ -480,11 +486,19 @@ def test_expressions_compare_sets_intervals_marks_and_verdicts():
         "tcp 10.4.0.1:1 -> 1.1.1.1:23",      # accepted in sub: 3.3.3.3 rule not reached
         "tcp 10.4.0.1:1 -> 3.3.3.3:23",      # sub returns, then drop
         "tcp 10.4.0.1:1 -> 4.4.4.4:23",      # masquerade
+        "tcp 10.4.0.1:1 -> 20.1.2.3:23",     # interval map: drop
+        "tcp 10.4.0.1:1 -> 21.0.0.5:80",     # interval map: accept (the next rule not reached)
+        "tcp 10.4.0.1:1 -> 21.0.0.10:80",    # outside both ranges: on to the next rule
+        "tcp 10.4.0.1:1 -> 22.0.0.1:443",    # concatenated literal set: reject
+        "tcp 10.4.0.1:1 -> 22.0.0.1:80",     # not in the set: SNAT in postrouting
     ])
     A = packets.Action
     assert v["action"].tolist() == [A.DROP, A.DROP, A.ACCEPT, A.REJECT, A.ACCEPT, A.ACCEPT,
-                                    A.DROP, A.ACCEPT]
-    assert v["snat_ip"].tolist() == [0] * 7 + [packets.ip_to_u32("192.168.0.2")]
+                                    A.DROP, A.ACCEPT, A.DROP, A.ACCEPT, A.ACCEPT, A.REJECT,
+                                    A.ACCEPT]
+    assert v["snat_ip"].tolist() == [0] * 7 + [packets.ip_to_u32("192.168.0.2")] + [0] * 4 + \
+        [packets.ip_to_u32("1.2.3.4")]
+    assert v["snat_port"][12] == 1  # the source port kept (no conntrack: nothing clashes)
     assert v["rules"][0] == 1 and v["rules"][6] == 7
 
 
