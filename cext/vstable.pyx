@@ -230,6 +230,21 @@ cdef class VirtualServerTable:
         self._sched_changed(i, -1, 0, True)        # init_service
         return i
 
+    def edit_service(self, int32_t svc, uint32_t flags, uint32_t timeout):
+        """ip_vs_edit_service (same scheduler): new flags and persistence timeout;
+        existing connections and templates stay."""
+        self._check_svc(svc)
+        cdef ipvs_svc_t* sv = &self.t.svcs[svc]
+        if not sv.flags & SVC_F_HASHED:
+            raise ValueError(f"service {svc} was deleted")
+        sv.flags = flags | SVC_F_HASHED
+        sv.timeout = timeout
+
+    def service_flags(self, int32_t svc):
+        """(flags, timeout) of the service (flags include IP_VS_SVC_F_HASHED while hashed)."""
+        self._check_svc(svc)
+        return self.t.svcs[svc].flags, self.t.svcs[svc].timeout
+
     def del_service(self, int32_t svc):
         """ip_vs_del_service: unhashed; its destinations go to the trash (their
         connections are dropped by expire_nodest_conn)."""

@@ -293,12 +293,14 @@ def test_ipset_rejects_bad_entries():
 
 # ------------------------------------------------------------------ successive syncs
 
-def _cluster_with(endpoints, proto="TCP"):
+def _cluster_with(endpoints, proto="TCP", affinity=False):
     from kproxy_emu.model import Cluster
     svc = {"apiVersion": "v1", "kind": "Service",
            "metadata": {"namespace": "ns", "name": "web"},
            "spec": {"clusterIP": "172.30.0.10",
                     "ports": [{"name": "http", "port": 80, "protocol": proto}]}}
+    if affinity:
+        svc["spec"]["sessionAffinity"] = "ClientIP"
     eps = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
            "metadata": {"namespace": "ns", "name": "web-1",
                         "labels": {"kubernetes.io/service-name": "web"}},
@@ -363,3 +365,13 @@ def test_endpoint_back_while_terminating_is_re_added(engine):
     stats = sync.table.dest_stats()
     assert [bool(r[7]) for r in stats] == [False, True] and int(stats[1][3]) == 1
     assert sync.endpoints == ["10.1.0.1:8080"]
+
+
+@pytest.mark.parametrize("engine", [V.VirtualServerTable, R.VirtualServerTable])
+def test_affinity_change_updates_the_virtual_server(engine):
+    sync = M.IpvsSync(engine)
+    sync.sync(_state(_cluster_with(["10.1.0.1"])))
+    res = sync.sync(_state(_cluster_with(["10.1.0.1"], affinity=True)))
+    assert res["services_updated"] == 1 and res["services_added"] == 0
+    assert sync.table.service_flags(0) == (M.FLAG_PERSISTENT | M.FLAG_HASHED, 10800)
+    assert sync.sync(_state(_cluster_with(["10.1.0.1"], affinity=True)))["services_updated"] == 0

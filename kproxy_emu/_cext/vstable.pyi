@@ -49,6 +49,9 @@ class VirtualServerTable:
     def add_service(self, proto: int, addr: int, port: int, flags: int = 0,
                     timeout: int = 0) -> int:
         """ip_vs_add_service (hashed at its chain head)."""
+    def edit_service(self, svc: int, flags: int, timeout: int) -> None:
+        """ip_vs_edit_service: new flags and persistence timeout."""
+    def service_flags(self, svc: int) -> tuple[int, int]: ...
     def del_service(self, svc: int) -> None:
         """ip_vs_del_service: unhashed, destinations to the trash."""
     def add_dest(self, svc: int, addr: int, port: int, weight: int = 1,

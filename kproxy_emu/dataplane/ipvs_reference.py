@@ -334,6 +334,15 @@ class VirtualServerTable:
         self._changed(sv, init=True)
         return len(self.svcs) - 1
 
+    def edit_service(self, svc: int, flags: int, timeout: int) -> None:
+        sv = self.svcs[svc]
+        if not sv.flags & 0x2:
+            raise ValueError(f"service {svc} was deleted")
+        sv.flags, sv.timeout = flags | 0x2, timeout
+
+    def service_flags(self, svc: int) -> tuple[int, int]:
+        return self.svcs[svc].flags, self.svcs[svc].timeout
+
     def del_service(self, svc: int) -> None:
         if not 0 <= svc < len(self.svcs):
             raise IndexError(f"no service {svc}")

@@ -515,7 +515,8 @@ class IpvsSync:
             raise InputError("the IPVS scheduler cannot change between syncs of one table",
                              field="ipvs.scheduler", value=state.scheduler)
         t = self.table
-        out = dict.fromkeys(("services_added", "services_deleted", "dests_added",
+        out = dict.fromkeys(("services_added", "services_updated", "services_deleted",
+                             "dests_added",
                              "dests_deleted", "dests_graceful"), 0)
         active: set[str] = set()
         for vs in state.virtual_servers:
@@ -528,6 +529,9 @@ class IpvsSync:
                                     vs.flags, vs.timeout)
                 self.services[key] = svc
                 out["services_added"] += 1
+            elif t.service_flags(svc) != (vs.flags | FLAG_HASHED, vs.timeout):
+                t.edit_service(svc, vs.flags, vs.timeout)  # UpdateVirtualServer
+                out["services_updated"] += 1
             self._sync_endpoints(svc, vs, out, now)
         for key in [k for k in self.services if k not in active]:  # cleanLegacyService
             svc = self.services.pop(key)
