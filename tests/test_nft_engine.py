@@ -329,6 +329,13 @@ def test_fast_parse_agrees_with_parse_rule():
                 fast += 1
                 assert items == parse_rule(r.full_text)[0], r.full_text
     assert fast > table.rule_count / 2
+    # and the endpoint rules emitted directly give the rows of the general lowering
+    a, b = nl.lower_nft(table), nl.lower_nft(table, direct=False)
+    for name in ("rules", "chains", "exprs", "sets", "slots", "intervals", "cells", "hook_off",
+                 "hook_chains"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype and x.shape == y.shape and (x == y).all(), name
+    assert a.endpoints == b.endpoints and a.dynamic_sets == b.dynamic_sets
     for text in ("ip saddr 10.0.0.1 jump x comment \"c\"", "ip saddr != 10.0.0.1 jump x",
                  "meta l4proto tcp dnat to 10.0.0.1", "numgen inc mod 2 vmap { 0 : goto a }"):
         assert nl.fast_parse(text) is None

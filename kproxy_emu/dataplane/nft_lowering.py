@@ -130,6 +130,13 @@ _FAST = (
 )
 
 
+_SADDR_JUMP = re.compile(r"ip saddr (\d{1,3}(?:\.\d{1,3}){3}) jump ([\w./-]+)")
+_PROTO_DNAT = re.compile(r"meta l4proto (tcp|udp|sctp) dnat to (\d{1,3}(?:\.\d{1,3}){3}):(\d+)")
+_E_CMP, _E_VERDICT, _E_DNAT = E["CMP"], E["VERDICT"], E["DNAT"]
+_SEL_SADDR, _SEL_L4PROTO = SEL[("ip", "saddr")], SEL[("meta", "l4proto")]
+_VK_JUMP, _ALL = VK["jump"], 0xFFFFFFFF
+
+
 def fast_parse(text: str) -> list | None:
     """parse_rule's items for the few rule shapes kube-proxy repeats per endpoint and
     service (None for any other text): the same items, without the general tokenizer.
@@ -174,8 +181,10 @@ def _component(typ: str, text: str) -> tuple[int, int]:
 
 
 class _Builder:
-    def __init__(self, table: NftRuleset, endpoints: list[str], dynamic_sets: list[str]):
+    def __init__(self, table: NftRuleset, endpoints: list[str], dynamic_sets: list[str],
+                 direct: bool = True):
         self.table = table
+        self.direct = direct
         self.endpoints = endpoints
         self.endpoint_index = {ep: i for i, ep in enumerate(endpoints)}
         self.dynamic_sets = dynamic_sets
@@ -316,6 +325,8 @@ class _Builder:
                            mask))
 
     def rule(self, chain: str, text: str, anon_prefix: str) -> None:
+        if self.direct and self.direct_rule(text):
+            return
         items = fast_parse(text)
         if items is None:
             try:
@@ -327,6 +338,37 @@ class _Builder:
                 self.match(it, f"{anon_prefix}.{k}")
             else:
                 self.statement(it, text)
+
+    def direct_rule(self, text: str) -> bool:
+        """The two rules of every endpoint chain (most of a large table), emitted straight
+        as the rows match()/statement() give for them (tests compare both ways on whole
+        tables). False: not one of them, lower it the general way."""
+        m = _SADDR_JUMP.fullmatch(text)
+        if m is not None:
+            target = self.chain_index.get(m[2])
+            if target is None:
+                return False
+            ip = _ip(m[1])
+            self.exprs.append((_E_CMP, 0, 1, 0, _SEL_SADDR, 0, 0, 0, -1, 0, -1, ip, ip, _ALL))
+            self.exprs.append((_E_VERDICT, 0, 0, _VK_JUMP, 0, 0, 0, 0, -1, 0, target, 0, 0, _ALL))
+            self.edges[self.cur_chain].add(target)
+            return True
+        m = _PROTO_DNAT.fullmatch(text)
+        if m is not None:
+            proto = PROTO_NUMBERS[m[1]]
+            dest = f"{m[2]}:{m[3]}"
+            port = int(m[3])
+            if port > 0xFFFF:
+                return False
+            ep = self.endpoint_index.get(dest)
+            if ep is None:
+                ep = self.endpoint_index[dest] = len(self.endpoints)
+                self.endpoints.append(dest)
+            self.exprs.append((_E_CMP, 0, 1, 0, _SEL_L4PROTO, 0, 0, 0, -1, 0, -1, proto, proto,
+                               _ALL))
+            self.exprs.append((_E_DNAT, 0, 0, 0, 0, 0, 0, 0, -1, ep, -1, _ip(m[2]), port, _ALL))
+            return True
+        return False
 
     def selectors(self, m: Match) -> list[int]:
         out = []
@@ -507,17 +549,18 @@ class _Builder:
 
 
 def lower_nft(table: NftRuleset, endpoints: list[str] | None = None,
-              dynamic_sets: list[str] | None = None) -> LoweredNft:
+              dynamic_sets: list[str] | None = None, *, direct: bool = True) -> LoweredNft:
     """Lower the table. ``endpoints`` / ``dynamic_sets`` are the tables to extend (new
     entries appended, existing ones keep their index), so verdict endpoint indices and the
-    caller's dynamic-set contents stay valid across syncs."""
+    caller's dynamic-set contents stay valid across syncs. ``direct`` False lowers the
+    endpoint chains' rules the general way too (the tests compare both)."""
     if table.family != "ip":
         raise InputError("the nftables engine handles the ip family only",
                          obj=f"table {table.family} {table.name}", field="family",
                          value=table.family)
     endpoints = [] if endpoints is None else endpoints
     dynamic_sets = [] if dynamic_sets is None else dynamic_sets
-    b = _Builder(table, endpoints, dynamic_sets)
+    b = _Builder(table, endpoints, dynamic_sets, direct)
     rules: list[tuple[int, int]] = []
     chain_rows: list[tuple] = []
     for cid, (name, chain) in enumerate(table.chains.items()):
