@@ -25,18 +25,22 @@ What is modelled, each from the kernel source named:
   ``expire_quiescent_template`` (kube-proxy sets both to 1) and ``conn_reuse_mode`` 1
   (a SYN on a TIME_WAIT/CLOSE connection or one whose destination has weight 0
   expires it; the packet is dropped because vs/conntrack=1 keeps the old nf_conn).
-Simplified: only client->VIP packets are seen (no ip_vs_out), so TCP uses the INPUT rows
-(a NAT connection never has NOOUTPUT); SCTP has one state (ESTABLISHED timeout); a
-template's controlled connections are tracked by their latest expiry (a connection
-shortened by RST keeps the template alive until its previous expiry).
+* replies (ip_vs_out): the connection is found from the reply's destination (the
+  client), the TCP OUTPUT rows move its state and the source goes back to the VIP.
+Simplified: kube-proxy's destinations are NAT (masq), so NOOUTPUT / INPUT-ONLY never
+apply; SCTP has one state (ESTABLISHED timeout); a template's controlled connections are
+tracked by their latest expiry (a connection shortened by RST keeps the template alive
+until its previous expiry); no IPVS application helpers (FTP), no sync daemon.
 
 Per-packet use (what kproxy_emu._cext.vstable.VirtualServerTable.process does)::
 
     cdef ipvs_table_t* t = <ipvs_table_t*><uintptr_t>table.table_address()
     verdict_reset(&v)
     r = ipvs_in(t, &pkt, &v)     # IPVS_PASS: not IPVS traffic, v untouched but probes
+                                 # IPVS_NOSCHED: a VIP, but TCP without SYN: not DNATed
                                  # IPVS_DNAT: v.action DNAT, dnat_ip/port, endpoint, ct_hit
                                  # IPVS_DROP / IPVS_REJECT: v.action DROP / REJECT
+    r = ipvs_out(t, &reply, &v)  # IPVS_SNAT: v.snat_ip/snat_port = VIP, ct_hit; or PASS
 
 The caller calls it at LOCAL_IN for packets addressed to the node (kube-ipvs0 addresses
 included), after nat PREROUTING. The table object must outlive the pointer.
@@ -109,6 +113,7 @@ cdef enum:
     IPVS_REJECT = 3             # no destination: ICMP port unreachable (ip_vs_leave)
     IPVS_NOSCHED = 4            # a virtual service, but the packet may not start a
                                 # connection (TCP without SYN): passes to the local stack
+    IPVS_SNAT = 5               # ipvs_out: a reply of a connection, source back to the VIP
 
 
 ctypedef struct ipvs_svc_t:
@@ -945,15 +950,30 @@ cdef inline int tcp_input_next(int idx, int state) noexcept nogil:
     return <int>((row >> (4 * state)) & 0xF)
 
 
-cdef inline void conn_set_state(ipvs_table_t* t, ipvs_conn_t* c, uint8_t tcp_flags) noexcept nogil:
-    """ip_vs_set_state for the INPUT direction: set_tcp_state / udp / sctp timeouts."""
+cdef inline int tcp_output_next(int idx, int state) noexcept nogil:
+    """tcp_states[] OUTPUT rows (ip_vs_proto_tcp.c), packed 4 bits per state."""
+    cdef uint64_t row
+    if idx == 0:      # syn: sSS sES sSS sSR sSS sSS sSS sSS sSS sLI sSR
+        row = 0x39222223212ULL
+    elif idx == 1:    # fin: sTW sFW sSS sTW sFW sTW sCL sTW sLA sLI sTW
+        row = 0x59856545245ULL
+    elif idx == 2:    # ack: sES sES sSS sES sFW sTW sCL sCW sLA sES sES
+        row = 0x11876541211ULL
+    else:             # rst: sCL sCL sSS sCL sCL sTW sCL sCL sCL sCL sCL
+        row = 0x66666566266ULL
+    return <int>((row >> (4 * state)) & 0xF)
+
+
+cdef inline void conn_set_state(ipvs_table_t* t, ipvs_conn_t* c, uint8_t tcp_flags,
+                                bint output=False) noexcept nogil:
+    """ip_vs_set_state: set_tcp_state (INPUT or OUTPUT rows) / udp / sctp timeouts."""
     cdef int idx, new_state
     cdef ipvs_dest_t* d
     if c.proto == PROTO_TCP:
         idx = tcp_state_idx(tcp_flags)
         if idx < 0:
             return
-        new_state = tcp_input_next(idx, c.state)
+        new_state = tcp_output_next(idx, c.state) if output else tcp_input_next(idx, c.state)
         if new_state != c.state and c.dest >= 0:
             d = &t.dests[c.dest]
             if not (c.flags & CONN_F_INACTIVE) and new_state != TCP_S_ESTABLISHED:
@@ -1084,3 +1104,44 @@ cdef inline int ipvs_in(ipvs_table_t* t, const packet_t* p, verdict_t* v) noexce
     conn_put(t, c, now)
     dnat_to(t, c, v)
     return IPVS_DNAT
+
+
+cdef inline int ipvs_out(ipvs_table_t* t, const packet_t* p, verdict_t* v) noexcept nogil:
+    """ip_vs_out for a reply (real server -> client) at p.ts: the connection whose
+    <daddr, dport> is the source and <caddr, cport> the destination (ip_vs_conn_out_get,
+    hashed by the client like the original). Found: OUTPUT state transition, timer
+    restart, v.snat_ip/snat_port = the virtual address (handle_response), ct_hit.
+    Returns IPVS_SNAT, or IPVS_PASS when no connection matches."""
+    cdef uint32_t probes = 0
+    cdef double now = p.ts
+    cdef uint32_t b
+    cdef int32_t i, prev = -1, nxt
+    cdef ipvs_conn_t* c
+    if p.proto != PROTO_TCP and p.proto != PROTO_UDP and p.proto != PROTO_SCTP:
+        return IPVS_PASS
+    b = conn_hashkey(t, p.proto, p.dst_ip, p.dst_port)
+    i = t.conn_buckets[b]
+    while i >= 0:
+        c = &t.conns[i]
+        nxt = c.next
+        probes += 1
+        if conn_dead(t, c, now):
+            conn_free(t, i, prev)
+            t.st.expired += 1
+            i = nxt
+            continue
+        if c.daddr == p.src_ip and c.dport == p.src_port and c.caddr == p.dst_ip \
+                and c.cport == p.dst_port and c.proto == p.proto \
+                and not (c.flags & CONN_F_TEMPLATE):
+            conn_set_state(t, c, p.tcp_flags, True)
+            conn_put(t, c, now)
+            v.snat_ip = c.vaddr
+            v.snat_port = c.vport
+            v.endpoint = t.dests[c.dest].endpoint if c.dest >= 0 else -1
+            v.ct_hit = 1
+            v.probes += probes
+            return IPVS_SNAT
+        prev = i
+        i = nxt
+    v.probes += probes
+    return IPVS_PASS

@@ -46,6 +46,7 @@ RESULT_DNAT = IPVS_DNAT
 RESULT_DROP = IPVS_DROP
 RESULT_REJECT = IPVS_REJECT
 RESULT_NOSCHED = IPVS_NOSCHED
+RESULT_SNAT = IPVS_SNAT
 STATS_KEYS = ("conns", "templates", "hits", "expired", "nodest", "noroom", "unavailable")
 
 
@@ -78,6 +79,14 @@ def dh_hash(uint32_t addr):
 def mh_hash(uint32_t addr, int port, int which=1, uint32_t offset=0):
     """ip_vs_mh_hashkey with hash1 (which=1) or hash2 (which=2)."""
     return mh_hashkey(addr, <uint16_t>port, MH_KEY1 if which == 1 else MH_KEY2, offset)
+
+
+def tcp_transition(bint output, int idx, int state):
+    """tcp_states[] (INPUT or OUTPUT rows): next state for flag index idx (syn, fin, ack,
+    rst) from ``state``."""
+    if not (0 <= idx < 4 and 0 <= state < TCP_S_LAST):
+        raise ValueError(f"bad index {idx} or state {state}")
+    return tcp_output_next(idx, state) if output else tcp_input_next(idx, state)
 
 
 def table_seeds(seed):
@@ -455,6 +464,28 @@ cdef class VirtualServerTable:
                     p.ts = when
                 verdict_reset(&out[i])
                 r[i] = ipvs_in(&self.t, &p, &out[i])
+        return res
+
+    def process_reply(self, packets, verdict_t[:] out, now=None):
+        """ip_vs_out for each reply packet (real server -> client) in order: the source
+        goes back to the virtual address (snat_ip/snat_port) for packets of known
+        connections. Returns RESULT_SNAT / RESULT_PASS codes."""
+        cdef const packet_t[:] pk = packets
+        cdef Py_ssize_t i, n = pk.shape[0]
+        cdef packet_t p
+        cdef bint fixed = now is not None
+        cdef double when = now if fixed else 0.0
+        if out.shape[0] < n:
+            raise ValueError(f"out has {out.shape[0]} verdicts for {n} packets")
+        res = np.empty(n, np.uint8)
+        cdef uint8_t[:] r = res
+        with nogil:
+            for i in range(n):
+                p = pk[i]
+                if fixed:
+                    p.ts = when
+                verdict_reset(&out[i])
+                r[i] = ipvs_out(&self.t, &p, &out[i])
         return res
 
     def expire(self, double now):

@@ -284,6 +284,32 @@ def test_tcp_states_counters_and_timeouts(impl):
     assert len(t) == 0 and counters(t) == [(0, 0, 0)]
 
 
+def test_tcp_state_tables():
+    # the packed rows of ipvs_core.pxd against ip_vs_proto_tcp.c's tables as written
+    for idx in range(4):
+        for state in range(11):
+            assert V.tcp_transition(False, idx, state) == R.TCP_INPUT[idx][state]
+            assert V.tcp_transition(True, idx, state) == R.TCP_OUTPUT[idx][state]
+
+
+def reply(dst="10.0.0.1", dport=40000, flags=ACK, ts=0.0, src="10.244.0.1", sport=8080):
+    p = pkt(src=src, sport=sport, flags=flags, ts=ts, dst=P.ip_to_u32(dst), dport=dport)
+    return p
+
+
+def test_replies_are_un_natted_and_move_the_state(impl):
+    t = table(impl, 1)
+    send(t, flags=SYN, ts=0)                                          # SYN_RECV
+    out = P.empty_verdicts(1)
+    r = t.process_reply(reply(flags=SYN | ACK, ts=0.5), out)          # OUTPUT syn: sSR
+    assert r[0] == V.RESULT_SNAT and out["snat_ip"][0] == VIP and out["snat_port"][0] == 80
+    assert out["ct_hit"][0] and t.connections()[0][7] == 3
+    send(t, flags=ACK, ts=1)                                          # ESTABLISHED
+    t.process_reply(reply(flags=FIN | ACK, ts=2), out)                # OUTPUT fin: sES->sFW
+    assert t.connections()[0][7] == 4 and counters(t) == [(0, 1, 0)]
+    assert t.process_reply(reply(src="10.244.0.9", ts=3), out)[0] == V.RESULT_PASS
+
+
 def test_udp_connections_stay_inactive(impl):
     t = table(impl, 2, proto=17)
     for ts in (0, 10, 20):
@@ -453,6 +479,15 @@ def test_cython_and_reference_agree(scheduler, seed):
         pk = _traffic(rng, svcs, 200, step * 400)
         va, vb = P.empty_verdicts(len(pk)), P.empty_verdicts(len(pk))
         assert np.array_equal(a.process(pk, va), b.process(pk, vb))
+        assert np.array_equal(va, vb)
+        # replies from whatever real server each packet went to (and some strays)
+        rp = pk.copy()
+        rp["src_ip"] = np.where(va["dnat_ip"] > 0, va["dnat_ip"], pk["dst_ip"])
+        rp["src_port"] = np.where(va["dnat_port"] > 0, va["dnat_port"], 8080)
+        rp["dst_ip"], rp["dst_port"] = pk["src_ip"], pk["src_port"]
+        rp["ts"] += 0.5
+        va, vb = P.empty_verdicts(len(pk)), P.empty_verdicts(len(pk))
+        assert np.array_equal(a.process_reply(rp, va), b.process_reply(rp, vb))
         assert np.array_equal(va, vb)
         if rng.random() < 0.5:                       # a service comes or goes
             if rng.random() < 0.5:

@@ -27,7 +27,7 @@ DEFAULT_TIMEOUTS = {"NONE": 2, "ESTABLISHED": 900, "SYN_SENT": 120, "SYN_RECV": 
                     "LAST_ACK": 30, "LISTEN": 120, "SYNACK": 120, "UDP": 300, "SCTP": 900}
 MH_PRIMES = (251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071)
 FLAG_PERSISTENT, FLAG_SCHED1, FLAG_SCHED2 = 0x1, 0x8, 0x10
-RESULT_PASS, RESULT_DNAT, RESULT_DROP, RESULT_REJECT, RESULT_NOSCHED = range(5)
+RESULT_PASS, RESULT_DNAT, RESULT_DROP, RESULT_REJECT, RESULT_NOSCHED, RESULT_SNAT = range(6)
 STATS_KEYS = ("conns", "templates", "hits", "expired", "nodest", "noroom", "unavailable")
 
 M32 = 0xFFFFFFFF
@@ -41,6 +41,12 @@ TCP_INPUT = (
     (_CL, _CW, _SS, _TW, _TW, _TW, _CL, _CW, _LA, _LI, _TW),
     (_ES, _ES, _SS, _ES, _FW, _TW, _CL, _CW, _CL, _LI, _ES),
     (_CL, _CL, _CL, _SR, _CL, _CL, _CL, _CL, _LA, _LI, _SR),
+)
+TCP_OUTPUT = (
+    (_SS, _ES, _SS, _SR, _SS, _SS, _SS, _SS, _SS, _LI, _SR),
+    (_TW, _FW, _SS, _TW, _FW, _TW, _CL, _TW, _LA, _LI, _TW),
+    (_ES, _ES, _SS, _ES, _FW, _TW, _CL, _CW, _LA, _ES, _ES),
+    (_CL, _CL, _SS, _CL, _CL, _TW, _CL, _CL, _CL, _CL, _CL),
 )
 LBLC_EXPIRATION = LBLCR_EXPIRATION = 24 * 60 * 60
 
@@ -675,7 +681,7 @@ class VirtualServerTable:
         self._count += 1
         return c
 
-    def _set_state(self, c: Conn, flags: int) -> None:
+    def _set_state(self, c: Conn, flags: int, output: bool = False) -> None:
         if c.proto == 6:
             if flags & 4:
                 idx = 3
@@ -687,7 +693,7 @@ class VirtualServerTable:
                 idx = 2
             else:
                 return
-            new = TCP_INPUT[idx][c.state]
+            new = (TCP_OUTPUT if output else TCP_INPUT)[idx][c.state]
             if new != c.state:
                 dd = self.dests[c.dest]
                 if not c.inactive and new != ES:
@@ -812,6 +818,47 @@ class VirtualServerTable:
             v[:] = P.empty_verdicts(1)
             res[i] = self._in(p, v[0])
         return res
+
+    def process_reply(self, packets, out, now: float | None = None) -> np.ndarray:
+        n = len(packets)
+        if len(out) < n:
+            raise ValueError(f"out has {len(out)} verdicts for {n} packets")
+        res = np.empty(n, np.uint8)
+        for i in range(n):
+            p = packets[i].copy()
+            if now is not None:
+                p["ts"] = now
+            v = out[i:i + 1]
+            v[:] = P.empty_verdicts(1)
+            res[i] = self._out(p, v[0])
+        return res
+
+    def _out(self, p, v) -> int:
+        now = float(p["ts"])
+        proto = int(p["proto"])
+        if proto not in (6, 17, 132):
+            return RESULT_PASS
+        src, sport = int(p["src_ip"]), int(p["src_port"])
+        dst, dport = int(p["dst_ip"]), int(p["dst_port"])
+        probes = 0
+        for c in list(self.conn_buckets[conn_hash(proto, dst, dport, self.conn_rnd,
+                                                  self.conn_bits)]):
+            probes += 1
+            if self._dead(c, now):
+                self._free_conn(c)
+                self.st["expired"] += 1
+                continue
+            if (c.daddr == src and c.dport == sport and c.caddr == dst and c.cport == dport
+                    and c.proto == proto and not c.template):
+                self._set_state(c, int(p["tcp_flags"]), output=True)
+                self._put(c, now)
+                v["snat_ip"], v["snat_port"] = c.vaddr, c.vport
+                v["endpoint"] = self.dests[c.dest].endpoint
+                v["ct_hit"] = True
+                v["probes"] += probes
+                return RESULT_SNAT
+        v["probes"] += probes
+        return RESULT_PASS
 
     def trace(self, packet) -> dict:
         """One packet through ip_vs_in without changing anything: the result, the
