@@ -44,15 +44,78 @@ def no_leftovers():
     assert lab_namespaces(os.getpid()) == []
 
 
-def _fixture_dp(tmp_path, name="iptables-overall.json"):
+def _fixture_dp(tmp_path, name="iptables-overall.json", case=None, **kw):
     fx = fixture(name)
     env = fx["environment"]
-    options = view_for(env, [], [], tmp_path).options
-    cluster = Cluster.from_dicts(as_manifests(fx["input"]["services"],
-                                              fx["input"]["endpointSlices"]))
+    options = view_for(env, [], [], tmp_path, **kw).options
+    case = case or fx
+    cluster = Cluster.from_dicts(as_manifests(case["input"]["services"],
+                                              case["input"]["endpointSlices"]))
     return Dataplane(cluster, node_config=options.node, mark_text=env["masqueradeMark"],
-                     cluster_cidr=options.detect_local_value,
+                     cluster_cidr=options.detect_local_value or None,
                      masquerade_all=options.masquerade_all)
+
+
+def _packet_tests():
+    """(fixture, case, packet tests, option overrides) for kube-proxy's IPv4 packet flows."""
+    out = []
+    for name in ("iptables-overall.json", "iptables-external-traffic-policy.json",
+                 "iptables-no-endpoints-and-itp.json",
+                 "iptables-internal-external-masquerade.json"):
+        fx = fixture(name)
+        if "optionVariants" in fx:
+            for v in fx["optionVariants"]:
+                out.append((name, None, fx["packetTests"], v))
+            continue
+        for t in fx.get("tests", [fx]):
+            for i, case in enumerate(t.get("cases", [t])):
+                if case.get("packetTests"):
+                    out.append((name, case, case["packetTests"], None))
+    return out
+
+
+@pytest.mark.parametrize("name, case, tests, variant", _packet_tests(),
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_kube_proxy_packet_flows_in_the_kernel(tmp_path, name, case, tests, variant):
+    """kube-proxy's own packet-flow expectations (its unit tests' packetFlowTest tables)
+    replayed in the kernel: the kernel must do what kube-proxy's tests say, and what the
+    emulator says."""
+    from kproxy_emu.lab.compare import verify
+    kw = {}
+    if variant:
+        kw = {"masquerade_all": variant["masqueradeAll"], "detector": variant["localDetector"]}
+    dp = _fixture_dp(tmp_path, name, case, **kw)
+    node_ips = set(dp.options.node.local_ips)
+    flows, expected = [], []
+    for t in tests:
+        if ":" in t["sourceIP"] or ":" in t["destIP"]:
+            continue  # IPv4 only
+        src = t["sourceIP"]
+        origin = ("host" if src in node_ips or src.startswith("127.") else
+                  "pod" if src.startswith("10.") else "external")
+        out, masq = t["output"], t["masq"]
+        if variant and t["name"] in variant["overrides"]:
+            out = variant["overrides"][t["name"]].get("output", out)
+            masq = variant["overrides"][t["name"]].get("masq", masq)
+        flows.append((t["protocol"].lower(), src, t["destIP"], t["destPort"], origin))
+        expected.append((t["name"], out, masq))
+    assert flows
+    report = verify(None, dataplane=dp, packets=100, seed=2, flows=flows,
+                    distribution_classes=1, distribution_flows=100)
+    assert report.ok, report.table()
+    wrong = []
+    for (tname, out, masq), r in zip(expected, report.explicit):
+        verdict, dnat, kmasq = r.signature
+        if out in ("DROP", "REJECT"):
+            ok = verdict == out
+        elif out in ("", "ACCEPT"):
+            ok = verdict == "ACCEPT" and not kmasq
+        else:
+            ok = verdict == "DNAT" and dnat in out.split(", ") and kmasq == masq
+        if not ok:
+            wrong.append(f"{tname}: kernel {r.signature} ({r.client}), kube-proxy {out!r} "
+                         f"masq={masq}")
+    assert not wrong, "\n".join(wrong)
 
 
 def test_fixture_kernel_agrees_with_emulator(tmp_path):
@@ -241,3 +304,22 @@ def test_nftables_synthetic_cluster_agrees(source):
     assert report.ok, report.table()
     assert report.mode == "nftables" and report.in_support[1] > 0
     assert {"DNAT", "REJECT"} <= set(report.verdicts), report.verdicts
+
+
+def test_nftables_fixture_agrees(tmp_path):
+    """kube-proxy's nftables overall fixture, loaded with nft -f, against the emulator."""
+    from kproxy_emu.lab.compare import verify
+    from kproxy_emu.lab.nftnode import lab_dataplane
+
+    from .nftables_env import SERVICE_CIDRS, options_for
+    fx = fixture("nftables-overall.json")
+    env = fx["environment"]
+    options = options_for(env, tmp_path)
+    cluster = Cluster.from_dicts(as_manifests(fx["input"]["services"],
+                                              fx["input"]["endpointSlices"]))
+    dp = lab_dataplane(cluster, "nftables", node_config=options.node,
+                       mark_text=env["masqueradeMark"], cluster_cidr=env["localDetector"]["cidr"],
+                       service_cidrs=SERVICE_CIDRS)
+    report = verify(None, dataplane=dp, packets=300, seed=4)
+    assert report.ok, report.table()
+    assert {"DNAT", "DROP", "REJECT"} <= set(report.verdicts), report.verdicts

@@ -62,6 +62,14 @@ def test_classify(client, reply, served, want):
     assert classify(P, client, reply, served, 0.001).signature == want
 
 
+def test_classify_late_client_is_not_a_drop():
+    """A timeout whose conntrack entry saw the answer pass: the client was off the CPU."""
+    reply = ("10.180.0.1", 80, "10.0.0.2", 40000)
+    r = classify(P, "timeout", reply, True, 0.6, seen_reply=True)
+    assert r.signature == ("DNAT", "10.180.0.1:80", False) and r.client == "answered"
+    assert classify(P, "timeout", reply, True, 0.6).signature == ("DROP", None, False)
+
+
 def test_fit_shares_one_slope_across_drifting_runs():
     pts = []
     for run, offset in ((100, 40_000.0), (1000, 55_000.0), (5000, 47_000.0)):

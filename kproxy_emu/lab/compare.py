@@ -157,6 +157,7 @@ class VerifyReport:
     replay_seconds: float = 0.0
     emulate_seconds: float = 0.0
     verdicts: dict[str, int] = field(default_factory=dict)
+    explicit: list[KernelResult] = field(default_factory=list)  # the ``flows`` asked for
 
     @property
     def distribution_ok(self) -> bool:
@@ -258,12 +259,14 @@ def flows_for(dp, clients: Clients, n: int, seed: int) -> tuple[list[tuple], dic
 
 
 def verify(cluster, mode: str = "iptables", node: str | None = None, packets: int = 2000,
-           seed: int = 0, *, dataplane=None,
+           seed: int = 0, *, dataplane=None, flows: list[tuple] | None = None,
            distribution_classes: int = 4, distribution_flows: int = 300,
            timeout: float = 0.6, **dataplane_options) -> VerifyReport:
     """Load the node's rules for ``cluster`` into a lab, send ``packets`` new flows
     (seeded) plus the distribution flows, and compare every kernel verdict with the
-    emulator's. ``dataplane_options`` go to ``Dataplane`` (node_config, node_ips, config,
+    emulator's. ``flows``: more flows to send, (proto, src, dst, dport, origin) each
+    (e.g. kube-proxy's packet-flow tests); their kernel results are ``report.explicit``.
+    ``dataplane_options`` go to ``Dataplane`` (node_config, node_ips, config,
     cluster_cidr, masquerade_all, mark_text)."""
     import time
 
@@ -285,15 +288,21 @@ def verify(cluster, mode: str = "iptables", node: str | None = None, packets: in
             report.emulate_seconds += time.perf_counter() - start
         return cache[key]
 
-    with NodeLab(dp, seed=seed) as lab:
+    explicit = [_explicit_flow(f, dp) for f in (flows or [])]
+    extra = Clients()
+    for proto, src, dst, dport, origin in explicit:
+        if origin != "host":
+            extra.of(origin).append(src)
+    with NodeLab(dp, seed=seed, extra_clients=extra) as lab:
         report.load_seconds = lab.load_result.seconds if lab.load_result else 0.0
-        flows, report.skipped = flows_for(dp, lab.clients, n, seed)
+        random_flows, report.skipped = flows_for(dp, lab.clients, n, seed)
         probes = [Probe(proto, src, lab.alloc.take(src), dst, dport, origin)
-                  for proto, src, dst, dport, origin in flows]
+                  for proto, src, dst, dport, origin in explicit + random_flows]
         lab.add_listeners(probes)
         start = time.perf_counter()
         results = lab.probe(probes, timeout=timeout)
         report.replay_seconds += time.perf_counter() - start
+        report.explicit = results[:len(explicit)]
         _judge(report, results, expect)
         # distribution: seeded classes among the probabilistic, affinity-free ones
         classes = sorted({(p.proto, p.dst, p.dport, p.origin, p.src) for p in probes
@@ -315,6 +324,28 @@ def verify(cluster, mode: str = "iptables", node: str | None = None, packets: in
             _judge(report, dist_results, expect)
             _distribution(report, picked, dist_results, expect)
     return report
+
+
+def _explicit_flow(flow: tuple, dp) -> tuple[str, str, str, int, str]:
+    """Check one caller-given flow: tcp/udp, IPv4, an origin the lab has (host sources
+    must be the node's own addresses or loopback)."""
+    try:
+        proto, src, dst, dport, origin = flow
+    except (TypeError, ValueError):
+        raise InputError("a flow is (proto, src, dst, dport, origin)", field="flows",
+                         value=flow) from None
+    proto = str(proto).lower()
+    if proto not in ("tcp", "udp"):
+        raise InputError("the lab sends tcp and udp flows", field="flows", value=flow)
+    if origin not in pk.ORIGIN_NAMES:
+        raise InputError("origin must be pod, external or host", field="flows", value=flow)
+    for ip in (src, dst):
+        pk.ip_to_u32(ip)  # InputError for anything but IPv4
+    if origin == "host" and src not in dp.options.node.local_ips and \
+            not src.startswith("127."):
+        raise InputError("a host flow's source must be one of the node's addresses",
+                         field="flows", value=flow)
+    return proto, src, dst, int(dport), origin
 
 
 def _judge(report: VerifyReport, results: list[KernelResult], expect) -> None:

@@ -33,6 +33,7 @@ from .topology import Lab, LabError
 
 PROTOS = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
 ORIGIN_ROLE = {"pod": "pod", "external": "ext", "host": "node"}
+IPS_SEEN_REPLY = 1 << 1  # linux/netfilter/nf_conntrack_common.h
 IP_PKTINFO = 8  # linux/in.h; not exported by Python's socket module
 _LINGER_RST = struct.pack("ii", 1, 0)
 _REFUSED = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN}
@@ -152,6 +153,7 @@ class ConntrackTable:
         self.lab = lab
         self._ct = Conntrack(netns=lab.assert_target("node"))
         self.entries: dict[tuple[str, str, int, str, int], tuple[str, int, str, int]] = {}
+        self.answered: set[tuple[str, str, int, str, int]] = set()  # entry saw a reply
         lab.on_close(self.close)
         self.flush()
 
@@ -166,6 +168,8 @@ class ConntrackTable:
             key = (name, o.saddr, int(o.sport or 0), o.daddr, int(o.dport or 0))
             self.entries.setdefault(key, (r.saddr, int(r.sport or 0), r.daddr,
                                           int(r.dport or 0)))
+            if e.status & IPS_SEEN_REPLY:
+                self.answered.add(key)
         self.flush()
 
     def flush(self) -> None:
@@ -256,10 +260,13 @@ def _drive(probes: list[Probe], socks: dict[int, socket.socket],
             fd_of[s.fileno()] = i
         deadline = time.perf_counter() + timeout
         while fd_of:
-            left = deadline - time.perf_counter()
-            if left <= 0:
+            # past the deadline, one last look without waiting: a starved process must not
+            # miss answers that arrived while it was off the CPU
+            left = max(0.0, deadline - time.perf_counter())
+            ready = ep.poll(left)
+            if not ready and left == 0.0:
                 break
-            for fd, _ in ep.poll(left):
+            for fd, _ in ready:
                 i = fd_of.pop(fd, None)
                 if i is None:
                     continue
@@ -288,10 +295,14 @@ def _fate(err: int) -> str:
 
 
 def classify(probe: Probe, client: str, reply: tuple[str, int, str, int] | None,
-             served: bool, seconds: float) -> KernelResult:
-    """The kernel's verdict from the conntrack event and the client's fate (module doc).
-    ``served``: a listener waits where the flow ended up (so a timeout is a DROP)."""
+             served: bool, seconds: float, seen_reply: bool = False) -> KernelResult:
+    """The kernel's verdict from the conntrack entry and the client's fate (module doc).
+    ``served``: a listener waits where the flow ended up (so a timeout is a DROP);
+    ``seen_reply``: the entry saw an answer pass (a timeout then is the client's lateness
+    under load, not a DROP)."""
     dnat, masq, verdict = None, False, "UNKNOWN"
+    if client == "timeout" and reply is not None and seen_reply:
+        client = "answered"
     if reply is not None:
         rsrc, rsport, rdst, rdport = reply
         if (rsrc, rsport) != (probe.dst, probe.dport):

@@ -81,13 +81,18 @@ class NodeLab:
 
     def __init__(self, dp, clients: Clients | None = None, *, extra_ports: set = frozenset(),
                  seed: int = 0, load: bool = True, backend: str = "nft",
-                 only_endpoints: set[str] | None = None):
+                 only_endpoints: set[str] | None = None, extra_clients: Clients | None = None):
         """``only_endpoints``: place only these endpoint addresses (calibration at 20,000
-        services probes a few services and needs no 60,000 pod addresses)."""
+        services probes a few services and needs no 60,000 pod addresses).
+        ``extra_clients``: more source addresses, added to the chosen ``clients``."""
         self.dp = dp
         self.endpoints = {e for e in dnat_targets(dp)
                           if only_endpoints is None or e[1] in only_endpoints}
         self.clients = clients or default_clients(dp, self.endpoints, seed)
+        for origin in ("pod", "external", "host"):  # e.g. the sources of explicit flows
+            for ip in (extra_clients.of(origin) if extra_clients else []):
+                if ip not in self.clients.of(origin):
+                    self.clients.of(origin).append(ip)
         self.local = {ip for ip in dp.options.node.local_ips if ":" not in ip}
         self.backend = backend
         pods = {ip for _, ip, _ in self.endpoints if ip not in self.local} | set(self.clients.pod)
@@ -160,8 +165,11 @@ class NodeLab:
         fates = send(self.lab, probes, timeout=timeout, after_wave=self.conntrack.collect)
         out = []
         for p, (client, waited) in zip(probes, fates):
-            reply = self.conntrack.entries.pop((p.proto, p.src, p.sport, p.dst, p.dport), None)
+            key = (p.proto, p.src, p.sport, p.dst, p.dport)
+            reply = self.conntrack.entries.pop(key, None)
+            seen = key in self.conntrack.answered
+            self.conntrack.answered.discard(key)
             final = (reply[0], reply[1]) if reply else (p.dst, p.dport)
             out.append(classify(p, client, reply, self.served(final[0], p.proto, final[1]),
-                                waited))
+                                waited, seen))
         return out
