@@ -122,8 +122,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
     def progress(run, seconds):
         print(f"{run.mode:>8} {run.services:>6} services: load {run.load_seconds:.3f} s "
-              f"({run.lines} lines), {run.ns_per_rule:.1f} ns/rule; medians "
-              + ", ".join(f"rule {p.position}: {p.median_us:.1f} us" for p in run.positions)
+              f"({run.lines} lines), {run.ns_per_step:.1f} ns per "
+              + ("rule" if run.mode == "iptables" else "map position") + "; medians "
+              + ", ".join(f"#{p.position}: {p.median_us:.1f} us" for p in run.positions)
               + f" [{seconds:.1f} s]", file=sys.stderr)
 
     result = calibrate(args.services, samples=args.samples, positions=args.positions,
