@@ -102,9 +102,9 @@ class _Unsupported(Exception):
 
 
 def _ip(text: str) -> int:
+    """A dotted quad, strictly (inet_pton: four decimal parts, no octal)."""
     try:
-        return int.from_bytes(socket.inet_aton(text), "big") if text.count(".") == 3 else \
-            _bad(f"not an IPv4 address: {text}")
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
     except OSError:
         _bad(f"not an IPv4 address: {text}")
     return 0
