@@ -109,6 +109,7 @@ cdef class VirtualServerTable:
     cdef int64_t tab_cap
     cdef int32_t tab_size
     cdef uint8_t sched
+    cdef bint bulk
     cdef readonly str scheduler
     cdef readonly uint64_t seed
 
@@ -178,13 +179,29 @@ cdef class VirtualServerTable:
         self._grow_dests(max(len(dests), 16))
         if self.tab_size:
             self._grow_tab(<int64_t>max(n, 1) * self.tab_size)
+        cdef const uint8_t[:] s_proto = services["proto"]
+        cdef const uint32_t[:] s_addr = services["addr"]
+        cdef const uint16_t[:] s_port = services["port"]
+        cdef const uint32_t[:] s_flags = services["flags"]
+        cdef const uint32_t[:] s_timeout = services["timeout"]
         for i in range(n):
-            row = services[i]
-            self.add_service(row["proto"], row["addr"], row["port"], row["flags"],
-                             row["timeout"])
-        for row in dests:
-            self.add_dest(int(row["svc"]), int(row["addr"]), int(row["port"]),
-                          int(row["weight"]), int(row["endpoint"]))
+            self._add_service(s_proto[i], s_addr[i], s_port[i], s_flags[i], s_timeout[i])
+        cdef const int32_t[:] d_svc = dests["svc"]
+        cdef const uint32_t[:] d_addr = dests["addr"]
+        cdef const uint16_t[:] d_port = dests["port"]
+        cdef const int32_t[:] d_weight = dests["weight"]
+        cdef const int32_t[:] d_endpoint = dests["endpoint"]
+        # sh, dh and mh rebuild their whole table on every change; the table after the
+        # last addition does not depend on the earlier ones, so build it once per service
+        self.bulk = self.tab_size != 0
+        try:
+            for i in range(len(dests)):
+                self._add_dest(d_svc[i], d_addr[i], d_port[i], d_weight[i], d_endpoint[i])
+        finally:
+            self.bulk = False
+        if self.tab_size:
+            for i in range(n):
+                self._sched_changed(i, -1, 0, False)
 
     def __dealloc__(self):
         free(self.t.svcs)
@@ -212,6 +229,10 @@ cdef class VirtualServerTable:
     def add_service(self, int proto, uint32_t addr, int port, uint32_t flags=0,
                     uint32_t timeout=0):
         """ip_vs_add_service: hashed at the head of its chain, scheduler initialised."""
+        return self._add_service(proto, addr, port, flags, timeout)
+
+    cdef int32_t _add_service(self, int proto, uint32_t addr, int port, uint32_t flags,
+                              uint32_t timeout) except -1:
         cdef uint32_t probes = 0
         if svc_find(&self.t, proto, addr, port, &probes) >= 0:
             raise ValueError(f"virtual service {proto}/{addr}:{port} exists")
@@ -336,7 +357,12 @@ cdef class VirtualServerTable:
 
     def add_dest(self, int32_t svc, uint32_t addr, int port, int weight=1, int endpoint=-1):
         """ip_vs_add_dest: a new destination at the head of the service's list."""
-        self._check_svc(svc)
+        return self._add_dest(svc, addr, port, weight, endpoint)
+
+    cdef int32_t _add_dest(self, int32_t svc, uint32_t addr, int port, int weight,
+                           int endpoint) except -1:
+        if not 0 <= svc < self.t.nsvcs:
+            raise IndexError(f"no service {svc}")
         if not self.t.svcs[svc].flags & SVC_F_HASHED:
             raise ValueError(f"service {svc} was deleted")
         cdef int32_t i = self.t.ndests
@@ -356,7 +382,8 @@ cdef class VirtualServerTable:
         sv.dest_head = i
         sv.num_dests += 1
         self.t.ndests += 1
-        self._sched_changed(svc, i, 0, False)
+        if not self.bulk:
+            self._sched_changed(svc, i, 0, False)
         return i
 
     def edit_dest(self, int32_t dest, int weight):

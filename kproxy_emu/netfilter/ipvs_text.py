@@ -120,20 +120,32 @@ def _counters(state: IpvsState, counters) -> dict[tuple[int, int], tuple[int, in
     return out
 
 
+def _wrapped_cmp(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    """Compare key tuples field by field, each difference cut to a C int."""
+    for x, y in zip(a, b):
+        r = _int32(x - y)
+        if r:
+            return r
+    return 0
+
+
 def _sorted_services(state: IpvsState, nosort: bool) -> list[tuple[int, VirtualServer]]:
     indexed = list(enumerate(state.virtual_servers))
     if nosort:
         return indexed
-    return glibc_msort(indexed, lambda a, b: cmp_services(a[1], b[1]))
+    # ipvs_cmp_services' fields, computed once (fwmark is 0 for kube-proxy's services)
+    keys = [(10 if ":" in vs.address else 2, _PROTO_NUM[vs.protocol],
+             *_addr_words(vs.address), vs.port) for vs in state.virtual_servers]
+    order = glibc_msort(range(len(indexed)), lambda a, b: _wrapped_cmp(keys[a], keys[b]))
+    return [indexed[i] for i in order]
 
 
 def _sorted_dests(vs: VirtualServer, nosort: bool) -> list[int]:
     idx = list(range(len(vs.real_servers)))
-    if nosort:
+    if nosort or len(idx) < 2:
         return idx
-    rs = vs.real_servers
-    return glibc_msort(idx, lambda a, b: cmp_dests((rs[a].address, rs[a].port),
-                                                    (rs[b].address, rs[b].port)))
+    keys = [(*_addr_words(rs.address), rs.port) for rs in vs.real_servers]
+    return glibc_msort(idx, lambda a, b: _wrapped_cmp(keys[a], keys[b]))
 
 
 def render_ipvsadm_save(state: IpvsState, *, nosort: bool = False) -> str:
