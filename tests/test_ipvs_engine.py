@@ -532,3 +532,19 @@ def test_reference_trace_does_not_change_state():
     tr = mh.trace(pkt(src="10.9.9.9"))
     assert tr["candidates"] == [(tr["dest"], 1.0)]
     assert send(mh, src="10.9.9.9")[1]["endpoint"] == tr["dest"]
+
+
+@pytest.mark.parametrize("scheduler", ["sh", "dh", "mh", "wrr"])
+def test_bulk_load_equals_one_by_one(scheduler):
+    svcs = np.array([(6, VIP, 80, 0, 0)], V.SERVICE_DTYPE)
+    dests = np.array([(0, P.ip_to_u32(f"10.244.0.{i}"), 80, 1 + i % 3, i) for i in range(7)],
+                     V.DEST_DTYPE)
+    bulk = V.VirtualServerTable(svcs, dests, scheduler, seed=1, mh_tab_index=8)
+    step = V.VirtualServerTable(svcs, dests[:0], scheduler, seed=1, mh_tab_index=8)
+    for row in dests:
+        step.add_dest(0, int(row["addr"]), int(row["port"]), int(row["weight"]),
+                      int(row["endpoint"]))
+    if scheduler != "wrr":
+        assert (bulk.sched_table(0) == step.sched_table(0)).all()
+    a = new_flows(bulk, 12, src="10.0.0.3")
+    assert a == new_flows(step, 12, src="10.0.0.3")
