@@ -323,3 +323,18 @@ def test_nftables_fixture_agrees(tmp_path):
     report = verify(None, dataplane=dp, packets=300, seed=4)
     assert report.ok, report.table()
     assert {"DNAT", "DROP", "REJECT"} <= set(report.verdicts), report.verdicts
+
+
+def test_a_signal_during_cleanup_does_not_cut_it_short():
+    import signal
+
+    from kproxy_emu.lab.topology import Lab, LabPlan
+    plan = LabPlan.build(["192.168.0.2"], None, ["10.0.0.0/8"], [], [])
+    before = signal.getsignal(signal.SIGTERM)
+    lab = Lab(plan).__enter__()
+    names = set(lab.names.values())
+    lab.on_close(lambda: os.kill(os.getpid(), signal.SIGTERM))  # arrives mid-cleanup
+    with pytest.raises(KeyboardInterrupt, match="during the lab's cleanup"):
+        lab.close()
+    assert not names & _host_namespaces()
+    assert signal.getsignal(signal.SIGTERM) is before

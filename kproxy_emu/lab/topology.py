@@ -147,7 +147,6 @@ class Lab:
         self.tag = tag or f"kpe-{os.getpid()}-{secrets.token_hex(3)}"
         self.names = {role: f"{self.tag}-{role}" for role in ROLES}
         self._inodes: dict[str, int] = {}
-        self._procs: list[subprocess.Popen] = []
         self._closers: list[Callable[[], None]] = []
         self._host_inodes = {_ns_inode("/proc/self/ns/net")}
         try:  # init's namespace too, when visible (not always inside a container)
@@ -191,22 +190,36 @@ class Lab:
                 pass
 
     def close(self) -> None:
-        """Stop helpers and processes, then delete the namespaces (their links go with
-        them). Safe to call twice; never raises for something already gone."""
+        """Stop the helpers (listeners, netlink sockets), then delete the namespaces
+        (their links go with them). Safe to call twice; never raises for something
+        already gone."""
         if self.closed or os.getpid() != self.owner:  # never from a forked child
             return
         self.closed = True
+        # a second Ctrl-C must not cut the cleanup short: note signals, act after it
+        deferred: list[int] = []
+        saved: dict[int, object] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                try:
+                    saved[sig] = signal.signal(sig, lambda signum, frame:
+                                               deferred.append(signum))
+                except (ValueError, OSError):
+                    pass
+        try:
+            self._remove()
+        finally:
+            for sig, handler in saved.items():  # what was there before the lab
+                signal.signal(sig, self._old_handlers.get(sig, handler))
+            _LIVE.discard(self)
+        if deferred:
+            raise KeyboardInterrupt(f"signal {deferred[0]} during the lab's cleanup")
+
+    def _remove(self) -> None:
         for closer in reversed(self._closers):
             try:
                 closer()
             except Exception:
-                pass
-        for proc in self._procs:
-            if proc.poll() is None:
-                proc.kill()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
                 pass
         from pyroute2 import netns
         for role in reversed(ROLES):
@@ -216,12 +229,6 @@ class Lab:
                     netns.remove(name)
                 except OSError:
                     subprocess.run(["ip", "netns", "delete", name], capture_output=True)
-        for sig, handler in self._old_handlers.items():
-            try:
-                signal.signal(sig, handler)
-            except (ValueError, OSError):
-                pass
-        _LIVE.discard(self)
 
     def on_close(self, fn: Callable[[], None]) -> None:
         self._closers.append(fn)
@@ -269,13 +276,6 @@ class Lab:
             raise LabError(f"{' '.join(argv[:3])} in {name} failed (exit {res.returncode}): "
                            + ("; ".join(err[:5]) if err else "no message"))
         return res
-
-    def popen(self, role: str, argv: list[str], **kw) -> subprocess.Popen:
-        """A background process inside the namespace; killed when the lab closes."""
-        name = self.assert_target(role)
-        proc = subprocess.Popen(["ip", "netns", "exec", name, *argv], **kw)
-        self._procs.append(proc)
-        return proc
 
     def sysctl(self, role: str, values: dict[str, str | int]) -> None:
         if values:
