@@ -169,6 +169,7 @@ ctypedef struct ipvs_conn_t:
     uint8_t state
     uint32_t timeout            # seconds
     int32_t dest
+    int32_t endpoint            # the destination's endpoint (kept here: hits skip the dest)
     int32_t control             # controlling template, -1 none
     uint32_t control_gen        # the template's gen when it took control
     uint32_t gen                # bumped when the slot is freed
@@ -195,6 +196,8 @@ ctypedef struct ipvs_table_t:
     uint32_t svc_mask
     uint32_t svc_rnd            # the kernel's (size_t)ipvs >> 8 term
     ipvs_dest_t* dests
+    uint8_t* dest_available     # DEST_F_AVAILABLE per destination, packed apart so a
+                                # known connection's packet does not touch the dest
     int32_t ndests
     int32_t* sched_tab
     uint32_t mh_size            # prime table size (CONFIG_IP_VS_MH_TAB_INDEX)
@@ -906,6 +909,7 @@ cdef inline int32_t conn_new(ipvs_table_t* t, const packet_t* p, uint16_t cport,
     c.proto = p.proto
     c.state = TCP_S_NONE
     c.dest = dest
+    c.endpoint = d.endpoint
     c.control = -1
     c.n_control = 0
     c.ctl_expires = 0
@@ -1010,7 +1014,7 @@ cdef inline void dnat_to(ipvs_table_t* t, const ipvs_conn_t* c, verdict_t* v) no
     v.action = ACT_DNAT
     v.dnat_ip = c.daddr
     v.dnat_port = c.dport
-    v.endpoint = t.dests[c.dest].endpoint if c.dest >= 0 else -1
+    v.endpoint = c.endpoint
 
 
 cdef inline int ipvs_in(ipvs_table_t* t, const packet_t* p, verdict_t* v) noexcept nogil:
@@ -1037,7 +1041,7 @@ cdef inline int ipvs_in(ipvs_table_t* t, const packet_t* p, verdict_t* v) noexce
             v.action = ACT_DROP
             v.probes += probes
             return IPVS_DROP
-        if c.dest >= 0 and not (t.dests[c.dest].flags & DEST_F_AVAILABLE) \
+        if c.dest >= 0 and not t.dest_available[c.dest] \
                 and t.expire_nodest_conn:
             conn_expire_now(t, ci, now)
             t.st.nodest += 1
@@ -1137,7 +1141,7 @@ cdef inline int ipvs_out(ipvs_table_t* t, const packet_t* p, verdict_t* v) noexc
             conn_put(t, c, now)
             v.snat_ip = c.vaddr
             v.snat_port = c.vport
-            v.endpoint = t.dests[c.dest].endpoint if c.dest >= 0 else -1
+            v.endpoint = c.endpoint
             v.ct_hit = 1
             v.probes += probes
             return IPVS_SNAT

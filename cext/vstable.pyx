@@ -207,6 +207,7 @@ cdef class VirtualServerTable:
         free(self.t.svcs)
         free(self.t.svc_buckets)
         free(self.t.dests)
+        free(self.t.dest_available)
         free(self.t.sched_tab)
         free(self.t.conns)
         free(self.t.conn_buckets)
@@ -305,6 +306,10 @@ cdef class VirtualServerTable:
         if not p:
             raise MemoryError()
         self.t.dests = p
+        a = <uint8_t*>realloc(self.t.dest_available, cap)
+        if not a:
+            raise MemoryError()
+        self.t.dest_available = a
         self.dest_cap = cap
 
     cdef _grow_tab(self, int64_t need):
@@ -378,6 +383,7 @@ cdef class VirtualServerTable:
         d.endpoint = endpoint
         d.set_next = -1
         d.flags = DEST_F_AVAILABLE | DEST_F_LINKED
+        self.t.dest_available[i] = 1
         d.next = sv.dest_head
         sv.dest_head = i
         sv.num_dests += 1
@@ -424,6 +430,7 @@ cdef class VirtualServerTable:
             self.t.dests[prev].next = d.next
         d.next = -1
         d.flags &= ~(DEST_F_LINKED | DEST_F_AVAILABLE)
+        self.t.dest_available[dest] = 0
         sv.num_dests -= 1
         if sv.sched != SCHED_RR:
             self._sched_changed(d.svc, dest, 1, False)
