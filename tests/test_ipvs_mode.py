@@ -375,3 +375,17 @@ def test_affinity_change_updates_the_virtual_server(engine):
     assert res["services_updated"] == 1 and res["services_added"] == 0
     assert sync.table.service_flags(0) == (M.FLAG_PERSISTENT | M.FLAG_HASHED, 10800)
     assert sync.sync(_state(_cluster_with(["10.1.0.1"], affinity=True)))["services_updated"] == 0
+
+
+def test_render_dispatch_and_engine_sets(overall):
+    from kproxy_emu.netfilter import ipvs_text
+    st = M.compile_ipvs(overall)
+    assert ipvs_text.render(st, "iptables-restore") == render(st.ruleset)
+    assert ipvs_text.render(st) == render_ipvsadm_save(st)
+    with pytest.raises(InputError):
+        ipvs_text.render(st, "json")
+    sets = M.build_ipsets(st, seed=3)
+    assert set(sets) == {s.name for s in st.ipsets.values()}
+    pk = P.from_strings(["tcp 10.0.0.1:5 -> 1.2.3.4:80"])
+    assert sets["KUBE-LOAD-BALANCER-LOCAL"].test(pk, "dst,dst").tolist() == [True]
+    assert sets["KUBE-LOAD-BALANCER-FW"].test(pk, "dst,dst").tolist() == [False]

@@ -593,3 +593,11 @@ class IpvsSync:
                 del self.dests[key]
                 deleted += 1
         return deleted
+
+
+def build_ipsets(state: IpvsState, seed: int = 0) -> dict:
+    """The state's ipsets as engine sets (kproxy_emu._cext.vstable.IPSet) by their name,
+    for a chain VM's ``-m set --match-set NAME DIRS`` (IPv4)."""
+    from .._cext.vstable import IPSet as EngineSet
+    return {s.name: EngineSet(s.name, s.set_type, sorted(s.entries), seed=seed + i)
+            for i, s in enumerate(state.ipsets.values())}

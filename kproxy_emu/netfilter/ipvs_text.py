@@ -236,3 +236,22 @@ def _entry_key(set_type: str) -> Callable[[str], tuple]:
                 out += [net.version, int(net.network_address), net.prefixlen]
         return tuple(out)
     return key
+
+
+FORMATS = ("ipvsadm-save", "ipvsadm-list", "ipset-save", "iptables-restore")
+
+
+def render(state: IpvsState, fmt: str = "ipvsadm-save", **options) -> str:
+    """One of IPVS mode's texts by name (FORMATS); options go to that renderer."""
+    from ..errors import InputError
+    from .iptables_text import render as render_restore
+    if fmt == "ipvsadm-save":
+        return render_ipvsadm_save(state, **options)
+    if fmt == "ipvsadm-list":
+        return render_ipvsadm_list(state, **options)
+    if fmt == "ipset-save":
+        return render_ipset_save(state, **options)
+    if fmt == "iptables-restore":
+        return render_restore(state.ruleset)
+    raise InputError(f"unknown IPVS render format (known: {', '.join(FORMATS)})",
+                     field="format", value=fmt)
