@@ -2,11 +2,12 @@
 """nftables packet engine: the node's base chains walked expression by expression over
 packed arrays, with sets and verdict maps as hash tables.
 
-Rules are ranges of ``expr_t`` rows (lowered by kproxy_emu/dataplane/nft_lowering.py), in
-rule order as nft_do_chain runs them: a match that fails ends the rule (NFT_BREAK), a
-verdict ends it with that verdict; ``jump`` pushes a return point (the next rule), ``goto``
-does not, ``return`` or the end of a regular chain pops, the end of a base chain is its
-policy (accept). A NAT statement accepts for its base chain, as nft_nat_eval does. Set and
+A chain is a run of ``expr_t`` rows closed by an END row (lowered by
+kproxy_emu/dataplane/nft_lowering.py); each row knows where its rule ends. Rules run in
+order as nft_do_chain runs them: a match that fails ends the rule (NFT_BREAK), a verdict
+ends it with that verdict; ``jump`` pushes a return point (the next rule), ``goto`` does
+not, ``return`` or the end of a regular chain pops, the end of a base chain is its policy
+(accept). Jump targets are row indices, so a walk touches only the rows it runs. A NAT statement accepts for its base chain, as nft_nat_eval does. Set and
 map lookups hash the concatenated key (packed into 64 bits) into the set's open-addressing
 table, or binary-search an interval set's sorted ranges. ``numgen random mod N`` draws
 reciprocal_scale(get_random_u32(), N) from a seeded xorshift64* stream and indexes an
@@ -47,6 +48,7 @@ cdef enum:
     E_SNAT = 13
     E_VERDICT = 14
     E_NOP = 15
+    E_END = 16
     # verdict kinds (expr_t.vkind, slot/cell vkind)
     VK_NONE = 0
     VK_ACCEPT = 1
@@ -92,23 +94,17 @@ ctypedef struct expr_t:
     uint8_t sel2
     uint8_t sel3
     int32_t set       # set index; numgen: first cell
-    int32_t arg       # numgen: modulus; dnat: endpoint; masq/snat: fully-random; fib: 1 saddr 2 daddr
-    int32_t chain     # jump/goto target
+    uint32_t arg      # compare: mask; numgen: modulus; dnat: endpoint; masq/snat: fully-random;
+                      # fib: 1 saddr, 2 daddr
+    int32_t target    # jump/goto: the target chain's first row
+    int32_t next      # the first row after this row's rule
     uint32_t lo       # compare range / ct bits / iif bits / mark and-mask / NAT address
     uint32_t hi       # compare range / mark xor / DNAT port
-    uint32_t mask     # compare mask
 
-ctypedef struct nrule_t:
-    int32_t start
-    int32_t end
-
-ctypedef struct nchain_t:
-    int32_t start
-    int32_t end
+ctypedef struct base_t:
+    int32_t start     # the base chain's first row
     int32_t priority
-    uint8_t base
-    uint8_t nat
-    uint16_t _pad
+    uint8_t nat       # a nat-type chain (runs only for a flow's first packet)
 
 ctypedef struct nset_t:
     uint8_t kind
@@ -144,8 +140,6 @@ ctypedef struct dyn_t:
     bint full
 
 ctypedef struct env_t:
-    const nrule_t* rules
-    const nchain_t* chains
     const expr_t* exprs
     const nset_t* sets
     const slot_t* slots
@@ -179,7 +173,7 @@ ctypedef struct state_t:
 def layout():
     """sizeof/offsetof of the structs, to check the numpy dtypes against."""
     cdef expr_t e
-    cdef nchain_t c
+    cdef base_t c
     cdef nset_t s
     cdef slot_t sl
     cdef interval_t iv
@@ -190,11 +184,10 @@ def layout():
         "expr_t": {"itemsize": sizeof(expr_t), "fields": {
             "op": <size_t>&e.op - eb, "sel0": <size_t>&e.sel0 - eb, "sel3": <size_t>&e.sel3 - eb,
             "set": <size_t>&e.set - eb, "arg": <size_t>&e.arg - eb,
-            "chain": <size_t>&e.chain - eb, "lo": <size_t>&e.lo - eb,
-            "hi": <size_t>&e.hi - eb, "mask": <size_t>&e.mask - eb}},
-        "nrule_t": {"itemsize": sizeof(nrule_t), "fields": {}},
-        "nchain_t": {"itemsize": sizeof(nchain_t), "fields": {
-            "priority": <size_t>&c.priority - cb, "base": <size_t>&c.base - cb,
+            "target": <size_t>&e.target - eb, "next": <size_t>&e.next - eb,
+            "lo": <size_t>&e.lo - eb, "hi": <size_t>&e.hi - eb}},
+        "base_t": {"itemsize": sizeof(base_t), "fields": {
+            "start": <size_t>&c.start - cb, "priority": <size_t>&c.priority - cb,
             "nat": <size_t>&c.nat - cb}},
         "nset_t": {"itemsize": sizeof(nset_t), "fields": {
             "off": <size_t>&s.off - sb, "n": <size_t>&s.n - sb, "mask": <size_t>&s.mask - sb,
@@ -360,19 +353,19 @@ cdef inline void set_update(const env_t* env, int32_t idx, uint32_t addr,
         env.dyn.expires[slot] = INFINITY
 
 
-cdef int eval_rule(const env_t* env, const nrule_t* r, state_t* st, uint8_t* vkind,
+cdef int eval_rule(const env_t* env, int32_t start, int32_t end, state_t* st, uint8_t* vkind,
                    int32_t* vchain) noexcept nogil:
-    """Run one rule's expressions; sets vkind/vchain (VK_NONE: no verdict, next rule)."""
+    """Run one rule's rows; sets vkind/vchain (VK_NONE: no verdict, next rule)."""
     cdef int32_t i
     cdef const expr_t* e
     cdef uint32_t v, idx
     cdef bint ok
     cdef const cell_t* cell
     vkind[0] = VK_NONE
-    for i in range(r.start, r.end):
+    for i in range(start, end):
         e = &env.exprs[i]
         if e.op == E_CMP:
-            v = sel_value(e.sel0, st) & e.mask
+            v = sel_value(e.sel0, st) & e.arg
             ok = e.lo <= v and v <= e.hi
             if ok == e.neg:
                 return 0
@@ -420,7 +413,7 @@ cdef int eval_rule(const env_t* env, const nrule_t* r, state_t* st, uint8_t* vki
             st.dst = e.lo
             if e.hi:
                 st.dport = <uint16_t>e.hi
-            st.endpoint = e.arg
+            st.endpoint = <int32_t>e.arg
             st.ctstate |= CT_DNAT
             vkind[0] = VK_ACCEPT  # nft_nat_eval: the verdict of nf_nat_setup_info
             return 0
@@ -432,31 +425,30 @@ cdef int eval_rule(const env_t* env, const nrule_t* r, state_t* st, uint8_t* vki
             return 0
         elif e.op == E_VERDICT:
             vkind[0] = e.vkind
-            vchain[0] = e.chain
+            vchain[0] = e.target
             return 0
     return 0
 
 
 cdef int run_base(const env_t* env, int32_t base, state_t* st) noexcept nogil:
-    """One base chain: V_CONTINUE (accepted: the next base chain runs), V_DROP or V_REJECT."""
-    cdef int32_t stack_chain[MAX_DEPTH]
-    cdef int32_t stack_rule[MAX_DEPTH]
+    """One base chain (from its first row): V_CONTINUE (accepted: the next base chain
+    runs), V_DROP or V_REJECT."""
+    cdef int32_t stack[MAX_DEPTH]
     cdef int depth = 0
-    cdef int32_t cur = base
-    cdef int32_t ri = env.chains[base].start
+    cdef int32_t pc = base, nxt
     cdef uint8_t vk
     cdef int32_t vc = -1
     while True:
-        if ri >= env.chains[cur].end:
+        if env.exprs[pc].op == E_END:
             if depth == 0:
                 return V_CONTINUE  # the base chain's policy: accept
             depth -= 1
-            cur = stack_chain[depth]
-            ri = stack_rule[depth]
+            pc = stack[depth]
             continue
         st.rules += 1
-        eval_rule(env, &env.rules[ri], st, &vk, &vc)
-        ri += 1
+        nxt = env.exprs[pc].next
+        eval_rule(env, pc, nxt, st, &vk, &vc)
+        pc = nxt
         if vk == VK_NONE or vk == VK_CONTINUE:
             continue
         if vk == VK_ACCEPT:
@@ -469,39 +461,34 @@ cdef int run_base(const env_t* env, int32_t base, state_t* st) noexcept nogil:
             if depth == 0:
                 return V_CONTINUE
             depth -= 1
-            cur = stack_chain[depth]
-            ri = stack_rule[depth]
+            pc = stack[depth]
         elif vk == VK_JUMP:
             if depth >= MAX_DEPTH:
                 return V_DROP  # the lowering refuses such rulesets, as the kernel does
-            stack_chain[depth] = cur
-            stack_rule[depth] = ri
+            stack[depth] = pc
             depth += 1
-            cur = vc
-            ri = env.chains[cur].start
+            pc = vc
         elif vk == VK_GOTO:
-            cur = vc
-            ri = env.chains[cur].start
+            pc = vc
 
 
-cdef int run_hook(const env_t* env, const int32_t* hook_off, const int32_t* hook_chains,
+cdef int run_hook(const env_t* env, const int32_t* hook_off, const base_t* bases,
                   int hook, state_t* st, bint skip_nat, bint* pending, uint32_t pdst,
                   uint16_t pdport) noexcept nogil:
     """A hook's base chains in priority order. ``pending``: a known flow's destination
     translation, applied where the NAT hook sits (before the first chain at priority
     >= -100, else after the last)."""
-    cdef int32_t k, c
+    cdef int32_t k
     cdef int v
     st.has_oif = hook == H_FORWARD or hook == H_OUTPUT or hook == H_POSTROUTING
     for k in range(hook_off[hook], hook_off[hook + 1]):
-        c = hook_chains[k]
-        if pending[0] and env.chains[c].priority >= NAT_DST_PRIORITY:
+        if pending[0] and bases[k].priority >= NAT_DST_PRIORITY:
             st.dst = pdst
             st.dport = pdport
             pending[0] = False
-        if skip_nat and env.chains[c].nat:
+        if skip_nat and bases[k].nat:
             continue
-        v = run_base(env, c, st)
+        v = run_base(env, bases[k].start, st)
         if v != V_CONTINUE:
             return v
     if pending[0]:
@@ -511,10 +498,9 @@ cdef int run_hook(const env_t* env, const int32_t* hook_off, const int32_t* hook
     return V_CONTINUE
 
 
-def process(const packet_t[::1] packets, verdict_t[::1] out, const nrule_t[::1] rules,
-            const nchain_t[::1] chains, const expr_t[::1] exprs, const nset_t[::1] sets,
-            const slot_t[::1] slots, const interval_t[::1] intervals, const cell_t[::1] cells,
-            const int32_t[::1] hook_off, const int32_t[::1] hook_chains,
+def process(const packet_t[::1] packets, verdict_t[::1] out, const expr_t[::1] exprs,
+            const nset_t[::1] sets, const slot_t[::1] slots, const interval_t[::1] intervals,
+            const cell_t[::1] cells, const int32_t[::1] hook_off, const base_t[::1] bases,
             const uint32_t[::1] local_ips, uint32_t masquerade_ip, uint64_t seed,
             uintptr_t conntrack=0, uint64_t[::1] dyn_keys=None, double[::1] dyn_expires=None,
             bint checked=False):
@@ -542,13 +528,13 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const nrule_t[::1] 
     cdef uint32_t cprobes, sip, dip
     cdef uint16_t sport, dport, snat_port
     cdef bint hit, pending, moved, skip_nat
+    cdef const base_t* bases_p
     if not checked:
-        check(rules, chains, exprs, sets, slots, intervals, cells, hook_off, hook_chains)
+        check(exprs, sets, slots, intervals, cells, hook_off, bases)
     if out.shape[0] < n:
         raise ValueError("verdict array shorter than the packet array")
-    env.rules = &rules[0] if rules.shape[0] else NULL
-    env.chains = &chains[0] if chains.shape[0] else NULL
     env.exprs = &exprs[0] if exprs.shape[0] else NULL
+    bases_p = &bases[0] if bases.shape[0] else NULL
     env.sets = &sets[0] if sets.shape[0] else NULL
     env.slots = &slots[0] if slots.shape[0] else NULL
     env.intervals = &intervals[0] if intervals.shape[0] else NULL
@@ -616,26 +602,26 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const nrule_t[::1] 
             if f == V_DROP:
                 pass
             elif p.origin == ORIGIN_HOST:
-                f = run_hook(&env, &hook_off[0], &hook_chains[0], H_OUTPUT, &st, skip_nat,
+                f = run_hook(&env, &hook_off[0], bases_p, H_OUTPUT, &st, skip_nat,
                              &pending, dip, dport)
                 if f == V_CONTINUE:
-                    f = run_hook(&env, &hook_off[0], &hook_chains[0], H_POSTROUTING, &st, skip_nat,
+                    f = run_hook(&env, &hook_off[0], bases_p, H_POSTROUTING, &st, skip_nat,
                                  &pending, dip, dport)
                 if f == V_CONTINUE and is_local(st.dst, &env):
-                    f = run_hook(&env, &hook_off[0], &hook_chains[0], H_INPUT, &st, skip_nat,
+                    f = run_hook(&env, &hook_off[0], bases_p, H_INPUT, &st, skip_nat,
                                  &pending, dip, dport)
             else:
-                f = run_hook(&env, &hook_off[0], &hook_chains[0], H_PREROUTING, &st, skip_nat,
+                f = run_hook(&env, &hook_off[0], bases_p, H_PREROUTING, &st, skip_nat,
                              &pending, dip, dport)
                 if f == V_CONTINUE:
                     if is_local(st.dst, &env):
-                        f = run_hook(&env, &hook_off[0], &hook_chains[0], H_INPUT, &st, skip_nat,
+                        f = run_hook(&env, &hook_off[0], bases_p, H_INPUT, &st, skip_nat,
                                      &pending, dip, dport)
                     else:
-                        f = run_hook(&env, &hook_off[0], &hook_chains[0], H_FORWARD, &st, skip_nat,
+                        f = run_hook(&env, &hook_off[0], bases_p, H_FORWARD, &st, skip_nat,
                                      &pending, dip, dport)
                         if f == V_CONTINUE:
-                            f = run_hook(&env, &hook_off[0], &hook_chains[0], H_POSTROUTING,
+                            f = run_hook(&env, &hook_off[0], bases_p, H_POSTROUTING,
                                          &st, skip_nat, &pending, dip, dport)
             rng = st.rng
             if st.snat and not hit and f == V_CONTINUE:
@@ -671,28 +657,24 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const nrule_t[::1] 
     return rng, dyn.full
 
 
-def check(const nrule_t[::1] rules, const nchain_t[::1] chains, const expr_t[::1] exprs,
-          const nset_t[::1] sets, const slot_t[::1] slots, const interval_t[::1] intervals,
-          const cell_t[::1] cells, const int32_t[::1] hook_off, const int32_t[::1] hook_chains):
+def check(const expr_t[::1] exprs, const nset_t[::1] sets, const slot_t[::1] slots,
+          const interval_t[::1] intervals, const cell_t[::1] cells,
+          const int32_t[::1] hook_off, const base_t[::1] bases):
     """Every index the per-packet loop follows stays inside its array (it runs unchecked);
     ValueError otherwise."""
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, n = exprs.shape[0]
     cdef const expr_t* e
     cdef const nset_t* s
-    if hook_off.shape[0] != 6 or hook_off[0] != 0 or hook_off[5] != hook_chains.shape[0]:
-        raise ValueError("hook_off: 6 offsets into hook_chains")
+    if hook_off.shape[0] != 6 or hook_off[0] != 0 or hook_off[5] != bases.shape[0]:
+        raise ValueError("hook_off: 6 offsets into bases")
     for i in range(5):
         if hook_off[i] > hook_off[i + 1]:
             raise ValueError("hook_off must not decrease")
-    for i in range(hook_chains.shape[0]):
-        if not 0 <= hook_chains[i] < chains.shape[0] or not chains[hook_chains[i]].base:
-            raise ValueError("hook_chains: a base chain index")
-    for i in range(chains.shape[0]):
-        if not 0 <= chains[i].start <= chains[i].end <= rules.shape[0]:
-            raise ValueError("chain rule range out of bounds")
-    for i in range(rules.shape[0]):
-        if not 0 <= rules[i].start <= rules[i].end <= exprs.shape[0]:
-            raise ValueError("rule expression range out of bounds")
+    if n and exprs[n - 1].op != E_END:
+        raise ValueError("the last chain is not closed by an END row")
+    for i in range(bases.shape[0]):
+        if not 0 <= bases[i].start < n:
+            raise ValueError("base chain start out of bounds")
     for i in range(sets.shape[0]):
         s = &sets[i]
         if s.kind == SK_HASH:
@@ -705,25 +687,29 @@ def check(const nrule_t[::1] rules, const nchain_t[::1] chains, const expr_t[::1
             raise ValueError("unknown set kind")
     for i in range(slots.shape[0]):
         if slots[i].used and (slots[i].vkind == VK_JUMP or slots[i].vkind == VK_GOTO) and \
-                not 0 <= slots[i].vchain < chains.shape[0]:
+                not 0 <= slots[i].vchain < n:
             raise ValueError("map verdict chain out of bounds")
     for i in range(intervals.shape[0]):
         if (intervals[i].vkind == VK_JUMP or intervals[i].vkind == VK_GOTO) and \
-                not 0 <= intervals[i].vchain < chains.shape[0]:
+                not 0 <= intervals[i].vchain < n:
             raise ValueError("map verdict chain out of bounds")
     for i in range(cells.shape[0]):
-        if (cells[i].vkind == VK_JUMP or cells[i].vkind == VK_GOTO) and not 0 <= cells[i].vchain < chains.shape[0]:
+        if (cells[i].vkind == VK_JUMP or cells[i].vkind == VK_GOTO) and not 0 <= cells[i].vchain < n:
             raise ValueError("numgen verdict chain out of bounds")
-    for i in range(exprs.shape[0]):
+    for i in range(n):
         e = &exprs[i]
+        if e.op == E_END:
+            continue
+        if not i < e.next <= n:  # a rule ends after its rows: the walk always moves on
+            raise ValueError("rule end out of bounds")
         if (e.op == E_LOOKUP or e.op == E_VMAP or e.op == E_SET_UPDATE) and not 0 <= e.set < sets.shape[0]:
             raise ValueError("expression set index out of bounds")
         if e.op == E_SET_UPDATE and sets[e.set].kind != SK_DYNAMIC:
             raise ValueError("set update of a non-dynamic set")
-        if e.op == E_NUMGEN and (e.arg <= 0 or e.set < 0 or e.set + e.arg > cells.shape[0]):
+        if e.op == E_NUMGEN and (e.arg == 0 or e.set < 0 or e.set + <Py_ssize_t>e.arg > cells.shape[0]):
             raise ValueError("numgen table out of bounds")
         if e.op == E_VERDICT and (e.vkind == VK_JUMP or e.vkind == VK_GOTO) and \
-                not 0 <= e.chain < chains.shape[0]:
+                not 0 <= e.target < n:
             raise ValueError("verdict chain out of bounds")
         if e.nsel > 4 or ((e.op == E_LOOKUP or e.op == E_VMAP) and e.nsel == 0):
             raise ValueError("bad selector count")

@@ -122,8 +122,8 @@ def kube_proxy_expectations(engine, tests, overrides=None, skip=(), draws=64):
 # ---------------------------------------------------------------------- layout
 def test_dtypes_match_the_c_structs():
     layout = nftmaps.layout()
-    for cname, dtype in (("expr_t", nl.EXPR_DTYPE), ("nrule_t", nl.RULE_DTYPE),
-                         ("nchain_t", nl.CHAIN_DTYPE), ("nset_t", nl.SET_DTYPE),
+    for cname, dtype in (("expr_t", nl.EXPR_DTYPE), ("base_t", nl.BASE_DTYPE),
+                         ("nset_t", nl.SET_DTYPE),
                          ("slot_t", nl.SLOT_DTYPE), ("interval_t", nl.INTERVAL_DTYPE),
                          ("cell_t", nl.CELL_DTYPE)):
         assert layout[cname]["itemsize"] == dtype.itemsize, cname
@@ -331,8 +331,8 @@ def test_fast_parse_agrees_with_parse_rule():
     assert fast > table.rule_count / 2
     # and the endpoint rules emitted directly give the rows of the general lowering
     a, b = nl.lower_nft(table), nl.lower_nft(table, direct=False)
-    for name in ("rules", "chains", "exprs", "sets", "slots", "intervals", "cells", "hook_off",
-                 "hook_chains"):
+    for name in ("exprs", "sets", "slots", "intervals", "cells", "hook_off", "bases",
+                 "chain_start", "rule_start"):
         x, y = getattr(a, name), getattr(b, name)
         assert x.dtype == y.dtype and x.shape == y.shape and (x == y).all(), name
     assert a.endpoints == b.endpoints and a.dynamic_sets == b.dynamic_sets
@@ -574,17 +574,21 @@ def test_process_checks_the_arrays():
     batch = packets.from_strings(["tcp 10.0.0.1:1 -> 1.1.1.1:1"])
     out = packets.empty_verdicts(1)
     args = list(low.engine_arrays())
-    bad = low.rules.copy()
-    bad["end"] = 99
+    bad = low.exprs.copy()
+    bad["next"][np.flatnonzero(bad["op"] != nl.E["END"])[0]] = len(bad) + 1
     args[0] = bad
     with pytest.raises(ValueError, match="out of bounds"):
         nftmaps.process(batch, out, *args, np.zeros(0, np.uint32), 0, 1)
     with pytest.raises(ValueError, match="out of bounds"):
         nftmaps.check(*args)
     cells = np.zeros(1, nl.CELL_DTYPE)
-    cells["vkind"], cells["vchain"] = nl.VK["goto"], len(low.chains)
+    cells["vkind"], cells["vchain"] = nl.VK["goto"], len(low.exprs)
     with pytest.raises(ValueError, match="numgen verdict chain"):
-        nftmaps.check(*low.engine_arrays()[:6], cells, *low.engine_arrays()[7:])
+        nftmaps.check(*low.engine_arrays()[:4], cells, *low.engine_arrays()[5:])
+    unclosed = low.exprs.copy()
+    unclosed["op"][-1] = nl.E["NOP"]
+    with pytest.raises(ValueError, match="END"):
+        nftmaps.check(unclosed, *low.engine_arrays()[1:])
     with pytest.raises(ValueError, match="shorter"):
         nftmaps.process(batch, packets.empty_verdicts(0), *low.engine_arrays(),
                         np.zeros(0, np.uint32), 0, 1)

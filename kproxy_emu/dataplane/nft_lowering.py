@@ -2,8 +2,11 @@
 
 Each rule becomes a range of ``EXPR_DTYPE`` rows, one per expression in rule order (a
 compare, a set lookup, a verdict-map lookup, numgen, fib, ct, a mark or set-update
-statement, NAT, a verdict), as nf_tables keeps a rule as a list of expressions. Chains are
-ranges of rules; base chains are listed per hook in priority order. Sets and maps become
+statement, NAT, a verdict), as nf_tables keeps a rule as a list of expressions; every row
+knows where its rule ends. A chain is its rules' rows closed by an END row, and jumps (in
+rules, maps and numgen tables) point at a chain's first row, so walking a chain touches
+only the rows themselves (few cache lines per packet in a table of millions of rows).
+Base chains are listed per hook in priority order. Sets and maps become
 per-set open-addressing hash tables keyed by the concatenated key packed into 64 bits
 (``ipv4_addr . inet_proto . inet_service`` = 32 + 8 + 16 bits), or sorted, merged ranges
 for interval sets (CIDRs, port ranges); anonymous ``{ ... }`` literals become sets too.
@@ -33,12 +36,10 @@ from .nft_reference import _norm_value
 EXPR_DTYPE = np.dtype([
     ("op", "u1"), ("neg", "u1"), ("nsel", "u1"), ("vkind", "u1"),
     ("sel0", "u1"), ("sel1", "u1"), ("sel2", "u1"), ("sel3", "u1"),
-    ("set", "i4"), ("arg", "i4"), ("chain", "i4"),
-    ("lo", "u4"), ("hi", "u4"), ("mask", "u4"),
+    ("set", "i4"), ("arg", "u4"), ("target", "i4"), ("next", "i4"),
+    ("lo", "u4"), ("hi", "u4"),
 ], align=True)
-RULE_DTYPE = np.dtype([("start", "i4"), ("end", "i4")], align=True)
-CHAIN_DTYPE = np.dtype([("start", "i4"), ("end", "i4"), ("priority", "i4"), ("base", "u1"),
-                        ("nat", "u1"), ("_pad", "u2")], align=True)
+BASE_DTYPE = np.dtype([("start", "i4"), ("priority", "i4"), ("nat", "u1")], align=True)
 SET_DTYPE = np.dtype([("kind", "u1"), ("is_map", "u1"), ("nkey", "u1"), ("_pad", "u1"),
                       ("off", "i4"), ("n", "i4"), ("mask", "u4"), ("timeout", "f8")],
                      align=True)
@@ -51,7 +52,7 @@ CELL_DTYPE = np.dtype([("vkind", "u1"), ("vchain", "i4")], align=True)
 # must equal the enums in cext/nftmaps.pyx
 E = {"CMP": 1, "LOOKUP": 2, "VMAP": 3, "NUMGEN": 4, "FIB": 5, "CT_STATE": 6, "IIF": 7,
      "OIF": 8, "MARK_SET": 9, "SET_UPDATE": 10, "DNAT": 11, "MASQ": 12, "SNAT": 13,
-     "VERDICT": 14, "NOP": 15}
+     "VERDICT": 14, "NOP": 15, "END": 16}
 VK = {"none": 0, "accept": 1, "drop": 2, "reject": 3, "return": 4, "jump": 5, "goto": 6,
       "continue": 7}
 SEL = {("ip", "saddr"): 1, ("ip", "daddr"): 2, ("meta", "l4proto"): 3, ("ip", "protocol"): 3,
@@ -76,15 +77,15 @@ MAX_NUMGEN = 1 << 16
 
 @dataclass
 class LoweredNft:
-    rules: np.ndarray          # RULE_DTYPE: expression ranges
-    chains: np.ndarray         # CHAIN_DTYPE: rule ranges, base/nat flags, priority
-    exprs: np.ndarray          # EXPR_DTYPE
+    exprs: np.ndarray          # EXPR_DTYPE: every chain's rules, each chain closed by END
     sets: np.ndarray           # SET_DTYPE, one per named or anonymous set/map
     slots: np.ndarray          # SLOT_DTYPE, the hash sets' tables back to back
     intervals: np.ndarray      # INTERVAL_DTYPE, the interval sets' ranges back to back
     cells: np.ndarray          # CELL_DTYPE, numgen vmap tables back to back
-    hook_off: np.ndarray       # int32[6]: hook h's base chains are hook_chains[off[h]:off[h+1]]
-    hook_chains: np.ndarray    # int32 chain indices, by hook then priority
+    hook_off: np.ndarray       # int32[6]: hook h's base chains are bases[off[h]:off[h+1]]
+    bases: np.ndarray          # BASE_DTYPE: base chains by hook, then priority
+    chain_start: np.ndarray    # int32: each chain's first expression (jump targets point here)
+    rule_start: np.ndarray     # int32: each rule's first expression, in chain order
     chain_names: list[str]
     set_names: list[str]       # anonymous sets are named "{chain}#{rule}"
     endpoints: list[str]       # DNAT destinations ("ip:port"); verdict endpoint indexes this
@@ -93,8 +94,8 @@ class LoweredNft:
     def engine_arrays(self) -> tuple[np.ndarray, ...]:
         """The arrays nftmaps.process takes after (packets, out), in its order (lower_nft
         has run nftmaps.check on them: pass checked=True while they stay unchanged)."""
-        return (self.rules, self.chains, self.exprs, self.sets, self.slots, self.intervals,
-                self.cells, self.hook_off, self.hook_chains)
+        return (self.exprs, self.sets, self.slots, self.intervals, self.cells, self.hook_off,
+                self.bases)
 
 
 class _Unsupported(Exception):
@@ -320,9 +321,12 @@ class _Builder:
     # ------------------------------------------------------------------ rules
     def expr(self, op: str, *, neg=False, sels=(), vkind=0, set=-1, arg=0, chain=-1, lo=0,
              hi=0, mask=0xFFFFFFFF) -> None:
+        """One row; a compare keeps its mask in ``arg``; ``target`` holds the chain index
+        until lower_nft turns it into the chain's first expression; ``next`` (the rule's
+        end) is filled there too."""
         s = list(sels) + [0] * (4 - len(sels))
-        self.exprs.append((E[op], int(neg), len(sels), vkind, *s, set, arg, chain, lo, hi,
-                           mask))
+        self.exprs.append((E[op], int(neg), len(sels), vkind, *s, set,
+                           mask if op == "CMP" else arg, chain, -1, lo, hi))
 
     def rule(self, chain: str, text: str, anon_prefix: str) -> None:
         if self.direct and self.direct_rule(text):
@@ -349,8 +353,8 @@ class _Builder:
             if target is None:
                 return False
             ip = _ip(m[1])
-            self.exprs.append((_E_CMP, 0, 1, 0, _SEL_SADDR, 0, 0, 0, -1, 0, -1, ip, ip, _ALL))
-            self.exprs.append((_E_VERDICT, 0, 0, _VK_JUMP, 0, 0, 0, 0, -1, 0, target, 0, 0, _ALL))
+            self.exprs.append((_E_CMP, 0, 1, 0, _SEL_SADDR, 0, 0, 0, -1, _ALL, -1, -1, ip, ip))
+            self.exprs.append((_E_VERDICT, 0, 0, _VK_JUMP, 0, 0, 0, 0, -1, 0, target, -1, 0, 0))
             self.edges[self.cur_chain].add(target)
             return True
         m = _PROTO_DNAT.fullmatch(text)
@@ -364,9 +368,9 @@ class _Builder:
             if ep is None:
                 ep = self.endpoint_index[dest] = len(self.endpoints)
                 self.endpoints.append(dest)
-            self.exprs.append((_E_CMP, 0, 1, 0, _SEL_L4PROTO, 0, 0, 0, -1, 0, -1, proto, proto,
-                               _ALL))
-            self.exprs.append((_E_DNAT, 0, 0, 0, 0, 0, 0, 0, -1, ep, -1, _ip(m[2]), port, _ALL))
+            self.exprs.append((_E_CMP, 0, 1, 0, _SEL_L4PROTO, 0, 0, 0, -1, _ALL, -1, -1, proto,
+                               proto))
+            self.exprs.append((_E_DNAT, 0, 0, 0, 0, 0, 0, 0, -1, ep, -1, -1, _ip(m[2]), port))
             return True
         return False
 
@@ -561,15 +565,18 @@ def lower_nft(table: NftRuleset, endpoints: list[str] | None = None,
     endpoints = [] if endpoints is None else endpoints
     dynamic_sets = [] if dynamic_sets is None else dynamic_sets
     b = _Builder(table, endpoints, dynamic_sets, direct)
-    rules: list[tuple[int, int]] = []
-    chain_rows: list[tuple] = []
+    rule_bounds: list[tuple[int, int]] = []
+    chain_start: list[int] = []
+    base_rows: list[tuple[int, str, int, int]] = []  # (chain, hook, priority, nat)
     for cid, (name, chain) in enumerate(table.chains.items()):
         b.cur_chain = cid
-        start = len(rules)
-        if chain.is_base and (chain.hook not in HOOKS or chain.type not in ("filter", "nat")):
-            raise InputError("base chain type/hook not supported by the engine",
-                             obj=f"chain {name}", field="type/hook",
-                             value=f"{chain.type} {chain.hook}")
+        chain_start.append(len(b.exprs))
+        if chain.is_base:
+            if chain.hook not in HOOKS or chain.type not in ("filter", "nat"):
+                raise InputError("base chain type/hook not supported by the engine",
+                                 obj=f"chain {name}", field="type/hook",
+                                 value=f"{chain.type} {chain.hook}")
+            base_rows.append((cid, chain.hook, chain.priority or 0, int(chain.type == "nat")))
         for i, r in enumerate(chain.rules):
             first = len(b.exprs)
             try:
@@ -577,10 +584,10 @@ def lower_nft(table: NftRuleset, endpoints: list[str] | None = None,
             except _Unsupported as exc:
                 raise InputError(f"cannot lower nftables rule: {exc}", obj=f"chain {name}",
                                  field=f"rule {i}", value=r.full_text) from None
-            rules.append((first, len(b.exprs)))
-        chain_rows.append((start, len(rules), chain.priority or 0 if chain.is_base else 0,
-                           int(chain.is_base), int(chain.type == "nat"), 0))
-    chains = np.array(chain_rows, CHAIN_DTYPE)
+            if len(b.exprs) == first:  # every rule holds a row, so the engine counts it
+                b.expr("NOP")
+            rule_bounds.append((first, len(b.exprs)))
+        b.expr("END")
     b.cur_chain = -1
     for name, s in table.sets.items():  # sets no rule uses: their elements must lower too
         if name not in b.set_index:
@@ -590,24 +597,31 @@ def lower_nft(table: NftRuleset, endpoints: list[str] | None = None,
                 raise InputError(f"cannot lower nftables {s.kind}: {exc}",
                                  obj=f"{s.kind} {name}", field="elements") from None
     b.check_depth()
-    per_hook: list[list[int]] = [[] for _ in HOOKS]
-    for cid in sorted(np.flatnonzero(chains["base"]), key=lambda c: int(chains[c]["priority"])):
-        per_hook[HOOKS.index(table.chains[b.chain_names[cid]].hook)].append(int(cid))
+
+    exprs = np.array(b.exprs, EXPR_DTYPE)
+    starts = np.array(chain_start, np.int32)
+    bounds = np.array(rule_bounds, np.int32).reshape(-1, 2)
+    # each row's rule end (where a failed match goes on); END rows are outside every rule
+    exprs["next"][exprs["op"] != E["END"]] = np.repeat(bounds[:, 1], bounds[:, 1] - bounds[:, 0])
+    # jump/goto targets: chain index -> the chain's first expression
+    jg = (exprs["op"] == E["VERDICT"]) & np.isin(exprs["vkind"], (VK["jump"], VK["goto"]))
+    exprs["target"][jg] = starts[exprs["target"][jg]]
+    slots = np.concatenate(b.slot_parts) if b.slot_parts else np.zeros(0, SLOT_DTYPE)
+    intervals = (np.concatenate(b.interval_parts) if b.interval_parts
+                 else np.zeros(0, INTERVAL_DTYPE))
+    cells = np.array(b.cells, CELL_DTYPE) if b.cells else np.zeros(0, CELL_DTYPE)
+    for arr, live in ((slots, slots["used"] != 0), (intervals, True), (cells, True)):
+        m = live & np.isin(arr["vkind"], (VK["jump"], VK["goto"]))
+        arr["vchain"][m] = starts[arr["vchain"][m]]
+    base_rows.sort(key=lambda r: (HOOKS.index(r[1]), r[2]))  # stable: creation order on ties
+    bases = np.array([(starts[c], prio, nat) for c, _, prio, nat in base_rows], BASE_DTYPE)
     hook_off = np.zeros(len(HOOKS) + 1, np.int32)
-    for h, cids in enumerate(per_hook):
-        hook_off[h + 1] = hook_off[h] + len(cids)
+    for h, hook in enumerate(HOOKS):
+        hook_off[h + 1] = hook_off[h] + sum(1 for r in base_rows if r[1] == hook)
     low = LoweredNft(
-        rules=np.array(rules, RULE_DTYPE),
-        chains=chains,
-        exprs=np.array(b.exprs, EXPR_DTYPE),
-        sets=np.array(b.set_rows, SET_DTYPE),
-        slots=np.concatenate(b.slot_parts) if b.slot_parts else np.zeros(0, SLOT_DTYPE),
-        intervals=(np.concatenate(b.interval_parts) if b.interval_parts
-                   else np.zeros(0, INTERVAL_DTYPE)),
-        cells=np.array(b.cells, CELL_DTYPE) if b.cells else np.zeros(0, CELL_DTYPE),
-        hook_off=hook_off,
-        hook_chains=np.array([c for cids in per_hook for c in cids], np.int32),
-        chain_names=b.chain_names, set_names=b.set_names, endpoints=endpoints,
-        dynamic_sets=dynamic_sets)
+        exprs=exprs, sets=np.array(b.set_rows, SET_DTYPE), slots=slots, intervals=intervals,
+        cells=cells, hook_off=hook_off, bases=bases, chain_start=starts,
+        rule_start=bounds[:, 0].copy(), chain_names=b.chain_names, set_names=b.set_names,
+        endpoints=endpoints, dynamic_sets=dynamic_sets)
     nftmaps.check(*low.engine_arrays())  # once here: callers pass checked=True to process
     return low
