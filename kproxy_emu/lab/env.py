@@ -25,8 +25,8 @@ def missing_tools(tools: dict[str, str]) -> list[str]:
             if shutil.which(tool) is None]
 
 
-def check(mode: str = "iptables", backend: str = "nft") -> None:
-    """Raise LabUnavailable naming what is missing."""
+def check(mode: str | None = "iptables", backend: str = "nft") -> None:
+    """Raise LabUnavailable naming what is missing (``mode`` None: the namespaces only)."""
     if os.geteuid() != 0:
         raise LabUnavailable("the kernel lab needs root (it creates network namespaces and "
                              "loads netfilter rules into them)")
@@ -36,9 +36,9 @@ def check(mode: str = "iptables", backend: str = "nft") -> None:
         import pyroute2  # noqa: F401
     except ImportError:
         raise LabUnavailable("the kernel lab needs pyroute2 (pip install pyroute2)") from None
-    if mode not in MODE_TOOLS:
+    if mode is not None and mode not in MODE_TOOLS:
         raise LabUnavailable(f"the lab runs the iptables and nftables modes, not {mode!r}")
-    need = {**TOOLS, **MODE_TOOLS[mode]}
+    need = {**TOOLS, **MODE_TOOLS.get(mode, {})}
     if mode == "iptables" and backend == "legacy":
         need["iptables-legacy-restore"] = "iptables"
     missing = missing_tools(need)

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..netfilter.iptables_text import render
+from .env import check
 from .load import LoadResult, load_iptables, load_nftables, node_sysctls
 from .replay import ConntrackTable, KernelResult, PortAllocator, Probe, Servers, classify, send
 from .topology import Lab, LabError, LabPlan, raise_nofile
@@ -132,6 +133,7 @@ class NodeLab:
 
     def load_rules(self) -> LoadResult:
         assert self.lab is not None
+        check(self.dp.mode, self.backend)
         if self.dp.mode == "iptables":
             return load_iptables(self.lab, render(self.dp.tables), backend=self.backend)
         if self.dp.mode == "nftables":
