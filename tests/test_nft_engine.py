@@ -394,6 +394,28 @@ def test_conntrack_pod_flows_keep_their_endpoints_and_dropped_flows_are_not_kept
     assert not engine.process(bad)[0]["ct_hit"]
 
 
+def test_conntrack_nodeport_flow_from_outside_is_masqueraded_and_its_reply_restored():
+    cluster = synth.cluster(1, endpoints=2, seed=2, type_mix={"NodePort": 1},
+                            ports_per_service=(1.0,), protocol_mix={"TCP": 1},
+                            terminating_share=0, not_ready_share=0, itp_local_share=0,
+                            etp_local_share=0, affinity_share=0, prefer_close_share=0)
+    svc = next(iter(cluster.services.values()))
+    engine = _engine_for(cluster, seed=4, conntrack=True)
+    node = engine.options.node.primary_ip
+    frontend = f"{node}:{svc.ports[0].node_port}"
+    first = engine.process(packets.from_strings([f"tcp 203.0.113.9:50000 -> {frontend}"],
+                                                origin="external"))[0]
+    assert first["action"] == packets.Action.DNAT and first["snat_ip"] == packets.ip_to_u32(node)
+    # the endpoint answers the node's masquerade address; the reply goes back to the client
+    # from the NodePort
+    reply = engine.process(packets.from_strings(
+        [f"tcp {_dnat(first)} -> {node}:{first['snat_port']} flags=SA"], ts=0.1,
+        origin="pod"))[0]
+    assert reply["ct_hit"] and _dnat(reply) == "203.0.113.9:50000"
+    assert f"{packets.u32_to_ip(int(reply['snat_ip']))}:{reply['snat_port']}" == frontend
+    assert reply["rules"] <= 3  # filter chains only, and their ct state new rules miss
+
+
 # ---------------------------------------------------------------------- affinity
 def test_client_ip_affinity_sticks_within_its_timeout_and_expires_after():
     cluster, svc, vip = _one_service(endpoints=3)
