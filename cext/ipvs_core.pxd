@@ -37,7 +37,7 @@ Per-packet use (what kproxy_emu._cext.vstable.VirtualServerTable.process does)::
     cdef ipvs_table_t* t = <ipvs_table_t*><uintptr_t>table.table_address()
     verdict_reset(&v)
     r = ipvs_in(t, &pkt, &v)     # IPVS_PASS: not IPVS traffic, v untouched but probes
-                                 # IPVS_NOSCHED: a VIP, but TCP without SYN: not DNATed
+                                 # IPVS_NOSCHED: TCP without SYN, no connection: not DNATed
                                  # IPVS_DNAT: v.action DNAT, dnat_ip/port, endpoint, ct_hit
                                  # IPVS_DROP / IPVS_REJECT: v.action DROP / REJECT
     r = ipvs_out(t, &reply, &v)  # IPVS_SNAT: v.snat_ip/snat_port = VIP, ct_hit; or PASS
@@ -111,8 +111,8 @@ cdef enum:
     IPVS_DNAT = 1
     IPVS_DROP = 2
     IPVS_REJECT = 3             # no destination: ICMP port unreachable (ip_vs_leave)
-    IPVS_NOSCHED = 4            # a virtual service, but the packet may not start a
-                                # connection (TCP without SYN): passes to the local stack
+    IPVS_NOSCHED = 4            # TCP without SYN and no connection: tcp_conn_schedule
+                                # does not look for a service; passes to the local stack
     IPVS_SNAT = 5               # ipvs_out: a reply of a connection, source back to the VIP
 
 
@@ -1030,7 +1030,7 @@ cdef inline int ipvs_in(ipvs_table_t* t, const packet_t* p, verdict_t* v) noexce
     ci = conn_get(t, p.proto, p.src_ip, p.src_port, p.dst_ip, p.dst_port, False, now, &probes)
     if ci >= 0:
         c = &t.conns[ci]
-        syn = p.proto == PROTO_TCP and (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN
+        syn = p.proto == PROTO_TCP and (p.tcp_flags & TCP_SYN) != 0    # is_new_conn
         if syn and t.conn_reuse_mode and (
                 (t.expire_nodest_conn and c.dest >= 0 and t.dests[c.dest].weight == 0)
                 or (c.control < 0 and (c.state == TCP_S_TIME_WAIT
@@ -1055,12 +1055,13 @@ cdef inline int ipvs_in(ipvs_table_t* t, const packet_t* p, verdict_t* v) noexce
         v.ct_hit = 1
         v.probes += probes
         return IPVS_DNAT
+    if p.proto == PROTO_TCP and not ((p.tcp_flags & TCP_SYN) and not (p.tcp_flags & TCP_RST)):
+        v.probes += probes
+        return IPVS_NOSCHED                   # tcp_conn_schedule: only a SYN looks further
     si = svc_find(t, p.proto, p.dst_ip, p.dst_port, &probes)
     v.probes += probes
     if si < 0:
         return IPVS_PASS
-    if p.proto == PROTO_TCP and not ((p.tcp_flags & TCP_SYN) and not (p.tcp_flags & TCP_RST)):
-        return IPVS_NOSCHED                   # tcp_conn_schedule: only a SYN schedules
     sv = &t.svcs[si]
     ct = -1
     if sv.flags & SVC_F_PERSISTENT:

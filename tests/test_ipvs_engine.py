@@ -322,6 +322,8 @@ def test_results_for_other_traffic(impl):
     t = table(impl, 1)
     assert send(t, dport=81)[0] == V.RESULT_PASS                      # no virtual service
     assert send(t, flags=ACK)[0] == V.RESULT_NOSCHED                  # only SYN schedules
+    fresh = table(impl, 1)                         # no service lookup without SYN
+    assert send(fresh, flags=ACK)[1]["probes"] == 0 and send(fresh)[1]["probes"] == 1
     assert send(t, proto=1)[0] == V.RESULT_PASS
     empty = table(impl, 0)
     r, v = send(empty)

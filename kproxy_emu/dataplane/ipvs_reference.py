@@ -733,7 +733,7 @@ class VirtualServerTable:
         c, probes = self._conn_get(proto, src, sport, dst, dport, False, now)
         if c is not None:
             dd = self.dests[c.dest]
-            syn = proto == 6 and (flags & 0x12) == 0x2
+            syn = proto == 6 and bool(flags & 0x2)  # is_new_conn: any SYN
             if syn and self.conn_reuse_mode and (
                     (self.expire_nodest_conn and dd.weight == 0)
                     or (c.control is None and c.state in (TW, CL))):
@@ -756,12 +756,13 @@ class VirtualServerTable:
             v["ct_hit"] = True
             v["probes"] += probes
             return RESULT_DNAT
+        if proto == 6 and not (flags & 2 and not flags & 4):
+            v["probes"] += probes
+            return RESULT_NOSCHED
         s, sp = self._svc_find(proto, dst, dport)
         v["probes"] += probes + sp
         if s < 0:
             return RESULT_PASS
-        if proto == 6 and not (flags & 2 and not flags & 4):
-            return RESULT_NOSCHED
         sv = self.svcs[s]
         ct = None
         if sv.flags & FLAG_PERSISTENT:
@@ -888,6 +889,10 @@ class VirtualServerTable:
             out.update(result=RESULT_DNAT, dest=conn.dest, candidates=[(conn.dest, 1.0)])
             return out
         steps.append(f"ip_vs_conn_in_get: no connection ({probes} probes)")
+        if proto == 6 and not (flags & 2 and not flags & 4):
+            steps.append("tcp_conn_schedule: not a SYN, no connection is created")
+            out["result"] = RESULT_NOSCHED
+            return out
         s, sp = self._svc_find(proto, dst, dport)
         out["probes"] += sp
         if s < 0:
@@ -895,10 +900,6 @@ class VirtualServerTable:
             return out
         sv = self.svcs[s]
         steps.append(f"ip_vs_service_find: service {s} ({sp} probes), scheduler {sv.sched}")
-        if proto == 6 and not (flags & 2 and not flags & 4):
-            steps.append("tcp_conn_schedule: not a SYN, no connection is created")
-            out["result"] = RESULT_NOSCHED
-            return out
         if sv.flags & FLAG_PERSISTENT:
             ct, tp = self._peek_conn(proto, src, 0, dst, dport, True, now)
             out["probes"] += tp
