@@ -114,5 +114,6 @@ def test_established_flows(benchmark, node):
 def test_lowering(benchmark, node):
     """The table to the engine's arrays (once per sync)."""
     low = benchmark.pedantic(lower_nft, args=(node.table,), rounds=2, iterations=1)
-    benchmark.extra_info["rules"] = len(low.rules)
+    benchmark.extra_info["rules"] = len(low.rule_start)
+    benchmark.extra_info["rows"] = len(low.exprs)
     benchmark.extra_info["set_elements"] = int(node.table.element_count)
