@@ -205,40 +205,11 @@ class VerifyReport:
 
 
 # ------------------------------------------------------------------ verify
-def lab_targets(dp) -> np.ndarray:
-    """Service frontends for this node: the cluster's packet targets without other nodes'
-    NodePort addresses, plus NodePorts on this node's own addresses."""
-    targets = dp.cluster.packet_targets()
-    mine = {pk.ip_to_u32(ip) for ip in dp.options.node.ips if ":" not in ip}
-    others = {pk.ip_to_u32(ip) for n in dp.cluster.nodes.values() for ip in n.ips
-              if ":" not in ip} - mine
-    keep = ~np.isin(targets["ip"], np.array(sorted(others), dtype=np.uint32))
-    targets = targets[keep]
-    rows = []
-    seen = {(int(t["ip"]), int(t["port"]), int(t["proto"])) for t in targets}
-    for svc in dp.cluster.services.values():
-        if not svc.proxied:
-            continue
-        for p in svc.ports:
-            if not p.node_port:
-                continue
-            proto = pk.PROTO_NUMBERS[p.protocol.lower()]
-            for ip in sorted(mine):
-                if (ip, p.node_port, proto) not in seen:
-                    rows.append((ip, p.node_port, proto, 7))
-                    seen.add((ip, p.node_port, proto))
-    if rows:
-        extra = pk.empty_targets(len(rows))
-        for i, (ip, port, proto, origins) in enumerate(rows):
-            extra[i] = (ip, port, proto, origins)
-        targets = np.concatenate([targets, extra])
-    return targets
-
-
 def flows_for(dp, clients: Clients, n: int, seed: int) -> tuple[list[tuple], dict[str, int]]:
     """n flows (proto, src, dst, dport, origin) at the node's frontends from the lab's
     clients (seeded), and what was skipped (protocols the lab cannot send)."""
-    targets = lab_targets(dp)
+    # every frontend this node serves, NodePorts on its own addresses only
+    targets = dp.cluster.packet_targets(node_ips=dp.options.node.local_ips)
     if len(targets) == 0 or n == 0:
         return [], {}
     sources = {o: clients.of(o) for o in pk.ORIGIN_NAMES if clients.of(o)}
