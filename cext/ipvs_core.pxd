@@ -1031,19 +1031,18 @@ cdef inline int ipvs_in(ipvs_table_t* t, const packet_t* p, verdict_t* v) noexce
     if ci >= 0:
         c = &t.conns[ci]
         syn = p.proto == PROTO_TCP and (p.tcp_flags & TCP_SYN) != 0    # is_new_conn
-        if syn and t.conn_reuse_mode and (
-                (t.expire_nodest_conn and c.dest >= 0 and t.dests[c.dest].weight == 0)
-                or (c.control < 0 and (c.state == TCP_S_TIME_WAIT
-                                       or c.state == TCP_S_CLOSE))):
+        if syn and ((t.expire_nodest_conn and c.dest >= 0 and t.dests[c.dest].weight == 0)
+                    or (t.conn_reuse_mode and c.control < 0
+                        and (c.state == TCP_S_TIME_WAIT or c.state == TCP_S_CLOSE))):
             if c.n_control == 0:
                 conn_expire_now(t, ci, now)
             t.st.nodest += 1
             v.action = ACT_DROP
             v.probes += probes
             return IPVS_DROP
-        if c.dest >= 0 and not t.dest_available[c.dest] \
-                and t.expire_nodest_conn:
-            conn_expire_now(t, ci, now)
+        if c.dest >= 0 and not t.dest_available[c.dest]:
+            if t.expire_nodest_conn:          # else the packet is dropped, the entry stays
+                conn_expire_now(t, ci, now)
             t.st.nodest += 1
             v.action = ACT_DROP
             v.probes += probes

@@ -391,6 +391,12 @@ def test_deleted_destination_drops_its_flows(impl):
     r, v = send(t, sport=1, flags=ACK, ts=2)                         # expire_nodest_conn
     assert r == V.RESULT_DROP and v["action"] == P.Action.DROP
     assert send(t, sport=1, flags=SYN, ts=3)[1]["endpoint"] == 0
+    # without expire_nodest_conn the packets are dropped and the entry waits for its timer
+    t = table(impl, 2, expire_nodest_conn=False)
+    send(t, sport=1, flags=SYN, ts=0)
+    t.del_dest(1)
+    assert [send(t, sport=1, flags=ACK, ts=x)[0] for x in (1, 2)] == [V.RESULT_DROP] * 2
+    assert len(t) == 1
 
 
 def test_quiescent_template_is_invalidated(impl):
@@ -474,6 +480,8 @@ def test_cython_and_reference_agree(scheduler, seed):
     rng = np.random.default_rng(seed)
     svcs, dests = _random_case(rng, persistent=seed % 2 == 1)
     kw = dict(conn_bits=8, mh_tab_index=8)
+    if seed % 3 == 2:
+        kw.update(expire_nodest_conn=False, conn_reuse_mode=0, expire_quiescent_template=False)
     a = V.VirtualServerTable(svcs, dests, scheduler, seed, **kw)
     b = R.VirtualServerTable(svcs, dests, scheduler, seed, **kw)
     live = list(range(len(svcs)))

@@ -734,17 +734,18 @@ class VirtualServerTable:
         if c is not None:
             dd = self.dests[c.dest]
             syn = proto == 6 and bool(flags & 0x2)  # is_new_conn: any SYN
-            if syn and self.conn_reuse_mode and (
-                    (self.expire_nodest_conn and dd.weight == 0)
-                    or (c.control is None and c.state in (TW, CL))):
+            if syn and ((self.expire_nodest_conn and dd.weight == 0)
+                        or (self.conn_reuse_mode and c.control is None
+                            and c.state in (TW, CL))):
                 if c.n_control == 0:
                     c.expires, c.timeout = now, 0
                 self.st["nodest"] += 1
                 v["action"] = P.Action.DROP
                 v["probes"] += probes
                 return RESULT_DROP
-            if not dd.available and self.expire_nodest_conn:
-                c.expires, c.timeout = now, 0
+            if not dd.available:
+                if self.expire_nodest_conn:
+                    c.expires, c.timeout = now, 0
                 self.st["nodest"] += 1
                 v["action"] = P.Action.DROP
                 v["probes"] += probes
