@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="load and validate manifests, print what they hold")
     p.add_argument("files", nargs="+", metavar="FILE", help="manifest files or directories")
     p.set_defaults(func=_cmd_check)
+    from .lab import cli as lab_cli
+    lab_cli.add_parsers(sub)  # verify, calibrate (the real-kernel lab)
     return parser
 
 
