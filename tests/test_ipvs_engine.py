@@ -558,3 +558,21 @@ def test_bulk_load_equals_one_by_one(scheduler):
         assert (bulk.sched_table(0) == step.sched_table(0)).all()
     a = new_flows(bulk, 12, src="10.0.0.3")
     assert a == new_flows(step, 12, src="10.0.0.3")
+
+
+def test_siphash13_against_cpython():
+    """CPython hashes bytes with SipHash-1-3; with PYTHONHASHSEED=0 its key is zero. The
+    mh scheduler's hsiphash is that function cut to 32 bits."""
+    import subprocess
+    import sys
+    msgs = [0x03020100, 0xDEADBEEF, 1, 0xFFFFFFFF]
+    code = ("import sys; print(sys.hash_info.algorithm); "
+            f"print(*[hash(m.to_bytes(4, 'little')) for m in {msgs}])")
+    out = subprocess.run([sys.executable, "-c", code], env={"PYTHONHASHSEED": "0"},
+                         capture_output=True, text=True, check=True).stdout.split()
+    if out[0] != "siphash13":
+        pytest.skip(f"this Python hashes with {out[0]}")
+    for m, h in zip(msgs, out[1:]):
+        want = R.siphash13_u32(m, 0, 0)
+        want = want - (1 << 64) if want >= 1 << 63 else want
+        assert int(h) == (-2 if want == -1 else want)

@@ -74,7 +74,12 @@ def jhash_3words(a: int, b: int, c: int, initval: int) -> int:
 
 
 def hsiphash32(v: int, k0: int, k1: int) -> int:
-    """SipHash-1-3 of a 4-byte little-endian input (the kernel's 64-bit hsiphash)."""
+    """The kernel's 64-bit hsiphash of a 4-byte input: SipHash-1-3, cut to 32 bits."""
+    return siphash13_u32(v, k0, k1) & M32
+
+
+def siphash13_u32(v: int, k0: int, k1: int) -> int:
+    """SipHash-1-3 (64-bit result) of the 4-byte little-endian message ``v``."""
     v0 = 0x736F6D6570736575 ^ k0
     v1 = 0x646F72616E646F6D ^ k1
     v2 = 0x6C7967656E657261 ^ k0
@@ -93,7 +98,7 @@ def hsiphash32(v: int, k0: int, k1: int) -> int:
     v0 ^= b
     v2 ^= 0xFF
     rnd(); rnd(); rnd()  # noqa: E702
-    return ((v0 ^ v1) ^ (v2 ^ v3)) & M32
+    return (v0 ^ v1) ^ (v2 ^ v3)
 
 
 def svc_hash(proto: int, addr: int, port: int, rnd: int, bits: int) -> int:
