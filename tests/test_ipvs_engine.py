@@ -532,6 +532,7 @@ def test_reference_trace_does_not_change_state():
     tr = t.trace(pkt(src="10.0.0.50", sport=7))
     assert tr["result"] == V.RESULT_DNAT and tr["steps"][0].startswith("ip_vs_conn_in_get")
     assert sorted(tr["candidates"]) == [(0, 0.25), (1, 0.5), (2, 0.25)]
+    assert sorted(tr["endpoints"]) == [(0, 0.25), (1, 0.5), (2, 0.25)]   # endpoint i = dest i
     # the traced pick is the one the next packet gets, and tracing moved nothing
     r, v = send(t, src="10.0.0.50", sport=7)
     assert int(v["endpoint"]) == tr["dest"] == 0 and before == [2, 1]

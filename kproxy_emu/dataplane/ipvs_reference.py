@@ -871,12 +871,19 @@ class VirtualServerTable:
         """One packet through ip_vs_in without changing anything: the result, the
         destination it would get, the candidates and the lookups on the way.
 
-        ``candidates``: (dest index, probability). A known connection, a live persistence
+        ``candidates``: (dest index, probability); ``endpoints`` the same by endpoint
+        index, and ``endpoint`` the chosen one's. A known connection, a live persistence
         template or a hashing scheduler (sh, dh, mh) fixes the destination (probability
         1); the other schedulers pick by state (rr's cursor, connection counts), so their
         candidates are every destination that can be scheduled, with its long-run share
         of new connections (weight / total weight).
         """
+        out = self._trace(packet)
+        out["endpoint"] = self.dests[out["dest"]].endpoint if out["dest"] >= 0 else -1
+        out["endpoints"] = [(self.dests[d].endpoint, pr) for d, pr in out["candidates"]]
+        return out
+
+    def _trace(self, packet) -> dict:
         p = packet[0] if getattr(packet, "shape", ()) else packet
         now = float(p["ts"])
         proto, src, sport = int(p["proto"]), int(p["src_ip"]), int(p["src_port"])
