@@ -389,3 +389,31 @@ def test_render_dispatch_and_engine_sets(overall):
     pk = P.from_strings(["tcp 10.0.0.1:5 -> 1.2.3.4:80"])
     assert sets["KUBE-LOAD-BALANCER-LOCAL"].test(pk, "dst,dst").tolist() == [True]
     assert sets["KUBE-LOAD-BALANCER-FW"].test(pk, "dst,dst").tolist() == [False]
+
+
+def test_ipv6_node():
+    from kproxy_emu.model import Cluster
+    from kproxy_emu.model.config import NodeConfig
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"namespace": "ns", "name": "web"},
+           "spec": {"clusterIP": "fd00:30::10", "type": "NodePort", "ipFamilies": ["IPv6"],
+                    "ports": [{"name": "http", "port": 80, "protocol": "TCP",
+                               "nodePort": 30080}]}}
+    eps = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+           "metadata": {"namespace": "ns", "name": "web-1",
+                        "labels": {"kubernetes.io/service-name": "web"}},
+           "addressType": "IPv6", "endpoints": [{"addresses": ["fd00:10::5"], "nodeName": "n"}],
+           "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}
+    node = NodeConfig.from_node("n", ["2001:db8::1"])
+    view = ProxyView(Cluster.from_dicts([svc, eps]),
+                     ProxyOptions.build(node, cluster_cidr="fd00:10::/64"))
+    st = M.compile_ipvs(view)
+    assert [str(v) for v in st.virtual_servers] == ["[fd00:30::10]:80/TCP",
+                                                    "[2001:db8::1]:30080/TCP"]
+    assert st.ipsets["KUBE-LOOP-BACK"].name == "KUBE-6-LOOP-BACK"
+    assert st.ipsets["KUBE-LOOP-BACK"].entries == {"fd00:10::5,tcp:8080,fd00:10::5"}
+    text = render_ipvsadm_list(st)
+    assert "TCP  [fd00:30::10]:80 rr\n  -> [fd00:10::5]:8080            Masq" in text
+    assert "create KUBE-6-CLUSTER-IP hash:ip,port family inet6" in render_ipset_save(st)
+    assert "-A KUBE-SERVICES -s ::1/128 -j RETURN" in render(st.ruleset)
+    with pytest.raises(InputError, match="IPv4 only"):
+        M.lower(st)
