@@ -18,8 +18,9 @@ What is modelled, each from the kernel source named:
 * connection table (ip_vs_conn.c): 2^conn_bits buckets, ``jhash_3words(caddr, cport,
   proto, rnd)``, new entries at the chain head, timers in emulated time (an entry whose
   ``expires`` has passed is collected when a lookup meets it), per-state timeouts of
-  ip_vs_proto_tcp.c / _udp.c, the INPUT half of the TCP state table with the
-  active/inactive counter moves of set_tcp_state, persistence templates
+  ip_vs_proto_tcp.c / _udp.c, the TCP state table (INPUT rows for client packets, OUTPUT
+  rows for replies) with the active/inactive counter moves of set_tcp_state, persistence
+  templates
   (ip_vs_sched_persist: <proto, caddr, 0, vaddr, vport>, timeout = service timeout,
   re-armed while they control connections), ``expire_nodest_conn`` and
   ``expire_quiescent_template`` (kube-proxy sets both to 1) and ``conn_reuse_mode`` 1
