@@ -353,7 +353,7 @@ cdef inline void set_update(const env_t* env, int32_t idx, uint32_t addr,
         env.dyn.expires[slot] = INFINITY
 
 
-cdef int eval_rule(const env_t* env, int32_t start, int32_t end, state_t* st, uint8_t* vkind,
+cdef void eval_rule(const env_t* env, int32_t start, int32_t end, state_t* st, uint8_t* vkind,
                    int32_t* vchain) noexcept nogil:
     """Run one rule's rows; sets vkind/vchain (VK_NONE: no verdict, next rule)."""
     cdef int32_t i
@@ -368,43 +368,42 @@ cdef int eval_rule(const env_t* env, int32_t start, int32_t end, state_t* st, ui
             v = sel_value(e.sel0, st) & e.arg
             ok = e.lo <= v and v <= e.hi
             if ok == e.neg:
-                return 0
+                return
         elif e.op == E_LOOKUP:
             ok = set_lookup(env, e.set, build_key(e, st), st, vkind, vchain)
             vkind[0] = VK_NONE
             if ok == e.neg:
-                return 0
+                return
         elif e.op == E_VMAP:
             if not set_lookup(env, e.set, build_key(e, st), st, vkind, vchain):
-                vkind[0] = VK_NONE
-                return 0
-            return 0
+                vkind[0] = VK_NONE  # a miss: NFT_BREAK
+            return
         elif e.op == E_NUMGEN:
             # nft_ng_random_eval: reciprocal_scale(get_random_u32(), modulus)
             idx = <uint32_t>((<uint64_t>rand32(&st.rng) * <uint32_t>e.arg) >> 32)
             cell = &env.cells[e.set + idx]
             st.probes += 1  # the anonymous map lookup
             if cell.vkind == VK_NONE:
-                return 0
+                return
             vkind[0] = cell.vkind
             vchain[0] = cell.vchain
-            return 0
+            return
         elif e.op == E_FIB:
             ok = is_local(st.src if e.arg == 1 else st.dst, env)
             if ok == e.neg:
-                return 0
+                return
         elif e.op == E_CT_STATE:
             ok = (st.ctstate & e.lo) != 0
             if ok == e.neg:
-                return 0
+                return
         elif e.op == E_IIF:
             ok = (e.lo & st.origin_bit) != 0
             if ok == e.neg:
-                return 0
+                return
         elif e.op == E_OIF:
             ok = (e.lo & (2 if st.has_oif else 1)) != 0
             if ok == e.neg:
-                return 0
+                return
         elif e.op == E_MARK_SET:
             st.mark = (st.mark & e.lo) ^ e.hi
         elif e.op == E_SET_UPDATE:
@@ -416,18 +415,17 @@ cdef int eval_rule(const env_t* env, int32_t start, int32_t end, state_t* st, ui
             st.endpoint = <int32_t>e.arg
             st.ctstate |= CT_DNAT
             vkind[0] = VK_ACCEPT  # nft_nat_eval: the verdict of nf_nat_setup_info
-            return 0
+            return
         elif e.op == E_MASQ or e.op == E_SNAT:
             st.snat = 1
             st.snat_ip = e.lo if e.op == E_SNAT else env.masquerade_ip
             st.random_fully = e.arg != 0
             vkind[0] = VK_ACCEPT
-            return 0
+            return
         elif e.op == E_VERDICT:
             vkind[0] = e.vkind
             vchain[0] = e.target
-            return 0
-    return 0
+            return
 
 
 cdef int run_base(const env_t* env, int32_t base, state_t* st) noexcept nogil:
