@@ -572,6 +572,10 @@ def test_goto_does_not_come_back_and_fib_is_the_node_addresses():
     ("ip daddr @missing drop", "not in the table"),
     ("ip daddr . th dport @ports drop", "key type"),
     ("jump nowhere", "lacks"),
+    ("numgen random mod 2 vmap { 0 : accept, x : drop }", "x"),
+    ("mark set mark or zz", "zz"),
+    ("ip daddr 1.2.3.400 drop", "1.2.3.400"),
+    ("th dport 70000 drop", "70000"),
 ])
 def test_rules_the_engine_does_not_understand_name_chain_and_rule(text, message):
     ports = NftSet("ports", "set", "inet_service")

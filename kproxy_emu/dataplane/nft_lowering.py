@@ -581,7 +581,7 @@ def lower_nft(table: NftRuleset, endpoints: list[str] | None = None,
             first = len(b.exprs)
             try:
                 b.rule(name, r.full_text, f"{name}#{i}")
-            except _Unsupported as exc:
+            except (_Unsupported, ValueError, KeyError, IndexError) as exc:
                 raise InputError(f"cannot lower nftables rule: {exc}", obj=f"chain {name}",
                                  field=f"rule {i}", value=r.full_text) from None
             if len(b.exprs) == first:  # every rule holds a row, so the engine counts it
@@ -593,7 +593,7 @@ def lower_nft(table: NftRuleset, endpoints: list[str] | None = None,
         if name not in b.set_index:
             try:
                 b.set_index[name] = b.add_set(name, s)
-            except _Unsupported as exc:
+            except (_Unsupported, ValueError, KeyError, IndexError) as exc:
                 raise InputError(f"cannot lower nftables {s.kind}: {exc}",
                                  obj=f"{s.kind} {name}", field="elements") from None
     b.check_depth()
