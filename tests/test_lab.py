@@ -186,7 +186,11 @@ def test_verify_detects_a_wrong_emulator(tmp_path, monkeypatch):
     assert not report.ok
     wrong = {d.probe.dst for d in report.disagreements}
     assert wrong == {"172.30.0.41"}, report.table()
-    assert all(d.got[1] == "10.180.0.2:80" for d in report.disagreements)
+    kernel = [d for d in report.disagreements if d.kind != "engine"]
+    assert kernel and all(d.got[1] == "10.180.0.2:80" for d in kernel)
+    # the compiled engine (right rules) disagrees with that kernel on the same flows
+    engine = [d for d in report.disagreements if d.kind == "engine"]
+    assert len(engine) == len(kernel) and all(d.got[1] == "10.180.0.1:80" for d in engine)
 
 
 def test_cleanup_on_success_error_and_interrupt():
