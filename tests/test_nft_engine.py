@@ -260,6 +260,29 @@ def test_random_clusters_and_traffic_agree_with_the_reference(seed):
     agree(Engine(table, options, seed=seed + 1), np.concatenate([traffic, extra]))
 
 
+@pytest.mark.parametrize("extra", [
+    {"detectLocalMode": "BridgeInterface", "detectLocal": {"bridgeInterface": "cni0"}},
+    {"detectLocalMode": "InterfaceNamePrefix", "detectLocal": {"interfaceNamePrefix": "veth"}},
+    {"nftables": {"masqueradeAll": True}, "nodePortAddresses": ["192.168.0.0/16"]},
+], ids=["bridge", "prefix", "masquerade-all"])
+def test_node_options_agree_with_the_reference(tmp_path, extra):
+    """iifname detectors, masqueradeAll and nodePortAddresses lower and run as the
+    reference evaluates them."""
+    import yaml
+    from kproxy_emu.model.config import load_kube_proxy_config
+    path = tmp_path / "kube-proxy.yaml"
+    path.write_text(yaml.safe_dump({"apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+                                    "kind": "KubeProxyConfiguration", "mode": "nftables",
+                                    **extra}))
+    cluster = synth.cluster(150, seed=3, endpoints="uniform:0-5", nodes=3)
+    options = ProxyOptions.build(resolve_node(cluster), load_kube_proxy_config(path))
+    table = compile_nftables(ProxyView(cluster, options), service_cidrs=["172.16.0.0/12"])
+    traffic = packets.synth(cluster.packet_targets(node_ips=options.node.local_ips), 1000,
+                            seed=5, new_flow_share=1.0)
+    v = agree(Engine(table, options), traffic)
+    assert (v["action"] == packets.Action.DNAT).any() and v["snat_ip"].any()
+
+
 def _one_service(endpoints=4, **kw):
     cluster = synth.cluster(1, endpoints=endpoints, seed=2, type_mix={"ClusterIP": 1},
                             ports_per_service=(1.0,), protocol_mix={"TCP": 1},
