@@ -479,6 +479,21 @@ def test_without_a_dynamic_table_affinity_sets_stay_empty():
     assert len({_dnat(x) for x in v}) == 3
 
 
+def test_a_full_dynamic_table_is_reported():
+    cluster, svc, vip = _one_service(endpoints=3)
+    svc.session_affinity, svc.affinity_timeout = "ClientIP", 10
+    engine = _engine_for(cluster, seed=5, dyn_slots=4)
+    batch = packets.from_strings([f"tcp 10.1.0.{i}:40000 -> {vip}" for i in range(1, 4)],
+                                 origin="pod")
+    engine.process(batch)  # three clients: three of the four slots
+    more = packets.from_strings([f"tcp 10.1.1.{i}:40000 -> {vip}" for i in range(1, 4)],
+                                origin="pod")
+    out = packets.empty_verdicts(len(more))
+    _, full = nftmaps.process(more, out, *engine.low.engine_arrays(), engine.local, 1,
+                              engine.rng, 0, *engine.dyn, checked=True)
+    assert full and (out["action"] == packets.Action.DNAT).all()
+
+
 def test_dynamic_set_ids_and_endpoints_are_stable_across_lowerings():
     cluster, svc, vip = _one_service(endpoints=3)
     svc.session_affinity, svc.affinity_timeout = "ClientIP", 10
