@@ -295,16 +295,11 @@ def test_cli_verify_and_bad_input(tmp_path, capsys):
             args.func(args)
 
 
-@pytest.mark.parametrize("source", ["lab_dataplane", "adapter"])
-def test_nftables_synthetic_cluster_agrees(source):
-    """Through whatever lab_dataplane picks (Dataplane once it has the mode) and through
-    the lab's own NftNode adapter."""
+def test_nftables_synthetic_cluster_agrees():
     from kproxy_emu.lab.compare import verify
-    from kproxy_emu.lab.nftnode import NftNode
     cluster = synth.cluster(150, endpoints="uniform:0-5", nodes=3, seed=12)
-    dp = NftNode(cluster) if source == "adapter" else None
     report = verify(cluster, mode="nftables", packets=800, seed=6, distribution_classes=3,
-                    distribution_flows=200, dataplane=dp)
+                    distribution_flows=200)
     assert report.ok, report.table()
     assert report.mode == "nftables" and report.in_support[1] > 0
     assert {"DNAT", "REJECT"} <= set(report.verdicts), report.verdicts
@@ -313,7 +308,7 @@ def test_nftables_synthetic_cluster_agrees(source):
 def test_nftables_fixture_agrees(tmp_path):
     """kube-proxy's nftables overall fixture, loaded with nft -f, against the emulator."""
     from kproxy_emu.lab.compare import verify
-    from kproxy_emu.lab.nftnode import lab_dataplane
+    from kproxy_emu.lab.node import lab_dataplane
 
     from .nftables_env import SERVICE_CIDRS, options_for
     fx = fixture("nftables-overall.json")

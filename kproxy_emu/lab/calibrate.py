@@ -108,7 +108,7 @@ def measure(n: int, *, samples: int = 200, positions: int = 5, seed: int = 0,
     """One service count: load time, and connect time at ``positions`` services spread
     over the rule order (iptables: KUBE-SERVICES rule positions; nftables: the order the
     verdict-map elements were added in)."""
-    from .nftnode import lab_dataplane
+    from .node import lab_dataplane
     cluster = _shaped_cluster(n, seed)
     dp = lab_dataplane(cluster, mode, seed=seed)
     fronts = frontends(cluster)

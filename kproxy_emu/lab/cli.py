@@ -83,25 +83,17 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _lab_dataplane(args: argparse.Namespace):
-    """The main CLI's Dataplane for these options, or the lab's nftables adapter while
-    Dataplane has no nftables mode (see nftnode.py)."""
+    """The main CLI's Dataplane for these options, in a mode the lab can run."""
     from ..cli import _dataplane
-    from ..dataplane.dataplane import MODES
-    from ..model import Cluster
-    from ..model.config import load_kube_proxy_config, load_node_config
-    from .nftnode import NftNode
+    from ..model.config import load_kube_proxy_config
+    from .node import LAB_MODES
 
     config = load_kube_proxy_config(args.config) if args.config else None
     mode = args.mode or (config.mode if config else "iptables")
-    if mode in MODES:
-        return _dataplane(args)
-    if mode != "nftables":
-        raise InputError("the lab runs iptables or nftables", field="--mode", value=mode)
-    node_config = load_node_config(args.node_config) if args.node_config else None
-    return NftNode(Cluster.from_files(args.files), args.node, node_config=node_config,
-                   node_ips=args.node_ip, config=config, cluster_cidr=args.cluster_cidr,
-                   masquerade_all=args.masquerade_all, mark_text=args.mark_text,
-                   service_cidrs=args.service_cidr)
+    if mode not in LAB_MODES:
+        raise InputError("the lab runs iptables or nftables (this kernel has no IPVS)",
+                         field="--mode", value=mode)
+    return _dataplane(args)
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:

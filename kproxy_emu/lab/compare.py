@@ -243,7 +243,7 @@ def verify(cluster, mode: str = "iptables", node: str | None = None, packets: in
     cluster_cidr, masquerade_all, mark_text)."""
     import time
 
-    from .nftnode import lab_dataplane
+    from .node import lab_dataplane
     n = packets
     if n < 0:
         raise InputError("must be >= 0", field="--packets", value=n)
