@@ -15,12 +15,14 @@ the filter dropped it.
 """
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 
+from ipset_core cimport ipset_t, ipset_test, ipset_find
+from ipvs_core cimport ipvs_table_t, ipvs_in, ipvs_out, IPVS_DNAT, IPVS_DROP, IPVS_REJECT
 from conntrack_core cimport (ct_table_t, ct_result_t, ct_lookup, ct_alloc, ct_abort, ct_find,
                              ct_confirm, ct_translate, CT_ERR_FULL, CTSTATE_UNTRACKED,
                              CTSTATE_INVALID)
 
-from packet cimport (packet_t, verdict_t, ACT_ACCEPT, ACT_DNAT, ACT_DROP, ACT_REJECT,
-                     ORIGIN_HOST)
+from packet cimport (packet_t, verdict_t, verdict_reset, ACT_ACCEPT, ACT_DNAT, ACT_DROP,
+                     ACT_REJECT, ORIGIN_HOST)
 
 cdef enum:
     # rule_t.target_kind
@@ -53,6 +55,16 @@ cdef enum:
     F_NTH = 16384
     F_RANDOM_FULLY = 32768
     F_COLD = 65536          # the rule has matches beyond its hot_t row
+    F_SET_NEG = 131072      # ! --match-set
+    # -m ipvs words (4 per match): vaddr, vaddr mask, vproto << 16 | vport, IM_* bits
+    IM_VADDR = 1
+    IM_VADDR_NEG = 2
+    IM_VPORT = 4
+    IM_VPORT_NEG = 8
+    IM_VPROTO = 16
+    IM_VPROTO_NEG = 32
+    IM_IPVS = 64            # --ipvs: the packet went through IPVS
+    IM_IPVS_NEG = 128
     # rule_t.mport_kind (-m multiport)
     MP_DPORTS = 1
     MP_SPORTS = 2
@@ -117,6 +129,9 @@ ctypedef struct rule_t:
     uint16_t _pad2
     uint32_t nth_every      # -m statistic --mode nth: every - 1 (as libxt_statistic stores it)
     int32_t nth_slot        # this rule's counter in nth_counters
+    int32_t set_id          # -m set: the set's index in the sets array; -1: no -m set
+    uint32_t set_dirs       # --match-set's directions, bit i = dimension i from dst
+    int32_t ipvs_match      # -m ipvs: first of its 4 words in ipvs_words; -1: none
 
 ctypedef struct hot_t:
     # the matches almost every rule has, packed apart from rule_t so a walk down a long
@@ -149,6 +164,9 @@ ctypedef struct env_t:
     const uint16_t* port_ranges
     uint32_t* nth_counters
     uint32_t masquerade_ip
+    const uintptr_t* sets           # ipset_t addresses (-m set), by rule_t.set_id
+    const ipset_t* local_set        # hash:ip of more local addresses (IPVS: kube-ipvs0)
+    const uint32_t* ipvs_words      # -m ipvs matches
 
 ctypedef struct chain_t:
     int32_t start
@@ -172,6 +190,12 @@ ctypedef struct state_t:
     uint32_t rules
     int32_t endpoint
     uint64_t rng
+    uint32_t probes         # set and IPVS lookups
+    uint32_t ipvs_vaddr     # the IPVS connection's virtual service (ipvs_prop set)
+    uint16_t ipvs_vport
+    uint8_t ipvs_vproto
+    uint8_t ipvs_prop       # skb->ipvs_property: IPVS sent this packet on
+    uint8_t ipvs_hit        # IPVS found the packet's connection
 
 
 def layout():
@@ -193,7 +217,9 @@ def layout():
             "recent_seconds": <size_t>&r.recent_seconds - base,
             "recent_op": <size_t>&r.recent_op - base,
             "mport_off": <size_t>&r.mport_off - base, "mport_n": <size_t>&r.mport_n - base,
-            "nth_every": <size_t>&r.nth_every - base, "nth_slot": <size_t>&r.nth_slot - base}},
+            "nth_every": <size_t>&r.nth_every - base, "nth_slot": <size_t>&r.nth_slot - base,
+            "set_id": <size_t>&r.set_id - base, "set_dirs": <size_t>&r.set_dirs - base,
+            "ipvs_match": <size_t>&r.ipvs_match - base}},
         "hot_t": {"itemsize": sizeof(hot_t), "fields": {
             "src": <size_t>&h.src - <size_t>&h, "dst": <size_t>&h.dst - <size_t>&h,
             "flags": <size_t>&h.flags - <size_t>&h, "proto": <size_t>&h.proto - <size_t>&h,
@@ -215,13 +241,52 @@ cdef inline uint32_t next_rand31(state_t* st) noexcept nogil:
 
 
 cdef inline bint is_local(uint32_t ip, const env_t* env) noexcept nogil:
+    """The local routing table: loopback, the node's addresses, then (IPVS mode) the
+    addresses bound to kube-ipvs0, a hash set since there is one per ClusterIP."""
     cdef Py_ssize_t k
+    cdef uint32_t unused = 0
     if (ip >> 24) == 127:
         return True
     for k in range(env.n_local):
         if env.local_ips[k] == ip:
             return True
+    if env.local_set != NULL:
+        return ipset_find(env.local_set, (<uint64_t>ip) << 32, 0, &unused)
     return False
+
+
+cdef inline bint set_match(const rule_t* r, state_t* st, const env_t* env) noexcept nogil:
+    """xt_set: the packet as it stands (after any DNAT so far) tested against the set."""
+    cdef packet_t q
+    q.ts = 0
+    q.src_ip = st.src
+    q.dst_ip = st.dst
+    q.src_port = st.sport
+    q.dst_port = st.dport
+    q.proto = st.proto
+    q.tcp_flags = 0
+    q.origin = 0
+    q.family = 4
+    return ipset_test(<const ipset_t*>env.sets[r.set_id], &q, r.set_dirs, &st.probes)
+
+
+cdef inline bint ipvs_match(const rule_t* r, const state_t* st, const env_t* env) noexcept nogil:
+    """xt_ipvs: --ipvs tests skb->ipvs_property; every other option needs it and compares
+    the IPVS connection's virtual service (its protocol, address under the mask, port)."""
+    cdef const uint32_t* w = env.ipvs_words + r.ipvs_match
+    cdef uint32_t bits = w[3]
+    if bits & IM_IPVS and (st.ipvs_prop != 0) == ((bits & IM_IPVS_NEG) != 0):
+        return False
+    if bits & (IM_VADDR | IM_VPORT | IM_VPROTO):
+        if not st.ipvs_prop:
+            return False
+        if bits & IM_VPROTO and (st.ipvs_vproto == (w[2] >> 16)) == ((bits & IM_VPROTO_NEG) != 0):
+            return False
+        if bits & IM_VADDR and ((st.ipvs_vaddr & w[1]) == w[0]) == ((bits & IM_VADDR_NEG) != 0):
+            return False
+        if bits & IM_VPORT and (st.ipvs_vport == (w[2] & 0xFFFF)) == ((bits & IM_VPORT_NEG) != 0):
+            return False
+    return True
 
 
 cdef inline bint multiport_match(const rule_t* r, const state_t* st,
@@ -355,6 +420,12 @@ cdef inline bint cold_matches(const rule_t* r, state_t* st, const env_t* env) no
     if r.dst_type != A_ANY:
         if is_local(st.dst, env) != (r.dst_type == A_LOCAL):
             return False
+    if r.set_id >= 0:
+        if set_match(r, st, env) == ((f & F_SET_NEG) != 0):
+            return False
+    if r.ipvs_match >= 0:
+        if not ipvs_match(r, st, env):
+            return False
     if r.recent_list >= 0 and env.recent != NULL:
         if not recent_match(r, st, env.recent):
             return False
@@ -485,12 +556,44 @@ cdef uint16_t choose_snat_port(ct_table_t* ct, const state_t* st, uint16_t sport
         off = next_rand31(&tmp) & 0xFFFF
 
 
+cdef inline int ipvs_step(ipvs_table_t* vs, const packet_t* p, state_t* st) noexcept nogil:
+    """ip_vs_in on the packet as it stands (LOCAL_IN, or LOCAL_OUT for the host's own):
+    a DNAT moves it to the real server and marks it as IPVS's (ipvs_property)."""
+    cdef packet_t q = p[0]
+    cdef verdict_t v
+    cdef int res
+    q.src_ip = st.src
+    q.dst_ip = st.dst
+    q.src_port = st.sport
+    q.dst_port = st.dport
+    verdict_reset(&v)
+    res = ipvs_in(vs, &q, &v)
+    st.probes += v.probes
+    if res == IPVS_DNAT:
+        st.ipvs_prop = 1
+        st.ipvs_hit = v.ct_hit
+        st.ipvs_vaddr = q.dst_ip
+        st.ipvs_vport = q.dst_port
+        st.ipvs_vproto = q.proto
+        st.dst = v.dnat_ip
+        st.dport = v.dnat_port
+        st.endpoint = v.endpoint
+        return V_DNAT
+    if res == IPVS_DROP:
+        return V_DROP
+    if res == IPVS_REJECT:
+        return V_REJECT
+    return V_CONTINUE  # PASS / NOSCHED: the local stack gets it
+
+
 def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] rules,
             const hot_t[::1] hot, const chain_t[::1] chains, const int32_t[::1] hooks,
             const uint32_t[::1] local_ips, uint32_t masquerade_ip, uint64_t seed,
             uintptr_t conntrack=0, uint32_t[::1] recent_addrs=None, double[::1] recent_stamps=None,
             uint32_t[::1] recent_counts=None,
-            const uint16_t[::1] port_ranges=None, uint32_t[::1] nth_counters=None):
+            const uint16_t[::1] port_ranges=None, uint32_t[::1] nth_counters=None,
+            const uintptr_t[::1] sets=None, uintptr_t local_set=0,
+            const uint32_t[::1] ipvs_words=None, uintptr_t ipvs=0):
     """Walk the node's hooks for each packet; returns the generator state to continue from.
 
     hooks: chain index (or -1) of nat PREROUTING, nat OUTPUT, nat POSTROUTING,
@@ -501,6 +604,14 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
     between calls; None: ``-m recent`` checks never match.
     port_ranges: the (lo, hi) pairs multiport rules index; nth_counters: one counter per
     ``--mode nth`` rule (kept by the caller: the kernel's counters live as long as the rule).
+    sets: ipset_t addresses (vstable.IPSet.set_address()) that ``-m set`` rules index;
+    local_set: a hash:ip set of further local addresses (0: none); ipvs_words: the
+    ``-m ipvs`` matches; ipvs: a VirtualServerTable's table_address() (0: no IPVS). With
+    IPVS, packets to a local address meet ip_vs_in after filter INPUT (LOCAL_IN), the
+    host's packets after nat OUTPUT (LOCAL_OUT); a packet IPVS sends on then passes filter
+    OUTPUT and nat POSTROUTING; a known flow keeps its virtual address until IPVS (the
+    kernel DNATs each packet in IPVS, not in nf_nat), and replies update IPVS's connection
+    (ip_vs_out). The caller keeps every object behind an address alive.
     Returns the generator state.
     """
     cdef Py_ssize_t n = packets.shape[0], k
@@ -516,7 +627,11 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
     cdef bint hit, nat_hooks
     cdef recent_t rt
     cdef env_t env
-    cdef Py_ssize_t needed_ranges = 0, needed_counters = 0
+    cdef Py_ssize_t needed_ranges = 0, needed_counters = 0, needed_sets = 0, needed_words = 0
+    cdef ipvs_table_t* vs = <ipvs_table_t*>ipvs
+    cdef packet_t q
+    cdef verdict_t iv
+    cdef int g
     cdef const hot_t* hp = NULL
     if rules.shape[0]:
         for k in range(rules.shape[0]):
@@ -524,6 +639,10 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
                 needed_ranges = rules[k].mport_off + rules[k].mport_n
             if rules[k].flags & F_NTH and rules[k].nth_slot + 1 > needed_counters:
                 needed_counters = rules[k].nth_slot + 1
+            if rules[k].set_id + 1 > needed_sets:
+                needed_sets = rules[k].set_id + 1
+            if rules[k].ipvs_match >= 0 and rules[k].ipvs_match + 4 > needed_words:
+                needed_words = rules[k].ipvs_match + 4
     if needed_ranges and (port_ranges is None or port_ranges.shape[0] < 2 * needed_ranges):
         raise ValueError("multiport rules need their port_ranges")
     if needed_counters and (nth_counters is None or nth_counters.shape[0] < needed_counters):
@@ -533,6 +652,17 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
     env.port_ranges = &port_ranges[0] if needed_ranges else NULL
     env.nth_counters = &nth_counters[0] if needed_counters else NULL
     env.masquerade_ip = masquerade_ip
+    if needed_sets and (sets is None or sets.shape[0] < needed_sets):
+        raise ValueError("-m set rules need their sets")
+    if needed_words and (ipvs_words is None or ipvs_words.shape[0] < needed_words):
+        raise ValueError("-m ipvs rules need their ipvs_words")
+    if sets is not None:
+        for k in range(needed_sets):
+            if sets[k] == 0:
+                raise ValueError("a -m set rule names a missing set")
+    env.sets = &sets[0] if needed_sets else NULL
+    env.ipvs_words = &ipvs_words[0] if needed_words else NULL
+    env.local_set = <const ipset_t*>local_set
     env.recent = NULL
     if recent_addrs is not None:
         if recent_stamps is None or recent_counts is None or recent_counts.shape[0] == 0 \
@@ -571,6 +701,9 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
             st.rules = 0
             st.endpoint = -1
             st.rng = rng
+            st.probes = 0
+            st.ipvs_prop = 0
+            st.ipvs_hit = 0
             f = V_CONTINUE
             hit = False
             entry = -1
@@ -590,6 +723,11 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
                     st.dst = dip
                     st.dport = dport
                     st.endpoint = ct.e[r.entry].endpoint if r.dir == 0 else -1
+                    if vs != NULL and r.dir == 0:
+                        # IPVS, not nf_nat, moves each packet: it reaches LOCAL_IN as sent
+                        st.dst = p.dst_ip
+                        st.dport = p.dst_port
+                        st.endpoint = -1
                 elif r.state != CTSTATE_UNTRACKED and r.state != CTSTATE_INVALID:
                     entry = ct_alloc(ct, p)  # before the rules, as the conntrack hook is
                     if entry == CT_ERR_FULL:
@@ -600,7 +738,10 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
             elif p.origin == ORIGIN_HOST:
                 if nat_hooks:
                     run_chain(hp, rules, chains, hooks[1], &st, &env)
-                f = run_chain(hp, rules, chains, hooks[5], &st, &env)
+                if vs != NULL and (not hit or r.dir == 0):
+                    f = ipvs_step(vs, p, &st)  # ip_vs_local_request4, after nat OUTPUT
+                if f != V_DROP and f != V_REJECT:
+                    f = run_chain(hp, rules, chains, hooks[5], &st, &env)
                 if f != V_DROP and f != V_REJECT:
                     if nat_hooks:
                         run_chain(hp, rules, chains, hooks[2], &st, &env)
@@ -611,11 +752,28 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
                     run_chain(hp, rules, chains, hooks[0], &st, &env)
                 if is_local(st.dst, &env):
                     f = run_chain(hp, rules, chains, hooks[3], &st, &env)
+                    if vs != NULL and f != V_DROP and f != V_REJECT and (not hit or r.dir == 0):
+                        g = ipvs_step(vs, p, &st)  # LOCAL_IN, after filter INPUT
+                        if g == V_DNAT:
+                            # ip_vs_nat_xmit sends it on through LOCAL_OUT (nat OUTPUT
+                            # already bound) and POSTROUTING
+                            f = run_chain(hp, rules, chains, hooks[5], &st, &env)
+                            if f != V_DROP and f != V_REJECT and nat_hooks:
+                                run_chain(hp, rules, chains, hooks[2], &st, &env)
+                        elif g != V_CONTINUE:
+                            f = g
                 else:
                     f = run_chain(hp, rules, chains, hooks[4], &st, &env)
                     if f != V_DROP and f != V_REJECT and nat_hooks:
                         run_chain(hp, rules, chains, hooks[2], &st, &env)
             rng = st.rng
+            if vs != NULL and hit and r.dir == 1 and f != V_DROP and f != V_REJECT:
+                q = p[0]  # ip_vs_out sees the reply after conntrack undid the masquerade
+                q.dst_ip = st.dst
+                q.dst_port = st.dport
+                verdict_reset(&iv)
+                ipvs_out(vs, &q, &iv)
+                st.probes += iv.probes
             if st.snat and not hit and f != V_DROP and f != V_REJECT:
                 snat_port = choose_snat_port(ct, &st, p.src_port, &rng, p.ts, &cprobes)
             if entry >= 0:
@@ -648,6 +806,6 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
             out[k].snat_port = snat_port if st.snat else 0
             out[k].endpoint = st.endpoint
             out[k].rules = st.rules
-            out[k].probes = r.probes + cprobes
-            out[k].ct_hit = hit
+            out[k].probes = r.probes + cprobes + st.probes
+            out[k].ct_hit = hit or st.ipvs_hit
     return rng

@@ -14,5 +14,10 @@ def process(packets: npt.NDArray[np.void], out: npt.NDArray[np.void],
             recent_stamps: npt.NDArray[np.float64] | None = None,
             recent_counts: npt.NDArray[np.uint32] | None = None,
             port_ranges: npt.NDArray[np.uint16] | None = None,
-            nth_counters: npt.NDArray[np.uint32] | None = None) -> int:
-    """Walk the node's hooks for every packet; returns the generator state to go on from."""
+            nth_counters: npt.NDArray[np.uint32] | None = None,
+            sets: npt.NDArray[np.uintp] | None = None, local_set: int = 0,
+            ipvs_words: npt.NDArray[np.uint32] | None = None, ipvs: int = 0) -> int:
+    """Walk the node's hooks for every packet; returns the generator state to go on from.
+    ``sets``: ipset addresses for ``-m set``; ``local_set``: a hash:ip set of more local
+    addresses; ``ipvs_words``: ``-m ipvs`` matches; ``ipvs``: a VirtualServerTable's
+    table_address() (ip_vs_in at LOCAL_IN / LOCAL_OUT, ip_vs_out for replies)."""

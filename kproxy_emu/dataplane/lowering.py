@@ -30,6 +30,7 @@ RULE_DTYPE = np.dtype([
     ("endpoint", "i4"), ("recent_list", "i4"), ("recent_seconds", "u4"), ("recent_op", "u1"),
     ("recent_rdest", "u1"), ("recent_reap", "u1"), ("_pad1", "u1"), ("mport_off", "i4"), ("mport_n", "u1"),
     ("mport_kind", "u1"), ("_pad2", "u2"), ("nth_every", "u4"), ("nth_slot", "i4"),
+    ("set_id", "i4"), ("set_dirs", "u4"), ("ipvs_match", "i4"),
 ], align=True)
 HOT_DTYPE = np.dtype([("src", "u4"), ("src_mask", "u4"), ("dst", "u4"), ("dst_mask", "u4"),
                       ("flags", "u4"), ("proto", "u1"), ("in_origins", "u1"), ("_pad", "u2")],
@@ -44,6 +45,10 @@ F_SRC_NEG, F_DST_NEG, F_PROTO_NEG, F_DPORT, F_DPORT_NEG = 1, 2, 4, 8, 16
 F_SPORT, F_SPORT_NEG, F_MARK, F_MARK_NEG, F_CT, F_CT_NEG = 32, 64, 128, 256, 512, 1024
 F_NEVER, F_STAT_NEG, F_MPORT_NEG, F_NTH, F_RANDOM_FULLY = 2048, 4096, 8192, 16384, 32768
 F_COLD = 65536
+F_SET_NEG = 131072
+# -m ipvs option bits (IM_* in cext/chains.pyx)
+IM_VADDR, IM_VADDR_NEG, IM_VPORT, IM_VPORT_NEG = 1, 2, 4, 8
+IM_VPROTO, IM_VPROTO_NEG, IM_IPVS, IM_IPVS_NEG = 16, 32, 64, 128
 MULTIPORT_KINDS = {"--dports": 1, "--destination-ports": 1, "--sports": 2,
                    "--source-ports": 2, "--ports": 3}
 A_ANY, A_LOCAL, A_NOT_LOCAL = 0, 1, 2
@@ -59,7 +64,10 @@ INPUT_INTERFACES = ((0, "cni0"), (1, "eth0"), (2, "lo"))
 OUTPUT_INTERFACE = "eth0"
 HOOKS = (("nat", "PREROUTING"), ("nat", "OUTPUT"), ("nat", "POSTROUTING"),
          ("filter", "INPUT"), ("filter", "FORWARD"), ("filter", "OUTPUT"))
-_IGNORED_MATCHES = ("comment", "nfacct", "physdev", "limit", "pkttype")
+_IGNORED_MATCHES = ("comment", "nfacct", "limit", "pkttype")
+# a pod's packet enters through a port of the cni0 bridge (br_netfilter sets physdev);
+# outside traffic and the host's own do not
+BRIDGED_ORIGINS = 0b001
 
 
 @dataclass
@@ -73,6 +81,9 @@ class Lowered:
     recent_lists: int  # xt_recent lists the rules name (--name)
     port_ranges: np.ndarray  # uint16 (lo, hi) pairs, flattened; multiport rules index them
     nth_counters: np.ndarray  # uint32, the initial counter of each statistic-nth rule
+    set_names: list[str] = field(default_factory=list)  # -m set: rule "set_id" indexes this
+    ipvs_words: np.ndarray = field(  # uint32, 4 per -m ipvs match (rule "ipvs_match")
+        default_factory=lambda: np.zeros(0, np.uint32))
 
 
 def _iface_matches(value: str, iface: str) -> bool:
@@ -121,7 +132,7 @@ def lower(tables: Ruleset, family: str = "IPv4", endpoints: list[str] | None = N
     names = RULE_DTYPE.names
     template = dict.fromkeys(names, 0)
     template.update(in_origins=0b111, prob=NO_STATISTIC, endpoint=-1, target_chain=-1,
-                    mark_and=0xFFFFFFFF, recent_list=-1)
+                    mark_and=0xFFFFFFFF, recent_list=-1, set_id=-1, ipvs_match=-1)
     recent_lists: dict[str, int] = {}
     extras = _Extras()
     rows: list[tuple] = []  # filled as tuples: setting numpy row fields one by one is slow
@@ -153,7 +164,8 @@ def lower(tables: Ruleset, family: str = "IPv4", endpoints: list[str] | None = N
     return Lowered(rules, hot_rows(rules), chains, hooks, chain_names, endpoints,
                    len(recent_lists),
                    np.array(extras.port_ranges, dtype=np.uint16).reshape(-1),
-                   np.array(extras.nth_counters, dtype=np.uint32))
+                   np.array(extras.nth_counters, dtype=np.uint32), list(extras.sets),
+                   np.array(extras.ipvs_words, dtype=np.uint32))
 
 
 def hot_rows(rules: np.ndarray) -> np.ndarray:
@@ -164,17 +176,20 @@ def hot_rows(rules: np.ndarray) -> np.ndarray:
     cold = ((rules["flags"] & (F_DPORT | F_SPORT | F_MARK | F_CT | F_NTH)) != 0) \
         | (rules["mport_kind"] != 0) | (rules["src_type"] != A_ANY) \
         | (rules["dst_type"] != A_ANY) | (rules["recent_list"] >= 0) \
-        | (rules["prob"] != NO_STATISTIC)
+        | (rules["prob"] != NO_STATISTIC) | (rules["set_id"] >= 0) | (rules["ipvs_match"] >= 0)
     hot["flags"] = rules["flags"] | np.where(cold, F_COLD, 0).astype(np.uint32)
     return hot
 
 
 @dataclass
 class _Extras:
-    """Side tables some matches need: multiport ranges and statistic-nth counters."""
+    """Side tables some matches need: multiport ranges, statistic-nth counters, the
+    ipsets ``-m set`` names (by first use) and ``-m ipvs`` option words."""
 
     port_ranges: list[tuple[int, int]] = field(default_factory=list)
     nth_counters: list[int] = field(default_factory=list)
+    sets: dict[str, int] = field(default_factory=dict)
+    ipvs_words: list[int] = field(default_factory=list)
 
 
 def _lower_rule(rule, row, cid, tname, index, family, endpoints, endpoint_index,
@@ -214,6 +229,24 @@ def _lower_rule(rule, row, cid, tname, index, family, endpoints, endpoint_index,
         for name, opt in m.opts:
             args = opt.args
             if m.name in _IGNORED_MATCHES:
+                continue
+            if m.name == "physdev" and name == "--physdev-is-in":
+                bridged = BRIDGED_ORIGINS if not opt.negated else 0b111 & ~BRIDGED_ORIGINS
+                row["in_origins"] &= bridged
+                continue
+            if m.name == "physdev":  # the rest of physdev: bridge ports are not modelled
+                continue
+            if m.name == "set" and name == "--match-set":
+                if row["set_id"] >= 0:
+                    raise ValueError("more than one -m set in a rule")
+                from .._cext.vstable import parse_dirs
+                row["set_id"] = extras.sets.setdefault(args[0], len(extras.sets))
+                row["set_dirs"] = parse_dirs(args[1])
+                if opt.negated:
+                    flags |= F_SET_NEG
+                continue
+            if m.name == "ipvs":
+                _lower_ipvs(row, name, opt, extras)
                 continue
             if m.name in ("tcp", "udp", "sctp") and name in ("--dport", "--sport"):
                 lo, hi = _range(args[0])
@@ -323,6 +356,30 @@ def _lower_rule(rule, row, cid, tname, index, family, endpoints, endpoint_index,
         row["target_chain"] = index[(tname, target)]
     else:
         raise ValueError(f"target {target} is not supported by the engine")
+
+
+def _lower_ipvs(row, name: str, opt, extras: _Extras) -> None:
+    """One ``-m ipvs`` option into the rule's 4 words (vaddr, mask, vproto << 16 | vport,
+    IM_* bits); the words are allocated at the match's first option."""
+    if row["ipvs_match"] < 0:
+        row["ipvs_match"] = len(extras.ipvs_words)
+        extras.ipvs_words.extend((0, 0, 0, 0))
+    w = extras.ipvs_words
+    base = row["ipvs_match"]
+    neg = opt.negated
+    if name == "--ipvs":
+        w[base + 3] |= IM_IPVS | (IM_IPVS_NEG if neg else 0)
+    elif name == "--vaddr":
+        w[base], w[base + 1] = _cidr(opt.args[0])
+        w[base + 3] |= IM_VADDR | (IM_VADDR_NEG if neg else 0)
+    elif name == "--vport":
+        w[base + 2] = (w[base + 2] & 0xFFFF0000) | int(opt.args[0])
+        w[base + 3] |= IM_VPORT | (IM_VPORT_NEG if neg else 0)
+    elif name == "--vproto":
+        w[base + 2] = (w[base + 2] & 0xFFFF) | (PROTO[opt.args[0].lower()] << 16)
+        w[base + 3] |= IM_VPROTO | (IM_VPROTO_NEG if neg else 0)
+    else:
+        raise ValueError(f"match ipvs {name} is not supported by the engine")
 
 
 def _mark_ops(topts: dict) -> tuple[int, int]:
