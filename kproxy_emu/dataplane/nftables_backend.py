@@ -98,7 +98,7 @@ class NftablesBackend:
             self._dyn = (np.zeros(DYNAMIC_SLOTS, np.uint64), np.zeros(DYNAMIC_SLOTS))
         keys, expires = self._dyn if self._dyn is not None else (None, None)
         rng_state, full = nftmaps.process(packets, out, *low.engine_arrays(), local, masq_ip,
-                                          rng_state, conntrack, keys, expires)
+                                          rng_state, conntrack, keys, expires, checked=True)
         if full:
             raise KproxyError(f"the session-affinity sets are full ({DYNAMIC_SLOTS} entries "
                               "over all endpoints)")
