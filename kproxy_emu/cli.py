@@ -14,7 +14,7 @@ from typing import Sequence
 from .errors import InputError, KproxyError
 
 PROG = "kproxy-emu"
-_MODES = ("iptables", "nftables")  # modes the CLI compiles (kproxy_emu.dataplane.MODES)
+_MODES = ("iptables", "nftables", "ipvs")  # modes the CLI compiles (kproxy_emu.dataplane.MODES)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,11 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     _node_options(p)
     p.add_argument("--sorted", action="store_true",
                    help="the normalised order kube-proxy's unit tests compare")
-    p.add_argument("--format", choices=("restore", "save"), default="restore",
+    p.add_argument("--format", choices=("restore", "save", "ipvsadm-save", "ipvsadm-list",
+                                        "ipset-save", "iptables-restore"), default="restore",
                    help="restore: what kube-proxy loads (iptables-restore input, an nft -f "
-                        "script; default); save: what the node lists afterwards "
-                        "(iptables-save with the built-in chain jumps, nft list ruleset), "
-                        "to diff against a real node")
+                        "script, ipvsadm -Sn; default); save: what the node lists afterwards "
+                        "(iptables-save with the built-in chain jumps, nft list ruleset, "
+                        "ipvsadm -Ln), to diff against a real node; ipvs mode also: "
+                        "ipvsadm-save, ipvsadm-list, ipset-save, iptables-restore")
     p.set_defaults(func=_cmd_render)
 
     p = sub.add_parser("trace", help="follow one packet through a node's rules")
@@ -151,6 +153,9 @@ def _node_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--service-cidr", action="append", metavar="CIDR",
                    help="service CIDR (repeat; nftables mode; default: the ServiceCIDR "
                         "objects in the manifests)")
+    p.add_argument("--scheduler", metavar="NAME",
+                   help="IPVS scheduler (ipvs mode; default: the --config ipvs.scheduler, "
+                        "else rr)")
 
 
 def _dataplane(args: argparse.Namespace):
@@ -181,12 +186,14 @@ def _dataplane(args: argparse.Namespace):
                      node_ips=None if dump else args.node_ip, config=config,
                      cluster_cidr=args.cluster_cidr, masquerade_all=args.masquerade_all,
                      mark_text=args.mark_text, tables=tables,
-                     service_cidrs=getattr(args, "service_cidr", None))
+                     service_cidrs=getattr(args, "service_cidr", None),
+                     scheduler=getattr(args, "scheduler", None))
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    if args.format == "save" and args.sorted:
-        raise InputError("--sorted applies to --format restore only", field="--sorted")
+    if args.sorted and args.format not in ("restore", "iptables-restore"):
+        raise InputError("--sorted applies to --format restore (or iptables-restore) only",
+                         field="--sorted")
     dp = _dataplane(args)
     sys.stdout.write(dp.render(sorted=args.sorted, format=args.format))
     return 0

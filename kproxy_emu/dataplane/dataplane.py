@@ -17,7 +17,7 @@ from ..packets import parse as parse_packet
 from ..proxy import ProxyOptions, ProxyView
 from .sync import SyncResult
 
-MODES = ("iptables", "nftables")
+MODES = ("iptables", "nftables", "ipvs")
 
 
 def resolve_node(cluster: Cluster, node: str | None = None,
@@ -52,13 +52,18 @@ class Dataplane:
                  config: KubeProxyConfig | None = None, cluster_cidr: str | None = None,
                  masquerade_all: bool | None = None, mark_text: str | None = None,
                  seed: int = 0, conntrack: bool = True, tables: Ruleset | None = None,
-                 service_cidrs: list[str] | None = None):
+                 service_cidrs: list[str] | None = None, scheduler: str | None = None):
         """``tables``: run a node's own iptables (e.g. parsed from a real ``iptables-save``)
         instead of compiling the cluster; the cluster then only supplies the node.
-        ``service_cidrs`` (nftables): overrides the cluster's ServiceCIDR objects."""
+        ``service_cidrs`` (nftables): overrides the cluster's ServiceCIDR objects.
+        ``scheduler`` (ipvs): the IPVS scheduler (default: the config's ipvs.scheduler,
+        else rr)."""
         if mode not in MODES:
             raise InputError(f"unsupported mode (available: {', '.join(MODES)})",
                              field="mode", value=mode)
+        if scheduler is not None and mode != "ipvs":
+            raise InputError("a scheduler applies to ipvs mode only", field="scheduler",
+                             value=scheduler)
         self.cluster = cluster
         self.mode = mode
         self.seed = seed
@@ -72,7 +77,9 @@ class Dataplane:
         self._config = config
         self.conntrack = _conntrack_table(config, int(seeds[1])) if conntrack else None
         self._build_view()
-        self.backend = _backend(self, mode, tables, service_cidrs)
+        if scheduler is None and config is not None:
+            scheduler = config.ipvs.scheduler
+        self.backend = _backend(self, mode, tables, service_cidrs, scheduler)
         if tables is None:
             self.sync()
 
@@ -259,13 +266,15 @@ class Dataplane:
         iptables-restore input, an ``nft -f`` script), or what the node lists afterwards
         (``save``: iptables-save, ``nft list ruleset``); ``sorted``: the normalised form
         kube-proxy's unit tests compare."""
-        if format not in ("restore", "save"):
-            raise InputError("must be restore or save", field="--format", value=format)
+        formats = getattr(self.backend, "formats", ("restore", "save"))
+        if format not in formats:
+            raise InputError(f"not a format of {self.mode} mode (formats: {', '.join(formats)})",
+                             field="--format", value=format)
         return self.backend.render(sorted=sorted, format=format)
 
 
 def _backend(dp: "Dataplane", mode: str, tables: Ruleset | None,
-             service_cidrs: list[str] | None):
+             service_cidrs: list[str] | None, scheduler: str | None = None):
     if mode == "iptables":
         from .iptables_backend import IptablesBackend
         return IptablesBackend(dp, tables)
@@ -275,6 +284,9 @@ def _backend(dp: "Dataplane", mode: str, tables: Ruleset | None,
     if mode == "nftables":
         from .nftables_backend import NftablesBackend
         return NftablesBackend(dp, service_cidrs)
+    if mode == "ipvs":
+        from .ipvs_backend import IpvsBackend
+        return IpvsBackend(dp, scheduler)
     raise InputError(f"unsupported mode (available: {', '.join(MODES)})", field="mode",
                      value=mode)
 

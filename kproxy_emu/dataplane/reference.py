@@ -19,7 +19,7 @@ from ..netfilter.iptables_parse import RuleParts, rule_parts
 from ..netfilter.iptables_text import render_rule
 from ..netfilter.ruleset import BUILTIN_CHAINS, Rule, Ruleset
 
-_IGNORED_MATCHES = ("comment", "nfacct", "physdev", "limit", "pkttype")
+_IGNORED_MATCHES = ("comment", "nfacct", "limit", "pkttype")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +49,8 @@ class Branch:
     decided_by_rule: bool = False
     steps: list[tuple[str, str, int, str, bool]] = field(default_factory=list)
     rules_evaluated: int = 0
+    ipvs: tuple[str, int, str] | None = None  # IPVS sent it on: (vaddr, vport, vproto)
+    lookups: int = 0  # set and IPVS lookups
 
     def copy(self) -> "Branch":
         return replace(self, steps=list(self.steps))
@@ -63,8 +65,11 @@ class _Lowered:
 
 
 class ReferenceEvaluator:
-    def __init__(self, tables: Ruleset, local_ips: Iterable[str], family: str = "IPv4"):
+    def __init__(self, tables: Ruleset, local_ips: Iterable[str], family: str = "IPv4",
+                 ipsets: dict | None = None):
+        """``ipsets``: the sets ``-m set`` names (vstable.IPSet by name, IPv4)."""
         self.family = family
+        self.ipsets = ipsets or {}
         self.local_nets = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
         self.local_ips = {ipaddress.ip_address(ip) for ip in local_ips}
         self.chains: dict[tuple[str, str], list[_Lowered]] = {}
@@ -168,7 +173,39 @@ class ReferenceEvaluator:
             if name in ("--ctstate", "--state"):
                 return bool(set(args[0].split(",")) & ctstate)
             return None
+        if module == "physdev":
+            if name == "--physdev-is-in":  # pods enter through a port of the cni0 bridge
+                return flow.origin == "pod" and not flow.in_iface
+            return None
+        if module == "set" and name == "--match-set":
+            return self._set_test(args[0], args[1], flow, b, src)
+        if module == "ipvs":
+            if name == "--ipvs":
+                return b.ipvs is not None
+            if b.ipvs is None:  # every other option needs an IPVS packet, negated or not
+                return opt.negated
+            vaddr, vport, vproto = b.ipvs
+            if name == "--vaddr":
+                return self._in(vaddr, args[0])
+            if name == "--vport":
+                return vport == int(args[0])
+            if name == "--vproto":
+                return vproto == args[0].lower()
+            raise InputError("match not supported by the evaluator", field=module, value=name)
         raise InputError("match not supported by the evaluator", field=module, value=name)
+
+    def _set_test(self, name: str, dirs: str, flow: Flow, b: Branch, src: str) -> bool:
+        from ..packets import PROTO_NUMBERS, empty_packets, ip_to_u32
+        ipset = self.ipsets.get(name)
+        if ipset is None:
+            raise InputError("the rules name an ipset that does not exist", field="--match-set",
+                             value=name)
+        pkt = empty_packets(1)
+        pkt["src_ip"], pkt["dst_ip"] = ip_to_u32(src), ip_to_u32(b.dst)
+        pkt["src_port"], pkt["dst_port"] = flow.sport, b.dport
+        pkt["proto"] = PROTO_NUMBERS[flow.proto]
+        b.lookups += 1
+        return bool(ipset.test(pkt, dirs)[0])
 
     # ------------------------------------------------------------------ chains
     def run_chain(self, table: str, chain: str, flow: Flow, branches: list[Branch],

@@ -1,0 +1,381 @@
+"""The IPVS mode behind the Dataplane facade.
+
+kube-proxy's IPVS proxier (modes/ipvs.py) gives, per sync, the virtual servers, the
+addresses bound to kube-ipvs0, the ipsets and a small iptables payload. The node keeps:
+its iptables (built-in jumps, then each restore applied, as in iptables mode), its ipsets
+(engine sets for ``-m set``), and the kernel's IPVS table (IpvsSync: virtual servers and
+real servers diffed sync after sync, graceful termination of removed real servers).
+
+Packets walk the iptables hooks in the chain VM (cext/chains.pyx) with ip_vs_in at
+LOCAL_IN (after filter INPUT) for packets to a local address, kube-ipvs0's included, and at
+LOCAL_OUT (after nat OUTPUT) for the host's own; replies update IPVS's connections
+(ip_vs_out). Traces run the iptables reference evaluator with the same hooks and the
+pure-Python IPVS table (dataplane/ipvs_reference.py) for the scheduling step.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import InputError, KproxyError
+from ..modes.ipvs import (RS_CHECK_DELETE_INTERVAL, IpvsState, IpvsSync, build_ipsets,
+                          builtin_jumps, compile_ipvs, lower, validate_scheduler)
+from ..netfilter import ipvs_text
+from ..netfilter.restore import RestoreError, apply_restore, ensure_chain, ensure_rule
+from ..netfilter.ruleset import Ruleset
+from .sync import SyncResult
+
+if TYPE_CHECKING:
+    from .dataplane import Dataplane
+    from .reference import Branch, Flow, Outcome, ReferenceEvaluator
+
+# Dataplane.render formats: restore/save as every mode has them, then IPVS mode's own texts
+FORMATS = ("restore", "save", *ipvs_text.FORMATS)
+CONN_BITS = 12  # ip_vs conn_tab_bits: the kernel's default (CONFIG_IP_VS_TAB_BITS)
+MAX_CONNS = 1 << 20  # connection entries the emulated table holds
+
+
+class IpvsBackend:
+    mode = "ipvs"
+    formats = FORMATS
+
+    def __init__(self, dp: "Dataplane", scheduler: str | None = None):
+        self.dp = dp
+        self.scheduler = validate_scheduler(scheduler)
+        self.tables = Ruleset(family=dp.options.family)  # the node's iptables
+        self.state: IpvsState | None = None  # the last sync's proxier state
+        self.clock = 0.0  # emulated time: the latest packet seen
+        self._next_tick = RS_CHECK_DELETE_INTERVAL  # the graceful-termination loop's next run
+        self._seed = int(np.random.SeedSequence([dp.seed, 0x1B5]).generate_state(1)[0])
+        self.ipvs: IpvsSync | None = None  # the kernel's IPVS table (IPv4 only)
+        self._endpoints: list[str] = []
+        self._need_full_sync = True
+        self._sets: dict | None = None
+        self._local_set = None
+        self._lowered = None
+        self._evaluator = None
+        self._ref_table = None
+
+    # ---------------------------------------------------------------- syncs
+    def view_changed(self) -> None:
+        pass
+
+    @property
+    def ruleset(self) -> IpvsState:
+        """The proxier state of the last sync (virtual servers, ipsets, iptables payload)."""
+        return self.state
+
+    @property
+    def endpoints(self) -> list[str]:
+        """The endpoint table verdicts index (it only grows, across syncs and resets)."""
+        return self.ipvs.endpoints if self.ipvs is not None else self._endpoints
+
+    def _table_options(self) -> dict:
+        """ip_vs sizes and kube-proxy's IPVS timeouts (ipvs.tcpTimeout, tcpFinTimeout,
+        udpTimeout; 0 leaves the kernel's)."""
+        options: dict = {"conn_bits": CONN_BITS, "max_conns": MAX_CONNS}
+        cfg = self.dp._config
+        if cfg is not None:
+            given = {"ESTABLISHED": cfg.ipvs.tcp_timeout, "FIN_WAIT": cfg.ipvs.tcp_fin_timeout,
+                     "UDP": cfg.ipvs.udp_timeout}
+            timeouts = {k: v for k, v in given.items() if v}
+            if timeouts:
+                options["timeouts"] = timeouts
+        return options
+
+    def _fresh_ipvs(self, state: IpvsState) -> IpvsSync:
+        """An IpvsSync whose table holds ``state`` as one-by-one additions would leave it,
+        built in one bulk load; endpoint indices carry over from the current table."""
+        from .._cext.vstable import VirtualServerTable
+        sync = IpvsSync(VirtualServerTable, seed=self._seed, **self._table_options())
+        for ep in self.endpoints:
+            sync.endpoint_index(ep)
+        services, dests = lower(state)
+        dests["endpoint"] = [sync.endpoint_index(str(rs)) for vs in state.virtual_servers
+                             for rs in vs.real_servers]
+        sync.scheduler = state.scheduler
+        sync.table = VirtualServerTable(services, dests, state.scheduler, self._seed,
+                                        **sync.table_options)
+        k = 0
+        for i, vs in enumerate(state.virtual_servers):
+            sync.services[str(vs)] = i
+            for rs in vs.real_servers:
+                sync.dests[(i, str(rs))] = k
+                k += 1
+        return sync
+
+    def sync(self, changed: set[tuple[str, str]] | None) -> SyncResult:
+        """syncProxyRules: the IPVS proxier recomputes everything each time; the kernel
+        sees the differences (virtual/real server and ipset entry operations), iptables a
+        restore of kube-proxy's chains."""
+        if self._need_full_sync:
+            for table, chain, opts in builtin_jumps():
+                ensure_chain(self.tables, table, opts[-1].args[0])
+                ensure_rule(self.tables, table, chain, opts)
+        previous = self.state
+        state = compile_ipvs(self.dp.view, scheduler=self.scheduler)
+        self.state = state
+        text = ipvs_text.render(state, "iptables-restore")
+        extra: dict[str, int] = {"virtual_servers": len(state.virtual_servers),
+                                 "bound_addresses": len(state.bound_addresses)}
+        if state.family == "IPv4":
+            if self.ipvs is None:
+                self.ipvs = self._fresh_ipvs(state)
+                ops = {"services_added": len(state.virtual_servers),
+                       "dests_added": sum(len(vs.real_servers) for vs in state.virtual_servers)}
+            else:
+                ops = self.ipvs.sync(state, now=self.clock)
+            extra.update(ops)
+            extra["ipvs_operations"] = sum(ops.values())
+        extra["ipset_operations"] = _ipset_changes(previous, state)
+        extra["nat_rules"] = len(state.ruleset.tables["nat"].rules)
+        result = SyncResult(full=True, payload=state, text=text,
+                            changed=set() if changed is None else set(changed), extra=extra)
+        self._sets = None
+        self._lowered = None
+        self._evaluator = None
+        self._ref_table = None
+        try:
+            apply_restore(self.tables, state.ruleset)
+            self._need_full_sync = False
+        except RestoreError as exc:
+            self._need_full_sync = True
+            result.error = str(exc)
+        return result
+
+    def render(self, sorted: bool = False, format: str = "restore") -> str:
+        """``restore`` / ``ipvsadm-save``: ``ipvsadm -Sn`` (what ``ipvsadm -R`` loads);
+        ``save`` / ``ipvsadm-list``: ``ipvsadm -Ln`` with the table's connection counters;
+        ``ipset-save``; ``iptables-restore`` (``sorted``: kube-proxy's test order)."""
+        if format not in FORMATS:
+            raise InputError(f"not a format of ipvs mode (formats: {', '.join(FORMATS)})",
+                             field="--format", value=format)
+        state = self.state
+        fmt = {"restore": "ipvsadm-save", "save": "ipvsadm-list"}.get(format, format)
+        if fmt == "iptables-restore" and sorted:
+            from ..netfilter.iptables_text import render_sorted
+            return render_sorted(state.ruleset)
+        if fmt == "ipvsadm-list":
+            return ipvs_text.render(state, fmt, counters=self._counters())
+        if fmt == "ipset-save":
+            return ipvs_text.render(state, fmt, initval_seed=self._seed)
+        return ipvs_text.render(state, fmt)
+
+    def _counters(self):
+        """dest_stats rows aligned with lower(state)'s destinations (for ipvsadm -Ln)."""
+        if self.ipvs is None:
+            return None
+        stats = self.ipvs.table.dest_stats()
+        rows = [self.ipvs.dests[(self.ipvs.services[str(vs)], str(rs))]
+                for vs in self.state.virtual_servers for rs in vs.real_servers]
+        return stats[np.array(rows, np.int64)] if rows else stats[:0]
+
+    # ---------------------------------------------------------------- engine
+    def _engine_sets(self) -> dict:
+        if self._sets is None:
+            self._sets = build_ipsets(self.state, seed=self._seed)
+            from .._cext.vstable import IPSet
+            self._local_set = IPSet("kube-ipvs0", "hash:ip", self.state.bound_addresses,
+                                    seed=self._seed)
+        return self._sets
+
+    @property
+    def lowered(self):
+        """The node's iptables as the chain VM's arrays, with the ipsets' addresses."""
+        if self._lowered is None:
+            from ..model.cluster import paused_gc
+            from .lowering import lower as lower_tables
+            spare: list[str] = []
+            with paused_gc():
+                low = lower_tables(self.tables, self.dp.options.family, spare)
+            if spare:  # verdict endpoints index the IPVS table's list
+                raise KproxyError("IPVS mode's iptables rules hold DNAT targets")
+            sets = self._engine_sets()
+            missing = [name for name in low.set_names if name not in sets]
+            if missing:
+                raise InputError("the rules name an ipset that does not exist",
+                                 field="--match-set", value=missing[0])
+            addrs = np.array([sets[name].set_address() for name in low.set_names], np.uintp)
+            self._lowered = (low, addrs, low.nth_counters.copy())
+        return self._lowered[0]
+
+    def prepare(self) -> None:
+        self.lowered
+
+    def reset_state(self) -> None:
+        """A node after boot: the IPVS table reloaded with the current state (no
+        connections, schedulers at their start), graceful termination forgotten."""
+        if self.state is not None and self.ipvs is not None:
+            self.ipvs = self._fresh_ipvs(self.state)
+        self.clock = 0.0
+        self._next_tick = RS_CHECK_DELETE_INTERVAL
+        if self._lowered is not None:
+            self._lowered = (self._lowered[0], self._lowered[1],
+                             self._lowered[0].nth_counters.copy())
+
+    def process(self, packets: np.ndarray, out: np.ndarray, local: np.ndarray,
+                masq_ip: int, rng_state: int, conntrack: int) -> int:
+        """The chain VM with ip_vs_in/ip_vs_out over the batch. Packet time drives
+        kube-proxy's graceful-termination loop (every 60 s): a batch in time order runs in
+        slices between its runs; one out of order has the runs its earliest packet passed
+        before it and the rest after it."""
+        if self.ipvs is None:
+            raise InputError("the IPVS engine runs IPv4 only", field="family",
+                             value=self.dp.options.family)
+        low = self.lowered
+        n = len(packets)
+        if n == 0:
+            return rng_state
+        ts = packets["ts"]
+        if not bool(np.all(ts[1:] >= ts[:-1])):
+            self._tick_until(float(ts.min()))
+            rng_state = self._run(packets, out, low, local, masq_ip, rng_state, conntrack)
+            self.clock = max(self.clock, float(ts.max()))
+            self._tick_until(self.clock)
+            return rng_state
+        start = 0
+        while start < n:
+            self._tick_until(float(ts[start]))
+            end = max(int(np.searchsorted(ts, self._next_tick, side="left")), start + 1)
+            rng_state = self._run(packets[start:end], out[start:end], low, local, masq_ip,
+                                  rng_state, conntrack)
+            self.clock = max(self.clock, float(ts[end - 1]))
+            start = end
+        return rng_state
+
+    def _run(self, packets, out, low, local, masq_ip, rng_state, conntrack) -> int:
+        from .._cext import chains
+        _, set_addrs, nth = self._lowered
+        return chains.process(packets, out, low.rules, low.hot, low.chains, low.hooks, local,
+                              masq_ip, rng_state, conntrack, None, None, None, low.port_ranges,
+                              nth, sets=set_addrs, local_set=self._local_set.set_address(),
+                              ipvs_words=low.ipvs_words,
+                              ipvs=self.ipvs.table.table_address())
+
+    def _tick(self, now: float) -> None:
+        """kube-proxy's graceful termination loop (every rsCheckDeleteInterval)."""
+        self.ipvs.tick(now)
+        self.clock = max(self.clock, now)
+        self._next_tick = now + RS_CHECK_DELETE_INTERVAL
+
+    def _tick_until(self, now: float) -> None:
+        while self._next_tick <= now:
+            self._tick(self._next_tick)
+
+    # ---------------------------------------------------------------- traces
+    def evaluate_new_flow(self, flow: "Flow") -> "Outcome":
+        from .reference import ReferenceEvaluator
+        if self._evaluator is None:
+            options = self.dp.options
+            self._evaluator = ReferenceEvaluator(
+                self.tables, [*options.node.local_ips, *self.state.bound_addresses],
+                options.family, ipsets=self._engine_sets() if self.ipvs is not None else {})
+        if self._ref_table is None and self.ipvs is not None:
+            from .ipvs_reference import VirtualServerTable as RefTable
+            services, dests = lower(self.state)
+            dests["endpoint"] = [self.ipvs.endpoint_index(str(rs))
+                                 for vs in self.state.virtual_servers for rs in vs.real_servers]
+            self._ref_table = RefTable(services, dests, self.state.scheduler, self._seed,
+                                       **self._table_options())
+        return evaluate_ipvs_flow(self._evaluator, self._ref_table, self.endpoints, flow)
+
+
+def _ipset_changes(old: IpvsState | None, new: IpvsState) -> int:
+    """Entries kube-proxy adds and deletes to bring the ipsets to the new state."""
+    total = 0
+    for name, s in new.ipsets.items():
+        before = old.ipsets[name].entries if old is not None else set()
+        total += len(s.entries ^ before)
+    return total
+
+
+def evaluate_ipvs_flow(ev: "ReferenceEvaluator", table, endpoints: list[str],
+                       flow: "Flow") -> "Outcome":
+    """A flow's first packet through IPVS mode's hooks, every branch followed: from a pod
+    or outside, nat PREROUTING, then for a local destination filter INPUT and ip_vs_in
+    (LOCAL_IN), which sends a scheduled packet on through filter OUTPUT and nat
+    POSTROUTING; a remote destination goes through filter FORWARD and nat POSTROUTING.
+    From the host: nat OUTPUT, ip_vs_in (LOCAL_OUT), filter OUTPUT, nat POSTROUTING, then
+    filter INPUT when the destination is local. IPVS's candidates are the destinations
+    the scheduler may pick, with their share of new connections (a fresh table: no
+    persistence template or connection counts)."""
+    from .reference import Branch, Outcome
+
+    iface_in = flow.in_iface or {"pod": "cni0", "external": "eth0"}.get(flow.origin, "lo")
+    finished: list[Branch] = []
+
+    def run(table: str, chain: str, branches: list[Branch], iface_out: str = "") -> list[Branch]:
+        live: list[Branch] = []
+        for b in branches:
+            if (table, chain) not in ev.chains:
+                live.append(b)
+                continue
+            state = {"NEW"} | ({"DNAT"} if b.dnat else set())
+            cont, ended = ev.run_chain(table, chain, flow, [b], flow.src, state,
+                                       iface_in if flow.origin != "host" else "", iface_out)
+            for x in cont + ended:
+                (finished if x.verdict in ("DROP", "REJECT") else live).append(x)
+        return live
+
+    def ipvs(branches: list[Branch], hook: str) -> tuple[list[Branch], list[Branch]]:
+        """(sent on to a real server, left to the local stack)."""
+        sent: list[Branch] = []
+        stay: list[Branch] = []
+        for b in branches:
+            if table is None:
+                stay.append(b)
+                continue
+            result = table.trace(_packet(flow, b))
+            text = f"ip_vs_in at {hook}: " + "; ".join(result["steps"])
+            b.lookups += int(result["probes"])
+            code = result["result"]
+            if code == 1:  # DNAT
+                for ep, share in result["endpoints"]:
+                    nb = b.copy()
+                    nb.prob *= share
+                    nb.ipvs = (b.dst, b.dport, flow.proto)
+                    nb.dnat = endpoints[ep]
+                    ip, _, port = nb.dnat.rpartition(":")
+                    nb.dst, nb.dport = ip, int(port)
+                    nb.steps.append(("ipvs", hook, None, f"{text} -> {nb.dnat}", True))
+                    sent.append(nb)
+            elif code in (2, 3):  # DROP, REJECT (no destination: ICMP port unreachable)
+                b.verdict, b.decided_by_rule = ("DROP" if code == 2 else "REJECT"), True
+                b.steps.append(("ipvs", hook, None, text, True))
+                finished.append(b)
+            else:  # not a virtual service (or TCP without SYN): the local stack
+                b.steps.append(("ipvs", hook, None, text, False))
+                stay.append(b)
+        return sent, stay
+
+    start = Branch(dst=flow.dst, dport=flow.dport)
+    if flow.origin == "host":
+        live = run("nat", "OUTPUT", [start], iface_out="eth0")
+        sent, stay = ipvs(live, "LOCAL_OUT")
+        live = run("filter", "OUTPUT", sent + stay, iface_out="eth0")
+        live = run("nat", "POSTROUTING", live, iface_out="eth0")
+        finished += run("filter", "INPUT", [b for b in live if ev._is_local(b.dst)])
+        finished += [b for b in live if not ev._is_local(b.dst)]
+    else:
+        live = run("nat", "PREROUTING", [start])
+        local = run("filter", "INPUT", [b for b in live if ev._is_local(b.dst)])
+        sent, stay = ipvs(local, "LOCAL_IN")
+        finished += stay
+        sent = run("filter", "OUTPUT", sent, iface_out="eth0")
+        finished += run("nat", "POSTROUTING", sent, iface_out="eth0")
+        remote = run("filter", "FORWARD", [b for b in live if not ev._is_local(b.dst)],
+                     iface_out="eth0")
+        finished += run("nat", "POSTROUTING", remote, iface_out="eth0")
+    return Outcome(finished)
+
+
+def _packet(flow: "Flow", b: "Branch") -> np.ndarray:
+    """The packet as IPVS sees it (a TCP flow's first packet is its SYN)."""
+    from ..packets import PROTO_NUMBERS, empty_packets, ip_to_u32
+    pkt = empty_packets(1)
+    pkt["src_ip"], pkt["dst_ip"] = ip_to_u32(flow.src), ip_to_u32(b.dst)
+    pkt["src_port"], pkt["dst_port"] = flow.sport, b.dport
+    pkt["proto"] = PROTO_NUMBERS[flow.proto]
+    pkt["tcp_flags"] = 2 if flow.proto == "tcp" else 0
+    return pkt
