@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import InputError, KproxyError
 
-MODES = ("iptables", "nftables")  # modes the sweep can run (grows as engines land)
+MODES = ("iptables", "nftables", "ipvs")  # modes the sweep can run (grows as engines land)
 DEFAULT_SERVICES = (1000, 3000, 10000)
 
 
