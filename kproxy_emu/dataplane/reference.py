@@ -361,10 +361,17 @@ def evaluate_new_flow(ev: ReferenceEvaluator, flow: Flow) -> Outcome:
                 live.append(b)
                 continue
             state = new | ({"DNAT"} if b.dnat else set())
+            # an ACCEPT ends only its own hook's chain: the next hook still runs, with
+            # its policy; the verdict is kept for the report if nothing else decides
+            accepted = b.verdict == "ACCEPT"
+            if accepted:
+                b.verdict = None
             cont, ended = ev.run_chain(table, chain, flow, [b], flow.src, state,
                                        iface_in if flow.origin != "host" else "",
                                        iface_out)
             for x in cont + ended:
+                if accepted and x.verdict is None:
+                    x.verdict = "ACCEPT"
                 (finished if x.verdict in ("DROP", "REJECT") else live).append(x)
         return live
 
