@@ -56,6 +56,7 @@ class IpvsBackend:
         self._lowered = None
         self._evaluator = None
         self._ref_table = None
+        self._bulk: tuple | None = None  # (state, lowered arrays, index maps) for resets
 
     # ---------------------------------------------------------------- syncs
     def view_changed(self) -> None:
@@ -86,23 +87,29 @@ class IpvsBackend:
 
     def _fresh_ipvs(self, state: IpvsState) -> IpvsSync:
         """An IpvsSync whose table holds ``state`` as one-by-one additions would leave it,
-        built in one bulk load; endpoint indices carry over from the current table."""
+        built in one bulk load; endpoint indices carry over from the current table. The
+        arrays and index maps are kept per state, so a reset costs the C bulk load only."""
         from .._cext.vstable import VirtualServerTable
         sync = IpvsSync(VirtualServerTable, seed=self._seed, **self._table_options())
         for ep in self.endpoints:
             sync.endpoint_index(ep)
-        services, dests = lower(state)
-        dests["endpoint"] = [sync.endpoint_index(str(rs)) for vs in state.virtual_servers
-                             for rs in vs.real_servers]
+        if self._bulk is None or self._bulk[0] is not state:
+            services, dests = lower(state)
+            dests["endpoint"] = [sync.endpoint_index(str(rs)) for vs in state.virtual_servers
+                                 for rs in vs.real_servers]
+            svc_map: dict[str, int] = {}
+            dest_map: dict[tuple[int, str], int] = {}
+            for i, vs in enumerate(state.virtual_servers):
+                svc_map[str(vs)] = i
+                for rs in vs.real_servers:
+                    dest_map[(i, str(rs))] = len(dest_map)
+            self._bulk = (state, services, dests, svc_map, dest_map)
+        _, services, dests, svc_map, dest_map = self._bulk
         sync.scheduler = state.scheduler
         sync.table = VirtualServerTable(services, dests, state.scheduler, self._seed,
                                         **sync.table_options)
-        k = 0
-        for i, vs in enumerate(state.virtual_servers):
-            sync.services[str(vs)] = i
-            for rs in vs.real_servers:
-                sync.dests[(i, str(rs))] = k
-                k += 1
+        sync.services = dict(svc_map)
+        sync.dests = dict(dest_map)
         return sync
 
     def sync(self, changed: set[tuple[str, str]] | None) -> SyncResult:
