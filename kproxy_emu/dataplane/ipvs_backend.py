@@ -123,7 +123,7 @@ class IpvsBackend:
         previous = self.state
         state = compile_ipvs(self.dp.view, scheduler=self.scheduler)
         self.state = state
-        text = ipvs_text.render(state, "iptables-restore")
+        restore = ipvs_text.render(state, "iptables-restore")
         extra: dict[str, int] = {"virtual_servers": len(state.virtual_servers),
                                  "bound_addresses": len(state.bound_addresses)}
         if state.family == "IPv4":
@@ -135,8 +135,14 @@ class IpvsBackend:
                 ops = self.ipvs.sync(state, now=self.clock)
             extra.update(ops)
             extra["ipvs_operations"] = sum(ops.values())
-        extra["ipset_operations"] = _ipset_changes(previous, state)
+        ipset_ops = _ipset_ops(previous, state)
+        extra["ipset_operations"] = len(ipset_ops)
         extra["nat_rules"] = len(state.ruleset.tables["nat"].rules)
+        # the sync's writes as text: the restore, ipset restore lines, ipvsadm commands
+        # (kube-proxy speaks netlink to IPVS; ipvsadm's syntax names the same operations)
+        text = restore + "".join(line + "\n" for line in ipset_ops) \
+            + (ipvs_text.render(state, "ipvsadm-save") if previous is None
+               else "".join(line + "\n" for line in _ipvsadm_ops(previous, state, self.ipvs)))
         result = SyncResult(full=True, payload=state, text=text,
                             changed=set() if changed is None else set(changed), extra=extra)
         self._sets = None
@@ -288,13 +294,46 @@ class IpvsBackend:
         return evaluate_ipvs_flow(self._evaluator, self._ref_table, self.endpoints, flow)
 
 
-def _ipset_changes(old: IpvsState | None, new: IpvsState) -> int:
-    """Entries kube-proxy adds and deletes to bring the ipsets to the new state."""
-    total = 0
+def _ipset_ops(old: IpvsState | None, new: IpvsState) -> list[str]:
+    """The ``add``/``del`` lines that bring the ipsets to the new state."""
+    out: list[str] = []
     for name, s in new.ipsets.items():
         before = old.ipsets[name].entries if old is not None else set()
-        total += len(s.entries ^ before)
-    return total
+        out += [f"del {s.name} {e}" for e in sorted(before - s.entries)]
+        out += [f"add {s.name} {e}" for e in sorted(s.entries - before)]
+    return out
+
+
+def _vs_name(vs) -> str:
+    proto = {"TCP": "-t", "UDP": "-u", "SCTP": "--sctp-service"}[vs.protocol]
+    addr = f"[{vs.address}]" if ":" in vs.address else vs.address
+    return f"{proto} {addr}:{vs.port}"
+
+
+def _ipvsadm_ops(old: IpvsState, new: IpvsState, ipvs: IpvsSync | None) -> list[str]:
+    """ipvsadm commands for what one sync changed in the IPVS table: services added (-A),
+    edited (-E) and deleted (-D), real servers added (-a), deleted (-d) or, while their
+    connections last, set to weight 0 (-e ... -w 0: graceful termination)."""
+    before = {str(vs): vs for vs in old.virtual_servers}
+    out: list[str] = []
+    for vs in new.virtual_servers:
+        name = _vs_name(vs)
+        prev = before.pop(str(vs), None)
+        opts = f" -s {vs.scheduler}" + (f" -p {vs.timeout}" if vs.flags & 0x1 else "")
+        if prev is None:
+            out.append(f"-A {name}{opts}")
+        elif (prev.flags, prev.timeout) != (vs.flags, vs.timeout):
+            out.append(f"-E {name}{opts}")
+        old_rs = {str(rs) for rs in prev.real_servers} if prev is not None else set()
+        new_rs = {str(rs): rs for rs in vs.real_servers}
+        out += [f"-a {name} -r {key} -m -w {rs.weight}" for key, rs in new_rs.items()
+                if key not in old_rs]
+        svc = ipvs.services.get(str(vs)) if ipvs is not None else None
+        for key in sorted(old_rs - set(new_rs)):
+            kept = ipvs is not None and (svc, key) in ipvs.dests
+            out.append(f"-e {name} -r {key} -m -w 0" if kept else f"-d {name} -r {key}")
+    out += [f"-D {_vs_name(vs)}" for vs in before.values()]
+    return out
 
 
 def evaluate_ipvs_flow(ev: "ReferenceEvaluator", table, endpoints: list[str],
