@@ -422,3 +422,30 @@ def test_bench_cell_ipvs():
     assert new["cost_unit"] == "probes" and new["probes_p50"] >= 1
     assert est["ct_hit_share"] > 0.9
     assert new["actions"].get("DNAT", 0) > 0
+
+
+def test_ipvs_out_filter_drops_the_nodes_own_lb_traffic_outside_source_ranges():
+    """KUBE-IPVS-OUT-FILTER (-m ipvs): the host reaching a LoadBalancer IP whose source
+    ranges leave the node out, from that LB address (the source the kernel picks for a
+    kube-ipvs0 destination), is dropped after IPVS scheduled it; from the node IP not."""
+    cluster = synth.cluster(services=20, endpoints=2, nodes=2, seed=4, affinity_share=0,
+                            type_mix={"LoadBalancer": 1.0}, lb_source_range_share=1.0,
+                            etp_local_share=0, itp_local_share=0, terminating_share=0,
+                            not_ready_share=0, prefer_close_share=0)
+    dp = Dataplane(cluster, mode="ipvs", cluster_cidr=CIDR)
+    rules = [r for r in dp.backend.state.ruleset.tables["filter"].rules
+             if r.chain == "KUBE-IPVS-OUT-FILTER"]
+    assert rules
+    opts = {o.flag: o.args[0] for o in rules[0].opts}
+    lb, proto, port = opts["-s"], opts["--vproto"], opts["--vport"]
+    sp = next(s for s in dp.view.service_ports if lb in s.lb_ips and s.port == int(port))
+    lines = [f"{proto} {lb}:40000 -> {lb}:{port}",
+             f"{proto} {dp.options.node.primary_ip}:40001 -> {lb}:{port}"]
+    out = dp.process(packets.from_strings(lines, origin="host"))
+    assert [NAMES[int(a)] for a in out["action"]] == ["DROP", "DNAT"]
+    tracer = Dataplane(cluster, mode="ipvs", cluster_cidr=CIDR, conntrack=False)
+    dropped = tracer.trace(lines[0], "host")
+    assert dropped["verdict"] == "DROP"
+    assert any("-m ipvs" in s["text"] and s["matched"] for s in dropped["steps"])
+    assert tracer.trace(lines[1], "host")["verdict"] == "DNAT"
+    assert sp.source_ranges

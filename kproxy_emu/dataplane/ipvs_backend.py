@@ -279,12 +279,15 @@ class IpvsBackend:
     # ---------------------------------------------------------------- traces
     def evaluate_new_flow(self, flow: "Flow") -> "Outcome":
         from .reference import ReferenceEvaluator
+        if self.ipvs is None:
+            raise InputError("the IPVS engine runs IPv4 only", field="family",
+                             value=self.dp.options.family)
         if self._evaluator is None:
             options = self.dp.options
             self._evaluator = ReferenceEvaluator(
                 self.tables, [*options.node.local_ips, *self.state.bound_addresses],
-                options.family, ipsets=self._engine_sets() if self.ipvs is not None else {})
-        if self._ref_table is None and self.ipvs is not None:
+                options.family, ipsets=self._engine_sets())
+        if self._ref_table is None:
             from .ipvs_reference import VirtualServerTable as RefTable
             services, dests = lower(self.state)
             dests["endpoint"] = [self.ipvs.endpoint_index(str(rs))
