@@ -175,7 +175,7 @@ class ReferenceEvaluator:
             return None
         if module == "physdev":
             if name == "--physdev-is-in":  # pods enter through a port of the cni0 bridge
-                return flow.origin == "pod" and not flow.in_iface
+                return flow.origin == "pod"
             return None
         if module == "set" and name == "--match-set":
             return self._set_test(args[0], args[1], flow, b, src)
