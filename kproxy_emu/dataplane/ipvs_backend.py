@@ -106,10 +106,8 @@ class IpvsBackend:
             self._bulk = (state, services, dests, svc_map, dest_map)
         _, services, dests, svc_map, dest_map = self._bulk
         sync.scheduler = state.scheduler
-        sync.table = VirtualServerTable(services, dests, state.scheduler, self._seed,
-                                        **sync.table_options)
-        sync.services = dict(svc_map)
-        sync.dests = dict(dest_map)
+        sync.load(VirtualServerTable(services, dests, state.scheduler, self._seed,
+                                     **sync.table_options), dict(svc_map), dict(dest_map))
         return sync
 
     def sync(self, changed: set[tuple[str, str]] | None) -> SyncResult:

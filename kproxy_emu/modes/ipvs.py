@@ -486,9 +486,18 @@ class IpvsSync:
         self.scheduler: str | None = None
         self.services: dict[str, int] = {}  # VirtualServer.String() -> service index
         self.dests: dict[tuple[int, str], int] = {}  # (service, RealServer.String()) -> dest
+        self.service_dests: dict[int, set[str]] = {}  # service -> its RealServer.String()s
+        self._stats: Any = None  # dest_stats() of the table for one sync or tick
         self.graceful: dict[int, float] = {}  # dest index -> when it went on the list
         self.endpoints: list[str] = []
         self._endpoint_index: dict[str, int] = {}
+
+    def load(self, table, services: dict[str, int], dests: dict[tuple[int, str], int]) -> None:
+        """Take over a table built in one bulk load with these index maps."""
+        self.table, self.services, self.dests = table, services, dests
+        self.service_dests = {}
+        for svc, rs_key in dests:
+            self.service_dests.setdefault(svc, set()).add(rs_key)
 
     def endpoint_index(self, endpoint: str) -> int:
         idx = self._endpoint_index.get(endpoint)
@@ -519,6 +528,7 @@ class IpvsSync:
                              "dests_added",
                              "dests_deleted", "dests_graceful"), 0)
         active: set[str] = set()
+        self._stats = None
         for vs in state.virtual_servers:
             key = str(vs)
             active.add(key)
@@ -535,8 +545,8 @@ class IpvsSync:
             self._sync_endpoints(svc, vs, out, now)
         for key in [k for k in self.services if k not in active]:  # cleanLegacyService
             svc = self.services.pop(key)
-            for dk in [dk for dk in self.dests if dk[0] == svc]:
-                self.graceful.pop(self.dests.pop(dk), None)
+            for rs_key in self.service_dests.pop(svc, set()):
+                self.graceful.pop(self.dests.pop((svc, rs_key)), None)
             t.del_service(svc)
             out["services_deleted"] += 1
         return out
@@ -544,7 +554,7 @@ class IpvsSync:
     def _sync_endpoints(self, svc: int, vs: VirtualServer, out: dict, now: float) -> None:
         t = self.table
         new = {str(rs): rs for rs in vs.real_servers}
-        current = {k[1] for k in self.dests if k[0] == svc}
+        current = self.service_dests.setdefault(svc, set())
         for rs_key, rs in new.items():
             dest = self.dests.get((svc, rs_key))
             if dest is not None:
@@ -558,6 +568,7 @@ class IpvsSync:
             self.dests[(svc, rs_key)] = t.add_dest(
                 svc, int(ipaddress.IPv4Address(rs.address)), rs.port, rs.weight,
                 self.endpoint_index(rs_key))
+            current.add(rs_key)
             out["dests_added"] += 1
         for rs_key in current - set(new):
             dest = self.dests[(svc, rs_key)]
@@ -565,6 +576,7 @@ class IpvsSync:
                 continue
             if self._try_delete(dest, vs.protocol):
                 del self.dests[(svc, rs_key)]
+                current.discard(rs_key)
                 out["dests_deleted"] += 1
             else:  # GracefulDeleteRS: weight 0 and onto the list
                 t.edit_dest(dest, 0)
@@ -572,9 +584,12 @@ class IpvsSync:
                 out["dests_graceful"] += 1
 
     def _try_delete(self, dest: int, protocol: str) -> bool:
-        row = self.table.dest_stats()[dest]
-        if _graceful_needed(protocol) and int(row[4]) + int(row[5]) != 0:
-            return False
+        if _graceful_needed(protocol):
+            if self._stats is None:  # one snapshot per sync/tick: deleting others keeps
+                self._stats = self.table.dest_stats()  # this dest's counters as they are
+            row = self._stats[dest]
+            if int(row[4]) + int(row[5]) != 0:
+                return False
         self.table.del_dest(dest)
         return True
 
@@ -584,13 +599,17 @@ class IpvsSync:
         Returns how many were deleted."""
         self.table.expire(now)  # connections whose timers fired are gone by now
         deleted = 0
+        if not self.graceful:
+            return 0
+        self._stats = self.table.dest_stats()
+        key_of = {d: k for k, d in self.dests.items() if d in self.graceful}
+        vs_of = {s: k for k, s in self.services.items()}
         for dest in list(self.graceful):
-            svc = int(self.table.dest_stats()[dest][0])
-            key = next(k for k, d in self.dests.items() if d == dest)
-            vs_key = next(k for k, s in self.services.items() if s == svc)
-            if self._try_delete(dest, vs_key.rsplit("/", 1)[1]):
+            key = key_of[dest]
+            if self._try_delete(dest, vs_of[key[0]].rsplit("/", 1)[1]):
                 del self.graceful[dest]
                 del self.dests[key]
+                self.service_dests[key[0]].discard(key[1])
                 deleted += 1
         return deleted
 
