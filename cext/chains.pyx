@@ -21,6 +21,7 @@ from conntrack_core cimport (ct_table_t, ct_result_t, ct_lookup, ct_alloc, ct_ab
                              ct_confirm, ct_translate, CT_ERR_FULL, CTSTATE_UNTRACKED,
                              CTSTATE_INVALID)
 
+from natport cimport choose_snat_port, rand31
 from packet cimport (packet_t, verdict_t, verdict_reset, ACT_ACCEPT, ACT_DNAT, ACT_DROP,
                      ACT_REJECT, ORIGIN_HOST)
 
@@ -230,16 +231,6 @@ def layout():
     }
 
 
-cdef inline uint32_t next_rand31(state_t* st) noexcept nogil:
-    # xorshift64*: fast, seedable, good enough for branch draws
-    cdef uint64_t x = st.rng
-    x ^= x >> 12
-    x ^= x << 25
-    x ^= x >> 27
-    st.rng = x
-    return <uint32_t>((x * 2685821657736338717ULL) >> 33) & 0x7FFFFFFF
-
-
 cdef inline bint is_local(uint32_t ip, const env_t* env) noexcept nogil:
     """The local routing table: loopback, the node's addresses, then (IPVS mode) the
     addresses bound to kube-ipvs0, a hash set since there is one per ClusterIP."""
@@ -430,7 +421,7 @@ cdef inline bint cold_matches(const rule_t* r, state_t* st, const env_t* env) no
         if not recent_match(r, st, env.recent):
             return False
     if r.prob != NO_STATISTIC:
-        ok = next_rand31(st) < r.prob
+        ok = rand31(&st.rng) < r.prob
         if ok == ((f & F_STAT_NEG) != 0):
             return False
     if f & F_NTH:
@@ -509,51 +500,6 @@ cdef int run_chain(const hot_t* hot, const rule_t[::1] rules, const chain_t[::1]
             st.snat_ip = r.to_ip if kind == T_SNAT else env.masquerade_ip
             st.random_fully = (r.flags & F_RANDOM_FULLY) != 0
             return V_SNAT
-
-
-cdef inline bint nat_tuple_used(ct_table_t* ct, uint8_t proto, uint32_t ip, uint16_t port,
-                                 uint32_t dst, uint16_t dport, double now,
-                                 uint32_t* probes) noexcept nogil:
-    """nf_nat_used_tuple: a flow already holds the reply tuple (dst:dport -> ip:port)."""
-    cdef int32_t d
-    return ct_find(ct, dst, dport, ip, port, proto, now, &d, probes) >= 0
-
-
-cdef uint16_t choose_snat_port(ct_table_t* ct, const state_t* st, uint16_t sport,
-                               uint64_t* rng, double now, uint32_t* probes) noexcept nogil:
-    """The source port after SNAT, as get_unique_tuple / nf_nat_l4proto_unique_tuple choose
-    it: the original port when the new tuple is free (unless --random-fully), else a port
-    from the original port's class (1-511, 600-1023, 1024-65535) starting at a random
-    offset, up to 128 attempts, then halving rounds from new random offsets."""
-    cdef uint32_t lo, size, attempts, i, off
-    cdef uint16_t port = sport
-    cdef state_t tmp
-    if st.proto != 6 and st.proto != 17 and st.proto != 132:
-        return sport
-    if not st.random_fully and (ct == NULL or not nat_tuple_used(
-            ct, st.proto, st.snat_ip, sport, st.dst, st.dport, now, probes)):
-        return sport
-    if sport < 512:
-        lo, size = 1, 511
-    elif sport < 1024:
-        lo, size = 600, 424
-    else:
-        lo, size = 1024, 64512
-    tmp.rng = rng[0]
-    off = next_rand31(&tmp) & 0xFFFF  # get_random_u16()
-    attempts = 128 if size > 128 else size
-    while True:
-        for i in range(attempts):
-            port = <uint16_t>(lo + (off + i) % size)
-            if ct == NULL or not nat_tuple_used(ct, st.proto, st.snat_ip, port, st.dst,
-                                                st.dport, now, probes):
-                rng[0] = tmp.rng
-                return port
-        if attempts >= size or attempts < 16:
-            rng[0] = tmp.rng
-            return port  # the kernel gives up and the confirm clashes
-        attempts //= 2
-        off = next_rand31(&tmp) & 0xFFFF
 
 
 cdef inline int ipvs_step(ipvs_table_t* vs, const packet_t* p, state_t* st) noexcept nogil:
@@ -732,7 +678,9 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
                     entry = ct_alloc(ct, p)  # before the rules, as the conntrack hook is
                     if entry == CT_ERR_FULL:
                         f = V_DROP
-            nat_hooks = not hit
+            # nf_nat only runs for packets with a conntrack entry: a flow's first packet
+            # (or every packet without conntrack), never INVALID/UNTRACKED ones
+            nat_hooks = ct == NULL or entry >= 0
             if f == V_DROP:
                 pass
             elif p.origin == ORIGIN_HOST:
@@ -775,7 +723,9 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
                 ipvs_out(vs, &q, &iv)
                 st.probes += iv.probes
             if st.snat and not hit and f != V_DROP and f != V_REJECT:
-                snat_port = choose_snat_port(ct, &st, p.src_port, &rng, p.ts, &cprobes)
+                snat_port = choose_snat_port(ct, st.proto, st.snat_ip, st.dst, st.dport,
+                                             p.src_port, st.random_fully, &rng, p.ts,
+                                             &cprobes)
             if entry >= 0:
                 if f == V_DROP or f == V_REJECT:
                     ct_abort(ct, entry)  # never confirmed: the packet died

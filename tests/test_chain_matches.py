@@ -141,3 +141,18 @@ def test_recent_seconds_and_reap():
     assert _client(dp, 4, 14.0) == "10.2.0.1"  # seen at 4, checked at 14: 4 >= 14 - 10
     assert dp.backend._recent[2][0] == 4  # reap: the oldest (client 0, seen at 0) goes
     assert _client(dp, 3, 30.0) == "10.2.0.2"  # stale: no match, --set refreshes it
+
+
+def test_invalid_packets_skip_the_nat_table():
+    """nf_nat only runs for packets with a conntrack entry: an ACK in SYN_SENT is INVALID
+    (no entry), so it is not DNATed, while the flow's SYN was."""
+    dp = _dataplane("-A PREROUTING -p tcp -d 10.96.0.1 -j DNAT --to-destination 10.2.0.1:80\n",
+                    "-A FORWARD -m conntrack --ctstate INVALID -j DROP\n")
+    syn = _run(dp, ["tcp 10.0.0.5:1234 -> 10.96.0.1:80"])
+    assert syn["action"][0] == packets.Action.DNAT
+    ack = _run(dp, ["tcp 10.0.0.5:1234 -> 10.96.0.1:80 flags=A"], ts=0.1)
+    assert ack["action"][0] == packets.Action.DROP and ack["dnat_ip"][0] == 0
+    dp2 = _dataplane("-A PREROUTING -p tcp -d 10.96.0.1 -j DNAT --to-destination 10.2.0.1:80\n")
+    _run(dp2, ["tcp 10.0.0.5:1234 -> 10.96.0.1:80"])
+    ack = _run(dp2, ["tcp 10.0.0.5:1234 -> 10.96.0.1:80 flags=A"], ts=0.1)
+    assert ack["action"][0] == packets.Action.ACCEPT and ack["dnat_ip"][0] == 0
