@@ -94,15 +94,17 @@ def plot(result: dict, path: str) -> None:
         raise InputError("plotting needs matplotlib: pip install 'kproxy-emu[plot]'",
                          field="--plot", value=path) from None
     records = result["records"]
+    modes = sorted({r["mode"] for r in records})
+    color = {m: f"C{k}" for k, m in enumerate(modes)}
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     ax = axes[0]
-    for mode in sorted({r["mode"] for r in records}):
+    for mode in modes:
         for flow, style in (("new", "-o"), ("established", "--s")):
             pts = sorted((r["services"], r["ns_per_packet"]) for r in records
                          if r["mode"] == mode and r["flow"] == flow)
             if pts:
                 xs, ys = zip(*pts)
-                ax.plot(xs, ys, style, label=f"{mode} {flow}")
+                ax.plot(xs, ys, style, color=color[mode], label=f"{mode} {flow}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("services")
@@ -125,17 +127,16 @@ def plot(result: dict, path: str) -> None:
     ax.legend()
     ax.grid(True, which="both", alpha=0.3)
     ax = axes[2]
-    for mode in sorted({r["mode"] for r in records}):
-        pts = sorted((r["services"], r["sync_full"].get("bytes") or
-                      r["sync_full"].get("elements") or 0) for r in records
+    for mode in modes:
+        pts = sorted((r["services"], r["sync_full"]["bytes"]) for r in records
                      if r["mode"] == mode and r["flow"] == "new")
         if pts:
             xs, ys = zip(*pts)
-            ax.plot(xs, ys, "-o", label=mode)
+            ax.plot(xs, ys, "-o", color=color[mode], label=mode)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("services")
-    ax.set_ylabel("full sync size (bytes / elements)")
+    ax.set_ylabel("full sync text (bytes): restore / nft -f / ipvsadm+ipset")
     ax.set_title("Sync cost vs cluster size")
     ax.legend()
     ax.grid(True, which="both", alpha=0.3)
