@@ -539,7 +539,7 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
             uint32_t[::1] recent_counts=None,
             const uint16_t[::1] port_ranges=None, uint32_t[::1] nth_counters=None,
             const uintptr_t[::1] sets=None, uintptr_t local_set=0,
-            const uint32_t[::1] ipvs_words=None, uintptr_t ipvs=0):
+            const uint32_t[::1] ipvs_words=None, uintptr_t ipvs=0, bint checked=False):
     """Walk the node's hooks for each packet; returns the generator state to continue from.
 
     hooks: chain index (or -1) of nat PREROUTING, nat OUTPUT, nat POSTROUTING,
@@ -558,6 +558,8 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
     OUTPUT and nat POSTROUTING; a known flow keeps its virtual address until IPVS (the
     kernel DNATs each packet in IPVS, not in nf_nat), and replies update IPVS's connection
     (ip_vs_out). The caller keeps every object behind an address alive.
+    checked: the caller already ran this check of the rules against the side arrays with
+    the same arrays (a scan of every rule: a few ms per call at 100k services).
     Returns the generator state.
     """
     cdef Py_ssize_t n = packets.shape[0], k
@@ -579,7 +581,7 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
     cdef verdict_t iv
     cdef int g
     cdef const hot_t* hp = NULL
-    if rules.shape[0]:
+    if not checked:
         for k in range(rules.shape[0]):
             if rules[k].mport_kind and rules[k].mport_off + rules[k].mport_n > needed_ranges:
                 needed_ranges = rules[k].mport_off + rules[k].mport_n
@@ -589,6 +591,11 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
                 needed_sets = rules[k].set_id + 1
             if rules[k].ipvs_match >= 0 and rules[k].ipvs_match + 4 > needed_words:
                 needed_words = rules[k].ipvs_match + 4
+    else:  # trusted: the side arrays as given
+        needed_ranges = port_ranges.shape[0] // 2 if port_ranges is not None else 0
+        needed_counters = nth_counters.shape[0] if nth_counters is not None else 0
+        needed_sets = sets.shape[0] if sets is not None else 0
+        needed_words = ipvs_words.shape[0] if ipvs_words is not None else 0
     if needed_ranges and (port_ranges is None or port_ranges.shape[0] < 2 * needed_ranges):
         raise ValueError("multiport rules need their port_ranges")
     if needed_counters and (nth_counters is None or nth_counters.shape[0] < needed_counters):
@@ -615,7 +622,7 @@ def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] r
                 or recent_stamps.shape[0] != recent_addrs.shape[0] \
                 or recent_addrs.shape[0] % recent_counts.shape[0]:
             raise ValueError("recent lists: addrs and stamps of cap slots per counts entry")
-        for k in range(rules.shape[0]):
+        for k in range(0 if checked else rules.shape[0]):
             if rules[k].recent_list >= recent_counts.shape[0]:
                 raise ValueError("a rule names a recent list beyond recent_counts")
         rt.addrs = &recent_addrs[0]

@@ -29,6 +29,7 @@ class IptablesBackend:
 
     def __init__(self, dp: "Dataplane", tables: Ruleset | None = None):
         self.dp = dp
+        self._checked_for = None  # the lowered tables chains.process last checked
         self.tables = Ruleset()  # the node's iptables as they stand
         self.endpoints: list[str] = []  # grows only: verdict indices keep their meaning
         self._need_full_sync = True
@@ -126,6 +127,9 @@ class IptablesBackend:
         addrs, stamps, counts = self._recent if self._recent is not None else (None,) * 3
         if self._nth_counters is None:  # xt_statistic nth counters live as long as the rules
             self._nth_counters = low.nth_counters.copy()
-        return chains.process(packets, out, low.rules, low.hot, low.chains, low.hooks, local,
+        rng_state = chains.process(packets, out, low.rules, low.hot, low.chains, low.hooks, local,
                               masq_ip, rng_state, conntrack, addrs, stamps, counts,
-                              low.port_ranges, self._nth_counters)
+                              low.port_ranges, self._nth_counters,
+                              checked=self._checked_for is low)
+        self._checked_for = low  # the rule scan passed once for these arrays
+        return rng_state

@@ -42,6 +42,7 @@ class IpvsBackend:
 
     def __init__(self, dp: "Dataplane", scheduler: str | None = None):
         self.dp = dp
+        self._checked_for = None  # the lowered tables chains.process last checked
         self.scheduler = validate_scheduler(scheduler)
         self.tables = Ruleset(family=dp.options.family)  # the node's iptables
         self.state: IpvsState | None = None  # the last sync's proxier state
@@ -258,11 +259,14 @@ class IpvsBackend:
     def _run(self, packets, out, low, local, masq_ip, rng_state, conntrack) -> int:
         from .._cext import chains
         _, set_addrs, nth = self._lowered
-        return chains.process(packets, out, low.rules, low.hot, low.chains, low.hooks, local,
+        rng_state = chains.process(packets, out, low.rules, low.hot, low.chains, low.hooks, local,
                               masq_ip, rng_state, conntrack, None, None, None, low.port_ranges,
                               nth, sets=set_addrs, local_set=self._local_set.set_address(),
                               ipvs_words=low.ipvs_words,
-                              ipvs=self.ipvs.table.table_address())
+                              ipvs=self.ipvs.table.table_address(),
+                              checked=self._checked_for is low)
+        self._checked_for = low  # the rule scan passed once for these arrays
+        return rng_state
 
     def _tick(self, now: float) -> None:
         """kube-proxy's graceful termination loop (every rsCheckDeleteInterval)."""
