@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how services are picked (uniform)")
     p.add_argument("--seed", type=int, default=0, help="seed for clusters and traffic (0)")
     p.add_argument("--repeat", type=int, default=3, help="timed repeats per figure (3)")
+    p.add_argument("--ipvs-conn-tab-bits", type=int, metavar="N",
+                   help="the ip_vs module's conn_tab_bits for the ipvs cells, 8-20 (12)")
     p.add_argument("--calibration", metavar="FILE",
                    help="kernel costs from `kproxy-emu calibrate` (default: "
                         "~/.cache/kproxy-emu/calibration.json when present)")
@@ -156,6 +158,9 @@ def _node_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", metavar="NAME",
                    help="IPVS scheduler (ipvs mode; default: the --config ipvs.scheduler, "
                         "else rr)")
+    p.add_argument("--ipvs-conn-tab-bits", type=int, metavar="N",
+                   help="the ip_vs module's conn_tab_bits, 8-20 (ipvs mode; default 12, the "
+                        "kernel's 4,096 connection buckets)")
 
 
 def _dataplane(args: argparse.Namespace):
@@ -187,7 +192,8 @@ def _dataplane(args: argparse.Namespace):
                      cluster_cidr=args.cluster_cidr, masquerade_all=args.masquerade_all,
                      mark_text=args.mark_text, tables=tables,
                      service_cidrs=getattr(args, "service_cidr", None),
-                     scheduler=getattr(args, "scheduler", None))
+                     scheduler=getattr(args, "scheduler", None),
+                     ipvs_conn_tab_bits=getattr(args, "ipvs_conn_tab_bits", None))
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
@@ -259,7 +265,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     spec = sweep.BenchSpec(endpoints=args.endpoints, packets=args.packets,
                            new_flow_share=args.new_flow_share, popularity=args.popularity,
-                           seed=args.seed, repeat=args.repeat, calibration=args.calibration)
+                           seed=args.seed, repeat=args.repeat, calibration=args.calibration,
+                           ipvs_conn_tab_bits=args.ipvs_conn_tab_bits)
     if args.services:
         spec.services = args.services
     if args.modes:

@@ -103,3 +103,27 @@ def test_cli_nftables(cluster, tmp_path):
     proc = subprocess.run(run + ["render", "--mode", "nftables", "--service-cidr", "bogus",
                                  "--node", node, str(path)], capture_output=True, text=True)
     assert proc.returncode == 2 and "--service-cidr" in proc.stderr
+
+
+def test_ipvs_connection_table_size(cluster):
+    """conn_tab_bits sizes IPVS's connection hash: with the kernel's 4,096 buckets and
+    thousands of connections, established packets walk longer chains (more probes)."""
+    batch = None
+    probes = {}
+    for bits in (8, 16):
+        dp = Dataplane(cluster, mode="ipvs", cluster_cidr="10.0.0.0/8", seed=3,
+                       ipvs_conn_tab_bits=bits)
+        if batch is None:
+            batch = sweep._traffic(dp, sweep.BenchSpec(services=[60], packets=3000), 8)
+        first = dp.process(batch)
+        alive = first["action"] == packets.Action.DNAT
+        dp.process(sweep._replies(batch[alive], first[alive]))
+        again = dp.process(sweep._established(batch[alive], 1.0))
+        assert again["ct_hit"].all()
+        probes[bits] = float(again["probes"].mean())
+    assert probes[8] > probes[16] + 2
+    for bad, mode in ((7, "ipvs"), (21, "ipvs"), (12, "iptables")):
+        with pytest.raises(InputError, match="ipvs_conn_tab_bits"):
+            Dataplane(cluster, mode=mode, ipvs_conn_tab_bits=bad)
+    with pytest.raises(InputError, match="--ipvs-conn-tab-bits"):
+        sweep.BenchSpec(ipvs_conn_tab_bits=30).validate()

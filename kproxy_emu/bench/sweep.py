@@ -51,6 +51,7 @@ class BenchSpec:
     repeat: int = 3
     origin_mix: dict[str, float] = field(default_factory=lambda: {"pod": 1.0})
     calibration: str | None = None  # kproxy-emu calibrate's output, for predicted latency
+    ipvs_conn_tab_bits: int | None = None  # ip_vs conn_tab_bits for the ipvs cells
 
     def validate(self) -> None:
         for n in self.services:
@@ -69,6 +70,9 @@ class BenchSpec:
         if not 0.0 < self.new_flow_share <= 1.0:
             raise InputError("must be in (0, 1]", field="--new-flow-share",
                              value=self.new_flow_share)
+        bits = self.ipvs_conn_tab_bits
+        if bits is not None and (isinstance(bits, bool) or bits not in range(8, 21)):
+            raise InputError("must be 8..20", field="--ipvs-conn-tab-bits", value=bits)
         if self.popularity not in ("uniform", "zipf"):
             raise InputError("must be uniform or zipf", field="--popularity",
                              value=self.popularity)
@@ -189,7 +193,9 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
     if cluster is None:
         cluster = make_cluster(services, spec.endpoints, spec.seed)
     t0 = time.perf_counter()
-    dp = Dataplane(cluster, mode=mode, cluster_cidr="10.0.0.0/8", seed=spec.seed)
+    extra = {"ipvs_conn_tab_bits": spec.ipvs_conn_tab_bits} \
+        if mode == "ipvs" and spec.ipvs_conn_tab_bits else {}
+    dp = Dataplane(cluster, mode=mode, cluster_cidr="10.0.0.0/8", seed=spec.seed, **extra)
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     dp.prepare()

@@ -17,6 +17,7 @@ from ..packets import parse as parse_packet
 from ..proxy import ProxyOptions, ProxyView
 from .sync import SyncResult
 
+CONN_TAB_BITS = 12  # ip_vs conn_tab_bits: the kernel's default (CONFIG_IP_VS_TAB_BITS)
 MODES = ("iptables", "nftables", "ipvs")
 
 
@@ -52,18 +53,24 @@ class Dataplane:
                  config: KubeProxyConfig | None = None, cluster_cidr: str | None = None,
                  masquerade_all: bool | None = None, mark_text: str | None = None,
                  seed: int = 0, conntrack: bool = True, tables: Ruleset | None = None,
-                 service_cidrs: list[str] | None = None, scheduler: str | None = None):
+                 service_cidrs: list[str] | None = None, scheduler: str | None = None,
+                 ipvs_conn_tab_bits: int | None = None):
         """``tables``: run a node's own iptables (e.g. parsed from a real ``iptables-save``)
         instead of compiling the cluster; the cluster then only supplies the node.
         ``service_cidrs`` (nftables): overrides the cluster's ServiceCIDR objects.
         ``scheduler`` (ipvs): the IPVS scheduler (default: the config's ipvs.scheduler,
-        else rr)."""
+        else rr). ``ipvs_conn_tab_bits`` (ipvs): the ip_vs module's conn_tab_bits, 8-20
+        (default 12, the kernel's: 4,096 connection-table buckets)."""
         if mode not in MODES:
             raise InputError(f"unsupported mode (available: {', '.join(MODES)})",
                              field="mode", value=mode)
         if scheduler is not None and mode != "ipvs":
             raise InputError("a scheduler applies to ipvs mode only", field="scheduler",
                              value=scheduler)
+        if ipvs_conn_tab_bits is not None and (mode != "ipvs" or isinstance(
+                ipvs_conn_tab_bits, bool) or ipvs_conn_tab_bits not in range(8, 21)):
+            raise InputError("must be 8..20, in ipvs mode", field="ipvs_conn_tab_bits",
+                             value=ipvs_conn_tab_bits)
         self.cluster = cluster
         self.mode = mode
         self.seed = seed
@@ -79,7 +86,8 @@ class Dataplane:
         self._build_view()
         if scheduler is None and config is not None:
             scheduler = config.ipvs.scheduler
-        self.backend = _backend(self, mode, tables, service_cidrs, scheduler)
+        self.backend = _backend(self, mode, tables, service_cidrs, scheduler,
+                                ipvs_conn_tab_bits)
         if tables is None:
             self.sync()
 
@@ -274,7 +282,8 @@ class Dataplane:
 
 
 def _backend(dp: "Dataplane", mode: str, tables: Ruleset | None,
-             service_cidrs: list[str] | None, scheduler: str | None = None):
+             service_cidrs: list[str] | None, scheduler: str | None = None,
+             ipvs_conn_tab_bits: int | None = None):
     if mode == "iptables":
         from .iptables_backend import IptablesBackend
         return IptablesBackend(dp, tables)
@@ -286,7 +295,7 @@ def _backend(dp: "Dataplane", mode: str, tables: Ruleset | None,
         return NftablesBackend(dp, service_cidrs)
     if mode == "ipvs":
         from .ipvs_backend import IpvsBackend
-        return IpvsBackend(dp, scheduler)
+        return IpvsBackend(dp, scheduler, conn_tab_bits=ipvs_conn_tab_bits or CONN_TAB_BITS)
     raise InputError(f"unsupported mode (available: {', '.join(MODES)})", field="mode",
                      value=mode)
 

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 # Dataplane.render formats: restore/save as every mode has them, then IPVS mode's own texts
 FORMATS = ("restore", "save", *ipvs_text.FORMATS)
-CONN_BITS = 12  # ip_vs conn_tab_bits: the kernel's default (CONFIG_IP_VS_TAB_BITS)
 MAX_CONNS = 1 << 20  # connection entries the emulated table holds
 
 
@@ -40,8 +39,10 @@ class IpvsBackend:
     mode = "ipvs"
     formats = FORMATS
 
-    def __init__(self, dp: "Dataplane", scheduler: str | None = None):
+    def __init__(self, dp: "Dataplane", scheduler: str | None = None, *,
+                 conn_tab_bits: int = 12):
         self.dp = dp
+        self.conn_tab_bits = conn_tab_bits  # ip_vs conn_tab_bits: 2^bits connection buckets
         self._checked_for = None  # the lowered tables chains.process last checked
         self.scheduler = validate_scheduler(scheduler)
         self.tables = Ruleset(family=dp.options.family)  # the node's iptables
@@ -76,7 +77,7 @@ class IpvsBackend:
     def _table_options(self) -> dict:
         """ip_vs sizes and kube-proxy's IPVS timeouts (ipvs.tcpTimeout, tcpFinTimeout,
         udpTimeout; 0 leaves the kernel's)."""
-        options: dict = {"conn_bits": CONN_BITS, "max_conns": MAX_CONNS}
+        options: dict = {"conn_bits": self.conn_tab_bits, "max_conns": MAX_CONNS}
         cfg = self.dp._config
         if cfg is not None:
             given = {"ESTABLISHED": cfg.ipvs.tcp_timeout, "FIN_WAIT": cfg.ipvs.tcp_fin_timeout,
