@@ -11,7 +11,7 @@ from kproxy_emu import Dataplane, packets
 from kproxy_emu.bench import sweep
 from kproxy_emu.errors import InputError
 
-MODES = ("iptables", "nftables")
+MODES = ("iptables", "nftables", "ipvs")
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_modes_agree_on_verdict_counts(cluster):
     assert counts[0] == counts[1]
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", ["iptables", "nftables"])  # ipvs: test_ipvs_dataplane.py
 def test_update_and_established_flows(cluster, mode):
     dp = Dataplane(cluster, mode=mode, cluster_cidr="10.0.0.0/8", seed=3)
     batch = sweep._traffic(dp, sweep.BenchSpec(services=[60], packets=500), 2)
@@ -127,3 +127,21 @@ def test_ipvs_connection_table_size(cluster):
             Dataplane(cluster, mode=mode, ipvs_conn_tab_bits=bad)
     with pytest.raises(InputError, match="--ipvs-conn-tab-bits"):
         sweep.BenchSpec(ipvs_conn_tab_bits=30).validate()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_update_sees_a_cluster_changed_in_place(mode):
+    """update() without a new cluster: replaced, added and removed objects in the
+    Dataplane's own cluster are found (a partial sync of exactly those services)."""
+    import dataclasses
+    cluster = sweep.make_cluster(30, 3, 8)
+    dp = Dataplane(cluster, mode=mode, cluster_cidr="10.0.0.0/8")
+    key, sl = next((k, s) for k, s in cluster.endpoint_slices.items() if s.endpoints)
+    eps = [dataclasses.replace(sl.endpoints[0], ready=False, serving=False)] + sl.endpoints[1:]
+    cluster.endpoint_slices[key] = dataclasses.replace(sl, endpoints=eps)
+    result = dp.update()
+    assert result.changed == {(sl.namespace, sl.service_name)}
+    assert dp.update().changed == set()  # nothing new since
+    svc_key = next(iter(cluster.services))
+    del cluster.services[svc_key]
+    assert svc_key in dp.update().changed

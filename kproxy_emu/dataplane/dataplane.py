@@ -7,6 +7,8 @@ state, its sync, its renderer, its engine and its reference evaluator.
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from ..errors import InputError
@@ -94,6 +96,11 @@ class Dataplane:
     def _build_view(self) -> None:
         with paused_gc():  # a 100k-service view is millions of small objects
             self.view = ProxyView(self.cluster, self.options)
+        # what this view was built from, for update() to diff against: the dicts copied,
+        # so a cluster whose dicts change in place still shows its changes
+        self._synced = copy.copy(self.cluster)
+        self._synced.services = dict(self.cluster.services)
+        self._synced.endpoint_slices = dict(self.cluster.endpoint_slices)
         if hasattr(self, "backend"):
             self.backend.view_changed()
 
@@ -107,12 +114,18 @@ class Dataplane:
         """The payload of a full sync of the current cluster, in the mode's model."""
         return self.backend.ruleset
 
-    def update(self, cluster: Cluster) -> "SyncResult":
+    def update(self, cluster: Cluster | None = None) -> "SyncResult":
         """Resync to a new state of the cluster, as kube-proxy does after watch events:
         a partial sync rewriting only the chains of services whose Service or
-        EndpointSlices changed (a full one if the last restore failed)."""
-        changed = changed_services(self.cluster, cluster)
-        self.cluster = cluster
+        EndpointSlices changed (a full one if the last restore failed).
+
+        ``cluster``: the new state; None resyncs the Dataplane's own cluster after the
+        caller changed its dicts in place. Changes are found by object: add, remove or
+        replace Service and EndpointSlice objects (``dataclasses.replace``); an object
+        edited in place is not seen as changed."""
+        changed = changed_services(self._synced, cluster or self.cluster)
+        if cluster is not None:
+            self.cluster = cluster
         self._build_view()
         return self.sync(changed)
 
