@@ -90,8 +90,31 @@ def _iface_matches(value: str, iface: str) -> bool:
     return iface.startswith(value[:-1]) if value.endswith("+") else iface == value
 
 
+def _quad(text: str) -> int | None:
+    """A canonical dotted quad as an int (None: anything else, for ipaddress to judge);
+    ipaddress costs ~6 µs an address, a noticeable share of lowering 3M rules."""
+    parts = text.split(".")
+    if len(parts) != 4:
+        return None
+    value = 0
+    for part in parts:
+        if not part.isdigit() or len(part) > 3 or (len(part) > 1 and part[0] == "0"):
+            return None
+        octet = int(part)
+        if octet > 255:
+            return None
+        value = (value << 8) | octet
+    return value
+
+
 @lru_cache(maxsize=1 << 16)
 def _cidr(value: str) -> tuple[int, int]:
+    ip, slash, bits = value.partition("/")
+    addr = _quad(ip)
+    if addr is not None and (not slash or (bits.isdigit() and int(bits) <= 32)):
+        prefix = int(bits) if slash else 32
+        mask = (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF
+        return addr & mask, mask
     net = ipaddress.ip_network(value, strict=False)
     if net.version != 4:
         raise ValueError("IPv6 is not lowered yet")
@@ -100,7 +123,8 @@ def _cidr(value: str) -> tuple[int, int]:
 
 @lru_cache(maxsize=1 << 18)
 def _ipv4(value: str) -> int:
-    return int(ipaddress.IPv4Address(value))
+    addr = _quad(value)
+    return addr if addr is not None else int(ipaddress.IPv4Address(value))
 
 
 def _range(spec: str) -> tuple[int, int]:
