@@ -482,28 +482,15 @@ cdef class VirtualServerTable:
         """ip_vs_in for each packet (client -> virtual address) in order, at the packet's
         ``ts`` (or ``now`` for all). Writes each verdict (reset first); returns a result code
         array (RESULT_*)."""
-        cdef const packet_t[:] pk = packets
-        cdef Py_ssize_t i, n = pk.shape[0]
-        cdef packet_t p
-        cdef bint fixed = now is not None
-        cdef double when = now if fixed else 0.0
-        if out.shape[0] < n:
-            raise ValueError(f"out has {out.shape[0]} verdicts for {n} packets")
-        res = np.empty(n, np.uint8)
-        cdef uint8_t[:] r = res
-        with nogil:
-            for i in range(n):
-                p = pk[i]
-                if fixed:
-                    p.ts = when
-                verdict_reset(&out[i])
-                r[i] = ipvs_in(&self.t, &p, &out[i])
-        return res
+        return self._each(packets, out, now, False)
 
     def process_reply(self, packets, verdict_t[:] out, now=None):
         """ip_vs_out for each reply packet (real server -> client) in order: the source
         goes back to the virtual address (snat_ip/snat_port) for packets of known
         connections. Returns RESULT_SNAT / RESULT_PASS codes."""
+        return self._each(packets, out, now, True)
+
+    def _each(self, packets, verdict_t[:] out, now, bint reply):
         cdef const packet_t[:] pk = packets
         cdef Py_ssize_t i, n = pk.shape[0]
         cdef packet_t p
@@ -519,7 +506,8 @@ cdef class VirtualServerTable:
                 if fixed:
                     p.ts = when
                 verdict_reset(&out[i])
-                r[i] = ipvs_out(&self.t, &p, &out[i])
+                r[i] = ipvs_out(&self.t, &p, &out[i]) if reply else \
+                    ipvs_in(&self.t, &p, &out[i])
         return res
 
     def expire(self, double now):

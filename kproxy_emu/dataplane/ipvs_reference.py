@@ -813,20 +813,14 @@ class VirtualServerTable:
         return RESULT_DNAT
 
     def process(self, packets, out, now: float | None = None) -> np.ndarray:
-        n = len(packets)
-        if len(out) < n:
-            raise ValueError(f"out has {len(out)} verdicts for {n} packets")
-        res = np.empty(n, np.uint8)
-        for i in range(n):
-            p = packets[i].copy()
-            if now is not None:
-                p["ts"] = now
-            v = out[i:i + 1]
-            v[:] = P.empty_verdicts(1)
-            res[i] = self._in(p, v[0])
-        return res
+        return self._each(self._in, packets, out, now)
 
     def process_reply(self, packets, out, now: float | None = None) -> np.ndarray:
+        return self._each(self._out, packets, out, now)
+
+    def _each(self, step, packets, out, now: float | None) -> np.ndarray:
+        """``step`` (ip_vs_in or ip_vs_out) for each packet in order, at its ``ts`` (or
+        ``now`` for all), into a reset verdict; the result codes."""
         n = len(packets)
         if len(out) < n:
             raise ValueError(f"out has {len(out)} verdicts for {n} packets")
@@ -837,7 +831,7 @@ class VirtualServerTable:
                 p["ts"] = now
             v = out[i:i + 1]
             v[:] = P.empty_verdicts(1)
-            res[i] = self._out(p, v[0])
+            res[i] = step(p, v[0])
         return res
 
     def _out(self, p, v) -> int:
