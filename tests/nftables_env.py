@@ -40,3 +40,24 @@ def options_for(env, tmp_path, masquerade_all=False, detector=True, node_port_ad
 
 def view_of(options, services, slices):
     return ProxyView(Cluster.from_dicts(as_manifests(services, slices)), options)
+
+
+def shared_flow_steps(name, tmp_path):
+    """kube-proxy's iptables packet-flow fixtures whose cases hold for nftables too: for
+    each case, (table, options, packet tests) after its sync, and again after its
+    EndpointSlices are deleted when the case has ``afterEndpointSliceDeleted``."""
+    from kproxy_emu.modes.nftables import NftProxier
+    fx = fixture(name)
+    env = dict(nft_env(), nodeName=fx["environment"]["nodeName"])
+    options = options_for(env, tmp_path)
+    for test in fx["tests"]:
+        for case in test.get("cases", [test]):
+            services, slices = case["input"]["services"], case["input"]["endpointSlices"]
+            proxier = NftProxier(options, SERVICE_CIDRS)
+            assert proxier.sync(view_of(options, services, slices)).ok
+            yield proxier.table, options, case["packetTests"]
+            if "afterEndpointSliceDeleted" in case:
+                assert proxier.sync(view_of(options, services, []),
+                                    {(s["metadata"]["namespace"], s["metadata"]["name"])
+                                     for s in services}).ok
+                yield proxier.table, options, case["afterEndpointSliceDeleted"]

@@ -15,13 +15,14 @@ from kproxy_emu.dataplane.dataplane import resolve_node
 from kproxy_emu.dataplane.nft_reference import NftEvaluator, evaluate_nft_flow
 from kproxy_emu.dataplane.reference import Flow
 from kproxy_emu.errors import InputError
-from kproxy_emu.modes.nftables import NftProxier, compile_nftables
+from kproxy_emu.modes.nftables import compile_nftables
 from kproxy_emu.netfilter.nft import NftChain, NftRule, NftRuleset, NftSet
 from kproxy_emu.netfilter.nft_text import parse_list
 from kproxy_emu.proxy import ProxyOptions, ProxyView
 
 from .conftest import FIXTURES
-from .nftables_env import SERVICE_CIDRS, fixture, nft_env, options_for, view_of
+from .nftables_env import (SERVICE_CIDRS, fixture, nft_env, options_for, shared_flow_steps,
+                           view_of)
 from .test_nftables_packets import _env_for, _origin, _slice, _svc
 
 ORIGINS = {0: "pod", 1: "external", 2: "host"}
@@ -137,20 +138,8 @@ def test_dtypes_match_the_c_structs():
 @pytest.mark.parametrize("name", ["iptables-external-traffic-policy.json",
                                   "iptables-no-endpoints-and-itp.json"])
 def test_shared_packet_flows(tmp_path, name):
-    fx = fixture(name)
-    options = options_for(_env_for(fx), tmp_path)
-    for test in fx["tests"]:
-        for case in test.get("cases", [test]):
-            services, slices = case["input"]["services"], case["input"]["endpointSlices"]
-            proxier = NftProxier(options, SERVICE_CIDRS)
-            assert proxier.sync(view_of(options, services, slices)).ok
-            kube_proxy_expectations(Engine(proxier.table, options), case["packetTests"])
-            if "afterEndpointSliceDeleted" in case:
-                assert proxier.sync(view_of(options, services, []),
-                                    {(s["metadata"]["namespace"], s["metadata"]["name"])
-                                     for s in services}).ok
-                kube_proxy_expectations(Engine(proxier.table, options),
-                                        case["afterEndpointSliceDeleted"])
+    for table, options, tests in shared_flow_steps(name, tmp_path):
+        kube_proxy_expectations(Engine(table, options), tests)
 
 
 def test_internal_external_masquerade_variants(tmp_path):

@@ -13,9 +13,10 @@ import pytest
 
 from kproxy_emu.dataplane.nft_reference import NftEvaluator, evaluate_nft_flow
 from kproxy_emu.dataplane.reference import Flow
-from kproxy_emu.modes.nftables import NftProxier, compile_nftables
+from kproxy_emu.modes.nftables import compile_nftables
 
-from .nftables_env import SERVICE_CIDRS, fixture, nft_env, options_for, view_of
+from .nftables_env import (SERVICE_CIDRS, fixture, nft_env, options_for, shared_flow_steps,
+                           view_of)
 
 POD_CIDR = ipaddress.ip_network("10.0.0.0/8")
 NODE_IPS = ["192.168.0.2", "192.168.1.2", "192.168.99.11"]
@@ -54,19 +55,8 @@ def _env_for(ipt_fixture):
 @pytest.mark.parametrize("name", ["iptables-external-traffic-policy.json",
                                   "iptables-no-endpoints-and-itp.json"])
 def test_shared_packet_flows(tmp_path, name):
-    fx = fixture(name)
-    options = options_for(_env_for(fx), tmp_path)
-    for test in fx["tests"]:
-        for case in test.get("cases", [test]):
-            services, slices = case["input"]["services"], case["input"]["endpointSlices"]
-            proxier = NftProxier(options, SERVICE_CIDRS)
-            assert proxier.sync(view_of(options, services, slices)).ok
-            _run(proxier.table, options, case["packetTests"])
-            if "afterEndpointSliceDeleted" in case:
-                assert proxier.sync(view_of(options, services, []),
-                                    {(s["metadata"]["namespace"], s["metadata"]["name"])
-                                     for s in services}).ok
-                _run(proxier.table, options, case["afterEndpointSliceDeleted"])
+    for table, options, tests in shared_flow_steps(name, tmp_path):
+        _run(table, options, tests)
 
 
 def test_internal_external_masquerade_variants(tmp_path):
