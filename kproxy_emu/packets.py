@@ -317,6 +317,13 @@ def to_strings(packets: PacketArray) -> list[str]:
     return _pio.format_packets(arr).decode("ascii").split("\n")
 
 
+def dnat_text(verdict: Any) -> str | None:
+    """A verdict row's DNAT destination as "ip:port" (None when not translated)."""
+    if not verdict["dnat_ip"]:
+        return None
+    return f"{u32_to_ip(int(verdict['dnat_ip']))}:{int(verdict['dnat_port'])}"
+
+
 def _packet_array(packets: object, name: str = "packets") -> PacketArray:
     if not isinstance(packets, np.ndarray) or packets.dtype != PACKET_DTYPE:
         raise InputError("expected a numpy array of PACKET_DTYPE", field=name,

@@ -14,8 +14,6 @@ from kproxy_emu.errors import InputError
 from .iptables_env import fixture
 from .test_iptables_packets import _dataplane
 
-ORIGINS = {0: "pod", 1: "external", 2: "host"}
-PROTOS = {6: "tcp", 17: "udp", 132: "sctp"}
 ACTIONS = {"DROP": packets.Action.DROP, "REJECT": packets.Action.REJECT}
 
 
@@ -38,9 +36,7 @@ def agree(dp, batch):
     ev = ReferenceEvaluator(dp.tables, dp.options.node.local_ips)
     problems = []
     for p, v in zip(batch, verdicts):
-        flow = Flow(str(packets.u32_to_ip(int(p["src_ip"]))),
-                    str(packets.u32_to_ip(int(p["dst_ip"]))), PROTOS[int(p["proto"])],
-                    int(p["src_port"]), int(p["dst_port"]), ORIGINS[int(p["origin"])])
+        flow = Flow.from_packet(p)
         outcome = evaluate_new_flow(ev, flow)
         candidates = {c[0]: c for c in outcome.candidates}
         action = int(v["action"])
@@ -48,7 +44,7 @@ def agree(dp, batch):
             ep = dp.endpoints[int(v["endpoint"])] if v["endpoint"] >= 0 else None
             ok = (action == packets.Action.DNAT and ep in candidates
                   and candidates[ep][2] == bool(v["snat_ip"])
-                  and f"{packets.u32_to_ip(int(v['dnat_ip']))}:{int(v['dnat_port'])}" == ep)
+                  and packets.dnat_text(v) == ep)
         else:
             expected = ACTIONS.get(outcome.kube_proxy_output(), packets.Action.ACCEPT)
             ok = action == expected and bool(v["snat_ip"]) == outcome.masquerade

@@ -83,9 +83,6 @@ packet_lines = st.lists(
               st.sampled_from(["tcp", "udp"]), st.sampled_from([80, 443, 8050, 30000])),
     min_size=1, max_size=8)
 
-NAMES = {0: "ACCEPT", 1: "DNAT", 2: "DROP", 3: "REJECT"}
-
-
 @settings(max_examples=150, deadline=None)
 @given(dump=rulesets(), flows=packet_lines, seed=st.integers(0, 2**32 - 1))
 def test_vm_verdicts_are_reference_outcomes(dump, flows, seed):
@@ -106,8 +103,7 @@ def test_vm_verdicts_are_reference_outcomes(dump, flows, seed):
                 ("DNAT" if o["dnat"] else "ACCEPT")
             allowed.add((verdict, o["dnat"] if verdict == "DNAT" else None,
                          bool(o["masquerade"]) if verdict in ("DNAT", "ACCEPT") else False))
-        verdict = NAMES[int(v["action"])]
-        dnat = f"{packets.u32_to_ip(int(v['dnat_ip']))}:{v['dnat_port']}" \
-            if v["dnat_ip"] and verdict == "DNAT" else None
+        verdict = packets.Action(int(v["action"])).name
+        dnat = packets.dnat_text(v) if verdict == "DNAT" else None
         got = (verdict, dnat, bool(v["snat_ip"]) if verdict in ("DNAT", "ACCEPT") else False)
         assert got in allowed, (line, origin, got, allowed, dump)

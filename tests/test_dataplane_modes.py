@@ -19,12 +19,6 @@ def cluster():
     return sweep.make_cluster(60, 4, 5)
 
 
-def _line(row) -> str:
-    proto = packets.PROTO_NAMES[int(row["proto"])].lower()
-    return (f"{proto} {packets.u32_to_ip(int(row['src_ip']))}:{row['src_port']} -> "
-            f"{packets.u32_to_ip(int(row['dst_ip']))}:{row['dst_port']}")
-
-
 @pytest.mark.parametrize("mode", MODES)
 def test_engine_verdicts_are_among_the_tracers_outcomes(cluster, mode):
     dp = Dataplane(cluster, mode=mode, cluster_cidr="10.0.0.0/8", seed=3)
@@ -33,15 +27,14 @@ def test_engine_verdicts_are_among_the_tracers_outcomes(cluster, mode):
     batch = sweep._traffic(dp, spec, 9)
     out = dp.process(batch)
     tracer = Dataplane(cluster, mode=mode, cluster_cidr="10.0.0.0/8", conntrack=False)
-    names = {0: "ACCEPT", 1: "DNAT", 2: "DROP", 3: "REJECT"}
-    for row, v in zip(batch[:150], out[:150]):
-        t = tracer.trace(_line(row), origin=packets.ORIGIN_NAMES[int(row["origin"])])
+    for line, v in zip(packets.to_strings(batch[:150]), out[:150]):
+        t = tracer.trace(line)
         verdicts = {o["verdict"] if o["verdict"] in ("DROP", "REJECT") else
                     ("DNAT" if o["dnat"] else "ACCEPT") for o in t["outcomes"]}
-        assert names[int(v["action"])] in verdicts, (mode, _line(row), t["outcomes"])
+        assert packets.Action(int(v["action"])).name in verdicts, (mode, line, t["outcomes"])
         if v["action"] == packets.Action.DNAT:
             ep = dp.endpoints[int(v["endpoint"])]
-            assert ep == f"{packets.u32_to_ip(int(v['dnat_ip']))}:{v['dnat_port']}"
+            assert ep == packets.dnat_text(v)
             assert ep in {c["endpoint"] for c in t["candidates"]}
             masq = {c["masquerade"] for c in t["candidates"] if c["endpoint"] == ep}
             assert bool(v["snat_ip"]) in masq

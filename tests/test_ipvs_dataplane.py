@@ -39,18 +39,11 @@ from kproxy_emu.proxy.view import categorize_endpoints
 from .test_nftables_vs_iptables import _flows
 
 CIDR = "10.0.0.0/8"
-NAMES = {0: "ACCEPT", 1: "DNAT", 2: "DROP", 3: "REJECT"}
 
 
 @pytest.fixture(scope="module")
 def cluster():
     return sweep.make_cluster(60, 4, 5)
-
-
-def _line(row) -> str:
-    proto = packets.PROTO_NAMES[int(row["proto"])].lower()
-    return (f"{proto} {packets.u32_to_ip(int(row['src_ip']))}:{row['src_port']} -> "
-            f"{packets.u32_to_ip(int(row['dst_ip']))}:{row['dst_port']}")
 
 
 def _summary(trace, masquerade=True):
@@ -181,18 +174,18 @@ def test_engine_verdicts_are_among_the_tracers_outcomes(cluster):
     assert (out["rules"] > 0).all() and (out["probes"] > 0).all()
     tracer = Dataplane(cluster, mode="ipvs", cluster_cidr=CIDR, conntrack=False)
     seen = set()
-    for row, v in zip(batch[:150], out[:150]):
+    for line, v in zip(packets.to_strings(batch[:150]), out[:150]):
         if v["ct_hit"]:
             continue
-        t = tracer.trace(_line(row), origin=packets.ORIGIN_NAMES[int(row["origin"])])
+        t = tracer.trace(line)
         verdicts = {o["verdict"] if o["verdict"] in ("DROP", "REJECT") else
                     ("DNAT" if o["dnat"] else "ACCEPT") for o in t["outcomes"]}
-        action = NAMES[int(v["action"])]
-        assert action in verdicts, (_line(row), t["outcomes"])
+        action = packets.Action(int(v["action"])).name
+        assert action in verdicts, (line, t["outcomes"])
         seen.add(action)
         if action == "DNAT":
             ep = dp.endpoints[int(v["endpoint"])]
-            assert ep == f"{packets.u32_to_ip(int(v['dnat_ip']))}:{v['dnat_port']}"
+            assert ep == packets.dnat_text(v)
             assert ep in {c["endpoint"] for c in t["candidates"]}
             masq = {c["masquerade"] for c in t["candidates"] if c["endpoint"] == ep}
             assert bool(v["snat_ip"]) in masq
@@ -453,7 +446,7 @@ def test_ipvs_out_filter_drops_the_nodes_own_lb_traffic_outside_source_ranges():
     lines = [f"{proto} {lb}:40000 -> {lb}:{port}",
              f"{proto} {dp.options.node.primary_ip}:40001 -> {lb}:{port}"]
     out = dp.process(packets.from_strings(lines, origin="host"))
-    assert [NAMES[int(a)] for a in out["action"]] == ["DROP", "DNAT"]
+    assert [packets.Action(int(a)).name for a in out["action"]] == ["DROP", "DNAT"]
     tracer = Dataplane(cluster, mode="ipvs", cluster_cidr=CIDR, conntrack=False)
     dropped = tracer.trace(lines[0], "host")
     assert dropped["verdict"] == "DROP"

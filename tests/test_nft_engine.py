@@ -25,8 +25,6 @@ from .nftables_env import (SERVICE_CIDRS, fixture, nft_env, options_for, shared_
                            view_of)
 from .test_nftables_packets import _env_for, _origin, _slice, _svc
 
-ORIGINS = {0: "pod", 1: "external", 2: "host"}
-PROTOS = {1: "icmp", 6: "tcp", 17: "udp", 132: "sctp"}
 ACTIONS = {"DROP": packets.Action.DROP, "REJECT": packets.Action.REJECT}
 
 
@@ -57,20 +55,13 @@ class Engine:
         return self.low.endpoints[int(v["endpoint"])] if v["endpoint"] >= 0 else None
 
 
-def _dnat(v):
-    return f"{packets.u32_to_ip(int(v['dnat_ip']))}:{int(v['dnat_port'])}" \
-        if v["dnat_ip"] else None
-
-
 def agree(engine, batch):
     """Every engine verdict is one of the reference's outcomes for the flow's first packet."""
     verdicts = engine.process(batch)
     ev = NftEvaluator(engine.table, engine.options.node.local_ips)
     problems = []
     for p, v in zip(batch, verdicts):
-        flow = Flow(str(packets.u32_to_ip(int(p["src_ip"]))),
-                    str(packets.u32_to_ip(int(p["dst_ip"]))), PROTOS[int(p["proto"])],
-                    int(p["src_port"]), int(p["dst_port"]), ORIGINS[int(p["origin"])])
+        flow = Flow.from_packet(p)
         outcome = evaluate_nft_flow(ev, flow)
         action = int(v["action"])
         ok = False
@@ -78,7 +69,7 @@ def agree(engine, batch):
             if b.verdict in ("DROP", "REJECT"):
                 ok = action == ACTIONS[b.verdict]
             elif b.dnat:
-                ok = (action == packets.Action.DNAT and _dnat(v) == b.dnat
+                ok = (action == packets.Action.DNAT and packets.dnat_text(v) == b.dnat
                       and engine.endpoint(v) == b.dnat and bool(v["snat_ip"]) == b.snat)
             else:
                 ok = action == packets.Action.ACCEPT and not v["dnat_ip"] \
@@ -113,11 +104,11 @@ def kube_proxy_expectations(engine, tests, overrides=None, skip=(), draws=64):
         elif want_out == "":
             got_ok = actions == {packets.Action.ACCEPT} and not v["dnat_ip"].any()
         else:
-            reached = {_dnat(x) for x in v}
+            reached = {packets.dnat_text(x) for x in v}
             got_ok = actions == {packets.Action.DNAT} and reached == set(want_out.split(", "))
         masq = bool(v["snat_ip"].any())
         if not got_ok or masq != want_masq or (v["snat_ip"].all() != masq):
-            failures.append(f"{t['name']}: got {sorted({_dnat(x) for x in v} - {None})} "
+            failures.append(f"{t['name']}: got {sorted({packets.dnat_text(x) for x in v} - {None})} "
                             f"actions {actions} masq={masq}, want {want_out!r} masq={want_masq}")
     assert not failures, "\n".join(failures)
 
@@ -298,7 +289,7 @@ def test_numgen_choice_is_uniform():
     chi2 = (((counts - n / 5) ** 2) / (n / 5)).sum()
     assert chi2 < 18.47  # chi-square, 4 degrees of freedom, p = 0.001
     # every DNAT destination is the endpoint the verdict names
-    assert {_dnat(x) for x in v[:200]} == {engine.low.endpoints[e] for e in v["endpoint"][:200]}
+    assert {packets.dnat_text(x) for x in v[:200]} == {engine.low.endpoints[e] for e in v["endpoint"][:200]}
 
 
 def test_same_seed_same_verdicts_different_seed_different():
@@ -370,7 +361,7 @@ def test_conntrack_established_flow_keeps_its_endpoint_and_replies_are_un_natted
     assert first["action"] == packets.Action.DNAT and not first["ct_hit"]
     assert first["snat_ip"] == packets.ip_to_u32(node)  # host traffic: masqueraded
     endpoint = engine.endpoint(first)
-    assert _dnat(first) == endpoint
+    assert packets.dnat_text(first) == endpoint
     # the SYN/ACK from the endpoint comes back from the service address to the client
     reply = engine.process(packets.from_strings(
         [f"tcp {endpoint} -> {node}:{first['snat_port']} flags=SA"], ts=0.5))[0]
@@ -378,7 +369,7 @@ def test_conntrack_established_flow_keeps_its_endpoint_and_replies_are_un_natted
     assert f"{packets.u32_to_ip(int(reply['snat_ip']))}:{reply['snat_port']}" == vip
     later = engine.process(packets.from_strings([f"tcp {node}:40000 -> {vip} flags=A"] * 20,
                                                 ts=1.0))
-    assert later["ct_hit"].all() and {_dnat(v) for v in later} == {endpoint}
+    assert later["ct_hit"].all() and {packets.dnat_text(v) for v in later} == {endpoint}
     assert (later["rules"] < first["rules"]).all()  # a known flow skips the nat chains
     assert (later["probes"] > 0).all()
 
@@ -389,9 +380,9 @@ def test_conntrack_pod_flows_keep_their_endpoints_and_dropped_flows_are_not_kept
     syn = packets.from_strings([f"tcp 10.0.1.{i}:40000 -> {vip}" for i in range(1, 101)],
                                origin="pod")
     first = engine.process(syn)
-    assert len({_dnat(v) for v in first}) == 4 and not first["ct_hit"].any()
+    assert len({packets.dnat_text(v) for v in first}) == 4 and not first["ct_hit"].any()
     # the handshake: SYN/ACKs from the endpoints come back un-NATed to the clients
-    synack = packets.from_strings([f"tcp {_dnat(v)} -> 10.0.1.{i}:40000 flags=SA"
+    synack = packets.from_strings([f"tcp {packets.dnat_text(v)} -> 10.0.1.{i}:40000 flags=SA"
                                    for i, v in enumerate(first, 1)], ts=0.5, origin="pod")
     replies = engine.process(synack)
     assert replies["ct_hit"].all() and (replies["snat_ip"] == packets.ip_to_u32(
@@ -401,7 +392,7 @@ def test_conntrack_pod_flows_keep_their_endpoints_and_dropped_flows_are_not_kept
     ack["ts"] = 1.0
     again = engine.process(ack)
     assert again["ct_hit"].all()
-    assert [_dnat(v) for v in again] == [_dnat(v) for v in first]
+    assert [packets.dnat_text(v) for v in again] == [packets.dnat_text(v) for v in first]
     # an ACK before the SYN/ACK is INVALID (tcp_conntracks): no entry, so no NAT either
     early = packets.from_strings([f"tcp 10.0.2.1:40000 -> {vip}",
                                   f"tcp 10.0.2.1:40000 -> {vip} flags=A"], origin="pod")
@@ -429,9 +420,9 @@ def test_conntrack_nodeport_flow_from_outside_is_masqueraded_and_its_reply_resto
     # the endpoint answers the node's masquerade address; the reply goes back to the client
     # from the NodePort
     reply = engine.process(packets.from_strings(
-        [f"tcp {_dnat(first)} -> {node}:{first['snat_port']} flags=SA"], ts=0.1,
+        [f"tcp {packets.dnat_text(first)} -> {node}:{first['snat_port']} flags=SA"], ts=0.1,
         origin="pod"))[0]
-    assert reply["ct_hit"] and _dnat(reply) == "203.0.113.9:50000"
+    assert reply["ct_hit"] and packets.dnat_text(reply) == "203.0.113.9:50000"
     assert f"{packets.u32_to_ip(int(reply['snat_ip']))}:{reply['snat_port']}" == frontend
     assert reply["rules"] <= 3  # filter chains only, and their ct state new rules miss
 
@@ -465,7 +456,7 @@ def test_without_a_dynamic_table_affinity_sets_stay_empty():
     engine = _engine_for(cluster, seed=5, dyn_slots=0)
     v = engine.process(packets.from_strings([f"tcp 10.1.0.1:{40000 + i} -> {vip}"
                                              for i in range(60)], origin="pod"))
-    assert len({_dnat(x) for x in v}) == 3
+    assert len({packets.dnat_text(x) for x in v}) == 3
 
 
 def test_a_full_dynamic_table_is_reported():
@@ -584,7 +575,7 @@ def test_goto_does_not_come_back_and_fib_is_the_node_addresses():
                         "tcp 10.0.0.3:1 -> 7.7.7.7:80"])         # not DNATed: passes
     A = packets.Action
     assert v["action"].tolist() == [A.DNAT, A.ACCEPT, A.DNAT, A.DROP, A.REJECT, A.ACCEPT]
-    assert _dnat(v[0]) == "10.0.0.8:80" and not v[1]["dnat_ip"]
+    assert packets.dnat_text(v[0]) == "10.0.0.8:80" and not v[1]["dnat_ip"]
     _, ext = _run(table, ["tcp 10.0.0.2:1 -> 5.5.5.5:80"], origin="external")
     assert ext[0]["action"] == A.DNAT  # iifname eth0 is not cni*
 

@@ -302,7 +302,6 @@ def reference_ratio(spec: BenchSpec, services: int, packets_n: int = 300) -> dic
     """The pure-Python reference evaluator against the compiled engine on a small case:
     ns per packet of each and their ratio (first packets of flows, no conntrack)."""
     from .. import Dataplane
-    from ..packets import ORIGIN_NAMES, PROTO_NAMES, u32_to_ip
     from ..dataplane.reference import Flow, ReferenceEvaluator, evaluate_new_flow
 
     cluster = make_cluster(services, spec.endpoints, spec.seed)
@@ -313,9 +312,7 @@ def reference_ratio(spec: BenchSpec, services: int, packets_n: int = 300) -> dic
     times, _ = _timed(lambda: dp.process(batch), 3)
     engine_ns = float(np.median(times)) / len(batch) * 1e9
     ev = ReferenceEvaluator(dp.tables, dp.options.node.local_ips, dp.options.family)
-    flows = [Flow(str(u32_to_ip(int(r["src_ip"]))), str(u32_to_ip(int(r["dst_ip"]))),
-                  PROTO_NAMES[int(r["proto"])].lower(), int(r["src_port"]), int(r["dst_port"]),
-                  ORIGIN_NAMES[int(r["origin"])]) for r in batch]
+    flows = [Flow.from_packet(r) for r in batch]
     t0 = time.perf_counter()
     for f in flows:
         evaluate_new_flow(ev, f)

@@ -146,15 +146,12 @@ class Dataplane:
         packet also goes through ``process`` (conntrack, affinity lists and the statistic
         stream advance), and the drawn endpoint is the one the engine chose; otherwise
         tracing changes nothing and the draw comes from this Dataplane's seed."""
-        from ..packets import ORIGIN_NAMES, PROTO_NAMES, u32_to_ip
+        from ..packets import dnat_text
         from .reference import Flow
         if origin not in (None, "pod", "external", "host"):
             raise InputError("must be pod, external or host", field="--from", value=origin)
         batch = self._resolve_origins(parse_packet(packet, origin=origin, ts=time))
-        row = batch[0]
-        src, dst = str(u32_to_ip(int(row["src_ip"]))), str(u32_to_ip(int(row["dst_ip"])))
-        flow = Flow(src, dst, PROTO_NAMES[int(row["proto"])].lower(), int(row["src_port"]),
-                    int(row["dst_port"]), ORIGIN_NAMES[int(row["origin"])])
+        flow = Flow.from_packet(batch[0])
         established = self._established(batch)
         engine = self.process(batch)[0] if commit else None
         base = {"packet": packet, "from": flow.origin, "time": time}
@@ -163,7 +160,7 @@ class Dataplane:
         outcome = self.backend.evaluate_new_flow(flow)
         probs = np.array([b.prob for b in outcome.branches])
         if engine is not None:  # the branch that ends where the engine's packet went
-            dnat = _verdict_dnat(engine)
+            dnat = dnat_text(engine)
             fits = [k for k, b in enumerate(outcome.branches) if b.dnat == dnat] or [0]
             chosen = outcome.branches[fits[0]]
         else:
@@ -311,11 +308,6 @@ def _backend(dp: "Dataplane", mode: str, tables: Ruleset | None,
         return IpvsBackend(dp, scheduler, conn_tab_bits=ipvs_conn_tab_bits or CONN_TAB_BITS)
     raise InputError(f"unsupported mode (available: {', '.join(MODES)})", field="mode",
                      value=mode)
-
-
-def _verdict_dnat(v) -> str | None:
-    from ..packets import u32_to_ip
-    return f"{u32_to_ip(int(v['dnat_ip']))}:{int(v['dnat_port'])}" if v["dnat_ip"] else None
 
 
 def _conntrack_table(config: KubeProxyConfig | None, seed: int):

@@ -34,6 +34,14 @@ class Flow:
     origin: str  # pod, external, host
     in_iface: str = ""  # "" : a default for the origin (cni0 for pods, eth0 outside)
 
+    @classmethod
+    def from_packet(cls, row) -> "Flow":
+        """The flow of a PACKET_DTYPE row (its origin already resolved)."""
+        from ..packets import ORIGIN_NAMES, PROTO_NAMES, u32_to_ip
+        return cls(str(u32_to_ip(int(row["src_ip"]))), str(u32_to_ip(int(row["dst_ip"]))),
+                   PROTO_NAMES[int(row["proto"])].lower(), int(row["src_port"]),
+                   int(row["dst_port"]), ORIGIN_NAMES[int(row["origin"])])
+
 
 @dataclass(slots=True)
 class Branch:

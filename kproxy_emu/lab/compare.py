@@ -315,12 +315,9 @@ def _engine(report: VerifyReport, dp, results: list[KernelResult], expect) -> No
     batch = pk.from_strings(lines, ts=np.arange(len(lines)) * 1e-4)
     batch["origin"] = [pk.ORIGIN_NAMES.index(r.probe.origin) for r in results]
     out = dp.process(batch)
-    names = {int(pk.Action.ACCEPT): "ACCEPT", int(pk.Action.DNAT): "DNAT",
-             int(pk.Action.DROP): "DROP", int(pk.Action.REJECT): "REJECT"}
     for r, v in zip(results, out):
-        dnat = f"{pk.u32_to_ip(int(v['dnat_ip']))}:{int(v['dnat_port'])}" \
-            if v["dnat_ip"] else None
-        sig = _signature(names[int(v["action"])], dnat, bool(v["snat_ip"]))
+        dnat = pk.dnat_text(v)
+        sig = _signature(pk.Action(int(v["action"])).name, dnat, bool(v["snat_ip"]))
         exp = expect(r.probe)
         ok = sig == r.signature if exp.deterministic else sig in exp.support
         report.engine[1] += 1
