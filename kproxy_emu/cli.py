@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how services are picked (uniform)")
     p.add_argument("--seed", type=int, default=0, help="seed for clusters and traffic (0)")
     p.add_argument("--repeat", type=int, default=3, help="timed repeats per figure (3)")
-    p.add_argument("--ipvs-conn-tab-bits", type=int, metavar="N",
+    p.add_argument("--ipvs-conn-tab-bits", type=_conn_tab_bits, metavar="N",
                    help="the ip_vs module's conn_tab_bits for the ipvs cells, 8-20 (12)")
     p.add_argument("--calibration", metavar="FILE",
                    help="kernel costs from `kproxy-emu calibrate` (default: "
@@ -158,7 +158,7 @@ def _node_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", metavar="NAME",
                    help="IPVS scheduler (ipvs mode; default: the --config ipvs.scheduler, "
                         "else rr)")
-    p.add_argument("--ipvs-conn-tab-bits", type=int, metavar="N",
+    p.add_argument("--ipvs-conn-tab-bits", type=_conn_tab_bits, metavar="N",
                    help="the ip_vs module's conn_tab_bits, 8-20 (ipvs mode; default 12, the "
                         "kernel's 4,096 connection buckets)")
 
@@ -254,6 +254,16 @@ def _int_list(text: str) -> list[int]:
     if not values:
         raise argparse.ArgumentTypeError(f"expected N,N,..., got {text!r}")
     return values
+
+
+def _conn_tab_bits(text: str) -> int:
+    try:
+        bits = int(text)
+    except ValueError:
+        bits = -1
+    if not 8 <= bits <= 20:
+        raise argparse.ArgumentTypeError(f"expected 8..20 (ip_vs conn_tab_bits), got {text!r}")
+    return bits
 
 
 def _name_list(text: str) -> list[str]:
