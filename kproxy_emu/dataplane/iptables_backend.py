@@ -66,8 +66,10 @@ class IptablesBackend:
         if full:
             self._full = payload
         text = render(payload)
+        nat = payload.tables.get("nat")
         result = SyncResult(full=full, payload=payload, text=text,
-                            changed=set() if changed is None else set(changed))
+                            changed=set() if changed is None else set(changed),
+                            extra={"nat_rules": len(nat.rules) if nat else 0})
         self._evaluator = None  # the tables change: rebuild the tracer's and VM's views
         self._lowered = None
         self._nth_counters = None

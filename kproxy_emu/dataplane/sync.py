@@ -29,18 +29,8 @@ class SyncResult:
     def bytes(self) -> int:
         return len(self.text.encode())
 
-    @property
-    def nat_rules(self) -> int:
-        """iptables: rules in the nat table of the payload (0 for other modes)."""
-        tables = getattr(self.payload, "tables", None)
-        nat = tables.get("nat") if isinstance(tables, dict) else None
-        return len(nat.rules) if nat else 0
-
     def cost(self) -> dict[str, int]:
         """What this sync wrote: lines and bytes of its text, plus the mode's own units
-        (iptables: nat rules; nftables: transaction operations and elements)."""
-        cost = {"lines": self.lines, "bytes": self.bytes}
-        if self.nat_rules:
-            cost["nat_rules"] = self.nat_rules
-        cost.update(self.extra)
-        return cost
+        (``extra``; iptables: nat rules; nftables: transaction operations and elements;
+        IPVS: netlink and ipset operations)."""
+        return {"lines": self.lines, "bytes": self.bytes, **self.extra}
