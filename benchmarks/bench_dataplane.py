@@ -31,7 +31,7 @@ def dataplane(request, cluster):
 
 
 def test_new_flows(benchmark, dataplane):
-    batch = sweep._traffic(dataplane, SPEC, 1)
+    batch = sweep.traffic(dataplane, SPEC, 1)
 
     def fresh():  # a node with no flows yet (not timed)
         dataplane.reset_state()
@@ -43,12 +43,12 @@ def test_new_flows(benchmark, dataplane):
 
 
 def test_established_flows(benchmark, dataplane):
-    batch = sweep._traffic(dataplane, SPEC, 1)
+    batch = sweep.traffic(dataplane, SPEC, 1)
     dataplane.reset_state()
     first = dataplane.process(batch)
     alive = first["action"] <= 1  # ACCEPT or DNAT
-    dataplane.process(sweep._replies(batch[alive], first[alive]))
-    follow = sweep._established(batch[alive], 10.0)
+    dataplane.process(sweep.replies(batch[alive], first[alive]))
+    follow = sweep.established_packets(batch[alive], 10.0)
     verdicts = benchmark(dataplane.process, follow)
     benchmark.extra_info["ns_per_packet"] = benchmark.stats.stats.median / len(follow) * 1e9
     assert verdicts["ct_hit"].all()

@@ -282,7 +282,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.modes:
         spec.modes = args.modes
     spec.validate()
-    sweep._calibration(spec.calibration)  # a bad file fails before the sweep, not after
+    sweep.load_calibration(spec.calibration)  # a bad file fails before the sweep, not after
     start = time.perf_counter()
     result = sweep.run(spec, progress=not args.no_progress)
     sys.stdout.write(report.table(result))

@@ -24,7 +24,7 @@ def test_engine_verdicts_are_among_the_tracers_outcomes(cluster, mode):
     dp = Dataplane(cluster, mode=mode, cluster_cidr="10.0.0.0/8", seed=3)
     spec = sweep.BenchSpec(services=[60], packets=400, origin_mix={"pod": 1, "external": 1,
                                                                    "host": 1})
-    batch = sweep._traffic(dp, spec, 9)
+    batch = sweep.traffic(dp, spec, 9)
     out = dp.process(batch)
     tracer = Dataplane(cluster, mode=mode, cluster_cidr="10.0.0.0/8", conntrack=False)
     for line, v in zip(packets.to_strings(batch[:150]), out[:150]):
@@ -44,7 +44,7 @@ def test_modes_agree_on_verdict_counts(cluster):
     counts = []
     for mode in MODES:
         dp = Dataplane(cluster, mode=mode, cluster_cidr="10.0.0.0/8", seed=3)
-        batch = sweep._traffic(dp, sweep.BenchSpec(services=[60], packets=1000), 4)
+        batch = sweep.traffic(dp, sweep.BenchSpec(services=[60], packets=1000), 4)
         out = dp.process(batch)
         counts.append(np.bincount(out["action"], minlength=4).tolist())
     assert counts[0] == counts[1]
@@ -53,13 +53,13 @@ def test_modes_agree_on_verdict_counts(cluster):
 @pytest.mark.parametrize("mode", ["iptables", "nftables"])  # ipvs: test_ipvs_dataplane.py
 def test_update_and_established_flows(cluster, mode):
     dp = Dataplane(cluster, mode=mode, cluster_cidr="10.0.0.0/8", seed=3)
-    batch = sweep._traffic(dp, sweep.BenchSpec(services=[60], packets=500), 2)
+    batch = sweep.traffic(dp, sweep.BenchSpec(services=[60], packets=500), 2)
     first = dp.process(batch)
     alive = first["action"] <= packets.Action.DNAT
     result = dp.update(sweep.one_endpoint_changed(cluster))
     assert result.ok and not result.full and result.cost()["bytes"] > 0
-    dp.process(sweep._replies(batch[alive], first[alive]))
-    again = dp.process(sweep._established(batch[alive], 1.0))  # SCTP COOKIE_WAIT lasts 3 s
+    dp.process(sweep.replies(batch[alive], first[alive]))
+    again = dp.process(sweep.established_packets(batch[alive], 1.0))  # SCTP COOKIE_WAIT lasts 3 s
     assert again["ct_hit"].all()
     assert (again["endpoint"] == first["endpoint"][alive]).all()
 
@@ -107,11 +107,11 @@ def test_ipvs_connection_table_size(cluster):
         dp = Dataplane(cluster, mode="ipvs", cluster_cidr="10.0.0.0/8", seed=3,
                        ipvs_conn_tab_bits=bits)
         if batch is None:
-            batch = sweep._traffic(dp, sweep.BenchSpec(services=[60], packets=3000), 8)
+            batch = sweep.traffic(dp, sweep.BenchSpec(services=[60], packets=3000), 8)
         first = dp.process(batch)
         alive = first["action"] == packets.Action.DNAT
-        dp.process(sweep._replies(batch[alive], first[alive]))
-        again = dp.process(sweep._established(batch[alive], 1.0))
+        dp.process(sweep.replies(batch[alive], first[alive]))
+        again = dp.process(sweep.established_packets(batch[alive], 1.0))
         assert again["ct_hit"].all()
         probes[bits] = float(again["probes"].mean())
     assert probes[8] > probes[16] + 2

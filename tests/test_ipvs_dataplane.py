@@ -169,7 +169,7 @@ def test_engine_verdicts_are_among_the_tracers_outcomes(cluster):
     dp = Dataplane(cluster, mode="ipvs", cluster_cidr=CIDR, seed=3)
     spec = sweep.BenchSpec(services=[60], packets=400, origin_mix={"pod": 1, "external": 1,
                                                                    "host": 1})
-    batch = sweep._traffic(dp, spec, 9)
+    batch = sweep.traffic(dp, spec, 9)
     out = dp.process(batch)
     assert (out["rules"] > 0).all() and (out["probes"] > 0).all()
     tracer = Dataplane(cluster, mode="ipvs", cluster_cidr=CIDR, conntrack=False)
@@ -246,15 +246,15 @@ def test_client_ip_affinity_through_process():
 
 def test_established_flows_keep_their_endpoint_after_an_update(cluster):
     dp = Dataplane(cluster, mode="ipvs", cluster_cidr=CIDR, seed=3)
-    batch = sweep._traffic(dp, sweep.BenchSpec(services=[60], packets=500), 2)
+    batch = sweep.traffic(dp, sweep.BenchSpec(services=[60], packets=500), 2)
     first = dp.process(batch)
     alive = first["action"] == packets.Action.DNAT
     changed = sweep.one_endpoint_changed(cluster)
     result = dp.update(changed)
     assert result.ok and result.cost()["ipvs_operations"] >= 1
     assert result.extra["dests_graceful"] + result.extra["dests_deleted"] >= 1
-    dp.process(sweep._replies(batch[alive], first[alive]))
-    again = dp.process(sweep._established(batch[alive], 1.0))
+    dp.process(sweep.replies(batch[alive], first[alive]))
+    again = dp.process(sweep.established_packets(batch[alive], 1.0))
     assert again["ct_hit"].all()
     # the endpoint that stopped being ready: its TCP connections go on (graceful
     # termination), UDP/SCTP ones are dropped (expire_nodest_conn: the real server was
@@ -334,14 +334,14 @@ def test_masquerade_as_kube_proxys_ipvs_rules_say():
 
 def test_replies_reach_the_client_and_advance_ipvs(cluster):
     dp = Dataplane(cluster, mode="ipvs", cluster_cidr=CIDR, seed=1)
-    batch = sweep._traffic(dp, sweep.BenchSpec(services=[60], packets=200,
+    batch = sweep.traffic(dp, sweep.BenchSpec(services=[60], packets=200,
                                                origin_mix={"pod": 1.0}), 5)
     batch = batch[batch["proto"] == 6]
     batch = batch[np.unique(batch["src_port"], return_index=True)[1]]
     first = dp.process(batch)
     ok = first["action"] == packets.Action.DNAT
     before = dp.backend.ipvs.table.connections()
-    rep = dp.process(sweep._replies(batch[ok], first[ok]))
+    rep = dp.process(sweep.replies(batch[ok], first[ok]))
     assert rep["ct_hit"].all()
     assert (rep["dnat_ip"] == np.where(first["snat_ip"][ok] != 0, batch["src_ip"][ok], 0)).all()
     after = dp.backend.ipvs.table.connections()
@@ -350,7 +350,7 @@ def test_replies_reach_the_client_and_advance_ipvs(cluster):
     conns = ~before["template"]
     assert (before["state"][conns] == 3).all() and (after["state"][conns] == 3).all()
     assert (after["expires"][conns] > before["expires"][conns]).all()
-    dp.process(sweep._established(batch[ok], 0.5))
+    dp.process(sweep.established_packets(batch[ok], 0.5))
     final = dp.backend.ipvs.table.connections()
     assert (final["state"][~final["template"]] == 1).all()
 
@@ -375,7 +375,7 @@ def test_render_formats_and_errors(cluster):
 
 def test_counters_in_ipvsadm_list(cluster):
     dp = Dataplane(cluster, mode="ipvs", cluster_cidr=CIDR)
-    batch = sweep._traffic(dp, sweep.BenchSpec(services=[60], packets=50,
+    batch = sweep.traffic(dp, sweep.BenchSpec(services=[60], packets=50,
                                                origin_mix={"pod": 1.0}), 1)
     out = dp.process(batch[batch["proto"] == 6])
     listed = dp.render(format="save")

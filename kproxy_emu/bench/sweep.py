@@ -103,15 +103,16 @@ def one_endpoint_changed(cluster):
     raise KproxyError("the cluster has no endpoint to change")
 
 
-def _traffic(dp, spec: BenchSpec, seed: int):
+def traffic(dp, spec: BenchSpec, seed: int):
+    """The sweep's batch for one Dataplane: ``spec.packets`` packets (seeded) to the
+    frontends its node serves, from the origins of ``spec.origin_mix`` that can reach one."""
     from .. import packets
     targets = dp.packet_targets()
     mix = {k: v for k, v in spec.origin_mix.items()
            if (targets["origins"] & (1 << packets.ORIGIN_NAMES.index(k))).any()}
-    new = packets.synth(targets, spec.packets, seed=seed, popularity=spec.popularity,
+    return packets.synth(targets, spec.packets, seed=seed, popularity=spec.popularity,
                         new_flow_share=spec.new_flow_share, origin_mix=mix or {"pod": 1.0},
                         sources=_sources(dp), rate=1e7)
-    return new
 
 
 def _sources(dp) -> dict[str, list[str]]:
@@ -121,7 +122,7 @@ def _sources(dp) -> dict[str, list[str]]:
     return {"pod": [pods], "external": ["203.0.113.0/24"], "host": host[:1]}
 
 
-def _replies(batch, verdicts):
+def replies(batch, verdicts):
     """Each flow's first reply (SYN-ACK for TCP) from where the packet went (the endpoint
     after DNAT) back to where it came from (the masquerade address after SNAT)."""
     rep = batch.copy()
@@ -137,7 +138,7 @@ def _replies(batch, verdicts):
     return rep
 
 
-def _established(batch, span: float):
+def established_packets(batch, span: float):
     """The next packet of each flow of ``batch`` (TCP ACK), ``span`` seconds later."""
     nxt = batch.copy()
     nxt["tcp_flags"] = np.where(batch["proto"] == 6, 0x10, 0)
@@ -154,7 +155,7 @@ def _timed(fn: Callable, repeat: int) -> tuple[list[float], object]:
     return times, result
 
 
-def _calibration(path: str | None) -> dict | None:
+def load_calibration(path: str | None) -> dict | None:
     if path is None:
         default = Path(os.environ.get("KPROXY_EMU_CALIBRATION",
                                       Path.home() / ".cache" / "kproxy-emu" / "calibration.json"))
@@ -202,7 +203,7 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
     prepare_s = time.perf_counter() - t0
     full_sync = dp.syncs[-1].cost() if dp.syncs else {}
 
-    batch = _traffic(dp, spec, spec.seed + 1)
+    batch = traffic(dp, spec, spec.seed + 1)
     n = len(batch)
 
     def new_pass():
@@ -219,11 +220,11 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
     alive = (verdicts["action"] == packets.Action.DNAT) | \
         (verdicts["action"] == packets.Action.ACCEPT)
     span = float(batch["ts"].max() - batch["ts"].min()) + 1.0
-    follow = _established(batch[alive], span)
+    follow = established_packets(batch[alive], span)
     est_times = []
     for _ in range(spec.repeat):
         first = new_pass()
-        dp.process(_replies(batch[alive], first[alive]))
+        dp.process(replies(batch[alive], first[alive]))
         t0 = time.perf_counter()
         est = dp.process(follow)
         est_times.append(time.perf_counter() - t0)
@@ -249,7 +250,7 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
     update_s = time.perf_counter() - t0
 
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    calibration = _calibration(spec.calibration)
+    calibration = load_calibration(spec.calibration)
     scan_ns_per_row = float(np.median(scan_times)) / max(scanned, 1) * 1e9
     hash_ns = float(np.median(hash_times)) / n * 1e9
     common = {
@@ -308,7 +309,7 @@ def reference_ratio(spec: BenchSpec, services: int, packets_n: int = 300) -> dic
     dp = Dataplane(cluster, cluster_cidr="10.0.0.0/8", seed=spec.seed, conntrack=False)
     dp.prepare()
     small = dataclasses.replace(spec, packets=max(packets_n, 100))
-    batch = _traffic(dp, small, spec.seed + 1)[:packets_n]
+    batch = traffic(dp, small, spec.seed + 1)[:packets_n]
     times, _ = _timed(lambda: dp.process(batch), 3)
     engine_ns = float(np.median(times)) / len(batch) * 1e9
     ev = ReferenceEvaluator(dp.tables, dp.options.node.local_ips, dp.options.family)
