@@ -3,6 +3,7 @@
 Directives are set once here for the whole build. KPROXY_EMU_DEBUG=1 turns bounds
 checking and wraparound back on (a debug build for chasing memory errors).
 """
+
 import glob
 import os
 

@@ -3,6 +3,7 @@
 Run: python -m pytest benchmarks/bench_conntrack.py  (a few seconds; not part of tests/).
 Reports ns per lookup and probes per lookup (machine-independent) in extra_info.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -5,6 +5,7 @@ bench sweep's traffic, one endpoint change, engine build (lowering).
 KPROXY_EMU_BENCH_SERVICES sets the cluster size (default 3000); KPROXY_EMU_BENCH_MODES
 the modes (default: every mode the sweep knows).
 """
+
 import os
 
 import numpy as np
@@ -36,6 +37,7 @@ def test_new_flows(benchmark, dataplane):
     def fresh():  # a node with no flows yet (not timed)
         dataplane.reset_state()
         return (batch,), {}
+
     verdicts = benchmark.pedantic(dataplane.process, setup=fresh, rounds=5)
     benchmark.extra_info["ns_per_packet"] = benchmark.stats.stats.median / len(batch) * 1e9
     benchmark.extra_info["rules_mean"] = float(verdicts["rules"].mean())
@@ -59,6 +61,7 @@ def test_engine_build(benchmark, cluster):
         dp = Dataplane(cluster, cluster_cidr="10.0.0.0/8")
         dp.prepare()
         return dp
+
     benchmark.pedantic(build, rounds=1, iterations=1)
 
 
@@ -67,6 +70,7 @@ def test_one_endpoint_update(benchmark, cluster):
 
     def setup():
         return (Dataplane(cluster, cluster_cidr="10.0.0.0/8"),), {}
+
     result = benchmark.pedantic(lambda dp: dp.update(changed), setup=setup, rounds=3)
     benchmark.extra_info["sync_lines"] = result.lines
     assert result.ok and np.isfinite(result.bytes)

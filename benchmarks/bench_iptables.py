@@ -3,6 +3,7 @@
     pytest benchmarks/bench_iptables.py --benchmark-only
 Set KPROXY_EMU_BENCH_SERVICES (default 10000) for the cluster size; 100000 is the target.
 """
+
 import os
 
 import pytest
@@ -19,8 +20,9 @@ def cluster():
 
 
 def test_compile(benchmark, cluster):
-    dp = benchmark.pedantic(lambda: Dataplane(cluster, cluster_cidr="10.0.0.0/8"),
-                            rounds=1, iterations=1)
+    dp = benchmark.pedantic(
+        lambda: Dataplane(cluster, cluster_cidr="10.0.0.0/8"), rounds=1, iterations=1
+    )
     assert dp.view.service_ports
 
 

@@ -6,6 +6,7 @@ Sizes from KPROXY_EMU_BENCH_IPVS_SERVICES (default "1000,10000,100000"); each se
 time per packet should not grow with the service count. extra_info gives ns per packet
 and hash probes per packet (services + connections, machine-independent).
 """
+
 import os
 
 import numpy as np
@@ -14,8 +15,9 @@ import pytest
 from kproxy_emu import packets as P
 from kproxy_emu._cext import vstable as V
 
-SIZES = [int(s) for s in os.environ.get("KPROXY_EMU_BENCH_IPVS_SERVICES",
-                                        "1000,10000,100000").split(",")]
+SIZES = [
+    int(s) for s in os.environ.get("KPROXY_EMU_BENCH_IPVS_SERVICES", "1000,10000,100000").split(",")
+]
 FLOWS = 200_000
 DESTS = 10
 CONN_BITS = 17  # ip_vs conn_tab_bits (kernel default 12; module parameter up to 20)

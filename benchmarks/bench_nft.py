@@ -6,6 +6,7 @@ nftables finds a service with map lookups, so the per-packet cost must be flat i
 service count: compare the rows of different sizes (extra_info has rules and probes per
 packet, which must not grow either).
 """
+
 import os
 
 import numpy as np
@@ -27,13 +28,17 @@ DYN_SLOTS = 1 << 20
 class _Node:
     def __init__(self, services: int):
         self.cluster = synth.cluster(services, endpoints=10, seed=1)
-        self.options = ProxyOptions.build(resolve_node(self.cluster), None,
-                                          cluster_cidr="10.0.0.0/8")
-        self.table = compile_nftables(ProxyView(self.cluster, self.options),
-                                      service_cidrs=["172.16.0.0/12"])
+        self.options = ProxyOptions.build(
+            resolve_node(self.cluster), None, cluster_cidr="10.0.0.0/8"
+        )
+        self.table = compile_nftables(
+            ProxyView(self.cluster, self.options), service_cidrs=["172.16.0.0/12"]
+        )
         self.low = lower_nft(self.table)
-        self.local = np.array([packets.ip_to_u32(ip) for ip in self.options.node.local_ips
-                               if ":" not in ip], np.uint32)
+        self.local = np.array(
+            [packets.ip_to_u32(ip) for ip in self.options.node.local_ips if ":" not in ip],
+            np.uint32,
+        )
         self.masq = packets.ip_to_u32(self.options.node.primary_ip)
         # frontends this node serves (NodePorts on its own addresses)
         self.targets = self.cluster.packet_targets(node_ips=self.options.node.local_ips)
@@ -41,8 +46,17 @@ class _Node:
     def run(self, batch, ct=None, rng=1):
         out = packets.empty_verdicts(len(batch))
         dyn = (np.zeros(DYN_SLOTS, np.uint64), np.zeros(DYN_SLOTS))
-        nftmaps.process(batch, out, *self.low.engine_arrays(), self.local, self.masq, rng,
-                        ct.table_address() if ct is not None else 0, *dyn, checked=True)
+        nftmaps.process(
+            batch,
+            out,
+            *self.low.engine_arrays(),
+            self.local,
+            self.masq,
+            rng,
+            ct.table_address() if ct is not None else 0,
+            *dyn,
+            checked=True,
+        )
         return out
 
 
@@ -81,6 +95,7 @@ def test_new_flows_with_conntrack(benchmark, node):
 
     def fresh():
         return (batch, ConntrackTable(2 * BATCH, 7)), {}
+
     verdicts = benchmark.pedantic(node.run, setup=fresh, rounds=5, iterations=1)
     _record(benchmark, verdicts)
     assert not verdicts["ct_hit"].any()
@@ -89,8 +104,7 @@ def test_new_flows_with_conntrack(benchmark, node):
 def test_established_flows(benchmark, node):
     """Packets of flows conntrack holds (after the handshake): stored translation, filter
     chains only."""
-    syn = packets.synth(node.targets, BATCH, seed=3, new_flow_share=1.0,
-                        origin_mix={"pod": 1.0})
+    syn = packets.synth(node.targets, BATCH, seed=3, new_flow_share=1.0, origin_mix={"pod": 1.0})
     ct = ConntrackTable(4 * BATCH, 7)
     first = node.run(syn, ct)
     ok = first["action"] == packets.Action.DNAT
@@ -99,8 +113,7 @@ def test_established_flows(benchmark, node):
     reply["src_ip"], reply["src_port"] = first["dnat_ip"], first["dnat_port"]
     reply["dst_ip"] = np.where(first["snat_ip"] != 0, first["snat_ip"], syn["src_ip"])
     reply["dst_port"] = np.where(first["snat_ip"] != 0, first["snat_port"], syn["src_port"])
-    reply["tcp_flags"] = np.where(syn["proto"] == 6, packets.TcpFlag.SYN | packets.TcpFlag.ACK,
-                                  0)
+    reply["tcp_flags"] = np.where(syn["proto"] == 6, packets.TcpFlag.SYN | packets.TcpFlag.ACK, 0)
     reply["ts"] = 0.5
     node.run(reply, ct)
     ack = syn.copy()

@@ -2,6 +2,7 @@
 
 Run: python -m pytest benchmarks/bench_packets.py  (a few seconds; not part of tests/).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,8 +43,9 @@ def test_format_1m_packets(benchmark, lines: list[str]) -> None:
 @pytest.mark.parametrize("popularity", ["uniform", "zipf"])
 def test_synth_1m_packets(benchmark, popularity: str) -> None:
     t = _targets()
-    out = benchmark.pedantic(P.synth, args=(t, N), kwargs=dict(seed=7, popularity=popularity),
-                             rounds=3, iterations=1)
+    out = benchmark.pedantic(
+        P.synth, args=(t, N), kwargs=dict(seed=7, popularity=popularity), rounds=3, iterations=1
+    )
     assert len(out) == N
     benchmark.extra_info["packets_per_s"] = N / benchmark.stats.stats.min
 

@@ -3,13 +3,14 @@
 Exit codes: 0 success, 1 a check found a disagreement, 2 bad input or usage. Errors are one
 line on stderr, never a traceback.
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 import time
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 from .errors import InputError, KproxyError
 
@@ -42,88 +43,171 @@ def _mix(text: str) -> dict[str, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Packet-level emulator of the Kubernetes service "
-                     "dataplane (kube-proxy iptables, IPVS and nftables modes).")
+    parser = _Parser(
+        prog=PROG,
+        description="Packet-level emulator of the Kubernetes service "
+        "dataplane (kube-proxy iptables, IPVS and nftables modes).",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("synth", help="generate a synthetic cluster (seeded, deterministic)")
     p.add_argument("--services", type=int, default=1000, help="number of services (1000)")
-    p.add_argument("--endpoints", default="10",
-                   help="endpoints per service: K, fixed:K, uniform:A-B or poisson:MEAN (10)")
+    p.add_argument(
+        "--endpoints",
+        default="10",
+        help="endpoints per service: K, fixed:K, uniform:A-B or poisson:MEAN (10)",
+    )
     p.add_argument("--nodes", type=int, default=10, help="number of nodes (10)")
-    p.add_argument("--namespaces", type=int, default=0,
-                   help="number of namespaces (default: one per 50 services, at most 1000)")
+    p.add_argument(
+        "--namespaces",
+        type=int,
+        default=0,
+        help="number of namespaces (default: one per 50 services, at most 1000)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    p.add_argument("--type-mix", type=_mix, metavar="TYPE=SHARE,...",
-                   help="service type shares, e.g. ClusterIP=0.7,NodePort=0.1,LoadBalancer=0.1,"
-                        "ExternalName=0.05,Headless=0.05")
-    p.add_argument("--protocol-mix", type=_mix, metavar="PROTO=SHARE,...",
-                   help="port protocol shares, e.g. TCP=0.9,UDP=0.1")
+    p.add_argument(
+        "--type-mix",
+        type=_mix,
+        metavar="TYPE=SHARE,...",
+        help="service type shares, e.g. ClusterIP=0.7,NodePort=0.1,LoadBalancer=0.1,"
+        "ExternalName=0.05,Headless=0.05",
+    )
+    p.add_argument(
+        "--protocol-mix",
+        type=_mix,
+        metavar="PROTO=SHARE,...",
+        help="port protocol shares, e.g. TCP=0.9,UDP=0.1",
+    )
     p.add_argument("--pods", action="store_true", help="also write a Pod for every endpoint")
     p.add_argument("--service-cidr", help="service ClusterIP range (172.16.0.0/12)")
     p.add_argument("--cluster-cidr", help="pod range, split into node pod CIDRs (10.0.0.0/8)")
-    p.add_argument("-o", "--output", default="-",
-                   help="output file: .json writes a kubectl List (fastest), anything else "
-                        "multi-document YAML; - for stdout (YAML)")
+    p.add_argument(
+        "-o",
+        "--output",
+        default="-",
+        help="output file: .json writes a kubectl List (fastest), anything else "
+        "multi-document YAML; - for stdout (YAML)",
+    )
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("render", help="print the rules a mode installs on one node")
     p.add_argument("files", nargs="+", metavar="FILE", help="manifest files or directories")
-    p.add_argument("--mode", default=None, choices=_MODES,
-                   help="proxy mode (default: the --config mode, else iptables)")
+    p.add_argument(
+        "--mode",
+        default=None,
+        choices=_MODES,
+        help="proxy mode (default: the --config mode, else iptables)",
+    )
     _node_options(p)
-    p.add_argument("--sorted", action="store_true",
-                   help="the normalised order kube-proxy's unit tests compare")
-    p.add_argument("--format", choices=("restore", "save", "ipvsadm-save", "ipvsadm-list",
-                                        "ipset-save", "iptables-restore"), default="restore",
-                   help="restore: what kube-proxy loads (iptables-restore input, an nft -f "
-                        "script, ipvsadm -Sn; default); save: what the node lists afterwards "
-                        "(iptables-save with the built-in chain jumps, nft list ruleset, "
-                        "ipvsadm -Ln), to diff against a real node; ipvs mode also: "
-                        "ipvsadm-save, ipvsadm-list, ipset-save, iptables-restore")
+    p.add_argument(
+        "--sorted", action="store_true", help="the normalised order kube-proxy's unit tests compare"
+    )
+    p.add_argument(
+        "--format",
+        choices=(
+            "restore",
+            "save",
+            "ipvsadm-save",
+            "ipvsadm-list",
+            "ipset-save",
+            "iptables-restore",
+        ),
+        default="restore",
+        help="restore: what kube-proxy loads (iptables-restore input, an nft -f "
+        "script, ipvsadm -Sn; default); save: what the node lists afterwards "
+        "(iptables-save with the built-in chain jumps, nft list ruleset, "
+        "ipvsadm -Ln), to diff against a real node; ipvs mode also: "
+        "ipvsadm-save, ipvsadm-list, ipset-save, iptables-restore",
+    )
     p.set_defaults(func=_cmd_render)
 
     p = sub.add_parser("trace", help="follow one packet through a node's rules")
     p.add_argument("files", nargs="*", metavar="FILE", help="manifest files or directories")
-    p.add_argument("--iptables-save", metavar="DUMP",
-                   help="trace through a node's own iptables-save output instead of rules "
-                        "compiled from manifests (give the node with --node-config or --node-ip)")
-    p.add_argument("--mode", default=None, choices=_MODES,
-                   help="proxy mode (default: the --config mode, else iptables)")
+    p.add_argument(
+        "--iptables-save",
+        metavar="DUMP",
+        help="trace through a node's own iptables-save output instead of rules "
+        "compiled from manifests (give the node with --node-config or --node-ip)",
+    )
+    p.add_argument(
+        "--mode",
+        default=None,
+        choices=_MODES,
+        help="proxy mode (default: the --config mode, else iptables)",
+    )
     _node_options(p)
-    p.add_argument("--packet", required=True, action="append",
-                   metavar='"tcp SRC:SPORT -> DST:DPORT"',
-                   help="the packet; repeat it to trace a sequence, each packet going "
-                        "through the node's state left by the ones before (conntrack, "
-                        "affinity)")
-    p.add_argument("--time", type=float, action="append", metavar="T",
-                   help="emulated time of the packet in seconds (one per --packet, or one "
-                        "for all; default 0, then 1 s apart)")
-    p.add_argument("--from", dest="origin", choices=("pod", "external", "host"),
-                   help="where it enters (default: from its source address)")
+    p.add_argument(
+        "--packet",
+        required=True,
+        action="append",
+        metavar='"tcp SRC:SPORT -> DST:DPORT"',
+        help="the packet; repeat it to trace a sequence, each packet going "
+        "through the node's state left by the ones before (conntrack, "
+        "affinity)",
+    )
+    p.add_argument(
+        "--time",
+        type=float,
+        action="append",
+        metavar="T",
+        help="emulated time of the packet in seconds (one per --packet, or one "
+        "for all; default 0, then 1 s apart)",
+    )
+    p.add_argument(
+        "--from",
+        dest="origin",
+        choices=("pod", "external", "host"),
+        help="where it enters (default: from its source address)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for the one endpoint drawn")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_trace)
 
     p = sub.add_parser("bench", help="compare the proxy modes' per-packet cost at scale")
-    p.add_argument("--services", type=_int_list, default=None, metavar="N,N,...",
-                   help="cluster sizes (default 1000,3000,10000)")
+    p.add_argument(
+        "--services",
+        type=_int_list,
+        default=None,
+        metavar="N,N,...",
+        help="cluster sizes (default 1000,3000,10000)",
+    )
     p.add_argument("--endpoints", type=int, default=10, help="endpoints per service (10)")
-    p.add_argument("--modes", type=_name_list, default=None, metavar="MODE,...",
-                   help="modes to compare (default: every mode with an engine)")
-    p.add_argument("--packets", type=int, default=100_000,
-                   help="packets per measured batch (100000)")
-    p.add_argument("--new-flow-share", type=float, default=1.0,
-                   help="share of the new-flow batch that opens flows (1.0)")
-    p.add_argument("--popularity", choices=("uniform", "zipf"), default="uniform",
-                   help="how services are picked (uniform)")
+    p.add_argument(
+        "--modes",
+        type=_name_list,
+        default=None,
+        metavar="MODE,...",
+        help="modes to compare (default: every mode with an engine)",
+    )
+    p.add_argument(
+        "--packets", type=int, default=100_000, help="packets per measured batch (100000)"
+    )
+    p.add_argument(
+        "--new-flow-share",
+        type=float,
+        default=1.0,
+        help="share of the new-flow batch that opens flows (1.0)",
+    )
+    p.add_argument(
+        "--popularity",
+        choices=("uniform", "zipf"),
+        default="uniform",
+        help="how services are picked (uniform)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for clusters and traffic (0)")
     p.add_argument("--repeat", type=int, default=3, help="timed repeats per figure (3)")
-    p.add_argument("--ipvs-conn-tab-bits", type=_conn_tab_bits, metavar="N",
-                   help="the ip_vs module's conn_tab_bits for the ipvs cells, 8-20 (12)")
-    p.add_argument("--calibration", metavar="FILE",
-                   help="kernel costs from `kproxy-emu calibrate` (default: "
-                        "~/.cache/kproxy-emu/calibration.json when present)")
+    p.add_argument(
+        "--ipvs-conn-tab-bits",
+        type=_conn_tab_bits,
+        metavar="N",
+        help="the ip_vs module's conn_tab_bits for the ipvs cells, 8-20 (12)",
+    )
+    p.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="kernel costs from `kproxy-emu calibrate` (default: "
+        "~/.cache/kproxy-emu/calibration.json when present)",
+    )
     p.add_argument("--json", metavar="OUT", help="write the records as JSON")
     p.add_argument("--csv", metavar="OUT", help="write the records as CSV")
     p.add_argument("--plot", metavar="OUT.png", help="draw latency, rules and sync cost plots")
@@ -134,33 +218,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE", help="manifest files or directories")
     p.set_defaults(func=_cmd_check)
     from .lab import cli as lab_cli
+
     lab_cli.add_parsers(sub)  # verify, calibrate (the real-kernel lab)
     return parser
 
 
 def _node_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="a KubeProxyConfiguration YAML")
-    p.add_argument("--node", metavar="NAME",
-                   help="node to emulate (a Node in the manifests; default: the first)")
+    p.add_argument(
+        "--node",
+        metavar="NAME",
+        help="node to emulate (a Node in the manifests; default: the first)",
+    )
     p.add_argument("--node-config", metavar="FILE", help="the emulated node's file")
-    p.add_argument("--node-ip", action="append", metavar="IP",
-                   help="node IP (repeat; primary first); overrides the node's addresses")
-    p.add_argument("--cluster-cidr", metavar="CIDR",
-                   help="pod CIDR for local-traffic detection (overrides clusterCIDR)")
-    p.add_argument("--masquerade-all", action="store_true", default=None,
-                   help="masquerade all service traffic")
-    p.add_argument("--mark-text", metavar="TEXT",
-                   help="masquerade mark as written in rules (default: kube-proxy's "
-                        "0x00004000 form of 1<<masqueradeBit; the unit tests use 0x4000)")
-    p.add_argument("--service-cidr", action="append", metavar="CIDR",
-                   help="service CIDR (repeat; nftables mode; default: the ServiceCIDR "
-                        "objects in the manifests)")
-    p.add_argument("--scheduler", metavar="NAME",
-                   help="IPVS scheduler (ipvs mode; default: the --config ipvs.scheduler, "
-                        "else rr)")
-    p.add_argument("--ipvs-conn-tab-bits", type=_conn_tab_bits, metavar="N",
-                   help="the ip_vs module's conn_tab_bits, 8-20 (ipvs mode; default 12, the "
-                        "kernel's 4,096 connection buckets)")
+    p.add_argument(
+        "--node-ip",
+        action="append",
+        metavar="IP",
+        help="node IP (repeat; primary first); overrides the node's addresses",
+    )
+    p.add_argument(
+        "--cluster-cidr",
+        metavar="CIDR",
+        help="pod CIDR for local-traffic detection (overrides clusterCIDR)",
+    )
+    p.add_argument(
+        "--masquerade-all", action="store_true", default=None, help="masquerade all service traffic"
+    )
+    p.add_argument(
+        "--mark-text",
+        metavar="TEXT",
+        help="masquerade mark as written in rules (default: kube-proxy's "
+        "0x00004000 form of 1<<masqueradeBit; the unit tests use 0x4000)",
+    )
+    p.add_argument(
+        "--service-cidr",
+        action="append",
+        metavar="CIDR",
+        help="service CIDR (repeat; nftables mode; default: the ServiceCIDR "
+        "objects in the manifests)",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="NAME",
+        help="IPVS scheduler (ipvs mode; default: the --config ipvs.scheduler, else rr)",
+    )
+    p.add_argument(
+        "--ipvs-conn-tab-bits",
+        type=_conn_tab_bits,
+        metavar="N",
+        help="the ip_vs module's conn_tab_bits, 8-20 (ipvs mode; default 12, the "
+        "kernel's 4,096 connection buckets)",
+    )
 
 
 def _dataplane(args: argparse.Namespace):
@@ -175,6 +284,7 @@ def _dataplane(args: argparse.Namespace):
     tables = None
     if dump:
         from .netfilter.iptables_parse import parse
+
         try:
             with open(dump, encoding="utf-8") as fh:
                 text = fh.read()
@@ -183,23 +293,33 @@ def _dataplane(args: argparse.Namespace):
         tables = parse(text, file=dump)
         if node_config is None and args.node_ip:
             from .model.config import NodeConfig
+
             node_config = NodeConfig.from_node(args.node or "node", args.node_ip)
     elif not args.files:
         raise InputError("give manifest files (or --iptables-save DUMP)", field="FILE")
     cluster = Cluster.from_files(args.files) if args.files else Cluster()
-    return Dataplane(cluster, mode, node=args.node, node_config=node_config,
-                     node_ips=None if dump else args.node_ip, config=config,
-                     cluster_cidr=args.cluster_cidr, masquerade_all=args.masquerade_all,
-                     mark_text=args.mark_text, tables=tables,
-                     service_cidrs=getattr(args, "service_cidr", None),
-                     scheduler=getattr(args, "scheduler", None),
-                     ipvs_conn_tab_bits=getattr(args, "ipvs_conn_tab_bits", None))
+    return Dataplane(
+        cluster,
+        mode,
+        node=args.node,
+        node_config=node_config,
+        node_ips=None if dump else args.node_ip,
+        config=config,
+        cluster_cidr=args.cluster_cidr,
+        masquerade_all=args.masquerade_all,
+        mark_text=args.mark_text,
+        tables=tables,
+        service_cidrs=getattr(args, "service_cidr", None),
+        scheduler=getattr(args, "scheduler", None),
+        ipvs_conn_tab_bits=getattr(args, "ipvs_conn_tab_bits", None),
+    )
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
     if args.sorted and args.format not in ("restore", "iptables-restore"):
-        raise InputError("--sorted applies to --format restore (or iptables-restore) only",
-                         field="--sorted")
+        raise InputError(
+            "--sorted applies to --format restore (or iptables-restore) only", field="--sorted"
+        )
     dp = _dataplane(args)
     sys.stdout.write(dp.render(sorted=args.sorted, format=args.format))
     return 0
@@ -212,21 +332,26 @@ def _cmd_trace(args: argparse.Namespace) -> int:
     dp.seed = args.seed
     times = args.time or []
     if len(times) not in (0, 1, len(args.packet)):
-        raise InputError("give one --time per --packet, or one for all", field="--time",
-                         value=len(times))
+        raise InputError(
+            "give one --time per --packet, or one for all", field="--time", value=len(times)
+        )
     if len(times) <= 1:
         start = times[0] if times else 0.0
         times = [start + k for k in range(len(args.packet))]
     sequence = len(args.packet) > 1
-    results = [dp.trace(pkt, origin=args.origin, time=t, commit=sequence)
-               for pkt, t in zip(args.packet, times)]
+    results = [
+        dp.trace(pkt, origin=args.origin, time=t, commit=sequence)
+        for pkt, t in zip(args.packet, times)
+    ]
     if args.json:
         print(json.dumps(results if sequence else results[0], indent=2))
         return 0
     for k, result in enumerate(results):
         if sequence:
-            print(f"{'' if k == 0 else chr(10)}packet {k + 1} at t={result['time']:g}: "
-                  f"{result['packet']}")
+            print(
+                f"{'' if k == 0 else chr(10)}packet {k + 1} at t={result['time']:g}: "
+                f"{result['packet']}"
+            )
         _print_trace(result)
     return 0
 
@@ -235,15 +360,19 @@ def _print_trace(result: dict) -> None:
     for step in result["steps"]:
         mark = "=>" if step["matched"] else "  "
         print(f"{mark} {step['table']:6} {step['text']}")
-    print(f"from {result['from']}: {result['verdict']}"
-          + (f" to {result['dnat']}" if result["dnat"] else "")
-          + (", masqueraded" if result["masquerade"] else "")
-          + f" ({result['cost']['rules_evaluated']} rules evaluated)")
+    print(
+        f"from {result['from']}: {result['verdict']}"
+        + (f" to {result['dnat']}" if result["dnat"] else "")
+        + (", masqueraded" if result["masquerade"] else "")
+        + f" ({result['cost']['rules_evaluated']} rules evaluated)"
+    )
     if result["candidates"]:
         print("could reach:")
         for c in result["candidates"]:
-            print(f"  {c['endpoint']:24} p={c['probability']:.4f}"
-                  + ("  masqueraded" if c["masquerade"] else ""))
+            print(
+                f"  {c['endpoint']:24} p={c['probability']:.4f}"
+                + ("  masqueraded" if c["masquerade"] else "")
+            )
 
 
 def _int_list(text: str) -> list[int]:
@@ -273,10 +402,16 @@ def _name_list(text: str) -> list[str]:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import report, sweep
 
-    spec = sweep.BenchSpec(endpoints=args.endpoints, packets=args.packets,
-                           new_flow_share=args.new_flow_share, popularity=args.popularity,
-                           seed=args.seed, repeat=args.repeat, calibration=args.calibration,
-                           ipvs_conn_tab_bits=args.ipvs_conn_tab_bits)
+    spec = sweep.BenchSpec(
+        endpoints=args.endpoints,
+        packets=args.packets,
+        new_flow_share=args.new_flow_share,
+        popularity=args.popularity,
+        seed=args.seed,
+        repeat=args.repeat,
+        calibration=args.calibration,
+        ipvs_conn_tab_bits=args.ipvs_conn_tab_bits,
+    )
     if args.services:
         spec.services = args.services
     if args.modes:
@@ -304,15 +439,24 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     start = time.perf_counter()
-    cluster = synth.cluster(args.services, endpoints=args.endpoints, nodes=args.nodes,
-                            namespaces=args.namespaces, seed=args.seed, pods=args.pods,
-                            **options)
+    cluster = synth.cluster(
+        args.services,
+        endpoints=args.endpoints,
+        nodes=args.nodes,
+        namespaces=args.namespaces,
+        seed=args.seed,
+        pods=args.pods,
+        **options,
+    )
     generated = time.perf_counter()
     cluster.dump(args.output)
     written = time.perf_counter()
     where = "stdout" if args.output == "-" else args.output
-    print(f"{cluster.summary()}; generated in {generated - start:.2f} s, written to {where} "
-          f"in {written - generated:.2f} s", file=sys.stderr)
+    print(
+        f"{cluster.summary()}; generated in {generated - start:.2f} s, written to {where} "
+        f"in {written - generated:.2f} s",
+        file=sys.stderr,
+    )
     return 0
 
 

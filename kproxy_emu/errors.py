@@ -3,6 +3,7 @@
 Every message names where the problem is (file, object as ``Kind namespace/name``, field
 path) and the bad value, on one line, so the CLI can print it and exit 2 with no traceback.
 """
+
 from __future__ import annotations
 
 _UNSET = object()
@@ -15,8 +16,16 @@ class KproxyError(Exception):
 class InputError(KproxyError):
     """Bad input: a manifest, configuration file, flag or packet description."""
 
-    def __init__(self, message: str, *, file: str | None = None, obj: str | None = None,
-                 field: str | None = None, value: object = _UNSET, line: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        obj: str | None = None,
+        field: str | None = None,
+        value: object = _UNSET,
+        line: int | None = None,
+    ):
         self.message = message
         self.file = file
         self.obj = obj
@@ -25,8 +34,9 @@ class InputError(KproxyError):
         self.line = line
         super().__init__(str(self))
 
-    def where(self, *, file: str | None = None, obj: str | None = None,
-              line: int | None = None) -> "InputError":
+    def where(
+        self, *, file: str | None = None, obj: str | None = None, line: int | None = None
+    ) -> InputError:
         """Fill in context an inner layer did not know (the file, the object)."""
         if file is not None and self.file is None:
             self.file = file

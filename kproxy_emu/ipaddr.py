@@ -5,6 +5,7 @@ carry leading zeros (read as decimal, ``172.30.0.041`` is ``172.30.0.41``) and a
 re-printed canonically; a CIDR is masked to its network (``203.0.113.5/25`` is
 ``203.0.113.0/25``). Python's ipaddress rejects leading zeros, so they are stripped first.
 """
+
 from __future__ import annotations
 
 import ipaddress

@@ -23,6 +23,7 @@ PACKET_DTYPE with the same scalar fields and ``src_ip``/``dst_ip`` as ``("u1", 1
 network order (``family`` 6), matching a ``packet6_t`` in packet.pxd; batches stay
 single-family and engines dispatch on the dtype once per batch.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -42,46 +43,74 @@ from kproxy_emu.errors import InputError
 from kproxy_emu.ipaddr import parse_cidr, parse_ip
 
 __all__ = [
-    "PACKET_DTYPE", "VERDICT_DTYPE", "TARGET_DTYPE",
-    "Action", "Origin", "TcpFlag", "PROTO_NUMBERS", "PROTO_NAMES", "ORIGIN_NAMES",
-    "ORIGIN_BITS", "EPHEMERAL_PORTS", "DEFAULT_ORIGIN_MIX", "DEFAULT_SOURCES",
-    "empty_packets", "empty_verdicts", "empty_targets", "from_strings", "from_text", "parse",
-    "to_strings", "ip_to_u32", "u32_to_ip", "resolve_origins", "synth",
+    "DEFAULT_ORIGIN_MIX",
+    "DEFAULT_SOURCES",
+    "EPHEMERAL_PORTS",
+    "ORIGIN_BITS",
+    "ORIGIN_NAMES",
+    "PACKET_DTYPE",
+    "PROTO_NAMES",
+    "PROTO_NUMBERS",
+    "TARGET_DTYPE",
+    "VERDICT_DTYPE",
+    "Action",
+    "Origin",
+    "TcpFlag",
+    "empty_packets",
+    "empty_targets",
+    "empty_verdicts",
+    "from_strings",
+    "from_text",
+    "ip_to_u32",
+    "parse",
+    "resolve_origins",
+    "synth",
+    "to_strings",
+    "u32_to_ip",
 ]
 
 # --------------------------------------------------------------------------------------
 # dtypes (must match cext/packet.pxd; tests/test_cext.py checks against the C compiler)
 
-PACKET_DTYPE = np.dtype([
-    ("ts", "f8"),          # emulated time, seconds
-    ("src_ip", "u4"),
-    ("dst_ip", "u4"),
-    ("src_port", "u2"),
-    ("dst_port", "u2"),
-    ("proto", "u1"),
-    ("tcp_flags", "u1"),
-    ("origin", "u1"),
-    ("family", "u1"),
-], align=True)
+PACKET_DTYPE = np.dtype(
+    [
+        ("ts", "f8"),  # emulated time, seconds
+        ("src_ip", "u4"),
+        ("dst_ip", "u4"),
+        ("src_port", "u2"),
+        ("dst_port", "u2"),
+        ("proto", "u1"),
+        ("tcp_flags", "u1"),
+        ("origin", "u1"),
+        ("family", "u1"),
+    ],
+    align=True,
+)
 
-VERDICT_DTYPE = np.dtype([
-    ("dnat_ip", "u4"),
-    ("snat_ip", "u4"),
-    ("dnat_port", "u2"),
-    ("snat_port", "u2"),
-    ("endpoint", "i4"),    # -1: none
-    ("rules", "u4"),       # rules evaluated
-    ("probes", "u4"),      # hash / conntrack probes
-    ("action", "u1"),      # Action
-    ("ct_hit", "?"),       # numpy bool; the C side is uint8_t (Cython accepts '?' there)
-], align=True)             # itemsize 28: two trailing padding bytes
+VERDICT_DTYPE = np.dtype(
+    [
+        ("dnat_ip", "u4"),
+        ("snat_ip", "u4"),
+        ("dnat_port", "u2"),
+        ("snat_port", "u2"),
+        ("endpoint", "i4"),  # -1: none
+        ("rules", "u4"),  # rules evaluated
+        ("probes", "u4"),  # hash / conntrack probes
+        ("action", "u1"),  # Action
+        ("ct_hit", "?"),  # numpy bool; the C side is uint8_t (Cython accepts '?' there)
+    ],
+    align=True,
+)  # itemsize 28: two trailing padding bytes
 
-TARGET_DTYPE = np.dtype([
-    ("ip", "u4"),
-    ("port", "u2"),
-    ("proto", "u1"),
-    ("origins", "u1"),     # ORIGIN_BITS mask: 1 pod, 2 external, 4 host
-], align=True)
+TARGET_DTYPE = np.dtype(
+    [
+        ("ip", "u4"),
+        ("port", "u2"),
+        ("proto", "u1"),
+        ("origins", "u1"),  # ORIGIN_BITS mask: 1 pod, 2 external, 4 host
+    ],
+    align=True,
+)
 _TARGET_FIELDS = ("ip", "port", "proto", "origins")
 
 
@@ -94,10 +123,11 @@ class Action(IntEnum):
 
 class Origin(IntEnum):
     """Where a packet enters the node."""
+
     POD = 0
     EXTERNAL = 1
     HOST = 2
-    AUTO = 255   # not given; resolve_origins / the dataplane decide from the source address
+    AUTO = 255  # not given; resolve_origins / the dataplane decide from the source address
 
 
 class TcpFlag(IntFlag):
@@ -110,16 +140,19 @@ class TcpFlag(IntFlag):
 
 PROTO_NUMBERS: Mapping[str, int] = MappingProxyType({"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1})
 PROTO_NAMES: Mapping[int, str] = MappingProxyType({v: k for k, v in PROTO_NUMBERS.items()})
-ORIGIN_NAMES: tuple[str, str, str] = ("pod", "external", "host")   # index = Origin value
+ORIGIN_NAMES: tuple[str, str, str] = ("pod", "external", "host")  # index = Origin value
 ORIGIN_BITS: Mapping[str, int] = MappingProxyType({"pod": 1, "external": 2, "host": 4})
 EPHEMERAL_PORTS: tuple[int, int] = (_traffic.EPHEMERAL_PORT_LOW, _traffic.EPHEMERAL_PORT_HIGH)
 DEFAULT_ORIGIN_MIX: Mapping[str, float] = MappingProxyType(
-    {"pod": 0.8, "external": 0.1, "host": 0.1})
-DEFAULT_SOURCES: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "pod": ("10.244.0.0/16",),
-    "external": ("203.0.113.0/24",),
-    "host": ("192.168.0.2",),
-})
+    {"pod": 0.8, "external": 0.1, "host": 0.1}
+)
+DEFAULT_SOURCES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "pod": ("10.244.0.0/16",),
+        "external": ("203.0.113.0/24",),
+        "host": ("192.168.0.2",),
+    }
+)
 
 PacketArray = npt.NDArray[np.void]
 
@@ -129,11 +162,13 @@ _GRAMMAR = "expected 'PROTO SRC:PORT -> DST:PORT [flags=SA] [from=pod|external|h
 @runtime_checkable
 class TargetSource(Protocol):
     """What synth() accepts instead of an array (the lead's Cluster provides it)."""
+
     def packet_targets(self) -> np.ndarray: ...
 
 
 # --------------------------------------------------------------------------------------
 # allocation
+
 
 def empty_packets(n: int) -> PacketArray:
     """n zeroed packets: family 4, origin AUTO."""
@@ -160,6 +195,7 @@ def empty_targets(n: int) -> PacketArray:
 # --------------------------------------------------------------------------------------
 # text -> packets
 
+
 def _origin_code(origin: object, field: str = "origin") -> int:
     if origin is None:
         return int(Origin.AUTO)
@@ -167,8 +203,7 @@ def _origin_code(origin: object, field: str = "origin") -> int:
         return int(origin)
     if isinstance(origin, str) and origin.lower() in ORIGIN_NAMES:
         return ORIGIN_NAMES.index(origin.lower())
-    raise InputError("unknown origin (expected pod, external or host)", field=field,
-                     value=origin)
+    raise InputError("unknown origin (expected pod, external or host)", field=field, value=origin)
 
 
 def _token_at(text: str, col: int, stops: str = " \t\r") -> str:
@@ -178,10 +213,11 @@ def _token_at(text: str, col: int, stops: str = " \t\r") -> str:
     return text[col:end]
 
 
-def _parse_error(err: int, line_text: bytes, col: int, index: int, *,
-                 file: str | None, first_line: int) -> InputError:
+def _parse_error(
+    err: int, line_text: bytes, col: int, index: int, *, file: str | None, first_line: int
+) -> InputError:
     text = line_text.decode("utf-8", "replace")
-    ccol = len(line_text[:col].decode("utf-8", "replace"))   # byte -> character column
+    ccol = len(line_text[:col].decode("utf-8", "replace"))  # byte -> character column
     tok = _token_at(text, ccol)
     addr = _token_at(text, ccol, " \t\r-")
     if err == _pio.E_EMPTY:
@@ -194,13 +230,21 @@ def _parse_error(err: int, line_text: bytes, col: int, index: int, *,
         octet = _token_at(text, ccol, " \t\r-.:")
         reason = f"IPv4 octet {octet!r} out of range 0-255"
     elif err == _pio.E_PORT:
-        reason = (f"bad port {addr!r}" if addr and not addr.startswith(":")
-                  else "missing port (tcp, udp and sctp need ADDR:PORT)")
+        reason = (
+            f"bad port {addr!r}"
+            if addr and not addr.startswith(":")
+            else "missing port (tcp, udp and sctp need ADDR:PORT)"
+        )
     elif err == _pio.E_PORT_RANGE:
-        reason = f"port {_token_at(text, ccol, ' ' + chr(9) + chr(13) + '-')!r} out of range 0-65535"
+        reason = (
+            f"port {_token_at(text, ccol, ' ' + chr(9) + chr(13) + '-')!r} out of range 0-65535"
+        )
     elif err == _pio.E_ARROW:
-        reason = (f"expected '->' between source and destination, found {tok!r}" if tok
-                  else "expected '->' and a destination")
+        reason = (
+            f"expected '->' between source and destination, found {tok!r}"
+            if tok
+            else "expected '->' and a destination"
+        )
     elif err == _pio.E_TOKEN:
         reason = f"unknown option {tok!r} (expected flags=... or from=...)"
     elif err == _pio.E_FLAGS:
@@ -219,8 +263,9 @@ def _parse_error(err: int, line_text: bytes, col: int, index: int, *,
         reason = f"cannot parse packet (error {err})"
     lineno = first_line + index
     if file is None:
-        return InputError(f"packet line {lineno}, column {ccol + 1}: {reason}", value=text,
-                          line=lineno)
+        return InputError(
+            f"packet line {lineno}, column {ccol + 1}: {reason}", value=text, line=lineno
+        )
     return InputError(f"column {ccol + 1}: {reason}", value=text, file=file, line=lineno)
 
 
@@ -235,27 +280,32 @@ def _fill_ts(out: PacketArray, ts: object) -> None:
     try:
         arr = np.asarray(ts, dtype=np.float64)
     except (TypeError, ValueError):
-        raise InputError("timestamps must be a number or a sequence of numbers", field="ts",
-                         value=ts) from None
+        raise InputError(
+            "timestamps must be a number or a sequence of numbers", field="ts", value=ts
+        ) from None
     if arr.shape != (len(out),):
-        raise InputError(f"expected {len(out)} timestamps", field="ts",
-                         value=f"shape {arr.shape}")
+        raise InputError(f"expected {len(out)} timestamps", field="ts", value=f"shape {arr.shape}")
     if not np.isfinite(arr).all():
-        raise InputError("timestamps must be finite", field="ts",
-                         value=float(arr[~np.isfinite(arr)][0]))
+        raise InputError(
+            "timestamps must be finite", field="ts", value=float(arr[~np.isfinite(arr)][0])
+        )
     out["ts"] = arr
 
 
-def from_strings(lines: Sequence[str], origin: str | Origin | None = None,
-                 ts: float | Sequence[float] | np.ndarray | None = None) -> PacketArray:
+def from_strings(
+    lines: Sequence[str],
+    origin: str | Origin | None = None,
+    ts: float | Sequence[float] | np.ndarray | None = None,
+) -> PacketArray:
     """Parse one packet per string; ``origin`` is the default for lines without ``from=``.
 
     ``ts``: None (0.0), one number for all, or one per line. Bad lines raise InputError
     naming the line number (1-based), the column and the text.
     """
     if isinstance(lines, (str, bytes)):
-        raise InputError("expected a list of packet strings, not a single string",
-                         field="lines", value=lines)
+        raise InputError(
+            "expected a list of packet strings, not a single string", field="lines", value=lines
+        )
     default = _origin_code(origin)
     lines = list(lines)
     n = len(lines)
@@ -267,17 +317,19 @@ def from_strings(lines: Sequence[str], origin: str | Origin | None = None,
         joined = "\n".join(lines)
     except TypeError:
         bad = next(i for i, s in enumerate(lines) if not isinstance(s, str))
-        raise InputError(f"packet line {bad + 1} is not a string", value=lines[bad],
-                         line=bad + 1) from None
+        raise InputError(
+            f"packet line {bad + 1} is not a string", value=lines[bad], line=bad + 1
+        ) from None
     buf = joined.encode("utf-8", "surrogateescape")
-    count, err, line, col, lo, hi = _pio.parse_packets(buf, out, default, False)
+    _count, err, line, col, lo, hi = _pio.parse_packets(buf, out, default, False)
     if err:
         # an item holding a newline shifts the line numbers (and ends in E_CAPACITY at the
         # latest): name that item rather than a line of the joined text
         if buf.count(b"\n") != n - 1:
             bad = next(i for i, s in enumerate(lines) if "\n" in s)
-            raise InputError(f"packet line {bad + 1} contains a newline", value=lines[bad],
-                             line=bad + 1)
+            raise InputError(
+                f"packet line {bad + 1} contains a newline", value=lines[bad], line=bad + 1
+            )
         raise _parse_error(err, buf[lo:hi], col, line, file=None, first_line=1)
     _fill_ts(out, ts)
     return out
@@ -290,8 +342,13 @@ def parse(line: str, origin: str | Origin | None = None, ts: float = 0.0) -> Pac
     return from_strings([line], origin=origin, ts=ts)
 
 
-def from_text(text: str, origin: str | Origin | None = None, *, file: str | None = None,
-              ts: float | None = None) -> PacketArray:
+def from_text(
+    text: str,
+    origin: str | Origin | None = None,
+    *,
+    file: str | None = None,
+    ts: float | None = None,
+) -> PacketArray:
     """Parse a packet file's text: one packet per line, blank lines and ``#`` comments skipped.
 
     Errors name ``file`` (when given) and the line number in the text.
@@ -326,8 +383,11 @@ def dnat_text(verdict: Any) -> str | None:
 
 def _packet_array(packets: object, name: str = "packets") -> PacketArray:
     if not isinstance(packets, np.ndarray) or packets.dtype != PACKET_DTYPE:
-        raise InputError("expected a numpy array of PACKET_DTYPE", field=name,
-                         value=getattr(packets, "dtype", type(packets).__name__))
+        raise InputError(
+            "expected a numpy array of PACKET_DTYPE",
+            field=name,
+            value=getattr(packets, "dtype", type(packets).__name__),
+        )
     if packets.ndim != 1:
         raise InputError("expected a 1-D packet array", field=name, value=packets.shape)
     return packets
@@ -335,6 +395,7 @@ def _packet_array(packets: object, name: str = "packets") -> PacketArray:
 
 # --------------------------------------------------------------------------------------
 # IPv4 conversion
+
 
 def _ipv4_error(err: int, text: str, field: str) -> InputError:
     if err == _pio.E_IPV6:
@@ -371,8 +432,9 @@ def ip_to_u32(ip: Any) -> Any:
         items = list(ip)
         shape = (len(items),)
     else:
-        raise InputError("expected an IPv4 address string or a sequence of them", field="ip",
-                         value=ip)
+        raise InputError(
+            "expected an IPv4 address string or a sequence of them", field="ip", value=ip
+        )
     out = np.zeros(len(items), np.uint32)
     if not items:
         return out.reshape(shape)
@@ -380,12 +442,13 @@ def ip_to_u32(ip: Any) -> Any:
         joined = "\n".join(items)
     except TypeError:
         bad = next(i for i, s in enumerate(items) if not isinstance(s, str))
-        raise InputError("not an IPv4 address string", field=f"ip[{bad}]",
-                         value=items[bad]) from None
+        raise InputError(
+            "not an IPv4 address string", field=f"ip[{bad}]", value=items[bad]
+        ) from None
     buf = joined.encode("utf-8", "surrogateescape")
     _, err, index = _pio.parse_ipv4_lines(buf, out)
     if err:
-        if buf.count(b"\n") != len(items) - 1:   # an item held a newline
+        if buf.count(b"\n") != len(items) - 1:  # an item held a newline
             bad = next(i for i, s in enumerate(items) if "\n" in s)
             raise _ipv4_error(_pio.E_ADDR, items[bad], f"ip[{bad}]")
         index = min(index, len(items) - 1)
@@ -395,12 +458,13 @@ def ip_to_u32(ip: Any) -> Any:
         joined = "\n".join(items)
     except TypeError:
         bad = next(i for i, s in enumerate(items) if not isinstance(s, str))
-        raise InputError("not an IPv4 address string", field=f"ip[{bad}]",
-                         value=items[bad]) from None
+        raise InputError(
+            "not an IPv4 address string", field=f"ip[{bad}]", value=items[bad]
+        ) from None
     buf = joined.encode("utf-8", "surrogateescape")
-    count, err, index = _pio.parse_ipv4_lines(buf, out)
+    _count, err, index = _pio.parse_ipv4_lines(buf, out)
     if err or buf.count(b"\n") != len(items) - 1:
-        if not err:   # an item held a newline
+        if not err:  # an item held a newline
             index = next(i for i, s in enumerate(items) if "\n" in s)
         else:
             index = min(index, len(items) - 1)
@@ -430,8 +494,7 @@ def u32_to_ip(value: Any) -> Any:
     if arr.dtype.kind == "i" or arr.dtype.itemsize > 4:
         if arr.size and (arr.min() < 0 or arr.max() > 0xFFFFFFFF):
             bad = arr[(arr < 0) | (arr > 0xFFFFFFFF)].flat[0]
-            raise InputError("IPv4 address out of range 0-4294967295", field="ip",
-                             value=int(bad))
+            raise InputError("IPv4 address out of range 0-4294967295", field="ip", value=int(bad))
     flat = np.ascontiguousarray(arr.ravel(), dtype=np.uint32)
     out = np.empty(flat.shape[0], "U15")
     _pio.format_ipv4(flat, out.view(np.uint32).reshape(flat.shape[0], 15))
@@ -441,8 +504,10 @@ def u32_to_ip(value: Any) -> Any:
 # --------------------------------------------------------------------------------------
 # origin classification
 
-def resolve_origins(packets: PacketArray, cluster_cidrs: Iterable[str] = (),
-                    host_ips: Iterable[str] = ()) -> PacketArray:
+
+def resolve_origins(
+    packets: PacketArray, cluster_cidrs: Iterable[str] = (), host_ips: Iterable[str] = ()
+) -> PacketArray:
     """Give every AUTO packet an origin, in place (returns the array).
 
     A source that is one of ``host_ips`` or in 127.0.0.0/8 is the host, one inside a
@@ -460,13 +525,15 @@ def resolve_origins(packets: PacketArray, cluster_cidrs: Iterable[str] = (),
         pod |= (src & mask) == np.uint32(int(net.network_address))
     hosts = [_v4_address(h, "host_ips") for h in _as_str_list(host_ips, "host_ips")]
     host = np.isin(src, np.asarray(hosts, np.uint32)) | ((src >> 24) == 127)
-    arr["origin"][auto] = np.where(host, Origin.HOST,
-                                   np.where(pod, Origin.POD, Origin.EXTERNAL)).astype(np.uint8)
+    arr["origin"][auto] = np.where(
+        host, Origin.HOST, np.where(pod, Origin.POD, Origin.EXTERNAL)
+    ).astype(np.uint8)
     return arr
 
 
 # --------------------------------------------------------------------------------------
 # argument validation
+
 
 def _count(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
@@ -476,8 +543,14 @@ def _count(name: str, value: object) -> int:
     return int(value)
 
 
-def _real(name: str, value: object, *, lo: float | None = None, hi: float | None = None,
-          lo_open: bool = False) -> float:
+def _real(
+    name: str,
+    value: object,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+) -> float:
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
         raise InputError("must be a number", field=name, value=value)
     v = float(value)
@@ -498,8 +571,9 @@ def _as_str_list(value: object, field: str) -> list[str]:
     items = list(value)
     for i, item in enumerate(items):
         if not isinstance(item, str):
-            raise InputError("expected an address or CIDR string", field=f"{field}[{i}]",
-                             value=item)
+            raise InputError(
+                "expected an address or CIDR string", field=f"{field}[{i}]", value=item
+            )
     return items
 
 
@@ -540,12 +614,18 @@ def _target_array(targets: object) -> np.ndarray:
     if isinstance(targets, TargetSource) and not isinstance(targets, np.ndarray):
         targets = targets.packet_targets()
     if not isinstance(targets, np.ndarray) or targets.dtype.names is None:
-        raise InputError("expected a TARGET_DTYPE array or an object with packet_targets()",
-                         field="targets", value=type(targets).__name__)
+        raise InputError(
+            "expected a TARGET_DTYPE array or an object with packet_targets()",
+            field="targets",
+            value=type(targets).__name__,
+        )
     missing = [f for f in _TARGET_FIELDS if f not in targets.dtype.names]
     if missing:
-        raise InputError(f"target array lacks field(s) {', '.join(missing)}", field="targets",
-                         value=str(targets.dtype))
+        raise InputError(
+            f"target array lacks field(s) {', '.join(missing)}",
+            field="targets",
+            value=str(targets.dtype),
+        )
     if targets.ndim != 1:
         raise InputError("expected a 1-D target array", field="targets", value=targets.shape)
     if targets.dtype == TARGET_DTYPE:
@@ -555,32 +635,51 @@ def _target_array(targets: object) -> np.ndarray:
         for f in _TARGET_FIELDS:
             col = np.asarray(targets[f])
             info = np.iinfo(TARGET_DTYPE[f])
-            if col.size and (col.dtype.kind not in "ui" or col.min() < info.min
-                             or col.max() > info.max):
-                raise InputError(f"target field {f} must be integers in {info.min}-{info.max}",
-                                 field=f"targets.{f}", value=str(col.dtype))
+            if col.size and (
+                col.dtype.kind not in "ui" or col.min() < info.min or col.max() > info.max
+            ):
+                raise InputError(
+                    f"target field {f} must be integers in {info.min}-{info.max}",
+                    field=f"targets.{f}",
+                    value=str(col.dtype),
+                )
             arr[f] = col
     bad = ~np.isin(arr["proto"], np.array(list(PROTO_NUMBERS.values()), np.uint8))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise InputError("unknown protocol number (expected 6, 17, 132 or 1)",
-                         field=f"targets[{i}].proto", value=int(arr["proto"][i]))
+        raise InputError(
+            "unknown protocol number (expected 6, 17, 132 or 1)",
+            field=f"targets[{i}].proto",
+            value=int(arr["proto"][i]),
+        )
     bad = arr["origins"] > 7
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise InputError("origins must be a mask of 1 (pod), 2 (external), 4 (host)",
-                         field=f"targets[{i}].origins", value=int(arr["origins"][i]))
+        raise InputError(
+            "origins must be a mask of 1 (pod), 2 (external), 4 (host)",
+            field=f"targets[{i}].origins",
+            value=int(arr["origins"][i]),
+        )
     return arr
 
 
 # --------------------------------------------------------------------------------------
 # traffic synthesis
 
-def synth(targets: np.ndarray | TargetSource, n: int, *, seed: int,
-          popularity: str = "uniform", zipf_s: float = 1.0, new_flow_share: float = 0.5,
-          origin_mix: Mapping[str, float] = DEFAULT_ORIGIN_MIX,
-          sources: Mapping[str, Sequence[str] | str] | None = None,
-          rate: float = 1e6, start: float = 0.0) -> PacketArray:
+
+def synth(
+    targets: np.ndarray | TargetSource,
+    n: int,
+    *,
+    seed: int,
+    popularity: str = "uniform",
+    zipf_s: float = 1.0,
+    new_flow_share: float = 0.5,
+    origin_mix: Mapping[str, float] = DEFAULT_ORIGIN_MIX,
+    sources: Mapping[str, Sequence[str] | str] | None = None,
+    rate: float = 1e6,
+    start: float = 0.0,
+) -> PacketArray:
     """Synthetic traffic: ``n`` packets aimed at ``targets``, fully determined by ``seed``.
 
     Each packet opens a new flow with probability ``new_flow_share`` (the first always
@@ -601,8 +700,11 @@ def synth(targets: np.ndarray | TargetSource, n: int, *, seed: int,
     tsource = targets
     tarr = _target_array(targets)
     n = _count("n", n)
-    if isinstance(seed, bool) or not isinstance(seed, (numbers.Integral, np.integer)) \
-            or int(seed) < 0:
+    if (
+        isinstance(seed, bool)
+        or not isinstance(seed, (numbers.Integral, np.integer))
+        or int(seed) < 0
+    ):
         raise InputError("must be a non-negative integer", field="seed", value=seed)
     if popularity not in ("uniform", "zipf"):
         raise InputError("must be 'uniform' or 'zipf'", field="popularity", value=popularity)
@@ -611,17 +713,20 @@ def synth(targets: np.ndarray | TargetSource, n: int, *, seed: int,
     rate_v = _real("rate", rate, lo=0.0, lo_open=True)
     start_v = _real("start", start)
     if not isinstance(origin_mix, Mapping):
-        raise InputError("expected a mapping of origin name to share", field="origin_mix",
-                         value=origin_mix)
+        raise InputError(
+            "expected a mapping of origin name to share", field="origin_mix", value=origin_mix
+        )
     mix = [0.0, 0.0, 0.0]
     for key, val in origin_mix.items():
         if key not in ORIGIN_NAMES:
-            raise InputError("unknown origin (expected pod, external or host)",
-                             field="origin_mix", value=key)
+            raise InputError(
+                "unknown origin (expected pod, external or host)", field="origin_mix", value=key
+            )
         mix[ORIGIN_NAMES.index(key)] = _real(f"origin_mix[{key}]", val, lo=0.0)
     if sum(mix) <= 0:
-        raise InputError("origin shares must not all be zero", field="origin_mix",
-                         value=dict(origin_mix))
+        raise InputError(
+            "origin shares must not all be zero", field="origin_mix", value=dict(origin_mix)
+        )
 
     src_spec: dict[str, Any] = dict(DEFAULT_SOURCES)
     given: object = sources
@@ -631,12 +736,16 @@ def synth(targets: np.ndarray | TargetSource, n: int, *, seed: int,
         given_field = "packet_sources()"
     if given is not None:
         if not isinstance(given, Mapping):
-            raise InputError("expected a mapping of origin name to addresses/CIDRs",
-                             field=given_field, value=given)
+            raise InputError(
+                "expected a mapping of origin name to addresses/CIDRs",
+                field=given_field,
+                value=given,
+            )
         for key, val in given.items():
             if key not in ORIGIN_NAMES:
-                raise InputError("unknown origin (expected pod, external or host)",
-                                 field=given_field, value=key)
+                raise InputError(
+                    "unknown origin (expected pod, external or host)", field=given_field, value=key
+                )
             src_spec[key] = val
     src_base: list[int] = []
     src_cum: list[float] = []
@@ -654,7 +763,7 @@ def synth(targets: np.ndarray | TargetSource, n: int, *, seed: int,
             src_cum.append(float(total))
         src_off.append(len(src_base))
         if total == 0 and mix[o] > 0:
-            mix[o] = -1.0   # marker: needs sources (checked once eligibility is known)
+            mix[o] = -1.0  # marker: needs sources (checked once eligibility is known)
 
     # eligibility and popularity
     if len(tarr) == 0:
@@ -671,8 +780,11 @@ def synth(targets: np.ndarray | TargetSource, n: int, *, seed: int,
         if elig.size == 0:
             mix[o] = 0.0
         elif mix[o] < 0:
-            raise InputError("origin has eligible targets and a share but no source address",
-                             field=src_fields[o], value=src_spec[name])
+            raise InputError(
+                "origin has eligible targets and a share but no source address",
+                field=src_fields[o],
+                value=src_spec[name],
+            )
         tgt_index.append(elig.astype(np.int64))
         if zipf and elig.size:
             # 1/rank**s relative to the origin's most popular target (no underflow to 0)
@@ -681,11 +793,17 @@ def synth(targets: np.ndarray | TargetSource, n: int, *, seed: int,
             tgt_cum.append(np.arange(1, elig.size + 1, dtype=np.float64))
         tgt_off.append(tgt_off[-1] + elig.size)
     if not any_eligible:
-        raise InputError("no target is eligible for any origin (origins bitmask is 0)",
-                         field="targets.origins", value=0)
+        raise InputError(
+            "no target is eligible for any origin (origins bitmask is 0)",
+            field="targets.origins",
+            value=0,
+        )
     if sum(mix) <= 0:
-        raise InputError("no origin with a share in origin_mix has an eligible target",
-                         field="origin_mix", value=dict(origin_mix))
+        raise InputError(
+            "no origin with a share in origin_mix has an eligible target",
+            field="origin_mix",
+            value=dict(origin_mix),
+        )
 
     out = np.empty(n, PACKET_DTYPE)
     if n == 0:
@@ -695,9 +813,14 @@ def synth(targets: np.ndarray | TargetSource, n: int, *, seed: int,
     gaps = rng.standard_exponential(n)
     gaps /= rate_v
     flows = _traffic.new_flow_count(u, n, share)
-    cap = 1 << max(1, (2 * flows - 1).bit_length())   # 5-tuple set at most half full
+    cap = 1 << max(1, (2 * flows - 1).bit_length())  # 5-tuple set at most half full
     _traffic.generate(
-        out, u, gaps, start_v, share, tarr,
+        out,
+        u,
+        gaps,
+        start_v,
+        share,
+        tarr,
         np.cumsum(np.asarray(mix, np.float64)),
         np.concatenate(tgt_cum).astype(np.float64),
         np.concatenate(tgt_index),

@@ -4,6 +4,7 @@ Every random choice comes from one ``numpy.random.Generator`` seeded with ``seed
 draws are made in bulk per kind of choice, so the same spec and seed give the same cluster.
 Addresses are allocated sequentially from the configured ranges (no collisions).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -15,13 +16,30 @@ import numpy as np
 
 from .errors import InputError
 from .model.cluster import Cluster, paused_gc
-from .model.objects import (SERVICE_NAME_LABEL, ZONE_LABEL, Endpoint, EndpointPort,
-                            EndpointSlice, LoadBalancerIngress, Namespace, Node, NodeAddress, Pod,
-                            Service, ServiceCIDR, ServicePort)
+from .model.objects import (
+    SERVICE_NAME_LABEL,
+    ZONE_LABEL,
+    Endpoint,
+    EndpointPort,
+    EndpointSlice,
+    LoadBalancerIngress,
+    Namespace,
+    Node,
+    NodeAddress,
+    Pod,
+    Service,
+    ServiceCIDR,
+    ServicePort,
+)
 
 SERVICE_KINDS = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName", "Headless")
-DEFAULT_TYPE_MIX = {"ClusterIP": 0.75, "NodePort": 0.10, "LoadBalancer": 0.08,
-                    "ExternalName": 0.02, "Headless": 0.05}
+DEFAULT_TYPE_MIX = {
+    "ClusterIP": 0.75,
+    "NodePort": 0.10,
+    "LoadBalancer": 0.08,
+    "ExternalName": 0.02,
+    "Headless": 0.05,
+}
 DEFAULT_PROTOCOL_MIX = {"TCP": 0.85, "UDP": 0.12, "SCTP": 0.03}
 COMMON_PORTS = (80, 443, 8080, 53, 9090, 5432, 6379, 3306, 8443, 9000, 11211, 27017)
 MAX_ENDPOINTS_PER_SLICE = 100  # the EndpointSlice controller's default
@@ -65,9 +83,8 @@ def cluster(services: int = 1000, **options) -> Cluster:
 
 def parse_endpoint_spec(spec: int | str) -> tuple[str, float, float]:
     """``10`` / ``fixed:10`` / ``uniform:1-20`` / ``poisson:8`` -> (kind, a, b)."""
-    if isinstance(spec, int) and not isinstance(spec, bool):
-        kind, a, b = "fixed", float(spec), 0.0
-    elif isinstance(spec, str) and re.fullmatch(r"\d+", spec.strip()):
+    is_int = isinstance(spec, int) and not isinstance(spec, bool)
+    if is_int or (isinstance(spec, str) and re.fullmatch(r"\d+", spec.strip())):
         kind, a, b = "fixed", float(spec), 0.0
     elif isinstance(spec, str) and (m := re.fullmatch(r"fixed:(\d+)", spec.strip())):
         kind, a, b = "fixed", float(m[1]), 0.0
@@ -78,8 +95,9 @@ def parse_endpoint_spec(spec: int | str) -> tuple[str, float, float]:
     elif isinstance(spec, str) and (m := re.fullmatch(r"poisson:(\d+(\.\d+)?)", spec.strip())):
         kind, a, b = "poisson", float(m[1]), 0.0
     else:
-        raise InputError("must be a count K, fixed:K, uniform:A-B or poisson:MEAN",
-                         field="endpoints", value=spec)
+        raise InputError(
+            "must be a count K, fixed:K, uniform:A-B or poisson:MEAN", field="endpoints", value=spec
+        )
     if max(a, b) > 100_000:
         raise InputError("at most 100000 endpoints per service", field="endpoints", value=spec)
     return kind, a, b
@@ -97,17 +115,30 @@ def _validate(spec: SynthSpec) -> None:
         raise bad("services", "at most 2000000", spec.services)
     if spec.nodes < 1:
         raise bad("nodes", "at least one node is needed", spec.nodes)
-    for name in ("lb_source_range_share", "lb_proxy_mode_share", "external_ip_share",
-                 "etp_local_share", "itp_local_share", "affinity_share", "prefer_close_share",
-                 "terminating_share", "not_ready_share"):
+    for name in (
+        "lb_source_range_share",
+        "lb_proxy_mode_share",
+        "external_ip_share",
+        "etp_local_share",
+        "itp_local_share",
+        "affinity_share",
+        "prefer_close_share",
+        "terminating_share",
+        "not_ready_share",
+    ):
         value = getattr(spec, name)
         if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
             raise bad(name, "must be a share between 0 and 1", value)
     if spec.terminating_share + spec.not_ready_share > 1.0:
-        raise bad("terminating_share", "terminating and not-ready shares add up to more than 1",
-                  spec.terminating_share + spec.not_ready_share)
-    for name, mix, allowed in (("type_mix", spec.type_mix, SERVICE_KINDS),
-                               ("protocol_mix", spec.protocol_mix, ("TCP", "UDP", "SCTP"))):
+        raise bad(
+            "terminating_share",
+            "terminating and not-ready shares add up to more than 1",
+            spec.terminating_share + spec.not_ready_share,
+        )
+    for name, mix, allowed in (
+        ("type_mix", spec.type_mix, SERVICE_KINDS),
+        ("protocol_mix", spec.protocol_mix, ("TCP", "UDP", "SCTP")),
+    ):
         for key, share in mix.items():
             if key not in allowed:
                 raise bad(f"{name}.{key}", f"must be one of {', '.join(allowed)}", key)
@@ -115,13 +146,20 @@ def _validate(spec: SynthSpec) -> None:
                 raise bad(f"{name}.{key}", "must be a non-negative share", share)
         if sum(mix.values()) <= 0:
             raise bad(name, "shares must not all be zero", mix)
-    if not spec.ports_per_service or min(spec.ports_per_service) < 0 or \
-            sum(spec.ports_per_service) <= 0:
-        raise bad("ports_per_service", "must be non-negative shares, not all zero",
-                  spec.ports_per_service)
+    if (
+        not spec.ports_per_service
+        or min(spec.ports_per_service) < 0
+        or sum(spec.ports_per_service) <= 0
+    ):
+        raise bad(
+            "ports_per_service", "must be non-negative shares, not all zero", spec.ports_per_service
+        )
     if len(spec.ports_per_service) > len(COMMON_PORTS):
-        raise bad("ports_per_service", f"at most {len(COMMON_PORTS)} ports per service",
-                  len(spec.ports_per_service))
+        raise bad(
+            "ports_per_service",
+            f"at most {len(COMMON_PORTS)} ports per service",
+            len(spec.ports_per_service),
+        )
     for name in ("service_cidr", "cluster_cidr", "node_cidr", "external_ip_cidr", "lb_ip_cidr"):
         try:
             net = ipaddress.ip_network(getattr(spec, name), strict=False)
@@ -143,8 +181,11 @@ class _Allocator:
 
     def take(self, count: int) -> list[str]:
         if self.next + count >= self.net.num_addresses:
-            raise InputError(f"range too small for {self.next + count - 1} {self.what}",
-                             field=self.what.replace(" ", "_") + "_cidr", value=str(self.net))
+            raise InputError(
+                f"range too small for {self.next + count - 1} {self.what}",
+                field=self.what.replace(" ", "_") + "_cidr",
+                value=str(self.net),
+            )
         start = self.base + self.next
         self.next += count
         return [str(ipaddress.IPv4Address(start + i)) for i in range(count)]
@@ -152,9 +193,15 @@ class _Allocator:
 
 def _ipv4_strings(values: np.ndarray) -> list[str]:
     v = values.astype(np.uint32)
-    return [f"{a}.{b}.{c}.{d}" for a, b, c, d in zip(
-        (v >> 24).tolist(), ((v >> 16) & 255).tolist(), ((v >> 8) & 255).tolist(),
-        (v & 255).tolist())]
+    return [
+        f"{a}.{b}.{c}.{d}"
+        for a, b, c, d in zip(
+            (v >> 24).tolist(),
+            ((v >> 16) & 255).tolist(),
+            ((v >> 8) & 255).tolist(),
+            (v & 255).tolist(),
+        )
+    ]
 
 
 def _shares(mix: dict[str, float], keys: tuple[str, ...]) -> np.ndarray:
@@ -177,23 +224,33 @@ def _generate(spec: SynthSpec) -> Cluster:
     cluster_net = ipaddress.ip_network(spec.cluster_cidr, strict=False)
     block_prefix = min(24, cluster_net.prefixlen + max(1, math.ceil(math.log2(spec.nodes))))
     if block_prefix - cluster_net.prefixlen < math.log2(spec.nodes):
-        raise InputError(f"too small for {spec.nodes} nodes with /24 pod blocks",
-                         field="cluster_cidr", value=spec.cluster_cidr)
+        raise InputError(
+            f"too small for {spec.nodes} nodes with /24 pod blocks",
+            field="cluster_cidr",
+            value=spec.cluster_cidr,
+        )
     blocks = cluster_net.subnets(new_prefix=block_prefix)
     node_ips = _Allocator(spec.node_cidr, "node").take(spec.nodes)
     node_names = [f"node-{i + 1:04d}" for i in range(spec.nodes)]
     node_zones = [ZONES[i % len(ZONES)] for i in range(spec.nodes)]
-    node_pod_base, node_pod_next, node_pod_size = [], [0] * spec.nodes, []
+    node_pod_base, _node_pod_next, node_pod_size = [], [0] * spec.nodes, []
     for i, name in enumerate(node_names):
         block = next(blocks)
         node_pod_base.append(int(block.network_address))
         node_pod_size.append(block.num_addresses)
-        out.add(Node(name=name, addresses=[NodeAddress("InternalIP", node_ips[i]),
-                                           NodeAddress("Hostname", name)],
-                     pod_cidrs=[str(block)],
-                     labels={ZONE_LABEL: node_zones[i], "kubernetes.io/hostname": name}))
-    out.add(ServiceCIDR(name="kubernetes", cidrs=[str(ipaddress.ip_network(spec.service_cidr,
-                                                                            strict=False))]))
+        out.add(
+            Node(
+                name=name,
+                addresses=[NodeAddress("InternalIP", node_ips[i]), NodeAddress("Hostname", name)],
+                pod_cidrs=[str(block)],
+                labels={ZONE_LABEL: node_zones[i], "kubernetes.io/hostname": name},
+            )
+        )
+    out.add(
+        ServiceCIDR(
+            name="kubernetes", cidrs=[str(ipaddress.ip_network(spec.service_cidr, strict=False))]
+        )
+    )
 
     # ---- namespaces
     n_ns = spec.namespaces or max(1, min(1000, math.ceil(n / 50)))
@@ -203,11 +260,15 @@ def _generate(spec: SynthSpec) -> Cluster:
 
     # ---- bulk draws, one array per kind of choice
     kinds = rng.choice(len(SERVICE_KINDS), size=n, p=_shares(spec.type_mix, SERVICE_KINDS))
-    port_counts = 1 + rng.choice(len(spec.ports_per_service), size=n,
-                                 p=np.array(spec.ports_per_service) / sum(spec.ports_per_service))
+    port_counts = 1 + rng.choice(
+        len(spec.ports_per_service),
+        size=n,
+        p=np.array(spec.ports_per_service) / sum(spec.ports_per_service),
+    )
     protocols = ("TCP", "UDP", "SCTP")
-    proto_draw = rng.choice(3, size=(n, len(spec.ports_per_service)),
-                            p=_shares(spec.protocol_mix, protocols))
+    proto_draw = rng.choice(
+        3, size=(n, len(spec.ports_per_service)), p=_shares(spec.protocol_mix, protocols)
+    )
     port_offset = rng.integers(0, len(COMMON_PORTS), size=n)
     unnamed = rng.random(n) < 0.3
     ns_draw = rng.integers(0, n_ns, size=n)
@@ -244,16 +305,21 @@ def _generate(spec: SynthSpec) -> Cluster:
     order = np.argsort(ep_nodes, kind="stable")
     per_node = np.bincount(ep_nodes, minlength=spec.nodes)
     if per_node.size and int(per_node.max()) >= min(node_pod_size) - 2:
-        raise InputError(f"pod CIDR blocks too small for {total_eps} endpoints on "
-                         f"{spec.nodes} nodes", field="cluster_cidr", value=spec.cluster_cidr)
+        raise InputError(
+            f"pod CIDR blocks too small for {total_eps} endpoints on {spec.nodes} nodes",
+            field="cluster_cidr",
+            value=spec.cluster_cidr,
+        )
     rank = np.empty(total_eps, dtype=np.int64)
     rank[order] = np.arange(total_eps) - np.repeat(np.cumsum(per_node) - per_node, per_node)
     ep_ips = _ipv4_strings(np.asarray(node_pod_base, dtype=np.int64)[ep_nodes] + 1 + rank)
 
     conditions = ((True, True, False), (False, True, True), (False, False, False))
-    ep_cond = np.where(ep_state < spec.terminating_share, 1,
-                       np.where(ep_state < spec.terminating_share + spec.not_ready_share, 2, 0)
-                       ).tolist()
+    ep_cond = np.where(
+        ep_state < spec.terminating_share,
+        1,
+        np.where(ep_state < spec.terminating_share + spec.not_ready_share, 2, 0),
+    ).tolist()
     ep_nodes_l = ep_nodes.tolist()
     ep_cursor = 0
     kinds_l, counts_l, ports_l = kinds.tolist(), ep_counts.tolist(), port_counts.tolist()
@@ -262,8 +328,7 @@ def _generate(spec: SynthSpec) -> Cluster:
         ns = ns_names[int(ns_draw[i])]
         name = f"svc-{i + 1:06d}"
         f = flags[i]
-        svc = Service(namespace=ns, name=name, selector={"app": name},
-                      labels={"app": name})
+        svc = Service(namespace=ns, name=name, selector={"app": name}, labels={"app": name})
         if kind == "ExternalName":
             svc.type = "ExternalName"
             svc.external_name = f"{name}.{ns}.example.com"
@@ -282,9 +347,15 @@ def _generate(spec: SynthSpec) -> Cluster:
             number = COMMON_PORTS[(int(port_offset[i]) + j) % len(COMMON_PORTS)]
             proto = protocols[int(proto_draw[i, j])]
             pname = "" if count == 1 and unnamed[i] else f"{proto.lower()}-{number}"
-            svc.ports.append(ServicePort(
-                port=number, protocol=proto, name=pname, target_port=number + 8000,
-                node_port=next(node_ports) if kind in ("NodePort", "LoadBalancer") else 0))
+            svc.ports.append(
+                ServicePort(
+                    port=number,
+                    protocol=proto,
+                    name=pname,
+                    target_port=number + 8000,
+                    node_port=next(node_ports) if kind in ("NodePort", "LoadBalancer") else 0,
+                )
+            )
         if kind in ("NodePort", "LoadBalancer"):
             svc.external_traffic_policy = "Local" if f[0] < spec.etp_local_share else "Cluster"
         if kind == "LoadBalancer":
@@ -309,8 +380,9 @@ def _generate(spec: SynthSpec) -> Cluster:
 
         # ---- endpoint slices: at most 100 endpoints each, as the controller cuts them
         total = counts_l[i]
-        slice_ports = [EndpointPort(port=p.target_port, protocol=p.protocol, name=p.name)
-                       for p in svc.ports]
+        slice_ports = [
+            EndpointPort(port=p.target_port, protocol=p.protocol, name=p.name) for p in svc.ports
+        ]
         first = True
         while first or total > 0:
             first = False
@@ -320,23 +392,42 @@ def _generate(spec: SynthSpec) -> Cluster:
                 node = ep_nodes_l[k]
                 ready, serving, terminating = conditions[ep_cond[k]]
                 endpoint = Endpoint(
-                    addresses=[ep_ips[k]], ready=ready, serving=serving, terminating=terminating,
-                    node_name=node_names[node], zone=node_zones[node],
-                    hints_zones=[node_zones[node]] if prefer_close else [])
+                    addresses=[ep_ips[k]],
+                    ready=ready,
+                    serving=serving,
+                    terminating=terminating,
+                    node_name=node_names[node],
+                    zone=node_zones[node],
+                    hints_zones=[node_zones[node]] if prefer_close else [],
+                )
                 endpoints.append(endpoint)
                 if spec.pods:  # pods only when asked: a million of them is a lot of memory
                     pod_name = f"{name}-{k:07x}"
                     endpoint.target_ref = {"kind": "Pod", "namespace": ns, "name": pod_name}
-                    out.add(Pod(namespace=ns, name=pod_name, node_name=node_names[node],
-                                pod_ips=[ep_ips[k]], labels={"app": name}, phase="Running"))
+                    out.add(
+                        Pod(
+                            namespace=ns,
+                            name=pod_name,
+                            node_name=node_names[node],
+                            pod_ips=[ep_ips[k]],
+                            labels={"app": name},
+                            phase="Running",
+                        )
+                    )
             ep_cursor += take
             total -= take
             slice_name = f"{name}-{suffix_strings[suffix_i]}"
             if (ns, slice_name) in out.endpoint_slices:  # same random suffix twice
                 slice_name = f"{slice_name}{suffix_i}"
-            out.add(EndpointSlice(
-                namespace=ns, name=slice_name,
-                address_type="IPv4", endpoints=endpoints, ports=list(slice_ports),
-                labels={SERVICE_NAME_LABEL: name, **_MANAGED_BY}))
+            out.add(
+                EndpointSlice(
+                    namespace=ns,
+                    name=slice_name,
+                    address_type="IPv4",
+                    endpoints=endpoints,
+                    ports=list(slice_ports),
+                    labels={SERVICE_NAME_LABEL: name, **_MANAGED_BY},
+                )
+            )
             suffix_i += 1
     return out

@@ -37,8 +37,9 @@ def fixture_inputs():
 
 def as_manifests(services, slices):
     """Fixture objects carry no apiVersion/kind (Go structs); add them as kubectl would."""
-    return ([dict(s, apiVersion="v1", kind="Service") for s in services]
-            + [dict(s, apiVersion="discovery.k8s.io/v1", kind="EndpointSlice") for s in slices])
+    return [dict(s, apiVersion="v1", kind="Service") for s in services] + [
+        dict(s, apiVersion="discovery.k8s.io/v1", kind="EndpointSlice") for s in slices
+    ]
 
 
 @pytest.fixture
@@ -48,6 +49,7 @@ def write(tmp_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         return str(path)
+
     return _write
 
 

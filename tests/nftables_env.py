@@ -1,5 +1,6 @@
 """Node environments for the nftables tests: kube-proxy's nftables fake proxier (fixture
 ``environment``) as --config / --node-config files, and views and proxiers built on it."""
+
 import yaml
 
 from kproxy_emu.model import Cluster
@@ -18,8 +19,12 @@ def nft_env():
 
 
 def options_for(env, tmp_path, masquerade_all=False, detector=True, node_port_addresses=None):
-    config = {"apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
-              "mode": "nftables", "iptables": {"masqueradeAll": masquerade_all}}
+    config = {
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+        "kind": "KubeProxyConfiguration",
+        "mode": "nftables",
+        "iptables": {"masqueradeAll": masquerade_all},
+    }
     if detector:
         config["clusterCIDR"] = env["localDetector"]["cidr"]
         config["detectLocalMode"] = env["localDetector"]["mode"]
@@ -27,15 +32,22 @@ def options_for(env, tmp_path, masquerade_all=False, detector=True, node_port_ad
     if npa:
         config["nodePortAddresses"] = npa
     interfaces = env["networkInterfaces"]
-    ips = [env["nodeIP"]] + [a.split("/")[0] for addrs in interfaces.values() for a in addrs
-                             if not a.startswith(("127.", "::1"))
-                             and a.split("/")[0] != env["nodeIP"]]
+    ips = [env["nodeIP"]] + [
+        a.split("/")[0]
+        for addrs in interfaces.values()
+        for a in addrs
+        if not a.startswith(("127.", "::1")) and a.split("/")[0] != env["nodeIP"]
+    ]
     node = {"name": env["nodeName"], "ips": ips, "interfaces": interfaces}
     cfg_path, node_path = tmp_path / "kube-proxy.yaml", tmp_path / "node.yaml"
     cfg_path.write_text(yaml.safe_dump(config))
     node_path.write_text(yaml.safe_dump(node))
-    return ProxyOptions.build(load_node_config(node_path), load_kube_proxy_config(cfg_path),
-                              mark_text=env["masqueradeMark"], masquerade_all=masquerade_all)
+    return ProxyOptions.build(
+        load_node_config(node_path),
+        load_kube_proxy_config(cfg_path),
+        mark_text=env["masqueradeMark"],
+        masquerade_all=masquerade_all,
+    )
 
 
 def view_of(options, services, slices):
@@ -47,6 +59,7 @@ def shared_flow_steps(name, tmp_path):
     each case, (table, options, packet tests) after its sync, and again after its
     EndpointSlices are deleted when the case has ``afterEndpointSliceDeleted``."""
     from kproxy_emu.modes.nftables import NftProxier
+
     fx = fixture(name)
     env = dict(nft_env(), nodeName=fx["environment"]["nodeName"])
     options = options_for(env, tmp_path)
@@ -57,7 +70,8 @@ def shared_flow_steps(name, tmp_path):
             assert proxier.sync(view_of(options, services, slices)).ok
             yield proxier.table, options, case["packetTests"]
             if "afterEndpointSliceDeleted" in case:
-                assert proxier.sync(view_of(options, services, []),
-                                    {(s["metadata"]["namespace"], s["metadata"]["name"])
-                                     for s in services}).ok
+                assert proxier.sync(
+                    view_of(options, services, []),
+                    {(s["metadata"]["namespace"], s["metadata"]["name"]) for s in services},
+                ).ok
                 yield proxier.table, options, case["afterEndpointSliceDeleted"]

@@ -1,6 +1,7 @@
 """The bench sweep: records carry the contract fields, the figures are consistent with
 the packets (new flows walk rules, established ones hit conntrack), outputs are written,
 and bad options are clear errors."""
+
 import json
 import subprocess
 import sys
@@ -8,13 +9,26 @@ import sys
 import numpy as np
 import pytest
 
+from kproxy_emu import packets
 from kproxy_emu._cext import roofline
 from kproxy_emu.bench import report, sweep
 from kproxy_emu.errors import InputError
-from kproxy_emu import packets
 
-REQUIRED = ("mode", "services", "endpoints", "flow", "ns_per_packet", "ns_min", "ns_max",
-            "mpps", "cost_p50", "cost_p99", "compile_s", "update_s", "peak_rss_mb")
+REQUIRED = (
+    "mode",
+    "services",
+    "endpoints",
+    "flow",
+    "ns_per_packet",
+    "ns_min",
+    "ns_max",
+    "mpps",
+    "cost_p50",
+    "cost_p99",
+    "compile_s",
+    "update_s",
+    "peak_rss_mb",
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +40,8 @@ def result():
 def test_records_have_the_contract_fields(result):
     recs = result["records"]
     assert [(r["services"], r["mode"], r["flow"]) for r in recs] == [
-        (n, m, f) for n in (60, 240) for m in sweep.MODES for f in ("new", "established")]
+        (n, m, f) for n in (60, 240) for m in sweep.MODES for f in ("new", "established")
+    ]
     for r in recs:
         for key in REQUIRED:
             assert r[key] is not None, key
@@ -89,11 +104,17 @@ def test_predicted_kernel_latency_from_calibration(tmp_path):
     assert new["predicted_kernel_ns"] == pytest.approx(1000 + 14 * new["rules_mean"], rel=1e-3)
 
 
-@pytest.mark.parametrize("spec, field", [
-    (dict(services=[0]), "--services"), (dict(modes=["bogus"]), "--modes"),
-    (dict(packets=5), "--packets"), (dict(new_flow_share=0.0), "--new-flow-share"),
-    (dict(popularity="pareto"), "--popularity"), (dict(repeat=0), "--repeat"),
-])
+@pytest.mark.parametrize(
+    "spec, field",
+    [
+        (dict(services=[0]), "--services"),
+        (dict(modes=["bogus"]), "--modes"),
+        (dict(packets=5), "--packets"),
+        (dict(new_flow_share=0.0), "--new-flow-share"),
+        (dict(popularity="pareto"), "--popularity"),
+        (dict(repeat=0), "--repeat"),
+    ],
+)
 def test_bad_options(spec, field):
     with pytest.raises(InputError) as err:
         sweep.BenchSpec(**spec).validate()
@@ -101,8 +122,11 @@ def test_bad_options(spec, field):
 
 
 def test_cli_bad_input_exits_2():
-    proc = subprocess.run([sys.executable, "-m", "kproxy_emu.cli", "bench", "--modes", "bogus"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kproxy_emu.cli", "bench", "--modes", "bogus"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "--modes" in proc.stderr and "Traceback" not in proc.stderr
 
 

@@ -1,5 +1,6 @@
 """The Cython chain VM against the reference evaluator: same verdicts, same endpoint sets,
 the probabilities kube-proxy's statistic rules encode."""
+
 import copy
 
 import numpy as np
@@ -42,15 +43,20 @@ def agree(dp, batch):
         action = int(v["action"])
         if candidates:
             ep = dp.endpoints[int(v["endpoint"])] if v["endpoint"] >= 0 else None
-            ok = (action == packets.Action.DNAT and ep in candidates
-                  and candidates[ep][2] == bool(v["snat_ip"])
-                  and packets.dnat_text(v) == ep)
+            ok = (
+                action == packets.Action.DNAT
+                and ep in candidates
+                and candidates[ep][2] == bool(v["snat_ip"])
+                and packets.dnat_text(v) == ep
+            )
         else:
             expected = ACTIONS.get(outcome.kube_proxy_output(), packets.Action.ACCEPT)
             ok = action == expected and bool(v["snat_ip"]) == outcome.masquerade
         if not ok:
-            problems.append(f"{flow}: engine {v}, reference {outcome.kube_proxy_output()!r} "
-                            f"masq={outcome.masquerade}")
+            problems.append(
+                f"{flow}: engine {v}, reference {outcome.kube_proxy_output()!r} "
+                f"masq={outcome.masquerade}"
+            )
     assert not problems, "\n".join(problems[:10])
     return verdicts
 
@@ -59,8 +65,11 @@ def test_fixture_packet_flows_agree_with_the_reference(tmp_path):
     fx = fixture("iptables-overall.json")
     env = fx["environment"]
     dp = _dataplane(env, fx["input"]["services"], fx["input"]["endpointSlices"], tmp_path)
-    lines = [f"{t['protocol'].lower()} {t['sourceIP']}:40000 -> {t['destIP']}:{t['destPort']}"
-             for t in fx["packetTests"] if ":" not in t["sourceIP"] + t["destIP"]]
+    lines = [
+        f"{t['protocol'].lower()} {t['sourceIP']}:40000 -> {t['destIP']}:{t['destPort']}"
+        for t in fx["packetTests"]
+        if ":" not in t["sourceIP"] + t["destIP"]
+    ]
     batch = packets.from_strings(lines * 20)
     packets.resolve_origins(batch, ["10.0.0.0/8"], env["tracerNodeIPs"])
     agree(dp, batch)
@@ -74,10 +83,18 @@ def test_random_clusters_and_traffic_agree_with_the_reference(seed):
 
 
 def test_endpoint_choice_follows_kube_proxys_probabilities():
-    cluster = synth.cluster(1, endpoints=4, seed=2, type_mix={"ClusterIP": 1},
-                            ports_per_service=(1.0,), terminating_share=0,
-                            not_ready_share=0, itp_local_share=0, affinity_share=0,
-                            prefer_close_share=0)
+    cluster = synth.cluster(
+        1,
+        endpoints=4,
+        seed=2,
+        type_mix={"ClusterIP": 1},
+        ports_per_service=(1.0,),
+        terminating_share=0,
+        not_ready_share=0,
+        itp_local_share=0,
+        affinity_share=0,
+        prefer_close_share=0,
+    )
     svc = next(iter(cluster.services.values()))
     proto, dst = svc.ports[0].protocol.lower(), f"{svc.cluster_ip}:{svc.ports[0].port}"
     n = 40_000
@@ -102,12 +119,20 @@ def test_same_seed_same_verdicts_different_seed_different():
 
 
 def test_rules_evaluated_grow_with_the_service_position():
-    cluster = synth.cluster(400, endpoints=1, seed=3, type_mix={"ClusterIP": 1},
-                            ports_per_service=(1.0,), itp_local_share=0)
+    cluster = synth.cluster(
+        400,
+        endpoints=1,
+        seed=3,
+        type_mix={"ClusterIP": 1},
+        ports_per_service=(1.0,),
+        itp_local_share=0,
+    )
     dp = Dataplane(cluster, cluster_cidr="10.0.0.0/8")
     services = list(cluster.services.values())
-    lines = [f"{s.ports[0].protocol.lower()} 10.0.0.7:40000 -> {s.cluster_ip}:{s.ports[0].port}"
-             for s in (services[0], services[-1])]
+    lines = [
+        f"{s.ports[0].protocol.lower()} 10.0.0.7:40000 -> {s.cluster_ip}:{s.ports[0].port}"
+        for s in (services[0], services[-1])
+    ]
     first, last = dp.process(packets.from_strings(lines, origin="pod"))["rules"]
     assert last > first + 300
 
@@ -119,10 +144,19 @@ def test_process_rejects_a_wrong_array():
 
 
 def _one_service(endpoints=3):
-    cluster = synth.cluster(1, endpoints=endpoints, seed=2, type_mix={"ClusterIP": 1},
-                            ports_per_service=(1.0,), protocol_mix={"TCP": 1},
-                            terminating_share=0, not_ready_share=0, itp_local_share=0,
-                            affinity_share=0, prefer_close_share=0)
+    cluster = synth.cluster(
+        1,
+        endpoints=endpoints,
+        seed=2,
+        type_mix={"ClusterIP": 1},
+        ports_per_service=(1.0,),
+        protocol_mix={"TCP": 1},
+        terminating_share=0,
+        not_ready_share=0,
+        itp_local_share=0,
+        affinity_share=0,
+        prefer_close_share=0,
+    )
     svc = next(iter(cluster.services.values()))
     return cluster, svc, f"{svc.cluster_ip}:{svc.ports[0].port}"
 
@@ -136,13 +170,20 @@ def test_conntrack_established_flow_keeps_its_endpoint_and_replies_are_un_natted
     assert first["snat_ip"] == packets.ip_to_u32(node)  # host traffic: masqueraded
     endpoint = dp.endpoints[first["endpoint"]]
     # the SYN/ACK from the endpoint comes back from the service address to the client
-    reply = dp.process(packets.from_strings(
-        [f"tcp {endpoint} -> {node}:{first['snat_port']} flags=SA"], ts=0.5))[0]
+    reply = dp.process(
+        packets.from_strings([f"tcp {endpoint} -> {node}:{first['snat_port']} flags=SA"], ts=0.5)
+    )[0]
     assert reply["ct_hit"]
     assert f"{packets.u32_to_ip(int(reply['snat_ip']))}:{reply['snat_port']}" == vip
     # the endpoints change; the established flow keeps its endpoint, as conntrack does
-    changed = synth.cluster(1, endpoints=3, seed=77, type_mix={"ClusterIP": 1},
-                            ports_per_service=(1.0,), protocol_mix={"TCP": 1})
+    changed = synth.cluster(
+        1,
+        endpoints=3,
+        seed=77,
+        type_mix={"ClusterIP": 1},
+        ports_per_service=(1.0,),
+        protocol_mix={"TCP": 1},
+    )
     for s in changed.endpoint_slices.values():
         s.namespace = svc.namespace
         s.labels["kubernetes.io/service-name"] = svc.name
@@ -152,13 +193,15 @@ def test_conntrack_established_flow_keeps_its_endpoint_and_replies_are_un_natted
     updated.endpoint_slices = {(s.namespace, s.name): s for s in changed.endpoint_slices.values()}
     result = dp.update(updated)
     assert result.ok and result.changed == {svc.key}
-    again = dp.process(packets.from_strings([f"tcp {node}:40000 -> {vip} flags=A"],
-                                            ts=1.0))[0]
+    again = dp.process(packets.from_strings([f"tcp {node}:40000 -> {vip} flags=A"], ts=1.0))[0]
     assert again["ct_hit"] and again["action"] == packets.Action.DNAT
     assert f"{packets.u32_to_ip(int(again['dnat_ip']))}:{again['dnat_port']}" == endpoint
     # a new flow after the change reaches only the new endpoints
-    new_endpoints = {f"{e.addresses[0]}:{s.ports[0].port}"
-                     for s in updated.endpoint_slices.values() for e in s.endpoints}
+    new_endpoints = {
+        f"{e.addresses[0]}:{s.ports[0].port}"
+        for s in updated.endpoint_slices.values()
+        for e in s.endpoints
+    }
     assert endpoint not in new_endpoints
     new = dp.process(packets.from_strings([f"tcp {node}:40001 -> {vip}"], ts=2.0))[0]
     assert not new["ct_hit"] and dp.endpoints[new["endpoint"]] in new_endpoints
@@ -166,7 +209,7 @@ def test_conntrack_established_flow_keeps_its_endpoint_and_replies_are_un_natted
 
 
 def test_conntrack_entries_expire_in_emulated_time():
-    cluster, svc, vip = _one_service()
+    cluster, _svc, vip = _one_service()
     dp = Dataplane(cluster, cluster_cidr="10.0.0.0/8")
     line = f"udp 10.0.0.9:5000 -> {vip}"
     dp.process(packets.from_strings([line], ts=0.0))
@@ -176,7 +219,7 @@ def test_conntrack_entries_expire_in_emulated_time():
 
 
 def test_without_conntrack_every_packet_walks_the_rules():
-    cluster, svc, vip = _one_service()
+    cluster, _svc, vip = _one_service()
     dp = Dataplane(cluster, cluster_cidr="10.0.0.0/8", conntrack=False)
     v = dp.process(packets.from_strings([f"tcp 10.0.0.9:5000 -> {vip}"] * 3))
     assert not v["ct_hit"].any() and (v["action"] == packets.Action.DNAT).all()
@@ -207,7 +250,7 @@ def test_client_ip_affinity_sticks_within_its_timeout_and_expires_after():
 def test_trace_sequence_sees_conntrack_and_time():
     """trace(commit=True) leaves state like process: the flow's next packet is established
     (no nat rules), its reply un-NATed, and after the timeout the flow is new again."""
-    cluster, svc, vip = _one_service()
+    cluster, _svc, vip = _one_service()
     dp = Dataplane(cluster, cluster_cidr="10.0.0.0/8", seed=5)
     first = dp.trace(f"tcp 10.0.0.9:40000 -> {vip}", commit=True)
     assert first["conntrack"] == "new" and first["verdict"] == "DNAT"
@@ -227,14 +270,31 @@ def test_cli_trace_sequence(tmp_path):
     import json
     import subprocess
     import sys
-    cluster, svc, vip = _one_service()
+
+    cluster, _svc, vip = _one_service()
     path = tmp_path / "c.json"
     cluster.dump(str(path))
     node = next(iter(cluster.nodes.values())).name
-    proc = subprocess.run([sys.executable, "-m", "kproxy_emu.cli", "trace", str(path), "--node",
-                           node, "--json", "--packet", f"tcp 10.0.0.9:40000 -> {vip}",
-                           "--packet", f"tcp 10.0.0.9:40000 -> {vip} flags=A", "--time", "3"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kproxy_emu.cli",
+            "trace",
+            str(path),
+            "--node",
+            node,
+            "--json",
+            "--packet",
+            f"tcp 10.0.0.9:40000 -> {vip}",
+            "--packet",
+            f"tcp 10.0.0.9:40000 -> {vip} flags=A",
+            "--time",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert [r["conntrack"] for r in out] == ["new", "established"]

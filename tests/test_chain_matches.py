@@ -1,5 +1,6 @@
 """Chain VM matches and targets beyond kube-proxy's own rules, on hand-written node tables:
 multiport, statistic nth, SNAT/MASQUERADE source-port choice (kernel get_unique_tuple)."""
+
 import numpy as np
 import pytest
 
@@ -13,12 +14,15 @@ NODE = NodeConfig.from_node("node-a", ["192.168.0.2"])
 
 
 def _dataplane(nat_rules: str, filter_rules: str = "", **kw) -> Dataplane:
-    dump = ("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
-            f":POSTROUTING ACCEPT [0:0]\n{nat_rules}COMMIT\n"
-            "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
-            f"{filter_rules}COMMIT\n")
-    return Dataplane(Cluster(), node_config=NODE, cluster_cidr="10.0.0.0/8",
-                     tables=parse(dump), **kw)
+    dump = (
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+        f":POSTROUTING ACCEPT [0:0]\n{nat_rules}COMMIT\n"
+        "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+        f"{filter_rules}COMMIT\n"
+    )
+    return Dataplane(
+        Cluster(), node_config=NODE, cluster_cidr="10.0.0.0/8", tables=parse(dump), **kw
+    )
 
 
 def _run(dp, lines, origin="pod", ts=0.0):
@@ -28,9 +32,11 @@ def _run(dp, lines, origin="pod", ts=0.0):
 @pytest.mark.parametrize("negate", [False, True])
 def test_multiport_dports_with_ranges(negate):
     bang = "! " if negate else ""
-    dp = _dataplane("-A PREROUTING -p tcp -m multiport "
-                    f"{bang}--dports 80,443,8000:8002 -j DNAT --to-destination 10.1.1.1:9\n",
-                    conntrack=False)
+    dp = _dataplane(
+        "-A PREROUTING -p tcp -m multiport "
+        f"{bang}--dports 80,443,8000:8002 -j DNAT --to-destination 10.1.1.1:9\n",
+        conntrack=False,
+    )
     ports = [80, 81, 443, 7999, 8000, 8001, 8002, 8003]
     out = _run(dp, [f"tcp 10.0.0.5:1000 -> 10.9.9.9:{p}" for p in ports])
     hit = [p in (80, 443, 8000, 8001, 8002) for p in ports]
@@ -39,18 +45,28 @@ def test_multiport_dports_with_ranges(negate):
 
 
 def test_multiport_ports_matches_either_side():
-    dp = _dataplane("-A PREROUTING -p udp -m multiport --ports 53 -j DNAT "
-                    "--to-destination 10.1.1.1:53\n", conntrack=False)
-    out = _run(dp, ["udp 10.0.0.5:53 -> 10.9.9.9:1000", "udp 10.0.0.5:1000 -> 10.9.9.9:53",
-                    "udp 10.0.0.5:1000 -> 10.9.9.9:1001"])
-    assert list(out["action"]) == [packets.Action.DNAT, packets.Action.DNAT,
-                                   packets.Action.ACCEPT]
+    dp = _dataplane(
+        "-A PREROUTING -p udp -m multiport --ports 53 -j DNAT --to-destination 10.1.1.1:53\n",
+        conntrack=False,
+    )
+    out = _run(
+        dp,
+        [
+            "udp 10.0.0.5:53 -> 10.9.9.9:1000",
+            "udp 10.0.0.5:1000 -> 10.9.9.9:53",
+            "udp 10.0.0.5:1000 -> 10.9.9.9:1001",
+        ],
+    )
+    assert list(out["action"]) == [packets.Action.DNAT, packets.Action.DNAT, packets.Action.ACCEPT]
 
 
 def test_statistic_nth_counts_packets_across_batches():
     # --every 3 --packet 1: packets 1, 4, 7, ... match (xt_statistic's counter)
-    dp = _dataplane("-A PREROUTING -p tcp -m statistic --mode nth --every 3 --packet 1 "
-                    "-j DNAT --to-destination 10.1.1.1:80\n", conntrack=False)
+    dp = _dataplane(
+        "-A PREROUTING -p tcp -m statistic --mode nth --every 3 --packet 1 "
+        "-j DNAT --to-destination 10.1.1.1:80\n",
+        conntrack=False,
+    )
     lines = [f"tcp 10.0.0.5:{1000 + i} -> 10.9.9.9:80" for i in range(5)]
     first = _run(dp, lines)
     second = _run(dp, lines)
@@ -59,8 +75,11 @@ def test_statistic_nth_counts_packets_across_batches():
 
 
 def test_statistic_nth_negated():
-    dp = _dataplane("-A PREROUTING -p tcp -m statistic --mode nth ! --every 2 "
-                    "-j DNAT --to-destination 10.1.1.1:80\n", conntrack=False)
+    dp = _dataplane(
+        "-A PREROUTING -p tcp -m statistic --mode nth ! --every 2 "
+        "-j DNAT --to-destination 10.1.1.1:80\n",
+        conntrack=False,
+    )
     out = _run(dp, [f"tcp 10.0.0.5:{1000 + i} -> 10.9.9.9:80" for i in range(4)])
     assert list(out["action"] == packets.Action.DNAT) == [False, True, False, True]
 
@@ -68,15 +87,16 @@ def test_statistic_nth_negated():
 def test_nth_packet_must_be_below_every():
     dp = _dataplane("-A PREROUTING -m statistic --mode nth --every 2 --packet 2 -j ACCEPT\n")
     with pytest.raises(InputError, match="--packet"):
-        dp.lowered
+        _ = dp.lowered
 
 
 MASQ = "-A POSTROUTING -s 10.0.0.0/8 -j MASQUERADE{}\n"
 
 
 def test_masquerade_keeps_the_source_port_when_free_and_moves_it_on_a_clash():
-    dp = _dataplane("-A PREROUTING -d 10.96.0.1 -j DNAT --to-destination 10.2.0.1:80\n"
-                    + MASQ.format(""))
+    dp = _dataplane(
+        "-A PREROUTING -d 10.96.0.1 -j DNAT --to-destination 10.2.0.1:80\n" + MASQ.format("")
+    )
     # two pods, same source port, same endpoint: after masquerade the second tuple would
     # equal the first's, so the kernel picks another port from 1024-65535
     out = _run(dp, ["tcp 10.0.0.5:40000 -> 10.96.0.1:80", "tcp 10.0.0.6:40000 -> 10.96.0.1:80"])
@@ -98,6 +118,7 @@ def test_masquerade_random_fully_draws_ports_from_the_seed():
         out = _run(dp, [f"tcp 10.0.0.{i}:40000 -> 10.3.0.1:80" for i in range(1, 50)])
         assert (out["snat_ip"] == packets.ip_to_u32("192.168.0.2")).all()
         return out["snat_port"]
+
     a, b = ports(1), ports(2)
     assert (a >= 1024).all() and len(set(a.tolist())) == len(a)  # unique tuples
     assert (a != 40000).mean() > 0.9
@@ -111,10 +132,12 @@ def test_snat_to_source():
     assert out["snat_port"][0] == 5000
 
 
-AFFINITY = ("-A PREROUTING -p tcp -d 10.96.0.1 -m recent --name A --rcheck --seconds {s}{reap} "
-            "-j DNAT --to-destination 10.2.0.1:80\n"
-            "-A PREROUTING -p tcp -d 10.96.0.1 -m recent --set --name A "
-            "-j DNAT --to-destination 10.2.0.2:80\n")
+AFFINITY = (
+    "-A PREROUTING -p tcp -d 10.96.0.1 -m recent --name A --rcheck --seconds {s}{reap} "
+    "-j DNAT --to-destination 10.2.0.1:80\n"
+    "-A PREROUTING -p tcp -d 10.96.0.1 -m recent --set --name A "
+    "-j DNAT --to-destination 10.2.0.2:80\n"
+)
 
 
 def _client(dp, k, ts):
@@ -146,8 +169,10 @@ def test_recent_seconds_and_reap():
 def test_invalid_packets_skip_the_nat_table():
     """nf_nat only runs for packets with a conntrack entry: an ACK in SYN_SENT is INVALID
     (no entry), so it is not DNATed, while the flow's SYN was."""
-    dp = _dataplane("-A PREROUTING -p tcp -d 10.96.0.1 -j DNAT --to-destination 10.2.0.1:80\n",
-                    "-A FORWARD -m conntrack --ctstate INVALID -j DROP\n")
+    dp = _dataplane(
+        "-A PREROUTING -p tcp -d 10.96.0.1 -j DNAT --to-destination 10.2.0.1:80\n",
+        "-A FORWARD -m conntrack --ctstate INVALID -j DROP\n",
+    )
     syn = _run(dp, ["tcp 10.0.0.5:1234 -> 10.96.0.1:80"])
     assert syn["action"][0] == packets.Action.DNAT
     ack = _run(dp, ["tcp 10.0.0.5:1234 -> 10.96.0.1:80 flags=A"], ts=0.1)

@@ -1,6 +1,7 @@
 """Hypothesis: random iptables rulesets (matches, marks, jumps, RETURN, statistic branches,
 DNAT, MASQUERADE, filter verdicts) and random packets; the chain VM's verdict must be one
 of the outcomes the reference evaluator lists for that packet."""
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,8 +14,12 @@ NODE = NodeConfig.from_node("node-a", ["192.168.0.2"])
 SOURCES = ["10.0.0.0/8", "10.1.0.0/16", "192.168.0.2/32", "203.0.113.0/24"]
 DESTS = ["172.30.0.1/32", "172.30.0.0/16", "192.168.0.2/32", "8.8.8.0/24"]
 PORTS = ["80", "443", "8000:8100", "30000"]
-CLIENTS = [("10.1.2.3", "pod"), ("10.200.0.1", "pod"), ("192.168.0.2", "host"),
-           ("203.0.113.5", "external")]
+CLIENTS = [
+    ("10.1.2.3", "pod"),
+    ("10.200.0.1", "pod"),
+    ("192.168.0.2", "host"),
+    ("203.0.113.5", "external"),
+]
 TARGET_IPS = ["172.30.0.1", "172.30.5.5", "192.168.0.2", "8.8.8.8"]
 
 bang = st.sampled_from(["", "! "])
@@ -59,38 +64,65 @@ def rulesets(draw):
     dnat = [f"-j DNAT --to-destination 10.2.0.{k}:8080" for k in range(1, 4)]
     mark = ["-j MARK --or-mark 0x4000", "-j MARK --xor-mark 0x4000"]
     nat, filt = [], []
-    for chain, extra in (("D1", []), ("D0", ["-j D1"]), ("PREROUTING", ["-j D0", "-j D1"]),
-                         ("OUTPUT", ["-j D0"])):
+    for chain, extra in (
+        ("D1", []),
+        ("D0", ["-j D1"]),
+        ("PREROUTING", ["-j D0", "-j D1"]),
+        ("OUTPUT", ["-j D0"]),
+    ):
         pool = dnat + mark + ["-j RETURN", "-j ACCEPT", ""] + extra
         nat += [_rule(draw, chain, pool) for _ in range(draw(st.integers(0, 5)))]
     for chain, extra in (("P0", []), ("POSTROUTING", ["-j P0"])):
         pool = ["-j MASQUERADE", "-j RETURN", "-j ACCEPT", ""] + mark + extra
         nat += [_rule(draw, chain, pool) for _ in range(draw(st.integers(0, 4)))]
-    for chain, extra in (("F1", []), ("F0", ["-j F1"]), ("INPUT", ["-j F0"]),
-                         ("FORWARD", ["-j F0", "-j F1"]), ("OUTPUT", ["-j F1"])):
+    for chain, extra in (
+        ("F1", []),
+        ("F0", ["-j F1"]),
+        ("INPUT", ["-j F0"]),
+        ("FORWARD", ["-j F0", "-j F1"]),
+        ("OUTPUT", ["-j F1"]),
+    ):
         pool = ["-j ACCEPT", "-j DROP", "-j REJECT", "-j RETURN", ""] + mark + extra
         filt += [_rule(draw, chain, pool) for _ in range(draw(st.integers(0, 4)))]
     policy = draw(st.sampled_from(["ACCEPT", "DROP"]))
-    return ("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
-            ":POSTROUTING ACCEPT [0:0]\n:D0 - [0:0]\n:D1 - [0:0]\n:P0 - [0:0]\n"
-            + "".join(nat) + "COMMIT\n*filter\n:INPUT ACCEPT [0:0]\n"
-            f":FORWARD {policy} [0:0]\n:OUTPUT ACCEPT [0:0]\n:F0 - [0:0]\n:F1 - [0:0]\n"
-            + "".join(filt) + "COMMIT\n")
+    return (
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+        ":POSTROUTING ACCEPT [0:0]\n:D0 - [0:0]\n:D1 - [0:0]\n:P0 - [0:0]\n"
+        + "".join(nat)
+        + "COMMIT\n*filter\n:INPUT ACCEPT [0:0]\n"
+        f":FORWARD {policy} [0:0]\n:OUTPUT ACCEPT [0:0]\n:F0 - [0:0]\n:F1 - [0:0]\n"
+        + "".join(filt)
+        + "COMMIT\n"
+    )
 
 
 packet_lines = st.lists(
-    st.tuples(st.sampled_from(CLIENTS), st.sampled_from(TARGET_IPS),
-              st.sampled_from(["tcp", "udp"]), st.sampled_from([80, 443, 8050, 30000])),
-    min_size=1, max_size=8)
+    st.tuples(
+        st.sampled_from(CLIENTS),
+        st.sampled_from(TARGET_IPS),
+        st.sampled_from(["tcp", "udp"]),
+        st.sampled_from([80, 443, 8050, 30000]),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
 
 @settings(max_examples=150, deadline=None)
 @given(dump=rulesets(), flows=packet_lines, seed=st.integers(0, 2**32 - 1))
 def test_vm_verdicts_are_reference_outcomes(dump, flows, seed):
     tables = parse(dump)
-    vm = Dataplane(Cluster(), node_config=NODE, cluster_cidr="10.0.0.0/8", conntrack=False,
-                   tables=tables, seed=seed)
-    ref = Dataplane(Cluster(), node_config=NODE, cluster_cidr="10.0.0.0/8", conntrack=False,
-                    tables=parse(dump))
+    vm = Dataplane(
+        Cluster(),
+        node_config=NODE,
+        cluster_cidr="10.0.0.0/8",
+        conntrack=False,
+        tables=tables,
+        seed=seed,
+    )
+    ref = Dataplane(
+        Cluster(), node_config=NODE, cluster_cidr="10.0.0.0/8", conntrack=False, tables=parse(dump)
+    )
     lines = [f"{proto} {src}:40000 -> {dst}:{port}" for (src, _), dst, proto, port in flows]
     batch = packets.from_strings(lines)
     batch["origin"] = [packets.ORIGIN_NAMES.index(origin) for (_, origin), *_ in flows]
@@ -99,10 +131,18 @@ def test_vm_verdicts_are_reference_outcomes(dump, flows, seed):
         t = ref.trace(line, origin=origin)
         allowed = set()
         for o in t["outcomes"]:
-            verdict = o["verdict"] if o["verdict"] in ("DROP", "REJECT") else \
-                ("DNAT" if o["dnat"] else "ACCEPT")
-            allowed.add((verdict, o["dnat"] if verdict == "DNAT" else None,
-                         bool(o["masquerade"]) if verdict in ("DNAT", "ACCEPT") else False))
+            verdict = (
+                o["verdict"]
+                if o["verdict"] in ("DROP", "REJECT")
+                else ("DNAT" if o["dnat"] else "ACCEPT")
+            )
+            allowed.add(
+                (
+                    verdict,
+                    o["dnat"] if verdict == "DNAT" else None,
+                    bool(o["masquerade"]) if verdict in ("DNAT", "ACCEPT") else False,
+                )
+            )
         verdict = packets.Action(int(v["action"])).name
         dnat = packets.dnat_text(v) if verdict == "DNAT" else None
         got = (verdict, dnat, bool(v["snat_ip"]) if verdict in ("DNAT", "ACCEPT") else False)

@@ -1,4 +1,5 @@
 """KubeProxyConfiguration and node-config loading (kproxy_emu.model.config)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,6 +43,7 @@ def load_text(tmp_path, body, head=HEAD):
 
 # ---------------------------------------------------------------- defaults
 
+
 def test_empty_config_has_kube_proxy_defaults():
     cfg = KubeProxyConfig.from_dict({"apiVersion": API_VERSION, "kind": KIND})
     # v1alpha1/defaults.go, then server_linux.go platformApplyDefaults
@@ -49,18 +51,35 @@ def test_empty_config_has_kube_proxy_defaults():
     assert cfg.detect_local_mode == "ClusterCIDR"
     assert cfg.cluster_cidrs == ()
     assert cfg.detect_local == DetectLocalConfig("", "")
-    assert cfg.iptables == IPTablesConfig(masquerade_all=False, masquerade_bit=14,
-                                          localhost_node_ports=True, sync_period=30.0,
-                                          min_sync_period=1.0)
-    assert cfg.ipvs == IPVSConfig(scheduler="rr", strict_arp=False, exclude_cidrs=(),
-                                  tcp_timeout=0.0, tcp_fin_timeout=0.0, udp_timeout=0.0,
-                                  sync_period=30.0, min_sync_period=0.0)
-    assert cfg.nftables == NFTablesConfig(masquerade_all=False, masquerade_bit=14,
-                                          sync_period=30.0, min_sync_period=1.0)
-    assert cfg.conntrack == ConntrackConfig(max_per_core=32768, min=131072,
-                                            tcp_established_timeout=86400.0,
-                                            tcp_close_wait_timeout=3600.0, tcp_be_liberal=False,
-                                            udp_timeout=0.0, udp_stream_timeout=0.0)
+    assert cfg.iptables == IPTablesConfig(
+        masquerade_all=False,
+        masquerade_bit=14,
+        localhost_node_ports=True,
+        sync_period=30.0,
+        min_sync_period=1.0,
+    )
+    assert cfg.ipvs == IPVSConfig(
+        scheduler="rr",
+        strict_arp=False,
+        exclude_cidrs=(),
+        tcp_timeout=0.0,
+        tcp_fin_timeout=0.0,
+        udp_timeout=0.0,
+        sync_period=30.0,
+        min_sync_period=0.0,
+    )
+    assert cfg.nftables == NFTablesConfig(
+        masquerade_all=False, masquerade_bit=14, sync_period=30.0, min_sync_period=1.0
+    )
+    assert cfg.conntrack == ConntrackConfig(
+        max_per_core=32768,
+        min=131072,
+        tcp_established_timeout=86400.0,
+        tcp_close_wait_timeout=3600.0,
+        tcp_be_liberal=False,
+        udp_timeout=0.0,
+        udp_stream_timeout=0.0,
+    )
     assert cfg.node_port_addresses == ()
     assert cfg.effective_node_port_addresses == ()
     assert cfg.hostname_override == ""
@@ -81,21 +100,30 @@ def test_empty_config_has_kube_proxy_defaults():
 
 
 def test_ipv6_bind_address_changes_default_healthz_and_metrics():
-    cfg = KubeProxyConfig.from_dict({"apiVersion": API_VERSION, "kind": KIND,
-                                     "bindAddress": "fd00::2", "healthzBindAddress": "::"})
+    cfg = KubeProxyConfig.from_dict(
+        {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "bindAddress": "fd00::2",
+            "healthzBindAddress": "::",
+        }
+    )
     assert cfg.healthz_bind_address == "[::]:10256"  # AppendPortIfNeeded
     assert cfg.metrics_bind_address == "[::1]:10249"
 
 
 def test_explicit_zero_durations_are_defaulted_like_defaults_go(tmp_path):
     # defaults.go checks `Duration == 0`, so an explicit 0s cannot switch these off
-    cfg = load_text(tmp_path, """
+    cfg = load_text(
+        tmp_path,
+        """
         iptables: {syncPeriod: 0s, minSyncPeriod: 0s}
         ipvs: {syncPeriod: 0s, minSyncPeriod: 0s}
         nftables: {syncPeriod: "0", minSyncPeriod: 0s}
         configSyncPeriod: 0s
         conntrack: {tcpEstablishedTimeout: 0s, maxPerCore: 0}
-    """)
+    """,
+    )
     assert cfg.iptables.sync_period == 30.0 and cfg.iptables.min_sync_period == 1.0
     assert cfg.ipvs.sync_period == 30.0 and cfg.ipvs.min_sync_period == 0.0
     assert cfg.nftables.sync_period == 30.0 and cfg.nftables.min_sync_period == 1.0
@@ -183,8 +211,9 @@ winkernel:
 def test_kubeadm_generated_config_loads_with_defaults(tmp_path):
     """The config.conf kubeadm puts in the kube-proxy ConfigMap (zeros and nulls)."""
     cfg = load_kube_proxy_config(write(tmp_path, KUBEADM_CONFIG_CONF))
-    expected = dataclasses.replace(KubeProxyConfig(),
-                                   cluster_cidrs=("10.244.0.0/16", "fd00:10:244::/56"))
+    expected = dataclasses.replace(
+        KubeProxyConfig(), cluster_cidrs=("10.244.0.0/16", "fd00:10:244::/56")
+    )
     assert cfg == expected
     assert cfg.source.endswith("kube-proxy.yaml")
     assert cfg.cluster_cidr_for("IPv4") == "10.244.0.0/16"
@@ -193,7 +222,10 @@ def test_kubeadm_generated_config_loads_with_defaults(tmp_path):
 
 
 def test_tuned_config_loads(tmp_path):
-    cfg = load_kube_proxy_config(write(tmp_path, """\
+    cfg = load_kube_proxy_config(
+        write(
+            tmp_path,
+            """\
         apiVersion: kubeproxy.config.k8s.io/v1alpha1
         kind: KubeProxyConfiguration
         mode: ipvs
@@ -233,7 +265,9 @@ def test_tuned_config_loads(tmp_path):
           udpStreamTimeout: 5m
         oomScoreAdj: -998
         configSyncPeriod: 10m
-    """))
+    """,
+        )
+    )
     assert cfg.mode == "ipvs"
     assert cfg.cluster_cidrs == ("10.244.0.0/16",)  # masked, as ParseCIDRSloppy re-prints it
     assert cfg.detect_local_mode == "InterfaceNamePrefix"
@@ -241,10 +275,16 @@ def test_tuned_config_loads(tmp_path):
     assert cfg.hostname_override == "worker-1"
     assert cfg.healthz_bind_address == "192.168.0.2:10256"
     assert cfg.feature_gates == {"TopologyAwareHints": True}
-    assert cfg.ipvs == IPVSConfig(scheduler="wlc", strict_arp=True,
-                                  exclude_cidrs=("10.1.0.0/16", "fd00::/64"), tcp_timeout=900.0,
-                                  tcp_fin_timeout=120.0, udp_timeout=0.3, sync_period=45.0,
-                                  min_sync_period=5.0)
+    assert cfg.ipvs == IPVSConfig(
+        scheduler="wlc",
+        strict_arp=True,
+        exclude_cidrs=("10.1.0.0/16", "fd00::/64"),
+        tcp_timeout=900.0,
+        tcp_fin_timeout=120.0,
+        udp_timeout=0.3,
+        sync_period=45.0,
+        min_sync_period=5.0,
+    )
     assert cfg.node_port_addresses == ("192.168.0.0/24", "fd00:1::/64")
     assert cfg.conntrack == ConntrackConfig(65536, 262144, 43200.0, 1800.0, True, 30.0, 300.0)
     assert cfg.oom_score_adj == -998 and cfg.config_sync_period == 600.0
@@ -256,11 +296,14 @@ def test_tuned_config_loads(tmp_path):
 
 
 def test_nftables_mode_reads_nftables_section(tmp_path):
-    cfg = load_text(tmp_path, """
+    cfg = load_text(
+        tmp_path,
+        """
         mode: nftables
         iptables: {masqueradeAll: false, masqueradeBit: 14, syncPeriod: 1h}
         nftables: {masqueradeAll: true, masqueradeBit: 3, syncPeriod: 20s, minSyncPeriod: 2s}
-    """)
+    """,
+    )
     assert cfg.masquerade_all is True
     assert cfg.masquerade_bit == 3 and cfg.masquerade_mark == 8
     assert (cfg.sync_period, cfg.min_sync_period) == (20.0, 2.0)
@@ -269,7 +312,9 @@ def test_nftables_mode_reads_nftables_section(tmp_path):
 
 
 def test_kubeadm_multi_document_file(tmp_path):
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         apiVersion: kubeadm.k8s.io/v1beta3
         kind: ClusterConfiguration
         networking:
@@ -279,13 +324,16 @@ def test_kubeadm_multi_document_file(tmp_path):
         kind: KubeProxyConfiguration
         mode: nftables
         clusterCIDR: 10.244.0.0/16
-    """)
+    """,
+    )
     cfg = load_kube_proxy_config(path)
     assert cfg.mode == "nftables" and cfg.cluster_cidrs == ("10.244.0.0/16",)
 
 
 def test_kube_proxy_configmap(tmp_path):
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         apiVersion: v1
         kind: ConfigMap
         metadata:
@@ -301,7 +349,8 @@ def test_kube_proxy_configmap(tmp_path):
           kubeconfig.conf: |-
             apiVersion: v1
             kind: Config
-    """)
+    """,
+    )
     with pytest.raises(InputError) as exc:
         load_kube_proxy_config(path)
     msg = str(exc.value)
@@ -315,66 +364,169 @@ def test_kube_proxy_configmap(tmp_path):
 # ---------------------------------------------------------------- bad input
 
 BAD_CASES = {
-    "bad mode": ("mode: userspace\n", "mode", "'userspace'",
-                 "must be iptables, ipvs, nftables or blank"),
+    "bad mode": (
+        "mode: userspace\n",
+        "mode",
+        "'userspace'",
+        "must be iptables, ipvs, nftables or blank",
+    ),
     "kernelspace mode": ("mode: kernelspace\n", "mode", "'kernelspace'", None),
-    "masqueradeBit 32": ("iptables:\n  masqueradeBit: 32\n", "iptables.masqueradeBit", ": 32",
-                         "[0, 31]"),
-    "masqueradeBit -1": ("iptables:\n  masqueradeBit: -1\n", "iptables.masqueradeBit", ": -1",
-                         None),
-    "nft masqueradeBit": ("mode: nftables\nnftables:\n  masqueradeBit: 40\n",
-                          "nftables.masqueradeBit", ": 40", None),
-    "masqueradeBit not int": ("iptables:\n  masqueradeBit: '14'\n", "iptables.masqueradeBit",
-                              "'14'", "integer"),
-    "bad cluster CIDR": ("clusterCIDR: 10.0.0.0/33\n", "clusterCIDR", "'10.0.0.0/33'",
-                         "valid CIDR"),
+    "masqueradeBit 32": (
+        "iptables:\n  masqueradeBit: 32\n",
+        "iptables.masqueradeBit",
+        ": 32",
+        "[0, 31]",
+    ),
+    "masqueradeBit -1": (
+        "iptables:\n  masqueradeBit: -1\n",
+        "iptables.masqueradeBit",
+        ": -1",
+        None,
+    ),
+    "nft masqueradeBit": (
+        "mode: nftables\nnftables:\n  masqueradeBit: 40\n",
+        "nftables.masqueradeBit",
+        ": 40",
+        None,
+    ),
+    "masqueradeBit not int": (
+        "iptables:\n  masqueradeBit: '14'\n",
+        "iptables.masqueradeBit",
+        "'14'",
+        "integer",
+    ),
+    "bad cluster CIDR": (
+        "clusterCIDR: 10.0.0.0/33\n",
+        "clusterCIDR",
+        "'10.0.0.0/33'",
+        "valid CIDR",
+    ),
     "cluster CIDR no prefix": ("clusterCIDR: 10.0.0.0\n", "clusterCIDR", "'10.0.0.0'", None),
-    "two v4 cluster CIDRs": ("clusterCIDR: 10.0.0.0/8,192.168.0.0/16\n", "clusterCIDR",
-                             "'10.0.0.0/8,192.168.0.0/16'", "DualStack"),
-    "three cluster CIDRs": ("clusterCIDR: 10.0.0.0/8,fd00::/64,192.168.0.0/16\n", "clusterCIDR",
-                            None, "only one CIDR"),
-    "bad nodePortAddresses": ("nodePortAddresses: [10.0.0.0/8, 1.2.3]\n", "nodePortAddresses[1]",
-                              "'1.2.3'", "valid CIDR"),
-    "primary mixed": ("nodePortAddresses: [primary, 10.0.0.0/8]\n", "nodePortAddresses[0]",
-                      "'primary'", "both 'primary' and CIDRs"),
-    "bad duration": ("iptables:\n  syncPeriod: 30 sec\n", "iptables.syncPeriod", "'30 sec'",
-                     "invalid duration"),
-    "duration without unit": ("conntrack:\n  udpTimeout: '30'\n", "conntrack.udpTimeout", "'30'",
-                              "missing unit"),
-    "duration as number": ("conntrack:\n  udpTimeout: 30\n", "conntrack.udpTimeout", ": 30",
-                           "duration string"),
+    "two v4 cluster CIDRs": (
+        "clusterCIDR: 10.0.0.0/8,192.168.0.0/16\n",
+        "clusterCIDR",
+        "'10.0.0.0/8,192.168.0.0/16'",
+        "DualStack",
+    ),
+    "three cluster CIDRs": (
+        "clusterCIDR: 10.0.0.0/8,fd00::/64,192.168.0.0/16\n",
+        "clusterCIDR",
+        None,
+        "only one CIDR",
+    ),
+    "bad nodePortAddresses": (
+        "nodePortAddresses: [10.0.0.0/8, 1.2.3]\n",
+        "nodePortAddresses[1]",
+        "'1.2.3'",
+        "valid CIDR",
+    ),
+    "primary mixed": (
+        "nodePortAddresses: [primary, 10.0.0.0/8]\n",
+        "nodePortAddresses[0]",
+        "'primary'",
+        "both 'primary' and CIDRs",
+    ),
+    "bad duration": (
+        "iptables:\n  syncPeriod: 30 sec\n",
+        "iptables.syncPeriod",
+        "'30 sec'",
+        "invalid duration",
+    ),
+    "duration without unit": (
+        "conntrack:\n  udpTimeout: '30'\n",
+        "conntrack.udpTimeout",
+        "'30'",
+        "missing unit",
+    ),
+    "duration as number": (
+        "conntrack:\n  udpTimeout: 30\n",
+        "conntrack.udpTimeout",
+        ": 30",
+        "duration string",
+    ),
     "unknown top field": ("masqueradeAll: true\n", "masqueradeAll", None, "unknown field"),
-    "unknown nested field": ("iptables:\n  masqueradeBits: 14\n", "iptables.masqueradeBits",
-                             None, 'did you mean "masqueradeBit"'),
+    "unknown nested field": (
+        "iptables:\n  masqueradeBits: 14\n",
+        "iptables.masqueradeBits",
+        None,
+        'did you mean "masqueradeBit"',
+    ),
     "wrong case field": ("IPTables: {}\n", "IPTables", None, 'did you mean "iptables"'),
     "duplicate field": ("mode: ipvs\nmode: iptables\n", "mode", None, "duplicate field"),
     "BridgeInterface without bridgeInterface": (
         "detectLocalMode: BridgeInterface\ndetectLocal:\n  interfaceNamePrefix: eth\n",
-        "detectLocal.bridgeInterface", "''", "must not be empty"),
-    "InterfaceNamePrefix without prefix": ("detectLocalMode: InterfaceNamePrefix\n",
-                                           "detectLocal.interfaceNamePrefix", "''", None),
-    "bad detectLocalMode": ("detectLocalMode: Guess\n", "detectLocalMode", "'Guess'",
-                            "supported values"),
-    "bad scheduler": ("mode: ipvs\nipvs:\n  scheduler: lbx\n", "ipvs.scheduler", "'lbx'",
-                      "rr, wrr"),
-    "bad exclude CIDR": ("mode: ipvs\nipvs:\n  excludeCIDRs: [10.0.0.0/8, nope]\n",
-                         "ipvs.excludeCIDRs[1]", "'nope'", None),
-    "negative ipvs timeout": ("mode: ipvs\nipvs:\n  tcpTimeout: -1s\n", "ipvs.tcpTimeout",
-                              "'-1s'", "greater than or equal to 0"),
-    "sync below min": ("iptables:\n  syncPeriod: 1s\n  minSyncPeriod: 2s\n",
-                       "iptables.syncPeriod", "'1s'", "iptables.minSyncPeriod"),
-    "negative min sync": ("mode: nftables\nnftables:\n  minSyncPeriod: -1s\n",
-                          "nftables.minSyncPeriod", "'-1s'", None),
+        "detectLocal.bridgeInterface",
+        "''",
+        "must not be empty",
+    ),
+    "InterfaceNamePrefix without prefix": (
+        "detectLocalMode: InterfaceNamePrefix\n",
+        "detectLocal.interfaceNamePrefix",
+        "''",
+        None,
+    ),
+    "bad detectLocalMode": (
+        "detectLocalMode: Guess\n",
+        "detectLocalMode",
+        "'Guess'",
+        "supported values",
+    ),
+    "bad scheduler": (
+        "mode: ipvs\nipvs:\n  scheduler: lbx\n",
+        "ipvs.scheduler",
+        "'lbx'",
+        "rr, wrr",
+    ),
+    "bad exclude CIDR": (
+        "mode: ipvs\nipvs:\n  excludeCIDRs: [10.0.0.0/8, nope]\n",
+        "ipvs.excludeCIDRs[1]",
+        "'nope'",
+        None,
+    ),
+    "negative ipvs timeout": (
+        "mode: ipvs\nipvs:\n  tcpTimeout: -1s\n",
+        "ipvs.tcpTimeout",
+        "'-1s'",
+        "greater than or equal to 0",
+    ),
+    "sync below min": (
+        "iptables:\n  syncPeriod: 1s\n  minSyncPeriod: 2s\n",
+        "iptables.syncPeriod",
+        "'1s'",
+        "iptables.minSyncPeriod",
+    ),
+    "negative min sync": (
+        "mode: nftables\nnftables:\n  minSyncPeriod: -1s\n",
+        "nftables.minSyncPeriod",
+        "'-1s'",
+        None,
+    ),
     "negative conntrack": ("conntrack:\n  maxPerCore: -1\n", "conntrack.maxPerCore", ": -1", None),
-    "bad bind address": ("bindAddress: 10.10.12.11:2000\n", "bindAddress", "'10.10.12.11:2000'",
-                         "IP address"),
-    "bad healthz port": ("healthzBindAddress: 0.0.0.0:0\n", "healthzBindAddress", "'0'",
-                         "valid port"),
+    "bad bind address": (
+        "bindAddress: 10.10.12.11:2000\n",
+        "bindAddress",
+        "'10.10.12.11:2000'",
+        "IP address",
+    ),
+    "bad healthz port": (
+        "healthzBindAddress: 0.0.0.0:0\n",
+        "healthzBindAddress",
+        "'0'",
+        "valid port",
+    ),
     "bad oomScoreAdj": ("oomScoreAdj: 1001\n", "oomScoreAdj", ": 1001", "[-1000, 1000]"),
-    "feature gate not bool": ("featureGates:\n  Foo: 'yes please'\n", "featureGates.Foo",
-                              "'yes please'", None),
-    "bool as string": ("iptables:\n  masqueradeAll: 'true'\n", "iptables.masqueradeAll",
-                       "'true'", "true or false"),
+    "feature gate not bool": (
+        "featureGates:\n  Foo: 'yes please'\n",
+        "featureGates.Foo",
+        "'yes please'",
+        None,
+    ),
+    "bool as string": (
+        "iptables:\n  masqueradeAll: 'true'\n",
+        "iptables.masqueradeAll",
+        "'true'",
+        "true or false",
+    ),
     "section not a mapping": ("iptables: 14\n", "iptables", ": 14", "mapping"),
 }
 
@@ -400,8 +552,10 @@ def test_error_line_numbers(tmp_path):
     with pytest.raises(InputError) as exc:
         load_text(tmp_path, "mode: iptables\niptables:\n  masqueradeBit: 32\n")
     assert exc.value.line == 5
-    assert str(exc.value) == (f"{tmp_path}/kube-proxy.yaml:5: KubeProxyConfiguration: "
-                              "iptables.masqueradeBit: must be within the range [0, 31]: 32")
+    assert str(exc.value) == (
+        f"{tmp_path}/kube-proxy.yaml:5: KubeProxyConfiguration: "
+        "iptables.masqueradeBit: must be within the range [0, 31]: 32"
+    )
 
 
 def test_cross_field_error_points_at_the_mode_line(tmp_path):
@@ -416,14 +570,23 @@ def test_ipvs_section_checked_only_in_ipvs_mode(tmp_path):
     assert cfg.ipvs.scheduler == "lbx"
 
 
-@pytest.mark.parametrize("head,field,message", [
-    (f"apiVersion: {API_VERSION}\nkind: KubeletConfiguration\n", "kind",
-     "'KubeletConfiguration'"),
-    (f"apiVersion: {API_VERSION}\n", "kind", "missing"),
-    (f"apiVersion: kubeproxy.config.k8s.io/v1alpha2\nkind: {KIND}\n", "apiVersion",
-     "'kubeproxy.config.k8s.io/v1alpha2'"),
-    (f"kind: {KIND}\n", "apiVersion", "missing"),
-])
+@pytest.mark.parametrize(
+    "head,field,message",
+    [
+        (
+            f"apiVersion: {API_VERSION}\nkind: KubeletConfiguration\n",
+            "kind",
+            "'KubeletConfiguration'",
+        ),
+        (f"apiVersion: {API_VERSION}\n", "kind", "missing"),
+        (
+            f"apiVersion: kubeproxy.config.k8s.io/v1alpha2\nkind: {KIND}\n",
+            "apiVersion",
+            "'kubeproxy.config.k8s.io/v1alpha2'",
+        ),
+        (f"kind: {KIND}\n", "apiVersion", "missing"),
+    ],
+)
 def test_wrong_kind_or_api_version(tmp_path, head, field, message):
     with pytest.raises(InputError) as exc:
         load_text(tmp_path, "mode: iptables\n", head=head)
@@ -467,21 +630,25 @@ def test_validate_after_overrides():
 
 # ---------------------------------------------------------------- durations and marks
 
-@pytest.mark.parametrize("text,seconds,printed", [
-    ("30s", 30.0, "30s"),
-    ("1h0m0s", 3600.0, "1h0m0s"),
-    ("500ms", 0.5, "500ms"),
-    ("24h", 86400.0, "24h0m0s"),
-    ("15m", 900.0, "15m0s"),
-    ("1.5h", 5400.0, "1h30m0s"),
-    ("1m30.25s", 90.25, "1m30.25s"),
-    ("0", 0.0, "0s"),
-    ("-2s", -2.0, "-2s"),
-    ("250us", 0.00025, "250\u00b5s"),
-    ("1\u00b5s", 0.000001, "1\u00b5s"),
-    ("10ns", 1e-8, "10ns"),
-    (".5s", 0.5, "500ms"),
-])
+
+@pytest.mark.parametrize(
+    "text,seconds,printed",
+    [
+        ("30s", 30.0, "30s"),
+        ("1h0m0s", 3600.0, "1h0m0s"),
+        ("500ms", 0.5, "500ms"),
+        ("24h", 86400.0, "24h0m0s"),
+        ("15m", 900.0, "15m0s"),
+        ("1.5h", 5400.0, "1h30m0s"),
+        ("1m30.25s", 90.25, "1m30.25s"),
+        ("0", 0.0, "0s"),
+        ("-2s", -2.0, "-2s"),
+        ("250us", 0.00025, "250\u00b5s"),
+        ("1\u00b5s", 0.000001, "1\u00b5s"),
+        ("10ns", 1e-8, "10ns"),
+        (".5s", 0.5, "500ms"),
+    ],
+)
 def test_go_durations(text, seconds, printed):
     assert parse_duration(text) == pytest.approx(seconds)
     assert format_duration(parse_duration(text)) == printed
@@ -539,19 +706,26 @@ def test_node_config_defaults():
         "eth0": (InterfaceAddress("10.0.0.2", 24), InterfaceAddress("fd00::2", 64)),
     }
     assert node.zone is None and node.pod_cidrs == ()
-    assert node.features == NodeFeatures(iptables_random_fully=True, nfacct=True,
-                                         conntrack_tcp_be_liberal=False)
+    assert node.features == NodeFeatures(
+        iptables_random_fully=True, nfacct=True, conntrack_tcp_be_liberal=False
+    )
     assert node.node_ips_by_family() == {"IPv4": "10.0.0.2", "IPv6": "fd00::2"}
 
 
 def test_node_from_node_object_values():
-    node = NodeConfig.from_node("worker-2", ["fd00::5", "10.1.0.5"], zone="zone-b",
-                                pod_cidrs=["10.244.1.0/24", "fd00:10:244:1::/64"])
+    node = NodeConfig.from_node(
+        "worker-2",
+        ["fd00::5", "10.1.0.5"],
+        zone="zone-b",
+        pod_cidrs=["10.244.1.0/24", "fd00:10:244:1::/64"],
+    )
     assert node.primary_family == "IPv6"
     assert node.zone == "zone-b"
     assert node.pod_cidr_for("IPv4") == "10.244.1.0/24"
-    assert node.interfaces["eth0"] == (InterfaceAddress("fd00::5", 64),
-                                       InterfaceAddress("10.1.0.5", 24))
+    assert node.interfaces["eth0"] == (
+        InterfaceAddress("fd00::5", 64),
+        InterfaceAddress("10.1.0.5", 24),
+    )
     with pytest.raises(InputError, match=r"Node worker-3: ips\[0\]: not a valid IP address"):
         NodeConfig.from_node("worker-3", ["10.0.0.300"])
 
@@ -568,26 +742,61 @@ BAD_NODES = {
     "missing name": ("ips: [10.0.0.2]\n", "name", None, "missing"),
     "bad name": ("name: Node_1\nips: [10.0.0.2]\n", "name", "'Node_1'", "RFC 1123"),
     "no ips": ("name: n1\n", "ips", None, "at least one"),
-    "bad node IP": ("name: n1\nips: [10.0.0.2, 10.0.0.256]\n", "ips[1]", "'10.0.0.256'",
-                    "not a valid IP address"),
+    "bad node IP": (
+        "name: n1\nips: [10.0.0.2, 10.0.0.256]\n",
+        "ips[1]",
+        "'10.0.0.256'",
+        "not a valid IP address",
+    ),
     "ip not a string": ("name: n1\nips: [167772162]\n", "ips[0]", ": 167772162", None),
-    "duplicate ip": ("name: n1\nips: [10.0.0.2, 10.0.0.02]\n", "ips[1]", "'10.0.0.02'",
-                     "duplicate"),
-    "bad interface CIDR": ("name: n1\nips: [10.0.0.2]\ninterfaces:\n  eth0: [10.0.0.2/33]\n",
-                           "interfaces.eth0[0]", "'10.0.0.2/33'", "ADDRESS/PREFIX"),
+    "duplicate ip": (
+        "name: n1\nips: [10.0.0.2, 10.0.0.02]\n",
+        "ips[1]",
+        "'10.0.0.02'",
+        "duplicate",
+    ),
+    "bad interface CIDR": (
+        "name: n1\nips: [10.0.0.2]\ninterfaces:\n  eth0: [10.0.0.2/33]\n",
+        "interfaces.eth0[0]",
+        "'10.0.0.2/33'",
+        "ADDRESS/PREFIX",
+    ),
     "interface address without prefix": (
         "name: n1\nips: [10.0.0.2]\ninterfaces:\n  eth0: [10.0.0.2]\n",
-        "interfaces.eth0[0]", "'10.0.0.2'", None),
-    "ip on no interface": ("name: n1\nips: [10.0.0.2]\ninterfaces:\n  eth0: [10.0.0.3/24]\n",
-                           "ips[0]", "'10.0.0.2'", "not an address of any interface"),
-    "long ifname": ("name: n1\nips: [10.0.0.2]\ninterfaces:\n  averyverylongname0: []\n",
-                    "interfaces.averyverylongname0", None, "15 characters"),
-    "unknown field": ("name: n1\nips: [10.0.0.2]\nzones: a\n", "zones", None,
-                      'did you mean "zone"'),
-    "unknown feature": ("name: n1\nips: [10.0.0.2]\nfeatures:\n  randomFully: true\n",
-                        "features.randomFully", None, "unknown field"),
-    "bad pod CIDR": ("name: n1\nips: [10.0.0.2]\npodCIDRs: [10.244.0.0]\n", "podCIDRs[0]",
-                     "'10.244.0.0'", None),
+        "interfaces.eth0[0]",
+        "'10.0.0.2'",
+        None,
+    ),
+    "ip on no interface": (
+        "name: n1\nips: [10.0.0.2]\ninterfaces:\n  eth0: [10.0.0.3/24]\n",
+        "ips[0]",
+        "'10.0.0.2'",
+        "not an address of any interface",
+    ),
+    "long ifname": (
+        "name: n1\nips: [10.0.0.2]\ninterfaces:\n  averyverylongname0: []\n",
+        "interfaces.averyverylongname0",
+        None,
+        "15 characters",
+    ),
+    "unknown field": (
+        "name: n1\nips: [10.0.0.2]\nzones: a\n",
+        "zones",
+        None,
+        'did you mean "zone"',
+    ),
+    "unknown feature": (
+        "name: n1\nips: [10.0.0.2]\nfeatures:\n  randomFully: true\n",
+        "features.randomFully",
+        None,
+        "unknown field",
+    ),
+    "bad pod CIDR": (
+        "name: n1\nips: [10.0.0.2]\npodCIDRs: [10.244.0.0]\n",
+        "podCIDRs[0]",
+        "'10.244.0.0'",
+        None,
+    ),
 }
 
 
@@ -605,8 +814,11 @@ def test_bad_node_config(tmp_path, text, field, value, message):
 
 
 def test_node_config_yaml_errors(tmp_path):
-    with pytest.raises(InputError, match=r"node\.yaml:3: YAML syntax error: .*flow sequence "
-                                         r"started at line 2\)"):
+    with pytest.raises(
+        InputError,
+        match=r"node\.yaml:3: YAML syntax error: .*flow sequence "
+        r"started at line 2\)",
+    ):
         load_node_config(write(tmp_path, "name: n1\nips: [10.0.0.2\n", "node.yaml"))
     with pytest.raises(InputError, match="must be a mapping"):
         load_node_config(write(tmp_path, "just a string\n", "node.yaml"))
@@ -624,11 +836,18 @@ def test_node_config_duplicate_field_and_from_dict_errors(tmp_path):
 
 
 def test_json_config_and_from_dict_errors(tmp_path):
-    path = write(tmp_path, '{"apiVersion": "%s", "kind": "%s", "mode": "nftables"}' % (
-        API_VERSION, KIND), "kube-proxy.json")
+    path = write(
+        tmp_path,
+        f'{{"apiVersion": "{API_VERSION}", "kind": "{KIND}", "mode": "nftables"}}',
+        "kube-proxy.json",
+    )
     assert load_kube_proxy_config(path).mode == "nftables"
     with pytest.raises(InputError) as exc:
-        KubeProxyConfig.from_dict({"apiVersion": API_VERSION, "kind": KIND,
-                                   "iptables": {"masqueradeBit": 32}}, file="cfg.yaml")
-    assert str(exc.value) == ("cfg.yaml: KubeProxyConfiguration: iptables.masqueradeBit: "
-                              "must be within the range [0, 31]: 32")
+        KubeProxyConfig.from_dict(
+            {"apiVersion": API_VERSION, "kind": KIND, "iptables": {"masqueradeBit": 32}},
+            file="cfg.yaml",
+        )
+    assert str(exc.value) == (
+        "cfg.yaml: KubeProxyConfiguration: iptables.masqueradeBit: "
+        "must be within the range [0, 31]: 32"
+    )

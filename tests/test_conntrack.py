@@ -4,11 +4,13 @@ Every behavioural test runs against both implementations (fixture ``Table``); th
 hypothesis tests drive both with the same random packet sequences and require identical
 states, entries, NAT, probes, evictions and statistics.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kproxy_emu import packets as P
 from kproxy_emu._cext import conntrack as C
@@ -58,6 +60,7 @@ def entry(t, idx):
 # ---------------------------------------------------------------------------------------
 # basics
 
+
 def test_twin_shares_constants() -> None:
     for d in range(2):
         for idx in range(6):
@@ -67,10 +70,13 @@ def test_twin_shares_constants() -> None:
         assert C.tcp_flag_index(flags) == R.tcp_flag_index(flags)
     rng = np.random.default_rng(3)
     for _ in range(200):
-        a = [int(x) for x in rng.integers(0, 2**32, 2)] + [int(x) for x in rng.integers(0, 2**16, 2)]
+        a = [int(x) for x in rng.integers(0, 2**32, 2)] + [
+            int(x) for x in rng.integers(0, 2**16, 2)
+        ]
         seed = int(rng.integers(0, 2**63))
-        assert C.tuple_hash(a[0], a[2], a[1], a[3], 6, seed) == \
-            R.tuple_hash(a[0], a[2], a[1], a[3], 6, seed)
+        assert C.tuple_hash(a[0], a[2], a[1], a[3], 6, seed) == R.tuple_hash(
+            a[0], a[2], a[1], a[3], 6, seed
+        )
     assert C.STATE_NEW == 8 and C.STATE_ESTABLISHED == 2 and C.STATE_INVALID == 1
     assert C.STATE_RELATED == 4 and C.STATE_DNAT == 1024 and C.STATE_SNAT == 512
 
@@ -94,12 +100,13 @@ def test_constructor_validation(Table) -> None:
 
 def test_tcp_handshake_established_after_reply(Table) -> None:
     t = Table(64, 7)
-    s, e, d, v = track(t, f"tcp {CLIENT}:40000 -> {VIP}:80 flags=S", 0.0,
-                       dnat=(POD, 8080), endpoint=3)
+    s, e, d, v = track(
+        t, f"tcp {CLIENT}:40000 -> {VIP}:80 flags=S", 0.0, dnat=(POD, 8080), endpoint=3
+    )
     assert (s, e, d) == (NEW | DNAT, 0, 0)
     assert not v["ct_hit"] and v["probes"] == 0
     row = entry(t, 0)
-    assert row["state"] == 1 and row["expires"] == 120.0          # SYN_SENT, 2 min
+    assert row["state"] == 1 and row["expires"] == 120.0  # SYN_SENT, 2 min
     assert not row["status"] & C.STATUS_SEEN_REPLY
     # SYN retransmit: still NEW (no reply yet), a hit
     s, e, d, v = track(t, f"tcp {CLIENT}:40000 -> {VIP}:80 flags=S", 1.0)
@@ -135,14 +142,24 @@ def test_kube_proxy_established_timeout(Table) -> None:
 
 def test_reply_is_un_natted(Table) -> None:
     t = Table(64, 7)
-    s, e, d, v = track(t, f"tcp {CLIENT}:40000 -> {VIP}:80 flags=S", 0.0,
-                       dnat=(POD, 8080), snat=(NODE, 61000), endpoint=5)
+    s, e, d, v = track(
+        t,
+        f"tcp {CLIENT}:40000 -> {VIP}:80 flags=S",
+        0.0,
+        dnat=(POD, 8080),
+        snat=(NODE, 61000),
+        endpoint=5,
+    )
     assert s == NEW | DNAT | SNAT
     row = entry(t, e)
     assert (row["reply_src_ip"], row["reply_src_port"]) == (ip(POD), 8080)
     assert (row["reply_dst_ip"], row["reply_dst_port"]) == (ip(NODE), 61000)
-    assert (row["dnat_ip"], row["dnat_port"], row["snat_ip"], row["snat_port"]) == \
-        (ip(POD), 8080, ip(NODE), 61000)
+    assert (row["dnat_ip"], row["dnat_port"], row["snat_ip"], row["snat_port"]) == (
+        ip(POD),
+        8080,
+        ip(NODE),
+        61000,
+    )
     # the endpoint answers the masquerade address: source back to the VIP, destination
     # back to the client
     s, e2, d, v = track(t, f"tcp {POD}:8080 -> {NODE}:61000 flags=SA", 0.5)
@@ -155,8 +172,12 @@ def test_reply_is_un_natted(Table) -> None:
     # original direction keeps being NATed
     s, e3, d, v = track(t, f"tcp {CLIENT}:40000 -> {VIP}:80 flags=A", 1.0)
     assert (e3, d) == (e, 0)
-    assert (v["dnat_ip"], v["dnat_port"], v["snat_ip"], v["snat_port"]) == \
-        (ip(POD), 8080, ip(NODE), 61000)
+    assert (v["dnat_ip"], v["dnat_port"], v["snat_ip"], v["snat_port"]) == (
+        ip(POD),
+        8080,
+        ip(NODE),
+        61000,
+    )
     # a packet from the endpoint to the client's real address is another flow
     s, e4, d, v = track(t, f"tcp {POD}:8080 -> {CLIENT}:40000 flags=A", 1.0)
     assert e4 != e
@@ -177,20 +198,21 @@ def test_no_nat_entry_has_no_nat_bits(Table) -> None:
 # ---------------------------------------------------------------------------------------
 # UDP, expiry
 
+
 def test_udp_stream_timeout(Table) -> None:
     t = Table(8, 1)
     fwd, rev = f"udp {CLIENT}:5000 -> {VIP}:53", f"udp {POD}:53 -> {CLIENT}:5000"
     s, e, _, _ = track(t, fwd, 100.0, dnat=(POD, 53))
-    assert entry(t, e)["expires"] == 130.0                      # unreplied: 30 s
+    assert entry(t, e)["expires"] == 130.0  # unreplied: 30 s
     s, _, d, _ = track(t, fwd, 101.0)
     assert s == NEW | DNAT and entry(t, e)["expires"] == 131.0
-    s, _, d, _ = track(t, rev, 101.5)                          # the reply itself: 30 s
+    s, _, d, _ = track(t, rev, 101.5)  # the reply itself: 30 s
     assert (s, d) == (EST | DNAT, 1) and entry(t, e)["expires"] == 131.5
     assert not entry(t, e)["status"] & C.STATUS_ASSURED
-    s, _, _, _ = track(t, fwd, 102.0)                          # within 2 s of creation
+    s, _, _, _ = track(t, fwd, 102.0)  # within 2 s of creation
     assert s == EST | DNAT and entry(t, e)["expires"] == 132.0
     assert not entry(t, e)["status"] & C.STATUS_ASSURED
-    track(t, rev, 102.5)                                        # 2.5 s after: a stream
+    track(t, rev, 102.5)  # 2.5 s after: a stream
     row = entry(t, e)
     assert row["expires"] == 102.5 + 120 and row["status"] & C.STATUS_ASSURED
 
@@ -199,7 +221,7 @@ def test_udp_stream_exactly_two_seconds_is_not_yet_a_stream(Table) -> None:
     t = Table(8, 1)
     track(t, f"udp {CLIENT}:5000 -> {POD}:53", 0.0)
     track(t, f"udp {POD}:53 -> {CLIENT}:5000", 1.0)
-    track(t, f"udp {CLIENT}:5000 -> {POD}:53", 2.0)           # time_after is strict
+    track(t, f"udp {CLIENT}:5000 -> {POD}:53", 2.0)  # time_after is strict
     assert entry(t, 0)["expires"] == 32.0
     track(t, f"udp {CLIENT}:5000 -> {POD}:53", 2.001)
     assert entry(t, 0)["expires"] == pytest.approx(122.001)
@@ -211,7 +233,7 @@ def test_expiry_boundary(Table, delta, alive) -> None:
     (nf_ct_is_expired: timeout - now <= 0)."""
     t = Table(8, 1)
     track(t, f"udp {CLIENT}:5000 -> {POD}:53", 10.0)
-    s, e, d, _ = track(t, f"udp {CLIENT}:5000 -> {POD}:53", 10.0 + delta)
+    s, e, _d, _ = track(t, f"udp {CLIENT}:5000 -> {POD}:53", 10.0 + delta)
     assert (t.stats()["expired"] == 0) is alive
     assert t.stats()["inserted"] == (1 if alive else 2)
     if not alive:
@@ -225,8 +247,8 @@ def test_expire_sweep_and_lazy_len(Table) -> None:
     for i in range(5):
         track(t, f"udp {CLIENT}:{5000 + i} -> {POD}:53", float(i))
     assert len(t) == 5
-    assert t.expire(30.999) == 1          # created at 0 -> expires 30; 1 -> 31; 2 -> 32
-    assert t.expire(31.0) == 1            # exactly at the boundary: dead
+    assert t.expire(30.999) == 1  # created at 0 -> expires 30; 1 -> 31; 2 -> 32
+    assert t.expire(31.0) == 1  # exactly at the boundary: dead
     assert len(t) == 3 and t.stats()["expired"] == 2
     assert sorted(t.entries()["id"].tolist()) == [2, 3, 4]
     # freed slots are reused last-freed first
@@ -236,17 +258,18 @@ def test_expire_sweep_and_lazy_len(Table) -> None:
 # ---------------------------------------------------------------------------------------
 # TCP state machine details
 
+
 def test_tcp_invalid_and_loose(Table) -> None:
     t = Table(8, 1)
     for flags in ("F", "R", "SA", "none", "FA"):
         assert track(t, f"tcp {CLIENT}:1 -> {POD}:80 flags={flags}", 0)[:3] == (INV, -1, -1)
     assert len(t) == 0 and t.stats()["invalid"] == 5
     # tcp_loose=1 (default): a bare ACK picks the connection up as ESTABLISHED
-    s, e, d, _ = track(t, f"tcp {CLIENT}:1 -> {POD}:80 flags=A", 0)
+    s, e, _d, _ = track(t, f"tcp {CLIENT}:1 -> {POD}:80 flags=A", 0)
     assert (s, e) == (NEW, 0) and entry(t, 0)["state"] == 3
     assert entry(t, 0)["expires"] == 432000
     track(t, f"tcp {POD}:80 -> {CLIENT}:1 flags=A", 1)
-    assert not entry(t, 0)["status"] & C.STATUS_ASSURED       # reply not yet seen before
+    assert not entry(t, 0)["status"] & C.STATUS_ASSURED  # reply not yet seen before
     track(t, f"tcp {CLIENT}:1 -> {POD}:80 flags=A", 2)
     assert entry(t, 0)["status"] & C.STATUS_ASSURED
     strict = Table(8, 1, tcp_loose=False)
@@ -273,8 +296,12 @@ def test_tcp_close_sequence_and_reopen(Table) -> None:
     track(t, c2s + " flags=S", 0)
     track(t, s2c + " flags=SA", 0)
     track(t, c2s + " flags=A", 0)
-    expect = [(c2s + " flags=FA", 4, 120), (s2c + " flags=A", 5, 60),
-              (s2c + " flags=FA", 6, 30), (c2s + " flags=A", 7, 120)]
+    expect = [
+        (c2s + " flags=FA", 4, 120),
+        (s2c + " flags=A", 5, 60),
+        (s2c + " flags=FA", 6, 30),
+        (c2s + " flags=A", 7, 120),
+    ]
     for k, (line, state, timeout) in enumerate(expect, start=1):
         s, e, d, _ = track(t, line, float(k))
         assert e == 0 and s == EST
@@ -295,7 +322,7 @@ def test_tcp_rst(Table) -> None:
     track(t, c2s + " flags=S", 0)
     s, e, d, _ = track(t, s2c + " flags=R", 1.0)
     assert (s, e, d) == (EST, 0, 1)
-    assert track(t, c2s + " flags=A", 1.0)[:2] == (NEW, 0)      # picked up afresh
+    assert track(t, c2s + " flags=A", 1.0)[:2] == (NEW, 0)  # picked up afresh
     assert t.stats()["expired"] == 1
     # RST in an established connection: CLOSE, 10 s
     t2 = Table(8, 1)
@@ -318,7 +345,7 @@ def test_sctp_and_generic(Table) -> None:
     track(t, rev, 1.5)
     row = entry(t, 0)
     assert row["state"] == 4 and row["expires"] == 211.5 and row["status"] & C.STATUS_ASSURED
-    s, e, d, _ = track(t, f"icmp {CLIENT} -> {POD}", 0)
+    s, e, _d, _ = track(t, f"icmp {CLIENT} -> {POD}", 0)
     assert s == NEW and entry(t, e)["expires"] == 30.0
     assert track(t, f"icmp {POD} -> {CLIENT}", 1)[:3] == (EST, e, 1)
 
@@ -335,18 +362,18 @@ def test_untracked_family(Table) -> None:
 # ---------------------------------------------------------------------------------------
 # create / confirm / abort, clashes, peek
 
+
 def test_create_confirm_abort(Table) -> None:
     t = Table(4, 1)
     a = pk(f"tcp {CLIENT}:1 -> {VIP}:80 flags=S", 0)
     assert t.lookup(a) == (NEW, -1, -1, 0)
     e = t.create(a)
-    assert e == 0 and len(t) == 1 and t.lookup(a)[1] == -1      # unconfirmed: not hashed
+    assert e == 0 and len(t) == 1 and t.lookup(a)[1] == -1  # unconfirmed: not hashed
     assert entry(t, 0)["confirmed"] == False  # noqa: E712
     t.abort(e)
     assert len(t) == 0
     e = t.create(a)
-    assert t.confirm(e, dnat_ip=ip(POD), dnat_port=8080, endpoint=2, mark=0x4000,
-                     now=0) == (0, 0)
+    assert t.confirm(e, dnat_ip=ip(POD), dnat_port=8080, endpoint=2, mark=0x4000, now=0) == (0, 0)
     row = entry(t, 0)
     assert row["confirmed"] and row["mark"] == 0x4000 and row["endpoint"] == 2
     st, idx, d, probes = t.lookup(a)
@@ -356,8 +383,7 @@ def test_create_confirm_abort(Table) -> None:
     assert t.create(pk(f"tcp {CLIENT}:1 -> {VIP}:80 flags=F", 0)) == C.ERR_INVALID
     # another client NATed onto the same reply tuple: insert fails
     e2 = t.create(pk(f"tcp {CLIENT}:2 -> {VIP}:80 flags=S", 0))
-    r, _ = t.confirm(e2, dnat_ip=ip(POD), dnat_port=8080, snat_ip=ip(CLIENT), snat_port=1,
-                     now=0)
+    r, _ = t.confirm(e2, dnat_ip=ip(POD), dnat_port=8080, snat_ip=ip(CLIENT), snat_port=1, now=0)
     assert r == C.ERR_CLASH and t.stats()["insert_failed"] == 1 and len(t) == 1
     # update() runs the tracker for a known entry/direction
     assert t.update(0, 1, pk(f"tcp {POD}:8080 -> {CLIENT}:1 flags=SA", 1)) == EST
@@ -380,6 +406,7 @@ def test_lookup_without_update_changes_nothing(Table) -> None:
 # ---------------------------------------------------------------------------------------
 # table full: early_drop
 
+
 def _assured_tcp(t, port, ts=0.0):
     track(t, f"tcp {CLIENT}:{port} -> {POD}:80 flags=S", ts)
     track(t, f"tcp {POD}:80 -> {CLIENT}:{port} flags=SA", ts)
@@ -390,9 +417,9 @@ def test_table_full_early_drops_unassured(Table) -> None:
     t = Table(3, 1, buckets=1)
     _assured_tcp(t, 1)
     _assured_tcp(t, 2)
-    track(t, f"udp {CLIENT}:7 -> {POD}:53", 0)             # unassured
+    track(t, f"udp {CLIENT}:7 -> {POD}:53", 0)  # unassured
     assert len(t) == 3
-    s, e, d, v = track(t, f"tcp {CLIENT}:3 -> {POD}:80 flags=S", 1.0)
+    s, e, _d, v = track(t, f"tcp {CLIENT}:3 -> {POD}:80 flags=S", 1.0)
     assert s == NEW and e == 2 and v["action"] != P.Action.DROP
     assert t.stats()["early_drop"] == 1 and t.stats()["drop"] == 0
     assert sorted(t.entries()["orig_src_port"].tolist()) == [1, 2, 3]
@@ -402,7 +429,7 @@ def test_table_full_all_assured_drops(Table) -> None:
     t = Table(2, 1, buckets=1)
     _assured_tcp(t, 1)
     _assured_tcp(t, 2)
-    s, e, d, v = track(t, f"tcp {CLIENT}:3 -> {POD}:80 flags=S", 1.0)
+    s, e, _d, v = track(t, f"tcp {CLIENT}:3 -> {POD}:80 flags=S", 1.0)
     assert v["action"] == P.Action.DROP and e == -1 and s == NEW
     assert t.stats()["drop"] == 1 and t.stats()["early_drop"] == 0 and len(t) == 2
     # existing flows still pass
@@ -410,7 +437,7 @@ def test_table_full_all_assured_drops(Table) -> None:
     # invalid packets are dropped too when full (the kernel allocates before tcp_new)
     assert track(t, f"tcp {CLIENT}:9 -> {POD}:80 flags=F", 2.0)[3]["action"] == P.Action.DROP
     # an expired entry found by the scan makes room
-    s, e, d, v = track(t, f"tcp {CLIENT}:3 -> {POD}:80 flags=S", 2.0 + 432000)
+    s, e, _d, v = track(t, f"tcp {CLIENT}:3 -> {POD}:80 flags=S", 2.0 + 432000)
     assert v["action"] != P.Action.DROP and e >= 0
 
 
@@ -425,8 +452,10 @@ def test_early_drop_range_is_eight_buckets(Table) -> None:
     c, p = ip(CLIENT), ip(POD)
     track(t, f"udp {CLIENT}:1000 -> {POD}:53", 0)
     track(t, f"udp {CLIENT}:1001 -> {POD}:53", 0)
-    nodes = {0: {bucket(c, 1000, p, 53), bucket(p, 53, c, 1000)},
-             1: {bucket(c, 1001, p, 53), bucket(p, 53, c, 1001)}}
+    nodes = {
+        0: {bucket(c, 1000, p, 53), bucket(p, 53, c, 1000)},
+        1: {bucket(c, 1001, p, 53), bucket(p, 53, c, 1001)},
+    }
     assert (t.chain_lengths() > 0).sum() == len(nodes[0] | nodes[1])
 
     def window(port):
@@ -434,12 +463,11 @@ def test_early_drop_range_is_eight_buckets(Table) -> None:
         return {(b + i) % nb for i in range(8)}
 
     far = next(q for q in range(2000, 60000) if not window(q) & (nodes[0] | nodes[1]))
-    s, e, d, v = track(t, f"udp {CLIENT}:{far} -> {POD}:53", 1.0)
+    _s, _e, _d, v = track(t, f"udp {CLIENT}:{far} -> {POD}:53", 1.0)
     assert v["action"] == P.Action.DROP and t.stats()["drop"] == 1 and len(t) == 2
     # a tuple whose window reaches only entry 1's nodes evicts exactly entry 1
-    near = next(q for q in range(2000, 60000)
-                if window(q) & nodes[1] and not window(q) & nodes[0])
-    s, e, d, v = track(t, f"udp {CLIENT}:{near} -> {POD}:53", 1.0)
+    near = next(q for q in range(2000, 60000) if window(q) & nodes[1] and not window(q) & nodes[0])
+    _s, _e, _d, v = track(t, f"udp {CLIENT}:{near} -> {POD}:53", 1.0)
     assert v["action"] != P.Action.DROP and t.stats()["early_drop"] == 1
     assert sorted(t.entries()["orig_src_port"].tolist()) == sorted([1000, near])
 
@@ -447,11 +475,12 @@ def test_early_drop_range_is_eight_buckets(Table) -> None:
 # ---------------------------------------------------------------------------------------
 # probes, determinism
 
+
 def test_probes_count_chain_nodes(Table) -> None:
-    t = Table(8, 1, buckets=1)         # one chain: newest nodes first, reply before orig
-    track(t, f"udp {CLIENT}:1 -> {POD}:53", 0)   # chain: A.r A.o
-    track(t, f"udp {CLIENT}:2 -> {POD}:53", 0)   # miss walked 2 nodes; chain: B.r B.o A.r A.o
-    assert t.stats()["searched"] == 2            # lookups only (confirm's clash checks not)
+    t = Table(8, 1, buckets=1)  # one chain: newest nodes first, reply before orig
+    track(t, f"udp {CLIENT}:1 -> {POD}:53", 0)  # chain: A.r A.o
+    track(t, f"udp {CLIENT}:2 -> {POD}:53", 0)  # miss walked 2 nodes; chain: B.r B.o A.r A.o
+    assert t.stats()["searched"] == 2  # lookups only (confirm's clash checks not)
     a = pk(f"udp {CLIENT}:1 -> {POD}:53", 1)
     b = pk(f"udp {CLIENT}:2 -> {POD}:53", 1)
     r = pk(f"udp {POD}:53 -> {CLIENT}:1", 1)
@@ -532,14 +561,14 @@ def traffic(draw):
 
 
 def _packet_for(row, nat):
-    ts, c, port, proto, reply, flags, family, op = row
+    ts, c, port, proto, reply, flags, family, _op = row
     a = P.empty_packets(1)
     client = ip(CLIENT) + c
     sport = 0 if proto in (1, 47) else port
     dport = 0 if proto in (1, 47) else 80
     if not reply:
         src, dst, s_port, d_port = client, ip(VIP), sport, dport
-    else:   # what the endpoint sends back under this NAT
+    else:  # what the endpoint sends back under this NAT
         src, s_port = ip(POD), (8080 if dport else 0)
         if nat == "none":
             src, s_port = ip(VIP), dport
@@ -560,8 +589,10 @@ def _packet_for(row, nat):
 @given(traffic())
 def test_twin_agrees_with_engine(case) -> None:
     rows, max_entries, buckets, seed, nat = case
-    tables = [C.ConntrackTable(max_entries, seed, buckets=buckets),
-              R.ConntrackTable(max_entries, seed, buckets=buckets)]
+    tables = [
+        C.ConntrackTable(max_entries, seed, buckets=buckets),
+        R.ConntrackTable(max_entries, seed, buckets=buckets),
+    ]
     for row in rows:
         a, v0 = _packet_for(row, nat)
         results = []
@@ -570,8 +601,12 @@ def test_twin_agrees_with_engine(case) -> None:
             if op == "expire":
                 results.append(t.expire(row[0]))
             elif op == "peek":
-                s, e, d, pr = (np.zeros(1, np.uint32), np.zeros(1, np.int32),
-                               np.zeros(1, np.int8), np.zeros(1, np.uint32))
+                s, e, d, pr = (
+                    np.zeros(1, np.uint32),
+                    np.zeros(1, np.int32),
+                    np.zeros(1, np.int8),
+                    np.zeros(1, np.uint32),
+                )
                 total = t.lookup_batch(a, s, e, d, pr, update=False)
                 results.append((total, s.tolist(), e.tolist(), d.tolist(), pr.tolist()))
             else:

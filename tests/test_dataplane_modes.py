@@ -1,5 +1,6 @@
 """The Dataplane facade in every mode: the same calls, the same verdict arrays, and the
 engine's choices inside the reference tracer's candidates."""
+
 import json
 import subprocess
 import sys
@@ -22,15 +23,20 @@ def cluster():
 @pytest.mark.parametrize("mode", MODES)
 def test_engine_verdicts_are_among_the_tracers_outcomes(cluster, mode):
     dp = Dataplane(cluster, mode=mode, cluster_cidr="10.0.0.0/8", seed=3)
-    spec = sweep.BenchSpec(services=[60], packets=400, origin_mix={"pod": 1, "external": 1,
-                                                                   "host": 1})
+    spec = sweep.BenchSpec(
+        services=[60], packets=400, origin_mix={"pod": 1, "external": 1, "host": 1}
+    )
     batch = sweep.traffic(dp, spec, 9)
     out = dp.process(batch)
     tracer = Dataplane(cluster, mode=mode, cluster_cidr="10.0.0.0/8", conntrack=False)
     for line, v in zip(packets.to_strings(batch[:150]), out[:150]):
         t = tracer.trace(line)
-        verdicts = {o["verdict"] if o["verdict"] in ("DROP", "REJECT") else
-                    ("DNAT" if o["dnat"] else "ACCEPT") for o in t["outcomes"]}
+        verdicts = {
+            o["verdict"]
+            if o["verdict"] in ("DROP", "REJECT")
+            else ("DNAT" if o["dnat"] else "ACCEPT")
+            for o in t["outcomes"]
+        }
         assert packets.Action(int(v["action"])).name in verdicts, (mode, line, t["outcomes"])
         if v["action"] == packets.Action.DNAT:
             ep = dp.endpoints[int(v["endpoint"])]
@@ -81,20 +87,42 @@ def test_cli_nftables(cluster, tmp_path):
     svc = next(s for s in cluster.services.values() if s.cluster_ip and s.ports)
     node = next(iter(cluster.nodes.values())).name
     run = [sys.executable, "-m", "kproxy_emu.cli"]
-    proc = subprocess.run(run + ["render", "--mode", "nftables", "--format", "save", "--node",
-                                 node, str(path)], capture_output=True, text=True)
+    proc = subprocess.run(
+        run + ["render", "--mode", "nftables", "--format", "save", "--node", node, str(path)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "map service-ips" in proc.stdout
     pkt = f"{svc.ports[0].protocol.lower()} 10.0.0.9:4000 -> {svc.cluster_ip}:{svc.ports[0].port}"
-    proc = subprocess.run(run + ["trace", "--mode", "nftables", "--node", node, "--json",
-                                 "--cluster-cidr", "10.0.0.0/8", str(path), "--packet", pkt],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        run
+        + [
+            "trace",
+            "--mode",
+            "nftables",
+            "--node",
+            node,
+            "--json",
+            "--cluster-cidr",
+            "10.0.0.0/8",
+            str(path),
+            "--packet",
+            pkt,
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["verdict"] == "DNAT" and out["cost"]["lookups"] > 0
     assert abs(sum(c["probability"] for c in out["candidates"]) - 1) < 1e-9
-    proc = subprocess.run(run + ["render", "--mode", "nftables", "--service-cidr", "bogus",
-                                 "--node", node, str(path)], capture_output=True, text=True)
+    proc = subprocess.run(
+        run
+        + ["render", "--mode", "nftables", "--service-cidr", "bogus", "--node", node, str(path)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "--service-cidr" in proc.stderr
 
 
@@ -104,8 +132,9 @@ def test_ipvs_connection_table_size(cluster):
     batch = None
     probes = {}
     for bits in (8, 16):
-        dp = Dataplane(cluster, mode="ipvs", cluster_cidr="10.0.0.0/8", seed=3,
-                       ipvs_conn_tab_bits=bits)
+        dp = Dataplane(
+            cluster, mode="ipvs", cluster_cidr="10.0.0.0/8", seed=3, ipvs_conn_tab_bits=bits
+        )
         if batch is None:
             batch = sweep.traffic(dp, sweep.BenchSpec(services=[60], packets=3000), 8)
         first = dp.process(batch)
@@ -127,6 +156,7 @@ def test_update_sees_a_cluster_changed_in_place(mode):
     """update() without a new cluster: replaced, added and removed objects in the
     Dataplane's own cluster are found (a partial sync of exactly those services)."""
     import dataclasses
+
     cluster = sweep.make_cluster(30, 3, 8)
     dp = Dataplane(cluster, mode=mode, cluster_cidr="10.0.0.0/8")
     key, sl = next((k, s) for k, s in cluster.endpoint_slices.items() if s.endpoints)

@@ -1,4 +1,5 @@
 """kube-proxy's own iptables unit-test expectations, byte for byte (sorted form)."""
+
 import difflib
 
 import pytest
@@ -11,15 +12,19 @@ from .iptables_env import fixture, view_for
 
 def _assert_same(got, expected):
     if got != expected:
-        diff = "\n".join(difflib.unified_diff(expected.splitlines(), got.splitlines(),
-                                              "expected", "got", lineterm=""))
+        diff = "\n".join(
+            difflib.unified_diff(
+                expected.splitlines(), got.splitlines(), "expected", "got", lineterm=""
+            )
+        )
         pytest.fail(f"rules differ:\n{diff}")
 
 
 def test_overall_iptables_rules(tmp_path):
     fx = fixture("iptables-overall.json")
-    view = view_for(fx["environment"], fx["input"]["services"], fx["input"]["endpointSlices"],
-                    tmp_path)
+    view = view_for(
+        fx["environment"], fx["input"]["services"], fx["input"]["endpointSlices"], tmp_path
+    )
     _assert_same(render_sorted(compile_ruleset(view)), fx["expected"]["text"])
 
 
@@ -58,15 +63,20 @@ def test_sync_repeated_partial_syncs_stale_chains_and_failed_restore(tmp_path):
         cluster = Cluster.from_dicts(as_manifests(list(services.values()), list(slices.values())))
         if dp is None:
             options = view_for(env, [], [], tmp_path).options
-            dp = Dataplane(cluster, node_config=options.node, mark_text="0x4000",
-                           cluster_cidr=env["localDetector"]["cidr"])
+            dp = Dataplane(
+                cluster,
+                node_config=options.node,
+                mark_text="0x4000",
+                cluster_cidr=env["localDetector"]["cidr"],
+            )
             result = dp.syncs[-1]
         else:
             if step["step"] == 9:
                 # the test injects a rule that keeps svc4's endpoint chain referenced
                 nat = dp.tables.tables["nat"]
-                nat.rules.append(Rule("KUBE-SVC-X27LE4BHSL4DOUIK",
-                                      (Opt("-j", ("KUBE-SEP-AYCN5HPXMIRJNJXU",)),)))
+                nat.rules.append(
+                    Rule("KUBE-SVC-X27LE4BHSL4DOUIK", (Opt("-j", ("KUBE-SEP-AYCN5HPXMIRJNJXU",)),))
+                )
                 failed = dp.update(cluster)
                 assert not failed.ok and not failed.full
                 assert "KUBE-SEP-AYCN5HPXMIRJNJXU" in failed.error

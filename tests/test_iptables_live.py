@@ -5,6 +5,7 @@ fixture, and corpora recorded with iptables-restore + iptables-save in a network
 namespace (below). The lab tests re-run the real tool when they can (root, unshare,
 iptables-nft) and compare again.
 """
+
 import datetime
 import json
 import os
@@ -14,8 +15,13 @@ import subprocess
 import pytest
 
 from kproxy_emu.errors import InputError
-from kproxy_emu.netfilter.iptables_live import (comparable_lines, probability_live,
-                                                render_live, render_live_rule, save_string)
+from kproxy_emu.netfilter.iptables_live import (
+    comparable_lines,
+    probability_live,
+    render_live,
+    render_live_rule,
+    save_string,
+)
 from kproxy_emu.netfilter.iptables_parse import parse
 from kproxy_emu.netfilter.ruleset import Opt, Rule, Ruleset
 
@@ -61,6 +67,7 @@ def corpus(name):
 
 # ----------------------------------------------------------------- the live fixture
 
+
 def test_overall_fixture_renders_as_the_live_dump():
     require_fixtures()
     live = LIVE.read_text()
@@ -93,6 +100,7 @@ def test_live_dump_is_the_restore_text_after_normalisation():
 
 # ----------------------------------------------------------------- recorded corpora
 
+
 @pytest.mark.parametrize("name", ["modules", "targets", "foreign", "edge", "ipv6"])
 def test_corpus_matches_recorded_iptables_save(name):
     text, saved, family = corpus(name)
@@ -110,6 +118,7 @@ def test_real_output_is_a_fixed_point(name):
 
 # ----------------------------------------------------------------- single rules
 
+
 def live(rule_text, table="filter", family="IPv4"):
     ruleset = parse(f"*{table}\n{rule_text}\nCOMMIT\n", family=family)
     lines = []
@@ -118,90 +127,119 @@ def live(rule_text, table="filter", family="IPv4"):
     return lines
 
 
-@pytest.mark.parametrize("given,printed", [
-    ("0.5000000000", "0.50000000000"),
-    ("0.3333333333", "0.33333333349"),
-    ("0.2500000000", "0.25000000000"),
-    ("0.1000000000", "0.10000000009"),
-    ("0.0000100000", "0.00001000008"),
-    ("0.0000099999", "0.00001000008"),  # rounds to the same stored value as 0.00001
-    ("0.1428571429", "0.14285714272"),
-    ("0.9999999999", "1.00000000000"),
-    ("1.0000000000", "1.00000000000"),
-    ("0", "0.00000000000"),
-])
+@pytest.mark.parametrize(
+    "given,printed",
+    [
+        ("0.5000000000", "0.50000000000"),
+        ("0.3333333333", "0.33333333349"),
+        ("0.2500000000", "0.25000000000"),
+        ("0.1000000000", "0.10000000009"),
+        ("0.0000100000", "0.00001000008"),
+        ("0.0000099999", "0.00001000008"),  # rounds to the same stored value as 0.00001
+        ("0.1428571429", "0.14285714272"),
+        ("0.9999999999", "1.00000000000"),
+        ("1.0000000000", "1.00000000000"),
+        ("0", "0.00000000000"),
+    ],
+)
 def test_probability_as_the_kernel_stores_it(given, printed):
     """Values seen in real iptables-save output (the edge corpus and the live fixture)."""
     assert probability_live(given) == printed
 
 
 def test_kube_proxy_rule_forms():
-    assert live('-A KUBE-SVC-X -m comment --comment "ns/s:p cluster IP" -m tcp -p tcp '
-                '-d 172.30.0.41 --dport 80 ! -s 10.0.0.0/8 -j KUBE-MARK-MASQ') == [
-        '-A KUBE-SVC-X ! -s 10.0.0.0/8 -d 172.30.0.41/32 -p tcp -m comment '
-        '--comment "ns/s:p cluster IP" -m tcp --dport 80 -j KUBE-MARK-MASQ']
+    assert live(
+        '-A KUBE-SVC-X -m comment --comment "ns/s:p cluster IP" -m tcp -p tcp '
+        "-d 172.30.0.41 --dport 80 ! -s 10.0.0.0/8 -j KUBE-MARK-MASQ"
+    ) == [
+        "-A KUBE-SVC-X ! -s 10.0.0.0/8 -d 172.30.0.41/32 -p tcp -m comment "
+        '--comment "ns/s:p cluster IP" -m tcp --dport 80 -j KUBE-MARK-MASQ'
+    ]
     assert live("-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000", "nat") == [
-        "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000"]
+        "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000"
+    ]
     assert live("-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000", "nat") == [
-        "-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0"]
-    assert live("-A KUBE-POSTROUTING -m comment --comment x -j MASQUERADE --random-fully",
-                "nat") == ["-A KUBE-POSTROUTING -m comment --comment x -j MASQUERADE --random-fully"]
+        "-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0"
+    ]
+    assert live(
+        "-A KUBE-POSTROUTING -m comment --comment x -j MASQUERADE --random-fully", "nat"
+    ) == ["-A KUBE-POSTROUTING -m comment --comment x -j MASQUERADE --random-fully"]
     assert live("-A X -m comment --comment ns/s:p -m tcp -p tcp -j REJECT") == [
         '-A X -p tcp -m comment --comment "ns/s:p" -m tcp -j REJECT '
-        '--reject-with icmp-port-unreachable']
+        "--reject-with icmp-port-unreachable"
+    ]
     assert live("-A X -m nfacct --nfacct-name ct_state_invalid_dropped_pkts -j DROP") == [
-        "-A X -m nfacct --nfacct-name  ct_state_invalid_dropped_pkts -j DROP"]
+        "-A X -m nfacct --nfacct-name  ct_state_invalid_dropped_pkts -j DROP"
+    ]
     assert live("-A X -m recent --name KUBE-SEP-A --rcheck --seconds 10800 --reap -j Y") == [
         "-A X -m recent --rcheck --seconds 10800 --reap --name KUBE-SEP-A "
-        "--mask 255.255.255.255 --rsource -j Y"]
-    assert live("-A X -m comment --comment \"a b\" -m statistic --mode random "
-                "--probability 0.3333333333 -j Y") == [
+        "--mask 255.255.255.255 --rsource -j Y"
+    ]
+    assert live(
+        '-A X -m comment --comment "a b" -m statistic --mode random --probability 0.3333333333 -j Y'
+    ) == [
         '-A X -m comment --comment "a b" -m statistic --mode random '
-        '--probability 0.33333333349 -j Y']
+        "--probability 0.33333333349 -j Y"
+    ]
     assert live("-A KUBE-SERVICES -s 127.0.0.0/8 -j RETURN", "nat") == [
-        "-A KUBE-SERVICES -s 127.0.0.0/8 -j RETURN"]
+        "-A KUBE-SERVICES -s 127.0.0.0/8 -j RETURN"
+    ]
     assert live("-A X -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP") == [
-        "-A X -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"]
+        "-A X -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"
+    ]
     assert live("-A X -m conntrack --ctstate DNAT,ESTABLISHED,NEW,INVALID -j DROP") == [
-        "-A X -m conntrack --ctstate INVALID,NEW,ESTABLISHED,DNAT -j DROP"]
+        "-A X -m conntrack --ctstate INVALID,NEW,ESTABLISHED,DNAT -j DROP"
+    ]
 
 
 def test_ipvs_mode_rules():
     """IPVS-mode forms (SPEC 3.4); the ipvs match follows libxt_ipvs's save (no kernel
     module in the lab to check it against)."""
-    assert live("-A KUBE-IPVS-OUT-FILTER -s 1.2.3.4 -m ipvs --vaddr 1.2.3.4 --vproto tcp "
-                "--vport 80 -j DROP") == [
+    assert live(
+        "-A KUBE-IPVS-OUT-FILTER -s 1.2.3.4 -m ipvs --vaddr 1.2.3.4 --vproto tcp --vport 80 -j DROP"
+    ) == [
         "-A KUBE-IPVS-OUT-FILTER -s 1.2.3.4/32 -m ipvs --vproto 6 --vaddr 1.2.3.4 "
-        "--vport 80 -j DROP"]
-    assert live('-A KUBE-EXTERNAL-IP -m comment --comment "x y" -m set --match-set '
-                'KUBE-EXTERNAL-IP dst,dst -m physdev ! --physdev-is-in -m addrtype ! '
-                '--src-type LOCAL -j ACCEPT', "nat") == [
+        "--vport 80 -j DROP"
+    ]
+    assert live(
+        '-A KUBE-EXTERNAL-IP -m comment --comment "x y" -m set --match-set '
+        "KUBE-EXTERNAL-IP dst,dst -m physdev ! --physdev-is-in -m addrtype ! "
+        "--src-type LOCAL -j ACCEPT",
+        "nat",
+    ) == [
         '-A KUBE-EXTERNAL-IP -m comment --comment "x y" -m set --match-set KUBE-EXTERNAL-IP '
-        'dst,dst -m physdev ! --physdev-is-in -m addrtype ! --src-type LOCAL -j ACCEPT']
+        "dst,dst -m physdev ! --physdev-is-in -m addrtype ! --src-type LOCAL -j ACCEPT"
+    ]
 
 
 def test_basic_matches_move_to_the_front_in_canonical_order():
-    assert live("-A X -p udp -m comment --comment c -o eth1 -f -i eth0+ -d 10.1.2.3/16 "
-                "! -s 1.2.3.4 -j ACCEPT") == [
+    assert live(
+        "-A X -p udp -m comment --comment c -o eth1 -f -i eth0+ -d 10.1.2.3/16 "
+        "! -s 1.2.3.4 -j ACCEPT"
+    ) == [
         "-A X ! -s 1.2.3.4/32 -d 10.1.0.0/16 -i eth0+ -o eth1 -p udp -f -m comment "
-        "--comment c -j ACCEPT"]
+        "--comment c -j ACCEPT"
+    ]
 
 
 def test_implicit_protocol_match_is_spelled_out_where_it_was_loaded():
     assert live("-A X -m comment --comment c -p tcp --dport 80 -m mark --mark 1 -j ACCEPT") == [
-        "-A X -p tcp -m comment --comment c -m tcp --dport 80 -m mark --mark 0x1 -j ACCEPT"]
+        "-A X -p tcp -m comment --comment c -m tcp --dport 80 -m mark --mark 0x1 -j ACCEPT"
+    ]
 
 
 def test_address_lists_become_one_rule_each():
     assert live("-A X -s 1.1.1.1,2.2.2.2 -d 3.3.3.3 -j DROP") == [
-        "-A X -s 1.1.1.1/32 -d 3.3.3.3/32 -j DROP", "-A X -s 2.2.2.2/32 -d 3.3.3.3/32 -j DROP"]
+        "-A X -s 1.1.1.1/32 -d 3.3.3.3/32 -j DROP",
+        "-A X -s 2.2.2.2/32 -d 3.3.3.3/32 -j DROP",
+    ]
 
 
 def test_ipv6_addresses_and_reject():
-    assert live("-A X -d fd00:10:96:0::a -p tcp -m tcp --dport 53 -j REJECT",
-                family="IPv6") == [
+    assert live("-A X -d fd00:10:96:0::a -p tcp -m tcp --dport 53 -j REJECT", family="IPv6") == [
         "-A X -d fd00:10:96::a/128 -p tcp -m tcp --dport 53 -j REJECT "
-        "--reject-with icmp6-port-unreachable"]
+        "--reject-with icmp6-port-unreachable"
+    ]
 
 
 def test_save_string_quoting():
@@ -230,7 +268,9 @@ COMMIT
 *mangle
 COMMIT
 """)
-    assert render_live(ruleset) == """*mangle
+    assert (
+        render_live(ruleset)
+        == """*mangle
 :PREROUTING ACCEPT [0:0]
 :INPUT ACCEPT [0:0]
 :FORWARD ACCEPT [0:0]
@@ -259,31 +299,39 @@ COMMIT
 -A KUBE-SVC-B -j KUBE-SVC-A
 COMMIT
 """
+    )
 
 
 def test_header_comments_are_optional():
     ruleset = parse("*filter\nCOMMIT\n")
     when = datetime.datetime(2026, 3, 5, 9, 8, 7)
     text = render_live(ruleset, comments=True, when=when)
-    assert text.splitlines()[0] == "# Generated by iptables-save v1.8.9 (nf_tables) on Thu Mar  5 09:08:07 2026"
+    assert (
+        text.splitlines()[0]
+        == "# Generated by iptables-save v1.8.9 (nf_tables) on Thu Mar  5 09:08:07 2026"
+    )
     assert text.splitlines()[-1] == "# Completed on Thu Mar  5 09:08:07 2026"
     assert comparable_lines(text) == comparable_lines(render_live(ruleset))
 
 
 def test_opaque_and_unusual_rules_are_printed_as_written():
-    ruleset = parse("*filter\n:X - [0:0]\n-A X -m frobnicate --level 11 -j ACCEPT\nCOMMIT\n",
-                    keep_unknown=True)
+    ruleset = parse(
+        "*filter\n:X - [0:0]\n-A X -m frobnicate --level 11 -j ACCEPT\nCOMMIT\n", keep_unknown=True
+    )
     assert render_live_rule(ruleset.tables["filter"].rules[0]) == [
-        "-A X -m frobnicate --level 11 -j ACCEPT"]
+        "-A X -m frobnicate --level 11 -j ACCEPT"
+    ]
     # a value iptables would refuse: the match as written, not an exception
     assert live("-A X -m mark --mark nonsense -j ACCEPT") == [
-        "-A X -m mark --mark nonsense -j ACCEPT"]
+        "-A X -m mark --mark nonsense -j ACCEPT"
+    ]
     # an option no module has, in a hand-built rule
     rule = Rule("X", (Opt("--nonsense", ("1",)), Opt("-j", ("ACCEPT",))))
     assert render_live_rule(rule) == ["-A X --nonsense 1 -j ACCEPT"]
 
 
 # ----------------------------------------------------------------- the real tool
+
 
 def _lab_available() -> str | None:
     """Why the lab cannot run here, or None."""
@@ -310,17 +358,27 @@ def _require_lab():
 
 
 LAB_SETUP = [
-    "nfacct add foo", "nfacct add ct_state_invalid_dropped_pkts",
+    "nfacct add foo",
+    "nfacct add ct_state_invalid_dropped_pkts",
     "nfacct add localhost_nps_accepted_pkts",
-    *(f"ipset create {name} {kind}" for name, kind in (
-        ("KUBE-CLUSTER-IP", "hash:ip,port"), ("foo", "hash:ip"),
-        ("foo6", "hash:ip family inet6"), ("KUBE-LOAD-BALANCER", "hash:ip,port"),
-        ("KUBE-HEALTH-CHECK-NODE-PORT", "bitmap:port range 0-65535"),
-        ("KUBE-IPVS-IPS", "hash:ip"), ("KUBE-LOAD-BALANCER-FW", "hash:ip,port"),
-        ("KUBE-LOAD-BALANCER-SOURCE-CIDR", "hash:ip,port,net"),
-        ("KUBE-NODE-PORT-TCP", "bitmap:port range 0-65535"),
-        ("KUBE-LOOP-BACK", "hash:ip,port,ip"), ("cali40s:abcdefg", "hash:net"),
-        ("cali40masq-ipam-pools", "hash:net"), ("cali40all-ipam-pools", "hash:net"))),
+    *(
+        f"ipset create {name} {kind}"
+        for name, kind in (
+            ("KUBE-CLUSTER-IP", "hash:ip,port"),
+            ("foo", "hash:ip"),
+            ("foo6", "hash:ip family inet6"),
+            ("KUBE-LOAD-BALANCER", "hash:ip,port"),
+            ("KUBE-HEALTH-CHECK-NODE-PORT", "bitmap:port range 0-65535"),
+            ("KUBE-IPVS-IPS", "hash:ip"),
+            ("KUBE-LOAD-BALANCER-FW", "hash:ip,port"),
+            ("KUBE-LOAD-BALANCER-SOURCE-CIDR", "hash:ip,port,net"),
+            ("KUBE-NODE-PORT-TCP", "bitmap:port range 0-65535"),
+            ("KUBE-LOOP-BACK", "hash:ip,port,ip"),
+            ("cali40s:abcdefg", "hash:net"),
+            ("cali40masq-ipam-pools", "hash:net"),
+            ("cali40all-ipam-pools", "hash:net"),
+        )
+    ),
 ]
 
 
@@ -330,10 +388,16 @@ def _real_save(texts: list[str], family: str) -> str:
     six = "6" if family == "IPv6" else ""
     script = ["set -e", *(c + " >/dev/null" for c in LAB_SETUP)]
     for k in range(len(texts)):
-        script.append(f'ip{six}tables-nft-restore --noflush <<"KPROXY_EOF_{k}"\n{texts[k]}KPROXY_EOF_{k}')
+        script.append(
+            f'ip{six}tables-nft-restore --noflush <<"KPROXY_EOF_{k}"\n{texts[k]}KPROXY_EOF_{k}'
+        )
     script.append(f"ip{six}tables-nft-save")
-    done = subprocess.run(["unshare", "--net", "bash", "-c", "\n".join(script)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["unshare", "--net", "bash", "-c", "\n".join(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -371,7 +435,7 @@ def test_bad_family_is_an_input_error():
 # "foo" created first; see LAB_SETUP), "#" lines dropped. <TAB> stands for a tab.
 
 # matches of many extensions (filter table)
-MODULES_IN = r'''*filter
+MODULES_IN = r"""*filter
 :FOO - [0:0]
 :BAR - [0:0]
 -A FOO -p tcp --dport 80 -m comment --comment x -j ACCEPT
@@ -463,8 +527,8 @@ MODULES_IN = r'''*filter
 -A FOO -p dccp --dport 5 -j ACCEPT
 -A FOO -p udplite -j ACCEPT
 COMMIT
-'''
-MODULES_SAVED = r'''*filter
+"""
+MODULES_SAVED = r"""*filter
 :INPUT ACCEPT [0:0]
 :FORWARD ACCEPT [0:0]
 :OUTPUT ACCEPT [0:0]
@@ -559,10 +623,10 @@ MODULES_SAVED = r'''*filter
 -A FOO -p dccp -m dccp --dport 5 -j ACCEPT
 -A FOO -p udplite -j ACCEPT
 COMMIT
-'''
+"""
 
 # targets in all four tables
-TARGETS_IN = r'''*nat
+TARGETS_IN = r"""*nat
 :FOO - [0:0]
 -A FOO -p tcp -j DNAT --to-destination 10.0.0.1:80
 -A FOO -p tcp -j DNAT --to-destination 10.0.0.1:80-90 --random --persistent
@@ -632,8 +696,8 @@ COMMIT
 -A FOO -p tcp -j TPROXY --on-port 80 --on-ip 1.2.3.4 --tproxy-mark 0x1/0x1
 -A FOO -j CONNMARK --restore-mark
 COMMIT
-'''
-TARGETS_SAVED = r'''*mangle
+"""
+TARGETS_SAVED = r"""*mangle
 :PREROUTING ACCEPT [0:0]
 :INPUT ACCEPT [0:0]
 :FORWARD ACCEPT [0:0]
@@ -717,10 +781,10 @@ COMMIT
 -A FOO -j MARK --set-xmark 0x4000/0x0
 -A FOO -j MARK --set-xmark 0x4000/0xffffffff
 COMMIT
-'''
+"""
 
 # a node with Docker, Flannel, Calico, Cilium and kube-proxy (IPVS mode) rules
-FOREIGN_IN = r'''*mangle
+FOREIGN_IN = r"""*mangle
 :PREROUTING ACCEPT [0:0]
 :KUBE-IPTABLES-HINT - [0:0]
 :KUBE-KUBELET-CANARY - [0:0]
@@ -854,8 +918,8 @@ COMMIT
 -A cali-nat-outgoing -m comment --comment "cali:flqWnvo8yq4ULQLa" -m set --match-set cali40masq-ipam-pools src -m set ! --match-set cali40all-ipam-pools dst -j MASQUERADE --random-fully
 -A CILIUM_POST_nat ! -s 10.0.0.0/8 ! -d 10.0.0.0/8 -o cilium_host -m comment --comment "cilium host->cluster masquerade" -j SNAT --to-source 10.0.0.1
 COMMIT
-'''
-FOREIGN_SAVED = r'''*mangle
+"""
+FOREIGN_SAVED = r"""*mangle
 :PREROUTING ACCEPT [0:0]
 :INPUT ACCEPT [0:0]
 :FORWARD ACCEPT [0:0]
@@ -993,10 +1057,10 @@ COMMIT
 -A KUBE-SERVICES -m set --match-set KUBE-CLUSTER-IP dst,dst -j ACCEPT
 -A cali-nat-outgoing -m comment --comment "cali:flqWnvo8yq4ULQLa" -m set --match-set cali40masq-ipam-pools src -m set ! --match-set cali40all-ipam-pools dst -j MASQUERADE --random-fully
 COMMIT
-'''
+"""
 
 # long and abbreviated options, implicit matches, -I, value normalisation
-EDGE_IN = r'''*filter
+EDGE_IN = r"""*filter
 :FOO - [0:0]
 :BAR - [0:0]
 -A FOO --source 10.1.2.3 --dst 10.0.0.0/255.255.0.0 --protocol TCP --dport 80 --jump ACCEPT
@@ -1061,8 +1125,8 @@ COMMIT
 -A X -j MASQUERADE --random --random-fully
 -A X -p sctp -m sctp --dport 80:90 -j DNAT --to-destination 10.0.0.1
 COMMIT
-'''
-EDGE_SAVED = r'''*filter
+"""
+EDGE_SAVED = r"""*filter
 :INPUT ACCEPT [0:0]
 :FORWARD ACCEPT [0:0]
 :OUTPUT ACCEPT [0:0]
@@ -1136,10 +1200,10 @@ COMMIT
 -A X -j MASQUERADE --random --random-fully
 -A X -p sctp -m sctp --dport 80:90 -j DNAT --to-destination 10.0.0.1
 COMMIT
-'''
+"""
 
 # ip6tables rules
-IPV6_IN = r'''*filter
+IPV6_IN = r"""*filter
 :INPUT ACCEPT [0:0]
 :FORWARD ACCEPT [0:0]
 :OUTPUT ACCEPT [0:0]
@@ -1173,8 +1237,8 @@ COMMIT
 -A KUBE-MARK-MASQ -j MARK --or-mark 0x4000
 -A POSTROUTING -p udp -j MASQUERADE --to-ports 1000-2000
 COMMIT
-'''
-IPV6_SAVED = r'''*filter
+"""
+IPV6_SAVED = r"""*filter
 :INPUT ACCEPT [0:0]
 :FORWARD ACCEPT [0:0]
 :OUTPUT ACCEPT [0:0]
@@ -1210,7 +1274,7 @@ COMMIT
 -A KUBE-SEP-X -p tcp -j DNAT --to-destination fd00:10:244::5
 -A KUBE-SEP-X -p tcp -j DNAT --to-destination [fd00:10:244::5-fd00:10:244::9]:80-81
 COMMIT
-'''
+"""
 
 CORPORA = {
     "modules": (MODULES_IN, MODULES_SAVED, "IPv4"),

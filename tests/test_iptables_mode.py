@@ -1,4 +1,5 @@
 """The iptables compiler: names, probabilities, options, consistency, CLI."""
+
 import subprocess
 import sys
 
@@ -6,8 +7,12 @@ import pytest
 
 from kproxy_emu import Dataplane, synth
 from kproxy_emu.model import Cluster
-from kproxy_emu.modes.iptables import (compile_ruleset, endpoint_chain, probability,
-                                       service_chain_hash)
+from kproxy_emu.modes.iptables import (
+    compile_ruleset,
+    endpoint_chain,
+    probability,
+    service_chain_hash,
+)
 from kproxy_emu.netfilter.iptables_text import render, render_sorted
 
 from .iptables_env import config_files, fixture
@@ -18,16 +23,32 @@ def test_chain_name_hashes_match_kube_proxy():
     assert endpoint_chain("ns1/svc1:p80", "tcp", "10.180.0.1:80") == "KUBE-SEP-SXIVWICOYRO3J4NJ"
 
 
-@pytest.mark.parametrize("n,text", [(1, "1.0000000000"), (2, "0.5000000000"),
-                                    (3, "0.3333333333"), (10, "0.1000000000"),
-                                    (100000, "0.0000100000"), (100001, "0.0000099999")])
+@pytest.mark.parametrize(
+    "n,text",
+    [
+        (1, "1.0000000000"),
+        (2, "0.5000000000"),
+        (3, "0.3333333333"),
+        (10, "0.1000000000"),
+        (100000, "0.0000100000"),
+        (100001, "0.0000099999"),
+    ],
+)
 def test_probability_formatting(n, text):
     assert probability(n) == text
 
 
 BUILTIN_TARGETS = {"ACCEPT", "DROP", "REJECT", "RETURN", "MARK", "DNAT", "SNAT", "MASQUERADE"}
-TOP_LEVEL = {"KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-FORWARD", "KUBE-NODEPORTS",
-             "KUBE-PROXY-FIREWALL", "KUBE-FIREWALL", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"}
+TOP_LEVEL = {
+    "KUBE-SERVICES",
+    "KUBE-EXTERNAL-SERVICES",
+    "KUBE-FORWARD",
+    "KUBE-NODEPORTS",
+    "KUBE-PROXY-FIREWALL",
+    "KUBE-FIREWALL",
+    "KUBE-POSTROUTING",
+    "KUBE-MARK-MASQ",
+}
 
 
 def check_jumps(ruleset):
@@ -50,6 +71,7 @@ def test_synthetic_clusters_are_consistent(seed):
 def test_every_fixture_input_is_consistent(tmp_path):
     from .conftest import fixture_inputs
     from .iptables_env import view_for
+
     env = fixture("iptables-overall.json")["environment"]
     for where, services, slices in fixture_inputs():
         if where.startswith("iptables"):
@@ -57,58 +79,96 @@ def test_every_fixture_input_is_consistent(tmp_path):
 
 
 def _cluster(svc_spec, endpoints, name="svc", ns="ns"):
-    return Cluster.from_dicts([
-        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a"},
-         "status": {"addresses": [{"type": "InternalIP", "address": "192.168.0.2"}]}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
-         "spec": svc_spec},
-        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-         "metadata": {"name": f"{name}-1", "namespace": ns,
-                      "labels": {"kubernetes.io/service-name": name}},
-         "addressType": "IPv4", "endpoints": endpoints,
-         "ports": [{"name": "p", "port": 8080, "protocol": "TCP"}]}])
+    return Cluster.from_dicts(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": "node-a"},
+                "status": {"addresses": [{"type": "InternalIP", "address": "192.168.0.2"}]},
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": svc_spec,
+            },
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": f"{name}-1",
+                    "namespace": ns,
+                    "labels": {"kubernetes.io/service-name": name},
+                },
+                "addressType": "IPv4",
+                "endpoints": endpoints,
+                "ports": [{"name": "p", "port": 8080, "protocol": "TCP"}],
+            },
+        ]
+    )
 
 
 def test_default_mark_is_kube_proxys_8_digit_form_and_random_fully_follows_the_node():
-    cluster = _cluster({"clusterIP": "172.30.0.1", "ports": [{"name": "p", "port": 80}]},
-                       [{"addresses": ["10.0.0.1"]}])
+    cluster = _cluster(
+        {"clusterIP": "172.30.0.1", "ports": [{"name": "p", "port": 80}]},
+        [{"addresses": ["10.0.0.1"]}],
+    )
     text = Dataplane(cluster).render()
     assert "-A KUBE-MARK-MASQ -j MARK --or-mark 0x00004000\n" in text
     assert "-m mark ! --mark 0x00004000/0x00004000 -j RETURN" in text
     assert "-j MASQUERADE --random-fully\n" in text  # node default: random-fully available
     # no clusterCIDR anywhere: kube-proxy's no-op detector writes no masquerade rule
-    assert "KUBE-MARK-MASQ" not in [l for l in text.splitlines() if "KUBE-SVC-" in l
-                                    and l.startswith("-A KUBE-SVC")][0]
+    assert "KUBE-MARK-MASQ" not in next(
+        l for l in text.splitlines() if "KUBE-SVC-" in l and l.startswith("-A KUBE-SVC")
+    )
     with_cidr = Dataplane(cluster, cluster_cidr="10.0.0.0/8").render()
     assert "! -s 10.0.0.0/8 -j KUBE-MARK-MASQ" in with_cidr
-    assert "-d 172.30.0.1 --dport 80 -j KUBE-MARK-MASQ" in Dataplane(
-        cluster, masquerade_all=True).render()
+    assert (
+        "-d 172.30.0.1 --dport 80 -j KUBE-MARK-MASQ"
+        in Dataplane(cluster, masquerade_all=True).render()
+    )
 
 
 def test_session_affinity_rules():
-    cluster = _cluster({"clusterIP": "172.30.0.1", "sessionAffinity": "ClientIP",
-                        "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 600}},
-                        "ports": [{"name": "p", "port": 80}]},
-                       [{"addresses": ["10.0.0.1"]}, {"addresses": ["10.0.0.2"]}])
+    cluster = _cluster(
+        {
+            "clusterIP": "172.30.0.1",
+            "sessionAffinity": "ClientIP",
+            "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 600}},
+            "ports": [{"name": "p", "port": 80}],
+        },
+        [{"addresses": ["10.0.0.1"]}, {"addresses": ["10.0.0.2"]}],
+    )
     text = Dataplane(cluster).render()
     sep = endpoint_chain("ns/svc:p", "tcp", "10.0.0.1:8080")
-    assert (f'-m comment --comment "ns/svc:p -> 10.0.0.1:8080" -m recent --name {sep} --rcheck '
-            f"--seconds 600 --reap -j {sep}") in text
-    assert (f"-A {sep} -m comment --comment ns/svc:p -m recent --name {sep} --set -m tcp -p tcp "
-            "-j DNAT --to-destination 10.0.0.1:8080") in text
+    assert (
+        f'-m comment --comment "ns/svc:p -> 10.0.0.1:8080" -m recent --name {sep} --rcheck '
+        f"--seconds 600 --reap -j {sep}"
+    ) in text
+    assert (
+        f"-A {sep} -m comment --comment ns/svc:p -m recent --name {sep} --set -m tcp -p tcp "
+        "-j DNAT --to-destination 10.0.0.1:8080"
+    ) in text
 
 
 def test_terminating_fallback_and_not_ready_endpoints():
-    eps = [{"addresses": ["10.0.0.1"], "conditions": {"ready": False, "serving": True,
-                                                      "terminating": True}},
-           {"addresses": ["10.0.0.2"], "conditions": {"ready": False, "serving": False}}]
-    text = Dataplane(_cluster({"clusterIP": "172.30.0.1", "ports": [{"name": "p", "port": 80}]},
-                              eps)).render()
+    eps = [
+        {
+            "addresses": ["10.0.0.1"],
+            "conditions": {"ready": False, "serving": True, "terminating": True},
+        },
+        {"addresses": ["10.0.0.2"], "conditions": {"ready": False, "serving": False}},
+    ]
+    text = Dataplane(
+        _cluster({"clusterIP": "172.30.0.1", "ports": [{"name": "p", "port": 80}]}, eps)
+    ).render()
     assert "--to-destination 10.0.0.1:8080" in text
     assert "10.0.0.2:8080" not in text
     none_usable = [eps[1]]
-    text = Dataplane(_cluster({"clusterIP": "172.30.0.1", "ports": [{"name": "p", "port": 80}]},
-                              none_usable)).render()
+    text = Dataplane(
+        _cluster({"clusterIP": "172.30.0.1", "ports": [{"name": "p", "port": 80}]}, none_usable)
+    ).render()
     assert '"ns/svc:p has no endpoints" -m tcp -p tcp -d 172.30.0.1 --dport 80 -j REJECT' in text
 
 
@@ -123,37 +183,86 @@ def test_large_cluster_drops_per_endpoint_comments():
 
 
 def test_node_port_addresses_give_one_dispatch_rule_per_matching_ip(tmp_path):
-    cluster = _cluster({"clusterIP": "172.30.0.1", "type": "NodePort",
-                        "ports": [{"name": "p", "port": 80, "nodePort": 30001}]},
-                       [{"addresses": ["10.0.0.1"]}])
+    cluster = _cluster(
+        {
+            "clusterIP": "172.30.0.1",
+            "type": "NodePort",
+            "ports": [{"name": "p", "port": 80, "nodePort": 30001}],
+        },
+        [{"addresses": ["10.0.0.1"]}],
+    )
     from kproxy_emu.model.config import KubeProxyConfig
-    config = KubeProxyConfig.from_dict({"apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
-                                        "kind": "KubeProxyConfiguration",
-                                        "nodePortAddresses": ["192.168.0.0/24"]})
+
+    config = KubeProxyConfig.from_dict(
+        {
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+            "kind": "KubeProxyConfiguration",
+            "nodePortAddresses": ["192.168.0.0/24"],
+        }
+    )
     text = Dataplane(cluster, config=config).render()
-    assert ('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this '
-            'must be the last rule in this chain" -d 192.168.0.2 -j KUBE-NODEPORTS') in text
+    assert (
+        '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this '
+        'must be the last rule in this chain" -d 192.168.0.2 -j KUBE-NODEPORTS'
+    ) in text
     assert "127.0.0.0/8" not in text  # localhost nodeports off: no loopback in the list
 
 
 def test_cli_render_with_fixture_environment_as_config_files(tmp_path):
     """The fixture's fake-proxier environment, given as --config and --node-config."""
     import json
+
     fx = fixture("iptables-overall.json")
     cfg, node = config_files(fx["environment"], tmp_path)
     from .conftest import as_manifests
+
     manifests = tmp_path / "in.json"
-    manifests.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": as_manifests(
-        fx["input"]["services"], fx["input"]["endpointSlices"])}))
-    proc = subprocess.run([sys.executable, "-m", "kproxy_emu.cli", "render", "--config", str(cfg),
-                           "--node-config", str(node), "--sorted", str(manifests)],
-                          capture_output=True, text=True)
+    manifests.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "List",
+                "items": as_manifests(fx["input"]["services"], fx["input"]["endpointSlices"]),
+            }
+        )
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kproxy_emu.cli",
+            "render",
+            "--config",
+            str(cfg),
+            "--node-config",
+            str(node),
+            "--sorted",
+            str(manifests),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     # real kube-proxy writes 0x00004000; the unit tests' fake proxier used 0x4000
     assert proc.stdout.replace("0x00004000", "0x4000") == fx["expected"]["text"]
-    proc = subprocess.run([sys.executable, "-m", "kproxy_emu.cli", "render", "--config", str(cfg),
-                           "--node-config", str(node), "--sorted", "--mark-text", "0x4000",
-                           str(manifests)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kproxy_emu.cli",
+            "render",
+            "--config",
+            str(cfg),
+            "--node-config",
+            str(node),
+            "--sorted",
+            "--mark-text",
+            "0x4000",
+            str(manifests),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.stdout == fx["expected"]["text"]
 
 
@@ -161,13 +270,19 @@ def test_cli_render_errors_exit_2(tmp_path):
     path = tmp_path / "c.yaml"
     synth.cluster(10).dump(path)
     for extra in (["--node", "nope"], ["--node-ip", "1.2.3"], ["--mode", "userspace"]):
-        proc = subprocess.run([sys.executable, "-m", "kproxy_emu.cli", "render", str(path),
-                               *extra], capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "kproxy_emu.cli", "render", str(path), *extra],
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
     empty = tmp_path / "svc.json"
     Cluster.from_dicts([]).dump(empty)
-    proc = subprocess.run([sys.executable, "-m", "kproxy_emu.cli", "render", str(empty)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kproxy_emu.cli", "render", str(empty)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "no node to emulate" in proc.stderr
 
 
@@ -179,8 +294,10 @@ def test_render_sorted_and_raw_hold_the_same_lines():
 
 def test_synthetic_10k_cluster_renders_parses_back_and_renders_identically():
     from kproxy_emu.netfilter.iptables_parse import parse
-    dp = Dataplane(synth.cluster(10_000, endpoints="uniform:0-12", seed=11),
-                   cluster_cidr="10.0.0.0/8")
+
+    dp = Dataplane(
+        synth.cluster(10_000, endpoints="uniform:0-12", seed=11), cluster_cidr="10.0.0.0/8"
+    )
     text = dp.render()
     assert render(parse(text)) == text
     sorted_text = dp.render(sorted=True)
@@ -190,16 +307,31 @@ def test_synthetic_10k_cluster_renders_parses_back_and_renders_identically():
 def test_save_format_is_the_node_state_and_parses_back(tmp_path):
     from kproxy_emu.netfilter.iptables_live import render_live
     from kproxy_emu.netfilter.iptables_parse import parse
+
     path = tmp_path / "c.yaml"
     synth.cluster(50, seed=2).dump(path)
-    proc = subprocess.run([sys.executable, "-m", "kproxy_emu.cli", "render", "--format", "save",
-                           "--cluster-cidr", "10.0.0.0/8", str(path)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kproxy_emu.cli",
+            "render",
+            "--format",
+            "save",
+            "--cluster-cidr",
+            "10.0.0.0/8",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     save = proc.stdout
     # built-in chains carry kube-proxy's jumps, in the order its prepends leave them
-    assert ("-A INPUT -j KUBE-FIREWALL\n-A INPUT -m conntrack --ctstate NEW -m comment "
-            '--comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL\n') in save
+    assert (
+        "-A INPUT -j KUBE-FIREWALL\n-A INPUT -m conntrack --ctstate NEW -m comment "
+        '--comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL\n'
+    ) in save
     assert "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000\n" in save
     assert render_live(parse(save)) == save
 

@@ -1,5 +1,6 @@
 """kube-proxy's packet-flow expectations (packetFlowTest tables) through the reference
 evaluator walking the node's hooks: every DNAT destination, DROP/REJECT/ACCEPT, masquerade."""
+
 import ipaddress
 
 import pytest
@@ -31,21 +32,34 @@ def _check(ev, node_ips, tests, overrides=None):
             o = overrides[t["name"]]
             expected_output = o.get("output", expected_output)
             expected_masq = o.get("masq", expected_masq)
-        flow = Flow(t["sourceIP"], t["destIP"], t["protocol"].lower(), 40000, t["destPort"],
-                    _origin(t["sourceIP"], node_ips))
+        flow = Flow(
+            t["sourceIP"],
+            t["destIP"],
+            t["protocol"].lower(),
+            40000,
+            t["destPort"],
+            _origin(t["sourceIP"], node_ips),
+        )
         got = evaluate_new_flow(ev, flow)
         if (got.kube_proxy_output(), got.masquerade) != (expected_output, expected_masq):
-            failures.append(f"{t['name']}: got {got.kube_proxy_output()!r} masq="
-                            f"{got.masquerade}, want {expected_output!r} masq={expected_masq}")
+            failures.append(
+                f"{t['name']}: got {got.kube_proxy_output()!r} masq="
+                f"{got.masquerade}, want {expected_output!r} masq={expected_masq}"
+            )
     assert not failures, "\n".join(failures)
 
 
 def _dataplane(env, services, slices, tmp_path, **kw):
     options = view_for(env, [], [], tmp_path, **kw).options
     cluster = Cluster.from_dicts(as_manifests(services, slices))
-    return Dataplane(cluster, node_config=options.node, mark_text=env["masqueradeMark"],
-                     config=None, cluster_cidr=options.detect_local_value or None,
-                     masquerade_all=options.masquerade_all)
+    return Dataplane(
+        cluster,
+        node_config=options.node,
+        mark_text=env["masqueradeMark"],
+        config=None,
+        cluster_cidr=options.detect_local_value or None,
+        masquerade_all=options.masquerade_all,
+    )
 
 
 def _evaluator(dp):
@@ -59,8 +73,9 @@ def test_overall_packet_flows(tmp_path):
     _check(_evaluator(dp), env["tracerNodeIPs"], fx["packetTests"])
 
 
-@pytest.mark.parametrize("name", ["iptables-external-traffic-policy.json",
-                                  "iptables-no-endpoints-and-itp.json"])
+@pytest.mark.parametrize(
+    "name", ["iptables-external-traffic-policy.json", "iptables-no-endpoints-and-itp.json"]
+)
 def test_policy_packet_flows(tmp_path, name):
     fx = fixture(name)
     env = fx["environment"]
@@ -78,9 +93,14 @@ def test_internal_external_masquerade_variants(tmp_path):
     fx = fixture("iptables-internal-external-masquerade.json")
     env = fx["environment"]
     for variant in fx["optionVariants"]:
-        dp = _dataplane(env, fx["input"]["services"], fx["input"]["endpointSlices"], tmp_path,
-                        masquerade_all=variant["masqueradeAll"],
-                        detector=variant["localDetector"])
+        dp = _dataplane(
+            env,
+            fx["input"]["services"],
+            fx["input"]["endpointSlices"],
+            tmp_path,
+            masquerade_all=variant["masqueradeAll"],
+            detector=variant["localDetector"],
+        )
         _check(_evaluator(dp), env["tracerNodeIPs"], fx["packetTests"], variant["overrides"])
 
 
@@ -98,6 +118,7 @@ def test_trace_api_and_cli_json(tmp_path):
     import sys
 
     from .iptables_env import config_files
+
     fx = fixture("iptables-overall.json")
     env = fx["environment"]
     dp = _dataplane(env, fx["input"]["services"], fx["input"]["endpointSlices"], tmp_path)
@@ -105,7 +126,9 @@ def test_trace_api_and_cli_json(tmp_path):
     result = dp.trace("tcp 10.0.0.2:40000 -> 172.30.0.44:80")
     assert result["from"] == "pod" and result["verdict"] == "DNAT"
     assert [(c["endpoint"], c["probability"]) for c in result["candidates"]] == [
-        ("10.180.0.4:80", 0.5), ("10.180.0.5:80", 0.5)]
+        ("10.180.0.4:80", 0.5),
+        ("10.180.0.5:80", 0.5),
+    ]
     assert result["endpoint"] in ("10.180.0.4:80", "10.180.0.5:80")
     assert result["masquerade"] is False
     assert result["cost"]["rules_evaluated"] == sum(1 for _ in result["steps"])
@@ -120,18 +143,51 @@ def test_trace_api_and_cli_json(tmp_path):
 
     cfg, node_cfg = config_files(env, tmp_path)
     manifests = tmp_path / "in.json"
-    manifests.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": as_manifests(
-        fx["input"]["services"], fx["input"]["endpointSlices"])}))
-    proc = subprocess.run([sys.executable, "-m", "kproxy_emu.cli", "trace", "--config", str(cfg),
-                           "--node-config", str(node_cfg), str(manifests), "--json",
-                           "--packet", "tcp 203.0.113.2:40000 -> 5.6.7.8:80"],
-                          capture_output=True, text=True)
+    manifests.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "List",
+                "items": as_manifests(fx["input"]["services"], fx["input"]["endpointSlices"]),
+            }
+        )
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kproxy_emu.cli",
+            "trace",
+            "--config",
+            str(cfg),
+            "--node-config",
+            str(node_cfg),
+            str(manifests),
+            "--json",
+            "--packet",
+            "tcp 203.0.113.2:40000 -> 5.6.7.8:80",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["verdict"] == "DNAT" and out["dnat"] == "10.180.0.3:80" and out["masquerade"]
-    bad = subprocess.run([sys.executable, "-m", "kproxy_emu.cli", "trace", str(manifests),
-                          "--node-config", str(node_cfg), "--packet", "tcp 1.2.3:1 -> 4.5.6.7:8"],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kproxy_emu.cli",
+            "trace",
+            str(manifests),
+            "--node-config",
+            str(node_cfg),
+            "--packet",
+            "tcp 1.2.3:1 -> 4.5.6.7:8",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 
@@ -146,23 +202,48 @@ def test_packet_flows_through_a_real_nodes_iptables_save(tmp_path):
 
     from .conftest import FIXTURES
     from .test_chain_engine import agree
+
     fx = fixture("iptables-overall.json")  # skips (fails in CI) without the fixtures
     env = fx["environment"]
     dump = FIXTURES / "live" / "iptables-overall.iptables-save.txt"
     node = view_for(env, [], [], tmp_path).options.node
-    dp = Dataplane(Cluster(), node_config=node, cluster_cidr="10.0.0.0/8",
-                   tables=parse(dump.read_text()))
+    dp = Dataplane(
+        Cluster(), node_config=node, cluster_cidr="10.0.0.0/8", tables=parse(dump.read_text())
+    )
     _check(_evaluator(dp), env["tracerNodeIPs"], fx["packetTests"])
-    lines = [f"{t['protocol'].lower()} {t['sourceIP']}:40000 -> {t['destIP']}:{t['destPort']}"
-             for t in fx["packetTests"] if ":" not in t["sourceIP"] + t["destIP"]]
+    lines = [
+        f"{t['protocol'].lower()} {t['sourceIP']}:40000 -> {t['destIP']}:{t['destPort']}"
+        for t in fx["packetTests"]
+        if ":" not in t["sourceIP"] + t["destIP"]
+    ]
     batch = packets.from_strings(lines)
     packets.resolve_origins(batch, ["10.0.0.0/8"], env["tracerNodeIPs"])
-    dp_vm = Dataplane(Cluster(), node_config=node, cluster_cidr="10.0.0.0/8", conntrack=False,
-                      tables=parse(dump.read_text()))
+    dp_vm = Dataplane(
+        Cluster(),
+        node_config=node,
+        cluster_cidr="10.0.0.0/8",
+        conntrack=False,
+        tables=parse(dump.read_text()),
+    )
     agree(dp_vm, batch)
-    proc = subprocess.run([sys.executable, "-m", "kproxy_emu.cli", "trace", "--iptables-save",
-                           str(dump), "--node-ip", "192.168.0.2", "--cluster-cidr", "10.0.0.0/8",
-                           "--json", "--packet", "tcp 10.0.0.2:40000 -> 172.30.0.41:80"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kproxy_emu.cli",
+            "trace",
+            "--iptables-save",
+            str(dump),
+            "--node-ip",
+            "192.168.0.2",
+            "--cluster-cidr",
+            "10.0.0.0/8",
+            "--json",
+            "--packet",
+            "tcp 10.0.0.2:40000 -> 172.30.0.41:80",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert '"dnat": "10.180.0.1:80"' in proc.stdout

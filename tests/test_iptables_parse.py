@@ -1,4 +1,5 @@
 """iptables-save / iptables-restore text -> Ruleset (kproxy_emu.netfilter.iptables_parse)."""
+
 import json
 
 import pytest
@@ -6,8 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kproxy_emu.errors import InputError
-from kproxy_emu.netfilter.iptables_parse import (RAW, is_opaque, parse, rule_parts,
-                                                 tokenize)
+from kproxy_emu.netfilter.iptables_parse import RAW, is_opaque, parse, rule_parts, tokenize
 from kproxy_emu.netfilter.iptables_text import render, render_rule
 from kproxy_emu.netfilter.ruleset import Opt, Rule, Ruleset
 
@@ -44,6 +44,7 @@ def one(rule_text, table="filter", **kwargs):
 
 # ----------------------------------------------------------------- fixtures
 
+
 def test_every_expected_fixture_text_round_trips():
     require_fixtures()
     texts = [(w, t) for w, t in fixture_texts() if "expected" in w.lower()]
@@ -55,7 +56,7 @@ def test_every_expected_fixture_text_round_trips():
 def test_trace_fixture_with_unquoted_multi_word_comments_parses():
     """kube-proxy's hand-written tracer dump leaves multi-word comments unquoted."""
     require_fixtures()
-    (where, text), = [(w, t) for w, t in fixture_texts() if "trace-static" in w]
+    ((where, text),) = [(w, t) for w, t in fixture_texts() if "trace-static" in w]
     ruleset = parse(text, file=where)
     first = ruleset.tables["filter"].rules[0]
     assert first.comment == "kubernetes health check service ports"
@@ -72,12 +73,19 @@ def test_overall_fixture_structure():
     assert list(nat.chains)[:3] == ["KUBE-NODEPORTS", "KUBE-SERVICES", "KUBE-EXT-4SW47YFZTEDKD3PK"]
     sep = [r for r in nat.rules if r.chain == "KUBE-SEP-I77PXRDZVX7PMWMN"][1]
     assert sep.opts == (
-        Opt("-m", ("comment",)), Opt("--comment", ("ns5/svc5:p80",)),
-        Opt("-m", ("recent",)), Opt("--name", ("KUBE-SEP-I77PXRDZVX7PMWMN",)), Opt("--set"),
-        Opt("-m", ("tcp",)), Opt("-p", ("tcp",)),
-        Opt("-j", ("DNAT",)), Opt("--to-destination", ("10.180.0.3:80",)))
-    firewall = ruleset.tables["filter"].rules[[r.chain for r in ruleset.tables["filter"].rules]
-                                              .index("KUBE-FIREWALL")]
+        Opt("-m", ("comment",)),
+        Opt("--comment", ("ns5/svc5:p80",)),
+        Opt("-m", ("recent",)),
+        Opt("--name", ("KUBE-SEP-I77PXRDZVX7PMWMN",)),
+        Opt("--set"),
+        Opt("-m", ("tcp",)),
+        Opt("-p", ("tcp",)),
+        Opt("-j", ("DNAT",)),
+        Opt("--to-destination", ("10.180.0.3:80",)),
+    )
+    firewall = ruleset.tables["filter"].rules[
+        [r.chain for r in ruleset.tables["filter"].rules].index("KUBE-FIREWALL")
+    ]
     assert Opt("-s", ("127.0.0.0/8",), negated=True) in firewall.opts
     assert Opt("--ctstate", ("RELATED,ESTABLISHED,DNAT",), negated=True) in firewall.opts
 
@@ -190,14 +198,19 @@ def test_foreign_dump_with_docker_calico_and_ipvs_chains():
     assert rule_parts(dispatch).target_kind == "chain"
 
     docker = filt.chain_rules("DOCKER")[0]
-    assert docker.opts[:4] == (Opt("-d", ("172.17.0.2/32",)), Opt("-i", ("docker0",), True),
-                               Opt("-o", ("docker0",)), Opt("-p", ("tcp",)))
+    assert docker.opts[:4] == (
+        Opt("-d", ("172.17.0.2/32",)),
+        Opt("-i", ("docker0",), True),
+        Opt("-o", ("docker0",)),
+        Opt("-p", ("tcp",)),
+    )
 
     marked = filt.chain_rules("cali-tw-cali12345abcde")[0]
     parts = rule_parts(marked)
     assert [m.name for m in parts.matches] == ["comment", "set", "multiport"]
-    assert parts.matches[1].opts == (("--match-set", Opt("--match-set",
-                                                         ("cali40s:abcdefg", "src"))),)
+    assert parts.matches[1].opts == (
+        ("--match-set", Opt("--match-set", ("cali40s:abcdefg", "src"))),
+    )
     assert parts.target == "MARK"
     assert parts.target_opts == (("--set-xmark", Opt("--set-xmark", ("0x10000/0x10000",))),)
 
@@ -211,28 +224,52 @@ def test_foreign_dump_with_docker_calico_and_ipvs_chains():
 
 # ----------------------------------------------------------------- option grouping
 
+
 def test_multi_argument_and_argumentless_options():
-    rule = one("-A X -p tcp -m tcp --tcp-flags SYN,ACK SYN ! --syn -m set ! --match-set S "
-               "src,dst -m recent --set --name N --rsource -j ACCEPT")
+    rule = one(
+        "-A X -p tcp -m tcp --tcp-flags SYN,ACK SYN ! --syn -m set ! --match-set S "
+        "src,dst -m recent --set --name N --rsource -j ACCEPT"
+    )
     assert rule.opts == (
-        Opt("-p", ("tcp",)), Opt("-m", ("tcp",)), Opt("--tcp-flags", ("SYN,ACK", "SYN")),
-        Opt("--syn", (), True), Opt("-m", ("set",)),
-        Opt("--match-set", ("S", "src,dst"), True), Opt("-m", ("recent",)), Opt("--set"),
-        Opt("--name", ("N",)), Opt("--rsource"), Opt("-j", ("ACCEPT",)))
+        Opt("-p", ("tcp",)),
+        Opt("-m", ("tcp",)),
+        Opt("--tcp-flags", ("SYN,ACK", "SYN")),
+        Opt("--syn", (), True),
+        Opt("-m", ("set",)),
+        Opt("--match-set", ("S", "src,dst"), True),
+        Opt("-m", ("recent",)),
+        Opt("--set"),
+        Opt("--name", ("N",)),
+        Opt("--rsource"),
+        Opt("-j", ("ACCEPT",)),
+    )
 
 
 def test_options_are_kept_as_written_and_resolved_to_their_module():
-    rule = one("-A X --source 10.0.0.0/8 --protocol udp --dest 1.2.3.4 --destination-port 53 "
-               "--match comment --comm hi --jump ACCEPT")
-    assert [o.flag for o in rule.opts] == ["--source", "--protocol", "--dest",
-                                           "--destination-port", "--match", "--comm", "--jump"]
+    rule = one(
+        "-A X --source 10.0.0.0/8 --protocol udp --dest 1.2.3.4 --destination-port 53 "
+        "--match comment --comm hi --jump ACCEPT"
+    )
+    assert [o.flag for o in rule.opts] == [
+        "--source",
+        "--protocol",
+        "--dest",
+        "--destination-port",
+        "--match",
+        "--comm",
+        "--jump",
+    ]
     parts = rule_parts(rule)
     assert [c for c, _ in parts.basic] == ["-s", "-p", "-d"]
     assert [(m.name, m.implicit, [c for c, _ in m.opts]) for m in parts.matches] == [
-        ("udp", True, ["--dport"]), ("comment", False, ["--comment"])]
+        ("udp", True, ["--dport"]),
+        ("comment", False, ["--comment"]),
+    ]
     assert parts.target == "ACCEPT"
-    assert render_rule(rule) == ("-A X --source 10.0.0.0/8 --protocol udp --dest 1.2.3.4 "
-                                 "--destination-port 53 --match comment --comm hi --jump ACCEPT")
+    assert render_rule(rule) == (
+        "-A X --source 10.0.0.0/8 --protocol udp --dest 1.2.3.4 "
+        "--destination-port 53 --match comment --comm hi --jump ACCEPT"
+    )
 
 
 def test_free_text_arguments_are_taken_whatever_they_look_like():
@@ -241,11 +278,16 @@ def test_free_text_arguments_are_taken_whatever_they_look_like():
 
 
 def test_option_goes_to_the_most_recent_module_that_has_it():
-    rule = one("-A X -p tcp -m tcp --dport 1 -m mark --mark 2 -m connmark --mark 3 "
-               "-j CONNMARK --set-mark 4")
+    rule = one(
+        "-A X -p tcp -m tcp --dport 1 -m mark --mark 2 -m connmark --mark 3 "
+        "-j CONNMARK --set-mark 4"
+    )
     parts = rule_parts(rule)
     assert [(m.name, [o.args[0] for _, o in m.opts]) for m in parts.matches] == [
-        ("tcp", ["1"]), ("mark", ["2"]), ("connmark", ["3"])]
+        ("tcp", ["1"]),
+        ("mark", ["2"]),
+        ("connmark", ["3"]),
+    ]
     assert [o.args for _, o in parts.target_opts] == [("4",)]
 
 
@@ -259,19 +301,30 @@ def test_target_options_and_counters():
 
 
 def test_ipv6_modules_and_family_detection():
-    ruleset = parse("*filter\n-A X -d fd00::1 -p ipv6-icmp -m icmp6 --icmpv6-type 128 "
-                    "-j REJECT --reject-with icmp6-adm-prohibited\nCOMMIT\n")
+    ruleset = parse(
+        "*filter\n-A X -d fd00::1 -p ipv6-icmp -m icmp6 --icmpv6-type 128 "
+        "-j REJECT --reject-with icmp6-adm-prohibited\nCOMMIT\n"
+    )
     assert ruleset.family == "IPv6"
     with pytest.raises(InputError, match="icmp6"):
         parse("*filter\n-A X -m icmp6 --icmpv6-type 128\nCOMMIT\n", family="IPv4")
     # a rule marked for the other family is skipped, as iptables-restore does
     assert rules("*filter\n-A X -6 -j ACCEPT\n-A X -4 -j DROP\nCOMMIT\n", family="IPv4") == [
-        Rule("X", (Opt("-4"), Opt("-j", ("DROP",))))]
+        Rule("X", (Opt("-4"), Opt("-j", ("DROP",))))
+    ]
 
 
 def test_tokenize_like_iptables_restore():
     assert tokenize('-A X -m comment --comment "a \\"b\\" c" -j Y') == [
-        "-A", "X", "-m", "comment", "--comment", 'a "b" c', "-j", "Y"]
+        "-A",
+        "X",
+        "-m",
+        "comment",
+        "--comment",
+        'a "b" c',
+        "-j",
+        "Y",
+    ]
     assert tokenize('a"b c"d') == ["ab c", "d"]  # a closing quote ends the token
     assert tokenize('x "" y') == ["x", "", "y"]
     assert tokenize("a\\b\tc") == ["a\\b", "c"]  # backslash is literal outside quotes
@@ -280,6 +333,7 @@ def test_tokenize_like_iptables_restore():
 
 
 # ----------------------------------------------------------------- commands
+
 
 def test_restore_commands():
     ruleset = parse("""*filter
@@ -301,7 +355,12 @@ COMMIT
 """)
     filt = ruleset.tables["filter"]
     assert [(r.chain, r.target) for r in filt.rules] == [
-        ("A", "ACCEPT"), ("A", "REJECT"), ("B", "A"), ("D", "ACCEPT"), ("B", "D")]
+        ("A", "ACCEPT"),
+        ("A", "REJECT"),
+        ("B", "A"),
+        ("D", "ACCEPT"),
+        ("B", "D"),
+    ]
     assert filt.chains["FORWARD"].policy == "DROP"
     assert list(filt.chains) == ["A", "B", "D", "FORWARD"]
     assert filt.deleted == ["B"]
@@ -323,36 +382,58 @@ def test_noflush_application_onto_a_ruleset():
 
 # ----------------------------------------------------------------- errors
 
-@pytest.mark.parametrize("text,line,token,words", [
-    ("*filter\n-A X -m frobnicate -j ACCEPT\nCOMMIT\n", 2, "frobnicate", "unknown match module"),
-    ("*filter\n-A X -p tcp -m tcp --frob 1 -j ACCEPT\nCOMMIT\n", 2, "--frob", "unknown option"),
-    ("*filter\n-A X -j DNAT --to-bogus 1\nCOMMIT\n", 2, "--to-bogus", "unknown option"),
-    ("*filter\n-A X -m comment --comment\nCOMMIT\n", 2, "--comment", "requires an argument"),
-    ("*filter\n-A X -s -j ACCEPT\nCOMMIT\n", 2, "-s", "requires an argument"),
-    ("*filter\n-A X -p tcp --tcp-flags SYN -j ACCEPT\nCOMMIT\n", 2, "--tcp-flags",
-     "requires two arguments"),
-    ("-A X -j ACCEPT\n*filter\nCOMMIT\n", 1, "-A", "outside a table"),
-    ("*filter\n:X - [0:0]\n-A X -j ACCEPT\n", 4, "<end of input>", "COMMIT expected"),
-    ("*filter\n:X - [0:0]\n*nat\nCOMMIT\n", 3, "*nat", "COMMIT expected"),
-    ('*filter\n-A X -m comment --comment "open -j ACCEPT\nCOMMIT\n', 2,
-     '-A X -m comment --comment "open -j ACCEPT', "unbalanced quote"),
-    ("*filter\n-A X ! -j ACCEPT\nCOMMIT\n", 2, "-j", "not allowed before"),
-    ("*filter\n-A X ! ! -s 1.2.3.4\nCOMMIT\n", 2, "!", "multiple consecutive"),
-    ("*filter\n-A X -s 1.2.3.4 !\nCOMMIT\n", 2, "!", "nothing appropriate"),
-    ("*filter\n-A X -s ! 1.2.3.4\nCOMMIT\n", 2, "-s", "requires an argument"),
-    ("*filter\n-A X -t nat -j ACCEPT\nCOMMIT\n", 2, "-t", "cannot be used"),
-    ("*filter\n-A X --s 80\nCOMMIT\n", 2, "--s", "ambiguous option"),  # --source, --set-counters
-    ("*frobs\nCOMMIT\n", 1, "frobs", "unknown table"),
-    ("*filter\n:INPUT MAYBE [0:0]\nCOMMIT\n", 2, "MAYBE", "invalid policy"),
-    ("*filter\n:X - [a:b]\nCOMMIT\n", 2, "[a:b]", "invalid counters"),
-    ("*filter\n:DNAT - [0:0]\nCOMMIT\n", 2, "DNAT", "target's name"),
-    ("*filter\n-A X -j ACCEPT -j DROP\nCOMMIT\n", 2, "DROP", "second target"),
-    ("*filter\n-m tcp -A X\nCOMMIT\n", 2, "-m", "must start with a command"),
-    ("*filter\n-A X stray\nCOMMIT\n", 2, "stray", "unexpected argument"),
-    ("*filter\n-I X 0 -j ACCEPT\nCOMMIT\n", 2, "0", "invalid rule number"),
-    ("*filter\n-I X 5 -j ACCEPT\nCOMMIT\n", 2, "5", "index of insertion too big"),
-    ("COMMIT\n", 1, "COMMIT", "outside a table"),
-])
+
+@pytest.mark.parametrize(
+    "text,line,token,words",
+    [
+        (
+            "*filter\n-A X -m frobnicate -j ACCEPT\nCOMMIT\n",
+            2,
+            "frobnicate",
+            "unknown match module",
+        ),
+        ("*filter\n-A X -p tcp -m tcp --frob 1 -j ACCEPT\nCOMMIT\n", 2, "--frob", "unknown option"),
+        ("*filter\n-A X -j DNAT --to-bogus 1\nCOMMIT\n", 2, "--to-bogus", "unknown option"),
+        ("*filter\n-A X -m comment --comment\nCOMMIT\n", 2, "--comment", "requires an argument"),
+        ("*filter\n-A X -s -j ACCEPT\nCOMMIT\n", 2, "-s", "requires an argument"),
+        (
+            "*filter\n-A X -p tcp --tcp-flags SYN -j ACCEPT\nCOMMIT\n",
+            2,
+            "--tcp-flags",
+            "requires two arguments",
+        ),
+        ("-A X -j ACCEPT\n*filter\nCOMMIT\n", 1, "-A", "outside a table"),
+        ("*filter\n:X - [0:0]\n-A X -j ACCEPT\n", 4, "<end of input>", "COMMIT expected"),
+        ("*filter\n:X - [0:0]\n*nat\nCOMMIT\n", 3, "*nat", "COMMIT expected"),
+        (
+            '*filter\n-A X -m comment --comment "open -j ACCEPT\nCOMMIT\n',
+            2,
+            '-A X -m comment --comment "open -j ACCEPT',
+            "unbalanced quote",
+        ),
+        ("*filter\n-A X ! -j ACCEPT\nCOMMIT\n", 2, "-j", "not allowed before"),
+        ("*filter\n-A X ! ! -s 1.2.3.4\nCOMMIT\n", 2, "!", "multiple consecutive"),
+        ("*filter\n-A X -s 1.2.3.4 !\nCOMMIT\n", 2, "!", "nothing appropriate"),
+        ("*filter\n-A X -s ! 1.2.3.4\nCOMMIT\n", 2, "-s", "requires an argument"),
+        ("*filter\n-A X -t nat -j ACCEPT\nCOMMIT\n", 2, "-t", "cannot be used"),
+        (
+            "*filter\n-A X --s 80\nCOMMIT\n",
+            2,
+            "--s",
+            "ambiguous option",
+        ),  # --source, --set-counters
+        ("*frobs\nCOMMIT\n", 1, "frobs", "unknown table"),
+        ("*filter\n:INPUT MAYBE [0:0]\nCOMMIT\n", 2, "MAYBE", "invalid policy"),
+        ("*filter\n:X - [a:b]\nCOMMIT\n", 2, "[a:b]", "invalid counters"),
+        ("*filter\n:DNAT - [0:0]\nCOMMIT\n", 2, "DNAT", "target's name"),
+        ("*filter\n-A X -j ACCEPT -j DROP\nCOMMIT\n", 2, "DROP", "second target"),
+        ("*filter\n-m tcp -A X\nCOMMIT\n", 2, "-m", "must start with a command"),
+        ("*filter\n-A X stray\nCOMMIT\n", 2, "stray", "unexpected argument"),
+        ("*filter\n-I X 0 -j ACCEPT\nCOMMIT\n", 2, "0", "invalid rule number"),
+        ("*filter\n-I X 5 -j ACCEPT\nCOMMIT\n", 2, "5", "index of insertion too big"),
+        ("COMMIT\n", 1, "COMMIT", "outside a table"),
+    ],
+)
 def test_bad_input_names_line_and_token(text, line, token, words):
     with pytest.raises(InputError) as info:
         parse(text)
@@ -366,14 +447,17 @@ def test_bad_input_names_line_and_token(text, line, token, words):
 
 
 def test_keep_unknown_keeps_an_opaque_rule():
-    text = ("*filter\n:X - [0:0]\n-A X -j ACCEPT\n-A X -m frobnicate --level 11 ! --x \"a b\" "
-            "-j DROP\n-I X 1 -p tcp --frob 1\n-A X -j RETURN\nCOMMIT\n")
+    text = (
+        '*filter\n:X - [0:0]\n-A X -j ACCEPT\n-A X -m frobnicate --level 11 ! --x "a b" '
+        "-j DROP\n-I X 1 -p tcp --frob 1\n-A X -j RETURN\nCOMMIT\n"
+    )
     with pytest.raises(InputError):
         parse(text)
     ruleset = parse(text, keep_unknown=True)
     first, accept, unknown, ret = ruleset.tables["filter"].rules
-    assert unknown.opts == (Opt(RAW, ("-m", "frobnicate", "--level", "11", "!", "--x", "a b",
-                                      "-j", "DROP")),)
+    assert unknown.opts == (
+        Opt(RAW, ("-m", "frobnicate", "--level", "11", "!", "--x", "a b", "-j", "DROP")),
+    )
     assert is_opaque(unknown) and is_opaque(first) and not is_opaque(accept)
     assert first.opts == (Opt(RAW, ("-p", "tcp", "--frob", "1")),)
     assert rule_parts(unknown) is None and unknown.target is None
@@ -397,8 +481,10 @@ def test_large_dump():
     """A 20k-rule dump parses (no timing assertion; see the report for speed)."""
     lines = ["*nat", ":KUBE-SERVICES - [0:0]"]
     for i in range(20_000):
-        lines.append(f'-A KUBE-SERVICES -d 10.{i // 250 % 250}.{i % 250}.1/32 -p tcp -m comment '
-                     f'--comment "ns{i}/svc:p80 cluster IP" -m tcp --dport 80 -j KUBE-SVC-{i:016d}')
+        lines.append(
+            f"-A KUBE-SERVICES -d 10.{i // 250 % 250}.{i % 250}.1/32 -p tcp -m comment "
+            f'--comment "ns{i}/svc:p80 cluster IP" -m tcp --dport 80 -j KUBE-SVC-{i:016d}'
+        )
     lines.append("COMMIT")
     ruleset = parse("\n".join(lines) + "\n")
     assert len(ruleset.tables["nat"].rules) == 20_000
@@ -408,9 +494,11 @@ def test_large_dump():
 # ----------------------------------------------------------------- round trip property
 
 _names = st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-", min_size=1, max_size=20).map(
-    lambda s: "KUBE-" + s)
-_comment = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zl", "Zp")),
-                   max_size=30)
+    lambda s: "KUBE-" + s
+)
+_comment = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zl", "Zp")), max_size=30
+)
 _ip = st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t)))
 
 
@@ -428,8 +516,11 @@ def _rule(draw, chains):
     if draw(st.booleans()):
         opts.append(Opt("-s", (draw(_ip) + "/8",), negated=draw(st.booleans())))
     if draw(st.booleans()):
-        opts += [Opt("-m", ("statistic",)), Opt("--mode", ("random",)),
-                 Opt("--probability", (f"{draw(st.floats(0, 1)):0.10f}",))]
+        opts += [
+            Opt("-m", ("statistic",)),
+            Opt("--mode", ("random",)),
+            Opt("--probability", (f"{draw(st.floats(0, 1)):0.10f}",)),
+        ]
     if draw(st.booleans()):
         opts += [Opt("-m", ("mark",)), Opt("--mark", ("0x4000/0x4000",), draw(st.booleans()))]
     target = draw(st.sampled_from(["ACCEPT", "DROP", "RETURN", "MARK", *chains]))
@@ -442,6 +533,7 @@ def _rule(draw, chains):
 @st.composite
 def _ruleset(draw):
     from kproxy_emu.netfilter.ruleset import Table
+
     chains = draw(st.lists(_names, min_size=1, max_size=4, unique=True))
     table = Table("nat")
     for name in chains:

@@ -17,6 +17,7 @@ endpoint on another node (IPVS's KUBE-LOOP-BACK holds this node's endpoints only
 the host to a LoadBalancer IP with source ranges (IPVS filters it by the LB source address
 the kernel picks, KUBE-IPVS-OUT-FILTER; the flow here comes from the node IP).
 """
+
 import copy
 import dataclasses
 import ipaddress
@@ -47,8 +48,10 @@ def cluster():
 
 
 def _summary(trace, masquerade=True):
-    dnat = frozenset((c["endpoint"], round(c["probability"], 6),
-                      c["masquerade"] if masquerade else None) for c in trace["candidates"])
+    dnat = frozenset(
+        (c["endpoint"], round(c["probability"], 6), c["masquerade"] if masquerade else None)
+        for c in trace["candidates"]
+    )
     other = frozenset(o["verdict"] for o in trace["outcomes"] if not o["dnat"])
     return dnat, other
 
@@ -71,14 +74,19 @@ def _service_of(view, flow, node_ip):
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), services=st.integers(3, 10))
 def test_ipvs_and_iptables_agree_but_for_known_differences(seed, services):
-    cluster = synth.cluster(services=services, endpoints="uniform:0-4", nodes=3, seed=seed,
-                            etp_local_share=0.4, itp_local_share=0.2, terminating_share=0.1,
-                            not_ready_share=0.1)
+    cluster = synth.cluster(
+        services=services,
+        endpoints="uniform:0-4",
+        nodes=3,
+        seed=seed,
+        etp_local_share=0.4,
+        itp_local_share=0.2,
+        terminating_share=0.1,
+        not_ready_share=0.1,
+    )
     node = resolve_node(cluster)
-    ipt = Dataplane(cluster, mode="iptables", node_config=node, cluster_cidr=CIDR,
-                    conntrack=False)
-    ipvs = Dataplane(cluster, mode="ipvs", node_config=node, cluster_cidr=CIDR,
-                     conntrack=False)
+    ipt = Dataplane(cluster, mode="iptables", node_config=node, cluster_cidr=CIDR, conntrack=False)
+    ipvs = Dataplane(cluster, mode="ipvs", node_config=node, cluster_cidr=CIDR, conntrack=False)
     view = ipt.view
     node_ip = node.primary_ip
     cluster_ips = {sp.cluster_ip for sp in view.service_ports}
@@ -97,19 +105,22 @@ def test_ipvs_and_iptables_agree_but_for_known_differences(seed, services):
                 counts["same"] += 1
             continue
         cat = categorize_endpoints(sp, node.name, node.zone)
-        local_policy = sp.internal_policy_local if kind == "cluster-ip" \
-            else sp.external_policy_local
+        local_policy = (
+            sp.internal_policy_local if kind == "cluster-ip" else sp.external_policy_local
+        )
         # what the virtual server holds (syncEndpoint), with rr's equal shares
-        eps = sorted(e.string for e in (cat.local if local_policy and cat.local
-                                        else cat.cluster))
+        eps = sorted(e.string for e in (cat.local if local_policy and cat.local else cat.cluster))
         got = sorted((c["endpoint"], round(c["probability"], 6)) for c in b["candidates"])
         if eps and not (kind == "load-balancer" and sp.source_ranges and b["verdict"] == "DROP"):
             assert got == [(e, round(1 / len(eps), 6)) for e in eps], (flow, eps, got)
         elif not eps:
             assert not got and b["verdict"] in ("REJECT", "DROP"), (flow, b)
         if local_policy:
-            if not cat.local and cat.cluster and (kind == "cluster-ip"
-                                                  or flow.origin == "external"):
+            if (
+                not cat.local
+                and cat.cluster
+                and (kind == "cluster-ip" or flow.origin == "external")
+            ):
                 # the known difference: iptables drops, IPVS falls back to the cluster
                 assert _summary(a) == (frozenset(), frozenset({"DROP"})), (flow, a)
                 assert got, (flow, b)
@@ -117,24 +128,30 @@ def test_ipvs_and_iptables_agree_but_for_known_differences(seed, services):
             else:
                 counts["local"] += 1
             continue
-        if (not cat.has_any and kind == "load-balancer" and flow.origin != "host"
-                and sp.source_ranges and not any(
+        if (
+            not cat.has_any
+            and kind == "load-balancer"
+            and flow.origin != "host"
+            and sp.source_ranges
+            and not any(
                 ipaddress.ip_address(flow.src) in ipaddress.ip_network(r, strict=False)
-                for r in sp.source_ranges)):
+                for r in sp.source_ranges
+            )
+        ):
             # as in nftables mode: the source-range firewall DROPs before the missing
             # endpoints are noticed; iptables' KUBE-EXTERNAL-SERVICES REJECTs first
             assert _summary(a) == (frozenset(), frozenset({"REJECT"})), (flow, a)
             assert _summary(b) == (frozenset(), frozenset({"DROP"})), (flow, b)
             counts["port"] += 1
             continue
-        if not cat.has_any and flow.origin == "host" and kind in ("external-ip",
-                                                                    "load-balancer"):
+        if not cat.has_any and flow.origin == "host" and kind in ("external-ip", "load-balancer"):
             assert _summary(b) == (frozenset(), frozenset({"REJECT"})), (flow, b)
             counts["port"] += 1
             continue
         remote_hairpin = flow.src in {e.ip for e in sp.endpoints if not e.is_local}
-        if remote_hairpin or (flow.origin == "host" and kind == "load-balancer"
-                              and sp.source_ranges):
+        if remote_hairpin or (
+            flow.origin == "host" and kind == "load-balancer" and sp.source_ranges
+        ):
             if a["candidates"] and b["candidates"]:
                 assert _summary(a, False)[0] == _summary(b, False)[0], flow
             counts["endpoints"] += 1
@@ -147,8 +164,15 @@ def test_ipvs_and_iptables_agree_but_for_known_differences(seed, services):
 def test_fallback_is_a_real_difference():
     """One cluster where an iTP-Local service has endpoints on other nodes only."""
     for seed in range(200):
-        cluster = synth.cluster(services=6, endpoints="uniform:1-3", nodes=3, seed=seed,
-                                itp_local_share=1.0, etp_local_share=0.0, affinity_share=0)
+        cluster = synth.cluster(
+            services=6,
+            endpoints="uniform:1-3",
+            nodes=3,
+            seed=seed,
+            itp_local_share=1.0,
+            etp_local_share=0.0,
+            affinity_share=0,
+        )
         ipt = Dataplane(cluster, mode="iptables", cluster_cidr=CIDR, conntrack=False)
         ipvs = Dataplane(cluster, mode="ipvs", cluster_cidr=CIDR, conntrack=False)
         node = ipt.options.node
@@ -159,16 +183,16 @@ def test_fallback_is_a_real_difference():
                 a, b = ipt.trace(pkt, "pod"), ipvs.trace(pkt, "pod")
                 assert a["verdict"] == "DROP" and not a["candidates"]
                 assert b["verdict"] == "DNAT"
-                assert {c["endpoint"] for c in b["candidates"]} == {e.string for e in
-                                                                     cat.cluster}
+                assert {c["endpoint"] for c in b["candidates"]} == {e.string for e in cat.cluster}
                 return
     pytest.fail("no seed gave an iTP-Local service without local endpoints")
 
 
 def test_engine_verdicts_are_among_the_tracers_outcomes(cluster):
     dp = Dataplane(cluster, mode="ipvs", cluster_cidr=CIDR, seed=3)
-    spec = sweep.BenchSpec(services=[60], packets=400, origin_mix={"pod": 1, "external": 1,
-                                                                   "host": 1})
+    spec = sweep.BenchSpec(
+        services=[60], packets=400, origin_mix={"pod": 1, "external": 1, "host": 1}
+    )
     batch = sweep.traffic(dp, spec, 9)
     out = dp.process(batch)
     assert (out["rules"] > 0).all() and (out["probes"] > 0).all()
@@ -178,8 +202,12 @@ def test_engine_verdicts_are_among_the_tracers_outcomes(cluster):
         if v["ct_hit"]:
             continue
         t = tracer.trace(line)
-        verdicts = {o["verdict"] if o["verdict"] in ("DROP", "REJECT") else
-                    ("DNAT" if o["dnat"] else "ACCEPT") for o in t["outcomes"]}
+        verdicts = {
+            o["verdict"]
+            if o["verdict"] in ("DROP", "REJECT")
+            else ("DNAT" if o["dnat"] else "ACCEPT")
+            for o in t["outcomes"]
+        }
         action = packets.Action(int(v["action"])).name
         assert action in verdicts, (line, t["outcomes"])
         seen.add(action)
@@ -195,8 +223,12 @@ def test_engine_verdicts_are_among_the_tracers_outcomes(cluster):
 def _cluster_ip_service(cluster, dp, n_endpoints=3, affinity=False):
     for sp in dp.view.service_ports:
         cat = categorize_endpoints(sp, dp.options.node.name, dp.options.node.zone)
-        if sp.proto == "tcp" and len(cat.cluster) == n_endpoints \
-                and bool(sp.affinity_timeout) == affinity and not sp.internal_policy_local:
+        if (
+            sp.proto == "tcp"
+            and len(cat.cluster) == n_endpoints
+            and bool(sp.affinity_timeout) == affinity
+            and not sp.internal_policy_local
+        ):
             return sp, sorted(e.string for e in cat.cluster)
     raise AssertionError("no such service in the cluster")
 
@@ -207,9 +239,18 @@ def _syns(src_ips, dst, port, t0=0.0, sport=40000):
 
 
 def test_rr_order_through_process():
-    cluster = synth.cluster(services=30, endpoints=3, nodes=3, seed=11, affinity_share=0,
-                            itp_local_share=0, etp_local_share=0, terminating_share=0,
-                            not_ready_share=0, prefer_close_share=0)
+    cluster = synth.cluster(
+        services=30,
+        endpoints=3,
+        nodes=3,
+        seed=11,
+        affinity_share=0,
+        itp_local_share=0,
+        etp_local_share=0,
+        terminating_share=0,
+        not_ready_share=0,
+        prefer_close_share=0,
+    )
     dp = Dataplane(cluster, mode="ipvs", cluster_cidr=CIDR)
     sp, eps = _cluster_ip_service(cluster, dp)
     out = dp.process(_syns(["10.99.0.7"] * 7, sp.cluster_ip, sp.port))
@@ -222,25 +263,35 @@ def test_rr_order_through_process():
 
 
 def test_client_ip_affinity_through_process():
-    cluster = synth.cluster(services=30, endpoints=3, nodes=3, seed=12, affinity_share=1.0,
-                            itp_local_share=0, etp_local_share=0, terminating_share=0,
-                            not_ready_share=0, prefer_close_share=0)
+    cluster = synth.cluster(
+        services=30,
+        endpoints=3,
+        nodes=3,
+        seed=12,
+        affinity_share=1.0,
+        itp_local_share=0,
+        etp_local_share=0,
+        terminating_share=0,
+        not_ready_share=0,
+        prefer_close_share=0,
+    )
     dp = Dataplane(cluster, mode="ipvs", cluster_cidr=CIDR)
-    sp, eps = _cluster_ip_service(cluster, dp, affinity=True)
+    sp, _eps = _cluster_ip_service(cluster, dp, affinity=True)
     assert f"-p {sp.affinity_timeout}" in dp.render()
     clients = ["10.99.0.7"] * 4 + ["10.99.0.8"] * 4 + ["10.99.0.9"] * 4
     out = dp.process(_syns(clients, sp.cluster_ip, sp.port))
     got = [dp.endpoints[i] for i in out["endpoint"]]
     for k in range(0, 12, 4):
-        assert len(set(got[k:k + 4])) == 1, got  # one client, one endpoint
+        assert len(set(got[k : k + 4])) == 1, got  # one client, one endpoint
     firsts = [got[k] for k in range(0, 12, 4)]
     assert len(set(firsts)) == 3  # new clients are scheduled round robin
     # within the persistence timeout a new connection of a client follows its template;
     # long after it, the client is scheduled afresh: rr is back at the first endpoint
     within = dp.process(_syns(["10.99.0.8"], sp.cluster_ip, sp.port, t0=100.0, sport=50000))
     assert dp.endpoints[int(within["endpoint"][0])] == firsts[1]
-    later = dp.process(_syns(["10.99.0.8"], sp.cluster_ip, sp.port,
-                             t0=sp.affinity_timeout + 2000.0, sport=50001))
+    later = dp.process(
+        _syns(["10.99.0.8"], sp.cluster_ip, sp.port, t0=sp.affinity_timeout + 2000.0, sport=50001)
+    )
     assert dp.endpoints[int(later["endpoint"][0])] == firsts[0] != firsts[1]
 
 
@@ -271,20 +322,31 @@ def test_established_flows_keep_their_endpoint_after_an_update(cluster):
 
 
 def test_graceful_termination_runs_on_packet_time():
-    cluster = synth.cluster(services=30, endpoints=3, nodes=3, seed=11, affinity_share=0,
-                            itp_local_share=0, etp_local_share=0, terminating_share=0,
-                            not_ready_share=0, prefer_close_share=0)
+    cluster = synth.cluster(
+        services=30,
+        endpoints=3,
+        nodes=3,
+        seed=11,
+        affinity_share=0,
+        itp_local_share=0,
+        etp_local_share=0,
+        terminating_share=0,
+        not_ready_share=0,
+        prefer_close_share=0,
+    )
     dp = Dataplane(cluster, mode="ipvs", cluster_cidr=CIDR)
-    sp, eps = _cluster_ip_service(cluster, dp)
+    sp, _eps = _cluster_ip_service(cluster, dp)
     out = dp.process(_syns([f"10.99.0.{k}" for k in range(1, 7)], sp.cluster_ip, sp.port))
     gone = dp.endpoints[int(out["endpoint"][0])]
     # the endpoint leaves its slice: weight 0 while its connections live
     gone_ip = gone.rsplit(":", 1)[0]
     new = copy.copy(cluster)
     new.endpoint_slices = {
-        key: dataclasses.replace(sl, endpoints=[e for e in sl.endpoints
-                                                if gone_ip not in e.addresses])
-        for key, sl in cluster.endpoint_slices.items()}
+        key: dataclasses.replace(
+            sl, endpoints=[e for e in sl.endpoints if gone_ip not in e.addresses]
+        )
+        for key, sl in cluster.endpoint_slices.items()
+    }
     result = dp.update(new)
     assert result.extra["dests_graceful"] >= 1
     ipvs = dp.backend.ipvs
@@ -295,8 +357,7 @@ def test_graceful_termination_runs_on_packet_time():
     ack = _syns(["10.99.0.1"], sp.cluster_ip, sp.port, t0=1.0)
     ack["tcp_flags"] = 0x10  # ACK
     assert dp.endpoints[int(dp.process(ack)["endpoint"][0])] == gone
-    fresh = dp.process(_syns([f"10.98.0.{k}" for k in range(1, 7)], sp.cluster_ip, sp.port,
-                             t0=2.0))
+    fresh = dp.process(_syns([f"10.98.0.{k}" for k in range(1, 7)], sp.cluster_ip, sp.port, t0=2.0))
     assert gone not in {dp.endpoints[i] for i in fresh["endpoint"]}
     # an hour of packet time later the connections have expired and the minute loop
     # deleted the real server
@@ -307,20 +368,36 @@ def test_graceful_termination_runs_on_packet_time():
 
 
 def test_masquerade_as_kube_proxys_ipvs_rules_say():
-    cluster = synth.cluster(services=40, endpoints=1, nodes=1, seed=21, affinity_share=0,
-                            itp_local_share=0, etp_local_share=0, terminating_share=0,
-                            not_ready_share=0, prefer_close_share=0,
-                            type_mix={"ClusterIP": 0.5, "NodePort": 0.5})
+    cluster = synth.cluster(
+        services=40,
+        endpoints=1,
+        nodes=1,
+        seed=21,
+        affinity_share=0,
+        itp_local_share=0,
+        etp_local_share=0,
+        terminating_share=0,
+        not_ready_share=0,
+        prefer_close_share=0,
+        type_mix={"ClusterIP": 0.5, "NodePort": 0.5},
+    )
     dp = Dataplane(cluster, mode="ipvs", cluster_cidr=CIDR)
     node_ip = packets.ip_to_u32(dp.options.node.primary_ip)
-    sp = next(s for s in dp.view.service_ports if s.proto == "tcp" and s.node_port
-              and any(e.is_local for e in s.endpoints) and len(s.endpoints) == 1)
+    sp = next(
+        s
+        for s in dp.view.service_ports
+        if s.proto == "tcp"
+        and s.node_port
+        and any(e.is_local for e in s.endpoints)
+        and len(s.endpoints) == 1
+    )
     pod = sp.endpoints[0]
-    lines = [f"tcp 10.99.0.7:40000 -> {sp.cluster_ip}:{sp.port} from=pod",      # plain
-             f"tcp {pod.ip}:40001 -> {sp.cluster_ip}:{sp.port} from=pod",       # hairpin
-             f"tcp 203.0.113.9:40002 -> {sp.cluster_ip}:{sp.port} from=external",
-             f"tcp 203.0.113.9:40003 -> {dp.options.node.primary_ip}:{sp.node_port} "
-             "from=external"]
+    lines = [
+        f"tcp 10.99.0.7:40000 -> {sp.cluster_ip}:{sp.port} from=pod",  # plain
+        f"tcp {pod.ip}:40001 -> {sp.cluster_ip}:{sp.port} from=pod",  # hairpin
+        f"tcp 203.0.113.9:40002 -> {sp.cluster_ip}:{sp.port} from=external",
+        f"tcp 203.0.113.9:40003 -> {dp.options.node.primary_ip}:{sp.node_port} from=external",
+    ]
     out = dp.process(packets.from_strings(lines))
     assert (out["action"] == packets.Action.DNAT).all()
     assert [int(v) for v in out["snat_ip"]] == [0, node_ip, node_ip, node_ip]
@@ -334,8 +411,9 @@ def test_masquerade_as_kube_proxys_ipvs_rules_say():
 
 def test_replies_reach_the_client_and_advance_ipvs(cluster):
     dp = Dataplane(cluster, mode="ipvs", cluster_cidr=CIDR, seed=1)
-    batch = sweep.traffic(dp, sweep.BenchSpec(services=[60], packets=200,
-                                               origin_mix={"pod": 1.0}), 5)
+    batch = sweep.traffic(
+        dp, sweep.BenchSpec(services=[60], packets=200, origin_mix={"pod": 1.0}), 5
+    )
     batch = batch[batch["proto"] == 6]
     batch = batch[np.unique(batch["src_port"], return_index=True)[1]]
     first = dp.process(batch)
@@ -375,12 +453,16 @@ def test_render_formats_and_errors(cluster):
 
 def test_counters_in_ipvsadm_list(cluster):
     dp = Dataplane(cluster, mode="ipvs", cluster_cidr=CIDR)
-    batch = sweep.traffic(dp, sweep.BenchSpec(services=[60], packets=50,
-                                               origin_mix={"pod": 1.0}), 1)
+    batch = sweep.traffic(
+        dp, sweep.BenchSpec(services=[60], packets=50, origin_mix={"pod": 1.0}), 1
+    )
     out = dp.process(batch[batch["proto"] == 6])
     listed = dp.render(format="save")
-    counts = [int(line.split()[4]) + int(line.split()[5]) for line in listed.splitlines()
-              if line.startswith("  -> ") and "Masq" in line]
+    counts = [
+        int(line.split()[4]) + int(line.split()[5])
+        for line in listed.splitlines()
+        if line.startswith("  -> ") and "Masq" in line
+    ]
     assert sum(counts) == int((out["action"] == packets.Action.DNAT).sum())
 
 
@@ -389,29 +471,44 @@ def test_cli_ipvs(cluster, tmp_path):
     cluster.dump(str(path))
     svc = next(s for s in cluster.services.values() if s.cluster_ip and s.ports)
     run = [sys.executable, "-m", "kproxy_emu.cli"]
-    proc = subprocess.run(run + ["render", "--mode", "ipvs", str(path)], capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        run + ["render", "--mode", "ipvs", str(path)], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
-    assert f"-A -{svc.ports[0].protocol.lower()[0]} {svc.cluster_ip}:{svc.ports[0].port}" \
+    assert (
+        f"-A -{svc.ports[0].protocol.lower()[0]} {svc.cluster_ip}:{svc.ports[0].port}"
         in proc.stdout
-    proc = subprocess.run(run + ["render", "--mode", "ipvs", "--format", "ipset-save",
-                                 str(path)], capture_output=True, text=True)
+    )
+    proc = subprocess.run(
+        run + ["render", "--mode", "ipvs", "--format", "ipset-save", str(path)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0 and "create KUBE-CLUSTER-IP hash:ip,port" in proc.stdout
-    proc = subprocess.run(run + ["render", "--mode", "ipvs", "--scheduler", "wrr",
-                                 "--format", "ipvsadm-list", str(path)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        run
+        + ["render", "--mode", "ipvs", "--scheduler", "wrr", "--format", "ipvsadm-list", str(path)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0 and " wrr" in proc.stdout
     pkt = f"{svc.ports[0].protocol.lower()} 10.0.0.9:4000 -> {svc.cluster_ip}:{svc.ports[0].port}"
-    proc = subprocess.run(run + ["trace", "--mode", "ipvs", "--json", "--cluster-cidr", CIDR,
-                                 str(path), "--packet", pkt], capture_output=True, text=True)
+    proc = subprocess.run(
+        run
+        + ["trace", "--mode", "ipvs", "--json", "--cluster-cidr", CIDR, str(path), "--packet", pkt],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["verdict"] in ("DNAT", "REJECT")
     if out["verdict"] == "DNAT":
         assert abs(sum(c["probability"] for c in out["candidates"]) - 1) < 1e-9
         assert any(s["table"] == "ipvs" for s in out["steps"])
-    for bad, message in ((["--scheduler", "fastest"], "unknown IPVS scheduler"),
-                         (["--format", "ipset-save", "--mode", "iptables"], "--format")):
+    for bad, message in (
+        (["--scheduler", "fastest"], "unknown IPVS scheduler"),
+        (["--format", "ipset-save", "--mode", "iptables"], "--format"),
+    ):
         args = ["render", *bad, str(path)]
         if "--mode" not in bad:
             args[1:1] = ["--mode", "ipvs"]
@@ -432,19 +529,34 @@ def test_ipvs_out_filter_drops_the_nodes_own_lb_traffic_outside_source_ranges():
     """KUBE-IPVS-OUT-FILTER (-m ipvs): the host reaching a LoadBalancer IP whose source
     ranges leave the node out, from that LB address (the source the kernel picks for a
     kube-ipvs0 destination), is dropped after IPVS scheduled it; from the node IP not."""
-    cluster = synth.cluster(services=20, endpoints=2, nodes=2, seed=4, affinity_share=0,
-                            type_mix={"LoadBalancer": 1.0}, lb_source_range_share=1.0,
-                            etp_local_share=0, itp_local_share=0, terminating_share=0,
-                            not_ready_share=0, prefer_close_share=0)
+    cluster = synth.cluster(
+        services=20,
+        endpoints=2,
+        nodes=2,
+        seed=4,
+        affinity_share=0,
+        type_mix={"LoadBalancer": 1.0},
+        lb_source_range_share=1.0,
+        etp_local_share=0,
+        itp_local_share=0,
+        terminating_share=0,
+        not_ready_share=0,
+        prefer_close_share=0,
+    )
     dp = Dataplane(cluster, mode="ipvs", cluster_cidr=CIDR)
-    rules = [r for r in dp.backend.state.ruleset.tables["filter"].rules
-             if r.chain == "KUBE-IPVS-OUT-FILTER"]
+    rules = [
+        r
+        for r in dp.backend.state.ruleset.tables["filter"].rules
+        if r.chain == "KUBE-IPVS-OUT-FILTER"
+    ]
     assert rules
     opts = {o.flag: o.args[0] for o in rules[0].opts}
     lb, proto, port = opts["-s"], opts["--vproto"], opts["--vport"]
     sp = next(s for s in dp.view.service_ports if lb in s.lb_ips and s.port == int(port))
-    lines = [f"{proto} {lb}:40000 -> {lb}:{port}",
-             f"{proto} {dp.options.node.primary_ip}:40001 -> {lb}:{port}"]
+    lines = [
+        f"{proto} {lb}:40000 -> {lb}:{port}",
+        f"{proto} {dp.options.node.primary_ip}:40001 -> {lb}:{port}",
+    ]
     out = dp.process(packets.from_strings(lines, origin="host"))
     assert [packets.Action(int(a)).name for a in out["action"]] == ["DROP", "DNAT"]
     tracer = Dataplane(cluster, mode="ipvs", cluster_cidr=CIDR, conntrack=False)

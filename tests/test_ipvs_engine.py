@@ -3,6 +3,7 @@
 Every test runs against the Cython table and its pure-Python twin; expected sequences are
 worked out by hand from the kernel's ip_vs_*.c (the comments give the derivation).
 """
+
 import itertools
 
 import numpy as np
@@ -22,11 +23,14 @@ def impl(request):
 
 
 def table(impl, n_dests=3, scheduler="rr", weights=None, persistent=0, proto=6, **kw):
-    svcs = np.array([(proto, VIP, 80, V.FLAG_PERSISTENT if persistent else 0, persistent)],
-                    V.SERVICE_DTYPE)
+    svcs = np.array(
+        [(proto, VIP, 80, V.FLAG_PERSISTENT if persistent else 0, persistent)], V.SERVICE_DTYPE
+    )
     weights = weights or [1] * n_dests
-    dests = np.array([(0, P.ip_to_u32(f"10.244.0.{i + 1}"), 8080, w, i)
-                      for i, w in enumerate(weights)], V.DEST_DTYPE)
+    dests = np.array(
+        [(0, P.ip_to_u32(f"10.244.0.{i + 1}"), 8080, w, i) for i, w in enumerate(weights)],
+        V.DEST_DTYPE,
+    )
     return impl.VirtualServerTable(svcs, dests, scheduler, seed=7, **kw)
 
 
@@ -68,6 +72,7 @@ def counters(t):
 
 # ----------------------------------------------------------------------- schedulers
 
+
 def test_destination_list_is_newest_first(impl):
     # __ip_vs_update_dest: list_add_rcu puts each new destination at the head
     t = table(impl, 3)
@@ -80,7 +85,7 @@ def test_rr_walks_the_list_from_the_head(impl):
 
 
 def test_rr_skips_weight_zero_and_steps_back_on_delete(impl):
-    t = table(impl, 4)                       # list 3 2 1 0
+    t = table(impl, 4)  # list 3 2 1 0
     t.edit_dest(2, 0)
     assert new_flows(t, 4) == [3, 1, 0, 3]
     # cursor is on 3; ip_vs_rr_del_dest moves it to the entry before 3 (the head), so
@@ -93,7 +98,7 @@ def test_wrr_sequence_for_weights_4_3_2(impl):
     # list c(2) b(3) a(4). Destinations arrive one by one (dest_changed each time): after
     # a(4) di = 4, mw = 4 - 3 = 1, cw = 1; after b and c di = 1, mw = 4 and cw stays 1.
     # So the first pass runs at cw 1 (c b a), then cw 4,3,2,1: a | b a | c b a | c b a
-    t = table(impl, 3, "wrr", weights=[4, 3, 2])   # dest 0 = a(4), 1 = b(3), 2 = c(2)
+    t = table(impl, 3, "wrr", weights=[4, 3, 2])  # dest 0 = a(4), 1 = b(3), 2 = c(2)
     seq = new_flows(t, 21)
     assert seq == [2, 1, 0] + [0, 1, 0, 2, 1, 0, 2, 1, 0] * 2
     assert [seq[3:].count(d) for d in (0, 1, 2)] == [8, 6, 4]
@@ -108,11 +113,11 @@ def test_wrr_gcd_steps(impl):
 
 def test_lc_counts_active_and_inactive(impl):
     # overhead = (activeconns << 8) + inactconns; establish 2 connections on the head
-    t = table(impl, 3, "lc")                      # list 2 1 0
+    t = table(impl, 3, "lc")  # list 2 1 0
     for sport in (1, 2):
-        r, v = send(t, sport=sport, flags=SYN)
+        _r, v = send(t, sport=sport, flags=SYN)
         assert int(v["endpoint"]) in (2, 1)
-        send(t, sport=sport, flags=ACK)           # SYN_RECV -> ESTABLISHED: active
+        send(t, sport=sport, flags=ACK)  # SYN_RECV -> ESTABLISHED: active
     # dests 2 and 1 have one active each (overhead 256), dest 0 none -> 0, then 0 again
     # (inactive 1 = overhead 1 < 256), then 0 again (2 < 256)
     assert new_flows(t, 3, ts=1) == [0, 0, 0]
@@ -124,7 +129,7 @@ def test_wlc_divides_by_weight(impl):
     t = table(impl, 3, "wlc", weights=[3, 1, 1])
     picks = []
     for i in range(8):
-        r, v = send(t, sport=100 + i, flags=SYN)
+        _r, v = send(t, sport=100 + i, flags=SYN)
         send(t, sport=100 + i, flags=ACK)
         picks.append(int(v["endpoint"]))
     # list 2 1 0. loh*w_d > doh*w_least: 2 (0/1), 0 (0 vs 256*3? 0*3 > 0*1 no ...)
@@ -134,9 +139,7 @@ def test_wlc_divides_by_weight(impl):
     for _ in range(8):
         least = None
         for d in (2, 1, 0):
-            if least is None:
-                least = d
-            elif (active[least] << 8) * w[d] > (active[d] << 8) * w[least]:
+            if least is None or (active[least] << 8) * w[d] > (active[d] << 8) * w[least]:
                 least = d
         active[least] += 1
         expected.append(least)
@@ -153,11 +156,11 @@ def test_sed_and_nq(impl):
     t = table(impl, 3, "nq")
     seq = []
     for i in range(4):
-        r, v = send(t, sport=200 + i, flags=SYN)
+        _r, v = send(t, sport=200 + i, flags=SYN)
         send(t, sport=200 + i, flags=ACK)
         seq.append(int(v["endpoint"]))
-    assert seq[:3] == [2, 1, 0]                   # each idle one in turn
-    assert seq[3] == 2                            # all busy: (1+1)/1 everywhere, first wins
+    assert seq[:3] == [2, 1, 0]  # each idle one in turn
+    assert seq[3] == 2  # all busy: (1+1)/1 everywhere, first wins
 
 
 def test_sh_follows_the_kernel_table(impl):
@@ -169,13 +172,13 @@ def test_sh_follows_the_kernel_table(impl):
         src = f"10.1.{i}.{i + 7}"
         bucket = ((P.ip_to_u32(src) * 0x61C88647) & 0xFFFFFFFF) >> 24
         want = [2, 1, 0][bucket % 3]
-        r1, v1 = send(t, src=src, sport=1000, flags=SYN)
-        r2, v2 = send(t, src=src, sport=2000, flags=SYN)
+        _r1, v1 = send(t, src=src, sport=1000, flags=SYN)
+        _r2, v2 = send(t, src=src, sport=2000, flags=SYN)
         assert int(v1["endpoint"]) == int(v2["endpoint"]) == want
 
 
 def test_sh_weights_fill_buckets(impl):
-    t = table(impl, 2, "sh", weights=[3, 1])      # list 1(w1) 0(w3): 1 0 0 0 1 0 0 0
+    t = table(impl, 2, "sh", weights=[3, 1])  # list 1(w1) 0(w3): 1 0 0 0 1 0 0 0
     assert list(t.sched_table(0)[:8]) == [1, 0, 0, 0, 1, 0, 0, 0]
 
 
@@ -194,7 +197,7 @@ def _mh_table(impl, n, **kw):
 
 def test_mh_table_size_and_balance(impl):
     t, tab = _mh_table(impl, 10)
-    assert t.mh_size == 4093 and len(tab) == 4093    # CONFIG_IP_VS_MH_TAB_INDEX 12
+    assert t.mh_size == 4093 and len(tab) == 4093  # CONFIG_IP_VS_MH_TAB_INDEX 12
     counts = np.bincount(tab, minlength=10)
     assert counts.min() >= 4093 // 10 - 1 and counts.max() <= 4093 // 10 + 2
     t, tab = _mh_table(impl, 10, mh_tab_index=8)
@@ -218,8 +221,11 @@ def test_mh_weight_zero_keeps_slots_and_rejects(impl):
     t, before = _mh_table(impl, 3)
     t.edit_dest(1, 0)
     assert (t.sched_table(0) == before).all()
-    victims = [f"10.3.0.{i}" for i in range(1, 60)
-               if before[R.mh_hash(P.ip_to_u32(f"10.3.0.{i}"), 0) % 4093] == 1]
+    victims = [
+        f"10.3.0.{i}"
+        for i in range(1, 60)
+        if before[R.mh_hash(P.ip_to_u32(f"10.3.0.{i}"), 0) % 4093] == 1
+    ]
     assert victims
     r, v = send(t, src=victims[0], flags=SYN)
     assert r == V.RESULT_REJECT and v["action"] == P.Action.REJECT
@@ -227,13 +233,12 @@ def test_mh_weight_zero_keeps_slots_and_rejects(impl):
 
 def test_mh_port_flag_hashes_source_port(impl):
     svcs = np.array([(6, VIP, 80, V.FLAG_SCHED2, 0)], V.SERVICE_DTYPE)
-    dests = np.array([(0, P.ip_to_u32(f"10.244.0.{i}"), 80, 1, i) for i in range(8)],
-                     V.DEST_DTYPE)
+    dests = np.array([(0, P.ip_to_u32(f"10.244.0.{i}"), 80, 1, i) for i in range(8)], V.DEST_DTYPE)
     t = impl.VirtualServerTable(svcs, dests, "mh", seed=1)
     tab = t.sched_table(0)
     src = P.ip_to_u32("10.0.0.9")
     for sport in (1000, 1001, 1002, 5555):
-        r, v = send(t, src="10.0.0.9", sport=sport, flags=SYN)
+        _r, v = send(t, src="10.0.0.9", sport=sport, flags=SYN)
         assert v["endpoint"] == tab[R.mh_hash(src, sport) % 4093]
 
 
@@ -266,19 +271,20 @@ def test_unknown_scheduler(impl):
 
 # ----------------------------------------------------------------- connection table
 
+
 def test_tcp_states_counters_and_timeouts(impl):
     t = table(impl, 1)
     r, v = send(t, flags=SYN, ts=0)
     assert r == V.RESULT_DNAT and not v["ct_hit"] and v["dnat_port"] == 8080
     c = t.connections()
-    assert len(c) == 1 and c[0][7] == 3 and c[0][10] == 60          # SYN_RECV, 60 s
-    assert counters(t) == [(0, 1, 0)]                                 # new: inactive
+    assert len(c) == 1 and c[0][7] == 3 and c[0][10] == 60  # SYN_RECV, 60 s
+    assert counters(t) == [(0, 1, 0)]  # new: inactive
     r, v = send(t, flags=ACK, ts=1)
-    assert v["ct_hit"] and t.connections()[0][7] == 1                 # ESTABLISHED
+    assert v["ct_hit"] and t.connections()[0][7] == 1  # ESTABLISHED
     assert t.connections()[0][10] == 901 and counters(t) == [(1, 0, 0)]
-    send(t, flags=FIN | ACK, ts=2)                                    # sES + fin -> sCW
+    send(t, flags=FIN | ACK, ts=2)  # sES + fin -> sCW
     assert t.connections()[0][7] == 7 and counters(t) == [(0, 1, 0)]
-    send(t, flags=RST, ts=3)                                          # sCW + rst -> sCL
+    send(t, flags=RST, ts=3)  # sCW + rst -> sCL
     assert t.connections()[0][7] == 6 and t.connections()[0][10] == 13
     assert t.expire(12.9) == 0 and t.expire(13) == 1
     assert len(t) == 0 and counters(t) == [(0, 0, 0)]
@@ -299,13 +305,13 @@ def reply(dst="10.0.0.1", dport=40000, flags=ACK, ts=0.0, src="10.244.0.1", spor
 
 def test_replies_are_un_natted_and_move_the_state(impl):
     t = table(impl, 1)
-    send(t, flags=SYN, ts=0)                                          # SYN_RECV
+    send(t, flags=SYN, ts=0)  # SYN_RECV
     out = P.empty_verdicts(1)
-    r = t.process_reply(reply(flags=SYN | ACK, ts=0.5), out)          # OUTPUT syn: sSR
+    r = t.process_reply(reply(flags=SYN | ACK, ts=0.5), out)  # OUTPUT syn: sSR
     assert r[0] == V.RESULT_SNAT and out["snat_ip"][0] == VIP and out["snat_port"][0] == 80
     assert out["ct_hit"][0] and t.connections()[0][7] == 3
-    send(t, flags=ACK, ts=1)                                          # ESTABLISHED
-    t.process_reply(reply(flags=FIN | ACK, ts=2), out)                # OUTPUT fin: sES->sFW
+    send(t, flags=ACK, ts=1)  # ESTABLISHED
+    t.process_reply(reply(flags=FIN | ACK, ts=2), out)  # OUTPUT fin: sES->sFW
     assert t.connections()[0][7] == 4 and counters(t) == [(0, 1, 0)]
     assert t.process_reply(reply(src="10.244.0.9", ts=3), out)[0] == V.RESULT_PASS
 
@@ -313,21 +319,21 @@ def test_replies_are_un_natted_and_move_the_state(impl):
 def test_udp_connections_stay_inactive(impl):
     t = table(impl, 2, proto=17)
     for ts in (0, 10, 20):
-        r, v = send(t, proto=17, ts=ts)
+        _r, v = send(t, proto=17, ts=ts)
     assert counters(t) == [(0, 0, 0), (0, 1, 0)]
     assert t.connections()[0][10] == 320 and v["ct_hit"]
 
 
 def test_results_for_other_traffic(impl):
     t = table(impl, 1)
-    assert send(t, dport=81)[0] == V.RESULT_PASS                      # no virtual service
-    assert send(t, flags=ACK)[0] == V.RESULT_NOSCHED                  # only SYN schedules
-    fresh = table(impl, 1)                         # no service lookup without SYN
+    assert send(t, dport=81)[0] == V.RESULT_PASS  # no virtual service
+    assert send(t, flags=ACK)[0] == V.RESULT_NOSCHED  # only SYN schedules
+    fresh = table(impl, 1)  # no service lookup without SYN
     assert send(fresh, flags=ACK)[1]["probes"] == 0 and send(fresh)[1]["probes"] == 1
     assert send(t, proto=1)[0] == V.RESULT_PASS
     empty = table(impl, 0)
     r, v = send(empty)
-    assert r == V.RESULT_REJECT and v["action"] == P.Action.REJECT    # ip_vs_leave
+    assert r == V.RESULT_REJECT and v["action"] == P.Action.REJECT  # ip_vs_leave
 
 
 def test_table_full_drops(impl):
@@ -339,20 +345,19 @@ def test_table_full_drops(impl):
 def test_persistence_template(impl):
     t = table(impl, 3, persistent=60)
     picks = {int(send(t, sport=s, ts=s)[1]["endpoint"]) for s in range(1, 6)}
-    assert len(picks) == 1                                           # one template
+    assert len(picks) == 1  # one template
     other = int(send(t, src="10.0.0.2", sport=1, ts=6)[1]["endpoint"])
-    assert other != picks.pop()                                      # rr moved on
+    assert other != picks.pop()  # rr moved on
     conns = t.connections()
-    templates = conns[conns["template"]] if hasattr(conns, "dtype") else \
-        [c for c in conns if c[8]]
+    templates = conns[conns["template"]] if hasattr(conns, "dtype") else [c for c in conns if c[8]]
     assert len(templates) == 2
-    assert sum(c[2] for c in counters(t)) == 2                       # persistconns
+    assert sum(c[2] for c in counters(t)) == 2  # persistconns
 
 
 def test_template_outlives_its_timeout_while_controlling(impl):
     t = table(impl, 3, persistent=10)
     first = int(send(t, sport=1, flags=SYN, ts=0)[1]["endpoint"])
-    send(t, sport=1, flags=ACK, ts=1)                                # ESTABLISHED, 900 s
+    send(t, sport=1, flags=ACK, ts=1)  # ESTABLISHED, 900 s
     # at t=500 the template's timer has fired many times but the connection it controls
     # is alive: it was re-armed, so a new connection still gets the same destination
     assert int(send(t, sport=2, flags=SYN, ts=500)[1]["endpoint"]) == first
@@ -364,31 +369,31 @@ def test_template_outlives_its_timeout_while_controlling(impl):
 
 def test_graceful_termination_weight_zero(impl):
     # kube-proxy's graceful termination: weight 0 first, delete once no connections
-    t = table(impl, 2)                                               # list 1 0
+    t = table(impl, 2)  # list 1 0
     a = int(send(t, sport=1, flags=SYN, ts=0)[1]["endpoint"])
     send(t, sport=1, flags=ACK, ts=1)
     assert a == 1
     t.edit_dest(1, 0)
-    r, v = send(t, sport=1, flags=ACK, ts=2)                         # existing flow goes on
+    r, v = send(t, sport=1, flags=ACK, ts=2)  # existing flow goes on
     assert r == V.RESULT_DNAT and v["endpoint"] == 1 and v["ct_hit"]
-    assert new_flows(t, 3, ts=3, src="10.0.0.5") == [0, 0, 0]         # new flows elsewhere
+    assert new_flows(t, 3, ts=3, src="10.0.0.5") == [0, 0, 0]  # new flows elsewhere
     # a SYN reusing the tuple of a flow to a weight-0 destination: conn_reuse_mode
     # expires it and the packet is dropped (vs/conntrack keeps the old nf_conn)
     r, v = send(t, sport=1, flags=SYN, ts=4)
     assert r == V.RESULT_DROP and t.stats()["nodest"] == 1
-    r, v = send(t, sport=1, flags=SYN, ts=5)                         # retransmit: new pick
+    r, v = send(t, sport=1, flags=SYN, ts=5)  # retransmit: new pick
     assert r == V.RESULT_DNAT and v["endpoint"] == 0
-    assert counters(t)[1][:2] == (0, 0)                              # nothing left on it
+    assert counters(t)[1][:2] == (0, 0)  # nothing left on it
     t.del_dest(1)
     assert t.service_dests(0) == [0]
 
 
 def test_deleted_destination_drops_its_flows(impl):
     t = table(impl, 2)
-    send(t, sport=1, flags=SYN, ts=0)                                # -> dest 1
+    send(t, sport=1, flags=SYN, ts=0)  # -> dest 1
     send(t, sport=1, flags=ACK, ts=1)
     t.del_dest(1)
-    r, v = send(t, sport=1, flags=ACK, ts=2)                         # expire_nodest_conn
+    r, v = send(t, sport=1, flags=ACK, ts=2)  # expire_nodest_conn
     assert r == V.RESULT_DROP and v["action"] == P.Action.DROP
     assert send(t, sport=1, flags=SYN, ts=3)[1]["endpoint"] == 0
     # without expire_nodest_conn the packets are dropped and the entry waits for its timer
@@ -430,11 +435,18 @@ def test_jhash_known_value():
 
     def rol(w, s):
         return ((w << s) | (w >> (32 - s))) & M
+
     a = b = 0xDEADBEEF
     c = 0
-    for x, y, z, s in (("c", "b", "c", 14), ("a", "c", "a", 11), ("b", "a", "b", 25),
-                       ("c", "b", "c", 16), ("a", "c", "a", 4), ("b", "a", "b", 14),
-                       ("c", "b", "c", 24)):
+    for x, y, _z, s in (
+        ("c", "b", "c", 14),
+        ("a", "c", "a", 11),
+        ("b", "a", "b", 25),
+        ("c", "b", "c", 16),
+        ("a", "c", "a", 4),
+        ("b", "a", "b", 14),
+        ("c", "b", "c", 24),
+    ):
         v = {"a": a, "b": b, "c": c}
         v[x] ^= v[y]
         v[x] = (v[x] - rol(v[y], s)) & M
@@ -443,6 +455,7 @@ def test_jhash_known_value():
 
 
 # ---------------------------------------------------------------- agreement (random)
+
 
 def _random_case(rng, persistent):
     nsvc = 5
@@ -453,8 +466,11 @@ def _random_case(rng, persistent):
     if persistent:
         svcs["flags"] = V.FLAG_PERSISTENT
         svcs["timeout"] = 30
-    rows = [(s, P.ip_to_u32("10.244.0.0") + s * 16 + k, 8080, int(rng.integers(0, 4)), 0)
-            for s in range(nsvc) for k in range(rng.integers(0, 5))]
+    rows = [
+        (s, P.ip_to_u32("10.244.0.0") + s * 16 + k, 8080, int(rng.integers(0, 4)), 0)
+        for s in range(nsvc)
+        for k in range(rng.integers(0, 5))
+    ]
     dests = np.array(rows, V.DEST_DTYPE)
     dests["endpoint"] = np.arange(len(rows))
     return svcs, dests
@@ -499,7 +515,7 @@ def test_cython_and_reference_agree(scheduler, seed):
         va, vb = P.empty_verdicts(len(pk)), P.empty_verdicts(len(pk))
         assert np.array_equal(a.process_reply(rp, va), b.process_reply(rp, vb))
         assert np.array_equal(va, vb)
-        if rng.random() < 0.5:                       # a service comes or goes
+        if rng.random() < 0.5:  # a service comes or goes
             if rng.random() < 0.5:
                 args = (6, int(VIP) + 100 + step, 80, 0, 0)
                 s = a.add_service(*args)
@@ -532,9 +548,9 @@ def test_reference_trace_does_not_change_state():
     tr = t.trace(pkt(src="10.0.0.50", sport=7))
     assert tr["result"] == V.RESULT_DNAT and tr["steps"][0].startswith("ip_vs_conn_in_get")
     assert sorted(tr["candidates"]) == [(0, 0.25), (1, 0.5), (2, 0.25)]
-    assert sorted(tr["endpoints"]) == [(0, 0.25), (1, 0.5), (2, 0.25)]   # endpoint i = dest i
+    assert sorted(tr["endpoints"]) == [(0, 0.25), (1, 0.5), (2, 0.25)]  # endpoint i = dest i
     # the traced pick is the one the next packet gets, and tracing moved nothing
-    r, v = send(t, src="10.0.0.50", sport=7)
+    _r, v = send(t, src="10.0.0.50", sport=7)
     assert int(v["endpoint"]) == tr["dest"] == 0 and before == [2, 1]
     tr = t.trace(pkt(src="10.0.0.50", sport=7, flags=ACK))
     assert tr["candidates"] == [(tr["dest"], 1.0)] and "connection" in tr["steps"][0]
@@ -548,13 +564,15 @@ def test_reference_trace_does_not_change_state():
 @pytest.mark.parametrize("scheduler", ["sh", "dh", "mh", "wrr"])
 def test_bulk_load_equals_one_by_one(scheduler):
     svcs = np.array([(6, VIP, 80, 0, 0)], V.SERVICE_DTYPE)
-    dests = np.array([(0, P.ip_to_u32(f"10.244.0.{i}"), 80, 1 + i % 3, i) for i in range(7)],
-                     V.DEST_DTYPE)
+    dests = np.array(
+        [(0, P.ip_to_u32(f"10.244.0.{i}"), 80, 1 + i % 3, i) for i in range(7)], V.DEST_DTYPE
+    )
     bulk = V.VirtualServerTable(svcs, dests, scheduler, seed=1, mh_tab_index=8)
     step = V.VirtualServerTable(svcs, dests[:0], scheduler, seed=1, mh_tab_index=8)
     for row in dests:
-        step.add_dest(0, int(row["addr"]), int(row["port"]), int(row["weight"]),
-                      int(row["endpoint"]))
+        step.add_dest(
+            0, int(row["addr"]), int(row["port"]), int(row["weight"]), int(row["endpoint"])
+        )
     if scheduler != "wrr":
         assert (bulk.sched_table(0) == step.sched_table(0)).all()
     a = new_flows(bulk, 12, src="10.0.0.3")
@@ -566,11 +584,19 @@ def test_siphash13_against_cpython():
     mh scheduler's hsiphash is that function cut to 32 bits."""
     import subprocess
     import sys
+
     msgs = [0x03020100, 0xDEADBEEF, 1, 0xFFFFFFFF]
-    code = ("import sys; print(sys.hash_info.algorithm); "
-            f"print(*[hash(m.to_bytes(4, 'little')) for m in {msgs}])")
-    out = subprocess.run([sys.executable, "-c", code], env={"PYTHONHASHSEED": "0"},
-                         capture_output=True, text=True, check=True).stdout.split()
+    code = (
+        "import sys; print(sys.hash_info.algorithm); "
+        f"print(*[hash(m.to_bytes(4, 'little')) for m in {msgs}])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"PYTHONHASHSEED": "0"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     if out[0] != "siphash13":
         pytest.skip(f"this Python hashes with {out[0]}")
     for m, h in zip(msgs, out[1:]):

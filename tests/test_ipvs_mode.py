@@ -4,6 +4,7 @@ The fixture cluster is kube-proxy's TestOverallIPTablesRules input; what IPVS mo
 it is worked out by hand from pkg/proxy/ipvs/proxier.go (syncProxyRules,
 writeIptablesRules) for the same fake node (192.168.0.2, 192.168.1.2, 192.168.99.11).
 """
+
 import numpy as np
 import pytest
 
@@ -15,8 +16,13 @@ from kproxy_emu.dataplane.dataplane import resolve_node
 from kproxy_emu.errors import InputError
 from kproxy_emu.modes import ipvs as M
 from kproxy_emu.netfilter.iptables_text import render
-from kproxy_emu.netfilter.ipvs_text import (cmp_services, glibc_msort, render_ipset_save,
-                                            render_ipvsadm_list, render_ipvsadm_save)
+from kproxy_emu.netfilter.ipvs_text import (
+    cmp_services,
+    glibc_msort,
+    render_ipset_save,
+    render_ipvsadm_list,
+    render_ipvsadm_save,
+)
 from kproxy_emu.proxy import ProxyOptions, ProxyView
 
 from .iptables_env import fixture, view_for
@@ -27,8 +33,9 @@ NODE_IPS = ["192.168.0.2", "192.168.1.2", "192.168.99.11"]
 @pytest.fixture
 def overall(tmp_path):
     f = fixture("iptables-overall.json")
-    return view_for(f["environment"], f["input"]["services"], f["input"]["endpointSlices"],
-                    tmp_path)
+    return view_for(
+        f["environment"], f["input"]["services"], f["input"]["endpointSlices"], tmp_path
+    )
 
 
 def _vs(state):
@@ -38,10 +45,18 @@ def _vs(state):
 def test_virtual_servers_of_the_overall_fixture(overall):
     st = M.compile_ipvs(overall)
     vss = _vs(st)
-    want = {"172.30.0.41:80/TCP", "172.30.0.42:80/TCP", "192.168.99.22:80/TCP",
-            "1.2.3.4:80/TCP", "172.30.0.43:80/TCP", "172.30.0.44:80/TCP",
-            "192.168.99.33:80/TCP", "172.30.0.45:80/TCP", "5.6.7.8:80/TCP",
-            "172.30.0.46:80/TCP"}
+    want = {
+        "172.30.0.41:80/TCP",
+        "172.30.0.42:80/TCP",
+        "192.168.99.22:80/TCP",
+        "1.2.3.4:80/TCP",
+        "172.30.0.43:80/TCP",
+        "172.30.0.44:80/TCP",
+        "192.168.99.33:80/TCP",
+        "172.30.0.45:80/TCP",
+        "5.6.7.8:80/TCP",
+        "172.30.0.46:80/TCP",
+    }
     want |= {f"{ip}:{np_}/TCP" for ip in NODE_IPS for np_ in (3001, 3003, 3002)}
     assert set(vss) == want and len(st.virtual_servers) == len(want)
     assert [str(r) for r in vss["172.30.0.41:80/TCP"].real_servers] == ["10.180.0.1:80"]
@@ -49,8 +64,10 @@ def test_virtual_servers_of_the_overall_fixture(overall):
     for key in ("192.168.99.22:80/TCP", "1.2.3.4:80/TCP", "192.168.0.2:3001/TCP"):
         assert [str(r) for r in vss[key].real_servers] == ["10.180.0.2:80"]
     assert st.no_local_external == {"ns2/svc2"} and not st.no_local_internal
-    assert [str(r) for r in vss["172.30.0.44:80/TCP"].real_servers] == \
-        ["10.180.0.4:80", "10.180.0.5:80"]
+    assert [str(r) for r in vss["172.30.0.44:80/TCP"].real_servers] == [
+        "10.180.0.4:80",
+        "10.180.0.5:80",
+    ]
     # svc6 has no endpoints: a virtual server without real servers (no REJECT rule)
     assert vss["172.30.0.46:80/TCP"].real_servers == []
     # ClientIP affinity: persistent with the sticky timeout
@@ -58,13 +75,25 @@ def test_virtual_servers_of_the_overall_fixture(overall):
         persistent = key.startswith(("172.30.0.45:", "5.6.7.8:")) or key.endswith(":3002/TCP")
         assert (vs.flags, vs.timeout) == ((M.FLAG_PERSISTENT, 10800) if persistent else (0, 0))
         assert vs.scheduler == "rr" and all(r.weight == 1 for r in vs.real_servers)
-    assert {vs.kind for vs in st.virtual_servers} == \
-        {"cluster-ip", "external-ip", "load-balancer", "node-port"}
+    assert {vs.kind for vs in st.virtual_servers} == {
+        "cluster-ip",
+        "external-ip",
+        "load-balancer",
+        "node-port",
+    }
     # ClusterIPs, external IPs and LB IPs are bound to kube-ipvs0, node IPs never
-    assert set(st.bound_addresses) == {"172.30.0.41", "172.30.0.42", "192.168.99.22",
-                                       "1.2.3.4", "172.30.0.43", "172.30.0.44",
-                                       "192.168.99.33", "172.30.0.45", "5.6.7.8",
-                                       "172.30.0.46"}
+    assert set(st.bound_addresses) == {
+        "172.30.0.41",
+        "172.30.0.42",
+        "192.168.99.22",
+        "1.2.3.4",
+        "172.30.0.43",
+        "172.30.0.44",
+        "192.168.99.33",
+        "172.30.0.45",
+        "5.6.7.8",
+        "172.30.0.46",
+    }
     assert st.endpoints == sorted(set(st.endpoints), key=st.endpoints.index)
 
 
@@ -80,10 +109,10 @@ def test_ipsets_of_the_overall_fixture(overall):
     assert e["KUBE-LOAD-BALANCER-LOCAL"] == {"1.2.3.4,tcp:80"}
     assert e["KUBE-LOAD-BALANCER-FW"] == {"5.6.7.8,tcp:80"}
     assert e["KUBE-LOAD-BALANCER-SOURCE-CIDR"] == {"5.6.7.8,tcp:80,203.0.113.0/25"}
-    assert e["KUBE-LOAD-BALANCER-SOURCE-IP"] == set()      # range lacks the node IP
+    assert e["KUBE-LOAD-BALANCER-SOURCE-IP"] == set()  # range lacks the node IP
     assert e["KUBE-NODE-PORT-TCP"] == {"3001", "3002", "3003"}
     assert e["KUBE-NODE-PORT-LOCAL-TCP"] == {"3001"}
-    assert e["KUBE-HEALTH-CHECK-NODE-PORT"] == {"30000"}   # svc5's is eTP Cluster: none
+    assert e["KUBE-HEALTH-CHECK-NODE-PORT"] == {"30000"}  # svc5's is eTP Cluster: none
     assert e["KUBE-IPVS-IPS"] == set(st.bound_addresses)
     assert st.ipsets["KUBE-LOOP-BACK"].set_type == "hash:ip,port,ip"
 
@@ -91,38 +120,48 @@ def test_ipsets_of_the_overall_fixture(overall):
 def test_iptables_rules_of_the_overall_fixture(overall):
     st = M.compile_ipvs(overall)
     text = render(st.ruleset)
-    assert list(st.ruleset.tables) == ["nat", "filter"]    # natChains/natRules first
+    assert list(st.ruleset.tables) == ["nat", "filter"]  # natChains/natRules first
     lines = text.splitlines()
-    assert lines[:7] == ["*nat", ":KUBE-SERVICES - [0:0]", ":KUBE-POSTROUTING - [0:0]",
-                         ":KUBE-NODE-PORT - [0:0]", ":KUBE-LOAD-BALANCER - [0:0]",
-                         ":KUBE-MARK-MASQ - [0:0]", "-A KUBE-SERVICES -s 127.0.0.0/8 -j RETURN"]
+    assert lines[:7] == [
+        "*nat",
+        ":KUBE-SERVICES - [0:0]",
+        ":KUBE-POSTROUTING - [0:0]",
+        ":KUBE-NODE-PORT - [0:0]",
+        ":KUBE-LOAD-BALANCER - [0:0]",
+        ":KUBE-MARK-MASQ - [0:0]",
+        "-A KUBE-SERVICES -s 127.0.0.0/8 -j RETURN",
+    ]
     must = [
         '-A KUBE-POSTROUTING -m comment --comment "Kubernetes endpoints dst ip:port, source ip '
         'for solving hairpin purpose" -m set --match-set KUBE-LOOP-BACK dst,dst,src -j MASQUERADE',
         '-A KUBE-SERVICES -m comment --comment "Kubernetes service lb portal" -m set '
-        '--match-set KUBE-LOAD-BALANCER dst,dst -j KUBE-LOAD-BALANCER',
+        "--match-set KUBE-LOAD-BALANCER dst,dst -j KUBE-LOAD-BALANCER",
         '-A KUBE-NODE-PORT -p tcp -m comment --comment "Kubernetes nodeport TCP port with '
         'externalTrafficPolicy=local" -m set --match-set KUBE-NODE-PORT-LOCAL-TCP dst -j RETURN',
         '-A KUBE-SERVICES -m comment --comment "Kubernetes service cluster ip + port for '
         'masquerade purpose" -m set --match-set KUBE-CLUSTER-IP dst,dst ! -s 10.0.0.0/8 '
-        '-j KUBE-MARK-MASQ',
-        '-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT',
-        '-A KUBE-SERVICES -m set --match-set KUBE-CLUSTER-IP dst,dst -j ACCEPT',
-        '-A KUBE-IPVS-OUT-FILTER -s 5.6.7.8 -m ipvs --vaddr 5.6.7.8 --vproto tcp --vport 80 -j DROP',
-        '-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst '
-        '-j REJECT',
-        '-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN',
-        '-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000',
+        "-j KUBE-MARK-MASQ",
+        "-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT",
+        "-A KUBE-SERVICES -m set --match-set KUBE-CLUSTER-IP dst,dst -j ACCEPT",
+        "-A KUBE-IPVS-OUT-FILTER -s 5.6.7.8 -m ipvs --vaddr 5.6.7.8 --vproto tcp --vport 80 -j DROP",
+        "-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst "
+        "-j REJECT",
+        "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN",
+        "-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000",
     ]
     for line in must:
         assert line in lines, line
     # the LOCAL nodeport set is matched before the masquerading one (ipsetWithIptablesChain)
-    assert lines.index(must[2]) < next(i for i, x in enumerate(lines)
-                                       if "KUBE-NODE-PORT-TCP dst" in x)
+    assert lines.index(must[2]) < next(
+        i for i, x in enumerate(lines) if "KUBE-NODE-PORT-TCP dst" in x
+    )
     # no per-service chains, no SOURCE-IP rule (empty set)
     assert not any("KUBE-SVC-" in x or "KUBE-LOAD-BALANCER-SOURCE-IP" in x for x in lines)
-    assert [j[:2] for j in M.builtin_jumps()][:3] == [("nat", "OUTPUT"), ("nat", "PREROUTING"),
-                                                      ("nat", "POSTROUTING")]
+    assert [j[:2] for j in M.builtin_jumps()][:3] == [
+        ("nat", "OUTPUT"),
+        ("nat", "PREROUTING"),
+        ("nat", "POSTROUTING"),
+    ]
 
 
 def test_masquerade_all_and_no_detector(tmp_path):
@@ -145,7 +184,9 @@ def test_schedulers_and_mh_flag(overall):
 
 
 def test_ipv6_set_names():
-    assert M.ipset_name("KUBE-LOAD-BALANCER-SOURCE-CIDR", "IPv6") == "KUBE-6-LOAD-BALANCER-SOURCE-CID"
+    assert (
+        M.ipset_name("KUBE-LOAD-BALANCER-SOURCE-CIDR", "IPv6") == "KUBE-6-LOAD-BALANCER-SOURCE-CID"
+    )
     assert M.ipset_name("KUBE-CLUSTER-IP", "IPv6") == "KUBE-6-CLUSTER-IP"
     assert M.ipset_name("KUBE-CLUSTER-IP", "IPv4") == "KUBE-CLUSTER-IP"
 
@@ -160,8 +201,9 @@ def test_synthetic_cluster_compiles_consistently():
     st = M.compile_ipvs(view)
     cluster_vs = [vs for vs in st.virtual_servers if vs.kind == "cluster-ip"]
     assert len(cluster_vs) == len(view.service_ports)
-    assert {f"{vs.address},{vs.protocol.lower()}:{vs.port}" for vs in cluster_vs} == \
-        st.ipsets["KUBE-CLUSTER-IP"].entries
+    assert {f"{vs.address},{vs.protocol.lower()}:{vs.port}" for vs in cluster_vs} == st.ipsets[
+        "KUBE-CLUSTER-IP"
+    ].entries
     for vs in st.virtual_servers:
         assert vs.bound == (vs.address in st.bound_addresses)
         for rs in vs.real_servers:
@@ -179,7 +221,11 @@ def test_engine_on_a_compiled_cluster():
     t = V.VirtualServerTable(services, dests, "rr", seed=1)
     ref = R.VirtualServerTable(services, dests, "rr", seed=1)
     pk = P.empty_packets(len(services))
-    pk["proto"], pk["dst_ip"], pk["dst_port"] = services["proto"], services["addr"], services["port"]
+    pk["proto"], pk["dst_ip"], pk["dst_port"] = (
+        services["proto"],
+        services["addr"],
+        services["port"],
+    )
     pk["src_ip"] = P.ip_to_u32("10.1.2.3")
     pk["src_port"] = 40000
     pk["tcp_flags"] = 2
@@ -199,13 +245,16 @@ def test_engine_on_a_compiled_cluster():
 
 # ------------------------------------------------------------------------- renderers
 
+
 def test_ipvsadm_list_and_save(overall):
     st = M.compile_ipvs(overall)
     text = render_ipvsadm_list(st)
     lines = text.splitlines()
-    assert lines[:3] == ["IP Virtual Server version 1.2.1 (size=4096)",
-                         "Prot LocalAddress:Port Scheduler Flags",
-                         "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn"]
+    assert lines[:3] == [
+        "IP Virtual Server version 1.2.1 (size=4096)",
+        "Prot LocalAddress:Port Scheduler Flags",
+        "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn",
+    ]
     assert "TCP  172.30.0.45:80 rr persistent 10800" in lines
     i = lines.index("TCP  172.30.0.44:80 rr")
     # "  -> %-28s %-7s %-6d %-10u %-10u", as in a real node's
@@ -236,8 +285,10 @@ def test_ipvsadm_list_counters_and_flags(overall):
 
 
 def test_wrapped_sort_follows_glibc_merge_sort():
-    vs = [M.VirtualServer(ip, "TCP", 80, "rr") for ip in
-          ("200.0.0.1", "100.0.0.1", "10.0.0.1", "150.0.0.1")]
+    vs = [
+        M.VirtualServer(ip, "TCP", 80, "rr")
+        for ip in ("200.0.0.1", "100.0.0.1", "10.0.0.1", "150.0.0.1")
+    ]
     # int(a - b) wraps for addresses 2^31 apart, so 10 > 150 but 10 < 100 < 150 < 200 < 10.
     # msort: [200 100] -> [100 200]; [10 150] -> [150 10] (10 - 150 wraps positive);
     # merge: 100 (100 < 150), 150 (200 > 150), 200 (200 - 10 wraps negative), 10
@@ -248,8 +299,9 @@ def test_wrapped_sort_follows_glibc_merge_sort():
 def test_ipset_save(overall):
     st = M.compile_ipvs(overall)
     lines = render_ipset_save(st).splitlines()
-    assert lines[0] == ("create KUBE-LOOP-BACK hash:ip,port,ip family inet hashsize 1024 "
-                        "maxelem 65536")
+    assert lines[0] == (
+        "create KUBE-LOOP-BACK hash:ip,port,ip family inet hashsize 1024 maxelem 65536"
+    )
     assert "add KUBE-LOOP-BACK 10.180.0.5,tcp:80,10.180.0.5" in lines
     assert "create KUBE-NODE-PORT-TCP bitmap:port range 0-65535" in lines
     assert lines.index("add KUBE-NODE-PORT-TCP 3001") < lines.index("add KUBE-NODE-PORT-TCP 3002")
@@ -261,21 +313,29 @@ def test_ipset_save(overall):
 
 # --------------------------------------------------------------------------- ipsets
 
-@pytest.mark.parametrize("name,dirs,packet,hit", [
-    ("KUBE-CLUSTER-IP", "dst,dst", "tcp 10.0.0.1:5 -> 172.30.0.41:80", True),
-    ("KUBE-CLUSTER-IP", "dst,dst", "tcp 10.0.0.1:5 -> 172.30.0.41:81", False),
-    ("KUBE-CLUSTER-IP", "dst,dst", "udp 10.0.0.1:5 -> 172.30.0.41:80", False),
-    ("KUBE-CLUSTER-IP", "src,dst", "tcp 172.30.0.41:5 -> 1.1.1.1:80", True),
-    ("KUBE-LOOP-BACK", "dst,dst,src", "tcp 10.180.0.5:9 -> 10.180.0.5:80", True),
-    ("KUBE-LOOP-BACK", "dst,dst,src", "tcp 10.180.0.6:9 -> 10.180.0.5:80", False),
-    ("KUBE-LOAD-BALANCER-SOURCE-CIDR", "dst,dst,src", "tcp 203.0.113.2:9 -> 5.6.7.8:80", True),
-    ("KUBE-LOAD-BALANCER-SOURCE-CIDR", "dst,dst,src", "tcp 203.0.113.130:9 -> 5.6.7.8:80",
-     False),
-    ("KUBE-NODE-PORT-TCP", "dst", "tcp 1.1.1.1:9 -> 192.168.0.2:3001", True),
-    ("KUBE-NODE-PORT-TCP", "dst", "tcp 1.1.1.1:9 -> 192.168.0.2:3004", False),
-    ("KUBE-IPVS-IPS", "dst", "icmp 1.1.1.1 -> 172.30.0.46", True),
-    ("KUBE-IPVS-IPS", "dst", "tcp 1.1.1.1:9 -> 192.168.0.2:22", False),
-])
+
+@pytest.mark.parametrize(
+    "name,dirs,packet,hit",
+    [
+        ("KUBE-CLUSTER-IP", "dst,dst", "tcp 10.0.0.1:5 -> 172.30.0.41:80", True),
+        ("KUBE-CLUSTER-IP", "dst,dst", "tcp 10.0.0.1:5 -> 172.30.0.41:81", False),
+        ("KUBE-CLUSTER-IP", "dst,dst", "udp 10.0.0.1:5 -> 172.30.0.41:80", False),
+        ("KUBE-CLUSTER-IP", "src,dst", "tcp 172.30.0.41:5 -> 1.1.1.1:80", True),
+        ("KUBE-LOOP-BACK", "dst,dst,src", "tcp 10.180.0.5:9 -> 10.180.0.5:80", True),
+        ("KUBE-LOOP-BACK", "dst,dst,src", "tcp 10.180.0.6:9 -> 10.180.0.5:80", False),
+        ("KUBE-LOAD-BALANCER-SOURCE-CIDR", "dst,dst,src", "tcp 203.0.113.2:9 -> 5.6.7.8:80", True),
+        (
+            "KUBE-LOAD-BALANCER-SOURCE-CIDR",
+            "dst,dst,src",
+            "tcp 203.0.113.130:9 -> 5.6.7.8:80",
+            False,
+        ),
+        ("KUBE-NODE-PORT-TCP", "dst", "tcp 1.1.1.1:9 -> 192.168.0.2:3001", True),
+        ("KUBE-NODE-PORT-TCP", "dst", "tcp 1.1.1.1:9 -> 192.168.0.2:3004", False),
+        ("KUBE-IPVS-IPS", "dst", "icmp 1.1.1.1 -> 172.30.0.46", True),
+        ("KUBE-IPVS-IPS", "dst", "tcp 1.1.1.1:9 -> 192.168.0.2:22", False),
+    ],
+)
 def test_ipset_membership(overall, name, dirs, packet, hit):
     st = M.compile_ipvs(overall)
     s = st.ipsets[name]
@@ -293,25 +353,39 @@ def test_ipset_rejects_bad_entries():
 
 # ------------------------------------------------------------------ successive syncs
 
+
 def _cluster_with(endpoints, proto="TCP", affinity=False):
     from kproxy_emu.model import Cluster
-    svc = {"apiVersion": "v1", "kind": "Service",
-           "metadata": {"namespace": "ns", "name": "web"},
-           "spec": {"clusterIP": "172.30.0.10",
-                    "ports": [{"name": "http", "port": 80, "protocol": proto}]}}
+
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"namespace": "ns", "name": "web"},
+        "spec": {
+            "clusterIP": "172.30.0.10",
+            "ports": [{"name": "http", "port": 80, "protocol": proto}],
+        },
+    }
     if affinity:
         svc["spec"]["sessionAffinity"] = "ClientIP"
-    eps = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-           "metadata": {"namespace": "ns", "name": "web-1",
-                        "labels": {"kubernetes.io/service-name": "web"}},
-           "addressType": "IPv4",
-           "endpoints": [{"addresses": [ip]} for ip in endpoints],
-           "ports": [{"name": "http", "port": 8080, "protocol": proto}]}
+    eps = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "namespace": "ns",
+            "name": "web-1",
+            "labels": {"kubernetes.io/service-name": "web"},
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [ip]} for ip in endpoints],
+        "ports": [{"name": "http", "port": 8080, "protocol": proto}],
+    }
     return Cluster.from_dicts([svc, eps])
 
 
 def _state(cluster):
     from kproxy_emu.model.config import NodeConfig
+
     node = NodeConfig.from_node("node-a", ["192.168.0.2"])
     return M.compile_ipvs(ProxyView(cluster, ProxyOptions.build(node, cluster_cidr="10.0.0.0/8")))
 
@@ -339,6 +413,7 @@ def test_graceful_termination_across_syncs(engine):
     assert len(t.service_dests(t.find_service(6, vip, 80))) == 1
     # the service disappears: cleanLegacyService deletes the virtual server
     from kproxy_emu.model import Cluster
+
     assert sync.sync(_state(Cluster.from_dicts([])))["services_deleted"] == 1
     assert t.find_service(6, vip, 80) == -1
 
@@ -347,8 +422,10 @@ def test_graceful_termination_across_syncs(engine):
 def test_udp_real_servers_are_deleted_at_once(engine):
     sync = M.IpvsSync(engine)
     sync.sync(_state(_cluster_with(["10.1.0.1", "10.1.0.2"], "UDP")))
-    sync.table.process(P.from_strings([f"udp 10.0.0.{i}:53 -> 172.30.0.10:80" for i in (1, 2)]),
-                       P.empty_verdicts(2))
+    sync.table.process(
+        P.from_strings([f"udp 10.0.0.{i}:53 -> 172.30.0.10:80" for i in (1, 2)]),
+        P.empty_verdicts(2),
+    )
     res = sync.sync(_state(_cluster_with(["10.1.0.1"], "UDP")))
     assert res["dests_deleted"] == 1 and res["dests_graceful"] == 0
 
@@ -357,8 +434,9 @@ def test_udp_real_servers_are_deleted_at_once(engine):
 def test_endpoint_back_while_terminating_is_re_added(engine):
     sync = M.IpvsSync(engine)
     sync.sync(_state(_cluster_with(["10.1.0.1"])))
-    sync.table.process(P.from_strings(["tcp 10.0.0.7:5000 -> 172.30.0.10:80 flags=S"]),
-                       P.empty_verdicts(1))
+    sync.table.process(
+        P.from_strings(["tcp 10.0.0.7:5000 -> 172.30.0.10:80 flags=S"]), P.empty_verdicts(1)
+    )
     assert sync.sync(_state(_cluster_with([])))["dests_graceful"] == 1
     res = sync.sync(_state(_cluster_with(["10.1.0.1"])))
     assert res["dests_deleted"] == 1 and res["dests_added"] == 1
@@ -379,6 +457,7 @@ def test_affinity_change_updates_the_virtual_server(engine):
 
 def test_render_dispatch_and_engine_sets(overall):
     from kproxy_emu.netfilter import ipvs_text
+
     st = M.compile_ipvs(overall)
     assert ipvs_text.render(st, "iptables-restore") == render(st.ruleset)
     assert ipvs_text.render(st) == render_ipvsadm_save(st)
@@ -394,21 +473,39 @@ def test_render_dispatch_and_engine_sets(overall):
 def test_ipv6_node():
     from kproxy_emu.model import Cluster
     from kproxy_emu.model.config import NodeConfig
-    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"namespace": "ns", "name": "web"},
-           "spec": {"clusterIP": "fd00:30::10", "type": "NodePort", "ipFamilies": ["IPv6"],
-                    "ports": [{"name": "http", "port": 80, "protocol": "TCP",
-                               "nodePort": 30080}]}}
-    eps = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-           "metadata": {"namespace": "ns", "name": "web-1",
-                        "labels": {"kubernetes.io/service-name": "web"}},
-           "addressType": "IPv6", "endpoints": [{"addresses": ["fd00:10::5"], "nodeName": "n"}],
-           "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}
+
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"namespace": "ns", "name": "web"},
+        "spec": {
+            "clusterIP": "fd00:30::10",
+            "type": "NodePort",
+            "ipFamilies": ["IPv6"],
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}],
+        },
+    }
+    eps = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "namespace": "ns",
+            "name": "web-1",
+            "labels": {"kubernetes.io/service-name": "web"},
+        },
+        "addressType": "IPv6",
+        "endpoints": [{"addresses": ["fd00:10::5"], "nodeName": "n"}],
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+    }
     node = NodeConfig.from_node("n", ["2001:db8::1"])
-    view = ProxyView(Cluster.from_dicts([svc, eps]),
-                     ProxyOptions.build(node, cluster_cidr="fd00:10::/64"))
+    view = ProxyView(
+        Cluster.from_dicts([svc, eps]), ProxyOptions.build(node, cluster_cidr="fd00:10::/64")
+    )
     st = M.compile_ipvs(view)
-    assert [str(v) for v in st.virtual_servers] == ["[fd00:30::10]:80/TCP",
-                                                    "[2001:db8::1]:30080/TCP"]
+    assert [str(v) for v in st.virtual_servers] == [
+        "[fd00:30::10]:80/TCP",
+        "[2001:db8::1]:30080/TCP",
+    ]
     assert st.ipsets["KUBE-LOOP-BACK"].name == "KUBE-6-LOOP-BACK"
     assert st.ipsets["KUBE-LOOP-BACK"].entries == {"fd00:10::5,tcp:8080,fd00:10::5"}
     text = render_ipvsadm_list(st)

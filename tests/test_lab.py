@@ -3,6 +3,7 @@
 Needs root, network namespaces and the netfilter tools; skips without them on a developer
 machine, fails instead when KPROXY_EMU_REQUIRE_LAB=1 (CI).
 """
+
 import argparse
 import json
 import os
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.lab
 @pytest.fixture(autouse=True)
 def lab_available():
     from kproxy_emu.lab.env import unavailable_reason
+
     reason = unavailable_reason()
     if reason:
         if os.environ.get("KPROXY_EMU_REQUIRE_LAB"):
@@ -32,14 +34,16 @@ def lab_available():
 
 
 def _host_namespaces():
-    return set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-               .stdout.split())
+    return set(
+        subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    )
 
 
 @pytest.fixture(autouse=True)
 def no_leftovers():
     """Every test leaves no namespace of this process behind."""
     from kproxy_emu.lab.topology import lab_namespaces
+
     yield
     assert lab_namespaces(os.getpid()) == []
 
@@ -49,38 +53,48 @@ def _fixture_dp(tmp_path, name="iptables-overall.json", case=None, **kw):
     env = fx["environment"]
     options = view_for(env, [], [], tmp_path, **kw).options
     case = case or fx
-    cluster = Cluster.from_dicts(as_manifests(case["input"]["services"],
-                                              case["input"]["endpointSlices"]))
-    return Dataplane(cluster, node_config=options.node, mark_text=env["masqueradeMark"],
-                     cluster_cidr=options.detect_local_value or None,
-                     masquerade_all=options.masquerade_all)
+    cluster = Cluster.from_dicts(
+        as_manifests(case["input"]["services"], case["input"]["endpointSlices"])
+    )
+    return Dataplane(
+        cluster,
+        node_config=options.node,
+        mark_text=env["masqueradeMark"],
+        cluster_cidr=options.detect_local_value or None,
+        masquerade_all=options.masquerade_all,
+    )
 
 
 def _packet_tests():
     """(fixture, case, packet tests, option overrides) for kube-proxy's IPv4 packet flows."""
     out = []
-    for name in ("iptables-overall.json", "iptables-external-traffic-policy.json",
-                 "iptables-no-endpoints-and-itp.json",
-                 "iptables-internal-external-masquerade.json"):
+    for name in (
+        "iptables-overall.json",
+        "iptables-external-traffic-policy.json",
+        "iptables-no-endpoints-and-itp.json",
+        "iptables-internal-external-masquerade.json",
+    ):
         fx = fixture(name)
         if "optionVariants" in fx:
             for v in fx["optionVariants"]:
                 out.append((name, None, fx["packetTests"], v))
             continue
         for t in fx.get("tests", [fx]):
-            for i, case in enumerate(t.get("cases", [t])):
+            for _i, case in enumerate(t.get("cases", [t])):
                 if case.get("packetTests"):
                     out.append((name, case, case["packetTests"], None))
     return out
 
 
-@pytest.mark.parametrize("name, case, tests, variant", _packet_tests(),
-                         ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "name, case, tests, variant", _packet_tests(), ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_kube_proxy_packet_flows_in_the_kernel(tmp_path, name, case, tests, variant):
     """kube-proxy's own packet-flow expectations (its unit tests' packetFlowTest tables)
     replayed in the kernel: the kernel must do what kube-proxy's tests say, and what the
     emulator says."""
     from kproxy_emu.lab.compare import verify
+
     kw = {}
     if variant:
         kw = {"masquerade_all": variant["masqueradeAll"], "detector": variant["localDetector"]}
@@ -91,8 +105,13 @@ def test_kube_proxy_packet_flows_in_the_kernel(tmp_path, name, case, tests, vari
         if ":" in t["sourceIP"] or ":" in t["destIP"]:
             continue  # IPv4 only
         src = t["sourceIP"]
-        origin = ("host" if src in node_ips or src.startswith("127.") else
-                  "pod" if src.startswith("10.") else "external")
+        origin = (
+            "host"
+            if src in node_ips or src.startswith("127.")
+            else "pod"
+            if src.startswith("10.")
+            else "external"
+        )
         out, masq = t["output"], t["masq"]
         if variant and t["name"] in variant["overrides"]:
             out = variant["overrides"][t["name"]].get("output", out)
@@ -100,8 +119,15 @@ def test_kube_proxy_packet_flows_in_the_kernel(tmp_path, name, case, tests, vari
         flows.append((t["protocol"].lower(), src, t["destIP"], t["destPort"], origin))
         expected.append((t["name"], out, masq))
     assert flows
-    report = verify(None, dataplane=dp, packets=100, seed=2, flows=flows,
-                    distribution_classes=1, distribution_flows=100)
+    report = verify(
+        None,
+        dataplane=dp,
+        packets=100,
+        seed=2,
+        flows=flows,
+        distribution_classes=1,
+        distribution_flows=100,
+    )
     assert report.ok, report.table()
     wrong = []
     for (tname, out, masq), r in zip(expected, report.explicit):
@@ -113,13 +139,15 @@ def test_kube_proxy_packet_flows_in_the_kernel(tmp_path, name, case, tests, vari
         else:
             ok = verdict == "DNAT" and dnat in out.split(", ") and kmasq == masq
         if not ok:
-            wrong.append(f"{tname}: kernel {r.signature} ({r.client}), kube-proxy {out!r} "
-                         f"masq={masq}")
+            wrong.append(
+                f"{tname}: kernel {r.signature} ({r.client}), kube-proxy {out!r} masq={masq}"
+            )
     assert not wrong, "\n".join(wrong)
 
 
 def test_fixture_kernel_agrees_with_emulator(tmp_path):
     from kproxy_emu.lab.compare import verify
+
     report = verify(None, dataplane=_fixture_dp(tmp_path), packets=300, seed=3)
     assert report.ok, report.table()
     # every kind of verdict the fixture produces was seen in the kernel and matched
@@ -132,6 +160,7 @@ def test_fixture_kernel_verdicts(tmp_path):
     """Specific kube-proxy packet flows read from the kernel (not from the emulator)."""
     from kproxy_emu.lab.replay import Probe
     from kproxy_emu.lab.session import NodeLab
+
     dp = _fixture_dp(tmp_path)
     cases = {  # (origin, src, dst, dport) -> (verdict, dnat, masquerade)
         ("pod", "10.0.0.2", "172.30.0.41", 80): ("DNAT", "10.180.0.1:80", False),
@@ -143,19 +172,23 @@ def test_fixture_kernel_verdicts(tmp_path):
         ("external", "203.0.113.2", "192.168.0.2", 3003): ("DNAT", "10.180.0.3:80", True),
     }
     with NodeLab(dp) as lab:
-        probes = [Probe("tcp", src, lab.alloc.take(src), dst, dport, origin)
-                  for origin, src, dst, dport in cases]
+        probes = [
+            Probe("tcp", src, lab.alloc.take(src), dst, dport, origin)
+            for origin, src, dst, dport in cases
+        ]
         lab.add_listeners(probes)
-        got = {(p.origin, p.src, p.dst, p.dport): r.signature
-               for p, r in zip(probes, lab.probe(probes))}
+        got = {
+            (p.origin, p.src, p.dst, p.dport): r.signature
+            for p, r in zip(probes, lab.probe(probes))
+        }
     assert got == cases
 
 
 def test_synthetic_cluster_agrees():
     from kproxy_emu.lab.compare import verify
+
     cluster = synth.cluster(150, endpoints="uniform:1-5", nodes=3, seed=11)
-    report = verify(cluster, packets=800, seed=5, distribution_classes=3,
-                    distribution_flows=200)
+    report = verify(cluster, packets=800, seed=5, distribution_classes=3, distribution_flows=200)
     assert report.ok, report.table()
     assert report.deterministic[1] > 0 and report.in_support[1] > 0
     assert len(report.classes) == 3 and report.p_value >= 1e-3
@@ -168,17 +201,22 @@ def test_verify_detects_a_wrong_emulator(tmp_path, monkeypatch):
     from kproxy_emu.lab import session
     from kproxy_emu.lab.compare import verify
     from kproxy_emu.netfilter.iptables_text import render
+
     dp = _fixture_dp(tmp_path)
     fx = fixture("iptables-overall.json")
     slices = json.loads(json.dumps(fx["input"]["endpointSlices"]))
     slices[0]["endpoints"][0]["addresses"] = ["10.180.0.2"]  # svc1 -> svc2's pod
     env = fx["environment"]
-    other = Dataplane(Cluster.from_dicts(as_manifests(fx["input"]["services"], slices)),
-                      node_config=dp.options.node, mark_text=env["masqueradeMark"],
-                      cluster_cidr=dp.options.detect_local_value)
+    other = Dataplane(
+        Cluster.from_dicts(as_manifests(fx["input"]["services"], slices)),
+        node_config=dp.options.node,
+        mark_text=env["masqueradeMark"],
+        cluster_cidr=dp.options.detect_local_value,
+    )
 
     def load_other(self):
         from kproxy_emu.lab.load import load_iptables
+
         return load_iptables(self.lab, render(other.tables))
 
     monkeypatch.setattr(session.NodeLab, "load_rules", load_other)
@@ -195,19 +233,19 @@ def test_verify_detects_a_wrong_emulator(tmp_path, monkeypatch):
 
 def test_cleanup_on_success_error_and_interrupt():
     from kproxy_emu.lab.topology import Lab, LabPlan
+
     plan = LabPlan.build(["192.168.0.2"], None, ["10.0.0.0/8"], ["10.1.0.1"], ["203.0.113.2"])
     with Lab(plan) as lab:
         names = set(lab.names.values())
         assert names <= _host_namespaces()
     assert not names & _host_namespaces()
     for exc in (RuntimeError("boom"), KeyboardInterrupt()):
-        with pytest.raises(type(exc)):
-            with Lab(plan) as lab:
-                names = set(lab.names.values())
-                (listener,) = lab.sockets("pod", [(socket.SOCK_STREAM, ("10.1.0.1", 80))])
-                lab.on_close(listener.close)
-                listener.listen(1)
-                raise exc
+        with pytest.raises(type(exc)), Lab(plan) as lab:
+            names = set(lab.names.values())
+            (listener,) = lab.sockets("pod", [(socket.SOCK_STREAM, ("10.1.0.1", 80))])
+            lab.on_close(listener.close)
+            listener.listen(1)
+            raise exc
         assert not names & _host_namespaces()
         assert lab.exists() == []
 
@@ -221,9 +259,11 @@ def test_sigterm_removes_the_lab(tmp_path):
         "plan = LabPlan.build(['192.168.0.2'], None, ['10.0.0.0/8'], [], [])\n"
         "with Lab(plan) as lab:\n"
         "    print(' '.join(lab.names.values()), flush=True)\n"
-        "    time.sleep(30)\n")
-    with subprocess.Popen(["python3", str(script)], stdout=subprocess.PIPE,
-                          stderr=subprocess.DEVNULL, text=True) as proc:
+        "    time.sleep(30)\n"
+    )
+    with subprocess.Popen(
+        ["python3", str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    ) as proc:
         names = set(proc.stdout.readline().split())
         assert len(names) == 3 and names <= _host_namespaces()
         proc.terminate()
@@ -233,6 +273,7 @@ def test_sigterm_removes_the_lab(tmp_path):
 
 def test_changes_only_touch_the_labs_namespaces():
     from kproxy_emu.lab.topology import Lab, LabError, LabPlan
+
     plan = LabPlan.build(["192.168.0.2"], None, ["10.0.0.0/8"], [], [])
     with Lab(plan) as lab:
         with pytest.raises(LabError, match="unknown lab namespace"):
@@ -248,6 +289,7 @@ def test_changes_only_touch_the_labs_namespaces():
 
 def test_calibration_small():
     from kproxy_emu.lab.calibrate import calibrate
+
     result = calibrate([300], samples=15, positions=3, seed=1, modes=("iptables", "nftables"))
     ipt, nft = result["runs"]
     for run in (ipt, nft):
@@ -256,7 +298,7 @@ def test_calibration_small():
         assert all(p["samples"] == 15 and p["median_us"] > 0 for p in run["positions"])
     rules = [p["rules"] for p in ipt["positions"]]
     assert rules == sorted(rules) and rules[-1] - rules[0] >= 250  # the KUBE-SERVICES walk
-    assert len({p["lookups"] for p in nft["positions"]}) == 1      # a map lookup anywhere
+    assert len({p["lookups"] for p in nft["positions"]}) == 1  # a map lookup anywhere
     assert {"base_ns", "ns_per_rule"} <= set(result["modes"]["iptables"])
     assert {"base_ns", "ns_per_lookup"} <= set(result["modes"]["nftables"])
     assert result["modes"]["iptables"]["base_ns"] > 0
@@ -264,29 +306,69 @@ def test_calibration_small():
 
 def test_cli_verify_and_bad_input(tmp_path, capsys):
     from kproxy_emu.lab.cli import add_parsers
+
     fx = fixture("iptables-overall.json")
     cfg, node = config_files(fx["environment"], tmp_path)
     manifests = tmp_path / "cluster.json"
-    manifests.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": as_manifests(
-        fx["input"]["services"], fx["input"]["endpointSlices"])}))
+    manifests.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "List",
+                "items": as_manifests(fx["input"]["services"], fx["input"]["endpointSlices"]),
+            }
+        )
+    )
     parser = argparse.ArgumentParser()
     add_parsers(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["verify", "--config", str(cfg), "--node-config", str(node),
-                              "--mark-text", "0x4000", "--packets", "150",
-                              "--distribution-classes", "1", str(manifests)])
+    args = parser.parse_args(
+        [
+            "verify",
+            "--config",
+            str(cfg),
+            "--node-config",
+            str(node),
+            "--mark-text",
+            "0x4000",
+            "--packets",
+            "150",
+            "--distribution-classes",
+            "1",
+            str(manifests),
+        ]
+    )
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "deterministic outcomes agree" in out and out.rstrip().endswith("AGREE")
     # the same cluster in the nftables mode
-    args = parser.parse_args(["verify", "--mode", "nftables", "--config", str(cfg),
-                              "--node-config", str(node), "--mark-text", "0x4000",
-                              "--service-cidr", "172.30.0.0/16", "--packets", "150",
-                              "--distribution-classes", "1", str(manifests)])
+    args = parser.parse_args(
+        [
+            "verify",
+            "--mode",
+            "nftables",
+            "--config",
+            str(cfg),
+            "--node-config",
+            str(node),
+            "--mark-text",
+            "0x4000",
+            "--service-cidr",
+            "172.30.0.0/16",
+            "--packets",
+            "150",
+            "--distribution-classes",
+            "1",
+            str(manifests),
+        ]
+    )
     assert args.func(args) == 0
     assert capsys.readouterr().out.rstrip().endswith("AGREE")
     for bad in (["--mode", "ipvs"], ["--packets", "-1"]):
-        args = parser.parse_args(["verify", *bad, "--node-config", str(node), str(manifests)]) \
-            if bad[0] != "--mode" else None
+        args = (
+            parser.parse_args(["verify", *bad, "--node-config", str(node), str(manifests)])
+            if bad[0] != "--mode"
+            else None
+        )
         if args is None:
             with pytest.raises(SystemExit):  # argparse: not a choice
                 parser.parse_args(["verify", *bad, str(manifests)])
@@ -297,9 +379,16 @@ def test_cli_verify_and_bad_input(tmp_path, capsys):
 
 def test_nftables_synthetic_cluster_agrees():
     from kproxy_emu.lab.compare import verify
+
     cluster = synth.cluster(150, endpoints="uniform:0-5", nodes=3, seed=12)
-    report = verify(cluster, mode="nftables", packets=800, seed=6, distribution_classes=3,
-                    distribution_flows=200)
+    report = verify(
+        cluster,
+        mode="nftables",
+        packets=800,
+        seed=6,
+        distribution_classes=3,
+        distribution_flows=200,
+    )
     assert report.ok, report.table()
     assert report.mode == "nftables" and report.in_support[1] > 0
     assert {"DNAT", "REJECT"} <= set(report.verdicts), report.verdicts
@@ -311,14 +400,21 @@ def test_nftables_fixture_agrees(tmp_path):
     from kproxy_emu.lab.node import lab_dataplane
 
     from .nftables_env import SERVICE_CIDRS, options_for
+
     fx = fixture("nftables-overall.json")
     env = fx["environment"]
     options = options_for(env, tmp_path)
-    cluster = Cluster.from_dicts(as_manifests(fx["input"]["services"],
-                                              fx["input"]["endpointSlices"]))
-    dp = lab_dataplane(cluster, "nftables", node_config=options.node,
-                       mark_text=env["masqueradeMark"], cluster_cidr=env["localDetector"]["cidr"],
-                       service_cidrs=SERVICE_CIDRS)
+    cluster = Cluster.from_dicts(
+        as_manifests(fx["input"]["services"], fx["input"]["endpointSlices"])
+    )
+    dp = lab_dataplane(
+        cluster,
+        "nftables",
+        node_config=options.node,
+        mark_text=env["masqueradeMark"],
+        cluster_cidr=env["localDetector"]["cidr"],
+        service_cidrs=SERVICE_CIDRS,
+    )
     report = verify(None, dataplane=dp, packets=300, seed=4)
     assert report.ok, report.table()
     assert {"DNAT", "DROP", "REJECT"} <= set(report.verdicts), report.verdicts
@@ -328,6 +424,7 @@ def test_a_signal_during_cleanup_does_not_cut_it_short():
     import signal
 
     from kproxy_emu.lab.topology import Lab, LabPlan
+
     plan = LabPlan.build(["192.168.0.2"], None, ["10.0.0.0/8"], [], [])
     before = signal.getsignal(signal.SIGTERM)
     lab = Lab(plan).__enter__()

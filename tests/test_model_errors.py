@@ -1,4 +1,5 @@
 """Every kind of bad input gets one clear line naming file, object, field and value."""
+
 import json
 import subprocess
 import sys
@@ -8,13 +9,24 @@ import pytest
 from kproxy_emu.errors import InputError
 from kproxy_emu.model import Cluster
 
-SVC = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "ns1"},
-       "spec": {"clusterIP": "172.30.0.10", "ports": [{"name": "http", "port": 80}]}}
-SLICE = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-         "metadata": {"name": "web-1", "namespace": "ns1",
-                      "labels": {"kubernetes.io/service-name": "web"}},
-         "addressType": "IPv4", "endpoints": [{"addresses": ["10.0.0.1"]}],
-         "ports": [{"name": "http", "port": 8080}]}
+SVC = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {"name": "web", "namespace": "ns1"},
+    "spec": {"clusterIP": "172.30.0.10", "ports": [{"name": "http", "port": 80}]},
+}
+SLICE = {
+    "apiVersion": "discovery.k8s.io/v1",
+    "kind": "EndpointSlice",
+    "metadata": {
+        "name": "web-1",
+        "namespace": "ns1",
+        "labels": {"kubernetes.io/service-name": "web"},
+    },
+    "addressType": "IPv4",
+    "endpoints": [{"addresses": ["10.0.0.1"]}],
+    "ports": [{"name": "http", "port": 8080}],
+}
 
 
 def _patched(base, path, value):
@@ -46,8 +58,13 @@ BAD = [
     (SVC, "spec.ports", KeyError, "spec.ports", "required field is missing"),
     (SVC, "spec.type", "Ingress", "spec.type", "'Ingress'"),
     (SVC, "spec.externalIPs", ["1.2.3"], "spec.externalIPs[0]", "invalid IP address: '1.2.3'"),
-    (SVC, "spec.loadBalancerSourceRanges", ["10.0.0.0/33"], "spec.loadBalancerSourceRanges[0]",
-     "invalid CIDR: '10.0.0.0/33'"),
+    (
+        SVC,
+        "spec.loadBalancerSourceRanges",
+        ["10.0.0.0/33"],
+        "spec.loadBalancerSourceRanges[0]",
+        "invalid CIDR: '10.0.0.0/33'",
+    ),
     (SVC, "spec.sessionAffinity", "Cookie", "spec.sessionAffinity", "'Cookie'"),
     (SVC, "spec.externalTrafficPolicy", "Global", "spec.externalTrafficPolicy", "'Global'"),
     (SVC, "spec.ipFamilies", ["IPv5"], "spec.ipFamilies[0]", "'IPv5'"),
@@ -55,20 +72,36 @@ BAD = [
     (SVC, "metadata.name", KeyError, "metadata.name", "required field is missing"),
     (SLICE, "addressType", "IPv7", "addressType", "'IPv7'"),
     (SLICE, "addressType", KeyError, "addressType", "required field is missing"),
-    (SLICE, "endpoints.0.addresses", ["10.0.0.256"], "endpoints[0].addresses[0]",
-     "invalid IP address: '10.0.0.256'"),
-    (SLICE, "endpoints.0.addresses", ["fd00::1"], "endpoints[0].addresses[0]",
-     "not an IPv4 address: 'fd00::1'"),
+    (
+        SLICE,
+        "endpoints.0.addresses",
+        ["10.0.0.256"],
+        "endpoints[0].addresses[0]",
+        "invalid IP address: '10.0.0.256'",
+    ),
+    (
+        SLICE,
+        "endpoints.0.addresses",
+        ["fd00::1"],
+        "endpoints[0].addresses[0]",
+        "not an IPv4 address: 'fd00::1'",
+    ),
     (SLICE, "endpoints.0.addresses", [], "endpoints[0].addresses", "at least one address"),
-    (SLICE, "endpoints.0.conditions", {"ready": "yes"}, "endpoints[0].conditions.ready",
-     "must be true or false: 'yes'"),
+    (
+        SLICE,
+        "endpoints.0.conditions",
+        {"ready": "yes"},
+        "endpoints[0].conditions.ready",
+        "must be true or false: 'yes'",
+    ),
     (SLICE, "ports.0.port", -1, "ports[0].port", "-1"),
     (SLICE, "ports.0.protocol", "tcp", "ports[0].protocol", "unknown protocol"),
 ]
 
 
-@pytest.mark.parametrize("base,path,value,field,text", BAD,
-                         ids=[f"{b['kind']}:{p}={v!r}" for b, p, v, _, _ in BAD])
+@pytest.mark.parametrize(
+    "base,path,value,field,text", BAD, ids=[f"{b['kind']}:{p}={v!r}" for b, p, v, _, _ in BAD]
+)
 def test_bad_field_names_file_object_field_and_value(write, base, path, value, field, text):
     bad = _patched(base, path, value)
     file = write("bad.json", json.dumps({"apiVersion": "v1", "kind": "List", "items": [bad]}))
@@ -103,30 +136,41 @@ def test_duplicate_object_names_both_files(write):
     assert str(info.value) == f"{b}: Service ns1/web: duplicate object (first defined in {a})"
 
 
-@pytest.mark.parametrize("doc,text", [
-    ({"apiVersion": "v1", "metadata": {"name": "x"}}, "kind: required field is missing"),
-    ({"apiVersion": "v2", "kind": "Service", "metadata": {"name": "x"}},
-     "Service x: apiVersion: unsupported apiVersion (expected v1): 'v2'"),
-    ([1, 2], "document must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "doc,text",
+    [
+        ({"apiVersion": "v1", "metadata": {"name": "x"}}, "kind: required field is missing"),
+        (
+            {"apiVersion": "v2", "kind": "Service", "metadata": {"name": "x"}},
+            "Service x: apiVersion: unsupported apiVersion (expected v1): 'v2'",
+        ),
+        ([1, 2], "document must be a mapping"),
+    ],
+)
 def test_structural_errors(write, doc, text):
     with pytest.raises(InputError, match=text.replace("(", r"\(").replace(")", r"\)")):
         Cluster.from_files(write("x.json", json.dumps(doc)))
 
 
 def test_missing_file_and_empty_directory(tmp_path):
-    with pytest.raises(InputError, match="nope.yaml: no such file or directory"):
+    with pytest.raises(InputError, match=r"nope\.yaml: no such file or directory"):
         Cluster.from_files(tmp_path / "nope.yaml")
-    with pytest.raises(InputError, match="no .yaml, .yml or .json files"):
+    with pytest.raises(InputError, match=r"no \.yaml, \.yml or \.json files"):
         Cluster.from_files(tmp_path)
 
 
 def test_cli_bad_manifest_exits_2_with_one_line_and_no_traceback(write):
-    file = write("bad.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: ns1}\n"
-                 "spec:\n  clusterIP: 172.30.0.10\n  ports:\n  - port: 70000\n")
-    proc = subprocess.run([sys.executable, "-m", "kproxy_emu.cli", "check", file],
-                          capture_output=True, text=True)
+    file = write(
+        "bad.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: ns1}\n"
+        "spec:\n  clusterIP: 172.30.0.10\n  ports:\n  - port: 70000\n",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "kproxy_emu.cli", "check", file], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert proc.stdout == ""
-    assert proc.stderr == (f"kproxy-emu: error: {file}: Service ns1/web: spec.ports[0].port: "
-                           "must be between 1 and 65535: 70000\n")
+    assert proc.stderr == (
+        f"kproxy-emu: error: {file}: Service ns1/web: spec.ports[0].port: "
+        "must be between 1 and 65535: 70000\n"
+    )

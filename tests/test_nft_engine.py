@@ -2,6 +2,7 @@
 reference evaluator and kube-proxy's own packet-flow expectations: same verdicts, DNAT
 destinations among the reference's candidates, the same masquerade decision; numgen's
 uniform choice; conntrack and session affinity over emulated time; determinism; errors."""
+
 import types
 
 import numpy as np
@@ -21,8 +22,7 @@ from kproxy_emu.netfilter.nft_text import parse_list
 from kproxy_emu.proxy import ProxyOptions, ProxyView
 
 from .conftest import FIXTURES
-from .nftables_env import (SERVICE_CIDRS, fixture, nft_env, options_for, shared_flow_steps,
-                           view_of)
+from .nftables_env import SERVICE_CIDRS, fixture, nft_env, options_for, shared_flow_steps, view_of
 from .test_nftables_packets import _env_for, _origin, _slice, _svc
 
 ACTIONS = {"DROP": packets.Action.DROP, "REJECT": packets.Action.REJECT}
@@ -37,17 +37,26 @@ class Engine:
         self.low = nl.lower_nft(table)
         self.rng = seed
         self.ct = ConntrackTable(1 << 16, 7) if conntrack else None
-        self.dyn = (np.zeros(dyn_slots, np.uint64), np.zeros(dyn_slots)) if dyn_slots else \
-            (None, None)
-        self.local = np.array([packets.ip_to_u32(ip) for ip in options.node.local_ips
-                               if ":" not in ip], np.uint32)
+        self.dyn = (
+            (np.zeros(dyn_slots, np.uint64), np.zeros(dyn_slots)) if dyn_slots else (None, None)
+        )
+        self.local = np.array(
+            [packets.ip_to_u32(ip) for ip in options.node.local_ips if ":" not in ip], np.uint32
+        )
 
     def process(self, batch):
         out = packets.empty_verdicts(len(batch))
         self.rng, full = nftmaps.process(
-            batch, out, *self.low.engine_arrays(), self.local,
-            packets.ip_to_u32(self.options.node.primary_ip), self.rng,
-            self.ct.table_address() if self.ct is not None else 0, *self.dyn, checked=True)
+            batch,
+            out,
+            *self.low.engine_arrays(),
+            self.local,
+            packets.ip_to_u32(self.options.node.primary_ip),
+            self.rng,
+            self.ct.table_address() if self.ct is not None else 0,
+            *self.dyn,
+            checked=True,
+        )
         assert not full
         return out
 
@@ -69,16 +78,25 @@ def agree(engine, batch):
             if b.verdict in ("DROP", "REJECT"):
                 ok = action == ACTIONS[b.verdict]
             elif b.dnat:
-                ok = (action == packets.Action.DNAT and packets.dnat_text(v) == b.dnat
-                      and engine.endpoint(v) == b.dnat and bool(v["snat_ip"]) == b.snat)
-            else:
-                ok = action == packets.Action.ACCEPT and not v["dnat_ip"] \
+                ok = (
+                    action == packets.Action.DNAT
+                    and packets.dnat_text(v) == b.dnat
+                    and engine.endpoint(v) == b.dnat
                     and bool(v["snat_ip"]) == b.snat
+                )
+            else:
+                ok = (
+                    action == packets.Action.ACCEPT
+                    and not v["dnat_ip"]
+                    and bool(v["snat_ip"]) == b.snat
+                )
             if ok:
                 break
         if not ok:
-            problems.append(f"{flow}: engine {v}, reference {outcome.kube_proxy_output()!r} "
-                            f"masq={outcome.masquerade}")
+            problems.append(
+                f"{flow}: engine {v}, reference {outcome.kube_proxy_output()!r} "
+                f"masq={outcome.masquerade}"
+            )
     assert not problems, "\n".join(problems[:10])
     return verdicts
 
@@ -95,8 +113,10 @@ def kube_proxy_expectations(engine, tests, overrides=None, skip=(), draws=64):
             want_out = overrides[t["name"]].get("output", want_out)
             want_masq = overrides[t["name"]].get("masq", want_masq)
         proto = t.get("protocol", "tcp").lower()
-        lines = [f"{proto} {t['sourceIP']}:{40000 + i} -> {t['destIP']}:{t['destPort']}"
-                 for i in range(draws)]
+        lines = [
+            f"{proto} {t['sourceIP']}:{40000 + i} -> {t['destIP']}:{t['destPort']}"
+            for i in range(draws)
+        ]
         v = engine.process(packets.from_strings(lines, origin=_origin(t["sourceIP"])))
         actions = set(v["action"].tolist())
         if want_out in ("DROP", "REJECT"):
@@ -108,26 +128,33 @@ def kube_proxy_expectations(engine, tests, overrides=None, skip=(), draws=64):
             got_ok = actions == {packets.Action.DNAT} and reached == set(want_out.split(", "))
         masq = bool(v["snat_ip"].any())
         if not got_ok or masq != want_masq or (v["snat_ip"].all() != masq):
-            failures.append(f"{t['name']}: got {sorted({packets.dnat_text(x) for x in v} - {None})} "
-                            f"actions {actions} masq={masq}, want {want_out!r} masq={want_masq}")
+            failures.append(
+                f"{t['name']}: got {sorted({packets.dnat_text(x) for x in v} - {None})} "
+                f"actions {actions} masq={masq}, want {want_out!r} masq={want_masq}"
+            )
     assert not failures, "\n".join(failures)
 
 
 # ---------------------------------------------------------------------- layout
 def test_dtypes_match_the_c_structs():
     layout = nftmaps.layout()
-    for cname, dtype in (("expr_t", nl.EXPR_DTYPE), ("base_t", nl.BASE_DTYPE),
-                         ("nset_t", nl.SET_DTYPE),
-                         ("slot_t", nl.SLOT_DTYPE), ("interval_t", nl.INTERVAL_DTYPE),
-                         ("cell_t", nl.CELL_DTYPE)):
+    for cname, dtype in (
+        ("expr_t", nl.EXPR_DTYPE),
+        ("base_t", nl.BASE_DTYPE),
+        ("nset_t", nl.SET_DTYPE),
+        ("slot_t", nl.SLOT_DTYPE),
+        ("interval_t", nl.INTERVAL_DTYPE),
+        ("cell_t", nl.CELL_DTYPE),
+    ):
         assert layout[cname]["itemsize"] == dtype.itemsize, cname
         for name, offset in layout[cname]["fields"].items():
             assert dtype.fields[name][1] == offset, (cname, name)
 
 
 # ---------------------------------------------------------------------- kube-proxy's tables
-@pytest.mark.parametrize("name", ["iptables-external-traffic-policy.json",
-                                  "iptables-no-endpoints-and-itp.json"])
+@pytest.mark.parametrize(
+    "name", ["iptables-external-traffic-policy.json", "iptables-no-endpoints-and-itp.json"]
+)
 def test_shared_packet_flows(tmp_path, name):
     for table, options, tests in shared_flow_steps(name, tmp_path):
         kube_proxy_expectations(Engine(table, options), tests)
@@ -137,13 +164,19 @@ def test_internal_external_masquerade_variants(tmp_path):
     fx = fixture("iptables-internal-external-masquerade.json")
     localhost = {t["name"] for t in fx["packetTests"] if t["sourceIP"].startswith("127.")}
     for variant in fx["optionVariants"]:
-        options = options_for(_env_for(fx), tmp_path, masquerade_all=variant["masqueradeAll"],
-                              detector=variant["localDetector"])
-        table = compile_nftables(view_of(options, fx["input"]["services"],
-                                         fx["input"]["endpointSlices"]),
-                                 service_cidrs=SERVICE_CIDRS)
-        kube_proxy_expectations(Engine(table, options), fx["packetTests"], variant["overrides"],
-                                skip=localhost)
+        options = options_for(
+            _env_for(fx),
+            tmp_path,
+            masquerade_all=variant["masqueradeAll"],
+            detector=variant["localDetector"],
+        )
+        table = compile_nftables(
+            view_of(options, fx["input"]["services"], fx["input"]["endpointSlices"]),
+            service_cidrs=SERVICE_CIDRS,
+        )
+        kube_proxy_expectations(
+            Engine(table, options), fx["packetTests"], variant["overrides"], skip=localhost
+        )
 
 
 def test_cluster_ip_reject_drop_and_load_balancer_source_ranges(tmp_path):
@@ -151,60 +184,104 @@ def test_cluster_ip_reject_drop_and_load_balancer_source_ranges(tmp_path):
     port, DROP for an unallocated service address, LoadBalancerSourceRanges before DNAT."""
     options = options_for(nft_env(), tmp_path)
     services = [
-        _svc("ns1", "svc1", "172.30.0.41",
-             [{"name": "p80", "port": 80, "protocol": "TCP", "nodePort": 3001}],
-             type="LoadBalancer", loadBalancerSourceRanges=["192.168.0.0/24", "203.0.113.0/25"],
-             status={"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}]}}),
+        _svc(
+            "ns1",
+            "svc1",
+            "172.30.0.41",
+            [{"name": "p80", "port": 80, "protocol": "TCP", "nodePort": 3001}],
+            type="LoadBalancer",
+            loadBalancerSourceRanges=["192.168.0.0/24", "203.0.113.0/25"],
+            status={"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}]}},
+        ),
         _svc("ns2", "svc2", "172.30.0.42", [{"name": "dns", "port": 53, "protocol": "UDP"}]),
     ]
-    slices = [_slice("ns1", "svc1", [{"addresses": ["10.180.0.1"]}],
-                     [{"name": "p80", "port": 80, "protocol": "TCP"}]),
-              _slice("ns2", "svc2", [{"addresses": ["10.180.0.2"]}, {"addresses": ["10.180.0.3"]}],
-                     [{"name": "dns", "port": 53, "protocol": "UDP"}])]
+    slices = [
+        _slice(
+            "ns1",
+            "svc1",
+            [{"addresses": ["10.180.0.1"]}],
+            [{"name": "p80", "port": 80, "protocol": "TCP"}],
+        ),
+        _slice(
+            "ns2",
+            "svc2",
+            [{"addresses": ["10.180.0.2"]}, {"addresses": ["10.180.0.3"]}],
+            [{"name": "dns", "port": 53, "protocol": "UDP"}],
+        ),
+    ]
     table = compile_nftables(view_of(options, services, slices), service_cidrs=SERVICE_CIDRS)
     ep = "10.180.0.1:80"
 
     def p(name, src, dst, port, output, masq=False, protocol="TCP"):
-        return {"name": name, "sourceIP": src, "destIP": dst, "destPort": port,
-                "output": output, "masq": masq, "protocol": protocol}
-    kube_proxy_expectations(Engine(table, options), [
-        p("pod to cluster IP", "10.0.0.2", "172.30.0.41", 80, ep),
-        p("udp to two endpoints", "10.0.0.2", "172.30.0.42", 53,
-          "10.180.0.2:53, 10.180.0.3:53", protocol="UDP"),
-        p("undefined port", "10.0.0.2", "172.30.0.41", 443, "REJECT"),
-        p("wrong protocol", "10.0.0.2", "172.30.0.42", 53, "REJECT"),
-        p("unallocated cluster IP", "10.0.0.2", "172.30.0.50", 80, "DROP"),
-        p("outside the service CIDR", "10.0.0.2", "8.8.8.8", 80, ""),
-        p("external to nodePort", "203.0.113.2", "192.168.0.2", 3001, ep, True),
-        p("accepted external to LB", "203.0.113.2", "1.2.3.4", 80, ep, True),
-        p("blocked external to LB", "203.0.113.130", "1.2.3.4", 80, "DROP"),
-        p("node to LB", "192.168.0.2", "1.2.3.4", 80, ep, True),
-        p("hairpin", "10.180.0.1", "172.30.0.41", 80, ep, True),
-    ])
+        return {
+            "name": name,
+            "sourceIP": src,
+            "destIP": dst,
+            "destPort": port,
+            "output": output,
+            "masq": masq,
+            "protocol": protocol,
+        }
+
+    kube_proxy_expectations(
+        Engine(table, options),
+        [
+            p("pod to cluster IP", "10.0.0.2", "172.30.0.41", 80, ep),
+            p(
+                "udp to two endpoints",
+                "10.0.0.2",
+                "172.30.0.42",
+                53,
+                "10.180.0.2:53, 10.180.0.3:53",
+                protocol="UDP",
+            ),
+            p("undefined port", "10.0.0.2", "172.30.0.41", 443, "REJECT"),
+            p("wrong protocol", "10.0.0.2", "172.30.0.42", 53, "REJECT"),
+            p("unallocated cluster IP", "10.0.0.2", "172.30.0.50", 80, "DROP"),
+            p("outside the service CIDR", "10.0.0.2", "8.8.8.8", 80, ""),
+            p("external to nodePort", "203.0.113.2", "192.168.0.2", 3001, ep, True),
+            p("accepted external to LB", "203.0.113.2", "1.2.3.4", 80, ep, True),
+            p("blocked external to LB", "203.0.113.130", "1.2.3.4", 80, "DROP"),
+            p("node to LB", "192.168.0.2", "1.2.3.4", 80, ep, True),
+            p("hairpin", "10.180.0.1", "172.30.0.41", 80, ep, True),
+        ],
+    )
 
 
 def test_overall_fixture_agrees_with_the_reference(tmp_path):
     fx = fixture("nftables-overall.json")
     options = options_for(fx["environment"], tmp_path)
-    table = compile_nftables(view_of(options, fx["input"]["services"],
-                                     fx["input"]["endpointSlices"]), service_cidrs=SERVICE_CIDRS)
+    table = compile_nftables(
+        view_of(options, fx["input"]["services"], fx["input"]["endpointSlices"]),
+        service_cidrs=SERVICE_CIDRS,
+    )
     lines, origins = [], []
     for svc in fx["input"]["services"]:
         spec = svc["spec"]
-        dsts = [spec.get("clusterIP")] + spec.get("externalIPs", []) + \
-            [i["ip"] for i in svc.get("status", {}).get("loadBalancer", {}).get("ingress", [])
-             if "ip" in i]
+        dsts = (
+            [spec.get("clusterIP")]
+            + spec.get("externalIPs", [])
+            + [
+                i["ip"]
+                for i in svc.get("status", {}).get("loadBalancer", {}).get("ingress", [])
+                if "ip" in i
+            ]
+        )
         for port in spec.get("ports", []):
             for dst in dsts:
                 if dst and ":" not in dst and dst != "None":
                     for src in ("10.0.0.2", "203.0.113.9", "192.168.0.2", "10.180.0.4"):
-                        lines.append(f"{port.get('protocol', 'TCP').lower()} {src}:40000 -> "
-                                     f"{dst}:{port['port']}")
+                        lines.append(
+                            f"{port.get('protocol', 'TCP').lower()} {src}:40000 -> "
+                            f"{dst}:{port['port']}"
+                        )
                         origins.append(_origin(src))
             if port.get("nodePort"):
                 for src in ("203.0.113.9", "10.0.0.2", "192.168.0.2"):
-                    lines.append(f"{port.get('protocol', 'TCP').lower()} {src}:40000 -> "
-                                 f"192.168.0.2:{port['nodePort']}")
+                    lines.append(
+                        f"{port.get('protocol', 'TCP').lower()} {src}:40000 -> "
+                        f"192.168.0.2:{port['nodePort']}"
+                    )
                     origins.append(_origin(src))
     assert len(lines) > 20
     batch = packets.from_strings(lines * 8)
@@ -234,40 +311,67 @@ def test_random_clusters_and_traffic_agree_with_the_reference(seed):
     # and addresses no service holds: inside the service CIDR (DROP) and outside it
     # ICMP to service addresses (REJECTed at ClusterIPs: no port of theirs matches)
     vips = sorted({str(packets.u32_to_ip(int(ip))) for ip in traffic["dst_ip"][:40]})
-    extra = packets.from_strings([f"tcp 10.0.0.5:4000{i} -> 172.31.255.{i}:80" for i in range(5)]
-                                 + ["udp 10.0.0.5:5353 -> 8.8.8.8:53"]
-                                 + [f"icmp 10.0.0.5 -> {ip}" for ip in vips], origin="pod")
+    extra = packets.from_strings(
+        [f"tcp 10.0.0.5:4000{i} -> 172.31.255.{i}:80" for i in range(5)]
+        + ["udp 10.0.0.5:5353 -> 8.8.8.8:53"]
+        + [f"icmp 10.0.0.5 -> {ip}" for ip in vips],
+        origin="pod",
+    )
     agree(Engine(table, options, seed=seed + 1), np.concatenate([traffic, extra]))
 
 
-@pytest.mark.parametrize("extra", [
-    {"detectLocalMode": "BridgeInterface", "detectLocal": {"bridgeInterface": "cni0"}},
-    {"detectLocalMode": "InterfaceNamePrefix", "detectLocal": {"interfaceNamePrefix": "veth"}},
-    {"nftables": {"masqueradeAll": True}, "nodePortAddresses": ["192.168.0.0/16"]},
-], ids=["bridge", "prefix", "masquerade-all"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"detectLocalMode": "BridgeInterface", "detectLocal": {"bridgeInterface": "cni0"}},
+        {"detectLocalMode": "InterfaceNamePrefix", "detectLocal": {"interfaceNamePrefix": "veth"}},
+        {"nftables": {"masqueradeAll": True}, "nodePortAddresses": ["192.168.0.0/16"]},
+    ],
+    ids=["bridge", "prefix", "masquerade-all"],
+)
 def test_node_options_agree_with_the_reference(tmp_path, extra):
     """iifname detectors, masqueradeAll and nodePortAddresses lower and run as the
     reference evaluates them."""
     import yaml
+
     from kproxy_emu.model.config import load_kube_proxy_config
+
     path = tmp_path / "kube-proxy.yaml"
-    path.write_text(yaml.safe_dump({"apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
-                                    "kind": "KubeProxyConfiguration", "mode": "nftables",
-                                    **extra}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+                "kind": "KubeProxyConfiguration",
+                "mode": "nftables",
+                **extra,
+            }
+        )
+    )
     cluster = synth.cluster(150, seed=3, endpoints="uniform:0-5", nodes=3)
     options = ProxyOptions.build(resolve_node(cluster), load_kube_proxy_config(path))
     table = compile_nftables(ProxyView(cluster, options), service_cidrs=["172.16.0.0/12"])
-    traffic = packets.synth(cluster.packet_targets(node_ips=options.node.local_ips), 1000,
-                            seed=5, new_flow_share=1.0)
+    traffic = packets.synth(
+        cluster.packet_targets(node_ips=options.node.local_ips), 1000, seed=5, new_flow_share=1.0
+    )
     v = agree(Engine(table, options), traffic)
     assert (v["action"] == packets.Action.DNAT).any() and v["snat_ip"].any()
 
 
 def _one_service(endpoints=4, **kw):
-    cluster = synth.cluster(1, endpoints=endpoints, seed=2, type_mix={"ClusterIP": 1},
-                            ports_per_service=(1.0,), protocol_mix={"TCP": 1},
-                            terminating_share=0, not_ready_share=0, itp_local_share=0,
-                            affinity_share=0, prefer_close_share=0, **kw)
+    cluster = synth.cluster(
+        1,
+        endpoints=endpoints,
+        seed=2,
+        type_mix={"ClusterIP": 1},
+        ports_per_service=(1.0,),
+        protocol_mix={"TCP": 1},
+        terminating_share=0,
+        not_ready_share=0,
+        itp_local_share=0,
+        affinity_share=0,
+        prefer_close_share=0,
+        **kw,
+    )
     svc = next(iter(cluster.services.values()))
     return cluster, svc, f"{svc.cluster_ip}:{svc.ports[0].port}"
 
@@ -278,7 +382,7 @@ def _engine_for(cluster, **kw):
 
 
 def test_numgen_choice_is_uniform():
-    cluster, svc, vip = _one_service(endpoints=5)
+    cluster, _svc, vip = _one_service(endpoints=5)
     engine = _engine_for(cluster, seed=9)
     n = 50_000
     lines = [f"tcp 10.0.{i >> 14}.7:{1024 + (i & 16383)} -> {vip}" for i in range(n)]
@@ -289,7 +393,9 @@ def test_numgen_choice_is_uniform():
     chi2 = (((counts - n / 5) ** 2) / (n / 5)).sum()
     assert chi2 < 18.47  # chi-square, 4 degrees of freedom, p = 0.001
     # every DNAT destination is the endpoint the verdict names
-    assert {packets.dnat_text(x) for x in v[:200]} == {engine.low.endpoints[e] for e in v["endpoint"][:200]}
+    assert {packets.dnat_text(x) for x in v[:200]} == {
+        engine.low.endpoints[e] for e in v["endpoint"][:200]
+    }
 
 
 def test_same_seed_same_verdicts_different_seed_different():
@@ -311,13 +417,23 @@ def test_cost_is_lookups_not_rules():
     not depend on how many services the table holds."""
     costs = []
     for n in (20, 400):
-        cluster = synth.cluster(n, endpoints=2, seed=3, type_mix={"ClusterIP": 1},
-                                ports_per_service=(1.0,), itp_local_share=0,
-                                affinity_share=0, terminating_share=0, not_ready_share=0)
+        cluster = synth.cluster(
+            n,
+            endpoints=2,
+            seed=3,
+            type_mix={"ClusterIP": 1},
+            ports_per_service=(1.0,),
+            itp_local_share=0,
+            affinity_share=0,
+            terminating_share=0,
+            not_ready_share=0,
+        )
         engine = _engine_for(cluster)
         svc = list(cluster.services.values())[-1]
-        line = f"{svc.ports[0].protocol.lower()} 10.0.0.7:40000 -> " \
-               f"{svc.cluster_ip}:{svc.ports[0].port}"
+        line = (
+            f"{svc.ports[0].protocol.lower()} 10.0.0.7:40000 -> "
+            f"{svc.cluster_ip}:{svc.ports[0].port}"
+        )
         v = engine.process(packets.from_strings([line] * 50, origin="pod"))
         assert (v["action"] == packets.Action.DNAT).all()
         costs.append((int(v["rules"].max()), int(v["probes"].max())))
@@ -330,8 +446,8 @@ def test_fast_parse_agrees_with_parse_rule():
     """The lowering's shortcut for kube-proxy's per-endpoint rule shapes gives exactly the
     items of the general parser, on whole tables (and declines anything else)."""
     from kproxy_emu.netfilter.nft import parse_rule
-    cluster, options, table = _synth_engine(150, 5, endpoints="uniform:0-12",
-                                            affinity_share=0.3)
+
+    _cluster, _options, table = _synth_engine(150, 5, endpoints="uniform:0-12", affinity_share=0.3)
     fast = 0
     for chain in table.chains.values():
         for r in chain.rules:
@@ -342,19 +458,32 @@ def test_fast_parse_agrees_with_parse_rule():
     assert fast > table.rule_count / 2
     # and the endpoint rules emitted directly give the rows of the general lowering
     a, b = nl.lower_nft(table), nl.lower_nft(table, direct=False)
-    for name in ("exprs", "sets", "slots", "intervals", "cells", "hook_off", "bases",
-                 "chain_start", "rule_start"):
+    for name in (
+        "exprs",
+        "sets",
+        "slots",
+        "intervals",
+        "cells",
+        "hook_off",
+        "bases",
+        "chain_start",
+        "rule_start",
+    ):
         x, y = getattr(a, name), getattr(b, name)
         assert x.dtype == y.dtype and x.shape == y.shape and (x == y).all(), name
     assert a.endpoints == b.endpoints and a.dynamic_sets == b.dynamic_sets
-    for text in ("ip saddr 10.0.0.1 jump x comment \"c\"", "ip saddr != 10.0.0.1 jump x",
-                 "meta l4proto tcp dnat to 10.0.0.1", "numgen inc mod 2 vmap { 0 : goto a }"):
+    for text in (
+        'ip saddr 10.0.0.1 jump x comment "c"',
+        "ip saddr != 10.0.0.1 jump x",
+        "meta l4proto tcp dnat to 10.0.0.1",
+        "numgen inc mod 2 vmap { 0 : goto a }",
+    ):
         assert nl.fast_parse(text) is None
 
 
 # ---------------------------------------------------------------------- conntrack
 def test_conntrack_established_flow_keeps_its_endpoint_and_replies_are_un_natted():
-    cluster, svc, vip = _one_service(endpoints=3)
+    cluster, _svc, vip = _one_service(endpoints=3)
     engine = _engine_for(cluster, seed=3, conntrack=True)
     node = engine.options.node.primary_ip
     first = engine.process(packets.from_strings([f"tcp {node}:40000 -> {vip}"]))[0]
@@ -363,12 +492,14 @@ def test_conntrack_established_flow_keeps_its_endpoint_and_replies_are_un_natted
     endpoint = engine.endpoint(first)
     assert packets.dnat_text(first) == endpoint
     # the SYN/ACK from the endpoint comes back from the service address to the client
-    reply = engine.process(packets.from_strings(
-        [f"tcp {endpoint} -> {node}:{first['snat_port']} flags=SA"], ts=0.5))[0]
+    reply = engine.process(
+        packets.from_strings([f"tcp {endpoint} -> {node}:{first['snat_port']} flags=SA"], ts=0.5)
+    )[0]
     assert reply["ct_hit"] and reply["endpoint"] == -1
     assert f"{packets.u32_to_ip(int(reply['snat_ip']))}:{reply['snat_port']}" == vip
-    later = engine.process(packets.from_strings([f"tcp {node}:40000 -> {vip} flags=A"] * 20,
-                                                ts=1.0))
+    later = engine.process(
+        packets.from_strings([f"tcp {node}:40000 -> {vip} flags=A"] * 20, ts=1.0)
+    )
     assert later["ct_hit"].all() and {packets.dnat_text(v) for v in later} == {endpoint}
     assert (later["rules"] < first["rules"]).all()  # a known flow skips the nat chains
     assert (later["probes"] > 0).all()
@@ -377,16 +508,26 @@ def test_conntrack_established_flow_keeps_its_endpoint_and_replies_are_un_natted
 def test_conntrack_pod_flows_keep_their_endpoints_and_dropped_flows_are_not_kept():
     cluster, svc, vip = _one_service(endpoints=4)
     engine = _engine_for(cluster, seed=11, conntrack=True)
-    syn = packets.from_strings([f"tcp 10.0.1.{i}:40000 -> {vip}" for i in range(1, 101)],
-                               origin="pod")
+    syn = packets.from_strings(
+        [f"tcp 10.0.1.{i}:40000 -> {vip}" for i in range(1, 101)], origin="pod"
+    )
     first = engine.process(syn)
     assert len({packets.dnat_text(v) for v in first}) == 4 and not first["ct_hit"].any()
     # the handshake: SYN/ACKs from the endpoints come back un-NATed to the clients
-    synack = packets.from_strings([f"tcp {packets.dnat_text(v)} -> 10.0.1.{i}:40000 flags=SA"
-                                   for i, v in enumerate(first, 1)], ts=0.5, origin="pod")
+    synack = packets.from_strings(
+        [
+            f"tcp {packets.dnat_text(v)} -> 10.0.1.{i}:40000 flags=SA"
+            for i, v in enumerate(first, 1)
+        ],
+        ts=0.5,
+        origin="pod",
+    )
     replies = engine.process(synack)
-    assert replies["ct_hit"].all() and (replies["snat_ip"] == packets.ip_to_u32(
-        svc.cluster_ip)).all() and not replies["dnat_ip"].any()
+    assert (
+        replies["ct_hit"].all()
+        and (replies["snat_ip"] == packets.ip_to_u32(svc.cluster_ip)).all()
+        and not replies["dnat_ip"].any()
+    )
     ack = syn.copy()
     ack["tcp_flags"] = packets.TcpFlag.ACK
     ack["ts"] = 1.0
@@ -394,8 +535,9 @@ def test_conntrack_pod_flows_keep_their_endpoints_and_dropped_flows_are_not_kept
     assert again["ct_hit"].all()
     assert [packets.dnat_text(v) for v in again] == [packets.dnat_text(v) for v in first]
     # an ACK before the SYN/ACK is INVALID (tcp_conntracks): no entry, so no NAT either
-    early = packets.from_strings([f"tcp 10.0.2.1:40000 -> {vip}",
-                                  f"tcp 10.0.2.1:40000 -> {vip} flags=A"], origin="pod")
+    early = packets.from_strings(
+        [f"tcp 10.0.2.1:40000 -> {vip}", f"tcp 10.0.2.1:40000 -> {vip} flags=A"], origin="pod"
+    )
     v = engine.process(early)
     assert v[0]["action"] == packets.Action.DNAT
     assert not v[1]["ct_hit"] and v[1]["action"] == packets.Action.ACCEPT and not v[1]["dnat_ip"]
@@ -406,22 +548,37 @@ def test_conntrack_pod_flows_keep_their_endpoints_and_dropped_flows_are_not_kept
 
 
 def test_conntrack_nodeport_flow_from_outside_is_masqueraded_and_its_reply_restored():
-    cluster = synth.cluster(1, endpoints=2, seed=2, type_mix={"NodePort": 1},
-                            ports_per_service=(1.0,), protocol_mix={"TCP": 1},
-                            terminating_share=0, not_ready_share=0, itp_local_share=0,
-                            etp_local_share=0, affinity_share=0, prefer_close_share=0)
+    cluster = synth.cluster(
+        1,
+        endpoints=2,
+        seed=2,
+        type_mix={"NodePort": 1},
+        ports_per_service=(1.0,),
+        protocol_mix={"TCP": 1},
+        terminating_share=0,
+        not_ready_share=0,
+        itp_local_share=0,
+        etp_local_share=0,
+        affinity_share=0,
+        prefer_close_share=0,
+    )
     svc = next(iter(cluster.services.values()))
     engine = _engine_for(cluster, seed=4, conntrack=True)
     node = engine.options.node.primary_ip
     frontend = f"{node}:{svc.ports[0].node_port}"
-    first = engine.process(packets.from_strings([f"tcp 203.0.113.9:50000 -> {frontend}"],
-                                                origin="external"))[0]
+    first = engine.process(
+        packets.from_strings([f"tcp 203.0.113.9:50000 -> {frontend}"], origin="external")
+    )[0]
     assert first["action"] == packets.Action.DNAT and first["snat_ip"] == packets.ip_to_u32(node)
     # the endpoint answers the node's masquerade address; the reply goes back to the client
     # from the NodePort
-    reply = engine.process(packets.from_strings(
-        [f"tcp {packets.dnat_text(first)} -> {node}:{first['snat_port']} flags=SA"], ts=0.1,
-        origin="pod"))[0]
+    reply = engine.process(
+        packets.from_strings(
+            [f"tcp {packets.dnat_text(first)} -> {node}:{first['snat_port']} flags=SA"],
+            ts=0.1,
+            origin="pod",
+        )
+    )[0]
     assert reply["ct_hit"] and packets.dnat_text(reply) == "203.0.113.9:50000"
     assert f"{packets.u32_to_ip(int(reply['snat_ip']))}:{reply['snat_port']}" == frontend
     assert reply["rules"] <= 3  # filter chains only, and their ct state new rules miss
@@ -436,8 +593,9 @@ def test_client_ip_affinity_sticks_within_its_timeout_and_expires_after():
     clients = [f"10.1.0.{i}" for i in range(1, 41)]
 
     def choose(ts, port):
-        v = engine.process(packets.from_strings([f"tcp {c}:{port} -> {vip}" for c in clients],
-                                                ts=ts, origin="pod"))
+        v = engine.process(
+            packets.from_strings([f"tcp {c}:{port} -> {vip}" for c in clients], ts=ts, origin="pod")
+        )
         assert (v["action"] == packets.Action.DNAT).all()
         return [engine.endpoint(x) for x in v]
 
@@ -454,8 +612,11 @@ def test_without_a_dynamic_table_affinity_sets_stay_empty():
     cluster, svc, vip = _one_service(endpoints=3)
     svc.session_affinity, svc.affinity_timeout = "ClientIP", 10
     engine = _engine_for(cluster, seed=5, dyn_slots=0)
-    v = engine.process(packets.from_strings([f"tcp 10.1.0.1:{40000 + i} -> {vip}"
-                                             for i in range(60)], origin="pod"))
+    v = engine.process(
+        packets.from_strings(
+            [f"tcp 10.1.0.1:{40000 + i} -> {vip}" for i in range(60)], origin="pod"
+        )
+    )
     assert len({packets.dnat_text(x) for x in v}) == 3
 
 
@@ -463,19 +624,30 @@ def test_a_full_dynamic_table_is_reported():
     cluster, svc, vip = _one_service(endpoints=3)
     svc.session_affinity, svc.affinity_timeout = "ClientIP", 10
     engine = _engine_for(cluster, seed=5, dyn_slots=4)
-    batch = packets.from_strings([f"tcp 10.1.0.{i}:40000 -> {vip}" for i in range(1, 4)],
-                                 origin="pod")
+    batch = packets.from_strings(
+        [f"tcp 10.1.0.{i}:40000 -> {vip}" for i in range(1, 4)], origin="pod"
+    )
     engine.process(batch)  # three clients: three of the four slots
-    more = packets.from_strings([f"tcp 10.1.1.{i}:40000 -> {vip}" for i in range(1, 4)],
-                                origin="pod")
+    more = packets.from_strings(
+        [f"tcp 10.1.1.{i}:40000 -> {vip}" for i in range(1, 4)], origin="pod"
+    )
     out = packets.empty_verdicts(len(more))
-    _, full = nftmaps.process(more, out, *engine.low.engine_arrays(), engine.local, 1,
-                              engine.rng, 0, *engine.dyn, checked=True)
+    _, full = nftmaps.process(
+        more,
+        out,
+        *engine.low.engine_arrays(),
+        engine.local,
+        1,
+        engine.rng,
+        0,
+        *engine.dyn,
+        checked=True,
+    )
     assert full and (out["action"] == packets.Action.DNAT).all()
 
 
 def test_dynamic_set_ids_and_endpoints_are_stable_across_lowerings():
-    cluster, svc, vip = _one_service(endpoints=3)
+    cluster, svc, _vip = _one_service(endpoints=3)
     svc.session_affinity, svc.affinity_timeout = "ClientIP", 10
     options = ProxyOptions.build(resolve_node(cluster), None, cluster_cidr="10.0.0.0/8")
     table = compile_nftables(ProxyView(cluster, options))
@@ -505,74 +677,104 @@ def _table(rules, sets=(), chains=()):
 
 
 def _run(table, lines, origin="pod", local=("192.168.0.2",), **kw):
-    options = types.SimpleNamespace(node=types.SimpleNamespace(local_ips=list(local),
-                                                               primary_ip=local[0]))
+    options = types.SimpleNamespace(
+        node=types.SimpleNamespace(local_ips=list(local), primary_ip=local[0])
+    )
     engine = Engine(table, options, **kw)
     return engine, engine.process(packets.from_strings(lines, origin=origin))
 
 
 def test_expressions_compare_sets_intervals_marks_and_verdicts():
     from kproxy_emu.netfilter.nft import NftElement
+
     ports = NftSet("ports", "set", "inet_service", ("interval",))
     for k in ("80", "8000-8080"):
         ports.elements[(k,)] = NftElement((k,))
     nets = NftSet("nets", "set", "ipv4_addr", ("interval",))
     for k in ("10.1.0.0/16", "10.2.0.0/16", "10.3.3.3"):
         nets.elements[(k,)] = NftElement((k,))
-    table = _table([
-        ("fwd", "th dport @ports ip saddr @nets drop"),
-        ("fwd", "ip saddr 10.9.0.0/16 tcp dport != 22 reject"),
-        ("fwd", "meta mark set mark or 0x10"),
-        ("fwd", "mark and 0x10 == 0x10 jump sub"),
-        ("sub", "ip daddr { 1.1.1.1, 2.2.2.2 } accept"),
-        ("sub", "return"),
-        ("fwd", "ip daddr 3.3.3.3 drop"),
-        ("fwd", "ip daddr vmap { 20.0.0.0/8 : drop , 21.0.0.0-21.0.0.9 : accept }"),
-        ("fwd", "ip daddr . th dport { 21.0.0.5 . 80 , 22.0.0.1 . 443 } reject"),
-        ("post", "ip daddr 4.4.4.4 masquerade"),
-        ("post", "ip daddr 22.0.0.1 snat to 1.2.3.4"),
-    ], sets=[ports, nets], chains=["sub"])
-    _, v = _run(table, [
-        "tcp 10.1.2.3:1 -> 9.9.9.9:80",      # drop: port and source in the sets
-        "tcp 10.2.0.1:1 -> 9.9.9.9:8080",    # drop: port range
-        "tcp 10.3.3.4:1 -> 9.9.9.9:80",      # source just outside 10.3.3.3: on to the next
-        "tcp 10.9.0.1:1 -> 9.9.9.9:23",      # reject (tcp dport != 22)
-        "udp 10.9.0.1:1 -> 9.9.9.9:23",      # tcp dport implies tcp: no reject
-        "tcp 10.4.0.1:1 -> 1.1.1.1:23",      # accepted in sub: 3.3.3.3 rule not reached
-        "tcp 10.4.0.1:1 -> 3.3.3.3:23",      # sub returns, then drop
-        "tcp 10.4.0.1:1 -> 4.4.4.4:23",      # masquerade
-        "tcp 10.4.0.1:1 -> 20.1.2.3:23",     # interval map: drop
-        "tcp 10.4.0.1:1 -> 21.0.0.5:80",     # interval map: accept (the next rule not reached)
-        "tcp 10.4.0.1:1 -> 21.0.0.10:80",    # outside both ranges: on to the next rule
-        "tcp 10.4.0.1:1 -> 22.0.0.1:443",    # concatenated literal set: reject
-        "tcp 10.4.0.1:1 -> 22.0.0.1:80",     # not in the set: SNAT in postrouting
-    ])
+    table = _table(
+        [
+            ("fwd", "th dport @ports ip saddr @nets drop"),
+            ("fwd", "ip saddr 10.9.0.0/16 tcp dport != 22 reject"),
+            ("fwd", "meta mark set mark or 0x10"),
+            ("fwd", "mark and 0x10 == 0x10 jump sub"),
+            ("sub", "ip daddr { 1.1.1.1, 2.2.2.2 } accept"),
+            ("sub", "return"),
+            ("fwd", "ip daddr 3.3.3.3 drop"),
+            ("fwd", "ip daddr vmap { 20.0.0.0/8 : drop , 21.0.0.0-21.0.0.9 : accept }"),
+            ("fwd", "ip daddr . th dport { 21.0.0.5 . 80 , 22.0.0.1 . 443 } reject"),
+            ("post", "ip daddr 4.4.4.4 masquerade"),
+            ("post", "ip daddr 22.0.0.1 snat to 1.2.3.4"),
+        ],
+        sets=[ports, nets],
+        chains=["sub"],
+    )
+    _, v = _run(
+        table,
+        [
+            "tcp 10.1.2.3:1 -> 9.9.9.9:80",  # drop: port and source in the sets
+            "tcp 10.2.0.1:1 -> 9.9.9.9:8080",  # drop: port range
+            "tcp 10.3.3.4:1 -> 9.9.9.9:80",  # source just outside 10.3.3.3: on to the next
+            "tcp 10.9.0.1:1 -> 9.9.9.9:23",  # reject (tcp dport != 22)
+            "udp 10.9.0.1:1 -> 9.9.9.9:23",  # tcp dport implies tcp: no reject
+            "tcp 10.4.0.1:1 -> 1.1.1.1:23",  # accepted in sub: 3.3.3.3 rule not reached
+            "tcp 10.4.0.1:1 -> 3.3.3.3:23",  # sub returns, then drop
+            "tcp 10.4.0.1:1 -> 4.4.4.4:23",  # masquerade
+            "tcp 10.4.0.1:1 -> 20.1.2.3:23",  # interval map: drop
+            "tcp 10.4.0.1:1 -> 21.0.0.5:80",  # interval map: accept (the next rule not reached)
+            "tcp 10.4.0.1:1 -> 21.0.0.10:80",  # outside both ranges: on to the next rule
+            "tcp 10.4.0.1:1 -> 22.0.0.1:443",  # concatenated literal set: reject
+            "tcp 10.4.0.1:1 -> 22.0.0.1:80",  # not in the set: SNAT in postrouting
+        ],
+    )
     A = packets.Action
-    assert v["action"].tolist() == [A.DROP, A.DROP, A.ACCEPT, A.REJECT, A.ACCEPT, A.ACCEPT,
-                                    A.DROP, A.ACCEPT, A.DROP, A.ACCEPT, A.ACCEPT, A.REJECT,
-                                    A.ACCEPT]
-    assert v["snat_ip"].tolist() == [0] * 7 + [packets.ip_to_u32("192.168.0.2")] + [0] * 4 + \
-        [packets.ip_to_u32("1.2.3.4")]
+    assert v["action"].tolist() == [
+        A.DROP,
+        A.DROP,
+        A.ACCEPT,
+        A.REJECT,
+        A.ACCEPT,
+        A.ACCEPT,
+        A.DROP,
+        A.ACCEPT,
+        A.DROP,
+        A.ACCEPT,
+        A.ACCEPT,
+        A.REJECT,
+        A.ACCEPT,
+    ]
+    assert v["snat_ip"].tolist() == [0] * 7 + [packets.ip_to_u32("192.168.0.2")] + [0] * 4 + [
+        packets.ip_to_u32("1.2.3.4")
+    ]
     assert v["snat_port"][12] == 1  # the source port kept (no conntrack: nothing clashes)
     assert v["rules"][0] == 1 and v["rules"][6] == 7
 
 
 def test_goto_does_not_come_back_and_fib_is_the_node_addresses():
-    table = _table([
-        ("pre", "fib daddr type local goto local"),
-        ("pre", "ip daddr 5.5.5.5 dnat to 10.0.0.9:8080"),
-        ("local", "ip saddr 10.0.0.1 return"),
-        ("local", "meta l4proto tcp dnat to 10.0.0.8:80"),
-        ("pre", "ip daddr 6.6.6.6 dnat to 10.0.0.3:80"),
-        ("fwd", "ct status dnat ip saddr 10.0.0.3 reject"),
-        ("fwd", "oifname \"eth0\" iifname \"cni*\" ip daddr 10.0.0.9 drop"),
-    ], chains=["local"])
-    _, v = _run(table, ["tcp 10.0.0.2:1 -> 192.168.0.2:30000",   # local: DNAT
-                        "tcp 10.0.0.1:1 -> 192.168.0.2:30000",   # return: the base chain ends
-                        "tcp 10.0.0.2:1 -> 127.0.0.5:30000",     # 127/8 is local too
-                        "tcp 10.0.0.2:1 -> 5.5.5.5:80",          # DNAT, then dropped
-                        "tcp 10.0.0.3:1 -> 6.6.6.6:80",          # DNATed: ct status dnat
-                        "tcp 10.0.0.3:1 -> 7.7.7.7:80"])         # not DNATed: passes
+    table = _table(
+        [
+            ("pre", "fib daddr type local goto local"),
+            ("pre", "ip daddr 5.5.5.5 dnat to 10.0.0.9:8080"),
+            ("local", "ip saddr 10.0.0.1 return"),
+            ("local", "meta l4proto tcp dnat to 10.0.0.8:80"),
+            ("pre", "ip daddr 6.6.6.6 dnat to 10.0.0.3:80"),
+            ("fwd", "ct status dnat ip saddr 10.0.0.3 reject"),
+            ("fwd", 'oifname "eth0" iifname "cni*" ip daddr 10.0.0.9 drop'),
+        ],
+        chains=["local"],
+    )
+    _, v = _run(
+        table,
+        [
+            "tcp 10.0.0.2:1 -> 192.168.0.2:30000",  # local: DNAT
+            "tcp 10.0.0.1:1 -> 192.168.0.2:30000",  # return: the base chain ends
+            "tcp 10.0.0.2:1 -> 127.0.0.5:30000",  # 127/8 is local too
+            "tcp 10.0.0.2:1 -> 5.5.5.5:80",  # DNAT, then dropped
+            "tcp 10.0.0.3:1 -> 6.6.6.6:80",  # DNATed: ct status dnat
+            "tcp 10.0.0.3:1 -> 7.7.7.7:80",
+        ],
+    )  # not DNATed: passes
     A = packets.Action
     assert v["action"].tolist() == [A.DNAT, A.ACCEPT, A.DNAT, A.DROP, A.REJECT, A.ACCEPT]
     assert packets.dnat_text(v[0]) == "10.0.0.8:80" and not v[1]["dnat_ip"]
@@ -581,20 +783,23 @@ def test_goto_does_not_come_back_and_fib_is_the_node_addresses():
 
 
 # ---------------------------------------------------------------------- errors
-@pytest.mark.parametrize("text, message", [
-    ("ip dscp 10 drop", "ip dscp"),
-    ("meta skuid 0 accept", "meta skuid"),
-    ("ct state new notrack", "notrack"),
-    ("numgen inc mod 2 vmap { 0 : accept, 1 : drop }", "numgen"),
-    ("fib daddr type unicast accept", "fib"),
-    ("ip daddr @missing drop", "not in the table"),
-    ("ip daddr . th dport @ports drop", "key type"),
-    ("jump nowhere", "lacks"),
-    ("numgen random mod 2 vmap { 0 : accept, x : drop }", "x"),
-    ("mark set mark or zz", "zz"),
-    ("ip daddr 1.2.3.400 drop", "1.2.3.400"),
-    ("th dport 70000 drop", "70000"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("ip dscp 10 drop", "ip dscp"),
+        ("meta skuid 0 accept", "meta skuid"),
+        ("ct state new notrack", "notrack"),
+        ("numgen inc mod 2 vmap { 0 : accept, 1 : drop }", "numgen"),
+        ("fib daddr type unicast accept", "fib"),
+        ("ip daddr @missing drop", "not in the table"),
+        ("ip daddr . th dport @ports drop", "key type"),
+        ("jump nowhere", "lacks"),
+        ("numgen random mod 2 vmap { 0 : accept, x : drop }", "x"),
+        ("mark set mark or zz", "zz"),
+        ("ip daddr 1.2.3.400 drop", "1.2.3.400"),
+        ("th dport 70000 drop", "70000"),
+    ],
+)
 def test_rules_the_engine_does_not_understand_name_chain_and_rule(text, message):
     ports = NftSet("ports", "set", "inet_service")
     table = _table([("fwd", text)], sets=[ports])
@@ -604,11 +809,13 @@ def test_rules_the_engine_does_not_understand_name_chain_and_rule(text, message)
 
 
 def test_jump_loops_and_bad_maps_are_refused():
-    table = _table([("fwd", "jump a"), ("a", "jump b"), ("b", "ip saddr 1.2.3.4 goto a")],
-                   chains=["a", "b"])
+    table = _table(
+        [("fwd", "jump a"), ("a", "jump b"), ("b", "ip saddr 1.2.3.4 goto a")], chains=["a", "b"]
+    )
     with pytest.raises(InputError, match="jump loop"):
         nl.lower_nft(table)
     from kproxy_emu.netfilter.nft import NftElement
+
     m = NftSet("m", "map", "ipv4_addr : verdict")
     m.elements[("1.2.3.4",)] = NftElement(("1.2.3.4",), ("goto nowhere",))
     with pytest.raises(InputError, match="nowhere"):
@@ -642,8 +849,18 @@ def test_process_checks_the_arrays():
     with pytest.raises(ValueError, match="END"):
         nftmaps.check(unclosed, *low.engine_arrays()[1:])
     with pytest.raises(ValueError, match="shorter"):
-        nftmaps.process(batch, packets.empty_verdicts(0), *low.engine_arrays(),
-                        np.zeros(0, np.uint32), 0, 1)
+        nftmaps.process(
+            batch, packets.empty_verdicts(0), *low.engine_arrays(), np.zeros(0, np.uint32), 0, 1
+        )
     with pytest.raises(ValueError, match="power-of-two"):
-        nftmaps.process(batch, out, *low.engine_arrays(), np.zeros(0, np.uint32), 0, 1, 0,
-                        np.zeros(3, np.uint64), np.zeros(3))
+        nftmaps.process(
+            batch,
+            out,
+            *low.engine_arrays(),
+            np.zeros(0, np.uint32),
+            0,
+            1,
+            0,
+            np.zeros(3, np.uint64),
+            np.zeros(3),
+        )

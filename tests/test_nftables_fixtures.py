@@ -1,5 +1,6 @@
 """kube-proxy's own nftables unit-test expectations (knftables dump, sorted as the tests
 sort it), the transactions of repeated syncs, and what a live node prints."""
+
 import difflib
 
 import pytest
@@ -7,8 +8,13 @@ import pytest
 from kproxy_emu.dataplane.dataplane import changed_services
 from kproxy_emu.model import Cluster
 from kproxy_emu.modes.nftables import NftProxier, compile_nftables
-from kproxy_emu.netfilter.nft_text import (parse_dump, render_dump, render_list,
-                                           render_nft_file, sort_dump)
+from kproxy_emu.netfilter.nft_text import (
+    parse_dump,
+    render_dump,
+    render_list,
+    render_nft_file,
+    sort_dump,
+)
 
 from .conftest import FIXTURES, as_manifests
 from .nftables_env import SERVICE_CIDRS, fixture, options_for, view_of
@@ -17,8 +23,11 @@ from .nftables_env import SERVICE_CIDRS, fixture, options_for, view_of
 def _assert_same(got, expected):
     got, expected = sort_dump(got), sort_dump(expected)
     if got != expected:
-        diff = "\n".join(difflib.unified_diff(expected.splitlines(), got.splitlines(),
-                                              "expected", "got", lineterm=""))
+        diff = "\n".join(
+            difflib.unified_diff(
+                expected.splitlines(), got.splitlines(), "expected", "got", lineterm=""
+            )
+        )
         pytest.fail(f"nftables state differs:\n{diff}")
 
 
@@ -37,8 +46,9 @@ def test_live_node_listing_of_the_overall_rules():
     table = parse_dump(fx["expected"]["baseRules"] + fx["expected"]["expectedExtra"])
     live = (FIXTURES / "live" / "nftables-overall.nft-list-ruleset.txt").read_text()
     got = render_list(table)
-    assert got == live, "\n".join(difflib.unified_diff(live.splitlines(), got.splitlines(),
-                                                       "live", "got", lineterm=""))
+    assert got == live, "\n".join(
+        difflib.unified_diff(live.splitlines(), got.splitlines(), "live", "got", lineterm="")
+    )
 
 
 def test_dump_round_trips_through_the_parser(tmp_path):
@@ -92,8 +102,9 @@ def test_sync_repeated_states_transactions_and_stale_chains(tmp_path):
         new = Cluster.from_dicts(as_manifests(list(services.values()), list(slices.values())))
         changed = None if not proxier.syncs else changed_services(cluster, new)
         cluster = new
-        result = proxier.sync(view_of(options, list(services.values()),
-                                      list(slices.values())), changed, now)
+        result = proxier.sync(
+            view_of(options, list(services.values()), list(slices.values())), changed, now
+        )
         assert result.ok, result.error
         return result
 
@@ -176,8 +187,10 @@ def test_live_listing_parses_back_and_traces_like_the_compiled_table(tmp_path):
 
     fx = fixture("nftables-overall.json")
     live = (FIXTURES / "live" / "nftables-overall.nft-list-ruleset.txt").read_text()
-    other = "table inet filter {\n\tchain input {\n\t\ttype filter hook input priority filter; " \
-            "policy accept;\n\t\tct state established accept # handle 3\n\t}\n}\n"
+    other = (
+        "table inet filter {\n\tchain input {\n\t\ttype filter hook input priority filter; "
+        "policy accept;\n\t\tct state established accept # handle 3\n\t}\n}\n"
+    )
     parsed = parse_list(other + live)
     assert render_list(parsed) == live
     options = options_for(fx["environment"], tmp_path)
@@ -186,18 +199,28 @@ def test_live_listing_parses_back_and_traces_like_the_compiled_table(tmp_path):
     a, b = (NftEvaluator(t, options.node.local_ips) for t in (compiled, parsed))
     flows = 0
     for sp in view.service_ports:
-        for src, origin in (("10.0.0.2", "pod"), ("203.0.113.2", "external"),
-                            ("203.0.113.130", "external"), ("192.168.0.2", "host"),
-                            ("10.180.0.3", "pod")):
-            dests = [(sp.cluster_ip, sp.port), (sp.cluster_ip, sp.port + 1),
-                     *((ip, sp.port) for ip in sp.external_ips + sp.lb_ips)]
+        for src, origin in (
+            ("10.0.0.2", "pod"),
+            ("203.0.113.2", "external"),
+            ("203.0.113.130", "external"),
+            ("192.168.0.2", "host"),
+            ("10.180.0.3", "pod"),
+        ):
+            dests = [
+                (sp.cluster_ip, sp.port),
+                (sp.cluster_ip, sp.port + 1),
+                *((ip, sp.port) for ip in sp.external_ips + sp.lb_ips),
+            ]
             if sp.node_port:
                 dests.append(("192.168.0.2", sp.node_port))
             for dst, port in dests:
                 flow = Flow(src, dst, sp.proto, 40000, port, origin)
                 x, y = evaluate_nft_flow(a, flow), evaluate_nft_flow(b, flow)
-                assert (x.candidates, x.kube_proxy_output(), x.masquerade) == \
-                    (y.candidates, y.kube_proxy_output(), y.masquerade), flow
+                assert (x.candidates, x.kube_proxy_output(), x.masquerade) == (
+                    y.candidates,
+                    y.kube_proxy_output(),
+                    y.masquerade,
+                ), flow
                 flows += 1
     assert flows > 50
 
@@ -205,10 +228,13 @@ def test_live_listing_parses_back_and_traces_like_the_compiled_table(tmp_path):
 def test_bad_listing():
     from kproxy_emu.errors import InputError
     from kproxy_emu.netfilter.nft_text import parse_list
+
     with pytest.raises(InputError) as e:
         parse_list("table ip other {\n}\n")
     assert "no 'table ip kube-proxy'" in e.value.message
     with pytest.raises(InputError) as e:
-        parse_list("table ip kube-proxy {\n\tchain c {\n\t\ttype filter hook input priority "
-                   "bogus; policy accept;\n\t}\n}\n")
+        parse_list(
+            "table ip kube-proxy {\n\tchain c {\n\t\ttype filter hook input priority "
+            "bogus; policy accept;\n\t}\n}\n"
+        )
     assert e.value.value == "bogus"

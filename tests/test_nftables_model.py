@@ -1,5 +1,6 @@
 """The nftables model, parser, transactions and evaluator on hand-written tables, and the
 errors bad input gets."""
+
 import pytest
 
 from kproxy_emu.dataplane.nft_reference import NftEvaluator, evaluate_nft_flow
@@ -7,8 +8,16 @@ from kproxy_emu.dataplane.reference import Flow
 from kproxy_emu.errors import InputError, KproxyError
 from kproxy_emu.model import Cluster
 from kproxy_emu.modes.nftables import NftProxier, hash_and_truncate, service_cidrs_for
-from kproxy_emu.netfilter.nft import (Match, NftChain, NftError, NftRuleset, NftSet,
-                                      NftTransaction, Statement, parse_rule)
+from kproxy_emu.netfilter.nft import (
+    Match,
+    NftChain,
+    NftError,
+    NftRuleset,
+    NftSet,
+    NftTransaction,
+    Statement,
+    parse_rule,
+)
 from kproxy_emu.netfilter.nft_text import parse_dump, render_dump, render_list
 
 from .nftables_env import nft_env, options_for
@@ -51,11 +60,11 @@ def _run(src, dst, port, proto="tcp", iface=""):
 def test_parse_rule_forms():
     items, comment = parse_rule('ip daddr . meta l4proto . th dport vmap @m comment "x y"')
     assert comment == "x y"
-    assert items == [Match((("ip", "daddr"), ("meta", "l4proto"), ("th", "dport")),
-                           set_name="m", is_vmap=True)]
+    assert items == [
+        Match((("ip", "daddr"), ("meta", "l4proto"), ("th", "dport")), set_name="m", is_vmap=True)
+    ]
     items, _ = parse_rule("mark and 0x4000 == 0 return")
-    assert items == [Match((("meta", "mark"),), values=("0",), mask="0x4000"),
-                     Statement("return")]
+    assert items == [Match((("meta", "mark"),), values=("0",), mask="0x4000"), Statement("return")]
     items, _ = parse_rule("meta mark set meta mark | 0x00004000")
     assert items == [Statement("mark_set", ("or", "0x00004000"))]
     items, _ = parse_rule("ip saddr != { 1.2.3.0/24 , 5.6.7.8 } drop")
@@ -86,8 +95,7 @@ def test_evaluator_semantics():
     out = _run("203.0.113.1", "10.0.0.2", 80, iface="eth0")
     assert out.kube_proxy_output() == "" and out.branches[0].lookups >= 2
     # the mark set in prerouting is still there in forward
-    assert _run("203.0.113.1", "10.9.9.9", 80, iface="eth0").kube_proxy_output() == \
-        "10.1.1.1:80"
+    assert _run("203.0.113.1", "10.9.9.9", 80, iface="eth0").kube_proxy_output() == "10.1.1.1:80"
 
 
 def test_transactions_are_atomic_and_checked():
@@ -99,12 +107,14 @@ def test_transactions_are_atomic_and_checked():
     tx.add_rule("a", "jump b")
     rs.apply(tx)
     assert list(rs.chains) == ["a", "b"]
-    for build in (lambda t: t.delete("chain", NftChain("b")),          # still jumped to
-                  lambda t: t.flush("chain", NftChain("zz")),          # missing
-                  lambda t: t.add_rule("zz", "accept"),
-                  lambda t: t.add_rule("a", "ip daddr @nope accept"),
-                  lambda t: t.add_element("nope", ("1.2.3.4",)),
-                  lambda t: t.add("chain", NftChain("a", "filter", "input", 0))):
+    for build in (
+        lambda t: t.delete("chain", NftChain("b")),  # still jumped to
+        lambda t: t.flush("chain", NftChain("zz")),  # missing
+        lambda t: t.add_rule("zz", "accept"),
+        lambda t: t.add_rule("a", "ip daddr @nope accept"),
+        lambda t: t.add_element("nope", ("1.2.3.4",)),
+        lambda t: t.add("chain", NftChain("a", "filter", "input", 0)),
+    ):
         bad = NftTransaction()
         bad.add_rule("a", "accept")  # applied first, then undone by the failure
         build(bad)
@@ -121,25 +131,31 @@ def test_transactions_are_atomic_and_checked():
 
 def test_names_are_hashed_and_truncated_like_kube_proxy():
     assert hash_and_truncate("ns1/svc1/tcp/p80") == "ULMVA6XW-ns1/svc1/tcp/p80"
-    assert hash_and_truncate("testing/service/tcp/http__fd80.abcd.12..a1b2.c3d4.e5f6.9999/80") \
+    assert (
+        hash_and_truncate("testing/service/tcp/http__fd80.abcd.12..a1b2.c3d4.e5f6.9999/80")
         == "U7E2ET36-testing/service/tcp/http__fd80.abcd.12..a1b2.c3d4.e5f6.9999/80"
-    long = ("very-long-namespace-name-abcdefghijklmnopqrstuvwxyz0123456789xx/"
-            "very-long-service-name-why-would-you-even-do-this-i-mean-really/sctp/"
-            "port-443-providing-the-hypertext-transmission-protocol-with-tls__"
-            "1234.5678.9abc.def0..abcd.1234.5678/443")
+    )
+    long = (
+        "very-long-namespace-name-abcdefghijklmnopqrstuvwxyz0123456789xx/"
+        "very-long-service-name-why-would-you-even-do-this-i-mean-really/sctp/"
+        "port-443-providing-the-hypertext-transmission-protocol-with-tls__"
+        "1234.5678.9abc.def0..abcd.1234.5678/443"
+    )
     assert hash_and_truncate(long) == (
         "CI6C53Q3-very-long-namespace-name-abcdefghijklmnopqrstuvwxyz0123456789xx/"
         "very-long-service-name-why-would-you-even-do-this-i-mean-really/sctp/"
         "port-443-providing-the-hypertext-transmission-protocol-with-tls__"
-        "1234.5678.9abc.def0..abcd.1234...")
+        "1234.5678.9abc.def0..abcd.1234..."
+    )
 
 
 def test_bad_service_cidrs(tmp_path):
     with pytest.raises(InputError) as e:
         service_cidrs_for(Cluster(), override=["172.30.0.0/33"])
     assert e.value.field == "--service-cidr" and e.value.value == "172.30.0.0/33"
-    assert service_cidrs_for(Cluster(), override=["172.30.0.0/16", "fd00::/108"]) == \
-        ["172.30.0.0/16"]
+    assert service_cidrs_for(Cluster(), override=["172.30.0.0/16", "fd00::/108"]) == [
+        "172.30.0.0/16"
+    ]
     options = options_for(nft_env(), tmp_path)
     with pytest.raises(InputError) as e:
         NftProxier(options, ["fd00::/108"])
@@ -147,12 +163,14 @@ def test_bad_service_cidrs(tmp_path):
 
 
 def test_bad_dumps():
-    cases = [("add table ip t\nbogus line", "not a knftables dump line"),
-             ("add chain ip t c", "before its 'add table'"),
-             ("add table ip t\nadd rule ip t c accept", "undeclared chain"),
-             ("add table ip t\nadd element ip t s { 1.2.3.4 }", "undeclared set"),
-             ("add table ip t\nadd table ip6 u", "second table"),
-             ("# nothing\n", "empty")]
+    cases = [
+        ("add table ip t\nbogus line", "not a knftables dump line"),
+        ("add chain ip t c", "before its 'add table'"),
+        ("add table ip t\nadd rule ip t c accept", "undeclared chain"),
+        ("add table ip t\nadd element ip t s { 1.2.3.4 }", "undeclared set"),
+        ("add table ip t\nadd table ip6 u", "second table"),
+        ("# nothing\n", "empty"),
+    ]
     for text, message in cases:
         with pytest.raises(InputError) as e:
             parse_dump(text)
@@ -160,19 +178,24 @@ def test_bad_dumps():
 
 
 def test_evaluator_rejects_what_it_cannot_run():
-    rs = parse_dump("add table ip t\nadd chain ip t c { type filter hook input priority 0 ; }\n"
-                    "add rule ip t c ct mark 4 accept\n")
+    rs = parse_dump(
+        "add table ip t\nadd chain ip t c { type filter hook input priority 0 ; }\n"
+        "add rule ip t c ct mark 4 accept\n"
+    )
     with pytest.raises(InputError) as e:
         NftEvaluator(rs, [])
     assert e.value.field == "chain c rule 0" and e.value.value == "ct mark 4 accept"
     rs = parse_dump("add table ip t\nadd chain ip t c\nadd rule ip t c ip daddr { 1.2.3.4\n")
     with pytest.raises(KproxyError):
         NftEvaluator(rs, [])
-    rs = parse_dump("add table ip t\nadd chain ip t c { type filter hook input priority 0 ; }\n"
-                    "add rule ip t c fib daddr type unicast accept\n")
+    rs = parse_dump(
+        "add table ip t\nadd chain ip t c { type filter hook input priority 0 ; }\n"
+        "add rule ip t c fib daddr type unicast accept\n"
+    )
     with pytest.raises(InputError) as e:
-        evaluate_nft_flow(NftEvaluator(rs, ["2.2.2.2"]), Flow("1.1.1.1", "2.2.2.2", "tcp", 1, 2,
-                                                     "external"))
+        evaluate_nft_flow(
+            NftEvaluator(rs, ["2.2.2.2"]), Flow("1.1.1.1", "2.2.2.2", "tcp", 1, 2, "external")
+        )
     assert e.value.value == "unicast"
     empty = NftRuleset()
     assert render_list(empty) == "" and render_dump(empty) == ""

@@ -8,6 +8,7 @@ connections to its external or load-balancer IPs are REJECTed by nftables (filte
 jumps to service-endpoints-check) but not by iptables (OUTPUT does not jump to
 KUBE-EXTERNAL-SERVICES, SPEC §2.1); and nftables applies loadBalancerSourceRanges (DROP)
 even then, where iptables has no KUBE-FW chain without endpoints and REJECTs (SPEC §4.4)."""
+
 import ipaddress
 
 from hypothesis import given, settings
@@ -46,15 +47,25 @@ def _flows(view, cluster_ips, service_cidrs, node_ip):
             if sp.node_port:
                 out.append((Flow(src, node_ip, proto, 40000, sp.node_port, origin), None))
             for ip in sp.external_ips + sp.lb_ips:
-                out.append((Flow(src, ip, proto, 40000, sp.port, origin),
-                            _no_endpoint_difference(sp, ip, src, origin, node_ip)
-                            if no_endpoints else None))
+                out.append(
+                    (
+                        Flow(src, ip, proto, 40000, sp.port, origin),
+                        _no_endpoint_difference(sp, ip, src, origin, node_ip)
+                        if no_endpoints
+                        else None,
+                    )
+                )
         for cidr in sp.source_ranges[:1]:
             inside = str(next(ipaddress.ip_network(cidr).hosts(), ipaddress.ip_network(cidr)[0]))
             for ip in sp.lb_ips:
-                out.append((Flow(inside, ip, proto, 40000, sp.port, "external"),
-                            _no_endpoint_difference(sp, ip, inside, "external", node_ip)
-                            if no_endpoints else None))
+                out.append(
+                    (
+                        Flow(inside, ip, proto, 40000, sp.port, "external"),
+                        _no_endpoint_difference(sp, ip, inside, "external", node_ip)
+                        if no_endpoints
+                        else None,
+                    )
+                )
         used = {(p.cluster_ip, p.proto, p.port) for p in view.service_ports}
         wrong = sp.port % 65535 + 1
         if (sp.cluster_ip, proto, wrong) not in used:
@@ -82,12 +93,20 @@ def _no_endpoint_difference(sp, ip, src, origin, node_ip):
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), services=st.integers(3, 12))
 def test_modes_agree_on_endpoints_and_masquerade(seed, services):
-    cluster = synth.cluster(services=services, endpoints="uniform:0-4", nodes=3, seed=seed,
-                            etp_local_share=0.4, itp_local_share=0.2, terminating_share=0.1,
-                            not_ready_share=0.1)
+    cluster = synth.cluster(
+        services=services,
+        endpoints="uniform:0-4",
+        nodes=3,
+        seed=seed,
+        etp_local_share=0.4,
+        itp_local_share=0.2,
+        terminating_share=0.1,
+        not_ready_share=0.1,
+    )
     node = resolve_node(cluster)
-    ipt = Dataplane(cluster, mode="iptables", node_config=node, cluster_cidr=CLUSTER_CIDR,
-                    conntrack=False)
+    ipt = Dataplane(
+        cluster, mode="iptables", node_config=node, cluster_cidr=CLUSTER_CIDR, conntrack=False
+    )
     options = ProxyOptions.build(node, cluster_cidr=CLUSTER_CIDR)
     view = ProxyView(cluster, options)
     cidrs = service_cidrs_for(cluster)
@@ -99,11 +118,13 @@ def test_modes_agree_on_endpoints_and_masquerade(seed, services):
     for flow, known in _flows(view, cluster_ips, cidrs, node.primary_ip):
         got = evaluate_nft_flow(ev, flow)
         nft = _summary(got.candidates, [(b.verdict or "ACCEPT", b.dnat) for b in got.branches])
-        trace = ipt.trace(f"{flow.proto} {flow.src}:{flow.sport} -> {flow.dst}:{flow.dport}",
-                          flow.origin)
-        ip = _summary([(c["endpoint"], c["probability"], c["masquerade"])
-                       for c in trace["candidates"]],
-                      [(o["verdict"], o["dnat"]) for o in trace["outcomes"]])
+        trace = ipt.trace(
+            f"{flow.proto} {flow.src}:{flow.sport} -> {flow.dst}:{flow.dport}", flow.origin
+        )
+        ip = _summary(
+            [(c["endpoint"], c["probability"], c["masquerade"]) for c in trace["candidates"]],
+            [(o["verdict"], o["dnat"]) for o in trace["outcomes"]],
+        )
         if known is None:
             assert nft == ip, (flow, nft, ip)
             checked += 1

@@ -1,4 +1,5 @@
 """kproxy_emu.packets: text I/O, IPv4 conversion, traffic synthesis."""
+
 from __future__ import annotations
 
 import math
@@ -57,6 +58,7 @@ def as_tuples(arr: np.ndarray) -> list[tuple]:
 # --------------------------------------------------------------------------------------
 # parsing
 
+
 def test_parse_basic() -> None:
     pk = P.parse("tcp 10.0.0.2:1234 -> 172.30.0.41:80")
     assert pk.shape == (1,) and pk.dtype == P.PACKET_DTYPE
@@ -68,17 +70,20 @@ def test_parse_basic() -> None:
 
 
 def test_parse_variants() -> None:
-    pk = P.from_strings([
-        "UDP\t10.0.0.2:53->10.96.0.10:53",
-        "  Sctp 1.1.1.1:0  ->  2.2.2.2:65535   ",
-        "icmp 1.1.1.1 -> 2.2.2.2",
-        "tcp 010.000.0.01:1 -> 1.1.1.1:2 flags=FA from=External",
-        "tcp 1.1.1.1:1 -> 1.1.1.1:2 flags=none from=host\r",
-    ], origin="pod")
+    pk = P.from_strings(
+        [
+            "UDP\t10.0.0.2:53->10.96.0.10:53",
+            "  Sctp 1.1.1.1:0  ->  2.2.2.2:65535   ",
+            "icmp 1.1.1.1 -> 2.2.2.2",
+            "tcp 010.000.0.01:1 -> 1.1.1.1:2 flags=FA from=External",
+            "tcp 1.1.1.1:1 -> 1.1.1.1:2 flags=none from=host\r",
+        ],
+        origin="pod",
+    )
     assert pk["proto"].tolist() == [17, 132, 1, 6, 6]
     assert pk["src_port"].tolist() == [53, 0, 0, 1, 1]
     assert pk["dst_port"].tolist() == [53, 65535, 0, 2, 2]
-    assert pk["src_ip"][3] == 0x0A000001   # leading zeros read as decimal (ParseIPSloppy)
+    assert pk["src_ip"][3] == 0x0A000001  # leading zeros read as decimal (ParseIPSloppy)
     assert pk["tcp_flags"].tolist() == [0, 0, 0, 17, 0]
     assert pk["origin"].tolist() == [0, 0, 0, 1, 2]
 
@@ -89,7 +94,7 @@ def test_origin_argument() -> None:
     assert P.from_strings([line], origin="host")["origin"][0] == P.Origin.HOST
     assert P.from_strings([line], origin=P.Origin.EXTERNAL)["origin"][0] == 1
     assert P.from_strings([line + " from=pod"], origin="host")["origin"][0] == 0
-    with pytest.raises(InputError, match="origin.*'mars'"):
+    with pytest.raises(InputError, match=r"origin.*'mars'"):
         P.from_strings([line], origin="mars")
 
 
@@ -190,8 +195,11 @@ def packet_lines(draw: st.DrawFn) -> str:
     line = draw(_ws) + proto + draw(_ws1) + addr() + draw(_ws) + "->" + draw(_ws) + addr()
     opts = []
     if proto.lower() == "tcp" and draw(st.booleans()):
-        flags = draw(st.text(alphabet="FSRPAfsrpa", min_size=1, max_size=5)) \
-            if draw(st.integers(0, 5)) else draw(st.sampled_from(["none", "NONE"]))
+        flags = (
+            draw(st.text(alphabet="FSRPAfsrpa", min_size=1, max_size=5))
+            if draw(st.integers(0, 5))
+            else draw(st.sampled_from(["none", "NONE"]))
+        )
         opts.append("flags=" + flags)
     if draw(st.booleans()):
         opts.append("from=" + draw(st.sampled_from(["pod", "external", "host", "POD", "Host"])))
@@ -223,10 +231,12 @@ def test_round_trip_synth_and_format() -> None:
     lines = P.to_strings(pk)
     back = P.from_strings(lines, ts=pk["ts"])
     assert back.tobytes() == pk.tobytes()
-    assert P.to_strings(P.parse("icmp 1.2.3.4 -> 5.6.7.8 from=host")) == \
-        ["icmp 1.2.3.4 -> 5.6.7.8 from=host"]
-    assert P.to_strings(P.parse("tcp 1.2.3.4:5 -> 5.6.7.8:9 flags=as")) == \
-        ["tcp 1.2.3.4:5 -> 5.6.7.8:9 flags=SA"]
+    assert P.to_strings(P.parse("icmp 1.2.3.4 -> 5.6.7.8 from=host")) == [
+        "icmp 1.2.3.4 -> 5.6.7.8 from=host"
+    ]
+    assert P.to_strings(P.parse("tcp 1.2.3.4:5 -> 5.6.7.8:9 flags=as")) == [
+        "tcp 1.2.3.4:5 -> 5.6.7.8:9 flags=SA"
+    ]
     assert P.to_strings(P.empty_packets(0)) == []
     with pytest.raises(InputError, match="PACKET_DTYPE"):
         P.to_strings(np.zeros(3, P.VERDICT_DTYPE))
@@ -235,22 +245,40 @@ def test_round_trip_synth_and_format() -> None:
 # --------------------------------------------------------------------------------------
 # IPv4 conversion
 
-@pytest.mark.parametrize("text, value", [
-    ("0.0.0.0", 0), ("255.255.255.255", 0xFFFFFFFF), ("10.0.0.1", 0x0A000001),
-    ("192.168.000.001", 0xC0A80001), ("1.2.3.004", 0x01020304),
-])
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("0.0.0.0", 0),
+        ("255.255.255.255", 0xFFFFFFFF),
+        ("10.0.0.1", 0x0A000001),
+        ("192.168.000.001", 0xC0A80001),
+        ("1.2.3.004", 0x01020304),
+    ],
+)
 def test_ip_to_u32_scalar(text: str, value: int) -> None:
     assert P.ip_to_u32(text) == value
     assert P.u32_to_ip(value) == ".".join(str(int(o)) for o in text.split("."))
 
 
-@pytest.mark.parametrize("text, message", [
-    ("256.0.0.1", "octet out of range"), ("1.2.3.999", "octet out of range"),
-    ("1.2.3", "not an IPv4"), ("1.2.3.4.5", "not an IPv4"), ("", "not an IPv4"),
-    (" 1.2.3.4", "not an IPv4"), ("1.2.3.4 ", "not an IPv4"), ("a.b.c.d", "not an IPv4"),
-    ("1..2.3", "not an IPv4"), ("1.2.3.-4", "not an IPv4"), ("::1", "IPv6"),
-    ("1.2.3.4\n5.6.7.8", "not an IPv4"), ("99999999999999999999.1.1.1", "octet"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("256.0.0.1", "octet out of range"),
+        ("1.2.3.999", "octet out of range"),
+        ("1.2.3", "not an IPv4"),
+        ("1.2.3.4.5", "not an IPv4"),
+        ("", "not an IPv4"),
+        (" 1.2.3.4", "not an IPv4"),
+        ("1.2.3.4 ", "not an IPv4"),
+        ("a.b.c.d", "not an IPv4"),
+        ("1..2.3", "not an IPv4"),
+        ("1.2.3.-4", "not an IPv4"),
+        ("::1", "IPv6"),
+        ("1.2.3.4\n5.6.7.8", "not an IPv4"),
+        ("99999999999999999999.1.1.1", "octet"),
+    ],
+)
 def test_ip_to_u32_rejects(text: str, message: str) -> None:
     with pytest.raises(InputError, match=message) as info:
         P.ip_to_u32(text)
@@ -296,6 +324,7 @@ def test_ip_round_trip(values: list[int]) -> None:
 # --------------------------------------------------------------------------------------
 # allocation helpers, origins
 
+
 def test_empty_arrays() -> None:
     pk = P.empty_packets(3)
     assert (pk["family"] == 4).all() and (pk["origin"] == P.Origin.AUTO).all()
@@ -308,9 +337,15 @@ def test_empty_arrays() -> None:
 
 
 def test_resolve_origins() -> None:
-    pk = P.from_strings(["tcp 10.244.1.5:1 -> 1.1.1.1:1", "tcp 192.168.0.2:1 -> 1.1.1.1:1",
-                         "tcp 8.8.8.8:1 -> 1.1.1.1:1", "tcp 127.0.0.1:1 -> 1.1.1.1:1",
-                         "tcp 10.244.1.6:1 -> 1.1.1.1:1 from=external"])
+    pk = P.from_strings(
+        [
+            "tcp 10.244.1.5:1 -> 1.1.1.1:1",
+            "tcp 192.168.0.2:1 -> 1.1.1.1:1",
+            "tcp 8.8.8.8:1 -> 1.1.1.1:1",
+            "tcp 127.0.0.1:1 -> 1.1.1.1:1",
+            "tcp 10.244.1.6:1 -> 1.1.1.1:1 from=external",
+        ]
+    )
     P.resolve_origins(pk, ["10.244.0.0/16"], ["192.168.0.2"])
     assert pk["origin"].tolist() == [0, 2, 1, 2, 1]
     with pytest.raises(InputError, match="IPv6"):
@@ -319,6 +354,7 @@ def test_resolve_origins() -> None:
 
 # --------------------------------------------------------------------------------------
 # synth
+
 
 def _targets(n: int = 4, origins: list[int] | None = None, proto: int = 6) -> np.ndarray:
     t = P.empty_targets(n)
@@ -354,11 +390,11 @@ def test_synth_new_flow_share(share: float) -> None:
     ack = pk["tcp_flags"] == P.TcpFlag.ACK
     assert (syn | ack).all() and syn[0]
     expected = 1 + share * (n - 1)
-    assert abs(syn.sum() - expected) <= max(5, 0.02 * n)   # ~6 sigma at n = 20000
+    assert abs(syn.sum() - expected) <= max(5, 0.02 * n)  # ~6 sigma at n = 20000
     # every repeat reuses the 5-tuple (and origin) of an earlier new flow
     fields = ["src_ip", "dst_ip", "src_port", "dst_port", "proto", "origin"]
     first = {tuple(r): i for i, r in enumerate(pk[syn][fields].tolist())}
-    assert len(first) == syn.sum()   # new flows have distinct 5-tuples
+    assert len(first) == syn.sum()  # new flows have distinct 5-tuples
     syn_pos = np.flatnonzero(syn)
     for i in np.flatnonzero(ack)[:500]:
         key = tuple(pk[i][fields].tolist())
@@ -376,17 +412,27 @@ def test_synth_zipf_skew() -> None:
     n_t, n = 100, 20000
     t = _targets(n_t)
     kw = dict(seed=11, new_flow_share=1.0)
-    uni = np.bincount(P.synth(t, n, popularity="uniform", **kw)["dst_ip"] - t["ip"][0],
-                      minlength=n_t) / n
-    zipf = np.bincount(P.synth(t, n, popularity="zipf", zipf_s=1.0, **kw)["dst_ip"]
-                       - t["ip"][0], minlength=n_t) / n
+    uni = (
+        np.bincount(P.synth(t, n, popularity="uniform", **kw)["dst_ip"] - t["ip"][0], minlength=n_t)
+        / n
+    )
+    zipf = (
+        np.bincount(
+            P.synth(t, n, popularity="zipf", zipf_s=1.0, **kw)["dst_ip"] - t["ip"][0], minlength=n_t
+        )
+        / n
+    )
     harmonic = sum(1 / k for k in range(1, n_t + 1))
-    assert abs(zipf[0] - 1 / harmonic) < 0.02           # ~0.193
+    assert abs(zipf[0] - 1 / harmonic) < 0.02  # ~0.193
     assert abs(zipf[1] - 1 / (2 * harmonic)) < 0.015
     assert uni[0] < 0.02 and uni.max() < 0.03
     assert zipf[:10].sum() > 0.45 and uni[:10].sum() < 0.15
-    s2 = np.bincount(P.synth(t, n, popularity="zipf", zipf_s=2.0, **kw)["dst_ip"]
-                     - t["ip"][0], minlength=n_t) / n
+    s2 = (
+        np.bincount(
+            P.synth(t, n, popularity="zipf", zipf_s=2.0, **kw)["dst_ip"] - t["ip"][0], minlength=n_t
+        )
+        / n
+    )
     assert s2[0] > 0.55
 
 
@@ -409,15 +455,20 @@ def test_synth_origin_eligibility() -> None:
 
 def test_synth_sources() -> None:
     t = _targets(3)
-    pk = P.synth(t, 5000, seed=2, new_flow_share=1.0,
-                 sources={"pod": ["10.1.0.0/30", "10.2.0.5"], "host": "192.168.7.7"})
+    pk = P.synth(
+        t,
+        5000,
+        seed=2,
+        new_flow_share=1.0,
+        sources={"pod": ["10.1.0.0/30", "10.2.0.5"], "host": "192.168.7.7"},
+    )
     pod = pk["src_ip"][pk["origin"] == 0]
     assert set(P.u32_to_ip(np.unique(pod)).tolist()) == {"10.1.0.1", "10.1.0.2", "10.2.0.5"}
     host = pk["src_ip"][pk["origin"] == 2]
     assert set(P.u32_to_ip(np.unique(host)).tolist()) == {"192.168.7.7"}
     ext = pk["src_ip"][pk["origin"] == 1]
     net = P.ip_to_u32("203.0.113.0")
-    assert ((ext > net) & (ext < net + 255)).all()   # default, no network/broadcast
+    assert ((ext > net) & (ext < net + 255)).all()  # default, no network/broadcast
     lo, hi = P.EPHEMERAL_PORTS
     assert (lo, hi) == (32768, 60999)
     assert ((pk["src_port"] >= lo) & (pk["src_port"] <= hi)).all()
@@ -462,8 +513,9 @@ def test_synth_zipf_large_exponent_still_reaches_each_origin() -> None:
 
 
 def test_synth_accepts_compatible_structured_array() -> None:
-    t = np.zeros(2, [("ip", "u8"), ("port", "i4"), ("proto", "u1"), ("origins", "u1"),
-                     ("name", "U5")])
+    t = np.zeros(
+        2, [("ip", "u8"), ("port", "i4"), ("proto", "u1"), ("origins", "u1"), ("name", "U5")]
+    )
     t["ip"] = [1, 2]
     t["port"] = 80
     t["proto"] = 6
@@ -472,41 +524,44 @@ def test_synth_accepts_compatible_structured_array() -> None:
     assert set(pk["dst_ip"].tolist()) <= {1, 2}
 
 
-@pytest.mark.parametrize("kwargs, field", [
-    (dict(n=-1), "n"),
-    (dict(n=1.5), "n"),
-    (dict(seed=-1), "seed"),
-    (dict(seed="x"), "seed"),
-    (dict(seed=True), "seed"),
-    (dict(popularity="pareto"), "popularity"),
-    (dict(zipf_s=-1.0), "zipf_s"),
-    (dict(zipf_s=math.inf), "zipf_s"),
-    (dict(new_flow_share=1.5), "new_flow_share"),
-    (dict(new_flow_share=-0.1), "new_flow_share"),
-    (dict(new_flow_share="half"), "new_flow_share"),
-    (dict(rate=0), "rate"),
-    (dict(rate=math.nan), "rate"),
-    (dict(start=math.inf), "start"),
-    (dict(origin_mix={"mars": 1.0}), "origin_mix"),
-    (dict(origin_mix={"pod": -1.0}), "origin_mix[pod]"),
-    (dict(origin_mix={"pod": 0.0}), "origin_mix"),
-    (dict(origin_mix=[0.5, 0.5]), "origin_mix"),
-    (dict(sources={"pod": ["10.0.0.0/33"]}), "sources[pod][0]"),
-    (dict(sources={"pod": ["fd00::/64"]}), "sources[pod][0]"),
-    (dict(sources={"pod": [5]}), "sources[pod][0]"),
-    (dict(sources={"pod": []}), "sources[pod]"),
-    (dict(targets=_NoPodSources()), "packet_sources()[pod]"),
-    (dict(targets=_NoPodSources(), sources={"pod": "10.0.0.0/30/1"}), "sources[pod][0]"),
-    (dict(sources={"alien": ["1.1.1.1"]}), "sources"),
-    (dict(sources=["1.1.1.1"]), "sources"),
-    (dict(targets=np.zeros(3, P.PACKET_DTYPE)), "targets"),
-    (dict(targets=[1, 2]), "targets"),
-    (dict(targets=P.empty_targets(0)), "targets"),
-    (dict(targets=_targets(2, origins=[0, 0])), "targets.origins"),
-    (dict(targets=_targets(2, origins=[2, 2]), origin_mix={"pod": 1.0}), "origin_mix"),
-    (dict(targets=_targets(2, origins=[8, 1])), "targets[0].origins"),
-    (dict(targets=_targets(2, proto=47)), "targets[0].proto"),
-])
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        (dict(n=-1), "n"),
+        (dict(n=1.5), "n"),
+        (dict(seed=-1), "seed"),
+        (dict(seed="x"), "seed"),
+        (dict(seed=True), "seed"),
+        (dict(popularity="pareto"), "popularity"),
+        (dict(zipf_s=-1.0), "zipf_s"),
+        (dict(zipf_s=math.inf), "zipf_s"),
+        (dict(new_flow_share=1.5), "new_flow_share"),
+        (dict(new_flow_share=-0.1), "new_flow_share"),
+        (dict(new_flow_share="half"), "new_flow_share"),
+        (dict(rate=0), "rate"),
+        (dict(rate=math.nan), "rate"),
+        (dict(start=math.inf), "start"),
+        (dict(origin_mix={"mars": 1.0}), "origin_mix"),
+        (dict(origin_mix={"pod": -1.0}), "origin_mix[pod]"),
+        (dict(origin_mix={"pod": 0.0}), "origin_mix"),
+        (dict(origin_mix=[0.5, 0.5]), "origin_mix"),
+        (dict(sources={"pod": ["10.0.0.0/33"]}), "sources[pod][0]"),
+        (dict(sources={"pod": ["fd00::/64"]}), "sources[pod][0]"),
+        (dict(sources={"pod": [5]}), "sources[pod][0]"),
+        (dict(sources={"pod": []}), "sources[pod]"),
+        (dict(targets=_NoPodSources()), "packet_sources()[pod]"),
+        (dict(targets=_NoPodSources(), sources={"pod": "10.0.0.0/30/1"}), "sources[pod][0]"),
+        (dict(sources={"alien": ["1.1.1.1"]}), "sources"),
+        (dict(sources=["1.1.1.1"]), "sources"),
+        (dict(targets=np.zeros(3, P.PACKET_DTYPE)), "targets"),
+        (dict(targets=[1, 2]), "targets"),
+        (dict(targets=P.empty_targets(0)), "targets"),
+        (dict(targets=_targets(2, origins=[0, 0])), "targets.origins"),
+        (dict(targets=_targets(2, origins=[2, 2]), origin_mix={"pod": 1.0}), "origin_mix"),
+        (dict(targets=_targets(2, origins=[8, 1])), "targets[0].origins"),
+        (dict(targets=_targets(2, proto=47)), "targets[0].proto"),
+    ],
+)
 def test_synth_rejects_bad_arguments(kwargs: dict, field: str) -> None:
     args = dict(targets=_targets(), n=10, seed=1)
     args.update(kwargs)

@@ -1,4 +1,5 @@
 """Synthetic clusters: determinism, the requested mix, and a load/dump round trip."""
+
 import subprocess
 import sys
 from collections import Counter
@@ -56,24 +57,27 @@ def test_addresses_are_unique_and_inside_their_ranges():
     cluster = synth.cluster(2000, endpoints=12, nodes=5, seed=2)
     ips = [s.cluster_ip for s in cluster.services.values() if s.proxied]
     assert len(ips) == len(set(ips))
-    pod_ips = [a for sl in cluster.endpoint_slices.values() for e in sl.endpoints
-               for a in e.addresses]
+    pod_ips = [
+        a for sl in cluster.endpoint_slices.values() for e in sl.endpoints for a in e.addresses
+    ]
     assert len(pod_ips) == len(set(pod_ips))
     import ipaddress
+
     blocks = {n.name: ipaddress.ip_network(n.pod_cidrs[0]) for n in cluster.nodes.values()}
     for sl in cluster.endpoint_slices.values():
         for e in sl.endpoints:
             assert ipaddress.ip_address(e.addresses[0]) in blocks[e.node_name]
     node_ports = [p.node_port for s in cluster.services.values() for p in s.ports if p.node_port]
-    node_ports += [s.health_check_node_port for s in cluster.services.values()
-                   if s.health_check_node_port]
+    node_ports += [
+        s.health_check_node_port for s in cluster.services.values() if s.health_check_node_port
+    ]
     assert len(node_ports) == len(set(node_ports))
     assert all(30000 <= p <= 32767 for p in node_ports)
 
 
 def test_endpoint_count_distributions_and_slice_size():
     fixed = synth.cluster(50, endpoints=250, seed=1, type_mix={"ClusterIP": 1})
-    for key, slices in fixed.slices_by_service().items():
+    for _key, slices in fixed.slices_by_service().items():
         assert [len(s.endpoints) for s in slices] == [100, 100, 50]
     uniform = synth.cluster(300, endpoints="uniform:2-4", seed=1, type_mix={"ClusterIP": 1})
     counts = {sum(len(s.endpoints) for s in sl) for sl in uniform.slices_by_service().values()}
@@ -83,16 +87,19 @@ def test_endpoint_count_distributions_and_slice_size():
     assert 0 in counts and 2.5 < sum(counts) / len(counts) < 3.5
 
 
-@pytest.mark.parametrize("options,field", [
-    ({"endpoints": "lots"}, "endpoints"),
-    ({"endpoints": "uniform:5-2"}, "endpoints"),
-    ({"nodes": 0}, "nodes"),
-    ({"type_mix": {"Ingress": 1.0}}, "type_mix.Ingress"),
-    ({"type_mix": {"ClusterIP": 0}}, "type_mix"),
-    ({"terminating_share": 1.5}, "terminating_share"),
-    ({"service_cidr": "10.0.0.0/33"}, "service_cidr"),
-    ({"service_cidr": "10.0.0.0/28"}, "service_cidr"),
-])
+@pytest.mark.parametrize(
+    "options,field",
+    [
+        ({"endpoints": "lots"}, "endpoints"),
+        ({"endpoints": "uniform:5-2"}, "endpoints"),
+        ({"nodes": 0}, "nodes"),
+        ({"type_mix": {"Ingress": 1.0}}, "type_mix.Ingress"),
+        ({"type_mix": {"ClusterIP": 0}}, "type_mix"),
+        ({"terminating_share": 1.5}, "terminating_share"),
+        ({"service_cidr": "10.0.0.0/33"}, "service_cidr"),
+        ({"service_cidr": "10.0.0.0/28"}, "service_cidr"),
+    ],
+)
 def test_bad_options_are_clear_errors(options, field):
     with pytest.raises(InputError, match=f"^{field}: "):
         synth.cluster(100, **options)
@@ -100,30 +107,58 @@ def test_bad_options_are_clear_errors(options, field):
 
 def test_cli_synth_writes_a_cluster_that_loads_back(tmp_path):
     out = tmp_path / "c.yaml"
-    proc = subprocess.run([sys.executable, "-m", "kproxy_emu.cli", "synth", "--services", "1000",
-                           "--seed", "4", "-o", str(out)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kproxy_emu.cli",
+            "synth",
+            "--services",
+            "1000",
+            "--seed",
+            "4",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "1000 services" in proc.stderr
     assert Cluster.from_files(out) == synth.cluster(1000, seed=4)
-    check = subprocess.run([sys.executable, "-m", "kproxy_emu.cli", "check", str(out)],
-                           capture_output=True, text=True)
+    check = subprocess.run(
+        [sys.executable, "-m", "kproxy_emu.cli", "check", str(out)], capture_output=True, text=True
+    )
     assert check.returncode == 0 and check.stdout.startswith("1000 services")
 
 
 def test_cli_usage_error_exits_2():
-    proc = subprocess.run([sys.executable, "-m", "kproxy_emu.cli", "synth", "--services", "x"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kproxy_emu.cli", "synth", "--services", "x"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 
-_scalars = st.one_of(st.text(max_size=20), st.integers(-10**6, 10**6), st.booleans(), st.none())
-_values = st.recursive(_scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.text(min_size=1, max_size=10), inner,
-                                                 max_size=4)), max_leaves=20)
+_scalars = st.one_of(st.text(max_size=20), st.integers(-(10**6), 10**6), st.booleans(), st.none())
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.text(min_size=1, max_size=10), inner, max_size=4),
+    ),
+    max_leaves=20,
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.dictionaries(st.text(min_size=1, max_size=10), _values, min_size=1,
-                                max_size=5), min_size=1, max_size=3))
+@given(
+    st.lists(
+        st.dictionaries(st.text(min_size=1, max_size=10), _values, min_size=1, max_size=5),
+        min_size=1,
+        max_size=3,
+    )
+)
 def test_yaml_writer_reads_back_identically_with_pyyaml(docs):
     assert list(yaml.safe_load_all(to_yaml(docs))) == docs

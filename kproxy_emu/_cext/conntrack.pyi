@@ -1,6 +1,5 @@
 """Stub for the compiled kproxy_emu._cext.conntrack (source: cext/conntrack.pyx; C-level API
 in cext/conntrack_core.pxd). Pure-Python twin: kproxy_emu.dataplane.conntrack_ref."""
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -34,17 +33,27 @@ STATS_KEYS: tuple[str, ...]
 
 def tcp_transition(dir: int, index: int, old_state: int) -> int:
     """tcp_conntracks[dir][index][old_state] (10: invalid, 11: ignore)."""
+
 def tcp_flag_index(flags: int) -> int:
     """get_conntrack_index for a tcp_flags byte."""
-def tuple_hash(src_ip: int, src_port: int, dst_ip: int, dst_port: int, proto: int,
-               seed: int) -> int:
+
+def tuple_hash(
+    src_ip: int, src_port: int, dst_ip: int, dst_port: int, proto: int, seed: int
+) -> int:
     """The 32-bit seeded tuple hash."""
 
 class ConntrackTable:
     timeouts: dict[str, float]
     seed_value: int
-    def __init__(self, max_entries: int, seed: int, *, buckets: int | None = None,
-                 tcp_loose: bool = True, **timeouts: float) -> None: ...
+    def __init__(
+        self,
+        max_entries: int,
+        seed: int,
+        *,
+        buckets: int | None = None,
+        tcp_loose: bool = True,
+        **timeouts: float,
+    ) -> None: ...
     @property
     def max_entries(self) -> int: ...
     @property
@@ -57,26 +66,46 @@ class ConntrackTable:
         """Address of the C ct_table_t for Cython engines (valid while self lives)."""
     def __len__(self) -> int: ...
     def stats(self) -> dict[str, int]: ...
-    def lookup_batch(self, packets: npt.NDArray[np.void], out_state: npt.NDArray[np.uint32],
-                     out_entry: npt.NDArray[np.int32], out_dir: npt.NDArray[np.int8],
-                     out_probes: npt.NDArray[np.uint32] | None = None, *,
-                     update: bool = True) -> int:
+    def lookup_batch(
+        self,
+        packets: npt.NDArray[np.void],
+        out_state: npt.NDArray[np.uint32],
+        out_entry: npt.NDArray[np.int32],
+        out_dir: npt.NDArray[np.int8],
+        out_probes: npt.NDArray[np.uint32] | None = None,
+        *,
+        update: bool = True,
+    ) -> int:
         """ctstate bits, entry (-1 none), direction (-1 none) per packet; total probes."""
-    def track_batch(self, packets: npt.NDArray[np.void], verdicts: npt.NDArray[np.void],
-                    out_state: npt.NDArray[np.uint32] | None = None,
-                    out_entry: npt.NDArray[np.int32] | None = None,
-                    out_dir: npt.NDArray[np.int8] | None = None,
-                    marks: npt.NDArray[np.uint32] | None = None) -> int:
+    def track_batch(
+        self,
+        packets: npt.NDArray[np.void],
+        verdicts: npt.NDArray[np.void],
+        out_state: npt.NDArray[np.uint32] | None = None,
+        out_entry: npt.NDArray[np.int32] | None = None,
+        out_dir: npt.NDArray[np.int8] | None = None,
+        marks: npt.NDArray[np.uint32] | None = None,
+    ) -> int:
         """Lookup + (hit: stored NAT into the verdict) / (miss: create + confirm with the
         verdict's NAT); total probes."""
-    def lookup(self, packets: npt.NDArray[np.void], i: int = 0, *,
-               update: bool = True) -> tuple[int, int, int, int]:
+    def lookup(
+        self, packets: npt.NDArray[np.void], i: int = 0, *, update: bool = True
+    ) -> tuple[int, int, int, int]:
         """(state, entry, dir, probes) for packets[i]."""
     def create(self, packets: npt.NDArray[np.void], i: int = 0) -> int:
         """Unconfirmed entry index, ERR_FULL or ERR_INVALID."""
-    def confirm(self, entry: int, *, dnat_ip: int = 0, dnat_port: int = 0, snat_ip: int = 0,
-                snat_port: int = 0, endpoint: int = -1, mark: int = 0,
-                now: float = 0.0) -> tuple[int, int]:
+    def confirm(
+        self,
+        entry: int,
+        *,
+        dnat_ip: int = 0,
+        dnat_port: int = 0,
+        snat_ip: int = 0,
+        snat_port: int = 0,
+        endpoint: int = -1,
+        mark: int = 0,
+        now: float = 0.0,
+    ) -> tuple[int, int]:
         """(entry or ERR_CLASH, probes)."""
     def abort(self, entry: int) -> None: ...
     def update(self, entry: int, dir: int, packets: npt.NDArray[np.void], i: int = 0) -> int:

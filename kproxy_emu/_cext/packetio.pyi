@@ -1,4 +1,5 @@
 """Stub for the compiled kproxy_emu._cext.packetio (source: cext/packetio.pyx)."""
+
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ E_CAPACITY: int
 def struct_layout() -> dict[str, dict[str, Any]]:
     """{"packet_t"|"verdict_t"|"target_t": {"itemsize": int, "fields": {name: offset},
     "sizes": {name: size}}} as the C compiler laid the structs out."""
+
 def reset_verdicts(out: npt.NDArray[np.void]) -> None: ...
 def _selftest_write(packets: npt.NDArray[np.void], out: npt.NDArray[np.void]) -> int: ...
 def parse_packets(
@@ -33,8 +35,11 @@ def parse_packets(
     skip_blank: bool = False,
 ) -> tuple[int, int, int, int, int, int]:
     """(count, err, line, column, line_start, line_end); err 0 when all lines parsed."""
-def parse_ipv4_lines(buf: bytes | bytearray | memoryview,
-                     out: npt.NDArray[np.uint32]) -> tuple[int, int, int]:
+
+def parse_ipv4_lines(
+    buf: bytes | bytearray | memoryview, out: npt.NDArray[np.uint32]
+) -> tuple[int, int, int]:
     """(count, err, bad_index); err 0 when exactly out.shape[0] addresses parsed."""
+
 def format_ipv4(ips: npt.NDArray[np.uint32], out: npt.NDArray[np.uint32]) -> None: ...
 def format_packets(packets: npt.NDArray[np.void]) -> bytes: ...

@@ -1,4 +1,5 @@
 """Stub for the compiled kproxy_emu._cext.traffic (source: cext/traffic.pyx)."""
+
 import numpy as np
 import numpy.typing as npt
 
@@ -8,6 +9,7 @@ UNIFORM_ROWS: int
 
 def new_flow_count(u: npt.NDArray[np.float64], n: int, new_flow_share: float) -> int:
     """How many of the n packets generate() will make open a flow."""
+
 def generate(
     out: npt.NDArray[np.void],
     u: npt.NDArray[np.float64],

@@ -1,7 +1,8 @@
 """Stub for the compiled kproxy_emu._cext.vstable (source: cext/vstable.pyx; C-level API in
 cext/ipvs_core.pxd and cext/ipset_core.pxd). Pure-Python twin:
 kproxy_emu.dataplane.ipvs_reference."""
-from typing import Iterable, Mapping
+
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import numpy.typing as npt
@@ -29,8 +30,10 @@ IPSET_TYPES: dict[str, int]
 def scheduler_code(name: str) -> int: ...
 def svc_hash(proto: int, addr: int, port: int, rnd: int, bits: int) -> int:
     """ip_vs_svc_hashkey with a 2^bits table."""
+
 def conn_hash(proto: int, caddr: int, cport: int, rnd: int, bits: int) -> int:
     """jhash_3words(caddr, cport, proto, rnd) & mask (ip_vs_conn_hashkey)."""
+
 def sh_hash(addr: int, port: int, offset: int = 0) -> int: ...
 def dh_hash(addr: int) -> int: ...
 def mh_hash(addr: int, port: int, which: int = 1, offset: int = 0) -> int: ...
@@ -42,22 +45,35 @@ def parse_entry(set_type: str, entry: str) -> tuple[int, int, int]: ...
 class VirtualServerTable:
     scheduler: str
     seed: int
-    def __init__(self, services: npt.ArrayLike, dests: npt.ArrayLike, scheduler: str = "rr",
-                 seed: int = 0, *, svc_bits: int | None = None, conn_bits: int = 12,
-                 max_conns: int = 262144, mh_tab_index: int = 12,
-                 timeouts: Mapping[str, float] | None = None, expire_nodest_conn: bool = True,
-                 expire_quiescent_template: bool = True, conn_reuse_mode: int = 1) -> None: ...
+    def __init__(
+        self,
+        services: npt.ArrayLike,
+        dests: npt.ArrayLike,
+        scheduler: str = "rr",
+        seed: int = 0,
+        *,
+        svc_bits: int | None = None,
+        conn_bits: int = 12,
+        max_conns: int = 262144,
+        mh_tab_index: int = 12,
+        timeouts: Mapping[str, float] | None = None,
+        expire_nodest_conn: bool = True,
+        expire_quiescent_template: bool = True,
+        conn_reuse_mode: int = 1,
+    ) -> None: ...
     def table_address(self) -> int: ...
-    def add_service(self, proto: int, addr: int, port: int, flags: int = 0,
-                    timeout: int = 0) -> int:
+    def add_service(
+        self, proto: int, addr: int, port: int, flags: int = 0, timeout: int = 0
+    ) -> int:
         """ip_vs_add_service (hashed at its chain head)."""
     def edit_service(self, svc: int, flags: int, timeout: int) -> None:
         """ip_vs_edit_service: new flags and persistence timeout."""
     def service_flags(self, svc: int) -> tuple[int, int]: ...
     def del_service(self, svc: int) -> None:
         """ip_vs_del_service: unhashed, destinations to the trash."""
-    def add_dest(self, svc: int, addr: int, port: int, weight: int = 1,
-                 endpoint: int = -1) -> int: ...
+    def add_dest(
+        self, svc: int, addr: int, port: int, weight: int = 1, endpoint: int = -1
+    ) -> int: ...
     def edit_dest(self, dest: int, weight: int) -> None: ...
     def del_dest(self, dest: int) -> None: ...
     def find_service(self, proto: int, addr: int, port: int) -> int: ...
@@ -72,11 +88,13 @@ class VirtualServerTable:
     @property
     def mh_size(self) -> int: ...
     def __len__(self) -> int: ...
-    def process(self, packets: np.ndarray, out: np.ndarray,
-                now: float | None = None) -> npt.NDArray[np.uint8]:
+    def process(
+        self, packets: np.ndarray, out: np.ndarray, now: float | None = None
+    ) -> npt.NDArray[np.uint8]:
         """ip_vs_in per packet in order; verdicts written to ``out``; RESULT_* codes."""
-    def process_reply(self, packets: np.ndarray, out: np.ndarray,
-                      now: float | None = None) -> npt.NDArray[np.uint8]:
+    def process_reply(
+        self, packets: np.ndarray, out: np.ndarray, now: float | None = None
+    ) -> npt.NDArray[np.uint8]:
         """ip_vs_out per reply packet: snat_ip/snat_port back to the virtual address."""
     def expire(self, now: float) -> int: ...
     def dest_stats(self) -> np.ndarray: ...
@@ -86,8 +104,9 @@ class VirtualServerTable:
 class IPSet:
     name: str
     type: str
-    def __init__(self, name: str, set_type: str, entries: Iterable[str] = (),
-                 seed: int = 0) -> None: ...
+    def __init__(
+        self, name: str, set_type: str, entries: Iterable[str] = (), seed: int = 0
+    ) -> None: ...
     def set_address(self) -> int: ...
     def __len__(self) -> int: ...
     @property

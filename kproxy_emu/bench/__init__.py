@@ -1,4 +1,5 @@
 """Benchmark sweeps and their reports (``kproxy-emu bench``)."""
+
 from .sweep import BenchSpec, run
 
 __all__ = ["BenchSpec", "run"]

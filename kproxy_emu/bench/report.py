@@ -1,4 +1,5 @@
 """The bench sweep's outputs: the comparison table, JSON, CSV and plots."""
+
 from __future__ import annotations
 
 import csv
@@ -8,14 +9,23 @@ from pathlib import Path
 from ..errors import InputError
 
 TABLE_COLUMNS = (
-    ("mode", "mode", "{}"), ("services", "services", "{}"), ("flow", "flow", "{}"),
-    ("ns/pkt", "ns_per_packet", "{:.1f}"), ("min", "ns_min", "{:.1f}"),
-    ("max", "ns_max", "{:.1f}"), ("Mpps", "mpps", "{:.2f}"),
-    ("cost p50", "cost_p50", "{:g}"), ("cost p99", "cost_p99", "{:g}"),
-    ("unit", "cost_unit", "{}"), ("ns/rule", "ns_per_rule", "{:.2f}"),
-    ("x roofline", "roofline_ratio", "{:.2f}"), ("kernel ns", "predicted_kernel_ns", "{:.0f}"),
-    ("compile s", "compile_s", "{:.2f}"), ("prepare s", "prepare_s", "{:.2f}"),
-    ("update s", "update_s", "{:.3f}"), ("RSS MB", "peak_rss_mb", "{:.0f}"),
+    ("mode", "mode", "{}"),
+    ("services", "services", "{}"),
+    ("flow", "flow", "{}"),
+    ("ns/pkt", "ns_per_packet", "{:.1f}"),
+    ("min", "ns_min", "{:.1f}"),
+    ("max", "ns_max", "{:.1f}"),
+    ("Mpps", "mpps", "{:.2f}"),
+    ("cost p50", "cost_p50", "{:g}"),
+    ("cost p99", "cost_p99", "{:g}"),
+    ("unit", "cost_unit", "{}"),
+    ("ns/rule", "ns_per_rule", "{:.2f}"),
+    ("x roofline", "roofline_ratio", "{:.2f}"),
+    ("kernel ns", "predicted_kernel_ns", "{:.0f}"),
+    ("compile s", "compile_s", "{:.2f}"),
+    ("prepare s", "prepare_s", "{:.2f}"),
+    ("update s", "update_s", "{:.3f}"),
+    ("RSS MB", "peak_rss_mb", "{:.0f}"),
 )
 CSV_SKIP = ("sync_full", "sync_update", "actions")
 
@@ -43,18 +53,27 @@ def table(result: dict) -> str:
         out.append(f"  {r['mode']:9} {r['services']:>7} services: {full} / {upd}")
     ref = result.get("reference")
     if ref:
-        out.append(f"pure-Python reference evaluator ({ref['mode']}, {ref['services']} services): "
-                   f"{ref['reference_ns_per_packet']:.0f} ns/pkt vs engine "
-                   f"{ref['engine_ns_per_packet']:.0f} ns/pkt ({ref['reference_ratio']:.0f}x)")
+        out.append(
+            f"pure-Python reference evaluator ({ref['mode']}, {ref['services']} services): "
+            f"{ref['reference_ns_per_packet']:.0f} ns/pkt vs engine "
+            f"{ref['engine_ns_per_packet']:.0f} ns/pkt ({ref['reference_ratio']:.0f}x)"
+        )
     roof = {(r["services"]): r for r in records if r["flow"] == "new"}
     if roof:
-        out.append("roofline (plain compiled baselines on the same packets): " + "; ".join(
-            f"{n}: scan {r['roofline_scan_ns_per_rule']:.2f} ns/row, hash "
-            f"{r['roofline_hash_ns_per_lookup']:.1f} ns/lookup" for n, r in sorted(roof.items())))
+        out.append(
+            "roofline (plain compiled baselines on the same packets): "
+            + "; ".join(
+                f"{n}: scan {r['roofline_scan_ns_per_rule']:.2f} ns/row, hash "
+                f"{r['roofline_hash_ns_per_lookup']:.1f} ns/lookup"
+                for n, r in sorted(roof.items())
+            )
+        )
     m = result.get("machine", {})
     if m:
-        out.append(f"machine: {m.get('cpu')}, {m.get('cores')} cores, Linux {m.get('kernel')}, "
-                   f"Python {m.get('python')}")
+        out.append(
+            f"machine: {m.get('cpu')}, {m.get('cores')} cores, Linux {m.get('kernel')}, "
+            f"Python {m.get('python')}"
+        )
     return "\n".join(out) + "\n"
 
 
@@ -64,6 +83,7 @@ def write_json(result: dict, path: str) -> None:
 
 def write_csv(result: dict, path: str) -> None:
     import io
+
     records = result["records"]
     keys: list[str] = []
     for r in records:
@@ -88,11 +108,13 @@ def plot(result: dict, path: str) -> None:
     rules evaluated per new flow vs services (iptables), sync size vs services."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise InputError("plotting needs matplotlib: pip install 'kproxy-emu[plot]'",
-                         field="--plot", value=path) from None
+        raise InputError(
+            "plotting needs matplotlib: pip install 'kproxy-emu[plot]'", field="--plot", value=path
+        ) from None
     records = result["records"]
     modes = sorted({r["mode"] for r in records})
     color = {m: f"C{k}" for k, m in enumerate(modes)}
@@ -100,8 +122,11 @@ def plot(result: dict, path: str) -> None:
     ax = axes[0]
     for mode in modes:
         for flow, style in (("new", "-o"), ("established", "--s")):
-            pts = sorted((r["services"], r["ns_per_packet"]) for r in records
-                         if r["mode"] == mode and r["flow"] == flow)
+            pts = sorted(
+                (r["services"], r["ns_per_packet"])
+                for r in records
+                if r["mode"] == mode and r["flow"] == flow
+            )
             if pts:
                 xs, ys = zip(*pts)
                 ax.plot(xs, ys, style, color=color[mode], label=f"{mode} {flow}")
@@ -113,8 +138,11 @@ def plot(result: dict, path: str) -> None:
     ax.legend()
     ax.grid(True, which="both", alpha=0.3)
     ax = axes[1]
-    pts = sorted((r["services"], r["rules_mean"], r["cost_p99"]) for r in records
-                 if r["mode"] == "iptables" and r["flow"] == "new")
+    pts = sorted(
+        (r["services"], r["rules_mean"], r["cost_p99"])
+        for r in records
+        if r["mode"] == "iptables" and r["flow"] == "new"
+    )
     if pts:
         xs, mean, p99 = zip(*pts)
         ax.plot(xs, mean, "-o", label="mean")
@@ -128,8 +156,11 @@ def plot(result: dict, path: str) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax = axes[2]
     for mode in modes:
-        pts = sorted((r["services"], r["sync_full"]["bytes"]) for r in records
-                     if r["mode"] == mode and r["flow"] == "new")
+        pts = sorted(
+            (r["services"], r["sync_full"]["bytes"])
+            for r in records
+            if r["mode"] == mode and r["flow"] == "new"
+        )
         if pts:
             xs, ys = zip(*pts)
             ax.plot(xs, ys, "-o", color=color[mode], label=mode)

@@ -16,6 +16,7 @@ own (``ru_maxrss`` of a fresh fork starts at the small parent's). In a cell:
   and a plain open-addressing table of the same frontends (cext/roofline.pyx);
 - reference: the pure-Python evaluator on a few packets of the smallest size.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,9 +27,9 @@ import os
 import resource
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -59,8 +60,11 @@ class BenchSpec:
                 raise InputError("must be positive integers", field="--services", value=n)
         for m in self.modes:
             if m not in MODES:
-                raise InputError(f"unknown or not yet benchmarked mode (available: "
-                                 f"{', '.join(MODES)})", field="--modes", value=m)
+                raise InputError(
+                    f"unknown or not yet benchmarked mode (available: {', '.join(MODES)})",
+                    field="--modes",
+                    value=m,
+                )
         if self.endpoints < 1:
             raise InputError("must be at least 1", field="--endpoints", value=self.endpoints)
         if self.packets < 100:
@@ -68,14 +72,14 @@ class BenchSpec:
         if self.repeat < 1:
             raise InputError("must be at least 1", field="--repeat", value=self.repeat)
         if not 0.0 < self.new_flow_share <= 1.0:
-            raise InputError("must be in (0, 1]", field="--new-flow-share",
-                             value=self.new_flow_share)
+            raise InputError(
+                "must be in (0, 1]", field="--new-flow-share", value=self.new_flow_share
+            )
         bits = self.ipvs_conn_tab_bits
         if bits is not None and (isinstance(bits, bool) or bits not in range(8, 21)):
             raise InputError("must be 8..20", field="--ipvs-conn-tab-bits", value=bits)
         if self.popularity not in ("uniform", "zipf"):
-            raise InputError("must be uniform or zipf", field="--popularity",
-                             value=self.popularity)
+            raise InputError("must be uniform or zipf", field="--popularity", value=self.popularity)
 
 
 def make_cluster(services: int, endpoints: int, seed: int):
@@ -83,10 +87,18 @@ def make_cluster(services: int, endpoints: int, seed: int):
     with one port each, all endpoints ready (the sweep measures lookup cost, so every
     service is reachable)."""
     from .. import synth
-    return synth.cluster(services, endpoints=endpoints, seed=seed, nodes=10,
-                         type_mix={"ClusterIP": 0.8, "NodePort": 0.1, "LoadBalancer": 0.1},
-                         ports_per_service=(1.0,), terminating_share=0, not_ready_share=0,
-                         affinity_share=0)
+
+    return synth.cluster(
+        services,
+        endpoints=endpoints,
+        seed=seed,
+        nodes=10,
+        type_mix={"ClusterIP": 0.8, "NodePort": 0.1, "LoadBalancer": 0.1},
+        ports_per_service=(1.0,),
+        terminating_share=0,
+        not_ready_share=0,
+        affinity_share=0,
+    )
 
 
 def one_endpoint_changed(cluster):
@@ -107,17 +119,31 @@ def traffic(dp, spec: BenchSpec, seed: int):
     """The sweep's batch for one Dataplane: ``spec.packets`` packets (seeded) to the
     frontends its node serves, from the origins of ``spec.origin_mix`` that can reach one."""
     from .. import packets
+
     targets = dp.packet_targets()
-    mix = {k: v for k, v in spec.origin_mix.items()
-           if (targets["origins"] & (1 << packets.ORIGIN_NAMES.index(k))).any()}
-    return packets.synth(targets, spec.packets, seed=seed, popularity=spec.popularity,
-                        new_flow_share=spec.new_flow_share, origin_mix=mix or {"pod": 1.0},
-                        sources=_sources(dp), rate=1e7)
+    mix = {
+        k: v
+        for k, v in spec.origin_mix.items()
+        if (targets["origins"] & (1 << packets.ORIGIN_NAMES.index(k))).any()
+    }
+    return packets.synth(
+        targets,
+        spec.packets,
+        seed=seed,
+        popularity=spec.popularity,
+        new_flow_share=spec.new_flow_share,
+        origin_mix=mix or {"pod": 1.0},
+        sources=_sources(dp),
+        rate=1e7,
+    )
 
 
 def _sources(dp) -> dict[str, list[str]]:
-    pods = dp.options.detect_local_value if dp.options.detect_local_mode == "ClusterCIDR" \
+    pods = (
+        dp.options.detect_local_value
+        if dp.options.detect_local_mode == "ClusterCIDR"
         else "10.0.0.0/8"
+    )
     host = [ip for ip in dp.options.node.local_ips if ":" not in ip]
     return {"pod": [pods], "external": ["203.0.113.0/24"], "host": host[:1]}
 
@@ -157,20 +183,25 @@ def _timed(fn: Callable, repeat: int) -> tuple[list[float], object]:
 
 def load_calibration(path: str | None) -> dict | None:
     if path is None:
-        default = Path(os.environ.get("KPROXY_EMU_CALIBRATION",
-                                      Path.home() / ".cache" / "kproxy-emu" / "calibration.json"))
+        default = Path(
+            os.environ.get(
+                "KPROXY_EMU_CALIBRATION", Path.home() / ".cache" / "kproxy-emu" / "calibration.json"
+            )
+        )
         if not default.exists():
             return None
         path = str(default)
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read the calibration file ({exc})", field="--calibration",
-                         value=path) from None
+        raise InputError(
+            f"cannot read the calibration file ({exc})", field="--calibration", value=path
+        ) from None
 
 
-def predicted_kernel_ns(calibration: dict | None, mode: str, rules: float,
-                        lookups: float) -> float | None:
+def predicted_kernel_ns(
+    calibration: dict | None, mode: str, rules: float, lookups: float
+) -> float | None:
     """Kernel first-packet latency the calibration predicts for this counted cost:
     base + rules x per-rule (iptables), base + lookups x per-lookup (hash modes)."""
     if not calibration:
@@ -194,8 +225,11 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
     if cluster is None:
         cluster = make_cluster(services, spec.endpoints, spec.seed)
     t0 = time.perf_counter()
-    extra = {"ipvs_conn_tab_bits": spec.ipvs_conn_tab_bits} \
-        if mode == "ipvs" and spec.ipvs_conn_tab_bits else {}
+    extra = (
+        {"ipvs_conn_tab_bits": spec.ipvs_conn_tab_bits}
+        if mode == "ipvs" and spec.ipvs_conn_tab_bits
+        else {}
+    )
     dp = Dataplane(cluster, mode=mode, cluster_cidr="10.0.0.0/8", seed=spec.seed, **extra)
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -217,8 +251,9 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
         verdicts = dp.process(batch)
         new_times.append(time.perf_counter() - t0)
     # established: the flows that got through, after their handshake (SYN, SYN-ACK)
-    alive = (verdicts["action"] == packets.Action.DNAT) | \
-        (verdicts["action"] == packets.Action.ACCEPT)
+    alive = (verdicts["action"] == packets.Action.DNAT) | (
+        verdicts["action"] == packets.Action.ACCEPT
+    )
     span = float(batch["ts"].max() - batch["ts"].min()) + 1.0
     follow = established_packets(batch[alive], span)
     est_times = []
@@ -232,15 +267,26 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
 
     # roofline: the service frontends as packed rows, scanned and hashed
     targets = dp.packet_targets()
-    scanned = roofline.linear_scan(np.ascontiguousarray(targets["ip"]),
-                                   np.ascontiguousarray(targets["port"]),
-                                   np.ascontiguousarray(targets["proto"]), batch)
-    scan_times, _ = _timed(lambda: roofline.linear_scan(
-        np.ascontiguousarray(targets["ip"]), np.ascontiguousarray(targets["port"]),
-        np.ascontiguousarray(targets["proto"]), batch), spec.repeat)
-    table = roofline.OpenAddressingTable(np.ascontiguousarray(targets["ip"]),
-                                         np.ascontiguousarray(targets["port"]),
-                                         np.ascontiguousarray(targets["proto"]))
+    scanned = roofline.linear_scan(
+        np.ascontiguousarray(targets["ip"]),
+        np.ascontiguousarray(targets["port"]),
+        np.ascontiguousarray(targets["proto"]),
+        batch,
+    )
+    scan_times, _ = _timed(
+        lambda: roofline.linear_scan(
+            np.ascontiguousarray(targets["ip"]),
+            np.ascontiguousarray(targets["port"]),
+            np.ascontiguousarray(targets["proto"]),
+            batch,
+        ),
+        spec.repeat,
+    )
+    table = roofline.OpenAddressingTable(
+        np.ascontiguousarray(targets["ip"]),
+        np.ascontiguousarray(targets["port"]),
+        np.ascontiguousarray(targets["proto"]),
+    )
     found = np.empty(n, np.int64)
     hash_times, _ = _timed(lambda: table.probe(batch, found), spec.repeat)
 
@@ -254,14 +300,22 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
     scan_ns_per_row = float(np.median(scan_times)) / max(scanned, 1) * 1e9
     hash_ns = float(np.median(hash_times)) / n * 1e9
     common = {
-        "mode": mode, "services": services, "endpoints": spec.endpoints,
-        "frontends": int(len(targets)), "packets": n,
-        "compile_s": round(compile_s, 4), "prepare_s": round(prepare_s, 4),
-        "update_s": round(update_s, 4), "sync_full": full_sync, "sync_update": sync.cost(),
+        "mode": mode,
+        "services": services,
+        "endpoints": spec.endpoints,
+        "frontends": len(targets),
+        "packets": n,
+        "compile_s": round(compile_s, 4),
+        "prepare_s": round(prepare_s, 4),
+        "update_s": round(update_s, 4),
+        "sync_full": full_sync,
+        "sync_update": sync.cost(),
         "peak_rss_mb": round(peak_mb, 1),
         "roofline_scan_ns_per_rule": round(scan_ns_per_row, 3),
         "roofline_hash_ns_per_lookup": round(hash_ns, 3),
-        "popularity": spec.popularity, "seed": spec.seed, "repeat": spec.repeat,
+        "popularity": spec.popularity,
+        "seed": spec.seed,
+        "repeat": spec.repeat,
     }
     records = []
     for flow, times, v in (("new", new_times, verdicts), ("established", est_times, est)):
@@ -271,19 +325,26 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
         cost = rules if mode == "iptables" else probes
         med = float(np.median(ns))
         rec = dict(common)
-        rec.update({
-            "flow": flow, "ns_per_packet": round(med, 2), "ns_min": round(float(ns.min()), 2),
-            "ns_max": round(float(ns.max()), 2), "mpps": round(1e3 / med, 3),
-            "cost_unit": "rules" if mode == "iptables" else "probes",
-            "cost_p50": float(np.percentile(cost, 50)),
-            "cost_p99": float(np.percentile(cost, 99)),
-            "rules_mean": round(float(rules.mean()), 2),
-            "probes_p50": float(np.percentile(probes, 50)),
-            "probes_p99": float(np.percentile(probes, 99)),
-            "ct_hit_share": round(float(v["ct_hit"].mean()), 4),
-            "actions": {packets.Action(a).name: int(c)
-                        for a, c in zip(*np.unique(v["action"], return_counts=True))},
-        })
+        rec.update(
+            {
+                "flow": flow,
+                "ns_per_packet": round(med, 2),
+                "ns_min": round(float(ns.min()), 2),
+                "ns_max": round(float(ns.max()), 2),
+                "mpps": round(1e3 / med, 3),
+                "cost_unit": "rules" if mode == "iptables" else "probes",
+                "cost_p50": float(np.percentile(cost, 50)),
+                "cost_p99": float(np.percentile(cost, 99)),
+                "rules_mean": round(float(rules.mean()), 2),
+                "probes_p50": float(np.percentile(probes, 50)),
+                "probes_p99": float(np.percentile(probes, 99)),
+                "ct_hit_share": round(float(v["ct_hit"].mean()), 4),
+                "actions": {
+                    packets.Action(a).name: int(c)
+                    for a, c in zip(*np.unique(v["action"], return_counts=True))
+                },
+            }
+        )
         if mode == "iptables" and flow == "new" and rules.mean() > 0:
             per_rule = med / float(rules.mean())
             rec["ns_per_rule"] = round(per_rule, 3)
@@ -292,9 +353,11 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
             # packets' cost in bare hash lookups of the same frontends
             rec["roofline_ratio"] = round(med / hash_ns, 2) if hash_ns else None
             rec["established_hit_share"] = round(hits, 4)
-        rec["predicted_kernel_ns"] = predicted_kernel_ns(
-            calibration, mode, float(rules.mean()), float(probes.mean())) \
-            if flow == "new" else None
+        rec["predicted_kernel_ns"] = (
+            predicted_kernel_ns(calibration, mode, float(rules.mean()), float(probes.mean()))
+            if flow == "new"
+            else None
+        )
         records.append(rec)
     return records
 
@@ -318,10 +381,14 @@ def reference_ratio(spec: BenchSpec, services: int, packets_n: int = 300) -> dic
     for f in flows:
         evaluate_new_flow(ev, f)
     ref_ns = (time.perf_counter() - t0) / len(flows) * 1e9
-    return {"mode": "iptables", "services": services, "packets": len(flows),
-            "engine_ns_per_packet": round(engine_ns, 1),
-            "reference_ns_per_packet": round(ref_ns, 1),
-            "reference_ratio": round(ref_ns / engine_ns, 1)}
+    return {
+        "mode": "iptables",
+        "services": services,
+        "packets": len(flows),
+        "engine_ns_per_packet": round(engine_ns, 1),
+        "reference_ns_per_packet": round(ref_ns, 1),
+        "reference_ratio": round(ref_ns / engine_ns, 1),
+    }
 
 
 def _cell_in_child(conn, mode, services, spec) -> None:
@@ -361,12 +428,17 @@ def run(spec: BenchSpec, *, progress: bool = True, isolate: bool = True) -> dict
             records.extend(run_cell(mode, services, spec))
     # the Python evaluator takes ~10 µs per rule walked: keep its case small
     reference = reference_ratio(spec, min(min(spec.services), REFERENCE_SERVICES))
-    return {"records": records, "reference": reference, "machine": machine_info(),
-            "spec": dataclasses.asdict(spec)}
+    return {
+        "records": records,
+        "reference": reference,
+        "machine": machine_info(),
+        "spec": dataclasses.asdict(spec),
+    }
 
 
 def machine_info() -> dict:
     import platform
+
     cpu = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -375,5 +447,9 @@ def machine_info() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "kernel": platform.release()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }

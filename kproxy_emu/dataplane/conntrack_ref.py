@@ -7,6 +7,7 @@ is a Python list of (slot, direction) nodes with the newest first, the TCP trans
 the kernel's table spelled out. See cext/conntrack.pyx for the semantics and their
 kernel sources.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -14,11 +15,23 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kproxy_emu._cext.conntrack import (
-    DEFAULT_TIMEOUTS, ENTRY_DTYPE, KUBE_PROXY_TIMEOUTS, SCTP_STATE_NAMES, TCP_STATE_NAMES,
+    DEFAULT_TIMEOUTS,
+    ENTRY_DTYPE,
+    KUBE_PROXY_TIMEOUTS,
+    SCTP_STATE_NAMES,
+    TCP_STATE_NAMES,
 )
 
-__all__ = ["ConntrackTable", "DEFAULT_TIMEOUTS", "KUBE_PROXY_TIMEOUTS", "ENTRY_DTYPE",
-           "TCP_STATE_NAMES", "SCTP_STATE_NAMES", "TCP_CONNTRACKS", "tuple_hash"]
+__all__ = [
+    "DEFAULT_TIMEOUTS",
+    "ENTRY_DTYPE",
+    "KUBE_PROXY_TIMEOUTS",
+    "SCTP_STATE_NAMES",
+    "TCP_CONNTRACKS",
+    "TCP_STATE_NAMES",
+    "ConntrackTable",
+    "tuple_hash",
+]
 
 ORIGINAL, REPLY = 0, 1
 
@@ -43,44 +56,51 @@ sNO, sSS, sSR, sES, sFW, sCW, sLA, sTW, sCL, sS2, sIV, sIG = range(12)
 SYN_SET, SYNACK_SET, FIN_SET, ACK_SET, RST_SET, NONE_SET = range(6)
 TCP_CONNTRACKS = (
     (  # ORIGINAL     sNO  sSS  sSR  sES  sFW  sCW  sLA  sTW  sCL  sS2
-        (sSS, sSS, sIG, sIG, sIG, sIG, sIG, sSS, sSS, sS2),   # syn
-        (sIV, sIV, sIG, sIG, sIG, sIG, sIG, sIG, sIG, sSR),   # synack
-        (sIV, sIV, sFW, sFW, sLA, sLA, sLA, sTW, sCL, sIV),   # fin
-        (sES, sIV, sES, sES, sCW, sCW, sTW, sTW, sCL, sIV),   # ack
-        (sIV, sCL, sCL, sCL, sCL, sCL, sCL, sCL, sCL, sCL),   # rst
-        (sIV,) * 10,                                          # none
+        (sSS, sSS, sIG, sIG, sIG, sIG, sIG, sSS, sSS, sS2),  # syn
+        (sIV, sIV, sIG, sIG, sIG, sIG, sIG, sIG, sIG, sSR),  # synack
+        (sIV, sIV, sFW, sFW, sLA, sLA, sLA, sTW, sCL, sIV),  # fin
+        (sES, sIV, sES, sES, sCW, sCW, sTW, sTW, sCL, sIV),  # ack
+        (sIV, sCL, sCL, sCL, sCL, sCL, sCL, sCL, sCL, sCL),  # rst
+        (sIV,) * 10,  # none
     ),
     (  # REPLY
-        (sIV, sS2, sIV, sIV, sIV, sIV, sIV, sIV, sIV, sS2),   # syn
-        (sIV, sSR, sIG, sIG, sIG, sIG, sIG, sIG, sIG, sSR),   # synack
-        (sIV, sIV, sFW, sFW, sLA, sLA, sLA, sTW, sCL, sIV),   # fin
-        (sIV, sIG, sSR, sES, sCW, sCW, sTW, sTW, sCL, sIG),   # ack
-        (sIV, sCL, sCL, sCL, sCL, sCL, sCL, sCL, sCL, sCL),   # rst
-        (sIV,) * 10,                                          # none
+        (sIV, sS2, sIV, sIV, sIV, sIV, sIV, sIV, sIV, sS2),  # syn
+        (sIV, sSR, sIG, sIG, sIG, sIG, sIG, sIG, sIG, sSR),  # synack
+        (sIV, sIV, sFW, sFW, sLA, sLA, sLA, sTW, sCL, sIV),  # fin
+        (sIV, sIG, sSR, sES, sCW, sCW, sTW, sTW, sCL, sIG),  # ack
+        (sIV, sCL, sCL, sCL, sCL, sCL, sCL, sCL, sCL, sCL),  # rst
+        (sIV,) * 10,  # none
     ),
 )
 SCTP_COOKIE_WAIT, SCTP_COOKIE_ECHOED, SCTP_ESTABLISHED = 2, 3, 4
 
-_TCP_TIMEOUT_NAMES = {sSS: "tcp_timeout_syn_sent", sSR: "tcp_timeout_syn_recv",
-                      sES: "tcp_timeout_established", sFW: "tcp_timeout_fin_wait",
-                      sCW: "tcp_timeout_close_wait", sLA: "tcp_timeout_last_ack",
-                      sTW: "tcp_timeout_time_wait", sCL: "tcp_timeout_close",
-                      sS2: "tcp_timeout_syn_sent"}
+_TCP_TIMEOUT_NAMES = {
+    sSS: "tcp_timeout_syn_sent",
+    sSR: "tcp_timeout_syn_recv",
+    sES: "tcp_timeout_established",
+    sFW: "tcp_timeout_fin_wait",
+    sCW: "tcp_timeout_close_wait",
+    sLA: "tcp_timeout_last_ack",
+    sTW: "tcp_timeout_time_wait",
+    sCL: "tcp_timeout_close",
+    sS2: "tcp_timeout_syn_sent",
+}
 
 _M64 = (1 << 64) - 1
 
 
 def _mix64(x: int) -> int:
     x ^= x >> 30
-    x = (x * 0xbf58476d1ce4e5b9) & _M64
+    x = (x * 0xBF58476D1CE4E5B9) & _M64
     x ^= x >> 27
-    x = (x * 0x94d049bb133111eb) & _M64
+    x = (x * 0x94D049BB133111EB) & _M64
     x ^= x >> 31
     return x
 
 
-def tuple_hash(src_ip: int, src_port: int, dst_ip: int, dst_port: int, proto: int,
-               seed: int) -> int:
+def tuple_hash(
+    src_ip: int, src_port: int, dst_ip: int, dst_port: int, proto: int, seed: int
+) -> int:
     h = _mix64(seed ^ ((src_ip << 32) | dst_ip))
     h = _mix64(h ^ ((src_port << 32) | (dst_port << 16) | proto))
     return h >> 32
@@ -100,7 +120,7 @@ def tcp_flag_index(flags: int) -> int:
 
 @dataclass
 class Entry:
-    tuples: list[tuple[int, int, int, int]]   # [(src_ip, src_port, dst_ip, dst_port)] x 2
+    tuples: list[tuple[int, int, int, int]]  # [(src_ip, src_port, dst_ip, dst_port)] x 2
     proto: int
     state: int
     created: float
@@ -114,16 +134,27 @@ class Entry:
 
 def _row(packets, i: int):
     p = packets[i]
-    return (float(p["ts"]), int(p["src_ip"]), int(p["src_port"]), int(p["dst_ip"]),
-            int(p["dst_port"]), int(p["proto"]), int(p["tcp_flags"]), int(p["family"]))
+    return (
+        float(p["ts"]),
+        int(p["src_ip"]),
+        int(p["src_port"]),
+        int(p["dst_ip"]),
+        int(p["dst_port"]),
+        int(p["proto"]),
+        int(p["tcp_flags"]),
+        int(p["family"]),
+    )
 
 
 class ConntrackTable:
     """Same constructor and API as kproxy_emu._cext.conntrack.ConntrackTable."""
 
     def __init__(self, max_entries, seed, *, buckets=None, tcp_loose=True, **timeouts):
-        if isinstance(max_entries, bool) or int(max_entries) != max_entries \
-                or not 1 <= int(max_entries) < (1 << 30):
+        if (
+            isinstance(max_entries, bool)
+            or int(max_entries) != max_entries
+            or not 1 <= int(max_entries) < (1 << 30)
+        ):
             raise ValueError(f"max_entries must be an integer in 1..2**30-1, got {max_entries!r}")
         if isinstance(seed, bool) or int(seed) != seed or not 0 <= int(seed) < (1 << 64):
             raise ValueError(f"seed must be an integer in 0..2**64-1, got {seed!r}")
@@ -146,15 +177,25 @@ class ConntrackTable:
         self.tcp_loose = bool(tcp_loose)
         self._entries: dict[int, Entry] = {}
         self._chains: list[list[tuple[int, int]]] = [[] for _ in range(self.buckets)]
-        self._free = list(range(self.max_entries - 1, -1, -1))   # pop() gives 0, 1, ...
-        self._stats = dict.fromkeys(("found", "searched", "inserted", "invalid", "drop",
-                                     "early_drop", "insert_failed", "expired"), 0)
+        self._free = list(range(self.max_entries - 1, -1, -1))  # pop() gives 0, 1, ...
+        self._stats = dict.fromkeys(
+            (
+                "found",
+                "searched",
+                "inserted",
+                "invalid",
+                "drop",
+                "early_drop",
+                "insert_failed",
+                "expired",
+            ),
+            0,
+        )
 
     # -- helpers ------------------------------------------------------------------------
 
     def _bucket(self, key: tuple[int, int, int, int], proto: int) -> int:
-        return (tuple_hash(key[0], key[1], key[2], key[3], proto, self.seed)
-                * self.buckets) >> 32
+        return (tuple_hash(key[0], key[1], key[2], key[3], proto, self.seed) * self.buckets) >> 32
 
     def _free_entry(self, idx: int) -> None:
         e = self._entries.pop(idx)
@@ -175,7 +216,7 @@ class ConntrackTable:
             if e.expires <= now:
                 self._free_entry(idx)
                 self._stats["expired"] += 1
-                continue            # the next node slid into position i
+                continue  # the next node slid into position i
             if e.tuples[d] == key and e.proto == proto:
                 return idx, d, probes
             i += 1
@@ -237,9 +278,15 @@ class ConntrackTable:
             elif e.state == SCTP_COOKIE_ECHOED and d == REPLY:
                 e.state = SCTP_ESTABLISHED
                 e.status |= ASSURED
-            e.expires = now + T[{SCTP_ESTABLISHED: "sctp_timeout_established",
-                                 SCTP_COOKIE_ECHOED: "sctp_timeout_cookie_echoed"}
-                                .get(e.state, "sctp_timeout_cookie_wait")]
+            e.expires = (
+                now
+                + T[
+                    {
+                        SCTP_ESTABLISHED: "sctp_timeout_established",
+                        SCTP_COOKIE_ECHOED: "sctp_timeout_cookie_echoed",
+                    }.get(e.state, "sctp_timeout_cookie_wait")
+                ]
+            )
         elif e.proto == ICMP:
             e.expires = now + T["icmp_timeout"]
         else:
@@ -298,7 +345,7 @@ class ConntrackTable:
         return False
 
     def _alloc(self, pkt) -> int:
-        now, sip, sport, dip, dport, proto, flags, family = pkt
+        now, sip, sport, dip, dport, proto, flags, _family = pkt
         if len(self._entries) >= self.max_entries:
             if not self._early_drop((sip, sport, dip, dport), proto, now):
                 self._stats["drop"] += 1
@@ -308,13 +355,19 @@ class ConntrackTable:
             self._stats["invalid"] += 1
             return ERR_INVALID
         idx = self._free.pop()
-        self._entries[idx] = Entry(tuples=[(sip, sport, dip, dport), (dip, dport, sip, sport)],
-                                   proto=proto, state=s, created=now, expires=now)
+        self._entries[idx] = Entry(
+            tuples=[(sip, sport, dip, dport), (dip, dport, sip, sport)],
+            proto=proto,
+            state=s,
+            created=now,
+            expires=now,
+        )
         self._packet(idx, ORIGINAL, now, flags)
         return idx
 
-    def _confirm(self, idx, dnat_ip, dnat_port, snat_ip, snat_port, endpoint, mark,
-                 now) -> tuple[int, int]:
+    def _confirm(
+        self, idx, dnat_ip, dnat_port, snat_ip, snat_port, endpoint, mark, now
+    ) -> tuple[int, int]:
         e = self._entries[idx]
         osip, osport, odip, odport = e.tuples[ORIGINAL]
         rsip, rsport = (dnat_ip or odip), (dnat_port or odport)
@@ -356,11 +409,16 @@ class ConntrackTable:
     def stats(self) -> dict[str, int]:
         return dict(self._stats)
 
-    def lookup_batch(self, packets, out_state, out_entry, out_dir, out_probes=None, *,
-                     update=True) -> int:
+    def lookup_batch(
+        self, packets, out_state, out_entry, out_dir, out_probes=None, *, update=True
+    ) -> int:
         n = len(packets)
-        if len(out_state) < n or len(out_entry) < n or len(out_dir) < n or \
-                (out_probes is not None and len(out_probes) < n):
+        if (
+            len(out_state) < n
+            or len(out_entry) < n
+            or len(out_dir) < n
+            or (out_probes is not None and len(out_probes) < n)
+        ):
             raise ValueError("output arrays shorter than packets")
         total = 0
         for i in range(n):
@@ -371,8 +429,9 @@ class ConntrackTable:
             total += pr
         return total
 
-    def track_batch(self, packets, verdicts, out_state=None, out_entry=None, out_dir=None,
-                    marks=None) -> int:
+    def track_batch(
+        self, packets, verdicts, out_state=None, out_entry=None, out_dir=None, marks=None
+    ) -> int:
         n = len(packets)
         for arr in (verdicts, out_state, out_entry, out_dir, marks):
             if arr is not None and len(arr) < n:
@@ -403,9 +462,15 @@ class ConntrackTable:
                     v["action"] = 2
                 elif new >= 0:
                     new, cprobes = self._confirm(
-                        new, int(v["dnat_ip"]), int(v["dnat_port"]), int(v["snat_ip"]),
-                        int(v["snat_port"]), int(v["endpoint"]),
-                        int(marks[i]) if marks is not None else 0, now)
+                        new,
+                        int(v["dnat_ip"]),
+                        int(v["dnat_port"]),
+                        int(v["snat_ip"]),
+                        int(v["snat_port"]),
+                        int(v["endpoint"]),
+                        int(marks[i]) if marks is not None else 0,
+                        now,
+                    )
                     if new < 0:
                         v["action"] = 2
                     else:
@@ -433,13 +498,13 @@ class ConntrackTable:
             raise IndexError(f"packet index {i} out of range for {len(packets)} packets")
         return self._alloc(_row(packets, i))
 
-    def confirm(self, entry, *, dnat_ip=0, dnat_port=0, snat_ip=0, snat_port=0, endpoint=-1,
-                mark=0, now=0.0) -> tuple[int, int]:
+    def confirm(
+        self, entry, *, dnat_ip=0, dnat_port=0, snat_ip=0, snat_port=0, endpoint=-1, mark=0, now=0.0
+    ) -> tuple[int, int]:
         e = self._entries.get(entry)
         if e is None or e.confirmed:
             raise ValueError(f"entry {entry} is not an unconfirmed entry")
-        return self._confirm(entry, dnat_ip, dnat_port, snat_ip, snat_port, endpoint, mark,
-                             now)
+        return self._confirm(entry, dnat_ip, dnat_port, snat_ip, snat_port, endpoint, mark, now)
 
     def abort(self, entry) -> None:
         e = self._entries.get(entry)
@@ -464,8 +529,11 @@ class ConntrackTable:
 
     def expire(self, now) -> int:
         # slot order: the order slots return to the free stack
-        dead = [i for i in sorted(self._entries)
-                if self._entries[i].confirmed and self._entries[i].expires <= now]
+        dead = [
+            i
+            for i in sorted(self._entries)
+            if self._entries[i].confirmed and self._entries[i].expires <= now
+        ]
         for i in dead:
             self._free_entry(i)
         self._stats["expired"] += len(dead)
@@ -477,9 +545,28 @@ class ConntrackTable:
             e = self._entries[i]
             (osip, osport, odip, odport), (rsip, rsport, rdip, rdport) = e.tuples
             dn, sn = bool(e.status & DST_NAT), bool(e.status & SRC_NAT)
-            out[k] = (i, e.proto, e.state, e.confirmed, e.status, osip, osport, odip, odport,
-                      rsip, rsport, rdip, rdport, rsip if dn else 0, rsport if dn else 0,
-                      rdip if sn else 0, rdport if sn else 0, e.endpoint, e.mark, e.expires)
+            out[k] = (
+                i,
+                e.proto,
+                e.state,
+                e.confirmed,
+                e.status,
+                osip,
+                osport,
+                odip,
+                odport,
+                rsip,
+                rsport,
+                rdip,
+                rdport,
+                rsip if dn else 0,
+                rsport if dn else 0,
+                rdip if sn else 0,
+                rdport if sn else 0,
+                e.endpoint,
+                e.mark,
+                e.expires,
+            )
         return out
 
     def chain_lengths(self) -> np.ndarray:

@@ -5,6 +5,7 @@ proxy view of the cluster, conntrack, the seeded random stream, the packet batch
 and the trace format. A mode backend (``iptables_backend.py``, ...) owns its compiled
 state, its sync, its renderer, its engine and its reference evaluator.
 """
+
 from __future__ import annotations
 
 import copy
@@ -23,9 +24,12 @@ CONN_TAB_BITS = 12  # ip_vs conn_tab_bits: the kernel's default (CONFIG_IP_VS_TA
 MODES = ("iptables", "nftables", "ipvs")
 
 
-def resolve_node(cluster: Cluster, node: str | None = None,
-                 node_config: NodeConfig | None = None,
-                 node_ips: list[str] | None = None) -> NodeConfig:
+def resolve_node(
+    cluster: Cluster,
+    node: str | None = None,
+    node_config: NodeConfig | None = None,
+    node_ips: list[str] | None = None,
+) -> NodeConfig:
     """The emulated node: a Node object of the cluster when there is one by that name (or
     the first Node when no name is given), else the node file; ``node_ips`` overrides IPs."""
     if node_config is not None and (node is None or node == node_config.name):
@@ -33,30 +37,49 @@ def resolve_node(cluster: Cluster, node: str | None = None,
     elif node is not None or cluster.nodes:
         obj = cluster.node(node) if node is not None else next(iter(cluster.nodes.values()))
         if not obj.ips:
-            raise InputError("node has no InternalIP or ExternalIP address", obj=obj.ref,
-                             field="status.addresses")
-        chosen = NodeConfig.from_node(obj.name, obj.ips, zone=obj.zone or None,
-                                      pod_cidrs=obj.pod_cidrs)
+            raise InputError(
+                "node has no InternalIP or ExternalIP address",
+                obj=obj.ref,
+                field="status.addresses",
+            )
+        chosen = NodeConfig.from_node(
+            obj.name, obj.ips, zone=obj.zone or None, pod_cidrs=obj.pod_cidrs
+        )
     else:
-        raise InputError("no node to emulate: the manifests hold no Node object; "
-                         "give --node-config FILE (or --node NAME with Node objects)")
+        raise InputError(
+            "no node to emulate: the manifests hold no Node object; "
+            "give --node-config FILE (or --node NAME with Node objects)"
+        )
     if node_ips:
         try:
-            chosen = NodeConfig.from_node(chosen.name, node_ips, zone=chosen.zone,
-                                          pod_cidrs=chosen.pod_cidrs)
+            chosen = NodeConfig.from_node(
+                chosen.name, node_ips, zone=chosen.zone, pod_cidrs=chosen.pod_cidrs
+            )
         except InputError as exc:
             raise InputError(exc.message, field="--node-ip", value=exc.value) from None
     return chosen
 
 
 class Dataplane:
-    def __init__(self, cluster: Cluster, mode: str = "iptables", *, node: str | None = None,
-                 node_config: NodeConfig | None = None, node_ips: list[str] | None = None,
-                 config: KubeProxyConfig | None = None, cluster_cidr: str | None = None,
-                 masquerade_all: bool | None = None, mark_text: str | None = None,
-                 seed: int = 0, conntrack: bool = True, tables: Ruleset | None = None,
-                 service_cidrs: list[str] | None = None, scheduler: str | None = None,
-                 ipvs_conn_tab_bits: int | None = None):
+    def __init__(
+        self,
+        cluster: Cluster,
+        mode: str = "iptables",
+        *,
+        node: str | None = None,
+        node_config: NodeConfig | None = None,
+        node_ips: list[str] | None = None,
+        config: KubeProxyConfig | None = None,
+        cluster_cidr: str | None = None,
+        masquerade_all: bool | None = None,
+        mark_text: str | None = None,
+        seed: int = 0,
+        conntrack: bool = True,
+        tables: Ruleset | None = None,
+        service_cidrs: list[str] | None = None,
+        scheduler: str | None = None,
+        ipvs_conn_tab_bits: int | None = None,
+    ):
         """``tables``: run a node's own iptables (e.g. parsed from a real ``iptables-save``)
         instead of compiling the cluster; the cluster then only supplies the node.
         ``service_cidrs`` (nftables): overrides the cluster's ServiceCIDR objects.
@@ -64,21 +87,32 @@ class Dataplane:
         else rr). ``ipvs_conn_tab_bits`` (ipvs): the ip_vs module's conn_tab_bits, 8-20
         (default 12, the kernel's: 4,096 connection-table buckets)."""
         if mode not in MODES:
-            raise InputError(f"unsupported mode (available: {', '.join(MODES)})",
-                             field="mode", value=mode)
+            raise InputError(
+                f"unsupported mode (available: {', '.join(MODES)})", field="mode", value=mode
+            )
         if scheduler is not None and mode != "ipvs":
-            raise InputError("a scheduler applies to ipvs mode only", field="scheduler",
-                             value=scheduler)
-        if ipvs_conn_tab_bits is not None and (mode != "ipvs" or isinstance(
-                ipvs_conn_tab_bits, bool) or ipvs_conn_tab_bits not in range(8, 21)):
-            raise InputError("must be 8..20, in ipvs mode", field="ipvs_conn_tab_bits",
-                             value=ipvs_conn_tab_bits)
+            raise InputError(
+                "a scheduler applies to ipvs mode only", field="scheduler", value=scheduler
+            )
+        if ipvs_conn_tab_bits is not None and (
+            mode != "ipvs"
+            or isinstance(ipvs_conn_tab_bits, bool)
+            or ipvs_conn_tab_bits not in range(8, 21)
+        ):
+            raise InputError(
+                "must be 8..20, in ipvs mode", field="ipvs_conn_tab_bits", value=ipvs_conn_tab_bits
+            )
         self.cluster = cluster
         self.mode = mode
         self.seed = seed
         node_cfg = resolve_node(cluster, node, node_config, node_ips)
-        self.options = ProxyOptions.build(node_cfg, config, cluster_cidr=cluster_cidr,
-                                          masquerade_all=masquerade_all, mark_text=mark_text)
+        self.options = ProxyOptions.build(
+            node_cfg,
+            config,
+            cluster_cidr=cluster_cidr,
+            masquerade_all=masquerade_all,
+            mark_text=mark_text,
+        )
         self.syncs: list[SyncResult] = []
         # statistic draws: one xorshift64* stream seeded from the Dataplane's seed
         seeds = np.random.SeedSequence(seed).generate_state(2, np.uint64)
@@ -88,8 +122,7 @@ class Dataplane:
         self._build_view()
         if scheduler is None and config is not None:
             scheduler = config.ipvs.scheduler
-        self.backend = _backend(self, mode, tables, service_cidrs, scheduler,
-                                ipvs_conn_tab_bits)
+        self.backend = _backend(self, mode, tables, service_cidrs, scheduler, ipvs_conn_tab_bits)
         if tables is None:
             self.sync()
 
@@ -114,7 +147,7 @@ class Dataplane:
         """The payload of a full sync of the current cluster, in the mode's model."""
         return self.backend.ruleset
 
-    def update(self, cluster: Cluster | None = None) -> "SyncResult":
+    def update(self, cluster: Cluster | None = None) -> SyncResult:
         """Resync to a new state of the cluster, as kube-proxy does after watch events:
         a partial sync rewriting only the chains of services whose Service or
         EndpointSlices changed (a full one if the last restore failed).
@@ -135,8 +168,9 @@ class Dataplane:
         self.syncs.append(result)
         return result
 
-    def trace(self, packet: str, origin: str | None = None, *, time: float = 0.0,
-              commit: bool = False) -> dict:
+    def trace(
+        self, packet: str, origin: str | None = None, *, time: float = 0.0, commit: bool = False
+    ) -> dict:
         """One packet at emulated ``time``: the verdict, every endpoint it could reach with
         its probability (every statistic branch followed), the endpoint drawn, and each rule
         visited on that path.
@@ -148,6 +182,7 @@ class Dataplane:
         tracing changes nothing and the draw comes from this Dataplane's seed."""
         from ..packets import dnat_text
         from .reference import Flow
+
         if origin not in (None, "pod", "external", "host"):
             raise InputError("must be pod, external or host", field="--from", value=origin)
         batch = self._resolve_origins(parse_packet(packet, origin=origin, ts=time))
@@ -171,25 +206,42 @@ class Dataplane:
         else:
             verdict = "DNAT" if chosen.dnat else "ACCEPT"
         return {
-            **base, "conntrack": "new",
-            "verdict": verdict, "dnat": chosen.dnat, "masquerade": chosen.snat,
+            **base,
+            "conntrack": "new",
+            "verdict": verdict,
+            "dnat": chosen.dnat,
+            "masquerade": chosen.snat,
             "endpoint": chosen.dnat,
-            "candidates": [{"endpoint": ep, "probability": round(p, 12), "masquerade": m}
-                           for ep, p, m in outcome.candidates],
-            "outcomes": [{"probability": round(b.prob, 12), "verdict": b.verdict or "ACCEPT",
-                          "dnat": b.dnat, "masquerade": b.snat} for b in outcome.branches],
-            "steps": [{"table": t, "chain": c, "rule": i, "text": text, "matched": m}
-                      for t, c, i, text, m in chosen.steps],
-            "cost": {"rules_evaluated": chosen.rules_evaluated,
-                     "lookups": getattr(chosen, "lookups", 0)},
+            "candidates": [
+                {"endpoint": ep, "probability": round(p, 12), "masquerade": m}
+                for ep, p, m in outcome.candidates
+            ],
+            "outcomes": [
+                {
+                    "probability": round(b.prob, 12),
+                    "verdict": b.verdict or "ACCEPT",
+                    "dnat": b.dnat,
+                    "masquerade": b.snat,
+                }
+                for b in outcome.branches
+            ],
+            "steps": [
+                {"table": t, "chain": c, "rule": i, "text": text, "matched": m}
+                for t, c, i, text, m in chosen.steps
+            ],
+            "cost": {
+                "rules_evaluated": chosen.rules_evaluated,
+                "lookups": getattr(chosen, "lookups", 0),
+            },
         }
 
     def _established(self, batch: np.ndarray) -> dict | None:
         """The trace of a packet whose flow conntrack holds (looked at, not updated)."""
         from ..packets import u32_to_ip
+
         if self.conntrack is None:
             return None
-        state, entry, direction, probes = self.conntrack.lookup(batch, 0, update=False)
+        _state, entry, direction, probes = self.conntrack.lookup(batch, 0, update=False)
         if entry < 0:
             return None
         sip, sport, dip, dport = self.conntrack.translate(entry, direction)
@@ -198,17 +250,25 @@ class Dataplane:
         moved_src = sip != row["src_ip"] or sport != row["src_port"]
         dnat = f"{u32_to_ip(dip)}:{dport}" if moved_dst else None
         endpoint = dnat if direction == 0 else None
-        text = (f"{'reply of' if direction else 'packet of'} a known flow, "
-                f"leaves as {u32_to_ip(sip)}:{sport} -> {u32_to_ip(dip)}:{dport}")
+        text = (
+            f"{'reply of' if direction else 'packet of'} a known flow, "
+            f"leaves as {u32_to_ip(sip)}:{sport} -> {u32_to_ip(dip)}:{dport}"
+        )
         return {
             "conntrack": "reply" if direction else "established",
-            "verdict": "DNAT" if moved_dst else "ACCEPT", "dnat": dnat,
-            "masquerade": bool(moved_src and direction == 0), "endpoint": endpoint,
-            "candidates": [{"endpoint": endpoint, "probability": 1.0,
-                            "masquerade": bool(moved_src)}] if endpoint else [],
+            "verdict": "DNAT" if moved_dst else "ACCEPT",
+            "dnat": dnat,
+            "masquerade": bool(moved_src and direction == 0),
+            "endpoint": endpoint,
+            "candidates": [
+                {"endpoint": endpoint, "probability": 1.0, "masquerade": bool(moved_src)}
+            ]
+            if endpoint
+            else [],
             "outcomes": [],
-            "steps": [{"table": "conntrack", "chain": None, "rule": None, "text": text,
-                       "matched": True}],
+            "steps": [
+                {"table": "conntrack", "chain": None, "rule": None, "text": text, "matched": True}
+            ],
             "cost": {"rules_evaluated": 0, "lookups": int(probes)},
         }
 
@@ -253,23 +313,28 @@ class Dataplane:
         across calls, so the same calls in the same order give the same verdicts.
         """
         from ..packets import PACKET_DTYPE, empty_verdicts, ip_to_u32
+
         if not isinstance(packets, np.ndarray) or packets.dtype != PACKET_DTYPE:
-            raise InputError("must be a numpy array of kproxy_emu.packets.PACKET_DTYPE",
-                             field="packets", value=type(packets).__name__)
+            raise InputError(
+                "must be a numpy array of kproxy_emu.packets.PACKET_DTYPE",
+                field="packets",
+                value=type(packets).__name__,
+            )
         packets = self._resolve_origins(np.ascontiguousarray(packets))
         out = empty_verdicts(len(packets))
-        local = np.array([ip_to_u32(ip) for ip in self.options.node.local_ips if ":" not in ip],
-                         dtype=np.uint32)
+        local = np.array(
+            [ip_to_u32(ip) for ip in self.options.node.local_ips if ":" not in ip], dtype=np.uint32
+        )
         masq_ip = ip_to_u32(self.options.node.primary_ip)
         table = self.conntrack.table_address() if self.conntrack is not None else 0
-        self._rng_state = self.backend.process(packets, out, local, masq_ip, self._rng_state,
-                                               table)
+        self._rng_state = self.backend.process(packets, out, local, masq_ip, self._rng_state, table)
         return out
 
     def _resolve_origins(self, packets: np.ndarray) -> np.ndarray:
         """Packets with origin AUTO (a copy if any): a node address is the host, the cluster
         CIDR (else the nodes' pod CIDRs) holds pods, anything else is external."""
         from ..packets import Origin, resolve_origins
+
         if not (packets["origin"] == Origin.AUTO).any():
             return packets
         if self.options.detect_local_mode in ("ClusterCIDR", "NodeCIDR"):
@@ -286,39 +351,54 @@ class Dataplane:
         kube-proxy's unit tests compare."""
         formats = getattr(self.backend, "formats", ("restore", "save"))
         if format not in formats:
-            raise InputError(f"not a format of {self.mode} mode (formats: {', '.join(formats)})",
-                             field="--format", value=format)
+            raise InputError(
+                f"not a format of {self.mode} mode (formats: {', '.join(formats)})",
+                field="--format",
+                value=format,
+            )
         return self.backend.render(sorted=sorted, format=format)
 
 
-def _backend(dp: "Dataplane", mode: str, tables: Ruleset | None,
-             service_cidrs: list[str] | None, scheduler: str | None = None,
-             ipvs_conn_tab_bits: int | None = None):
+def _backend(
+    dp: Dataplane,
+    mode: str,
+    tables: Ruleset | None,
+    service_cidrs: list[str] | None,
+    scheduler: str | None = None,
+    ipvs_conn_tab_bits: int | None = None,
+):
     if mode == "iptables":
         from .iptables_backend import IptablesBackend
+
         return IptablesBackend(dp, tables)
     if tables is not None:
-        raise InputError("a node's own iptables dump runs in iptables mode only", field="mode",
-                         value=mode)
+        raise InputError(
+            "a node's own iptables dump runs in iptables mode only", field="mode", value=mode
+        )
     if mode == "nftables":
         from .nftables_backend import NftablesBackend
+
         return NftablesBackend(dp, service_cidrs)
     if mode == "ipvs":
         from .ipvs_backend import IpvsBackend
+
         return IpvsBackend(dp, scheduler, conn_tab_bits=ipvs_conn_tab_bits or CONN_TAB_BITS)
-    raise InputError(f"unsupported mode (available: {', '.join(MODES)})", field="mode",
-                     value=mode)
+    raise InputError(f"unsupported mode (available: {', '.join(MODES)})", field="mode", value=mode)
 
 
 def _conntrack_table(config: KubeProxyConfig | None, seed: int):
     """nf_conntrack sized and timed as kube-proxy sets it (conntrack.min, the TCP
     established and close-wait timeouts); kernel defaults for the rest."""
     from .._cext.conntrack import ConntrackTable
+
     config = config or KubeProxyConfig()
     ct = config.conntrack
-    given = {"tcp_timeout_established": ct.tcp_established_timeout,
-             "tcp_timeout_close_wait": ct.tcp_close_wait_timeout,
-             "udp_timeout": ct.udp_timeout, "udp_timeout_stream": ct.udp_stream_timeout}
+    given = {
+        "tcp_timeout_established": ct.tcp_established_timeout,
+        "tcp_timeout_close_wait": ct.tcp_close_wait_timeout,
+        "udp_timeout": ct.udp_timeout,
+        "udp_timeout_stream": ct.udp_stream_timeout,
+    }
     timeouts = {name: value for name, value in given.items() if value}  # 0: leave the kernel's
     return ConntrackTable(max(ct.min, 1), seed, **timeouts)
 
@@ -326,9 +406,13 @@ def _conntrack_table(config: KubeProxyConfig | None, seed: int):
 def changed_services(old: Cluster, new: Cluster) -> set[tuple[str, str]]:
     """Services whose Service object or EndpointSlices differ (kube-proxy's change
     trackers), including added and removed ones."""
-    changed = {k for k in old.services.keys() | new.services.keys()
-               if old.services.get(k) != new.services.get(k)}
+    changed = {
+        k
+        for k in old.services.keys() | new.services.keys()
+        if old.services.get(k) != new.services.get(k)
+    }
     old_slices, new_slices = old.slices_by_service(), new.slices_by_service()
-    changed |= {k for k in old_slices.keys() | new_slices.keys()
-                if old_slices.get(k) != new_slices.get(k)}
+    changed |= {
+        k for k in old_slices.keys() | new_slices.keys() if old_slices.get(k) != new_slices.get(k)
+    }
     return changed

@@ -5,6 +5,7 @@ jumps kube-proxy ensures, then every restore applied in turn (a failed restore c
 nothing and makes the next sync a full one). Packets walk those tables in the chain VM
 (cext/chains.pyx) over the lowered arrays; traces use the reference evaluator.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -27,7 +28,7 @@ RECENT_LIST_TOT = 100
 class IptablesBackend:
     mode = "iptables"
 
-    def __init__(self, dp: "Dataplane", tables: Ruleset | None = None):
+    def __init__(self, dp: Dataplane, tables: Ruleset | None = None):
         self.dp = dp
         self._checked_for = None  # the lowered tables chains.process last checked
         self.tables = Ruleset()  # the node's iptables as they stand
@@ -61,15 +62,20 @@ class IptablesBackend:
                 ensure_chain(self.tables, table, opts[-1].args[0])
                 ensure_rule(self.tables, table, chain, opts)
         existing = list(self.tables.tables["nat"].chains) if "nat" in self.tables.tables else []
-        payload = compile_ruleset(self.dp.view, changed=None if full else changed,
-                                  existing_nat_chains=existing)
+        payload = compile_ruleset(
+            self.dp.view, changed=None if full else changed, existing_nat_chains=existing
+        )
         if full:
             self._full = payload
         text = render(payload)
         nat = payload.tables.get("nat")
-        result = SyncResult(full=full, payload=payload, text=text,
-                            changed=set() if changed is None else set(changed),
-                            extra={"nat_rules": len(nat.rules) if nat else 0})
+        result = SyncResult(
+            full=full,
+            payload=payload,
+            text=text,
+            changed=set() if changed is None else set(changed),
+            extra={"nat_rules": len(nat.rules) if nat else 0},
+        )
         self._evaluator = None  # the tables change: rebuild the tracer's and VM's views
         self._lowered = None
         self._nth_counters = None
@@ -87,16 +93,19 @@ class IptablesBackend:
         prints on the node afterwards, built-in chain jumps included)."""
         if format == "save":
             from ..netfilter.iptables_live import render_live
+
             return render_live(self.tables)
         return render_sorted(self.ruleset) if sorted else render(self.ruleset)
 
     # ---------------------------------------------------------------- packets
     def evaluate_new_flow(self, flow):
         from .reference import ReferenceEvaluator, evaluate_new_flow
+
         if self._evaluator is None:
             options = self.dp.options
-            self._evaluator = ReferenceEvaluator(self.tables, options.node.local_ips,
-                                                 options.family)
+            self._evaluator = ReferenceEvaluator(
+                self.tables, options.node.local_ips, options.family
+            )
         return evaluate_new_flow(self._evaluator, flow)
 
     @property
@@ -105,33 +114,59 @@ class IptablesBackend:
         if self._lowered is None:
             from ..model.cluster import paused_gc
             from .lowering import lower
+
             with paused_gc():
                 self._lowered = lower(self.tables, self.dp.options.family, self.endpoints)
         return self._lowered
 
     def prepare(self) -> None:
-        self.lowered
+        _ = self.lowered
 
     def reset_state(self) -> None:
         self._recent = None
         self._nth_counters = None
 
-    def process(self, packets: np.ndarray, out: np.ndarray, local: np.ndarray,
-                masq_ip: int, rng_state: int, conntrack: int) -> int:
+    def process(
+        self,
+        packets: np.ndarray,
+        out: np.ndarray,
+        local: np.ndarray,
+        masq_ip: int,
+        rng_state: int,
+        conntrack: int,
+    ) -> int:
         from .._cext import chains
+
         low = self.lowered
         if self._recent is None and low.recent_lists:
             # xt_recent lists (session affinity), kept across calls like the kernel's;
             # np.zeros pages are only backed once written, so idle lists cost nothing
             slots = low.recent_lists * RECENT_LIST_TOT
-            self._recent = (np.zeros(slots, np.uint32), np.zeros(slots),
-                            np.zeros(low.recent_lists, np.uint32))
+            self._recent = (
+                np.zeros(slots, np.uint32),
+                np.zeros(slots),
+                np.zeros(low.recent_lists, np.uint32),
+            )
         addrs, stamps, counts = self._recent if self._recent is not None else (None,) * 3
         if self._nth_counters is None:  # xt_statistic nth counters live as long as the rules
             self._nth_counters = low.nth_counters.copy()
-        rng_state = chains.process(packets, out, low.rules, low.hot, low.chains, low.hooks, local,
-                              masq_ip, rng_state, conntrack, addrs, stamps, counts,
-                              low.port_ranges, self._nth_counters,
-                              checked=self._checked_for is low)
+        rng_state = chains.process(
+            packets,
+            out,
+            low.rules,
+            low.hot,
+            low.chains,
+            low.hooks,
+            local,
+            masq_ip,
+            rng_state,
+            conntrack,
+            addrs,
+            stamps,
+            counts,
+            low.port_ranges,
+            self._nth_counters,
+            checked=self._checked_for is low,
+        )
         self._checked_for = low  # the rule scan passed once for these arrays
         return rng_state

@@ -12,6 +12,7 @@ LOCAL_OUT (after nat OUTPUT) for the host's own; replies update IPVS's connectio
 (ip_vs_out). Traces run the iptables reference evaluator with the same hooks and the
 pure-Python IPVS table (dataplane/ipvs_reference.py) for the scheduling step.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -19,8 +20,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import InputError, KproxyError
-from ..modes.ipvs import (RS_CHECK_DELETE_INTERVAL, IpvsState, IpvsSync, build_ipsets,
-                          builtin_jumps, compile_ipvs, lower, validate_scheduler)
+from ..modes.ipvs import (
+    RS_CHECK_DELETE_INTERVAL,
+    IpvsState,
+    IpvsSync,
+    build_ipsets,
+    builtin_jumps,
+    compile_ipvs,
+    lower,
+    validate_scheduler,
+)
 from ..netfilter import ipvs_text
 from ..netfilter.restore import RestoreError, apply_restore, ensure_chain, ensure_rule
 from ..netfilter.ruleset import Ruleset
@@ -39,8 +48,7 @@ class IpvsBackend:
     mode = "ipvs"
     formats = FORMATS
 
-    def __init__(self, dp: "Dataplane", scheduler: str | None = None, *,
-                 conn_tab_bits: int = 12):
+    def __init__(self, dp: Dataplane, scheduler: str | None = None, *, conn_tab_bits: int = 12):
         self.dp = dp
         self.conn_tab_bits = conn_tab_bits  # ip_vs conn_tab_bits: 2^bits connection buckets
         self._checked_for = None  # the lowered tables chains.process last checked
@@ -80,8 +88,11 @@ class IpvsBackend:
         options: dict = {"conn_bits": self.conn_tab_bits, "max_conns": MAX_CONNS}
         cfg = self.dp._config
         if cfg is not None:
-            given = {"ESTABLISHED": cfg.ipvs.tcp_timeout, "FIN_WAIT": cfg.ipvs.tcp_fin_timeout,
-                     "UDP": cfg.ipvs.udp_timeout}
+            given = {
+                "ESTABLISHED": cfg.ipvs.tcp_timeout,
+                "FIN_WAIT": cfg.ipvs.tcp_fin_timeout,
+                "UDP": cfg.ipvs.udp_timeout,
+            }
             timeouts = {k: v for k, v in given.items() if v}
             if timeouts:
                 options["timeouts"] = timeouts
@@ -92,13 +103,17 @@ class IpvsBackend:
         built in one bulk load; endpoint indices carry over from the current table. The
         arrays and index maps are kept per state, so a reset costs the C bulk load only."""
         from .._cext.vstable import VirtualServerTable
+
         sync = IpvsSync(VirtualServerTable, seed=self._seed, **self._table_options())
         for ep in self.endpoints:
             sync.endpoint_index(ep)
         if self._bulk is None or self._bulk[0] is not state:
             services, dests = lower(state)
-            dests["endpoint"] = [sync.endpoint_index(str(rs)) for vs in state.virtual_servers
-                                 for rs in vs.real_servers]
+            dests["endpoint"] = [
+                sync.endpoint_index(str(rs))
+                for vs in state.virtual_servers
+                for rs in vs.real_servers
+            ]
             svc_map: dict[str, int] = {}
             dest_map: dict[tuple[int, str], int] = {}
             for i, vs in enumerate(state.virtual_servers):
@@ -108,8 +123,11 @@ class IpvsBackend:
             self._bulk = (state, services, dests, svc_map, dest_map)
         _, services, dests, svc_map, dest_map = self._bulk
         sync.scheduler = state.scheduler
-        sync.load(VirtualServerTable(services, dests, state.scheduler, self._seed,
-                                     **sync.table_options), dict(svc_map), dict(dest_map))
+        sync.load(
+            VirtualServerTable(services, dests, state.scheduler, self._seed, **sync.table_options),
+            dict(svc_map),
+            dict(dest_map),
+        )
         return sync
 
     def sync(self, changed: set[tuple[str, str]] | None) -> SyncResult:
@@ -124,13 +142,17 @@ class IpvsBackend:
         state = compile_ipvs(self.dp.view, scheduler=self.scheduler)
         self.state = state
         restore = ipvs_text.render(state, "iptables-restore")
-        extra: dict[str, int] = {"virtual_servers": len(state.virtual_servers),
-                                 "bound_addresses": len(state.bound_addresses)}
+        extra: dict[str, int] = {
+            "virtual_servers": len(state.virtual_servers),
+            "bound_addresses": len(state.bound_addresses),
+        }
         if state.family == "IPv4":
             if self.ipvs is None:
                 self.ipvs = self._fresh_ipvs(state)
-                ops = {"services_added": len(state.virtual_servers),
-                       "dests_added": sum(len(vs.real_servers) for vs in state.virtual_servers)}
+                ops = {
+                    "services_added": len(state.virtual_servers),
+                    "dests_added": sum(len(vs.real_servers) for vs in state.virtual_servers),
+                }
             else:
                 ops = self.ipvs.sync(state, now=self.clock)
             extra.update(ops)
@@ -140,11 +162,22 @@ class IpvsBackend:
         extra["nat_rules"] = len(state.ruleset.tables["nat"].rules)
         # the sync's writes as text: the restore, ipset restore lines, ipvsadm commands
         # (kube-proxy speaks netlink to IPVS; ipvsadm's syntax names the same operations)
-        text = restore + "".join(line + "\n" for line in ipset_ops) \
-            + (ipvs_text.render(state, "ipvsadm-save") if previous is None
-               else "".join(line + "\n" for line in _ipvsadm_ops(previous, state, self.ipvs)))
-        result = SyncResult(full=True, payload=state, text=text,
-                            changed=set() if changed is None else set(changed), extra=extra)
+        text = (
+            restore
+            + "".join(line + "\n" for line in ipset_ops)
+            + (
+                ipvs_text.render(state, "ipvsadm-save")
+                if previous is None
+                else "".join(line + "\n" for line in _ipvsadm_ops(previous, state, self.ipvs))
+            )
+        )
+        result = SyncResult(
+            full=True,
+            payload=state,
+            text=text,
+            changed=set() if changed is None else set(changed),
+            extra=extra,
+        )
         self._sets = None
         self._lowered = None
         self._evaluator = None
@@ -162,12 +195,16 @@ class IpvsBackend:
         ``save`` / ``ipvsadm-list``: ``ipvsadm -Ln`` with the table's connection counters;
         ``ipset-save``; ``iptables-restore`` (``sorted``: kube-proxy's test order)."""
         if format not in FORMATS:
-            raise InputError(f"not a format of ipvs mode (formats: {', '.join(FORMATS)})",
-                             field="--format", value=format)
+            raise InputError(
+                f"not a format of ipvs mode (formats: {', '.join(FORMATS)})",
+                field="--format",
+                value=format,
+            )
         state = self.state
         fmt = {"restore": "ipvsadm-save", "save": "ipvsadm-list"}.get(format, format)
         if fmt == "iptables-restore" and sorted:
             from ..netfilter.iptables_text import render_sorted
+
             return render_sorted(state.ruleset)
         if fmt == "ipvsadm-list":
             return ipvs_text.render(state, fmt, counters=self._counters())
@@ -180,8 +217,11 @@ class IpvsBackend:
         if self.ipvs is None:
             return None
         stats = self.ipvs.table.dest_stats()
-        rows = [self.ipvs.dests[(self.ipvs.services[str(vs)], str(rs))]
-                for vs in self.state.virtual_servers for rs in vs.real_servers]
+        rows = [
+            self.ipvs.dests[(self.ipvs.services[str(vs)], str(rs))]
+            for vs in self.state.virtual_servers
+            for rs in vs.real_servers
+        ]
         return stats[np.array(rows, np.int64)] if rows else stats[:0]
 
     # ---------------------------------------------------------------- engine
@@ -189,8 +229,10 @@ class IpvsBackend:
         if self._sets is None:
             self._sets = build_ipsets(self.state, seed=self._seed)
             from .._cext.vstable import IPSet
-            self._local_set = IPSet("kube-ipvs0", "hash:ip", self.state.bound_addresses,
-                                    seed=self._seed)
+
+            self._local_set = IPSet(
+                "kube-ipvs0", "hash:ip", self.state.bound_addresses, seed=self._seed
+            )
         return self._sets
 
     @property
@@ -199,6 +241,7 @@ class IpvsBackend:
         if self._lowered is None:
             from ..model.cluster import paused_gc
             from .lowering import lower as lower_tables
+
             spare: list[str] = []
             with paused_gc():
                 low = lower_tables(self.tables, self.dp.options.family, spare)
@@ -207,14 +250,17 @@ class IpvsBackend:
             sets = self._engine_sets()
             missing = [name for name in low.set_names if name not in sets]
             if missing:
-                raise InputError("the rules name an ipset that does not exist",
-                                 field="--match-set", value=missing[0])
+                raise InputError(
+                    "the rules name an ipset that does not exist",
+                    field="--match-set",
+                    value=missing[0],
+                )
             addrs = np.array([sets[name].set_address() for name in low.set_names], np.uintp)
             self._lowered = (low, addrs, low.nth_counters.copy())
         return self._lowered[0]
 
     def prepare(self) -> None:
-        self.lowered
+        _ = self.lowered
 
     def reset_state(self) -> None:
         """A node after boot: the IPVS table reloaded with the current state (no
@@ -224,18 +270,29 @@ class IpvsBackend:
         self.clock = 0.0
         self._next_tick = RS_CHECK_DELETE_INTERVAL
         if self._lowered is not None:
-            self._lowered = (self._lowered[0], self._lowered[1],
-                             self._lowered[0].nth_counters.copy())
+            self._lowered = (
+                self._lowered[0],
+                self._lowered[1],
+                self._lowered[0].nth_counters.copy(),
+            )
 
-    def process(self, packets: np.ndarray, out: np.ndarray, local: np.ndarray,
-                masq_ip: int, rng_state: int, conntrack: int) -> int:
+    def process(
+        self,
+        packets: np.ndarray,
+        out: np.ndarray,
+        local: np.ndarray,
+        masq_ip: int,
+        rng_state: int,
+        conntrack: int,
+    ) -> int:
         """The chain VM with ip_vs_in/ip_vs_out over the batch. Packet time drives
         kube-proxy's graceful-termination loop (every 60 s): a batch in time order runs in
         slices between its runs; one out of order has the runs its earliest packet passed
         before it and the rest after it."""
         if self.ipvs is None:
-            raise InputError("the IPVS engine runs IPv4 only", field="family",
-                             value=self.dp.options.family)
+            raise InputError(
+                "the IPVS engine runs IPv4 only", field="family", value=self.dp.options.family
+            )
         low = self.lowered
         n = len(packets)
         if n == 0:
@@ -251,21 +308,39 @@ class IpvsBackend:
         while start < n:
             self._tick_until(float(ts[start]))
             end = max(int(np.searchsorted(ts, self._next_tick, side="left")), start + 1)
-            rng_state = self._run(packets[start:end], out[start:end], low, local, masq_ip,
-                                  rng_state, conntrack)
+            rng_state = self._run(
+                packets[start:end], out[start:end], low, local, masq_ip, rng_state, conntrack
+            )
             self.clock = max(self.clock, float(ts[end - 1]))
             start = end
         return rng_state
 
     def _run(self, packets, out, low, local, masq_ip, rng_state, conntrack) -> int:
         from .._cext import chains
+
         _, set_addrs, nth = self._lowered
-        rng_state = chains.process(packets, out, low.rules, low.hot, low.chains, low.hooks, local,
-                              masq_ip, rng_state, conntrack, None, None, None, low.port_ranges,
-                              nth, sets=set_addrs, local_set=self._local_set.set_address(),
-                              ipvs_words=low.ipvs_words,
-                              ipvs=self.ipvs.table.table_address(),
-                              checked=self._checked_for is low)
+        rng_state = chains.process(
+            packets,
+            out,
+            low.rules,
+            low.hot,
+            low.chains,
+            low.hooks,
+            local,
+            masq_ip,
+            rng_state,
+            conntrack,
+            None,
+            None,
+            None,
+            low.port_ranges,
+            nth,
+            sets=set_addrs,
+            local_set=self._local_set.set_address(),
+            ipvs_words=low.ipvs_words,
+            ipvs=self.ipvs.table.table_address(),
+            checked=self._checked_for is low,
+        )
         self._checked_for = low  # the rule scan passed once for these arrays
         return rng_state
 
@@ -280,23 +355,33 @@ class IpvsBackend:
             self._tick(self._next_tick)
 
     # ---------------------------------------------------------------- traces
-    def evaluate_new_flow(self, flow: "Flow") -> "Outcome":
+    def evaluate_new_flow(self, flow: Flow) -> Outcome:
         from .reference import ReferenceEvaluator
+
         if self.ipvs is None:
-            raise InputError("the IPVS engine runs IPv4 only", field="family",
-                             value=self.dp.options.family)
+            raise InputError(
+                "the IPVS engine runs IPv4 only", field="family", value=self.dp.options.family
+            )
         if self._evaluator is None:
             options = self.dp.options
             self._evaluator = ReferenceEvaluator(
-                self.tables, [*options.node.local_ips, *self.state.bound_addresses],
-                options.family, ipsets=self._engine_sets())
+                self.tables,
+                [*options.node.local_ips, *self.state.bound_addresses],
+                options.family,
+                ipsets=self._engine_sets(),
+            )
         if self._ref_table is None:
             from .ipvs_reference import VirtualServerTable as RefTable
+
             services, dests = lower(self.state)
-            dests["endpoint"] = [self.ipvs.endpoint_index(str(rs))
-                                 for vs in self.state.virtual_servers for rs in vs.real_servers]
-            self._ref_table = RefTable(services, dests, self.state.scheduler, self._seed,
-                                       **self._table_options())
+            dests["endpoint"] = [
+                self.ipvs.endpoint_index(str(rs))
+                for vs in self.state.virtual_servers
+                for rs in vs.real_servers
+            ]
+            self._ref_table = RefTable(
+                services, dests, self.state.scheduler, self._seed, **self._table_options()
+            )
         return evaluate_ipvs_flow(self._evaluator, self._ref_table, self.endpoints, flow)
 
 
@@ -332,8 +417,11 @@ def _ipvsadm_ops(old: IpvsState, new: IpvsState, ipvs: IpvsSync | None) -> list[
             out.append(f"-E {name}{opts}")
         old_rs = {str(rs) for rs in prev.real_servers} if prev is not None else set()
         new_rs = {str(rs): rs for rs in vs.real_servers}
-        out += [f"-a {name} -r {key} -m -w {rs.weight}" for key, rs in new_rs.items()
-                if key not in old_rs]
+        out += [
+            f"-a {name} -r {key} -m -w {rs.weight}"
+            for key, rs in new_rs.items()
+            if key not in old_rs
+        ]
         svc = ipvs.services.get(str(vs)) if ipvs is not None else None
         for key in sorted(old_rs - set(new_rs)):
             kept = ipvs is not None and (svc, key) in ipvs.dests
@@ -342,8 +430,7 @@ def _ipvsadm_ops(old: IpvsState, new: IpvsState, ipvs: IpvsSync | None) -> list[
     return out
 
 
-def evaluate_ipvs_flow(ev: "ReferenceEvaluator", table, endpoints: list[str],
-                       flow: "Flow") -> "Outcome":
+def evaluate_ipvs_flow(ev: ReferenceEvaluator, table, endpoints: list[str], flow: Flow) -> Outcome:
     """A flow's first packet through IPVS mode's hooks, every branch followed: from a pod
     or outside, nat PREROUTING, then for a local destination filter INPUT and ip_vs_in
     (LOCAL_IN), which sends a scheduled packet on through filter OUTPUT and nat
@@ -364,8 +451,16 @@ def evaluate_ipvs_flow(ev: "ReferenceEvaluator", table, endpoints: list[str],
                 live.append(b)
                 continue
             state = {"NEW"} | ({"DNAT"} if b.dnat else set())
-            cont, ended = ev.run_chain(table, chain, flow, [b], flow.src, state,
-                                       iface_in if flow.origin != "host" else "", iface_out)
+            cont, ended = ev.run_chain(
+                table,
+                chain,
+                flow,
+                [b],
+                flow.src,
+                state,
+                iface_in if flow.origin != "host" else "",
+                iface_out,
+            )
             for x in cont + ended:
                 (finished if x.verdict in ("DROP", "REJECT") else live).append(x)
         return live
@@ -416,15 +511,17 @@ def evaluate_ipvs_flow(ev: "ReferenceEvaluator", table, endpoints: list[str],
         finished += stay
         sent = run("filter", "OUTPUT", sent, iface_out="eth0")
         finished += run("nat", "POSTROUTING", sent, iface_out="eth0")
-        remote = run("filter", "FORWARD", [b for b in live if not ev._is_local(b.dst)],
-                     iface_out="eth0")
+        remote = run(
+            "filter", "FORWARD", [b for b in live if not ev._is_local(b.dst)], iface_out="eth0"
+        )
         finished += run("nat", "POSTROUTING", remote, iface_out="eth0")
     return Outcome(finished)
 
 
-def _packet(flow: "Flow", b: "Branch") -> np.ndarray:
+def _packet(flow: Flow, b: Branch) -> np.ndarray:
     """The packet as IPVS sees it (a TCP flow's first packet is its SYN)."""
     from ..packets import PROTO_NUMBERS, empty_packets, ip_to_u32
+
     pkt = empty_packets(1)
     pkt["src_ip"], pkt["dst_ip"] = ip_to_u32(flow.src), ip_to_u32(b.dst)
     pkt["src_port"], pkt["dst_port"] = flow.sport, b.dport

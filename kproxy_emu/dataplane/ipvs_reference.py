@@ -5,6 +5,7 @@ plain objects and lists so each step reads like the C it mirrors. Same construct
 methods and results as the Cython table; tests run both on the same traffic and require
 identical verdicts, probes, counters and connections.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,15 +17,40 @@ import numpy as np
 from .. import packets as P
 
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "sed", "nq", "mh")
-SERVICE_DTYPE = np.dtype([("proto", "u1"), ("addr", "u4"), ("port", "u2"), ("flags", "u4"),
-                          ("timeout", "u4")])
-DEST_DTYPE = np.dtype([("svc", "i4"), ("addr", "u4"), ("port", "u2"), ("weight", "i4"),
-                       ("endpoint", "i4")])
-TCP_STATE_NAMES = ("NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT",
-                   "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK")
-DEFAULT_TIMEOUTS = {"NONE": 2, "ESTABLISHED": 900, "SYN_SENT": 120, "SYN_RECV": 60,
-                    "FIN_WAIT": 120, "TIME_WAIT": 120, "CLOSE": 10, "CLOSE_WAIT": 60,
-                    "LAST_ACK": 30, "LISTEN": 120, "SYNACK": 120, "UDP": 300, "SCTP": 900}
+SERVICE_DTYPE = np.dtype(
+    [("proto", "u1"), ("addr", "u4"), ("port", "u2"), ("flags", "u4"), ("timeout", "u4")]
+)
+DEST_DTYPE = np.dtype(
+    [("svc", "i4"), ("addr", "u4"), ("port", "u2"), ("weight", "i4"), ("endpoint", "i4")]
+)
+TCP_STATE_NAMES = (
+    "NONE",
+    "ESTABLISHED",
+    "SYN_SENT",
+    "SYN_RECV",
+    "FIN_WAIT",
+    "TIME_WAIT",
+    "CLOSE",
+    "CLOSE_WAIT",
+    "LAST_ACK",
+    "LISTEN",
+    "SYNACK",
+)
+DEFAULT_TIMEOUTS = {
+    "NONE": 2,
+    "ESTABLISHED": 900,
+    "SYN_SENT": 120,
+    "SYN_RECV": 60,
+    "FIN_WAIT": 120,
+    "TIME_WAIT": 120,
+    "CLOSE": 10,
+    "CLOSE_WAIT": 60,
+    "LAST_ACK": 30,
+    "LISTEN": 120,
+    "SYNACK": 120,
+    "UDP": 300,
+    "SCTP": 900,
+}
 MH_PRIMES = (251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071)
 FLAG_PERSISTENT, FLAG_SCHED1, FLAG_SCHED2 = 0x1, 0x8, 0x10
 RESULT_PASS, RESULT_DNAT, RESULT_DROP, RESULT_REJECT, RESULT_NOSCHED, RESULT_SNAT = range(6)
@@ -63,13 +89,20 @@ def jhash_3words(a: int, b: int, c: int, initval: int) -> int:
     a = (a + 0xDEADBEEF) & M32
     b = (b + 0xDEADBEEF) & M32
     c = (c + initval) & M32
-    c ^= b; c = (c - _rol32(b, 14)) & M32  # noqa: E702
-    a ^= c; a = (a - _rol32(c, 11)) & M32  # noqa: E702
-    b ^= a; b = (b - _rol32(a, 25)) & M32  # noqa: E702
-    c ^= b; c = (c - _rol32(b, 16)) & M32  # noqa: E702
-    a ^= c; a = (a - _rol32(c, 4)) & M32  # noqa: E702
-    b ^= a; b = (b - _rol32(a, 14)) & M32  # noqa: E702
-    c ^= b; c = (c - _rol32(b, 24)) & M32  # noqa: E702
+    c ^= b
+    c = (c - _rol32(b, 14)) & M32
+    a ^= c
+    a = (a - _rol32(c, 11)) & M32
+    b ^= a
+    b = (b - _rol32(a, 25)) & M32
+    c ^= b
+    c = (c - _rol32(b, 16)) & M32
+    a ^= c
+    a = (a - _rol32(c, 4)) & M32
+    b ^= a
+    b = (b - _rol32(a, 14)) & M32
+    c ^= b
+    c = (c - _rol32(b, 24)) & M32
     return c
 
 
@@ -88,16 +121,28 @@ def siphash13_u32(v: int, k0: int, k1: int) -> int:
 
     def rnd():
         nonlocal v0, v1, v2, v3
-        v0 = (v0 + v1) & M64; v1 = _rol64(v1, 13); v1 ^= v0; v0 = _rol64(v0, 32)  # noqa: E702
-        v2 = (v2 + v3) & M64; v3 = _rol64(v3, 16); v3 ^= v2  # noqa: E702
-        v0 = (v0 + v3) & M64; v3 = _rol64(v3, 21); v3 ^= v0  # noqa: E702
-        v2 = (v2 + v1) & M64; v1 = _rol64(v1, 17); v1 ^= v2; v2 = _rol64(v2, 32)  # noqa: E702
+        v0 = (v0 + v1) & M64
+        v1 = _rol64(v1, 13)
+        v1 ^= v0
+        v0 = _rol64(v0, 32)
+        v2 = (v2 + v3) & M64
+        v3 = _rol64(v3, 16)
+        v3 ^= v2
+        v0 = (v0 + v3) & M64
+        v3 = _rol64(v3, 21)
+        v3 ^= v0
+        v2 = (v2 + v1) & M64
+        v1 = _rol64(v1, 17)
+        v1 ^= v2
+        v2 = _rol64(v2, 32)
 
     v3 ^= b
     rnd()
     v0 ^= b
     v2 ^= 0xFF
-    rnd(); rnd(); rnd()  # noqa: E702
+    rnd()
+    rnd()
+    rnd()
     return (v0 ^ v1) ^ (v2 ^ v3)
 
 
@@ -132,8 +177,9 @@ def scheduler_code(name: str) -> int:
     try:
         return SCHEDULERS.index(name)
     except ValueError:
-        raise ValueError(f"unknown IPVS scheduler {name!r} "
-                         f"(kernel schedulers: {', '.join(SCHEDULERS)})") from None
+        raise ValueError(
+            f"unknown IPVS scheduler {name!r} (kernel schedulers: {', '.join(SCHEDULERS)})"
+        ) from None
 
 
 @dataclass(slots=True)
@@ -160,16 +206,16 @@ class Service:
     timeout: int
     sched: str
     dests: list[int] = field(default_factory=list)  # list order: head first
-    cur: int = -1                                   # rr/wrr: a dest, -1 = the head
+    cur: int = -1  # rr/wrr: a dest, -1 = the head
     cw: int = 0
     mw: int = 0
     di: int = 1
     table: list[int] = field(default_factory=list)
     mh_gcd: int = 0
     mh_rshift: int = 0
-    cache: int = -1                                 # lblc dest
-    lastuse: float = -1.0                           # lblc/lblcr entry lastuse, -1 none
-    rset: list[int] = field(default_factory=list)   # lblcr set, head first
+    cache: int = -1  # lblc dest
+    lastuse: float = -1.0  # lblc/lblcr entry lastuse, -1 none
+    rset: list[int] = field(default_factory=list)  # lblcr set, head first
     lastmod: float = 0.0
 
 
@@ -188,7 +234,7 @@ class Conn:
     inactive: bool = True
     timeout: float = 3
     expires: float = 0.0
-    control: "Conn | None" = None
+    control: Conn | None = None
     n_control: int = 0
     ctl_expires: float = 0.0
     bucket: int = 0
@@ -196,15 +242,27 @@ class Conn:
 
 
 class VirtualServerTable:
-    def __init__(self, services, dests, scheduler: str = "rr", seed: int = 0, *,
-                 svc_bits: int | None = None, conn_bits: int = 12, max_conns: int = 1 << 18,
-                 mh_tab_index: int = 12, timeouts: dict | None = None,
-                 expire_nodest_conn: bool = True, expire_quiescent_template: bool = True,
-                 conn_reuse_mode: int = 1):
+    def __init__(
+        self,
+        services,
+        dests,
+        scheduler: str = "rr",
+        seed: int = 0,
+        *,
+        svc_bits: int | None = None,
+        conn_bits: int = 12,
+        max_conns: int = 1 << 18,
+        mh_tab_index: int = 12,
+        timeouts: dict | None = None,
+        expire_nodest_conn: bool = True,
+        expire_quiescent_template: bool = True,
+        conn_reuse_mode: int = 1,
+    ):
         scheduler_code(scheduler)
         if not 8 <= mh_tab_index <= 17:
-            raise ValueError(f"mh_tab_index must be 8..17 (CONFIG_IP_VS_MH_TAB_INDEX), "
-                             f"got {mh_tab_index}")
+            raise ValueError(
+                f"mh_tab_index must be 8..17 (CONFIG_IP_VS_MH_TAB_INDEX), got {mh_tab_index}"
+            )
         if not 8 <= conn_bits <= 20:
             raise ValueError(f"conn_bits must be 8..20 (ip_vs conn_tab_bits), got {conn_bits}")
         services = np.asarray(services, SERVICE_DTYPE)
@@ -241,11 +299,21 @@ class VirtualServerTable:
         self._high = 0
         self.st = dict.fromkeys(STATS_KEYS, 0)
         for row in services:
-            self.add_service(int(row["proto"]), int(row["addr"]), int(row["port"]),
-                             int(row["flags"]), int(row["timeout"]))
+            self.add_service(
+                int(row["proto"]),
+                int(row["addr"]),
+                int(row["port"]),
+                int(row["flags"]),
+                int(row["timeout"]),
+            )
         for row in dests:
-            self.add_dest(int(row["svc"]), int(row["addr"]), int(row["port"]),
-                          int(row["weight"]), int(row["endpoint"]))
+            self.add_dest(
+                int(row["svc"]),
+                int(row["addr"]),
+                int(row["port"]),
+                int(row["weight"]),
+                int(row["endpoint"]),
+            )
 
     # ------------------------------------------------------------ configuration
     def _changed(self, sv: Service, init: bool = False) -> None:
@@ -334,14 +402,16 @@ class VirtualServerTable:
                     i += 1
         sv.table = table
 
-    def add_service(self, proto: int, addr: int, port: int, flags: int = 0,
-                    timeout: int = 0) -> int:
+    def add_service(
+        self, proto: int, addr: int, port: int, flags: int = 0, timeout: int = 0
+    ) -> int:
         if self.find_service(proto, addr, port) >= 0:
             raise ValueError(f"virtual service {proto}/{addr}:{port} exists")
         sv = Service(proto, addr, port, flags | 0x2, timeout, self.scheduler)
         self.svcs.append(sv)
-        self.svc_buckets[svc_hash(proto, addr, port, self.svc_rnd,
-                                  self.svc_bits)].insert(0, len(self.svcs) - 1)
+        self.svc_buckets[svc_hash(proto, addr, port, self.svc_rnd, self.svc_bits)].insert(
+            0, len(self.svcs) - 1
+        )
         self._changed(sv, init=True)
         return len(self.svcs) - 1
 
@@ -362,12 +432,12 @@ class VirtualServerTable:
             raise ValueError(f"service {svc} was already deleted")
         while sv.dests:
             self.del_dest(sv.dests[0])
-        self.svc_buckets[svc_hash(sv.proto, sv.addr, sv.port, self.svc_rnd,
-                                  self.svc_bits)].remove(svc)
+        self.svc_buckets[svc_hash(sv.proto, sv.addr, sv.port, self.svc_rnd, self.svc_bits)].remove(
+            svc
+        )
         sv.flags &= ~0x2
 
-    def add_dest(self, svc: int, addr: int, port: int, weight: int = 1,
-                 endpoint: int = -1) -> int:
+    def add_dest(self, svc: int, addr: int, port: int, weight: int = 1, endpoint: int = -1) -> int:
         if not 0 <= svc < len(self.svcs):
             raise IndexError(f"no service {svc}")
         if not self.svcs[svc].flags & 0x2:
@@ -466,8 +536,10 @@ class VirtualServerTable:
                         least, loh = d, doh
             return least
         if s in ("wlc", "sed", "nq"):
+
             def oh(d):
                 return self._overhead(d) if s == "wlc" else D[d].active + 1
+
             least = -1
             loh = 0
             rest: list[int] = []
@@ -475,7 +547,7 @@ class VirtualServerTable:
                 if D[d].weight > 0:
                     if s == "nq" and D[d].active == 0:
                         return d
-                    least, loh, rest = d, oh(d), sv.dests[i + 1:]
+                    least, loh, rest = d, oh(d), sv.dests[i + 1 :]
                     break
             if least < 0:
                 return -1
@@ -566,7 +638,7 @@ class VirtualServerTable:
         least, loh, rest = -1, 0, []
         for i, d in enumerate(sv.dests):
             if D[d].weight > 0:
-                least, loh, rest = d, self._overhead(d), sv.dests[i + 1:]
+                least, loh, rest = d, self._overhead(d), sv.dests[i + 1 :]
                 break
         if least < 0:
             return -1
@@ -593,7 +665,7 @@ class VirtualServerTable:
             rest: list[int] = []
             for i, e in enumerate(sv.rset):
                 if D[e].weight > 0 and D[e].available:
-                    dest, loh, rest = e, self._overhead(e), sv.rset[i + 1:]
+                    dest, loh, rest = e, self._overhead(e), sv.rset[i + 1 :]
                     break
             for e in rest:
                 doh = self._overhead(e)
@@ -603,7 +675,7 @@ class VirtualServerTable:
                 m, moh, rest = -1, 0, []
                 for i, e in enumerate(sv.rset):
                     if D[e].weight > 0:
-                        m, moh, rest = e, self._overhead(e), sv.rset[i + 1:]
+                        m, moh, rest = e, self._overhead(e), sv.rset[i + 1 :]
                         break
                 for e in rest:
                     doh = self._overhead(e)
@@ -656,16 +728,21 @@ class VirtualServerTable:
 
     def _conn_get(self, proto, caddr, cport, vaddr, vport, template, now):
         probes = 0
-        bucket = self.conn_buckets[conn_hash(proto, caddr, cport, self.conn_rnd,
-                                             self.conn_bits)]
+        bucket = self.conn_buckets[conn_hash(proto, caddr, cport, self.conn_rnd, self.conn_bits)]
         for c in list(bucket):
             probes += 1
             if self._dead(c, now):
                 self._free_conn(c)
                 self.st["expired"] += 1
                 continue
-            if (c.caddr == caddr and c.cport == cport and c.vaddr == vaddr
-                    and c.vport == vport and c.proto == proto and c.template == template):
+            if (
+                c.caddr == caddr
+                and c.cport == cport
+                and c.vaddr == vaddr
+                and c.vport == vport
+                and c.proto == proto
+                and c.template == template
+            ):
                 return c, probes
         return None, probes
 
@@ -675,8 +752,20 @@ class VirtualServerTable:
             return None
         dd = self.dests[dest]
         proto, src = int(p["proto"]), int(p["src_ip"])
-        c = Conn(src, cport, int(p["dst_ip"]), vport, dd.addr, dd.port or vport, proto,
-                 dest, template, inactive=not template, timeout=3, expires=now + 3)
+        c = Conn(
+            src,
+            cport,
+            int(p["dst_ip"]),
+            vport,
+            dd.addr,
+            dd.port or vport,
+            proto,
+            dest,
+            template,
+            inactive=not template,
+            timeout=3,
+            expires=now + 3,
+        )
         if template:
             dd.persist += 1
         else:
@@ -739,9 +828,10 @@ class VirtualServerTable:
         if c is not None:
             dd = self.dests[c.dest]
             syn = proto == 6 and bool(flags & 0x2)  # is_new_conn: any SYN
-            if syn and ((self.expire_nodest_conn and dd.weight == 0)
-                        or (self.conn_reuse_mode and c.control is None
-                            and c.state in (TW, CL))):
+            if syn and (
+                (self.expire_nodest_conn and dd.weight == 0)
+                or (self.conn_reuse_mode and c.control is None and c.state in (TW, CL))
+            ):
                 if c.n_control == 0:
                     c.expires, c.timeout = now, 0
                 self.st["nodest"] += 1
@@ -829,7 +919,7 @@ class VirtualServerTable:
             p = packets[i].copy()
             if now is not None:
                 p["ts"] = now
-            v = out[i:i + 1]
+            v = out[i : i + 1]
             v[:] = P.empty_verdicts(1)
             res[i] = step(p, v[0])
         return res
@@ -842,15 +932,22 @@ class VirtualServerTable:
         src, sport = int(p["src_ip"]), int(p["src_port"])
         dst, dport = int(p["dst_ip"]), int(p["dst_port"])
         probes = 0
-        for c in list(self.conn_buckets[conn_hash(proto, dst, dport, self.conn_rnd,
-                                                  self.conn_bits)]):
+        for c in list(
+            self.conn_buckets[conn_hash(proto, dst, dport, self.conn_rnd, self.conn_bits)]
+        ):
             probes += 1
             if self._dead(c, now):
                 self._free_conn(c)
                 self.st["expired"] += 1
                 continue
-            if (c.daddr == src and c.dport == sport and c.caddr == dst and c.cport == dport
-                    and c.proto == proto and not c.template):
+            if (
+                c.daddr == src
+                and c.dport == sport
+                and c.caddr == dst
+                and c.cport == dport
+                and c.proto == proto
+                and not c.template
+            ):
                 self._set_state(c, int(p["tcp_flags"]), output=True)
                 self._put(c, now)
                 v["snat_ip"], v["snat_port"] = c.vaddr, c.vport
@@ -883,16 +980,23 @@ class VirtualServerTable:
         proto, src, sport = int(p["proto"]), int(p["src_ip"]), int(p["src_port"])
         dst, dport, flags = int(p["dst_ip"]), int(p["dst_port"]), int(p["tcp_flags"])
         steps: list[str] = []
-        out: dict[str, Any] = {"result": RESULT_PASS, "dest": -1, "candidates": [],
-                               "steps": steps, "probes": 0}
+        out: dict[str, Any] = {
+            "result": RESULT_PASS,
+            "dest": -1,
+            "candidates": [],
+            "steps": steps,
+            "probes": 0,
+        }
         if proto not in (6, 17, 132):
             steps.append("not TCP/UDP/SCTP: IPVS ignores it")
             return out
         conn, probes = self._peek_conn(proto, src, sport, dst, dport, False, now)
         out["probes"] += probes
         if conn is not None:
-            steps.append(f"ip_vs_conn_in_get: connection to dest {conn.dest} "
-                         f"({TCP_STATE_NAMES[conn.state] if proto == 6 else 'UDP/SCTP'})")
+            steps.append(
+                f"ip_vs_conn_in_get: connection to dest {conn.dest} "
+                f"({TCP_STATE_NAMES[conn.state] if proto == 6 else 'UDP/SCTP'})"
+            )
             out.update(result=RESULT_DNAT, dest=conn.dest, candidates=[(conn.dest, 1.0)])
             return out
         steps.append(f"ip_vs_conn_in_get: no connection ({probes} probes)")
@@ -910,8 +1014,11 @@ class VirtualServerTable:
         if sv.flags & FLAG_PERSISTENT:
             ct, tp = self._peek_conn(proto, src, 0, dst, dport, True, now)
             out["probes"] += tp
-            if ct is not None and self.dests[ct.dest].available and not (
-                    self.expire_quiescent_template and self.dests[ct.dest].weight == 0):
+            if (
+                ct is not None
+                and self.dests[ct.dest].available
+                and not (self.expire_quiescent_template and self.dests[ct.dest].weight == 0)
+            ):
                 steps.append(f"ip_vs_sched_persist: template to dest {ct.dest}")
                 out.update(result=RESULT_DNAT, dest=ct.dest, candidates=[(ct.dest, 1.0)])
                 return out
@@ -936,17 +1043,23 @@ class VirtualServerTable:
     def _peek_conn(self, proto, caddr, cport, vaddr, vport, template, now):
         """_conn_get without collecting expired entries (they count as absent)."""
         probes = 0
-        for c in self.conn_buckets[conn_hash(proto, caddr, cport, self.conn_rnd,
-                                             self.conn_bits)]:
+        for c in self.conn_buckets[conn_hash(proto, caddr, cport, self.conn_rnd, self.conn_bits)]:
             probes += 1
-            alive = c.expires > now or (c.template and c.n_control > 0
-                                        and c.ctl_expires > c.expires and c.timeout > 0
-                                        and c.expires + math.ceil(
-                                            (c.ctl_expires - c.expires) / c.timeout)
-                                        * c.timeout > now)
-            if alive and (c.caddr == caddr and c.cport == cport and c.vaddr == vaddr
-                          and c.vport == vport and c.proto == proto
-                          and c.template == template):
+            alive = c.expires > now or (
+                c.template
+                and c.n_control > 0
+                and c.ctl_expires > c.expires
+                and c.timeout > 0
+                and c.expires + math.ceil((c.ctl_expires - c.expires) / c.timeout) * c.timeout > now
+            )
+            if alive and (
+                c.caddr == caddr
+                and c.cport == cport
+                and c.vaddr == vaddr
+                and c.vport == vport
+                and c.proto == proto
+                and c.template == template
+            ):
                 return c, probes
         return None, probes
 
@@ -961,13 +1074,31 @@ class VirtualServerTable:
         return count
 
     def dest_stats(self) -> list[tuple]:
-        return [(d.svc, d.addr, d.port, d.weight, d.active, d.inact, d.persist, d.linked,
-                 d.available) for d in self.dests]
+        return [
+            (d.svc, d.addr, d.port, d.weight, d.active, d.inact, d.persist, d.linked, d.available)
+            for d in self.dests
+        ]
 
     def connections(self) -> list[tuple]:
-        return [(c.caddr, c.cport, c.vaddr, c.vport, c.daddr, c.dport, c.proto, c.state,
-                 c.template, c.inactive, c.expires, c.dest, c.n_control)
-                for bucket in self.conn_buckets for c in bucket]
+        return [
+            (
+                c.caddr,
+                c.cport,
+                c.vaddr,
+                c.vport,
+                c.daddr,
+                c.dport,
+                c.proto,
+                c.state,
+                c.template,
+                c.inactive,
+                c.expires,
+                c.dest,
+                c.n_control,
+            )
+            for bucket in self.conn_buckets
+            for c in bucket
+        ]
 
     def stats(self) -> dict[str, int]:
         return dict(self.st)

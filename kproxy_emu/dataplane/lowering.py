@@ -6,6 +6,7 @@ libxt_statistic stores it) and its target resolved (chain index, DNAT address an
 index, MARK as and/xor masks). Chains are ranges of rows. No Python object is left for the
 per-packet path. The dtypes mirror rule_t / chain_t in cext/chains.pyx (tests check it).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -16,31 +17,88 @@ import numpy as np
 
 from ..errors import InputError
 from ..netfilter.iptables_parse import rule_parts
-from ..packets import PROTO_NUMBERS
 from ..netfilter.iptables_text import render_rule
 from ..netfilter.ruleset import BUILTIN_CHAINS, Ruleset
+from ..packets import PROTO_NUMBERS
 
-RULE_DTYPE = np.dtype([
-    ("chain", "i4"), ("src", "u4"), ("src_mask", "u4"), ("dst", "u4"), ("dst_mask", "u4"),
-    ("flags", "u4"), ("proto", "u1"), ("src_type", "u1"), ("dst_type", "u1"),
-    ("in_origins", "u1"), ("dport_lo", "u2"), ("dport_hi", "u2"), ("sport_lo", "u2"),
-    ("sport_hi", "u2"), ("mark_value", "u4"), ("mark_mask", "u4"), ("ctstate", "u4"),
-    ("prob", "u4"), ("target_kind", "u1"), ("_pad0", "u1"), ("to_port", "u2"),
-    ("target_chain", "i4"), ("to_ip", "u4"), ("mark_and", "u4"), ("mark_xor", "u4"),
-    ("endpoint", "i4"), ("recent_list", "i4"), ("recent_seconds", "u4"), ("recent_op", "u1"),
-    ("recent_rdest", "u1"), ("recent_reap", "u1"), ("_pad1", "u1"), ("mport_off", "i4"), ("mport_n", "u1"),
-    ("mport_kind", "u1"), ("_pad2", "u2"), ("nth_every", "u4"), ("nth_slot", "i4"),
-    ("set_id", "i4"), ("set_dirs", "u4"), ("ipvs_match", "i4"),
-], align=True)
-HOT_DTYPE = np.dtype([("src", "u4"), ("src_mask", "u4"), ("dst", "u4"), ("dst_mask", "u4"),
-                      ("flags", "u4"), ("proto", "u1"), ("in_origins", "u1"), ("_pad", "u2")],
-                     align=True)
-CHAIN_DTYPE = np.dtype([("start", "i4"), ("end", "i4"), ("policy", "u1"), ("builtin", "u1"),
-                        ("_pad", "u2")], align=True)
+RULE_DTYPE = np.dtype(
+    [
+        ("chain", "i4"),
+        ("src", "u4"),
+        ("src_mask", "u4"),
+        ("dst", "u4"),
+        ("dst_mask", "u4"),
+        ("flags", "u4"),
+        ("proto", "u1"),
+        ("src_type", "u1"),
+        ("dst_type", "u1"),
+        ("in_origins", "u1"),
+        ("dport_lo", "u2"),
+        ("dport_hi", "u2"),
+        ("sport_lo", "u2"),
+        ("sport_hi", "u2"),
+        ("mark_value", "u4"),
+        ("mark_mask", "u4"),
+        ("ctstate", "u4"),
+        ("prob", "u4"),
+        ("target_kind", "u1"),
+        ("_pad0", "u1"),
+        ("to_port", "u2"),
+        ("target_chain", "i4"),
+        ("to_ip", "u4"),
+        ("mark_and", "u4"),
+        ("mark_xor", "u4"),
+        ("endpoint", "i4"),
+        ("recent_list", "i4"),
+        ("recent_seconds", "u4"),
+        ("recent_op", "u1"),
+        ("recent_rdest", "u1"),
+        ("recent_reap", "u1"),
+        ("_pad1", "u1"),
+        ("mport_off", "i4"),
+        ("mport_n", "u1"),
+        ("mport_kind", "u1"),
+        ("_pad2", "u2"),
+        ("nth_every", "u4"),
+        ("nth_slot", "i4"),
+        ("set_id", "i4"),
+        ("set_dirs", "u4"),
+        ("ipvs_match", "i4"),
+    ],
+    align=True,
+)
+HOT_DTYPE = np.dtype(
+    [
+        ("src", "u4"),
+        ("src_mask", "u4"),
+        ("dst", "u4"),
+        ("dst_mask", "u4"),
+        ("flags", "u4"),
+        ("proto", "u1"),
+        ("in_origins", "u1"),
+        ("_pad", "u2"),
+    ],
+    align=True,
+)
+CHAIN_DTYPE = np.dtype(
+    [("start", "i4"), ("end", "i4"), ("policy", "u1"), ("builtin", "u1"), ("_pad", "u2")],
+    align=True,
+)
 
 # must equal the enums in cext/chains.pyx
-T = {"NONE": 0, "ACCEPT": 1, "DROP": 2, "REJECT": 3, "RETURN": 4, "JUMP": 5, "GOTO": 6,
-     "DNAT": 7, "MASQUERADE": 8, "SNAT": 9, "MARK": 10}
+T = {
+    "NONE": 0,
+    "ACCEPT": 1,
+    "DROP": 2,
+    "REJECT": 3,
+    "RETURN": 4,
+    "JUMP": 5,
+    "GOTO": 6,
+    "DNAT": 7,
+    "MASQUERADE": 8,
+    "SNAT": 9,
+    "MARK": 10,
+}
 F_SRC_NEG, F_DST_NEG, F_PROTO_NEG, F_DPORT, F_DPORT_NEG = 1, 2, 4, 8, 16
 F_SPORT, F_SPORT_NEG, F_MARK, F_MARK_NEG, F_CT, F_CT_NEG = 32, 64, 128, 256, 512, 1024
 F_NEVER, F_STAT_NEG, F_MPORT_NEG, F_NTH, F_RANDOM_FULLY = 2048, 4096, 8192, 16384, 32768
@@ -49,12 +107,24 @@ F_SET_NEG = 131072
 # -m ipvs option bits (IM_* in cext/chains.pyx)
 IM_VADDR, IM_VADDR_NEG, IM_VPORT, IM_VPORT_NEG = 1, 2, 4, 8
 IM_VPROTO, IM_VPROTO_NEG, IM_IPVS, IM_IPVS_NEG = 16, 32, 64, 128
-MULTIPORT_KINDS = {"--dports": 1, "--destination-ports": 1, "--sports": 2,
-                   "--source-ports": 2, "--ports": 3}
+MULTIPORT_KINDS = {
+    "--dports": 1,
+    "--destination-ports": 1,
+    "--sports": 2,
+    "--source-ports": 2,
+    "--ports": 3,
+}
 A_ANY, A_LOCAL, A_NOT_LOCAL = 0, 1, 2
 # xt_conntrack's XT_CONNTRACK_STATE_* bits (what conntrack_core reports)
-CT_BITS = {"INVALID": 1, "ESTABLISHED": 2, "RELATED": 4, "NEW": 8, "UNTRACKED": 256,
-           "SNAT": 512, "DNAT": 1024}
+CT_BITS = {
+    "INVALID": 1,
+    "ESTABLISHED": 2,
+    "RELATED": 4,
+    "NEW": 8,
+    "UNTRACKED": 256,
+    "SNAT": 512,
+    "DNAT": 1024,
+}
 V_ACCEPT, V_DROP = 1, 2
 R_SET, R_RCHECK, R_UPDATE = 1, 2, 3
 NO_STATISTIC = 0xFFFFFFFF
@@ -62,8 +132,14 @@ PROTO = {**PROTO_NUMBERS, "all": 0, "0": 0}  # -p values; 0 = any protocol
 # the interface a packet comes in on, per origin (bit 1 << origin)
 INPUT_INTERFACES = ((0, "cni0"), (1, "eth0"), (2, "lo"))
 OUTPUT_INTERFACE = "eth0"
-HOOKS = (("nat", "PREROUTING"), ("nat", "OUTPUT"), ("nat", "POSTROUTING"),
-         ("filter", "INPUT"), ("filter", "FORWARD"), ("filter", "OUTPUT"))
+HOOKS = (
+    ("nat", "PREROUTING"),
+    ("nat", "OUTPUT"),
+    ("nat", "POSTROUTING"),
+    ("filter", "INPUT"),
+    ("filter", "FORWARD"),
+    ("filter", "OUTPUT"),
+)
 _IGNORED_MATCHES = ("comment", "nfacct", "limit", "pkttype")
 # a pod's packet enters through a port of the cni0 bridge (br_netfilter sets physdev);
 # outside traffic and the host's own do not
@@ -83,7 +159,8 @@ class Lowered:
     nth_counters: np.ndarray  # uint32, the initial counter of each statistic-nth rule
     set_names: list[str] = field(default_factory=list)  # -m set: rule "set_id" indexes this
     ipvs_words: np.ndarray = field(  # uint32, 4 per -m ipvs match (rule "ipvs_match")
-        default_factory=lambda: np.zeros(0, np.uint32))
+        default_factory=lambda: np.zeros(0, np.uint32)
+    )
 
 
 def _iface_matches(value: str, iface: str) -> bool:
@@ -155,8 +232,16 @@ def lower(tables: Ruleset, family: str = "IPv4", endpoints: list[str] | None = N
 
     names = RULE_DTYPE.names
     template = dict.fromkeys(names, 0)
-    template.update(in_origins=0b111, prob=NO_STATISTIC, endpoint=-1, target_chain=-1,
-                    mark_and=0xFFFFFFFF, recent_list=-1, set_id=-1, ipvs_match=-1)
+    template.update(
+        in_origins=0b111,
+        prob=NO_STATISTIC,
+        endpoint=-1,
+        target_chain=-1,
+        mark_and=0xFFFFFFFF,
+        recent_list=-1,
+        set_id=-1,
+        ipvs_match=-1,
+    )
     recent_lists: dict[str, int] = {}
     extras = _Extras()
     rows: list[tuple] = []  # filled as tuples: setting numpy row fields one by one is slow
@@ -168,28 +253,51 @@ def lower(tables: Ruleset, family: str = "IPv4", endpoints: list[str] | None = N
         chains[cid]["start"] = pos
         builtin = cname in BUILTIN_CHAINS.get(tname, ())
         chains[cid]["builtin"] = builtin
-        policy = tables.tables[tname].chains[cname].policy if cname in tables.tables[tname].chains \
+        policy = (
+            tables.tables[tname].chains[cname].policy
+            if cname in tables.tables[tname].chains
             else "ACCEPT"
-        chains[cid]["policy"] = V_DROP if builtin and policy == "DROP" else (V_ACCEPT if builtin
-                                                                             else 0)
+        )
+        chains[cid]["policy"] = (
+            V_DROP if builtin and policy == "DROP" else (V_ACCEPT if builtin else 0)
+        )
         for rule in rules:
             row = dict(template)
             try:
-                _lower_rule(rule, row, cid, tname, index, family, endpoints, endpoint_index,
-                            recent_lists, extras)
+                _lower_rule(
+                    rule,
+                    row,
+                    cid,
+                    tname,
+                    index,
+                    family,
+                    endpoints,
+                    endpoint_index,
+                    recent_lists,
+                    extras,
+                )
             except (ValueError, KeyError) as exc:
-                raise InputError(f"cannot lower rule ({exc})", obj=f"table {tname}",
-                                 value=render_rule(rule)) from None
+                raise InputError(
+                    f"cannot lower rule ({exc})", obj=f"table {tname}", value=render_rule(rule)
+                ) from None
             rows.append(tuple([row[n] for n in names]))
             pos += 1
         chains[cid]["end"] = pos
     hooks = np.array([index.get(h, -1) for h in HOOKS], dtype=np.int32)
     rules = np.array(rows, dtype=RULE_DTYPE)
-    return Lowered(rules, hot_rows(rules), chains, hooks, chain_names, endpoints,
-                   len(recent_lists),
-                   np.array(extras.port_ranges, dtype=np.uint16).reshape(-1),
-                   np.array(extras.nth_counters, dtype=np.uint32), list(extras.sets),
-                   np.array(extras.ipvs_words, dtype=np.uint32))
+    return Lowered(
+        rules,
+        hot_rows(rules),
+        chains,
+        hooks,
+        chain_names,
+        endpoints,
+        len(recent_lists),
+        np.array(extras.port_ranges, dtype=np.uint16).reshape(-1),
+        np.array(extras.nth_counters, dtype=np.uint32),
+        list(extras.sets),
+        np.array(extras.ipvs_words, dtype=np.uint32),
+    )
 
 
 def hot_rows(rules: np.ndarray) -> np.ndarray:
@@ -197,10 +305,16 @@ def hot_rows(rules: np.ndarray) -> np.ndarray:
     hot = np.zeros(len(rules), dtype=HOT_DTYPE)
     for name in ("src", "src_mask", "dst", "dst_mask", "proto", "in_origins"):
         hot[name] = rules[name]
-    cold = ((rules["flags"] & (F_DPORT | F_SPORT | F_MARK | F_CT | F_NTH)) != 0) \
-        | (rules["mport_kind"] != 0) | (rules["src_type"] != A_ANY) \
-        | (rules["dst_type"] != A_ANY) | (rules["recent_list"] >= 0) \
-        | (rules["prob"] != NO_STATISTIC) | (rules["set_id"] >= 0) | (rules["ipvs_match"] >= 0)
+    cold = (
+        ((rules["flags"] & (F_DPORT | F_SPORT | F_MARK | F_CT | F_NTH)) != 0)
+        | (rules["mport_kind"] != 0)
+        | (rules["src_type"] != A_ANY)
+        | (rules["dst_type"] != A_ANY)
+        | (rules["recent_list"] >= 0)
+        | (rules["prob"] != NO_STATISTIC)
+        | (rules["set_id"] >= 0)
+        | (rules["ipvs_match"] >= 0)
+    )
     hot["flags"] = rules["flags"] | np.where(cold, F_COLD, 0).astype(np.uint32)
     return hot
 
@@ -216,8 +330,9 @@ class _Extras:
     ipvs_words: list[int] = field(default_factory=list)
 
 
-def _lower_rule(rule, row, cid, tname, index, family, endpoints, endpoint_index,
-                recent_lists, extras) -> None:
+def _lower_rule(
+    rule, row, cid, tname, index, family, endpoints, endpoint_index, recent_lists, extras
+) -> None:
     row["chain"] = cid
     parts = rule_parts(rule, family)
     if parts is None:  # an opaque rule kept from a foreign dump never matches
@@ -264,6 +379,7 @@ def _lower_rule(rule, row, cid, tname, index, family, endpoints, endpoint_index,
                 if row["set_id"] >= 0:
                     raise ValueError("more than one -m set in a rule")
                 from .._cext.vstable import parse_dirs
+
                 row["set_id"] = extras.sets.setdefault(args[0], len(extras.sets))
                 row["set_dirs"] = parse_dirs(args[1])
                 if opt.negated:
@@ -276,8 +392,11 @@ def _lower_rule(rule, row, cid, tname, index, family, endpoints, endpoint_index,
                 lo, hi = _range(args[0])
                 key = "dport" if name == "--dport" else "sport"
                 row[f"{key}_lo"], row[f"{key}_hi"] = lo, hi
-                flags |= (F_DPORT | (F_DPORT_NEG if opt.negated else 0)) if key == "dport" \
+                flags |= (
+                    (F_DPORT | (F_DPORT_NEG if opt.negated else 0))
+                    if key == "dport"
                     else (F_SPORT | (F_SPORT_NEG if opt.negated else 0))
+                )
             elif m.name == "mark" and name == "--mark":
                 value, _, mask = args[0].partition("/")
                 row["mark_value"] = int(value, 0)
@@ -289,8 +408,9 @@ def _lower_rule(rule, row, cid, tname, index, family, endpoints, endpoint_index,
             elif m.name == "addrtype" and name in ("--src-type", "--dst-type"):
                 if args[0] != "LOCAL":
                     raise ValueError(f"addrtype {args[0]} is not supported by the engine")
-                row["src_type" if name == "--src-type" else "dst_type"] = \
+                row["src_type" if name == "--src-type" else "dst_type"] = (
                     A_NOT_LOCAL if opt.negated else A_LOCAL
+                )
             elif m.name == "multiport" and name in MULTIPORT_KINDS:
                 ranges = [_range(part) for part in args[0].split(",")]
                 if len(ranges) > 15:  # XT_MULTI_PORTS
@@ -324,8 +444,9 @@ def _lower_rule(rule, row, cid, tname, index, family, endpoints, endpoint_index,
                 if name == "--name":
                     row["recent_list"] = recent_lists.setdefault(args[0], len(recent_lists))
                 elif name in ("--set", "--rcheck", "--update"):
-                    row["recent_op"] = {"--set": R_SET, "--rcheck": R_RCHECK,
-                                        "--update": R_UPDATE}[name]
+                    row["recent_op"] = {"--set": R_SET, "--rcheck": R_RCHECK, "--update": R_UPDATE}[
+                        name
+                    ]
                     if opt.negated:
                         raise ValueError("negated recent is not supported by the engine")
                 elif name == "--seconds":

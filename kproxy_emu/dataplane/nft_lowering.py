@@ -17,6 +17,7 @@ endpoint indices. The dtypes mirror the structs in cext/nftmaps.pyx (tests check
 Whatever the lowering does not understand is an InputError naming the chain and the rule,
 never a rule that silently evaluates differently.
 """
+
 from __future__ import annotations
 
 import re
@@ -28,37 +29,105 @@ import numpy as np
 
 from .._cext import nftmaps
 from ..errors import InputError
-from ..netfilter.nft import (Match, NftError, NftRuleset, NftSet, Statement, parse_rule,
-                             split_comment)
+from ..netfilter.nft import (
+    Match,
+    NftError,
+    NftRuleset,
+    NftSet,
+    Statement,
+    parse_rule,
+    split_comment,
+)
 from ..packets import PROTO_NUMBERS
 from .nft_reference import _norm_value
 
-EXPR_DTYPE = np.dtype([
-    ("op", "u1"), ("neg", "u1"), ("nsel", "u1"), ("vkind", "u1"),
-    ("sel0", "u1"), ("sel1", "u1"), ("sel2", "u1"), ("sel3", "u1"),
-    ("set", "i4"), ("arg", "u4"), ("target", "i4"), ("next", "i4"),
-    ("lo", "u4"), ("hi", "u4"),
-], align=True)
+EXPR_DTYPE = np.dtype(
+    [
+        ("op", "u1"),
+        ("neg", "u1"),
+        ("nsel", "u1"),
+        ("vkind", "u1"),
+        ("sel0", "u1"),
+        ("sel1", "u1"),
+        ("sel2", "u1"),
+        ("sel3", "u1"),
+        ("set", "i4"),
+        ("arg", "u4"),
+        ("target", "i4"),
+        ("next", "i4"),
+        ("lo", "u4"),
+        ("hi", "u4"),
+    ],
+    align=True,
+)
 BASE_DTYPE = np.dtype([("start", "i4"), ("priority", "i4"), ("nat", "u1")], align=True)
-SET_DTYPE = np.dtype([("kind", "u1"), ("is_map", "u1"), ("nkey", "u1"), ("_pad", "u1"),
-                      ("off", "i4"), ("n", "i4"), ("mask", "u4"), ("timeout", "f8")],
-                     align=True)
-SLOT_DTYPE = np.dtype([("key", "u8"), ("used", "u1"), ("vkind", "u1"), ("vchain", "i4")],
-                      align=True)
-INTERVAL_DTYPE = np.dtype([("lo", "u8"), ("hi", "u8"), ("vkind", "u1"), ("vchain", "i4")],
-                          align=True)
+SET_DTYPE = np.dtype(
+    [
+        ("kind", "u1"),
+        ("is_map", "u1"),
+        ("nkey", "u1"),
+        ("_pad", "u1"),
+        ("off", "i4"),
+        ("n", "i4"),
+        ("mask", "u4"),
+        ("timeout", "f8"),
+    ],
+    align=True,
+)
+SLOT_DTYPE = np.dtype(
+    [("key", "u8"), ("used", "u1"), ("vkind", "u1"), ("vchain", "i4")], align=True
+)
+INTERVAL_DTYPE = np.dtype(
+    [("lo", "u8"), ("hi", "u8"), ("vkind", "u1"), ("vchain", "i4")], align=True
+)
 CELL_DTYPE = np.dtype([("vkind", "u1"), ("vchain", "i4")], align=True)
 
 # must equal the enums in cext/nftmaps.pyx
-E = {"CMP": 1, "LOOKUP": 2, "VMAP": 3, "NUMGEN": 4, "FIB": 5, "CT_STATE": 6, "IIF": 7,
-     "OIF": 8, "MARK_SET": 9, "SET_UPDATE": 10, "DNAT": 11, "MASQ": 12, "SNAT": 13,
-     "VERDICT": 14, "NOP": 15, "END": 16}
-VK = {"none": 0, "accept": 1, "drop": 2, "reject": 3, "return": 4, "jump": 5, "goto": 6,
-      "continue": 7}
-SEL = {("ip", "saddr"): 1, ("ip", "daddr"): 2, ("meta", "l4proto"): 3, ("ip", "protocol"): 3,
-       ("th", "dport"): 4, ("th", "sport"): 5, ("meta", "mark"): 6}
-SEL_TYPE = {1: "ipv4_addr", 2: "ipv4_addr", 3: "inet_proto", 4: "inet_service",
-            5: "inet_service", 6: "mark"}
+E = {
+    "CMP": 1,
+    "LOOKUP": 2,
+    "VMAP": 3,
+    "NUMGEN": 4,
+    "FIB": 5,
+    "CT_STATE": 6,
+    "IIF": 7,
+    "OIF": 8,
+    "MARK_SET": 9,
+    "SET_UPDATE": 10,
+    "DNAT": 11,
+    "MASQ": 12,
+    "SNAT": 13,
+    "VERDICT": 14,
+    "NOP": 15,
+    "END": 16,
+}
+VK = {
+    "none": 0,
+    "accept": 1,
+    "drop": 2,
+    "reject": 3,
+    "return": 4,
+    "jump": 5,
+    "goto": 6,
+    "continue": 7,
+}
+SEL = {
+    ("ip", "saddr"): 1,
+    ("ip", "daddr"): 2,
+    ("meta", "l4proto"): 3,
+    ("ip", "protocol"): 3,
+    ("th", "dport"): 4,
+    ("th", "sport"): 5,
+    ("meta", "mark"): 6,
+}
+SEL_TYPE = {
+    1: "ipv4_addr",
+    2: "ipv4_addr",
+    3: "inet_proto",
+    4: "inet_service",
+    5: "inet_service",
+    6: "mark",
+}
 TYPE_BITS = {"ipv4_addr": 32, "inet_proto": 8, "inet_service": 16, "mark": 32}
 SK_HASH, SK_INTERVAL, SK_DYNAMIC = 1, 2, 3
 # ctstate bits as conntrack_core reports them (xt_conntrack XT_CONNTRACK_STATE_*)
@@ -77,25 +146,32 @@ MAX_NUMGEN = 1 << 16
 
 @dataclass
 class LoweredNft:
-    exprs: np.ndarray          # EXPR_DTYPE: every chain's rules, each chain closed by END
-    sets: np.ndarray           # SET_DTYPE, one per named or anonymous set/map
-    slots: np.ndarray          # SLOT_DTYPE, the hash sets' tables back to back
-    intervals: np.ndarray      # INTERVAL_DTYPE, the interval sets' ranges back to back
-    cells: np.ndarray          # CELL_DTYPE, numgen vmap tables back to back
-    hook_off: np.ndarray       # int32[6]: hook h's base chains are bases[off[h]:off[h+1]]
-    bases: np.ndarray          # BASE_DTYPE: base chains by hook, then priority
-    chain_start: np.ndarray    # int32: each chain's first expression (jump targets point here)
-    rule_start: np.ndarray     # int32: each rule's first expression, in chain order
+    exprs: np.ndarray  # EXPR_DTYPE: every chain's rules, each chain closed by END
+    sets: np.ndarray  # SET_DTYPE, one per named or anonymous set/map
+    slots: np.ndarray  # SLOT_DTYPE, the hash sets' tables back to back
+    intervals: np.ndarray  # INTERVAL_DTYPE, the interval sets' ranges back to back
+    cells: np.ndarray  # CELL_DTYPE, numgen vmap tables back to back
+    hook_off: np.ndarray  # int32[6]: hook h's base chains are bases[off[h]:off[h+1]]
+    bases: np.ndarray  # BASE_DTYPE: base chains by hook, then priority
+    chain_start: np.ndarray  # int32: each chain's first expression (jump targets point here)
+    rule_start: np.ndarray  # int32: each rule's first expression, in chain order
     chain_names: list[str]
-    set_names: list[str]       # anonymous sets are named "{chain}#{rule}"
-    endpoints: list[str]       # DNAT destinations ("ip:port"); verdict endpoint indexes this
-    dynamic_sets: list[str]    # dynamic set ids (the caller's dynamic table is keyed on them)
+    set_names: list[str]  # anonymous sets are named "{chain}#{rule}"
+    endpoints: list[str]  # DNAT destinations ("ip:port"); verdict endpoint indexes this
+    dynamic_sets: list[str]  # dynamic set ids (the caller's dynamic table is keyed on them)
 
     def engine_arrays(self) -> tuple[np.ndarray, ...]:
         """The arrays nftmaps.process takes after (packets, out), in its order (lower_nft
         has run nftmaps.check on them: pass checked=True while they stay unchanged)."""
-        return (self.exprs, self.sets, self.slots, self.intervals, self.cells, self.hook_off,
-                self.bases)
+        return (
+            self.exprs,
+            self.sets,
+            self.slots,
+            self.intervals,
+            self.cells,
+            self.hook_off,
+            self.bases,
+        )
 
 
 class _Unsupported(Exception):
@@ -115,19 +191,41 @@ _ADDR = r"(\d{1,3}(?:\.\d{1,3}){3}(?:/\d{1,2})?)"
 _NAME = r"([\w./-]+)"
 _FAST = (
     # the shapes kube-proxy writes once per endpoint or service, which dominate large tables
-    (re.compile(rf"ip saddr {_ADDR} jump {_NAME}"),
-     lambda m: [Match((("ip", "saddr"),), values=(m[1],)), Statement("jump", m[2])]),
-    (re.compile(rf"meta l4proto (tcp|udp|sctp) dnat to {_ADDR}:(\d+)"),
-     lambda m: [Match((("meta", "l4proto"),), values=(m[1],)),
-                Statement("dnat", f"{m[2]}:{m[3]}")]),
-    (re.compile(rf"ip daddr {_ADDR} ip saddr != {_ADDR} jump {_NAME}"),
-     lambda m: [Match((("ip", "daddr"),), values=(m[1],)),
-                Match((("ip", "saddr"),), "!=", values=(m[2],)), Statement("jump", m[3])]),
-    (re.compile(r"numgen random mod (\d+) vmap \{ ((?:\d+ : goto [\w./-]+ , )*"
-                r"\d+ : goto [\w./-]+) \}"),
-     lambda m: [Match((("numgen", "random", "mod", m[1]),), is_vmap=True,
-                      vmap={k: f"goto {c}" for k, c in
-                            (part.split(" : goto ") for part in m[2].split(" , "))})]),
+    (
+        re.compile(rf"ip saddr {_ADDR} jump {_NAME}"),
+        lambda m: [Match((("ip", "saddr"),), values=(m[1],)), Statement("jump", m[2])],
+    ),
+    (
+        re.compile(rf"meta l4proto (tcp|udp|sctp) dnat to {_ADDR}:(\d+)"),
+        lambda m: [
+            Match((("meta", "l4proto"),), values=(m[1],)),
+            Statement("dnat", f"{m[2]}:{m[3]}"),
+        ],
+    ),
+    (
+        re.compile(rf"ip daddr {_ADDR} ip saddr != {_ADDR} jump {_NAME}"),
+        lambda m: [
+            Match((("ip", "daddr"),), values=(m[1],)),
+            Match((("ip", "saddr"),), "!=", values=(m[2],)),
+            Statement("jump", m[3]),
+        ],
+    ),
+    (
+        re.compile(
+            r"numgen random mod (\d+) vmap \{ ((?:\d+ : goto [\w./-]+ , )*"
+            r"\d+ : goto [\w./-]+) \}"
+        ),
+        lambda m: [
+            Match(
+                (("numgen", "random", "mod", m[1]),),
+                is_vmap=True,
+                vmap={
+                    k: f"goto {c}"
+                    for k, c in (part.split(" : goto ") for part in m[2].split(" , "))
+                },
+            )
+        ],
+    ),
 )
 
 
@@ -182,8 +280,9 @@ def _component(typ: str, text: str) -> tuple[int, int]:
 
 
 class _Builder:
-    def __init__(self, table: NftRuleset, endpoints: list[str], dynamic_sets: list[str],
-                 direct: bool = True):
+    def __init__(
+        self, table: NftRuleset, endpoints: list[str], dynamic_sets: list[str], direct: bool = True
+    ):
         self.table = table
         self.direct = direct
         self.endpoints = endpoints
@@ -230,8 +329,10 @@ class _Builder:
         if (s.kind == "map") != want_map:
             _bad(f"@{name} is a {s.kind}, used as a {'map' if want_map else 'set'}")
         if s.key_types != key_types:
-            _bad(f"@{name} has key type {' . '.join(s.key_types)}, the rule gives "
-                 f"{' . '.join(key_types)}")
+            _bad(
+                f"@{name} has key type {' . '.join(s.key_types)}, the rule gives "
+                f"{' . '.join(key_types)}"
+            )
         if want_map and s.value_type != "verdict":
             _bad(f"map @{name} holds {s.value_type}, not verdicts")
         if name not in self.set_index:
@@ -242,22 +343,30 @@ class _Builder:
         key_types = s.key_types
         is_map = s.kind == "map"
         if sum(TYPE_BITS.get(t, 99) for t in key_types) > 64:
-            _bad(f"set @{name}: key {' . '.join(key_types)} is wider than 64 bits or has a "
-                 "type the engine does not support")
+            _bad(
+                f"set @{name}: key {' . '.join(key_types)} is wider than 64 bits or has a "
+                "type the engine does not support"
+            )
         if "dynamic" in s.flags:
             if is_map or key_types != ["ipv4_addr"] or s.elements:
                 _bad(f"dynamic set @{name}: only empty ipv4_addr sets are supported")
             if name not in self.dynamic_index:
                 self.dynamic_index[name] = len(self.dynamic_sets)
                 self.dynamic_sets.append(name)
-            return self._set_row(name, SK_DYNAMIC, False, 1, self.dynamic_index[name], 0, 0,
-                                 float(s.timeout or 0))
+            return self._set_row(
+                name, SK_DYNAMIC, False, 1, self.dynamic_index[name], 0, 0, float(s.timeout or 0)
+            )
         elems = [(e.key, e.value) for e in s.elements.values()]
         return self.literal_set(name, key_types, elems, is_map, "interval" in s.flags)
 
-    def literal_set(self, name: str, key_types: list[str],
-                    elems: list[tuple[tuple[str, ...], tuple[str, ...]]], is_map: bool,
-                    interval: bool = False) -> int:
+    def literal_set(
+        self,
+        name: str,
+        key_types: list[str],
+        elems: list[tuple[tuple[str, ...], tuple[str, ...]]],
+        is_map: bool,
+        interval: bool = False,
+    ) -> int:
         keys_lo, keys_hi, cells = [], [], []
         ranged = interval
         for key, value in elems:
@@ -271,8 +380,7 @@ class _Builder:
                 lo, hi = (lo << bits) | a, (hi << bits) | b
             keys_lo.append(lo)
             keys_hi.append(hi)
-            cells.append(self.verdict(" ".join(value).split(), edge=False) if is_map
-                         else (0, -1))
+            cells.append(self.verdict(" ".join(value).split(), edge=False) if is_map else (0, -1))
         if ranged:
             if len(key_types) != 1:
                 _bad(f"set {name}: ranges in a concatenated key are not supported")
@@ -281,13 +389,24 @@ class _Builder:
         while size < 2 * len(keys_lo):
             size *= 2
         slots = np.zeros(size, SLOT_DTYPE)
-        if keys_lo:
-            if nftmaps.build_hash(slots, np.array(keys_lo, np.uint64),
-                                  np.array([c[0] for c in cells], np.uint8),
-                                  np.array([c[1] for c in cells], np.int32)) != len(keys_lo):
-                _bad(f"set {name}: duplicate keys")
-        row = self._set_row(name, SK_HASH, is_map, len(key_types), self.slot_total,
-                            len(keys_lo), size - 1, 0.0, cells)
+        if keys_lo and nftmaps.build_hash(
+            slots,
+            np.array(keys_lo, np.uint64),
+            np.array([c[0] for c in cells], np.uint8),
+            np.array([c[1] for c in cells], np.int32),
+        ) != len(keys_lo):
+            _bad(f"set {name}: duplicate keys")
+        row = self._set_row(
+            name,
+            SK_HASH,
+            is_map,
+            len(key_types),
+            self.slot_total,
+            len(keys_lo),
+            size - 1,
+            0.0,
+            cells,
+        )
         self.slot_parts.append(slots)
         self.slot_total += size
         return row
@@ -305,8 +424,9 @@ class _Builder:
         arr = np.zeros(len(merged), INTERVAL_DTYPE)
         for k, (lo, hi, vk, vc) in enumerate(merged):
             arr[k]["lo"], arr[k]["hi"], arr[k]["vkind"], arr[k]["vchain"] = lo, hi, vk, vc
-        row = self._set_row(name, SK_INTERVAL, is_map, 1, self.interval_total, len(merged), 0,
-                            0.0, cells)
+        row = self._set_row(
+            name, SK_INTERVAL, is_map, 1, self.interval_total, len(merged), 0, 0.0, cells
+        )
         self.interval_parts.append(arr)
         self.interval_total += len(merged)
         return row
@@ -319,14 +439,39 @@ class _Builder:
         return len(self.set_rows) - 1
 
     # ------------------------------------------------------------------ rules
-    def expr(self, op: str, *, neg=False, sels=(), vkind=0, set=-1, arg=0, chain=-1, lo=0,
-             hi=0, mask=0xFFFFFFFF) -> None:
+    def expr(
+        self,
+        op: str,
+        *,
+        neg=False,
+        sels=(),
+        vkind=0,
+        set=-1,
+        arg=0,
+        chain=-1,
+        lo=0,
+        hi=0,
+        mask=0xFFFFFFFF,
+    ) -> None:
         """One row; a compare keeps its mask in ``arg``; ``target`` holds the chain index
         until lower_nft turns it into the chain's first expression; ``next`` (the rule's
         end) is filled there too."""
         s = list(sels) + [0] * (4 - len(sels))
-        self.exprs.append((E[op], int(neg), len(sels), vkind, *s, set,
-                           mask if op == "CMP" else arg, chain, -1, lo, hi))
+        self.exprs.append(
+            (
+                E[op],
+                int(neg),
+                len(sels),
+                vkind,
+                *s,
+                set,
+                mask if op == "CMP" else arg,
+                chain,
+                -1,
+                lo,
+                hi,
+            )
+        )
 
     def rule(self, chain: str, text: str, anon_prefix: str) -> None:
         if self.direct and self.direct_rule(text):
@@ -368,8 +513,9 @@ class _Builder:
             if ep is None:
                 ep = self.endpoint_index[dest] = len(self.endpoints)
                 self.endpoints.append(dest)
-            self.exprs.append((_E_CMP, 0, 1, 0, _SEL_L4PROTO, 0, 0, 0, -1, _ALL, -1, -1, proto,
-                               proto))
+            self.exprs.append(
+                (_E_CMP, 0, 1, 0, _SEL_L4PROTO, 0, 0, 0, -1, _ALL, -1, -1, proto, proto)
+            )
             self.exprs.append((_E_DNAT, 0, 0, 0, 0, 0, 0, 0, -1, ep, -1, -1, _ip(m[2]), port))
             return True
         return False
@@ -398,8 +544,13 @@ class _Builder:
         if m.op not in ("==", "!="):
             _bad(f"operator {m.op} is not supported by the engine")
         if first[0] == "numgen":
-            if len(m.selectors) != 1 or first[1] != "random" or first[2] != "mod" \
-                    or not m.is_vmap or m.vmap is None:
+            if (
+                len(m.selectors) != 1
+                or first[1] != "random"
+                or first[2] != "mod"
+                or not m.is_vmap
+                or m.vmap is None
+            ):
                 _bad("only 'numgen random mod N vmap { ... }' is supported")
             n = int(first[3])
             if not 0 < n <= MAX_NUMGEN:
@@ -415,14 +566,23 @@ class _Builder:
             self.expr("NUMGEN", set=off, arg=n)
             return
         if first[0] == "fib":
-            if len(m.selectors) != 1 or first[2] != "type" or list(m.values) != ["local"] \
-                    or first[1] not in ("saddr", "daddr"):
+            if (
+                len(m.selectors) != 1
+                or first[2] != "type"
+                or list(m.values) != ["local"]
+                or first[1] not in ("saddr", "daddr")
+            ):
                 _bad("only 'fib saddr|daddr type [!=] local' is supported")
             self.expr("FIB", neg=neg, arg=1 if first[1] == "saddr" else 2)
             return
         if first[0] == "ct":
-            bits = CT_STATE_BITS if first[1] == "state" else \
-                CT_STATUS_BITS if first[1] == "status" else None
+            bits = (
+                CT_STATE_BITS
+                if first[1] == "state"
+                else CT_STATUS_BITS
+                if first[1] == "status"
+                else None
+            )
             if bits is None or len(m.selectors) != 1 or m.set_name or m.is_vmap:
                 _bad(f"ct {first[1]} is not supported by the engine")
             words = [w for v in m.values for w in v.split(",") if w]
@@ -436,8 +596,10 @@ class _Builder:
             names = [v.strip('"') for v in m.values]
 
             def hit(iface: str) -> bool:
-                return any(iface.startswith(n[:-1]) if n.endswith("*") else iface == n
-                           for n in names)
+                return any(
+                    iface.startswith(n[:-1]) if n.endswith("*") else iface == n for n in names
+                )
+
             if first[1] == "iifname":
                 bits = sum(1 << o for o, iface in IIF_BY_ORIGIN if hit(iface))
                 self.expr("IIF", neg=neg, lo=bits)
@@ -453,8 +615,10 @@ class _Builder:
             if m.set_name is not None:
                 idx = self.named_set(m.set_name, key_types, True)
             else:
-                elems = [(tuple(p.strip() for p in k.split(" . ")), (v,))
-                         for k, v in (m.vmap or {}).items()]
+                elems = [
+                    (tuple(p.strip() for p in k.split(" . ")), (v,))
+                    for k, v in (m.vmap or {}).items()
+                ]
                 idx = self.literal_set(anon, key_types, elems, True)
             self.expr("VMAP", sels=sels, set=idx)
             self.edges[self.cur_chain] |= self.map_targets[idx]
@@ -485,8 +649,12 @@ class _Builder:
             op, value = st.arg  # type: ignore[misc]
             v = int(value, 0) & 0xFFFFFFFF
             # new mark = (mark & and_mask) ^ xor, as nft's bitwise expression computes it
-            and_xor = {"or": (~v & 0xFFFFFFFF, v), "xor": (0xFFFFFFFF, v), "and": (v, 0),
-                       "set": (0, v)}.get(op)
+            and_xor = {
+                "or": (~v & 0xFFFFFFFF, v),
+                "xor": (0xFFFFFFFF, v),
+                "and": (v, 0),
+                "set": (0, v),
+            }.get(op)
             if and_xor is None:
                 _bad(f"mark set with {op!r} is not supported by the engine")
             self.expr("MARK_SET", lo=and_xor[0], hi=and_xor[1])
@@ -540,28 +708,41 @@ class _Builder:
                     depth[node] = 1 + max((depth[c] for c in self.edges[node]), default=0)
                     continue
                 if nxt in on_path:
-                    raise InputError("jump loop", obj=f"table {self.table.family} "
-                                     f"{self.table.name}", field=f"chain {self.chain_names[node]}",
-                                     value=f"jump/goto {self.chain_names[nxt]}")
+                    raise InputError(
+                        "jump loop",
+                        obj=f"table {self.table.family} {self.table.name}",
+                        field=f"chain {self.chain_names[node]}",
+                        value=f"jump/goto {self.chain_names[nxt]}",
+                    )
                 if nxt not in depth:
                     on_path.add(nxt)
                     stack.append((nxt, iter(sorted(self.edges[nxt]))))
             if depth[start] > MAX_JUMP_DEPTH + 1:
-                raise InputError(f"chains nest deeper than {MAX_JUMP_DEPTH}",
-                                 obj=f"table {self.table.family} {self.table.name}",
-                                 field=f"chain {self.chain_names[start]}")
+                raise InputError(
+                    f"chains nest deeper than {MAX_JUMP_DEPTH}",
+                    obj=f"table {self.table.family} {self.table.name}",
+                    field=f"chain {self.chain_names[start]}",
+                )
 
 
-def lower_nft(table: NftRuleset, endpoints: list[str] | None = None,
-              dynamic_sets: list[str] | None = None, *, direct: bool = True) -> LoweredNft:
+def lower_nft(
+    table: NftRuleset,
+    endpoints: list[str] | None = None,
+    dynamic_sets: list[str] | None = None,
+    *,
+    direct: bool = True,
+) -> LoweredNft:
     """Lower the table. ``endpoints`` / ``dynamic_sets`` are the tables to extend (new
     entries appended, existing ones keep their index), so verdict endpoint indices and the
     caller's dynamic-set contents stay valid across syncs. ``direct`` False lowers the
     endpoint chains' rules the general way too (the tests compare both)."""
     if table.family != "ip":
-        raise InputError("the nftables engine handles the ip family only",
-                         obj=f"table {table.family} {table.name}", field="family",
-                         value=table.family)
+        raise InputError(
+            "the nftables engine handles the ip family only",
+            obj=f"table {table.family} {table.name}",
+            field="family",
+            value=table.family,
+        )
     endpoints = [] if endpoints is None else endpoints
     dynamic_sets = [] if dynamic_sets is None else dynamic_sets
     b = _Builder(table, endpoints, dynamic_sets, direct)
@@ -573,17 +754,24 @@ def lower_nft(table: NftRuleset, endpoints: list[str] | None = None,
         chain_start.append(len(b.exprs))
         if chain.is_base:
             if chain.hook not in HOOKS or chain.type not in ("filter", "nat"):
-                raise InputError("base chain type/hook not supported by the engine",
-                                 obj=f"chain {name}", field="type/hook",
-                                 value=f"{chain.type} {chain.hook}")
+                raise InputError(
+                    "base chain type/hook not supported by the engine",
+                    obj=f"chain {name}",
+                    field="type/hook",
+                    value=f"{chain.type} {chain.hook}",
+                )
             base_rows.append((cid, chain.hook, chain.priority or 0, int(chain.type == "nat")))
         for i, r in enumerate(chain.rules):
             first = len(b.exprs)
             try:
                 b.rule(name, r.full_text, f"{name}#{i}")
             except (_Unsupported, ValueError, KeyError, IndexError) as exc:
-                raise InputError(f"cannot lower nftables rule: {exc}", obj=f"chain {name}",
-                                 field=f"rule {i}", value=r.full_text) from None
+                raise InputError(
+                    f"cannot lower nftables rule: {exc}",
+                    obj=f"chain {name}",
+                    field=f"rule {i}",
+                    value=r.full_text,
+                ) from None
             if len(b.exprs) == first:  # every rule holds a row, so the engine counts it
                 b.expr("NOP")
             rule_bounds.append((first, len(b.exprs)))
@@ -594,8 +782,11 @@ def lower_nft(table: NftRuleset, endpoints: list[str] | None = None,
             try:
                 b.set_index[name] = b.add_set(name, s)
             except (_Unsupported, ValueError, KeyError, IndexError) as exc:
-                raise InputError(f"cannot lower nftables {s.kind}: {exc}",
-                                 obj=f"{s.kind} {name}", field="elements") from None
+                raise InputError(
+                    f"cannot lower nftables {s.kind}: {exc}",
+                    obj=f"{s.kind} {name}",
+                    field="elements",
+                ) from None
     b.check_depth()
 
     exprs = np.array(b.exprs, EXPR_DTYPE)
@@ -607,8 +798,9 @@ def lower_nft(table: NftRuleset, endpoints: list[str] | None = None,
     jg = (exprs["op"] == E["VERDICT"]) & np.isin(exprs["vkind"], (VK["jump"], VK["goto"]))
     exprs["target"][jg] = starts[exprs["target"][jg]]
     slots = np.concatenate(b.slot_parts) if b.slot_parts else np.zeros(0, SLOT_DTYPE)
-    intervals = (np.concatenate(b.interval_parts) if b.interval_parts
-                 else np.zeros(0, INTERVAL_DTYPE))
+    intervals = (
+        np.concatenate(b.interval_parts) if b.interval_parts else np.zeros(0, INTERVAL_DTYPE)
+    )
     cells = np.array(b.cells, CELL_DTYPE) if b.cells else np.zeros(0, CELL_DTYPE)
     for arr, live in ((slots, slots["used"] != 0), (intervals, True), (cells, True)):
         m = live & np.isin(arr["vkind"], (VK["jump"], VK["goto"]))
@@ -619,9 +811,19 @@ def lower_nft(table: NftRuleset, endpoints: list[str] | None = None,
     for h, hook in enumerate(HOOKS):
         hook_off[h + 1] = hook_off[h] + sum(1 for r in base_rows if r[1] == hook)
     low = LoweredNft(
-        exprs=exprs, sets=np.array(b.set_rows, SET_DTYPE), slots=slots, intervals=intervals,
-        cells=cells, hook_off=hook_off, bases=bases, chain_start=starts,
-        rule_start=bounds[:, 0].copy(), chain_names=b.chain_names, set_names=b.set_names,
-        endpoints=endpoints, dynamic_sets=dynamic_sets)
+        exprs=exprs,
+        sets=np.array(b.set_rows, SET_DTYPE),
+        slots=slots,
+        intervals=intervals,
+        cells=cells,
+        hook_off=hook_off,
+        bases=bases,
+        chain_start=starts,
+        rule_start=bounds[:, 0].copy(),
+        chain_names=b.chain_names,
+        set_names=b.set_names,
+        endpoints=endpoints,
+        dynamic_sets=dynamic_sets,
+    )
     nftmaps.check(*low.engine_arrays())  # once here: callers pass checked=True to process
     return low

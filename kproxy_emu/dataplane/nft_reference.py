@@ -12,14 +12,16 @@ chain (the next base chain of the hook still runs); ``drop``/``reject`` end the 
 Dynamic sets (affinity) are empty for a first packet. Result shapes are those of
 ``reference.py`` (Flow in, Outcome of Branches out) so both modes trace the same way.
 """
+
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, cast
+from typing import cast
 
 from ..errors import InputError
-from ..netfilter.nft import Match, NftRuleset, NftSet, Statement, parse_rule
+from ..netfilter.nft import Match, NftRuleset, NftSet, parse_rule
 from .reference import Branch, Flow, Outcome
 
 _PROTOS = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1}
@@ -34,7 +36,7 @@ class NftBranch(Branch):
 
 
 class _Rule:
-    __slots__ = ("items", "text", "index")
+    __slots__ = ("index", "items", "text")
 
     def __init__(self, items, text: str, index: int):
         self.items, self.text, self.index = items, text, index
@@ -43,7 +45,7 @@ class _Rule:
 class _SetIndex:
     """A set or map ready for lookups: exact keys in a dict, interval keys scanned."""
 
-    __slots__ = ("set", "exact", "ranges", "dynamic")
+    __slots__ = ("dynamic", "exact", "ranges", "set")
 
     def __init__(self, s: NftSet):
         self.set = s
@@ -72,8 +74,9 @@ class _SetIndex:
 def _norm_value(typ: str, text: str):
     """A key component as an int (or an (lo, hi) interval): addresses, protocols, ports."""
     text = text.strip()
-    if typ == "ipv4_addr" or (("." in text or "/" in text) and typ not in ("inet_proto",
-                                                                             "inet_service")):
+    if typ == "ipv4_addr" or (
+        ("." in text or "/" in text) and typ not in ("inet_proto", "inet_service")
+    ):
         if "/" in text:
             net = ipaddress.IPv4Network(text, strict=False)
             return (int(net.network_address), int(net.broadcast_address))
@@ -82,7 +85,7 @@ def _norm_value(typ: str, text: str):
             return (int(ipaddress.IPv4Address(lo)), int(ipaddress.IPv4Address(hi)))
         return int(ipaddress.IPv4Address(text))
     if typ == "inet_proto":
-        return _PROTOS.get(text, None) if not text.isdigit() else int(text)
+        return _PROTOS.get(text) if not text.isdigit() else int(text)
     if "-" in text:
         lo, hi = text.split("-")
         return (int(lo, 0), int(hi, 0))
@@ -90,9 +93,18 @@ def _norm_value(typ: str, text: str):
 
 
 def _supported(sel: tuple[str, ...]) -> bool:
-    if sel in (("ip", "saddr"), ("ip", "daddr"), ("ip", "protocol"), ("meta", "l4proto"),
-               ("th", "dport"), ("th", "sport"), ("meta", "mark"), ("ct", "state"),
-               ("fib", "saddr", "type"), ("fib", "daddr", "type")):
+    if sel in (
+        ("ip", "saddr"),
+        ("ip", "daddr"),
+        ("ip", "protocol"),
+        ("meta", "l4proto"),
+        ("th", "dport"),
+        ("th", "sport"),
+        ("meta", "mark"),
+        ("ct", "state"),
+        ("fib", "saddr", "type"),
+        ("fib", "daddr", "type"),
+    ):
         return True
     if sel[0] in _PROTOS and sel[1:] in (("dport",), ("sport",)):
         return True
@@ -108,8 +120,9 @@ def _in_range(value, norm) -> bool:
 class NftEvaluator:
     def __init__(self, table: NftRuleset, local_ips: Iterable[str], family: str = "IPv4"):
         if family != "IPv4":
-            raise InputError("the nftables evaluator handles IPv4 only", field="family",
-                             value=family)
+            raise InputError(
+                "the nftables evaluator handles IPv4 only", field="family", value=family
+            )
         self.table = table
         self.label = f"{table.family} {table.name}"
         self.local_ips = {int(ipaddress.IPv4Address(ip)) for ip in local_ips if ":" not in ip}
@@ -120,14 +133,18 @@ class NftEvaluator:
                 items, _ = parse_rule(r.full_text)
                 for it in items:
                     if isinstance(it, Match) and not all(_supported(s) for s in it.selectors):
-                        raise InputError("match not supported by the nftables evaluator",
-                                         field=f"chain {name} rule {i}", value=r.full_text)
+                        raise InputError(
+                            "match not supported by the nftables evaluator",
+                            field=f"chain {name} rule {i}",
+                            value=r.full_text,
+                        )
                 rules.append(_Rule(items, r.full_text, i))
             self.chains[name] = rules
         self.sets = {name: _SetIndex(s) for name, s in table.sets.items()}
         self.hooks: dict[str, list[str]] = {}
-        for c in sorted((c for c in table.chains.values() if c.is_base),
-                        key=lambda c: c.priority or 0):
+        for c in sorted(
+            (c for c in table.chains.values() if c.is_base), key=lambda c: c.priority or 0
+        ):
             self.hooks.setdefault(c.hook or "", []).append(c.name)
 
     # ------------------------------------------------------------------ matches
@@ -149,14 +166,12 @@ class NftEvaluator:
             return flow.sport
         if sel == ("meta", "mark"):
             return b.mark
-        raise InputError("selector not supported by the nftables evaluator",
-                         value=" ".join(sel))
+        raise InputError("selector not supported by the nftables evaluator", value=" ".join(sel))
 
     def _key(self, m: Match, b: NftBranch, flow: Flow) -> tuple:
         return tuple(self._selector(s, b, flow) for s in m.selectors)
 
-    def _match(self, m: Match, b: NftBranch, flow: Flow, iface_in: str,
-               iface_out: str) -> bool:
+    def _match(self, m: Match, b: NftBranch, flow: Flow, iface_in: str, iface_out: str) -> bool:
         sel = m.selectors[0]
         if len(m.selectors) == 1 and sel[0] in _PROTOS and sel[1] in ("dport", "sport"):
             if _PROTOS[flow.proto] != _PROTOS[sel[0]]:  # "tcp dport" implies l4proto tcp
@@ -171,33 +186,49 @@ class NftEvaluator:
         if len(m.selectors) == 1 and sel[0] == "fib":
             addr = flow.src if sel[1] == "saddr" else b.dst
             if any(v != "local" for v in m.values):
-                raise InputError("fib type not supported by the nftables evaluator",
-                                 value=",".join(m.values))
+                raise InputError(
+                    "fib type not supported by the nftables evaluator", value=",".join(m.values)
+                )
             return self.is_local(addr) == (m.op == "==")
         if sel == ("ct", "state"):
             states = {s for v in m.values for s in v.split(",")}
             return ("new" in states) == (m.op == "==")  # a flow's first packet is new
         if sel[0] == "meta" and sel[1] in ("iifname", "oifname", "iif", "oif"):
             iface = iface_in if sel[1] in ("iifname", "iif") else iface_out
-            hit = any(iface.startswith(v.strip('"')[:-1]) if v.strip('"').endswith("*")
-                      else iface == v.strip('"') for v in m.values)
+            hit = any(
+                iface.startswith(v.strip('"')[:-1])
+                if v.strip('"').endswith("*")
+                else iface == v.strip('"')
+                for v in m.values
+            )
             return hit == (m.op == "==")
         if len(m.selectors) != 1:
-            raise InputError("concatenation without a set is not supported",
-                             value=" . ".join(" ".join(s) for s in m.selectors))
+            raise InputError(
+                "concatenation without a set is not supported",
+                value=" . ".join(" ".join(s) for s in m.selectors),
+            )
         value = self._selector(sel, b, flow)
         if m.mask is not None:
             value &= int(m.mask, 0)
-        types: dict[tuple[str, ...], str] = {("ip", "saddr"): "ipv4_addr",
-                                             ("ip", "daddr"): "ipv4_addr",
-                                             ("meta", "l4proto"): "inet_proto"}
+        types: dict[tuple[str, ...], str] = {
+            ("ip", "saddr"): "ipv4_addr",
+            ("ip", "daddr"): "ipv4_addr",
+            ("meta", "l4proto"): "inet_proto",
+        }
         typ = types.get(sel, "integer")
         hit = any(_in_range(value, _norm_value(typ, v)) for v in m.values)
         return hit == (m.op == "==")
 
     # ------------------------------------------------------------------ chains
-    def run_chain(self, chain: str, flow: Flow, branches: list[NftBranch], iface_in: str,
-                  iface_out: str, depth: int = 0) -> tuple[list[NftBranch], list[NftBranch]]:
+    def run_chain(
+        self,
+        chain: str,
+        flow: Flow,
+        branches: list[NftBranch],
+        iface_in: str,
+        iface_out: str,
+        depth: int = 0,
+    ) -> tuple[list[NftBranch], list[NftBranch]]:
         """Run a chain for every live branch: (fell through or returned, ended here)."""
         if depth > 64:
             raise InputError("chain nesting deeper than 64 (a jump loop?)", field=chain)
@@ -208,8 +239,7 @@ class NftEvaluator:
         for rule in rules:
             next_live: list[NftBranch] = []
             for b in live:
-                cont, ended, back = self._run_rule(rule, chain, flow, b, iface_in, iface_out,
-                                                   depth)
+                cont, ended, back = self._run_rule(rule, chain, flow, b, iface_in, iface_out, depth)
                 next_live += cont
                 done += ended
                 returned += back
@@ -222,8 +252,16 @@ class NftEvaluator:
         b.rules_evaluated += 1
         b.steps.append((self.label, chain, rule.index, rule.text, matched))
 
-    def _run_rule(self, rule: _Rule, chain: str, flow: Flow, b: NftBranch, iface_in: str,
-                  iface_out: str, depth: int):
+    def _run_rule(
+        self,
+        rule: _Rule,
+        chain: str,
+        flow: Flow,
+        b: NftBranch,
+        iface_in: str,
+        iface_out: str,
+        depth: int,
+    ):
         items = rule.items
         k = 0
         while k < len(items) and isinstance(items[k], Match) and not items[k].is_vmap:
@@ -275,8 +313,9 @@ class NftEvaluator:
                 b.snat = True
                 return [], [b], []
             else:
-                return self._verdict([kind] + ([str(it.arg)] if it.arg else []), flow, b,
-                                     iface_in, iface_out, depth)
+                return self._verdict(
+                    [kind] + ([str(it.arg)] if it.arg else []), flow, b, iface_in, iface_out, depth
+                )
         return [b], [], []
 
     def _vmap_choices(self, m: Match, b: NftBranch, flow: Flow) -> list[tuple[float, str]]:
@@ -296,16 +335,19 @@ class NftEvaluator:
                 raise InputError("rule uses a map the table lacks", value=m.set_name)
             found = idx.lookup(key)
             return [(1.0, " ".join(found))] if found is not None else []
-        types = ["ipv4_addr" if s[0] == "ip" else "inet_proto" if s == ("meta", "l4proto")
-                 else "integer" for s in m.selectors]
+        types = [
+            "ipv4_addr" if s[0] == "ip" else "inet_proto" if s == ("meta", "l4proto") else "integer"
+            for s in m.selectors
+        ]
         for text, verdict in (m.vmap or {}).items():
             parts = text.split(" . ")
             if all(_in_range(k, _norm_value(t, p)) for k, t, p in zip(key, types, parts)):
                 return [(1.0, verdict)]
         return []
 
-    def _verdict(self, words: list[str], flow: Flow, b: NftBranch, iface_in: str,
-                 iface_out: str, depth: int):
+    def _verdict(
+        self, words: list[str], flow: Flow, b: NftBranch, iface_in: str, iface_out: str, depth: int
+    ):
         kind = words[0]
         if kind in ("drop", "reject"):
             b.verdict, b.decided_by_rule = kind.upper(), True
@@ -339,8 +381,9 @@ def evaluate_nft_flow(ev: NftEvaluator, flow: Flow) -> Outcome:
         for chain in ev.hooks.get(name, ()):
             next_live: list[NftBranch] = []
             for b in live:
-                cont, ended = ev.run_chain(chain, flow, [b],
-                                           iface_in if flow.origin != "host" else "", iface_out)
+                cont, ended = ev.run_chain(
+                    chain, flow, [b], iface_in if flow.origin != "host" else "", iface_out
+                )
                 for x in cont + ended:
                     (finished if x.verdict in ("DROP", "REJECT") else next_live).append(x)
             live = next_live

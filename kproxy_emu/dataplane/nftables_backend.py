@@ -6,6 +6,7 @@ through its transactions; packets walk that table in the verdict-map engine
 Syncs run on an emulated clock one second apart (kube-proxy's default minSyncPeriod), which
 is what ages flushed service chains until a later sync deletes them.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -14,8 +15,13 @@ import numpy as np
 
 from ..errors import KproxyError
 from ..modes.nftables import NftProxier, service_cidrs_for
-from ..netfilter.nft_text import render_dump, render_list, render_nft_file, render_transaction
-from ..netfilter.nft_text import sort_dump
+from ..netfilter.nft_text import (
+    render_dump,
+    render_list,
+    render_nft_file,
+    render_transaction,
+    sort_dump,
+)
 from .sync import SyncResult
 
 if TYPE_CHECKING:
@@ -28,7 +34,7 @@ DYNAMIC_SLOTS = 1 << 20  # affinity entries over all endpoints' sets
 class NftablesBackend:
     mode = "nftables"
 
-    def __init__(self, dp: "Dataplane", service_cidrs: list[str] | None = None):
+    def __init__(self, dp: Dataplane, service_cidrs: list[str] | None = None):
         self.dp = dp
         cidrs = service_cidrs_for(dp.cluster, dp.options.family, override=service_cidrs)
         self.proxier = NftProxier(dp.options, cidrs)
@@ -56,10 +62,14 @@ class NftablesBackend:
         text += render_transaction(self.table, res.transaction)
         self._evaluator = None
         self._lowered = None
-        return SyncResult(full=res.full, payload=res, text=text,
-                          changed=set() if changed is None else set(changed), error=res.error,
-                          extra={"operations": res.total_ops, "elements": res.element_ops,
-                                 "rules": res.rule_ops})
+        return SyncResult(
+            full=res.full,
+            payload=res,
+            text=text,
+            changed=set() if changed is None else set(changed),
+            error=res.error,
+            extra={"operations": res.total_ops, "elements": res.element_ops, "rules": res.rule_ops},
+        )
 
     def render(self, sorted: bool = False, format: str = "restore") -> str:
         """``nft -f`` input that builds the table (restore), what ``nft list ruleset``
@@ -70,6 +80,7 @@ class NftablesBackend:
 
     def evaluate_new_flow(self, flow):
         from .nft_reference import NftEvaluator, evaluate_nft_flow
+
         if self._evaluator is None:
             self._evaluator = NftEvaluator(self.table, self.dp.options.node.local_ips)
         return evaluate_nft_flow(self._evaluator, flow)
@@ -79,27 +90,47 @@ class NftablesBackend:
         if self._lowered is None:
             from ..model.cluster import paused_gc
             from .nft_lowering import lower_nft
+
             with paused_gc():
                 self._lowered = lower_nft(self.table, self.endpoints, self.dynamic_sets)
         return self._lowered
 
     def prepare(self) -> None:
-        self.lowered
+        _ = self.lowered
 
     def reset_state(self) -> None:
         self._dyn = None
 
-    def process(self, packets: np.ndarray, out: np.ndarray, local: np.ndarray,
-                masq_ip: int, rng_state: int, conntrack: int) -> int:
+    def process(
+        self,
+        packets: np.ndarray,
+        out: np.ndarray,
+        local: np.ndarray,
+        masq_ip: int,
+        rng_state: int,
+        conntrack: int,
+    ) -> int:
         from .._cext import nftmaps
+
         low = self.lowered
         if self._dyn is None and low.dynamic_sets:
             # affinity sets, kept across calls and syncs like the kernel's set elements
             self._dyn = (np.zeros(DYNAMIC_SLOTS, np.uint64), np.zeros(DYNAMIC_SLOTS))
         keys, expires = self._dyn if self._dyn is not None else (None, None)
-        rng_state, full = nftmaps.process(packets, out, *low.engine_arrays(), local, masq_ip,
-                                          rng_state, conntrack, keys, expires, checked=True)
+        rng_state, full = nftmaps.process(
+            packets,
+            out,
+            *low.engine_arrays(),
+            local,
+            masq_ip,
+            rng_state,
+            conntrack,
+            keys,
+            expires,
+            checked=True,
+        )
         if full:
-            raise KproxyError(f"the session-affinity sets are full ({DYNAMIC_SLOTS} entries "
-                              "over all endpoints)")
+            raise KproxyError(
+                f"the session-affinity sets are full ({DYNAMIC_SLOTS} entries over all endpoints)"
+            )
         return rng_state

@@ -8,11 +8,12 @@ rule must hold; ``-j CHAIN`` returns to the caller at the end of the chain or on
 ``-g`` does not; built-in chains end in their policy; DNAT/SNAT/MASQUERADE/ACCEPT end the
 table's traversal for that hook; MARK and LOG continue.
 """
+
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Iterable
 
 from ..errors import InputError
 from ..netfilter.iptables_parse import RuleParts, rule_parts
@@ -35,12 +36,18 @@ class Flow:
     in_iface: str = ""  # "" : a default for the origin (cni0 for pods, eth0 outside)
 
     @classmethod
-    def from_packet(cls, row) -> "Flow":
+    def from_packet(cls, row) -> Flow:
         """The flow of a PACKET_DTYPE row (its origin already resolved)."""
         from ..packets import ORIGIN_NAMES, PROTO_NAMES, u32_to_ip
-        return cls(str(u32_to_ip(int(row["src_ip"]))), str(u32_to_ip(int(row["dst_ip"]))),
-                   PROTO_NAMES[int(row["proto"])].lower(), int(row["src_port"]),
-                   int(row["dst_port"]), ORIGIN_NAMES[int(row["origin"])])
+
+        return cls(
+            str(u32_to_ip(int(row["src_ip"]))),
+            str(u32_to_ip(int(row["dst_ip"]))),
+            PROTO_NAMES[int(row["proto"])].lower(),
+            int(row["src_port"]),
+            int(row["dst_port"]),
+            ORIGIN_NAMES[int(row["origin"])],
+        )
 
 
 @dataclass(slots=True)
@@ -60,12 +67,12 @@ class Branch:
     ipvs: tuple[str, int, str] | None = None  # IPVS sent it on: (vaddr, vport, vproto)
     lookups: int = 0  # set and IPVS lookups
 
-    def copy(self) -> "Branch":
+    def copy(self) -> Branch:
         return replace(self, steps=list(self.steps))
 
 
 class _Lowered:
-    __slots__ = ("rule", "parts", "text", "index")
+    __slots__ = ("index", "parts", "rule", "text")
 
     def __init__(self, rule: Rule, parts: RuleParts, index: int):
         self.rule, self.parts, self.index = rule, parts, index
@@ -73,8 +80,13 @@ class _Lowered:
 
 
 class ReferenceEvaluator:
-    def __init__(self, tables: Ruleset, local_ips: Iterable[str], family: str = "IPv4",
-                 ipsets: dict | None = None):
+    def __init__(
+        self,
+        tables: Ruleset,
+        local_ips: Iterable[str],
+        family: str = "IPv4",
+        ipsets: dict | None = None,
+    ):
         """``ipsets``: the sets ``-m set`` names (vstable.IPSet by name, IPv4)."""
         self.family = family
         self.ipsets = ipsets or {}
@@ -93,22 +105,30 @@ class ReferenceEvaluator:
                     continue  # an opaque rule never matches
                 index = counters.get(rule.chain, 0)
                 counters[rule.chain] = index + 1
-                self.chains.setdefault((tname, rule.chain), []).append(
-                    _Lowered(rule, parts, index))
+                self.chains.setdefault((tname, rule.chain), []).append(_Lowered(rule, parts, index))
 
     # ------------------------------------------------------------------ matches
     def _is_local(self, ip: str) -> bool:
         addr = ipaddress.ip_address(ip)
-        return addr in self.local_ips or any(addr in n for n in self.local_nets
-                                             if n.version == addr.version)
+        return addr in self.local_ips or any(
+            addr in n for n in self.local_nets if n.version == addr.version
+        )
 
     @staticmethod
     def _in(ip: str, spec: str) -> bool:
         addr = ipaddress.ip_address(ip)
         return any(addr in ipaddress.ip_network(part, strict=False) for part in spec.split(","))
 
-    def _match(self, low: _Lowered, flow: Flow, b: Branch, src: str, ctstate: set[str],
-               iface_in: str, iface_out: str) -> float | None:
+    def _match(
+        self,
+        low: _Lowered,
+        flow: Flow,
+        b: Branch,
+        src: str,
+        ctstate: set[str],
+        iface_in: str,
+        iface_out: str,
+    ) -> float | None:
         """Probability that the rule matches (1.0 or 0.0, or p for statistic); None = no."""
         prob = 1.0
         for flag, opt in low.parts.basic:
@@ -123,8 +143,7 @@ class ReferenceEvaluator:
                 iface = iface_in if flag == "-i" else iface_out
                 ok = iface.startswith(value[:-1]) if value.endswith("+") else iface == value
             else:
-                raise InputError("match not supported by the evaluator", field=low.text,
-                                 value=flag)
+                raise InputError("match not supported by the evaluator", field=low.text, value=flag)
             if ok == opt.negated:
                 return None
         for m in low.parts.matches:
@@ -139,8 +158,9 @@ class ReferenceEvaluator:
                     return None
         return prob
 
-    def _module_option(self, module: str, name: str, opt, flow: Flow, b: Branch, src: str,
-                       ctstate: set[str]):
+    def _module_option(
+        self, module: str, name: str, opt, flow: Flow, b: Branch, src: str, ctstate: set[str]
+    ):
         args = opt.args
         if module in _IGNORED_MATCHES:
             return None
@@ -204,10 +224,12 @@ class ReferenceEvaluator:
 
     def _set_test(self, name: str, dirs: str, flow: Flow, b: Branch, src: str) -> bool:
         from ..packets import PROTO_NUMBERS, empty_packets, ip_to_u32
+
         ipset = self.ipsets.get(name)
         if ipset is None:
-            raise InputError("the rules name an ipset that does not exist", field="--match-set",
-                             value=name)
+            raise InputError(
+                "the rules name an ipset that does not exist", field="--match-set", value=name
+            )
         pkt = empty_packets(1)
         pkt["src_ip"], pkt["dst_ip"] = ip_to_u32(src), ip_to_u32(b.dst)
         pkt["src_port"], pkt["dst_port"] = flow.sport, b.dport
@@ -216,9 +238,18 @@ class ReferenceEvaluator:
         return bool(ipset.test(pkt, dirs)[0])
 
     # ------------------------------------------------------------------ chains
-    def run_chain(self, table: str, chain: str, flow: Flow, branches: list[Branch],
-                  src: str, ctstate: set[str], iface_in: str, iface_out: str,
-                  depth: int = 0) -> tuple[list[Branch], list[Branch]]:
+    def run_chain(
+        self,
+        table: str,
+        chain: str,
+        flow: Flow,
+        branches: list[Branch],
+        src: str,
+        ctstate: set[str],
+        iface_in: str,
+        iface_out: str,
+        depth: int = 0,
+    ) -> tuple[list[Branch], list[Branch]]:
         """Run one chain for every live branch: (returned/fell through, ended here)."""
         if depth > 64:
             raise InputError("chain nesting deeper than 64 (a jump loop?)", field=chain)
@@ -239,8 +270,9 @@ class ReferenceEvaluator:
                     next_live.append(miss)
                     b.prob *= p
                 b.steps.append((table, chain, low.index, low.text, True))
-                cont, ended, back = self._target(low, table, flow, b, src, ctstate, iface_in,
-                                                 iface_out, depth)
+                cont, ended, back = self._target(
+                    low, table, flow, b, src, ctstate, iface_in, iface_out, depth
+                )
                 next_live.extend(cont)
                 done.extend(ended)
                 returned.extend(back)
@@ -256,8 +288,18 @@ class ReferenceEvaluator:
             return [], done + live
         return live, done
 
-    def _target(self, low: _Lowered, table: str, flow: Flow, b: Branch, src: str,
-                ctstate: set[str], iface_in: str, iface_out: str, depth: int):
+    def _target(
+        self,
+        low: _Lowered,
+        table: str,
+        flow: Flow,
+        b: Branch,
+        src: str,
+        ctstate: set[str],
+        iface_in: str,
+        iface_out: str,
+        depth: int,
+    ):
         parts = low.parts
         target = parts.target
         if target is None or target in ("LOG", "NFLOG", "TRACE"):
@@ -283,8 +325,9 @@ class ReferenceEvaluator:
             b.snat = True
             return [], [b], []
         if parts.target_kind == "chain":
-            cont, ended = self.run_chain(table, target, flow, [b], src, ctstate, iface_in,
-                                         iface_out, depth + 1)
+            cont, ended = self.run_chain(
+                table, target, flow, [b], src, ctstate, iface_in, iface_out, depth + 1
+            )
             if parts.goto:  # -g: the end of the called chain returns past this one
                 return [], ended, cont
             return cont, ended, []
@@ -301,6 +344,7 @@ def _port_in(port: int, spec: str) -> bool:
 def _apply_mark(mark: int, topts: dict[str, tuple[str, ...]]) -> int:
     def num(text: str) -> int:
         return int(text, 0)
+
     if "--set-xmark" in topts or "--set-mark" in topts:
         text = (topts.get("--set-xmark") or topts["--set-mark"])[0]
         value, _, mask = text.partition("/")
@@ -374,9 +418,16 @@ def evaluate_new_flow(ev: ReferenceEvaluator, flow: Flow) -> Outcome:
             accepted = b.verdict == "ACCEPT"
             if accepted:
                 b.verdict = None
-            cont, ended = ev.run_chain(table, chain, flow, [b], flow.src, state,
-                                       iface_in if flow.origin != "host" else "",
-                                       iface_out)
+            cont, ended = ev.run_chain(
+                table,
+                chain,
+                flow,
+                [b],
+                flow.src,
+                state,
+                iface_in if flow.origin != "host" else "",
+                iface_out,
+            )
             for x in cont + ended:
                 if accepted and x.verdict is None:
                     x.verdict = "ACCEPT"

@@ -1,4 +1,5 @@
 """What one sync of a mode wrote and what it cost."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

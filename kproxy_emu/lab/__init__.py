@@ -11,11 +11,23 @@ compare (verify and its report), calibrate (kernel costs for bench), node (the e
 node, a Dataplane), cli (``verify`` and ``calibrate`` commands).
 Importing this package needs neither root nor pyroute2; running a lab needs both.
 """
+
 from .calibrate import calibrate
 from .compare import VerifyReport, verify
 from .env import LabUnavailable, check, unavailable_reason
 from .session import Clients, NodeLab
 from .topology import Lab, LabError, LabPlan
 
-__all__ = ["Clients", "Lab", "LabError", "LabPlan", "LabUnavailable", "NodeLab",
-           "VerifyReport", "calibrate", "check", "unavailable_reason", "verify"]
+__all__ = [
+    "Clients",
+    "Lab",
+    "LabError",
+    "LabPlan",
+    "LabUnavailable",
+    "NodeLab",
+    "VerifyReport",
+    "calibrate",
+    "check",
+    "unavailable_reason",
+    "verify",
+]

@@ -12,6 +12,7 @@ nftables (``modes=("nftables",)``): the same flows against ``nft -f`` of the nft
 mode's table; "position" is then the order the services' map elements were added in, and
 the fit is against the emulator's lookups (kernel-anchors.md: flat at any N).
 """
+
 from __future__ import annotations
 
 import json
@@ -30,9 +31,9 @@ DEFAULT_SERVICES = (100, 1000, 5000, 10000, 20000)
 
 @dataclass
 class PositionTiming:
-    position: int          # 1-based rule index in KUBE-SERVICES
-    rules: int             # rules the emulator evaluates for this flow (all hooks)
-    lookups: int           # hash / map lookups the emulator counts for it
+    position: int  # 1-based rule index in KUBE-SERVICES
+    rules: int  # rules the emulator evaluates for this flow (all hooks)
+    lookups: int  # hash / map lookups the emulator counts for it
     service: str
     samples: int
     median_us: float
@@ -44,7 +45,7 @@ class PositionTiming:
 @dataclass
 class RunResult:
     services: int
-    kube_services_rules: int   # iptables: rules in KUBE-SERVICES; nftables: map elements
+    kube_services_rules: int  # iptables: rules in KUBE-SERVICES; nftables: map elements
     lines: int
     load_seconds: float
     load_user: float
@@ -77,11 +78,21 @@ def kube_services_positions(dp) -> dict[tuple[str, int], int]:
 
 def _shaped_cluster(n: int, seed: int):
     from .. import synth
-    return synth.cluster(n, endpoints=3, nodes=3, seed=seed,
-                         type_mix={"ClusterIP": 1.0}, protocol_mix={"TCP": 1.0},
-                         ports_per_service=(1.0,), affinity_share=0.0,
-                         terminating_share=0.0, not_ready_share=0.0, itp_local_share=0.0,
-                         prefer_close_share=0.0)
+
+    return synth.cluster(
+        n,
+        endpoints=3,
+        nodes=3,
+        seed=seed,
+        type_mix={"ClusterIP": 1.0},
+        protocol_mix={"TCP": 1.0},
+        ports_per_service=(1.0,),
+        affinity_share=0.0,
+        terminating_share=0.0,
+        not_ready_share=0.0,
+        itp_local_share=0.0,
+        prefer_close_share=0.0,
+    )
 
 
 def slope(xs: list[float], ys: list[float]) -> float:
@@ -103,12 +114,21 @@ def frontends(cluster) -> list[tuple[tuple[str, str], str, int]]:
     return out
 
 
-def measure(n: int, *, samples: int = 200, positions: int = 5, seed: int = 0,
-            backend: str = "nft", mode: str = "iptables", warmup: int = 20) -> RunResult:
+def measure(
+    n: int,
+    *,
+    samples: int = 200,
+    positions: int = 5,
+    seed: int = 0,
+    backend: str = "nft",
+    mode: str = "iptables",
+    warmup: int = 20,
+) -> RunResult:
     """One service count: load time, and connect time at ``positions`` services spread
     over the rule order (iptables: KUBE-SERVICES rule positions; nftables: the order the
     verdict-map elements were added in)."""
     from .node import lab_dataplane
+
     cluster = _shaped_cluster(n, seed)
     dp = lab_dataplane(cluster, mode, seed=seed)
     fronts = frontends(cluster)
@@ -116,32 +136,48 @@ def measure(n: int, *, samples: int = 200, positions: int = 5, seed: int = 0,
         raise InputError("the cluster has no ClusterIP service", field="--services", value=n)
     if mode == "iptables":
         where = kube_services_positions(dp)
-        ordered = sorted((where[(ip, port)], key, ip, port) for key, ip, port in fronts
-                         if (ip, port) in where)
+        ordered = sorted(
+            (where[(ip, port)], key, ip, port) for key, ip, port in fronts if (ip, port) in where
+        )
     else:
         ordered = [(i + 1, key, ip, port) for i, (key, ip, port) in enumerate(fronts)]
-    idx = sorted({int(round(i)) for i in np.linspace(0, len(ordered) - 1, positions)})
+    idx = sorted({round(i) for i in np.linspace(0, len(ordered) - 1, positions)})
     chosen = [ordered[i] for i in idx]
     slices = cluster.slices_by_service()
-    eps = {a for _, key, _, _ in chosen for sl in slices.get(key, [])
-           for ep in sl.endpoints for a in ep.addresses}
+    eps = {
+        a
+        for _, key, _, _ in chosen
+        for sl in slices.get(key, [])
+        for ep in sl.endpoints
+        for a in ep.addresses
+    }
     with NodeLab(dp, backend=backend, only_endpoints=eps) as lab:
         load = lab.load_result
         assert load is not None
         src = lab.clients.host[0]
-        rules = (len([r for r in dp.tables.tables["nat"].rules if r.chain == "KUBE-SERVICES"])
-                 if mode == "iptables" else len(fronts))
-        result = RunResult(services=n, kube_services_rules=rules, lines=load.lines,
-                           load_seconds=load.seconds, load_user=load.user, load_sys=load.sys,
-                           mode=mode)
+        rules = (
+            len([r for r in dp.tables.tables["nat"].rules if r.chain == "KUBE-SERVICES"])
+            if mode == "iptables"
+            else len(fronts)
+        )
+        result = RunResult(
+            services=n,
+            kube_services_rules=rules,
+            lines=load.lines,
+            load_seconds=load.seconds,
+            load_user=load.user,
+            load_sys=load.sys,
+            mode=mode,
+        )
         times: dict[int, list[float]] = {pos: [] for pos, *_ in chosen}
         failed = {pos: 0 for pos, *_ in chosen}
         for r in range(warmup + samples):
             order = chosen if r % 2 == 0 else list(reversed(chosen))
             for pos, _, ip, port in order:
                 probe = Probe("tcp", src, lab.alloc.take(src), ip, port, "host")
-                (fate, waited), = send(lab.lab, [probe], timeout=1.0, wave=1,
-                                       after_wave=lab.conntrack.flush)
+                ((fate, waited),) = send(
+                    lab.lab, [probe], timeout=1.0, wave=1, after_wave=lab.conntrack.flush
+                )
                 if r < warmup:
                     continue
                 if fate == "answered":
@@ -151,19 +187,35 @@ def measure(n: int, *, samples: int = 200, positions: int = 5, seed: int = 0,
         for pos, key, ip, port in chosen:
             t = np.asarray(times[pos]) if times[pos] else np.asarray([np.nan])
             cost = dp.trace(f"tcp {src}:40000 -> {ip}:{port}", origin="host")["cost"]
-            result.positions.append(PositionTiming(
-                pos, int(cost["rules_evaluated"]), int(cost.get("lookups", 0)),
-                f"{key[0]}/{key[1]}", len(times[pos]), float(np.median(t)),
-                float(np.percentile(t, 10)), float(np.percentile(t, 90)), failed[pos]))
+            result.positions.append(
+                PositionTiming(
+                    pos,
+                    int(cost["rules_evaluated"]),
+                    int(cost.get("lookups", 0)),
+                    f"{key[0]}/{key[1]}",
+                    len(times[pos]),
+                    float(np.median(t)),
+                    float(np.percentile(t, 10)),
+                    float(np.percentile(t, 90)),
+                    failed[pos],
+                )
+            )
     ok = [p for p in result.positions if p.samples]
     xs = [p.rules if mode == "iptables" else p.position for p in ok]
     result.ns_per_step = slope(xs, [p.median_us * 1e3 for p in ok])
     return result
 
 
-def calibrate(services=DEFAULT_SERVICES, *, samples: int = 200, positions: int = 5,
-              seed: int = 0, backend: str = "nft", modes=("iptables",),
-              progress=None) -> dict:
+def calibrate(
+    services=DEFAULT_SERVICES,
+    *,
+    samples: int = 200,
+    positions: int = 5,
+    seed: int = 0,
+    backend: str = "nft",
+    modes=("iptables",),
+    progress=None,
+) -> dict:
     """Every mode and service count in turn; the JSON-ready result. ``modes`` holds what
     ``kproxy-emu bench`` reads: iptables latency = base_ns + rules evaluated x ns_per_rule,
     nftables = base_ns + lookups x ns_per_lookup (each fitted by ``fit``)."""
@@ -173,36 +225,61 @@ def calibrate(services=DEFAULT_SERVICES, *, samples: int = 200, positions: int =
         mine = []
         for n in services:
             start = time.perf_counter()
-            run = measure(int(n), samples=samples, positions=positions, seed=seed,
-                          backend=backend, mode=mode)
+            run = measure(
+                int(n), samples=samples, positions=positions, seed=seed, backend=backend, mode=mode
+            )
             mine.append(run)
             if progress:
                 progress(run, time.perf_counter() - start)
         runs += mine
         if mode == "iptables":
-            per, base = fit([(r.services, p.rules, p.median_us * 1e3) for r in mine
-                             for p in r.positions if p.samples])
-            entries[mode] = {"base_ns": base, "ns_per_rule": per,
-                             "backend": "iptables-nft" if backend == "nft"
-                             else "iptables-legacy"}
+            per, base = fit(
+                [
+                    (r.services, p.rules, p.median_us * 1e3)
+                    for r in mine
+                    for p in r.positions
+                    if p.samples
+                ]
+            )
+            entries[mode] = {
+                "base_ns": base,
+                "ns_per_rule": per,
+                "backend": "iptables-nft" if backend == "nft" else "iptables-legacy",
+            }
         else:
-            per, base = fit([(r.services, p.lookups, p.median_us * 1e3) for r in mine
-                             for p in r.positions if p.samples])
+            per, base = fit(
+                [
+                    (r.services, p.lookups, p.median_us * 1e3)
+                    for r in mine
+                    for p in r.positions
+                    if p.samples
+                ]
+            )
             # every probed flow makes the same lookups, so ns_per_lookup cannot be told
             # from the base here (0 = unidentified); the slope against the map position
             # is the measured figure (flat: the verdict-map lookup is O(1))
-            entries[mode] = {"base_ns": base, "ns_per_lookup": per,
-                             "ns_per_position": fit([(r.services, p.position,
-                                                      p.median_us * 1e3) for r in mine
-                                                     for p in r.positions if p.samples])[0]}
+            entries[mode] = {
+                "base_ns": base,
+                "ns_per_lookup": per,
+                "ns_per_position": fit(
+                    [
+                        (r.services, p.position, p.median_us * 1e3)
+                        for r in mine
+                        for p in r.positions
+                        if p.samples
+                    ]
+                )[0],
+            }
         entries[mode]["load_seconds"] = {str(r.services): r.load_seconds for r in mine}
     return {
         "kind": "kproxy-emu kernel calibration",
-        "kernel": platform.release(), "machine": platform.machine(),
+        "kernel": platform.release(),
+        "machine": platform.machine(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "path": "host-originated TCP connect to a ClusterIP (nat OUTPUT, DNAT to a pod, "
-                "SYN to SYN-ACK), a new flow each time; medians",
-        "samples_per_position": samples, "seed": seed,
+        "SYN to SYN-ACK), a new flow each time; medians",
+        "samples_per_position": samples,
+        "seed": seed,
         "modes": entries,
         "runs": [asdict(r) for r in runs],
     }

@@ -4,6 +4,7 @@ The main CLI registers them with ``add_parsers(subparsers)``. Exit codes follow 
 0 agreement, 1 a disagreement, 2 bad input, not root or a missing tool (LabUnavailable is a
 KproxyError, which the main CLI turns into one line and exit 2).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,40 +30,84 @@ def _int_list(text: str) -> list[int]:
 def add_parsers(sub) -> None:
     from ..cli import _node_options
 
-    p = sub.add_parser("verify", help="load a node's rules into a real kernel (network "
-                       "namespaces, root) and compare its verdicts with the emulator's")
+    p = sub.add_parser(
+        "verify",
+        help="load a node's rules into a real kernel (network "
+        "namespaces, root) and compare its verdicts with the emulator's",
+    )
     p.add_argument("files", nargs="+", metavar="FILE", help="manifest files or directories")
-    p.add_argument("--mode", default=None, choices=("iptables", "nftables"),
-                   help="proxy mode (default: the --config mode, else iptables)")
+    p.add_argument(
+        "--mode",
+        default=None,
+        choices=("iptables", "nftables"),
+        help="proxy mode (default: the --config mode, else iptables)",
+    )
     _node_options(p)
     if "--service-cidr" not in p._option_string_actions:  # older main CLIs lack it
-        p.add_argument("--service-cidr", action="append", metavar="CIDR",
-                       help="service ClusterIP range for the nftables mode (repeat; "
-                            "default: the manifests' ServiceCIDR objects)")
-    p.add_argument("--packets", type=int, default=2000,
-                   help="new flows sent at the node's service frontends (2000)")
+        p.add_argument(
+            "--service-cidr",
+            action="append",
+            metavar="CIDR",
+            help="service ClusterIP range for the nftables mode (repeat; "
+            "default: the manifests' ServiceCIDR objects)",
+        )
+    p.add_argument(
+        "--packets",
+        type=int,
+        default=2000,
+        help="new flows sent at the node's service frontends (2000)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for flows and choices (0)")
-    p.add_argument("--distribution-classes", type=int, default=4,
-                   help="flow classes with a random endpoint choice tested for their "
-                        "distribution (4)")
-    p.add_argument("--distribution-flows", type=int, default=300,
-                   help="flows per distribution class, at least (300)")
+    p.add_argument(
+        "--distribution-classes",
+        type=int,
+        default=4,
+        help="flow classes with a random endpoint choice tested for their distribution (4)",
+    )
+    p.add_argument(
+        "--distribution-flows",
+        type=int,
+        default=300,
+        help="flows per distribution class, at least (300)",
+    )
     p.set_defaults(func=_cmd_verify)
 
-    p = sub.add_parser("calibrate", help="measure kernel costs in a lab (root): load time "
-                       "and first-packet latency per rule, written as JSON for bench")
-    p.add_argument("--out", metavar="FILE", default=None,
-                   help=f"output JSON (default {DEFAULT_CALIBRATION}; - for stdout)")
-    p.add_argument("--services", type=_int_list, default=[100, 1000, 5000, 10000, 20000],
-                   metavar="LIST", help="service counts (100,1000,5000,10000,20000)")
-    p.add_argument("--samples", type=int, default=200,
-                   help="timed connections per rule position (200)")
-    p.add_argument("--positions", type=int, default=5,
-                   help="rule positions probed per service count (5)")
-    p.add_argument("--modes", default="iptables,nftables", metavar="LIST",
-                   help="modes to calibrate (iptables,nftables)")
-    p.add_argument("--backend", choices=("nft", "legacy"), default="nft",
-                   help="iptables backend: nft (Debian's default) or legacy (x_tables)")
+    p = sub.add_parser(
+        "calibrate",
+        help="measure kernel costs in a lab (root): load time "
+        "and first-packet latency per rule, written as JSON for bench",
+    )
+    p.add_argument(
+        "--out",
+        metavar="FILE",
+        default=None,
+        help=f"output JSON (default {DEFAULT_CALIBRATION}; - for stdout)",
+    )
+    p.add_argument(
+        "--services",
+        type=_int_list,
+        default=[100, 1000, 5000, 10000, 20000],
+        metavar="LIST",
+        help="service counts (100,1000,5000,10000,20000)",
+    )
+    p.add_argument(
+        "--samples", type=int, default=200, help="timed connections per rule position (200)"
+    )
+    p.add_argument(
+        "--positions", type=int, default=5, help="rule positions probed per service count (5)"
+    )
+    p.add_argument(
+        "--modes",
+        default="iptables,nftables",
+        metavar="LIST",
+        help="modes to calibrate (iptables,nftables)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("nft", "legacy"),
+        default="nft",
+        help="iptables backend: nft (Debian's default) or legacy (x_tables)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for the clusters (0)")
     p.set_defaults(func=_cmd_calibrate)
 
@@ -75,9 +120,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         raise InputError("must be >= 0", field="--packets", value=args.packets)
     dp = _lab_dataplane(args)
     check(dp.mode)
-    report = verify(dp.cluster, dataplane=dp, packets=args.packets, seed=args.seed,
-                    distribution_classes=args.distribution_classes,
-                    distribution_flows=args.distribution_flows)
+    report = verify(
+        dp.cluster,
+        dataplane=dp,
+        packets=args.packets,
+        seed=args.seed,
+        distribution_classes=args.distribution_classes,
+        distribution_flows=args.distribution_flows,
+    )
     print(report.table())
     return 0 if report.ok else 1
 
@@ -91,8 +141,11 @@ def _lab_dataplane(args: argparse.Namespace):
     config = load_kube_proxy_config(args.config) if args.config else None
     mode = args.mode or (config.mode if config else "iptables")
     if mode not in LAB_MODES:
-        raise InputError("the lab runs iptables or nftables (this kernel has no IPVS)",
-                         field="--mode", value=mode)
+        raise InputError(
+            "the lab runs iptables or nftables (this kernel has no IPVS)",
+            field="--mode",
+            value=mode,
+        )
     return _dataplane(args)
 
 
@@ -103,8 +156,11 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from .env import check
 
     if args.samples <= 0 or args.positions < 2:
-        raise InputError("need --samples >= 1 and --positions >= 2",
-                         field="--samples/--positions", value=(args.samples, args.positions))
+        raise InputError(
+            "need --samples >= 1 and --positions >= 2",
+            field="--samples/--positions",
+            value=(args.samples, args.positions),
+        )
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in ("iptables", "nftables")]
     if bad or not modes:
@@ -113,14 +169,25 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         check(mode, args.backend)
 
     def progress(run, seconds):
-        print(f"{run.mode:>8} {run.services:>6} services: load {run.load_seconds:.3f} s "
-              f"({run.lines} lines), {run.ns_per_step:.1f} ns per "
-              + ("rule" if run.mode == "iptables" else "map position") + "; medians "
-              + ", ".join(f"#{p.position}: {p.median_us:.1f} us" for p in run.positions)
-              + f" [{seconds:.1f} s]", file=sys.stderr)
+        print(
+            f"{run.mode:>8} {run.services:>6} services: load {run.load_seconds:.3f} s "
+            f"({run.lines} lines), {run.ns_per_step:.1f} ns per "
+            + ("rule" if run.mode == "iptables" else "map position")
+            + "; medians "
+            + ", ".join(f"#{p.position}: {p.median_us:.1f} us" for p in run.positions)
+            + f" [{seconds:.1f} s]",
+            file=sys.stderr,
+        )
 
-    result = calibrate(args.services, samples=args.samples, positions=args.positions,
-                       seed=args.seed, backend=args.backend, modes=modes, progress=progress)
+    result = calibrate(
+        args.services,
+        samples=args.samples,
+        positions=args.positions,
+        seed=args.seed,
+        backend=args.backend,
+        modes=modes,
+        progress=progress,
+    )
     if args.out == "-":
         print(json.dumps(result, indent=2))
         return 0
@@ -128,8 +195,11 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     os.makedirs(out.parent, exist_ok=True)
     write(result, str(out))
     for mode, entry in result["modes"].items():
-        per = (f"{entry['ns_per_rule']:.1f} ns per rule" if "ns_per_rule" in entry
-               else f"{entry['ns_per_lookup']:.1f} ns per lookup")
+        per = (
+            f"{entry['ns_per_rule']:.1f} ns per rule"
+            if "ns_per_rule" in entry
+            else f"{entry['ns_per_lookup']:.1f} ns per lookup"
+        )
         print(f"{mode}: {per}, base {entry['base_ns'] / 1000:.1f} us", file=sys.stderr)
     print(f"written to {out}", file=sys.stderr)
     return 0

@@ -8,6 +8,7 @@ many flows compare the kernel's counts with the emulator's probabilities (chi-sq
 every outcome expected at least 10 times must be seen). ClientIP affinity really sticks in
 the kernel, so those flows only check membership of the first choice and stickiness.
 """
+
 from __future__ import annotations
 
 import math
@@ -74,8 +75,8 @@ def chi2_stat(counts: list[int], probs: list[float]) -> tuple[float, int]:
 # ------------------------------------------------------------------ expectations
 @dataclass
 class Expectation:
-    support: dict[Signature, float]   # outcome -> probability
-    affinity: bool                    # ClientIP affinity on the path (xt_recent)
+    support: dict[Signature, float]  # outcome -> probability
+    affinity: bool  # ClientIP affinity on the path (xt_recent)
 
     @property
     def deterministic(self) -> bool:
@@ -104,7 +105,7 @@ def expectation(dp, probe: Probe) -> Expectation:
 @dataclass
 class Disagreement:
     probe: Probe
-    kind: str                          # deterministic, support, sticky, set
+    kind: str  # deterministic, support, sticky, set
     expected: dict[Signature, float]
     got: Signature | None
     client: str = ""
@@ -113,8 +114,10 @@ class Disagreement:
         p = self.probe
         exp = ", ".join(f"{_fmt(s)} p={q:.3g}" for s, q in self.expected.items())
         got = _fmt(self.got) if self.got else "-"
-        return (f"[{self.kind}] {p.proto} {p.src}:{p.sport} -> {p.dst}:{p.dport} from "
-                f"{p.origin}: kernel {got} ({self.client}), emulator {exp}")
+        return (
+            f"[{self.kind}] {p.proto} {p.src}:{p.sport} -> {p.dst}:{p.dport} from "
+            f"{p.origin}: kernel {got} ({self.client}), emulator {exp}"
+        )
 
 
 def _fmt(sig: Signature) -> str:
@@ -144,7 +147,7 @@ class VerifyReport:
     seed: int
     flows: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
-    deterministic: list[int] = field(default_factory=lambda: [0, 0])   # agree, total
+    deterministic: list[int] = field(default_factory=lambda: [0, 0])  # agree, total
     in_support: list[int] = field(default_factory=lambda: [0, 0])
     sticky: list[int] = field(default_factory=lambda: [0, 0])
     engine: list[int] = field(default_factory=lambda: [0, 0])  # Cython engine vs kernel
@@ -162,40 +165,47 @@ class VerifyReport:
 
     @property
     def distribution_ok(self) -> bool:
-        return (self.p_value >= ALPHA and self.min_p_corrected >= ALPHA
-                and not any(c.missing for c in self.classes))
+        return (
+            self.p_value >= ALPHA
+            and self.min_p_corrected >= ALPHA
+            and not any(c.missing for c in self.classes)
+        )
 
     @property
     def ok(self) -> bool:
-        return (not self.disagreements and self.distribution_ok
-                and self.flows > 0)
+        return not self.disagreements and self.distribution_ok and self.flows > 0
 
     def table(self) -> str:
         def row(name, pair):
             agree, total = pair
             pct = f"{100.0 * agree / total:6.2f}%" if total else "     -"
             return f"  {name:34} {agree:7d} / {total:<7d} {pct}"
-        lines = [f"kernel lab: mode {self.mode}, node {self.node}, {self.services} services, "
-                 f"{self.flows} flows, seed {self.seed}",
-                 f"  rules loaded in {self.load_seconds:.3f} s; replay {self.replay_seconds:.2f} s;"
-                 f" emulator {self.emulate_seconds:.2f} s",
-                 "  kernel verdicts: " + ", ".join(f"{k} {v}" for k, v in
-                                                    sorted(self.verdicts.items())),
-                 row("deterministic outcomes agree", self.deterministic),
-                 row("random choices in emulator's set", self.in_support),
-                 row("session affinity sticks", self.sticky),
-                 row("compiled engine agrees", self.engine)]
+
+        lines = [
+            f"kernel lab: mode {self.mode}, node {self.node}, {self.services} services, "
+            f"{self.flows} flows, seed {self.seed}",
+            f"  rules loaded in {self.load_seconds:.3f} s; replay {self.replay_seconds:.2f} s;"
+            f" emulator {self.emulate_seconds:.2f} s",
+            "  kernel verdicts: " + ", ".join(f"{k} {v}" for k, v in sorted(self.verdicts.items())),
+            row("deterministic outcomes agree", self.deterministic),
+            row("random choices in emulator's set", self.in_support),
+            row("session affinity sticks", self.sticky),
+            row("compiled engine agrees", self.engine),
+        ]
         for c in self.classes:
             proto, dst, dport, origin, src = c.key
-            lines.append(f"  distribution {proto} {src} -> {dst}:{dport} ({origin}): "
-                         f"{c.flows} flows, {len(c.expected)} outcomes, chi2 {c.chi2:.2f} "
-                         f"dof {c.dof} p {c.p:.3g}"
-                         + (f", never seen: {', '.join(_fmt(s) for s in c.missing)}"
-                            if c.missing else ""))
+            lines.append(
+                f"  distribution {proto} {src} -> {dst}:{dport} ({origin}): "
+                f"{c.flows} flows, {len(c.expected)} outcomes, chi2 {c.chi2:.2f} "
+                f"dof {c.dof} p {c.p:.3g}"
+                + (f", never seen: {', '.join(_fmt(s) for s in c.missing)}" if c.missing else "")
+            )
         if self.classes:
-            lines.append(f"  distribution overall: chi2 {self.chi2:.2f} dof {self.dof} "
-                         f"p {self.p_value:.3g}; smallest per-class p x classes "
-                         f"{self.min_p_corrected:.3g} (pass: both >= {ALPHA:g})")
+            lines.append(
+                f"  distribution overall: chi2 {self.chi2:.2f} dof {self.dof} "
+                f"p {self.p_value:.3g}; smallest per-class p x classes "
+                f"{self.min_p_corrected:.3g} (pass: both >= {ALPHA:g})"
+            )
         for name, n in sorted(self.skipped.items()):
             lines.append(f"  skipped: {n} {name}")
         for d in self.disagreements[:20]:
@@ -216,25 +226,41 @@ def flows_for(dp, clients: Clients, n: int, seed: int) -> tuple[list[tuple], dic
         return [], {}
     sources = {o: clients.of(o) for o in pk.ORIGIN_NAMES if clients.of(o)}
     mix = {o: s for o, s in pk.DEFAULT_ORIGIN_MIX.items() if o in sources}
-    batch = pk.synth(targets, n, seed=seed, sources=sources, origin_mix=mix,
-                          new_flow_share=1.0)
+    batch = pk.synth(targets, n, seed=seed, sources=sources, origin_mix=mix, new_flow_share=1.0)
     flows, skipped = [], {}
     for row in batch:
         proto = pk.PROTO_NAMES[int(row["proto"])]
         if proto not in ("tcp", "udp"):
-            skipped[f"{proto} flows (the lab sends tcp and udp)"] = \
+            skipped[f"{proto} flows (the lab sends tcp and udp)"] = (
                 skipped.get(f"{proto} flows (the lab sends tcp and udp)", 0) + 1
+            )
             continue
-        flows.append((proto, pk.u32_to_ip(int(row["src_ip"])),
-                      pk.u32_to_ip(int(row["dst_ip"])), int(row["dst_port"]),
-                      pk.ORIGIN_NAMES[int(row["origin"])]))
+        flows.append(
+            (
+                proto,
+                pk.u32_to_ip(int(row["src_ip"])),
+                pk.u32_to_ip(int(row["dst_ip"])),
+                int(row["dst_port"]),
+                pk.ORIGIN_NAMES[int(row["origin"])],
+            )
+        )
     return flows, skipped
 
 
-def verify(cluster, mode: str = "iptables", node: str | None = None, packets: int = 2000,
-           seed: int = 0, *, dataplane=None, flows: list[tuple] | None = None,
-           distribution_classes: int = 4, distribution_flows: int = 300,
-           timeout: float = 0.6, **dataplane_options) -> VerifyReport:
+def verify(
+    cluster,
+    mode: str = "iptables",
+    node: str | None = None,
+    packets: int = 2000,
+    seed: int = 0,
+    *,
+    dataplane=None,
+    flows: list[tuple] | None = None,
+    distribution_classes: int = 4,
+    distribution_flows: int = 300,
+    timeout: float = 0.6,
+    **dataplane_options,
+) -> VerifyReport:
     """Load the node's rules for ``cluster`` into a lab, send ``packets`` new flows
     (seeded) plus the distribution flows, and compare every kernel verdict with the
     emulator's. ``flows``: more flows to send, (proto, src, dst, dport, origin) each
@@ -244,12 +270,14 @@ def verify(cluster, mode: str = "iptables", node: str | None = None, packets: in
     import time
 
     from .node import lab_dataplane
+
     n = packets
     if n < 0:
         raise InputError("must be >= 0", field="--packets", value=n)
     dp = dataplane or lab_dataplane(cluster, mode, node=node, seed=seed, **dataplane_options)
-    report = VerifyReport(mode=dp.mode, node=dp.options.node.name,
-                          services=len(dp.cluster.services), seed=seed)
+    report = VerifyReport(
+        mode=dp.mode, node=dp.options.node.name, services=len(dp.cluster.services), seed=seed
+    )
     rng = np.random.default_rng(seed)
     cache: dict[tuple, Expectation] = {}
 
@@ -263,33 +291,42 @@ def verify(cluster, mode: str = "iptables", node: str | None = None, packets: in
 
     explicit = [_explicit_flow(f, dp) for f in (flows or [])]
     extra = Clients()
-    for proto, src, dst, dport, origin in explicit:
+    for _proto, src, _dst, _dport, origin in explicit:
         if origin != "host":
             extra.of(origin).append(src)
     with NodeLab(dp, seed=seed, extra_clients=extra) as lab:
         report.load_seconds = lab.load_result.seconds if lab.load_result else 0.0
         random_flows, report.skipped = flows_for(dp, lab.clients, n, seed)
-        probes = [Probe(proto, src, lab.alloc.take(src), dst, dport, origin)
-                  for proto, src, dst, dport, origin in explicit + random_flows]
+        probes = [
+            Probe(proto, src, lab.alloc.take(src), dst, dport, origin)
+            for proto, src, dst, dport, origin in explicit + random_flows
+        ]
         lab.add_listeners(probes)
         start = time.perf_counter()
         results = lab.probe(probes, timeout=timeout)
         report.replay_seconds += time.perf_counter() - start
-        report.explicit = results[:len(explicit)]
+        report.explicit = results[: len(explicit)]
         _judge(report, results, expect)
         # distribution: seeded classes among the probabilistic, affinity-free ones
-        classes = sorted({(p.proto, p.dst, p.dport, p.origin, p.src) for p in probes
-                          if not expect(p).deterministic and not expect(p).affinity})
+        classes = sorted(
+            {
+                (p.proto, p.dst, p.dport, p.origin, p.src)
+                for p in probes
+                if not expect(p).deterministic and not expect(p).affinity
+            }
+        )
         picked = [classes[i] for i in rng.permutation(len(classes))[:distribution_classes]]
         dist_probes: list[Probe] = []
         for proto, dst, dport, origin, src in picked:
             exp = expect(Probe(proto, src, 0, dst, dport, origin))
             # enough flows that the rarest outcome is expected 15 times (seen: >= 10)
             rarest = min(exp.support.values())
-            count = int(min(4000, max(distribution_flows,
-                                      math.ceil(MIN_EXPECTED_SEEN * 1.5 / rarest))))
-            dist_probes += [Probe(proto, src, lab.alloc.take(src), dst, dport, origin)
-                            for _ in range(count)]
+            count = int(
+                min(4000, max(distribution_flows, math.ceil(MIN_EXPECTED_SEEN * 1.5 / rarest)))
+            )
+            dist_probes += [
+                Probe(proto, src, lab.alloc.take(src), dst, dport, origin) for _ in range(count)
+            ]
         if dist_probes:
             start = time.perf_counter()
             dist_results = lab.probe(dist_probes, timeout=timeout)
@@ -324,8 +361,9 @@ def _engine(report: VerifyReport, dp, results: list[KernelResult], expect) -> No
         if ok:
             report.engine[0] += 1
         else:
-            report.disagreements.append(Disagreement(r.probe, "engine", exp.support, sig,
-                                                     f"kernel {_fmt(r.signature)}"))
+            report.disagreements.append(
+                Disagreement(r.probe, "engine", exp.support, sig, f"kernel {_fmt(r.signature)}")
+            )
 
 
 def _explicit_flow(flow: tuple, dp) -> tuple[str, str, str, int, str]:
@@ -334,8 +372,9 @@ def _explicit_flow(flow: tuple, dp) -> tuple[str, str, str, int, str]:
     try:
         proto, src, dst, dport, origin = flow
     except (TypeError, ValueError):
-        raise InputError("a flow is (proto, src, dst, dport, origin)", field="flows",
-                         value=flow) from None
+        raise InputError(
+            "a flow is (proto, src, dst, dport, origin)", field="flows", value=flow
+        ) from None
     proto = str(proto).lower()
     if proto not in ("tcp", "udp"):
         raise InputError("the lab sends tcp and udp flows", field="flows", value=flow)
@@ -343,10 +382,10 @@ def _explicit_flow(flow: tuple, dp) -> tuple[str, str, str, int, str]:
         raise InputError("origin must be pod, external or host", field="flows", value=flow)
     for ip in (src, dst):
         pk.ip_to_u32(ip)  # InputError for anything but IPv4
-    if origin == "host" and src not in dp.options.node.local_ips and \
-            not src.startswith("127."):
-        raise InputError("a host flow's source must be one of the node's addresses",
-                         field="flows", value=flow)
+    if origin == "host" and src not in dp.options.node.local_ips and not src.startswith("127."):
+        raise InputError(
+            "a host flow's source must be one of the node's addresses", field="flows", value=flow
+        )
     return proto, src, dst, int(dport), origin
 
 
@@ -362,15 +401,17 @@ def _judge(report: VerifyReport, results: list[KernelResult], expect) -> None:
             if got in exp.support:
                 report.deterministic[0] += 1
             else:
-                report.disagreements.append(Disagreement(r.probe, "deterministic",
-                                                         exp.support, got, r.client))
+                report.disagreements.append(
+                    Disagreement(r.probe, "deterministic", exp.support, got, r.client)
+                )
             continue
         report.in_support[1] += 1
         if got in exp.support:
             report.in_support[0] += 1
         else:
-            report.disagreements.append(Disagreement(r.probe, "support", exp.support, got,
-                                                     r.client))
+            report.disagreements.append(
+                Disagreement(r.probe, "support", exp.support, got, r.client)
+            )
         if exp.affinity:
             # one recent list per service: the same client sticks to its first endpoint
             key = (r.probe.src, frozenset(s[1] for s in exp.support))
@@ -379,14 +420,16 @@ def _judge(report: VerifyReport, results: list[KernelResult], expect) -> None:
                 if r.dnat == first_choice[key]:
                     report.sticky[0] += 1
                 else:
-                    report.disagreements.append(Disagreement(r.probe, "sticky", exp.support,
-                                                             got, r.client))
+                    report.disagreements.append(
+                        Disagreement(r.probe, "sticky", exp.support, got, r.client)
+                    )
             else:
                 first_choice[key] = r.dnat
 
 
-def _distribution(report: VerifyReport, picked: list[tuple], results: list[KernelResult],
-                  expect) -> None:
+def _distribution(
+    report: VerifyReport, picked: list[tuple], results: list[KernelResult], expect
+) -> None:
     by_class: dict[tuple, list[KernelResult]] = {}
     for r in results:
         p = r.probe
@@ -401,10 +444,14 @@ def _distribution(report: VerifyReport, picked: list[tuple], results: list[Kerne
         counts = [sum(1 for r in rs if r.signature == s) for s in sigs]
         stat, dof = chi2_stat(counts, [exp.support[s] for s in sigs])
         p = chi2_sf(stat, dof)
-        missing = [s for s, k in zip(sigs, counts)
-                   if k == 0 and exp.support[s] * len(rs) >= MIN_EXPECTED_SEEN]
-        stats.append(ClassStat(key, len(rs), dict(zip(sigs, counts)), exp.support, stat, dof,
-                               p, missing))
+        missing = [
+            s
+            for s, k in zip(sigs, counts)
+            if k == 0 and exp.support[s] * len(rs) >= MIN_EXPECTED_SEEN
+        ]
+        stats.append(
+            ClassStat(key, len(rs), dict(zip(sigs, counts)), exp.support, stat, dof, p, missing)
+        )
     report.classes = stats
     if stats:
         report.chi2 = sum(c.chi2 for c in stats)

@@ -3,6 +3,7 @@
 The lab only ever changes namespaces it created itself; these checks run before anything
 is created so a developer machine gets one clear message instead of a half-built lab.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,10 @@ from ..errors import KproxyError
 
 # tool -> Debian package, for the message when it is missing
 TOOLS = {"ip": "iproute2", "sysctl": "procps"}
-MODE_TOOLS = {"iptables": {"iptables-restore": "iptables", "nfacct": "nfacct"},
-              "nftables": {"nft": "nftables"}}
+MODE_TOOLS = {
+    "iptables": {"iptables-restore": "iptables", "nfacct": "nfacct"},
+    "nftables": {"nft": "nftables"},
+}
 
 
 class LabUnavailable(KproxyError):
@@ -21,15 +24,20 @@ class LabUnavailable(KproxyError):
 
 
 def missing_tools(tools: dict[str, str]) -> list[str]:
-    return [f"{tool} (Debian package {pkg})" for tool, pkg in tools.items()
-            if shutil.which(tool) is None]
+    return [
+        f"{tool} (Debian package {pkg})"
+        for tool, pkg in tools.items()
+        if shutil.which(tool) is None
+    ]
 
 
 def check(mode: str | None = "iptables", backend: str = "nft") -> None:
     """Raise LabUnavailable naming what is missing (``mode`` None: the namespaces only)."""
     if os.geteuid() != 0:
-        raise LabUnavailable("the kernel lab needs root (it creates network namespaces and "
-                             "loads netfilter rules into them)")
+        raise LabUnavailable(
+            "the kernel lab needs root (it creates network namespaces and "
+            "loads netfilter rules into them)"
+        )
     if not os.path.exists("/proc/self/ns/net"):
         raise LabUnavailable("this kernel has no network namespaces (/proc/self/ns/net)")
     try:

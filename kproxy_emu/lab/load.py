@@ -6,6 +6,7 @@ objects its rules name (``-m nfacct`` fails to load without them). nftables:
 ``load_nftables`` feeds ``nft -f``; the payload must be in ``nft -f`` order (tables, then
 sets/maps/chains, then rules, then elements), which a knftables dump is not.
 """
+
 from __future__ import annotations
 
 import re
@@ -21,7 +22,7 @@ RESTORE = {"nft": "iptables-restore", "legacy": "iptables-legacy-restore"}
 @dataclass
 class LoadResult:
     tool: str
-    seconds: float     # wall time of the tool, process start included
+    seconds: float  # wall time of the tool, process start included
     lines: int
     user: float = 0.0  # the tool's CPU time (rusage of the child)
     sys: float = 0.0
@@ -48,17 +49,24 @@ def ensure_nfacct(lab: Lab, names: list[str]) -> None:
 
 def _timed(lab: Lab, argv: list[str], text: str, tool: str) -> LoadResult:
     import resource
+
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     lab.run("node", argv, input=text)
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return LoadResult(tool, seconds, text.count("\n"), after.ru_utime - before.ru_utime,
-                      after.ru_stime - before.ru_stime)
+    return LoadResult(
+        tool,
+        seconds,
+        text.count("\n"),
+        after.ru_utime - before.ru_utime,
+        after.ru_stime - before.ru_stime,
+    )
 
 
-def load_iptables(lab: Lab, text: str, *, noflush: bool = False,
-                  backend: str = "nft") -> LoadResult:
+def load_iptables(
+    lab: Lab, text: str, *, noflush: bool = False, backend: str = "nft"
+) -> LoadResult:
     """iptables-restore TEXT in the node namespace (``backend`` "nft" is Debian's default
     iptables, "legacy" the x_tables one)."""
     if backend not in RESTORE:
@@ -75,9 +83,11 @@ def load_nftables(lab: Lab, text: str) -> LoadResult:
 
 def flush_iptables(lab: Lab, backend: str = "nft") -> None:
     """Empty the node's nat and filter tables (between calibration loads)."""
-    text = "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n" \
-           ":POSTROUTING ACCEPT [0:0]\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n" \
-           ":FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
+    text = (
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+        ":POSTROUTING ACCEPT [0:0]\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n"
+        ":FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
+    )
     lab.run("node", [RESTORE[backend], "-w"], input=text)
 
 

@@ -18,16 +18,18 @@ namespaces, echoing UDP from the address it was sent to), so "refused" never com
 closed port. A flow confirmed before a filter rule dropped it (host traffic to a local
 address: confirmed at POSTROUTING, dropped in INPUT) times out although a listener waits.
 """
+
 from __future__ import annotations
 
+import contextlib
 import errno
 import select
 import socket
 import struct
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 from .topology import Lab, LabError
 
@@ -44,12 +46,12 @@ _PROTO_NAMES = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp"}
 
 @dataclass(frozen=True, slots=True)
 class Probe:
-    proto: str    # tcp, udp
+    proto: str  # tcp, udp
     src: str
     sport: int
     dst: str
     dport: int
-    origin: str   # pod, external, host
+    origin: str  # pod, external, host
 
     def packet(self) -> str:
         return f"{self.proto} {self.src}:{self.sport} -> {self.dst}:{self.dport}"
@@ -58,13 +60,13 @@ class Probe:
 @dataclass(slots=True)
 class KernelResult:
     probe: Probe
-    client: str                       # answered, refused, dropped (EPERM), timeout
-    confirmed: bool                   # the node's conntrack confirmed the flow
+    client: str  # answered, refused, dropped (EPERM), timeout
+    confirmed: bool  # the node's conntrack confirmed the flow
     reply: tuple[str, int, str, int] | None  # conntrack reply tuple (src, sport, dst, dport)
-    verdict: str                      # ACCEPT, DNAT, DROP, REJECT (or UNKNOWN)
-    dnat: str | None                  # "ip:port"
+    verdict: str  # ACCEPT, DNAT, DROP, REJECT (or UNKNOWN)
+    dnat: str | None  # "ip:port"
     masquerade: bool
-    seconds: float                    # client's wait for its answer
+    seconds: float  # client's wait for its answer
 
     @property
     def signature(self) -> tuple[str, str | None, bool]:
@@ -77,8 +79,9 @@ class Servers:
     """Listeners in the lab: per namespace role, wildcard TCP listeners and UDP echo
     sockets on every (proto, port) asked for, served by one bounded thread."""
 
-    def __init__(self, lab: Lab, ports: dict[str, set[tuple[str, int]]],
-                 max_seconds: float = 3600.0):
+    def __init__(
+        self, lab: Lab, ports: dict[str, set[tuple[str, int]]], max_seconds: float = 3600.0
+    ):
         self.lab = lab
         self._stop = threading.Event()
         self._socks: list[tuple[socket.socket, str]] = []
@@ -125,10 +128,11 @@ class Servers:
         """Answer from the address the datagram was sent to (a wildcard socket would pick
         the route's source, which conntrack would see as a second flow)."""
         data, anc, _, addr = s.recvmsg(2048, socket.CMSG_SPACE(12))
-        cmsg = [(lvl, typ, d) for lvl, typ, d in anc if lvl == socket.IPPROTO_IP
-                and typ == IP_PKTINFO]
+        cmsg = [
+            (lvl, typ, d) for lvl, typ, d in anc if lvl == socket.IPPROTO_IP and typ == IP_PKTINFO
+        ]
         if cmsg:
-            ifindex, spec_dst, dst = struct.unpack("=I4s4s", cmsg[0][2][:12])
+            _ifindex, _spec_dst, dst = struct.unpack("=I4s4s", cmsg[0][2][:12])
             info = struct.pack("=I4s4s", 0, dst, b"\0\0\0\0")
             s.sendmsg([data], [(socket.IPPROTO_IP, IP_PKTINFO, info)], 0, addr)
         else:
@@ -150,6 +154,7 @@ class ConntrackTable:
 
     def __init__(self, lab: Lab):
         from pyroute2 import Conntrack
+
         self.lab = lab
         self._ct = Conntrack(netns=lab.assert_target("node"))
         self.entries: dict[tuple[str, str, int, str, int], tuple[str, int, str, int]] = {}
@@ -166,8 +171,7 @@ class ConntrackTable:
             if name is None:
                 continue
             key = (name, o.saddr, int(o.sport or 0), o.daddr, int(o.dport or 0))
-            self.entries.setdefault(key, (r.saddr, int(r.sport or 0), r.daddr,
-                                          int(r.dport or 0)))
+            self.entries.setdefault(key, (r.saddr, int(r.sport or 0), r.daddr, int(r.dport or 0)))
             if e.status & IPS_SEEN_REPLY:
                 self.answered.add(key)
         self.flush()
@@ -202,8 +206,14 @@ class PortAllocator:
         return port
 
 
-def send(lab: Lab, probes: list[Probe], *, timeout: float = 0.6, wave: int = 256,
-         after_wave: Callable[[], None] | None = None) -> list[tuple[str, float]]:
+def send(
+    lab: Lab,
+    probes: list[Probe],
+    *,
+    timeout: float = 0.6,
+    wave: int = 256,
+    after_wave: Callable[[], None] | None = None,
+) -> list[tuple[str, float]]:
     """Send every probe (``wave`` at a time); per probe the client's fate and wait.
     ``after_wave`` runs once each wave's sockets are closed (e.g. read conntrack)."""
     out: list[tuple[str, float]] = [("timeout", timeout)] * len(probes)
@@ -215,24 +225,27 @@ def send(lab: Lab, probes: list[Probe], *, timeout: float = 0.6, wave: int = 256
         socks: dict[int, socket.socket] = {}
         try:
             for role, idx in by_role.items():
-                made = lab.sockets(role, [(PROTOS[probes[i].proto],
-                                           (probes[i].src, probes[i].sport)) for i in idx])
+                made = lab.sockets(
+                    role, [(PROTOS[probes[i].proto], (probes[i].src, probes[i].sport)) for i in idx]
+                )
                 socks.update(zip(idx, made))
             _drive(probes, socks, out, timeout)
         finally:
             for s in socks.values():
-                try:
+                with contextlib.suppress(OSError):
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-                except OSError:
-                    pass
                 s.close()
         if after_wave is not None:
             after_wave()
     return out
 
 
-def _drive(probes: list[Probe], socks: dict[int, socket.socket],
-           out: list[tuple[str, float]], timeout: float) -> None:
+def _drive(
+    probes: list[Probe],
+    socks: dict[int, socket.socket],
+    out: list[tuple[str, float]],
+    timeout: float,
+) -> None:
     ep = select.epoll()
     fd_of: dict[int, int] = {}
     started: dict[int, float] = {}
@@ -294,8 +307,14 @@ def _fate(err: int) -> str:
     return f"error:{errno.errorcode.get(err, err)}"
 
 
-def classify(probe: Probe, client: str, reply: tuple[str, int, str, int] | None,
-             served: bool, seconds: float, seen_reply: bool = False) -> KernelResult:
+def classify(
+    probe: Probe,
+    client: str,
+    reply: tuple[str, int, str, int] | None,
+    served: bool,
+    seconds: float,
+    seen_reply: bool = False,
+) -> KernelResult:
     """The kernel's verdict from the conntrack entry and the client's fate (module doc).
     ``served``: a listener waits where the flow ended up (so a timeout is a DROP);
     ``seen_reply``: the entry saw an answer pass (a timeout then is the client's lateness

@@ -5,6 +5,7 @@ the node namespace, the rest go to the pod namespace), the chosen clients, and t
 own addresses; loads the mode's rules; starts the listeners and opens the node's conntrack table;
 ``probe(...)`` then sends flows and returns the kernel's verdict for each.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -49,8 +50,9 @@ def dnat_targets(dp) -> set[tuple[str, str, int]]:
         text, pattern = render(dp.tables), _IPT_DNAT
     else:
         text, pattern = dp.render(), _NFT_DNAT
-    return {((m.group(1) or "tcp").lower(), m.group(2), int(m.group(3)))
-            for m in pattern.finditer(text)}
+    return {
+        ((m.group(1) or "tcp").lower(), m.group(2), int(m.group(3))) for m in pattern.finditer(text)
+    }
 
 
 def default_clients(dp, endpoints: set[tuple[str, str, int]], seed: int = 0) -> Clients:
@@ -73,25 +75,36 @@ def default_clients(dp, endpoints: set[tuple[str, str, int]], seed: int = 0) -> 
     remote = sorted((ip for ip in used if ip not in local), key=ipaddress.IPv4Address)
     if remote:
         pods.append(remote[seed % len(remote)])
-    return Clients(pod=pods, external=["203.0.113.2", "203.0.113.130"],
-                   host=[dp.options.node.primary_ip])
+    return Clients(
+        pod=pods, external=["203.0.113.2", "203.0.113.130"], host=[dp.options.node.primary_ip]
+    )
 
 
 class NodeLab:
     """Use as a context manager; see the module doc."""
 
-    def __init__(self, dp, clients: Clients | None = None, *, extra_ports: set = frozenset(),
-                 seed: int = 0, load: bool = True, backend: str = "nft",
-                 only_endpoints: set[str] | None = None, extra_clients: Clients | None = None):
+    def __init__(
+        self,
+        dp,
+        clients: Clients | None = None,
+        *,
+        extra_ports: set = frozenset(),
+        seed: int = 0,
+        load: bool = True,
+        backend: str = "nft",
+        only_endpoints: set[str] | None = None,
+        extra_clients: Clients | None = None,
+    ):
         """``only_endpoints``: place only these endpoint addresses (calibration at 20,000
         services probes a few services and needs no 60,000 pod addresses).
         ``extra_clients``: more source addresses, added to the chosen ``clients``."""
         self.dp = dp
-        self.endpoints = {e for e in dnat_targets(dp)
-                          if only_endpoints is None or e[1] in only_endpoints}
+        self.endpoints = {
+            e for e in dnat_targets(dp) if only_endpoints is None or e[1] in only_endpoints
+        }
         self.clients = clients or default_clients(dp, self.endpoints, seed)
         for origin in ("pod", "external", "host"):  # e.g. the sources of explicit flows
-            for ip in (extra_clients.of(origin) if extra_clients else []):
+            for ip in extra_clients.of(origin) if extra_clients else []:
                 if ip not in self.clients.of(origin):
                     self.clients.of(origin).append(ip)
         self.local = {ip for ip in dp.options.node.local_ips if ":" not in ip}
@@ -99,8 +112,9 @@ class NodeLab:
         pods = {ip for _, ip, _ in self.endpoints if ip not in self.local} | set(self.clients.pod)
         self.pod_ips = pods
         node_cfg = dp.options.node
-        self.plan = LabPlan.build(node_cfg.ips, node_cfg.interfaces, pod_prefixes(dp), pods,
-                                  self.clients.external)
+        self.plan = LabPlan.build(
+            node_cfg.ips, node_cfg.interfaces, pod_prefixes(dp), pods, self.clients.external
+        )
         self.plan.sysctls.update(node_sysctls(node_cfg.features))
         # listeners: every endpoint port where the endpoint lives, plus extra (role, proto, port)
         self.ports: dict[str, set[tuple[str, int]]] = {"node": set(), "pod": set()}
@@ -113,7 +127,7 @@ class NodeLab:
         self.load_result: LoadResult | None = None
         self.lab: Lab | None = None
 
-    def __enter__(self) -> "NodeLab":
+    def __enter__(self) -> NodeLab:
         raise_nofile()
         self.lab = Lab(self.plan).__enter__()
         try:
@@ -141,8 +155,11 @@ class NodeLab:
         raise LabError(f"the lab cannot load mode {self.dp.mode!r} yet")
 
     def served(self, ip: str, proto: str, port: int) -> bool:
-        role = "node" if ip in self.local or ip.startswith("127.") else (
-            "pod" if ip in self.pod_ips else None)
+        role = (
+            "node"
+            if ip in self.local or ip.startswith("127.")
+            else ("pod" if ip in self.pod_ips else None)
+        )
         return role is not None and (proto, port) in self.ports.get(role, set())
 
     def add_listeners(self, probes: list[Probe]) -> None:
@@ -172,6 +189,7 @@ class NodeLab:
             seen = key in self.conntrack.answered
             self.conntrack.answered.discard(key)
             final = (reply[0], reply[1]) if reply else (p.dst, p.dport)
-            out.append(classify(p, client, reply, self.served(final[0], p.proto, final[1]),
-                                waited, seen))
+            out.append(
+                classify(p, client, reply, self.served(final[0], p.proto, final[1]), waited, seen)
+            )
         return out

@@ -16,9 +16,11 @@ in the target (pyroute2 ``netns=``) or ``ip netns exec``, and sockets are create
 short-lived thread that joined the target namespace. Every change first asserts that its
 target is one of this lab's namespaces and not the host's.
 """
+
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import ipaddress
 import os
@@ -29,8 +31,9 @@ import subprocess
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, TypeVar
+from typing import TypeVar
 
 from .env import LabUnavailable, check
 
@@ -39,8 +42,8 @@ ROLES = ("node", "pod", "ext")
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
 RTNH_F_ONLINK = 4
-POD_RULE_TABLE = 100          # pod namespace: locally generated traffic -> gateway
-_LIVE: "weakref.WeakSet[Lab]" = weakref.WeakSet()
+POD_RULE_TABLE = 100  # pod namespace: locally generated traffic -> gateway
+_LIVE: weakref.WeakSet[Lab] = weakref.WeakSet()
 
 
 class LabError(LabUnavailable):
@@ -51,16 +54,22 @@ class LabError(LabUnavailable):
 class LabPlan:
     """Which address lives where."""
 
-    node_addrs: list[tuple[str, int]]            # (ip, prefix) on the node's eth0
-    pod_prefixes: list[str]                      # routed from the node to cni0
-    gateway: str                                 # cni0's address (pods' default gateway)
-    pod_ips: list[str] = field(default_factory=list)       # on the pod namespace's eth0
+    node_addrs: list[tuple[str, int]]  # (ip, prefix) on the node's eth0
+    pod_prefixes: list[str]  # routed from the node to cni0
+    gateway: str  # cni0's address (pods' default gateway)
+    pod_ips: list[str] = field(default_factory=list)  # on the pod namespace's eth0
     external_ips: list[str] = field(default_factory=list)  # on the ext namespace's eth0
     sysctls: dict[str, str] = field(default_factory=dict)  # extra node sysctls
 
     @classmethod
-    def build(cls, node_ips: Iterable[str], interfaces: dict | None, pod_prefixes: Iterable[str],
-              pod_ips: Iterable[str], external_ips: Iterable[str]) -> "LabPlan":
+    def build(
+        cls,
+        node_ips: Iterable[str],
+        interfaces: dict | None,
+        pod_prefixes: Iterable[str],
+        pod_ips: Iterable[str],
+        external_ips: Iterable[str],
+    ) -> LabPlan:
         """Node addresses with their interface prefixes when the node file gives them
         (/32 otherwise); a gateway in the first pod prefix that no pod uses."""
         node_ips = [ip for ip in node_ips if ":" not in ip]
@@ -83,10 +92,16 @@ class LabPlan:
             if gateway:
                 break
         if gateway is None:
-            raise LabError("no free address for the pod gateway in the pod ranges "
-                           f"{[str(n) for n in nets]}")
-        return cls(node_addrs=node_addrs, pod_prefixes=[str(n) for n in nets],
-                   gateway=gateway, pod_ips=pods, external_ips=sorted(set(external_ips)))
+            raise LabError(
+                f"no free address for the pod gateway in the pod ranges {[str(n) for n in nets]}"
+            )
+        return cls(
+            node_addrs=node_addrs,
+            pod_prefixes=[str(n) for n in nets],
+            gateway=gateway,
+            pod_ips=pods,
+            external_ips=sorted(set(external_ips)),
+        )
 
 
 def _first_hosts(net: ipaddress.IPv4Network, limit: int):
@@ -158,7 +173,7 @@ class Lab:
         self.owner = os.getpid()
 
     # ------------------------------------------------------------------ lifecycle
-    def __enter__(self) -> "Lab":
+    def __enter__(self) -> Lab:
         _LIVE.add(self)
         self._install_signals()
         try:
@@ -184,10 +199,8 @@ class Lab:
             raise KeyboardInterrupt(f"signal {signum}")
 
         for sig in (signal.SIGTERM, signal.SIGHUP):
-            try:
+            with contextlib.suppress(ValueError, OSError):
                 self._old_handlers[sig] = signal.signal(sig, raise_interrupt)
-            except (ValueError, OSError):
-                pass
 
     def close(self) -> None:
         """Stop the helpers (listeners, netlink sockets), then delete the namespaces
@@ -201,11 +214,8 @@ class Lab:
         saved: dict[int, object] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                try:
-                    saved[sig] = signal.signal(sig, lambda signum, frame:
-                                               deferred.append(signum))
-                except (ValueError, OSError):
-                    pass
+                with contextlib.suppress(ValueError, OSError):
+                    saved[sig] = signal.signal(sig, lambda signum, frame: deferred.append(signum))
         try:
             self._remove()
         finally:
@@ -217,11 +227,10 @@ class Lab:
 
     def _remove(self) -> None:
         for closer in reversed(self._closers):
-            try:
+            with contextlib.suppress(Exception):
                 closer()
-            except Exception:
-                pass
         from pyroute2 import netns
+
         for role in reversed(ROLES):
             name = self.names[role]
             if os.path.exists(os.path.join(NETNS_DIR, name)):
@@ -260,21 +269,36 @@ class Lab:
     # ------------------------------------------------------------------ helpers
     def iproute(self, role: str):
         from pyroute2 import IPRoute
+
         return IPRoute(netns=self.assert_target(role))
 
-    def run(self, role: str, argv: list[str], *, input: str | None = None,
-            check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    def run(
+        self,
+        role: str,
+        argv: list[str],
+        *,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 600,
+    ) -> subprocess.CompletedProcess:
         """A command inside the namespace (``ip netns exec``)."""
         name = self.assert_target(role)
         try:
-            res = subprocess.run(["ip", "netns", "exec", name, *argv], input=input,
-                                 capture_output=True, text=True, timeout=timeout)
+            res = subprocess.run(
+                ["ip", "netns", "exec", name, *argv],
+                input=input,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
         except subprocess.TimeoutExpired:
             raise LabError(f"{argv[0]} in {name} did not finish in {timeout:.0f} s") from None
         if check and res.returncode != 0:
             err = (res.stderr or res.stdout).strip().splitlines()
-            raise LabError(f"{' '.join(argv[:3])} in {name} failed (exit {res.returncode}): "
-                           + ("; ".join(err[:5]) if err else "no message"))
+            raise LabError(
+                f"{' '.join(argv[:3])} in {name} failed (exit {res.returncode}): "
+                + ("; ".join(err[:5]) if err else "no message")
+            )
         return res
 
     def sysctl(self, role: str, values: dict[str, str | int]) -> None:
@@ -289,6 +313,7 @@ class Lab:
     # ------------------------------------------------------------------ build
     def _create(self) -> None:
         from pyroute2 import netns
+
         os.makedirs(NETNS_DIR, exist_ok=True)
         for role in ROLES:
             name = self.names[role]
@@ -303,10 +328,18 @@ class Lab:
                 ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
         # links: node eth0 <-> ext eth0, node vpod0 (in cni0) <-> pod eth0
         with self.iproute("node") as ipr:
-            ipr.link("add", ifname="eth0", kind="veth",
-                     peer={"ifname": "eth0", "net_ns_fd": self.assert_target("ext")})
-            ipr.link("add", ifname="vpod0", kind="veth",
-                     peer={"ifname": "eth0", "net_ns_fd": self.assert_target("pod")})
+            ipr.link(
+                "add",
+                ifname="eth0",
+                kind="veth",
+                peer={"ifname": "eth0", "net_ns_fd": self.assert_target("ext")},
+            )
+            ipr.link(
+                "add",
+                ifname="vpod0",
+                kind="veth",
+                peer={"ifname": "eth0", "net_ns_fd": self.assert_target("pod")},
+            )
             ipr.link("add", ifname="cni0", kind="bridge")
             eth0, vpod, cni0 = (ipr.link_lookup(ifname=n)[0] for n in ("eth0", "vpod0", "cni0"))
             ipr.link("set", index=vpod, master=cni0)
@@ -320,8 +353,7 @@ class Lab:
             covered = [ipaddress.IPv4Network(p) for p in plan.pod_prefixes]
             for ip in plan.pod_ips:
                 if not any(ipaddress.IPv4Address(ip) in n for n in covered):
-                    ipr.route("add", dst=f"{ip}/32", oif=cni0, prefsrc=plan.gateway,
-                              scope="link")
+                    ipr.route("add", dst=f"{ip}/32", oif=cni0, prefsrc=plan.gateway, scope="link")
             ipr.route("add", dst="0.0.0.0/0", oif=eth0, scope="link")
         with self.iproute("pod") as ipr:
             eth0 = ipr.link_lookup(ifname="eth0")[0]
@@ -330,48 +362,63 @@ class Lab:
             ipr.link("set", index=eth0, state="up")
             ipr.route("add", dst=f"{plan.gateway}/32", oif=eth0, scope="link")
             ipr.route("add", dst="0.0.0.0/0", gateway=plan.gateway, oif=eth0)
-            ipr.route("add", dst="0.0.0.0/0", gateway=plan.gateway, oif=eth0,
-                      table=POD_RULE_TABLE)
+            ipr.route("add", dst="0.0.0.0/0", gateway=plan.gateway, oif=eth0, table=POD_RULE_TABLE)
         with self.iproute("ext") as ipr:
             eth0 = ipr.link_lookup(ifname="eth0")[0]
             for ip in plan.external_ips:
                 ipr.addr("add", index=eth0, address=ip, prefixlen=32)
             ipr.link("set", index=eth0, state="up")
             # via the node (on-link): the node answers ARP for its own addresses only
-            ipr.route("add", dst="0.0.0.0/0", gateway=plan.node_addrs[0][0], oif=eth0,
-                      flags=RTNH_F_ONLINK)
+            ipr.route(
+                "add", dst="0.0.0.0/0", gateway=plan.node_addrs[0][0], oif=eth0, flags=RTNH_F_ONLINK
+            )
         # pod: locally generated packets always leave through the gateway (see module doc)
-        self.run("pod", ["ip", "rule", "add", "pref", "10", "iif", "lo", "lookup",
-                         str(POD_RULE_TABLE)])
+        self.run(
+            "pod", ["ip", "rule", "add", "pref", "10", "iif", "lo", "lookup", str(POD_RULE_TABLE)]
+        )
         self.run("pod", ["ip", "rule", "add", "pref", "1000", "lookup", "local"])
         self.run("pod", ["ip", "rule", "del", "pref", "0", "lookup", "local"])
-        common = {"net.ipv4.conf.all.rp_filter": 0, "net.ipv4.conf.default.rp_filter": 0,
-                  "net.ipv4.conf.eth0.rp_filter": 0}
-        self.sysctl("pod", {**common, "net.ipv4.conf.all.accept_local": 1,
-                            "net.ipv4.conf.eth0.accept_local": 1})
+        common = {
+            "net.ipv4.conf.all.rp_filter": 0,
+            "net.ipv4.conf.default.rp_filter": 0,
+            "net.ipv4.conf.eth0.rp_filter": 0,
+        }
+        self.sysctl(
+            "pod",
+            {**common, "net.ipv4.conf.all.accept_local": 1, "net.ipv4.conf.eth0.accept_local": 1},
+        )
         self.sysctl("ext", common)
-        self.sysctl("node", {
-            **common, "net.ipv4.conf.cni0.rp_filter": 0, "net.ipv4.conf.vpod0.rp_filter": 0,
-            "net.ipv4.ip_forward": 1,
-            "net.ipv4.conf.all.route_localnet": 1,
-            # REJECT's ICMP errors must never be rate limited, or they look like DROPs
-            "net.ipv4.icmp_ratelimit": 0, "net.ipv4.icmp_ratemask": 0,
-            # pod-to-pod through the gateway: no redirects telling pods to go direct
-            "net.ipv4.conf.all.send_redirects": 0, "net.ipv4.conf.cni0.send_redirects": 0,
-            **plan.sysctls})
+        self.sysctl(
+            "node",
+            {
+                **common,
+                "net.ipv4.conf.cni0.rp_filter": 0,
+                "net.ipv4.conf.vpod0.rp_filter": 0,
+                "net.ipv4.ip_forward": 1,
+                "net.ipv4.conf.all.route_localnet": 1,
+                # REJECT's ICMP errors must never be rate limited, or they look like DROPs
+                "net.ipv4.icmp_ratelimit": 0,
+                "net.ipv4.icmp_ratemask": 0,
+                # pod-to-pod through the gateway: no redirects telling pods to go direct
+                "net.ipv4.conf.all.send_redirects": 0,
+                "net.ipv4.conf.cni0.send_redirects": 0,
+                **plan.sysctls,
+            },
+        )
         if os.path.isdir("/proc/sys/net/bridge"):
             # br_netfilter is loaded: it would run the nat rules at bridge level and then
             # need hairpin mode to send a pod's DNATed frame back out of the one pod port;
             # route pod traffic at L3 instead (the same chains see it either way)
-            self.sysctl("node", {"net.bridge.bridge-nf-call-iptables": 0,
-                                 "net.bridge.bridge-nf-call-arptables": 0})
+            self.sysctl(
+                "node",
+                {"net.bridge.bridge-nf-call-iptables": 0, "net.bridge.bridge-nf-call-arptables": 0},
+            )
         self._wait_links()
 
     def _wait_links(self, timeout: float = 3.0) -> None:
         """veths report carrier a moment after 'up'; probes sent before would be lost."""
         deadline = time.monotonic() + timeout
-        for role, ifname in (("node", "eth0"), ("node", "vpod0"), ("pod", "eth0"),
-                             ("ext", "eth0")):
+        for role, ifname in (("node", "eth0"), ("node", "vpod0"), ("pod", "eth0"), ("ext", "eth0")):
             while True:
                 with self.iproute(role) as ipr:
                     link = ipr.get_links(ipr.link_lookup(ifname=ifname)[0])[0]
@@ -388,8 +435,9 @@ class Lab:
             time.sleep(0.02)
 
     # ------------------------------------------------------------------ sockets
-    def sockets(self, role: str, specs: list[tuple[int, tuple[str, int] | None]]
-                ) -> list[socket.socket]:
+    def sockets(
+        self, role: str, specs: list[tuple[int, tuple[str, int] | None]]
+    ) -> list[socket.socket]:
         """Create sockets in the namespace: ``(type, bind address or None)`` each,
         non-blocking, SO_REUSEADDR set; all or nothing."""
 
@@ -433,12 +481,11 @@ def lab_namespaces(pid: int | None = None) -> list[str]:
 def raise_nofile() -> None:
     """Probing opens many sockets at once: lift the soft descriptor limit to the hard one."""
     import resource
+
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
-        try:
+        with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):
-            pass
 
 
-__all__ = ["Lab", "LabPlan", "LabError", "lab_namespaces", "close_all", "raise_nofile"]
+__all__ = ["Lab", "LabError", "LabPlan", "close_all", "lab_namespaces", "raise_nofile"]

@@ -1,20 +1,30 @@
 """The cluster: every loaded object, indexed the way kube-proxy and the modes look them up."""
+
 from __future__ import annotations
 
 import contextlib
 import gc
 import os
 import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
 from . import decode, encode, files
 from .mirror import endpoints_to_slices
-from .objects import (EndpointSlice, KubeObject, Namespace, NetworkPolicy, Node, Pod, Service,
-                      ServiceCIDR)
+from .objects import (
+    EndpointSlice,
+    KubeObject,
+    Namespace,
+    NetworkPolicy,
+    Node,
+    Pod,
+    Service,
+    ServiceCIDR,
+)
 
 
 class UnsupportedKindWarning(UserWarning):
@@ -22,12 +32,24 @@ class UnsupportedKindWarning(UserWarning):
 
 
 _COLLECTIONS = {
-    Service: "services", EndpointSlice: "endpoint_slices", Node: "nodes", Pod: "pods",
-    Namespace: "namespaces", ServiceCIDR: "service_cidrs", NetworkPolicy: "network_policies",
+    Service: "services",
+    EndpointSlice: "endpoint_slices",
+    Node: "nodes",
+    Pod: "pods",
+    Namespace: "namespaces",
+    ServiceCIDR: "service_cidrs",
+    NetworkPolicy: "network_policies",
 }
 # dump order: cluster-scoped objects first, then services with their slices, then the rest
-_DUMP_ORDER = ("namespaces", "nodes", "service_cidrs", "services", "endpoint_slices", "pods",
-               "network_policies")
+_DUMP_ORDER = (
+    "namespaces",
+    "nodes",
+    "service_cidrs",
+    "services",
+    "endpoint_slices",
+    "pods",
+    "network_policies",
+)
 
 # packet_targets() origin bits (same values as kproxy_emu.packets)
 _POD, _EXTERNAL, _HOST = 1, 2, 4
@@ -65,8 +87,9 @@ class Cluster:
     namespaces: dict[tuple[str, str], Namespace] = field(default_factory=dict)
     service_cidrs: dict[tuple[str, str], ServiceCIDR] = field(default_factory=dict)
     network_policies: dict[tuple[str, str], NetworkPolicy] = field(default_factory=dict)
-    sources: dict[tuple[str, str, str], str] = field(default_factory=dict, compare=False,
-                                                     repr=False)
+    sources: dict[tuple[str, str, str], str] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     # ------------------------------------------------------------ building
 
@@ -83,7 +106,7 @@ class Cluster:
             self.sources[(obj.kind,) + key] = source
 
     @classmethod
-    def from_files(cls, paths: Iterable[str | os.PathLike] | str | os.PathLike) -> "Cluster":
+    def from_files(cls, paths: Iterable[str | os.PathLike] | str | os.PathLike) -> Cluster:
         """Load manifests (YAML/JSON files, directories, ``-`` for stdin)."""
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
@@ -98,7 +121,7 @@ class Cluster:
         return cluster
 
     @classmethod
-    def from_dicts(cls, objects: Iterable[dict], source: str | None = None) -> "Cluster":
+    def from_dicts(cls, objects: Iterable[dict], source: str | None = None) -> Cluster:
         """Build from already-parsed manifests (dicts with apiVersion and kind, or Lists)."""
         cluster = cls()
         legacy: list[tuple[dict, str]] = []
@@ -113,28 +136,44 @@ class Cluster:
         kind = obj.get("kind")
         api_version = obj.get("apiVersion")
         if not isinstance(kind, str) or not kind:
-            raise InputError("required field is missing" if kind is None else "must be a string",
-                             file=source, obj=_describe(obj), field="kind",
-                             **({} if kind is None else {"value": kind}))
+            raise InputError(
+                "required field is missing" if kind is None else "must be a string",
+                file=source,
+                obj=_describe(obj),
+                field="kind",
+                **({} if kind is None else {"value": kind}),
+            )
         if kind == "Endpoints":
             if api_version not in (None, "v1"):
-                raise InputError("unsupported apiVersion (expected v1)", file=source,
-                                 obj=_describe(obj), field="apiVersion", value=api_version)
+                raise InputError(
+                    "unsupported apiVersion (expected v1)",
+                    file=source,
+                    obj=_describe(obj),
+                    field="apiVersion",
+                    value=api_version,
+                )
             legacy.append((obj, source))
             return
         entry = decode.DECODERS.get(kind)
         if entry is None:
-            warnings.warn(f"{source or '<input>'}: skipping {_describe(obj)}: "
-                          f"kind {kind} is not read by kproxy-emu", UnsupportedKindWarning,
-                          stacklevel=3)
+            warnings.warn(
+                f"{source or '<input>'}: skipping {_describe(obj)}: "
+                f"kind {kind} is not read by kproxy-emu",
+                UnsupportedKindWarning,
+                stacklevel=3,
+            )
             return
         versions, decoder = entry
         if api_version is None:
             api_version = versions[0]
         if api_version not in versions:
-            raise InputError(f"unsupported apiVersion (expected {' or '.join(versions)})",
-                             file=source, obj=_describe(obj), field="apiVersion",
-                             value=api_version)
+            raise InputError(
+                f"unsupported apiVersion (expected {' or '.join(versions)})",
+                file=source,
+                obj=_describe(obj),
+                field="apiVersion",
+                value=api_version,
+            )
         try:
             decoded = decoder(obj, api_version) if kind == "EndpointSlice" else decoder(obj)
         except InputError as exc:
@@ -185,9 +224,11 @@ class Cluster:
 
     def summary(self) -> str:
         endpoints = sum(len(s.endpoints) for s in self.endpoint_slices.values())
-        return (f"{len(self.services)} services, {len(self.endpoint_slices)} endpoint slices "
-                f"({endpoints} endpoints), {len(self.nodes)} nodes, {len(self.pods)} pods, "
-                f"{len(self.namespaces)} namespaces")
+        return (
+            f"{len(self.services)} services, {len(self.endpoint_slices)} endpoint slices "
+            f"({endpoints} endpoints), {len(self.nodes)} nodes, {len(self.pods)} pods, "
+            f"{len(self.namespaces)} namespaces"
+        )
 
     # ------------------------------------------------------------ writing
 
@@ -244,8 +285,11 @@ class Cluster:
         """Where traffic comes from: pod CIDRs, node IPs, a documentation range outside."""
         pod = [c for n in self.nodes.values() for c in n.pod_cidrs if ":" not in c]
         host = [ip for n in self.nodes.values() for ip in n.ips if ":" not in ip]
-        return {"pod": pod or ["10.244.0.0/16"], "external": ["203.0.113.0/24"],
-                "host": host or ["192.168.0.2"]}
+        return {
+            "pod": pod or ["10.244.0.0/16"],
+            "external": ["203.0.113.0/24"],
+            "host": host or ["192.168.0.2"],
+        }
 
 
 def _describe(obj: dict) -> str:

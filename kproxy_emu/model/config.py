@@ -34,15 +34,17 @@ Durations are Go durations (``"30s"``, ``"1h0m0s"``, ``"500ms"``) held as float 
 ``parse_duration`` and ``format_duration`` convert both ways, the latter printing what Go's
 ``time.Duration.String`` prints.
 """
+
 from __future__ import annotations
 
 import difflib
 import ipaddress
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 
@@ -50,12 +52,29 @@ from ..errors import InputError
 from ..ipaddr import canonical_cidr, canonical_ip, ip_family, parse_cidr, parse_ip
 
 __all__ = [
-    "API_VERSION", "KIND", "PROXY_MODES", "DEFAULT_PROXY_MODE", "LOCAL_MODES",
-    "IPVS_SCHEDULERS", "NODE_PORT_ADDRESSES_PRIMARY",
-    "DetectLocalConfig", "IPTablesConfig", "IPVSConfig", "NFTablesConfig", "ConntrackConfig",
-    "KubeProxyConfig", "load_kube_proxy_config",
-    "InterfaceAddress", "NodeFeatures", "NodeConfig", "load_node_config", "default_interfaces",
-    "parse_duration", "format_duration", "format_mark", "effective_tcp_be_liberal",
+    "API_VERSION",
+    "DEFAULT_PROXY_MODE",
+    "IPVS_SCHEDULERS",
+    "KIND",
+    "LOCAL_MODES",
+    "NODE_PORT_ADDRESSES_PRIMARY",
+    "PROXY_MODES",
+    "ConntrackConfig",
+    "DetectLocalConfig",
+    "IPTablesConfig",
+    "IPVSConfig",
+    "InterfaceAddress",
+    "KubeProxyConfig",
+    "NFTablesConfig",
+    "NodeConfig",
+    "NodeFeatures",
+    "default_interfaces",
+    "effective_tcp_be_liberal",
+    "format_duration",
+    "format_mark",
+    "load_kube_proxy_config",
+    "load_node_config",
+    "parse_duration",
 ]
 
 API_VERSION = "kubeproxy.config.k8s.io/v1alpha1"
@@ -70,8 +89,10 @@ IPVS_SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "sed",
 DEFAULT_IPVS_SCHEDULER = "rr"  # ipvs proxier: a blank scheduler means rr
 NODE_PORT_ADDRESSES_PRIMARY = "primary"
 
-_MODE_MESSAGE = ("must be iptables, ipvs, nftables or blank "
-                 "(blank means the best-available proxy [currently iptables])")
+_MODE_MESSAGE = (
+    "must be iptables, ipvs, nftables or blank "
+    "(blank means the best-available proxy [currently iptables])"
+)
 
 _UNSET: Any = object()
 
@@ -81,8 +102,14 @@ _UNSET: Any = object()
 _NS = 1_000_000_000
 _MAX_NS = (1 << 63) - 1
 _UNITS = {
-    "ns": 1, "us": 1_000, "\u00b5s": 1_000, "\u03bcs": 1_000, "ms": 1_000_000,
-    "s": _NS, "m": 60 * _NS, "h": 3600 * _NS,
+    "ns": 1,
+    "us": 1_000,
+    "\u00b5s": 1_000,
+    "\u03bcs": 1_000,
+    "ms": 1_000_000,
+    "s": _NS,
+    "m": 60 * _NS,
+    "h": 3600 * _NS,
 }
 _COMPONENT = re.compile(r"([0-9]*)(\.([0-9]*))?([^0-9.]*)")
 
@@ -116,7 +143,7 @@ def _parse_duration_ns(text: str) -> int:
         if dot and post:
             value += Fraction(int(post), 10 ** len(post))
         total += value * _UNITS[unit]
-        s = s[m.end():]
+        s = s[m.end() :]
     ns = int(total)  # Go truncates the fractional nanoseconds
     if ns > _MAX_NS + (1 if neg else 0):
         raise ValueError("overflows a Go time.Duration")
@@ -131,14 +158,14 @@ def parse_duration(text: str) -> float:
 
 
 def _frac(value: int, digits: int) -> str:
-    whole, rest = divmod(value, 10 ** digits)
+    whole, rest = divmod(value, 10**digits)
     tail = str(rest).rjust(digits, "0").rstrip("0")
     return f"{whole}.{tail}" if tail else str(whole)
 
 
 def format_duration(seconds: float) -> str:
     """Seconds as Go's time.Duration.String prints them: "30s", "1h0m0s", "500ms", "0s"."""
-    ns = int(round(seconds * _NS))
+    ns = round(seconds * _NS)
     if ns == 0:
         return "0s"
     sign = "-" if ns < 0 else ""
@@ -172,21 +199,23 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 class _Doc:
     """One YAML document: its data, the line of every field path, block-scalar offsets."""
-    __slots__ = ("data", "lines", "blocks", "line", "duplicates")
+
+    __slots__ = ("blocks", "data", "duplicates", "line", "lines")
 
     def __init__(self, data: Any, lines: dict, blocks: dict, line: int, duplicates: list):
         self.data = data
-        self.lines = lines    # (key, index, ...) -> 1-based line of that key / list item
+        self.lines = lines  # (key, index, ...) -> 1-based line of that key / list item
         self.blocks = blocks  # path of a literal block scalar -> line before its first text line
-        self.line = line      # the document's first line
+        self.line = line  # the document's first line
         self.duplicates = duplicates  # [(path, line)] of repeated mapping keys
 
-    def check_duplicates(self, ctx: "_Ctx") -> None:
+    def check_duplicates(self, ctx: _Ctx) -> None:
         """Strict decoding rejects a field given twice (YAML keeps the last silently)."""
         if self.duplicates:
             path, line = self.duplicates[0]
-            raise InputError("duplicate field", file=ctx.file, obj=ctx.obj,
-                             field=_fmt_path(path), line=line)
+            raise InputError(
+                "duplicate field", file=ctx.file, obj=ctx.obj, field=_fmt_path(path), line=line
+            )
 
 
 def _walk(node: yaml.Node, path: tuple, lines: dict, blocks: dict, dups: list) -> None:
@@ -253,12 +282,18 @@ def _parse_yaml(text: str, file: str | None, line_offset: int = 0) -> list[_Doc]
         what = exc.problem or exc.context or "malformed YAML"
         if exc.context and exc.problem:
             what = f"{exc.problem} ({exc.context}"
-            if exc.context_mark and exc.problem_mark and \
-                    exc.context_mark.line != exc.problem_mark.line:
+            if (
+                exc.context_mark
+                and exc.problem_mark
+                and exc.context_mark.line != exc.problem_mark.line
+            ):
                 what += f" started at line {exc.context_mark.line + 1 + line_offset}"
             what += ")"
-        raise InputError(f"YAML syntax error: {what}", file=file,
-                         line=mark.line + 1 + line_offset if mark else None) from None
+        raise InputError(
+            f"YAML syntax error: {what}",
+            file=file,
+            line=mark.line + 1 + line_offset if mark else None,
+        ) from None
     except yaml.YAMLError as exc:
         raise InputError(f"YAML error: {exc}", file=file) from None
     finally:
@@ -267,6 +302,7 @@ def _parse_yaml(text: str, file: str | None, line_offset: int = 0) -> list[_Doc]
 
 
 # --------------------------------------------------------------------------- decoding helpers
+
 
 def _fmt_path(path: Iterable) -> str:
     out = ""
@@ -280,7 +316,8 @@ def _fmt_path(path: Iterable) -> str:
 
 class _Ctx:
     """Where a value came from, to build InputErrors naming file, line, object and field."""
-    __slots__ = ("file", "obj", "lines")
+
+    __slots__ = ("file", "lines", "obj")
 
     def __init__(self, file: str | None, obj: str | None, lines: Mapping | None = None):
         self.file = file
@@ -294,15 +331,22 @@ class _Ctx:
             path = path[:-1]
         return None
 
-    def error(self, message: str, path: tuple = (), value: Any = _UNSET,
-              near: tuple = ()) -> InputError:
+    def error(
+        self, message: str, path: tuple = (), value: Any = _UNSET, near: tuple = ()
+    ) -> InputError:
         """near: another field whose line to report when ``path`` is not in the file."""
         kwargs: dict[str, Any] = {}
         if value is not _UNSET:
             kwargs["value"] = value
         line = self.lines.get(path) or self.lines.get(near) or self.line(path)
-        return InputError(message, file=self.file, obj=self.obj,
-                          field=_fmt_path(path) or None, line=line, **kwargs)
+        return InputError(
+            message,
+            file=self.file,
+            obj=self.obj,
+            field=_fmt_path(path) or None,
+            line=line,
+            **kwargs,
+        )
 
     # -- structure
     def mapping(self, value: Any, path: tuple) -> dict:
@@ -359,20 +403,25 @@ class _Ctx:
             raise self.error("must be a number", path + (key,), value)
         return float(value)
 
-    def duration(self, d: dict, path: tuple, key: str, default: float,
-                 zero_is_unset: bool = False) -> float:
+    def duration(
+        self, d: dict, path: tuple, key: str, default: float, zero_is_unset: bool = False
+    ) -> float:
         """A metav1.Duration. zero_is_unset: defaults.go replaces an explicit 0 too."""
         value = d.get(key)
         if value is None:
             return default
         if not isinstance(value, str):
-            raise self.error('must be a duration string such as "30s" or "1h0m0s"',
-                             path + (key,), value)
+            raise self.error(
+                'must be a duration string such as "30s" or "1h0m0s"', path + (key,), value
+            )
         try:
             seconds = parse_duration(value)
         except ValueError as exc:
-            raise self.error(f'invalid duration ({exc}; Go syntax such as "30s", "1h0m0s", '
-                             f'"500ms")', path + (key,), value) from None
+            raise self.error(
+                f'invalid duration ({exc}; Go syntax such as "30s", "1h0m0s", "500ms")',
+                path + (key,),
+                value,
+            ) from None
         if zero_is_unset and seconds == 0:
             return default
         return seconds
@@ -404,9 +453,9 @@ def _split_host_port(text: str) -> tuple[str, str]:
     """Go's net.SplitHostPort, enough for "ip:port" and "[ipv6]:port"."""
     if text.startswith("["):
         end = text.find("]")
-        if end < 0 or text[end + 1:end + 2] != ":":
+        if end < 0 or text[end + 1 : end + 2] != ":":
             raise ValueError("missing port")
-        return text[1:end], text[end + 2:]
+        return text[1:end], text[end + 2 :]
     host, sep, port = text.rpartition(":")
     if not sep:
         raise ValueError("missing port")
@@ -446,9 +495,11 @@ def _host_port_problem(text: str) -> tuple[str, str] | None:
 
 # --------------------------------------------------------------------------- KubeProxyConfig
 
+
 @dataclass(slots=True)
 class DetectLocalConfig:
     """``detectLocal``: settings for the BridgeInterface and InterfaceNamePrefix modes."""
+
     bridge_interface: str = ""
     interface_name_prefix: str = ""
 
@@ -456,6 +507,7 @@ class DetectLocalConfig:
 @dataclass(slots=True)
 class IPTablesConfig:
     """``iptables`` (also read by IPVS mode: masqueradeAll, masqueradeBit)."""
+
     masquerade_all: bool = False
     masquerade_bit: int = 14
     localhost_node_ports: bool = True
@@ -466,6 +518,7 @@ class IPTablesConfig:
 @dataclass(slots=True)
 class IPVSConfig:
     """``ipvs``. A blank scheduler is stored as "rr", what the IPVS proxier uses."""
+
     scheduler: str = DEFAULT_IPVS_SCHEDULER
     strict_arp: bool = False
     exclude_cidrs: tuple[str, ...] = ()
@@ -479,6 +532,7 @@ class IPVSConfig:
 @dataclass(slots=True)
 class NFTablesConfig:
     """``nftables``."""
+
     masquerade_all: bool = False
     masquerade_bit: int = 14
     sync_period: float = 30.0
@@ -488,6 +542,7 @@ class NFTablesConfig:
 @dataclass(slots=True)
 class ConntrackConfig:
     """``conntrack`` (kube-proxy writes these to the nf_conntrack sysctls at start-up)."""
+
     max_per_core: int = 32 * 1024
     min: int = 128 * 1024
     tcp_established_timeout: float = 24 * 3600.0
@@ -498,23 +553,69 @@ class ConntrackConfig:
 
 
 _TOP_FIELDS = (
-    "apiVersion", "kind", "featureGates", "clientConnection", "logging", "hostnameOverride",
-    "bindAddress", "healthzBindAddress", "metricsBindAddress", "bindAddressHardFail",
-    "enableProfiling", "showHiddenMetricsForVersion", "mode", "iptables", "ipvs", "nftables",
-    "winkernel", "detectLocalMode", "detectLocal", "clusterCIDR", "nodePortAddresses",
-    "oomScoreAdj", "conntrack", "configSyncPeriod", "portRange", "windowsRunAsService",
+    "apiVersion",
+    "kind",
+    "featureGates",
+    "clientConnection",
+    "logging",
+    "hostnameOverride",
+    "bindAddress",
+    "healthzBindAddress",
+    "metricsBindAddress",
+    "bindAddressHardFail",
+    "enableProfiling",
+    "showHiddenMetricsForVersion",
+    "mode",
+    "iptables",
+    "ipvs",
+    "nftables",
+    "winkernel",
+    "detectLocalMode",
+    "detectLocal",
+    "clusterCIDR",
+    "nodePortAddresses",
+    "oomScoreAdj",
+    "conntrack",
+    "configSyncPeriod",
+    "portRange",
+    "windowsRunAsService",
 )
-_IPTABLES_FIELDS = ("masqueradeBit", "masqueradeAll", "localhostNodePorts", "syncPeriod",
-                    "minSyncPeriod")
-_IPVS_FIELDS = ("syncPeriod", "minSyncPeriod", "scheduler", "excludeCIDRs", "strictARP",
-                "tcpTimeout", "tcpFinTimeout", "udpTimeout")
+_IPTABLES_FIELDS = (
+    "masqueradeBit",
+    "masqueradeAll",
+    "localhostNodePorts",
+    "syncPeriod",
+    "minSyncPeriod",
+)
+_IPVS_FIELDS = (
+    "syncPeriod",
+    "minSyncPeriod",
+    "scheduler",
+    "excludeCIDRs",
+    "strictARP",
+    "tcpTimeout",
+    "tcpFinTimeout",
+    "udpTimeout",
+)
 _NFTABLES_FIELDS = ("masqueradeBit", "masqueradeAll", "syncPeriod", "minSyncPeriod")
-_CONNTRACK_FIELDS = ("maxPerCore", "min", "tcpEstablishedTimeout", "tcpCloseWaitTimeout",
-                     "tcpBeLiberal", "udpTimeout", "udpStreamTimeout")
+_CONNTRACK_FIELDS = (
+    "maxPerCore",
+    "min",
+    "tcpEstablishedTimeout",
+    "tcpCloseWaitTimeout",
+    "tcpBeLiberal",
+    "udpTimeout",
+    "udpStreamTimeout",
+)
 _DETECT_LOCAL_FIELDS = ("bridgeInterface", "interfaceNamePrefix")
 _CLIENT_CONNECTION_FIELDS = ("kubeconfig", "acceptContentTypes", "contentType", "qps", "burst")
-_WINKERNEL_FIELDS = ("networkName", "sourceVip", "enableDSR", "rootHnsEndpointName",
-                     "forwardHealthCheckVip")
+_WINKERNEL_FIELDS = (
+    "networkName",
+    "sourceVip",
+    "enableDSR",
+    "rootHnsEndpointName",
+    "forwardHealthCheckVip",
+)
 _LOGGING_FIELDS = ("format", "flushFrequency", "verbosity", "vmodule", "options")
 
 HEALTHZ_PORT = 10256  # pkg/cluster/ports ProxyHealthzPort
@@ -524,14 +625,15 @@ METRICS_PORT = 10249  # pkg/cluster/ports ProxyStatusPort
 @dataclass(slots=True)
 class KubeProxyConfig:
     """A decoded, defaulted and validated KubeProxyConfiguration (Linux)."""
+
     mode: str = DEFAULT_PROXY_MODE
-    cluster_cidrs: tuple[str, ...] = ()          # clusterCIDR split on ",", canonical
+    cluster_cidrs: tuple[str, ...] = ()  # clusterCIDR split on ",", canonical
     detect_local_mode: str = DEFAULT_LOCAL_MODE
     detect_local: DetectLocalConfig = field(default_factory=DetectLocalConfig)
     iptables: IPTablesConfig = field(default_factory=IPTablesConfig)
     ipvs: IPVSConfig = field(default_factory=IPVSConfig)
     nftables: NFTablesConfig = field(default_factory=NFTablesConfig)
-    node_port_addresses: tuple[str, ...] = ()    # canonical CIDRs, or ("primary",); () = unset
+    node_port_addresses: tuple[str, ...] = ()  # canonical CIDRs, or ("primary",); () = unset
     conntrack: ConntrackConfig = field(default_factory=ConntrackConfig)
     hostname_override: str = ""
     bind_address: str = "0.0.0.0"
@@ -539,17 +641,17 @@ class KubeProxyConfig:
     metrics_bind_address: str = f"127.0.0.1:{METRICS_PORT}"
     feature_gates: dict[str, bool] = field(default_factory=dict)
     config_sync_period: float = 15 * 60.0
-    oom_score_adj: int = -999                    # qos.KubeProxyOOMScoreAdj
+    oom_score_adj: int = -999  # qos.KubeProxyOOMScoreAdj
     source: str | None = field(default=None, compare=False)  # the file it came from
 
     # ---- construction
     @classmethod
-    def from_dict(cls, d: Any, file: str | None = None) -> "KubeProxyConfig":
+    def from_dict(cls, d: Any, file: str | None = None) -> KubeProxyConfig:
         """Decode a KubeProxyConfiguration mapping (as yaml.safe_load returns it)."""
         return cls._decode(d, _Ctx(file, OBJ))
 
     @classmethod
-    def _decode(cls, d: Any, ctx: _Ctx) -> "KubeProxyConfig":
+    def _decode(cls, d: Any, ctx: _Ctx) -> KubeProxyConfig:
         if not isinstance(d, dict):
             raise ctx.error(f"must be a mapping (a {KIND} object)", (), _short(d))
         api_version, kind = d.get("apiVersion"), d.get("kind")
@@ -560,8 +662,9 @@ class KubeProxyConfig:
         if api_version is None:
             raise ctx.error(f'missing; expected "{API_VERSION}"', ("apiVersion",))
         if api_version != API_VERSION:
-            raise ctx.error(f'unsupported API version (expected "{API_VERSION}")',
-                            ("apiVersion",), api_version)
+            raise ctx.error(
+                f'unsupported API version (expected "{API_VERSION}")', ("apiVersion",), api_version
+            )
         ctx.known(d, (), _TOP_FIELDS)
 
         mode = ctx.string(d, (), "mode") or DEFAULT_PROXY_MODE
@@ -572,7 +675,8 @@ class KubeProxyConfig:
         ctx.known(dl, p, _DETECT_LOCAL_FIELDS)
         detect_local = DetectLocalConfig(
             bridge_interface=ctx.string(dl, p, "bridgeInterface"),
-            interface_name_prefix=ctx.string(dl, p, "interfaceNamePrefix"))
+            interface_name_prefix=ctx.string(dl, p, "interfaceNamePrefix"),
+        )
 
         p = ("iptables",)
         it = ctx.mapping(d.get("iptables"), p)
@@ -582,7 +686,8 @@ class KubeProxyConfig:
             masquerade_bit=ctx.int32(it, p, "masqueradeBit", 14),
             localhost_node_ports=ctx.boolean(it, p, "localhostNodePorts", True),
             sync_period=ctx.duration(it, p, "syncPeriod", 30.0, zero_is_unset=True),
-            min_sync_period=ctx.duration(it, p, "minSyncPeriod", 1.0, zero_is_unset=True))
+            min_sync_period=ctx.duration(it, p, "minSyncPeriod", 1.0, zero_is_unset=True),
+        )
 
         p = ("ipvs",)
         iv = ctx.mapping(d.get("ipvs"), p)
@@ -595,7 +700,8 @@ class KubeProxyConfig:
             tcp_fin_timeout=ctx.duration(iv, p, "tcpFinTimeout", 0.0),
             udp_timeout=ctx.duration(iv, p, "udpTimeout", 0.0),
             sync_period=ctx.duration(iv, p, "syncPeriod", 30.0, zero_is_unset=True),
-            min_sync_period=ctx.duration(iv, p, "minSyncPeriod", 0.0))
+            min_sync_period=ctx.duration(iv, p, "minSyncPeriod", 0.0),
+        )
 
         p = ("nftables",)
         nf = ctx.mapping(d.get("nftables"), p)
@@ -604,7 +710,8 @@ class KubeProxyConfig:
             masquerade_all=ctx.boolean(nf, p, "masqueradeAll", False),
             masquerade_bit=ctx.int32(nf, p, "masqueradeBit", 14),
             sync_period=ctx.duration(nf, p, "syncPeriod", 30.0, zero_is_unset=True),
-            min_sync_period=ctx.duration(nf, p, "minSyncPeriod", 1.0, zero_is_unset=True))
+            min_sync_period=ctx.duration(nf, p, "minSyncPeriod", 1.0, zero_is_unset=True),
+        )
 
         p = ("conntrack",)
         ct = ctx.mapping(d.get("conntrack"), p)
@@ -616,7 +723,8 @@ class KubeProxyConfig:
             tcp_close_wait_timeout=ctx.duration(ct, p, "tcpCloseWaitTimeout", 3600.0),
             tcp_be_liberal=ctx.boolean(ct, p, "tcpBeLiberal", False),
             udp_timeout=ctx.duration(ct, p, "udpTimeout", 0.0),
-            udp_stream_timeout=ctx.duration(ct, p, "udpStreamTimeout", 0.0))
+            udp_stream_timeout=ctx.duration(ct, p, "udpStreamTimeout", 0.0),
+        )
 
         # Fields kube-proxy has that the emulator does not use: type-checked, then dropped.
         p = ("clientConnection",)
@@ -648,14 +756,21 @@ class KubeProxyConfig:
             bind_v4 = parse_ip(bind_address).version == 4
         except ValueError:
             bind_v4 = False  # defaults.go: ParseIPSloppy(...).To4() == nil; validation rejects
-        healthz_default, metrics_default = (("0.0.0.0", "127.0.0.1") if bind_v4
-                                            else ("[::]", "[::1]"))
+        healthz_default, metrics_default = (
+            ("0.0.0.0", "127.0.0.1") if bind_v4 else ("[::]", "[::1]")
+        )
         healthz = ctx.string(d, (), "healthzBindAddress")
-        healthz = (_append_port_if_needed(healthz, HEALTHZ_PORT) if healthz
-                   else f"{healthz_default}:{HEALTHZ_PORT}")
+        healthz = (
+            _append_port_if_needed(healthz, HEALTHZ_PORT)
+            if healthz
+            else f"{healthz_default}:{HEALTHZ_PORT}"
+        )
         metrics = ctx.string(d, (), "metricsBindAddress")
-        metrics = (_append_port_if_needed(metrics, METRICS_PORT) if metrics
-                   else f"{metrics_default}:{METRICS_PORT}")
+        metrics = (
+            _append_port_if_needed(metrics, METRICS_PORT)
+            if metrics
+            else f"{metrics_default}:{METRICS_PORT}"
+        )
 
         cluster_cidr = ctx.string(d, (), "clusterCIDR")
         cfg = cls(
@@ -692,22 +807,35 @@ class KubeProxyConfig:
             raise ctx.error(_MODE_MESSAGE, ("mode",), self.mode)
         if self.detect_local_mode not in LOCAL_MODES:
             supported = ", ".join(f'"{m}"' for m in LOCAL_MODES)
-            raise ctx.error(f"unsupported value; supported values: {supported}",
-                            ("detectLocalMode",), self.detect_local_mode)
+            raise ctx.error(
+                f"unsupported value; supported values: {supported}",
+                ("detectLocalMode",),
+                self.detect_local_mode,
+            )
         if self.detect_local_mode == "BridgeInterface" and not self.detect_local.bridge_interface:
-            raise ctx.error("must not be empty when detectLocalMode is BridgeInterface",
-                            ("detectLocal", "bridgeInterface"), self.detect_local.bridge_interface,
-                            near=("detectLocalMode",))
-        if (self.detect_local_mode == "InterfaceNamePrefix"
-                and not self.detect_local.interface_name_prefix):
-            raise ctx.error("must not be empty when detectLocalMode is InterfaceNamePrefix",
-                            ("detectLocal", "interfaceNamePrefix"),
-                            self.detect_local.interface_name_prefix, near=("detectLocalMode",))
+            raise ctx.error(
+                "must not be empty when detectLocalMode is BridgeInterface",
+                ("detectLocal", "bridgeInterface"),
+                self.detect_local.bridge_interface,
+                near=("detectLocalMode",),
+            )
+        if (
+            self.detect_local_mode == "InterfaceNamePrefix"
+            and not self.detect_local.interface_name_prefix
+        ):
+            raise ctx.error(
+                "must not be empty when detectLocalMode is InterfaceNamePrefix",
+                ("detectLocal", "interfaceNamePrefix"),
+                self.detect_local.interface_name_prefix,
+                near=("detectLocalMode",),
+            )
         self._check_cluster_cidrs(ctx)
         self._check_node_port_addresses(ctx)
 
-        for section, bit in (("iptables", self.iptables.masquerade_bit),
-                             ("nftables", self.nftables.masquerade_bit)):
+        for section, bit in (
+            ("iptables", self.iptables.masquerade_bit),
+            ("nftables", self.nftables.masquerade_bit),
+        ):
             if not 0 <= bit <= 31:
                 raise ctx.error("must be within the range [0, 31]", (section, "masqueradeBit"), bit)
 
@@ -715,61 +843,87 @@ class KubeProxyConfig:
         section = self._mode_section
         sync, min_sync = self.sync_period, self.min_sync_period
         if sync <= 0:
-            raise ctx.error("must be greater than 0", (section, "syncPeriod"),
-                            format_duration(sync))
+            raise ctx.error(
+                "must be greater than 0", (section, "syncPeriod"), format_duration(sync)
+            )
         if min_sync < 0:
-            raise ctx.error("must be greater than or equal to 0", (section, "minSyncPeriod"),
-                            format_duration(min_sync))
+            raise ctx.error(
+                "must be greater than or equal to 0",
+                (section, "minSyncPeriod"),
+                format_duration(min_sync),
+            )
         if min_sync > sync:
-            raise ctx.error(f"must be greater than or equal to {section}.minSyncPeriod "
-                            f"({format_duration(min_sync)})", (section, "syncPeriod"),
-                            format_duration(sync))
+            raise ctx.error(
+                f"must be greater than or equal to {section}.minSyncPeriod "
+                f"({format_duration(min_sync)})",
+                (section, "syncPeriod"),
+                format_duration(sync),
+            )
 
         if self.mode == "ipvs":  # validation.go checks the ipvs section in IPVS mode only
-            for key, value in (("tcpTimeout", self.ipvs.tcp_timeout),
-                               ("tcpFinTimeout", self.ipvs.tcp_fin_timeout),
-                               ("udpTimeout", self.ipvs.udp_timeout)):
+            for key, value in (
+                ("tcpTimeout", self.ipvs.tcp_timeout),
+                ("tcpFinTimeout", self.ipvs.tcp_fin_timeout),
+                ("udpTimeout", self.ipvs.udp_timeout),
+            ):
                 if value < 0:
-                    raise ctx.error("must be greater than or equal to 0", ("ipvs", key),
-                                    format_duration(value))
+                    raise ctx.error(
+                        "must be greater than or equal to 0", ("ipvs", key), format_duration(value)
+                    )
             if self.ipvs.scheduler not in IPVS_SCHEDULERS:
-                raise ctx.error(f"must be one of {', '.join(IPVS_SCHEDULERS)} "
-                                f"(blank means rr)", ("ipvs", "scheduler"), self.ipvs.scheduler)
+                raise ctx.error(
+                    f"must be one of {', '.join(IPVS_SCHEDULERS)} (blank means rr)",
+                    ("ipvs", "scheduler"),
+                    self.ipvs.scheduler,
+                )
             for i, cidr in enumerate(self.ipvs.exclude_cidrs):
                 try:
                     parse_cidr(cidr)
                 except ValueError:
-                    raise ctx.error("must be a valid CIDR", ("ipvs", "excludeCIDRs", i),
-                                    cidr) from None
+                    raise ctx.error(
+                        "must be a valid CIDR", ("ipvs", "excludeCIDRs", i), cidr
+                    ) from None
 
         c = self.conntrack
         for key, value in (("maxPerCore", c.max_per_core), ("min", c.min)):
             if value < 0:
                 raise ctx.error("must be greater than or equal to 0", ("conntrack", key), value)
-        for key, value in (("tcpEstablishedTimeout", c.tcp_established_timeout),
-                           ("tcpCloseWaitTimeout", c.tcp_close_wait_timeout),
-                           ("udpTimeout", c.udp_timeout),
-                           ("udpStreamTimeout", c.udp_stream_timeout)):
+        for key, value in (
+            ("tcpEstablishedTimeout", c.tcp_established_timeout),
+            ("tcpCloseWaitTimeout", c.tcp_close_wait_timeout),
+            ("udpTimeout", c.udp_timeout),
+            ("udpStreamTimeout", c.udp_stream_timeout),
+        ):
             if value < 0:
-                raise ctx.error("must be greater than or equal to 0", ("conntrack", key),
-                                format_duration(value))
+                raise ctx.error(
+                    "must be greater than or equal to 0", ("conntrack", key), format_duration(value)
+                )
 
         try:
             parse_ip(self.bind_address)
         except ValueError:
-            raise ctx.error("not a valid textual representation of an IP address",
-                            ("bindAddress",), self.bind_address) from None
-        for key, value in (("healthzBindAddress", self.healthz_bind_address),
-                           ("metricsBindAddress", self.metrics_bind_address)):
+            raise ctx.error(
+                "not a valid textual representation of an IP address",
+                ("bindAddress",),
+                self.bind_address,
+            ) from None
+        for key, value in (
+            ("healthzBindAddress", self.healthz_bind_address),
+            ("metricsBindAddress", self.metrics_bind_address),
+        ):
             problem = _host_port_problem(value)
             if problem:
                 raise ctx.error(problem[0], (key,), problem[1])
         if not -1000 <= self.oom_score_adj <= 1000:
-            raise ctx.error("must be within the range [-1000, 1000]", ("oomScoreAdj",),
-                            self.oom_score_adj)
+            raise ctx.error(
+                "must be within the range [-1000, 1000]", ("oomScoreAdj",), self.oom_score_adj
+            )
         if self.config_sync_period <= 0:
-            raise ctx.error("must be greater than 0", ("configSyncPeriod",),
-                            format_duration(self.config_sync_period))
+            raise ctx.error(
+                "must be greater than 0",
+                ("configSyncPeriod",),
+                format_duration(self.config_sync_period),
+            )
 
     def _check_cluster_cidrs(self, ctx: _Ctx) -> None:
         cidrs = self.cluster_cidrs
@@ -777,18 +931,29 @@ class KubeProxyConfig:
             return
         joined = ",".join(cidrs)
         if len(cidrs) > 2:
-            raise ctx.error("only one CIDR allowed or a valid DualStack CIDR "
-                            "(e.g. 10.100.0.0/16,fde4:8dba:82e1::/48)", ("clusterCIDR",), joined)
+            raise ctx.error(
+                "only one CIDR allowed or a valid DualStack CIDR "
+                "(e.g. 10.100.0.0/16,fde4:8dba:82e1::/48)",
+                ("clusterCIDR",),
+                joined,
+            )
         families = []
         for cidr in cidrs:
             try:
                 families.append(parse_cidr(cidr).version)
             except ValueError:
-                raise ctx.error("must be a valid CIDR block (e.g. 10.100.0.0/16 or "
-                                "fde4:8dba:82e1::/48)", ("clusterCIDR",), cidr) from None
+                raise ctx.error(
+                    "must be a valid CIDR block (e.g. 10.100.0.0/16 or fde4:8dba:82e1::/48)",
+                    ("clusterCIDR",),
+                    cidr,
+                ) from None
         if len(families) == 2 and families[0] == families[1]:
-            raise ctx.error("must be a valid DualStack CIDR, one IPv4 and one IPv6 "
-                            "(e.g. 10.100.0.0/16,fde4:8dba:82e1::/48)", ("clusterCIDR",), joined)
+            raise ctx.error(
+                "must be a valid DualStack CIDR, one IPv4 and one IPv6 "
+                "(e.g. 10.100.0.0/16,fde4:8dba:82e1::/48)",
+                ("clusterCIDR",),
+                joined,
+            )
 
     def _check_node_port_addresses(self, ctx: _Ctx) -> None:
         addrs = self.node_port_addresses
@@ -810,7 +975,8 @@ class KubeProxyConfig:
         self.cluster_cidrs = tuple(canonical_cidr(c) for c in self.cluster_cidrs)
         self.node_port_addresses = tuple(
             a if a == NODE_PORT_ADDRESSES_PRIMARY else canonical_cidr(a)
-            for a in self.node_port_addresses)
+            for a in self.node_port_addresses
+        )
         excl = []
         for c in self.ipvs.exclude_cidrs:  # unchecked outside IPVS mode: keep bad ones as is
             try:
@@ -827,12 +993,14 @@ class KubeProxyConfig:
     @property
     def sync_period(self) -> float:
         return {"ipvs": self.ipvs.sync_period, "nftables": self.nftables.sync_period}.get(
-            self.mode, self.iptables.sync_period)
+            self.mode, self.iptables.sync_period
+        )
 
     @property
     def min_sync_period(self) -> float:
         return {"ipvs": self.ipvs.min_sync_period, "nftables": self.nftables.min_sync_period}.get(
-            self.mode, self.iptables.min_sync_period)
+            self.mode, self.iptables.min_sync_period
+        )
 
     @property
     def masquerade_all(self) -> bool:
@@ -904,8 +1072,10 @@ def _select_kube_proxy_doc(docs: list[_Doc], file: str) -> tuple[_Doc, str]:
         if len(chosen) != 1:
             found = sorted({str(kind_of(d)) for d in docs})
             what = "no" if not chosen else "more than one"
-            raise InputError(f"{what} {KIND} document among {len(docs)} documents "
-                             f"(kinds: {', '.join(found)})", file=file)
+            raise InputError(
+                f"{what} {KIND} document among {len(docs)} documents (kinds: {', '.join(found)})",
+                file=file,
+            )
         docs = chosen
     doc = docs[0]
     if kind_of(doc) != "ConfigMap":
@@ -913,13 +1083,17 @@ def _select_kube_proxy_doc(docs: list[_Doc], file: str) -> tuple[_Doc, str]:
     data = doc.data.get("data")
     text = data.get("config.conf") if isinstance(data, dict) else None
     if not isinstance(text, str):
-        raise InputError(f'ConfigMap has no "config.conf" key holding a {KIND}',
-                         file=file, line=doc.line)
+        raise InputError(
+            f'ConfigMap has no "config.conf" key holding a {KIND}', file=file, line=doc.line
+        )
     offset = doc.blocks.get(("data", "config.conf"), 0)
     inner = _parse_yaml(text, file, line_offset=offset)
     if len(inner) != 1:
-        raise InputError(f'ConfigMap key "config.conf" must hold one {KIND} document',
-                         file=file, line=doc.lines.get(("data", "config.conf")))
+        raise InputError(
+            f'ConfigMap key "config.conf" must hold one {KIND} document',
+            file=file,
+            line=doc.lines.get(("data", "config.conf")),
+        )
     return inner[0], file
 
 
@@ -932,7 +1106,7 @@ def load_kube_proxy_config(path: str | os.PathLike) -> KubeProxyConfig:
     return KubeProxyConfig._decode(doc.data, ctx)
 
 
-def effective_tcp_be_liberal(config: KubeProxyConfig, node: "NodeConfig") -> bool:
+def effective_tcp_be_liberal(config: KubeProxyConfig, node: NodeConfig) -> bool:
     """nf_conntrack_tcp_be_liberal as the proxier sees it: kube-proxy sets the sysctl itself
     when conntrack.tcpBeLiberal is true (before the proxier reads it), else the node's."""
     return config.conntrack.tcp_be_liberal or node.features.conntrack_tcp_be_liberal
@@ -951,12 +1125,13 @@ DEFAULT_PREFIX_V6 = 64
 @dataclass(frozen=True, slots=True)
 class InterfaceAddress:
     """An address configured on an interface: host address plus prefix ("192.168.0.2/24")."""
+
     ip: str
     prefix_len: int
 
     @classmethod
-    def parse(cls, text: str) -> "InterfaceAddress":
-        """"ADDR/PREFIX" (the host address kept, not masked); ValueError when invalid."""
+    def parse(cls, text: str) -> InterfaceAddress:
+        """ "ADDR/PREFIX" (the host address kept, not masked); ValueError when invalid."""
         if not isinstance(text, str) or text.count("/") != 1:
             raise ValueError("not ADDRESS/PREFIX")
         addr, _, prefix = text.partition("/")
@@ -984,8 +1159,9 @@ class InterfaceAddress:
 @dataclass(slots=True)
 class NodeFeatures:
     """What the node's iptables and kernel support."""
-    iptables_random_fully: bool = True    # MASQUERADE --random-fully available
-    nfacct: bool = True                   # kube-proxy's nfacct counters can be created
+
+    iptables_random_fully: bool = True  # MASQUERADE --random-fully available
+    nfacct: bool = True  # kube-proxy's nfacct counters can be created
     conntrack_tcp_be_liberal: bool = False  # net.netfilter.nf_conntrack_tcp_be_liberal != 0
 
 
@@ -997,8 +1173,11 @@ def default_interfaces(ips: Iterable[str]) -> dict[str, tuple[InterfaceAddress, 
         addr = parse_ip(ip)
         if addr.is_loopback:
             continue
-        eth0.append(InterfaceAddress(str(addr), DEFAULT_PREFIX_V4 if addr.version == 4
-                                     else DEFAULT_PREFIX_V6))
+        eth0.append(
+            InterfaceAddress(
+                str(addr), DEFAULT_PREFIX_V4 if addr.version == 4 else DEFAULT_PREFIX_V6
+            )
+        )
     return {
         "lo": (InterfaceAddress("127.0.0.1", 8), InterfaceAddress("::1", 128)),
         "eth0": tuple(eth0),
@@ -1022,49 +1201,57 @@ class NodeConfig:
 
     ``interfaces`` defaults to :func:`default_interfaces` of ``ips``. Every node IP must be
     on some interface (the interfaces' addresses are the node's local addresses)."""
+
     name: str
-    ips: tuple[str, ...]                                      # canonical, primary first
+    ips: tuple[str, ...]  # canonical, primary first
     interfaces: dict[str, tuple[InterfaceAddress, ...]] = field(default_factory=dict)
     zone: str | None = None
-    pod_cidrs: tuple[str, ...] = ()                           # for detectLocalMode NodeCIDR
+    pod_cidrs: tuple[str, ...] = ()  # for detectLocalMode NodeCIDR
     features: NodeFeatures = field(default_factory=NodeFeatures)
     source: str | None = field(default=None, compare=False)
 
     @classmethod
-    def from_dict(cls, d: Any, file: str | None = None) -> "NodeConfig":
+    def from_dict(cls, d: Any, file: str | None = None) -> NodeConfig:
         return cls._decode(d, _Ctx(file, NODE_OBJ))
 
     @classmethod
-    def from_node(cls, name: str, ips: Iterable[str], zone: str | None = None,
-                  pod_cidrs: Iterable[str] = ()) -> "NodeConfig":
+    def from_node(
+        cls, name: str, ips: Iterable[str], zone: str | None = None, pod_cidrs: Iterable[str] = ()
+    ) -> NodeConfig:
         """A node known from a Kubernetes Node object: its name, InternalIP/ExternalIP
         addresses (primary first), zone label and podCIDRs; default interfaces and features."""
-        d: dict[str, Any] = {"name": name, "ips": list(ips), "zone": zone or None,
-                             "podCIDRs": list(pod_cidrs)}
+        d: dict[str, Any] = {
+            "name": name,
+            "ips": list(ips),
+            "zone": zone or None,
+            "podCIDRs": list(pod_cidrs),
+        }
         return cls._decode(d, _Ctx(None, f"Node {name}" if isinstance(name, str) else "Node"))
 
     @classmethod
-    def _decode(cls, d: Any, ctx: _Ctx) -> "NodeConfig":
+    def _decode(cls, d: Any, ctx: _Ctx) -> NodeConfig:
         if not isinstance(d, dict):
-            raise ctx.error("must be a mapping (name, ips, interfaces, zone, features)",
-                            (), _short(d))
+            raise ctx.error(
+                "must be a mapping (name, ips, interfaces, zone, features)", (), _short(d)
+            )
         ctx.known(d, (), _NODE_FIELDS)
         name = d.get("name")
         if name is None or name == "":
-            raise ctx.error("missing: the node name (as EndpointSlices' nodeName) is required",
-                            ("name",))
+            raise ctx.error(
+                "missing: the node name (as EndpointSlices' nodeName) is required", ("name",)
+            )
         if not isinstance(name, str):
             raise ctx.error("must be a string", ("name",), name)
         if len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
-            raise ctx.error("must be a lowercase RFC 1123 subdomain (a valid Node name)",
-                            ("name",), name)
+            raise ctx.error(
+                "must be a lowercase RFC 1123 subdomain (a valid Node name)", ("name",), name
+            )
         if ctx.obj == NODE_OBJ:
             ctx.obj = f"{NODE_OBJ} {name}"
 
         raw_ips = d.get("ips")
         if raw_ips is None or raw_ips == []:
-            raise ctx.error("missing: at least one node IP is required (primary first)",
-                            ("ips",))
+            raise ctx.error("missing: at least one node IP is required (primary first)", ("ips",))
         if not isinstance(raw_ips, list):
             raise ctx.error("must be a list of IP addresses", ("ips",), raw_ips)
         ips: list[str] = []
@@ -1095,21 +1282,28 @@ class NodeConfig:
                 if addrs is None:
                     addrs = []
                 if not isinstance(addrs, list):
-                    raise ctx.error('must be a list of ADDRESS/PREFIX strings such as '
-                                    '"192.168.0.2/24"', path, addrs)
+                    raise ctx.error(
+                        'must be a list of ADDRESS/PREFIX strings such as "192.168.0.2/24"',
+                        path,
+                        addrs,
+                    )
                 parsed = []
                 for j, text in enumerate(addrs):
                     try:
                         parsed.append(InterfaceAddress.parse(text))
                     except ValueError as exc:
-                        raise ctx.error(f'not a valid ADDRESS/PREFIX such as "192.168.0.2/24" '
-                                        f'({exc})', path + (j,), text) from None
+                        raise ctx.error(
+                            f'not a valid ADDRESS/PREFIX such as "192.168.0.2/24" ({exc})',
+                            path + (j,),
+                            text,
+                        ) from None
                 interfaces[ifname] = tuple(parsed)
             local = {a.ip for addrs in interfaces.values() for a in addrs}
             for i, ip in enumerate(ips):
                 if ip not in local:
-                    raise ctx.error("node IP is not an address of any interface in "
-                                    "'interfaces'", ("ips", i), ip)
+                    raise ctx.error(
+                        "node IP is not an address of any interface in 'interfaces'", ("ips", i), ip
+                    )
 
         zone = d.get("zone")
         if zone is not None and not isinstance(zone, str):
@@ -1133,10 +1327,18 @@ class NodeConfig:
         features = NodeFeatures(
             iptables_random_fully=ctx.boolean(ft, p, "iptablesRandomFully", True),
             nfacct=ctx.boolean(ft, p, "nfacct", True),
-            conntrack_tcp_be_liberal=ctx.boolean(ft, p, "conntrackTCPBeLiberal", False))
+            conntrack_tcp_be_liberal=ctx.boolean(ft, p, "conntrackTCPBeLiberal", False),
+        )
 
-        return cls(name=name, ips=tuple(ips), interfaces=interfaces, zone=zone or None,
-                   pod_cidrs=tuple(pod_cidrs), features=features, source=ctx.file)
+        return cls(
+            name=name,
+            ips=tuple(ips),
+            interfaces=interfaces,
+            zone=zone or None,
+            pod_cidrs=tuple(pod_cidrs),
+            features=features,
+            source=ctx.file,
+        )
 
     # ---- derived
     @property
@@ -1145,7 +1347,7 @@ class NodeConfig:
 
     @property
     def primary_family(self) -> str:
-        """"IPv4" or "IPv6": the family of the first node IP, as kube-proxy picks it."""
+        """ "IPv4" or "IPv6": the family of the first node IP, as kube-proxy picks it."""
         return ip_family(self.ips[0])
 
     def node_ips_by_family(self) -> dict[str, str]:
@@ -1179,8 +1381,9 @@ def load_node_config(path: str | os.PathLike) -> NodeConfig:
     if not docs:
         raise InputError("empty file; expected a node description (name, ips, ...)", file=file)
     if len(docs) > 1:
-        raise InputError(f"expected one YAML document, found {len(docs)}", file=file,
-                         line=docs[1].line)
+        raise InputError(
+            f"expected one YAML document, found {len(docs)}", file=file, line=docs[1].line
+        )
     ctx = _Ctx(file, NODE_OBJ, docs[0].lines)
     data = docs[0].data
     if isinstance(data, dict) and isinstance(data.get("name"), str):

@@ -6,16 +6,32 @@ addresses, ports, protocols, enum values, missing required fields and wrong type
 API server enforces but kube-proxy does not rely on (e.g. the NodePort range) are not checked,
 so objects built by hand, as kube-proxy's own tests build them, still load.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import InputError
-from ..ipaddr import canonical_cidr, canonical_ip, parse_ip
-from .objects import (DEFAULT_AFFINITY_TIMEOUT, PROTOCOLS, SERVICE_TYPES, Endpoint,
-                      EndpointPort, EndpointSlice, LoadBalancerIngress, Namespace,
-                      NetworkPolicy, Node, NodeAddress, Pod, Service, ServiceCIDR, ServicePort)
+from ..ipaddr import canonical_cidr, canonical_ip
+from .objects import (
+    DEFAULT_AFFINITY_TIMEOUT,
+    PROTOCOLS,
+    SERVICE_TYPES,
+    Endpoint,
+    EndpointPort,
+    EndpointSlice,
+    LoadBalancerIngress,
+    Namespace,
+    NetworkPolicy,
+    Node,
+    NodeAddress,
+    Pod,
+    Service,
+    ServiceCIDR,
+    ServicePort,
+)
 
 _UNSET: Any = object()
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -56,8 +72,9 @@ class _Reader:
             raise self.fail(path, "must be a list", value)
         return value
 
-    def string(self, parent: dict, key: str, path: str, default: str = "",
-               required: bool = False) -> str:
+    def string(
+        self, parent: dict, key: str, path: str, default: str = "", required: bool = False
+    ) -> str:
         value = parent.get(key)
         if value is None:
             if required:
@@ -69,8 +86,16 @@ class _Reader:
             raise self.fail(path, "required field is empty")
         return value
 
-    def integer(self, parent: dict, key: str, path: str, lo: int, hi: int,
-                default: Any = 0, required: bool = False) -> Any:
+    def integer(
+        self,
+        parent: dict,
+        key: str,
+        path: str,
+        lo: int,
+        hi: int,
+        default: Any = 0,
+        required: bool = False,
+    ) -> Any:
         value = parent.get(key)
         if value is None:
             if required:
@@ -82,10 +107,18 @@ class _Reader:
             raise self.fail(path, f"must be between {lo} and {hi}", value)
         return value
 
-    def port(self, parent: dict, key: str, path: str, required: bool = False,
-             allow_zero: bool = False, default: Any = 0) -> Any:
-        return self.integer(parent, key, path, 0 if allow_zero else 1, 65535,
-                            default=default, required=required)
+    def port(
+        self,
+        parent: dict,
+        key: str,
+        path: str,
+        required: bool = False,
+        allow_zero: bool = False,
+        default: Any = 0,
+    ) -> Any:
+        return self.integer(
+            parent, key, path, 0 if allow_zero else 1, 65535, default=default, required=required
+        )
 
     def boolean(self, parent: dict, key: str, path: str, default: Any = False) -> Any:
         value = parent.get(key)
@@ -95,8 +128,9 @@ class _Reader:
             raise self.fail(path, "must be true or false", value)
         return value
 
-    def choice(self, parent: dict, key: str, path: str, choices: tuple[str, ...],
-               default: str = "") -> str:
+    def choice(
+        self, parent: dict, key: str, path: str, choices: tuple[str, ...], default: str = ""
+    ) -> str:
         value = self.string(parent, key, path, default=default)
         if value == "":
             return default
@@ -149,26 +183,38 @@ class _Reader:
 def _meta(obj: dict, kind: str, namespaced: bool) -> tuple[_Reader, dict, str, str]:
     metadata = obj.get("metadata")
     if not isinstance(metadata, dict):
-        raise InputError("required field is missing" if metadata is None else "must be a mapping",
-                         obj=kind, field="metadata")
+        raise InputError(
+            "required field is missing" if metadata is None else "must be a mapping",
+            obj=kind,
+            field="metadata",
+        )
     name = metadata.get("name")
     if not isinstance(name, str) or not name:
-        raise InputError("required field is missing" if name is None else "must be a non-empty string",
-                         obj=kind, field="metadata.name",
-                         **({} if name is None else {"value": name}))
+        raise InputError(
+            "required field is missing" if name is None else "must be a non-empty string",
+            obj=kind,
+            field="metadata.name",
+            **({} if name is None else {"value": name}),
+        )
     namespace = ""
     if namespaced:
         namespace = metadata.get("namespace") or "default"
         if not isinstance(namespace, str):
-            raise InputError("must be a string", obj=f"{kind} {name}", field="metadata.namespace",
-                             value=namespace)
+            raise InputError(
+                "must be a string",
+                obj=f"{kind} {name}",
+                field="metadata.namespace",
+                value=namespace,
+            )
     reader = _Reader(f"{kind} {namespace}/{name}" if namespaced else f"{kind} {name}")
     return reader, metadata, namespace, name
 
 
 def _labels(r: _Reader, metadata: dict) -> tuple[dict[str, str], dict[str, str]]:
-    return (r.string_map(metadata, "labels", "metadata.labels"),
-            r.string_map(metadata, "annotations", "metadata.annotations"))
+    return (
+        r.string_map(metadata, "labels", "metadata.labels"),
+        r.string_map(metadata, "annotations", "metadata.annotations"),
+    )
 
 
 def service(obj: dict) -> Service:
@@ -185,13 +231,18 @@ def service(obj: dict) -> Service:
     for i, ip in enumerate(r.items(spec, "clusterIPs", "spec.clusterIPs")):
         cluster_ips.append(ip if ip == "None" else r.ip(ip, f"spec.clusterIPs[{i}]"))
     if len(cluster_ips) > 2:
-        raise r.fail("spec.clusterIPs", "at most two addresses (one per family)", spec["clusterIPs"])
+        raise r.fail(
+            "spec.clusterIPs", "at most two addresses (one per family)", spec["clusterIPs"]
+        )
     if cluster_ips:
         if not cluster_ip:
             cluster_ip = cluster_ips[0]
         elif cluster_ips[0] != cluster_ip:
-            raise r.fail("spec.clusterIPs[0]", f"must equal spec.clusterIP ({cluster_ip})",
-                         spec["clusterIPs"][0])
+            raise r.fail(
+                "spec.clusterIPs[0]",
+                f"must equal spec.clusterIP ({cluster_ip})",
+                spec["clusterIPs"][0],
+            )
     elif cluster_ip:
         cluster_ips = [cluster_ip]
 
@@ -211,21 +262,32 @@ def service(obj: dict) -> Service:
         if pname in names:
             raise r.fail(f"{path}.name", "duplicate port name", pname)
         names.add(pname)
-        ports.append(ServicePort(
-            port=port,
-            protocol=r.protocol(p, "protocol", f"{path}.protocol"),
-            name=pname,
-            target_port=_target_port(r, p.get("targetPort"), f"{path}.targetPort", port),
-            node_port=r.port(p, "nodePort", f"{path}.nodePort", allow_zero=True),
-        ))
+        ports.append(
+            ServicePort(
+                port=port,
+                protocol=r.protocol(p, "protocol", f"{path}.protocol"),
+                name=pname,
+                target_port=_target_port(r, p.get("targetPort"), f"{path}.targetPort", port),
+                node_port=r.port(p, "nodePort", f"{path}.nodePort", allow_zero=True),
+            )
+        )
 
-    affinity = r.choice(spec, "sessionAffinity", "spec.sessionAffinity", ("None", "ClientIP"),
-                        default="None")
-    affinity_cfg = r.mapping(r.mapping(spec, "sessionAffinityConfig", "spec.sessionAffinityConfig"),
-                             "clientIP", "spec.sessionAffinityConfig.clientIP")
-    timeout = r.integer(affinity_cfg, "timeoutSeconds",
-                        "spec.sessionAffinityConfig.clientIP.timeoutSeconds", 1, 86400,
-                        default=DEFAULT_AFFINITY_TIMEOUT)
+    affinity = r.choice(
+        spec, "sessionAffinity", "spec.sessionAffinity", ("None", "ClientIP"), default="None"
+    )
+    affinity_cfg = r.mapping(
+        r.mapping(spec, "sessionAffinityConfig", "spec.sessionAffinityConfig"),
+        "clientIP",
+        "spec.sessionAffinityConfig.clientIP",
+    )
+    timeout = r.integer(
+        affinity_cfg,
+        "timeoutSeconds",
+        "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+        1,
+        86400,
+        default=DEFAULT_AFFINITY_TIMEOUT,
+    )
 
     ingress = []
     lb = r.mapping(status, "loadBalancer", "status.loadBalancer")
@@ -234,11 +296,13 @@ def service(obj: dict) -> Service:
         if not isinstance(ing, dict):
             raise r.fail(path, "must be a mapping", ing)
         ip = r.string(ing, "ip", f"{path}.ip")
-        ingress.append(LoadBalancerIngress(
-            ip=r.ip(ip, f"{path}.ip") if ip else "",
-            hostname=r.string(ing, "hostname", f"{path}.hostname"),
-            ip_mode=r.choice(ing, "ipMode", f"{path}.ipMode", ("VIP", "Proxy")),
-        ))
+        ingress.append(
+            LoadBalancerIngress(
+                ip=r.ip(ip, f"{path}.ip") if ip else "",
+                hostname=r.string(ing, "hostname", f"{path}.hostname"),
+                ip_mode=r.choice(ing, "ipMode", f"{path}.ipMode", ("VIP", "Proxy")),
+            )
+        )
 
     families = r.string_list(spec, "ipFamilies", "spec.ipFamilies")
     for i, fam in enumerate(families):
@@ -250,32 +314,54 @@ def service(obj: dict) -> Service:
     load_balancer_ip = r.string(spec, "loadBalancerIP", "spec.loadBalancerIP")
     selector = spec.get("selector")
     return Service(
-        namespace=namespace, name=name, type=svc_type,
-        cluster_ip=cluster_ip, cluster_ips=cluster_ips, ports=ports,
+        namespace=namespace,
+        name=name,
+        type=svc_type,
+        cluster_ip=cluster_ip,
+        cluster_ips=cluster_ips,
+        ports=ports,
         selector=None if selector is None else r.string_map(spec, "selector", "spec.selector"),
-        external_ips=[r.ip(ip, f"spec.externalIPs[{i}]")
-                      for i, ip in enumerate(r.items(spec, "externalIPs", "spec.externalIPs"))],
+        external_ips=[
+            r.ip(ip, f"spec.externalIPs[{i}]")
+            for i, ip in enumerate(r.items(spec, "externalIPs", "spec.externalIPs"))
+        ],
         load_balancer_ip=r.ip(load_balancer_ip, "spec.loadBalancerIP") if load_balancer_ip else "",
         lb_ingress=ingress,
-        lb_source_ranges=[r.cidr(c, f"spec.loadBalancerSourceRanges[{i}]", trim=True)
-                          for i, c in enumerate(r.items(spec, "loadBalancerSourceRanges",
-                                                        "spec.loadBalancerSourceRanges"))],
+        lb_source_ranges=[
+            r.cidr(c, f"spec.loadBalancerSourceRanges[{i}]", trim=True)
+            for i, c in enumerate(
+                r.items(spec, "loadBalancerSourceRanges", "spec.loadBalancerSourceRanges")
+            )
+        ],
         session_affinity=affinity,
         affinity_timeout=timeout,
-        external_traffic_policy=r.choice(spec, "externalTrafficPolicy", "spec.externalTrafficPolicy",
-                                         ("Cluster", "Local")),
-        internal_traffic_policy=r.choice(spec, "internalTrafficPolicy", "spec.internalTrafficPolicy",
-                                         ("Cluster", "Local"), default="Cluster"),
-        health_check_node_port=r.port(spec, "healthCheckNodePort", "spec.healthCheckNodePort",
-                                      allow_zero=True),
+        external_traffic_policy=r.choice(
+            spec, "externalTrafficPolicy", "spec.externalTrafficPolicy", ("Cluster", "Local")
+        ),
+        internal_traffic_policy=r.choice(
+            spec,
+            "internalTrafficPolicy",
+            "spec.internalTrafficPolicy",
+            ("Cluster", "Local"),
+            default="Cluster",
+        ),
+        health_check_node_port=r.port(
+            spec, "healthCheckNodePort", "spec.healthCheckNodePort", allow_zero=True
+        ),
         ip_families=families,
-        ip_family_policy=r.choice(spec, "ipFamilyPolicy", "spec.ipFamilyPolicy",
-                                  ("SingleStack", "PreferDualStack", "RequireDualStack")),
+        ip_family_policy=r.choice(
+            spec,
+            "ipFamilyPolicy",
+            "spec.ipFamilyPolicy",
+            ("SingleStack", "PreferDualStack", "RequireDualStack"),
+        ),
         traffic_distribution=r.string(spec, "trafficDistribution", "spec.trafficDistribution"),
         external_name=external_name,
-        publish_not_ready_addresses=r.boolean(spec, "publishNotReadyAddresses",
-                                              "spec.publishNotReadyAddresses"),
-        labels=labels, annotations=annotations,
+        publish_not_ready_addresses=r.boolean(
+            spec, "publishNotReadyAddresses", "spec.publishNotReadyAddresses"
+        ),
+        labels=labels,
+        annotations=annotations,
     )
 
 
@@ -302,25 +388,47 @@ def endpoint_slice(obj: dict, api_version: str = "discovery.k8s.io/v1") -> Endpo
     ip_family = "" if address_type == "FQDN" else address_type
     beta = api_version == "discovery.k8s.io/v1beta1"
 
-    endpoints = [_endpoint(r, ep, f"endpoints[{i}]", ip_family, beta)
-                 for i, ep in enumerate(r.items(obj, "endpoints", "endpoints"))]
+    endpoints = [
+        _endpoint(r, ep, f"endpoints[{i}]", ip_family, beta)
+        for i, ep in enumerate(r.items(obj, "endpoints", "endpoints"))
+    ]
     ports = []
     for i, p in enumerate(r.items(obj, "ports", "ports")):
         path = f"ports[{i}]"
         if not isinstance(p, dict):
             raise r.fail(path, "must be a mapping", p)
-        ports.append(EndpointPort(
-            port=r.port(p, "port", f"{path}.port", allow_zero=True, default=None),
-            protocol=r.protocol(p, "protocol", f"{path}.protocol"),
-            name=r.string(p, "name", f"{path}.name"),
-            app_protocol=r.string(p, "appProtocol", f"{path}.appProtocol"),
-        ))
-    return EndpointSlice(namespace=namespace, name=name, address_type=address_type,
-                         endpoints=endpoints, ports=ports, labels=labels, annotations=annotations)
+        ports.append(
+            EndpointPort(
+                port=r.port(p, "port", f"{path}.port", allow_zero=True, default=None),
+                protocol=r.protocol(p, "protocol", f"{path}.protocol"),
+                name=r.string(p, "name", f"{path}.name"),
+                app_protocol=r.string(p, "appProtocol", f"{path}.appProtocol"),
+            )
+        )
+    return EndpointSlice(
+        namespace=namespace,
+        name=name,
+        address_type=address_type,
+        endpoints=endpoints,
+        ports=ports,
+        labels=labels,
+        annotations=annotations,
+    )
 
 
-_ENDPOINT_KEYS = frozenset(("addresses", "conditions", "nodeName", "zone", "hostname", "hints",
-                            "targetRef", "deprecatedTopology", "topology"))
+_ENDPOINT_KEYS = frozenset(
+    (
+        "addresses",
+        "conditions",
+        "nodeName",
+        "zone",
+        "hostname",
+        "hints",
+        "targetRef",
+        "deprecatedTopology",
+        "topology",
+    )
+)
 _CONDITION_KEYS = frozenset(("ready", "serving", "terminating"))
 _BOOL_OR_NONE = (True, False, None)
 
@@ -334,27 +442,51 @@ def _endpoint(r: _Reader, ep: Any, path: str, ip_family: str, beta: bool) -> End
     cond = ep.get("conditions")
     node_name = ep.get("nodeName", "")
     zone = ep.get("zone", "")
-    if (not beta and ip_family == "IPv4" and type(addresses) is list and len(addresses) == 1
-            and type(addresses[0]) is str and _CANONICAL_V4.match(addresses[0])
-            and (cond is None or (type(cond) is dict and cond.keys() <= _CONDITION_KEYS
-                                  and all(v in _BOOL_OR_NONE for v in cond.values())))
-            and type(node_name) is str and type(zone) is str
-            and ep.keys() <= _ENDPOINT_KEYS and "hints" not in ep and "targetRef" not in ep
-            and type(ep.get("hostname", "")) is str):
+    if (
+        not beta
+        and ip_family == "IPv4"
+        and type(addresses) is list
+        and len(addresses) == 1
+        and type(addresses[0]) is str
+        and _CANONICAL_V4.match(addresses[0])
+        and (
+            cond is None
+            or (
+                type(cond) is dict
+                and cond.keys() <= _CONDITION_KEYS
+                and all(v in _BOOL_OR_NONE for v in cond.values())
+            )
+        )
+        and type(node_name) is str
+        and type(zone) is str
+        and ep.keys() <= _ENDPOINT_KEYS
+        and "hints" not in ep
+        and "targetRef" not in ep
+        and type(ep.get("hostname", "")) is str
+    ):
         cond = cond or {}
-        return Endpoint(addresses=addresses[:], ready=cond.get("ready"),
-                        serving=cond.get("serving"), terminating=cond.get("terminating"),
-                        node_name=node_name, zone=zone, hostname=ep.get("hostname", ""))
+        return Endpoint(
+            addresses=addresses[:],
+            ready=cond.get("ready"),
+            serving=cond.get("serving"),
+            terminating=cond.get("terminating"),
+            node_name=node_name,
+            zone=zone,
+            hostname=ep.get("hostname", ""),
+        )
 
     raw_addresses = r.items(ep, "addresses", f"{path}.addresses", required=True)
     if not raw_addresses:
         raise r.fail(f"{path}.addresses", "must have at least one address")
     if ip_family:
-        addresses = [r.ip(a, f"{path}.addresses[{j}]", ip_family)
-                     for j, a in enumerate(raw_addresses)]
+        addresses = [
+            r.ip(a, f"{path}.addresses[{j}]", ip_family) for j, a in enumerate(raw_addresses)
+        ]
     else:
-        addresses = [r.string({"a": a}, "a", f"{path}.addresses[{j}]", required=True)
-                     for j, a in enumerate(raw_addresses)]
+        addresses = [
+            r.string({"a": a}, "a", f"{path}.addresses[{j}]", required=True)
+            for j, a in enumerate(raw_addresses)
+        ]
     cond = r.mapping(ep, "conditions", f"{path}.conditions")
     hints = r.mapping(ep, "hints", f"{path}.hints")
     node_name = r.string(ep, "nodeName", f"{path}.nodeName")
@@ -374,8 +506,9 @@ def _endpoint(r: _Reader, ep: Any, path: str, ip_family: str, beta: bool) -> End
         hostname=r.string(ep, "hostname", f"{path}.hostname"),
         hints_zones=_hint_names(r, hints, "forZones", f"{path}.hints.forZones"),
         hints_nodes=_hint_names(r, hints, "forNodes", f"{path}.hints.forNodes"),
-        target_ref=None if target_ref is None else r.string_map(ep, "targetRef",
-                                                                 f"{path}.targetRef"),
+        target_ref=None
+        if target_ref is None
+        else r.string_map(ep, "targetRef", f"{path}.targetRef"),
     )
 
 
@@ -403,8 +536,10 @@ def node(obj: dict) -> Node:
         if kind in ("InternalIP", "ExternalIP"):
             address = r.ip(address, f"{path}.address")
         addresses.append(NodeAddress(type=kind, address=address))
-    pod_cidrs = [r.cidr(c, f"spec.podCIDRs[{i}]")
-                 for i, c in enumerate(r.items(spec, "podCIDRs", "spec.podCIDRs"))]
+    pod_cidrs = [
+        r.cidr(c, f"spec.podCIDRs[{i}]")
+        for i, c in enumerate(r.items(spec, "podCIDRs", "spec.podCIDRs"))
+    ]
     pod_cidr = r.string(spec, "podCIDR", "spec.podCIDR")
     if pod_cidr:
         pod_cidr = r.cidr(pod_cidr, "spec.podCIDR")
@@ -412,8 +547,9 @@ def node(obj: dict) -> Node:
             pod_cidrs = [pod_cidr]
         elif pod_cidrs[0] != pod_cidr:
             raise r.fail("spec.podCIDRs[0]", f"must equal spec.podCIDR ({pod_cidr})", pod_cidrs[0])
-    return Node(name=name, addresses=addresses, pod_cidrs=pod_cidrs, labels=labels,
-                annotations=annotations)
+    return Node(
+        name=name, addresses=addresses, pod_cidrs=pod_cidrs, labels=labels, annotations=annotations
+    )
 
 
 def pod(obj: dict) -> Pod:
@@ -425,8 +561,12 @@ def pod(obj: dict) -> Pod:
     for i, entry in enumerate(r.items(status, "podIPs", "status.podIPs")):
         if not isinstance(entry, dict):
             raise r.fail(f"status.podIPs[{i}]", "must be a mapping", entry)
-        pod_ips.append(r.ip(r.string(entry, "ip", f"status.podIPs[{i}].ip", required=True),
-                            f"status.podIPs[{i}].ip"))
+        pod_ips.append(
+            r.ip(
+                r.string(entry, "ip", f"status.podIPs[{i}].ip", required=True),
+                f"status.podIPs[{i}].ip",
+            )
+        )
     pod_ip = r.string(status, "podIP", "status.podIP")
     if pod_ip:
         pod_ip = r.ip(pod_ip, "status.podIP")
@@ -434,12 +574,16 @@ def pod(obj: dict) -> Pod:
             pod_ips = [pod_ip]
         elif pod_ips[0] != pod_ip:
             raise r.fail("status.podIPs[0].ip", f"must equal status.podIP ({pod_ip})", pod_ips[0])
-    return Pod(namespace=namespace, name=name,
-               node_name=r.string(spec, "nodeName", "spec.nodeName"),
-               pod_ips=pod_ips,
-               host_network=r.boolean(spec, "hostNetwork", "spec.hostNetwork"),
-               phase=r.string(status, "phase", "status.phase"),
-               labels=labels, annotations=annotations)
+    return Pod(
+        namespace=namespace,
+        name=name,
+        node_name=r.string(spec, "nodeName", "spec.nodeName"),
+        pod_ips=pod_ips,
+        host_network=r.boolean(spec, "hostNetwork", "spec.hostNetwork"),
+        phase=r.string(status, "phase", "status.phase"),
+        labels=labels,
+        annotations=annotations,
+    )
 
 
 def namespace(obj: dict) -> Namespace:
@@ -455,8 +599,9 @@ def service_cidr(obj: dict) -> ServiceCIDR:
     raw = r.items(spec, "cidrs", "spec.cidrs", required=True)
     if not 1 <= len(raw) <= 2:
         raise r.fail("spec.cidrs", "must hold one or two CIDRs (one per family)", raw)
-    return ServiceCIDR(name=name, cidrs=[r.cidr(c, f"spec.cidrs[{i}]") for i, c in enumerate(raw)],
-                       labels=labels)
+    return ServiceCIDR(
+        name=name, cidrs=[r.cidr(c, f"spec.cidrs[{i}]") for i, c in enumerate(raw)], labels=labels
+    )
 
 
 def network_policy(obj: dict) -> NetworkPolicy:
@@ -469,8 +614,11 @@ def network_policy(obj: dict) -> NetworkPolicy:
             if not isinstance(rule, dict):
                 raise r.fail(path, "must be a mapping", rule)
             for j, peer in enumerate(r.items(rule, peers_key, f"{path}.{peers_key}")):
-                block = r.mapping(peer, "ipBlock", f"{path}.{peers_key}[{j}].ipBlock") \
-                    if isinstance(peer, dict) else {}
+                block = (
+                    r.mapping(peer, "ipBlock", f"{path}.{peers_key}[{j}].ipBlock")
+                    if isinstance(peer, dict)
+                    else {}
+                )
                 if block:
                     bpath = f"{path}.{peers_key}[{j}].ipBlock"
                     r.cidr(r.string(block, "cidr", f"{bpath}.cidr", required=True), f"{bpath}.cidr")
@@ -483,8 +631,9 @@ def network_policy(obj: dict) -> NetworkPolicy:
                 if isinstance(p.get("port"), int):
                     r.port(p, "port", f"{path}.ports[{j}].port")
                 r.port(p, "endPort", f"{path}.ports[{j}].endPort")
-    return NetworkPolicy(namespace=namespace, name=name, spec=spec, labels=labels,
-                         annotations=annotations)
+    return NetworkPolicy(
+        namespace=namespace, name=name, spec=spec, labels=labels, annotations=annotations
+    )
 
 
 # kind -> (accepted apiVersions, decoder). Legacy Endpoints are handled by the loader
@@ -495,7 +644,9 @@ DECODERS: dict[str, tuple[tuple[str, ...], Callable[..., Any]]] = {
     "Node": (("v1",), node),
     "Pod": (("v1",), pod),
     "Namespace": (("v1",), namespace),
-    "ServiceCIDR": (("networking.k8s.io/v1", "networking.k8s.io/v1beta1",
-                     "networking.k8s.io/v1alpha1"), service_cidr),
+    "ServiceCIDR": (
+        ("networking.k8s.io/v1", "networking.k8s.io/v1beta1", "networking.k8s.io/v1alpha1"),
+        service_cidr,
+    ),
     "NetworkPolicy": (("networking.k8s.io/v1",), network_policy),
 }

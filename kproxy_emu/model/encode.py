@@ -3,12 +3,21 @@
 decode(encode(x)) == x for every object kind; defaults are written out explicitly, as the
 API server does, so a dump is complete on its own.
 """
+
 from __future__ import annotations
 
 from typing import Any
 
-from .objects import (DEFAULT_AFFINITY_TIMEOUT, EndpointSlice, Namespace, NetworkPolicy, Node,
-                      Pod, Service, ServiceCIDR)
+from .objects import (
+    DEFAULT_AFFINITY_TIMEOUT,
+    EndpointSlice,
+    Namespace,
+    NetworkPolicy,
+    Node,
+    Pod,
+    Service,
+    ServiceCIDR,
+)
 
 
 def _metadata(obj: Any, namespaced: bool = True) -> dict:
@@ -67,8 +76,12 @@ def service(svc: Service) -> dict:
         spec["externalName"] = svc.external_name
     if svc.publish_not_ready_addresses:
         spec["publishNotReadyAddresses"] = True
-    out: dict[str, Any] = {"apiVersion": "v1", "kind": "Service",
-                           "metadata": _metadata(svc), "spec": spec}
+    out: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(svc),
+        "spec": spec,
+    }
     if svc.lb_ingress:
         ingress = []
         for ing in svc.lb_ingress:
@@ -89,8 +102,11 @@ def endpoint_slice(eps: EndpointSlice) -> dict:
     for ep in eps.endpoints:
         entry: dict[str, Any] = {"addresses": list(ep.addresses)}
         conditions = {}
-        for key, value in (("ready", ep.ready), ("serving", ep.serving),
-                           ("terminating", ep.terminating)):
+        for key, value in (
+            ("ready", ep.ready),
+            ("serving", ep.serving),
+            ("terminating", ep.terminating),
+        ):
             if value is not None:
                 conditions[key] = value
         entry["conditions"] = conditions
@@ -118,9 +134,14 @@ def endpoint_slice(eps: EndpointSlice) -> dict:
         if p.app_protocol:
             port["appProtocol"] = p.app_protocol
         ports.append(port)
-    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": _metadata(eps), "addressType": eps.address_type,
-            "endpoints": endpoints, "ports": ports}
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": _metadata(eps),
+        "addressType": eps.address_type,
+        "endpoints": endpoints,
+        "ports": ports,
+    }
 
 
 def node(n: Node) -> dict:
@@ -128,10 +149,13 @@ def node(n: Node) -> dict:
     if n.pod_cidrs:
         spec["podCIDR"] = n.pod_cidrs[0]
         spec["podCIDRs"] = list(n.pod_cidrs)
-    return {"apiVersion": "v1", "kind": "Node", "metadata": _metadata(n, namespaced=False),
-            "spec": spec,
-            "status": {"addresses": [{"type": a.type, "address": a.address}
-                                     for a in n.addresses]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": _metadata(n, namespaced=False),
+        "spec": spec,
+        "status": {"addresses": [{"type": a.type, "address": a.address} for a in n.addresses]},
+    }
 
 
 def pod(p: Pod) -> dict:
@@ -146,28 +170,45 @@ def pod(p: Pod) -> dict:
     if p.pod_ips:
         status["podIP"] = p.pod_ips[0]
         status["podIPs"] = [{"ip": ip} for ip in p.pod_ips]
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": _metadata(p), "spec": spec,
-            "status": status}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": _metadata(p),
+        "spec": spec,
+        "status": status,
+    }
 
 
 def namespace(ns: Namespace) -> dict:
-    return {"apiVersion": "v1", "kind": "Namespace",
-            "metadata": _metadata(ns, namespaced=False)}
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": _metadata(ns, namespaced=False)}
 
 
 def service_cidr(sc: ServiceCIDR) -> dict:
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR",
-            "metadata": _metadata(sc, namespaced=False), "spec": {"cidrs": list(sc.cidrs)}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "ServiceCIDR",
+        "metadata": _metadata(sc, namespaced=False),
+        "spec": {"cidrs": list(sc.cidrs)},
+    }
 
 
 def network_policy(np_: NetworkPolicy) -> dict:
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": _metadata(np_), "spec": np_.spec}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(np_),
+        "spec": np_.spec,
+    }
 
 
 ENCODERS = {
-    Service: service, EndpointSlice: endpoint_slice, Node: node, Pod: pod,
-    Namespace: namespace, ServiceCIDR: service_cidr, NetworkPolicy: network_policy,
+    Service: service,
+    EndpointSlice: endpoint_slice,
+    Node: node,
+    Pod: pod,
+    Namespace: namespace,
+    ServiceCIDR: service_cidr,
+    NetworkPolicy: network_policy,
 }
 
 

@@ -6,14 +6,16 @@ order) or ``-`` for standard input. Writes JSON (a ``kind: List``) or multi-docu
 YAML; the YAML writer is a small emitter of its own because PyYAML's dumper takes minutes
 on a 100,000-service cluster.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import re
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import yaml
 
@@ -31,8 +33,11 @@ def manifest_files(paths: Iterable[str | os.PathLike]) -> list[str]:
         if path == "-":
             files.append(path)
         elif os.path.isdir(path):
-            found = sorted(str(p) for p in Path(path).rglob("*")
-                           if p.suffix in MANIFEST_SUFFIXES and p.is_file())
+            found = sorted(
+                str(p)
+                for p in Path(path).rglob("*")
+                if p.suffix in MANIFEST_SUFFIXES and p.is_file()
+            )
             if not found:
                 raise InputError("no .yaml, .yml or .json files in directory", file=path)
             files.extend(found)
@@ -59,8 +64,9 @@ def read_documents(path: str) -> Iterator[Any]:
             return
         except json.JSONDecodeError as exc:
             if path.endswith(".json"):
-                raise InputError(f"JSON syntax error: {exc.msg} (column {exc.colno})",
-                                 file=path, line=exc.lineno) from None
+                raise InputError(
+                    f"JSON syntax error: {exc.msg} (column {exc.colno})", file=path, line=exc.lineno
+                ) from None
             # not JSON after all: YAML flow style, fall through
     try:
         for doc in yaml.load_all(text, Loader=_Loader):
@@ -78,19 +84,28 @@ def read_documents(path: str) -> Iterator[Any]:
 def iter_objects(doc: Any, path: str) -> Iterator[dict]:
     """Flatten List documents into their items; each item is a dict with a kind."""
     if not isinstance(doc, dict):
-        raise InputError("document must be a mapping (a Kubernetes object or a List)",
-                         file=path, value=_short(doc))
+        raise InputError(
+            "document must be a mapping (a Kubernetes object or a List)",
+            file=path,
+            value=_short(doc),
+        )
     kind = doc.get("kind")
     if isinstance(kind, str) and kind.endswith("List") and "items" in doc:
         item_kind = kind[:-4] if kind != "List" else None
         items = doc.get("items") or []
         if not isinstance(items, list):
-            raise InputError("must be a list", file=path, obj=kind, field="items",
-                             value=_short(items))
+            raise InputError(
+                "must be a list", file=path, obj=kind, field="items", value=_short(items)
+            )
         for i, item in enumerate(items):
             if not isinstance(item, dict):
-                raise InputError("must be a mapping", file=path, obj=kind, field=f"items[{i}]",
-                                 value=_short(item))
+                raise InputError(
+                    "must be a mapping",
+                    file=path,
+                    obj=kind,
+                    field=f"items[{i}]",
+                    value=_short(item),
+                )
             if item_kind and "kind" not in item:  # typed lists (ServiceList) omit item kinds
                 item = dict(item, kind=item_kind, apiVersion=doc.get("apiVersion", "v1"))
             yield from iter_objects(item, path)
@@ -107,12 +122,11 @@ def _short(value: Any) -> Any:
 
 # \Z, not $: "$" also matches before a final newline
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_./-]*\Z|^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+(/[0-9]+)?\Z")
-_YAML11_SPECIAL = frozenset(
-    "y n yes no true false on off null ~".split()
-)
+_YAML11_SPECIAL = frozenset(["y", "n", "yes", "no", "true", "false", "on", "off", "null", "~"])
 
 
-# characters YAML does not allow unescaped, and the ones it reads as line breaks (JSON leaves them raw with ensure_ascii=False)
+# characters YAML does not allow unescaped, and the ones it reads as line breaks
+# (JSON leaves them raw with ensure_ascii=False)
 _NON_PRINTABLE = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]")
 
 
@@ -144,19 +158,23 @@ def _emit(value: Any, pad: str, out: list[str]) -> None:
                 out.append(f"{pad}{k}:")
                 _emit(item, pad if isinstance(item, list) else pad + "  ", out)
             else:
-                out.append(f"{pad}{k}: {_empty(item) if isinstance(item, (dict, list)) else _scalar(item)}")
+                out.append(
+                    f"{pad}{k}: {_empty(item) if isinstance(item, (dict, list)) else _scalar(item)}"
+                )
     else:
         for item in value:
             if isinstance(item, dict) and item:
                 inner: list[str] = []
                 _emit(item, pad + "  ", inner)
-                inner[0] = f"{pad}- {inner[0][len(pad) + 2:]}"
+                inner[0] = f"{pad}- {inner[0][len(pad) + 2 :]}"
                 out.extend(inner)
             elif isinstance(item, list) and item:
                 out.append(f"{pad}-")
                 _emit(item, pad + "  ", out)
             else:
-                out.append(f"{pad}- {_empty(item) if isinstance(item, (dict, list)) else _scalar(item)}")
+                out.append(
+                    f"{pad}- {_empty(item) if isinstance(item, (dict, list)) else _scalar(item)}"
+                )
 
 
 def _empty(container: dict | list) -> str:
@@ -179,8 +197,10 @@ def write_manifests(docs: list[dict], path: str | os.PathLike) -> None:
         # one item per line: json's C encoder only runs without indent, and a
         # 100,000-service list then writes in seconds instead of a minute
         items = ",\n".join(json.dumps(doc, separators=(",", ":")) for doc in docs)
-        text = ('{"apiVersion":"v1","kind":"List","metadata":{"resourceVersion":""},'
-                f'"items":[\n{items}\n]}}\n')
+        text = (
+            '{"apiVersion":"v1","kind":"List","metadata":{"resourceVersion":""},'
+            f'"items":[\n{items}\n]}}\n'
+        )
     else:
         text = to_yaml(docs)
     if path == "-":

@@ -4,6 +4,7 @@ Plain dataclasses holding validated, canonical values (IP addresses re-printed t
 kube-proxy prints them). Optional API booleans keep their nil (None) so a dump writes back
 what was read; the properties apply the API's nil defaults.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

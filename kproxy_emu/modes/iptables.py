@@ -6,11 +6,12 @@ order (services in input order, where kube-proxy's own order is Go map order). T
 rules from the built-in chains, which kube-proxy installs with ``iptables -I`` outside the
 restore, are available from ``builtin_jumps()``.
 """
+
 from __future__ import annotations
 
 import hashlib
 import ipaddress
-from typing import Iterable
+from collections.abc import Iterable
 
 from ..model.cluster import paused_gc
 from ..netfilter.ruleset import Opt, Ruleset, Table
@@ -90,10 +91,20 @@ def builtin_jumps() -> list[tuple[str, str, tuple[Opt, ...]]]:
     in the order it processes them (each is prepended, so later ones end up first)."""
     new = (_m("conntrack"), _o("--ctstate", "NEW"))
     entries = [
-        ("filter", "INPUT", "KUBE-EXTERNAL-SERVICES",
-         "kubernetes externally-visible service portals", new),
-        ("filter", "FORWARD", "KUBE-EXTERNAL-SERVICES",
-         "kubernetes externally-visible service portals", new),
+        (
+            "filter",
+            "INPUT",
+            "KUBE-EXTERNAL-SERVICES",
+            "kubernetes externally-visible service portals",
+            new,
+        ),
+        (
+            "filter",
+            "FORWARD",
+            "KUBE-EXTERNAL-SERVICES",
+            "kubernetes externally-visible service portals",
+            new,
+        ),
         ("filter", "INPUT", "KUBE-NODEPORTS", "kubernetes health check service ports", ()),
         ("filter", "FORWARD", "KUBE-SERVICES", "kubernetes service portals", new),
         ("filter", "OUTPUT", "KUBE-SERVICES", "kubernetes service portals", new),
@@ -105,10 +116,14 @@ def builtin_jumps() -> list[tuple[str, str, tuple[Opt, ...]]]:
         ("nat", "PREROUTING", "KUBE-SERVICES", "kubernetes service portals", ()),
         ("nat", "POSTROUTING", "KUBE-POSTROUTING", "kubernetes postrouting rules", ()),
     ]
-    out = [(table, chain, (*extra, *_comment(comment), _jump(target)))
-           for table, chain, target, comment, extra in entries]
-    out += [("filter", "INPUT", (_jump("KUBE-FIREWALL"),)),
-            ("filter", "OUTPUT", (_jump("KUBE-FIREWALL"),))]
+    out = [
+        (table, chain, (*extra, *_comment(comment), _jump(target)))
+        for table, chain, target, comment, extra in entries
+    ]
+    out += [
+        ("filter", "INPUT", (_jump("KUBE-FIREWALL"),)),
+        ("filter", "OUTPUT", (_jump("KUBE-FIREWALL"),)),
+    ]
     return out
 
 
@@ -146,8 +161,12 @@ class _Writer:
 SERVICE_CHAIN_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-")
 
 
-def compile_ruleset(view: ProxyView, *, changed: set[tuple[str, str]] | None = None,
-                    existing_nat_chains: Iterable[str] = ()) -> Ruleset:
+def compile_ruleset(
+    view: ProxyView,
+    *,
+    changed: set[tuple[str, str]] | None = None,
+    existing_nat_chains: Iterable[str] = (),
+) -> Ruleset:
     """The restore payload of one sync for the view's node.
 
     ``changed`` None is a full sync; otherwise a partial one, where the per-service chains
@@ -160,8 +179,9 @@ def compile_ruleset(view: ProxyView, *, changed: set[tuple[str, str]] | None = N
         return _compile(view, changed, existing_nat_chains)
 
 
-def _compile(view: ProxyView, changed: set[tuple[str, str]] | None,
-             existing_nat_chains: Iterable[str]) -> Ruleset:
+def _compile(
+    view: ProxyView, changed: set[tuple[str, str]] | None, existing_nat_chains: Iterable[str]
+) -> Ruleset:
     o = view.options
     large = view.total_endpoints > LARGE_CLUSTER_ENDPOINTS
     w = _Writer(o, large)
@@ -171,16 +191,25 @@ def _compile(view: ProxyView, changed: set[tuple[str, str]] | None,
     localhost_nps = v4 and o.localhost_node_ports
     features = o.node.features
 
-    for name in ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-FORWARD", "KUBE-NODEPORTS",
-                 "KUBE-PROXY-FIREWALL"):
+    for name in (
+        "KUBE-SERVICES",
+        "KUBE-EXTERNAL-SERVICES",
+        "KUBE-FORWARD",
+        "KUBE-NODEPORTS",
+        "KUBE-PROXY-FIREWALL",
+    ):
         filt.declare(name)
     if localhost_nps:
         filt.declare("KUBE-FIREWALL")
     for name in ("KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"):
         nat.declare(name)
 
-    nat.append("KUBE-POSTROUTING", _m("mark"), _o("--mark", f"{mark}/{mark}", negated=True),
-               _jump("RETURN"))
+    nat.append(
+        "KUBE-POSTROUTING",
+        _m("mark"),
+        _o("--mark", f"{mark}/{mark}", negated=True),
+        _jump("RETURN"),
+    )
     nat.append("KUBE-POSTROUTING", _jump("MARK"), _o("--xor-mark", mark))
     masquerade = [*_comment("kubernetes service traffic requiring SNAT"), _jump("MASQUERADE")]
     if features.iptables_random_fully:
@@ -188,10 +217,15 @@ def _compile(view: ProxyView, changed: set[tuple[str, str]] | None,
     nat.append("KUBE-POSTROUTING", *masquerade)
     nat.append("KUBE-MARK-MASQ", _jump("MARK"), _o("--or-mark", mark))
     if localhost_nps:
-        filt.append("KUBE-FIREWALL", *_comment("block incoming localnet connections"),
-                    _o("-d", "127.0.0.0/8"), _o("-s", "127.0.0.0/8", negated=True),
-                    _m("conntrack"), _o("--ctstate", "RELATED,ESTABLISHED,DNAT", negated=True),
-                    _jump("DROP"))
+        filt.append(
+            "KUBE-FIREWALL",
+            *_comment("block incoming localnet connections"),
+            _o("-d", "127.0.0.0/8"),
+            _o("-s", "127.0.0.0/8", negated=True),
+            _m("conntrack"),
+            _o("--ctstate", "RELATED,ESTABLISHED,DNAT", negated=True),
+            _jump("DROP"),
+        )
 
     active: set[str] = set()
     for sp in view.service_ports:
@@ -212,8 +246,9 @@ def _compile(view: ProxyView, changed: set[tuple[str, str]] | None,
             loopback = ip.startswith("127.") or ip == "::1"
             if loopback and (not v4 or not o.localhost_node_ports):
                 continue
-            nat.append("KUBE-SERVICES", *_comment(NODEPORTS_COMMENT), _o("-d", ip),
-                       _jump("KUBE-NODEPORTS"))
+            nat.append(
+                "KUBE-SERVICES", *_comment(NODEPORTS_COMMENT), _o("-d", ip), _jump("KUBE-NODEPORTS")
+            )
 
     # stale service chains: declared (which flushes them) and deleted
     for chain in existing_nat_chains:
@@ -226,10 +261,20 @@ def _compile(view: ProxyView, changed: set[tuple[str, str]] | None,
         if features.nfacct:
             invalid += [_m("nfacct"), _o("--nfacct-name", INVALID_DROPPED_COUNTER)]
         filt.append("KUBE-FORWARD", *invalid, _jump("DROP"))
-    filt.append("KUBE-FORWARD", *_comment("kubernetes forwarding rules"), _m("mark"),
-                _o("--mark", f"{mark}/{mark}"), _jump("ACCEPT"))
-    filt.append("KUBE-FORWARD", *_comment("kubernetes forwarding conntrack rule"),
-                _m("conntrack"), _o("--ctstate", "RELATED,ESTABLISHED"), _jump("ACCEPT"))
+    filt.append(
+        "KUBE-FORWARD",
+        *_comment("kubernetes forwarding rules"),
+        _m("mark"),
+        _o("--mark", f"{mark}/{mark}"),
+        _jump("ACCEPT"),
+    )
+    filt.append(
+        "KUBE-FORWARD",
+        *_comment("kubernetes forwarding conntrack rule"),
+        _m("conntrack"),
+        _o("--ctstate", "RELATED,ESTABLISHED"),
+        _jump("ACCEPT"),
+    )
     return w.ruleset
 
 
@@ -270,51 +315,97 @@ def _write_service_port(w: _Writer, sp: ServicePortInfo, write_chains: bool = Tr
 
     # 1. cluster IP
     if has_internal:
-        nat.append("KUBE-SERVICES", *_comment(f"{spn} cluster IP"),
-                   *dest(sp.cluster_ip, sp.port), _jump(internal_chain))
+        nat.append(
+            "KUBE-SERVICES",
+            *_comment(f"{spn} cluster IP"),
+            *dest(sp.cluster_ip, sp.port),
+            _jump(internal_chain),
+        )
     else:
-        filt.append("KUBE-SERVICES", *_comment(verdict_comment), *dest(sp.cluster_ip, sp.port),
-                    _jump(internal_verdict))
+        filt.append(
+            "KUBE-SERVICES",
+            *_comment(verdict_comment),
+            *dest(sp.cluster_ip, sp.port),
+            _jump(internal_verdict),
+        )
     # 2. external IPs
     for ip in sp.external_ips:
         if has_endpoints:
-            nat.append("KUBE-SERVICES", *_comment(f"{spn} external IP"), *dest(ip, sp.port),
-                       _jump(ext_chain))
+            nat.append(
+                "KUBE-SERVICES",
+                *_comment(f"{spn} external IP"),
+                *dest(ip, sp.port),
+                _jump(ext_chain),
+            )
         if not has_external:
-            filt.append("KUBE-EXTERNAL-SERVICES", *_comment(verdict_comment), *dest(ip, sp.port),
-                        _jump(external_verdict))
+            filt.append(
+                "KUBE-EXTERNAL-SERVICES",
+                *_comment(verdict_comment),
+                *dest(ip, sp.port),
+                _jump(external_verdict),
+            )
     # 3. load-balancer IPs
     for ip in sp.lb_ips:
         if has_endpoints:
-            nat.append("KUBE-SERVICES", *_comment(f"{spn} loadbalancer IP"), *dest(ip, sp.port),
-                       _jump(fw_chain if uses_fw_chain else ext_chain))
+            nat.append(
+                "KUBE-SERVICES",
+                *_comment(f"{spn} loadbalancer IP"),
+                *dest(ip, sp.port),
+                _jump(fw_chain if uses_fw_chain else ext_chain),
+            )
         if uses_fw_chain:
-            filt.append("KUBE-PROXY-FIREWALL",
-                        *_comment(f"{spn} traffic not accepted by {fw_chain}"),
-                        *dest(ip, sp.port), _jump("DROP"))
+            filt.append(
+                "KUBE-PROXY-FIREWALL",
+                *_comment(f"{spn} traffic not accepted by {fw_chain}"),
+                *dest(ip, sp.port),
+                _jump("DROP"),
+            )
     if not has_external:
         for ip in sp.lb_ips:
-            filt.append("KUBE-EXTERNAL-SERVICES", *_comment(verdict_comment), *dest(ip, sp.port),
-                        _jump(external_verdict))
+            filt.append(
+                "KUBE-EXTERNAL-SERVICES",
+                *_comment(verdict_comment),
+                *dest(ip, sp.port),
+                _jump(external_verdict),
+            )
     # 4. node port
     if sp.node_port:
         np_ = str(sp.node_port)
         if has_endpoints:
             if o.ipv4 and o.localhost_node_ports and o.node.features.nfacct:
-                nat.append("KUBE-NODEPORTS", *_comment(spn), *proto_opts,
-                           _o("-d", "127.0.0.0/8"), _o("--dport", np_), _m("nfacct"),
-                           _o("--nfacct-name", LOCALHOST_NPS_COUNTER), _jump(ext_chain))
-            nat.append("KUBE-NODEPORTS", *_comment(spn), *proto_opts,
-                       _o("--dport", np_), _jump(ext_chain))
+                nat.append(
+                    "KUBE-NODEPORTS",
+                    *_comment(spn),
+                    *proto_opts,
+                    _o("-d", "127.0.0.0/8"),
+                    _o("--dport", np_),
+                    _m("nfacct"),
+                    _o("--nfacct-name", LOCALHOST_NPS_COUNTER),
+                    _jump(ext_chain),
+                )
+            nat.append(
+                "KUBE-NODEPORTS", *_comment(spn), *proto_opts, _o("--dport", np_), _jump(ext_chain)
+            )
         if not has_external:
-            filt.append("KUBE-EXTERNAL-SERVICES", *_comment(verdict_comment), _m("addrtype"),
-                        _o("--dst-type", "LOCAL"), *proto_opts,
-                        _o("--dport", np_), _jump(external_verdict))
+            filt.append(
+                "KUBE-EXTERNAL-SERVICES",
+                *_comment(verdict_comment),
+                _m("addrtype"),
+                _o("--dst-type", "LOCAL"),
+                *proto_opts,
+                _o("--dport", np_),
+                _jump(external_verdict),
+            )
     # 5. health check node port
     if sp.health_check_node_port:
-        filt.append("KUBE-NODEPORTS", *_comment(f"{spn} health check node port"), _m("tcp"),
-                    _o("-p", "tcp"), _o("--dport", str(sp.health_check_node_port)),
-                    _jump("ACCEPT"))
+        filt.append(
+            "KUBE-NODEPORTS",
+            *_comment(f"{spn} health check node port"),
+            _m("tcp"),
+            _o("-p", "tcp"),
+            _o("--dport", str(sp.health_check_node_port)),
+            _jump("ACCEPT"),
+        )
 
     active = set(sep_names.values())
     if uses_cluster_chain:
@@ -339,19 +430,33 @@ def _write_service_port(w: _Writer, sp: ServicePortInfo, write_chains: bool = Tr
     if uses_ext_chain:
         nat.declare(ext_chain)
         if not sp.external_policy_local:
-            nat.append(ext_chain,
-                       *_comment(f"masquerade traffic for {spn} external destinations"),
-                       _jump("KUBE-MARK-MASQ"))
+            nat.append(
+                ext_chain,
+                *_comment(f"masquerade traffic for {spn} external destinations"),
+                _jump("KUBE-MARK-MASQ"),
+            )
         else:
             if (local := w.if_local()) is not None:
-                nat.append(ext_chain, *_comment(f"pod traffic for {spn} external destinations"),
-                           *local, _jump(svc_chain))
-            nat.append(ext_chain,
-                       *_comment(f"masquerade LOCAL traffic for {spn} external destinations"),
-                       _m("addrtype"), _o("--src-type", "LOCAL"), _jump("KUBE-MARK-MASQ"))
-            nat.append(ext_chain,
-                       *_comment(f"route LOCAL traffic for {spn} external destinations"),
-                       _m("addrtype"), _o("--src-type", "LOCAL"), _jump(svc_chain))
+                nat.append(
+                    ext_chain,
+                    *_comment(f"pod traffic for {spn} external destinations"),
+                    *local,
+                    _jump(svc_chain),
+                )
+            nat.append(
+                ext_chain,
+                *_comment(f"masquerade LOCAL traffic for {spn} external destinations"),
+                _m("addrtype"),
+                _o("--src-type", "LOCAL"),
+                _jump("KUBE-MARK-MASQ"),
+            )
+            nat.append(
+                ext_chain,
+                *_comment(f"route LOCAL traffic for {spn} external destinations"),
+                _m("addrtype"),
+                _o("--src-type", "LOCAL"),
+                _jump(svc_chain),
+            )
         if has_external:
             nat.append(ext_chain, _jump(external_chain))
     # 9. firewall chain
@@ -363,8 +468,9 @@ def _write_service_port(w: _Writer, sp: ServicePortInfo, write_chains: bool = Tr
         if _node_ip_in(o, sp.source_ranges):
             for ip in sp.lb_ips:
                 nat.append(fw_chain, *lb_comment, _o("-s", ip), _jump(ext_chain))
-        nat.append(fw_chain, *_comment(
-            f"other traffic to {spn} will be dropped by KUBE-PROXY-FIREWALL"))
+        nat.append(
+            fw_chain, *_comment(f"other traffic to {spn} will be dropped by KUBE-PROXY-FIREWALL")
+        )
     # 10. service -> endpoint chains
     if uses_cluster_chain:
         nat.declare(svc_chain)
@@ -381,25 +487,39 @@ def _write_service_port(w: _Writer, sp: ServicePortInfo, write_chains: bool = Tr
         nat.declare(chain)
         nat.append(chain, *comment, _o("-s", ep.ip), to_masq)
         affinity = (_m("recent"), _o("--name", chain), _o("--set")) if sp.affinity_timeout else ()
-        nat.append(chain, *comment, *affinity, *proto_opts, dnat,
-                   _o("--to-destination", ep.string))
+        nat.append(chain, *comment, *affinity, *proto_opts, dnat, _o("--to-destination", ep.string))
     return active
 
 
-def _write_endpoint_dispatch(w: _Writer, sp: ServicePortInfo, chain: str, endpoints,
-                             sep_names: dict[str, str]) -> None:
+def _write_endpoint_dispatch(
+    w: _Writer, sp: ServicePortInfo, chain: str, endpoints, sep_names: dict[str, str]
+) -> None:
     spn = sp.spn
     if sp.affinity_timeout:
         for ep in endpoints:
             sep = sep_names[ep.string]
-            w.nat.append(chain, *w.endpoint_comment(f"{spn} -> {ep.string}"), _m("recent"),
-                         _o("--name", sep), _o("--rcheck"),
-                         _o("--seconds", str(sp.affinity_timeout)), _o("--reap"), _jump(sep))
+            w.nat.append(
+                chain,
+                *w.endpoint_comment(f"{spn} -> {ep.string}"),
+                _m("recent"),
+                _o("--name", sep),
+                _o("--rcheck"),
+                _o("--seconds", str(sp.affinity_timeout)),
+                _o("--reap"),
+                _jump(sep),
+            )
     n = len(endpoints)
     for i, ep in enumerate(endpoints):
         sep = sep_names[ep.string]
-        stat = (_m("statistic"), _shared("--mode", "random"),
-                _shared("--probability", probability(n - i))) if i < n - 1 else ()
+        stat = (
+            (
+                _m("statistic"),
+                _shared("--mode", "random"),
+                _shared("--probability", probability(n - i)),
+            )
+            if i < n - 1
+            else ()
+        )
         w.nat.append(chain, *w.endpoint_comment(f"{spn} -> {ep.string}"), *stat, _jump(sep))
 
 

@@ -10,6 +10,7 @@ Go map; real servers in endpoint-string order, where kube-proxy adds them from a
 ``lower(state)`` turns the virtual servers into the arrays the engine
 (kproxy_emu._cext.vstable.VirtualServerTable, twin dataplane.ipvs_reference) loads.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -45,33 +46,69 @@ DEFAULT_PORT_RANGE = "0-65535"
 
 # ipsetInfo (proxier.go): name, type, comment (ipset.go), in kube-proxy's list order
 IPSET_INFO: tuple[tuple[str, str, str], ...] = (
-    ("KUBE-LOOP-BACK", HASH_IP_PORT_IP,
-     "Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose"),
-    ("KUBE-CLUSTER-IP", HASH_IP_PORT,
-     "Kubernetes service cluster ip + port for masquerade purpose"),
-    ("KUBE-EXTERNAL-IP", HASH_IP_PORT,
-     "Kubernetes service external ip + port for masquerade and filter purpose"),
-    ("KUBE-EXTERNAL-IP-LOCAL", HASH_IP_PORT,
-     "Kubernetes service external ip + port with externalTrafficPolicy=local"),
+    (
+        "KUBE-LOOP-BACK",
+        HASH_IP_PORT_IP,
+        "Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose",
+    ),
+    (
+        "KUBE-CLUSTER-IP",
+        HASH_IP_PORT,
+        "Kubernetes service cluster ip + port for masquerade purpose",
+    ),
+    (
+        "KUBE-EXTERNAL-IP",
+        HASH_IP_PORT,
+        "Kubernetes service external ip + port for masquerade and filter purpose",
+    ),
+    (
+        "KUBE-EXTERNAL-IP-LOCAL",
+        HASH_IP_PORT,
+        "Kubernetes service external ip + port with externalTrafficPolicy=local",
+    ),
     ("KUBE-LOAD-BALANCER", HASH_IP_PORT, "Kubernetes service lb portal"),
-    ("KUBE-LOAD-BALANCER-FW", HASH_IP_PORT,
-     "Kubernetes service load balancer ip + port for load balancer with sourceRange"),
-    ("KUBE-LOAD-BALANCER-LOCAL", HASH_IP_PORT,
-     "Kubernetes service load balancer ip + port with externalTrafficPolicy=local"),
-    ("KUBE-LOAD-BALANCER-SOURCE-IP", HASH_IP_PORT_IP,
-     "Kubernetes service load balancer ip + port + source IP for packet filter purpose"),
-    ("KUBE-LOAD-BALANCER-SOURCE-CIDR", HASH_IP_PORT_NET,
-     "Kubernetes service load balancer ip + port + source cidr for packet filter purpose"),
+    (
+        "KUBE-LOAD-BALANCER-FW",
+        HASH_IP_PORT,
+        "Kubernetes service load balancer ip + port for load balancer with sourceRange",
+    ),
+    (
+        "KUBE-LOAD-BALANCER-LOCAL",
+        HASH_IP_PORT,
+        "Kubernetes service load balancer ip + port with externalTrafficPolicy=local",
+    ),
+    (
+        "KUBE-LOAD-BALANCER-SOURCE-IP",
+        HASH_IP_PORT_IP,
+        "Kubernetes service load balancer ip + port + source IP for packet filter purpose",
+    ),
+    (
+        "KUBE-LOAD-BALANCER-SOURCE-CIDR",
+        HASH_IP_PORT_NET,
+        "Kubernetes service load balancer ip + port + source cidr for packet filter purpose",
+    ),
     ("KUBE-NODE-PORT-TCP", BITMAP_PORT, "Kubernetes nodeport TCP port for masquerade purpose"),
-    ("KUBE-NODE-PORT-LOCAL-TCP", BITMAP_PORT,
-     "Kubernetes nodeport TCP port with externalTrafficPolicy=local"),
+    (
+        "KUBE-NODE-PORT-LOCAL-TCP",
+        BITMAP_PORT,
+        "Kubernetes nodeport TCP port with externalTrafficPolicy=local",
+    ),
     ("KUBE-NODE-PORT-UDP", BITMAP_PORT, "Kubernetes nodeport UDP port for masquerade purpose"),
-    ("KUBE-NODE-PORT-LOCAL-UDP", BITMAP_PORT,
-     "Kubernetes nodeport UDP port with externalTrafficPolicy=local"),
-    ("KUBE-NODE-PORT-SCTP-HASH", HASH_IP_PORT,
-     "Kubernetes nodeport SCTP port for masquerade purpose with type 'hash ip:port'"),
-    ("KUBE-NODE-PORT-LOCAL-SCTP-HASH", HASH_IP_PORT,
-     "Kubernetes nodeport SCTP port with externalTrafficPolicy=local with type 'hash ip:port'"),
+    (
+        "KUBE-NODE-PORT-LOCAL-UDP",
+        BITMAP_PORT,
+        "Kubernetes nodeport UDP port with externalTrafficPolicy=local",
+    ),
+    (
+        "KUBE-NODE-PORT-SCTP-HASH",
+        HASH_IP_PORT,
+        "Kubernetes nodeport SCTP port for masquerade purpose with type 'hash ip:port'",
+    ),
+    (
+        "KUBE-NODE-PORT-LOCAL-SCTP-HASH",
+        HASH_IP_PORT,
+        "Kubernetes nodeport SCTP port with externalTrafficPolicy=local with type 'hash ip:port'",
+    ),
     ("KUBE-HEALTH-CHECK-NODE-PORT", BITMAP_PORT, "Kubernetes health check node port"),
     ("KUBE-IPVS-IPS", HASH_IP, "Addresses on the ipvs interface"),
 )
@@ -87,20 +124,44 @@ IPSET_CHAIN_RULES: tuple[tuple[str, str, str, str, str, str], ...] = (
     ("KUBE-NODE-PORT-UDP", "nat", "KUBE-NODE-PORT", "KUBE-MARK-MASQ", "dst", "udp"),
     ("KUBE-NODE-PORT-LOCAL-SCTP-HASH", "nat", "KUBE-NODE-PORT", "RETURN", "dst,dst", "sctp"),
     ("KUBE-NODE-PORT-SCTP-HASH", "nat", "KUBE-NODE-PORT", "KUBE-MARK-MASQ", "dst,dst", "sctp"),
-    ("KUBE-LOAD-BALANCER-FW", "filter", "KUBE-PROXY-FIREWALL", "KUBE-SOURCE-RANGES-FIREWALL",
-     "dst,dst", ""),
-    ("KUBE-LOAD-BALANCER-SOURCE-CIDR", "filter", "KUBE-SOURCE-RANGES-FIREWALL", "RETURN",
-     "dst,dst,src", ""),
-    ("KUBE-LOAD-BALANCER-SOURCE-IP", "filter", "KUBE-SOURCE-RANGES-FIREWALL", "RETURN",
-     "dst,dst,src", ""),
+    (
+        "KUBE-LOAD-BALANCER-FW",
+        "filter",
+        "KUBE-PROXY-FIREWALL",
+        "KUBE-SOURCE-RANGES-FIREWALL",
+        "dst,dst",
+        "",
+    ),
+    (
+        "KUBE-LOAD-BALANCER-SOURCE-CIDR",
+        "filter",
+        "KUBE-SOURCE-RANGES-FIREWALL",
+        "RETURN",
+        "dst,dst,src",
+        "",
+    ),
+    (
+        "KUBE-LOAD-BALANCER-SOURCE-IP",
+        "filter",
+        "KUBE-SOURCE-RANGES-FIREWALL",
+        "RETURN",
+        "dst,dst,src",
+        "",
+    ),
 )
 
 # iptablesChains and iptablesJumpChain (proxier.go)
 IPTABLES_CHAINS = (
-    ("nat", "KUBE-SERVICES"), ("nat", "KUBE-POSTROUTING"), ("nat", "KUBE-NODE-PORT"),
-    ("nat", "KUBE-LOAD-BALANCER"), ("nat", "KUBE-MARK-MASQ"), ("filter", "KUBE-FORWARD"),
-    ("filter", "KUBE-NODE-PORT"), ("filter", "KUBE-PROXY-FIREWALL"),
-    ("filter", "KUBE-SOURCE-RANGES-FIREWALL"), ("filter", "KUBE-IPVS-FILTER"),
+    ("nat", "KUBE-SERVICES"),
+    ("nat", "KUBE-POSTROUTING"),
+    ("nat", "KUBE-NODE-PORT"),
+    ("nat", "KUBE-LOAD-BALANCER"),
+    ("nat", "KUBE-MARK-MASQ"),
+    ("filter", "KUBE-FORWARD"),
+    ("filter", "KUBE-NODE-PORT"),
+    ("filter", "KUBE-PROXY-FIREWALL"),
+    ("filter", "KUBE-SOURCE-RANGES-FIREWALL"),
+    ("filter", "KUBE-IPVS-FILTER"),
     ("filter", "KUBE-IPVS-OUT-FILTER"),
 )
 IPTABLES_JUMPS = (
@@ -190,17 +251,25 @@ def validate_scheduler(name: str | None) -> str:
     if not name:
         return DEFAULT_SCHEDULER
     if name not in SCHEDULERS:
-        raise InputError(f"unknown IPVS scheduler (the kernel has: {', '.join(SCHEDULERS)})",
-                         field="ipvs.scheduler", value=name)
+        raise InputError(
+            f"unknown IPVS scheduler (the kernel has: {', '.join(SCHEDULERS)})",
+            field="ipvs.scheduler",
+            value=name,
+        )
     return name
 
 
 def builtin_jumps() -> list[tuple[str, str, tuple[Opt, ...]]]:
     """(table, chain, rule options) the IPVS proxier ensures with ``-I`` (in this order,
     each prepended) outside the restore."""
-    return [(table, chain, (Opt("-m", ("comment",)), Opt("--comment", (comment,)),
-                            Opt("-j", (target,))))
-            for table, chain, target, comment in IPTABLES_JUMPS]
+    return [
+        (
+            table,
+            chain,
+            (Opt("-m", ("comment",)), Opt("--comment", (comment,)), Opt("-j", (target,))),
+        )
+        for table, chain, target, comment in IPTABLES_JUMPS
+    ]
 
 
 def _node_address_set(view: ProxyView) -> list[str]:
@@ -223,9 +292,10 @@ def compile_ipvs(view: ProxyView, *, scheduler: str | None = DEFAULT_SCHEDULER) 
     scheduler = validate_scheduler(scheduler)
     o = view.options
     family = o.family
-    sets = {name: IPSet(ipset_name(name, family), t, comment,
-                        "inet6" if family == "IPv6" else "inet")
-            for name, t, comment in IPSET_INFO}
+    sets = {
+        name: IPSet(ipset_name(name, family), t, comment, "inet6" if family == "IPv6" else "inet")
+        for name, t, comment in IPSET_INFO
+    }
     node_addresses = _node_address_set(view)
     node_address_set = set(node_addresses)
     has_node_port = any(sp.node_port for sp in view.service_ports)
@@ -239,15 +309,22 @@ def compile_ipvs(view: ProxyView, *, scheduler: str | None = DEFAULT_SCHEDULER) 
     node_ip = o.node.node_ips_by_family().get(family)
     node_ip_addr = ipaddress.ip_address(node_ip) if node_ip else None
 
-    state = IpvsState(family=family, scheduler=scheduler, virtual_servers=[],
-                      bound_addresses=[], ipsets=sets, ruleset=Ruleset(family=family),
-                      endpoints=[])
+    state = IpvsState(
+        family=family,
+        scheduler=scheduler,
+        virtual_servers=[],
+        bound_addresses=[],
+        ipsets=sets,
+        ruleset=Ruleset(family=family),
+        endpoints=[],
+    )
     endpoint_index: dict[str, int] = {}
     bound: dict[str, None] = {}
     lb_no_node_access: list[tuple[str, str, int]] = []
 
-    def add_vs(sp: ServicePortInfo, ip: str, port: int, kind: str, bind: bool,
-               only_local: bool) -> None:
+    def add_vs(
+        sp: ServicePortInfo, ip: str, port: int, kind: str, bind: bool, only_local: bool
+    ) -> None:
         flags = 0
         timeout = 0
         if sp.affinity_timeout:
@@ -287,10 +364,12 @@ def compile_ipvs(view: ProxyView, *, scheduler: str | None = DEFAULT_SCHEDULER) 
         add_vs(sp, sp.cluster_ip, sp.port, "cluster-ip", True, sp.internal_policy_local)
         for ip in sp.external_ips:
             entry = f"{ip},{proto}:{sp.port}"
-            sets["KUBE-EXTERNAL-IP-LOCAL" if sp.external_policy_local
-                 else "KUBE-EXTERNAL-IP"].entries.add(entry)
-            add_vs(sp, ip, sp.port, "external-ip", ip not in node_address_set,
-                   sp.external_policy_local)
+            sets[
+                "KUBE-EXTERNAL-IP-LOCAL" if sp.external_policy_local else "KUBE-EXTERNAL-IP"
+            ].entries.add(entry)
+            add_vs(
+                sp, ip, sp.port, "external-ip", ip not in node_address_set, sp.external_policy_local
+            )
         for ip in sp.lb_ips:
             entry = f"{ip},{proto}:{sp.port}"
             sets["KUBE-LOAD-BALANCER"].entries.add(entry)
@@ -307,8 +386,14 @@ def compile_ipvs(view: ProxyView, *, scheduler: str | None = DEFAULT_SCHEDULER) 
                     sets["KUBE-LOAD-BALANCER-SOURCE-IP"].entries.add(f"{entry},{ip}")
                 else:
                     lb_no_node_access.append((ip, proto, sp.port))
-            add_vs(sp, ip, sp.port, "load-balancer", ip not in node_address_set,
-                   sp.external_policy_local)
+            add_vs(
+                sp,
+                ip,
+                sp.port,
+                "load-balancer",
+                ip not in node_address_set,
+                sp.external_policy_local,
+            )
         if sp.node_port:
             if not node_ips:
                 continue
@@ -345,8 +430,9 @@ def _match_set(name: str, dirs: str) -> tuple[Opt, Opt]:
     return (_o("-m", "set"), _o("--match-set", name, dirs))
 
 
-def _write_iptables(state: IpvsState, view: ProxyView,
-                    lb_no_node_access: list[tuple[str, str, int]]) -> None:
+def _write_iptables(
+    state: IpvsState, view: ProxyView, lb_no_node_access: list[tuple[str, str, int]]
+) -> None:
     """writeIptablesRules + createAndLinkKubeChain: the restore payload (nat, filter)."""
     o = view.options
     rs = state.ruleset
@@ -362,8 +448,11 @@ def _write_iptables(state: IpvsState, view: ProxyView,
     def nonempty(s: str) -> bool:
         return bool(sets[s].entries)
 
-    nat.append("KUBE-SERVICES", _o("-s", "::1/128" if o.family == "IPv6" else "127.0.0.0/8"),
-               _o("-j", "RETURN"))
+    nat.append(
+        "KUBE-SERVICES",
+        _o("-s", "::1/128" if o.family == "IPv6" else "127.0.0.0/8"),
+        _o("-j", "RETURN"),
+    )
     for s, table, src, dst, dirs, proto in IPSET_CHAIN_RULES:
         if not nonempty(s):
             continue
@@ -374,55 +463,120 @@ def _write_iptables(state: IpvsState, view: ProxyView,
     if nonempty("KUBE-CLUSTER-IP"):
         args: tuple[Opt, ...] = _comment(sets["KUBE-CLUSTER-IP"].comment)
         if o.masquerade_all:
-            nat.append("KUBE-SERVICES", *args, *_match_set(name("KUBE-CLUSTER-IP"), "dst,dst"),
-                       _o("-j", "KUBE-MARK-MASQ"))
+            nat.append(
+                "KUBE-SERVICES",
+                *args,
+                *_match_set(name("KUBE-CLUSTER-IP"), "dst,dst"),
+                _o("-j", "KUBE-MARK-MASQ"),
+            )
         elif (not_local := _Writer(o, False).if_not_local()) is not None:
-            nat.append("KUBE-SERVICES", *args, *_match_set(name("KUBE-CLUSTER-IP"), "dst,dst"),
-                       *not_local, _o("-j", "KUBE-MARK-MASQ"))
+            nat.append(
+                "KUBE-SERVICES",
+                *args,
+                *_match_set(name("KUBE-CLUSTER-IP"), "dst,dst"),
+                *not_local,
+                _o("-j", "KUBE-MARK-MASQ"),
+            )
         else:
-            nat.append("KUBE-SERVICES", *args, *_match_set(name("KUBE-CLUSTER-IP"), "src,dst"),
-                       _o("-j", "KUBE-MARK-MASQ"))
+            nat.append(
+                "KUBE-SERVICES",
+                *args,
+                *_match_set(name("KUBE-CLUSTER-IP"), "src,dst"),
+                _o("-j", "KUBE-MARK-MASQ"),
+            )
 
     def external_ip_rules(args: tuple[Opt, ...]) -> None:
-        nat.append("KUBE-SERVICES", *args, _o("-m", "physdev"),
-                   _o("--physdev-is-in", negated=True), _o("-m", "addrtype"),
-                   _o("--src-type", "LOCAL", negated=True), _o("-j", "ACCEPT"))
-        nat.append("KUBE-SERVICES", *args, _o("-m", "addrtype"), _o("--dst-type", "LOCAL"),
-                   _o("-j", "ACCEPT"))
+        nat.append(
+            "KUBE-SERVICES",
+            *args,
+            _o("-m", "physdev"),
+            _o("--physdev-is-in", negated=True),
+            _o("-m", "addrtype"),
+            _o("--src-type", "LOCAL", negated=True),
+            _o("-j", "ACCEPT"),
+        )
+        nat.append(
+            "KUBE-SERVICES",
+            *args,
+            _o("-m", "addrtype"),
+            _o("--dst-type", "LOCAL"),
+            _o("-j", "ACCEPT"),
+        )
 
     if nonempty("KUBE-EXTERNAL-IP"):
-        args = (*_comment(sets["KUBE-EXTERNAL-IP"].comment),
-                *_match_set(name("KUBE-EXTERNAL-IP"), "dst,dst"))
+        args = (
+            *_comment(sets["KUBE-EXTERNAL-IP"].comment),
+            *_match_set(name("KUBE-EXTERNAL-IP"), "dst,dst"),
+        )
         nat.append("KUBE-SERVICES", *args, _o("-j", "KUBE-MARK-MASQ"))
         external_ip_rules(args)
     if nonempty("KUBE-EXTERNAL-IP-LOCAL"):
-        external_ip_rules((*_comment(sets["KUBE-EXTERNAL-IP-LOCAL"].comment),
-                           *_match_set(name("KUBE-EXTERNAL-IP-LOCAL"), "dst,dst")))
+        external_ip_rules(
+            (
+                *_comment(sets["KUBE-EXTERNAL-IP-LOCAL"].comment),
+                *_match_set(name("KUBE-EXTERNAL-IP-LOCAL"), "dst,dst"),
+            )
+        )
 
-    nat.append("KUBE-SERVICES", _o("-m", "addrtype"), _o("--dst-type", "LOCAL"),
-               _o("-j", "KUBE-NODE-PORT"))
+    nat.append(
+        "KUBE-SERVICES", _o("-m", "addrtype"), _o("--dst-type", "LOCAL"), _o("-j", "KUBE-NODE-PORT")
+    )
     nat.append("KUBE-LOAD-BALANCER", _o("-j", "KUBE-MARK-MASQ"))
     filt.append("KUBE-SOURCE-RANGES-FIREWALL", _o("-j", "DROP"))
     for ip, proto, port in lb_no_node_access:
-        filt.append("KUBE-IPVS-OUT-FILTER", _o("-s", ip), _o("-m", "ipvs"), _o("--vaddr", ip),
-                    _o("--vproto", proto), _o("--vport", str(port)), _o("-j", "DROP"))
+        filt.append(
+            "KUBE-IPVS-OUT-FILTER",
+            _o("-s", ip),
+            _o("-m", "ipvs"),
+            _o("--vaddr", ip),
+            _o("--vproto", proto),
+            _o("--vport", str(port)),
+            _o("-j", "DROP"),
+        )
     for s in ("KUBE-CLUSTER-IP", "KUBE-LOAD-BALANCER"):  # acceptIPVSTraffic
         if nonempty(s):
             nat.append("KUBE-SERVICES", *_match_set(name(s), "dst,dst"), _o("-j", "ACCEPT"))
-    filt.append("KUBE-FORWARD", *_comment("kubernetes forwarding rules"), _o("-m", "mark"),
-                _o("--mark", f"{mark}/{mark}"), _o("-j", "ACCEPT"))
-    filt.append("KUBE-FORWARD", *_comment("kubernetes forwarding conntrack rule"),
-                _o("-m", "conntrack"), _o("--ctstate", "RELATED,ESTABLISHED"), _o("-j", "ACCEPT"))
-    filt.append("KUBE-NODE-PORT", *_comment(sets["KUBE-HEALTH-CHECK-NODE-PORT"].comment),
-                *_match_set(name("KUBE-HEALTH-CHECK-NODE-PORT"), "dst"), _o("-j", "ACCEPT"))
-    for s, dirs in (("KUBE-LOAD-BALANCER", "dst,dst"), ("KUBE-CLUSTER-IP", "dst,dst"),
-                    ("KUBE-EXTERNAL-IP", "dst,dst"), ("KUBE-EXTERNAL-IP-LOCAL", "dst,dst"),
-                    ("KUBE-HEALTH-CHECK-NODE-PORT", "dst")):
+    filt.append(
+        "KUBE-FORWARD",
+        *_comment("kubernetes forwarding rules"),
+        _o("-m", "mark"),
+        _o("--mark", f"{mark}/{mark}"),
+        _o("-j", "ACCEPT"),
+    )
+    filt.append(
+        "KUBE-FORWARD",
+        *_comment("kubernetes forwarding conntrack rule"),
+        _o("-m", "conntrack"),
+        _o("--ctstate", "RELATED,ESTABLISHED"),
+        _o("-j", "ACCEPT"),
+    )
+    filt.append(
+        "KUBE-NODE-PORT",
+        *_comment(sets["KUBE-HEALTH-CHECK-NODE-PORT"].comment),
+        *_match_set(name("KUBE-HEALTH-CHECK-NODE-PORT"), "dst"),
+        _o("-j", "ACCEPT"),
+    )
+    for s, dirs in (
+        ("KUBE-LOAD-BALANCER", "dst,dst"),
+        ("KUBE-CLUSTER-IP", "dst,dst"),
+        ("KUBE-EXTERNAL-IP", "dst,dst"),
+        ("KUBE-EXTERNAL-IP-LOCAL", "dst,dst"),
+        ("KUBE-HEALTH-CHECK-NODE-PORT", "dst"),
+    ):
         filt.append("KUBE-IPVS-FILTER", *_match_set(name(s), dirs), _o("-j", "RETURN"))
-    filt.append("KUBE-IPVS-FILTER", _o("-m", "conntrack"), _o("--ctstate", "NEW"),
-                *_match_set(name("KUBE-IPVS-IPS"), "dst"), _o("-j", "REJECT"))
-    nat.append("KUBE-POSTROUTING", _o("-m", "mark"), _o("--mark", f"{mark}/{mark}", negated=True),
-               _o("-j", "RETURN"))
+    filt.append(
+        "KUBE-IPVS-FILTER",
+        _o("-m", "conntrack"),
+        _o("--ctstate", "NEW"),
+        *_match_set(name("KUBE-IPVS-IPS"), "dst"),
+        _o("-j", "REJECT"),
+    )
+    nat.append(
+        "KUBE-POSTROUTING",
+        _o("-m", "mark"),
+        _o("--mark", f"{mark}/{mark}", negated=True),
+        _o("-j", "RETURN"),
+    )
     nat.append("KUBE-POSTROUTING", _o("-j", "MARK"), _o("--xor-mark", mark))
     masq = [*_comment("kubernetes service traffic requiring SNAT"), _o("-j", "MASQUERADE")]
     if o.node.features.iptables_random_fully:
@@ -433,10 +587,12 @@ def _write_iptables(state: IpvsState, view: ProxyView,
 
 # ------------------------------------------------------------------------ lowering
 
-SERVICE_DTYPE = np.dtype([("proto", "u1"), ("addr", "u4"), ("port", "u2"), ("flags", "u4"),
-                          ("timeout", "u4")])
-DEST_DTYPE = np.dtype([("svc", "i4"), ("addr", "u4"), ("port", "u2"), ("weight", "i4"),
-                       ("endpoint", "i4")])
+SERVICE_DTYPE = np.dtype(
+    [("proto", "u1"), ("addr", "u4"), ("port", "u2"), ("flags", "u4"), ("timeout", "u4")]
+)
+DEST_DTYPE = np.dtype(
+    [("svc", "i4"), ("addr", "u4"), ("port", "u2"), ("weight", "i4"), ("endpoint", "i4")]
+)
 
 
 def lower(state: IpvsState) -> tuple[np.ndarray, np.ndarray]:
@@ -451,8 +607,11 @@ def lower(state: IpvsState) -> tuple[np.ndarray, np.ndarray]:
     services["port"] = [vs.port for vs in vss]
     services["flags"] = [vs.flags for vs in vss]
     services["timeout"] = [vs.timeout for vs in vss]
-    rows = [(i, int(ipaddress.IPv4Address(rs.address)), rs.port, rs.weight, rs.endpoint)
-            for i, vs in enumerate(vss) for rs in vs.real_servers]
+    rows = [
+        (i, int(ipaddress.IPv4Address(rs.address)), rs.port, rs.weight, rs.endpoint)
+        for i, vs in enumerate(vss)
+        for rs in vs.real_servers
+    ]
     return services, np.array(rows, DEST_DTYPE)
 
 
@@ -509,24 +668,38 @@ class IpvsSync:
     def sync(self, state: IpvsState, now: float = 0.0) -> dict[str, int]:
         """Apply one sync; returns counts of what changed."""
         if state.family != "IPv4":
-            raise InputError("the IPVS engine runs IPv4 only", field="family",
-                             value=state.family)
+            raise InputError("the IPVS engine runs IPv4 only", field="family", value=state.family)
         if self.table is None:
             self.scheduler = state.scheduler
             n = len(state.virtual_servers)
             bits = 8
             while (1 << bits) < n:
                 bits += 1
-            self.table = self.engine(np.zeros(0, SERVICE_DTYPE), np.zeros(0, DEST_DTYPE),
-                                     state.scheduler, self.seed,
-                                     **{"svc_bits": bits, **self.table_options})
+            self.table = self.engine(
+                np.zeros(0, SERVICE_DTYPE),
+                np.zeros(0, DEST_DTYPE),
+                state.scheduler,
+                self.seed,
+                **{"svc_bits": bits, **self.table_options},
+            )
         elif state.scheduler != self.scheduler:
-            raise InputError("the IPVS scheduler cannot change between syncs of one table",
-                             field="ipvs.scheduler", value=state.scheduler)
+            raise InputError(
+                "the IPVS scheduler cannot change between syncs of one table",
+                field="ipvs.scheduler",
+                value=state.scheduler,
+            )
         t = self.table
-        out = dict.fromkeys(("services_added", "services_updated", "services_deleted",
-                             "dests_added",
-                             "dests_deleted", "dests_graceful"), 0)
+        out = dict.fromkeys(
+            (
+                "services_added",
+                "services_updated",
+                "services_deleted",
+                "dests_added",
+                "dests_deleted",
+                "dests_graceful",
+            ),
+            0,
+        )
         active: set[str] = set()
         self._stats = None
         for vs in state.virtual_servers:
@@ -535,8 +708,9 @@ class IpvsSync:
             svc = self.services.get(key)
             if svc is None:
                 proto = PROTO_NUMBERS[vs.protocol.lower()]
-                svc = t.add_service(proto, int(ipaddress.IPv4Address(vs.address)), vs.port,
-                                    vs.flags, vs.timeout)
+                svc = t.add_service(
+                    proto, int(ipaddress.IPv4Address(vs.address)), vs.port, vs.flags, vs.timeout
+                )
                 self.services[key] = svc
                 out["services_added"] += 1
             elif t.service_flags(svc) != (vs.flags | FLAG_HASHED, vs.timeout):
@@ -566,8 +740,12 @@ class IpvsSync:
                 t.del_dest(dest)
                 out["dests_deleted"] += 1
             self.dests[(svc, rs_key)] = t.add_dest(
-                svc, int(ipaddress.IPv4Address(rs.address)), rs.port, rs.weight,
-                self.endpoint_index(rs_key))
+                svc,
+                int(ipaddress.IPv4Address(rs.address)),
+                rs.port,
+                rs.weight,
+                self.endpoint_index(rs_key),
+            )
             current.add(rs_key)
             out["dests_added"] += 1
         for rs_key in current - set(new):
@@ -618,5 +796,8 @@ def build_ipsets(state: IpvsState, seed: int = 0) -> dict:
     """The state's ipsets as engine sets (kproxy_emu._cext.vstable.IPSet) by their name,
     for a chain VM's ``-m set --match-set NAME DIRS`` (IPv4)."""
     from .._cext.vstable import IPSet as EngineSet
-    return {s.name: EngineSet(s.name, s.set_type, sorted(s.entries), seed=seed + i)
-            for i, s in enumerate(state.ipsets.values())}
+
+    return {
+        s.name: EngineSet(s.name, s.set_type, sorted(s.entries), seed=seed + i)
+        for i, s in enumerate(state.ipsets.values())
+    }

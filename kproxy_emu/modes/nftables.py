@@ -11,10 +11,11 @@ turns each sync into the transaction(s) kube-proxy would run; ``NftProxier.table
 node's ``ip kube-proxy`` table after them. ``compile_nftables`` is the table a first full
 sync leaves on an empty node.
 """
+
 from __future__ import annotations
 
-import hashlib
 import base64
+import hashlib
 import ipaddress
 from dataclasses import dataclass, field
 
@@ -72,9 +73,14 @@ JUMP_CHAINS = (
     (CLUSTER_IPS_CHECK, "filter-output", "ct state new"),
 )
 # the containers kube-proxy shadows, with their kind
-STORED = ((CLUSTER_IPS, "set"), (SERVICE_IPS, "map"), (FIREWALL_IPS, "map"),
-          (NO_ENDPOINT_SERVICES, "map"), (NO_ENDPOINT_NODEPORTS, "map"),
-          (SERVICE_NODEPORTS, "map"))
+STORED = (
+    (CLUSTER_IPS, "set"),
+    (SERVICE_IPS, "map"),
+    (FIREWALL_IPS, "map"),
+    (NO_ENDPOINT_SERVICES, "map"),
+    (NO_ENDPOINT_NODEPORTS, "map"),
+    (SERVICE_NODEPORTS, "map"),
+)
 
 
 def hash_and_truncate(name: str) -> str:
@@ -82,7 +88,7 @@ def hash_and_truncate(name: str) -> str:
     digest = base64.b32encode(hashlib.sha256(name.encode()).digest()[:5]).decode()
     out = f"{digest}-{name}"
     if len(out) > CHAIN_NAME_BASE_MAX:
-        out = out[:CHAIN_NAME_BASE_MAX - 3] + "..."
+        out = out[: CHAIN_NAME_BASE_MAX - 3] + "..."
     return out
 
 
@@ -100,16 +106,18 @@ def is_service_chain(name: str) -> bool:
     return "/" in name
 
 
-def service_cidrs_for(cluster: Cluster, family: str = "IPv4",
-                      override: list[str] | None = None) -> list[str]:
+def service_cidrs_for(
+    cluster: Cluster, family: str = "IPv4", override: list[str] | None = None
+) -> list[str]:
     """The service CIDRs of the proxier's family: ``override`` (``--service-cidr``) when
     given, else every ServiceCIDR object's CIDRs (kube-proxy's OnServiceCIDRsChanged)."""
     raw: list[tuple[str, str, str | None]]
     if override is not None:
         raw = [(c, "--service-cidr", None) for c in override]
     else:
-        raw = [(c, "spec.cidrs", obj.ref) for obj in cluster.service_cidrs.values()
-               for c in obj.cidrs]
+        raw = [
+            (c, "spec.cidrs", obj.ref) for obj in cluster.service_cidrs.values() for c in obj.cidrs
+        ]
     out: list[str] = []
     for text, where, ref in raw:
         try:
@@ -167,12 +175,18 @@ class _ElementStorage:
     def load(self, table: NftRuleset) -> None:
         """A full sync starts from what the table holds (nothing is re-added)."""
         existing = table.sets.get(self.name)
-        self.elements = {} if existing is None else {k: e.value for k, e in
-                                                     existing.elements.items()}
+        self.elements = (
+            {} if existing is None else {k: e.value for k, e in existing.elements.items()}
+        )
         self.leftover = set(self.elements)
 
-    def ensure(self, tx: NftTransaction, key: tuple[str, ...], value: tuple[str, ...] = (),
-               comment: str | None = None) -> None:
+    def ensure(
+        self,
+        tx: NftTransaction,
+        key: tuple[str, ...],
+        value: tuple[str, ...] = (),
+        comment: str | None = None,
+    ) -> None:
         have = self.elements.get(key)
         if have is None:
             tx.add_element(self.name, key, value, comment)
@@ -195,19 +209,25 @@ class NftProxier:
     """kube-proxy's nftables proxier for one node, minus the Kubernetes watches: feed it
     the node's ProxyView at each sync (with the services that changed since the last one)."""
 
-    def __init__(self, options: ProxyOptions, service_cidrs: list[str] | None = None,
-                 table: NftRuleset | None = None):
+    def __init__(
+        self,
+        options: ProxyOptions,
+        service_cidrs: list[str] | None = None,
+        table: NftRuleset | None = None,
+    ):
         if options.family != "IPv4":
-            raise InputError("the nftables mode is emulated for IPv4 only",
-                             field="family", value=options.family)
+            raise InputError(
+                "the nftables mode is emulated for IPv4 only", field="family", value=options.family
+            )
         self.o = options
         self.service_cidrs = list(service_cidrs or [])
         for c in self.service_cidrs:
             try:
                 ipaddress.IPv4Network(c)
             except ValueError:
-                raise InputError("invalid IPv4 service CIDR", field="--service-cidr",
-                                 value=c) from None
+                raise InputError(
+                    "invalid IPv4 service CIDR", field="--service-cidr", value=c
+                ) from None
         self.table = table if table is not None else NftRuleset()
         self.need_full_sync = True
         self.flushed = False  # base chains re-created once per proxier (priority changes)
@@ -260,15 +280,22 @@ class NftProxier:
         tx.add_rule(MASQUERADING, "masquerade fully-random")
 
         tx.add("set", NftSet(CLUSTER_IPS, "set", "ipv4_addr", comment="Active ClusterIPs"))
-        tx.add_rule(CLUSTER_IPS_CHECK, f"ip daddr @{CLUSTER_IPS} reject",
-                    "Reject traffic to invalid ports of ClusterIPs")
+        tx.add_rule(
+            CLUSTER_IPS_CHECK,
+            f"ip daddr @{CLUSTER_IPS} reject",
+            "Reject traffic to invalid ports of ClusterIPs",
+        )
         if self.service_cidrs:
-            tx.add_rule(CLUSTER_IPS_CHECK, f"ip daddr {{ {','.join(self.service_cidrs)} }} drop",
-                        "Drop traffic to unallocated ClusterIPs")
+            tx.add_rule(
+                CLUSTER_IPS_CHECK,
+                f"ip daddr {{ {','.join(self.service_cidrs)} }} drop",
+                "Drop traffic to unallocated ClusterIPs",
+            )
 
         node_port_ips = self.o.node_port_ips()
-        nodeport_set = NftSet(NODEPORT_IPS, "set", "ipv4_addr",
-                              comment="IPs that accept NodePort traffic")
+        nodeport_set = NftSet(
+            NODEPORT_IPS, "set", "ipv4_addr", comment="IPs that accept NodePort traffic"
+        )
         tx.add("set", nodeport_set)
         if node_port_ips is None:
             tx.delete("set", nodeport_set)
@@ -278,51 +305,94 @@ class NftProxier:
                 if not ipaddress.ip_address(ip).is_loopback:  # localhost NodePorts: never
                     tx.add_element(NODEPORT_IPS, (ip,))
 
-        tx.add("map", NftSet(NO_ENDPOINT_SERVICES, "map",
-                             "ipv4_addr . inet_proto . inet_service : verdict",
-                             comment="vmap to drop or reject packets to services with no "
-                                     "endpoints"))
-        tx.add("map", NftSet(NO_ENDPOINT_NODEPORTS, "map", "inet_proto . inet_service : verdict",
-                             comment="vmap to drop or reject packets to service nodeports with "
-                                     "no endpoints"))
-        tx.add_chain(REJECT_CHAIN, comment="helper for @no-endpoint-services / "
-                                           "@no-endpoint-nodeports")
+        tx.add(
+            "map",
+            NftSet(
+                NO_ENDPOINT_SERVICES,
+                "map",
+                "ipv4_addr . inet_proto . inet_service : verdict",
+                comment="vmap to drop or reject packets to services with no endpoints",
+            ),
+        )
+        tx.add(
+            "map",
+            NftSet(
+                NO_ENDPOINT_NODEPORTS,
+                "map",
+                "inet_proto . inet_service : verdict",
+                comment="vmap to drop or reject packets to service nodeports with no endpoints",
+            ),
+        )
+        tx.add_chain(
+            REJECT_CHAIN, comment="helper for @no-endpoint-services / @no-endpoint-nodeports"
+        )
         tx.flush("chain", NftChain(REJECT_CHAIN))
         tx.add_rule(REJECT_CHAIN, "reject")
-        tx.add_rule(SERVICE_ENDPOINTS_CHECK,
-                    f"ip daddr . meta l4proto . th dport vmap @{NO_ENDPOINT_SERVICES}")
-        nodeport_dst = ("ip daddr != 127.0.0.0/8" if node_port_ips is None
-                        else f"ip daddr @{NODEPORT_IPS}")
-        tx.add_rule(NODEPORT_ENDPOINTS_CHECK,
-                    f"{nodeport_dst} meta l4proto . th dport vmap @{NO_ENDPOINT_NODEPORTS}")
+        tx.add_rule(
+            SERVICE_ENDPOINTS_CHECK,
+            f"ip daddr . meta l4proto . th dport vmap @{NO_ENDPOINT_SERVICES}",
+        )
+        nodeport_dst = (
+            "ip daddr != 127.0.0.0/8" if node_port_ips is None else f"ip daddr @{NODEPORT_IPS}"
+        )
+        tx.add_rule(
+            NODEPORT_ENDPOINTS_CHECK,
+            f"{nodeport_dst} meta l4proto . th dport vmap @{NO_ENDPOINT_NODEPORTS}",
+        )
 
-        tx.add("map", NftSet(FIREWALL_IPS, "map", "ipv4_addr . inet_proto . inet_service : verdict",
-                             comment="destinations that are subject to LoadBalancerSourceRanges"))
+        tx.add(
+            "map",
+            NftSet(
+                FIREWALL_IPS,
+                "map",
+                "ipv4_addr . inet_proto . inet_service : verdict",
+                comment="destinations that are subject to LoadBalancerSourceRanges",
+            ),
+        )
         ensure(FIREWALL_CHECK)
         tx.add_rule(FIREWALL_CHECK, f"ip daddr . meta l4proto . th dport vmap @{FIREWALL_IPS}")
 
-        tx.add("map", NftSet(SERVICE_IPS, "map", "ipv4_addr . inet_proto . inet_service : verdict",
-                             comment="ClusterIP, ExternalIP and LoadBalancer IP traffic"))
-        tx.add("map", NftSet(SERVICE_NODEPORTS, "map", "inet_proto . inet_service : verdict",
-                             comment="NodePort traffic"))
+        tx.add(
+            "map",
+            NftSet(
+                SERVICE_IPS,
+                "map",
+                "ipv4_addr . inet_proto . inet_service : verdict",
+                comment="ClusterIP, ExternalIP and LoadBalancer IP traffic",
+            ),
+        )
+        tx.add(
+            "map",
+            NftSet(
+                SERVICE_NODEPORTS,
+                "map",
+                "inet_proto . inet_service : verdict",
+                comment="NodePort traffic",
+            ),
+        )
         tx.add_rule(SERVICES, f"ip daddr . meta l4proto . th dport vmap @{SERVICE_IPS}")
-        nodeport_dst = ("fib daddr type local ip daddr != 127.0.0.0/8" if node_port_ips is None
-                        else f"ip daddr @{NODEPORT_IPS}")
+        nodeport_dst = (
+            "fib daddr type local ip daddr != 127.0.0.0/8"
+            if node_port_ips is None
+            else f"ip daddr @{NODEPORT_IPS}"
+        )
         tx.add_rule(SERVICES, f"{nodeport_dst} meta l4proto . th dport vmap @{SERVICE_NODEPORTS}")
         for s in self.storage.values():
             s.load(self.table)
 
     # ------------------------------------------------------------------ sync
-    def sync(self, view: ProxyView, changed: set[tuple[str, str]] | None = None,
-             now: float = 0.0) -> NftSyncResult:
+    def sync(
+        self, view: ProxyView, changed: set[tuple[str, str]] | None = None, now: float = 0.0
+    ) -> NftSyncResult:
         """One syncProxyRules at emulated time ``now`` (seconds). ``changed`` None (or a
         pending full sync) rewrites every service; otherwise only the per-service chains of
         these (namespace, name) services are rewritten."""
         with paused_gc():
             return self._sync(view, changed, now)
 
-    def _sync(self, view: ProxyView, changed: set[tuple[str, str]] | None,
-              now: float) -> NftSyncResult:
+    def _sync(
+        self, view: ProxyView, changed: set[tuple[str, str]] | None, now: float
+    ) -> NftSyncResult:
         try_partial = not self.need_full_sync and changed is not None
         cleanup: NftTransaction | None = None
         if self.stale_chains:
@@ -346,8 +416,7 @@ class NftProxier:
         active_affinity: set[str] = set()
         for sp in view.service_ports:
             skip = try_partial and (sp.namespace, sp.name) not in changed  # type: ignore[operator]
-            self._write_service_port(tx, sp, skip, not try_partial, active_chains,
-                                     active_affinity)
+            self._write_service_port(tx, sp, skip, not try_partial, active_chains, active_affinity)
 
         stale_now: list[str] = []
         for name in list(self.table.chains):
@@ -365,8 +434,9 @@ class NftProxier:
         for s in self.storage.values():
             s.cleanup(tx)
 
-        result = NftSyncResult(full=not try_partial, transaction=tx, cleanup=cleanup,
-                               stale_chains=stale_now)
+        result = NftSyncResult(
+            full=not try_partial, transaction=tx, cleanup=cleanup, stale_chains=stale_now
+        )
         try:
             self.table.apply(tx)
             self.need_full_sync = False
@@ -378,16 +448,24 @@ class NftProxier:
         return result
 
     # ------------------------------------------------------------------ one service port
-    def _endpoint_rules(self, sp: ServicePortInfo, ep: EndpointInfo,
-                        affinity_set: str) -> list[str]:
+    def _endpoint_rules(
+        self, sp: ServicePortInfo, ep: EndpointInfo, affinity_set: str
+    ) -> list[str]:
         rules = [f"ip saddr {ep.ip} jump {MARK_MASQ}"]
         if sp.affinity_timeout:
             rules.append(f"update @{affinity_set} {{ ip saddr }}")
         rules.append(f"meta l4proto {sp.proto} dnat to {ep.string}")
         return rules
 
-    def _write_service_port(self, tx: NftTransaction, sp: ServicePortInfo, skip: bool,
-                            full: bool, active: set[str], active_affinity: set[str]) -> None:
+    def _write_service_port(
+        self,
+        tx: NftTransaction,
+        sp: ServicePortInfo,
+        skip: bool,
+        full: bool,
+        active: set[str],
+        active_affinity: set[str],
+    ) -> None:
         o = self.o
         proto, port = sp.proto, str(sp.port)
         spn = sp.spn
@@ -444,8 +522,9 @@ class NftProxier:
         if has_internal:
             st[SERVICE_IPS].ensure(tx, (sp.cluster_ip, proto, port), (f"goto {internal_chain}",))
         else:
-            st[NO_ENDPOINT_SERVICES].ensure(tx, (sp.cluster_ip, proto, port),
-                                            (internal_verdict,), spn)
+            st[NO_ENDPOINT_SERVICES].ensure(
+                tx, (sp.cluster_ip, proto, port), (internal_verdict,), spn
+            )
         for ip in sp.external_ips:
             if has_endpoints:
                 st[SERVICE_IPS].ensure(tx, (ip, proto, port), (f"goto {external_chain}",))
@@ -476,32 +555,43 @@ class NftProxier:
             if o.masquerade_all:
                 tx.add_rule(internal_chain, f"ip daddr {sp.cluster_ip} jump {MARK_MASQ}")
             elif (not_local := self._detector(True)) is not None:
-                tx.add_rule(internal_chain,
-                            f"ip daddr {sp.cluster_ip} {not_local} jump {MARK_MASQ}")
+                tx.add_rule(
+                    internal_chain, f"ip daddr {sp.cluster_ip} {not_local} jump {MARK_MASQ}"
+                )
         if uses_external_chain:
             if not sp.external_policy_local:
                 tx.add_rule(external_chain, f"jump {MARK_MASQ}")
             else:
                 if (local := self._detector(False)) is not None:
-                    tx.add_rule(external_chain, f"{local} goto {cluster_chain}",
-                                "short-circuit pod traffic")
-                tx.add_rule(external_chain, f"fib saddr type local jump {MARK_MASQ}",
-                            "masquerade local traffic")
-                tx.add_rule(external_chain, f"fib saddr type local goto {cluster_chain}",
-                            "short-circuit local traffic")
+                    tx.add_rule(
+                        external_chain, f"{local} goto {cluster_chain}", "short-circuit pod traffic"
+                    )
+                tx.add_rule(
+                    external_chain,
+                    f"fib saddr type local jump {MARK_MASQ}",
+                    "masquerade local traffic",
+                )
+                tx.add_rule(
+                    external_chain,
+                    f"fib saddr type local goto {cluster_chain}",
+                    "short-circuit local traffic",
+                )
             if has_external:
                 tx.add_rule(external_chain, f"goto {external_policy_chain}")
         if uses_fw_chain:
             sources = list(sp.source_ranges)
             node_ip = o.node.node_ips_by_family().get("IPv4")
-            if node_ip is not None and any(ipaddress.ip_address(node_ip) in
-                                           ipaddress.ip_network(c) for c in sp.source_ranges):
+            if node_ip is not None and any(
+                ipaddress.ip_address(node_ip) in ipaddress.ip_network(c) for c in sp.source_ranges
+            ):
                 sources += sp.lb_ips  # a node's request to its own VIP arrives from the VIP
             tx.add_rule(fw_chain, f"ip saddr != {{ {' , '.join(sources)} }} drop")
         if sp.affinity_timeout:
             for _, _, aff, _, _ in endpoints:
-                tx.add("set", NftSet(aff, "set", "ipv4_addr", ("dynamic", "timeout"),
-                                     sp.affinity_timeout))
+                tx.add(
+                    "set",
+                    NftSet(aff, "set", "ipv4_addr", ("dynamic", "timeout"), sp.affinity_timeout),
+                )
         if uses_cluster_chain:
             self._write_dispatch(tx, sp, cluster_chain, cat.cluster, chain_of)
         if uses_local_chain:
@@ -511,13 +601,19 @@ class NftProxier:
                 for text in rules:
                     tx.add_rule(chain, text)
 
-    def _write_dispatch(self, tx: NftTransaction, sp: ServicePortInfo, chain: str,
-                        endpoints: list[EndpointInfo], chain_of: dict[str, str]) -> None:
+    def _write_dispatch(
+        self,
+        tx: NftTransaction,
+        sp: ServicePortInfo,
+        chain: str,
+        endpoints: list[EndpointInfo],
+        chain_of: dict[str, str],
+    ) -> None:
         """writeServiceToEndpointRules: affinity lookups, then one numgen vmap."""
         if sp.affinity_timeout:
             for ep in endpoints:
                 ep_chain = chain_of[ep.string]
-                aff = "affinity-" + ep_chain[len("endpoint-"):]
+                aff = "affinity-" + ep_chain[len("endpoint-") :]
                 tx.add_rule(chain, f"ip saddr @{aff} goto {ep_chain}")
         parts = [f"{i} : goto {chain_of[ep.string]}" for i, ep in enumerate(endpoints)]
         tx.add_rule(chain, f"numgen random mod {len(endpoints)} vmap {{ {' , '.join(parts)} }}")

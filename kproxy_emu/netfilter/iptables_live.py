@@ -42,6 +42,7 @@ One rule
 Extensions without a canonical form here (string, hashlimit, u32, time, policy, ...)
 are printed as written; a value iptables would reject is printed as written too.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -51,13 +52,25 @@ import math
 import re
 import socket
 
-from .iptables_parse import (VERDICTS, MatchPart, is_opaque, protocol_name, protocol_number,
-                             rule_parts)
+from .iptables_parse import (
+    VERDICTS,
+    MatchPart,
+    is_opaque,
+    protocol_name,
+    protocol_number,
+    rule_parts,
+)
 from .iptables_text import quote, render_opt
 from .ruleset import BUILTIN_CHAINS, Opt, Rule, Ruleset
 
-__all__ = ["render_live", "render_live_rule", "save_string", "comparable_lines",
-           "TABLE_ORDER", "probability_live"]
+__all__ = [
+    "TABLE_ORDER",
+    "comparable_lines",
+    "probability_live",
+    "render_live",
+    "render_live_rule",
+    "save_string",
+]
 
 TABLE_ORDER = ("mangle", "security", "raw", "filter", "nat")  # nft.h enum nft_table_type
 VERSION = "v1.8.9 (nf_tables)"
@@ -69,8 +82,10 @@ class _Fallback(Exception):
 
 # ----------------------------------------------------------------- ruleset
 
-def render_live(ruleset: Ruleset, *, comments: bool = False,
-                when: _dt.datetime | None = None) -> str:
+
+def render_live(
+    ruleset: Ruleset, *, comments: bool = False, when: _dt.datetime | None = None
+) -> str:
     """The text ``iptables-save`` (or ``ip6tables-save``) prints for these rules."""
     family = ruleset.family
     program = "ip6tables-save" if family == "IPv6" else "iptables-save"
@@ -97,7 +112,7 @@ def render_live(ruleset: Ruleset, *, comments: bool = False,
         users.update(c for c in by_chain if c not in builtins)
         users -= deleted
         order = list(builtins) + sorted(users, key=lambda c: c.encode())
-        for chain_name in order[len(builtins):]:
+        for chain_name in order[len(builtins) :]:
             out.append(f":{chain_name} - [0:0]")
         for chain_name in order:
             for rule in by_chain.get(chain_name, ()):
@@ -117,8 +132,9 @@ def comparable_lines(text: str, *, counters: bool = True) -> list[str]:
     ``counters=False`` chain counters read ``[0:0]``."""
     lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
     if not counters:
-        lines = [re.sub(r" \[\d+:\d+\]$", " [0:0]", ln) if ln.startswith(":") else ln
-                 for ln in lines]
+        lines = [
+            re.sub(r" \[\d+:\d+\]$", " [0:0]", ln) if ln.startswith(":") else ln for ln in lines
+        ]
     return lines
 
 
@@ -262,8 +278,13 @@ def _uint(text: str, maximum: int = 0xFFFFFFFF) -> int:
     """xtables_strtoui with base 0 over the whole string."""
     if not _UINT.fullmatch(text):
         raise _Fallback(text)
-    value = int(text, 16) if text[:2] in ("0x", "0X") else int(text, 8) if text[:1] == "0" \
+    value = (
+        int(text, 16)
+        if text[:2] in ("0x", "0X")
+        else int(text, 8)
+        if text[:1] == "0"
         else int(text)
+    )
     if value > maximum:
         raise _Fallback(text)
     return value
@@ -368,7 +389,7 @@ def _service_port(text: str, proto: str | None) -> int:
         return _uint(text, 0xFFFF)
     except _Fallback:
         pass
-    for p in ((proto,) if proto else ("tcp", "udp")):
+    for p in (proto,) if proto else ("tcp", "udp"):
         try:
             return socket.getservbyname(text, p)
         except (OSError, TypeError):
@@ -400,6 +421,7 @@ def _ports(lo: int, hi: int) -> str:
 
 
 # ----------------------------------------------------------------- matches
+
 
 def _save_comment(opts, ctx) -> str:
     found = _one(opts)
@@ -437,14 +459,21 @@ def _save_tcpudp(opts, ctx, proto: str, tcp: bool) -> str:
         opt = found.get("--tcp-flags")
         if opt is not None:
             mask, comp = _tcp_flags(opt.args[0]), _tcp_flags(opt.args[1])
-    if opt is not None:
-        if mask or opt.negated:
-            out += f"{_neg(opt)} --tcp-flags {_tcpf(mask)} {_tcpf(comp)}"
+    if opt is not None and (mask or opt.negated):
+        out += f"{_neg(opt)} --tcp-flags {_tcpf(mask)} {_tcpf(comp)}"
     return out
 
 
-_TCP_FLAGS = (("FIN", 0x01), ("SYN", 0x02), ("RST", 0x04), ("PSH", 0x08), ("ACK", 0x10),
-              ("URG", 0x20), ("ALL", 0x3F), ("NONE", 0))
+_TCP_FLAGS = (
+    ("FIN", 0x01),
+    ("SYN", 0x02),
+    ("RST", 0x04),
+    ("PSH", 0x08),
+    ("ACK", 0x10),
+    ("URG", 0x20),
+    ("ALL", 0x3F),
+    ("NONE", 0),
+)
 
 
 def _tcp_flags(text: str) -> int:
@@ -549,8 +578,20 @@ def _save_mark(opts, ctx) -> str:
     return f"{_neg(opt)} --mark " + _fmt_mark(*_mark_mask(opt.args[0]))
 
 
-_RTN = ("UNSPEC", "UNICAST", "LOCAL", "BROADCAST", "ANYCAST", "MULTICAST", "BLACKHOLE",
-        "UNREACHABLE", "PROHIBIT", "THROW", "NAT", "XRESOLVE")
+_RTN = (
+    "UNSPEC",
+    "UNICAST",
+    "LOCAL",
+    "BROADCAST",
+    "ANYCAST",
+    "MULTICAST",
+    "BLACKHOLE",
+    "UNREACHABLE",
+    "PROHIBIT",
+    "THROW",
+    "NAT",
+    "XRESOLVE",
+)
 
 
 def _addr_types(text: str) -> str:
@@ -675,8 +716,9 @@ def _ct_ports(text: str) -> str:
     parts = text.split(":")
     if len(parts) > 2:
         raise _Fallback(text)
-    values = [_service_port(p, None) if p else (0 if k == 0 else 0xFFFF)
-              for k, p in enumerate(parts)]
+    values = [
+        _service_port(p, None) if p else (0 if k == 0 else 0xFFFF) for k, p in enumerate(parts)
+    ]
     lo, hi = values[0], values[-1]
     return f"{lo}" if len(values) == 1 or hi == 0 or lo == hi else f"{lo}:{hi}"
 
@@ -760,8 +802,13 @@ def _save_nfacct(opts, ctx) -> str:
 def _save_physdev(opts, ctx) -> str:
     found = _one(opts)
     out = ""
-    for flag in ("--physdev-is-in", "--physdev-in", "--physdev-is-out", "--physdev-out",
-                 "--physdev-is-bridged"):
+    for flag in (
+        "--physdev-is-in",
+        "--physdev-in",
+        "--physdev-is-out",
+        "--physdev-out",
+        "--physdev-is-bridged",
+    ):
         opt = found.get(flag)
         if opt is not None:
             out += f"{_neg(opt)} {flag}" + (f" {opt.args[0]}" if opt.args else "")
@@ -769,8 +816,12 @@ def _save_physdev(opts, ctx) -> str:
 
 
 _LIMIT_SCALE = 10000
-_RATES = (("day", _LIMIT_SCALE * 86400), ("hour", _LIMIT_SCALE * 3600),
-          ("min", _LIMIT_SCALE * 60), ("sec", _LIMIT_SCALE))
+_RATES = (
+    ("day", _LIMIT_SCALE * 86400),
+    ("hour", _LIMIT_SCALE * 3600),
+    ("min", _LIMIT_SCALE * 60),
+    ("sec", _LIMIT_SCALE),
+)
 
 
 def _limit_avg(text: str) -> int:
@@ -833,9 +884,15 @@ def _save_limit(opts, ctx) -> str:
     return out
 
 
-_PKTTYPES = (("unicast", "unicast"), ("broadcast", "broadcast"), ("multicast", "multicast"),
-             ("otherhost", "otherhost"), ("bcast", "broadcast"), ("mcast", "multicast"),
-             ("host", "unicast"))
+_PKTTYPES = (
+    ("unicast", "unicast"),
+    ("broadcast", "broadcast"),
+    ("multicast", "multicast"),
+    ("otherhost", "otherhost"),
+    ("bcast", "broadcast"),
+    ("mcast", "multicast"),
+    ("host", "unicast"),
+)
 
 
 def _save_pkttype(opts, ctx) -> str:
@@ -859,8 +916,10 @@ def _owner_id(text: str, group: bool) -> str:
     try:
         if group:
             import grp
+
             return str(grp.getgrnam(text).gr_gid)
         import pwd
+
         return str(pwd.getpwnam(text).pw_uid)
     except (KeyError, ImportError):
         raise _Fallback(text) from None
@@ -922,40 +981,78 @@ def _save_helper(opts, ctx) -> str:
     return f"{_neg(opt)} --helper " + save_string(opt.args[0])
 
 
-_ICMP = (("any", 0xFF, 0, 0xFF), ("echo-reply", 0, 0, 0xFF), ("pong", 0, 0, 0xFF),
-         ("destination-unreachable", 3, 0, 0xFF), ("network-unreachable", 3, 0, 0),
-         ("host-unreachable", 3, 1, 1), ("protocol-unreachable", 3, 2, 2),
-         ("port-unreachable", 3, 3, 3), ("fragmentation-needed", 3, 4, 4),
-         ("source-route-failed", 3, 5, 5), ("network-unknown", 3, 6, 6),
-         ("host-unknown", 3, 7, 7), ("network-prohibited", 3, 9, 9),
-         ("host-prohibited", 3, 10, 10), ("TOS-network-unreachable", 3, 11, 11),
-         ("TOS-host-unreachable", 3, 12, 12), ("communication-prohibited", 3, 13, 13),
-         ("host-precedence-violation", 3, 14, 14), ("precedence-cutoff", 3, 15, 15),
-         ("source-quench", 4, 0, 0xFF), ("redirect", 5, 0, 0xFF),
-         ("network-redirect", 5, 0, 0), ("host-redirect", 5, 1, 1),
-         ("TOS-network-redirect", 5, 2, 2), ("TOS-host-redirect", 5, 3, 3),
-         ("echo-request", 8, 0, 0xFF), ("ping", 8, 0, 0xFF),
-         ("router-advertisement", 9, 0, 0xFF), ("router-solicitation", 10, 0, 0xFF),
-         ("time-exceeded", 11, 0, 0xFF), ("ttl-exceeded", 11, 0, 0xFF),
-         ("ttl-zero-during-transit", 11, 0, 0), ("ttl-zero-during-reassembly", 11, 1, 1),
-         ("parameter-problem", 12, 0, 0xFF), ("ip-header-bad", 12, 0, 0),
-         ("required-option-missing", 12, 1, 1), ("timestamp-request", 13, 0, 0xFF),
-         ("timestamp-reply", 14, 0, 0xFF), ("address-mask-request", 17, 0, 0xFF),
-         ("address-mask-reply", 18, 0, 0xFF))
-_ICMP6 = (("destination-unreachable", 1, 0, 0xFF), ("no-route", 1, 0, 0),
-          ("communication-prohibited", 1, 1, 1), ("beyond-scope", 1, 2, 2),
-          ("address-unreachable", 1, 3, 3), ("port-unreachable", 1, 4, 4),
-          ("failed-policy", 1, 5, 5), ("reject-route", 1, 6, 6),
-          ("packet-too-big", 2, 0, 0xFF), ("time-exceeded", 3, 0, 0xFF),
-          ("ttl-exceeded", 3, 0, 0xFF), ("ttl-zero-during-transit", 3, 0, 0),
-          ("ttl-zero-during-reassembly", 3, 1, 1), ("parameter-problem", 4, 0, 0xFF),
-          ("bad-header", 4, 0, 0), ("unknown-header-type", 4, 1, 1),
-          ("unknown-option", 4, 2, 2), ("echo-request", 128, 0, 0xFF),
-          ("ping", 128, 0, 0xFF), ("echo-reply", 129, 0, 0xFF), ("pong", 129, 0, 0xFF),
-          ("router-solicitation", 133, 0, 0xFF), ("router-advertisement", 134, 0, 0xFF),
-          ("neighbour-solicitation", 135, 0, 0xFF), ("neighbor-solicitation", 135, 0, 0xFF),
-          ("neighbour-advertisement", 136, 0, 0xFF),
-          ("neighbor-advertisement", 136, 0, 0xFF), ("redirect", 137, 0, 0xFF))
+_ICMP = (
+    ("any", 0xFF, 0, 0xFF),
+    ("echo-reply", 0, 0, 0xFF),
+    ("pong", 0, 0, 0xFF),
+    ("destination-unreachable", 3, 0, 0xFF),
+    ("network-unreachable", 3, 0, 0),
+    ("host-unreachable", 3, 1, 1),
+    ("protocol-unreachable", 3, 2, 2),
+    ("port-unreachable", 3, 3, 3),
+    ("fragmentation-needed", 3, 4, 4),
+    ("source-route-failed", 3, 5, 5),
+    ("network-unknown", 3, 6, 6),
+    ("host-unknown", 3, 7, 7),
+    ("network-prohibited", 3, 9, 9),
+    ("host-prohibited", 3, 10, 10),
+    ("TOS-network-unreachable", 3, 11, 11),
+    ("TOS-host-unreachable", 3, 12, 12),
+    ("communication-prohibited", 3, 13, 13),
+    ("host-precedence-violation", 3, 14, 14),
+    ("precedence-cutoff", 3, 15, 15),
+    ("source-quench", 4, 0, 0xFF),
+    ("redirect", 5, 0, 0xFF),
+    ("network-redirect", 5, 0, 0),
+    ("host-redirect", 5, 1, 1),
+    ("TOS-network-redirect", 5, 2, 2),
+    ("TOS-host-redirect", 5, 3, 3),
+    ("echo-request", 8, 0, 0xFF),
+    ("ping", 8, 0, 0xFF),
+    ("router-advertisement", 9, 0, 0xFF),
+    ("router-solicitation", 10, 0, 0xFF),
+    ("time-exceeded", 11, 0, 0xFF),
+    ("ttl-exceeded", 11, 0, 0xFF),
+    ("ttl-zero-during-transit", 11, 0, 0),
+    ("ttl-zero-during-reassembly", 11, 1, 1),
+    ("parameter-problem", 12, 0, 0xFF),
+    ("ip-header-bad", 12, 0, 0),
+    ("required-option-missing", 12, 1, 1),
+    ("timestamp-request", 13, 0, 0xFF),
+    ("timestamp-reply", 14, 0, 0xFF),
+    ("address-mask-request", 17, 0, 0xFF),
+    ("address-mask-reply", 18, 0, 0xFF),
+)
+_ICMP6 = (
+    ("destination-unreachable", 1, 0, 0xFF),
+    ("no-route", 1, 0, 0),
+    ("communication-prohibited", 1, 1, 1),
+    ("beyond-scope", 1, 2, 2),
+    ("address-unreachable", 1, 3, 3),
+    ("port-unreachable", 1, 4, 4),
+    ("failed-policy", 1, 5, 5),
+    ("reject-route", 1, 6, 6),
+    ("packet-too-big", 2, 0, 0xFF),
+    ("time-exceeded", 3, 0, 0xFF),
+    ("ttl-exceeded", 3, 0, 0xFF),
+    ("ttl-zero-during-transit", 3, 0, 0),
+    ("ttl-zero-during-reassembly", 3, 1, 1),
+    ("parameter-problem", 4, 0, 0xFF),
+    ("bad-header", 4, 0, 0),
+    ("unknown-header-type", 4, 1, 1),
+    ("unknown-option", 4, 2, 2),
+    ("echo-request", 128, 0, 0xFF),
+    ("ping", 128, 0, 0xFF),
+    ("echo-reply", 129, 0, 0xFF),
+    ("pong", 129, 0, 0xFF),
+    ("router-solicitation", 133, 0, 0xFF),
+    ("router-advertisement", 134, 0, 0xFF),
+    ("neighbour-solicitation", 135, 0, 0xFF),
+    ("neighbor-solicitation", 135, 0, 0xFF),
+    ("neighbour-advertisement", 136, 0, 0xFF),
+    ("neighbor-advertisement", 136, 0, 0xFF),
+    ("redirect", 137, 0, 0xFF),
+)
 
 
 def _icmp_type(text: str, table) -> tuple[int, int, int]:
@@ -1041,8 +1138,13 @@ def _save_ipvs(opts, ctx) -> str:
     return out
 
 
-_TOS_NAMES = {"minimize-delay": 0x10, "maximize-throughput": 0x08,
-              "maximize-reliability": 0x04, "minimize-cost": 0x02, "normal-service": 0x00}
+_TOS_NAMES = {
+    "minimize-delay": 0x10,
+    "maximize-throughput": 0x08,
+    "maximize-reliability": 0x04,
+    "minimize-cost": 0x02,
+    "normal-service": 0x00,
+}
 
 
 def _tos_mask(text: str) -> tuple[int, int]:
@@ -1063,10 +1165,30 @@ def _save_tos(opts, ctx) -> str:
     return f"{_neg(opt)} --tos 0x{value:02x}/0x{mask:02x}"
 
 
-_DSCP_CLASSES = {"CS0": 0, "CS1": 8, "CS2": 16, "CS3": 24, "CS4": 32, "CS5": 40, "CS6": 48,
-                 "CS7": 56, "BE": 0, "AF11": 10, "AF12": 12, "AF13": 14, "AF21": 18,
-                 "AF22": 20, "AF23": 22, "AF31": 26, "AF32": 28, "AF33": 30, "AF41": 34,
-                 "AF42": 36, "AF43": 38, "EF": 46}
+_DSCP_CLASSES = {
+    "CS0": 0,
+    "CS1": 8,
+    "CS2": 16,
+    "CS3": 24,
+    "CS4": 32,
+    "CS5": 40,
+    "CS6": 48,
+    "CS7": 56,
+    "BE": 0,
+    "AF11": 10,
+    "AF12": 12,
+    "AF13": 14,
+    "AF21": 18,
+    "AF22": 20,
+    "AF23": 22,
+    "AF31": 26,
+    "AF32": 28,
+    "AF33": 30,
+    "AF41": 34,
+    "AF42": 36,
+    "AF43": 38,
+    "EF": 46,
+}
 
 
 def _dscp_value(found: dict[str, Opt], flag: str) -> tuple[int, Opt]:
@@ -1090,11 +1212,16 @@ def _save_dscp(opts, ctx) -> str:
 
 def _save_connbytes(opts, ctx) -> str:
     found = _one(opts)
-    count, mode, direction = (found.get(f) for f in ("--connbytes", "--connbytes-mode",
-                                                      "--connbytes-dir"))
-    if count is None or mode is None or direction is None \
-            or mode.args[0] not in ("packets", "bytes", "avgpkt") \
-            or direction.args[0] not in ("original", "reply", "both"):
+    count, mode, direction = (
+        found.get(f) for f in ("--connbytes", "--connbytes-mode", "--connbytes-dir")
+    )
+    if (
+        count is None
+        or mode is None
+        or direction is None
+        or mode.args[0] not in ("packets", "bytes", "avgpkt")
+        or direction.args[0] not in ("original", "reply", "both")
+    ):
         raise _Fallback()
     lo_text, colon, hi_text = count.args[0].partition(":")
     lo = _uint(lo_text, (1 << 64) - 1)
@@ -1102,8 +1229,10 @@ def _save_connbytes(opts, ctx) -> str:
     if hi < lo:
         raise _Fallback()
     text = f"{lo}" + (f":{hi}" if hi and hi < (1 << 64) - 1 else "")
-    return (f"{_neg(count)} --connbytes {text} --connbytes-mode {mode.args[0]}"
-            f" --connbytes-dir {direction.args[0]}")
+    return (
+        f"{_neg(count)} --connbytes {text} --connbytes-mode {mode.args[0]}"
+        f" --connbytes-dir {direction.args[0]}"
+    )
 
 
 def _save_connlimit(opts, ctx) -> str:
@@ -1127,9 +1256,15 @@ def _save_string(opts, ctx) -> str:
     found = _one(opts)
     pattern = found.get("--string")
     algo = found.get("--algo")
-    if pattern is None or algo is None or "--hex-string" in found \
-            or algo.args[0] not in ("bm", "kmp") or not pattern.args[0] \
-            or not pattern.args[0].isprintable() or pattern.args[0].endswith("\\"):
+    if (
+        pattern is None
+        or algo is None
+        or "--hex-string" in found
+        or algo.args[0] not in ("bm", "kmp")
+        or not pattern.args[0]
+        or not pattern.args[0].isprintable()
+        or pattern.args[0].endswith("\\")
+    ):
         raise _Fallback()
     text = pattern.args[0].replace("\\", "\\\\").replace('"', '\\"')
     out = f'{_neg(pattern)} --string "{text}" --algo {algo.args[0]}'
@@ -1145,21 +1280,42 @@ def _save_string(opts, ctx) -> str:
 
 
 _MATCH_SAVE = {
-    "connbytes": _save_connbytes, "connlimit": _save_connlimit, "dccp": _save_dccp,
+    "connbytes": _save_connbytes,
+    "connlimit": _save_connlimit,
+    "dccp": _save_dccp,
     "dscp": _save_dscp,
-    "string": _save_string, "tos": _save_tos,
-    "addrtype": _save_addrtype, "comment": _save_comment, "connmark": _save_mark,
-    "conntrack": _save_conntrack, "helper": _save_helper, "icmp": _save_icmp,
-    "icmp6": _save_icmp6, "iprange": _save_iprange, "ipvs": _save_ipvs,
-    "length": _save_length, "limit": _save_limit, "mac": _save_mac, "mark": _save_mark,
-    "multiport": _save_multiport, "nfacct": _save_nfacct, "owner": _save_owner,
-    "physdev": _save_physdev, "pkttype": _save_pkttype, "recent": _save_recent,
-    "sctp": _save_sctp, "set": _save_set, "state": _save_state,
-    "statistic": _save_statistic, "tcp": _save_tcp, "udp": _save_udp,
+    "string": _save_string,
+    "tos": _save_tos,
+    "addrtype": _save_addrtype,
+    "comment": _save_comment,
+    "connmark": _save_mark,
+    "conntrack": _save_conntrack,
+    "helper": _save_helper,
+    "icmp": _save_icmp,
+    "icmp6": _save_icmp6,
+    "iprange": _save_iprange,
+    "ipvs": _save_ipvs,
+    "length": _save_length,
+    "limit": _save_limit,
+    "mac": _save_mac,
+    "mark": _save_mark,
+    "multiport": _save_multiport,
+    "nfacct": _save_nfacct,
+    "owner": _save_owner,
+    "physdev": _save_physdev,
+    "pkttype": _save_pkttype,
+    "recent": _save_recent,
+    "sctp": _save_sctp,
+    "set": _save_set,
+    "state": _save_state,
+    "statistic": _save_statistic,
+    "tcp": _save_tcp,
+    "udp": _save_udp,
 }
 
 
 # ----------------------------------------------------------------- targets
+
 
 def _no_options(opts, ctx) -> str:
     if opts:
@@ -1167,15 +1323,25 @@ def _no_options(opts, ctx) -> str:
     return ""
 
 
-_REJECT4 = (("icmp-net-unreachable", "net-unreach"), ("icmp-host-unreachable", "host-unreach"),
-            ("icmp-proto-unreachable", "proto-unreach"),
-            ("icmp-port-unreachable", "port-unreach"), ("icmp-net-prohibited", "net-prohib"),
-            ("icmp-host-prohibited", "host-prohib"), ("tcp-reset", "tcp-rst"),
-            ("icmp-admin-prohibited", "admin-prohib"))
-_REJECT6 = (("icmp6-no-route", "no-route"), ("icmp6-adm-prohibited", "adm-prohibited"),
-            ("icmp6-addr-unreachable", "addr-unreach"),
-            ("icmp6-port-unreachable", "port-unreach"), ("tcp-reset", "tcp-reset"),
-            ("icmp6-policy-fail", "policy-fail"), ("icmp6-reject-route", "reject-route"))
+_REJECT4 = (
+    ("icmp-net-unreachable", "net-unreach"),
+    ("icmp-host-unreachable", "host-unreach"),
+    ("icmp-proto-unreachable", "proto-unreach"),
+    ("icmp-port-unreachable", "port-unreach"),
+    ("icmp-net-prohibited", "net-prohib"),
+    ("icmp-host-prohibited", "host-prohib"),
+    ("tcp-reset", "tcp-rst"),
+    ("icmp-admin-prohibited", "admin-prohib"),
+)
+_REJECT6 = (
+    ("icmp6-no-route", "no-route"),
+    ("icmp6-adm-prohibited", "adm-prohibited"),
+    ("icmp6-addr-unreachable", "addr-unreach"),
+    ("icmp6-port-unreachable", "port-unreach"),
+    ("tcp-reset", "tcp-reset"),
+    ("icmp6-policy-fail", "policy-fail"),
+    ("icmp6-reject-route", "reject-route"),
+)
 
 
 def _save_reject(opts, ctx) -> str:
@@ -1183,8 +1349,7 @@ def _save_reject(opts, ctx) -> str:
     table = _REJECT6 if ctx.v6 else _REJECT4
     opt = found.get("--reject-with")
     if opt is None:
-        return " --reject-with " + ("icmp6-port-unreachable" if ctx.v6 else
-                                    "icmp-port-unreachable")
+        return " --reject-with " + ("icmp6-port-unreachable" if ctx.v6 else "icmp-port-unreachable")
     arg = opt.args[0].lower()
     for name, alias in table:  # strncasecmp(name, arg, strlen(arg)): a prefix of either
         if name.startswith(arg) or alias.startswith(arg):
@@ -1252,8 +1417,7 @@ def _nat_range(text: str, ctx: _Ctx, ports_only: bool) -> str:
     return out
 
 
-def _save_nat(opts, ctx, range_flag: str | None, ports_only: bool,
-              flags: tuple[str, ...]) -> str:
+def _save_nat(opts, ctx, range_flag: str | None, ports_only: bool, flags: tuple[str, ...]) -> str:
     found = _one(opts)
     if set(found) - set(flags) - ({range_flag} if range_flag else set()):
         raise _Fallback()
@@ -1275,8 +1439,9 @@ def _save_dnat(opts, ctx) -> str:
 
 
 def _save_snat(opts, ctx) -> str:
-    return _save_nat(opts, ctx, "--to-source", False,
-                     ("--random", "--random-fully", "--persistent"))
+    return _save_nat(
+        opts, ctx, "--to-source", False, ("--random", "--random-fully", "--persistent")
+    )
 
 
 def _save_masquerade(opts, ctx) -> str:
@@ -1289,8 +1454,11 @@ def _save_redirect(opts, ctx) -> str:
 
 def _xmark(found: dict[str, Opt]) -> tuple[int, int] | None:
     """MARK/CONNMARK's mark-setting options -> (value, mask) of --set-xmark."""
-    kinds = [f for f in ("--set-xmark", "--set-mark", "--and-mark", "--or-mark", "--xor-mark")
-             if f in found]
+    kinds = [
+        f
+        for f in ("--set-xmark", "--set-mark", "--and-mark", "--or-mark", "--xor-mark")
+        if f in found
+    ]
     if not kinds:
         return None
     if len(kinds) > 1:
@@ -1346,8 +1514,17 @@ def _save_connmark_target(opts, ctx) -> str:
     return f" {modes[0]} --nfmask 0x{nfmask:x} --ctmask 0x{ctmask:x}{shift}"
 
 
-_LOG_LEVELS = {"emerg": 0, "alert": 1, "crit": 2, "error": 3, "warning": 4, "notice": 5,
-               "info": 6, "debug": 7, "panic": 0}  # xtopt_parse_sysloglevel
+_LOG_LEVELS = {
+    "emerg": 0,
+    "alert": 1,
+    "crit": 2,
+    "error": 3,
+    "warning": 4,
+    "notice": 5,
+    "info": 6,
+    "debug": 7,
+    "panic": 0,
+}  # xtopt_parse_sysloglevel
 
 
 def _save_log(opts, ctx) -> str:
@@ -1368,8 +1545,13 @@ def _save_log(opts, ctx) -> str:
             value = _uint(text, 7)
         if value != 4:
             out += f" --log-level {value}"
-    for flag in ("--log-tcp-sequence", "--log-tcp-options", "--log-ip-options", "--log-uid",
-                 "--log-macdecode"):
+    for flag in (
+        "--log-tcp-sequence",
+        "--log-tcp-options",
+        "--log-ip-options",
+        "--log-uid",
+        "--log-macdecode",
+    ):
         if flag in found:
             out += " " + flag
     return out
@@ -1377,8 +1559,9 @@ def _save_log(opts, ctx) -> str:
 
 def _save_nflog(opts, ctx) -> str:
     found = _one(opts)
-    if any(o.negated for o in found.values()) or ("--nflog-size" in found
-                                                  and "--nflog-range" in found):
+    if any(o.negated for o in found.values()) or (
+        "--nflog-size" in found and "--nflog-range" in found
+    ):
         raise _Fallback()
     out = ""
     prefix = found.get("--nflog-prefix")
@@ -1425,11 +1608,15 @@ def _save_tcpmss(opts, ctx) -> str:
 
 def _save_nfqueue(opts, ctx) -> str:
     found = _one(opts)
-    if any(o.negated for o in found.values()) or ("--queue-num" in found
-                                                  and "--queue-balance" in found):
+    if any(o.negated for o in found.values()) or (
+        "--queue-num" in found and "--queue-balance" in found
+    ):
         raise _Fallback()
-    out = f" --queue-num {_uint(found['--queue-num'].args[0], 0xFFFF)}" \
-        if "--queue-num" in found else " --queue-num 0"
+    out = (
+        f" --queue-num {_uint(found['--queue-num'].args[0], 0xFFFF)}"
+        if "--queue-num" in found
+        else " --queue-num 0"
+    )
     if "--queue-balance" in found:
         lo_text, colon, hi_text = found["--queue-balance"].args[0].partition(":")
         lo, hi = _uint(lo_text, 0xFFFF), _uint(hi_text, 0xFFFF) if colon else None
@@ -1464,8 +1651,11 @@ def _save_tos_target(opts, ctx) -> str:
         value, mask = _tos_mask(opt.args[0])
     else:
         bits = _uint(opt.args[0], 255)
-        value, mask = {"--and-tos": (0, ~bits & 0xFF), "--or-tos": (bits, bits),
-                       "--xor-tos": (bits, 0)}[flag]
+        value, mask = {
+            "--and-tos": (0, ~bits & 0xFF),
+            "--or-tos": (bits, bits),
+            "--xor-tos": (bits, 0),
+        }[flag]
     return f" --set-tos 0x{value:02x}/0x{mask:02x}"
 
 
@@ -1475,18 +1665,32 @@ def _save_classify(opts, ctx) -> str:
     if opt is None or len(found) != 1:
         raise _Fallback()
     major, colon, minor = opt.args[0].partition(":")
-    if not colon or not re.fullmatch(r"[0-9a-fA-F]{1,4}", major) \
-            or not re.fullmatch(r"[0-9a-fA-F]{1,4}", minor):
+    if (
+        not colon
+        or not re.fullmatch(r"[0-9a-fA-F]{1,4}", major)
+        or not re.fullmatch(r"[0-9a-fA-F]{1,4}", minor)
+    ):
         raise _Fallback()
     return f" --set-class {int(major, 16):04x}:{int(minor, 16):04x}"
 
 
 _TARGET_SAVE = {
-    "CLASSIFY": _save_classify, "DSCP": _save_dscp_target, "NFQUEUE": _save_nfqueue,
+    "CLASSIFY": _save_classify,
+    "DSCP": _save_dscp_target,
+    "NFQUEUE": _save_nfqueue,
     "TOS": _save_tos_target,
-    "CONNMARK": _save_connmark_target, "CT": _save_ct, "DNAT": _save_dnat, "LOG": _save_log,
-    "MARK": _save_mark_target, "MASQUERADE": _save_masquerade, "NFLOG": _save_nflog,
-    "NOTRACK": _no_options, "REDIRECT": _save_redirect, "REJECT": _save_reject,
-    "SNAT": _save_snat, "TCPMSS": _save_tcpmss, "TRACE": _no_options,
+    "CONNMARK": _save_connmark_target,
+    "CT": _save_ct,
+    "DNAT": _save_dnat,
+    "LOG": _save_log,
+    "MARK": _save_mark_target,
+    "MASQUERADE": _save_masquerade,
+    "NFLOG": _save_nflog,
+    "NOTRACK": _no_options,
+    "REDIRECT": _save_redirect,
+    "REJECT": _save_reject,
+    "SNAT": _save_snat,
+    "TCPMSS": _save_tcpmss,
+    "TRACE": _no_options,
     "CHECKSUM": _save_checksum,
 }

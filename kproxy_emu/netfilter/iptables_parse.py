@@ -57,6 +57,7 @@ Not modelled: comma-separated address lists (``-s a,b``, which iptables expands 
 rule per address) are kept as one option as written (``render_live`` expands them);
 ``--opt=value`` spellings; commands placed after rule options.
 """
+
 from __future__ import annotations
 
 import gc
@@ -66,10 +67,21 @@ from dataclasses import dataclass
 from ..errors import InputError
 from .ruleset import BUILTIN_CHAINS, Opt, Rule, Ruleset, Table
 
-__all__ = ["RAW", "parse", "is_opaque", "rule_parts", "RuleParts", "MatchPart", "tokenize",
-           "MATCHES", "TARGETS", "VERDICTS", "canonical_flag"]
+__all__ = [
+    "MATCHES",
+    "RAW",
+    "TARGETS",
+    "VERDICTS",
+    "MatchPart",
+    "RuleParts",
+    "canonical_flag",
+    "is_opaque",
+    "parse",
+    "rule_parts",
+    "tokenize",
+]
 
-from .iptables_text import RAW  # noqa: E402  (one definition, shared with render)
+from .iptables_text import RAW
 
 # ----------------------------------------------------------------- extension tables
 #
@@ -107,16 +119,16 @@ _MATCHES_ANY = {
     "bpf": "bytecode=1 object-pinned=1",
     "cgroup": "cgroup=1 path=1",
     "cluster": "cluster-total-nodes=1 cluster-local-node=1 cluster-local-nodemask=1 "
-               "cluster-hash-seed=1",
+    "cluster-hash-seed=1",
     "comment": "comment=1",
     "connbytes": "connbytes=1 connbytes-dir=1 connbytes-mode=1",
     "connlabel": "label=1 set=0",
     "connlimit": "connlimit-upto=1 connlimit-above=1 connlimit-mask=1 connlimit-saddr=0 "
-                 "connlimit-daddr=0",
+    "connlimit-daddr=0",
     "connmark": "mark=1",
     "conntrack": "ctstate=1 ctproto=1 ctorigsrc=1 ctorigdst=1 ctreplsrc=1 ctrepldst=1 "
-                 "ctstatus=1 ctexpire=1 ctorigsrcport=1 ctorigdstport=1 ctreplsrcport=1 "
-                 "ctrepldstport=1 ctdir=1",
+    "ctstatus=1 ctexpire=1 ctorigsrcport=1 ctorigdstport=1 ctreplsrcport=1 "
+    "ctrepldstport=1 ctdir=1",
     "cpu": "cpu=1",
     "dccp": _PORTS + " dccp-types=1 dccp-option=1",
     "devgroup": "src-group=1 dst-group=1",
@@ -124,9 +136,9 @@ _MATCHES_ANY = {
     "ecn": "ecn-tcp-cwr=0 ecn-tcp-ece=0 ecn-ip-ect=1",
     "esp": "espspi=1",
     "hashlimit": "hashlimit=1 hashlimit-upto=1 hashlimit-above=1 hashlimit-burst=1 "
-                 "hashlimit-mode=1 hashlimit-name=1 hashlimit-srcmask=1 hashlimit-dstmask=1 "
-                 "hashlimit-htable-size=1 hashlimit-htable-max=1 hashlimit-htable-gcinterval=1 "
-                 "hashlimit-htable-expire=1 hashlimit-rate-match=0 hashlimit-rate-interval=1",
+    "hashlimit-mode=1 hashlimit-name=1 hashlimit-srcmask=1 hashlimit-dstmask=1 "
+    "hashlimit-htable-size=1 hashlimit-htable-max=1 hashlimit-htable-gcinterval=1 "
+    "hashlimit-htable-expire=1 hashlimit-rate-match=0 hashlimit-rate-interval=1",
     "helper": "helper=1",
     "ipcomp": "ipcompspi=1 compres=0",
     "iprange": "src-range=1 dst-range=1",
@@ -139,23 +151,21 @@ _MATCHES_ANY = {
     "nfacct": "nfacct-name=1",
     "osf": "genre=1 ttl=1 log=1",
     "owner": "uid-owner=1 gid-owner=1 pid-owner=1 sid-owner=1 cmd-owner=1 socket-exists=0 "
-             "suppl-groups=0",
-    "physdev": "physdev-in=1 physdev-out=1 physdev-is-in=0 physdev-is-out=0 "
-               "physdev-is-bridged=0",
+    "suppl-groups=0",
+    "physdev": "physdev-in=1 physdev-out=1 physdev-is-in=0 physdev-is-out=0 physdev-is-bridged=0",
     "pkttype": "pkt-type=1",
-    "policy": "dir=1 pol=1 strict=0 reqid=1 spi=1 tunnel-src=1 tunnel-dst=1 proto=1 mode=1 "
-              "next=0",
+    "policy": "dir=1 pol=1 strict=0 reqid=1 spi=1 tunnel-src=1 tunnel-dst=1 proto=1 mode=1 next=0",
     "quota": "quota=1",
     "rateest": "rateest=1 rateest1=1 rateest2=1 rateest-bps=? rateest-pps=? rateest-bps1=? "
-               "rateest-pps1=? rateest-bps2=? rateest-pps2=? rateest-delta=0 rateest-lt=0 "
-               "rateest-gt=0 rateest-eq=0",
+    "rateest-pps1=? rateest-bps2=? rateest-pps2=? rateest-delta=0 rateest-lt=0 "
+    "rateest-gt=0 rateest-eq=0",
     "recent": "set=0 rcheck=0 update=0 remove=0 seconds=1 reap=0 hitcount=1 rttl=0 name=1 "
-              "rsource=0 rdest=0 mask=1",
+    "rsource=0 rdest=0 mask=1",
     "rpfilter": "loose=0 validmark=0 accept-local=0 invert=0",
     "sctp": _PORTS + " chunk-types=2",
     "set": "match-set=2 set>match-set return-nomatch=0 update-counters=0 "
-           "update-subcounters=0 packets-eq=1 packets-lt=1 packets-gt=1 bytes-eq=1 "
-           "bytes-lt=1 bytes-gt=1",
+    "update-subcounters=0 packets-eq=1 packets-lt=1 packets-gt=1 bytes-eq=1 "
+    "bytes-lt=1 bytes-gt=1",
     "socket": "transparent=0 nowildcard=0 restore-skmark=0",
     "state": "state=1",
     "statistic": "mode=1 probability=1 every=1 packet=1",
@@ -163,7 +173,7 @@ _MATCHES_ANY = {
     "tcp": _PORTS + " syn=0 tcp-flags=2 tcp-option=1",
     "tcpmss": "mss=1",
     "time": "datestart=1 datestop=1 timestart=1 timestop=1 weekdays=1 monthdays=1 "
-            "contiguous=0 localtz=0 utc=0 kerneltz=0",
+    "contiguous=0 localtz=0 utc=0 kerneltz=0",
     "tos": "tos=1",
     "u32": "u32=1",
     "udp": _PORTS,
@@ -186,8 +196,8 @@ _MATCHES_V6 = {
     "mh": "mh-type=1",
     "rt": "rt-type=1 rt-segsleft=1 rt-len=1 rt-0-res=0 rt-0-addrs=1 rt-0-not-strict=0",
     "srh": "srh-next-hdr=1 srh-hdr-len-eq=1 srh-hdr-len-gt=1 srh-hdr-len-lt=1 "
-           "srh-segs-left-eq=1 srh-segs-left-gt=1 srh-segs-left-lt=1 srh-last-entry-eq=1 "
-           "srh-last-entry-gt=1 srh-last-entry-lt=1 srh-tag=1 srh-psid=1 srh-nsid=1 srh-lsid=1",
+    "srh-segs-left-eq=1 srh-segs-left-gt=1 srh-segs-left-lt=1 srh-last-entry-eq=1 "
+    "srh-last-entry-gt=1 srh-last-entry-lt=1 srh-tag=1 srh-psid=1 srh-nsid=1 srh-lsid=1",
 }
 
 _MARK_TG = "set-mark=1 set-xmark=1 and-mark=1 or-mark=1 xor-mark=1"
@@ -196,19 +206,18 @@ _TARGETS_ANY = {
     "CHECKSUM": "checksum-fill=0",
     "CLASSIFY": "set-class=1",
     "CONNMARK": _MARK_TG + " save-mark=0 restore-mark=0 mask=1 ctmask=1 nfmask=1 "
-                "left-shift-mark=1 right-shift-mark=1",
+    "left-shift-mark=1 right-shift-mark=1",
     "CONNSECMARK": "save=0 restore=0",
-    "CT": "notrack=0 helper=1 ctevents=1 expevents=1 zone=1 zone-orig=1 zone-reply=1 "
-          "timeout=1",
+    "CT": "notrack=0 helper=1 ctevents=1 expevents=1 zone=1 zone-orig=1 zone-reply=1 timeout=1",
     "DNAT": "to-destination=1 random=0 persistent=0",
     "DSCP": "set-dscp=1 set-dscp-class=1",
     "HMARK": "hmark-tuple=1 hmark-src-prefix=1 hmark-dst-prefix=1 hmark-sport-mask=1 "
-             "hmark-dport-mask=1 hmark-spi-mask=1 hmark-sport=1 hmark-dport=1 hmark-spi=1 "
-             "hmark-proto-mask=1 hmark-rnd=1 hmark-mod=1 hmark-offset=1",
+    "hmark-dport-mask=1 hmark-spi-mask=1 hmark-sport=1 hmark-dport=1 hmark-spi=1 "
+    "hmark-proto-mask=1 hmark-rnd=1 hmark-mod=1 hmark-offset=1",
     "IDLETIMER": "timeout=1 label=1 alarm=0",
     "LED": "led-trigger-id=1 led-delay=1 led-always-blink=0",
     "LOG": "log-level=1 log-prefix=1 log-tcp-sequence=0 log-tcp-options=0 log-ip-options=0 "
-           "log-uid=0 log-macdecode=0",
+    "log-uid=0 log-macdecode=0",
     "MARK": _MARK_TG,
     "MASQUERADE": "to-ports=1 random=0 random-fully=0",
     "NFLOG": "nflog-group=1 nflog-prefix=1 nflog-range=1 nflog-size=1 nflog-threshold=1",
@@ -217,8 +226,7 @@ _TARGETS_ANY = {
     "RATEEST": "rateest-name=1 rateest-interval=1 rateest-ewmalog=1",
     "REDIRECT": "to-ports=1 random=0",
     "SECMARK": "selctx=1",
-    "SET": "add-set=2 del-set=2 map-set=2 exist=0 timeout=1 map-mark=0 map-prio=0 "
-           "map-queue=0",
+    "SET": "add-set=2 del-set=2 map-set=2 exist=0 timeout=1 map-mark=0 map-prio=0 map-queue=0",
     "SNAT": "to-source=1 random=0 random-fully=0 persistent=0",
     "SYNPROXY": "sack-perm=0 timestamp=0 ecn=0 wscale=1 mss=1",
     "TCPMSS": "set-mss=1 clamp-mss-to-pmtu=0",
@@ -262,42 +270,151 @@ ALL_TARGET_NAMES = frozenset(TARGETS["IPv4"]) | frozenset(TARGETS["IPv6"])
 
 # the options of iptables itself that may appear in a rule (xtables.c original_opts)
 # canonical short flag -> nargs; long spellings map onto them
-BUILTIN_SHORT = {"-s": 1, "-d": 1, "-p": 1, "-i": 1, "-o": 1, "-f": 0, "-m": 1, "-j": 1,
-                 "-g": 1, "-c": 1, "-4": 0, "-6": 0}
-BUILTIN_LONG = {"--source": "-s", "--src": "-s", "--destination": "-d", "--dst": "-d",
-                "--protocol": "-p", "--in-interface": "-i", "--out-interface": "-o",
-                "--fragments": "-f", "--match": "-m", "--jump": "-j", "--goto": "-g",
-                "--set-counters": "-c", "--ipv4": "-4", "--ipv6": "-6"}
+BUILTIN_SHORT = {
+    "-s": 1,
+    "-d": 1,
+    "-p": 1,
+    "-i": 1,
+    "-o": 1,
+    "-f": 0,
+    "-m": 1,
+    "-j": 1,
+    "-g": 1,
+    "-c": 1,
+    "-4": 0,
+    "-6": 0,
+}
+BUILTIN_LONG = {
+    "--source": "-s",
+    "--src": "-s",
+    "--destination": "-d",
+    "--dst": "-d",
+    "--protocol": "-p",
+    "--in-interface": "-i",
+    "--out-interface": "-o",
+    "--fragments": "-f",
+    "--match": "-m",
+    "--jump": "-j",
+    "--goto": "-g",
+    "--set-counters": "-c",
+    "--ipv4": "-4",
+    "--ipv6": "-6",
+}
 # builtins that accept a leading "!"
 BUILTIN_NEGATABLE = frozenset({"-s", "-d", "-p", "-i", "-o", "-f"})
 
 # iptables commands, short and long
-COMMANDS = {"-A": "-A", "--append": "-A", "-I": "-I", "--insert": "-I", "-D": "-D",
-            "--delete": "-D", "-R": "-R", "--replace": "-R", "-N": "-N", "--new-chain": "-N",
-            "-X": "-X", "--delete-chain": "-X", "-F": "-F", "--flush": "-F", "-Z": "-Z",
-            "--zero": "-Z", "-P": "-P", "--policy": "-P", "-E": "-E", "--rename-chain": "-E",
-            "-C": "-C", "--check": "-C", "-L": "-L", "--list": "-L", "-S": "-S",
-            "--list-rules": "-S"}
+COMMANDS = {
+    "-A": "-A",
+    "--append": "-A",
+    "-I": "-I",
+    "--insert": "-I",
+    "-D": "-D",
+    "--delete": "-D",
+    "-R": "-R",
+    "--replace": "-R",
+    "-N": "-N",
+    "--new-chain": "-N",
+    "-X": "-X",
+    "--delete-chain": "-X",
+    "-F": "-F",
+    "--flush": "-F",
+    "-Z": "-Z",
+    "--zero": "-Z",
+    "-P": "-P",
+    "--policy": "-P",
+    "-E": "-E",
+    "--rename-chain": "-E",
+    "-C": "-C",
+    "--check": "-C",
+    "-L": "-L",
+    "--list": "-L",
+    "-S": "-S",
+    "--list-rules": "-S",
+}
 
 # protocol names and numbers (iptables' xtables_chain_protos first, then Debian netbase's
 # /etc/protocols, which getprotobyname/getprotobynumber read on a node)
-CHAIN_PROTOS = (("tcp", 6), ("sctp", 132), ("udp", 17), ("udplite", 136), ("icmp", 1),
-                ("ipv6-icmp", 58), ("icmpv6", 58), ("esp", 50), ("ah", 51),
-                ("mobility-header", 135), ("ipv6-mh", 135), ("mh", 135), ("all", 0))
+CHAIN_PROTOS = (
+    ("tcp", 6),
+    ("sctp", 132),
+    ("udp", 17),
+    ("udplite", 136),
+    ("icmp", 1),
+    ("ipv6-icmp", 58),
+    ("icmpv6", 58),
+    ("esp", 50),
+    ("ah", 51),
+    ("mobility-header", 135),
+    ("ipv6-mh", 135),
+    ("mh", 135),
+    ("all", 0),
+)
 ETC_PROTOCOLS = {
-    "ip": 0, "hopopt": 0, "icmp": 1, "igmp": 2, "ggp": 3, "ipencap": 4, "st": 5, "tcp": 6,
-    "egp": 8, "igp": 9, "pup": 12, "udp": 17, "hmp": 20, "xns-idp": 22, "rdp": 27,
-    "iso-tp4": 29, "dccp": 33, "xtp": 36, "ddp": 37, "idpr-cmtp": 38, "ipv6": 41,
-    "ipv6-route": 43, "ipv6-frag": 44, "idrp": 45, "rsvp": 46, "gre": 47, "esp": 50, "ah": 51,
-    "skip": 57, "ipv6-icmp": 58, "ipv6-nonxt": 59, "ipv6-opts": 60, "rspf": 73, "vmtp": 81,
-    "eigrp": 88, "ospf": 89, "ax.25": 93, "ipip": 94, "etherip": 97, "encap": 98, "pim": 103,
-    "ipcomp": 108, "vrrp": 112, "l2tp": 115, "isis": 124, "sctp": 132, "fc": 133,
-    "mobility-header": 135, "udplite": 136, "mpls-in-ip": 137, "manet": 138, "hip": 139,
-    "shim6": 140, "wesp": 141, "rohc": 142, "ethernet": 143,
+    "ip": 0,
+    "hopopt": 0,
+    "icmp": 1,
+    "igmp": 2,
+    "ggp": 3,
+    "ipencap": 4,
+    "st": 5,
+    "tcp": 6,
+    "egp": 8,
+    "igp": 9,
+    "pup": 12,
+    "udp": 17,
+    "hmp": 20,
+    "xns-idp": 22,
+    "rdp": 27,
+    "iso-tp4": 29,
+    "dccp": 33,
+    "xtp": 36,
+    "ddp": 37,
+    "idpr-cmtp": 38,
+    "ipv6": 41,
+    "ipv6-route": 43,
+    "ipv6-frag": 44,
+    "idrp": 45,
+    "rsvp": 46,
+    "gre": 47,
+    "esp": 50,
+    "ah": 51,
+    "skip": 57,
+    "ipv6-icmp": 58,
+    "ipv6-nonxt": 59,
+    "ipv6-opts": 60,
+    "rspf": 73,
+    "vmtp": 81,
+    "eigrp": 88,
+    "ospf": 89,
+    "ax.25": 93,
+    "ipip": 94,
+    "etherip": 97,
+    "encap": 98,
+    "pim": 103,
+    "ipcomp": 108,
+    "vrrp": 112,
+    "l2tp": 115,
+    "isis": 124,
+    "sctp": 132,
+    "fc": 133,
+    "mobility-header": 135,
+    "udplite": 136,
+    "mpls-in-ip": 137,
+    "manet": 138,
+    "hip": 139,
+    "shim6": 140,
+    "wesp": 141,
+    "rohc": 142,
+    "ethernet": 143,
 }
 # /etc/protocols aliases (getprotobyname finds them; -p is lowercased first)
 ETC_PROTOCOL_ALIASES = {
-    "ipv6-icmp": 58, "icmpv6": 58, "ipencap": 4, "ipv6-crypt": 50, "ipv6-auth": 51,
+    "ipv6-icmp": 58,
+    "icmpv6": 58,
+    "ipencap": 4,
+    "ipv6-crypt": 50,
+    "ipv6-auth": 51,
 }
 
 
@@ -350,6 +467,7 @@ def canonical_flag(flag: str) -> str:
 
 
 # ----------------------------------------------------------------- tokens
+
 
 class _Unknown(Exception):
     """An unknown module, target option or option: kept as an opaque rule if asked to."""
@@ -443,12 +561,13 @@ def _tokenize_slow(line: str) -> tuple[list[str], set[int]]:
 
 # ----------------------------------------------------------------- options -> modules
 
+
 class _Context:
     """The modules and target loaded so far in one rule, and how an option resolves
     against them (iptables' merged getopt table: its own options first, then the most
     recently loaded extension's, then older ones; -p's protocol match on demand)."""
 
-    __slots__ = ("family", "matches", "targets", "loaded", "proto", "proto_used")
+    __slots__ = ("family", "loaded", "matches", "proto", "proto_used", "targets")
 
     def __init__(self, family: str):
         self.family = family
@@ -530,8 +649,9 @@ class _Context:
 _STARTS_COMMAND = frozenset(COMMANDS)
 
 
-def _group(tokens: list[str], quoted: set[int], start: int, family: str,
-           cache: dict) -> tuple[Opt, ...]:
+def _group(
+    tokens: list[str], quoted: set[int], start: int, family: str, cache: dict
+) -> tuple[Opt, ...]:
     """Group a rule's tokens (from ``start``) into options. Raises _Unknown / _Bad."""
     ctx = _Context(family)
     opts: list[Opt] = []
@@ -581,8 +701,9 @@ def _group(tokens: list[str], quoted: set[int], start: int, family: str,
             i += 1
         elif nargs == 1 or nargs == OPTIONAL:
             j = i + 1
-            if j < n and (j in quoted or canon in _FREE_TEXT
-                          or not _looks_like_option(tokens[j], ctx)):
+            if j < n and (
+                j in quoted or canon in _FREE_TEXT or not _looks_like_option(tokens[j], ctx)
+            ):
                 if nargs == OPTIONAL and j not in quoted and tokens[j][:1] in ("-", "!"):
                     args = ()
                     i = j
@@ -594,22 +715,35 @@ def _group(tokens: list[str], quoted: set[int], start: int, family: str,
                 i = j
             else:
                 raise _Bad(f"option {tok} requires an argument", tok)
-            if canon == "-c" and args and "," not in args[0] and i < n \
-                    and tokens[i][:1] not in ("-", "!"):
+            if (
+                canon == "-c"
+                and args
+                and "," not in args[0]
+                and i < n
+                and tokens[i][:1] not in ("-", "!")
+            ):
                 args = (args[0], tokens[i])
                 i += 1
-            elif canon == "--comment" and args and i < n and i not in quoted \
-                    and tokens[i][:1] not in ("-", "!"):
+            elif (
+                canon == "--comment"
+                and args
+                and i < n
+                and i not in quoted
+                and tokens[i][:1] not in ("-", "!")
+            ):
                 # kube-proxy's hand-written test dumps leave multi-word comments unquoted
                 k = i
                 while k < n and k not in quoted and tokens[k][:1] not in ("-", "!"):
                     k += 1
-                args = (" ".join(tokens[i - 1:k]),)
+                args = (" ".join(tokens[i - 1 : k]),)
                 i = k
         else:  # two arguments (--tcp-flags MASK COMP, --match-set NAME FLAGS)
             j = i + 1
-            if j + 1 >= n or _looks_like_option(tokens[j], ctx) \
-                    or (j + 1 not in quoted and tokens[j + 1][:1] in ("-", "!")):
+            if (
+                j + 1 >= n
+                or _looks_like_option(tokens[j], ctx)
+                or (j + 1 not in quoted and tokens[j + 1][:1] in ("-", "!"))
+            ):
                 raise _Bad(f"option {tok} requires two arguments", tok)
             args = (tokens[j], tokens[j + 1])
             i = j + 2
@@ -636,8 +770,9 @@ def _group(tokens: list[str], quoted: set[int], start: int, family: str,
 
 
 # options whose argument is free text: like getopt, take the next token whatever it is
-_FREE_TEXT = frozenset({"--comment", "--log-prefix", "--nflog-prefix", "--ulog-prefix",
-                        "--string", "--hex-string"})
+_FREE_TEXT = frozenset(
+    {"--comment", "--log-prefix", "--nflog-prefix", "--ulog-prefix", "--string", "--hex-string"}
+)
 
 
 def _looks_like_option(tok: str, ctx: _Context) -> bool:
@@ -724,8 +859,9 @@ def rule_parts(rule: Rule, family: str = "IPv4") -> RuleParts | None:
                 raise _Unknown(f"unknown option {flag!r}", flag)
     except (_Unknown, _Bad) as exc:
         raise ValueError(exc.message) from None
-    matches = tuple(MatchPart(name, tuple(o), implicit, load)
-                    for name, o, implicit, load in builders)
+    matches = tuple(
+        MatchPart(name, tuple(o), implicit, load) for name, o, implicit, load in builders
+    )
     return RuleParts(tuple(basic), matches, target, kind, goto, tuple(target_opts))
 
 
@@ -737,8 +873,14 @@ _POLICIES = frozenset({"ACCEPT", "DROP", "-"})
 _MAX_CHAIN = 28  # XT_EXTENSION_MAXNAMELEN - 1
 
 
-def parse(text: str, *, file: str | None = None, keep_unknown: bool = False,
-          family: str | None = None, into: Ruleset | None = None) -> Ruleset:
+def parse(
+    text: str,
+    *,
+    file: str | None = None,
+    keep_unknown: bool = False,
+    family: str | None = None,
+    into: Ruleset | None = None,
+) -> Ruleset:
     """Read iptables-save output or iptables-restore input into a Ruleset.
 
     ``family`` ("IPv4"/"IPv6") picks ip6tables' extensions (icmp6, REJECT's icmp6 types);
@@ -768,15 +910,17 @@ def _parse(text: str, file: str | None, keep_unknown: bool, ruleset: Ruleset) ->
     lineno = 0
     line = ""
     try:
-        for lineno, line in enumerate(text.split("\n"), 1):
+        for lineno, line in enumerate(text.split("\n"), 1):  # noqa: B007 (read after the loop)
             first = line[:1]
             if first == "#" or not line or line.isspace():
                 continue
             if first == "-" or first == "[":
                 if table is None:
                     tokens = line.split()
-                    raise _Bad("rule outside a table (no '*table' line before it)",
-                               tokens[0] if tokens else line)
+                    raise _Bad(
+                        "rule outside a table (no '*table' line before it)",
+                        tokens[0] if tokens else line,
+                    )
                 _command(ruleset, table, line, family, keep_unknown, cache)
             elif first == ":":
                 if table is None:
@@ -798,8 +942,12 @@ def _parse(text: str, file: str | None, keep_unknown: bool, ruleset: Ruleset) ->
     except (_Bad, _Unknown) as exc:
         raise _error(exc.message, file, lineno, exc.token) from None
     if table is not None:
-        raise _error(f"COMMIT expected for table {table.name!r} at end of input", file,
-                     lineno + (0 if line == "" else 1), "<end of input>")
+        raise _error(
+            f"COMMIT expected for table {table.name!r} at end of input",
+            file,
+            lineno + (0 if line == "" else 1),
+            "<end of input>",
+        )
     return ruleset
 
 
@@ -850,13 +998,14 @@ def _rulenum(tok: str) -> int:
     return int(tok)
 
 
-def _command(ruleset: Ruleset, table: Table, line: str, family: str, keep_unknown: bool,
-             cache: dict) -> None:
+def _command(
+    ruleset: Ruleset, table: Table, line: str, family: str, keep_unknown: bool, cache: dict
+) -> None:
     if line[:1] == "[":  # "[pkts:bytes] -A ..." as iptables-save -c writes
         end = line.find("]")
-        if end < 0 or _COUNTERS.fullmatch(line[:end + 1]) is None:
+        if end < 0 or _COUNTERS.fullmatch(line[: end + 1]) is None:
             raise _Bad("invalid rule counters", line.split()[0])
-        line = line[end + 1:]
+        line = line[end + 1 :]
     tokens, quoted = _tokenize(line)
     if not tokens:
         raise _Bad("no command", line)
@@ -927,8 +1076,11 @@ def _command(ruleset: Ruleset, table: Table, line: str, family: str, keep_unknow
         deleted = optional(1)
         no_more(2 if deleted else 1)
         if deleted is None:
-            table.deleted.extend(c for c in table.chains
-                                 if c not in BUILTIN_CHAINS[table.name] and c not in table.deleted)
+            table.deleted.extend(
+                c
+                for c in table.chains
+                if c not in BUILTIN_CHAINS[table.name] and c not in table.deleted
+            )
         elif deleted not in table.deleted:
             table.deleted.append(deleted)
     elif cmd == "-F":
@@ -983,7 +1135,10 @@ def _rename(table: Table, old: str, new: str) -> None:
     table.chains = {(new if k == old else k): v for k, v in table.chains.items()}
     table.chains[new].name = new
     for k, rule in enumerate(table.rules):
-        opts = tuple(Opt(o.flag, (new,), o.negated)
-                     if o.flag in ("-j", "-g", "--jump", "--goto") and o.args == (old,) else o
-                     for o in rule.opts)
+        opts = tuple(
+            Opt(o.flag, (new,), o.negated)
+            if o.flag in ("-j", "-g", "--jump", "--goto") and o.args == (old,)
+            else o
+            for o in rule.opts
+        )
         table.rules[k] = Rule(new if rule.chain == old else rule.chain, opts)

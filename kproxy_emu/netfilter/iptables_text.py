@@ -4,6 +4,7 @@
 the normalisation kube-proxy's unit tests compare with (``sortIPTablesRules`` in
 pkg/proxy/iptables/proxier_test.go), so output diffs against the fixtures.
 """
+
 from __future__ import annotations
 
 import re
@@ -30,7 +31,9 @@ def render_opt(opt: Opt) -> str:
     return f"! {text}" if opt.negated else text
 
 
-def render_rule(rule: Rule, _cache: dict[Opt, str] = {}) -> str:
+def render_rule(rule: Rule, _cache: dict[Opt, str] | None = None) -> str:
+    if _cache is None:
+        _cache = {}
     if not rule.opts:
         return f"-A {rule.chain}"
     parts = []
@@ -44,7 +47,9 @@ def render_rule(rule: Rule, _cache: dict[Opt, str] = {}) -> str:
     return f"-A {rule.chain} {' '.join(parts)}"
 
 
-def _table_lines(table: Table, chains: list[str], rules: list[Rule], deleted: list[str]) -> list[str]:
+def _table_lines(
+    table: Table, chains: list[str], rules: list[Rule], deleted: list[str]
+) -> list[str]:
     lines = [f"*{table.name}"]
     for name in chains:
         chain = table.chains[name]

@@ -18,10 +18,12 @@ random per set, here from a seed), ``create NAME bitmap:port range 0-65535``, th
 ``add NAME ENTRY`` lines. The kernel lists members in hash-bucket order; they are sorted
 here (deterministic, not the kernel's order).
 """
+
 from __future__ import annotations
 
 import ipaddress
-from typing import Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -43,7 +45,7 @@ def _int32(x: int) -> int:
 def _addr_words(ip: str) -> list[int]:
     a = ipaddress.ip_address(ip)
     raw = a.packed
-    return [int.from_bytes(raw[i:i + 4], "big") for i in range(0, len(raw), 4)]
+    return [int.from_bytes(raw[i : i + 4], "big") for i in range(0, len(raw), 4)]
 
 
 def cmp_services(a: VirtualServer, b: VirtualServer) -> int:
@@ -134,8 +136,10 @@ def _sorted_services(state: IpvsState, nosort: bool) -> list[tuple[int, VirtualS
     if nosort:
         return indexed
     # ipvs_cmp_services' fields, computed once (fwmark is 0 for kube-proxy's services)
-    keys = [(10 if ":" in vs.address else 2, _PROTO_NUM[vs.protocol],
-             *_addr_words(vs.address), vs.port) for vs in state.virtual_servers]
+    keys = [
+        (10 if ":" in vs.address else 2, _PROTO_NUM[vs.protocol], *_addr_words(vs.address), vs.port)
+        for vs in state.virtual_servers
+    ]
     order = glibc_msort(range(len(indexed)), lambda a, b: _wrapped_cmp(keys[a], keys[b]))
     return [indexed[i] for i in order]
 
@@ -165,14 +169,17 @@ def render_ipvsadm_save(state: IpvsState, *, nosort: bool = False) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def render_ipvsadm_list(state: IpvsState, *, counters=None, nosort: bool = False,
-                        conn_tab_size: int = CONN_TAB_SIZE) -> str:
+def render_ipvsadm_list(
+    state: IpvsState, *, counters=None, nosort: bool = False, conn_tab_size: int = CONN_TAB_SIZE
+) -> str:
     """``ipvsadm -L -n``; ``counters``: rows with activeconns/inactconns aligned with
     modes.ipvs.lower()'s dests (0 when not given)."""
     conns = _counters(state, counters)
-    lines = [f"IP Virtual Server version {IPVS_VERSION} (size={conn_tab_size})",
-             "Prot LocalAddress:Port Scheduler Flags",
-             "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn"]
+    lines = [
+        f"IP Virtual Server version {IPVS_VERSION} (size={conn_tab_size})",
+        "Prot LocalAddress:Port Scheduler Flags",
+        "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn",
+    ]
     for i, vs in _sorted_services(state, nosort):
         name = f"{vs.protocol}  {_addrport(vs.address, vs.port)}"
         if ":" not in vs.address:
@@ -189,8 +196,7 @@ def render_ipvsadm_list(state: IpvsState, *, counters=None, nosort: bool = False
             if ":" not in rs.address:
                 dname = dname[:28]
             active, inact = conns.get((i, j), (0, 0))
-            lines.append(f"  -> {dname:<28} {'Masq':<7} {rs.weight:<6d} {active:<10d} "
-                         f"{inact:<10d}")
+            lines.append(f"  -> {dname:<28} {'Masq':<7} {rs.weight:<6d} {active:<10d} {inact:<10d}")
     return "".join(line + "\n" for line in lines)
 
 
@@ -209,8 +215,10 @@ def render_ipset_save(state: IpvsState, *, initval_seed: int | None = None) -> s
         if s.set_type == BITMAP_PORT:
             lines.append(f"create {s.name} {s.set_type} range {s.port_range}")
         else:
-            line = (f"create {s.name} {s.set_type} family {s.family} hashsize {s.hash_size} "
-                    f"maxelem {s.max_elem}")
+            line = (
+                f"create {s.name} {s.set_type} family {s.family} hashsize {s.hash_size} "
+                f"maxelem {s.max_elem}"
+            )
             if rng is not None:
                 line += f" bucketsize 12 initval 0x{int(rng.integers(0, 1 << 32)):08x}"
             lines.append(line)
@@ -235,6 +243,7 @@ def _entry_key(set_type: str) -> Callable[[str], tuple]:
                 net = ipaddress.ip_network(p, strict=False)
                 out += [net.version, int(net.network_address), net.prefixlen]
         return tuple(out)
+
     return key
 
 
@@ -245,6 +254,7 @@ def render(state: IpvsState, fmt: str = "ipvsadm-save", **options) -> str:
     """One of IPVS mode's texts by name (FORMATS); options go to that renderer."""
     from ..errors import InputError
     from .iptables_text import render as render_restore
+
     if fmt == "ipvsadm-save":
         return render_ipvsadm_save(state, **options)
     if fmt == "ipvsadm-list":
@@ -253,5 +263,6 @@ def render(state: IpvsState, fmt: str = "ipvsadm-save", **options) -> str:
         return render_ipset_save(state, **options)
     if fmt == "iptables-restore":
         return render_restore(state.ruleset)
-    raise InputError(f"unknown IPVS render format (known: {', '.join(FORMATS)})",
-                     field="format", value=fmt)
+    raise InputError(
+        f"unknown IPVS render format (known: {', '.join(FORMATS)})", field="format", value=fmt
+    )

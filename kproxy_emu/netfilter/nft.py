@@ -7,11 +7,13 @@ maps, rules and elements, as knftables sends them to ``nft -f``). ``NftRuleset.a
 one atomically, with the kernel's checks that matter here (objects must exist to be flushed
 or deleted, a chain still jumped to cannot be deleted).
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, cast
+from typing import cast
 
 from ..errors import KproxyError
 
@@ -115,8 +117,13 @@ class NftTransaction:
     def add_rule(self, chain: str, text: str, comment: str | None = None) -> None:
         self.add("rule", NftRule(chain, text, comment))
 
-    def add_element(self, container: str, key: tuple[str, ...], value: tuple[str, ...] = (),
-                    comment: str | None = None) -> None:
+    def add_element(
+        self,
+        container: str,
+        key: tuple[str, ...],
+        value: tuple[str, ...] = (),
+        comment: str | None = None,
+    ) -> None:
         self.add("element", (container, NftElement(key, value, comment)))
 
     def delete_element(self, container: str, key: tuple[str, ...]) -> None:
@@ -134,13 +141,17 @@ class NftRuleset:
         self.sets: dict[str, NftSet] = {}  # sets and maps, in creation order
         self.chains: dict[str, NftChain] = {}  # in creation order
 
-    def copy(self) -> "NftRuleset":
+    def copy(self) -> NftRuleset:
         new = NftRuleset(self.family, self.name)
         new.exists, new.comment = self.exists, self.comment
-        new.sets = {n: NftSet(s.name, s.kind, s.type, s.flags, s.timeout, s.comment,
-                              dict(s.elements)) for n, s in self.sets.items()}
-        new.chains = {n: NftChain(c.name, c.type, c.hook, c.priority, c.comment, list(c.rules))
-                      for n, c in self.chains.items()}
+        new.sets = {
+            n: NftSet(s.name, s.kind, s.type, s.flags, s.timeout, s.comment, dict(s.elements))
+            for n, s in self.sets.items()
+        }
+        new.chains = {
+            n: NftChain(c.name, c.type, c.hook, c.priority, c.comment, list(c.rules))
+            for n, c in self.chains.items()
+        }
         return new
 
     @property
@@ -215,10 +226,14 @@ class NftRuleset:
             have = self.chains.get(obj.name)
             if verb == "add":
                 if have is None:
-                    self.chains[obj.name] = NftChain(obj.name, obj.type, obj.hook, obj.priority,
-                                                     obj.comment)
-                elif (obj.hook is not None and
-                      (have.hook, have.type, have.priority) != (obj.hook, obj.type, obj.priority)):
+                    self.chains[obj.name] = NftChain(
+                        obj.name, obj.type, obj.hook, obj.priority, obj.comment
+                    )
+                elif obj.hook is not None and (have.hook, have.type, have.priority) != (
+                    obj.hook,
+                    obj.type,
+                    obj.priority,
+                ):
                     raise NftError(f"chain {obj.name} exists with another type/hook/priority")
             elif have is None:
                 raise NftError(f"no such chain {obj.name}")
@@ -239,8 +254,9 @@ class NftRuleset:
             have_set = self.sets.get(obj.name)
             if verb == "add":
                 if have_set is None:
-                    self.sets[obj.name] = NftSet(obj.name, kind, obj.type, obj.flags, obj.timeout,
-                                                 obj.comment)
+                    self.sets[obj.name] = NftSet(
+                        obj.name, kind, obj.type, obj.flags, obj.timeout, obj.comment
+                    )
                 elif have_set.type != obj.type or have_set.kind != kind:
                     raise NftError(f"{kind} {obj.name} exists with another type")
             elif have_set is None:
@@ -303,7 +319,7 @@ def split_comment(text: str) -> tuple[str, str | None]:
     m = re.search(r' comment "([^"]*)"\s*$', text)
     if m is None:
         return text, None
-    return text[:m.start()], m.group(1)
+    return text[: m.start()], m.group(1)
 
 
 @dataclass(slots=True)
@@ -337,7 +353,7 @@ _SELECTOR_ARITY = {"ip": 2, "ip6": 2, "th": 2, "tcp": 2, "udp": 2, "sctp": 2, "c
 def _read_selector(tokens: list[str], i: int) -> tuple[tuple[str, ...], int] | None:
     t = tokens[i]
     if t in _SELECTOR_ARITY:
-        return tuple(tokens[i:i + 2]), i + 2
+        return tuple(tokens[i : i + 2]), i + 2
     if t == "meta":
         return ("meta", tokens[i + 1]), i + 2
     if t == "mark":
@@ -345,9 +361,9 @@ def _read_selector(tokens: list[str], i: int) -> tuple[tuple[str, ...], int] | N
     if t in ("iifname", "oifname", "iif", "oif", "l4proto"):
         return ("meta", t), i + 1
     if t == "fib":  # fib saddr type / fib daddr type
-        return tuple(tokens[i:i + 3]), i + 3
+        return tuple(tokens[i : i + 3]), i + 3
     if t == "numgen":  # numgen random mod N
-        return tuple(tokens[i:i + 4]), i + 4
+        return tuple(tokens[i : i + 4]), i + 4
     return None
 
 
@@ -360,7 +376,7 @@ def _read_braced(tokens: list[str], i: int) -> tuple[list[str], int]:
         elif tokens[j] == "}":
             depth -= 1
             if depth == 0:
-                return tokens[i + 1:j], j + 1
+                return tokens[i + 1 : j], j + 1
         j += 1
     raise NftError(f"unbalanced braces in rule: {' '.join(tokens)}")
 
@@ -464,8 +480,9 @@ def parse_rule(text: str) -> tuple[list[Match | Statement], str | None]:
                     m.vmap = {}
                     for part in _split_commas(inner):
                         colon = part.index(":")
-                        m.vmap[" . ".join(x for x in part[:colon] if x != ".")] = \
-                            " ".join(part[colon + 1:])
+                        m.vmap[" . ".join(x for x in part[:colon] if x != ".")] = " ".join(
+                            part[colon + 1 :]
+                        )
                 items.append(m)
                 continue
             if i < n and tokens[i] in ("==", "!="):

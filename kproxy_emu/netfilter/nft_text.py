@@ -10,6 +10,7 @@
 - ``render_transaction``: a sync's transaction as ``nft -f`` input;
 - ``parse_dump``: a dump (e.g. a fixture's expected state) back into an NftRuleset.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -17,8 +18,16 @@ import re
 from typing import cast
 
 from ..errors import InputError
-from .nft import (NftChain, NftElement, NftRule, NftRuleset, NftSet, NftTransaction,
-                  split_comment, tokenize)
+from .nft import (
+    NftChain,
+    NftElement,
+    NftRule,
+    NftRuleset,
+    NftSet,
+    NftTransaction,
+    split_comment,
+    tokenize,
+)
 
 
 def _prefix(rs: NftRuleset) -> str:
@@ -105,8 +114,12 @@ def sort_dump(text: str) -> str:
         if kind == "table":
             return (-1, "", 0, "")
         name = words[4] if len(words) > 4 else ""
-        return (_OBJECT_ORDER.get(kind, 9), name, index if kind == "rule" else 0,
-                "" if kind == "rule" else line)
+        return (
+            _OBJECT_ORDER.get(kind, 9),
+            name,
+            index if kind == "rule" else 0,
+            "" if kind == "rule" else line,
+        )
 
     return "\n".join(line for _, line in sorted(enumerate(lines), key=key))
 
@@ -148,8 +161,14 @@ def render_transaction(rs: NftRuleset, tx: NftTransaction) -> str:
 
 
 # ---------------------------------------------------------------------- nft list ruleset
-_STD_PRIOS = (("raw", -300), ("mangle", -150), ("dstnat", -100), ("filter", 0),
-              ("security", 50), ("srcnat", 100))
+_STD_PRIOS = (
+    ("raw", -300),
+    ("mangle", -150),
+    ("dstnat", -100),
+    ("filter", 0),
+    ("security", 50),
+    ("srcnat", 100),
+)
 
 
 def _prio_text(hook: str, prio: int) -> str:
@@ -238,7 +257,7 @@ def list_rule_text(rule: NftRule) -> str:
                 if depth == 0:
                     break
                 j += 1
-            inner = toks[i + 1:j]
+            inner = toks[i + 1 : j]
             if ":" in inner or (out and out[-1] in ("@",)) or (out and out[-1].startswith("@")):
                 items = " ".join(inner).replace(" , ", ", ").replace(" ,", ",")
                 out.append("{ " + items + " }")
@@ -328,8 +347,10 @@ def render_list(rs: NftRuleset) -> str:
         if c.comment is not None:
             lines.append(f'\t\tcomment "{c.comment}"')
         if c.hook is not None:
-            lines.append(f"\t\ttype {c.type} hook {c.hook} priority "
-                         f"{_prio_text(c.hook, c.priority or 0)}; policy accept;")
+            lines.append(
+                f"\t\ttype {c.type} hook {c.hook} priority "
+                f"{_prio_text(c.hook, c.priority or 0)}; policy accept;"
+            )
         lines += [f"\t\t{list_rule_text(r)}" for r in c.rules]
         lines.append("\t}")
         blocks.append("\n".join(lines))
@@ -376,7 +397,7 @@ def parse_dump(text: str, source: str = "<dump>") -> NftRuleset:
             spec = " ".join(x for x in (name, rest) if x)
             for f in _braced_fields(spec, where) if spec else []:
                 if f.startswith("comment "):
-                    rs.comment = _unquote(f[len("comment "):])
+                    rs.comment = _unquote(f[len("comment ") :])
             continue
         if not rs.exists:
             raise InputError("object before its 'add table' line", field=where, value=line)
@@ -389,7 +410,7 @@ def parse_dump(text: str, source: str = "<dump>") -> NftRuleset:
                 if words[0] == "type":
                     chain.type, chain.hook, chain.priority = words[1], words[3], int(words[5])
                 elif words[0] == "comment":
-                    chain.comment = _unquote(f[len("comment "):])
+                    chain.comment = _unquote(f[len("comment ") :])
         elif kind in ("set", "map"):
             s = NftSet(name, kind, "")
             for f in _braced_fields(rest or "", where):
@@ -471,8 +492,9 @@ def _split_elements(text: str) -> list[str]:
     return items
 
 
-def parse_list(text: str, family: str = "ip", name: str = "kube-proxy",
-               source: str = "<nft list ruleset>") -> NftRuleset:
+def parse_list(
+    text: str, family: str = "ip", name: str = "kube-proxy", source: str = "<nft list ruleset>"
+) -> NftRuleset:
     """The ``table <family> <name>`` of ``nft list ruleset`` output (other tables are
     skipped), e.g. a real node's, as a ruleset the evaluator can run. Rules keep nft's
     spelling (``meta mark set meta mark | 0x00004000``), which the evaluator reads too;
@@ -487,7 +509,7 @@ def parse_list(text: str, family: str = "ip", name: str = "kube-proxy",
         if not line.startswith("table "):
             continue
         words = line.split()
-        inside = (len(words) >= 4 and words[1] == family and words[2] == name)
+        inside = len(words) >= 4 and words[1] == family and words[2] == name
         depth = 1
         while i < n and depth:
             raw = lines[i]
@@ -501,7 +523,7 @@ def parse_list(text: str, family: str = "ip", name: str = "kube-proxy",
                 depth -= 1
                 continue
             if body.startswith("comment ") and depth == 1:
-                rs.comment = _unquote(body[len("comment "):])
+                rs.comment = _unquote(body[len("comment ") :])
                 continue
             m = re.match(r"^(set|map|chain|flowtable|counter|quota|ct|limit) (\S+) \{$", body)
             if m is None:
@@ -539,8 +561,11 @@ def parse_list(text: str, family: str = "ip", name: str = "kube-proxy",
                             key_part, _, value_part = item.partition(" : ")
                             key_part, elem_comment = split_comment(key_part)
                             elem_key = tuple(p.strip() for p in key_part.split(" . "))
-                            elem_value = (tuple(p.strip() for p in value_part.split(" . "))
-                                          if value_part else ())
+                            elem_value = (
+                                tuple(p.strip() for p in value_part.split(" . "))
+                                if value_part
+                                else ()
+                            )
                             s.elements[elem_key] = NftElement(elem_key, elem_value, elem_comment)
                     elif key not in ("size", "policy", "gc-interval", "auto-merge"):
                         raise InputError(f"unsupported {kind} attribute", field=bw, value=inner)
@@ -549,18 +574,20 @@ def parse_list(text: str, family: str = "ip", name: str = "kube-proxy",
                 chain = NftChain(obj_name)
                 for inner, bw in block:
                     if inner.startswith("type ") and " hook " in inner:
-                        m2 = re.match(r"^type (\S+) hook (\S+)(?: device \S+)? priority "
-                                      r"([^;]+);", inner)
+                        m2 = re.match(
+                            r"^type (\S+) hook (\S+)(?: device \S+)? priority "
+                            r"([^;]+);",
+                            inner,
+                        )
                         if m2 is None:
                             raise InputError("cannot read base chain", field=bw, value=inner)
                         chain.type, chain.hook = m2.group(1), m2.group(2)
                         chain.priority = _parse_priority(m2.group(3).strip(), bw)
                     elif inner.startswith("comment ") and not chain.rules:
-                        chain.comment = _unquote(inner[len("comment "):])
+                        chain.comment = _unquote(inner[len("comment ") :])
                     elif inner:
                         body_text, rule_comment = split_comment(inner)
-                        chain.rules.append(NftRule(obj_name, body_text, rule_comment,
-                                                   listed=True))
+                        chain.rules.append(NftRule(obj_name, body_text, rule_comment, listed=True))
                 rs.chains[obj_name] = chain
             # stateful objects and flowtables: not part of kube-proxy's table
         if inside:

@@ -5,6 +5,7 @@ declared chain is created or flushed; ``-X`` fails for a chain that does not exi
 rule still jumps to; a jump to a chain that does not exist fails the table. On failure
 nothing changes (kube-proxy then needs a full sync).
 """
+
 from __future__ import annotations
 
 from ..errors import KproxyError
@@ -13,7 +14,8 @@ from .ruleset import BUILTIN_CHAINS, Chain, Opt, Rule, Ruleset, Table
 
 # verdicts and target extensions: any other -j name must be a chain of the table
 BUILTIN_TARGETS = frozenset(("ACCEPT", "DROP", "RETURN", "QUEUE")) | frozenset(
-    name for family in TARGETS.values() for name in family)
+    name for family in TARGETS.values() for name in family
+)
 
 
 class RestoreError(KproxyError):
@@ -35,8 +37,10 @@ def _apply_table(current: Table | None, payload: Table) -> Table:
             raise RestoreError(f"table {name}: -X {chain_name}: no chain by that name")
         users = [r for r in rules if r.target == chain_name]
         if users:
-            raise RestoreError(f"table {name}: -X {chain_name}: chain is still referenced "
-                               f"(by a rule in {users[0].chain})")
+            raise RestoreError(
+                f"table {name}: -X {chain_name}: chain is still referenced "
+                f"(by a rule in {users[0].chain})"
+            )
         if any(r.chain == chain_name for r in rules):
             raise RestoreError(f"table {name}: -X {chain_name}: chain is not empty")
         del chains[chain_name]
@@ -55,8 +59,9 @@ def _builtin(name: str) -> Chain:
 
 def apply_restore(state: Ruleset, payload: Ruleset) -> None:
     """Apply restore input to the node's tables (``--noflush``); RestoreError on failure."""
-    new_tables = {name: _apply_table(state.tables.get(name), table)
-                  for name, table in payload.tables.items()}
+    new_tables = {
+        name: _apply_table(state.tables.get(name), table) for name, table in payload.tables.items()
+    }
     state.tables.update(new_tables)  # only once every table committed
 
 
@@ -64,7 +69,9 @@ def ensure_chain(state: Ruleset, table: str, chain: str) -> None:
     """kube-proxy's EnsureChain: create the chain if the table lacks it."""
     t = state.table(table)
     if chain not in t.chains:
-        t.chains[chain] = _builtin(chain) if chain in BUILTIN_CHAINS.get(table, ()) else Chain(chain)
+        t.chains[chain] = (
+            _builtin(chain) if chain in BUILTIN_CHAINS.get(table, ()) else Chain(chain)
+        )
 
 
 def ensure_rule(state: Ruleset, table: str, chain: str, opts: tuple[Opt, ...]) -> bool:

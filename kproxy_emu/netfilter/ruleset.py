@@ -6,6 +6,7 @@ target with its options (``-j DNAT --to-destination 10.0.0.1:80``). Keeping the 
 lets kube-proxy's text, and a real node's ``iptables-save``, be reproduced token for token;
 the engine's lowering interprets the options knowing which module each belongs to.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,4 +1,5 @@
 """What one kube-proxy instance knows about itself: node, family, detector, masquerade."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -24,9 +25,15 @@ class ProxyOptions:
     localhost_node_ports: bool = True
 
     @classmethod
-    def build(cls, node: NodeConfig, config: KubeProxyConfig | None = None, *,
-              cluster_cidr: str | None = None, masquerade_all: bool | None = None,
-              mark_text: str | None = None) -> "ProxyOptions":
+    def build(
+        cls,
+        node: NodeConfig,
+        config: KubeProxyConfig | None = None,
+        *,
+        cluster_cidr: str | None = None,
+        masquerade_all: bool | None = None,
+        mark_text: str | None = None,
+    ) -> ProxyOptions:
         """Options from a KubeProxyConfiguration (defaults when None); flags override."""
         config = config or KubeProxyConfig()
         family = node.primary_family
@@ -37,8 +44,9 @@ class ProxyOptions:
                 try:
                     cidr = canonical_cidr(cluster_cidr)
                 except ValueError:
-                    raise InputError("invalid CIDR", field="--cluster-cidr",
-                                     value=cluster_cidr) from None
+                    raise InputError(
+                        "invalid CIDR", field="--cluster-cidr", value=cluster_cidr
+                    ) from None
                 value = cidr if (":" in cidr) == (family == "IPv6") else ""
             else:
                 value = config.cluster_cidr_for(family) or ""
@@ -47,22 +55,28 @@ class ProxyOptions:
         elif mode == "NodeCIDR":
             value = node.pod_cidr_for(family) or ""
             if not value:
-                raise InputError("detectLocalMode NodeCIDR needs the node's pod CIDR "
-                                 "(podCIDRs in --node-config or the Node object)",
-                                 field="detectLocalMode", value=mode)
+                raise InputError(
+                    "detectLocalMode NodeCIDR needs the node's pod CIDR "
+                    "(podCIDRs in --node-config or the Node object)",
+                    field="detectLocalMode",
+                    value=mode,
+                )
         elif mode == "BridgeInterface":
             value = config.detect_local.bridge_interface
         elif mode == "InterfaceNamePrefix":
             value = config.detect_local.interface_name_prefix
         node_port_addresses = config.effective_node_port_addresses
         return cls(
-            node=node, family=family, detect_local_mode=mode, detect_local_value=value,
+            node=node,
+            family=family,
+            detect_local_mode=mode,
+            detect_local_value=value,
             masquerade_all=config.masquerade_all if masquerade_all is None else masquerade_all,
             masquerade_bit=config.masquerade_bit,
             mark_text=mark_text or "",
             node_port_addresses=node_port_addresses,
-            localhost_node_ports=config.localhost_node_ports and _allows_localhost(
-                node_port_addresses, node),
+            localhost_node_ports=config.localhost_node_ports
+            and _allows_localhost(node_port_addresses, node),
         )
 
     @property
@@ -81,8 +95,9 @@ class ProxyOptions:
             ips = [ip for ip in self.node.ips if (":" in ip) == (self.family == "IPv6")][:1]
         else:
             nets = [ipaddress.ip_network(c) for c in self.node_port_addresses]
-            ips = [ip for ip in self.node.local_ips
-                   if any(ipaddress.ip_address(ip) in n for n in nets)]
+            ips = [
+                ip for ip in self.node.local_ips if any(ipaddress.ip_address(ip) in n for n in nets)
+            ]
         return [ip for ip in ips if (":" in ip) == (self.family == "IPv6")]
 
 
@@ -93,5 +108,4 @@ def _allows_localhost(node_port_addresses: tuple[str, ...], node: NodeConfig) ->
     if node_port_addresses == ("primary",):
         return False
     loopback = ipaddress.ip_address("127.0.0.1")
-    return any(loopback in ipaddress.ip_network(c) for c in node_port_addresses
-               if ":" not in c)
+    return any(loopback in ipaddress.ip_network(c) for c in node_port_addresses if ":" not in c)

@@ -4,12 +4,13 @@ Mirrors pkg/proxy (servicechangetracker, endpointslicecache, topology.go): which
 are programmed, ServicePortName strings, endpoints matched by port name and protocol and
 sorted by their ``IP:port`` string, and CategorizeEndpoints.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from ..model.cluster import Cluster
-from ..model.objects import Service, ServicePort
+from ..model.objects import Service
 from .options import ProxyOptions
 
 
@@ -71,8 +72,9 @@ class ServicePortInfo:
 
     @property
     def uses_local_endpoints(self) -> bool:
-        return self.internal_policy_local or (self.external_policy_local
-                                              and self.externally_accessible)
+        return self.internal_policy_local or (
+            self.external_policy_local and self.externally_accessible
+        )
 
 
 def _family_of(ip: str) -> str:
@@ -82,30 +84,46 @@ def _family_of(ip: str) -> str:
 def _service_ports(svc: Service, family: str) -> list[ServicePortInfo]:
     if not svc.proxied:
         return []
-    cluster_ip = next((ip for ip in svc.cluster_ips or [svc.cluster_ip]
-                       if ip not in ("", "None") and _family_of(ip) == family), None)
+    cluster_ip = next(
+        (
+            ip
+            for ip in svc.cluster_ips or [svc.cluster_ip]
+            if ip not in ("", "None") and _family_of(ip) == family
+        ),
+        None,
+    )
     if cluster_ip is None:
         return []
     external_ips = [ip for ip in svc.external_ips if _family_of(ip) == family]
-    lb_ips = [i.ip for i in svc.lb_ingress
-              if i.ip and i.ip_mode != "Proxy" and _family_of(i.ip) == family]
+    lb_ips = [
+        i.ip for i in svc.lb_ingress if i.ip and i.ip_mode != "Proxy" and _family_of(i.ip) == family
+    ]
     ranges = [c for c in svc.lb_source_ranges if _family_of(c.partition("/")[0]) == family]
     needs_health_check = svc.type == "LoadBalancer" and svc.external_traffic_policy == "Local"
     # apiservice.ExternallyAccessible: NodePort/LoadBalancer, or ClusterIP with externalIPs
     externally_accessible = svc.type in ("NodePort", "LoadBalancer") or bool(svc.external_ips)
     ports = []
     for p in svc.ports:
-        ports.append(ServicePortInfo(
-            namespace=svc.namespace, name=svc.name, port_name=p.name, protocol=p.protocol,
-            cluster_ip=cluster_ip, port=p.port,
-            node_port=p.node_port,
-            external_ips=external_ips, lb_ips=lb_ips, source_ranges=ranges,
-            affinity_timeout=svc.affinity_timeout if svc.session_affinity == "ClientIP" else 0,
-            external_policy_local=svc.external_traffic_policy == "Local" and externally_accessible,
-            internal_policy_local=svc.internal_traffic_policy == "Local",
-            health_check_node_port=svc.health_check_node_port if needs_health_check else 0,
-            traffic_distribution=svc.traffic_distribution,
-        ))
+        ports.append(
+            ServicePortInfo(
+                namespace=svc.namespace,
+                name=svc.name,
+                port_name=p.name,
+                protocol=p.protocol,
+                cluster_ip=cluster_ip,
+                port=p.port,
+                node_port=p.node_port,
+                external_ips=external_ips,
+                lb_ips=lb_ips,
+                source_ranges=ranges,
+                affinity_timeout=svc.affinity_timeout if svc.session_affinity == "ClientIP" else 0,
+                external_policy_local=svc.external_traffic_policy == "Local"
+                and externally_accessible,
+                internal_policy_local=svc.internal_traffic_policy == "Local",
+                health_check_node_port=svc.health_check_node_port if needs_health_check else 0,
+                traffic_distribution=svc.traffic_distribution,
+            )
+        )
     return ports
 
 
@@ -133,14 +151,18 @@ class ProxyView:
                     for ep in s.endpoints:
                         ip = ep.addresses[0]
                         info = EndpointInfo(
-                            ip=ip, port=sp.port, string=EndpointInfo.format(ip, sp.port),
+                            ip=ip,
+                            port=sp.port,
+                            string=EndpointInfo.format(ip, sp.port),
                             is_local=bool(ep.node_name) and ep.node_name == node_name,
-                            ready=ep.is_ready, serving=ep.is_serving,
+                            ready=ep.is_ready,
+                            serving=ep.is_serving,
                             terminating=ep.is_terminating,
                             zone_hints=frozenset(ep.hints_zones),
                             node_hints=frozenset(ep.hints_nodes),
                             has_zone_hints=bool(ep.hints_zones),
-                            has_node_hints=bool(ep.hints_nodes))
+                            has_node_hints=bool(ep.hints_nodes),
+                        )
                         old = seen.get(info.string)
                         if old is None or (info.ready and not old.ready):
                             seen[info.string] = info
@@ -163,8 +185,9 @@ class Categorized:
     has_any: bool
 
 
-def _topology_filter(endpoints: list[EndpointInfo], node_name: str,
-                     zone: str | None) -> list[EndpointInfo]:
+def _topology_filter(
+    endpoints: list[EndpointInfo], node_name: str, zone: str | None
+) -> list[EndpointInfo]:
     """Hints are used only when every ready endpoint carries them and one names this node
     (PreferSameNode node hints) or its zone; otherwise they are ignored altogether."""
     if all(e.has_node_hints for e in endpoints):
@@ -178,8 +201,9 @@ def _topology_filter(endpoints: list[EndpointInfo], node_name: str,
     return endpoints
 
 
-def categorize_endpoints(sp: ServicePortInfo, node_name: str,
-                         zone: str | None = None) -> Categorized:
+def categorize_endpoints(
+    sp: ServicePortInfo, node_name: str, zone: str | None = None
+) -> Categorized:
     """CategorizeEndpoints (pkg/proxy/topology.go)."""
     cluster: list[EndpointInfo] = []
     local: list[EndpointInfo] = []
