@@ -11,6 +11,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from typing import NoReturn
 
 from .errors import InputError, KproxyError
 
@@ -19,7 +20,7 @@ _MODES = ("iptables", "nftables", "ipvs")  # modes the CLI compiles (kproxy_emu.
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's own usage errors: exit 2, one line
+    def error(self, message: str) -> NoReturn:  # argparse's own usage errors: exit 2, one line
         self.print_usage(sys.stderr)
         raise SystemExit(_fail(message))
 

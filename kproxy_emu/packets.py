@@ -163,7 +163,7 @@ _GRAMMAR = "expected 'PROTO SRC:PORT -> DST:PORT [flags=SA] [from=pod|external|h
 class TargetSource(Protocol):
     """What synth() accepts instead of an array (the lead's Cluster provides it)."""
 
-    def packet_targets(self) -> np.ndarray: ...
+    def packet_targets(self) -> npt.NDArray[np.void]: ...
 
 
 # --------------------------------------------------------------------------------------
@@ -295,7 +295,7 @@ def _fill_ts(out: PacketArray, ts: object) -> None:
 def from_strings(
     lines: Sequence[str],
     origin: str | Origin | None = None,
-    ts: float | Sequence[float] | np.ndarray | None = None,
+    ts: float | Sequence[float] | npt.NDArray[np.floating[Any]] | None = None,
 ) -> PacketArray:
     """Parse one packet per string; ``origin`` is the default for lines without ``from=``.
 
@@ -408,7 +408,7 @@ def _ipv4_error(err: int, text: str, field: str) -> InputError:
 @overload
 def ip_to_u32(ip: str | ipaddress.IPv4Address) -> int: ...  # type: ignore[overload-overlap]
 @overload
-def ip_to_u32(ip: Iterable[str] | np.ndarray) -> npt.NDArray[np.uint32]: ...
+def ip_to_u32(ip: Iterable[str] | npt.NDArray[np.str_ | np.object_]) -> npt.NDArray[np.uint32]: ...
 
 
 def ip_to_u32(ip: Any) -> Any:
@@ -454,31 +454,12 @@ def ip_to_u32(ip: Any) -> Any:
         index = min(index, len(items) - 1)
         raise _ipv4_error(err, items[index], f"ip[{index}]")
     return out.reshape(shape)
-    try:
-        joined = "\n".join(items)
-    except TypeError:
-        bad = next(i for i, s in enumerate(items) if not isinstance(s, str))
-        raise InputError(
-            "not an IPv4 address string", field=f"ip[{bad}]", value=items[bad]
-        ) from None
-    buf = joined.encode("utf-8", "surrogateescape")
-    _count, err, index = _pio.parse_ipv4_lines(buf, out)
-    if err or buf.count(b"\n") != len(items) - 1:
-        if not err:  # an item held a newline
-            index = next(i for i, s in enumerate(items) if "\n" in s)
-        else:
-            index = min(index, len(items) - 1)
-            # the C index counts lines; map it back if some item held a newline
-            if buf.count(b"\n") != len(items) - 1:
-                index = next(i for i, s in enumerate(items) if "\n" in s)
-        raise _ipv4_error(err, items[index], f"ip[{index}]")
-    return out.reshape(shape)
 
 
 @overload
 def u32_to_ip(value: int) -> str: ...
 @overload
-def u32_to_ip(value: Iterable[int] | np.ndarray) -> npt.NDArray[np.str_]: ...
+def u32_to_ip(value: Iterable[int] | npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.str_]: ...
 
 
 def u32_to_ip(value: Any) -> Any:
@@ -610,7 +591,7 @@ def _source_ranges(items: list[str], field: str) -> list[tuple[int, int]]:
     return ranges
 
 
-def _target_array(targets: object) -> np.ndarray:
+def _target_array(targets: object) -> npt.NDArray[np.void]:
     if isinstance(targets, TargetSource) and not isinstance(targets, np.ndarray):
         targets = targets.packet_targets()
     if not isinstance(targets, np.ndarray) or targets.dtype.names is None:
@@ -668,7 +649,7 @@ def _target_array(targets: object) -> np.ndarray:
 
 
 def synth(
-    targets: np.ndarray | TargetSource,
+    targets: npt.NDArray[np.void] | TargetSource,
     n: int,
     *,
     seed: int,
@@ -770,8 +751,8 @@ def synth(
         raise InputError("no targets to send packets to", field="targets", value=0)
     ranks = np.arange(1, len(tarr) + 1, dtype=np.float64)
     zipf = popularity == "zipf" and s > 0
-    tgt_index: list[np.ndarray] = []
-    tgt_cum: list[np.ndarray] = []
+    tgt_index: list[npt.NDArray[np.int64]] = []
+    tgt_cum: list[npt.NDArray[np.float64]] = []
     tgt_off = [0]
     any_eligible = False
     for o, name in enumerate(ORIGIN_NAMES):

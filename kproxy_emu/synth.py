@@ -10,9 +10,12 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from .errors import InputError
 from .model.cluster import Cluster, paused_gc
@@ -76,7 +79,7 @@ class SynthSpec:
     node_port_range: tuple[int, int] | None = None  # None: 30000-32767, widened if too small
 
 
-def cluster(services: int = 1000, **options) -> Cluster:
+def cluster(services: int = 1000, **options: Any) -> Cluster:
     """A synthetic cluster; see SynthSpec for the options."""
     return generate(SynthSpec(services=services, **options))
 
@@ -191,7 +194,7 @@ class _Allocator:
         return [str(ipaddress.IPv4Address(start + i)) for i in range(count)]
 
 
-def _ipv4_strings(values: np.ndarray) -> list[str]:
+def _ipv4_strings(values: npt.NDArray[np.integer[Any]]) -> list[str]:
     v = values.astype(np.uint32)
     return [
         f"{a}.{b}.{c}.{d}"
@@ -204,9 +207,10 @@ def _ipv4_strings(values: np.ndarray) -> list[str]:
     ]
 
 
-def _shares(mix: dict[str, float], keys: tuple[str, ...]) -> np.ndarray:
+def _shares(mix: dict[str, float], keys: tuple[str, ...]) -> npt.NDArray[np.float64]:
     weights = np.array([float(mix.get(k, 0.0)) for k in keys])
-    return weights / weights.sum()
+    shares: npt.NDArray[np.float64] = weights / weights.sum()
+    return shares
 
 
 def generate(spec: SynthSpec) -> Cluster:
@@ -229,7 +233,11 @@ def _generate(spec: SynthSpec) -> Cluster:
             field="cluster_cidr",
             value=spec.cluster_cidr,
         )
-    blocks = cluster_net.subnets(new_prefix=block_prefix)
+    # (typeshed gives a union of two iterators, whose items mypy joins to object)
+    blocks = cast(
+        "Iterator[ipaddress.IPv4Network | ipaddress.IPv6Network]",
+        cluster_net.subnets(new_prefix=block_prefix),
+    )
     node_ips = _Allocator(spec.node_cidr, "node").take(spec.nodes)
     node_names = [f"node-{i + 1:04d}" for i in range(spec.nodes)]
     node_zones = [ZONES[i % len(ZONES)] for i in range(spec.nodes)]
@@ -381,7 +389,9 @@ def _generate(spec: SynthSpec) -> Cluster:
         # ---- endpoint slices: at most 100 endpoints each, as the controller cuts them
         total = counts_l[i]
         slice_ports = [
-            EndpointPort(port=p.target_port, protocol=p.protocol, name=p.name) for p in svc.ports
+            # synthetic services always target a port number, never a named port
+            EndpointPort(port=cast(int, p.target_port), protocol=p.protocol, name=p.name)
+            for p in svc.ports
         ]
         first = True
         while first or total > 0:

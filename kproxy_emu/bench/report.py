@@ -138,13 +138,13 @@ def plot(result: dict, path: str) -> None:
     ax.legend()
     ax.grid(True, which="both", alpha=0.3)
     ax = axes[1]
-    pts = sorted(
+    rule_pts = sorted(
         (r["services"], r["rules_mean"], r["cost_p99"])
         for r in records
         if r["mode"] == "iptables" and r["flow"] == "new"
     )
-    if pts:
-        xs, mean, p99 = zip(*pts)
+    if rule_pts:
+        xs, mean, p99 = zip(*rule_pts)
         ax.plot(xs, mean, "-o", label="mean")
         ax.plot(xs, p99, "--s", label="p99")
     ax.set_xscale("log")

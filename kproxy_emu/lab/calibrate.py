@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -95,7 +96,7 @@ def _shaped_cluster(n: int, seed: int):
     )
 
 
-def slope(xs: list[float], ys: list[float]) -> float:
+def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
     if len(xs) < 2 or len(set(xs)) < 2:
         return 0.0
     return float(np.polyfit(np.asarray(xs, float), np.asarray(ys, float), 1)[0])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Set
 from dataclasses import dataclass, field
 
 from ..netfilter.iptables_text import render
@@ -88,7 +89,7 @@ class NodeLab:
         dp,
         clients: Clients | None = None,
         *,
-        extra_ports: set = frozenset(),
+        extra_ports: Set[tuple[str, str, int]] = frozenset(),
         seed: int = 0,
         load: bool = True,
         backend: str = "nft",

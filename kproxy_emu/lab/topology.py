@@ -59,7 +59,7 @@ class LabPlan:
     gateway: str  # cni0's address (pods' default gateway)
     pod_ips: list[str] = field(default_factory=list)  # on the pod namespace's eth0
     external_ips: list[str] = field(default_factory=list)  # on the ext namespace's eth0
-    sysctls: dict[str, str] = field(default_factory=dict)  # extra node sysctls
+    sysctls: dict[str, str | int] = field(default_factory=dict)  # extra node sysctls
 
     @classmethod
     def build(

@@ -6,6 +6,7 @@ API server does, so a dump is complete on its own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .objects import (
@@ -201,7 +202,7 @@ def network_policy(np_: NetworkPolicy) -> dict:
     }
 
 
-ENCODERS = {
+ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {
     Service: service,
     EndpointSlice: endpoint_slice,
     Node: node,
