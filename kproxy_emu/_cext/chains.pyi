@@ -26,6 +26,7 @@ def process(
     local_set: int = 0,
     ipvs_words: npt.NDArray[np.uint32] | None = None,
     ipvs: int = 0,
+    checked: bool = False,
 ) -> int:
     """Walk the node's hooks for every packet; returns the generator state to go on from.
     ``sets``: ipset addresses for ``-m set``; ``local_set``: a hash:ip set of more local
