@@ -1,45 +1,27 @@
-import json
+"""Shared pytest fixtures and the hypothesis budgets.
+
+Layout: tests/unit (model, config, packets, synth, parsers), tests/cores (the Cython
+engines), tests/modes (per-mode compilers, fixtures, the Dataplane), tests/cli (the command
+line), tests/lab (the real kernel: root), tests/bench (the bench sweep); shared helpers in
+tests/helpers, vendored kube-proxy fixtures in tests/data.
+"""
+
 import os
-from pathlib import Path
+import subprocess
+import warnings
 
 import pytest
+from hypothesis import settings
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "kube-proxy" / "fixtures"
-
-
-def require_fixtures():
-    """The fixtures live in ../shared beside the clone: skip without them, but CI (and
-    .ci/run) must never pass without them."""
-    if not FIXTURES.is_dir():
-        if os.environ.get("CI") or os.environ.get("KPROXY_EMU_REQUIRE_LAB"):
-            pytest.fail(f"kube-proxy fixtures not found at {FIXTURES}")
-        pytest.skip(f"kube-proxy fixtures not found at {FIXTURES}")
-
-
-def fixture_inputs():
-    """Every (fixture file, services, endpointSlices) input in the kube-proxy fixtures."""
-    found = []
-
-    def walk(node, where):
-        if isinstance(node, dict):
-            if isinstance(node.get("services"), list):
-                found.append((where, node["services"], node.get("endpointSlices", [])))
-            for key, value in node.items():
-                walk(value, f"{where}.{key}")
-        elif isinstance(node, list):
-            for i, value in enumerate(node):
-                walk(value, f"{where}[{i}]")
-
-    for path in sorted(FIXTURES.glob("*.json")):
-        walk(json.loads(path.read_text()), path.name)
-    return found
-
-
-def as_manifests(services, slices):
-    """Fixture objects carry no apiVersion/kind (Go structs); add them as kubectl would."""
-    return [dict(s, apiVersion="v1", kind="Service") for s in services] + [
-        dict(s, apiVersion="discovery.k8s.io/v1", kind="EndpointSlice") for s in slices
-    ]
+# Hypothesis budgets. A developer's run ("dev") tries a modest number of new examples each
+# time; CI ("ci", chosen when the CI variable is set, as .ci/run does) runs more, and the
+# same ones on every run. HYPOTHESIS_PROFILE=ci picks a profile explicitly. Tests whose
+# examples are expensive keep their own smaller max_examples.
+settings.register_profile("dev", max_examples=50, deadline=None)
+settings.register_profile("ci", max_examples=300, deadline=None, derandomize=True)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+)
 
 
 @pytest.fixture
@@ -53,10 +35,27 @@ def write(tmp_path):
     return _write
 
 
-# CI runs a fixed set of hypothesis examples (the same on every run); developers' runs
-# explore new ones each time.
-from hypothesis import settings  # noqa: E402
+@pytest.fixture
+def cli(capsys):
+    """Run ``kproxy-emu ARGS...`` in this process (kproxy_emu.cli.main); returns what a
+    subprocess run would: a CompletedProcess with returncode, stdout and stderr."""
+    from kproxy_emu.cli import main
 
-settings.register_profile("ci", derandomize=True, deadline=None)
-if os.environ.get("CI"):
-    settings.load_profile("ci")
+    def _run(*args):
+        argv = [str(a) for a in args]
+        capsys.readouterr()  # drop anything printed before the command
+        # main() installs its own warning printer; warnings are printed as a fresh
+        # interpreter would print them (the suite otherwise turns them into errors)
+        with warnings.catch_warnings():
+            warnings.resetwarnings()
+            warnings.simplefilter("default")
+            for quiet in (DeprecationWarning, PendingDeprecationWarning, ImportWarning):
+                warnings.simplefilter("ignore", quiet)
+            try:
+                code = main(argv)
+            except SystemExit as stop:  # argparse's usage errors and --help exit
+                code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["kproxy-emu", *argv], code or 0, out, err)
+
+    return _run

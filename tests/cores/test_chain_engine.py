@@ -11,9 +11,8 @@ from kproxy_emu._cext import chains
 from kproxy_emu.dataplane.lowering import CHAIN_DTYPE, HOT_DTYPE, RULE_DTYPE
 from kproxy_emu.dataplane.reference import Flow, ReferenceEvaluator, evaluate_new_flow
 from kproxy_emu.errors import InputError
-
-from .iptables_env import fixture
-from .test_iptables_packets import _dataplane
+from tests.helpers.iptables_env import fixture
+from tests.modes.test_iptables_packets import _dataplane
 
 ACTIONS = {"DROP": packets.Action.DROP, "REJECT": packets.Action.REJECT}
 

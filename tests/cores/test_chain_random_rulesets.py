@@ -2,7 +2,7 @@
 DNAT, MASQUERADE, filter verdicts) and random packets; the chain VM's verdict must be one
 of the outcomes the reference evaluator lists for that packet."""
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from kproxy_emu import Dataplane, packets
@@ -108,7 +108,6 @@ packet_lines = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None)
 @given(dump=rulesets(), flows=packet_lines, seed=st.integers(0, 2**32 - 1))
 def test_vm_verdicts_are_reference_outcomes(dump, flows, seed):
     tables = parse(dump)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from kproxy_emu import packets as P
@@ -585,7 +585,6 @@ def _packet_for(row, nat):
     return a, v
 
 
-@settings(max_examples=300, deadline=None)
 @given(traffic())
 def test_twin_agrees_with_engine(case) -> None:
     rows, max_entries, buckets, seed, nat = case

@@ -20,10 +20,16 @@ from kproxy_emu.modes.nftables import compile_nftables
 from kproxy_emu.netfilter.nft import NftChain, NftRule, NftRuleset, NftSet
 from kproxy_emu.netfilter.nft_text import parse_list
 from kproxy_emu.proxy import ProxyOptions, ProxyView
-
-from .conftest import FIXTURES
-from .nftables_env import SERVICE_CIDRS, fixture, nft_env, options_for, shared_flow_steps, view_of
-from .test_nftables_packets import _env_for, _origin, _slice, _svc
+from tests.helpers.fixtures import FIXTURES
+from tests.helpers.nftables_env import (
+    SERVICE_CIDRS,
+    fixture,
+    nft_env,
+    options_for,
+    shared_flow_steps,
+    view_of,
+)
+from tests.modes.test_nftables_packets import _env_for, _origin, _slice, _svc
 
 ACTIONS = {"DROP": packets.Action.DROP, "REJECT": packets.Action.REJECT}
 

@@ -7,8 +7,7 @@ import yaml
 from kproxy_emu.model import Cluster
 from kproxy_emu.model.config import load_kube_proxy_config, load_node_config
 from kproxy_emu.proxy import ProxyOptions, ProxyView
-
-from .conftest import FIXTURES, as_manifests, require_fixtures
+from tests.helpers.fixtures import FIXTURES, as_manifests, require_fixtures
 
 
 def fixture(name):

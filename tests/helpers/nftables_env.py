@@ -6,9 +6,8 @@ import yaml
 from kproxy_emu.model import Cluster
 from kproxy_emu.model.config import load_kube_proxy_config, load_node_config
 from kproxy_emu.proxy import ProxyOptions, ProxyView
-
-from .conftest import as_manifests
-from .iptables_env import fixture
+from tests.helpers.fixtures import as_manifests
+from tests.helpers.iptables_env import fixture
 
 SERVICE_CIDRS = ["172.30.0.0/16"]  # the nftables fake proxier's serviceCIDRs
 __all__ = ["SERVICE_CIDRS", "fixture", "nft_env", "options_for", "view_of"]

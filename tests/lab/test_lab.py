@@ -15,9 +15,8 @@ import pytest
 from kproxy_emu import Dataplane, synth
 from kproxy_emu.errors import KproxyError
 from kproxy_emu.model import Cluster
-
-from .conftest import as_manifests
-from .iptables_env import config_files, fixture, view_for
+from tests.helpers.fixtures import as_manifests
+from tests.helpers.iptables_env import config_files, fixture, view_for
 
 pytestmark = pytest.mark.lab
 
@@ -398,8 +397,7 @@ def test_nftables_fixture_agrees(tmp_path):
     """kube-proxy's nftables overall fixture, loaded with nft -f, against the emulator."""
     from kproxy_emu.lab.compare import verify
     from kproxy_emu.lab.node import lab_dataplane
-
-    from .nftables_env import SERVICE_CIDRS, options_for
+    from tests.helpers.nftables_env import SERVICE_CIDRS, options_for
 
     fx = fixture("nftables-overall.json")
     env = fx["environment"]

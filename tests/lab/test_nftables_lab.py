@@ -19,9 +19,8 @@ from kproxy_emu.netfilter.nft_text import (
     render_transaction,
 )
 from kproxy_emu.proxy import ProxyOptions, ProxyView
-
-from .conftest import as_manifests
-from .nftables_env import SERVICE_CIDRS, fixture, options_for, view_of
+from tests.helpers.fixtures import as_manifests
+from tests.helpers.nftables_env import SERVICE_CIDRS, fixture, options_for, view_of
 
 
 def _lab_available():

@@ -6,8 +6,7 @@ import pytest
 
 from kproxy_emu.modes.iptables import compile_ruleset
 from kproxy_emu.netfilter.iptables_text import render_sorted
-
-from .iptables_env import fixture, view_for
+from tests.helpers.iptables_env import fixture, view_for
 
 
 def _assert_same(got, expected):
@@ -41,9 +40,8 @@ def test_sync_repeated_partial_syncs_stale_chains_and_failed_restore(tmp_path):
     from kproxy_emu import Dataplane
     from kproxy_emu.model import Cluster
     from kproxy_emu.netfilter.ruleset import Opt, Rule
-
-    from .conftest import as_manifests
-    from .iptables_env import view_for
+    from tests.helpers.fixtures import as_manifests
+    from tests.helpers.iptables_env import view_for
 
     fx = fixture("iptables-sync-repeated.json")
     env = fx["environment"]

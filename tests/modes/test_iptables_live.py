@@ -24,8 +24,7 @@ from kproxy_emu.netfilter.iptables_live import (
 )
 from kproxy_emu.netfilter.iptables_parse import parse
 from kproxy_emu.netfilter.ruleset import Opt, Rule, Ruleset
-
-from .conftest import FIXTURES, require_fixtures
+from tests.helpers.fixtures import FIXTURES, require_fixtures
 
 LIVE = FIXTURES / "live" / "iptables-overall.iptables-save.txt"
 

@@ -14,8 +14,7 @@ from kproxy_emu.modes.iptables import (
     service_chain_hash,
 )
 from kproxy_emu.netfilter.iptables_text import render, render_sorted
-
-from .iptables_env import config_files, fixture
+from tests.helpers.iptables_env import config_files, fixture
 
 
 def test_chain_name_hashes_match_kube_proxy():
@@ -69,8 +68,8 @@ def test_synthetic_clusters_are_consistent(seed):
 
 
 def test_every_fixture_input_is_consistent(tmp_path):
-    from .conftest import fixture_inputs
-    from .iptables_env import view_for
+    from tests.helpers.fixtures import fixture_inputs
+    from tests.helpers.iptables_env import view_for
 
     env = fixture("iptables-overall.json")["environment"]
     for where, services, slices in fixture_inputs():
@@ -214,7 +213,7 @@ def test_cli_render_with_fixture_environment_as_config_files(tmp_path):
 
     fx = fixture("iptables-overall.json")
     cfg, node = config_files(fx["environment"], tmp_path)
-    from .conftest import as_manifests
+    from tests.helpers.fixtures import as_manifests
 
     manifests = tmp_path / "in.json"
     manifests.write_text(
@@ -292,6 +291,7 @@ def test_render_sorted_and_raw_hold_the_same_lines():
     assert render(dp.ruleset) == dp.render() and render_sorted(dp.ruleset) == dp.render(sorted=True)
 
 
+@pytest.mark.slow
 def test_synthetic_10k_cluster_renders_parses_back_and_renders_identically():
     from kproxy_emu.netfilter.iptables_parse import parse
 

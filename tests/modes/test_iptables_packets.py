@@ -9,9 +9,8 @@ from kproxy_emu import Dataplane
 from kproxy_emu.dataplane.reference import Flow, ReferenceEvaluator, evaluate_new_flow
 from kproxy_emu.model import Cluster
 from kproxy_emu.netfilter.iptables_parse import parse
-
-from .conftest import as_manifests
-from .iptables_env import fixture, view_for
+from tests.helpers.fixtures import as_manifests
+from tests.helpers.iptables_env import fixture, view_for
 
 POD_CIDR = ipaddress.ip_network("10.0.0.0/8")
 
@@ -117,7 +116,7 @@ def test_trace_api_and_cli_json(tmp_path):
     import subprocess
     import sys
 
-    from .iptables_env import config_files
+    from tests.helpers.iptables_env import config_files
 
     fx = fixture("iptables-overall.json")
     env = fx["environment"]
@@ -199,11 +198,10 @@ def test_packet_flows_through_a_real_nodes_iptables_save(tmp_path):
 
     from kproxy_emu import packets
     from kproxy_emu.netfilter.iptables_parse import parse
+    from tests.cores.test_chain_engine import agree
+    from tests.helpers.fixtures import FIXTURES
 
-    from .conftest import FIXTURES
-    from .test_chain_engine import agree
-
-    fx = fixture("iptables-overall.json")  # skips (fails in CI) without the fixtures
+    fx = fixture("iptables-overall.json")  # fails without the fixtures
     env = fx["environment"]
     dump = FIXTURES / "live" / "iptables-overall.iptables-save.txt"
     node = view_for(env, [], [], tmp_path).options.node

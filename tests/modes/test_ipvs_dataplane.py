@@ -36,8 +36,7 @@ from kproxy_emu.dataplane.dataplane import resolve_node
 from kproxy_emu.errors import InputError
 from kproxy_emu.modes.nftables import service_cidrs_for
 from kproxy_emu.proxy.view import categorize_endpoints
-
-from .test_nftables_vs_iptables import _flows
+from tests.modes.test_nftables_vs_iptables import _flows
 
 CIDR = "10.0.0.0/8"
 

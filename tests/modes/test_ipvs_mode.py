@@ -24,8 +24,7 @@ from kproxy_emu.netfilter.ipvs_text import (
     render_ipvsadm_save,
 )
 from kproxy_emu.proxy import ProxyOptions, ProxyView
-
-from .iptables_env import fixture, view_for
+from tests.helpers.iptables_env import fixture, view_for
 
 NODE_IPS = ["192.168.0.2", "192.168.1.2", "192.168.99.11"]
 

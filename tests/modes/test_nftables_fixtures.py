@@ -15,9 +15,8 @@ from kproxy_emu.netfilter.nft_text import (
     render_nft_file,
     sort_dump,
 )
-
-from .conftest import FIXTURES, as_manifests
-from .nftables_env import SERVICE_CIDRS, fixture, options_for, view_of
+from tests.helpers.fixtures import FIXTURES, as_manifests
+from tests.helpers.nftables_env import SERVICE_CIDRS, fixture, options_for, view_of
 
 
 def _assert_same(got, expected):

@@ -15,8 +15,14 @@ import pytest
 from kproxy_emu.dataplane.nft_reference import NftEvaluator, evaluate_nft_flow
 from kproxy_emu.dataplane.reference import Flow
 from kproxy_emu.modes.nftables import compile_nftables
-
-from .nftables_env import SERVICE_CIDRS, fixture, nft_env, options_for, shared_flow_steps, view_of
+from tests.helpers.nftables_env import (
+    SERVICE_CIDRS,
+    fixture,
+    nft_env,
+    options_for,
+    shared_flow_steps,
+    view_of,
+)
 
 POD_CIDR = ipaddress.ip_network("10.0.0.0/8")
 NODE_IPS = ["192.168.0.2", "192.168.1.2", "192.168.99.11"]

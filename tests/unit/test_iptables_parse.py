@@ -3,15 +3,14 @@
 import json
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from kproxy_emu.errors import InputError
 from kproxy_emu.netfilter.iptables_parse import RAW, is_opaque, parse, rule_parts, tokenize
 from kproxy_emu.netfilter.iptables_text import render, render_rule
 from kproxy_emu.netfilter.ruleset import Opt, Rule, Ruleset
-
-from .conftest import FIXTURES, require_fixtures
+from tests.helpers.fixtures import FIXTURES, require_fixtures
 
 
 def fixture_texts():
@@ -542,7 +541,6 @@ def _ruleset(draw):
     return Ruleset(tables={"nat": table})
 
 
-@settings(max_examples=150, deadline=None)
 @given(_ruleset())
 def test_parse_of_render_is_the_ruleset(ruleset):
     text = render(ruleset)

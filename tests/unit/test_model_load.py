@@ -6,8 +6,7 @@ import pytest
 
 from kproxy_emu.model import Cluster, UnsupportedKindWarning
 from kproxy_emu.model.mirror import MANAGED_BY_LABEL, MIRROR_CONTROLLER
-
-from .conftest import as_manifests, fixture_inputs
+from tests.helpers.fixtures import as_manifests, fixture_inputs
 
 SERVICE_YAML = """\
 apiVersion: v1
@@ -319,7 +318,7 @@ def test_slow_path_and_fast_path_endpoints_agree():
 
 
 def test_kube_proxy_fixtures_are_present():
-    from .conftest import require_fixtures
+    from tests.helpers.fixtures import require_fixtures
 
     require_fixtures()
     assert fixture_inputs()

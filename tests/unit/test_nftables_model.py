@@ -19,8 +19,7 @@ from kproxy_emu.netfilter.nft import (
     parse_rule,
 )
 from kproxy_emu.netfilter.nft_text import parse_dump, render_dump, render_list
-
-from .nftables_env import nft_env, options_for
+from tests.helpers.nftables_env import nft_env, options_for
 
 TABLE = """
 add table ip t

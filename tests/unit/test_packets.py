@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from kproxy_emu import packets as P
@@ -209,7 +209,6 @@ def packet_lines(draw: st.DrawFn) -> str:
     return line + draw(_ws) + draw(st.sampled_from(["", "\r"]))
 
 
-@settings(max_examples=300, deadline=None)
 @given(st.lists(packet_lines(), min_size=1, max_size=20), st.sampled_from([None, "pod", "host"]))
 def test_compiled_parser_matches_reference(lines: list[str], origin: str | None) -> None:
     default = 255 if origin is None else P.ORIGIN_NAMES.index(origin)
@@ -217,7 +216,6 @@ def test_compiled_parser_matches_reference(lines: list[str], origin: str | None)
     assert got == [ref_parse(line, default) for line in lines]
 
 
-@settings(max_examples=100, deadline=None)
 @given(st.lists(packet_lines(), min_size=1, max_size=20))
 def test_round_trip_text(lines: list[str]) -> None:
     pk = P.from_strings(lines)
@@ -312,7 +310,6 @@ def test_ip_vectorised() -> None:
         P.u32_to_ip(np.array([1.5]))
 
 
-@settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(0, 0xFFFFFFFF), max_size=50))
 def test_ip_round_trip(values: list[int]) -> None:
     arr = np.array(values, np.uint32)

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from kproxy_emu import synth
@@ -21,7 +21,7 @@ def test_same_seed_same_cluster_and_different_seed_differs():
     assert synth.cluster(300, seed=6) != a
 
 
-@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+@pytest.mark.parametrize("suffix", [pytest.param(".yaml", marks=pytest.mark.slow), ".json"])
 def test_dump_and_load_round_trip(tmp_path, suffix):
     cluster = synth.cluster(400, endpoints="uniform:0-120", nodes=7, seed=3, pods=True)
     path = tmp_path / f"c{suffix}"
@@ -152,7 +152,6 @@ _values = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
 @given(
     st.lists(
         st.dictionaries(st.text(min_size=1, max_size=10), _values, min_size=1, max_size=5),
