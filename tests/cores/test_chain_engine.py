@@ -263,39 +263,3 @@ def test_trace_sequence_sees_conntrack_and_time():
     # an unanswered SYN lives 120 s (nf_conntrack_tcp_timeout_syn_sent)
     late = dp.trace(f"tcp 10.0.0.9:40000 -> {vip} flags=A", time=500.0)
     assert late["conntrack"] == "new"
-
-
-def test_cli_trace_sequence(tmp_path):
-    import json
-    import subprocess
-    import sys
-
-    cluster, _svc, vip = _one_service()
-    path = tmp_path / "c.json"
-    cluster.dump(str(path))
-    node = next(iter(cluster.nodes.values())).name
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kproxy_emu.cli",
-            "trace",
-            str(path),
-            "--node",
-            node,
-            "--json",
-            "--packet",
-            f"tcp 10.0.0.9:40000 -> {vip}",
-            "--packet",
-            f"tcp 10.0.0.9:40000 -> {vip} flags=A",
-            "--time",
-            "3",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
-    assert [r["conntrack"] for r in out] == ["new", "established"]
-    assert [r["time"] for r in out] == [3.0, 4.0]
-    assert out[0]["endpoint"] == out[1]["endpoint"]

@@ -1,10 +1,6 @@
 """The Dataplane facade in every mode: the same calls, the same verdict arrays, and the
 engine's choices inside the reference tracer's candidates."""
 
-import json
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -79,51 +75,6 @@ def test_render_formats_and_errors(cluster, tmp_path):
         dp.render(format="xml")
     with pytest.raises(InputError, match="mode"):
         Dataplane(cluster, mode="userspace")
-
-
-def test_cli_nftables(cluster, tmp_path):
-    path = tmp_path / "c.json"
-    cluster.dump(str(path))
-    svc = next(s for s in cluster.services.values() if s.cluster_ip and s.ports)
-    node = next(iter(cluster.nodes.values())).name
-    run = [sys.executable, "-m", "kproxy_emu.cli"]
-    proc = subprocess.run(
-        run + ["render", "--mode", "nftables", "--format", "save", "--node", node, str(path)],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "map service-ips" in proc.stdout
-    pkt = f"{svc.ports[0].protocol.lower()} 10.0.0.9:4000 -> {svc.cluster_ip}:{svc.ports[0].port}"
-    proc = subprocess.run(
-        run
-        + [
-            "trace",
-            "--mode",
-            "nftables",
-            "--node",
-            node,
-            "--json",
-            "--cluster-cidr",
-            "10.0.0.0/8",
-            str(path),
-            "--packet",
-            pkt,
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
-    assert out["verdict"] == "DNAT" and out["cost"]["lookups"] > 0
-    assert abs(sum(c["probability"] for c in out["candidates"]) - 1) < 1e-9
-    proc = subprocess.run(
-        run
-        + ["render", "--mode", "nftables", "--service-cidr", "bogus", "--node", node, str(path)],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 2 and "--service-cidr" in proc.stderr
 
 
 def test_ipvs_connection_table_size(cluster):

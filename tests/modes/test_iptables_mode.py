@@ -1,8 +1,5 @@
 """The iptables compiler: names, probabilities, options, consistency, CLI."""
 
-import subprocess
-import sys
-
 import pytest
 
 from kproxy_emu import Dataplane, synth
@@ -14,7 +11,7 @@ from kproxy_emu.modes.iptables import (
     service_chain_hash,
 )
 from kproxy_emu.netfilter.iptables_text import render, render_sorted
-from tests.helpers.iptables_env import config_files, fixture
+from tests.helpers.iptables_env import fixture
 
 
 def test_chain_name_hashes_match_kube_proxy():
@@ -207,84 +204,6 @@ def test_node_port_addresses_give_one_dispatch_rule_per_matching_ip(tmp_path):
     assert "127.0.0.0/8" not in text  # localhost nodeports off: no loopback in the list
 
 
-def test_cli_render_with_fixture_environment_as_config_files(tmp_path):
-    """The fixture's fake-proxier environment, given as --config and --node-config."""
-    import json
-
-    fx = fixture("iptables-overall.json")
-    cfg, node = config_files(fx["environment"], tmp_path)
-    from tests.helpers.fixtures import as_manifests
-
-    manifests = tmp_path / "in.json"
-    manifests.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "List",
-                "items": as_manifests(fx["input"]["services"], fx["input"]["endpointSlices"]),
-            }
-        )
-    )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kproxy_emu.cli",
-            "render",
-            "--config",
-            str(cfg),
-            "--node-config",
-            str(node),
-            "--sorted",
-            str(manifests),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr
-    # real kube-proxy writes 0x00004000; the unit tests' fake proxier used 0x4000
-    assert proc.stdout.replace("0x00004000", "0x4000") == fx["expected"]["text"]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kproxy_emu.cli",
-            "render",
-            "--config",
-            str(cfg),
-            "--node-config",
-            str(node),
-            "--sorted",
-            "--mark-text",
-            "0x4000",
-            str(manifests),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.stdout == fx["expected"]["text"]
-
-
-def test_cli_render_errors_exit_2(tmp_path):
-    path = tmp_path / "c.yaml"
-    synth.cluster(10).dump(path)
-    for extra in (["--node", "nope"], ["--node-ip", "1.2.3"], ["--mode", "userspace"]):
-        proc = subprocess.run(
-            [sys.executable, "-m", "kproxy_emu.cli", "render", str(path), *extra],
-            capture_output=True,
-            text=True,
-        )
-        assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    empty = tmp_path / "svc.json"
-    Cluster.from_dicts([]).dump(empty)
-    proc = subprocess.run(
-        [sys.executable, "-m", "kproxy_emu.cli", "render", str(empty)],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 2 and "no node to emulate" in proc.stderr
-
-
 def test_render_sorted_and_raw_hold_the_same_lines():
     dp = Dataplane(synth.cluster(200, seed=3), cluster_cidr="10.0.0.0/8")
     assert sorted(dp.render().splitlines()) == sorted(dp.render(sorted=True).splitlines())
@@ -304,27 +223,13 @@ def test_synthetic_10k_cluster_renders_parses_back_and_renders_identically():
     assert render(parse(sorted_text)) == sorted_text
 
 
-def test_save_format_is_the_node_state_and_parses_back(tmp_path):
+def test_save_format_is_the_node_state_and_parses_back(cli, tmp_path):
     from kproxy_emu.netfilter.iptables_live import render_live
     from kproxy_emu.netfilter.iptables_parse import parse
 
     path = tmp_path / "c.yaml"
     synth.cluster(50, seed=2).dump(path)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kproxy_emu.cli",
-            "render",
-            "--format",
-            "save",
-            "--cluster-cidr",
-            "10.0.0.0/8",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    proc = cli("render", "--format", "save", "--cluster-cidr", "10.0.0.0/8", str(path))
     assert proc.returncode == 0, proc.stderr
     save = proc.stdout
     # built-in chains carry kube-proxy's jumps, in the order its prepends leave them

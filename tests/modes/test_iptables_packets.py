@@ -111,10 +111,8 @@ def test_trace_static_ruleset(tmp_path):
     _check(ReferenceEvaluator(tables, node_ips), node_ips, fx["packetTests"])
 
 
-def test_trace_api_and_cli_json(tmp_path):
+def test_trace_api_and_cli_json(cli, tmp_path):
     import json
-    import subprocess
-    import sys
 
     from tests.helpers.iptables_env import config_files
 
@@ -151,51 +149,34 @@ def test_trace_api_and_cli_json(tmp_path):
             }
         )
     )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kproxy_emu.cli",
-            "trace",
-            "--config",
-            str(cfg),
-            "--node-config",
-            str(node_cfg),
-            str(manifests),
-            "--json",
-            "--packet",
-            "tcp 203.0.113.2:40000 -> 5.6.7.8:80",
-        ],
-        capture_output=True,
-        text=True,
+    proc = cli(
+        "trace",
+        "--config",
+        str(cfg),
+        "--node-config",
+        str(node_cfg),
+        str(manifests),
+        "--json",
+        "--packet",
+        "tcp 203.0.113.2:40000 -> 5.6.7.8:80",
     )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["verdict"] == "DNAT" and out["dnat"] == "10.180.0.3:80" and out["masquerade"]
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kproxy_emu.cli",
-            "trace",
-            str(manifests),
-            "--node-config",
-            str(node_cfg),
-            "--packet",
-            "tcp 1.2.3:1 -> 4.5.6.7:8",
-        ],
-        capture_output=True,
-        text=True,
+    bad = cli(
+        "trace",
+        str(manifests),
+        "--node-config",
+        str(node_cfg),
+        "--packet",
+        "tcp 1.2.3:1 -> 4.5.6.7:8",
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 
-def test_packet_flows_through_a_real_nodes_iptables_save(tmp_path):
+def test_packet_flows_through_a_real_nodes_iptables_save(cli, tmp_path):
     """The overall fixture's rules as a real kernel's iptables-save printed them: the same
     packet flows, through the reference evaluator and through the chain VM."""
-    import subprocess
-    import sys
-
     from kproxy_emu import packets
     from kproxy_emu.netfilter.iptables_parse import parse
     from tests.cores.test_chain_engine import agree
@@ -224,24 +205,17 @@ def test_packet_flows_through_a_real_nodes_iptables_save(tmp_path):
         tables=parse(dump.read_text()),
     )
     agree(dp_vm, batch)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kproxy_emu.cli",
-            "trace",
-            "--iptables-save",
-            str(dump),
-            "--node-ip",
-            "192.168.0.2",
-            "--cluster-cidr",
-            "10.0.0.0/8",
-            "--json",
-            "--packet",
-            "tcp 10.0.0.2:40000 -> 172.30.0.41:80",
-        ],
-        capture_output=True,
-        text=True,
+    proc = cli(
+        "trace",
+        "--iptables-save",
+        str(dump),
+        "--node-ip",
+        "192.168.0.2",
+        "--cluster-cidr",
+        "10.0.0.0/8",
+        "--json",
+        "--packet",
+        "tcp 10.0.0.2:40000 -> 172.30.0.41:80",
     )
     assert proc.returncode == 0, proc.stderr
     assert '"dnat": "10.180.0.1:80"' in proc.stdout

@@ -21,9 +21,6 @@ the kernel picks, KUBE-IPVS-OUT-FILTER; the flow here comes from the node IP).
 import copy
 import dataclasses
 import ipaddress
-import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -463,56 +460,6 @@ def test_counters_in_ipvsadm_list(cluster):
         if line.startswith("  -> ") and "Masq" in line
     ]
     assert sum(counts) == int((out["action"] == packets.Action.DNAT).sum())
-
-
-def test_cli_ipvs(cluster, tmp_path):
-    path = tmp_path / "c.json"
-    cluster.dump(str(path))
-    svc = next(s for s in cluster.services.values() if s.cluster_ip and s.ports)
-    run = [sys.executable, "-m", "kproxy_emu.cli"]
-    proc = subprocess.run(
-        run + ["render", "--mode", "ipvs", str(path)], capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert (
-        f"-A -{svc.ports[0].protocol.lower()[0]} {svc.cluster_ip}:{svc.ports[0].port}"
-        in proc.stdout
-    )
-    proc = subprocess.run(
-        run + ["render", "--mode", "ipvs", "--format", "ipset-save", str(path)],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0 and "create KUBE-CLUSTER-IP hash:ip,port" in proc.stdout
-    proc = subprocess.run(
-        run
-        + ["render", "--mode", "ipvs", "--scheduler", "wrr", "--format", "ipvsadm-list", str(path)],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0 and " wrr" in proc.stdout
-    pkt = f"{svc.ports[0].protocol.lower()} 10.0.0.9:4000 -> {svc.cluster_ip}:{svc.ports[0].port}"
-    proc = subprocess.run(
-        run
-        + ["trace", "--mode", "ipvs", "--json", "--cluster-cidr", CIDR, str(path), "--packet", pkt],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
-    assert out["verdict"] in ("DNAT", "REJECT")
-    if out["verdict"] == "DNAT":
-        assert abs(sum(c["probability"] for c in out["candidates"]) - 1) < 1e-9
-        assert any(s["table"] == "ipvs" for s in out["steps"])
-    for bad, message in (
-        (["--scheduler", "fastest"], "unknown IPVS scheduler"),
-        (["--format", "ipset-save", "--mode", "iptables"], "--format"),
-    ):
-        args = ["render", *bad, str(path)]
-        if "--mode" not in bad:
-            args[1:1] = ["--mode", "ipvs"]
-        proc = subprocess.run(run + args, capture_output=True, text=True)
-        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_bench_cell_ipvs():

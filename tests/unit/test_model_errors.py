@@ -1,8 +1,6 @@
 """Every kind of bad input gets one clear line naming file, object, field and value."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -157,20 +155,3 @@ def test_missing_file_and_empty_directory(tmp_path):
         Cluster.from_files(tmp_path / "nope.yaml")
     with pytest.raises(InputError, match=r"no \.yaml, \.yml or \.json files"):
         Cluster.from_files(tmp_path)
-
-
-def test_cli_bad_manifest_exits_2_with_one_line_and_no_traceback(write):
-    file = write(
-        "bad.yaml",
-        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: ns1}\n"
-        "spec:\n  clusterIP: 172.30.0.10\n  ports:\n  - port: 70000\n",
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "kproxy_emu.cli", "check", file], capture_output=True, text=True
-    )
-    assert proc.returncode == 2
-    assert proc.stdout == ""
-    assert proc.stderr == (
-        f"kproxy-emu: error: {file}: Service ns1/web: spec.ports[0].port: "
-        "must be between 1 and 65535: 70000\n"
-    )

@@ -1,7 +1,5 @@
 """Synthetic clusters: determinism, the requested mix, and a load/dump round trip."""
 
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
@@ -103,42 +101,6 @@ def test_endpoint_count_distributions_and_slice_size():
 def test_bad_options_are_clear_errors(options, field):
     with pytest.raises(InputError, match=f"^{field}: "):
         synth.cluster(100, **options)
-
-
-def test_cli_synth_writes_a_cluster_that_loads_back(tmp_path):
-    out = tmp_path / "c.yaml"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kproxy_emu.cli",
-            "synth",
-            "--services",
-            "1000",
-            "--seed",
-            "4",
-            "-o",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "1000 services" in proc.stderr
-    assert Cluster.from_files(out) == synth.cluster(1000, seed=4)
-    check = subprocess.run(
-        [sys.executable, "-m", "kproxy_emu.cli", "check", str(out)], capture_output=True, text=True
-    )
-    assert check.returncode == 0 and check.stdout.startswith("1000 services")
-
-
-def test_cli_usage_error_exits_2():
-    proc = subprocess.run(
-        [sys.executable, "-m", "kproxy_emu.cli", "synth", "--services", "x"],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 
 _scalars = st.one_of(st.text(max_size=20), st.integers(-(10**6), 10**6), st.booleans(), st.none())
