@@ -11,11 +11,16 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .errors import InputError, KproxyError
 
+if TYPE_CHECKING:
+    from .dataplane.backend import ModeOptions
+    from .netfilter.ruleset import Ruleset
+
 PROG = "kproxy-emu"
-_MODES = ("iptables", "nftables", "ipvs")  # modes the CLI compiles (kproxy_emu.dataplane.MODES)
+_MODES = ("iptables", "nftables", "ipvs")  # kproxy_emu.dataplane.MODES (imported lazily)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -300,7 +305,7 @@ def _dataplane(args: argparse.Namespace):
     cluster = Cluster.from_files(args.files) if args.files else Cluster()
     return Dataplane(
         cluster,
-        mode,
+        _mode_options(mode, args, tables),
         node=args.node,
         node_config=node_config,
         node_ips=None if dump else args.node_ip,
@@ -308,11 +313,37 @@ def _dataplane(args: argparse.Namespace):
         cluster_cidr=args.cluster_cidr,
         masquerade_all=args.masquerade_all,
         mark_text=args.mark_text,
-        tables=tables,
-        service_cidrs=getattr(args, "service_cidr", None),
-        scheduler=getattr(args, "scheduler", None),
-        ipvs_conn_tab_bits=getattr(args, "ipvs_conn_tab_bits", None),
     )
+
+
+def _mode_options(mode: str, args: argparse.Namespace, tables: Ruleset | None) -> ModeOptions:
+    """The mode's options object from the flags; a flag of another mode is an error."""
+    from .dataplane.backend import (
+        CONN_TAB_BITS,
+        IptablesOptions,
+        IpvsOptions,
+        NftablesOptions,
+        mode_options,
+    )
+
+    scheduler = getattr(args, "scheduler", None)
+    bits = getattr(args, "ipvs_conn_tab_bits", None)
+    service_cidrs = getattr(args, "service_cidr", None)
+    if tables is not None and mode != "iptables":
+        raise InputError(
+            "a node's own iptables dump runs in iptables mode only", field="mode", value=mode
+        )
+    if scheduler is not None and mode != "ipvs":
+        raise InputError("applies to ipvs mode only", field="--scheduler", value=scheduler)
+    if bits is not None and mode != "ipvs":
+        raise InputError("applies to ipvs mode only", field="--ipvs-conn-tab-bits", value=bits)
+    if mode == "ipvs":
+        return IpvsOptions(scheduler=scheduler, conn_tab_bits=bits or CONN_TAB_BITS)
+    if mode == "nftables" and service_cidrs is not None:
+        return NftablesOptions(service_cidrs=tuple(service_cidrs))
+    if mode == "iptables":
+        return IptablesOptions(tables=tables)
+    return mode_options(mode)
 
 
 def _cmd_render(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from kproxy_emu import Dataplane, synth
+from kproxy_emu import Dataplane, NftablesOptions, synth
 from kproxy_emu.errors import KproxyError
 from kproxy_emu.model import Cluster
 
@@ -409,11 +409,10 @@ def test_nftables_fixture_agrees(tmp_path):
     )
     dp = lab_dataplane(
         cluster,
-        "nftables",
+        NftablesOptions(service_cidrs=SERVICE_CIDRS),
         node_config=options.node,
         mark_text=env["masqueradeMark"],
         cluster_cidr=env["localDetector"]["cidr"],
-        service_cidrs=SERVICE_CIDRS,
     )
     report = verify(None, dataplane=dp, packets=300, seed=4)
     assert report.ok, report.table()
