@@ -305,7 +305,7 @@ def test_calibration_small():
 
 
 def test_cli_verify_and_bad_input(tmp_path, capsys):
-    from kproxy_emu.lab.cli import add_parsers
+    from kproxy_emu.cli.lab import add_parsers
 
     fx = fixture("iptables-overall.json")
     cfg, node = config_files(fx["environment"], tmp_path)

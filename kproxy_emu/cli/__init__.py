@@ -13,11 +13,11 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .errors import InputError, KproxyError
+from ..errors import InputError, KproxyError
 
 if TYPE_CHECKING:
-    from .dataplane.backend import ModeOptions
-    from .netfilter.ruleset import Ruleset
+    from ..dataplane.backend import ModeOptions
+    from ..netfilter.ruleset import Ruleset
 
 PROG = "kproxy-emu"
 _MODES = ("iptables", "nftables", "ipvs")  # kproxy_emu.dataplane.MODES (imported lazily)
@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="load and validate manifests, print what they hold")
     p.add_argument("files", nargs="+", metavar="FILE", help="manifest files or directories")
     p.set_defaults(func=_cmd_check)
-    from .lab import cli as lab_cli
+    from . import lab as lab_cli
 
     lab_cli.add_parsers(sub)  # verify, calibrate (the real-kernel lab)
     return parser
@@ -278,9 +278,9 @@ def _node_options(p: argparse.ArgumentParser) -> None:
 
 
 def _dataplane(args: argparse.Namespace):
-    from .dataplane import Dataplane
-    from .model import Cluster
-    from .model.config import load_kube_proxy_config, load_node_config
+    from ..dataplane import Dataplane
+    from ..model import Cluster
+    from ..model.config import load_kube_proxy_config, load_node_config
 
     config = load_kube_proxy_config(args.config) if args.config else None
     node_config = load_node_config(args.node_config) if args.node_config else None
@@ -288,7 +288,7 @@ def _dataplane(args: argparse.Namespace):
     dump = getattr(args, "iptables_save", None)
     tables = None
     if dump:
-        from .netfilter.iptables_parse import parse
+        from ..netfilter.iptables_parse import parse
 
         try:
             with open(dump, encoding="utf-8") as fh:
@@ -297,7 +297,7 @@ def _dataplane(args: argparse.Namespace):
             raise InputError(f"cannot read file ({exc.strerror})", file=dump) from None
         tables = parse(text, file=dump)
         if node_config is None and args.node_ip:
-            from .model.config import NodeConfig
+            from ..model.config import NodeConfig
 
             node_config = NodeConfig.from_node(args.node or "node", args.node_ip)
     elif not args.files:
@@ -318,7 +318,7 @@ def _dataplane(args: argparse.Namespace):
 
 def _mode_options(mode: str, args: argparse.Namespace, tables: Ruleset | None) -> ModeOptions:
     """The mode's options object from the flags; a flag of another mode is an error."""
-    from .dataplane.backend import (
+    from ..dataplane.backend import (
         CONN_TAB_BITS,
         IptablesOptions,
         IpvsOptions,
@@ -431,7 +431,7 @@ def _name_list(text: str) -> list[str]:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import report, sweep
+    from ..bench import report, sweep
 
     spec = sweep.BenchSpec(
         endpoints=args.endpoints,
@@ -463,7 +463,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from . import synth
+    from .. import synth
 
     options = {}
     for name in ("type_mix", "protocol_mix", "service_cidr", "cluster_cidr"):
@@ -492,7 +492,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .model import Cluster
+    from ..model import Cluster
 
     start = time.perf_counter()
     cluster = Cluster.from_files(args.files)
@@ -517,7 +517,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
