@@ -8,7 +8,7 @@ nothing and makes the next sync a full one). Packets walk those tables in the ch
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -19,17 +19,19 @@ from ..netfilter.ruleset import Ruleset
 from .sync import SyncResult
 
 if TYPE_CHECKING:
-    from .dataplane import Dataplane
+    from .backend import IptablesOptions, NodeContext
 
 # xt_recent's ip_list_tot module parameter: addresses per list (the kernel's default)
 RECENT_LIST_TOT = 100
 
 
 class IptablesBackend:
-    mode = "iptables"
+    mode: ClassVar[str] = "iptables"
+    formats: ClassVar[tuple[str, ...]] = ("restore", "save")
 
-    def __init__(self, dp: Dataplane, tables: Ruleset | None = None):
-        self.dp = dp
+    def __init__(self, node: NodeContext, options: IptablesOptions):
+        self.node = node
+        tables = options.tables
         self._checked_for = None  # the lowered tables chains.process last checked
         self.tables = Ruleset()  # the node's iptables as they stand
         self.endpoints: list[str] = []  # grows only: verdict indices keep their meaning
@@ -52,7 +54,7 @@ class IptablesBackend:
     def ruleset(self) -> Ruleset:
         """The restore payload of a full sync of the current cluster."""
         if self._full is None:
-            self._full = compile_ruleset(self.dp.view)
+            self._full = compile_ruleset(self.node.view)
         return self._full
 
     def sync(self, changed: set[tuple[str, str]] | None) -> SyncResult:
@@ -63,7 +65,7 @@ class IptablesBackend:
                 ensure_rule(self.tables, table, chain, opts)
         existing = list(self.tables.tables["nat"].chains) if "nat" in self.tables.tables else []
         payload = compile_ruleset(
-            self.dp.view, changed=None if full else changed, existing_nat_chains=existing
+            self.node.view, changed=None if full else changed, existing_nat_chains=existing
         )
         if full:
             self._full = payload
@@ -102,7 +104,7 @@ class IptablesBackend:
         from .reference import ReferenceEvaluator, evaluate_new_flow
 
         if self._evaluator is None:
-            options = self.dp.options
+            options = self.node.options
             self._evaluator = ReferenceEvaluator(
                 self.tables, options.node.local_ips, options.family
             )
@@ -116,7 +118,7 @@ class IptablesBackend:
             from .lowering import lower
 
             with paused_gc():
-                self._lowered = lower(self.tables, self.dp.options.family, self.endpoints)
+                self._lowered = lower(self.tables, self.node.options.family, self.endpoints)
         return self._lowered
 
     def prepare(self) -> None:

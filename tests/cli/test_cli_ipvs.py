@@ -30,6 +30,8 @@ def test_cli_ipvs(cli, cluster, tmp_path):
     for bad, message in (
         (["--scheduler", "fastest"], "unknown IPVS scheduler"),
         (["--format", "ipset-save", "--mode", "iptables"], "--format"),
+        (["--scheduler", "sh", "--mode", "iptables"], "--scheduler: applies to ipvs mode only"),
+        (["--ipvs-conn-tab-bits", "16", "--mode", "nftables"], "--ipvs-conn-tab-bits"),
     ):
         args = ["render", *bad, str(path)]
         if "--mode" not in bad:

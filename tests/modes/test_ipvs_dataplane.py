@@ -27,7 +27,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kproxy_emu import Dataplane, packets, synth
+from kproxy_emu import Dataplane, IpvsOptions, packets, synth
 from kproxy_emu.bench import sweep
 from kproxy_emu.dataplane.dataplane import resolve_node
 from kproxy_emu.errors import InputError
@@ -440,10 +440,10 @@ def test_render_formats_and_errors(cluster):
     with pytest.raises(InputError, match="--format"):
         dp.render(format="xml")
     with pytest.raises(InputError, match="scheduler"):
-        Dataplane(cluster, mode="ipvs", scheduler="fastest")
-    with pytest.raises(InputError, match="ipvs mode only"):
-        Dataplane(cluster, mode="iptables", scheduler="rr")
-    sh = Dataplane(cluster, mode="ipvs", scheduler="sh", cluster_cidr=CIDR)
+        Dataplane(cluster, IpvsOptions(scheduler="fastest"))
+    with pytest.raises(InputError, match="unsupported mode"):
+        Dataplane(cluster, mode="userspace")
+    sh = Dataplane(cluster, IpvsOptions(scheduler="sh"), cluster_cidr=CIDR)
     assert " -s sh" in sh.render() and " -s rr" not in sh.render()
 
 
