@@ -154,7 +154,7 @@ def measure(
     }
     with NodeLab(dp, backend=backend, only_endpoints=eps) as lab:
         load = lab.load_result
-        assert load is not None
+        assert load is not None and lab.lab is not None
         src = lab.clients.host[0]
         rules = (
             len([r for r in dp.tables.tables["nat"].rules if r.chain == "KUBE-SERVICES"])

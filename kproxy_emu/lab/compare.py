@@ -227,7 +227,8 @@ def flows_for(dp, clients: Clients, n: int, seed: int) -> tuple[list[tuple], dic
     sources = {o: clients.of(o) for o in pk.ORIGIN_NAMES if clients.of(o)}
     mix = {o: s for o, s in pk.DEFAULT_ORIGIN_MIX.items() if o in sources}
     batch = pk.synth(targets, n, seed=seed, sources=sources, origin_mix=mix, new_flow_share=1.0)
-    flows, skipped = [], {}
+    flows: list[tuple[str, str, str, int, str]] = []
+    skipped: dict[str, int] = {}
     for row in batch:
         proto = pk.PROTO_NAMES[int(row["proto"])]
         if proto not in ("tcp", "udp"):
@@ -443,14 +444,16 @@ def _distribution(
         sigs = list(exp.support)
         counts = [sum(1 for r in rs if r.signature == s) for s in sigs]
         stat, dof = chi2_stat(counts, [exp.support[s] for s in sigs])
-        p = chi2_sf(stat, dof)
+        p_value = chi2_sf(stat, dof)
         missing = [
             s
             for s, k in zip(sigs, counts)
             if k == 0 and exp.support[s] * len(rs) >= MIN_EXPECTED_SEEN
         ]
         stats.append(
-            ClassStat(key, len(rs), dict(zip(sigs, counts)), exp.support, stat, dof, p, missing)
+            ClassStat(
+                key, len(rs), dict(zip(sigs, counts)), exp.support, stat, dof, p_value, missing
+            )
         )
     report.classes = stats
     if stats:

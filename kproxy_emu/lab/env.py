@@ -46,7 +46,7 @@ def check(mode: str | None = "iptables", backend: str = "nft") -> None:
         raise LabUnavailable("the kernel lab needs pyroute2 (pip install pyroute2)") from None
     if mode is not None and mode not in MODE_TOOLS:
         raise LabUnavailable(f"the lab runs the iptables and nftables modes, not {mode!r}")
-    need = {**TOOLS, **MODE_TOOLS.get(mode, {})}
+    need = {**TOOLS, **(MODE_TOOLS.get(mode, {}) if mode is not None else {})}
     if mode == "iptables" and backend == "legacy":
         need["iptables-legacy-restore"] = "iptables"
     missing = missing_tools(need)

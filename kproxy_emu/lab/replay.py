@@ -280,9 +280,9 @@ def _drive(
             if not ready and left == 0.0:
                 break
             for fd, _ in ready:
-                i = fd_of.pop(fd, None)
-                if i is None:
+                if fd not in fd_of:
                     continue
+                i = fd_of.pop(fd)
                 ep.unregister(fd)
                 s, p = socks[i], probes[i]
                 waited = time.perf_counter() - started[i]

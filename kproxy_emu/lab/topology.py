@@ -31,13 +31,16 @@ import subprocess
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from types import FrameType
+from typing import Any, TypeVar
 
 from .env import LabUnavailable, check
 
 T = TypeVar("T")
+# what signal.signal() takes and returns
+_Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 ROLES = ("node", "pod", "ext")
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
@@ -168,7 +171,7 @@ class Lab:
             self._host_inodes.add(_ns_inode("/proc/1/ns/net"))
         except OSError:
             pass
-        self._old_handlers: dict[int, object] = {}
+        self._old_handlers: dict[int, _Handler] = {}
         self.closed = False
         self.owner = os.getpid()
 
@@ -211,7 +214,7 @@ class Lab:
         self.closed = True
         # a second Ctrl-C must not cut the cleanup short: note signals, act after it
         deferred: list[int] = []
-        saved: dict[int, object] = {}
+        saved: dict[int, _Handler] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 with contextlib.suppress(ValueError, OSError):
@@ -219,8 +222,8 @@ class Lab:
         try:
             self._remove()
         finally:
-            for sig, handler in saved.items():  # what was there before the lab
-                signal.signal(sig, self._old_handlers.get(sig, handler))
+            for signum, handler in saved.items():  # what was there before the lab
+                signal.signal(signum, self._old_handlers.get(signum, handler))
             _LIVE.discard(self)
         if deferred:
             raise KeyboardInterrupt(f"signal {deferred[0]} during the lab's cleanup")
@@ -348,8 +351,8 @@ class Lab:
             ipr.addr("add", index=cni0, address=plan.gateway, prefixlen=32)
             for idx in (eth0, vpod, cni0):
                 ipr.link("set", index=idx, state="up")
-            for prefix in plan.pod_prefixes:
-                ipr.route("add", dst=prefix, oif=cni0, prefsrc=plan.gateway, scope="link")
+            for pod_prefix in plan.pod_prefixes:
+                ipr.route("add", dst=pod_prefix, oif=cni0, prefsrc=plan.gateway, scope="link")
             covered = [ipaddress.IPv4Network(p) for p in plan.pod_prefixes]
             for ip in plan.pod_ips:
                 if not any(ipaddress.IPv4Address(ip) in n for n in covered):
@@ -378,7 +381,7 @@ class Lab:
         )
         self.run("pod", ["ip", "rule", "add", "pref", "1000", "lookup", "local"])
         self.run("pod", ["ip", "rule", "del", "pref", "0", "lookup", "local"])
-        common = {
+        common: dict[str, str | int] = {
             "net.ipv4.conf.all.rp_filter": 0,
             "net.ipv4.conf.default.rp_filter": 0,
             "net.ipv4.conf.eth0.rp_filter": 0,
@@ -436,7 +439,7 @@ class Lab:
 
     # ------------------------------------------------------------------ sockets
     def sockets(
-        self, role: str, specs: list[tuple[int, tuple[str, int] | None]]
+        self, role: str, specs: Sequence[tuple[int, tuple[str, int] | None]]
     ) -> list[socket.socket]:
         """Create sockets in the namespace: ``(type, bind address or None)`` each,
         non-blocking, SO_REUSEADDR set; all or nothing."""
