@@ -70,7 +70,7 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------------------
-# dtypes (must match cext/packet.pxd; tests/test_cext.py checks against the C compiler)
+# dtypes (must match cext/packet.pxd; tests/cores/test_cext.py checks against the C compiler)
 
 PACKET_DTYPE = np.dtype(
     [

@@ -6,7 +6,7 @@ that second form, as iptables v1.8.9 with the nf_tables backend prints it (Debia
 iptables, the version of ``fixtures/live/``). Every rule below was derived from that
 version's sources (iptables/xtables-save.c, nft.c, nft-ipv4.c, xshared.c and each
 extension's ``save`` function in extensions/lib*_*.c) and checked against the real tool
-(tests/test_iptables_live.py loads rules into a network namespace when it can).
+(tests/lab/test_iptables_lab.py loads rules into a network namespace when it can).
 
 Layout
   * tables in the order iptables-nft keeps them: mangle, security, raw, filter, nat;
