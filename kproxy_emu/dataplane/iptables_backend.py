@@ -45,7 +45,7 @@ class IptablesBackend:
             self._need_full_sync = False
 
     # ---------------------------------------------------------------- rules
-    def view_changed(self) -> None:
+    def view_changed(self, changed: set[tuple[str, str]] | None = None) -> None:
         self._full = None
 
     @property

@@ -20,19 +20,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import InputError, KproxyError
-from ..modes.ipvs import (
-    RS_CHECK_DELETE_INTERVAL,
-    IpvsState,
-    IpvsSync,
-    build_ipsets,
-    builtin_jumps,
-    compile_ipvs,
-    lower,
-    validate_scheduler,
-)
+from ..modes.ipvs import builtin_jumps, compile_ipvs, validate_scheduler
 from ..netfilter import ipvs_text
+from ..netfilter.ipvs import IpvsState
 from ..netfilter.restore import RestoreError, apply_restore, ensure_chain, ensure_rule
 from ..netfilter.ruleset import Ruleset
+from .ipvs_kernel import RS_CHECK_DELETE_INTERVAL, IpvsSync, build_ipsets, lower
 from .sync import SyncResult
 
 if TYPE_CHECKING:
@@ -69,7 +62,7 @@ class IpvsBackend:
         self._bulk: tuple | None = None  # (state, lowered arrays, index maps) for resets
 
     # ---------------------------------------------------------------- syncs
-    def view_changed(self) -> None:
+    def view_changed(self, changed: set[tuple[str, str]] | None = None) -> None:
         pass
 
     @property

@@ -18,6 +18,7 @@ from .objects import (
     Service,
     ServiceCIDR,
 )
+from .seal import model_type
 
 
 def _metadata(obj: Any, namespaced: bool = True) -> dict:
@@ -213,4 +214,4 @@ ENCODERS = {
 
 
 def encode(obj: Any) -> dict:
-    return ENCODERS[type(obj)](obj)
+    return ENCODERS[model_type(obj)](obj)
