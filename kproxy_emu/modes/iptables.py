@@ -12,11 +12,15 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from ..model.cluster import paused_gc
-from ..netfilter.ruleset import Opt, Ruleset, Table
+from ..netfilter.iptables_text import render_rule
+from ..netfilter.restore import NodeTables, RestoreError
+from ..netfilter.ruleset import Chain, Opt, Rule, Ruleset, Table
 from ..proxy.options import ProxyOptions
 from ..proxy.view import ProxyView, ServicePortInfo, categorize_endpoints
+from .proxier import Key, Proxier
 
 LARGE_CLUSTER_ENDPOINTS = 1000  # more endpoints than this: per-endpoint comments dropped
 NODEPORTS_COMMENT = "kubernetes service nodeports; NOTE: this must be the last rule in this chain"
@@ -136,6 +140,7 @@ class _Writer:
         self.ruleset = Ruleset(family=options.family)
         self.filter: Table = self.ruleset.table("filter")
         self.nat: Table = self.ruleset.table("nat")
+        self.split = 0  # nat rules before this: top-level chains; after: the port's own
 
     # detector fragments (§1.4); None when no detector is implemented
     def if_local(self) -> tuple[Opt, ...] | None:
@@ -159,6 +164,22 @@ class _Writer:
 
 
 SERVICE_CHAIN_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-")
+FILTER_CHAINS = (
+    "KUBE-SERVICES",
+    "KUBE-EXTERNAL-SERVICES",
+    "KUBE-FORWARD",
+    "KUBE-NODEPORTS",
+    "KUBE-PROXY-FIREWALL",
+)
+NAT_CHAINS = ("KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ")
+# the chains service ports write to besides their own
+TOP_FILTER_CHAINS = (
+    "KUBE-SERVICES",
+    "KUBE-EXTERNAL-SERVICES",
+    "KUBE-PROXY-FIREWALL",
+    "KUBE-NODEPORTS",
+)
+TOP_NAT_CHAINS = ("KUBE-SERVICES", "KUBE-NODEPORTS")
 
 
 def compile_ruleset(
@@ -175,107 +196,306 @@ def compile_ruleset(
     that this sync no longer uses are flushed and deleted (``-X``), as kube-proxy does after
     reading ``iptables-save -t nat``.
     """
+    proxier = IptablesProxier(view.options)
     with paused_gc():
-        return _compile(view, changed, existing_nat_chains)
+        return proxier.compile(view, changed, stale_from=existing_nat_chains).payload
 
 
-def _compile(
-    view: ProxyView, changed: set[tuple[str, str]] | None, existing_nat_chains: Iterable[str]
-) -> Ruleset:
-    o = view.options
-    large = view.total_endpoints > LARGE_CLUSTER_ENDPOINTS
-    w = _Writer(o, large)
-    filt, nat = w.filter, w.nat
-    mark = o.mark
-    v4 = o.ipv4
-    localhost_nps = v4 and o.localhost_node_ports
-    features = o.node.features
+def _render_rules(rules: list[Rule]) -> str:
+    return "".join([render_rule(r) + "\n" for r in rules])
 
-    for name in (
-        "KUBE-SERVICES",
-        "KUBE-EXTERNAL-SERVICES",
-        "KUBE-FORWARD",
-        "KUBE-NODEPORTS",
-        "KUBE-PROXY-FIREWALL",
-    ):
-        filt.declare(name)
-    if localhost_nps:
-        filt.declare("KUBE-FIREWALL")
-    for name in ("KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"):
-        nat.declare(name)
 
-    nat.append(
-        "KUBE-POSTROUTING",
-        _m("mark"),
-        _o("--mark", f"{mark}/{mark}", negated=True),
-        _jump("RETURN"),
+def _decl(chain: Chain) -> str:
+    return f":{chain.name} {chain.policy} [{chain.packets}:{chain.bytes}]\n"
+
+
+def _group(rules: list[Rule]) -> dict[str, list[Rule]]:
+    out: dict[str, list[Rule]] = {}
+    for rule in rules:
+        out.setdefault(rule.chain, []).append(rule)
+    return out
+
+
+def _merge(into: dict[str, list[Rule]], rules: dict[str, list[Rule]]) -> None:
+    for chain, chain_rules in rules.items():
+        have = into.get(chain)
+        if have is None:
+            into[chain] = list(chain_rules)
+        else:
+            have.extend(chain_rules)
+
+
+class _PortRules:
+    """What one service port writes, kept until the port changes: kube-proxy's
+    servicePortInfo keeps the chain names (hashes) per service port; here the rules
+    written from them and their text are kept as well, so that a sync costs the changed
+    ports plus assembling the unchanged ones."""
+
+    __slots__ = (
+        "active",
+        "filter",
+        "for_",
+        "nat_chains",
+        "nat_own",
+        "nat_own_by_chain",
+        "nat_top",
+        "sp",
+        "text",
     )
-    nat.append("KUBE-POSTROUTING", _jump("MARK"), _o("--xor-mark", mark))
-    masquerade = [*_comment("kubernetes service traffic requiring SNAT"), _jump("MASQUERADE")]
-    if features.iptables_random_fully:
-        masquerade.append(_o("--random-fully"))
-    nat.append("KUBE-POSTROUTING", *masquerade)
-    nat.append("KUBE-MARK-MASQ", _jump("MARK"), _o("--or-mark", mark))
-    if localhost_nps:
-        filt.append(
-            "KUBE-FIREWALL",
-            *_comment("block incoming localnet connections"),
-            _o("-d", "127.0.0.0/8"),
-            _o("-s", "127.0.0.0/8", negated=True),
-            _m("conntrack"),
-            _o("--ctstate", "RELATED,ESTABLISHED,DNAT", negated=True),
-            _jump("DROP"),
-        )
 
-    active: set[str] = set()
-    for sp in view.service_ports:
-        write_chains = changed is None or (sp.namespace, sp.name) in changed
-        active.update(_write_service_port(w, sp, write_chains))
+    def __init__(self, sp: ServicePortInfo, for_: tuple[bool, str | None], w: _Writer):
+        self.sp = sp  # the view's object: unchanged ports keep theirs between syncs
+        self.for_ = for_  # (large cluster, node zone) the rules were written for
+        self.active = frozenset(_write_service_port(w, sp, True))
+        self.filter = w.filter.rules
+        self.nat_top = w.nat.rules[: w.split]
+        self.nat_own = w.nat.rules[w.split :]
+        self.nat_chains = w.nat.chains
+        self.nat_own_by_chain = _group(self.nat_own)
+        self.text: tuple[str, str, str, str] | None = None
 
-    # the NodePort dispatch rule(s), last in nat KUBE-SERVICES (§2.11)
-    node_port_ips = o.node_port_ips()
-    if node_port_ips is None:
-        opts = [*_comment(NODEPORTS_COMMENT), _m("addrtype"), _o("--dst-type", "LOCAL")]
-        if v4 and not o.localhost_node_ports:
-            opts.append(_o("-d", "127.0.0.0/8", negated=True))
-        elif not v4:
-            opts.append(_o("-d", "::1/128", negated=True))
-        nat.append("KUBE-SERVICES", *opts, _jump("KUBE-NODEPORTS"))
-    else:
-        for ip in node_port_ips:
-            loopback = ip.startswith("127.") or ip == "::1"
-            if loopback and (not v4 or not o.localhost_node_ports):
-                continue
-            nat.append(
-                "KUBE-SERVICES", *_comment(NODEPORTS_COMMENT), _o("-d", ip), _jump("KUBE-NODEPORTS")
+    def texts(self) -> tuple[str, str, str, str]:
+        """(filter rules, nat chain declarations, nat top-level rules, nat own rules)."""
+        if self.text is None:
+            self.text = (
+                _render_rules(self.filter),
+                "".join([_decl(c) for c in self.nat_chains.values()]),
+                _render_rules(self.nat_top),
+                _render_rules(self.nat_own),
             )
+        return self.text
 
-    # stale service chains: declared (which flushes them) and deleted
-    for chain in existing_nat_chains:
-        if chain.startswith(SERVICE_CHAIN_PREFIXES) and chain not in active:
-            nat.declare(chain)
-            nat.deleted.append(chain)
 
-    if not features.conntrack_tcp_be_liberal:
-        invalid = [_m("conntrack"), _o("--ctstate", "INVALID")]
-        if features.nfacct:
-            invalid += [_m("nfacct"), _o("--nfacct-name", INVALID_DROPPED_COUNTER)]
-        filt.append("KUBE-FORWARD", *invalid, _jump("DROP"))
-    filt.append(
-        "KUBE-FORWARD",
-        *_comment("kubernetes forwarding rules"),
-        _m("mark"),
-        _o("--mark", f"{mark}/{mark}"),
-        _jump("ACCEPT"),
-    )
-    filt.append(
-        "KUBE-FORWARD",
-        *_comment("kubernetes forwarding conntrack rule"),
-        _m("conntrack"),
-        _o("--ctstate", "RELATED,ESTABLISHED"),
-        _jump("ACCEPT"),
-    )
-    return w.ruleset
+@dataclass(slots=True)
+class IptablesSync:
+    """One iptables proxier sync: the restore payload, its text, and the outcome."""
+
+    full: bool
+    payload: Ruleset
+    text: str = ""
+    error: str | None = None
+    grouped: dict[str, dict[str, list[Rule]]] = field(default_factory=dict, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class IptablesProxier(Proxier[IptablesSync]):
+    """kube-proxy's iptables proxier for one node: ``sync`` compiles the restore payload
+    (full, or partial for the changed Services) and applies it to the node's tables
+    (``node``), which it keeps with the jumps from the built-in chains; a failed restore
+    changes nothing and makes the next sync full. Rules of unchanged service ports are
+    reused from the last sync (``_PortRules``)."""
+
+    mode = "iptables"
+
+    def __init__(self, options: ProxyOptions, tables: Ruleset | None = None):
+        self.options = options
+        self.node = NodeTables(options.family, tables)
+        self.need_full_sync = True
+        self._ports: dict[int, _PortRules] = {}  # id(ServicePortInfo) -> its rules
+        self._owners: dict[str, int] = {}  # service chain -> ports using it
+
+    def sync(
+        self, view: ProxyView, changed: set[Key] | None = None, now: float = 0.0
+    ) -> IptablesSync:
+        """One syncProxyRules (``now`` is unused: iptables syncs have no timers)."""
+        full = self.need_full_sync or changed is None
+        with paused_gc():
+            if full:
+                for table, chain, opts in builtin_jumps():
+                    self.node.ensure_rule(table, chain, opts)
+            scan = full or self.node.reloaded
+            self.node.reloaded = False
+            result = self.compile(
+                view,
+                None if full else changed,
+                stale_from=self.node.chains("nat") if scan else None,
+                text=True,
+            )
+            try:
+                self.node.apply(result.payload, result.grouped)
+                self.need_full_sync = False
+            except RestoreError as exc:
+                self.need_full_sync = True  # kube-proxy retries with a full sync
+                result.error = str(exc)
+        return result
+
+    def compile(
+        self,
+        view: ProxyView,
+        changed: set[Key] | None,
+        *,
+        stale_from: Iterable[str] | None = (),
+        text: bool = False,
+    ) -> IptablesSync:
+        """The payload of one sync (``changed`` None: full) without applying it.
+        ``stale_from``: the nat chains on the node, whose service chains no port uses
+        any more are deleted; None: the chains that changed or removed ports used (what
+        the node holds besides the others' after a successful sync). ``text``: render
+        the payload too (render(payload), from the ports' kept text)."""
+        o = view.options
+        large = view.total_endpoints > LARGE_CLUSTER_ENDPOINTS
+        for_ = (large, o.node.zone)
+        old_ports, ports = self._ports, {}
+        w = _Writer(o, large)
+        filt, nat = w.filter, w.nat
+        mark = o.mark
+        v4 = o.ipv4
+        localhost_nps = v4 and o.localhost_node_ports
+        features = o.node.features
+
+        for name in FILTER_CHAINS:
+            filt.declare(name)
+        if localhost_nps:
+            filt.declare("KUBE-FIREWALL")
+        for name in NAT_CHAINS:
+            nat.declare(name)
+        nat.append(
+            "KUBE-POSTROUTING",
+            _m("mark"),
+            _o("--mark", f"{mark}/{mark}", negated=True),
+            _jump("RETURN"),
+        )
+        nat.append("KUBE-POSTROUTING", _jump("MARK"), _o("--xor-mark", mark))
+        masquerade = [*_comment("kubernetes service traffic requiring SNAT"), _jump("MASQUERADE")]
+        if features.iptables_random_fully:
+            masquerade.append(_o("--random-fully"))
+        nat.append("KUBE-POSTROUTING", *masquerade)
+        nat.append("KUBE-MARK-MASQ", _jump("MARK"), _o("--or-mark", mark))
+        if localhost_nps:
+            filt.append(
+                "KUBE-FIREWALL",
+                *_comment("block incoming localnet connections"),
+                _o("-d", "127.0.0.0/8"),
+                _o("-s", "127.0.0.0/8", negated=True),
+                _m("conntrack"),
+                _o("--ctstate", "RELATED,ESTABLISHED,DNAT", negated=True),
+                _jump("DROP"),
+            )
+        filter_head, nat_head = len(filt.rules), len(nat.rules)
+        filter_grouped = _group(filt.rules)
+        nat_grouped = _group(nat.rules)
+        nat_decl_head = len(nat.chains)
+
+        # the service ports: rules reused while the port is the same object (the view
+        # replaces the ports of changed Services) and the size class and zone hold
+        pieces: list[tuple[_PortRules, bool]] = []
+        owners = self._owners
+        gone: list[str] = []  # service chains a changed or removed port used
+        for sp in view.service_ports:
+            pr = old_ports.pop(id(sp), None)
+            if pr is None or pr.sp is not sp or pr.for_ != for_:
+                if pr is not None:
+                    old_ports[id(pr.sp)] = pr  # released with the other leftovers below
+                pr = _PortRules(sp, for_, _Writer(o, large))
+                for c in pr.active:
+                    owners[c] = owners.get(c, 0) + 1
+            ports[id(sp)] = pr
+            write = changed is None or (sp.namespace, sp.name) in changed
+            pieces.append((pr, write))
+            filt.rules.extend(pr.filter)
+            nat.rules.extend(pr.nat_top)
+            if write:
+                nat.chains.update(pr.nat_chains)
+                nat.rules.extend(pr.nat_own)
+                nat_grouped.update(pr.nat_own_by_chain)
+        for pr in old_ports.values():  # ports replaced or no longer in the view
+            gone.extend(pr.active)
+            for c in pr.active:
+                owners[c] -= 1
+        self._ports = ports
+        filter_mid, nat_mid = len(filt.rules), len(nat.rules)
+        # the top-level chains' rules by chain (own chains were added whole above)
+        ported = filt.rules[filter_head:filter_mid]
+        for c in TOP_FILTER_CHAINS:
+            _merge(filter_grouped, {c: [r for r in ported if r.chain == c]})
+        ported = nat.rules[nat_head:nat_mid]
+        for c in TOP_NAT_CHAINS:
+            _merge(nat_grouped, {c: [r for r in ported if r.chain == c]})
+
+        # the NodePort dispatch rule(s), last in nat KUBE-SERVICES (§2.11)
+        node_port_ips = o.node_port_ips()
+        if node_port_ips is None:
+            opts = [*_comment(NODEPORTS_COMMENT), _m("addrtype"), _o("--dst-type", "LOCAL")]
+            if v4 and not o.localhost_node_ports:
+                opts.append(_o("-d", "127.0.0.0/8", negated=True))
+            elif not v4:
+                opts.append(_o("-d", "::1/128", negated=True))
+            nat.append("KUBE-SERVICES", *opts, _jump("KUBE-NODEPORTS"))
+        else:
+            for ip in node_port_ips:
+                loopback = ip.startswith("127.") or ip == "::1"
+                if loopback and (not v4 or not o.localhost_node_ports):
+                    continue
+                nat.append(
+                    "KUBE-SERVICES",
+                    *_comment(NODEPORTS_COMMENT),
+                    _o("-d", ip),
+                    _jump("KUBE-NODEPORTS"),
+                )
+
+        # stale service chains: declared (which flushes them) and deleted
+        nat_decl_mid = len(nat.chains)
+        released = {c for c in gone if not owners[c]}
+        for c in released:
+            del owners[c]
+        if stale_from is None:  # the chains changed or removed ports gave up, node order
+            stale_from = self.node.in_chain_order("nat", released)
+        for chain in stale_from:
+            if chain.startswith(SERVICE_CHAIN_PREFIXES) and chain not in owners:
+                nat.declare(chain)
+                nat.deleted.append(chain)
+
+        if not features.conntrack_tcp_be_liberal:
+            invalid = [_m("conntrack"), _o("--ctstate", "INVALID")]
+            if features.nfacct:
+                invalid += [_m("nfacct"), _o("--nfacct-name", INVALID_DROPPED_COUNTER)]
+            filt.append("KUBE-FORWARD", *invalid, _jump("DROP"))
+        filt.append(
+            "KUBE-FORWARD",
+            *_comment("kubernetes forwarding rules"),
+            _m("mark"),
+            _o("--mark", f"{mark}/{mark}"),
+            _jump("ACCEPT"),
+        )
+        filt.append(
+            "KUBE-FORWARD",
+            *_comment("kubernetes forwarding conntrack rule"),
+            _m("conntrack"),
+            _o("--ctstate", "RELATED,ESTABLISHED"),
+            _jump("ACCEPT"),
+        )
+        _merge(filter_grouped, _group(filt.rules[filter_mid:]))
+        _merge(nat_grouped, _group(nat.rules[nat_mid:]))
+        result = IptablesSync(
+            full=changed is None,
+            payload=w.ruleset,
+            grouped={"filter": filter_grouped, "nat": nat_grouped},
+        )
+        if text:
+            out = ["*filter\n"]
+            out += [_decl(c) for c in filt.chains.values()]
+            out.append(_render_rules(filt.rules[:filter_head]))
+            texts = [pr.texts() for pr, _ in pieces]
+            out += [t[0] for t in texts]
+            out.append(_render_rules(filt.rules[filter_mid:]))
+            out.append("COMMIT\n*nat\n")
+            nat_chains = list(nat.chains.values())
+            out += [_decl(c) for c in nat_chains[:nat_decl_head]]
+            out += [t[1] for t, (_, write) in zip(texts, pieces) if write]
+            out += [_decl(c) for c in nat_chains[nat_decl_mid:]]
+            out.append(_render_rules(nat.rules[:nat_head]))
+            for t, (_, write) in zip(texts, pieces):
+                out.append(t[2])
+                if write:
+                    out.append(t[3])
+            out.append(_render_rules(nat.rules[nat_mid:]))
+            out += [f"-X {name}\n" for name in nat.deleted]
+            out.append("COMMIT\n")
+            result.text = "".join(out)
+        return result
 
 
 def _write_service_port(w: _Writer, sp: ServicePortInfo, write_chains: bool = True) -> set[str]:
@@ -416,6 +636,7 @@ def _write_service_port(w: _Writer, sp: ServicePortInfo, write_chains: bool = Tr
         active.add(ext_chain)
     if uses_fw_chain:
         active.add(fw_chain)
+    w.split = len(nat.rules)  # the rules after this are the port's own chains'
     if not write_chains:
         return active
 
