@@ -160,7 +160,7 @@ class Dataplane:
         the Dataplane has read are sealed: editing one in place raises InputError."""
         new = cluster if cluster is not None else self.cluster
         tracker = self.tracker
-        for event in list(tracker.diff(new)):
+        for event in tracker.diff(new):
             tracker.record(event)
         tracker.follow_order(new)
         if cluster is not None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import itertools
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -180,6 +182,7 @@ TOP_FILTER_CHAINS = (
     "KUBE-NODEPORTS",
 )
 TOP_NAT_CHAINS = ("KUBE-SERVICES", "KUBE-NODEPORTS")
+SHARED_CHAINS = {"filter": TOP_FILTER_CHAINS, "nat": TOP_NAT_CHAINS}
 
 
 def compile_ruleset(
@@ -228,19 +231,25 @@ def _merge(into: dict[str, list[Rule]], rules: dict[str, list[Rule]]) -> None:
 class _PortRules:
     """What one service port writes, kept until the port changes: kube-proxy's
     servicePortInfo keeps the chain names (hashes) per service port; here the rules
-    written from them and their text are kept as well, so that a sync costs the changed
-    ports plus assembling the unchanged ones."""
+    written from them, grouped by chain, their jump targets and their text are kept as
+    well, so that a sync costs the changed ports plus joining the unchanged ones' lists."""
 
     __slots__ = (
         "active",
         "filter",
+        "filter_targets",
         "for_",
+        "nat_all",
         "nat_chains",
-        "nat_own",
         "nat_own_by_chain",
         "nat_top",
+        "nat_top_targets",
         "sp",
-        "text",
+        "t_decl",
+        "t_filter",
+        "t_nat_all",
+        "t_nat_top",
+        "top",
     )
 
     def __init__(self, sp: ServicePortInfo, for_: tuple[bool, str | None], w: _Writer):
@@ -249,21 +258,37 @@ class _PortRules:
         self.active = frozenset(_write_service_port(w, sp, True))
         self.filter = w.filter.rules
         self.nat_top = w.nat.rules[: w.split]
-        self.nat_own = w.nat.rules[w.split :]
+        self.nat_all = w.nat.rules
         self.nat_chains = w.nat.chains
-        self.nat_own_by_chain = _group(self.nat_own)
-        self.text: tuple[str, str, str, str] | None = None
+        # the port's rules in the shared chains, by chain (TOP_FILTER_CHAINS, then
+        # TOP_NAT_CHAINS), and their jump targets
+        self.top = tuple(
+            [r for r in rules if r.chain == c]
+            for rules, chains in ((self.filter, TOP_FILTER_CHAINS), (self.nat_top, TOP_NAT_CHAINS))
+            for c in chains
+        )
+        self.filter_targets = [t for r in self.filter if (t := _target(r))]
+        self.nat_top_targets = [t for r in self.nat_top if (t := _target(r))]
+        self.nat_own_by_chain = _group(w.nat.rules[w.split :])
+        self.t_filter = _render_rules(self.filter)
+        self.t_decl = "".join([_decl(c) for c in self.nat_chains.values()])
+        self.t_nat_top = _render_rules(self.nat_top)
+        self.t_nat_all = self.t_nat_top + _render_rules(w.nat.rules[w.split :])
 
-    def texts(self) -> tuple[str, str, str, str]:
-        """(filter rules, nat chain declarations, nat top-level rules, nat own rules)."""
-        if self.text is None:
-            self.text = (
-                _render_rules(self.filter),
-                "".join([_decl(c) for c in self.nat_chains.values()]),
-                _render_rules(self.nat_top),
-                _render_rules(self.nat_own),
-            )
-        return self.text
+
+def _target(rule: Rule) -> str | None:
+    for opt in reversed(rule.opts):
+        if opt.flag == "-j":
+            return opt.args[0]
+    return None
+
+
+_ATTRS = {name: operator.attrgetter(name) for name in _PortRules.__slots__}
+
+
+def _joined(prs: list[_PortRules], attr: str) -> list:
+    """The ports' lists (or strings) under ``attr``, concatenated (at C speed)."""
+    return list(itertools.chain.from_iterable(map(_ATTRS[attr], prs)))
 
 
 @dataclass(slots=True)
@@ -274,7 +299,10 @@ class IptablesSync:
     payload: Ruleset
     text: str = ""
     error: str | None = None
+    # for NodeTables.apply: the rules by table and chain; the shared chains' jump targets
     grouped: dict[str, dict[str, list[Rule]]] = field(default_factory=dict, repr=False)
+    shared: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
+    targets: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -315,7 +343,7 @@ class IptablesProxier(Proxier[IptablesSync]):
                 text=True,
             )
             try:
-                self.node.apply(result.payload, result.grouped)
+                self.node.apply(result.payload, result.grouped, result.shared, result.targets)
                 self.need_full_sync = False
             except RestoreError as exc:
                 self.need_full_sync = True  # kube-proxy retries with a full sync
@@ -338,7 +366,6 @@ class IptablesProxier(Proxier[IptablesSync]):
         o = view.options
         large = view.total_endpoints > LARGE_CLUSTER_ENDPOINTS
         for_ = (large, o.node.zone)
-        old_ports, ports = self._ports, {}
         w = _Writer(o, large)
         filt, nat = w.filter, w.nat
         mark = o.mark
@@ -374,46 +401,58 @@ class IptablesProxier(Proxier[IptablesSync]):
                 _o("--ctstate", "RELATED,ESTABLISHED,DNAT", negated=True),
                 _jump("DROP"),
             )
-        filter_head, nat_head = len(filt.rules), len(nat.rules)
-        filter_grouped = _group(filt.rules)
-        nat_grouped = _group(nat.rules)
-        nat_decl_head = len(nat.chains)
+        filter_head, nat_head = list(filt.rules), list(nat.rules)
 
         # the service ports: rules reused while the port is the same object (the view
-        # replaces the ports of changed Services) and the size class and zone hold
-        pieces: list[tuple[_PortRules, bool]] = []
+        # replaces the ports of changed Services) and the size class and zone hold;
+        # everything below that touches every port runs in C (map, chain, join)
+        sps = view.service_ports
+        ids = list(map(id, sps))
+        old = self._ports if all(pr.for_ == for_ for pr in self._first(self._ports)) else {}
+        prs: list[_PortRules] = list(map(old.get, ids))
         owners = self._owners
-        gone: list[str] = []  # service chains a changed or removed port used
-        for sp in view.service_ports:
-            pr = old_ports.pop(id(sp), None)
-            if pr is None or pr.sp is not sp or pr.for_ != for_:
-                if pr is not None:
-                    old_ports[id(pr.sp)] = pr  # released with the other leftovers below
-                pr = _PortRules(sp, for_, _Writer(o, large))
-                for c in pr.active:
-                    owners[c] = owners.get(c, 0) + 1
-            ports[id(sp)] = pr
-            write = changed is None or (sp.namespace, sp.name) in changed
-            pieces.append((pr, write))
-            filt.rules.extend(pr.filter)
-            nat.rules.extend(pr.nat_top)
-            if write:
-                nat.chains.update(pr.nat_chains)
-                nat.rules.extend(pr.nat_own)
-                nat_grouped.update(pr.nat_own_by_chain)
-        for pr in old_ports.values():  # ports replaced or no longer in the view
-            gone.extend(pr.active)
+        fresh = [i for i, pr in enumerate(prs) if pr is None]
+        for i in fresh:
+            pr = prs[i] = _PortRules(sps[i], for_, _Writer(o, large))
             for c in pr.active:
-                owners[c] -= 1
+                owners[c] = owners.get(c, 0) + 1
+        ports = dict(zip(ids, prs))
+        gone: list[str] = []  # service chains of ports replaced or no longer in the view
+        for key in old.keys() - ports.keys():
+            gone.extend(old[key].active)
+        if old is not self._ports:
+            gone.extend(c for pr in self._ports.values() for c in pr.active)
+        for c in gone:
+            owners[c] -= 1
         self._ports = ports
+
+        # which ports write their own chains: all (full), else the changed Services'
+        if changed is None:
+            written = range(len(prs))
+        else:
+            where = {v: i for i, v in enumerate(ids)} if len(changed) > 64 else None
+            written = sorted(
+                where[id(sp)] if where is not None else ids.index(id(sp))
+                for key in changed
+                for sp in view.by_service.get(key, ())
+            )
+        nat_lists = list(map(_ATTRS["nat_top"], prs))
+        for i in written:
+            nat_lists[i] = prs[i].nat_all
+            nat.chains.update(prs[i].nat_chains)
+        filt.rules.extend(_joined(prs, "filter"))
+        nat.rules.extend(itertools.chain.from_iterable(nat_lists))
+
+        grouped_filter = _group(filter_head)
+        grouped_nat = _group(nat_head)
+        tops = list(zip(*map(_ATTRS["top"], prs))) if prs else []
+        chains = (*TOP_FILTER_CHAINS, *TOP_NAT_CHAINS)
+        for k, c in enumerate(chains):
+            into = grouped_filter if k < len(TOP_FILTER_CHAINS) else grouped_nat
+            into.setdefault(c, []).extend(itertools.chain.from_iterable(tops[k]) if tops else ())
+        for i in written:
+            grouped_nat.update(prs[i].nat_own_by_chain)
         filter_mid, nat_mid = len(filt.rules), len(nat.rules)
-        # the top-level chains' rules by chain (own chains were added whole above)
-        ported = filt.rules[filter_head:filter_mid]
-        for c in TOP_FILTER_CHAINS:
-            _merge(filter_grouped, {c: [r for r in ported if r.chain == c]})
-        ported = nat.rules[nat_head:nat_mid]
-        for c in TOP_NAT_CHAINS:
-            _merge(nat_grouped, {c: [r for r in ported if r.chain == c]})
 
         # the NodePort dispatch rule(s), last in nat KUBE-SERVICES (§2.11)
         node_port_ips = o.node_port_ips()
@@ -467,35 +506,49 @@ class IptablesProxier(Proxier[IptablesSync]):
             _o("--ctstate", "RELATED,ESTABLISHED"),
             _jump("ACCEPT"),
         )
-        _merge(filter_grouped, _group(filt.rules[filter_mid:]))
-        _merge(nat_grouped, _group(nat.rules[nat_mid:]))
+        _merge(grouped_filter, _group(filt.rules[filter_mid:]))
+        _merge(grouped_nat, _group(nat.rules[nat_mid:]))
+        # jump targets of the shared chains' rules: the ports' kept lists, plus the
+        # NodePort dispatch rules
+        dispatch = [
+            t for r in nat.rules[nat_mid:] if r.chain == "KUBE-SERVICES" and (t := _target(r))
+        ]
+        targets = {
+            "filter": _joined(prs, "filter_targets"),
+            "nat": _joined(prs, "nat_top_targets") + dispatch,
+        }
         result = IptablesSync(
             full=changed is None,
             payload=w.ruleset,
-            grouped={"filter": filter_grouped, "nat": nat_grouped},
+            grouped={"filter": grouped_filter, "nat": grouped_nat},
+            shared=SHARED_CHAINS,
+            targets=targets,
         )
         if text:
             out = ["*filter\n"]
             out += [_decl(c) for c in filt.chains.values()]
-            out.append(_render_rules(filt.rules[:filter_head]))
-            texts = [pr.texts() for pr, _ in pieces]
-            out += [t[0] for t in texts]
+            out.append(_render_rules(filter_head))
+            out.append("".join(map(_ATTRS["t_filter"], prs)))
             out.append(_render_rules(filt.rules[filter_mid:]))
             out.append("COMMIT\n*nat\n")
             nat_chains = list(nat.chains.values())
-            out += [_decl(c) for c in nat_chains[:nat_decl_head]]
-            out += [t[1] for t, (_, write) in zip(texts, pieces) if write]
+            out += [_decl(c) for c in nat_chains[: len(NAT_CHAINS)]]
+            out += [prs[i].t_decl for i in written]
             out += [_decl(c) for c in nat_chains[nat_decl_mid:]]
-            out.append(_render_rules(nat.rules[:nat_head]))
-            for t, (_, write) in zip(texts, pieces):
-                out.append(t[2])
-                if write:
-                    out.append(t[3])
+            out.append(_render_rules(nat_head))
+            texts = list(map(_ATTRS["t_nat_top"], prs))
+            for i in written:
+                texts[i] = prs[i].t_nat_all
+            out.append("".join(texts))
             out.append(_render_rules(nat.rules[nat_mid:]))
             out += [f"-X {name}\n" for name in nat.deleted]
             out.append("COMMIT\n")
             result.text = "".join(out)
         return result
+
+    @staticmethod
+    def _first(ports: dict[int, _PortRules]) -> list[_PortRules]:
+        return [next(iter(ports.values()))] if ports else []
 
 
 def _write_service_port(w: _Writer, sp: ServicePortInfo, write_chains: bool = True) -> set[str]:

@@ -8,6 +8,8 @@ nothing changes (kube-proxy then needs a full sync).
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 from ..errors import KproxyError
 from .iptables_parse import TARGETS
 from .ruleset import BUILTIN_CHAINS, Chain, Opt, Rule, Ruleset, Table
@@ -104,7 +106,7 @@ def _targets(rules: list[Rule]) -> dict[str, int]:
 class _NodeTable:
     """One table kept per chain, with which chains jump to each chain."""
 
-    __slots__ = ("_next", "_position", "chains", "name", "referrers", "rules", "targets")
+    __slots__ = ("_next", "_position", "chains", "lazy", "name", "referrers", "rules", "targets")
 
     def __init__(self, name: str):
         self.name = name
@@ -113,6 +115,7 @@ class _NodeTable:
         self.targets: dict[str, dict[str, int]] = {}  # chain -> its rules' targets
         self.referrers: dict[str, dict[str, int]] = {}  # target -> chains jumping to it
         self._position: dict[str, int] = {}  # chain -> a number increasing in dict order
+        self.lazy: set[str] = set()  # chains whose targets are not in referrers yet
         self._next = 0
 
     def position(self) -> dict[str, int]:
@@ -130,17 +133,24 @@ class _NodeTable:
         del self.chains[name]
         del self._position[name]
 
-    def set_rules(self, chain: str, rules: list[Rule], targets: dict[str, int]) -> None:
+    def set_rules(
+        self, chain: str, rules: list[Rule], targets: dict[str, int] | None = None
+    ) -> None:
+        """Replace a chain's rules; ``targets`` None: index their jumps when needed."""
         referrers = self.referrers
         for target in self.targets.pop(chain, ()):
             users = referrers[target]
             del users[chain]
             if not users:
                 del referrers[target]
+        self.lazy.discard(chain)
         if not rules:
             self.rules.pop(chain, None)
             return
         self.rules[chain] = rules
+        if targets is None:
+            self.lazy.add(chain)
+            return
         for target, n in targets.items():
             users = referrers.get(target)
             if users is None:
@@ -148,6 +158,11 @@ class _NodeTable:
             else:
                 users[chain] = n
         self.targets[chain] = targets
+
+    def index(self, skip: Container[str]) -> None:
+        """Index the jumps of the chains set lazily, but those in ``skip``."""
+        for chain in [c for c in self.lazy if c not in skip]:
+            self.set_rules(chain, self.rules[chain], _targets(self.rules[chain]))
 
 
 class NodeTables:
@@ -246,10 +261,19 @@ class NodeTables:
         return True
 
     def apply(
-        self, payload: Ruleset, grouped: dict[str, dict[str, list[Rule]]] | None = None
+        self,
+        payload: Ruleset,
+        grouped: dict[str, dict[str, list[Rule]]] | None = None,
+        shared: dict[str, tuple[str, ...]] | None = None,
+        targets: dict[str, list[str]] | None = None,
     ) -> None:
-        """Apply restore input; RestoreError (and no change) on failure. ``grouped``:
-        the payload's rules per table and chain, when the caller has them at hand."""
+        """Apply restore input; RestoreError (and no change) on failure.
+
+        What a caller that keeps its rules between syncs can hand over, so that the cost
+        follows what changed: ``grouped``, the payload's rules per table and chain;
+        ``shared``, per table, chains declared by the payload whose rules' jump targets
+        are given all together in ``targets`` (checked as a set; indexed for ``-X``
+        checks only if a later payload leaves these chains in place)."""
         self._sync_back()
         staged = []
         for name, table in payload.tables.items():
@@ -258,7 +282,13 @@ class NodeTables:
                 rules = {}
                 for rule in table.rules:
                     rules.setdefault(rule.chain, []).append(rule)
-            staged.append((name, table, rules, self._check_table(name, table, rules)))
+            given = (shared or {}).get(name, ())
+            if any(c not in table.chains for c in given):
+                given = ()  # only chains the payload flushes can be taken whole
+            checked = self._check_table(
+                name, table, rules, given, (targets or {}).get(name, []) if given else []
+            )
+            staged.append((name, table, rules, checked))
         for name, table, rules, targets in staged:  # only once every table passed
             t = self._tables.get(name)
             if t is None:
@@ -268,7 +298,7 @@ class NodeTables:
                     t.add_chain(builtin, table.chains.get(builtin) or _builtin(builtin))
             for chain_name, chain in table.chains.items():
                 t.add_chain(chain_name, chain)
-                t.set_rules(chain_name, rules.get(chain_name, []), targets.get(chain_name, {}))
+                t.set_rules(chain_name, rules.get(chain_name, []), targets.get(chain_name))
             for chain_name, chain_rules in rules.items():
                 if chain_name not in table.chains:  # appended to a chain not flushed
                     new = t.rules.get(chain_name, []) + chain_rules
@@ -278,10 +308,15 @@ class NodeTables:
         self._ruleset = None
 
     def _check_table(
-        self, name: str, payload: Table, rules: dict[str, list[Rule]]
+        self,
+        name: str,
+        payload: Table,
+        rules: dict[str, list[Rule]],
+        shared: tuple[str, ...],
+        shared_targets: list[str],
     ) -> dict[str, dict[str, int]]:
         """_apply_table's checks without building the new table; returns the targets of
-        the payload's rules per chain."""
+        the payload's rules per chain (but the ``shared`` chains')."""
         t = self._tables.get(name) or _NodeTable(name)
         declared = payload.chains
         builtins = BUILTIN_CHAINS.get(name, ())
@@ -292,9 +327,14 @@ class NodeTables:
                 chain not in deleted
             )
 
-        targets = {chain_name: _targets(rs) for chain_name, rs in rules.items()}
+        targets = {c: _targets(rs) for c, rs in rules.items() if c not in shared}
         first_user: dict[str, str] = {}  # target -> the first payload chain jumping to it
         if payload.deleted:
+            t.index(declared)  # jumps from the chains that stay
+            if deleted.intersection(shared_targets):  # rare: look at those chains' rules
+                for c in shared:
+                    for target in _targets(rules.get(c, [])):
+                        first_user.setdefault(target, c)
             for chain_name, counts in targets.items():
                 for target in counts:
                     first_user.setdefault(target, chain_name)
@@ -314,7 +354,15 @@ class NodeTables:
                 raise RestoreError(f"table {name}: -X {chain_name}: chain is not empty")
         # kept rules stay valid (their chains and targets exist: -X of a used chain fails
         # above); the payload's rules are checked here
-        bad = False
+        missing = [
+            x
+            for x in set(shared_targets)
+            if x not in declared
+            and x not in t.chains
+            and x not in builtins
+            and x not in BUILTIN_TARGETS
+        ]
+        bad = bool(missing) or bool(deleted.intersection(shared_targets))
         for chain_name, counts in targets.items():
             if not exists(chain_name) or any(
                 target not in BUILTIN_TARGETS and not exists(target) for target in counts

@@ -16,7 +16,9 @@ instead of going unseen.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import itertools
+import operator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..errors import InputError
@@ -97,6 +99,7 @@ class ChangeTracker:
         self._seq: dict[Key, int] = {}  # slice -> its position in dict order (add order)
         self._next_seq = 0
         self._pending = Changes()
+        self._reorder: list[type] = []  # kinds whose keys diff() found changed
         for svc in cluster.services.values():
             self.services[svc.key] = seal(svc)
         for s in cluster.endpoint_slices.values():
@@ -140,31 +143,40 @@ class ChangeTracker:
             raise InputError("updated, but there is no object of that name", obj=obj.ref)
         self._set(cls, obj.key, seal(obj), obj.ref)
 
-    def diff(self, cluster: Cluster) -> Iterator[Event]:
+    def diff(self, cluster: Cluster) -> list[Event]:
         """The events that turn the tracked objects into ``cluster``'s. Objects are
-        compared by identity: a replaced object is an update (dropped later if equal)."""
+        compared by identity: a replaced object is an update (dropped later if equal).
+        When the keys are the same in the same order (the usual case), the comparison
+        runs in C."""
+        events: list[Event] = []
+        self._reorder = []
         for cls, new in (
             (Service, cluster.services),
             (EndpointSlice, cluster.endpoint_slices),
             (Node, cluster.nodes),
         ):
             old = self._objects(cls)
+            if len(old) == len(new) and list(old) == list(new):
+                replaced = map(operator.is_not, old.values(), new.values())
+                events.extend(map(Updated, itertools.compress(new.values(), replaced)))
+                continue
+            self._reorder.append(cls)
             for key, obj in new.items():
                 have = old.get(key)
                 if have is None:
-                    yield Added(obj)
+                    events.append(Added(obj))
                 elif have is not obj:
-                    yield Updated(obj)
-            for key in [k for k in old if k not in new]:
-                yield Deleted(cls.kind, *key)
+                    events.append(Updated(obj))
+            events.extend(Deleted(cls.kind, *key) for key in old if key not in new)
+        return events
 
     def follow_order(self, cluster: Cluster) -> None:
         """After ``diff``'s events: make the tracked dicts iterate as the cluster's do (a
         cluster rebuilt in another order changes the view's order, as a full rebuild would)."""
-        if list(self.services) != list(cluster.services):
+        if Service in self._reorder and list(self.services) != list(cluster.services):
             self.services = {k: self.services[k] for k in cluster.services}
             self._pending.reordered = True
-        if list(self.slices) != list(cluster.endpoint_slices):
+        if EndpointSlice in self._reorder and list(self.slices) != list(cluster.endpoint_slices):
             self.slices = {k: self.slices[k] for k in cluster.endpoint_slices}
             self._seq = {k: i for i, k in enumerate(self.slices)}
             self._next_seq = len(self._seq)
@@ -172,8 +184,9 @@ class ChangeTracker:
                 if len(group) > 1:
                     self.slices_of[svc] = dict(sorted(group.items(), key=self._order))
                     self._pending.services.add(svc)
-        if list(self.nodes) != list(cluster.nodes):
+        if Node in self._reorder and list(self.nodes) != list(cluster.nodes):
             self.nodes = {k: self.nodes[k] for k in cluster.nodes}
+        self._reorder = []
 
     def take(self) -> Changes:
         """The changes since the last call (kube-proxy's tracker Update at sync time)."""
