@@ -232,3 +232,56 @@ def test_update_without_changes_is_cheap_and_empty():
     result = dp.update()
     assert result.changed == set() and not result.full
     assert np.all(dp.view.service_ports == dp.view.service_ports)
+
+
+@settings(max_examples=15, deadline=None)
+@given(steps=st.lists(OPS, min_size=1, max_size=5))
+def test_nftables_partial_sync_from_kept_ports_equals_visiting_every_port(steps):
+    """The nftables proxier's partial sync from what ports wrote before gives the same
+    transactions as kube-proxy's visit of every port."""
+    from kproxy_emu.netfilter.nft_text import render_transaction
+
+    kept = Dataplane(copy.deepcopy(BASE), "nftables")
+    visiting = Dataplane(copy.deepcopy(BASE), "nftables")
+    visiting.backend.proxier._partial = lambda *args: False
+    for ops in steps:
+        a = kept.update(_edit(kept.cluster, ops))
+        b = visiting.update(_edit(visiting.cluster, ops))
+        ta, tb = a.payload.transaction, b.payload.transaction
+        table = kept.backend.table
+        assert sorted(render_transaction(table, ta).splitlines()) == sorted(
+            render_transaction(table, tb).splitlines()
+        )
+        assert a.text.count("\n") == b.text.count("\n") and a.extra == b.extra
+        assert a.payload.stale_chains == b.payload.stale_chains
+    assert kept.render() == visiting.render()
+
+
+@settings(max_examples=15, deadline=None)
+@given(steps=st.lists(OPS, min_size=1, max_size=5))
+def test_iptables_sync_from_kept_ports_equals_a_fresh_compile(steps):
+    """The iptables proxier's payload from kept port rules equals a compile from scratch
+    against the node's chains, and its text is render(payload)."""
+    from kproxy_emu.modes.iptables import compile_ruleset
+
+    dp = Dataplane(copy.deepcopy(BASE), "iptables")
+    for ops in steps:
+        existing = list(dp.backend.proxier.node.ruleset().tables["nat"].chains)
+        before = dp.cluster
+        result = dp.update(_edit(before, ops))
+        fresh = compile_ruleset(dp.view, changed=result.changed, existing_nat_chains=existing)
+        assert result.text == render(fresh)
+
+
+def test_one_endpoint_change_syncs_from_kept_ports():
+    """The common update is not the every-port fallback (nftables) and reuses the other
+    ports' rules (iptables)."""
+    for mode in ("nftables", "iptables"):
+        dp = Dataplane(copy.deepcopy(BASE), mode)
+        kept = dict(dp.backend.proxier._ports)
+        result = dp.update(_edit(dp.cluster, [("toggle", 0, 0)]))
+        assert len(result.changed) == 1
+        reused = [p for k, p in dp.backend.proxier._ports.items() if kept.get(k) is p]
+        assert len(reused) >= len(dp.view.service_ports) - 3
+        if mode == "nftables":
+            assert dp.backend.proxier._last_partial
