@@ -130,20 +130,8 @@ class IpvsSync:
         active: set[str] = set()
         self._stats = None
         for vs in state.virtual_servers:
-            key = str(vs)
-            active.add(key)
-            svc = self.services.get(key)
-            if svc is None:
-                proto = PROTO_NUMBERS[vs.protocol.lower()]
-                svc = t.add_service(
-                    proto, int(ipaddress.IPv4Address(vs.address)), vs.port, vs.flags, vs.timeout
-                )
-                self.services[key] = svc
-                out["services_added"] += 1
-            elif t.service_flags(svc) != (vs.flags | FLAG_HASHED, vs.timeout):
-                t.edit_service(svc, vs.flags, vs.timeout)  # UpdateVirtualServer
-                out["services_updated"] += 1
-            self._sync_endpoints(svc, vs, out, now)
+            active.add(str(vs))
+            self._sync_service(vs, out, now)
         for key in [k for k in self.services if k not in active]:  # cleanLegacyService
             svc = self.services.pop(key)
             for rs_key in self.service_dests.pop(svc, set()):
@@ -151,6 +139,56 @@ class IpvsSync:
             t.del_service(svc)
             out["services_deleted"] += 1
         return out
+
+    def sync_changes(
+        self, fresh: list[VirtualServer], deleted: list[str], now: float = 0.0
+    ) -> dict[str, int]:
+        """Apply one sync from its changes only: the virtual servers of the service ports
+        written anew (in the state's order) and the keys no virtual server has any more.
+        The same operations as ``sync`` of the whole state, whose other virtual servers
+        are as the last sync left them (``sync`` finds nothing to do for them)."""
+        if self.table is None:
+            raise InputError("the first sync of an IPVS table needs the whole state")
+        t = self.table
+        out = dict.fromkeys(
+            (
+                "services_added",
+                "services_updated",
+                "services_deleted",
+                "dests_added",
+                "dests_deleted",
+                "dests_graceful",
+            ),
+            0,
+        )
+        self._stats = None
+        for vs in fresh:
+            self._sync_service(vs, out, now)
+        if deleted:
+            gone = set(deleted)
+            for key in [k for k in self.services if k in gone]:  # cleanLegacyService
+                svc = self.services.pop(key)
+                for rs_key in self.service_dests.pop(svc, set()):
+                    self.graceful.pop(self.dests.pop((svc, rs_key)), None)
+                t.del_service(svc)
+                out["services_deleted"] += 1
+        return out
+
+    def _sync_service(self, vs: VirtualServer, out: dict, now: float) -> None:
+        t = self.table
+        key = str(vs)
+        svc = self.services.get(key)
+        if svc is None:
+            proto = PROTO_NUMBERS[vs.protocol.lower()]
+            svc = t.add_service(
+                proto, int(ipaddress.IPv4Address(vs.address)), vs.port, vs.flags, vs.timeout
+            )
+            self.services[key] = svc
+            out["services_added"] += 1
+        elif t.service_flags(svc) != (vs.flags | FLAG_HASHED, vs.timeout):
+            t.edit_service(svc, vs.flags, vs.timeout)  # UpdateVirtualServer
+            out["services_updated"] += 1
+        self._sync_endpoints(svc, vs, out, now)
 
     def _sync_endpoints(self, svc: int, vs: VirtualServer, out: dict, now: float) -> None:
         t = self.table

@@ -285,3 +285,26 @@ def test_one_endpoint_change_syncs_from_kept_ports():
         assert len(reused) >= len(dp.view.service_ports) - 3
         if mode == "nftables":
             assert dp.backend.proxier._last_partial
+
+
+@settings(max_examples=15, deadline=None)
+@given(steps=st.lists(OPS, min_size=1, max_size=5))
+def test_ipvs_sync_from_changes_equals_comparing_whole_states(steps):
+    """The IPVS kernel table and the sync text from the ports' changes equal comparing
+    the whole previous and new states (what the IPVS proxier does)."""
+    from_changes = Dataplane(copy.deepcopy(BASE), "ipvs")
+    comparing = Dataplane(copy.deepcopy(BASE), "ipvs")
+    proxier = comparing.backend.proxier
+    compile_state = proxier.compile
+
+    def whole(view):
+        result = compile_state(view)
+        result.shared_keys = True
+        return result
+
+    proxier.compile = whole
+    for ops in steps:
+        a = from_changes.update(_edit(from_changes.cluster, ops))
+        b = comparing.update(_edit(comparing.cluster, ops))
+        assert (a.text, a.extra) == (b.text, b.extra)
+        assert from_changes.render(format="save") == comparing.render(format="save")
