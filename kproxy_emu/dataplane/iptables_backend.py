@@ -18,7 +18,7 @@ from ..netfilter.ruleset import Ruleset
 from .sync import SyncResult
 
 if TYPE_CHECKING:
-    from .dataplane import Dataplane
+    from .backend import IptablesOptions, NodeContext
 
 # xt_recent's ip_list_tot module parameter: addresses per list (the kernel's default)
 RECENT_LIST_TOT = 100
@@ -26,12 +26,14 @@ RECENT_LIST_TOT = 100
 
 class IptablesBackend:
     mode = "iptables"
+    formats = ("restore", "save")
 
-    def __init__(self, dp: Dataplane, tables: Ruleset | None = None):
-        self.dp = dp
+    def __init__(self, node: NodeContext, options: IptablesOptions):
+        self.node = node
+        tables = options.tables
         self._checked_for = None  # the lowered tables chains.process last checked
         # the proxier keeps the node's iptables as they stand (``tables``)
-        self.proxier = IptablesProxier(dp.options, tables)
+        self.proxier = IptablesProxier(node.options, tables)
         self.endpoints: list[str] = []  # grows only: verdict indices keep their meaning
         self._full: Ruleset | None = None
         self._evaluator = None
@@ -56,11 +58,11 @@ class IptablesBackend:
     def ruleset(self) -> Ruleset:
         """The restore payload of a full sync of the current cluster."""
         if self._full is None:
-            self._full = self.proxier.compile(self.dp.view, None).payload
+            self._full = self.proxier.compile(self.node.view, None).payload
         return self._full
 
     def sync(self, changed: set[tuple[str, str]] | None) -> SyncResult:
-        res = self.proxier.sync(self.dp.view, changed)
+        res = self.proxier.sync(self.node.view, changed)
         if res.full:
             self._full = res.payload
         nat = res.payload.tables.get("nat")
@@ -91,7 +93,7 @@ class IptablesBackend:
         from .reference import ReferenceEvaluator, evaluate_new_flow
 
         if self._evaluator is None:
-            options = self.dp.options
+            options = self.node.options
             self._evaluator = ReferenceEvaluator(
                 self.proxier.node.ruleset(), options.node.local_ips, options.family
             )
@@ -106,7 +108,7 @@ class IptablesBackend:
 
             with paused_gc():
                 self._lowered = lower(
-                    self.proxier.node.ruleset(), self.dp.options.family, self.endpoints
+                    self.proxier.node.ruleset(), self.node.options.family, self.endpoints
                 )
         return self._lowered
 

@@ -28,7 +28,7 @@ from .ipvs_kernel import RS_CHECK_DELETE_INTERVAL, IpvsSync, build_ipsets, lower
 from .sync import SyncResult
 
 if TYPE_CHECKING:
-    from .dataplane import Dataplane
+    from .backend import IpvsOptions, NodeContext
     from .reference import Branch, Flow, Outcome, ReferenceEvaluator
 
 # Dataplane.render formats: restore/save as every mode has them, then IPVS mode's own texts
@@ -40,17 +40,18 @@ class IpvsBackend:
     mode = "ipvs"
     formats = FORMATS
 
-    def __init__(self, dp: Dataplane, scheduler: str | None = None, *, conn_tab_bits: int = 12):
-        self.dp = dp
-        self.conn_tab_bits = conn_tab_bits  # ip_vs conn_tab_bits: 2^bits connection buckets
+    def __init__(self, node: NodeContext, options: IpvsOptions):
+        self.node = node
+        # ip_vs conn_tab_bits: 2^bits connection buckets
+        self.conn_tab_bits = options.conn_tab_bits
         self._checked_for = None  # the lowered tables chains.process last checked
         # the proxier keeps the node's iptables (``tables``) and the state of each sync
-        self.proxier = IpvsProxier(dp.options, scheduler)
+        self.proxier = IpvsProxier(node.options, options.scheduler or node.config.ipvs.scheduler)
         self.scheduler = self.proxier.scheduler
         self.state: IpvsState | None = None  # the last sync's proxier state
         self.clock = 0.0  # emulated time: the latest packet seen
         self._next_tick = RS_CHECK_DELETE_INTERVAL  # the graceful-termination loop's next run
-        self._seed = int(np.random.SeedSequence([dp.seed, 0x1B5]).generate_state(1)[0])
+        self._seed = int(np.random.SeedSequence([node.seed, 0x1B5]).generate_state(1)[0])
         self.ipvs: IpvsSync | None = None  # the kernel's IPVS table (IPv4 only)
         self._endpoints: list[str] = []
         self._sets: dict | None = None
@@ -78,16 +79,15 @@ class IpvsBackend:
         """ip_vs sizes and kube-proxy's IPVS timeouts (ipvs.tcpTimeout, tcpFinTimeout,
         udpTimeout; 0 leaves the kernel's)."""
         options: dict = {"conn_bits": self.conn_tab_bits, "max_conns": MAX_CONNS}
-        cfg = self.dp._config
-        if cfg is not None:
-            given = {
-                "ESTABLISHED": cfg.ipvs.tcp_timeout,
-                "FIN_WAIT": cfg.ipvs.tcp_fin_timeout,
-                "UDP": cfg.ipvs.udp_timeout,
-            }
-            timeouts = {k: v for k, v in given.items() if v}
-            if timeouts:
-                options["timeouts"] = timeouts
+        cfg = self.node.config.ipvs
+        given = {
+            "ESTABLISHED": cfg.tcp_timeout,
+            "FIN_WAIT": cfg.tcp_fin_timeout,
+            "UDP": cfg.udp_timeout,
+        }
+        timeouts = {k: v for k, v in given.items() if v}
+        if timeouts:
+            options["timeouts"] = timeouts
         return options
 
     def _fresh_ipvs(self, state: IpvsState) -> IpvsSync:
@@ -131,7 +131,7 @@ class IpvsBackend:
         """syncProxyRules: the IPVS proxier's whole state each time; the kernel sees the
         differences (virtual/real server and ipset entry operations), iptables a restore
         of kube-proxy's chains."""
-        res = self.proxier.sync(self.dp.view, changed)
+        res = self.proxier.sync(self.node.view, changed)
         state, previous = res.state, res.previous
         self.state = state
         restore = ipvs_text.render(state, "iptables-restore")
@@ -231,7 +231,7 @@ class IpvsBackend:
 
             spare: list[str] = []
             with paused_gc():
-                low = lower_tables(self.tables, self.dp.options.family, spare)
+                low = lower_tables(self.tables, self.node.options.family, spare)
             if spare:  # verdict endpoints index the IPVS table's list
                 raise KproxyError("IPVS mode's iptables rules hold DNAT targets")
             sets = self._engine_sets()
@@ -278,7 +278,7 @@ class IpvsBackend:
         before it and the rest after it."""
         if self.ipvs is None:
             raise InputError(
-                "the IPVS engine runs IPv4 only", field="family", value=self.dp.options.family
+                "the IPVS engine runs IPv4 only", field="family", value=self.node.options.family
             )
         low = self.lowered
         n = len(packets)
@@ -347,10 +347,10 @@ class IpvsBackend:
 
         if self.ipvs is None:
             raise InputError(
-                "the IPVS engine runs IPv4 only", field="family", value=self.dp.options.family
+                "the IPVS engine runs IPv4 only", field="family", value=self.node.options.family
             )
         if self._evaluator is None:
-            options = self.dp.options
+            options = self.node.options
             self._evaluator = ReferenceEvaluator(
                 self.tables,
                 [*options.node.local_ips, *self.state.bound_addresses],

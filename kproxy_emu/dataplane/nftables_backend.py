@@ -25,7 +25,7 @@ from ..netfilter.nft_text import (
 from .sync import SyncResult
 
 if TYPE_CHECKING:
-    from .dataplane import Dataplane
+    from .backend import NftablesOptions, NodeContext
 
 SYNC_INTERVAL = 1.0  # emulated seconds between syncs
 DYNAMIC_SLOTS = 1 << 20  # affinity entries over all endpoints' sets
@@ -33,11 +33,13 @@ DYNAMIC_SLOTS = 1 << 20  # affinity entries over all endpoints' sets
 
 class NftablesBackend:
     mode = "nftables"
+    formats = ("restore", "save")
 
-    def __init__(self, dp: Dataplane, service_cidrs: list[str] | None = None):
-        self.dp = dp
-        cidrs = service_cidrs_for(dp.cluster, dp.options.family, override=service_cidrs)
-        self.proxier = NftProxier(dp.options, cidrs)
+    def __init__(self, node: NodeContext, options: NftablesOptions):
+        self.node = node
+        override = list(options.service_cidrs) if options.service_cidrs is not None else None
+        cidrs = service_cidrs_for(node.cluster, node.options.family, override=override)
+        self.proxier = NftProxier(node.options, cidrs)
         self.endpoints: list[str] = []  # grows only: verdict indices keep their meaning
         self.dynamic_sets: list[str] = []  # affinity set ids, stable across syncs
         self.clock = 0.0
@@ -56,7 +58,7 @@ class NftablesBackend:
         pass
 
     def sync(self, changed: set[tuple[str, str]] | None) -> SyncResult:
-        res = self.proxier.sync(self.dp.view, changed, now=self.clock)
+        res = self.proxier.sync(self.node.view, changed, now=self.clock)
         self.clock += SYNC_INTERVAL
         text = render_transaction(self.table, res.cleanup) if res.cleanup else ""
         text += render_transaction(self.table, res.transaction)
@@ -82,7 +84,7 @@ class NftablesBackend:
         from .nft_reference import NftEvaluator, evaluate_nft_flow
 
         if self._evaluator is None:
-            self._evaluator = NftEvaluator(self.table, self.dp.options.node.local_ips)
+            self._evaluator = NftEvaluator(self.table, self.node.options.node.local_ips)
         return evaluate_nft_flow(self._evaluator, flow)
 
     @property
