@@ -140,6 +140,8 @@ class NftRuleset:
         self.comment: str | None = None
         self.sets: dict[str, NftSet] = {}  # sets and maps, in creation order
         self.chains: dict[str, NftChain] = {}  # in creation order
+        self._pos: dict[str, int] | None = {}  # kept from the start: no table-wide scan
+        self._next_pos = 0
 
     def copy(self) -> NftRuleset:
         new = NftRuleset(self.family, self.name)
