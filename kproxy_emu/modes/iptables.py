@@ -324,6 +324,8 @@ class IptablesProxier(Proxier[IptablesSync]):
         self.need_full_sync = True
         self._ports: dict[int, _PortRules] = {}  # id(ServicePortInfo) -> its rules
         self._owners: dict[str, int] = {}  # service chain -> ports using it
+        self._view: ProxyView | None = None  # the view and its version the cache follows
+        self._version = 0
 
     def sync(
         self, view: ProxyView, changed: set[Key] | None = None, now: float = 0.0
@@ -341,6 +343,7 @@ class IptablesProxier(Proxier[IptablesSync]):
                 None if full else changed,
                 stale_from=self.node.chains("nat") if scan else None,
                 text=True,
+                check_all=scan,
             )
             try:
                 self.node.apply(result.payload, result.grouped, result.shared, result.targets)
@@ -357,6 +360,7 @@ class IptablesProxier(Proxier[IptablesSync]):
         *,
         stale_from: Iterable[str] | None = (),
         text: bool = False,
+        check_all: bool = True,
     ) -> IptablesSync:
         """The payload of one sync (``changed`` None: full) without applying it.
         ``stale_from``: the nat chains on the node, whose service chains no port uses
@@ -408,23 +412,44 @@ class IptablesProxier(Proxier[IptablesSync]):
         # everything below that touches every port runs in C (map, chain, join)
         sps = view.service_ports
         ids = list(map(id, sps))
-        old = self._ports if all(pr.for_ == for_ for pr in self._first(self._ports)) else {}
-        prs: list[_PortRules] = list(map(old.get, ids))
         owners = self._owners
-        fresh = [i for i, pr in enumerate(prs) if pr is None]
-        for i in fresh:
-            pr = prs[i] = _PortRules(sps[i], for_, _Writer(o, large))
-            for c in pr.active:
-                owners[c] = owners.get(c, 0) + 1
-        ports = dict(zip(ids, prs))
         gone: list[str] = []  # service chains of ports replaced or no longer in the view
-        for key in old.keys() - ports.keys():
-            gone.extend(old[key].active)
-        if old is not self._ports:
-            gone.extend(c for pr in self._ports.values() for c in pr.active)
+        log = view.changes_since(self._version) if self._view is view else None
+        valid = all(pr.for_ == for_ for pr in self._first(self._ports))
+        ports = self._ports
+        prs: list[_PortRules] | None = None
+        if log is not None and valid:  # only the ports the view replaced
+            removed, added = log
+            for sp in removed:
+                pr = ports.pop(id(sp), None)
+                if pr is not None:
+                    gone.extend(pr.active)
+            for sp in added:
+                ports[id(sp)] = self._port(sp, for_, o, large)
+            try:
+                prs = list(map(ports.__getitem__, ids))
+            except KeyError:
+                prs = None
+            if prs is not None and len(ports) != len(prs):
+                prs = None  # the cache lost track: map the view's ports afresh below
+            fresh = added
+        if prs is None:
+            old = ports if valid else {}
+            if old is not ports:
+                gone.extend(c for pr in ports.values() for c in pr.active)
+            prs = list(map(old.get, ids))
+            fresh_at = [i for i, pr in enumerate(prs) if pr is None]
+            for i in fresh_at:
+                prs[i] = self._port(sps[i], for_, o, large)
+            new_ports = dict(zip(ids, prs))
+            for key in old.keys() - new_ports.keys():
+                gone.extend(old[key].active)
+            ports = new_ports
+            fresh = [sps[i] for i in fresh_at]
         for c in gone:
             owners[c] -= 1
         self._ports = ports
+        self._view, self._version = view, view.version
 
         # which ports write their own chains: all (full), else the changed Services'
         if changed is None:
@@ -513,9 +538,12 @@ class IptablesProxier(Proxier[IptablesSync]):
         dispatch = [
             t for r in nat.rules[nat_mid:] if r.chain == "KUBE-SERVICES" and (t := _target(r))
         ]
+        # (a port kept from the last sync jumps to its own chains, which stand: only
+        # the new ports' jumps need checking, unless all are asked for)
+        checked = prs if check_all or changed is None else [ports[id(sp)] for sp in fresh]
         targets = {
-            "filter": _joined(prs, "filter_targets"),
-            "nat": _joined(prs, "nat_top_targets") + dispatch,
+            "filter": _joined(checked, "filter_targets"),
+            "nat": _joined(checked, "nat_top_targets") + dispatch,
         }
         result = IptablesSync(
             full=changed is None,
@@ -545,6 +573,15 @@ class IptablesProxier(Proxier[IptablesSync]):
             out.append("COMMIT\n")
             result.text = "".join(out)
         return result
+
+    def _port(
+        self, sp: ServicePortInfo, for_: tuple[bool, str | None], o: ProxyOptions, large: bool
+    ) -> _PortRules:
+        """A port's rules written afresh, its chains counted as in use."""
+        pr = _PortRules(sp, for_, _Writer(o, large))
+        for c in pr.active:
+            self._owners[c] = self._owners.get(c, 0) + 1
+        return pr
 
     @staticmethod
     def _first(ports: dict[int, _PortRules]) -> list[_PortRules]:

@@ -172,6 +172,9 @@ def build_service_ports(
     return ports
 
 
+LOG_LENGTH = 16  # apply() calls whose removed and added ports a compiler can ask for
+
+
 class ProxyView:
     """Every programmed service port of a cluster, with its endpoints, for one node.
 
@@ -188,6 +191,9 @@ class ProxyView:
         }
         self._flat: list[ServicePortInfo] | None = None
         self._total = sum(len(sp.endpoints) for ports in self.by_service.values() for sp in ports)
+        # the ports each apply() removed and added, for compilers that keep per-port state
+        self.version = 0
+        self._log: list[tuple[int, list[ServicePortInfo], list[ServicePortInfo]]] = []
 
     @property
     def service_ports(self) -> list[ServicePortInfo]:
@@ -214,18 +220,43 @@ class ProxyView:
         Service order changed otherwise (a Service deleted and added again, a rebuilt
         dict), so follow ``services`` throughout."""
         by_service = self.by_service
+        removed: list[ServicePortInfo] = []
+        added: list[ServicePortInfo] = []
         for key in changed:
             old = by_service.pop(key, None) if key not in services else by_service.get(key)
             if old:
                 self._total -= sum(len(sp.endpoints) for sp in old)
+                removed += old
             svc = services.get(key)
             if svc is not None:
                 ports = build_service_ports(svc, slices_for(key), self.options)
                 by_service[key] = ports
                 self._total += sum(len(sp.endpoints) for sp in ports)
+                added += ports
         if reorder:
             self.by_service = {key: by_service[key] for key in services}
         self._flat = None
+        self.version += 1
+        self._log = [*self._log[-(LOG_LENGTH - 1) :], (self.version, removed, added)]
+
+    def changes_since(
+        self, version: int
+    ) -> tuple[list[ServicePortInfo], list[ServicePortInfo]] | None:
+        """The ports removed from and added to the view since ``version`` (a port added
+        and removed again in between is in neither); None when that is too long ago."""
+        if version == self.version:
+            return [], []
+        entries = [e for e in self._log if e[0] > version]
+        if len(entries) != self.version - version:
+            return None
+        removed = [sp for e in entries for sp in e[1]]
+        added = [sp for e in entries for sp in e[2]]
+        gone = {id(sp) for sp in removed}
+        new = {id(sp) for sp in added}
+        # the log keeps the objects alive, so an id means one object throughout
+        return [sp for sp in removed if id(sp) not in new], [
+            sp for sp in added if id(sp) not in gone
+        ]
 
 
 @dataclass(slots=True)
