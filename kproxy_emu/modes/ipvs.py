@@ -300,6 +300,9 @@ class IpvsProxier(Proxier[IpvsSyncResult]):
         self._node_ports = 0
         self._no_local: dict[tuple[bool, str], int] = {}  # (external?, service) -> ports
         self._delta: dict[tuple[str, str], int] = {}  # ipset entries added (1) / gone (-1)
+        self._view: ProxyView | None = None  # the view and its version the cache follows
+        self._version = 0
+        self._ids: list[int] = []  # the ports' ids in the last sync's order
 
     def sync(
         self, view: ProxyView, changed: set[Key] | None = None, now: float = 0.0
@@ -331,22 +334,44 @@ class IpvsProxier(Proxier[IpvsSyncResult]):
             self._node_ips(view, node_addresses),
             o.node.node_ips_by_family().get(family),
         )
+        self._delta = {}
         old = self._ports
         if any(p.zone != zone for p in itertools.islice(old.values(), 1)):
+            self._forget(old.values())
             old = {}
-            self._forget(self._ports.values())
         sps = view.service_ports
         ids = list(map(id, sps))
-        ports: list[_IpvsPort] = list(map(old.get, ids))
-        fresh_at = [i for i, port in enumerate(ports) if port is None]
-        new_ids = dict.fromkeys(ids)
-        gone_keys = old.keys() - new_ids.keys()
-        gone_ports = [p for k, p in old.items() if k in gone_keys] if gone_keys else []
-        self._delta = {}
-        self._forget(gone_ports)
-        for i in fresh_at:
-            ports[i] = self._write_port(sps[i], zone, ctx)
-        self._ports = dict(zip(ids, ports))
+        ports: list[_IpvsPort] | None = None
+        log = view.changes_since(self._version) if self._view is view and old else None
+        if log is not None:  # only the ports the view replaced
+            removed, added = log
+            gone_ports = [old.pop(id(sp)) for sp in removed if id(sp) in old]
+            if len(gone_ports) > 1:  # in the last sync's order
+                gone_ports.sort(key=lambda p: self._ids.index(id(p.sp)))
+            self._forget(gone_ports)
+            fresh_at = sorted(ids.index(id(sp)) for sp in added)
+            for i in fresh_at:
+                old[ids[i]] = self._write_port(sps[i], zone, ctx)
+            try:
+                ports = list(map(old.__getitem__, ids))
+            except KeyError:
+                ports = None
+            if ports is None or len(old) != len(ports):  # lost track: every port afresh
+                self._forget(old.values())
+                old, ports = {}, None
+        if ports is None:
+            ports = list(map(old.get, ids))
+            fresh_at = [i for i, port in enumerate(ports) if port is None]
+            new_ids = dict.fromkeys(ids)
+            gone_keys = old.keys() - new_ids.keys()
+            gone_ports = [p for k, p in old.items() if k in gone_keys] if gone_keys else []
+            self._forget(gone_ports)
+            for i in fresh_at:
+                ports[i] = self._write_port(sps[i], zone, ctx)
+            old = dict(zip(ids, ports))
+        self._ports = old
+        self._ids = ids
+        self._view, self._version = view, view.version
         # a virtual server key that an unchanged port also has: diff the whole state
         fresh_keys: dict[str, int] = {}
         for i in fresh_at:
