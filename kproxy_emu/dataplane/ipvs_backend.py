@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import InputError, KproxyError
+from ..model.cluster import paused_gc
 from ..modes.ipvs import IpvsProxier
 from ..netfilter import ipvs_text
 from ..netfilter.ipvs import IpvsState, VirtualServer
@@ -131,6 +132,10 @@ class IpvsBackend:
         """syncProxyRules: the IPVS proxier's whole state each time; the kernel sees the
         differences (virtual/real server and ipset entry operations), iptables a restore
         of kube-proxy's chains."""
+        with paused_gc():  # the cyclic collector would walk the whole (large) heap
+            return self._sync(changed)
+
+    def _sync(self, changed: set[tuple[str, str]] | None) -> SyncResult:
         res = self.proxier.sync(self.node.view, changed)
         state, previous = res.state, res.previous
         self.state = state

@@ -229,10 +229,14 @@ class IpvsSync:
     def _try_delete(self, dest: int, protocol: str) -> bool:
         if _graceful_needed(protocol):
             if self._stats is None:  # one snapshot per sync/tick: deleting others keeps
-                self._stats = self.table.dest_stats()  # this dest's counters as they are
-            row = self._stats[dest]
-            if int(row[4]) + int(row[5]) != 0:
-                return False
+                # this dest's counters as they are; with no connection in the table every
+                # counter is 0 (and the whole-table snapshot is skipped)
+                idle = self.table.stats()["conns"] == 0
+                self._stats = False if idle else self.table.dest_stats()
+            if self._stats is not False:
+                row = self._stats[dest]
+                if int(row[4]) + int(row[5]) != 0:
+                    return False
         self.table.del_dest(dest)
         return True
 

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..errors import InputError
+from ..model.cluster import paused_gc
 from ..netfilter.ipvs import (  # noqa: F401 - the model, re-exported for the proxier's users
     BITMAP_PORT,
     DEFAULT_HASH_SIZE,
@@ -314,7 +315,8 @@ class IpvsProxier(Proxier[IpvsSyncResult]):
             for table, chain, opts in builtin_jumps():
                 ensure_chain(self.tables, table, opts[-1].args[0])
                 ensure_rule(self.tables, table, chain, opts)
-        result = self.compile(view)
+        with paused_gc():  # the cyclic collector would walk the whole (large) heap
+            result = self.compile(view)
         try:
             apply_restore(self.tables, result.state.ruleset)
             self.need_full_sync = False
