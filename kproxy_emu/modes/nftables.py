@@ -268,6 +268,8 @@ class NftProxier(Proxier[NftSyncResult]):
         self._deferred = False
         self._stale_now: list[str] = []
         self._last_partial = False  # the last sync was a partial one from the kept ports
+        self._view: ProxyView | None = None  # the view and its version the ports follow
+        self._version = 0
 
     # ------------------------------------------------------------------ detector
     def _detector(self, negated: bool) -> str | None:
@@ -487,6 +489,7 @@ class NftProxier(Proxier[NftSyncResult]):
             active_affinity |= port.affinity
         self._recording = None
         self._ports = ports
+        self._view, self._version = view, view.version
         self._count_owners()
 
         stale_now: list[str] = []
@@ -536,19 +539,25 @@ class NftProxier(Proxier[NftSyncResult]):
         old = self._ports
         if not old or any(p.zone != zone for p in islice(old.values(), 1)):
             return False
+        log = view.changes_since(self._version) if self._view is view else None
+        if log is None:
+            return False  # the view's log does not reach back to the last sync
+        removed, added = log
+        if any(id(sp) not in old for sp in removed):
+            return False
+        written = {id(sp) for key in changed for sp in view.by_service.get(key, ())}
+        if written != {id(sp) for sp in added}:
+            return False  # ports to write that the view kept, or new ones not named
         sps = view.service_ports
         ids = list(map(id, sps))
-        fresh = [i for i, port in enumerate(map(old.get, ids)) if port is None]
-        written = {id(sp) for key in changed for sp in view.by_service.get(key, ())}
-        if written != {ids[i] for i in fresh}:
-            return False  # ports to write that the view kept, or new ones not named
-        new_ids = dict.fromkeys(ids)
-        gone = [old[k] for k in old.keys() - new_ids.keys()]
+        fresh = sorted(ids.index(id(sp)) for sp in added)
+        gone = [old[id(sp)] for sp in removed]
         # write the new ports aside: chain and rule operations, element ensures deferred
-        owners = dict(self._owners)
+        minus: dict[tuple[str, tuple[str, ...]], int] = {}  # what the gone ports held
         for port in gone:
             for name, key, _, _ in port.elements:
-                owners[(name, key)] -= 1
+                minus[(name, key)] = minus.get((name, key), 0) + 1
+        owners = self._owners
         scratch: list[tuple[int, NftTransaction, _NftPort]] = []
         for i in fresh:
             sp = sps[i]
@@ -560,7 +569,7 @@ class NftProxier(Proxier[NftSyncResult]):
             finally:
                 self._recording, self._deferred = None, False
             for name, key, _, _ in port.elements:
-                if owners.get((name, key)):
+                if owners.get((name, key), 0) > minus.get((name, key), 0):
                     return False  # another port keeps this element: visit them all
             scratch.append((i, aside, port))
         # the new ports' operations, in view order, ensures against the storage now
@@ -571,10 +580,13 @@ class NftProxier(Proxier[NftSyncResult]):
                     self.storage[op.kind].ensure(tx, key, value, comment)
                 else:
                     tx.ops.append(op)
-        ports = dict(zip(ids, map(old.get, ids)))
+        for port in gone:
+            del old[id(port.sp)]
         for i, _, port in scratch:
-            ports[ids[i]] = port
-        self._ports = ports
+            old[ids[i]] = port
+        self._view, self._version = view, view.version
+        for k, n in minus.items():
+            owners[k] -= n
         # ownership: the ports gone give up theirs, the new ones take theirs
         chain_owners, affinity_owners = self._chain_owners, self._affinity_owners
         released: set[str] = set()
