@@ -155,13 +155,14 @@ class Dataplane:
         the Dataplane has read are sealed: editing one in place raises InputError."""
         new = cluster if cluster is not None else self.cluster
         tracker = self.tracker
-        for event in tracker.diff(new):
-            tracker.record(event)
-        tracker.follow_order(new)
-        if cluster is not None:
-            self.cluster = cluster
-            self._own_cluster = False
-        return self._sync_changes()
+        with paused_gc():  # a collection now would walk the whole (large) heap
+            for event in tracker.diff(new):
+                tracker.record(event)
+            tracker.follow_order(new)
+            if cluster is not None:
+                self.cluster = cluster
+                self._own_cluster = False
+            return self._sync_changes()
 
     def apply(self, events: Iterable[Event]) -> SyncResult:
         """Apply watch events and resync: ``Added(obj)``, ``Updated(obj)`` (a new version
@@ -183,14 +184,15 @@ class Dataplane:
             "EndpointSlice": self.cluster.endpoint_slices,
             "Node": self.cluster.nodes,
         }
-        for event in events:
-            self.tracker.record(event)
-            if isinstance(event, Deleted):
-                key = (event.namespace, event.name) if event.kind != "Node" else ("", event.name)
-                del collections[event.kind][key]
-            else:
-                collections[event.obj.kind][event.obj.key] = event.obj
-        return self._sync_changes()
+        with paused_gc():  # a collection now would walk the whole (large) heap
+            for event in events:
+                self.tracker.record(event)
+                if isinstance(event, Deleted):
+                    key = (event.namespace, event.name)
+                    del collections[event.kind][("", event.name) if event.kind == "Node" else key]
+                else:
+                    collections[event.obj.kind][event.obj.key] = event.obj
+            return self._sync_changes()
 
     def _sync_changes(self) -> SyncResult:
         """Bring the view up to the tracker's pending changes, then sync."""
@@ -198,10 +200,9 @@ class Dataplane:
         self.node.cluster = self.cluster
         full = self._node_changed(changes)
         tracker = self.tracker
-        with paused_gc():
-            self.view.apply(
-                changes.services, tracker.services, tracker.slices_for, reorder=changes.reordered
-            )
+        self.view.apply(
+            changes.services, tracker.services, tracker.slices_for, reorder=changes.reordered
+        )
         self.backend.view_changed(None if full else changes.services)
         return self.sync(None if full else changes.services)
 
