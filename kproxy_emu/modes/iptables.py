@@ -236,12 +236,14 @@ class _PortRules:
 
     __slots__ = (
         "active",
+        "extra",
         "filter",
         "filter_targets",
         "for_",
         "nat_all",
         "nat_chains",
         "nat_own_by_chain",
+        "nat_services",
         "nat_top",
         "nat_top_targets",
         "sp",
@@ -267,6 +269,9 @@ class _PortRules:
             for rules, chains in ((self.filter, TOP_FILTER_CHAINS), (self.nat_top, TOP_NAT_CHAINS))
             for c in chains
         )
+        # most ports write one rule, in nat KUBE-SERVICES; the others are joined apart
+        self.nat_services = self.top[len(TOP_FILTER_CHAINS)]
+        self.extra = bool(self.filter) or len(self.nat_services) != len(self.nat_top)
         self.filter_targets = [t for r in self.filter if (t := _target(r))]
         self.nat_top_targets = [t for r in self.nat_top if (t := _target(r))]
         self.nat_own_by_chain = _group(w.nat.rules[w.split :])
@@ -465,16 +470,21 @@ class IptablesProxier(Proxier[IptablesSync]):
         for i in written:
             nat_lists[i] = prs[i].nat_all
             nat.chains.update(prs[i].nat_chains)
-        filt.rules.extend(_joined(prs, "filter"))
+        extra = list(itertools.compress(prs, map(_ATTRS["extra"], prs)))
+        filt.rules.extend(_joined(extra, "filter"))
         nat.rules.extend(itertools.chain.from_iterable(nat_lists))
 
         grouped_filter = _group(filter_head)
         grouped_nat = _group(nat_head)
-        tops = list(zip(*map(_ATTRS["top"], prs))) if prs else []
+        tops = list(zip(*map(_ATTRS["top"], extra))) if extra else []
         chains = (*TOP_FILTER_CHAINS, *TOP_NAT_CHAINS)
         for k, c in enumerate(chains):
             into = grouped_filter if k < len(TOP_FILTER_CHAINS) else grouped_nat
-            into.setdefault(c, []).extend(itertools.chain.from_iterable(tops[k]) if tops else ())
+            if c == "KUBE-SERVICES" and into is grouped_nat:  # every port has rules here
+                rules = itertools.chain.from_iterable(map(_ATTRS["nat_services"], prs))
+            else:
+                rules = itertools.chain.from_iterable(tops[k]) if tops else iter(())
+            into.setdefault(c, []).extend(rules)
         for i in written:
             grouped_nat.update(prs[i].nat_own_by_chain)
         filter_mid, nat_mid = len(filt.rules), len(nat.rules)
@@ -556,7 +566,7 @@ class IptablesProxier(Proxier[IptablesSync]):
             out = ["*filter\n"]
             out += [_decl(c) for c in filt.chains.values()]
             out.append(_render_rules(filter_head))
-            out.append("".join(map(_ATTRS["t_filter"], prs)))
+            out += map(_ATTRS["t_filter"], extra)
             out.append(_render_rules(filt.rules[filter_mid:]))
             out.append("COMMIT\n*nat\n")
             nat_chains = list(nat.chains.values())
@@ -567,7 +577,7 @@ class IptablesProxier(Proxier[IptablesSync]):
             texts = list(map(_ATTRS["t_nat_top"], prs))
             for i in written:
                 texts[i] = prs[i].t_nat_all
-            out.append("".join(texts))
+            out += texts
             out.append(_render_rules(nat.rules[nat_mid:]))
             out += [f"-X {name}\n" for name in nat.deleted]
             out.append("COMMIT\n")
