@@ -341,7 +341,8 @@ class IptablesProxier(Proxier[IptablesSync]):
             if full:
                 for table, chain, opts in builtin_jumps():
                     self.node.ensure_rule(table, chain, opts)
-            scan = full or self.node.reloaded
+            # the node chains are read (iptables-save) unless the kept ports tell them
+            scan = full or self.node.reloaded or not self._ports
             self.node.reloaded = False
             result = self.compile(
                 view,

@@ -308,3 +308,21 @@ def test_ipvs_sync_from_changes_equals_comparing_whole_states(steps):
         b = comparing.update(_edit(comparing.cluster, ops))
         assert (a.text, a.extra) == (b.text, b.extra)
         assert from_changes.render(format="save") == comparing.render(format="save")
+
+
+def test_update_on_a_nodes_own_tables_reads_its_chains():
+    """With a node's own iptables (IptablesOptions(tables=...)), the first update reads
+    the node's chains as kube-proxy reads iptables-save: chains no port uses go (-X)."""
+    from kproxy_emu.dataplane.backend import IptablesOptions
+    from kproxy_emu.modes.iptables import compile_ruleset
+    from kproxy_emu.netfilter.iptables_parse import parse
+
+    cluster = copy.deepcopy(BASE)
+    dump = parse(Dataplane(copy.deepcopy(cluster)).render(format="save"))
+    existing = list(dump.tables["nat"].chains)
+    dp = Dataplane(cluster, IptablesOptions(tables=dump))
+    new = _edit(cluster, [("delete-service", 0, 0)])
+    result = dp.update(new)
+    assert result.ok and result.payload.tables["nat"].deleted
+    expected = compile_ruleset(dp.view, changed=result.changed, existing_nat_chains=existing)
+    assert result.text == render(expected)
