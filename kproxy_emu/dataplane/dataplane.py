@@ -9,6 +9,8 @@ state, its sync, its renderer, its engine and its reference evaluator.
 from __future__ import annotations
 
 import copy
+import dataclasses
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -18,6 +20,7 @@ from ..model.config import KubeProxyConfig, NodeConfig
 from ..netfilter.ruleset import Ruleset
 from ..packets import parse as parse_packet
 from ..proxy import ProxyOptions, ProxyView
+from ..proxy.tracker import Changes, ChangeTracker, Deleted, Event
 from .backend import (
     Backend,
     IptablesOptions,
@@ -116,17 +119,16 @@ class Dataplane:
             self.sync()
 
     def _build_view(self) -> None:
+        """The proxy view built afresh from the cluster, with a change tracker holding
+        (and sealing) the objects it was built from."""
         with paused_gc():  # a 100k-service view is millions of small objects
+            self.tracker = ChangeTracker(self.cluster)
             self.view = ProxyView(self.cluster, self.options)
-        # what this view was built from, for update() to diff against: the dicts copied,
-        # so a cluster whose dicts change in place still shows its changes
-        self._synced = copy.copy(self.cluster)
-        self._synced.services = dict(self.cluster.services)
-        self._synced.endpoint_slices = dict(self.cluster.endpoint_slices)
+        self._own_cluster = False  # apply() edits a copy of the cluster, never the caller's
         if hasattr(self, "backend"):
             self.node.cluster = self.cluster
             self.node.view = self.view
-            self.backend.view_changed()
+            self.backend.view_changed(None)
 
     @property
     def tables(self) -> Ruleset:
@@ -149,13 +151,73 @@ class Dataplane:
 
         ``cluster``: the new state; None resyncs the Dataplane's own cluster after the
         caller changed its dicts in place. Changes are found by object: add, remove or
-        replace Service and EndpointSlice objects (``dataclasses.replace``); an object
-        edited in place is not seen as changed."""
-        changed = changed_services(self._synced, cluster or self.cluster)
-        if cluster is not None:
-            self.cluster = cluster
-        self._build_view()
-        return self.sync(changed)
+        replace Service, EndpointSlice and Node objects (``dataclasses.replace``). Objects
+        the Dataplane has read are sealed: editing one in place raises InputError."""
+        new = cluster if cluster is not None else self.cluster
+        tracker = self.tracker
+        with paused_gc():  # a collection now would walk the whole (large) heap
+            for event in tracker.diff(new):
+                tracker.record(event)
+            tracker.follow_order(new)
+            if cluster is not None:
+                self.cluster = cluster
+                self._own_cluster = False
+            return self._sync_changes()
+
+    def apply(self, events: Iterable[Event]) -> SyncResult:
+        """Apply watch events and resync: ``Added(obj)``, ``Updated(obj)`` (a new version
+        of an object of the same kind and name) and ``Deleted(kind, namespace, name)``
+        of Services, EndpointSlices and Nodes (``kproxy_emu.proxy.tracker``), in order.
+
+        The Dataplane's ``cluster`` follows the events (the first apply makes it the
+        Dataplane's own copy; the Cluster passed in is not changed). A bad event (adding
+        an object that exists, updating or deleting one that does not, another kind)
+        raises InputError; the events before it are kept and synced by the next sync."""
+        if not self._own_cluster:
+            own = copy.copy(self.cluster)
+            own.services = dict(own.services)
+            own.endpoint_slices = dict(own.endpoint_slices)
+            own.nodes = dict(own.nodes)
+            self.cluster, self._own_cluster = own, True
+        collections = {
+            "Service": self.cluster.services,
+            "EndpointSlice": self.cluster.endpoint_slices,
+            "Node": self.cluster.nodes,
+        }
+        with paused_gc():  # a collection now would walk the whole (large) heap
+            for event in events:
+                self.tracker.record(event)
+                if isinstance(event, Deleted):
+                    key = (event.namespace, event.name)
+                    del collections[event.kind][("", event.name) if event.kind == "Node" else key]
+                else:
+                    collections[event.obj.kind][event.obj.key] = event.obj
+            return self._sync_changes()
+
+    def _sync_changes(self) -> SyncResult:
+        """Bring the view up to the tracker's pending changes, then sync."""
+        changes = self.tracker.take()
+        self.node.cluster = self.cluster
+        full = self._node_changed(changes)
+        tracker = self.tracker
+        self.view.apply(
+            changes.services, tracker.services, tracker.slices_for, reorder=changes.reordered
+        )
+        self.backend.view_changed(None if full else changes.services)
+        return self.sync(None if full else changes.services)
+
+    def _node_changed(self, changes: Changes) -> bool:
+        """A change of the emulated node that the rules depend on: its zone label
+        (topology hints; a full sync follows). Its addresses are read once, as
+        kube-proxy reads them at start (it restarts when they change)."""
+        change = changes.node_objects.get(("", self.options.node.name))
+        if change is None or change[1] is None:
+            return False
+        zone = change[1].zone or None
+        if zone == self.options.node.zone:
+            return False
+        self.options.node = dataclasses.replace(self.options.node, zone=zone)
+        return True
 
     def sync(self, changed: set[tuple[str, str]] | None = None) -> SyncResult:
         """One sync of the mode (kube-proxy's syncProxyRules): compile and apply."""
@@ -371,8 +433,9 @@ def _conntrack_table(config: KubeProxyConfig, seed: int):
 
 
 def changed_services(old: Cluster, new: Cluster) -> set[tuple[str, str]]:
-    """Services whose Service object or EndpointSlices differ (kube-proxy's change
-    trackers), including added and removed ones."""
+    """Services whose Service object or EndpointSlices differ between two clusters, added
+    and removed ones included (a whole-cluster comparison; Dataplane.update uses the
+    change tracker instead)."""
     changed = {
         k
         for k in old.services.keys() | new.services.keys()

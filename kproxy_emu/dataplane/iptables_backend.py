@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from ..modes.iptables import builtin_jumps, compile_ruleset
+from ..modes.iptables import IptablesProxier
 from ..netfilter.iptables_text import render, render_sorted
-from ..netfilter.restore import RestoreError, apply_restore, ensure_chain, ensure_rule
 from ..netfilter.ruleset import Ruleset
 from .sync import SyncResult
 
@@ -33,61 +32,51 @@ class IptablesBackend:
         self.node = node
         tables = options.tables
         self._checked_for = None  # the lowered tables chains.process last checked
-        self.tables = Ruleset()  # the node's iptables as they stand
+        # the proxier keeps the node's iptables as they stand (``tables``)
+        self.proxier = IptablesProxier(node.options, tables)
         self.endpoints: list[str] = []  # grows only: verdict indices keep their meaning
-        self._need_full_sync = True
         self._full: Ruleset | None = None
         self._evaluator = None
         self._lowered = None
         self._recent: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._nth_counters: np.ndarray | None = None
         if tables is not None:  # a node's own dump instead of compiled rules
-            self.tables = tables
             self._full = tables
-            self._need_full_sync = False
+            self.proxier.need_full_sync = False
 
     # ---------------------------------------------------------------- rules
-    def view_changed(self) -> None:
+    @property
+    def tables(self) -> Ruleset:
+        """The node's iptables as they stand (edits reach the node: the next sync reads
+        them back, as kube-proxy reads iptables-save)."""
+        return self.proxier.node.exposed()
+
+    def view_changed(self, changed: set[tuple[str, str]] | None = None) -> None:
         self._full = None
 
     @property
     def ruleset(self) -> Ruleset:
         """The restore payload of a full sync of the current cluster."""
         if self._full is None:
-            self._full = compile_ruleset(self.node.view)
+            self._full = self.proxier.compile(self.node.view, None).payload
         return self._full
 
     def sync(self, changed: set[tuple[str, str]] | None) -> SyncResult:
-        full = self._need_full_sync or changed is None
-        if full:
-            for table, chain, opts in builtin_jumps():
-                ensure_chain(self.tables, table, opts[-1].args[0])
-                ensure_rule(self.tables, table, chain, opts)
-        existing = list(self.tables.tables["nat"].chains) if "nat" in self.tables.tables else []
-        payload = compile_ruleset(
-            self.node.view, changed=None if full else changed, existing_nat_chains=existing
-        )
-        if full:
-            self._full = payload
-        text = render(payload)
-        nat = payload.tables.get("nat")
-        result = SyncResult(
-            full=full,
-            payload=payload,
-            text=text,
-            changed=set() if changed is None else set(changed),
-            extra={"nat_rules": len(nat.rules) if nat else 0},
-        )
+        res = self.proxier.sync(self.node.view, changed)
+        if res.full:
+            self._full = res.payload
+        nat = res.payload.tables.get("nat")
         self._evaluator = None  # the tables change: rebuild the tracer's and VM's views
         self._lowered = None
         self._nth_counters = None
-        try:
-            apply_restore(self.tables, payload)
-            self._need_full_sync = False
-        except RestoreError as exc:
-            self._need_full_sync = True  # kube-proxy retries with a full sync
-            result.error = str(exc)
-        return result
+        return SyncResult(
+            full=res.full,
+            payload=res.payload,
+            text=res.text,
+            changed=set() if changed is None else set(changed),
+            error=res.error,
+            extra={"nat_rules": len(nat.rules) if nat else 0},
+        )
 
     def render(self, sorted: bool = False, format: str = "restore") -> str:
         """iptables-restore input of a full sync, as kube-proxy writes it (``sorted``: the
@@ -96,7 +85,7 @@ class IptablesBackend:
         if format == "save":
             from ..netfilter.iptables_live import render_live
 
-            return render_live(self.tables)
+            return render_live(self.proxier.node.ruleset())
         return render_sorted(self.ruleset) if sorted else render(self.ruleset)
 
     # ---------------------------------------------------------------- packets
@@ -106,7 +95,7 @@ class IptablesBackend:
         if self._evaluator is None:
             options = self.node.options
             self._evaluator = ReferenceEvaluator(
-                self.tables, options.node.local_ips, options.family
+                self.proxier.node.ruleset(), options.node.local_ips, options.family
             )
         return evaluate_new_flow(self._evaluator, flow)
 
@@ -118,7 +107,9 @@ class IptablesBackend:
             from .lowering import lower
 
             with paused_gc():
-                self._lowered = lower(self.tables, self.node.options.family, self.endpoints)
+                self._lowered = lower(
+                    self.proxier.node.ruleset(), self.node.options.family, self.endpoints
+                )
         return self._lowered
 
     def prepare(self) -> None:

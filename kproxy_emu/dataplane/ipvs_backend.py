@@ -20,19 +20,12 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from ..errors import InputError, KproxyError
-from ..modes.ipvs import (
-    RS_CHECK_DELETE_INTERVAL,
-    IpvsState,
-    IpvsSync,
-    build_ipsets,
-    builtin_jumps,
-    compile_ipvs,
-    lower,
-    validate_scheduler,
-)
+from ..model.cluster import paused_gc
+from ..modes.ipvs import IpvsProxier
 from ..netfilter import ipvs_text
-from ..netfilter.restore import RestoreError, apply_restore, ensure_chain, ensure_rule
+from ..netfilter.ipvs import IpvsState, VirtualServer
 from ..netfilter.ruleset import Ruleset
+from .ipvs_kernel import RS_CHECK_DELETE_INTERVAL, IpvsSync, build_ipsets, lower
 from .sync import SyncResult
 
 if TYPE_CHECKING:
@@ -53,15 +46,15 @@ class IpvsBackend:
         # ip_vs conn_tab_bits: 2^bits connection buckets
         self.conn_tab_bits = options.conn_tab_bits
         self._checked_for = None  # the lowered tables chains.process last checked
-        self.scheduler = validate_scheduler(options.scheduler or node.config.ipvs.scheduler)
-        self.tables = Ruleset(family=node.options.family)  # the node's iptables
+        # the proxier keeps the node's iptables (``tables``) and the state of each sync
+        self.proxier = IpvsProxier(node.options, options.scheduler or node.config.ipvs.scheduler)
+        self.scheduler = self.proxier.scheduler
         self.state: IpvsState | None = None  # the last sync's proxier state
         self.clock = 0.0  # emulated time: the latest packet seen
         self._next_tick = RS_CHECK_DELETE_INTERVAL  # the graceful-termination loop's next run
         self._seed = int(np.random.SeedSequence([node.seed, 0x1B5]).generate_state(1)[0])
         self.ipvs: IpvsSync | None = None  # the kernel's IPVS table (IPv4 only)
         self._endpoints: list[str] = []
-        self._need_full_sync = True
         self._sets: dict | None = None
         self._local_set = None
         self._lowered = None
@@ -70,7 +63,7 @@ class IpvsBackend:
         self._bulk: tuple | None = None  # (state, lowered arrays, index maps) for resets
 
     # ---------------------------------------------------------------- syncs
-    def view_changed(self) -> None:
+    def view_changed(self, changed: set[tuple[str, str]] | None = None) -> None:
         pass
 
     @property
@@ -130,16 +123,21 @@ class IpvsBackend:
         )
         return sync
 
+    @property
+    def tables(self) -> Ruleset:
+        """The node's iptables as they stand after the syncs."""
+        return self.proxier.tables
+
     def sync(self, changed: set[tuple[str, str]] | None) -> SyncResult:
-        """syncProxyRules: the IPVS proxier recomputes everything each time; the kernel
-        sees the differences (virtual/real server and ipset entry operations), iptables a
-        restore of kube-proxy's chains."""
-        if self._need_full_sync:
-            for table, chain, opts in builtin_jumps():
-                ensure_chain(self.tables, table, opts[-1].args[0])
-                ensure_rule(self.tables, table, chain, opts)
-        previous = self.state
-        state = compile_ipvs(self.node.view, scheduler=self.scheduler)
+        """syncProxyRules: the IPVS proxier's whole state each time; the kernel sees the
+        differences (virtual/real server and ipset entry operations), iptables a restore
+        of kube-proxy's chains."""
+        with paused_gc():  # the cyclic collector would walk the whole (large) heap
+            return self._sync(changed)
+
+    def _sync(self, changed: set[tuple[str, str]] | None) -> SyncResult:
+        res = self.proxier.sync(self.node.view, changed)
+        state, previous = res.state, res.previous
         self.state = state
         restore = ipvs_text.render(state, "iptables-restore")
         extra: dict[str, int] = {
@@ -153,42 +151,36 @@ class IpvsBackend:
                     "services_added": len(state.virtual_servers),
                     "dests_added": sum(len(vs.real_servers) for vs in state.virtual_servers),
                 }
-            else:
+            elif res.shared_keys:  # ports share a virtual server: compare everything
                 ops = self.ipvs.sync(state, now=self.clock)
+            else:
+                ops = self.ipvs.sync_changes(res.fresh, res.deleted_keys, now=self.clock)
             extra.update(ops)
             extra["ipvs_operations"] = sum(ops.values())
-        ipset_ops = _ipset_ops(previous, state)
-        extra["ipset_operations"] = len(ipset_ops)
+        extra["ipset_operations"] = len(res.ipset_ops)
         extra["nat_rules"] = len(state.ruleset.tables["nat"].rules)
         # the sync's writes as text: the restore, ipset restore lines, ipvsadm commands
         # (kube-proxy speaks netlink to IPVS; ipvsadm's syntax names the same operations)
-        text = (
-            restore
-            + "".join(line + "\n" for line in ipset_ops)
-            + (
-                ipvs_text.render(state, "ipvsadm-save")
-                if previous is None
-                else "".join(line + "\n" for line in _ipvsadm_ops(previous, state, self.ipvs))
-            )
-        )
-        result = SyncResult(
-            full=True,
-            payload=state,
-            text=text,
-            changed=set() if changed is None else set(changed),
-            extra=extra,
-        )
+        if previous is None:
+            ipvsadm = ipvs_text.render(state, "ipvsadm-save")
+        elif res.shared_keys:
+            ipvsadm = "".join(line + "\n" for line in _ipvsadm_ops(previous, state, self.ipvs))
+        else:
+            ops_text = _ipvsadm_changes(res.fresh, res.gone, res.deleted_keys, self.ipvs)
+            ipvsadm = "".join(line + "\n" for line in ops_text)
+        text = restore + "".join(line + "\n" for line in res.ipset_ops) + ipvsadm
         self._sets = None
         self._lowered = None
         self._evaluator = None
         self._ref_table = None
-        try:
-            apply_restore(self.tables, state.ruleset)
-            self._need_full_sync = False
-        except RestoreError as exc:
-            self._need_full_sync = True
-            result.error = str(exc)
-        return result
+        return SyncResult(
+            full=True,
+            payload=state,
+            text=text,
+            changed=set() if changed is None else set(changed),
+            error=res.error,
+            extra=extra,
+        )
 
     def render(self, sorted: bool = False, format: str = "restore") -> str:
         """``restore`` / ``ipvsadm-save``: ``ipvsadm -Sn`` (what ``ipvsadm -R`` loads);
@@ -392,6 +384,42 @@ def _ipset_ops(old: IpvsState | None, new: IpvsState) -> list[str]:
         before = old.ipsets[name].entries if old is not None else set()
         out += [f"del {s.name} {e}" for e in sorted(before - s.entries)]
         out += [f"add {s.name} {e}" for e in sorted(s.entries - before)]
+    return out
+
+
+def _ipvsadm_changes(
+    fresh: list[VirtualServer],
+    gone: list[VirtualServer],
+    deleted: list[str],
+    ipvs: IpvsSync | None,
+) -> list[str]:
+    """``_ipvsadm_ops`` from a sync's changes: the virtual servers of the ports written
+    anew against those of the ports they replace (the others are unchanged)."""
+    before = {str(vs): vs for vs in gone}
+    out: list[str] = []
+    for vs in fresh:
+        out += _vs_ops(vs, before.get(str(vs)), ipvs)
+    out += [f"-D {_vs_name(before[key])}" for key in deleted]
+    return out
+
+
+def _vs_ops(vs: VirtualServer, prev: VirtualServer | None, ipvs: IpvsSync | None) -> list[str]:
+    name = _vs_name(vs)
+    opts = f" -s {vs.scheduler}" + (f" -p {vs.timeout}" if vs.flags & 0x1 else "")
+    out: list[str] = []
+    if prev is None:
+        out.append(f"-A {name}{opts}")
+    elif (prev.flags, prev.timeout) != (vs.flags, vs.timeout):
+        out.append(f"-E {name}{opts}")
+    old_rs = {str(rs) for rs in prev.real_servers} if prev is not None else set()
+    new_rs = {str(rs): rs for rs in vs.real_servers}
+    out += [
+        f"-a {name} -r {key} -m -w {rs.weight}" for key, rs in new_rs.items() if key not in old_rs
+    ]
+    svc = ipvs.services.get(str(vs)) if ipvs is not None else None
+    for key in sorted(old_rs - set(new_rs)):
+        kept = ipvs is not None and (svc, key) in ipvs.dests
+        out.append(f"-e {name} -r {key} -m -w 0" if kept else f"-d {name} -r {key}")
     return out
 
 

@@ -54,7 +54,7 @@ class NftablesBackend:
 
     ruleset = table
 
-    def view_changed(self) -> None:
+    def view_changed(self, changed: set[tuple[str, str]] | None = None) -> None:
         pass
 
     def sync(self, changed: set[tuple[str, str]] | None) -> SyncResult:

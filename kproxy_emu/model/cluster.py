@@ -25,6 +25,7 @@ from .objects import (
     Service,
     ServiceCIDR,
 )
+from .seal import model_type
 
 
 class UnsupportedKindWarning(UserWarning):
@@ -95,7 +96,7 @@ class Cluster:
 
     def add(self, obj: KubeObject, source: str | None = None) -> None:
         """Add one object; a second object of the same kind and name is an error."""
-        collection = getattr(self, _COLLECTIONS[type(obj)])
+        collection = getattr(self, _COLLECTIONS[model_type(obj)])
         key = obj.key
         if key in collection:
             first = self.sources.get((obj.kind,) + key)

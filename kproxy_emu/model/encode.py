@@ -19,6 +19,7 @@ from .objects import (
     Service,
     ServiceCIDR,
 )
+from .seal import model_type
 
 
 def _metadata(obj: Any, namespaced: bool = True) -> dict:
@@ -214,4 +215,4 @@ ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {
 
 
 def encode(obj: Any) -> dict:
-    return ENCODERS[type(obj)](obj)
+    return ENCODERS[model_type(obj)](obj)

@@ -14,35 +14,40 @@ Go map; real servers in endpoint-string order, where kube-proxy adds them from a
 from __future__ import annotations
 
 import ipaddress
+import itertools
+import operator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
 
 from ..errors import InputError
+from ..model.cluster import paused_gc
+from ..netfilter.ipvs import (  # noqa: F401 - the model, re-exported for the proxier's users
+    BITMAP_PORT,
+    DEFAULT_HASH_SIZE,
+    DEFAULT_MAX_ELEM,
+    DEFAULT_PORT_RANGE,
+    FLAG_HASHED,
+    FLAG_PERSISTENT,
+    FLAG_SOURCE_HASH,
+    HASH_IP,
+    HASH_IP_PORT,
+    HASH_IP_PORT_IP,
+    HASH_IP_PORT_NET,
+    IPSet,
+    IpvsState,
+    RealServer,
+    VirtualServer,
+    ipset_name,
+)
 from ..netfilter.ruleset import Opt, Ruleset
-from ..packets import PROTO_NUMBERS
+from ..proxy.options import ProxyOptions
 from ..proxy.view import ProxyView, ServicePortInfo, categorize_endpoints
 from .iptables import _Writer
+from .proxier import Key, Proxier
 
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "sed", "nq", "mh")
 DEFAULT_SCHEDULER = "rr"
 DUMMY_DEVICE = "kube-ipvs0"
-
-# pkg/proxy/ipvs/util: VirtualServer flags
-FLAG_PERSISTENT = 0x1
-FLAG_HASHED = 0x2
-FLAG_SOURCE_HASH = 0x10  # IP_VS_SVC_F_SCHED2: mh-port (hash source IP and port)
-
-# utilipset types and defaults (pkg/proxy/ipvs/ipset/types.go)
-HASH_IP = "hash:ip"
-HASH_IP_PORT = "hash:ip,port"
-HASH_IP_PORT_IP = "hash:ip,port,ip"
-HASH_IP_PORT_NET = "hash:ip,port,net"
-BITMAP_PORT = "bitmap:port"
-DEFAULT_HASH_SIZE = 1024
-DEFAULT_MAX_ELEM = 65536
-DEFAULT_PORT_RANGE = "0-65535"
 
 # ipsetInfo (proxier.go): name, type, comment (ipset.go), in kube-proxy's list order
 IPSET_INFO: tuple[tuple[str, str, str], ...] = (
@@ -177,75 +182,6 @@ IPTABLES_JUMPS = (
 )
 
 
-@dataclass(slots=True)
-class RealServer:
-    address: str
-    port: int
-    weight: int = 1
-    endpoint: int = -1  # index in IpvsState.endpoints
-
-    def __str__(self) -> str:
-        """RealServer.String(): net.JoinHostPort(address, port)."""
-        return _join(self.address, self.port)
-
-
-@dataclass(slots=True)
-class VirtualServer:
-    address: str
-    protocol: str  # TCP, UDP, SCTP
-    port: int
-    scheduler: str
-    flags: int = 0
-    timeout: int = 0
-    kind: str = "cluster-ip"  # cluster-ip, external-ip, load-balancer, node-port
-    service: str = ""  # ServicePortName string
-    bound: bool = False  # address bound to kube-ipvs0
-    real_servers: list[RealServer] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        """VirtualServer.String(): "ip:port/PROTO" (the key of activeIPVSServices)."""
-        return f"{_join(self.address, self.port)}/{self.protocol}"
-
-
-@dataclass(slots=True)
-class IPSet:
-    name: str
-    set_type: str
-    comment: str
-    family: str = "inet"  # ipset's "family" (inet, inet6)
-    entries: set[str] = field(default_factory=set)
-    hash_size: int = DEFAULT_HASH_SIZE
-    max_elem: int = DEFAULT_MAX_ELEM
-    port_range: str = DEFAULT_PORT_RANGE
-
-
-@dataclass(slots=True)
-class IpvsState:
-    family: str
-    scheduler: str
-    virtual_servers: list[VirtualServer]
-    bound_addresses: list[str]  # kube-ipvs0, first-bound order
-    ipsets: dict[str, IPSet]  # by IPv4 name (IPSET_INFO order); .name has the family's name
-    ruleset: Ruleset  # the iptables-restore payload (nat, then filter)
-    endpoints: list[str]  # endpoint table: RealServer.endpoint indexes it
-    no_local_internal: set[str] = field(default_factory=set)  # services counted by the
-    no_local_external: set[str] = field(default_factory=set)  # no-local-endpoints metric
-
-    def ipset(self, name: str) -> IPSet:
-        return self.ipsets[name]
-
-
-def _join(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
-def ipset_name(name: str, family: str) -> str:
-    """NewIPSet: IPv6 sets use the prefix KUBE-6- (truncated to ipset's 31 characters)."""
-    if family == "IPv6" and name.startswith("KUBE-"):
-        name = name.replace("KUBE-", "KUBE-6-", 1)[:31]
-    return name
-
-
 def validate_scheduler(name: str | None) -> str:
     """kube-proxy passes any name to the kernel; the emulated kernel knows these."""
     if not name:
@@ -287,116 +223,337 @@ def _node_address_set(view: ProxyView) -> list[str]:
     return out
 
 
-def compile_ipvs(view: ProxyView, *, scheduler: str | None = DEFAULT_SCHEDULER) -> IpvsState:
-    """One full syncProxyRules of the IPVS proxier for the view's node."""
-    scheduler = validate_scheduler(scheduler)
-    o = view.options
-    family = o.family
-    sets = {
-        name: IPSet(ipset_name(name, family), t, comment, "inet6" if family == "IPv6" else "inet")
-        for name, t, comment in IPSET_INFO
-    }
-    node_addresses = _node_address_set(view)
-    node_address_set = set(node_addresses)
-    has_node_port = any(sp.node_port for sp in view.service_ports)
-    node_ips: list[str] = []
-    if has_node_port:
-        chosen = o.node_port_ips()
-        if chosen is None:
-            node_ips = node_addresses
-        else:
-            node_ips = [ip for ip in chosen if not ipaddress.ip_address(ip).is_loopback]
-    node_ip = o.node.node_ips_by_family().get(family)
-    node_ip_addr = ipaddress.ip_address(node_ip) if node_ip else None
+class _IpvsPort:
+    """What one service port gives the IPVS proxier (kept until the port changes):
+    its virtual servers, ipset entries, kube-ipvs0 addresses and firewall exceptions."""
 
-    state = IpvsState(
-        family=family,
-        scheduler=scheduler,
-        virtual_servers=[],
-        bound_addresses=[],
-        ipsets=sets,
-        ruleset=Ruleset(family=family),
-        endpoints=[],
+    __slots__ = (
+        "bound",
+        "entries",
+        "lb_no_node_access",
+        "no_local_external",
+        "no_local_internal",
+        "node_port",
+        "sp",
+        "vss",
+        "zone",
     )
-    endpoint_index: dict[str, int] = {}
-    bound: dict[str, None] = {}
-    lb_no_node_access: list[tuple[str, str, int]] = []
 
-    def add_vs(
-        sp: ServicePortInfo, ip: str, port: int, kind: str, bind: bool, only_local: bool
-    ) -> None:
-        flags = 0
-        timeout = 0
-        if sp.affinity_timeout:
-            flags |= FLAG_PERSISTENT
-            timeout = sp.affinity_timeout
-        if scheduler == "mh":
-            flags |= FLAG_SOURCE_HASH
-        vs = VirtualServer(ip, sp.protocol, port, scheduler, flags, timeout, kind, sp.spn, bind)
-        # syncEndpoint: local endpoints when only-local was asked and some exist, else the
-        # cluster ones (unlike iptables mode, which drops)
-        cat = categorize_endpoints(sp, o.node.name, o.node.zone)
-        if only_local and cat.local:
-            eps = cat.local
-        else:
-            eps = cat.cluster
-            if only_local and cat.has_any:
-                if sp.internal_policy_local:
-                    state.no_local_internal.add(f"{sp.namespace}/{sp.name}")
-                if sp.external_policy_local:
-                    state.no_local_external.add(f"{sp.namespace}/{sp.name}")
-        for ep in sorted(eps, key=lambda e: e.string):
-            idx = endpoint_index.get(ep.string)
-            if idx is None:
-                idx = endpoint_index[ep.string] = len(state.endpoints)
-                state.endpoints.append(ep.string)
-            vs.real_servers.append(RealServer(ep.ip, ep.port, 1, idx))
-        state.virtual_servers.append(vs)
-        if bind:
-            bound.setdefault(ip, None)
+    def __init__(self, sp: ServicePortInfo, zone: str | None):
+        self.sp = sp  # the view's object (kept alive: its id keys the cache)
+        self.zone = zone
+        self.vss: list[VirtualServer] = []
+        self.entries: dict[tuple[str, str], None] = {}  # (ipset, entry), ordered
+        self.bound: dict[str, None] = {}
+        self.lb_no_node_access: list[tuple[str, str, int]] = []
+        self.no_local_internal = self.no_local_external = False
+        self.node_port = bool(sp.node_port)
 
-    for sp in view.service_ports:
+    def no_local(self) -> list[tuple[bool, str]]:
+        """The no-local-endpoints metric's (external?, service) entries this port adds."""
+        svc = f"{self.sp.namespace}/{self.sp.name}"
+        return [(False, svc)] * self.no_local_internal + [(True, svc)] * self.no_local_external
+
+
+@dataclass(slots=True)
+class IpvsSyncResult:
+    """One IPVS proxier sync: the state (virtual servers, ipsets, iptables payload), what
+    changed since the last one, and whether the iptables restore failed."""
+
+    state: IpvsState
+    previous: IpvsState | None
+    full: bool = True  # the IPVS proxier always syncs everything
+    error: str | None = None
+    # the virtual servers of the ports written anew and of the ports gone, in order
+    fresh: list[VirtualServer] = field(default_factory=list)
+    gone: list[VirtualServer] = field(default_factory=list)
+    deleted_keys: list[str] = field(default_factory=list)  # VS keys no port has now
+    shared_keys: bool = False  # a fresh VS key is also another port's: diff in full
+    ipset_ops: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class IpvsProxier(Proxier[IpvsSyncResult]):
+    """kube-proxy's IPVS proxier for one node: every sync gives the whole state (as
+    kube-proxy computes it), built from what each service port gave at the last sync
+    when the port is unchanged; the iptables payload is applied to the node's tables
+    (``tables``). The kernel's IPVS table is programmed by the backend (IpvsSync) from
+    the result's changes."""
+
+    mode = "ipvs"
+
+    def __init__(self, options: ProxyOptions, scheduler: str | None = DEFAULT_SCHEDULER):
+        self.options = options
+        self.scheduler = validate_scheduler(scheduler)
+        self.tables = Ruleset(family=options.family)  # the node's iptables
+        self.need_full_sync = True
+        self.state: IpvsState | None = None
+        self._ports: dict[int, _IpvsPort] = {}
+        self._entries: dict[str, set[str]] = {name: set() for name, _, _ in IPSET_INFO}
+        self._entry_owners: dict[tuple[str, str], int] = {}
+        self._bound: dict[str, int] = {}  # kube-ipvs0 address -> ports binding it
+        self._vs_owners: dict[str, int] = {}
+        self._endpoint_index: dict[str, int] = {}
+        self._endpoints: list[str] = []
+        self._node_ports = 0
+        self._no_local: dict[tuple[bool, str], int] = {}  # (external?, service) -> ports
+        self._delta: dict[tuple[str, str], int] = {}  # ipset entries added (1) / gone (-1)
+        self._view: ProxyView | None = None  # the view and its version the cache follows
+        self._version = 0
+        self._ids: list[int] = []  # the ports' ids in the last sync's order
+
+    def sync(
+        self, view: ProxyView, changed: set[Key] | None = None, now: float = 0.0
+    ) -> IpvsSyncResult:
+        """One syncProxyRules: the state, and its iptables payload restored."""
+        from ..netfilter.restore import RestoreError, apply_restore, ensure_chain, ensure_rule
+
+        if self.need_full_sync:
+            for table, chain, opts in builtin_jumps():
+                ensure_chain(self.tables, table, opts[-1].args[0])
+                ensure_rule(self.tables, table, chain, opts)
+        with paused_gc():  # the cyclic collector would walk the whole (large) heap
+            result = self.compile(view)
+        try:
+            apply_restore(self.tables, result.state.ruleset)
+            self.need_full_sync = False
+        except RestoreError as exc:
+            self.need_full_sync = True
+            result.error = str(exc)
+        return result
+
+    def compile(self, view: ProxyView) -> IpvsSyncResult:
+        """The state of one sync and its changes from the last one."""
+        o = view.options
+        family = o.family
+        zone = o.node.zone
+        node_addresses = _node_address_set(view)
+        ctx = (
+            set(node_addresses),
+            self._node_ips(view, node_addresses),
+            o.node.node_ips_by_family().get(family),
+        )
+        self._delta = {}
+        old = self._ports
+        if any(p.zone != zone for p in itertools.islice(old.values(), 1)):
+            self._forget(old.values())
+            old = {}
+        sps = view.service_ports
+        ids = list(map(id, sps))
+        ports: list[_IpvsPort] | None = None
+        log = view.changes_since(self._version) if self._view is view and old else None
+        if log is not None:  # only the ports the view replaced
+            removed, added = log
+            gone_ports = [old.pop(id(sp)) for sp in removed if id(sp) in old]
+            if len(gone_ports) > 1:  # in the last sync's order
+                gone_ports.sort(key=lambda p: self._ids.index(id(p.sp)))
+            self._forget(gone_ports)
+            fresh_at = sorted(ids.index(id(sp)) for sp in added)
+            for i in fresh_at:
+                old[ids[i]] = self._write_port(sps[i], zone, ctx)
+            try:
+                ports = list(map(old.__getitem__, ids))
+            except KeyError:
+                ports = None
+            if ports is None or len(old) != len(ports):  # lost track: every port afresh
+                self._forget(old.values())
+                old, ports = {}, None
+        if ports is None:
+            ports = list(map(old.get, ids))
+            fresh_at = [i for i, port in enumerate(ports) if port is None]
+            new_ids = dict.fromkeys(ids)
+            gone_keys = old.keys() - new_ids.keys()
+            gone_ports = [p for k, p in old.items() if k in gone_keys] if gone_keys else []
+            self._forget(gone_ports)
+            for i in fresh_at:
+                ports[i] = self._write_port(sps[i], zone, ctx)
+            old = dict(zip(ids, ports))
+        self._ports = old
+        self._ids = ids
+        self._view, self._version = view, view.version
+        # a virtual server key that an unchanged port also has: diff the whole state
+        fresh_keys: dict[str, int] = {}
+        for i in fresh_at:
+            for vs in ports[i].vss:
+                fresh_keys[str(vs)] = fresh_keys.get(str(vs), 0) + 1
+        touched = fresh_keys.keys() | {str(vs) for p in gone_ports for vs in p.vss}
+        shared = any(self._vs_owners.get(k, 0) > fresh_keys.get(k, 0) for k in touched)
+
+        sets = {
+            name: IPSet(
+                ipset_name(name, family),
+                t,
+                comment,
+                "inet6" if family == "IPv6" else "inet",
+                set(self._entries[name]),
+            )
+            for name, t, comment in IPSET_INFO
+        }
+        state = IpvsState(
+            family=family,
+            scheduler=self.scheduler,
+            virtual_servers=list(itertools.chain.from_iterable(map(_VSS, ports))),
+            bound_addresses=list(self._bound),
+            ipsets=sets,
+            ruleset=Ruleset(family=family),
+            endpoints=list(self._endpoints),
+        )
+        state.no_local_internal = {svc for external, svc in self._no_local if not external}
+        state.no_local_external = {svc for external, svc in self._no_local if external}
+        sets["KUBE-IPVS-IPS"].entries = set(self._bound)
+        lb_no_node_access = list(itertools.chain.from_iterable(map(_LB_NO_NODE, ports)))
+        _write_iptables(state, view, lb_no_node_access)
+
+        previous, self.state = self.state, state
+        result = IpvsSyncResult(state, previous)
+        result.fresh = [vs for i in fresh_at for vs in ports[i].vss]
+        result.gone = [vs for p in gone_ports for vs in p.vss]
+        result.deleted_keys = [
+            k for k in dict.fromkeys(str(vs) for vs in result.gone) if not self._vs_owners.get(k)
+        ]
+        result.shared_keys = shared
+        result.ipset_ops = self._ipset_ops()
+        return result
+
+    def _node_ips(self, view: ProxyView, node_addresses: list[str]) -> list[str]:
+        """The addresses NodePort virtual servers go on (when any port has a NodePort)."""
+        chosen = view.options.node_port_ips()
+        if chosen is None:
+            return node_addresses
+        return [ip for ip in chosen if not ipaddress.ip_address(ip).is_loopback]
+
+    def _ipset_ops(self) -> list[str]:
+        """The ``del`` then ``add`` lines (sorted, set by set) for the entries this sync
+        removed and added."""
+        out: list[str] = []
+        family = self.options.family
+        by_set: dict[str, tuple[list[str], list[str]]] = {}
+        for (name, entry), sign in self._delta.items():
+            if sign:
+                by_set.setdefault(name, ([], []))[sign > 0].append(entry)
+        for name, _, _ in IPSET_INFO:
+            if name in by_set:
+                gone, added = by_set[name]
+                set_name = ipset_name(name, family)
+                out += [f"del {set_name} {e}" for e in sorted(gone)]
+                out += [f"add {set_name} {e}" for e in sorted(added)]
+        return out
+
+    def _count(self, key: tuple[str, str], sign: int) -> None:
+        self._delta[key] = self._delta.get(key, 0) + sign
+
+    def _forget(self, ports: Iterable[_IpvsPort]) -> None:
+        entries, owners = self._entries, self._entry_owners
+        for port in ports:
+            for key in port.entries:
+                left = owners[key] - 1
+                if left:
+                    owners[key] = left
+                else:
+                    del owners[key]
+                    entries[key[0]].discard(key[1])
+                    self._count(key, -1)
+            for ip in port.bound:
+                left = self._bound[ip] - 1
+                if left:
+                    self._bound[ip] = left
+                else:
+                    del self._bound[ip]
+                    self._count(("KUBE-IPVS-IPS", ip), -1)
+            for flag in port.no_local():
+                left = self._no_local[flag] - 1
+                if left:
+                    self._no_local[flag] = left
+                else:
+                    del self._no_local[flag]
+            for vs in port.vss:
+                key = str(vs)
+                left = self._vs_owners[key] - 1
+                if left:
+                    self._vs_owners[key] = left
+                else:
+                    del self._vs_owners[key]
+            self._node_ports -= port.node_port
+
+    def _write_port(
+        self,
+        sp: ServicePortInfo,
+        zone: str | None,
+        ctx: tuple[set[str], list[str], str | None],
+    ) -> _IpvsPort:
+        """One service port's part of syncProxyRules (and its ownership counts)."""
+        o = self.options
+        scheduler = self.scheduler
+        node_address_set, node_ips, node_ip = ctx
+        node_ip_addr = ipaddress.ip_address(node_ip) if node_ip else None
+        port = _IpvsPort(sp, zone)
+        entries = port.entries
+
+        def add_vs(ip: str, vport: int, kind: str, bind: bool, only_local: bool) -> None:
+            flags = 0
+            timeout = 0
+            if sp.affinity_timeout:
+                flags |= FLAG_PERSISTENT
+                timeout = sp.affinity_timeout
+            if scheduler == "mh":
+                flags |= FLAG_SOURCE_HASH
+            vs = VirtualServer(
+                ip, sp.protocol, vport, scheduler, flags, timeout, kind, sp.spn, bind
+            )
+            # syncEndpoint: local endpoints when only-local was asked and some exist, else
+            # the cluster ones (unlike iptables mode, which drops)
+            cat = categorize_endpoints(sp, o.node.name, o.node.zone)
+            if only_local and cat.local:
+                eps = cat.local
+            else:
+                eps = cat.cluster
+                if only_local and cat.has_any:
+                    port.no_local_internal |= sp.internal_policy_local
+                    port.no_local_external |= sp.external_policy_local
+            for ep in sorted(eps, key=lambda e: e.string):
+                idx = self._endpoint_index.get(ep.string)
+                if idx is None:
+                    idx = self._endpoint_index[ep.string] = len(self._endpoints)
+                    self._endpoints.append(ep.string)
+                vs.real_servers.append(RealServer(ep.ip, ep.port, 1, idx))
+            port.vss.append(vs)
+            if bind:
+                port.bound.setdefault(ip, None)
+
         proto = sp.proto
         for ep in sp.endpoints:  # hairpin: every local endpoint of the port
             if ep.is_local:
-                sets["KUBE-LOOP-BACK"].entries.add(f"{ep.ip},{proto}:{ep.port},{ep.ip}")
-        sets["KUBE-CLUSTER-IP"].entries.add(f"{sp.cluster_ip},{proto}:{sp.port}")
-        add_vs(sp, sp.cluster_ip, sp.port, "cluster-ip", True, sp.internal_policy_local)
+                entries[("KUBE-LOOP-BACK", f"{ep.ip},{proto}:{ep.port},{ep.ip}")] = None
+        entries[("KUBE-CLUSTER-IP", f"{sp.cluster_ip},{proto}:{sp.port}")] = None
+        add_vs(sp.cluster_ip, sp.port, "cluster-ip", True, sp.internal_policy_local)
         for ip in sp.external_ips:
             entry = f"{ip},{proto}:{sp.port}"
-            sets[
-                "KUBE-EXTERNAL-IP-LOCAL" if sp.external_policy_local else "KUBE-EXTERNAL-IP"
-            ].entries.add(entry)
-            add_vs(
-                sp, ip, sp.port, "external-ip", ip not in node_address_set, sp.external_policy_local
-            )
+            name = "KUBE-EXTERNAL-IP-LOCAL" if sp.external_policy_local else "KUBE-EXTERNAL-IP"
+            entries[(name, entry)] = None
+            add_vs(ip, sp.port, "external-ip", ip not in node_address_set, sp.external_policy_local)
         for ip in sp.lb_ips:
             entry = f"{ip},{proto}:{sp.port}"
-            sets["KUBE-LOAD-BALANCER"].entries.add(entry)
+            entries[("KUBE-LOAD-BALANCER", entry)] = None
             if sp.external_policy_local:
-                sets["KUBE-LOAD-BALANCER-LOCAL"].entries.add(entry)
+                entries[("KUBE-LOAD-BALANCER-LOCAL", entry)] = None
             if sp.source_ranges:
-                sets["KUBE-LOAD-BALANCER-FW"].entries.add(entry)
+                entries[("KUBE-LOAD-BALANCER-FW", entry)] = None
                 allow_from_node = False
                 for cidr in sp.source_ranges:
-                    sets["KUBE-LOAD-BALANCER-SOURCE-CIDR"].entries.add(f"{entry},{cidr}")
+                    entries[("KUBE-LOAD-BALANCER-SOURCE-CIDR", f"{entry},{cidr}")] = None
                     if node_ip_addr is not None and node_ip_addr in ipaddress.ip_network(cidr):
                         allow_from_node = True
                 if allow_from_node:
-                    sets["KUBE-LOAD-BALANCER-SOURCE-IP"].entries.add(f"{entry},{ip}")
+                    entries[("KUBE-LOAD-BALANCER-SOURCE-IP", f"{entry},{ip}")] = None
                 else:
-                    lb_no_node_access.append((ip, proto, sp.port))
+                    port.lb_no_node_access.append((ip, proto, sp.port))
             add_vs(
-                sp,
-                ip,
-                sp.port,
-                "load-balancer",
-                ip not in node_address_set,
-                sp.external_policy_local,
+                ip, sp.port, "load-balancer", ip not in node_address_set, sp.external_policy_local
             )
-        if sp.node_port:
-            if not node_ips:
-                continue
+        if sp.node_port and node_ips:
             if proto == "sctp":
                 np_entries = [f"{ip},{proto}:{sp.node_port}" for ip in node_ips]
                 np_set, np_local = "KUBE-NODE-PORT-SCTP-HASH", "KUBE-NODE-PORT-LOCAL-SCTP-HASH"
@@ -404,18 +561,43 @@ def compile_ipvs(view: ProxyView, *, scheduler: str | None = DEFAULT_SCHEDULER) 
                 np_entries = [str(sp.node_port)]
                 np_set = f"KUBE-NODE-PORT-{proto.upper()}"
                 np_local = f"KUBE-NODE-PORT-LOCAL-{proto.upper()}"
-            sets[np_set].entries.update(np_entries)
-            if sp.external_policy_local:
-                sets[np_local].entries.update(np_entries)
+            for e in np_entries:
+                entries[(np_set, e)] = None
+                if sp.external_policy_local:
+                    entries[(np_local, e)] = None
             for ip in node_ips:
-                add_vs(sp, ip, sp.node_port, "node-port", False, sp.external_policy_local)
-        if sp.health_check_node_port:
-            sets["KUBE-HEALTH-CHECK-NODE-PORT"].entries.add(str(sp.health_check_node_port))
+                add_vs(ip, sp.node_port, "node-port", False, sp.external_policy_local)
+        if sp.health_check_node_port and not (sp.node_port and not node_ips):
+            entries[("KUBE-HEALTH-CHECK-NODE-PORT", str(sp.health_check_node_port))] = None
 
-    state.bound_addresses = list(bound)
-    sets["KUBE-IPVS-IPS"].entries = set(bound)
-    _write_iptables(state, view, lb_no_node_access)
-    return state
+        # ownership: how many ports hold each entry, address and virtual server
+        for key in entries:
+            n = self._entry_owners.get(key, 0)
+            self._entry_owners[key] = n + 1
+            if not n:
+                self._entries[key[0]].add(key[1])
+                self._count(key, 1)
+        for ip in port.bound:
+            n = self._bound.get(ip, 0)
+            self._bound[ip] = n + 1
+            if not n:
+                self._count(("KUBE-IPVS-IPS", ip), 1)
+        for flag in port.no_local():
+            self._no_local[flag] = self._no_local.get(flag, 0) + 1
+        for vs in port.vss:
+            key = str(vs)
+            self._vs_owners[key] = self._vs_owners.get(key, 0) + 1
+        self._node_ports += port.node_port
+        return port
+
+
+def compile_ipvs(view: ProxyView, *, scheduler: str | None = DEFAULT_SCHEDULER) -> IpvsState:
+    """One full syncProxyRules of the IPVS proxier for the view's node."""
+    return IpvsProxier(view.options, scheduler).compile(view).state
+
+
+_VSS = operator.attrgetter("vss")
+_LB_NO_NODE = operator.attrgetter("lb_no_node_access")
 
 
 def _o(flag: str, *args: str, negated: bool = False) -> Opt:
@@ -586,218 +768,3 @@ def _write_iptables(
 
 
 # ------------------------------------------------------------------------ lowering
-
-SERVICE_DTYPE = np.dtype(
-    [("proto", "u1"), ("addr", "u4"), ("port", "u2"), ("flags", "u4"), ("timeout", "u4")]
-)
-DEST_DTYPE = np.dtype(
-    [("svc", "i4"), ("addr", "u4"), ("port", "u2"), ("weight", "i4"), ("endpoint", "i4")]
-)
-
-
-def lower(state: IpvsState) -> tuple[np.ndarray, np.ndarray]:
-    """(services, dests) arrays for VirtualServerTable: IPv4 only (the engine's packets
-    are IPv4); dests in the order kube-proxy adds them."""
-    if state.family != "IPv4":
-        raise InputError("the IPVS engine runs IPv4 only", field="family", value=state.family)
-    vss = state.virtual_servers
-    services = np.zeros(len(vss), SERVICE_DTYPE)
-    services["proto"] = [PROTO_NUMBERS[vs.protocol.lower()] for vs in vss]
-    services["addr"] = [int(ipaddress.IPv4Address(vs.address)) for vs in vss]
-    services["port"] = [vs.port for vs in vss]
-    services["flags"] = [vs.flags for vs in vss]
-    services["timeout"] = [vs.timeout for vs in vss]
-    rows = [
-        (i, int(ipaddress.IPv4Address(rs.address)), rs.port, rs.weight, rs.endpoint)
-        for i, vs in enumerate(vss)
-        for rs in vs.real_servers
-    ]
-    return services, np.array(rows, DEST_DTYPE)
-
-
-# ------------------------------------------------------------- applying syncs to an engine
-
-RS_CHECK_DELETE_INTERVAL = 60.0  # graceful_termination.go rsCheckDeleteInterval
-
-
-def _graceful_needed(protocol: str) -> bool:
-    """IsRsGracefulTerminationNeeded: not for UDP and SCTP (expire_nodest_conn drops their
-    connections at the next packet)."""
-    return protocol.upper() not in ("UDP", "SCTP")
-
-
-class IpvsSync:
-    """The kernel side of successive syncs: applies each IpvsState to an engine table the
-    way the proxier does (syncService / syncEndpoint / cleanLegacyService) with the
-    graceful termination manager (weight 0, then deletion once ActiveConn + InActConn is 0,
-    checked every minute of emulated time).
-
-    ``engine``: a VirtualServerTable class (kproxy_emu._cext.vstable or the reference
-    twin); the table is created at the first sync, sized for its services. Endpoint
-    indices (``endpoints``) are stable across syncs: an endpoint keeps its index.
-    """
-
-    def __init__(self, engine, *, seed: int = 0, **table_options):
-        self.engine = engine
-        self.seed = seed
-        self.table_options = table_options
-        self.table: Any = None  # a VirtualServerTable once the first sync ran
-        self.scheduler: str | None = None
-        self.services: dict[str, int] = {}  # VirtualServer.String() -> service index
-        self.dests: dict[tuple[int, str], int] = {}  # (service, RealServer.String()) -> dest
-        self.service_dests: dict[int, set[str]] = {}  # service -> its RealServer.String()s
-        self._stats: Any = None  # dest_stats() of the table for one sync or tick
-        self.graceful: dict[int, float] = {}  # dest index -> when it went on the list
-        self.endpoints: list[str] = []
-        self._endpoint_index: dict[str, int] = {}
-
-    def load(self, table, services: dict[str, int], dests: dict[tuple[int, str], int]) -> None:
-        """Take over a table built in one bulk load with these index maps."""
-        self.table, self.services, self.dests = table, services, dests
-        self.service_dests = {}
-        for svc, rs_key in dests:
-            self.service_dests.setdefault(svc, set()).add(rs_key)
-
-    def endpoint_index(self, endpoint: str) -> int:
-        idx = self._endpoint_index.get(endpoint)
-        if idx is None:
-            idx = self._endpoint_index[endpoint] = len(self.endpoints)
-            self.endpoints.append(endpoint)
-        return idx
-
-    def sync(self, state: IpvsState, now: float = 0.0) -> dict[str, int]:
-        """Apply one sync; returns counts of what changed."""
-        if state.family != "IPv4":
-            raise InputError("the IPVS engine runs IPv4 only", field="family", value=state.family)
-        if self.table is None:
-            self.scheduler = state.scheduler
-            n = len(state.virtual_servers)
-            bits = 8
-            while (1 << bits) < n:
-                bits += 1
-            self.table = self.engine(
-                np.zeros(0, SERVICE_DTYPE),
-                np.zeros(0, DEST_DTYPE),
-                state.scheduler,
-                self.seed,
-                **{"svc_bits": bits, **self.table_options},
-            )
-        elif state.scheduler != self.scheduler:
-            raise InputError(
-                "the IPVS scheduler cannot change between syncs of one table",
-                field="ipvs.scheduler",
-                value=state.scheduler,
-            )
-        t = self.table
-        out = dict.fromkeys(
-            (
-                "services_added",
-                "services_updated",
-                "services_deleted",
-                "dests_added",
-                "dests_deleted",
-                "dests_graceful",
-            ),
-            0,
-        )
-        active: set[str] = set()
-        self._stats = None
-        for vs in state.virtual_servers:
-            key = str(vs)
-            active.add(key)
-            svc = self.services.get(key)
-            if svc is None:
-                proto = PROTO_NUMBERS[vs.protocol.lower()]
-                svc = t.add_service(
-                    proto, int(ipaddress.IPv4Address(vs.address)), vs.port, vs.flags, vs.timeout
-                )
-                self.services[key] = svc
-                out["services_added"] += 1
-            elif t.service_flags(svc) != (vs.flags | FLAG_HASHED, vs.timeout):
-                t.edit_service(svc, vs.flags, vs.timeout)  # UpdateVirtualServer
-                out["services_updated"] += 1
-            self._sync_endpoints(svc, vs, out, now)
-        for key in [k for k in self.services if k not in active]:  # cleanLegacyService
-            svc = self.services.pop(key)
-            for rs_key in self.service_dests.pop(svc, set()):
-                self.graceful.pop(self.dests.pop((svc, rs_key)), None)
-            t.del_service(svc)
-            out["services_deleted"] += 1
-        return out
-
-    def _sync_endpoints(self, svc: int, vs: VirtualServer, out: dict, now: float) -> None:
-        t = self.table
-        new = {str(rs): rs for rs in vs.real_servers}
-        current = self.service_dests.setdefault(svc, set())
-        for rs_key, rs in new.items():
-            dest = self.dests.get((svc, rs_key))
-            if dest is not None:
-                if dest not in self.graceful:
-                    continue
-                # back while on the graceful list: MoveRSOutofGracefulDeleteList deletes it,
-                # then it is added afresh
-                del self.graceful[dest]
-                t.del_dest(dest)
-                out["dests_deleted"] += 1
-            self.dests[(svc, rs_key)] = t.add_dest(
-                svc,
-                int(ipaddress.IPv4Address(rs.address)),
-                rs.port,
-                rs.weight,
-                self.endpoint_index(rs_key),
-            )
-            current.add(rs_key)
-            out["dests_added"] += 1
-        for rs_key in current - set(new):
-            dest = self.dests[(svc, rs_key)]
-            if dest in self.graceful:
-                continue
-            if self._try_delete(dest, vs.protocol):
-                del self.dests[(svc, rs_key)]
-                current.discard(rs_key)
-                out["dests_deleted"] += 1
-            else:  # GracefulDeleteRS: weight 0 and onto the list
-                t.edit_dest(dest, 0)
-                self.graceful[dest] = now
-                out["dests_graceful"] += 1
-
-    def _try_delete(self, dest: int, protocol: str) -> bool:
-        if _graceful_needed(protocol):
-            if self._stats is None:  # one snapshot per sync/tick: deleting others keeps
-                self._stats = self.table.dest_stats()  # this dest's counters as they are
-            row = self._stats[dest]
-            if int(row[4]) + int(row[5]) != 0:
-                return False
-        self.table.del_dest(dest)
-        return True
-
-    def tick(self, now: float) -> int:
-        """One run of the graceful termination loop (kube-proxy runs it every
-        RS_CHECK_DELETE_INTERVAL): delete each listed server whose connections are gone.
-        Returns how many were deleted."""
-        self.table.expire(now)  # connections whose timers fired are gone by now
-        deleted = 0
-        if not self.graceful:
-            return 0
-        self._stats = self.table.dest_stats()
-        key_of = {d: k for k, d in self.dests.items() if d in self.graceful}
-        vs_of = {s: k for k, s in self.services.items()}
-        for dest in list(self.graceful):
-            key = key_of[dest]
-            if self._try_delete(dest, vs_of[key[0]].rsplit("/", 1)[1]):
-                del self.graceful[dest]
-                del self.dests[key]
-                self.service_dests[key[0]].discard(key[1])
-                deleted += 1
-        return deleted
-
-
-def build_ipsets(state: IpvsState, seed: int = 0) -> dict:
-    """The state's ipsets as engine sets (kproxy_emu._cext.vstable.IPSet) by their name,
-    for a chain VM's ``-m set --match-set NAME DIRS`` (IPv4)."""
-    from .._cext.vstable import IPSet as EngineSet
-
-    return {
-        s.name: EngineSet(s.name, s.set_type, sorted(s.entries), seed=seed + i)
-        for i, s in enumerate(state.ipsets.values())
-    }

@@ -18,13 +18,15 @@ import base64
 import hashlib
 import ipaddress
 from dataclasses import dataclass, field
+from itertools import islice
 
 from ..errors import InputError
 from ..ipaddr import canonical_cidr
 from ..model.cluster import Cluster, paused_gc
-from ..netfilter.nft import NftChain, NftError, NftRuleset, NftSet, NftTransaction
+from ..netfilter.nft import NftChain, NftError, NftOp, NftRuleset, NftSet, NftTransaction
 from ..proxy.options import ProxyOptions
 from ..proxy.view import EndpointInfo, ProxyView, ServicePortInfo, categorize_endpoints
+from .proxier import Key, Proxier
 
 # knftables.NameLengthMax (256) - chainNamePrefixLengthMax (16)
 CHAIN_NAME_BASE_MAX = 240
@@ -167,8 +169,9 @@ class _ElementStorage:
     """nftElementStorage: the proxier's copy of one set/map, so a sync sends only the
     difference (a changed value is a delete plus an add)."""
 
-    def __init__(self, name: str, kind: str):
+    def __init__(self, name: str, kind: str, proxier: NftProxier | None = None):
         self.name, self.kind = name, kind
+        self.proxier = proxier  # records ensures per service port while it writes
         self.elements: dict[tuple[str, ...], tuple[str, ...]] = {}
         self.leftover: set[tuple[str, ...]] = set()
 
@@ -187,6 +190,12 @@ class _ElementStorage:
         value: tuple[str, ...] = (),
         comment: str | None = None,
     ) -> None:
+        owner = self.proxier
+        if owner is not None and owner._recording is not None:
+            owner._recording.append((self.name, key, value, comment))
+            if owner._deferred:  # run later, in order, by NftProxier._partial
+                tx.ops.append(NftOp("ensure", self.name, (key, value, comment)))
+                return
         have = self.elements.get(key)
         if have is None:
             tx.add_element(self.name, key, value, comment)
@@ -199,13 +208,27 @@ class _ElementStorage:
         self.leftover.discard(key)
 
     def cleanup(self, tx: NftTransaction) -> None:
+        """Delete what this sync did not ensure (``leftover``: set by the sync)."""
         for key in self.leftover:
             tx.delete_element(self.name, key)
             del self.elements[key]
-        self.leftover = set(self.elements)
+        self.leftover = set()
 
 
-class NftProxier:
+class _NftPort:
+    """What one service port wrote: its element ensures, chains and affinity sets."""
+
+    __slots__ = ("affinity", "chains", "elements", "sp", "zone")
+
+    def __init__(self, sp: ServicePortInfo, zone: str | None):
+        self.sp = sp  # the view's object (kept alive: its id keys the cache)
+        self.zone = zone
+        self.elements: list[tuple[str, tuple[str, ...], tuple[str, ...], str | None]] = []
+        self.chains: set[str] = set()
+        self.affinity: set[str] = set()
+
+
+class NftProxier(Proxier[NftSyncResult]):
     """kube-proxy's nftables proxier for one node, minus the Kubernetes watches: feed it
     the node's ProxyView at each sync (with the services that changed since the last one)."""
 
@@ -232,8 +255,21 @@ class NftProxier:
         self.need_full_sync = True
         self.flushed = False  # base chains re-created once per proxier (priority changes)
         self.stale_chains: dict[str, float] = {}
-        self.storage = {name: _ElementStorage(name, kind) for name, kind in STORED}
+        self.storage = {name: _ElementStorage(name, kind, self) for name, kind in STORED}
         self.syncs: list[NftSyncResult] = []
+        # what each service port wrote at the last sync (kube-proxy's servicePortInfo
+        # keeps the chain names; here its elements and chains too), and how many ports
+        # hold each element, chain and affinity set
+        self._ports: dict[int, _NftPort] = {}
+        self._owners: dict[tuple[str, tuple[str, ...]], int] = {}
+        self._chain_owners: dict[str, int] = {}
+        self._affinity_owners: dict[str, int] = {}
+        self._recording: list | None = None
+        self._deferred = False
+        self._stale_now: list[str] = []
+        self._last_partial = False  # the last sync was a partial one from the kept ports
+        self._view: ProxyView | None = None  # the view and its version the ports follow
+        self._version = 0
 
     # ------------------------------------------------------------------ detector
     def _detector(self, negated: bool) -> str | None:
@@ -395,6 +431,7 @@ class NftProxier:
     ) -> NftSyncResult:
         try_partial = not self.need_full_sync and changed is not None
         cleanup: NftTransaction | None = None
+        was_stale = list(self.stale_chains)
         if self.stale_chains:
             cleanup = NftTransaction()
             for chain, since in list(self.stale_chains.items()):
@@ -410,13 +447,50 @@ class NftProxier:
                 cleanup = None
 
         tx = NftTransaction()
-        if not try_partial:
+        self._last_partial = try_partial and self._partial(tx, view, changed, now, was_stale)  # type: ignore[arg-type]
+        if not self._last_partial:
+            self._every_port(tx, view, changed if try_partial else None, now)
+
+        result = NftSyncResult(
+            full=not try_partial, transaction=tx, cleanup=cleanup, stale_chains=self._stale_now
+        )
+        try:
+            self.table.apply(tx)
+            self.need_full_sync = False
+        except NftError as exc:
+            result.error = exc.message
+            self.need_full_sync = True  # the change trackers are spent: resync everything
+            self.stale_chains.clear()
+            self._ports = {}
+        self.syncs.append(result)
+        return result
+
+    def _every_port(
+        self, tx: NftTransaction, view: ProxyView, changed: set[Key] | None, now: float
+    ) -> None:
+        """The sync as kube-proxy writes it: every service port visited (a full sync
+        writes them all, a partial one the changed Services' chains and every port's
+        set and map elements), then the whole table checked for stale chains and sets."""
+        if changed is None:
             self._setup(tx)
+        else:
+            for s in self.storage.values():
+                s.leftover = set(s.elements)
         active_chains: set[str] = set()
         active_affinity: set[str] = set()
+        zone = self.o.node.zone
+        ports: dict[int, _NftPort] = {}
         for sp in view.service_ports:
-            skip = try_partial and (sp.namespace, sp.name) not in changed  # type: ignore[operator]
-            self._write_service_port(tx, sp, skip, not try_partial, active_chains, active_affinity)
+            skip = changed is not None and (sp.namespace, sp.name) not in changed
+            port = ports[id(sp)] = _NftPort(sp, zone)
+            self._recording = port.elements
+            self._write_service_port(tx, sp, skip, changed is None, port.chains, port.affinity)
+            active_chains |= port.chains
+            active_affinity |= port.affinity
+        self._recording = None
+        self._ports = ports
+        self._view, self._version = view, view.version
+        self._count_owners()
 
         stale_now: list[str] = []
         for name in list(self.table.chains):
@@ -433,19 +507,141 @@ class NftProxier:
                 tx.delete("set", NftSet(name, "set", "ipv4_addr"))
         for s in self.storage.values():
             s.cleanup(tx)
+        self._stale_now = stale_now
 
-        result = NftSyncResult(
-            full=not try_partial, transaction=tx, cleanup=cleanup, stale_chains=stale_now
+    def _count_owners(self) -> None:
+        owners: dict[tuple[str, tuple[str, ...]], int] = {}
+        chains: dict[str, int] = {}
+        affinity: dict[str, int] = {}
+        for port in self._ports.values():
+            for name, key, _, _ in port.elements:
+                owners[(name, key)] = owners.get((name, key), 0) + 1
+            for c in port.chains:
+                chains[c] = chains.get(c, 0) + 1
+            for a in port.affinity:
+                affinity[a] = affinity.get(a, 0) + 1
+        self._owners, self._chain_owners, self._affinity_owners = owners, chains, affinity
+
+    def _partial(
+        self,
+        tx: NftTransaction,
+        view: ProxyView,
+        changed: set[Key],
+        now: float,
+        was_stale: list[str],
+    ) -> bool:
+        """A partial sync from what the ports wrote before: only the changed Services'
+        ports are written; the others' elements and chains stand as they are (their
+        element ensures would find the values already there). The same transaction as
+        ``_every_port`` writes, at the cost of the change; False (nothing done) when that
+        cannot be told without visiting every port (ports sharing an element)."""
+        zone = self.o.node.zone
+        old = self._ports
+        if not old or any(p.zone != zone for p in islice(old.values(), 1)):
+            return False
+        log = view.changes_since(self._version) if self._view is view else None
+        if log is None:
+            return False  # the view's log does not reach back to the last sync
+        removed, added = log
+        if any(id(sp) not in old for sp in removed):
+            return False
+        written = {id(sp) for key in changed for sp in view.by_service.get(key, ())}
+        if written != {id(sp) for sp in added}:
+            return False  # ports to write that the view kept, or new ones not named
+        sps = view.service_ports
+        ids = list(map(id, sps))
+        fresh = sorted(ids.index(id(sp)) for sp in added)
+        gone = [old[id(sp)] for sp in removed]
+        # write the new ports aside: chain and rule operations, element ensures deferred
+        minus: dict[tuple[str, tuple[str, ...]], int] = {}  # what the gone ports held
+        for port in gone:
+            for name, key, _, _ in port.elements:
+                minus[(name, key)] = minus.get((name, key), 0) + 1
+        owners = self._owners
+        scratch: list[tuple[int, NftTransaction, _NftPort]] = []
+        for i in fresh:
+            sp = sps[i]
+            port = _NftPort(sp, zone)
+            aside = NftTransaction()
+            self._recording, self._deferred = port.elements, True
+            try:
+                self._write_service_port(aside, sp, False, False, port.chains, port.affinity)
+            finally:
+                self._recording, self._deferred = None, False
+            for name, key, _, _ in port.elements:
+                if owners.get((name, key), 0) > minus.get((name, key), 0):
+                    return False  # another port keeps this element: visit them all
+            scratch.append((i, aside, port))
+        # the new ports' operations, in view order, ensures against the storage now
+        for _, aside, _port in scratch:
+            for op in aside.ops:
+                if op.verb == "ensure":
+                    key, value, comment = op.obj  # type: ignore[misc]
+                    self.storage[op.kind].ensure(tx, key, value, comment)
+                else:
+                    tx.ops.append(op)
+        for port in gone:
+            del old[id(port.sp)]
+        for i, _, port in scratch:
+            old[ids[i]] = port
+        self._view, self._version = view, view.version
+        for k, n in minus.items():
+            owners[k] -= n
+        # ownership: the ports gone give up theirs, the new ones take theirs
+        chain_owners, affinity_owners = self._chain_owners, self._affinity_owners
+        released: set[str] = set()
+        released_affinity: set[str] = set()
+        for port in gone:
+            for c in port.chains:
+                chain_owners[c] -= 1
+                if not chain_owners[c]:
+                    released.add(c)
+            for a in port.affinity:
+                affinity_owners[a] -= 1
+                if not affinity_owners[a]:
+                    released_affinity.add(a)
+        for _, _, port in scratch:
+            for name, key, _, _ in port.elements:
+                owners[(name, key)] = owners.get((name, key), 0) + 1
+            for c in port.chains:
+                chain_owners[c] = chain_owners.get(c, 0) + 1
+                self.stale_chains.pop(c, None)  # in use again
+            for a in port.affinity:
+                affinity_owners[a] = affinity_owners.get(a, 0) + 1
+        for c in released | released_affinity:
+            for d in (chain_owners, affinity_owners):
+                if d.get(c) == 0:
+                    del d[c]
+        # stale chains: those no port uses that the table holds, in table order
+        stale_now: list[str] = []
+        # (a comprehension: ``set - dict.keys()`` would walk every owned chain)
+        candidates = {c for c in released.union(was_stale) if c not in chain_owners}
+        for name in self.table.in_chain_order(candidates):
+            if is_service_chain(name):
+                tx.flush("chain", NftChain(name))
+                self.stale_chains[name] = now
+                stale_now.append(name)
+        gone_sets = (
+            [n for n in self.table.sets if n in released_affinity] if released_affinity else []
         )
-        try:
-            self.table.apply(tx)
-            self.need_full_sync = False
-        except NftError as exc:
-            result.error = exc.message
-            self.need_full_sync = True  # the change trackers are spent: resync everything
-            self.stale_chains.clear()
-        self.syncs.append(result)
-        return result
+        for name in gone_sets:
+            if name.startswith("affinity-") and name not in affinity_owners:
+                tx.delete("set", NftSet(name, "set", "ipv4_addr"))
+        # elements no port ensures any more
+        for s in self.storage.values():
+            s.leftover = {
+                key
+                for port in gone
+                for name, key, _, _ in port.elements
+                if name == s.name and not owners.get((name, key)) and key in s.elements
+            }
+            s.cleanup(tx)
+        for k in [k for port in gone for k in ((n, key) for n, key, _, _ in port.elements)]:
+            if owners.get(k) == 0:
+                del owners[k]
+        self._owners = owners
+        self._stale_now = stale_now
+        return True
 
     # ------------------------------------------------------------------ one service port
     def _endpoint_rules(

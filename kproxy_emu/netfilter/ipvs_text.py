@@ -27,7 +27,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from ..modes.ipvs import BITMAP_PORT, IpvsState, VirtualServer
+from .ipvs import BITMAP_PORT, IpvsState, VirtualServer
 
 T = TypeVar("T")
 IPVS_VERSION = "1.2.1"
@@ -109,7 +109,7 @@ def _sched_flags(vs: VirtualServer) -> str:
 
 def _counters(state: IpvsState, counters) -> dict[tuple[int, int], tuple[int, int]]:
     """Per (virtual server, real server) (ActiveConn, InActConn) from rows aligned with
-    modes.ipvs.lower()'s dests (e.g. VirtualServerTable.dest_stats())."""
+    dataplane.ipvs_kernel.lower()'s dests (e.g. VirtualServerTable.dest_stats())."""
     out: dict[tuple[int, int], tuple[int, int]] = {}
     if counters is None:
         return out
@@ -173,7 +173,7 @@ def render_ipvsadm_list(
     state: IpvsState, *, counters=None, nosort: bool = False, conn_tab_size: int = CONN_TAB_SIZE
 ) -> str:
     """``ipvsadm -L -n``; ``counters``: rows with activeconns/inactconns aligned with
-    modes.ipvs.lower()'s dests (0 when not given)."""
+    dataplane.ipvs_kernel.lower()'s dests (0 when not given)."""
     conns = _counters(state, counters)
     lines = [
         f"IP Virtual Server version {IPVS_VERSION} (size={conn_tab_size})",

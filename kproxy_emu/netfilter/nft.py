@@ -140,6 +140,8 @@ class NftRuleset:
         self.comment: str | None = None
         self.sets: dict[str, NftSet] = {}  # sets and maps, in creation order
         self.chains: dict[str, NftChain] = {}  # in creation order
+        self._pos: dict[str, int] | None = {}  # kept from the start: no table-wide scan
+        self._next_pos = 0
 
     def copy(self) -> NftRuleset:
         new = NftRuleset(self.family, self.name)
@@ -164,40 +166,123 @@ class NftRuleset:
 
     # ------------------------------------------------------------------ transactions
     def apply(self, tx: NftTransaction) -> None:
-        """Run a transaction atomically: on any error nothing changes (NftError)."""
+        """Run a transaction atomically: on any error nothing changes (NftError).
+
+        Operations change the table in place, each leaving an undo step; an error runs
+        the undo steps backwards. So a transaction costs what it changes, not the
+        table's size (kube-proxy's partial syncs are a few operations on a big table)."""
         if not tx.ops:
             return
+        if any(op.kind == "table" and op.verb != "add" for op in tx.ops):
+            self._apply_on_copy(tx)  # flushing or deleting the table: undo by snapshot
+            return
+        self._undo, self._saved = [], set()
+        try:
+            for i, op in enumerate(tx.ops):
+                try:
+                    self._apply_op(op)
+                except NftError as exc:
+                    raise NftError(
+                        f"operation {i + 1} ({op.verb} {op.kind}): {exc.message}"
+                    ) from None
+        except BaseException:
+            for step in reversed(self._undo):
+                step()
+            self._refs = self._pos = None  # rebuilt from the restored table when needed
+            raise
+        finally:
+            self._undo = None
+
+    def _apply_on_copy(self, tx: NftTransaction) -> None:
         work = self.copy()
-        work._refs = None
         for i, op in enumerate(tx.ops):
-            if not (op.verb == "delete" and op.kind == "chain"):
-                work._refs = None  # the chain reference index is only kept across deletes
             try:
                 work._apply_op(op)
             except NftError as exc:
                 raise NftError(f"operation {i + 1} ({op.verb} {op.kind}): {exc.message}") from None
         self.exists, self.comment = work.exists, work.comment
         self.sets, self.chains = work.sets, work.chains
+        self._refs = self._pos = None
 
-    _refs: dict[str, list[str]] | None = None
+    _undo: list | None = None
+    _pos: dict[str, int] | None = None  # chain -> a number increasing in creation order
+    _next_pos = 0
 
-    def _chain_refs(self) -> dict[str, list[str]]:
-        """chain -> the chains and maps that jump or go to it (built once per run of
-        deletes: a cleanup transaction deleting many chains scans the table once)."""
+    def in_chain_order(self, names: Iterable[str]) -> list[str]:
+        """Those of ``names`` that are chains of the table, in the table's chain order."""
+        wanted = [n for n in set(names) if n in self.chains]
+        if len(wanted) * 16 > len(self.chains):
+            keep = set(wanted)
+            return [c for c in self.chains if c in keep]
+        if self._pos is None or len(self._pos) != len(self.chains):
+            self._pos = {c: i for i, c in enumerate(self.chains)}
+            self._next_pos = len(self._pos)
+        return sorted(wanted, key=self._pos.__getitem__)
+
+    _saved: set[int] = set()  # noqa: RUF012 - replaced per transaction
+    # chain -> {chain or map jumping or going to it: how many times}; kept up to date by
+    # every operation once built (None: build from the table when first needed)
+    _refs: dict[str, dict[str, int]] | None = None
+
+    def _chain_refs(self) -> dict[str, dict[str, int]]:
         if self._refs is None:
-            refs: dict[str, list[str]] = {}
+            refs: dict[str, dict[str, int]] = {}
+            self._refs = refs
             for c in self.chains.values():
                 for r in c.rules:
-                    for target in _targets(r.text):
-                        if target != c.name:
-                            refs.setdefault(target, []).append(c.name)
+                    self._ref(c.name, r.text, 1)
             for s in self.sets.values():
                 if s.value_type == "verdict":
                     for e in s.elements.values():
-                        for target in _targets(" ".join(e.value)):
-                            refs.setdefault(target, []).append(s.name)
-            self._refs = refs
+                        self._ref(s.name, " ".join(e.value), 1)
         return self._refs
+
+    def _ref(self, user: str, text: str, n: int) -> None:
+        """Count (n=1) or uncount (n=-1) the jumps in ``text`` made by ``user``."""
+        refs = self._refs
+        if refs is None:
+            return
+        for target in _targets(text):
+            if target == user:
+                continue
+            users = refs.setdefault(target, {})
+            left = users.get(user, 0) + n
+            if left:
+                users[user] = left
+            else:
+                users.pop(user, None)
+                if not users:
+                    del refs[target]
+
+    def _log(self, step) -> None:
+        if self._undo is not None:
+            self._undo.append(step)
+
+    def _keep_order(self, container: dict) -> None:
+        """Before a deletion from ``container``: restore it whole on undo (a re-insert
+        would move the key to the end)."""
+        if self._undo is not None and id(container) not in self._saved:
+            self._saved.add(id(container))  # once per transaction: the first state
+            saved = dict(container)
+
+            def restore() -> None:
+                container.clear()
+                container.update(saved)
+
+            self._undo.append(restore)
+
+    def _set_rules(self, chain: NftChain, rules: list[NftRule]) -> None:
+        old = chain.rules
+        for r in old:
+            self._ref(chain.name, r.text, -1)
+        chain.rules = rules
+        for r in rules:
+            self._ref(chain.name, r.text, 1)
+
+        def undo() -> None:
+            chain.rules = old
+
+        self._log(undo)
 
     def _need_table(self) -> None:
         if not self.exists:
@@ -207,9 +292,15 @@ class NftRuleset:
         verb, kind, obj = op.verb, op.kind, op.obj
         if kind == "table":
             if verb == "add":
+                was = (self.exists, self.comment)
                 self.exists = True
                 if obj is not None:
                     self.comment = obj  # type: ignore[assignment]
+
+                def undo_table() -> None:
+                    self.exists, self.comment = was
+
+                self._log(undo_table)
             elif verb == "flush":
                 self._need_table()
                 for c in self.chains.values():
@@ -229,6 +320,10 @@ class NftRuleset:
                     self.chains[obj.name] = NftChain(
                         obj.name, obj.type, obj.hook, obj.priority, obj.comment
                     )
+                    self._log(lambda name=obj.name: self.chains.pop(name))
+                    if self._pos is not None:
+                        self._pos[obj.name] = self._next_pos
+                        self._next_pos += 1
                 elif obj.hook is not None and (have.hook, have.type, have.priority) != (
                     obj.hook,
                     obj.type,
@@ -238,17 +333,17 @@ class NftRuleset:
             elif have is None:
                 raise NftError(f"no such chain {obj.name}")
             elif verb == "flush":
-                have.rules.clear()
+                self._set_rules(have, [])
             else:
-                refs = self._chain_refs()
-                if refs.get(obj.name):
-                    raise NftError(f"chain {obj.name} is still used by {refs[obj.name][0]}")
-                for r in have.rules:
-                    for target in _targets(r.text):
-                        users = refs.get(target)
-                        if users and obj.name in users:
-                            users.remove(obj.name)
+                users = self._chain_refs().get(obj.name)
+                if users:
+                    first = min(users, key=self._user_order)
+                    raise NftError(f"chain {obj.name} is still used by {first}")
+                self._set_rules(have, [])
+                self._keep_order(self.chains)
                 del self.chains[obj.name]
+                if self._pos is not None:
+                    self._pos.pop(obj.name, None)
         elif kind in ("set", "map"):
             assert isinstance(obj, NftSet)
             have_set = self.sets.get(obj.name)
@@ -257,13 +352,16 @@ class NftRuleset:
                     self.sets[obj.name] = NftSet(
                         obj.name, kind, obj.type, obj.flags, obj.timeout, obj.comment
                     )
+                    self._log(lambda name=obj.name: self.sets.pop(name))
                 elif have_set.type != obj.type or have_set.kind != kind:
                     raise NftError(f"{kind} {obj.name} exists with another type")
             elif have_set is None:
                 raise NftError(f"no such {kind} {obj.name}")
             elif verb == "flush":
-                have_set.elements.clear()
+                self._clear_elements(have_set)
             else:
+                self._clear_elements(have_set)
+                self._keep_order(self.sets)
                 del self.sets[obj.name]
         elif kind == "rule":
             assert isinstance(obj, NftRule)
@@ -279,6 +377,8 @@ class NftRuleset:
                 if ref not in self.sets:
                     raise NftError(f"rule in {obj.chain} uses missing set {ref}")
             chain.rules.append(obj)
+            self._ref(chain.name, obj.text, 1)
+            self._log(chain.rules.pop)
         elif kind == "element":
             name, elem = cast("tuple[str, NftElement]", obj)
             container = self.sets.get(name)
@@ -288,15 +388,51 @@ class NftRuleset:
                 for dest in _targets(" ".join(elem.value)):
                     if dest not in self.chains:
                         raise NftError(f"element of {name} jumps to missing chain {dest}")
-                container.elements[elem.key] = elem
+                self._put_element(container, elem.key, elem)
             elif verb == "delete":
                 if elem.key not in container.elements:
                     raise NftError(f"no such element {' . '.join(elem.key)} in {name}")
-                del container.elements[elem.key]
+                self._keep_order(container.elements)
+                self._put_element(container, elem.key, None)
             else:
                 raise NftError("elements cannot be flushed")
         else:
             raise NftError(f"unknown object kind {kind}")
+
+    def _put_element(
+        self, container: NftSet, key: tuple[str, ...], elem: NftElement | None
+    ) -> None:
+        """Add, replace (``elem``) or delete (None) one element, keeping the jump index."""
+        verdict = container.value_type == "verdict"
+        old = container.elements.get(key)
+        if old is not None and verdict:
+            self._ref(container.name, " ".join(old.value), -1)
+        if elem is None:
+            del container.elements[key]
+        else:
+            container.elements[key] = elem
+            if verdict:
+                self._ref(container.name, " ".join(elem.value), 1)
+            if old is None:
+                self._log(lambda: container.elements.pop(key))
+            else:
+                self._log(lambda: container.elements.__setitem__(key, old))
+        if verdict:
+            self._log(lambda: setattr(self, "_refs", None))
+
+    def _clear_elements(self, container: NftSet) -> None:
+        old = container.elements
+        if container.value_type == "verdict":
+            for e in old.values():
+                self._ref(container.name, " ".join(e.value), -1)
+        container.elements = {}
+        self._log(lambda: setattr(container, "elements", old))
+
+    def _user_order(self, user: str) -> tuple[int, int]:
+        """Chains before maps, each in creation order (the order the table lists them)."""
+        if user in self.chains:
+            return (0, list(self.chains).index(user))
+        return (1, list(self.sets).index(user) if user in self.sets else 0)
 
 
 _TARGET_RE = re.compile(r"\b(?:jump|goto) ([\w./-]+)")

@@ -7,10 +7,12 @@ sorted by their ``IP:port`` string, and CategorizeEndpoints.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ..model.cluster import Cluster
-from ..model.objects import Service
+from ..model.objects import EndpointSlice, Service
 from .options import ProxyOptions
 
 
@@ -127,54 +129,134 @@ def _service_ports(svc: Service, family: str) -> list[ServicePortInfo]:
     return ports
 
 
+def build_service_ports(
+    svc: Service, slices: Iterable[EndpointSlice], options: ProxyOptions
+) -> list[ServicePortInfo]:
+    """One Service's programmed ports with their endpoints (kube-proxy's
+    serviceToServiceMap, then the endpoint slice cache for each port)."""
+    ports = _service_ports(svc, options.family)
+    if not ports:
+        return ports
+    node_name = options.node.name
+    # endpoint string -> info per (port name, protocol); a ready copy wins
+    by_port: dict[tuple[str, str], dict[str, EndpointInfo]] = {}
+    for s in slices:
+        if s.address_type != options.family:
+            continue
+        for sp in s.ports:
+            if sp.port is None:
+                continue
+            seen = by_port.setdefault((sp.name, sp.protocol), {})
+            for ep in s.endpoints:
+                ip = ep.addresses[0]
+                info = EndpointInfo(
+                    ip=ip,
+                    port=sp.port,
+                    string=EndpointInfo.format(ip, sp.port),
+                    is_local=bool(ep.node_name) and ep.node_name == node_name,
+                    ready=ep.is_ready,
+                    serving=ep.is_serving,
+                    terminating=ep.is_terminating,
+                    zone_hints=frozenset(ep.hints_zones),
+                    node_hints=frozenset(ep.hints_nodes),
+                    has_zone_hints=bool(ep.hints_zones),
+                    has_node_hints=bool(ep.hints_nodes),
+                )
+                old = seen.get(info.string)
+                if old is None or (info.ready and not old.ready):
+                    seen[info.string] = info
+    for sp in ports:
+        found = by_port.get((sp.port_name, sp.protocol), {})
+        # kube-proxy keeps endpoints sorted by their string ("10.1.1.11:11" < "10.1.1.1:11")
+        sp.endpoints = [found[k] for k in sorted(found)]
+    return ports
+
+
+LOG_LENGTH = 16  # apply() calls whose removed and added ports a compiler can ask for
+
+
 class ProxyView:
-    """Every programmed service port of a cluster, with its endpoints, for one node."""
+    """Every programmed service port of a cluster, with its endpoints, for one node.
+
+    Kept per Service (``by_service``, in the cluster's Service order) so that a sync after
+    a change rebuilds only the changed Services' ServicePortInfos (``apply``); the others
+    keep their objects, which the modes' compilers use as cache keys."""
 
     def __init__(self, cluster: Cluster, options: ProxyOptions):
         self.options = options
-        self.service_ports: list[ServicePortInfo] = []
-        node_name = options.node.name
         slices = cluster.slices_by_service()
-        for svc in cluster.services.values():
-            ports = _service_ports(svc, options.family)
-            if not ports:
-                continue
-            # endpoint string -> info per (port name, protocol); a ready copy wins
-            by_port: dict[tuple[str, str], dict[str, EndpointInfo]] = {}
-            for s in slices.get(svc.key, ()):
-                if s.address_type != options.family:
-                    continue
-                for sp in s.ports:
-                    if sp.port is None:
-                        continue
-                    seen = by_port.setdefault((sp.name, sp.protocol), {})
-                    for ep in s.endpoints:
-                        ip = ep.addresses[0]
-                        info = EndpointInfo(
-                            ip=ip,
-                            port=sp.port,
-                            string=EndpointInfo.format(ip, sp.port),
-                            is_local=bool(ep.node_name) and ep.node_name == node_name,
-                            ready=ep.is_ready,
-                            serving=ep.is_serving,
-                            terminating=ep.is_terminating,
-                            zone_hints=frozenset(ep.hints_zones),
-                            node_hints=frozenset(ep.hints_nodes),
-                            has_zone_hints=bool(ep.hints_zones),
-                            has_node_hints=bool(ep.hints_nodes),
-                        )
-                        old = seen.get(info.string)
-                        if old is None or (info.ready and not old.ready):
-                            seen[info.string] = info
-            for sp in ports:
-                found = by_port.get((sp.port_name, sp.protocol), {})
-                # kube-proxy keeps endpoints sorted by their string ("10.1.1.11:11" < "10.1.1.1:11")
-                sp.endpoints = [found[k] for k in sorted(found)]
-                self.service_ports.append(sp)
+        self.by_service: dict[tuple[str, str], list[ServicePortInfo]] = {
+            key: build_service_ports(svc, slices.get(key, ()), options)
+            for key, svc in cluster.services.items()
+        }
+        self._flat: list[ServicePortInfo] | None = None
+        self._total = sum(len(sp.endpoints) for ports in self.by_service.values() for sp in ports)
+        # the ports each apply() removed and added, for compilers that keep per-port state
+        self.version = 0
+        self._log: list[tuple[int, list[ServicePortInfo], list[ServicePortInfo]]] = []
+
+    @property
+    def service_ports(self) -> list[ServicePortInfo]:
+        """Every programmed service port, in Service order then port order."""
+        if self._flat is None:
+            self._flat = list(itertools.chain.from_iterable(self.by_service.values()))
+        return self._flat
 
     @property
     def total_endpoints(self) -> int:
-        return sum(len(sp.endpoints) for sp in self.service_ports)
+        return self._total
+
+    def apply(
+        self,
+        changed: Iterable[tuple[str, str]],
+        services: Mapping[tuple[str, str], Service],
+        slices_for: Callable[[tuple[str, str]], Iterable[EndpointSlice]],
+        *,
+        reorder: bool = False,
+    ) -> None:
+        """Rebuild the ServicePortInfos of the ``changed`` Services from their current
+        Service (``services``; absent: deleted) and EndpointSlices. ``services`` orders
+        the view: an added Service comes last, as in the cluster's dict; ``reorder``: the
+        Service order changed otherwise (a Service deleted and added again, a rebuilt
+        dict), so follow ``services`` throughout."""
+        by_service = self.by_service
+        removed: list[ServicePortInfo] = []
+        added: list[ServicePortInfo] = []
+        for key in changed:
+            old = by_service.pop(key, None) if key not in services else by_service.get(key)
+            if old:
+                self._total -= sum(len(sp.endpoints) for sp in old)
+                removed += old
+            svc = services.get(key)
+            if svc is not None:
+                ports = build_service_ports(svc, slices_for(key), self.options)
+                by_service[key] = ports
+                self._total += sum(len(sp.endpoints) for sp in ports)
+                added += ports
+        if reorder:
+            self.by_service = {key: by_service[key] for key in services}
+        self._flat = None
+        self.version += 1
+        self._log = [*self._log[-(LOG_LENGTH - 1) :], (self.version, removed, added)]
+
+    def changes_since(
+        self, version: int
+    ) -> tuple[list[ServicePortInfo], list[ServicePortInfo]] | None:
+        """The ports removed from and added to the view since ``version`` (a port added
+        and removed again in between is in neither); None when that is too long ago."""
+        if version == self.version:
+            return [], []
+        entries = [e for e in self._log if e[0] > version]
+        if len(entries) != self.version - version:
+            return None
+        removed = [sp for e in entries for sp in e[1]]
+        added = [sp for e in entries for sp in e[2]]
+        gone = {id(sp) for sp in removed}
+        new = {id(sp) for sp in added}
+        # the log keeps the objects alive, so an id means one object throughout
+        return [sp for sp in removed if id(sp) not in new], [
+            sp for sp in added if id(sp) not in gone
+        ]
 
 
 @dataclass(slots=True)

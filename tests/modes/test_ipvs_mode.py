@@ -11,6 +11,7 @@ import pytest
 from kproxy_emu import packets as P
 from kproxy_emu import synth
 from kproxy_emu._cext import vstable as V
+from kproxy_emu.dataplane import ipvs_kernel as K
 from kproxy_emu.dataplane import ipvs_reference as R
 from kproxy_emu.dataplane.dataplane import resolve_node
 from kproxy_emu.errors import InputError
@@ -207,7 +208,7 @@ def test_synthetic_cluster_compiles_consistently():
         assert vs.bound == (vs.address in st.bound_addresses)
         for rs in vs.real_servers:
             assert st.endpoints[rs.endpoint] == str(rs)
-    services, dests = M.lower(st)
+    services, dests = K.lower(st)
     assert services.dtype == V.SERVICE_DTYPE == R.SERVICE_DTYPE
     assert dests.dtype == V.DEST_DTYPE == R.DEST_DTYPE
     assert len(dests) == sum(len(vs.real_servers) for vs in st.virtual_servers)
@@ -216,7 +217,7 @@ def test_synthetic_cluster_compiles_consistently():
 def test_engine_on_a_compiled_cluster():
     """Packets to every virtual server land on one of its real servers."""
     st = M.compile_ipvs(_synth_view())
-    services, dests = M.lower(st)
+    services, dests = K.lower(st)
     t = V.VirtualServerTable(services, dests, "rr", seed=1)
     ref = R.VirtualServerTable(services, dests, "rr", seed=1)
     pk = P.empty_packets(len(services))
@@ -273,7 +274,7 @@ def test_ipvsadm_list_and_save(overall):
 
 def test_ipvsadm_list_counters_and_flags(overall):
     st = M.compile_ipvs(overall, scheduler="mh")
-    services, dests = M.lower(st)
+    services, dests = K.lower(st)
     t = V.VirtualServerTable(services, dests, "mh", seed=0)
     pk = P.from_strings(["tcp 10.0.0.9:1234 -> 172.30.0.41:80 flags=S"])
     t.process(pk, P.empty_verdicts(1))
@@ -391,7 +392,7 @@ def _state(cluster):
 
 @pytest.mark.parametrize("engine", [V.VirtualServerTable, R.VirtualServerTable])
 def test_graceful_termination_across_syncs(engine):
-    sync = M.IpvsSync(engine, seed=2)
+    sync = K.IpvsSync(engine, seed=2)
     assert sync.sync(_state(_cluster_with(["10.1.0.1", "10.1.0.2"])))["dests_added"] == 2
     t = sync.table
     vip = P.ip_to_u32("172.30.0.10")
@@ -419,7 +420,7 @@ def test_graceful_termination_across_syncs(engine):
 
 @pytest.mark.parametrize("engine", [V.VirtualServerTable, R.VirtualServerTable])
 def test_udp_real_servers_are_deleted_at_once(engine):
-    sync = M.IpvsSync(engine)
+    sync = K.IpvsSync(engine)
     sync.sync(_state(_cluster_with(["10.1.0.1", "10.1.0.2"], "UDP")))
     sync.table.process(
         P.from_strings([f"udp 10.0.0.{i}:53 -> 172.30.0.10:80" for i in (1, 2)]),
@@ -431,7 +432,7 @@ def test_udp_real_servers_are_deleted_at_once(engine):
 
 @pytest.mark.parametrize("engine", [V.VirtualServerTable, R.VirtualServerTable])
 def test_endpoint_back_while_terminating_is_re_added(engine):
-    sync = M.IpvsSync(engine)
+    sync = K.IpvsSync(engine)
     sync.sync(_state(_cluster_with(["10.1.0.1"])))
     sync.table.process(
         P.from_strings(["tcp 10.0.0.7:5000 -> 172.30.0.10:80 flags=S"]), P.empty_verdicts(1)
@@ -446,7 +447,7 @@ def test_endpoint_back_while_terminating_is_re_added(engine):
 
 @pytest.mark.parametrize("engine", [V.VirtualServerTable, R.VirtualServerTable])
 def test_affinity_change_updates_the_virtual_server(engine):
-    sync = M.IpvsSync(engine)
+    sync = K.IpvsSync(engine)
     sync.sync(_state(_cluster_with(["10.1.0.1"])))
     res = sync.sync(_state(_cluster_with(["10.1.0.1"], affinity=True)))
     assert res["services_updated"] == 1 and res["services_added"] == 0
@@ -462,7 +463,7 @@ def test_render_dispatch_and_engine_sets(overall):
     assert ipvs_text.render(st) == render_ipvsadm_save(st)
     with pytest.raises(InputError):
         ipvs_text.render(st, "json")
-    sets = M.build_ipsets(st, seed=3)
+    sets = K.build_ipsets(st, seed=3)
     assert set(sets) == {s.name for s in st.ipsets.values()}
     pk = P.from_strings(["tcp 10.0.0.1:5 -> 1.2.3.4:80"])
     assert sets["KUBE-LOAD-BALANCER-LOCAL"].test(pk, "dst,dst").tolist() == [True]
@@ -512,4 +513,4 @@ def test_ipv6_node():
     assert "create KUBE-6-CLUSTER-IP hash:ip,port family inet6" in render_ipset_save(st)
     assert "-A KUBE-SERVICES -s ::1/128 -j RETURN" in render(st.ruleset)
     with pytest.raises(InputError, match="IPv4 only"):
-        M.lower(st)
+        K.lower(st)

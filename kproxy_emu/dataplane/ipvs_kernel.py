@@ -1,0 +1,272 @@
+"""The emulated kernel's IPVS table, programmed sync after sync.
+
+``IpvsSync`` applies each IpvsState (netfilter/ipvs.py) to an engine table the way the
+IPVS proxier's netlink calls do; ``lower`` packs virtual servers into the engine's arrays
+and ``build_ipsets`` the ipsets into engine sets.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..netfilter.ipvs import FLAG_HASHED, IpvsState, VirtualServer
+from ..packets import PROTO_NUMBERS
+
+SERVICE_DTYPE = np.dtype(
+    [("proto", "u1"), ("addr", "u4"), ("port", "u2"), ("flags", "u4"), ("timeout", "u4")]
+)
+DEST_DTYPE = np.dtype(
+    [("svc", "i4"), ("addr", "u4"), ("port", "u2"), ("weight", "i4"), ("endpoint", "i4")]
+)
+
+
+def lower(state: IpvsState) -> tuple[np.ndarray, np.ndarray]:
+    """(services, dests) arrays for VirtualServerTable: IPv4 only (the engine's packets
+    are IPv4); dests in the order kube-proxy adds them."""
+    if state.family != "IPv4":
+        raise InputError("the IPVS engine runs IPv4 only", field="family", value=state.family)
+    vss = state.virtual_servers
+    services = np.zeros(len(vss), SERVICE_DTYPE)
+    services["proto"] = [PROTO_NUMBERS[vs.protocol.lower()] for vs in vss]
+    services["addr"] = [int(ipaddress.IPv4Address(vs.address)) for vs in vss]
+    services["port"] = [vs.port for vs in vss]
+    services["flags"] = [vs.flags for vs in vss]
+    services["timeout"] = [vs.timeout for vs in vss]
+    rows = [
+        (i, int(ipaddress.IPv4Address(rs.address)), rs.port, rs.weight, rs.endpoint)
+        for i, vs in enumerate(vss)
+        for rs in vs.real_servers
+    ]
+    return services, np.array(rows, DEST_DTYPE)
+
+
+RS_CHECK_DELETE_INTERVAL = 60.0  # graceful_termination.go rsCheckDeleteInterval
+
+
+def _graceful_needed(protocol: str) -> bool:
+    """IsRsGracefulTerminationNeeded: not for UDP and SCTP (expire_nodest_conn drops their
+    connections at the next packet)."""
+    return protocol.upper() not in ("UDP", "SCTP")
+
+
+class IpvsSync:
+    """The kernel side of successive syncs: applies each IpvsState to an engine table the
+    way the proxier does (syncService / syncEndpoint / cleanLegacyService) with the
+    graceful termination manager (weight 0, then deletion once ActiveConn + InActConn is 0,
+    checked every minute of emulated time).
+
+    ``engine``: a VirtualServerTable class (kproxy_emu._cext.vstable or the reference
+    twin); the table is created at the first sync, sized for its services. Endpoint
+    indices (``endpoints``) are stable across syncs: an endpoint keeps its index.
+    """
+
+    def __init__(self, engine, *, seed: int = 0, **table_options):
+        self.engine = engine
+        self.seed = seed
+        self.table_options = table_options
+        self.table: Any = None  # a VirtualServerTable once the first sync ran
+        self.scheduler: str | None = None
+        self.services: dict[str, int] = {}  # VirtualServer.String() -> service index
+        self.dests: dict[tuple[int, str], int] = {}  # (service, RealServer.String()) -> dest
+        self.service_dests: dict[int, set[str]] = {}  # service -> its RealServer.String()s
+        self._stats: Any = None  # dest_stats() of the table for one sync or tick
+        self.graceful: dict[int, float] = {}  # dest index -> when it went on the list
+        self.endpoints: list[str] = []
+        self._endpoint_index: dict[str, int] = {}
+
+    def load(self, table, services: dict[str, int], dests: dict[tuple[int, str], int]) -> None:
+        """Take over a table built in one bulk load with these index maps."""
+        self.table, self.services, self.dests = table, services, dests
+        self.service_dests = {}
+        for svc, rs_key in dests:
+            self.service_dests.setdefault(svc, set()).add(rs_key)
+
+    def endpoint_index(self, endpoint: str) -> int:
+        idx = self._endpoint_index.get(endpoint)
+        if idx is None:
+            idx = self._endpoint_index[endpoint] = len(self.endpoints)
+            self.endpoints.append(endpoint)
+        return idx
+
+    def sync(self, state: IpvsState, now: float = 0.0) -> dict[str, int]:
+        """Apply one sync; returns counts of what changed."""
+        if state.family != "IPv4":
+            raise InputError("the IPVS engine runs IPv4 only", field="family", value=state.family)
+        if self.table is None:
+            self.scheduler = state.scheduler
+            n = len(state.virtual_servers)
+            bits = 8
+            while (1 << bits) < n:
+                bits += 1
+            self.table = self.engine(
+                np.zeros(0, SERVICE_DTYPE),
+                np.zeros(0, DEST_DTYPE),
+                state.scheduler,
+                self.seed,
+                **{"svc_bits": bits, **self.table_options},
+            )
+        elif state.scheduler != self.scheduler:
+            raise InputError(
+                "the IPVS scheduler cannot change between syncs of one table",
+                field="ipvs.scheduler",
+                value=state.scheduler,
+            )
+        t = self.table
+        out = dict.fromkeys(
+            (
+                "services_added",
+                "services_updated",
+                "services_deleted",
+                "dests_added",
+                "dests_deleted",
+                "dests_graceful",
+            ),
+            0,
+        )
+        active: set[str] = set()
+        self._stats = None
+        for vs in state.virtual_servers:
+            active.add(str(vs))
+            self._sync_service(vs, out, now)
+        for key in [k for k in self.services if k not in active]:  # cleanLegacyService
+            svc = self.services.pop(key)
+            for rs_key in self.service_dests.pop(svc, set()):
+                self.graceful.pop(self.dests.pop((svc, rs_key)), None)
+            t.del_service(svc)
+            out["services_deleted"] += 1
+        return out
+
+    def sync_changes(
+        self, fresh: list[VirtualServer], deleted: list[str], now: float = 0.0
+    ) -> dict[str, int]:
+        """Apply one sync from its changes only: the virtual servers of the service ports
+        written anew (in the state's order) and the keys no virtual server has any more.
+        The same operations as ``sync`` of the whole state, whose other virtual servers
+        are as the last sync left them (``sync`` finds nothing to do for them)."""
+        if self.table is None:
+            raise InputError("the first sync of an IPVS table needs the whole state")
+        t = self.table
+        out = dict.fromkeys(
+            (
+                "services_added",
+                "services_updated",
+                "services_deleted",
+                "dests_added",
+                "dests_deleted",
+                "dests_graceful",
+            ),
+            0,
+        )
+        self._stats = None
+        for vs in fresh:
+            self._sync_service(vs, out, now)
+        if deleted:
+            gone = set(deleted)
+            for key in [k for k in self.services if k in gone]:  # cleanLegacyService
+                svc = self.services.pop(key)
+                for rs_key in self.service_dests.pop(svc, set()):
+                    self.graceful.pop(self.dests.pop((svc, rs_key)), None)
+                t.del_service(svc)
+                out["services_deleted"] += 1
+        return out
+
+    def _sync_service(self, vs: VirtualServer, out: dict, now: float) -> None:
+        t = self.table
+        key = str(vs)
+        svc = self.services.get(key)
+        if svc is None:
+            proto = PROTO_NUMBERS[vs.protocol.lower()]
+            svc = t.add_service(
+                proto, int(ipaddress.IPv4Address(vs.address)), vs.port, vs.flags, vs.timeout
+            )
+            self.services[key] = svc
+            out["services_added"] += 1
+        elif t.service_flags(svc) != (vs.flags | FLAG_HASHED, vs.timeout):
+            t.edit_service(svc, vs.flags, vs.timeout)  # UpdateVirtualServer
+            out["services_updated"] += 1
+        self._sync_endpoints(svc, vs, out, now)
+
+    def _sync_endpoints(self, svc: int, vs: VirtualServer, out: dict, now: float) -> None:
+        t = self.table
+        new = {str(rs): rs for rs in vs.real_servers}
+        current = self.service_dests.setdefault(svc, set())
+        for rs_key, rs in new.items():
+            dest = self.dests.get((svc, rs_key))
+            if dest is not None:
+                if dest not in self.graceful:
+                    continue
+                # back while on the graceful list: MoveRSOutofGracefulDeleteList deletes it,
+                # then it is added afresh
+                del self.graceful[dest]
+                t.del_dest(dest)
+                out["dests_deleted"] += 1
+            self.dests[(svc, rs_key)] = t.add_dest(
+                svc,
+                int(ipaddress.IPv4Address(rs.address)),
+                rs.port,
+                rs.weight,
+                self.endpoint_index(rs_key),
+            )
+            current.add(rs_key)
+            out["dests_added"] += 1
+        for rs_key in current - set(new):
+            dest = self.dests[(svc, rs_key)]
+            if dest in self.graceful:
+                continue
+            if self._try_delete(dest, vs.protocol):
+                del self.dests[(svc, rs_key)]
+                current.discard(rs_key)
+                out["dests_deleted"] += 1
+            else:  # GracefulDeleteRS: weight 0 and onto the list
+                t.edit_dest(dest, 0)
+                self.graceful[dest] = now
+                out["dests_graceful"] += 1
+
+    def _try_delete(self, dest: int, protocol: str) -> bool:
+        if _graceful_needed(protocol):
+            if self._stats is None:  # one snapshot per sync/tick: deleting others keeps
+                # this dest's counters as they are; with no connection in the table every
+                # counter is 0 (and the whole-table snapshot is skipped)
+                idle = self.table.stats()["conns"] == 0
+                self._stats = False if idle else self.table.dest_stats()
+            if self._stats is not False:
+                row = self._stats[dest]
+                if int(row[4]) + int(row[5]) != 0:
+                    return False
+        self.table.del_dest(dest)
+        return True
+
+    def tick(self, now: float) -> int:
+        """One run of the graceful termination loop (kube-proxy runs it every
+        RS_CHECK_DELETE_INTERVAL): delete each listed server whose connections are gone.
+        Returns how many were deleted."""
+        self.table.expire(now)  # connections whose timers fired are gone by now
+        deleted = 0
+        if not self.graceful:
+            return 0
+        self._stats = self.table.dest_stats()
+        key_of = {d: k for k, d in self.dests.items() if d in self.graceful}
+        vs_of = {s: k for k, s in self.services.items()}
+        for dest in list(self.graceful):
+            key = key_of[dest]
+            if self._try_delete(dest, vs_of[key[0]].rsplit("/", 1)[1]):
+                del self.graceful[dest]
+                del self.dests[key]
+                self.service_dests[key[0]].discard(key[1])
+                deleted += 1
+        return deleted
+
+
+def build_ipsets(state: IpvsState, seed: int = 0) -> dict:
+    """The state's ipsets as engine sets (kproxy_emu._cext.vstable.IPSet) by their name,
+    for a chain VM's ``-m set --match-set NAME DIRS`` (IPv4)."""
+    from .._cext.vstable import IPSet as EngineSet
+
+    return {
+        s.name: EngineSet(s.name, s.set_type, sorted(s.entries), seed=seed + i)
+        for i, s in enumerate(state.ipsets.values())
+    }

@@ -1,0 +1,192 @@
+"""Sealing: objects a Dataplane has read become read-only.
+
+kube-proxy's change trackers see an object change only when the watch delivers a new
+version of it; the emulator's tracker likewise sees a change only when an object is
+replaced (``dataclasses.replace``) or added/deleted. An object edited in place after the
+Dataplane read it would otherwise be silently half-applied (a later full render would
+show the edit while the node's rules do not). Sealing turns such an edit into an
+InputError at the assignment that attempts it, naming the object, field and value.
+
+A sealed object is the same dataclass under a read-only subclass (no per-object cost for
+objects never sealed): it compares equal to its unsealed twin, prints the same, and
+``dataclasses.replace``, ``copy.copy`` and ``copy.deepcopy`` give ordinary, editable
+objects. Its lists and dicts become read-only ``list``/``dict`` subclasses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NoReturn, TypeVar
+
+from ..errors import InputError
+
+T = TypeVar("T")
+
+_HINT = "replace it (dataclasses.replace) and hand the new object to the Dataplane"
+
+
+def _refuse(what: str, field: str | None, value: object) -> NoReturn:
+    raise InputError(
+        f"edited in place after a Dataplane read it; {_HINT}", obj=what, field=field, value=value
+    )
+
+
+class FrozenList(list):  # type: ignore[type-arg]
+    """A list that refuses edits (a sealed object's field)."""
+
+    __slots__ = ("_owner",)
+
+    def _no(self, *args: Any, **kwargs: Any) -> NoReturn:
+        _refuse(*self._owner, args[0] if args else None)
+
+    append = extend = insert = remove = pop = clear = sort = reverse = _no  # type: ignore[assignment]
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _no  # type: ignore[assignment]
+
+    def __copy__(self) -> list[Any]:
+        return list(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
+        import copy
+
+        return [copy.deepcopy(x, memo) for x in self]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (list, (list(self),))
+
+
+class FrozenDict(dict):  # type: ignore[type-arg]
+    """A dict that refuses edits (labels, annotations, selectors of a sealed object)."""
+
+    __slots__ = ("_owner",)
+
+    def _no(self, *args: Any, **kwargs: Any) -> NoReturn:
+        _refuse(*self._owner, args[0] if args else None)
+
+    __setitem__ = __delitem__ = __ior__ = _no  # type: ignore[assignment]
+    pop = popitem = clear = update = setdefault = _no  # type: ignore[assignment]
+
+    def __copy__(self) -> dict[Any, Any]:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[Any, Any]:
+        import copy
+
+        return {k: copy.deepcopy(v, memo) for k, v in self.items()}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (dict, (dict(self),))
+
+
+_SEALED: dict[type, type] = {}  # dataclass -> its sealed subclass
+
+
+def _sealed_class(cls: type) -> type:
+    sealed = _SEALED.get(cls)
+    if sealed is not None:
+        return sealed
+    names = tuple(f.name for f in dataclasses.fields(cls))
+
+    def __new__(klass: type, *args: Any, **kwargs: Any) -> Any:
+        # dataclasses.replace and copy build through obj.__class__: give them the
+        # ordinary class (Python skips __init__ for an instance of another class)
+        if klass is sealed:
+            return cls(*args, **kwargs)
+        return object.__new__(klass)  # pragma: no cover - no subclasses of it
+
+    def __setattr__(self: Any, name: str, value: object) -> NoReturn:
+        _refuse(_describe(self), name, value)
+
+    def __delattr__(self: Any, name: str) -> NoReturn:
+        _refuse(_describe(self), name, None)
+
+    def __eq__(self: Any, other: object) -> bool:
+        if not isinstance(other, cls):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in names)
+
+    def __copy__(self: Any) -> Any:
+        return cls(**{n: getattr(self, n) for n in names})
+
+    def __deepcopy__(self: Any, memo: dict[int, Any]) -> Any:
+        import copy
+
+        return cls(**{n: copy.deepcopy(getattr(self, n), memo) for n in names})
+
+    def __reduce__(self: Any) -> tuple[Any, ...]:
+        return (_rebuild, (cls, {n: getattr(self, n) for n in names}))
+
+    sealed = type(
+        cls.__name__,
+        (cls,),
+        {
+            "__slots__": (),
+            "__new__": __new__,
+            "__setattr__": __setattr__,
+            "__delattr__": __delattr__,
+            "__eq__": __eq__,
+            "__hash__": None,
+            "__copy__": __copy__,
+            "__deepcopy__": __deepcopy__,
+            "__reduce__": __reduce__,
+            "__qualname__": cls.__qualname__,
+            "__module__": cls.__module__,
+        },
+    )
+    _SEALED[cls] = sealed
+    return sealed
+
+
+def _rebuild(cls: type[T], values: dict[str, Any]) -> T:
+    return cls(**values)
+
+
+def _describe(obj: Any) -> str:
+    """``Service ns/name``; a nested object by its class and first field (``Endpoint
+    10.0.0.1``)."""
+    ref = getattr(obj, "ref", None)
+    if isinstance(ref, str):
+        return ref
+    first = getattr(obj, dataclasses.fields(obj)[0].name)
+    if isinstance(first, list):
+        first = first[0] if first else ""
+    return f"{model_type(obj).__name__} {first}"
+
+
+def is_sealed(obj: object) -> bool:
+    return type(obj) in _SEALED.values()
+
+
+def model_type(obj: object) -> type:
+    """The model class of an object, sealed or not."""
+    cls = type(obj)
+    return cls.__base__ if cls in _SEALED.values() else cls  # type: ignore[return-value]
+
+
+def seal(obj: T) -> T:
+    """Make a model object (and the lists, dicts and objects it holds) read-only, in place.
+    Sealing a sealed object does nothing. Returns the object."""
+    cls = type(obj)
+    if cls in _SEALED.values() or not dataclasses.is_dataclass(obj):
+        return obj
+    what = _describe(obj)
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        frozen = _freeze(value, (what, f.name))
+        if frozen is not value:
+            object.__setattr__(obj, f.name, frozen)
+    object.__setattr__(obj, "__class__", _sealed_class(cls))
+    return obj
+
+
+def _freeze(value: Any, owner: tuple[str, str]) -> Any:
+    if isinstance(value, list) and not isinstance(value, FrozenList):
+        out = FrozenList(_freeze(v, owner) for v in value)
+        out._owner = owner
+        return out
+    if isinstance(value, dict) and not isinstance(value, FrozenDict):
+        out_d = FrozenDict((k, _freeze(v, owner)) for k, v in value.items())
+        out_d._owner = owner
+        return out_d
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return seal(value)
+    return value
