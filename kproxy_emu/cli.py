@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("pod", "external", "host"),
         help="where it enters (default: from its source address)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed for the one endpoint drawn")
+    p.add_argument("--seed", type=int, default=0, help="seed of the node's random stream (0)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_trace)
 
@@ -312,6 +312,7 @@ def _dataplane(args: argparse.Namespace):
         service_cidrs=getattr(args, "service_cidr", None),
         scheduler=getattr(args, "scheduler", None),
         ipvs_conn_tab_bits=getattr(args, "ipvs_conn_tab_bits", None),
+        seed=getattr(args, "seed", 0) or 0,
     )
 
 
@@ -328,8 +329,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
 def _cmd_trace(args: argparse.Namespace) -> int:
     import json
 
-    dp = _dataplane(args)
-    dp.seed = args.seed
+    dp = _dataplane(args)  # seeded: the node's random stream starts from --seed
     times = args.time or []
     if len(times) not in (0, 1, len(args.packet)):
         raise InputError(

@@ -6,11 +6,11 @@ its iptables (built-in jumps, then each restore applied, as in iptables mode), i
 (engine sets for ``-m set``), and the kernel's IPVS table (IpvsSync: virtual servers and
 real servers diffed sync after sync, graceful termination of removed real servers).
 
-Packets walk the iptables hooks in the chain VM (cext/chains.pyx) with ip_vs_in at
-LOCAL_IN (after filter INPUT) for packets to a local address, kube-ipvs0's included, and at
-LOCAL_OUT (after nat OUTPUT) for the host's own; replies update IPVS's connections
-(ip_vs_out). Traces run the iptables reference evaluator with the same hooks and the
-pure-Python IPVS table (dataplane/ipvs_reference.py) for the scheduling step.
+Packets walk the iptables hooks in the chain VM (cext/chains.pyx ChainEngine, driven by
+the packet pipeline cext/pipeline.pyx) with ip_vs_in at LOCAL_IN (after filter INPUT) for
+packets to a local address, kube-ipvs0's included, and at LOCAL_OUT (after nat OUTPUT) for
+the host's own; replies update IPVS's connections (ip_vs_out). Traces run the same engine
+(dataplane/tracer.py); evaluate_ipvs_flow below is the pure-Python reference, for tests.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class IpvsBackend:
     def __init__(self, dp: Dataplane, scheduler: str | None = None, *, conn_tab_bits: int = 12):
         self.dp = dp
         self.conn_tab_bits = conn_tab_bits  # ip_vs conn_tab_bits: 2^bits connection buckets
-        self._checked_for = None  # the lowered tables chains.process last checked
+        self._engine = None  # (ChainEngine, the IPVS table it holds)
         self.scheduler = validate_scheduler(scheduler)
         self.tables = Ruleset(family=dp.options.family)  # the node's iptables
         self.state: IpvsState | None = None  # the last sync's proxier state
@@ -64,8 +64,6 @@ class IpvsBackend:
         self._sets: dict | None = None
         self._local_set = None
         self._lowered = None
-        self._evaluator = None
-        self._ref_table = None
         self._bulk: tuple | None = None  # (state, lowered arrays, index maps) for resets
 
     # ---------------------------------------------------------------- syncs
@@ -180,8 +178,7 @@ class IpvsBackend:
         )
         self._sets = None
         self._lowered = None
-        self._evaluator = None
-        self._ref_table = None
+        self._engine = None
         try:
             apply_restore(self.tables, state.ruleset)
             self._need_full_sync = False
@@ -255,8 +252,7 @@ class IpvsBackend:
                     field="--match-set",
                     value=missing[0],
                 )
-            addrs = np.array([sets[name].set_address() for name in low.set_names], np.uintp)
-            self._lowered = (low, addrs, low.nth_counters.copy())
+            self._lowered = (low, [sets[name] for name in low.set_names], low.nth_counters.copy())
         return self._lowered[0]
 
     def prepare(self) -> None:
@@ -275,74 +271,69 @@ class IpvsBackend:
                 self._lowered[1],
                 self._lowered[0].nth_counters.copy(),
             )
+        self._engine = None
 
-    def process(
-        self,
-        packets: np.ndarray,
-        out: np.ndarray,
-        local: np.ndarray,
-        masq_ip: int,
-        rng_state: int,
-        conntrack: int,
-    ) -> int:
-        """The chain VM with ip_vs_in/ip_vs_out over the batch. Packet time drives
-        kube-proxy's graceful-termination loop (every 60 s): a batch in time order runs in
-        slices between its runs; one out of order has the runs its earliest packet passed
-        before it and the rest after it."""
+    def engine(self):
+        """The ChainEngine over the node's iptables, ipsets and IPVS table."""
         if self.ipvs is None:
             raise InputError(
                 "the IPVS engine runs IPv4 only", field="family", value=self.dp.options.family
             )
         low = self.lowered
+        if self._engine is None or self._engine[1] is not self.ipvs.table:
+            from .._cext.chains import ChainEngine
+            from .iptables_backend import node_addresses
+
+            _, sets, nth = self._lowered
+            local, masq_ip = node_addresses(self.dp.options)
+            engine = ChainEngine(
+                low.rules,
+                low.hot,
+                low.chains,
+                low.hooks,
+                local,
+                masq_ip,
+                port_ranges=low.port_ranges,
+                nth_counters=nth,
+                sets=sets,
+                local_set=self._local_set,
+                ipvs_words=low.ipvs_words,
+                ipvs=self.ipvs.table,
+            )
+            self._engine = (engine, self.ipvs.table)
+        return self._engine[0]
+
+    def process(self, packets: np.ndarray, out: np.ndarray, conntrack, rng) -> None:
+        """The chain VM with ip_vs_in/ip_vs_out over the batch. Packet time drives
+        kube-proxy's graceful-termination loop (every 60 s): a batch in time order runs in
+        slices between its runs; one out of order has the runs its earliest packet passed
+        before it and the rest after it."""
+        from .._cext import pipeline
+
+        engine = self.engine()
         n = len(packets)
         if n == 0:
-            return rng_state
+            return
         ts = packets["ts"]
         if not bool(np.all(ts[1:] >= ts[:-1])):
             self._tick_until(float(ts.min()))
-            rng_state = self._run(packets, out, low, local, masq_ip, rng_state, conntrack)
+            pipeline.run(self.engine(), packets, out, conntrack, rng)
             self.clock = max(self.clock, float(ts.max()))
             self._tick_until(self.clock)
-            return rng_state
+            return
         start = 0
         while start < n:
             self._tick_until(float(ts[start]))
             end = max(int(np.searchsorted(ts, self._next_tick, side="left")), start + 1)
-            rng_state = self._run(
-                packets[start:end], out[start:end], low, local, masq_ip, rng_state, conntrack
-            )
+            pipeline.run(engine, packets[start:end], out[start:end], conntrack, rng)
             self.clock = max(self.clock, float(ts[end - 1]))
             start = end
-        return rng_state
 
-    def _run(self, packets, out, low, local, masq_ip, rng_state, conntrack) -> int:
-        from .._cext import chains
-
-        _, set_addrs, nth = self._lowered
-        rng_state = chains.process(
-            packets,
-            out,
-            low.rules,
-            low.hot,
-            low.chains,
-            low.hooks,
-            local,
-            masq_ip,
-            rng_state,
-            conntrack,
-            None,
-            None,
-            None,
-            low.port_ranges,
-            nth,
-            sets=set_addrs,
-            local_set=self._local_set.set_address(),
-            ipvs_words=low.ipvs_words,
-            ipvs=self.ipvs.table.table_address(),
-            checked=self._checked_for is low,
-        )
-        self._checked_for = low  # the rule scan passed once for these arrays
-        return rng_state
+    def advance_clock(self, now: float) -> None:
+        """Run kube-proxy's graceful-termination loop up to ``now`` (what ``process``
+        does before a packet at that time)."""
+        if self.ipvs is not None:
+            self._tick_until(now)
 
     def _tick(self, now: float) -> None:
         """kube-proxy's graceful termination loop (every rsCheckDeleteInterval)."""
@@ -353,36 +344,6 @@ class IpvsBackend:
     def _tick_until(self, now: float) -> None:
         while self._next_tick <= now:
             self._tick(self._next_tick)
-
-    # ---------------------------------------------------------------- traces
-    def evaluate_new_flow(self, flow: Flow) -> Outcome:
-        from .reference import ReferenceEvaluator
-
-        if self.ipvs is None:
-            raise InputError(
-                "the IPVS engine runs IPv4 only", field="family", value=self.dp.options.family
-            )
-        if self._evaluator is None:
-            options = self.dp.options
-            self._evaluator = ReferenceEvaluator(
-                self.tables,
-                [*options.node.local_ips, *self.state.bound_addresses],
-                options.family,
-                ipsets=self._engine_sets(),
-            )
-        if self._ref_table is None:
-            from .ipvs_reference import VirtualServerTable as RefTable
-
-            services, dests = lower(self.state)
-            dests["endpoint"] = [
-                self.ipvs.endpoint_index(str(rs))
-                for vs in self.state.virtual_servers
-                for rs in vs.real_servers
-            ]
-            self._ref_table = RefTable(
-                services, dests, self.state.scheduler, self._seed, **self._table_options()
-            )
-        return evaluate_ipvs_flow(self._evaluator, self._ref_table, self.endpoints, flow)
 
 
 def _ipset_ops(old: IpvsState | None, new: IpvsState) -> list[str]:
