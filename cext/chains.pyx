@@ -213,6 +213,7 @@ def layout():
 cdef inline bint set_match(const rule_t* r, pkt_state_t* st, const env_t* env) noexcept nogil:
     """xt_set: the packet as it stands (after any DNAT so far) tested against the set."""
     cdef packet_t q
+    count_lookup(st)
     q.ts = 0
     q.src_ip = st.src
     q.dst_ip = st.dst
@@ -709,6 +710,7 @@ cdef class ChainEngine(Engine):
         verdict_reset(&v)
         res = self.ipvs.c_in(&q, &v)
         st.probes += v.probes
+        count_lookup(st)
         if st.rec != NULL:
             record_step(st.rec, STEP_IPVS_IN, hook, res == IPVS_DNAT or res == IPVS_DROP
                         or res == IPVS_REJECT, <uint16_t>res, v.endpoint)
@@ -741,6 +743,7 @@ cdef class ChainEngine(Engine):
         verdict_reset(&iv)
         res = self.ipvs.c_out(&q, &iv)
         st.probes += iv.probes
+        count_lookup(st)
         if st.rec != NULL:
             record_step(st.rec, STEP_IPVS_OUT, HOOK_POSTROUTING, iv.ct_hit, <uint16_t>res,
                         iv.endpoint)

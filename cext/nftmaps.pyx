@@ -273,6 +273,7 @@ cdef inline bint set_lookup(const env_t* env, int32_t idx, uint64_t key, pkt_sta
                             uint8_t* vkind, int32_t* vchain) noexcept nogil:
     """Is key in the set (with its verdict for a map)?"""
     cdef const nset_t* s = &env.sets[idx]
+    count_lookup(st)
     cdef uint64_t h, i, n
     cdef const slot_t* sl
     cdef int32_t a, b, m
@@ -363,6 +364,7 @@ cdef bint eval_rule(const env_t* env, int32_t start, int32_t end, pkt_state_t* s
             idx = draw_numgen(st, <uint32_t>e.arg)
             cell = &env.cells[e.set + idx]
             st.probes += 1  # the anonymous map lookup
+            count_lookup(st)
             if cell.vkind == VK_NONE:
                 return False
             vkind[0] = cell.vkind

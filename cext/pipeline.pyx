@@ -118,6 +118,8 @@ cdef class Recorder:
         self.r.ct_state = 0
         self.r.ct_dir = -1
         self.r.ct_hit = 0
+        self.r.ct_probes = 0
+        self.r.lookups = 0
 
     def force(self, choices):
         """Draw k takes choices[k]; None: draws come from the stream again."""
@@ -157,9 +159,15 @@ cdef class Recorder:
         return self.r.ndraws > MAX_DRAWS
 
     @property
+    def lookups(self):
+        """Set, map and IPVS lookups made (each once, however many probes it took)."""
+        return self.r.lookups
+
+    @property
     def conntrack(self):
-        """(ctstate bits, direction or -1, whether conntrack held the flow)."""
-        return self.r.ct_state, self.r.ct_dir, bool(self.r.ct_hit)
+        """(ctstate bits, direction or -1, whether conntrack held the flow, the chain
+        nodes conntrack inspected: lookup, NAT port checks and confirm)."""
+        return self.r.ct_state, self.r.ct_dir, bool(self.r.ct_hit), self.r.ct_probes
 
 
 
@@ -330,6 +338,8 @@ cdef void run_packet(Engine eng, ConntrackTable ct, const packet_t* p, verdict_t
     out.rules = st.rules
     out.probes = r.probes + cprobes + st.probes
     out.ct_hit = hit or st.ipvs_hit
+    if rec != NULL:
+        rec.ct_probes += r.probes + cprobes
 
 
 def run(Engine engine not None, const packet_t[::1] packets, verdict_t[::1] out,

@@ -46,6 +46,11 @@ cdef inline uint32_t draw_numgen(pkt_state_t* st, uint32_t modulus) noexcept nog
     return idx
 
 
+cdef inline void count_lookup(pkt_state_t* st) noexcept nogil:
+    if st.rec != NULL:
+        st.rec.lookups += 1
+
+
 cdef inline void record_step(recorder_t* rec, uint8_t kind, int32_t index, bint matched,
                              uint16_t extra, int32_t value) noexcept nogil:
     cdef step_t* s

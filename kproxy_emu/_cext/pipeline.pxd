@@ -65,6 +65,8 @@ ctypedef struct recorder_t:
     uint32_t ct_state       # conntrack's verdict on the packet (CTSTATE_* bits)
     int32_t ct_dir          # -1: no entry
     uint8_t ct_hit
+    uint32_t ct_probes      # conntrack's share of the verdict's probes
+    uint32_t lookups        # set, map and IPVS lookups (each once, however many probes)
 
 
 ctypedef struct pkt_state_t:

@@ -55,7 +55,7 @@ class TraceOutcome(TypedDict):
 
 class TraceCost(TypedDict):
     rules_evaluated: int
-    lookups: int  # conntrack, set, map and IPVS probes
+    lookups: int  # set, map and IPVS lookups made (each once)
 
 
 # "from" is a Python keyword: the functional form
@@ -118,7 +118,8 @@ def trace(
     run()
     verdict = out[0].copy()
     steps = rec.steps
-    ct_state, ct_dir, ct_hit = rec.conntrack
+    ct_state, ct_dir, ct_hit, _ = rec.conntrack
+    lookups = rec.lookups
     if not commit:
         state.restore()
     elif clocked:
@@ -166,7 +167,7 @@ def trace(
         "candidates": list(candidates.values()),
         "outcomes": outcomes,
         "steps": result_steps,
-        "cost": {"rules_evaluated": int(verdict["rules"]), "lookups": int(verdict["probes"])},
+        "cost": {"rules_evaluated": int(verdict["rules"]), "lookups": lookups},
     }
 
 
