@@ -19,9 +19,9 @@ import numpy as np
 from ipset_core cimport ipset_t
 from ipvs_core cimport IPVS_DNAT, IPVS_DROP, IPVS_REJECT
 from packet cimport packet_t, verdict_t, ORIGIN_HOST
-from kproxy_emu._cext.pipeline cimport (Engine, pkt_state_t, HOOK_PREROUTING, HOOK_INPUT, HOOK_FORWARD,
-                       HOOK_OUTPUT, HOOK_POSTROUTING, HV_CONTINUE, HV_SENT_ON, STEP_RULE,
-                       STEP_IPVS_IN, STEP_IPVS_OUT)
+from kproxy_emu._cext.pipeline cimport (
+    Engine, pkt_state_t, HOOK_PREROUTING, HOOK_INPUT, HOOK_FORWARD, HOOK_OUTPUT,
+    HOOK_POSTROUTING, HV_CONTINUE, HV_SENT_ON, STEP_RULE, STEP_IPVS_IN, STEP_IPVS_OUT)
 from kproxy_emu._cext.vstable cimport IPSet, VirtualServerTable, ipset_member, ipset_has_ip
 
 include "packet.pxi"
@@ -121,7 +121,7 @@ ctypedef struct rule_t:
     uint32_t mark_xor
     int32_t endpoint
     int32_t recent_list     # -1: no -m recent
-    uint32_t recent_seconds # 0: no --seconds limit
+    uint32_t recent_seconds  # 0: no --seconds limit
     uint8_t recent_op       # R_SET / R_RCHECK / R_UPDATE
     uint8_t recent_rdest    # 1: --rdest (key on the destination address)
     uint8_t recent_reap     # 1: --reap (drop the list's oldest entry when it is stale)
@@ -177,6 +177,7 @@ ctypedef struct chain_t:
     uint8_t policy      # V_CONTINUE for user chains, V_ACCEPT / V_DROP for built-ins
     uint8_t builtin
     uint16_t _pad
+
 
 def layout():
     """sizeof/offsetof of rule_t and chain_t, to check the numpy dtypes against."""

@@ -33,7 +33,6 @@ Per-packet use without the GIL (what ConntrackTable.track_batch does)::
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 
-
 cdef enum:
     CT_DIR_ORIGINAL = 0
     CT_DIR_REPLY = 1
@@ -107,7 +106,6 @@ cdef enum:
     CT_ERR_CLASH = -3           # confirm: a tuple is already in the table (insert_failed)
 
     CT_REOPEN = -1              # ct_packet: SYN reopened a TIME_WAIT/CLOSE entry (killed)
-
 
     # udp: "Still active after two seconds? Extend timeout." (stream_ts = 2 * HZ + jiffies)
     CT_UDP_STREAM_DELAY = 2

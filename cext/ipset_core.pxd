@@ -20,7 +20,6 @@ packet's); bitmap:port holds bare ports and matches any of the three protocols.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
 
-
 cdef enum:
     IPSET_HASH_IP = 0
     IPSET_HASH_IP_PORT = 1

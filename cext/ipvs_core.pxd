@@ -49,7 +49,6 @@ included), after nat PREROUTING. The table object must outlive the pointer.
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 
-
 cdef enum:
     # schedulers (index into SCHEDULERS in vstable.pyx)
     SCHED_RR = 0
@@ -109,8 +108,9 @@ cdef enum:
     IPVS_DNAT = 1
     IPVS_DROP = 2
     IPVS_REJECT = 3             # no destination: ICMP port unreachable (ip_vs_leave)
-    IPVS_NOSCHED = 4            # TCP without SYN and no connection: tcp_conn_schedule
-                                # does not look for a service; passes to the local stack
+    # TCP without SYN and no connection: tcp_conn_schedule does not look for a service;
+    # passes to the local stack
+    IPVS_NOSCHED = 4
     IPVS_SNAT = 5               # ipvs_out: a reply of a connection, source back to the VIP
 
 
@@ -194,8 +194,9 @@ ctypedef struct ipvs_table_t:
     uint32_t svc_mask
     uint32_t svc_rnd            # the kernel's (size_t)ipvs >> 8 term
     ipvs_dest_t* dests
-    uint8_t* dest_available     # DEST_F_AVAILABLE per destination, packed apart so a
-                                # known connection's packet does not touch the dest
+    # DEST_F_AVAILABLE per destination, packed apart so a known connection's packet does
+    # not touch the dest
+    uint8_t* dest_available
     int32_t ndests
     int32_t* sched_tab
     uint32_t mh_size            # prime table size (CONFIG_IP_VS_MH_TAB_INDEX)

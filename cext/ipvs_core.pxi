@@ -101,9 +101,6 @@ cdef inline uint32_t mh_hashkey(uint32_t addr, uint16_t port, int which,
     return hsiphash32(offset + <uint32_t>port + addr, key, key)
 
 
-
-
-
 # ---------------------------------------------------------------------------------------
 # service lookup
 

@@ -7,7 +7,8 @@ kproxy_emu/dataplane/nft_lowering.py); each row knows where its rule ends. Rules
 order as nft_do_chain runs them: a match that fails ends the rule (NFT_BREAK), a verdict
 ends it with that verdict; ``jump`` pushes a return point (the next rule), ``goto`` does
 not, ``return`` or the end of a regular chain pops, the end of a base chain is its policy
-(accept). Jump targets are row indices, so a walk touches only the rows it runs. A NAT statement accepts for its base chain, as nft_nat_eval does. Set and
+(accept). Jump targets are row indices, so a walk touches only the rows it runs. A NAT
+statement accepts for its base chain, as nft_nat_eval does. Set and
 map lookups hash the concatenated key (packed into 64 bits) into the set's open-addressing
 table, or binary-search an interval set's sorted ranges. ``numgen random mod N`` draws
 reciprocal_scale(get_random_u32(), N) from a seeded xorshift64* stream and indexes an
@@ -25,7 +26,7 @@ from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 import numpy as np
 
 from packet cimport packet_t
-from kproxy_emu._cext.pipeline cimport Engine, pkt_state_t, HV_CONTINUE, STEP_NFT_RULE
+from kproxy_emu._cext.pipeline cimport Engine, pkt_state_t, STEP_NFT_RULE
 
 include "hashing.pxi"
 include "record.pxi"
@@ -93,8 +94,9 @@ ctypedef struct expr_t:
     uint8_t sel2
     uint8_t sel3
     int32_t set       # set index; numgen: first cell
-    uint32_t arg      # compare: mask; numgen: modulus; dnat: endpoint; masq/snat: fully-random;
-                      # fib: 1 saddr, 2 daddr
+    # arg: compare: mask; numgen: modulus; dnat: endpoint; masq/snat: fully-random;
+    # fib: 1 saddr, 2 daddr
+    uint32_t arg
     int32_t target    # jump/goto: the target chain's first row
     int32_t next      # the first row after this row's rule
     uint32_t lo       # compare range / ct bits / iif bits / mark and-mask / NAT address
@@ -148,6 +150,7 @@ ctypedef struct env_t:
     Py_ssize_t n_local
     uint32_t masquerade_ip
     dyn_t* dyn
+
 
 def layout():
     """sizeof/offsetof of the structs, to check the numpy dtypes against."""
@@ -334,7 +337,7 @@ cdef inline void set_update(const env_t* env, int32_t idx, uint32_t addr,
 
 
 cdef bint eval_rule(const env_t* env, int32_t start, int32_t end, pkt_state_t* st,
-                   uint8_t* vkind, int32_t* vchain) noexcept nogil:
+                    uint8_t* vkind, int32_t* vchain) noexcept nogil:
     """Run one rule's rows; sets vkind/vchain (VK_NONE: no verdict, next rule). Returns
     whether the rule matched (its matches held and any verdict map had an element)."""
     cdef int32_t i

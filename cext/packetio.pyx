@@ -21,7 +21,7 @@ A TCP line without flags= carries SYN (it opens a connection); other protocols c
 A line without from= gets the caller's default origin.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t
 
 from packet cimport (
     packet_t, verdict_t, target_t,

@@ -17,6 +17,7 @@ Per packet, as the kernel runs it (see docs/engine.md for the picture):
 Engines plug in by subclassing ``Engine`` (pipeline.pxd) and overriding its cdef methods;
 the dispatch is a C vtable call, no Python objects per packet.
 """
+cimport cython
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 import numpy as np
@@ -81,6 +82,7 @@ cdef class Engine:
         return 0
 
 
+@cython.auto_pickle(False)
 cdef class Rng:
     """The seeded xorshift64* stream statistic matches, numgen and NAT ports draw from."""
 
@@ -168,7 +170,6 @@ cdef class Recorder:
         """(ctstate bits, direction or -1, whether conntrack held the flow, the chain
         nodes conntrack inspected: lookup, NAT port checks and confirm)."""
         return self.r.ct_state, self.r.ct_dir, bool(self.r.ct_hit), self.r.ct_probes
-
 
 
 cdef uint16_t choose_snat_port(ConntrackTable ct, uint8_t proto, uint32_t snat_ip,

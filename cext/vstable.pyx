@@ -366,7 +366,6 @@ cdef class VirtualServerTable:
     cdef _sched_changed(self, int32_t s, int32_t dest, int kind, bint init):
         """The scheduler's init_service / add_dest (kind 0) / del_dest (1) / upd_dest (2)."""
         cdef ipvs_svc_t* sv = &self.t.svcs[s]
-        cdef int32_t d, prev
         cdef uint32_t* perm
         cdef uint32_t* skip
         cdef int32_t* turns
@@ -718,7 +717,6 @@ cdef class IPSet:
         free(self.s.k1)
         free(self.s.used)
         free(self.s.bitmap)
-
 
     def __len__(self):
         return self.s.count

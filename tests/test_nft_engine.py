@@ -815,7 +815,6 @@ def test_process_checks_the_arrays():
     table = _table([("fwd", "ip daddr 1.1.1.1 drop")])
     low = nl.lower_nft(table)
     batch = packets.from_strings(["tcp 10.0.0.1:1 -> 1.1.1.1:1"])
-    out = packets.empty_verdicts(1)
     args = list(low.engine_arrays())
     bad = low.exprs.copy()
     bad["next"][np.flatnonzero(bad["op"] != nl.E["END"])[0]] = len(bad) + 1

@@ -60,8 +60,9 @@ ctypedef struct recorder_t:
     draw_t draws[MAX_DRAWS]
     int32_t ndraws
     int32_t forced[MAX_DRAWS]
-    int32_t nforced         # -1: draws come from the stream; else draw k takes forced[k]
-                            # (k < nforced) or its first possible outcome
+    # nforced: -1: draws come from the stream; else draw k takes forced[k] (k < nforced)
+    # or its first possible outcome
+    int32_t nforced
     uint32_t ct_state       # conntrack's verdict on the packet (CTSTATE_* bits)
     int32_t ct_dir          # -1: no entry
     uint8_t ct_hit

@@ -39,7 +39,6 @@ cdef class IPSet:
     cdef list entries_
 
 
-
 # the membership tests on an IPSet's ``s`` (an engine keeps the IPSet objects alive and
 # their structs' addresses in a C array, to test without the GIL)
 cdef bint ipset_member(const ipset_t* s, const packet_t* p, uint32_t dirs,

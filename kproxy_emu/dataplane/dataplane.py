@@ -12,13 +12,12 @@ import copy
 
 import numpy as np
 
+from .._cext.pipeline import Rng
 from ..errors import InputError
 from ..model.cluster import Cluster, paused_gc
 from ..model.config import KubeProxyConfig, NodeConfig
 from ..netfilter.ruleset import Ruleset
-from ..packets import parse as parse_packet
 from ..proxy import ProxyOptions, ProxyView
-from .._cext.pipeline import Rng
 from .sync import SyncResult
 from .tracer import TraceResult
 

@@ -92,7 +92,9 @@ def test_chain_engine_checks_its_arrays(dp):
     with pytest.raises(TypeError):
         chains.ChainEngine(*args, nth_counters=np.zeros(3, np.int64))
     with pytest.raises(ValueError):
-        chains.ChainEngine(*args, recent=(np.zeros(10, np.uint32), np.zeros(10), np.zeros(3, np.uint32)))
+        chains.ChainEngine(
+            *args, recent=(np.zeros(10, np.uint32), np.zeros(10), np.zeros(3, np.uint32))
+        )
 
 
 def test_nft_engine_checks_its_arrays():
