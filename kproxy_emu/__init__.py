@@ -1,9 +1,20 @@
 """kproxy-emu: a packet-level emulator of the Kubernetes service dataplane (kube-proxy)."""
 
 from . import packets, synth
-from .dataplane import Dataplane
+from .dataplane import Dataplane, IptablesOptions, IpvsOptions, NftablesOptions
 from .errors import InputError, KproxyError
 from .model import Cluster
 
 __version__ = "0.1.0"
-__all__ = ["Cluster", "Dataplane", "InputError", "KproxyError", "__version__", "packets", "synth"]
+__all__ = [
+    "Cluster",
+    "Dataplane",
+    "InputError",
+    "IptablesOptions",
+    "IpvsOptions",
+    "KproxyError",
+    "NftablesOptions",
+    "__version__",
+    "packets",
+    "synth",
+]

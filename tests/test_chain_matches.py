@@ -4,7 +4,7 @@ multiport, statistic nth, SNAT/MASQUERADE source-port choice (kernel get_unique_
 import numpy as np
 import pytest
 
-from kproxy_emu import Dataplane, packets
+from kproxy_emu import Dataplane, IptablesOptions, packets
 from kproxy_emu.errors import InputError
 from kproxy_emu.model.cluster import Cluster
 from kproxy_emu.model.config import NodeConfig
@@ -21,7 +21,11 @@ def _dataplane(nat_rules: str, filter_rules: str = "", **kw) -> Dataplane:
         f"{filter_rules}COMMIT\n"
     )
     return Dataplane(
-        Cluster(), node_config=NODE, cluster_cidr="10.0.0.0/8", tables=parse(dump), **kw
+        Cluster(),
+        IptablesOptions(tables=parse(dump)),
+        node_config=NODE,
+        cluster_cidr="10.0.0.0/8",
+        **kw,
     )
 
 

@@ -5,7 +5,7 @@ of the outcomes the reference evaluator lists for that packet."""
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kproxy_emu import Dataplane, packets
+from kproxy_emu import Dataplane, IptablesOptions, packets
 from kproxy_emu.model.cluster import Cluster
 from kproxy_emu.model.config import NodeConfig
 from kproxy_emu.netfilter.iptables_parse import parse
@@ -114,14 +114,18 @@ def test_vm_verdicts_are_reference_outcomes(dump, flows, seed):
     tables = parse(dump)
     vm = Dataplane(
         Cluster(),
+        IptablesOptions(tables=tables),
         node_config=NODE,
         cluster_cidr="10.0.0.0/8",
         conntrack=False,
-        tables=tables,
         seed=seed,
     )
     ref = Dataplane(
-        Cluster(), node_config=NODE, cluster_cidr="10.0.0.0/8", conntrack=False, tables=parse(dump)
+        Cluster(),
+        IptablesOptions(tables=parse(dump)),
+        node_config=NODE,
+        cluster_cidr="10.0.0.0/8",
+        conntrack=False,
     )
     lines = [f"{proto} {src}:40000 -> {dst}:{port}" for (src, _), dst, proto, port in flows]
     batch = packets.from_strings(lines)

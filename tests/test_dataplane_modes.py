@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from kproxy_emu import Dataplane, packets
+from kproxy_emu import Dataplane, IpvsOptions, packets
 from kproxy_emu.bench import sweep
 from kproxy_emu.errors import InputError
 
@@ -137,9 +137,7 @@ def test_ipvs_connection_table_size(cluster):
     batch = None
     probes = {}
     for bits in (8, 16):
-        dp = Dataplane(
-            cluster, mode="ipvs", cluster_cidr="10.0.0.0/8", seed=3, ipvs_conn_tab_bits=bits
-        )
+        dp = Dataplane(cluster, IpvsOptions(conn_tab_bits=bits), cluster_cidr="10.0.0.0/8", seed=3)
         if batch is None:
             batch = sweep.traffic(dp, sweep.BenchSpec(services=[60], packets=3000), 8)
         first = dp.process(batch)
@@ -149,9 +147,9 @@ def test_ipvs_connection_table_size(cluster):
         assert again["ct_hit"].all()
         probes[bits] = float(again["probes"].mean())
     assert probes[8] > probes[16] + 2
-    for bad, mode in ((7, "ipvs"), (21, "ipvs"), (12, "iptables")):
-        with pytest.raises(InputError, match="ipvs_conn_tab_bits"):
-            Dataplane(cluster, mode=mode, ipvs_conn_tab_bits=bad)
+    for bad in (7, 21, True, "12"):
+        with pytest.raises(InputError, match="conn_tab_bits"):
+            IpvsOptions(conn_tab_bits=bad)  # type: ignore[arg-type]
     with pytest.raises(InputError, match="--ipvs-conn-tab-bits"):
         sweep.BenchSpec(ipvs_conn_tab_bits=30).validate()
 

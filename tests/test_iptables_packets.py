@@ -5,7 +5,7 @@ import ipaddress
 
 import pytest
 
-from kproxy_emu import Dataplane
+from kproxy_emu import Dataplane, IptablesOptions
 from kproxy_emu.dataplane.reference import Flow, ReferenceEvaluator, evaluate_new_flow
 from kproxy_emu.model import Cluster
 from kproxy_emu.netfilter.iptables_parse import parse
@@ -208,7 +208,10 @@ def test_packet_flows_through_a_real_nodes_iptables_save(tmp_path):
     dump = FIXTURES / "live" / "iptables-overall.iptables-save.txt"
     node = view_for(env, [], [], tmp_path).options.node
     dp = Dataplane(
-        Cluster(), node_config=node, cluster_cidr="10.0.0.0/8", tables=parse(dump.read_text())
+        Cluster(),
+        IptablesOptions(tables=parse(dump.read_text())),
+        node_config=node,
+        cluster_cidr="10.0.0.0/8",
     )
     _check(_evaluator(dp), env["tracerNodeIPs"], fx["packetTests"])
     lines = [
@@ -220,10 +223,10 @@ def test_packet_flows_through_a_real_nodes_iptables_save(tmp_path):
     packets.resolve_origins(batch, ["10.0.0.0/8"], env["tracerNodeIPs"])
     dp_vm = Dataplane(
         Cluster(),
+        IptablesOptions(tables=parse(dump.read_text())),
         node_config=node,
         cluster_cidr="10.0.0.0/8",
         conntrack=False,
-        tables=parse(dump.read_text()),
     )
     agree(dp_vm, batch)
     proc = subprocess.run(

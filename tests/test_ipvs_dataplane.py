@@ -30,7 +30,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kproxy_emu import Dataplane, packets, synth
+from kproxy_emu import Dataplane, IpvsOptions, packets, synth
 from kproxy_emu.bench import sweep
 from kproxy_emu.dataplane.dataplane import resolve_node
 from kproxy_emu.errors import InputError
@@ -492,10 +492,10 @@ def test_render_formats_and_errors(cluster):
     with pytest.raises(InputError, match="--format"):
         dp.render(format="xml")
     with pytest.raises(InputError, match="scheduler"):
-        Dataplane(cluster, mode="ipvs", scheduler="fastest")
-    with pytest.raises(InputError, match="ipvs mode only"):
-        Dataplane(cluster, mode="iptables", scheduler="rr")
-    sh = Dataplane(cluster, mode="ipvs", scheduler="sh", cluster_cidr=CIDR)
+        Dataplane(cluster, IpvsOptions(scheduler="fastest"))
+    with pytest.raises(InputError, match="unsupported mode"):
+        Dataplane(cluster, mode="userspace")
+    sh = Dataplane(cluster, IpvsOptions(scheduler="sh"), cluster_cidr=CIDR)
     assert " -s sh" in sh.render() and " -s rr" not in sh.render()
 
 
@@ -556,6 +556,8 @@ def test_cli_ipvs(cluster, tmp_path):
     for bad, message in (
         (["--scheduler", "fastest"], "unknown IPVS scheduler"),
         (["--format", "ipset-save", "--mode", "iptables"], "--format"),
+        (["--scheduler", "sh", "--mode", "iptables"], "--scheduler: applies to ipvs mode only"),
+        (["--ipvs-conn-tab-bits", "16", "--mode", "nftables"], "--ipvs-conn-tab-bits"),
     ):
         args = ["render", *bad, str(path)]
         if "--mode" not in bad:

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from kproxy_emu import Dataplane, synth
+from kproxy_emu import Dataplane, NftablesOptions, synth
 from kproxy_emu.errors import KproxyError
 from kproxy_emu.model import Cluster
 
@@ -305,7 +305,7 @@ def test_calibration_small():
 
 
 def test_cli_verify_and_bad_input(tmp_path, capsys):
-    from kproxy_emu.lab.cli import add_parsers
+    from kproxy_emu.cli.lab import add_parsers
 
     fx = fixture("iptables-overall.json")
     cfg, node = config_files(fx["environment"], tmp_path)
@@ -409,11 +409,10 @@ def test_nftables_fixture_agrees(tmp_path):
     )
     dp = lab_dataplane(
         cluster,
-        "nftables",
+        NftablesOptions(service_cidrs=SERVICE_CIDRS),
         node_config=options.node,
         mark_text=env["masqueradeMark"],
         cluster_cidr=env["localDetector"]["cidr"],
-        service_cidrs=SERVICE_CIDRS,
     )
     report = verify(None, dataplane=dp, packets=300, seed=4)
     assert report.ok, report.table()

@@ -219,18 +219,17 @@ def predicted_kernel_ns(
 
 def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[dict]:
     """Measure one mode at one size; two records (new, established)."""
-    from .. import Dataplane, packets
+    from .. import packets
     from .._cext import roofline
+    from ..dataplane import Dataplane, IpvsOptions
 
     if cluster is None:
         cluster = make_cluster(services, spec.endpoints, spec.seed)
     t0 = time.perf_counter()
-    extra = (
-        {"ipvs_conn_tab_bits": spec.ipvs_conn_tab_bits}
-        if mode == "ipvs" and spec.ipvs_conn_tab_bits
-        else {}
-    )
-    dp = Dataplane(cluster, mode=mode, cluster_cidr="10.0.0.0/8", seed=spec.seed, **extra)
+    mode_opts: str | IpvsOptions = mode
+    if mode == "ipvs" and spec.ipvs_conn_tab_bits:
+        mode_opts = IpvsOptions(conn_tab_bits=spec.ipvs_conn_tab_bits)
+    dp = Dataplane(cluster, mode_opts, cluster_cidr="10.0.0.0/8", seed=spec.seed)
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     dp.prepare()
@@ -365,7 +364,7 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
 def reference_ratio(spec: BenchSpec, services: int, packets_n: int = 300) -> dict:
     """The pure-Python reference evaluator against the compiled engine on a small case:
     ns per packet of each and their ratio (first packets of flows, no conntrack)."""
-    from .. import Dataplane
+    from ..dataplane import Dataplane
     from ..dataplane.reference import Flow, ReferenceEvaluator, evaluate_new_flow
 
     cluster = make_cluster(services, spec.endpoints, spec.seed)

@@ -1,5 +1,24 @@
 """The Dataplane facade: one node of a cluster in one proxy mode."""
 
+from .backend import (
+    MODES,
+    Backend,
+    IptablesOptions,
+    IpvsOptions,
+    ModeOptions,
+    NftablesOptions,
+    NodeContext,
+)
 from .dataplane import Dataplane, resolve_node
 
-__all__ = ["Dataplane", "resolve_node"]
+__all__ = [
+    "MODES",
+    "Backend",
+    "Dataplane",
+    "IptablesOptions",
+    "IpvsOptions",
+    "ModeOptions",
+    "NftablesOptions",
+    "NodeContext",
+    "resolve_node",
+]

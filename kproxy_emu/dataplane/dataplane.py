@@ -3,7 +3,7 @@
 The facade owns what every mode shares: the emulated node and kube-proxy options, the
 proxy view of the cluster, conntrack, the seeded random stream, the packet batch checks
 and the trace format. A mode backend (``iptables_backend.py``, ...) owns its compiled
-state, its sync, its renderer, its engine and its reference evaluator.
+state, its sync, its renderer and its engine (traces: dataplane/tracer.py).
 """
 
 from __future__ import annotations
@@ -13,16 +13,21 @@ import copy
 import numpy as np
 
 from .._cext.pipeline import Rng
-from ..errors import InputError
+from ..errors import InputError, KproxyError
 from ..model.cluster import Cluster, paused_gc
 from ..model.config import KubeProxyConfig, NodeConfig
 from ..netfilter.ruleset import Ruleset
 from ..proxy import ProxyOptions, ProxyView
+from .backend import (
+    Backend,
+    IptablesOptions,
+    ModeOptions,
+    NodeContext,
+    make_backend,
+    mode_options,
+)
 from .sync import SyncResult
 from .tracer import TraceResult
-
-CONN_TAB_BITS = 12  # ip_vs conn_tab_bits: the kernel's default (CONFIG_IP_VS_TAB_BITS)
-MODES = ("iptables", "nftables", "ipvs")
 
 
 def resolve_node(
@@ -65,7 +70,7 @@ class Dataplane:
     def __init__(
         self,
         cluster: Cluster,
-        mode: str = "iptables",
+        mode: str | ModeOptions = "iptables",
         *,
         node: str | None = None,
         node_config: NodeConfig | None = None,
@@ -76,35 +81,20 @@ class Dataplane:
         mark_text: str | None = None,
         seed: int = 0,
         conntrack: bool = True,
-        tables: Ruleset | None = None,
-        service_cidrs: list[str] | None = None,
-        scheduler: str | None = None,
-        ipvs_conn_tab_bits: int | None = None,
     ):
-        """``tables``: run a node's own iptables (e.g. parsed from a real ``iptables-save``)
-        instead of compiling the cluster; the cluster then only supplies the node.
-        ``service_cidrs`` (nftables): overrides the cluster's ServiceCIDR objects.
-        ``scheduler`` (ipvs): the IPVS scheduler (default: the config's ipvs.scheduler,
-        else rr). ``ipvs_conn_tab_bits`` (ipvs): the ip_vs module's conn_tab_bits, 8-20
-        (default 12, the kernel's: 4,096 connection-table buckets)."""
-        if mode not in MODES:
-            raise InputError(
-                f"unsupported mode (available: {', '.join(MODES)})", field="mode", value=mode
-            )
-        if scheduler is not None and mode != "ipvs":
-            raise InputError(
-                "a scheduler applies to ipvs mode only", field="scheduler", value=scheduler
-            )
-        if ipvs_conn_tab_bits is not None and (
-            mode != "ipvs"
-            or isinstance(ipvs_conn_tab_bits, bool)
-            or ipvs_conn_tab_bits not in range(8, 21)
-        ):
-            raise InputError(
-                "must be 8..20, in ipvs mode", field="ipvs_conn_tab_bits", value=ipvs_conn_tab_bits
-            )
+        """One node of ``cluster`` in one proxy mode.
+
+        ``mode``: a mode name (its defaults), or the mode's options object carrying what
+        only that mode has: ``IptablesOptions(tables=...)`` (a node's own iptables dump
+        instead of compiled rules), ``NftablesOptions(service_cidrs=...)``,
+        ``IpvsOptions(scheduler=..., conn_tab_bits=...)``. The node is a Node object of
+        the cluster (``node``: its name; default the first), else ``node_config``;
+        ``node_ips`` overrides its addresses. ``config`` is a KubeProxyConfiguration;
+        ``cluster_cidr``, ``masquerade_all`` and ``mark_text`` override it, as flags do."""
+        mode_opts = mode_options(mode)
         self.cluster = cluster
-        self.mode = mode
+        self.mode = mode_opts.mode
+        self.mode_options = mode_opts
         self.seed = seed
         node_cfg = resolve_node(cluster, node, node_config, node_ips)
         self.options = ProxyOptions.build(
@@ -114,17 +104,16 @@ class Dataplane:
             masquerade_all=masquerade_all,
             mark_text=mark_text,
         )
+        self.config = config or KubeProxyConfig()
         self.syncs: list[SyncResult] = []
         # statistic draws: one xorshift64* stream seeded from the Dataplane's seed
         seeds = np.random.SeedSequence(seed).generate_state(2, np.uint64)
         self.rng = Rng(int(seeds[0]) or 1)
-        self._config = config
-        self.conntrack = _conntrack_table(config, int(seeds[1])) if conntrack else None
+        self.conntrack = _conntrack_table(self.config, int(seeds[1])) if conntrack else None
         self._build_view()
-        if scheduler is None and config is not None:
-            scheduler = config.ipvs.scheduler
-        self.backend = _backend(self, mode, tables, service_cidrs, scheduler, ipvs_conn_tab_bits)
-        if tables is None:
+        self.node = NodeContext(self.options, self.config, seed, cluster, self.view)
+        self.backend: Backend = make_backend(self.node, mode_opts)
+        if not (isinstance(mode_opts, IptablesOptions) and mode_opts.tables is not None):
             self.sync()
 
     def _build_view(self) -> None:
@@ -136,12 +125,18 @@ class Dataplane:
         self._synced.services = dict(self.cluster.services)
         self._synced.endpoint_slices = dict(self.cluster.endpoint_slices)
         if hasattr(self, "backend"):
+            self.node.cluster = self.cluster
+            self.node.view = self.view
             self.backend.view_changed()
 
     @property
     def tables(self) -> Ruleset:
-        """iptables mode: the node's tables as they stand after the syncs."""
-        return self.backend.tables
+        """The node's iptables as they stand after the syncs (iptables and IPVS modes;
+        nftables mode has its ``ip kube-proxy`` table in ``ruleset``)."""
+        tables = getattr(self.backend, "tables", None)
+        if not isinstance(tables, Ruleset):
+            raise KproxyError(f"{self.mode} mode keeps no iptables tables: see Dataplane.ruleset")
+        return tables
 
     @property
     def ruleset(self):
@@ -191,7 +186,7 @@ class Dataplane:
         seeds = np.random.SeedSequence(self.seed).generate_state(2, np.uint64)
         self.rng = Rng(int(seeds[0]) or 1)
         if self.conntrack is not None:
-            self.conntrack = _conntrack_table(self._config, int(seeds[1]))
+            self.conntrack = _conntrack_table(self.config, int(seeds[1]))
         self.backend.reset_state()
 
     def prepare(self) -> None:
@@ -257,7 +252,7 @@ class Dataplane:
         iptables-restore input, an ``nft -f`` script), or what the node lists afterwards
         (``save``: iptables-save, ``nft list ruleset``); ``sorted``: the normalised form
         kube-proxy's unit tests compare."""
-        formats = getattr(self.backend, "formats", ("restore", "save"))
+        formats = self.backend.formats
         if format not in formats:
             raise InputError(
                 f"not a format of {self.mode} mode (formats: {', '.join(formats)})",
@@ -267,39 +262,11 @@ class Dataplane:
         return self.backend.render(sorted=sorted, format=format)
 
 
-def _backend(
-    dp: Dataplane,
-    mode: str,
-    tables: Ruleset | None,
-    service_cidrs: list[str] | None,
-    scheduler: str | None = None,
-    ipvs_conn_tab_bits: int | None = None,
-):
-    if mode == "iptables":
-        from .iptables_backend import IptablesBackend
-
-        return IptablesBackend(dp, tables)
-    if tables is not None:
-        raise InputError(
-            "a node's own iptables dump runs in iptables mode only", field="mode", value=mode
-        )
-    if mode == "nftables":
-        from .nftables_backend import NftablesBackend
-
-        return NftablesBackend(dp, service_cidrs)
-    if mode == "ipvs":
-        from .ipvs_backend import IpvsBackend
-
-        return IpvsBackend(dp, scheduler, conn_tab_bits=ipvs_conn_tab_bits or CONN_TAB_BITS)
-    raise InputError(f"unsupported mode (available: {', '.join(MODES)})", field="mode", value=mode)
-
-
-def _conntrack_table(config: KubeProxyConfig | None, seed: int):
+def _conntrack_table(config: KubeProxyConfig, seed: int):
     """nf_conntrack sized and timed as kube-proxy sets it (conntrack.min, the TCP
     established and close-wait timeouts); kernel defaults for the rest."""
     from .._cext.conntrack import ConntrackTable
 
-    config = config or KubeProxyConfig()
     ct = config.conntrack
     given = {
         "tcp_timeout_established": ct.tcp_established_timeout,

@@ -20,7 +20,7 @@ from ..netfilter.ruleset import Ruleset
 from .sync import SyncResult
 
 if TYPE_CHECKING:
-    from .dataplane import Dataplane
+    from .backend import IptablesOptions, NodeContext
 
 # xt_recent's ip_list_tot module parameter: addresses per list (the kernel's default)
 RECENT_LIST_TOT = 100
@@ -28,9 +28,11 @@ RECENT_LIST_TOT = 100
 
 class IptablesBackend:
     mode = "iptables"
+    formats = ("restore", "save")
 
-    def __init__(self, dp: Dataplane, tables: Ruleset | None = None):
-        self.dp = dp
+    def __init__(self, node: NodeContext, options: IptablesOptions):
+        self.node = node
+        tables = options.tables
         self._engine = None  # the ChainEngine over the current lowered tables
         self.tables = Ruleset()  # the node's iptables as they stand
         self.endpoints: list[str] = []  # grows only: verdict indices keep their meaning
@@ -52,7 +54,7 @@ class IptablesBackend:
     def ruleset(self) -> Ruleset:
         """The restore payload of a full sync of the current cluster."""
         if self._full is None:
-            self._full = compile_ruleset(self.dp.view)
+            self._full = compile_ruleset(self.node.view)
         return self._full
 
     def sync(self, changed: set[tuple[str, str]] | None) -> SyncResult:
@@ -63,7 +65,7 @@ class IptablesBackend:
                 ensure_rule(self.tables, table, chain, opts)
         existing = list(self.tables.tables["nat"].chains) if "nat" in self.tables.tables else []
         payload = compile_ruleset(
-            self.dp.view, changed=None if full else changed, existing_nat_chains=existing
+            self.node.view, changed=None if full else changed, existing_nat_chains=existing
         )
         if full:
             self._full = payload
@@ -106,7 +108,7 @@ class IptablesBackend:
             from .lowering import lower
 
             with paused_gc():
-                self._lowered = lower(self.tables, self.dp.options.family, self.endpoints)
+                self._lowered = lower(self.tables, self.node.options.family, self.endpoints)
         return self._lowered
 
     def prepare(self) -> None:
@@ -126,7 +128,7 @@ class IptablesBackend:
             self._recent = recent_lists(self._recent, low.recent_lists)
             if self._nth_counters is None:  # statistic nth counters live as long as the rules
                 self._nth_counters = low.nth_counters.copy()
-            local, masq_ip = node_addresses(self.dp.options)
+            local, masq_ip = node_addresses(self.node.options)
             self._engine = ChainEngine(
                 low.rules,
                 low.hot,
@@ -139,6 +141,9 @@ class IptablesBackend:
                 recent=self._recent,
             )
         return self._engine
+
+    def advance_clock(self, now: float) -> None:
+        pass  # nothing runs on a timer
 
     def process(self, packets: np.ndarray, out: np.ndarray, conntrack, rng) -> None:
         from .._cext import pipeline

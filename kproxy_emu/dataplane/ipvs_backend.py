@@ -36,7 +36,7 @@ from ..netfilter.ruleset import Ruleset
 from .sync import SyncResult
 
 if TYPE_CHECKING:
-    from .dataplane import Dataplane
+    from .backend import IpvsOptions, NodeContext
     from .reference import Branch, Flow, Outcome, ReferenceEvaluator
 
 # Dataplane.render formats: restore/save as every mode has them, then IPVS mode's own texts
@@ -48,16 +48,17 @@ class IpvsBackend:
     mode = "ipvs"
     formats = FORMATS
 
-    def __init__(self, dp: Dataplane, scheduler: str | None = None, *, conn_tab_bits: int = 12):
-        self.dp = dp
-        self.conn_tab_bits = conn_tab_bits  # ip_vs conn_tab_bits: 2^bits connection buckets
+    def __init__(self, node: NodeContext, options: IpvsOptions):
+        self.node = node
+        # ip_vs conn_tab_bits: 2^bits connection buckets
+        self.conn_tab_bits = options.conn_tab_bits
         self._engine = None  # (ChainEngine, the IPVS table it holds)
-        self.scheduler = validate_scheduler(scheduler)
-        self.tables = Ruleset(family=dp.options.family)  # the node's iptables
+        self.scheduler = validate_scheduler(options.scheduler or node.config.ipvs.scheduler)
+        self.tables = Ruleset(family=node.options.family)  # the node's iptables
         self.state: IpvsState | None = None  # the last sync's proxier state
         self.clock = 0.0  # emulated time: the latest packet seen
         self._next_tick = RS_CHECK_DELETE_INTERVAL  # the graceful-termination loop's next run
-        self._seed = int(np.random.SeedSequence([dp.seed, 0x1B5]).generate_state(1)[0])
+        self._seed = int(np.random.SeedSequence([node.seed, 0x1B5]).generate_state(1)[0])
         self.ipvs: IpvsSync | None = None  # the kernel's IPVS table (IPv4 only)
         self._endpoints: list[str] = []
         self._need_full_sync = True
@@ -84,16 +85,15 @@ class IpvsBackend:
         """ip_vs sizes and kube-proxy's IPVS timeouts (ipvs.tcpTimeout, tcpFinTimeout,
         udpTimeout; 0 leaves the kernel's)."""
         options: dict = {"conn_bits": self.conn_tab_bits, "max_conns": MAX_CONNS}
-        cfg = self.dp._config
-        if cfg is not None:
-            given = {
-                "ESTABLISHED": cfg.ipvs.tcp_timeout,
-                "FIN_WAIT": cfg.ipvs.tcp_fin_timeout,
-                "UDP": cfg.ipvs.udp_timeout,
-            }
-            timeouts = {k: v for k, v in given.items() if v}
-            if timeouts:
-                options["timeouts"] = timeouts
+        cfg = self.node.config.ipvs
+        given = {
+            "ESTABLISHED": cfg.tcp_timeout,
+            "FIN_WAIT": cfg.tcp_fin_timeout,
+            "UDP": cfg.udp_timeout,
+        }
+        timeouts = {k: v for k, v in given.items() if v}
+        if timeouts:
+            options["timeouts"] = timeouts
         return options
 
     def _fresh_ipvs(self, state: IpvsState) -> IpvsSync:
@@ -137,7 +137,7 @@ class IpvsBackend:
                 ensure_chain(self.tables, table, opts[-1].args[0])
                 ensure_rule(self.tables, table, chain, opts)
         previous = self.state
-        state = compile_ipvs(self.dp.view, scheduler=self.scheduler)
+        state = compile_ipvs(self.node.view, scheduler=self.scheduler)
         self.state = state
         restore = ipvs_text.render(state, "iptables-restore")
         extra: dict[str, int] = {
@@ -241,7 +241,7 @@ class IpvsBackend:
 
             spare: list[str] = []
             with paused_gc():
-                low = lower_tables(self.tables, self.dp.options.family, spare)
+                low = lower_tables(self.tables, self.node.options.family, spare)
             if spare:  # verdict endpoints index the IPVS table's list
                 raise KproxyError("IPVS mode's iptables rules hold DNAT targets")
             sets = self._engine_sets()
@@ -277,7 +277,7 @@ class IpvsBackend:
         """The ChainEngine over the node's iptables, ipsets and IPVS table."""
         if self.ipvs is None:
             raise InputError(
-                "the IPVS engine runs IPv4 only", field="family", value=self.dp.options.family
+                "the IPVS engine runs IPv4 only", field="family", value=self.node.options.family
             )
         low = self.lowered
         if self._engine is None or self._engine[1] is not self.ipvs.table:
@@ -285,7 +285,7 @@ class IpvsBackend:
             from .iptables_backend import node_addresses
 
             _, sets, nth = self._lowered
-            local, masq_ip = node_addresses(self.dp.options)
+            local, masq_ip = node_addresses(self.node.options)
             engine = ChainEngine(
                 low.rules,
                 low.hot,
@@ -330,10 +330,11 @@ class IpvsBackend:
             start = end
 
     def advance_clock(self, now: float) -> None:
-        """Run kube-proxy's graceful-termination loop up to ``now`` (what ``process``
-        does before a packet at that time)."""
+        """Run kube-proxy's graceful-termination loop up to ``now`` and move the clock
+        there (what ``process`` does around a packet at that time)."""
         if self.ipvs is not None:
             self._tick_until(now)
+        self.clock = max(self.clock, now)
 
     def _tick(self, now: float) -> None:
         """kube-proxy's graceful termination loop (every rsCheckDeleteInterval)."""

@@ -26,7 +26,7 @@ from ..netfilter.nft_text import (
 from .sync import SyncResult
 
 if TYPE_CHECKING:
-    from .dataplane import Dataplane
+    from .backend import NftablesOptions, NodeContext
 
 SYNC_INTERVAL = 1.0  # emulated seconds between syncs
 DYNAMIC_SLOTS = 1 << 20  # affinity entries over all endpoints' sets
@@ -34,11 +34,13 @@ DYNAMIC_SLOTS = 1 << 20  # affinity entries over all endpoints' sets
 
 class NftablesBackend:
     mode = "nftables"
+    formats = ("restore", "save")
 
-    def __init__(self, dp: Dataplane, service_cidrs: list[str] | None = None):
-        self.dp = dp
-        cidrs = service_cidrs_for(dp.cluster, dp.options.family, override=service_cidrs)
-        self.proxier = NftProxier(dp.options, cidrs)
+    def __init__(self, node: NodeContext, options: NftablesOptions):
+        self.node = node
+        override = list(options.service_cidrs) if options.service_cidrs is not None else None
+        cidrs = service_cidrs_for(node.cluster, node.options.family, override=override)
+        self.proxier = NftProxier(node.options, cidrs)
         self.endpoints: list[str] = []  # grows only: verdict indices keep their meaning
         self.dynamic_sets: list[str] = []  # affinity set ids, stable across syncs
         self.clock = 0.0
@@ -57,7 +59,7 @@ class NftablesBackend:
         pass
 
     def sync(self, changed: set[tuple[str, str]] | None) -> SyncResult:
-        res = self.proxier.sync(self.dp.view, changed, now=self.clock)
+        res = self.proxier.sync(self.node.view, changed, now=self.clock)
         self.clock += SYNC_INTERVAL
         text = render_transaction(self.table, res.cleanup) if res.cleanup else ""
         text += render_transaction(self.table, res.transaction)
@@ -106,9 +108,12 @@ class NftablesBackend:
             if self._dyn is None and low.dynamic_sets:
                 # affinity sets, kept across calls and syncs like the kernel's set elements
                 self._dyn = (np.zeros(DYNAMIC_SLOTS, np.uint64), np.zeros(DYNAMIC_SLOTS))
-            local, masq_ip = node_addresses(self.dp.options)
+            local, masq_ip = node_addresses(self.node.options)
             self._engine = NftEngine(*low.engine_arrays(), local, masq_ip, dyn=self._dyn)
         return self._engine
+
+    def advance_clock(self, now: float) -> None:
+        pass  # affinity entries expire by their stamps; nothing runs on a timer
 
     def process(self, packets: np.ndarray, out: np.ndarray, conntrack, rng) -> None:
         from .._cext import pipeline

@@ -89,9 +89,8 @@ def trace(
         raise InputError("must be pod, external or host", field="--from", value=origin)
     batch = dp._resolve_origins(parse_packet(packet, origin=origin, ts=time))
     backend = dp.backend
-    clocked = hasattr(backend, "advance_clock")  # IPVS: kube-proxy's timed loop
-    if commit and clocked:
-        backend.advance_clock(time)  # what process runs before a packet at this time
+    if commit:
+        backend.advance_clock(time)  # IPVS: kube-proxy's timed loop, as process runs it
     engine = backend.engine()
     state = _NodeState(dp, engine)
     rec = pipeline.Recorder()
@@ -122,8 +121,6 @@ def trace(
     lookups = rec.lookups
     if not commit:
         state.restore()
-    elif clocked:
-        backend.clock = max(backend.clock, time)
     names = _StepNames(dp)
     endpoints = backend.endpoints
     conntrack = _conntrack_word(dp, ct_state, ct_dir, ct_hit)

@@ -11,11 +11,16 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from .errors import InputError, KproxyError
+from ..errors import InputError, KproxyError
+
+if TYPE_CHECKING:
+    from ..dataplane.backend import ModeOptions
+    from ..netfilter.ruleset import Ruleset
 
 PROG = "kproxy-emu"
-_MODES = ("iptables", "nftables", "ipvs")  # modes the CLI compiles (kproxy_emu.dataplane.MODES)
+_MODES = ("iptables", "nftables", "ipvs")  # kproxy_emu.dataplane.MODES (imported lazily)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -217,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="load and validate manifests, print what they hold")
     p.add_argument("files", nargs="+", metavar="FILE", help="manifest files or directories")
     p.set_defaults(func=_cmd_check)
-    from .lab import cli as lab_cli
+    from . import lab as lab_cli
 
     lab_cli.add_parsers(sub)  # verify, calibrate (the real-kernel lab)
     return parser
@@ -273,9 +278,9 @@ def _node_options(p: argparse.ArgumentParser) -> None:
 
 
 def _dataplane(args: argparse.Namespace):
-    from .dataplane import Dataplane
-    from .model import Cluster
-    from .model.config import load_kube_proxy_config, load_node_config
+    from ..dataplane import Dataplane
+    from ..model import Cluster
+    from ..model.config import load_kube_proxy_config, load_node_config
 
     config = load_kube_proxy_config(args.config) if args.config else None
     node_config = load_node_config(args.node_config) if args.node_config else None
@@ -283,7 +288,7 @@ def _dataplane(args: argparse.Namespace):
     dump = getattr(args, "iptables_save", None)
     tables = None
     if dump:
-        from .netfilter.iptables_parse import parse
+        from ..netfilter.iptables_parse import parse
 
         try:
             with open(dump, encoding="utf-8") as fh:
@@ -292,7 +297,7 @@ def _dataplane(args: argparse.Namespace):
             raise InputError(f"cannot read file ({exc.strerror})", file=dump) from None
         tables = parse(text, file=dump)
         if node_config is None and args.node_ip:
-            from .model.config import NodeConfig
+            from ..model.config import NodeConfig
 
             node_config = NodeConfig.from_node(args.node or "node", args.node_ip)
     elif not args.files:
@@ -300,7 +305,7 @@ def _dataplane(args: argparse.Namespace):
     cluster = Cluster.from_files(args.files) if args.files else Cluster()
     return Dataplane(
         cluster,
-        mode,
+        _mode_options(mode, args, tables),
         node=args.node,
         node_config=node_config,
         node_ips=None if dump else args.node_ip,
@@ -308,12 +313,38 @@ def _dataplane(args: argparse.Namespace):
         cluster_cidr=args.cluster_cidr,
         masquerade_all=args.masquerade_all,
         mark_text=args.mark_text,
-        tables=tables,
-        service_cidrs=getattr(args, "service_cidr", None),
-        scheduler=getattr(args, "scheduler", None),
-        ipvs_conn_tab_bits=getattr(args, "ipvs_conn_tab_bits", None),
         seed=getattr(args, "seed", 0) or 0,
     )
+
+
+def _mode_options(mode: str, args: argparse.Namespace, tables: Ruleset | None) -> ModeOptions:
+    """The mode's options object from the flags; a flag of another mode is an error."""
+    from ..dataplane.backend import (
+        CONN_TAB_BITS,
+        IptablesOptions,
+        IpvsOptions,
+        NftablesOptions,
+        mode_options,
+    )
+
+    scheduler = getattr(args, "scheduler", None)
+    bits = getattr(args, "ipvs_conn_tab_bits", None)
+    service_cidrs = getattr(args, "service_cidr", None)
+    if tables is not None and mode != "iptables":
+        raise InputError(
+            "a node's own iptables dump runs in iptables mode only", field="mode", value=mode
+        )
+    if scheduler is not None and mode != "ipvs":
+        raise InputError("applies to ipvs mode only", field="--scheduler", value=scheduler)
+    if bits is not None and mode != "ipvs":
+        raise InputError("applies to ipvs mode only", field="--ipvs-conn-tab-bits", value=bits)
+    if mode == "ipvs":
+        return IpvsOptions(scheduler=scheduler, conn_tab_bits=bits or CONN_TAB_BITS)
+    if mode == "nftables" and service_cidrs is not None:
+        return NftablesOptions(service_cidrs=tuple(service_cidrs))
+    if mode == "iptables":
+        return IptablesOptions(tables=tables)
+    return mode_options(mode)
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
@@ -400,7 +431,7 @@ def _name_list(text: str) -> list[str]:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import report, sweep
+    from ..bench import report, sweep
 
     spec = sweep.BenchSpec(
         endpoints=args.endpoints,
@@ -432,7 +463,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from . import synth
+    from .. import synth
 
     options = {}
     for name in ("type_mix", "protocol_mix", "service_cidr", "cluster_cidr"):
@@ -461,7 +492,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .model import Cluster
+    from ..model import Cluster
 
     start = time.perf_counter()
     cluster = Cluster.from_files(args.files)
@@ -486,7 +517,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -28,7 +28,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def add_parsers(sub) -> None:
-    from ..cli import _node_options
+    from . import _node_options
 
     p = sub.add_parser(
         "verify",
@@ -113,8 +113,8 @@ def add_parsers(sub) -> None:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .compare import verify
-    from .env import check
+    from ..lab.compare import verify
+    from ..lab.env import check
 
     if args.packets < 0:
         raise InputError("must be >= 0", field="--packets", value=args.packets)
@@ -134,9 +134,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _lab_dataplane(args: argparse.Namespace):
     """The main CLI's Dataplane for these options, in a mode the lab can run."""
-    from ..cli import _dataplane
+    from ..lab.node import LAB_MODES
     from ..model.config import load_kube_proxy_config
-    from .node import LAB_MODES
+    from . import _dataplane
 
     config = load_kube_proxy_config(args.config) if args.config else None
     mode = args.mode or (config.mode if config else "iptables")
@@ -152,8 +152,8 @@ def _lab_dataplane(args: argparse.Namespace):
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     import json
 
-    from .calibrate import calibrate, write
-    from .env import check
+    from ..lab.calibrate import calibrate, write
+    from ..lab.env import check
 
     if args.samples <= 0 or args.positions < 2:
         raise InputError(
