@@ -32,7 +32,7 @@ cdef enum:
     STEP_NFT_RULE = 2       # nftables: index = the rule's first expression row
     STEP_IPVS_IN = 3        # ip_vs_in: index = hook, extra = result, value = endpoint
     STEP_IPVS_OUT = 4       # ip_vs_out on a reply: extra = result
-    MAX_DRAWS = 256         # branch points one trace follows
+    MAX_DRAWS = 4096        # branch points one trace follows (a 4096-endpoint chain)
     DRAW_STATISTIC = 1      # xt_statistic --mode random: outcome 0 matches, 1 does not
     DRAW_NUMGEN = 2         # numgen random mod n: outcome k is the value k
 

@@ -138,7 +138,7 @@ def test_recorder_forcing():
     with pytest.raises(ValueError):
         rec.force([-1])
     with pytest.raises(ValueError):
-        rec.force([0] * 1000)
+        rec.force([0] * 5000)
     with pytest.raises(ValueError):
         pipeline.Recorder(capacity=0)
     rec.force([1, 0])
