@@ -205,3 +205,26 @@ def test_trace_commit_equals_process(mode, ops, full):
     if a.conntrack is not None:
         assert a.conntrack.entries().tobytes() == b.conntrack.entries().tobytes()
     assert a.rng.state == b.rng.state
+
+
+def test_trace_of_a_nodes_own_iptables_dump():
+    """trace --iptables-save DUMP: the node's parsed tables run in the same engine; the
+    affinity list filled by one connection pins the next, in trace as in process."""
+    from kproxy_emu.dataplane.backend import IptablesOptions
+    from kproxy_emu.netfilter.iptables_parse import parse
+
+    cluster = _cluster(endpoints=3, affinity=1.0)
+    vip = _vip(cluster)
+    dump = Dataplane(cluster, cluster_cidr=CIDR).render(format="save")
+    nodes = [Dataplane(cluster, IptablesOptions(tables=parse(dump)), seed=5) for _ in range(2)]
+    tracer, engine = nodes
+    first = tracer.trace(f"tcp {CLIENT}:40000 -> {vip}", "pod", commit=True)
+    assert sorted(c["probability"] for c in first["candidates"]) == pytest.approx([1 / 3] * 3)
+    assert any(s["chain"].startswith("KUBE-SVC-") and s["matched"] for s in first["steps"])
+    v = engine.process(packets.from_strings([f"tcp {CLIENT}:40000 -> {vip}"], origin="pod"))[0]
+    _agrees(first, v, engine)
+    line = f"tcp {CLIENT}:40001 -> {vip}"
+    second = tracer.trace(line, "pod", time=2.0)
+    assert [c["endpoint"] for c in second["candidates"]] == [first["endpoint"]]
+    v = engine.process(packets.from_strings([line], origin="pod", ts=2.0))[0]
+    _agrees(second, v, engine)
