@@ -215,26 +215,30 @@ cdef class VirtualServerTable:
         """ip_vs_out for one reply."""
         return ipvs_out(&self.t, p, v)
 
-    def snapshot(self):
+    def snapshot(self, bint schedulers=False):
         """Everything packets change (connections, templates, destination counters,
-        scheduler positions and caches, statistics), for ``restore``. Configuration
-        changes (services, destinations added or removed) must not happen in between."""
+        scheduler positions and caches, statistics), for ``restore``; with ``schedulers``
+        also the sh/dh/mh lookup tables, which a destination's deletion rebuilds. Services
+        and destinations must not be added in between."""
         cdef ipvs_table_t* t = &self.t
         conns = bytes((<char*>t.conns)[:<Py_ssize_t>t.conn_high * sizeof(ipvs_conn_t)])
         buckets = bytes((<char*>t.conn_buckets)[:<Py_ssize_t>(t.conn_mask + 1) * sizeof(int32_t)])
         svcs = bytes((<char*>t.svcs)[:<Py_ssize_t>t.nsvcs * sizeof(ipvs_svc_t)])
         dests = bytes((<char*>t.dests)[:<Py_ssize_t>t.ndests * sizeof(ipvs_dest_t)])
         avail = bytes((<char*>t.dest_available)[:t.ndests])
+        tab = None
+        if schedulers and self.tab_size:
+            tab = bytes((<char*>t.sched_tab)[:<Py_ssize_t>t.nsvcs * self.tab_size * sizeof(int32_t)])
         return (self, conns, buckets, svcs, dests, avail, t.conn_count, t.conn_free,
-                t.conn_high, dict(t.st))
+                t.conn_high, dict(t.st), tab)
 
     def restore(self, snap):
         """Put the table back as ``snapshot`` saw it (ValueError: another table's, or one
         whose services or destinations changed since)."""
         cdef ipvs_table_t* t = &self.t
-        if not isinstance(snap, tuple) or len(snap) != 10 or snap[0] is not self:
+        if not isinstance(snap, tuple) or len(snap) != 11 or snap[0] is not self:
             raise ValueError("not a snapshot of this table")
-        _, conns, buckets, svcs, dests, avail, count, free_head, high, st = snap
+        _, conns, buckets, svcs, dests, avail, count, free_head, high, st, tab = snap
         if len(svcs) != t.nsvcs * sizeof(ipvs_svc_t) or \
                 len(dests) != t.ndests * sizeof(ipvs_dest_t):
             raise ValueError("the table's services or destinations changed since the snapshot")
@@ -257,6 +261,10 @@ cdef class VirtualServerTable:
         t.conn_free = free_head
         t.conn_high = high
         t.st = st
+        cdef const unsigned char[:] tv
+        if tab is not None and len(tab):
+            tv = tab
+            memcpy(t.sched_tab, &tv[0], tv.shape[0])
 
     cdef _grow_svcs(self, int32_t need):
         cdef int32_t cap = self.svc_cap

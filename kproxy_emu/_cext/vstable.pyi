@@ -62,8 +62,9 @@ class VirtualServerTable:
         expire_quiescent_template: bool = True,
         conn_reuse_mode: int = 1,
     ) -> None: ...
-    def snapshot(self) -> tuple[object, ...]:
-        """Connections, templates, destination counters and scheduler state, for restore."""
+    def snapshot(self, schedulers: bool = False) -> tuple[object, ...]:
+        """Connections, templates, destination counters and scheduler state (with
+        ``schedulers``: the sh/dh/mh tables too), for restore."""
     def restore(self, snap: tuple[object, ...]) -> None: ...
     def add_service(
         self, proto: int, addr: int, port: int, flags: int = 0, timeout: int = 0

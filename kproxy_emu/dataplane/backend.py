@@ -174,6 +174,13 @@ class Backend(Protocol):
         ``process`` does before a packet at that time; nothing in most modes)."""
         ...
 
+    def clock_snapshot(self, now: float) -> object:
+        """What ``advance_clock(now)`` would change, for ``restore_clock`` (a trace that
+        must leave the node as it was)."""
+        ...
+
+    def restore_clock(self, snap: object) -> None: ...
+
     def process(
         self,
         packets: np.ndarray,

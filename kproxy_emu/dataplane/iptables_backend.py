@@ -145,6 +145,12 @@ class IptablesBackend:
     def advance_clock(self, now: float) -> None:
         pass  # nothing runs on a timer
 
+    def clock_snapshot(self, now: float) -> object:
+        return None
+
+    def restore_clock(self, snap: object) -> None:
+        pass
+
     def process(self, packets: np.ndarray, out: np.ndarray, conntrack, rng) -> None:
         from .._cext import pipeline
 

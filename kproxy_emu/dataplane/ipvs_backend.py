@@ -329,6 +329,30 @@ class IpvsBackend:
             self.clock = max(self.clock, float(ts[end - 1]))
             start = end
 
+    def clock_snapshot(self, now: float) -> object:
+        """What ``advance_clock(now)`` would change (the clock; when a graceful-
+        termination run is due, the IPVS table and IpvsSync's bookkeeping too), for
+        ``restore_clock``."""
+        heavy = None
+        sync = self.ipvs
+        if sync is not None and now >= self._next_tick:
+            heavy = (
+                sync.table.snapshot(schedulers=True),
+                dict(sync.graceful),
+                dict(sync.dests),
+                {k: set(v) for k, v in sync.service_dests.items()},
+                sync._stats,
+            )
+        return (self.clock, self._next_tick, heavy)
+
+    def restore_clock(self, snap: object) -> None:
+        clock, next_tick, heavy = snap  # type: ignore[misc]
+        self.clock, self._next_tick = clock, next_tick
+        if heavy is not None:
+            sync = self.ipvs
+            table, sync.graceful, sync.dests, sync.service_dests, sync._stats = heavy
+            sync.table.restore(table)
+
     def advance_clock(self, now: float) -> None:
         """Run kube-proxy's graceful-termination loop up to ``now`` and move the clock
         there (what ``process`` does around a packet at that time)."""

@@ -115,6 +115,12 @@ class NftablesBackend:
     def advance_clock(self, now: float) -> None:
         pass  # affinity entries expire by their stamps; nothing runs on a timer
 
+    def clock_snapshot(self, now: float) -> object:
+        return None
+
+    def restore_clock(self, snap: object) -> None:
+        pass
+
     def process(self, packets: np.ndarray, out: np.ndarray, conntrack, rng) -> None:
         from .._cext import pipeline
 

@@ -89,8 +89,10 @@ def trace(
         raise InputError("must be pod, external or host", field="--from", value=origin)
     batch = dp._resolve_origins(parse_packet(packet, origin=origin, ts=time))
     backend = dp.backend
-    if commit:
-        backend.advance_clock(time)  # IPVS: kube-proxy's timed loop, as process runs it
+    # IPVS: kube-proxy's timed loop runs up to the packet's time, as process runs it
+    # (undone afterwards unless committing)
+    clock = None if commit else backend.clock_snapshot(time)
+    backend.advance_clock(time)
     engine = backend.engine()
     state = _NodeState(dp, engine)
     rec = pipeline.Recorder()
@@ -121,6 +123,7 @@ def trace(
     lookups = rec.lookups
     if not commit:
         state.restore()
+        backend.restore_clock(clock)
     names = _StepNames(dp)
     endpoints = backend.endpoints
     conntrack = _conntrack_word(dp, ct_state, ct_dir, ct_hit)

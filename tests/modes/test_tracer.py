@@ -176,7 +176,7 @@ def test_trace_commit_equals_process(mode, ops, full):
     last: dict = {}  # (client, service, port) -> endpoint of the flow's first packet
     version = 0
     for k, (op, client, svc, port) in enumerate(ops):
-        now = float(k)
+        now = 9.0 * k  # crosses IPVS mode's 60 s graceful-termination runs
         src = f"10.0.{client}.9:{40000 + port}"
         vip = _vip(clusters[version], svc)
         if op == "update":
@@ -228,3 +228,37 @@ def test_trace_of_a_nodes_own_iptables_dump():
     assert [c["endpoint"] for c in second["candidates"]] == [first["endpoint"]]
     v = engine.process(packets.from_strings([line], origin="pod", ts=2.0))[0]
     _agrees(second, v, engine)
+
+
+def test_ipvs_trace_across_a_graceful_termination_run_changes_nothing():
+    """A packet after kube-proxy's 60 s loop is due: trace runs the loop as process would,
+    then puts the IPVS table, its bookkeeping and the clock back."""
+    from kproxy_emu.dataplane.backend import IpvsOptions
+
+    cluster, smaller = _cluster(endpoints=3), _cluster(endpoints=2)
+    vip = _vip(cluster)
+    dp = Dataplane(cluster, IpvsOptions(scheduler="lc"), cluster_cidr=CIDR, seed=1)
+    for t, client in ((0.0, 1), (1.0, 2), (2.0, 3)):
+        dp.process(packets.from_strings([f"tcp 10.0.0.{client}:40000 -> {vip}"], "pod", ts=t))
+    dp.update(smaller)  # one real server goes to graceful termination (weight 0)
+    backend = dp.backend
+
+    def state():
+        sync = backend.ipvs
+        return (
+            backend.clock,
+            backend._next_tick,
+            sync.table.connections().tobytes(),
+            sync.table.dest_stats().tobytes(),
+            dict(sync.graceful),
+            dict(sync.dests),
+        )
+
+    before = state()
+    assert before[4], "no real server in graceful termination"
+    line = f"tcp 10.0.0.4:40000 -> {vip}"
+    t = dp.trace(line, "pod", time=130.0)
+    assert state() == before
+    v = dp.process(packets.from_strings([line], origin="pod", ts=130.0))[0]
+    _agrees(t, v, dp)
+    assert state() != before  # process did run the loop
