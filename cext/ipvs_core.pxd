@@ -33,9 +33,10 @@ apply; SCTP has one state (ESTABLISHED timeout); a template's controlled connect
 tracked by their latest expiry (a connection shortened by RST keeps the template alive
 until its previous expiry); no IPVS application helpers (FTP), no sync daemon.
 
-Per-packet use (what kproxy_emu._cext.vstable.VirtualServerTable.process does)::
+This file declares the structs; the functions are in ipvs_core.pxi, compiled into
+kproxy_emu._cext.vstable only. Other modules hold a ``VirtualServerTable`` (vstable.pxd)
+and call ``table.c_in(&pkt, &v)`` / ``table.c_out(&reply, &v)``, which are::
 
-    cdef ipvs_table_t* t = <ipvs_table_t*><uintptr_t>table.table_address()
     verdict_reset(&v)
     r = ipvs_in(t, &pkt, &v)     # IPVS_PASS: not IPVS traffic, v untouched but probes
                                  # IPVS_NOSCHED: TCP without SYN, no connection: not DNATed
@@ -43,8 +44,8 @@ Per-packet use (what kproxy_emu._cext.vstable.VirtualServerTable.process does)::
                                  # IPVS_DROP / IPVS_REJECT: v.action DROP / REJECT
     r = ipvs_out(t, &reply, &v)  # IPVS_SNAT: v.snat_ip/snat_port = VIP, ct_hit; or PASS
 
-The caller calls it at LOCAL_IN for packets addressed to the node (kube-ipvs0 addresses
-included), after nat PREROUTING. The table object must outlive the pointer.
+The chain engine calls it at LOCAL_IN for packets addressed to the node (kube-ipvs0
+addresses included), after filter INPUT, and at LOCAL_OUT for the host's own.
 """
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 
