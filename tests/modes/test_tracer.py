@@ -159,7 +159,7 @@ _OPS = st.lists(
 
 @pytest.mark.parametrize("mode", MODES)
 @settings(
-    max_examples=12,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
