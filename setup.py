@@ -26,7 +26,7 @@ extensions = [
     Extension(
         f"kproxy_emu._cext.{os.path.splitext(os.path.basename(path))[0]}",
         [path],
-        include_dirs=[numpy.get_include(), "cext"],
+        include_dirs=[numpy.get_include(), "cext", "."],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
     )
@@ -37,7 +37,7 @@ setup(
     ext_modules=cythonize(
         extensions,
         compiler_directives=directives,
-        include_path=["cext"],
+        include_path=["cext", "."],
         annotate=False,
     )
 )

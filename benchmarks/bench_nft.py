@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from kproxy_emu import packets, synth
-from kproxy_emu._cext import nftmaps
+from kproxy_emu._cext import nftmaps, pipeline
 from kproxy_emu._cext.conntrack import ConntrackTable
 from kproxy_emu.dataplane.dataplane import resolve_node
 from kproxy_emu.dataplane.nft_lowering import lower_nft
@@ -46,17 +46,8 @@ class _Node:
     def run(self, batch, ct=None, rng=1):
         out = packets.empty_verdicts(len(batch))
         dyn = (np.zeros(DYN_SLOTS, np.uint64), np.zeros(DYN_SLOTS))
-        nftmaps.process(
-            batch,
-            out,
-            *self.low.engine_arrays(),
-            self.local,
-            self.masq,
-            rng,
-            ct.table_address() if ct is not None else 0,
-            *dyn,
-            checked=True,
-        )
+        engine = nftmaps.NftEngine(*self.low.engine_arrays(), self.local, self.masq, dyn=dyn)
+        pipeline.run(engine, batch, out, ct, pipeline.Rng(rng))
         return out
 
 

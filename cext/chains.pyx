@@ -2,28 +2,30 @@
 """iptables-style linear chain VM: the node's hooks evaluated rule by rule over packed arrays.
 
 Rules are rows of ``rule_t`` (lowered by kproxy_emu/dataplane/lowering.py), chains are
-ranges of rows, jumps are chain indices. ``process`` walks the node's hooks for each packet
-of a batch the way ``ipt_do_table`` walks a table: every rule's matches in turn, ``-j`` pushes
-a return point, ``-g`` does not, RETURN pops, the end of a built-in chain applies its policy.
-The statistic match draws a 31-bit random number and compares it with the probability scaled
-to 2^31, as xt_statistic does, from a seeded xorshift64* generator. Each packet is treated as
-the first of its flow unless a conntrack table is given: then, as in the kernel, a packet
-of a known flow (either direction) skips the nat table and gets the stored translation, and
-only the filter hooks see it (ctstate ESTABLISHED); a new flow is allocated in conntrack
-before the rules (a full table drops it), and confirmed with the NAT the rules chose unless
-the filter dropped it.
+ranges of rows, jumps are chain indices. ``ChainEngine`` runs the chains a hook owns the way
+``ipt_do_table`` walks a table: every rule's matches in turn, ``-j`` pushes a return point,
+``-g`` does not, RETURN pops, the end of a built-in chain applies its policy. The statistic
+match compares a 31-bit draw with the probability scaled to 2^31, as xt_statistic does.
+The engine also owns the rules' state (xt_recent lists, statistic nth counters), the
+ipsets ``-m set`` reads, and in IPVS mode the IPVS table: ip_vs_in at LOCAL_IN (after
+filter INPUT) and LOCAL_OUT (after nat OUTPUT), ip_vs_out for replies. Conntrack, NAT
+ports and verdicts are the pipeline's (pipeline.pyx): ``pipeline.run(engine, ...)``.
 """
-from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
+from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
 
-from ipset_core cimport ipset_t, ipset_test, ipset_find
-from ipvs_core cimport ipvs_table_t, ipvs_in, ipvs_out, IPVS_DNAT, IPVS_DROP, IPVS_REJECT
-from conntrack_core cimport (ct_table_t, ct_result_t, ct_lookup, ct_alloc, ct_abort, ct_find,
-                             ct_confirm, ct_translate, CT_ERR_FULL, CTSTATE_UNTRACKED,
-                             CTSTATE_INVALID)
+import numpy as np
 
-from natport cimport choose_snat_port, rand31
-from packet cimport (packet_t, verdict_t, verdict_reset, ACT_ACCEPT, ACT_DNAT, ACT_DROP,
-                     ACT_REJECT, ORIGIN_HOST)
+from ipset_core cimport ipset_t
+from ipvs_core cimport IPVS_DNAT, IPVS_DROP, IPVS_REJECT
+from packet cimport packet_t, verdict_t, ORIGIN_HOST
+from kproxy_emu._cext.pipeline cimport (
+    Engine, pkt_state_t, HOOK_PREROUTING, HOOK_INPUT, HOOK_FORWARD, HOOK_OUTPUT,
+    HOOK_POSTROUTING, HV_CONTINUE, HV_SENT_ON, STEP_RULE, STEP_IPVS_IN, STEP_IPVS_OUT)
+from kproxy_emu._cext.vstable cimport IPSet, VirtualServerTable, ipset_member, ipset_has_ip
+
+include "packet.pxi"
+include "record.pxi"
 
 cdef enum:
     # rule_t.target_kind
@@ -119,7 +121,7 @@ ctypedef struct rule_t:
     uint32_t mark_xor
     int32_t endpoint
     int32_t recent_list     # -1: no -m recent
-    uint32_t recent_seconds # 0: no --seconds limit
+    uint32_t recent_seconds  # 0: no --seconds limit
     uint8_t recent_op       # R_SET / R_RCHECK / R_UPDATE
     uint8_t recent_rdest    # 1: --rdest (key on the destination address)
     uint8_t recent_reap     # 1: --reap (drop the list's oldest entry when it is stale)
@@ -157,17 +159,17 @@ ctypedef struct recent_t:
     double now
 
 ctypedef struct env_t:
-    # what the rules read besides the packet: node addresses, xt_recent lists, multiport
-    # ranges, statistic nth counters (the last two owned by the caller, per rule set)
-    const uint32_t* local_ips
-    Py_ssize_t n_local
-    recent_t* recent
+    # what the rules read besides the packet, owned by the ChainEngine
+    const rule_t* rules
+    const hot_t* hot
+    const chain_t* chains
+    recent_t* recent                # NULL: -m recent checks never match
     const uint16_t* port_ranges
     uint32_t* nth_counters
     uint32_t masquerade_ip
-    const uintptr_t* sets           # ipset_t addresses (-m set), by rule_t.set_id
-    const ipset_t* local_set        # hash:ip of more local addresses (IPVS: kube-ipvs0)
+    const ipset_t** sets            # -m set, by rule_t.set_id
     const uint32_t* ipvs_words      # -m ipvs matches
+
 
 ctypedef struct chain_t:
     int32_t start
@@ -175,28 +177,6 @@ ctypedef struct chain_t:
     uint8_t policy      # V_CONTINUE for user chains, V_ACCEPT / V_DROP for built-ins
     uint8_t builtin
     uint16_t _pad
-
-ctypedef struct state_t:
-    uint32_t src
-    uint32_t dst
-    uint16_t sport
-    uint16_t dport
-    uint8_t proto
-    uint8_t origin_bit
-    uint8_t snat
-    uint8_t random_fully    # the SNAT/MASQUERADE rule asked for --random-fully
-    uint32_t snat_ip
-    uint32_t mark
-    uint32_t ctstate
-    uint32_t rules
-    int32_t endpoint
-    uint64_t rng
-    uint32_t probes         # set and IPVS lookups
-    uint32_t ipvs_vaddr     # the IPVS connection's virtual service (ipvs_prop set)
-    uint16_t ipvs_vport
-    uint8_t ipvs_vproto
-    uint8_t ipvs_prop       # skb->ipvs_property: IPVS sent this packet on
-    uint8_t ipvs_hit        # IPVS found the packet's connection
 
 
 def layout():
@@ -231,24 +211,10 @@ def layout():
     }
 
 
-cdef inline bint is_local(uint32_t ip, const env_t* env) noexcept nogil:
-    """The local routing table: loopback, the node's addresses, then (IPVS mode) the
-    addresses bound to kube-ipvs0, a hash set since there is one per ClusterIP."""
-    cdef Py_ssize_t k
-    cdef uint32_t unused = 0
-    if (ip >> 24) == 127:
-        return True
-    for k in range(env.n_local):
-        if env.local_ips[k] == ip:
-            return True
-    if env.local_set != NULL:
-        return ipset_find(env.local_set, (<uint64_t>ip) << 32, 0, &unused)
-    return False
-
-
-cdef inline bint set_match(const rule_t* r, state_t* st, const env_t* env) noexcept nogil:
+cdef inline bint set_match(const rule_t* r, pkt_state_t* st, const env_t* env) noexcept nogil:
     """xt_set: the packet as it stands (after any DNAT so far) tested against the set."""
     cdef packet_t q
+    count_lookup(st)
     q.ts = 0
     q.src_ip = st.src
     q.dst_ip = st.dst
@@ -258,10 +224,10 @@ cdef inline bint set_match(const rule_t* r, state_t* st, const env_t* env) noexc
     q.tcp_flags = 0
     q.origin = 0
     q.family = 4
-    return ipset_test(<const ipset_t*>env.sets[r.set_id], &q, r.set_dirs, &st.probes)
+    return ipset_member(env.sets[r.set_id], &q, r.set_dirs, &st.probes)
 
 
-cdef inline bint ipvs_match(const rule_t* r, const state_t* st, const env_t* env) noexcept nogil:
+cdef inline bint ipvs_match(const rule_t* r, const pkt_state_t* st, const env_t* env) noexcept nogil:
     """xt_ipvs: --ipvs tests skb->ipvs_property; every other option needs it and compares
     the IPVS connection's virtual service (its protocol, address under the mask, port)."""
     cdef const uint32_t* w = env.ipvs_words + r.ipvs_match
@@ -280,7 +246,7 @@ cdef inline bint ipvs_match(const rule_t* r, const state_t* st, const env_t* env
     return True
 
 
-cdef inline bint multiport_match(const rule_t* r, const state_t* st,
+cdef inline bint multiport_match(const rule_t* r, const pkt_state_t* st,
                                  const env_t* env) noexcept nogil:
     """xt_multiport: any listed port or range holds the packet's port (--ports: either)."""
     cdef const uint16_t* pr = env.port_ranges + 2 * r.mport_off
@@ -325,7 +291,7 @@ cdef inline void recent_remove(recent_t* rt, int32_t lst, Py_ssize_t slot) noexc
     rt.counts[lst] -= 1
 
 
-cdef inline bint recent_match(const rule_t* r, state_t* st, recent_t* rt) noexcept nogil:
+cdef inline bint recent_match(const rule_t* r, pkt_state_t* st, recent_t* rt) noexcept nogil:
     """xt_recent (recent_mt): --set records the address (evicting the list's least
     recently seen one when the list holds ip_list_tot) and matches; --rcheck/--update
     match when the address is listed and, with --seconds, was seen at or after
@@ -381,7 +347,8 @@ cdef inline int32_t first_hot_match(const hot_t* hot, int32_t i, int32_t end, ui
     return end
 
 
-cdef inline bint cold_matches(const rule_t* r, state_t* st, const env_t* env) noexcept nogil:
+cdef inline bint cold_matches(Engine eng, const rule_t* r, pkt_state_t* st,
+                              const env_t* env) noexcept nogil:
     """The rest of a rule's matches, in iptables-save order of cost: ports, mark,
     conntrack, multiport, addrtype, then the stateful ones (recent, statistic) last."""
     cdef uint32_t f = r.flags
@@ -406,10 +373,10 @@ cdef inline bint cold_matches(const rule_t* r, state_t* st, const env_t* env) no
         if multiport_match(r, st, env) == ((f & F_MPORT_NEG) != 0):
             return False
     if r.src_type != A_ANY:
-        if is_local(st.src, env) != (r.src_type == A_LOCAL):
+        if eng.is_local(st.src) != (r.src_type == A_LOCAL):
             return False
     if r.dst_type != A_ANY:
-        if is_local(st.dst, env) != (r.dst_type == A_LOCAL):
+        if eng.is_local(st.dst) != (r.dst_type == A_LOCAL):
             return False
     if r.set_id >= 0:
         if set_match(r, st, env) == ((f & F_SET_NEG) != 0):
@@ -418,10 +385,11 @@ cdef inline bint cold_matches(const rule_t* r, state_t* st, const env_t* env) no
         if not ipvs_match(r, st, env):
             return False
     if r.recent_list >= 0 and env.recent != NULL:
+        env.recent.now = st.now
         if not recent_match(r, st, env.recent):
             return False
     if r.prob != NO_STATISTIC:
-        ok = rand31(&st.rng) < r.prob
+        ok = draw_statistic(st, r.prob)
         if ok == ((f & F_STAT_NEG) != 0):
             return False
     if f & F_NTH:
@@ -430,8 +398,8 @@ cdef inline bint cold_matches(const rule_t* r, state_t* st, const env_t* env) no
     return True
 
 
-cdef int run_chain(const hot_t* hot, const rule_t[::1] rules, const chain_t[::1] chains,
-                   int32_t chain, state_t* st, const env_t* env) noexcept nogil:
+cdef int run_chain(Engine eng, int32_t chain, pkt_state_t* st,
+                   const env_t* env) noexcept nogil:
     """Evaluate one hook's chain; V_CONTINUE means the packet went on (policy ACCEPT)."""
     cdef int32_t stack_chain[MAX_DEPTH]
     cdef int32_t stack_pos[MAX_DEPTH]
@@ -439,14 +407,20 @@ cdef int run_chain(const hot_t* hot, const rule_t[::1] rules, const chain_t[::1]
     cdef int32_t cur = chain
     cdef int32_t i, j, end
     cdef const rule_t* r
+    cdef const chain_t* chains = env.chains
     cdef uint8_t kind
+    cdef bint ok
     if chain < 0:
         return V_CONTINUE
     i = chains[cur].start
     while True:
         end = chains[cur].end
-        j = first_hot_match(hot, i, end, st.src, st.dst, st.proto, st.origin_bit)
+        j = first_hot_match(env.hot, i, end, st.src, st.dst, st.proto, st.origin_bit)
         st.rules += j - i
+        if st.rec != NULL:
+            while i < j:
+                record_step(st.rec, STEP_RULE, i, False, 0, 0)
+                i += 1
         i = j
         if i >= end:
             if depth == 0:
@@ -456,9 +430,12 @@ cdef int run_chain(const hot_t* hot, const rule_t[::1] rules, const chain_t[::1]
             i = stack_pos[depth]
             continue
         st.rules += 1
-        r = &rules[i]
+        r = &env.rules[i]
         i += 1
-        if (hot[i - 1].flags & F_COLD) and not cold_matches(r, st, env):
+        ok = not (env.hot[i - 1].flags & F_COLD) or cold_matches(eng, r, st, env)
+        if st.rec != NULL:
+            record_step(st.rec, STEP_RULE, i - 1, ok, 0, 0)
+        if not ok:
             continue
         kind = r.target_kind
         if kind == T_NONE:
@@ -502,267 +479,272 @@ cdef int run_chain(const hot_t* hot, const rule_t[::1] rules, const chain_t[::1]
             return V_SNAT
 
 
-cdef inline int ipvs_step(ipvs_table_t* vs, const packet_t* p, state_t* st) noexcept nogil:
-    """ip_vs_in on the packet as it stands (LOCAL_IN, or LOCAL_OUT for the host's own):
-    a DNAT moves it to the real server and marks it as IPVS's (ipvs_property)."""
-    cdef packet_t q = p[0]
-    cdef verdict_t v
-    cdef int res
-    q.src_ip = st.src
-    q.dst_ip = st.dst
-    q.src_port = st.sport
-    q.dst_port = st.dport
-    verdict_reset(&v)
-    res = ipvs_in(vs, &q, &v)
-    st.probes += v.probes
-    if res == IPVS_DNAT:
-        st.ipvs_prop = 1
-        st.ipvs_hit = v.ct_hit
-        st.ipvs_vaddr = q.dst_ip
-        st.ipvs_vport = q.dst_port
-        st.ipvs_vproto = q.proto
-        st.dst = v.dnat_ip
-        st.dport = v.dnat_port
-        st.endpoint = v.endpoint
-        return V_DNAT
-    if res == IPVS_DROP:
-        return V_DROP
-    if res == IPVS_REJECT:
-        return V_REJECT
-    return V_CONTINUE  # PASS / NOSCHED: the local stack gets it
+cdef inline int hook_verdict(int v) noexcept nogil:
+    """A chain's verdict as the pipeline sees it: DROP, REJECT or on to the next hook."""
+    return v if v == V_DROP or v == V_REJECT else HV_CONTINUE
 
 
-def process(const packet_t[::1] packets, verdict_t[::1] out, const rule_t[::1] rules,
-            const hot_t[::1] hot, const chain_t[::1] chains, const int32_t[::1] hooks,
-            const uint32_t[::1] local_ips, uint32_t masquerade_ip, uint64_t seed,
-            uintptr_t conntrack=0, uint32_t[::1] recent_addrs=None, double[::1] recent_stamps=None,
-            uint32_t[::1] recent_counts=None,
-            const uint16_t[::1] port_ranges=None, uint32_t[::1] nth_counters=None,
-            const uintptr_t[::1] sets=None, uintptr_t local_set=0,
-            const uint32_t[::1] ipvs_words=None, uintptr_t ipvs=0, bint checked=False):
-    """Walk the node's hooks for each packet; returns the generator state to continue from.
+def _array(value, dtype, name, allow_none=True):
+    """A checked one-dimensional array argument (structured arrays: their layout is checked
+    when a typed memoryview takes them)."""
+    if value is None:
+        if allow_none:
+            return np.zeros(0, dtype)
+        raise TypeError(f"{name} is required")
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, not {type(value).__name__}")
+    if dtype is not None and value.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype}, not {value.dtype}")
+    if value.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional")
+    return np.ascontiguousarray(value)
 
-    hooks: chain index (or -1) of nat PREROUTING, nat OUTPUT, nat POSTROUTING,
-    filter INPUT, filter FORWARD, filter OUTPUT. conntrack: a ConntrackTable's
-    table_address() (0: every packet is a flow's first); the caller keeps it alive.
-    recent_addrs/recent_stamps/recent_counts: the xt_recent lists, ``cap`` slots per list
-    (len(recent_addrs) // len(recent_counts)), zeroed at start and kept by the caller
-    between calls; None: ``-m recent`` checks never match.
-    port_ranges: the (lo, hi) pairs multiport rules index; nth_counters: one counter per
-    ``--mode nth`` rule (kept by the caller: the kernel's counters live as long as the rule).
-    sets: ipset_t addresses (vstable.IPSet.set_address()) that ``-m set`` rules index;
-    local_set: a hash:ip set of further local addresses (0: none); ipvs_words: the
-    ``-m ipvs`` matches; ipvs: a VirtualServerTable's table_address() (0: no IPVS). With
-    IPVS, packets to a local address meet ip_vs_in after filter INPUT (LOCAL_IN), the
-    host's packets after nat OUTPUT (LOCAL_OUT); a packet IPVS sends on then passes filter
-    OUTPUT and nat POSTROUTING; a known flow keeps its virtual address until IPVS (the
-    kernel DNATs each packet in IPVS, not in nf_nat), and replies update IPVS's connection
-    (ip_vs_out). The caller keeps every object behind an address alive.
-    checked: the caller already ran this check of the rules against the side arrays with
-    the same arrays (a scan of every rule: a few ms per call at 100k services).
-    Returns the generator state.
+
+cdef class ChainEngine(Engine):
+    """The iptables hooks of one node (and, with ``ipvs``, IPVS at LOCAL_IN/LOCAL_OUT).
+
+    ``rules``/``hot``/``chains``/``hooks``/``port_ranges``/``ipvs_words``: the lowered
+    arrays (kproxy_emu.dataplane.lowering.Lowered; hooks: chain index or -1 of nat
+    PREROUTING, nat OUTPUT, nat POSTROUTING, filter INPUT, filter FORWARD, filter OUTPUT).
+    The rules' state is the engine's and lives as long as it is given: ``nth_counters``
+    (one per ``--mode nth`` rule), ``recent`` = (addrs, stamps, counts), the xt_recent
+    lists of ``len(addrs) // len(counts)`` slots each (None: ``-m recent`` never matches).
+    ``sets``: the IPSet objects ``-m set`` rules index; ``local_set``: a hash:ip IPSet of
+    further local addresses (kube-ipvs0); ``ipvs``: the node's VirtualServerTable.
+    Every index the packet loop follows is checked here (ValueError), once.
     """
-    cdef Py_ssize_t n = packets.shape[0], k
-    cdef state_t st
-    cdef int v, f
-    cdef uint64_t rng = seed if seed != 0 else 0x9E3779B97F4A7C15ULL
-    cdef const packet_t* p
-    cdef ct_table_t* ct = <ct_table_t*>conntrack
-    cdef ct_result_t r
-    cdef int32_t entry
-    cdef uint32_t cprobes, sip, dip
-    cdef uint16_t sport, dport, snat_port
-    cdef bint hit, nat_hooks
-    cdef recent_t rt
     cdef env_t env
-    cdef Py_ssize_t needed_ranges = 0, needed_counters = 0, needed_sets = 0, needed_words = 0
-    cdef ipvs_table_t* vs = <ipvs_table_t*>ipvs
-    cdef packet_t q
-    cdef verdict_t iv
-    cdef int g
-    cdef const hot_t* hp = NULL
-    if not checked:
-        for k in range(rules.shape[0]):
-            if rules[k].mport_kind and rules[k].mport_off + rules[k].mport_n > needed_ranges:
-                needed_ranges = rules[k].mport_off + rules[k].mport_n
-            if rules[k].flags & F_NTH and rules[k].nth_slot + 1 > needed_counters:
-                needed_counters = rules[k].nth_slot + 1
-            if rules[k].set_id + 1 > needed_sets:
-                needed_sets = rules[k].set_id + 1
-            if rules[k].ipvs_match >= 0 and rules[k].ipvs_match + 4 > needed_words:
-                needed_words = rules[k].ipvs_match + 4
-    else:  # trusted: the side arrays as given
-        needed_ranges = port_ranges.shape[0] // 2 if port_ranges is not None else 0
-        needed_counters = nth_counters.shape[0] if nth_counters is not None else 0
-        needed_sets = sets.shape[0] if sets is not None else 0
-        needed_words = ipvs_words.shape[0] if ipvs_words is not None else 0
-    if needed_ranges and (port_ranges is None or port_ranges.shape[0] < 2 * needed_ranges):
-        raise ValueError("multiport rules need their port_ranges")
-    if needed_counters and (nth_counters is None or nth_counters.shape[0] < needed_counters):
-        raise ValueError("statistic nth rules need their nth_counters")
-    env.local_ips = &local_ips[0] if local_ips.shape[0] else NULL
-    env.n_local = local_ips.shape[0]
-    env.port_ranges = &port_ranges[0] if needed_ranges else NULL
-    env.nth_counters = &nth_counters[0] if needed_counters else NULL
-    env.masquerade_ip = masquerade_ip
-    if needed_sets and (sets is None or sets.shape[0] < needed_sets):
-        raise ValueError("-m set rules need their sets")
-    if needed_words and (ipvs_words is None or ipvs_words.shape[0] < needed_words):
-        raise ValueError("-m ipvs rules need their ipvs_words")
-    if sets is not None:
-        for k in range(needed_sets):
-            if sets[k] == 0:
-                raise ValueError("a -m set rule names a missing set")
-    env.sets = &sets[0] if needed_sets else NULL
-    env.ipvs_words = &ipvs_words[0] if needed_words else NULL
-    env.local_set = <const ipset_t*>local_set
-    env.recent = NULL
-    if recent_addrs is not None:
-        if recent_stamps is None or recent_counts is None or recent_counts.shape[0] == 0 \
-                or recent_stamps.shape[0] != recent_addrs.shape[0] \
-                or recent_addrs.shape[0] % recent_counts.shape[0]:
-            raise ValueError("recent lists: addrs and stamps of cap slots per counts entry")
-        for k in range(0 if checked else rules.shape[0]):
-            if rules[k].recent_list >= recent_counts.shape[0]:
+    cdef recent_t rt
+    cdef const int32_t* hooks
+    cdef object _arrays
+    cdef readonly object nth_counters
+    cdef readonly object recent
+    cdef readonly tuple sets
+    cdef readonly IPSet local_set
+    cdef readonly VirtualServerTable ipvs
+    cdef const ipset_t* local_set_p
+
+    def __init__(self, rules, hot, chains, hooks, local_ips, uint32_t masquerade_ip, *,
+                 port_ranges=None, nth_counters=None, recent=None, sets=(), IPSet local_set=None,
+                 ipvs_words=None, VirtualServerTable ipvs=None):
+        Engine.__init__(self, local_ips, masquerade_ip)
+        rules = _array(rules, None, "rules", False)
+        hot = _array(hot, None, "hot", False)
+        chains = _array(chains, None, "chains", False)
+        hooks = _array(hooks, np.dtype(np.int32), "hooks", False)
+        port_ranges = _array(port_ranges, np.dtype(np.uint16), "port_ranges")
+        ipvs_words = _array(ipvs_words, np.dtype(np.uint32), "ipvs_words")
+        nth = _array(nth_counters, np.dtype(np.uint32), "nth_counters")
+        if not nth.flags.writeable:
+            raise ValueError("nth_counters must be writeable (the engine counts in it)")
+        sets = tuple(sets)
+        for s in sets:
+            if not isinstance(s, IPSet):
+                raise TypeError(f"sets must hold IPSet objects, not {type(s).__name__}")
+        if hot.shape[0] != rules.shape[0]:
+            raise ValueError("hot and rules must have one row per rule")
+        if hooks.shape[0] != 6:
+            raise ValueError("hooks: six chain indices (or -1)")
+        cdef const rule_t[::1] rv = rules
+        cdef const chain_t[::1] cv = chains
+        cdef const int32_t[::1] hv = hooks
+        cdef Py_ssize_t k, nrules = rv.shape[0], nchains = cv.shape[0]
+        cdef Py_ssize_t nlists = 0, cap = 0
+        cdef const rule_t* r
+        if recent is not None:
+            addrs, stamps, counts = recent
+            addrs = _array(addrs, np.dtype(np.uint32), "recent addrs", False)
+            stamps = _array(stamps, np.dtype(np.float64), "recent stamps", False)
+            counts = _array(counts, np.dtype(np.uint32), "recent counts", False)
+            if counts.shape[0] == 0 or stamps.shape[0] != addrs.shape[0] \
+                    or addrs.shape[0] % counts.shape[0] or addrs.shape[0] == 0:
+                raise ValueError("recent lists: addrs and stamps of cap slots per counts entry")
+            nlists = counts.shape[0]
+            cap = addrs.shape[0] // nlists
+            if (np.asarray(counts) > cap).any():
+                raise ValueError("a recent list count exceeds its slots")
+            recent = (addrs, stamps, counts)
+        for k in range(6):
+            if not -1 <= hv[k] < nchains:
+                raise ValueError("hooks: chain index out of range")
+        for k in range(nchains):
+            if not 0 <= cv[k].start <= cv[k].end <= nrules:
+                raise ValueError("chains: rule range out of bounds")
+        for k in range(nrules):
+            r = &rv[k]
+            if (r.target_kind == T_JUMP or r.target_kind == T_GOTO) and \
+                    not 0 <= r.target_chain < nchains:
+                raise ValueError("a jump names a chain out of range")
+            if r.mport_kind and (r.mport_off < 0 or r.mport_n > 15
+                                 or 2 * (r.mport_off + r.mport_n) > port_ranges.shape[0]):
+                raise ValueError("multiport rules need their port_ranges")
+            if r.flags & F_NTH and not 0 <= r.nth_slot < nth.shape[0]:
+                raise ValueError("statistic nth rules need their nth_counters")
+            if r.set_id >= 0 and r.set_id >= len(sets):
+                raise ValueError("-m set rules need their sets")
+            if r.ipvs_match >= 0 and r.ipvs_match + 4 > ipvs_words.shape[0]:
+                raise ValueError("-m ipvs rules need their ipvs_words")
+            if recent is not None and r.recent_list >= nlists:
                 raise ValueError("a rule names a recent list beyond recent_counts")
-        rt.addrs = &recent_addrs[0]
-        rt.stamps = &recent_stamps[0]
-        rt.counts = &recent_counts[0]
-        rt.cap = recent_addrs.shape[0] // recent_counts.shape[0]
-        env.recent = &rt
-    if out.shape[0] < n:
-        raise ValueError("verdict array shorter than the packet array")
-    if hot.shape[0] != rules.shape[0]:
-        raise ValueError("hot and rules must have one row per rule")
-    if hot.shape[0]:
-        hp = &hot[0]
-    with nogil:
-        for k in range(n):
-            p = &packets[k]
-            rt.now = p.ts
-            st.src = p.src_ip
-            st.dst = p.dst_ip
-            st.sport = p.src_port
-            st.dport = p.dst_port
-            st.proto = p.proto
-            st.origin_bit = <uint8_t>(1 << p.origin) if p.origin < 8 else 0
-            st.snat = 0
-            st.snat_ip = 0
-            st.random_fully = 0
-            st.mark = 0
-            st.ctstate = CT_NEW
-            st.rules = 0
+        self._arrays = (rules, hot, chains, hooks, port_ranges, ipvs_words)
+        self.nth_counters = nth
+        self.recent = recent
+        self.sets = sets
+        self.local_set = local_set
+        self.ipvs = ipvs
+        self.env.rules = &rv[0] if nrules else NULL
+        cdef const hot_t[::1] hotv = hot
+        self.env.hot = &hotv[0] if nrules else NULL
+        self.env.chains = &cv[0] if nchains else NULL
+        self.hooks = &hv[0]
+        cdef const uint16_t[::1] pv = port_ranges
+        self.env.port_ranges = &pv[0] if pv.shape[0] else NULL
+        cdef uint32_t[::1] nv = nth
+        self.env.nth_counters = &nv[0] if nv.shape[0] else NULL
+        cdef const uint32_t[::1] wv = ipvs_words
+        self.env.ipvs_words = &wv[0] if wv.shape[0] else NULL
+        self.env.masquerade_ip = masquerade_ip
+        self.env.sets = <const ipset_t**>malloc(max(len(sets), 1) * sizeof(ipset_t*))
+        if self.env.sets == NULL:
+            raise MemoryError()
+        for k in range(len(sets)):
+            self.env.sets[k] = &(<IPSet>sets[k]).s
+        self.local_set_p = &local_set.s if local_set is not None else NULL
+        cdef uint32_t[::1] ra
+        cdef double[::1] rs
+        cdef uint32_t[::1] rc
+        self.env.recent = NULL
+        if recent is not None:
+            ra, rs, rc = recent
+            self.rt.addrs = &ra[0]
+            self.rt.stamps = &rs[0]
+            self.rt.counts = &rc[0]
+            self.rt.cap = <uint32_t>cap
+            self.rt.now = 0
+            self.env.recent = &self.rt
+
+    def __dealloc__(self):
+        free(self.env.sets)
+
+    def snapshot(self):
+        """The state packets change (nth counters, recent lists, the IPVS table), for
+        ``restore``."""
+        return (self, self.nth_counters.copy(),
+                tuple(a.copy() for a in self.recent) if self.recent is not None else None,
+                self.ipvs.snapshot() if self.ipvs is not None else None)
+
+    def restore(self, snap):
+        if not isinstance(snap, tuple) or len(snap) != 4 or snap[0] is not self:
+            raise ValueError("not a snapshot of this engine")
+        self.nth_counters[:] = snap[1]
+        if snap[2] is not None:
+            for a, saved in zip(self.recent, snap[2]):
+                a[:] = saved
+        if snap[3] is not None:
+            self.ipvs.restore(snap[3])
+
+    cdef int begin(self) except -1:
+        return 0
+
+    cdef bint is_local(self, uint32_t ip) noexcept nogil:
+        """The local routing table: loopback, the node's addresses, then (IPVS mode) the
+        addresses bound to kube-ipvs0, a hash set since there is one per ClusterIP."""
+        cdef Py_ssize_t k
+        if (ip >> 24) == 127:
+            return True
+        for k in range(self.n_local):
+            if self.local_ips[k] == ip:
+                return True
+        if self.local_set_p != NULL:
+            return ipset_has_ip(self.local_set_p, ip)
+        return False
+
+    cdef void known_flow(self, const packet_t* p, pkt_state_t* st) noexcept nogil:
+        if self.ipvs is not None and st.ct_dir == 0:
+            # IPVS, not nf_nat, moves each packet: it reaches LOCAL_IN as sent
+            st.pending = 0
             st.endpoint = -1
-            st.rng = rng
-            st.probes = 0
-            st.ipvs_prop = 0
-            st.ipvs_hit = 0
-            f = V_CONTINUE
-            hit = False
-            entry = -1
-            r.probes = 0
-            cprobes = 0
-            snat_port = 0
-            if ct != NULL:
-                ct_lookup(ct, p, &r)
-                st.ctstate = r.state
-                if r.entry >= 0:  # a known flow: the stored translation, no nat rules
-                    hit = True
-                    ct_translate(ct, r.entry, r.dir, &sip, &sport, &dip, &dport)
-                    st.snat = sip != p.src_ip or sport != p.src_port
-                    # the filter hooks see the source before SNAT (applied in POSTROUTING)
-                    st.snat_ip = sip
-                    snat_port = sport
-                    st.dst = dip
-                    st.dport = dport
-                    st.endpoint = ct.e[r.entry].endpoint if r.dir == 0 else -1
-                    if vs != NULL and r.dir == 0:
-                        # IPVS, not nf_nat, moves each packet: it reaches LOCAL_IN as sent
-                        st.dst = p.dst_ip
-                        st.dport = p.dst_port
-                        st.endpoint = -1
-                elif r.state != CTSTATE_UNTRACKED and r.state != CTSTATE_INVALID:
-                    entry = ct_alloc(ct, p)  # before the rules, as the conntrack hook is
-                    if entry == CT_ERR_FULL:
-                        f = V_DROP
-            # nf_nat only runs for packets with a conntrack entry: a flow's first packet
-            # (or every packet without conntrack), never INVALID/UNTRACKED ones
-            nat_hooks = ct == NULL or entry >= 0
-            if f == V_DROP:
-                pass
-            elif p.origin == ORIGIN_HOST:
-                if nat_hooks:
-                    run_chain(hp, rules, chains, hooks[1], &st, &env)
-                if vs != NULL and (not hit or r.dir == 0):
-                    f = ipvs_step(vs, p, &st)  # ip_vs_local_request4, after nat OUTPUT
-                if f != V_DROP and f != V_REJECT:
-                    f = run_chain(hp, rules, chains, hooks[5], &st, &env)
-                if f != V_DROP and f != V_REJECT:
-                    if nat_hooks:
-                        run_chain(hp, rules, chains, hooks[2], &st, &env)
-                    if is_local(st.dst, &env):
-                        f = run_chain(hp, rules, chains, hooks[3], &st, &env)
-            else:
-                if nat_hooks:
-                    run_chain(hp, rules, chains, hooks[0], &st, &env)
-                if is_local(st.dst, &env):
-                    f = run_chain(hp, rules, chains, hooks[3], &st, &env)
-                    if vs != NULL and f != V_DROP and f != V_REJECT and (not hit or r.dir == 0):
-                        g = ipvs_step(vs, p, &st)  # LOCAL_IN, after filter INPUT
-                        if g == V_DNAT:
-                            # ip_vs_nat_xmit sends it on through LOCAL_OUT (nat OUTPUT
-                            # already bound) and POSTROUTING
-                            f = run_chain(hp, rules, chains, hooks[5], &st, &env)
-                            if f != V_DROP and f != V_REJECT and nat_hooks:
-                                run_chain(hp, rules, chains, hooks[2], &st, &env)
-                        elif g != V_CONTINUE:
-                            f = g
-                else:
-                    f = run_chain(hp, rules, chains, hooks[4], &st, &env)
-                    if f != V_DROP and f != V_REJECT and nat_hooks:
-                        run_chain(hp, rules, chains, hooks[2], &st, &env)
-            rng = st.rng
-            if vs != NULL and hit and r.dir == 1 and f != V_DROP and f != V_REJECT:
-                q = p[0]  # ip_vs_out sees the reply after conntrack undid the masquerade
-                q.dst_ip = st.dst
-                q.dst_port = st.dport
-                verdict_reset(&iv)
-                ipvs_out(vs, &q, &iv)
-                st.probes += iv.probes
-            if st.snat and not hit and f != V_DROP and f != V_REJECT:
-                snat_port = choose_snat_port(ct, st.proto, st.snat_ip, st.dst, st.dport,
-                                             p.src_port, st.random_fully, &rng, p.ts,
-                                             &cprobes)
-            if entry >= 0:
-                if f == V_DROP or f == V_REJECT:
-                    ct_abort(ct, entry)  # never confirmed: the packet died
-                else:
-                    entry = ct_confirm(ct, entry,
-                                       st.dst if st.dst != p.dst_ip or st.dport != p.dst_port else 0,
-                                       st.dport if st.dst != p.dst_ip or st.dport != p.dst_port else 0,
-                                       st.snat_ip if st.snat else 0,
-                                       snat_port if st.snat else 0, st.endpoint, st.mark,
-                                       p.ts, &cprobes)
-                    if entry < 0:
-                        f = V_DROP  # insert clash
-            if f == V_DROP:
-                out[k].action = ACT_DROP
-            elif f == V_REJECT:
-                out[k].action = ACT_REJECT
-            elif st.endpoint >= 0 or st.dst != p.dst_ip or st.dport != p.dst_port:
-                out[k].action = ACT_DNAT
-            else:
-                out[k].action = ACT_ACCEPT
-            if st.dst != p.dst_ip or st.dport != p.dst_port:
-                out[k].dnat_ip = st.dst
-                out[k].dnat_port = st.dport
-            else:
-                out[k].dnat_ip = 0
-                out[k].dnat_port = 0
-            out[k].snat_ip = st.snat_ip if st.snat else 0
-            out[k].snat_port = snat_port if st.snat else 0
-            out[k].endpoint = st.endpoint
-            out[k].rules = st.rules
-            out[k].probes = r.probes + cprobes + st.probes
-            out[k].ct_hit = hit or st.ipvs_hit
-    return rng
+        else:
+            Engine.known_flow(self, p, st)
+
+    cdef int hook(self, int hook, const packet_t* p, pkt_state_t* st) noexcept nogil:
+        cdef int f, g
+        cdef bint to_ipvs = self.ipvs is not None and (not st.ct_hit or st.ct_dir == 0)
+        if hook == HOOK_PREROUTING:
+            if not st.skip_nat:
+                run_chain(self, self.hooks[0], st, &self.env)
+            return HV_CONTINUE
+        if hook == HOOK_INPUT:
+            f = hook_verdict(run_chain(self, self.hooks[3], st, &self.env))
+            if f == HV_CONTINUE and to_ipvs and p.origin != ORIGIN_HOST:
+                g = self.ipvs_step(p, st, HOOK_INPUT)  # LOCAL_IN, after filter INPUT
+                if g == V_DNAT:
+                    return HV_SENT_ON
+                return hook_verdict(g)
+            return f
+        if hook == HOOK_FORWARD:
+            return hook_verdict(run_chain(self, self.hooks[4], st, &self.env))
+        if hook == HOOK_OUTPUT:
+            if not st.sent_on:  # sent on by IPVS: nat OUTPUT is already bound
+                if not st.skip_nat:
+                    run_chain(self, self.hooks[1], st, &self.env)
+                if to_ipvs:
+                    g = self.ipvs_step(p, st, HOOK_OUTPUT)  # ip_vs_local_request4
+                    if g == V_DROP or g == V_REJECT:
+                        return g
+            return hook_verdict(run_chain(self, self.hooks[5], st, &self.env))
+        if hook == HOOK_POSTROUTING:
+            if not st.skip_nat:
+                run_chain(self, self.hooks[2], st, &self.env)
+        return HV_CONTINUE
+
+    cdef int ipvs_step(self, const packet_t* p, pkt_state_t* st, int hook) noexcept nogil:
+        """ip_vs_in on the packet as it stands: a DNAT moves it to the real server and
+        marks it as IPVS's (ipvs_property)."""
+        cdef packet_t q = p[0]
+        cdef verdict_t v
+        cdef int res
+        q.src_ip = st.src
+        q.dst_ip = st.dst
+        q.src_port = st.sport
+        q.dst_port = st.dport
+        verdict_reset(&v)
+        res = self.ipvs.c_in(&q, &v)
+        st.probes += v.probes
+        count_lookup(st)
+        if st.rec != NULL:
+            record_step(st.rec, STEP_IPVS_IN, hook, res == IPVS_DNAT or res == IPVS_DROP
+                        or res == IPVS_REJECT, <uint16_t>res, v.endpoint)
+        if res == IPVS_DNAT:
+            st.ipvs_prop = 1
+            st.ipvs_hit = v.ct_hit
+            st.ipvs_vaddr = q.dst_ip
+            st.ipvs_vport = q.dst_port
+            st.ipvs_vproto = q.proto
+            st.dst = v.dnat_ip
+            st.dport = v.dnat_port
+            st.endpoint = v.endpoint
+            return V_DNAT
+        if res == IPVS_DROP:
+            return V_DROP
+        if res == IPVS_REJECT:
+            return V_REJECT
+        return V_CONTINUE  # PASS / NOSCHED: the local stack gets it
+
+    cdef void after_hooks(self, const packet_t* p, pkt_state_t* st, int verdict) noexcept nogil:
+        cdef packet_t q
+        cdef verdict_t iv
+        cdef int res
+        if self.ipvs is None or not st.ct_hit or st.ct_dir != 1 or \
+                verdict == V_DROP or verdict == V_REJECT:
+            return
+        q = p[0]  # ip_vs_out sees the reply after conntrack undid the masquerade
+        q.dst_ip = st.dst
+        q.dst_port = st.dport
+        verdict_reset(&iv)
+        res = self.ipvs.c_out(&q, &iv)
+        st.probes += iv.probes
+        count_lookup(st)
+        if st.rec != NULL:
+            record_step(st.rec, STEP_IPVS_OUT, HOOK_POSTROUTING, iv.ct_hit, <uint16_t>res,
+                        iv.endpoint)

@@ -1,9 +1,10 @@
 # cython: language_level=3
 """Connection tracking table (IPv4), after Linux nf_conntrack.
 
-The per-packet logic lives in cext/conntrack_core.pxd as ``cdef inline ... nogil`` functions
-over a ``ct_table_t`` so a Cython pipeline can cimport it; this module wraps it in
-``ConntrackTable`` with batch loops and inspection helpers. The pure-Python twin is
+The per-packet logic lives in cext/conntrack_core.pxi as ``nogil`` functions over a
+``ct_table_t``, compiled into this module only; ``ConntrackTable`` wraps them with batch
+loops, inspection helpers and cdef methods (declared in conntrack.pxd) that the packet
+pipeline calls. The pure-Python twin is
 kproxy_emu/dataplane/conntrack_ref.py (same API, same results).
 
 What is modelled (kernel source in brackets):
@@ -50,12 +51,15 @@ ESTABLISHED 210 s + ASSURED, read from packet directions; current kernels use 21
 ESTABLISHED, older ones 5 days), ICMP tracked like a generic protocol with ports 0 and
 icmp_timeout, no zones, helpers, expectations or UDP clash resolution.
 """
-from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 import numpy as np
 
 from packet cimport packet_t, verdict_t, ACT_DNAT, ACT_DROP, ACT_ACCEPT, FAMILY_V4
 from conntrack_core cimport *
+
+include "hashing.pxi"
+include "conntrack_core.pxi"
 
 # --------------------------------------------------------------------------------------
 # Python-visible constants
@@ -171,13 +175,6 @@ cdef class ConntrackTable:
     seconds (kernel defaults; pass ``**KUBE_PROXY_TIMEOUTS`` for kube-proxy's), and
     ``tcp_loose`` (nf_conntrack_tcp_loose: pick up mid-stream TCP connections)."""
 
-    cdef ct_table_t tab
-    cdef object _entries        # numpy buffers owning the memory behind tab's pointers
-    cdef object _buckets
-    cdef object _free
-    cdef readonly dict timeouts
-    cdef readonly uint64_t seed_value
-
     def __cinit__(self, max_entries, seed, *, buckets=None, tcp_loose=True, **timeouts):
         cdef int i
         if isinstance(max_entries, bool) or int(max_entries) != max_entries \
@@ -209,6 +206,7 @@ cdef class ConntrackTable:
         self.tab.free_top = n
         self.tab.max_entries = n
         self.tab.count = 0
+        self.tab.high = 0
         self.tab.hsize = <uint32_t>int(hs)
         self.tab.seed = <uint64_t>int(seed)
         self.tab.tcp_loose = 1 if tcp_loose else 0
@@ -259,10 +257,63 @@ cdef class ConntrackTable:
     def tcp_loose(self):
         return bool(self.tab.tcp_loose)
 
-    def table_address(self):
-        """Address of the C ``ct_table_t`` (cext/conntrack_core.pxd) for Cython engines;
-        valid while this object lives."""
-        return <uintptr_t>&self.tab
+    # ----------------------------------------------------------------------------------
+    # the C-level operations the packet pipeline calls (conntrack.pxd)
+
+    cdef void c_lookup(self, const packet_t* p, ct_result_t* r) noexcept nogil:
+        ct_lookup(&self.tab, p, r)
+
+    cdef int32_t c_alloc(self, const packet_t* p) noexcept nogil:
+        return ct_alloc(&self.tab, p)
+
+    cdef void c_abort(self, int32_t idx) noexcept nogil:
+        ct_abort(&self.tab, idx)
+
+    cdef int32_t c_confirm(self, int32_t idx, uint32_t dnat_ip, uint16_t dnat_port,
+                           uint32_t snat_ip, uint16_t snat_port, int32_t endpoint,
+                           uint32_t mark, double now, uint32_t* probes) noexcept nogil:
+        return ct_confirm(&self.tab, idx, dnat_ip, dnat_port, snat_ip, snat_port, endpoint,
+                          mark, now, probes)
+
+    cdef void c_translate(self, int32_t idx, int dir, uint32_t* src_ip, uint16_t* src_port,
+                          uint32_t* dst_ip, uint16_t* dst_port) noexcept nogil:
+        ct_translate(&self.tab, idx, dir, src_ip, src_port, dst_ip, dst_port)
+
+    cdef int32_t c_endpoint(self, int32_t idx) noexcept nogil:
+        return self.tab.e[idx].endpoint
+
+    cdef bint c_tuple_used(self, uint8_t proto, uint32_t ip, uint16_t port, uint32_t dst,
+                           uint16_t dport, double now, uint32_t* probes) noexcept nogil:
+        """nf_nat_used_tuple: a flow already holds the reply tuple (dst:dport -> ip:port)."""
+        cdef int32_t d
+        return ct_find(&self.tab, dst, dport, ip, port, proto, now, &d, probes) >= 0
+
+    # ----------------------------------------------------------------------------------
+    # snapshots (what a non-committing trace runs on and rolls back)
+
+    def snapshot(self):
+        """The table's whole state, to give back to ``restore`` (entries past the
+        high-water mark are still zero and are not copied)."""
+        cdef Py_ssize_t used = <Py_ssize_t>self.tab.high * sizeof(ct_entry_t)
+        return (self, self._entries[:used].copy(), self._buckets.copy(), self._free.copy(),
+                self.tab.free_top, self.tab.count, self.tab.high, dict(self.tab.st))
+
+    def restore(self, snap):
+        """Put the table back as ``snapshot`` saw it (ValueError: another table's)."""
+        if not isinstance(snap, tuple) or len(snap) != 8 or snap[0] is not self:
+            raise ValueError("not a snapshot of this table")
+        _, entries, buckets, free, free_top, count, high, st = snap
+        cdef Py_ssize_t used = len(entries)
+        cdef Py_ssize_t now_used = <Py_ssize_t>self.tab.high * sizeof(ct_entry_t)
+        if now_used > used:
+            self._entries[used:now_used] = 0
+        self._entries[:used] = entries
+        self._buckets[:] = buckets
+        self._free[:] = free
+        self.tab.free_top = free_top
+        self.tab.count = count
+        self.tab.high = high
+        self.tab.st = st
 
     def __len__(self):
         """Allocated entries (confirmed + unconfirmed), expired ones not yet collected

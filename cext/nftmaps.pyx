@@ -7,29 +7,29 @@ kproxy_emu/dataplane/nft_lowering.py); each row knows where its rule ends. Rules
 order as nft_do_chain runs them: a match that fails ends the rule (NFT_BREAK), a verdict
 ends it with that verdict; ``jump`` pushes a return point (the next rule), ``goto`` does
 not, ``return`` or the end of a regular chain pops, the end of a base chain is its policy
-(accept). Jump targets are row indices, so a walk touches only the rows it runs. A NAT statement accepts for its base chain, as nft_nat_eval does. Set and
+(accept). Jump targets are row indices, so a walk touches only the rows it runs. A NAT
+statement accepts for its base chain, as nft_nat_eval does. Set and
 map lookups hash the concatenated key (packed into 64 bits) into the set's open-addressing
 table, or binary-search an interval set's sorted ranges. ``numgen random mod N`` draws
 reciprocal_scale(get_random_u32(), N) from a seeded xorshift64* stream and indexes an
 inline verdict table. Dynamic sets (session affinity) are one open-addressing table the
-caller owns, (set id, address) -> expiry in emulated time.
+engine holds, (set id, address) -> expiry in emulated time.
 
-Each hook runs its base chains in priority order. With a conntrack table, a packet of a
-known flow skips the nat chains and gets the stored translation where the kernel's NAT hook
-applies it (destination at priority -100 of prerouting/output, so the pre-dnat filter chains
-see the original destination); a new flow is allocated before the chains and confirmed
-with the NAT chosen, or aborted when dropped.
+``NftEngine`` runs each hook's base chains in priority order for the packet pipeline
+(pipeline.pyx). A packet of a known flow skips the nat chains and gets the stored
+translation where the kernel's NAT hook applies it (destination at priority -100 of
+prerouting/output, so the pre-dnat filter chains see the original destination).
 """
 from libc.math cimport INFINITY
-from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
+from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 
-from conntrack_core cimport (ct_table_t, ct_result_t, ct_lookup, ct_alloc, ct_abort,
-                             ct_confirm, ct_translate, CT_ERR_FULL, CTSTATE_UNTRACKED,
-                             CTSTATE_INVALID)
-from hashing cimport mix64
-from natport cimport choose_snat_port, rand32
-from packet cimport (packet_t, verdict_t, ACT_ACCEPT, ACT_DNAT, ACT_DROP, ACT_REJECT,
-                     ORIGIN_HOST)
+import numpy as np
+
+from packet cimport packet_t
+from kproxy_emu._cext.pipeline cimport Engine, pkt_state_t, STEP_NFT_RULE
+
+include "hashing.pxi"
+include "record.pxi"
 
 cdef enum:
     # expr_t.op
@@ -94,8 +94,9 @@ ctypedef struct expr_t:
     uint8_t sel2
     uint8_t sel3
     int32_t set       # set index; numgen: first cell
-    uint32_t arg      # compare: mask; numgen: modulus; dnat: endpoint; masq/snat: fully-random;
-                      # fib: 1 saddr, 2 daddr
+    # arg: compare: mask; numgen: modulus; dnat: endpoint; masq/snat: fully-random;
+    # fib: 1 saddr, 2 daddr
+    uint32_t arg
     int32_t target    # jump/goto: the target chain's first row
     int32_t next      # the first row after this row's rule
     uint32_t lo       # compare range / ct bits / iif bits / mark and-mask / NAT address
@@ -149,25 +150,6 @@ ctypedef struct env_t:
     Py_ssize_t n_local
     uint32_t masquerade_ip
     dyn_t* dyn
-
-ctypedef struct state_t:
-    uint32_t src
-    uint32_t dst
-    uint16_t sport
-    uint16_t dport
-    uint8_t proto
-    uint8_t origin_bit
-    uint8_t snat
-    uint8_t random_fully
-    uint8_t has_oif        # the current hook has an output interface (eth0)
-    uint32_t snat_ip
-    uint32_t mark
-    uint32_t ctstate
-    uint32_t rules
-    uint32_t probes
-    int32_t endpoint
-    uint64_t rng
-    double now
 
 
 def layout():
@@ -233,7 +215,7 @@ def build_hash(slot_t[::1] slots, const uint64_t[::1] keys, const uint8_t[::1] v
 # ---------------------------------------------------------------------------------------
 # matches
 
-cdef inline uint32_t sel_value(uint8_t sel, const state_t* st) noexcept nogil:
+cdef inline uint32_t sel_value(uint8_t sel, const pkt_state_t* st) noexcept nogil:
     if sel == SEL_SADDR:
         return st.src
     if sel == SEL_DADDR:
@@ -255,7 +237,7 @@ cdef inline uint32_t sel_bits(uint8_t sel) noexcept nogil:
     return 32
 
 
-cdef inline uint64_t build_key(const expr_t* e, const state_t* st) noexcept nogil:
+cdef inline uint64_t build_key(const expr_t* e, const pkt_state_t* st) noexcept nogil:
     """The concatenated key, first component in the high bits (as the lowering packs)."""
     cdef uint64_t key = sel_value(e.sel0, st)
     if e.nsel > 1:
@@ -290,10 +272,11 @@ cdef inline Py_ssize_t dyn_slot(dyn_t* d, uint64_t key, uint32_t* probes) noexce
     return -1
 
 
-cdef inline bint set_lookup(const env_t* env, int32_t idx, uint64_t key, state_t* st,
+cdef inline bint set_lookup(const env_t* env, int32_t idx, uint64_t key, pkt_state_t* st,
                             uint8_t* vkind, int32_t* vchain) noexcept nogil:
     """Is key in the set (with its verdict for a map)?"""
     cdef const nset_t* s = &env.sets[idx]
+    count_lookup(st)
     cdef uint64_t h, i, n
     cdef const slot_t* sl
     cdef int32_t a, b, m
@@ -335,7 +318,7 @@ cdef inline bint set_lookup(const env_t* env, int32_t idx, uint64_t key, state_t
 
 
 cdef inline void set_update(const env_t* env, int32_t idx, uint32_t addr,
-                            state_t* st) noexcept nogil:
+                            pkt_state_t* st) noexcept nogil:
     """``update @set { ip saddr }``: add the element or refresh its timeout."""
     cdef const nset_t* s = &env.sets[idx]
     cdef uint64_t key = ((<uint64_t>s.off + 1) << 32) | addr
@@ -353,9 +336,10 @@ cdef inline void set_update(const env_t* env, int32_t idx, uint32_t addr,
         env.dyn.expires[slot] = INFINITY
 
 
-cdef void eval_rule(const env_t* env, int32_t start, int32_t end, state_t* st, uint8_t* vkind,
-                   int32_t* vchain) noexcept nogil:
-    """Run one rule's rows; sets vkind/vchain (VK_NONE: no verdict, next rule)."""
+cdef bint eval_rule(const env_t* env, int32_t start, int32_t end, pkt_state_t* st,
+                    uint8_t* vkind, int32_t* vchain) noexcept nogil:
+    """Run one rule's rows; sets vkind/vchain (VK_NONE: no verdict, next rule). Returns
+    whether the rule matched (its matches held and any verdict map had an element)."""
     cdef int32_t i
     cdef const expr_t* e
     cdef uint32_t v, idx
@@ -368,42 +352,43 @@ cdef void eval_rule(const env_t* env, int32_t start, int32_t end, state_t* st, u
             v = sel_value(e.sel0, st) & e.arg
             ok = e.lo <= v and v <= e.hi
             if ok == e.neg:
-                return
+                return False
         elif e.op == E_LOOKUP:
             ok = set_lookup(env, e.set, build_key(e, st), st, vkind, vchain)
             vkind[0] = VK_NONE
             if ok == e.neg:
-                return
+                return False
         elif e.op == E_VMAP:
             if not set_lookup(env, e.set, build_key(e, st), st, vkind, vchain):
                 vkind[0] = VK_NONE  # a miss: NFT_BREAK
-            return
+                return False
+            return True
         elif e.op == E_NUMGEN:
-            # nft_ng_random_eval: reciprocal_scale(get_random_u32(), modulus)
-            idx = <uint32_t>((<uint64_t>rand32(&st.rng) * <uint32_t>e.arg) >> 32)
+            idx = draw_numgen(st, <uint32_t>e.arg)
             cell = &env.cells[e.set + idx]
             st.probes += 1  # the anonymous map lookup
+            count_lookup(st)
             if cell.vkind == VK_NONE:
-                return
+                return False
             vkind[0] = cell.vkind
             vchain[0] = cell.vchain
-            return
+            return True
         elif e.op == E_FIB:
             ok = is_local(st.src if e.arg == 1 else st.dst, env)
             if ok == e.neg:
-                return
+                return False
         elif e.op == E_CT_STATE:
             ok = (st.ctstate & e.lo) != 0
             if ok == e.neg:
-                return
+                return False
         elif e.op == E_IIF:
             ok = (e.lo & st.origin_bit) != 0
             if ok == e.neg:
-                return
+                return False
         elif e.op == E_OIF:
             ok = (e.lo & (2 if st.has_oif else 1)) != 0
             if ok == e.neg:
-                return
+                return False
         elif e.op == E_MARK_SET:
             st.mark = (st.mark & e.lo) ^ e.hi
         elif e.op == E_SET_UPDATE:
@@ -415,20 +400,21 @@ cdef void eval_rule(const env_t* env, int32_t start, int32_t end, state_t* st, u
             st.endpoint = <int32_t>e.arg
             st.ctstate |= CT_DNAT
             vkind[0] = VK_ACCEPT  # nft_nat_eval: the verdict of nf_nat_setup_info
-            return
+            return True
         elif e.op == E_MASQ or e.op == E_SNAT:
             st.snat = 1
             st.snat_ip = e.lo if e.op == E_SNAT else env.masquerade_ip
             st.random_fully = e.arg != 0
             vkind[0] = VK_ACCEPT
-            return
+            return True
         elif e.op == E_VERDICT:
             vkind[0] = e.vkind
             vchain[0] = e.target
-            return
+            return True
+    return True
 
 
-cdef int run_base(const env_t* env, int32_t base, state_t* st) noexcept nogil:
+cdef int run_base(const env_t* env, int32_t base, pkt_state_t* st) noexcept nogil:
     """One base chain (from its first row): V_CONTINUE (accepted: the next base chain
     runs), V_DROP or V_REJECT."""
     cdef int32_t stack[MAX_DEPTH]
@@ -436,6 +422,7 @@ cdef int run_base(const env_t* env, int32_t base, state_t* st) noexcept nogil:
     cdef int32_t pc = base, nxt
     cdef uint8_t vk
     cdef int32_t vc = -1
+    cdef bint matched
     while True:
         if env.exprs[pc].op == E_END:
             if depth == 0:
@@ -445,7 +432,9 @@ cdef int run_base(const env_t* env, int32_t base, state_t* st) noexcept nogil:
             continue
         st.rules += 1
         nxt = env.exprs[pc].next
-        eval_rule(env, pc, nxt, st, &vk, &vc)
+        matched = eval_rule(env, pc, nxt, st, &vk, &vc)
+        if st.rec != NULL:
+            record_step(st.rec, STEP_NFT_RULE, pc, matched, 0, 0)
         pc = nxt
         if vk == VK_NONE or vk == VK_CONTINUE:
             continue
@@ -471,188 +460,117 @@ cdef int run_base(const env_t* env, int32_t base, state_t* st) noexcept nogil:
 
 
 cdef int run_hook(const env_t* env, const int32_t* hook_off, const base_t* bases,
-                  int hook, state_t* st, bint skip_nat, bint* pending, uint32_t pdst,
-                  uint16_t pdport) noexcept nogil:
-    """A hook's base chains in priority order. ``pending``: a known flow's destination
+                  int hook, pkt_state_t* st) noexcept nogil:
+    """A hook's base chains in priority order. ``st.pending``: a known flow's destination
     translation, applied where the NAT hook sits (before the first chain at priority
     >= -100, else after the last)."""
     cdef int32_t k
     cdef int v
     st.has_oif = hook == H_FORWARD or hook == H_OUTPUT or hook == H_POSTROUTING
     for k in range(hook_off[hook], hook_off[hook + 1]):
-        if pending[0] and bases[k].priority >= NAT_DST_PRIORITY:
-            st.dst = pdst
-            st.dport = pdport
-            pending[0] = False
-        if skip_nat and bases[k].nat:
+        if st.pending and bases[k].priority >= NAT_DST_PRIORITY:
+            st.dst = st.pend_dst
+            st.dport = st.pend_dport
+            st.pending = 0
+        if st.skip_nat and bases[k].nat:
             continue
         v = run_base(env, bases[k].start, st)
         if v != V_CONTINUE:
             return v
-    if pending[0]:
-        st.dst = pdst
-        st.dport = pdport
-        pending[0] = False
+    if st.pending:
+        st.dst = st.pend_dst
+        st.dport = st.pend_dport
+        st.pending = 0
     return V_CONTINUE
 
 
-def process(const packet_t[::1] packets, verdict_t[::1] out, const expr_t[::1] exprs,
-            const nset_t[::1] sets, const slot_t[::1] slots, const interval_t[::1] intervals,
-            const cell_t[::1] cells, const int32_t[::1] hook_off, const base_t[::1] bases,
-            const uint32_t[::1] local_ips, uint32_t masquerade_ip, uint64_t seed,
-            uintptr_t conntrack=0, uint64_t[::1] dyn_keys=None, double[::1] dyn_expires=None,
-            bint checked=False):
-    """Walk the node's hooks for each packet; returns (generator state to continue from,
-    whether the dynamic-set table ran out of room).
+cdef class NftEngine(Engine):
+    """The node's nftables (kube-proxy's ``ip kube-proxy`` table) for the packet pipeline.
 
-    The arrays after ``out`` are LoweredNft.engine_arrays(). conntrack: a ConntrackTable's
-    table_address() (0: every packet is a flow's first); the caller keeps it alive.
-    dyn_keys/dyn_expires: the dynamic sets (session affinity), equal power-of-two sizes,
-    zeroed at start and kept by the caller between calls; None: affinity sets stay empty.
-    checked: the arrays passed ``check`` (lower_nft runs it) and were not changed since, so
-    the O(table) index validation is skipped (it is a large share of a small batch's time
-    on a 100k-service table).
+    The arrays are LoweredNft.engine_arrays() (checked here once: ValueError if an index
+    the packet loop follows leaves its array). ``dyn``: (keys, expires), the dynamic sets'
+    table (session affinity), equal power-of-two sizes, kept by the caller across engines
+    like the kernel's set elements; None: affinity sets stay empty. ``dyn_full`` tells
+    whether an update found no room.
     """
-    cdef Py_ssize_t n = packets.shape[0], k
-    cdef state_t st
     cdef env_t env
     cdef dyn_t dyn
-    cdef int f
-    cdef uint64_t rng = seed if seed != 0 else 0x9E3779B97F4A7C15ULL
-    cdef const packet_t* p
-    cdef ct_table_t* ct = <ct_table_t*>conntrack
-    cdef ct_result_t r
-    cdef int32_t entry
-    cdef uint32_t cprobes, sip, dip
-    cdef uint16_t sport, dport, snat_port
-    cdef bint hit, pending, moved, skip_nat
-    cdef const base_t* bases_p
-    if not checked:
+    cdef const int32_t* hook_off
+    cdef const base_t* bases
+    cdef object _arrays
+    cdef readonly object dyn_tables
+
+    def __init__(self, exprs, sets, slots, intervals, cells, hook_off, bases, local_ips,
+                 uint32_t masquerade_ip, *, dyn=None):
+        Engine.__init__(self, local_ips, masquerade_ip)
+        for name, a in (("exprs", exprs), ("sets", sets), ("slots", slots),
+                        ("intervals", intervals), ("cells", cells), ("hook_off", hook_off),
+                        ("bases", bases)):
+            if not isinstance(a, np.ndarray) or a.ndim != 1:
+                raise TypeError(f"{name} must be a one-dimensional numpy array")
         check(exprs, sets, slots, intervals, cells, hook_off, bases)
-    if out.shape[0] < n:
-        raise ValueError("verdict array shorter than the packet array")
-    env.exprs = &exprs[0] if exprs.shape[0] else NULL
-    bases_p = &bases[0] if bases.shape[0] else NULL
-    env.sets = &sets[0] if sets.shape[0] else NULL
-    env.slots = &slots[0] if slots.shape[0] else NULL
-    env.intervals = &intervals[0] if intervals.shape[0] else NULL
-    env.cells = &cells[0] if cells.shape[0] else NULL
-    env.local_ips = &local_ips[0] if local_ips.shape[0] else NULL
-    env.n_local = local_ips.shape[0]
-    env.masquerade_ip = masquerade_ip
-    env.dyn = NULL
-    dyn.full = False
-    if dyn_keys is not None:
-        if dyn_expires is None or dyn_expires.shape[0] != dyn_keys.shape[0] or \
-                dyn_keys.shape[0] == 0 or dyn_keys.shape[0] & (dyn_keys.shape[0] - 1):
-            raise ValueError("dynamic-set tables: equal power-of-two sizes")
-        dyn.keys = &dyn_keys[0]
-        dyn.expires = &dyn_expires[0]
-        dyn.mask = dyn_keys.shape[0] - 1
-        env.dyn = &dyn
-    with nogil:
-        for k in range(n):
-            p = &packets[k]
-            st.src = p.src_ip
-            st.dst = p.dst_ip
-            st.sport = p.src_port
-            st.dport = p.dst_port
-            st.proto = p.proto
-            st.origin_bit = <uint8_t>(1 << p.origin) if p.origin < 8 else 0
-            st.snat = 0
-            st.snat_ip = 0
-            st.random_fully = 0
-            st.mark = 0
-            st.ctstate = CT_NEW
-            st.rules = 0
-            st.probes = 0
-            st.endpoint = -1
-            st.rng = rng
-            st.now = p.ts
-            f = V_CONTINUE
-            hit = False
-            pending = False
-            dip = 0
-            dport = 0
-            entry = -1
-            r.probes = 0
-            cprobes = 0
-            snat_port = 0
-            if ct != NULL:
-                ct_lookup(ct, p, &r)
-                st.ctstate = r.state
-                if r.entry >= 0:  # a known flow: the stored translation, no nat chains
-                    hit = True
-                    ct_translate(ct, r.entry, r.dir, &sip, &sport, &dip, &dport)
-                    st.snat = sip != p.src_ip or sport != p.src_port
-                    st.snat_ip = sip  # the source changes in postrouting: filters see the old
-                    snat_port = sport
-                    pending = dip != p.dst_ip or dport != p.dst_port
-                    st.endpoint = ct.e[r.entry].endpoint if r.dir == 0 else -1
-                elif r.state != CTSTATE_UNTRACKED and r.state != CTSTATE_INVALID:
-                    entry = ct_alloc(ct, p)  # before the chains, as the conntrack hook is
-                    if entry == CT_ERR_FULL:
-                        f = V_DROP
-            # nf_nat_inet_fn runs the nat chains only for a packet with a conntrack entry:
-            # a new flow's first packet (a known flow gets the stored binding; INVALID and
-            # UNTRACKED packets have no entry and pass un-NATed)
-            skip_nat = hit or (ct != NULL and entry < 0)
-            if f == V_DROP:
-                pass
-            elif p.origin == ORIGIN_HOST:
-                f = run_hook(&env, &hook_off[0], bases_p, H_OUTPUT, &st, skip_nat,
-                             &pending, dip, dport)
-                if f == V_CONTINUE:
-                    f = run_hook(&env, &hook_off[0], bases_p, H_POSTROUTING, &st, skip_nat,
-                                 &pending, dip, dport)
-                if f == V_CONTINUE and is_local(st.dst, &env):
-                    f = run_hook(&env, &hook_off[0], bases_p, H_INPUT, &st, skip_nat,
-                                 &pending, dip, dport)
-            else:
-                f = run_hook(&env, &hook_off[0], bases_p, H_PREROUTING, &st, skip_nat,
-                             &pending, dip, dport)
-                if f == V_CONTINUE:
-                    if is_local(st.dst, &env):
-                        f = run_hook(&env, &hook_off[0], bases_p, H_INPUT, &st, skip_nat,
-                                     &pending, dip, dport)
-                    else:
-                        f = run_hook(&env, &hook_off[0], bases_p, H_FORWARD, &st, skip_nat,
-                                     &pending, dip, dport)
-                        if f == V_CONTINUE:
-                            f = run_hook(&env, &hook_off[0], bases_p, H_POSTROUTING,
-                                         &st, skip_nat, &pending, dip, dport)
-            rng = st.rng
-            if st.snat and not hit and f == V_CONTINUE:
-                snat_port = choose_snat_port(ct, st.proto, st.snat_ip, st.dst, st.dport,
-                                             p.src_port, st.random_fully, &rng, p.ts, &cprobes)
-            moved = st.dst != p.dst_ip or st.dport != p.dst_port
-            if entry >= 0:
-                if f != V_CONTINUE:
-                    ct_abort(ct, entry)  # never confirmed: the packet died
-                else:
-                    entry = ct_confirm(ct, entry, st.dst if moved else 0,
-                                       st.dport if moved else 0, st.snat_ip if st.snat else 0,
-                                       snat_port if st.snat else 0, st.endpoint, st.mark,
-                                       p.ts, &cprobes)
-                    if entry < 0:
-                        f = V_DROP  # insert clash
-            if f == V_DROP:
-                out[k].action = ACT_DROP
-            elif f == V_REJECT:
-                out[k].action = ACT_REJECT
-            elif st.endpoint >= 0 or moved:
-                out[k].action = ACT_DNAT
-            else:
-                out[k].action = ACT_ACCEPT
-            out[k].dnat_ip = st.dst if moved else 0
-            out[k].dnat_port = st.dport if moved else 0
-            out[k].snat_ip = st.snat_ip if st.snat else 0
-            out[k].snat_port = snat_port if st.snat else 0
-            out[k].endpoint = st.endpoint
-            out[k].rules = st.rules
-            out[k].probes = st.probes + r.probes + cprobes
-            out[k].ct_hit = hit
-    return rng, dyn.full
+        cdef const expr_t[::1] ev = exprs
+        cdef const nset_t[::1] sv = sets
+        cdef const slot_t[::1] slv = slots
+        cdef const interval_t[::1] iv = intervals
+        cdef const cell_t[::1] cv = cells
+        cdef const int32_t[::1] hv = hook_off
+        cdef const base_t[::1] bv = bases
+        cdef uint64_t[::1] dk
+        cdef double[::1] de
+        self._arrays = (exprs, sets, slots, intervals, cells, hook_off, bases)
+        self.env.exprs = &ev[0] if ev.shape[0] else NULL
+        self.env.sets = &sv[0] if sv.shape[0] else NULL
+        self.env.slots = &slv[0] if slv.shape[0] else NULL
+        self.env.intervals = &iv[0] if iv.shape[0] else NULL
+        self.env.cells = &cv[0] if cv.shape[0] else NULL
+        self.env.local_ips = self.local_ips
+        self.env.n_local = self.n_local
+        self.env.masquerade_ip = masquerade_ip
+        self.hook_off = &hv[0]
+        self.bases = &bv[0] if bv.shape[0] else NULL
+        self.env.dyn = NULL
+        self.dyn.full = False
+        self.dyn_tables = None
+        if dyn is not None:
+            keys, expires = dyn
+            if not isinstance(keys, np.ndarray) or not isinstance(expires, np.ndarray):
+                raise TypeError("dyn: (keys, expires) numpy arrays")
+            dk = keys
+            de = expires
+            if de.shape[0] != dk.shape[0] or dk.shape[0] == 0 or dk.shape[0] & (dk.shape[0] - 1):
+                raise ValueError("dynamic-set tables: equal power-of-two sizes")
+            self.dyn.keys = &dk[0]
+            self.dyn.expires = &de[0]
+            self.dyn.mask = dk.shape[0] - 1
+            self.env.dyn = &self.dyn
+            self.dyn_tables = (keys, expires)
+
+    @property
+    def dyn_full(self):
+        return bool(self.dyn.full)
+
+    def snapshot(self):
+        """The state packets change (the dynamic sets), for ``restore``."""
+        return (self, tuple(a.copy() for a in self.dyn_tables)
+                if self.dyn_tables is not None else None, self.dyn.full)
+
+    def restore(self, snap):
+        if not isinstance(snap, tuple) or len(snap) != 3 or snap[0] is not self:
+            raise ValueError("not a snapshot of this engine")
+        if snap[1] is not None:
+            for a, saved in zip(self.dyn_tables, snap[1]):
+                a[:] = saved
+        self.dyn.full = snap[2]
+
+    cdef int begin(self) except -1:
+        return 0
+
+    cdef void known_flow(self, const packet_t* p, pkt_state_t* st) noexcept nogil:
+        pass  # the stored destination is applied at the NAT hook's priority (run_hook)
+
+    cdef int hook(self, int hook, const packet_t* p, pkt_state_t* st) noexcept nogil:
+        return run_hook(&self.env, self.hook_off, self.bases, hook, st)
 
 
 def check(const expr_t[::1] exprs, const nset_t[::1] sets, const slot_t[::1] slots,

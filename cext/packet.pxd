@@ -80,16 +80,3 @@ ctypedef struct target_t:       # 8 bytes: one frontend the traffic generator ma
     uint16_t port
     uint8_t proto
     uint8_t origins             # ORIGIN_BIT_* mask of origins that can use this frontend
-
-
-cdef inline void verdict_reset(verdict_t* v) noexcept nogil:
-    """The verdict of a packet nothing has touched yet: ACCEPT, no NAT, endpoint -1."""
-    v.dnat_ip = 0
-    v.snat_ip = 0
-    v.dnat_port = 0
-    v.snat_port = 0
-    v.endpoint = -1
-    v.rules = 0
-    v.probes = 0
-    v.action = ACT_ACCEPT
-    v.ct_hit = 0

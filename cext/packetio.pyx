@@ -24,11 +24,13 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
 
 from packet cimport (
-    packet_t, verdict_t, target_t, verdict_reset,
+    packet_t, verdict_t, target_t,
     ACT_DNAT, FAMILY_V4, PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_SCTP,
     ORIGIN_POD, ORIGIN_EXTERNAL, ORIGIN_HOST, ORIGIN_AUTO,
     TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK,
 )
+
+include "packet.pxi"
 
 # Error codes returned by parse_packets / parse_ipv4_lines (messages live in packets.py).
 E_OK = 0

@@ -8,7 +8,7 @@ per rule or per lookup is reported as a ratio to these, on the same machine and 
 """
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
-from hashing cimport mix64
+include "hashing.pxi"
 from packet cimport packet_t
 
 

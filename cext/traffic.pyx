@@ -8,7 +8,7 @@ which is sequential because a repeated packet reuses a flow opened earlier.
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 from packet cimport packet_t, target_t, FAMILY_V4, PROTO_ICMP, PROTO_TCP, TCP_ACK, TCP_SYN
-from hashing cimport mix64
+include "hashing.pxi"
 
 cdef enum:
     EPHEMERAL_LOW = 32768     # Linux net.ipv4.ip_local_port_range default: 32768 60999

@@ -6,7 +6,8 @@ The pure-Python twin is kproxy_emu.dataplane.ipvs_reference; both must agree pac
 packet. Build the input arrays with kproxy_emu.modes.ipvs.lower(state).
 """
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memset
 
@@ -14,10 +15,14 @@ import ipaddress
 
 import numpy as np
 
-from packet cimport packet_t, verdict_t, verdict_reset
-from hashing cimport mix64
+from packet cimport packet_t, verdict_t
 from ipvs_core cimport *
 from ipset_core cimport *
+
+include "hashing.pxi"
+include "packet.pxi"
+include "ipvs_core.pxi"
+include "ipset_core.pxi"
 
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "sed", "nq", "mh")
 SERVICE_DTYPE = np.dtype([("proto", "u1"), ("addr", "u4"), ("port", "u2"), ("flags", "u4"),
@@ -103,16 +108,6 @@ cdef class VirtualServerTable:
     keeps each service's list newest first). Indices of services and destinations are
     their row numbers; ``add_dest`` appends. Time is emulated: each packet's ``ts``.
     """
-    cdef ipvs_table_t t
-    cdef int32_t dest_cap
-    cdef int32_t svc_cap
-    cdef int64_t tab_cap
-    cdef int32_t tab_size
-    cdef uint8_t sched
-    cdef bint bulk
-    cdef readonly str scheduler
-    cdef readonly uint64_t seed
-
     def __cinit__(self):
         memset(&self.t, 0, sizeof(ipvs_table_t))
 
@@ -212,9 +207,64 @@ cdef class VirtualServerTable:
         free(self.t.conns)
         free(self.t.conn_buckets)
 
-    def table_address(self):
-        """Address of the ipvs_table_t for Cython callers (keep this object alive)."""
-        return <uintptr_t>&self.t
+    cdef int c_in(self, const packet_t* p, verdict_t* v) noexcept nogil:
+        """ip_vs_in for one client packet (the pipeline's LOCAL_IN / LOCAL_OUT step)."""
+        return ipvs_in(&self.t, p, v)
+
+    cdef int c_out(self, const packet_t* p, verdict_t* v) noexcept nogil:
+        """ip_vs_out for one reply."""
+        return ipvs_out(&self.t, p, v)
+
+    def snapshot(self, bint schedulers=False):
+        """Everything packets change (connections, templates, destination counters,
+        scheduler positions and caches, statistics), for ``restore``; with ``schedulers``
+        also the sh/dh/mh lookup tables, which a destination's deletion rebuilds. Services
+        and destinations must not be added in between."""
+        cdef ipvs_table_t* t = &self.t
+        conns = bytes((<char*>t.conns)[:<Py_ssize_t>t.conn_high * sizeof(ipvs_conn_t)])
+        buckets = bytes((<char*>t.conn_buckets)[:<Py_ssize_t>(t.conn_mask + 1) * sizeof(int32_t)])
+        svcs = bytes((<char*>t.svcs)[:<Py_ssize_t>t.nsvcs * sizeof(ipvs_svc_t)])
+        dests = bytes((<char*>t.dests)[:<Py_ssize_t>t.ndests * sizeof(ipvs_dest_t)])
+        avail = bytes((<char*>t.dest_available)[:t.ndests])
+        tab = None
+        if schedulers and self.tab_size:
+            tab = bytes((<char*>t.sched_tab)[:<Py_ssize_t>t.nsvcs * self.tab_size * sizeof(int32_t)])
+        return (self, conns, buckets, svcs, dests, avail, t.conn_count, t.conn_free,
+                t.conn_high, dict(t.st), tab)
+
+    def restore(self, snap):
+        """Put the table back as ``snapshot`` saw it (ValueError: another table's, or one
+        whose services or destinations changed since)."""
+        cdef ipvs_table_t* t = &self.t
+        if not isinstance(snap, tuple) or len(snap) != 11 or snap[0] is not self:
+            raise ValueError("not a snapshot of this table")
+        _, conns, buckets, svcs, dests, avail, count, free_head, high, st, tab = snap
+        if len(svcs) != t.nsvcs * sizeof(ipvs_svc_t) or \
+                len(dests) != t.ndests * sizeof(ipvs_dest_t):
+            raise ValueError("the table's services or destinations changed since the snapshot")
+        cdef const unsigned char[:] cv = conns
+        cdef const unsigned char[:] bv = buckets
+        cdef const unsigned char[:] sv = svcs
+        cdef const unsigned char[:] dv = dests
+        cdef const unsigned char[:] av = avail
+        if cv.shape[0]:
+            memcpy(t.conns, &cv[0], cv.shape[0])
+        memcpy(t.conn_buckets, &bv[0], bv.shape[0])
+        if sv.shape[0]:
+            memcpy(t.svcs, &sv[0], sv.shape[0])
+        if dv.shape[0]:
+            memcpy(t.dests, &dv[0], dv.shape[0])
+            memcpy(t.dest_available, &av[0], av.shape[0])
+        if high < t.conn_high:
+            memset(t.conns + <Py_ssize_t>high, 0, (t.conn_high - high) * sizeof(ipvs_conn_t))
+        t.conn_count = count
+        t.conn_free = free_head
+        t.conn_high = high
+        t.st = st
+        cdef const unsigned char[:] tv
+        if tab is not None and len(tab):
+            tv = tab
+            memcpy(t.sched_tab, &tv[0], tv.shape[0])
 
     cdef _grow_svcs(self, int32_t need):
         cdef int32_t cap = self.svc_cap
@@ -324,7 +374,6 @@ cdef class VirtualServerTable:
     cdef _sched_changed(self, int32_t s, int32_t dest, int kind, bint init):
         """The scheduler's init_service / add_dest (kind 0) / del_dest (1) / upd_dest (2)."""
         cdef ipvs_svc_t* sv = &self.t.svcs[s]
-        cdef int32_t d, prev
         cdef uint32_t* perm
         cdef uint32_t* skip
         cdef int32_t* turns
@@ -623,11 +672,6 @@ def parse_entry(set_type, entry):
 
 cdef class IPSet:
     """One ipset for the ``-m set`` match (IPv4)."""
-    cdef ipset_t s
-    cdef readonly str name
-    cdef readonly str type
-    cdef list entries_
-
     def __cinit__(self):
         memset(&self.s, 0, sizeof(ipset_t))
 
@@ -682,10 +726,6 @@ cdef class IPSet:
         free(self.s.used)
         free(self.s.bitmap)
 
-    def set_address(self):
-        """Address of the ipset_t for Cython callers (keep this object alive)."""
-        return <uintptr_t>&self.s
-
     def __len__(self):
         return self.s.count
 
@@ -705,3 +745,15 @@ cdef class IPSet:
             for i in range(n):
                 r[i] = ipset_test(&self.s, &pk[i], mask, &probes)
         return res
+
+
+cdef bint ipset_member(const ipset_t* s, const packet_t* p, uint32_t dirs,
+                       uint32_t* probes) noexcept nogil:
+    """``-m set --match-set NAME dirs`` for the packet as it stands."""
+    return ipset_test(s, p, dirs, probes)
+
+
+cdef bint ipset_has_ip(const ipset_t* s, uint32_t ip) noexcept nogil:
+    """A hash:ip set holds the address."""
+    cdef uint32_t unused = 0
+    return ipset_find(s, (<uint64_t>ip) << 32, 0, &unused)

@@ -1,34 +1,50 @@
 """Stub for the compiled kproxy_emu._cext.chains (source: cext/chains.pyx)."""
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from .pipeline import Engine
+from .vstable import IPSet, VirtualServerTable
+
 def layout() -> dict[str, dict[str, Any]]: ...
-def process(
-    packets: npt.NDArray[np.void],
-    out: npt.NDArray[np.void],
-    rules: npt.NDArray[np.void],
-    hot: npt.NDArray[np.void],
-    chains: npt.NDArray[np.void],
-    hooks: npt.NDArray[np.int32],
-    local_ips: npt.NDArray[np.uint32],
-    masquerade_ip: int,
-    seed: int,
-    conntrack: int = 0,
-    recent_addrs: npt.NDArray[np.uint32] | None = None,
-    recent_stamps: npt.NDArray[np.float64] | None = None,
-    recent_counts: npt.NDArray[np.uint32] | None = None,
-    port_ranges: npt.NDArray[np.uint16] | None = None,
-    nth_counters: npt.NDArray[np.uint32] | None = None,
-    sets: npt.NDArray[np.uintp] | None = None,
-    local_set: int = 0,
-    ipvs_words: npt.NDArray[np.uint32] | None = None,
-    ipvs: int = 0,
-    checked: bool = False,
-) -> int:
-    """Walk the node's hooks for every packet; returns the generator state to go on from.
-    ``sets``: ipset addresses for ``-m set``; ``local_set``: a hash:ip set of more local
-    addresses; ``ipvs_words``: ``-m ipvs`` matches; ``ipvs``: a VirtualServerTable's
-    table_address() (ip_vs_in at LOCAL_IN / LOCAL_OUT, ip_vs_out for replies)."""
+
+class ChainEngine(Engine):
+    """The iptables hooks of one node (with ``ipvs``: IPVS at LOCAL_IN / LOCAL_OUT and
+    ip_vs_out for replies), for pipeline.run. Checks every index it follows (ValueError)."""
+
+    @property
+    def nth_counters(self) -> npt.NDArray[np.uint32]: ...
+    @property
+    def recent(
+        self,
+    ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.float64], npt.NDArray[np.uint32]] | None: ...
+    @property
+    def sets(self) -> tuple[IPSet, ...]: ...
+    @property
+    def local_set(self) -> IPSet | None: ...
+    @property
+    def ipvs(self) -> VirtualServerTable | None: ...
+    def __init__(
+        self,
+        rules: npt.NDArray[np.void],
+        hot: npt.NDArray[np.void],
+        chains: npt.NDArray[np.void],
+        hooks: npt.NDArray[np.int32],
+        local_ips: npt.ArrayLike,
+        masquerade_ip: int,
+        *,
+        port_ranges: npt.NDArray[np.uint16] | None = None,
+        nth_counters: npt.NDArray[np.uint32] | None = None,
+        recent: tuple[npt.NDArray[np.uint32], npt.NDArray[np.float64], npt.NDArray[np.uint32]]
+        | None = None,
+        sets: Iterable[IPSet] = (),
+        local_set: IPSet | None = None,
+        ipvs_words: npt.NDArray[np.uint32] | None = None,
+        ipvs: VirtualServerTable | None = None,
+    ) -> None: ...
+    def snapshot(self) -> tuple[object, ...]:
+        """The per-rule state and the IPVS table's, for restore."""
+    def restore(self, snap: tuple[object, ...]) -> None: ...

@@ -1,5 +1,5 @@
 """Stub for the compiled kproxy_emu._cext.conntrack (source: cext/conntrack.pyx; C-level API
-in cext/conntrack_core.pxd). Pure-Python twin: kproxy_emu.dataplane.conntrack_ref."""
+in kproxy_emu/_cext/conntrack.pxd). Pure-Python twin: kproxy_emu.dataplane.conntrack_ref."""
 
 import numpy as np
 import numpy.typing as npt
@@ -62,8 +62,10 @@ class ConntrackTable:
     def seed(self) -> int: ...
     @property
     def tcp_loose(self) -> bool: ...
-    def table_address(self) -> int:
-        """Address of the C ct_table_t for Cython engines (valid while self lives)."""
+    def snapshot(self) -> tuple[object, ...]:
+        """The table's whole state, for restore."""
+    def restore(self, snap: tuple[object, ...]) -> None:
+        """Back to the snapshot's state (ValueError: another table's snapshot)."""
     def __len__(self) -> int: ...
     def stats(self) -> dict[str, int]: ...
     def lookup_batch(

@@ -5,6 +5,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .pipeline import Engine
+
 def layout() -> dict[str, dict[str, Any]]: ...
 def build_hash(
     slots: npt.NDArray[np.void],
@@ -25,24 +27,28 @@ def check(
 ) -> None:
     """ValueError unless every index the engine follows stays inside its array."""
 
-def process(
-    packets: npt.NDArray[np.void],
-    out: npt.NDArray[np.void],
-    exprs: npt.NDArray[np.void],
-    sets: npt.NDArray[np.void],
-    slots: npt.NDArray[np.void],
-    intervals: npt.NDArray[np.void],
-    cells: npt.NDArray[np.void],
-    hook_off: npt.NDArray[np.int32],
-    bases: npt.NDArray[np.void],
-    local_ips: npt.NDArray[np.uint32],
-    masquerade_ip: int,
-    seed: int,
-    conntrack: int = 0,
-    dyn_keys: npt.NDArray[np.uint64] | None = None,
-    dyn_expires: npt.NDArray[np.float64] | None = None,
-    checked: bool = False,
-) -> tuple[int, bool]:
-    """Walk the node's hooks for every packet; returns (generator state to go on from,
-    whether the dynamic-set table ran out of room). ``checked``: the arrays passed
-    ``check`` unchanged (skip the per-call validation)."""
+class NftEngine(Engine):
+    """The node's nftables table for pipeline.run (arrays: LoweredNft.engine_arrays();
+    ``dyn``: the dynamic sets' (keys, expires) tables)."""
+
+    @property
+    def dyn_tables(self) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float64]] | None: ...
+    @property
+    def dyn_full(self) -> bool: ...
+    def __init__(
+        self,
+        exprs: npt.NDArray[np.void],
+        sets: npt.NDArray[np.void],
+        slots: npt.NDArray[np.void],
+        intervals: npt.NDArray[np.void],
+        cells: npt.NDArray[np.void],
+        hook_off: npt.NDArray[np.int32],
+        bases: npt.NDArray[np.void],
+        local_ips: npt.ArrayLike,
+        masquerade_ip: int,
+        *,
+        dyn: tuple[npt.NDArray[np.uint64], npt.NDArray[np.float64]] | None = None,
+    ) -> None: ...
+    def snapshot(self) -> tuple[object, ...]:
+        """The dynamic sets, for restore."""
+    def restore(self, snap: tuple[object, ...]) -> None: ...

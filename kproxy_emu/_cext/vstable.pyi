@@ -1,5 +1,6 @@
 """Stub for the compiled kproxy_emu._cext.vstable (source: cext/vstable.pyx; C-level API in
-cext/ipvs_core.pxd and cext/ipset_core.pxd). Pure-Python twin:
+kproxy_emu/_cext/vstable.pxd, implemented in cext/ipvs_core.pxi and
+cext/ipset_core.pxi). Pure-Python twin:
 kproxy_emu.dataplane.ipvs_reference."""
 
 from collections.abc import Iterable, Mapping
@@ -61,7 +62,10 @@ class VirtualServerTable:
         expire_quiescent_template: bool = True,
         conn_reuse_mode: int = 1,
     ) -> None: ...
-    def table_address(self) -> int: ...
+    def snapshot(self, schedulers: bool = False) -> tuple[object, ...]:
+        """Connections, templates, destination counters and scheduler state (with
+        ``schedulers``: the sh/dh/mh tables too), for restore."""
+    def restore(self, snap: tuple[object, ...]) -> None: ...
     def add_service(
         self, proto: int, addr: int, port: int, flags: int = 0, timeout: int = 0
     ) -> int:
@@ -107,7 +111,6 @@ class IPSet:
     def __init__(
         self, name: str, set_type: str, entries: Iterable[str] = (), seed: int = 0
     ) -> None: ...
-    def set_address(self) -> int: ...
     def __len__(self) -> int: ...
     @property
     def entries(self) -> list[str]: ...

@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("pod", "external", "host"),
         help="where it enters (default: from its source address)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed for the one endpoint drawn")
+    p.add_argument("--seed", type=int, default=0, help="seed of the node's random stream (0)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_trace)
 
@@ -313,6 +313,7 @@ def _dataplane(args: argparse.Namespace):
         cluster_cidr=args.cluster_cidr,
         masquerade_all=args.masquerade_all,
         mark_text=args.mark_text,
+        seed=getattr(args, "seed", 0) or 0,
     )
 
 
@@ -359,8 +360,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
 def _cmd_trace(args: argparse.Namespace) -> int:
     import json
 
-    dp = _dataplane(args)
-    dp.seed = args.seed
+    dp = _dataplane(args)  # seeded: the node's random stream starts from --seed
     times = args.time or []
     if len(times) not in (0, 1, len(args.packet)):
         raise InputError(

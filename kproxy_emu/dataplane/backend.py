@@ -5,7 +5,8 @@ A mode is three parts (docs/architecture.md, "Adding a mode"):
   model and sync payload;
 - a backend class satisfying :class:`Backend`, registered in :data:`BACKENDS`, which keeps
   the node's installed state across syncs, renders its text and owns its engine objects;
-- an engine plugged into the one packet pipeline (``cext/``).
+- an engine plugged into the one packet pipeline (``cext/pipeline.pyx``; docs/engine.md):
+  a ``kproxy_emu._cext.pipeline.Engine`` subclass the backend builds in ``engine()``.
 
 A backend never sees the :class:`~kproxy_emu.dataplane.Dataplane`: it gets a
 :class:`NodeContext` (what the node is, the current proxy view) and its own options object.
@@ -25,6 +26,9 @@ from .sync import SyncResult
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from .._cext.conntrack import ConntrackTable
+    from .._cext.pipeline import Engine, Rng
 
 # ip_vs conn_tab_bits: the kernel's default (CONFIG_IP_VS_TAB_BITS) and the module's range
 CONN_TAB_BITS = 12
@@ -155,17 +159,37 @@ class Backend(Protocol):
         """Forget per-flow and per-rule state: the node just booted."""
         ...
 
+    @property
+    def lowered(self) -> object:
+        """The engine's packed tables (rebuilt after each sync)."""
+        ...
+
+    def engine(self) -> Engine:
+        """The mode's engine over the current tables and the node's per-rule state
+        (what the packet pipeline calls at each hook; traces run it too)."""
+        ...
+
+    def advance_clock(self, now: float) -> None:
+        """Run what the mode does on a timer up to emulated time ``now`` (what
+        ``process`` does before a packet at that time; nothing in most modes)."""
+        ...
+
+    def clock_snapshot(self, now: float) -> object:
+        """What ``advance_clock(now)`` would change, for ``restore_clock`` (a trace that
+        must leave the node as it was)."""
+        ...
+
+    def restore_clock(self, snap: object) -> None: ...
+
     def process(
         self,
         packets: np.ndarray,
         out: np.ndarray,
-        local: np.ndarray,
-        masq_ip: int,
-        rng_state: int,
-        conntrack: int,
-    ) -> int:
-        """Push a packet batch through the mode's engine; returns the random stream's
-        state to continue from."""
+        conntrack: ConntrackTable | None,
+        rng: Rng,
+    ) -> None:
+        """Push a packet batch through the packet pipeline with the mode's engine
+        (``conntrack`` and ``rng``, the node's, advance in place)."""
         ...
 
 

@@ -400,9 +400,6 @@ class ConntrackTable:
 
     # -- public API (mirrors the Cython class) --------------------------------------------
 
-    def table_address(self) -> int:
-        return 0
-
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -3,7 +3,7 @@
 The facade owns what every mode shares: the emulated node and kube-proxy options, the
 proxy view of the cluster, conntrack, the seeded random stream, the packet batch checks
 and the trace format. A mode backend (``iptables_backend.py``, ...) owns its compiled
-state, its sync, its renderer, its engine and its reference evaluator.
+state, its sync, its renderer and its engine (traces: dataplane/tracer.py).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from .._cext.pipeline import Rng
 from ..errors import InputError, KproxyError
 from ..model.cluster import Cluster, paused_gc
 from ..model.config import KubeProxyConfig, NodeConfig
 from ..netfilter.ruleset import Ruleset
-from ..packets import parse as parse_packet
 from ..proxy import ProxyOptions, ProxyView
 from ..proxy.tracker import Changes, ChangeTracker, Deleted, Event
 from .backend import (
@@ -30,6 +30,7 @@ from .backend import (
     mode_options,
 )
 from .sync import SyncResult
+from .tracer import TraceResult
 
 
 def resolve_node(
@@ -110,7 +111,7 @@ class Dataplane:
         self.syncs: list[SyncResult] = []
         # statistic draws: one xorshift64* stream seeded from the Dataplane's seed
         seeds = np.random.SeedSequence(seed).generate_state(2, np.uint64)
-        self._rng_state = int(seeds[0]) or 1
+        self.rng = Rng(int(seeds[0]) or 1)
         self.conntrack = _conntrack_table(self.config, int(seeds[1])) if conntrack else None
         self._build_view()
         self.node = NodeContext(self.options, self.config, seed, cluster, self.view)
@@ -227,113 +228,25 @@ class Dataplane:
 
     def trace(
         self, packet: str, origin: str | None = None, *, time: float = 0.0, commit: bool = False
-    ) -> dict:
-        """One packet at emulated ``time``: the verdict, every endpoint it could reach with
-        its probability (every statistic branch followed), the endpoint drawn, and each rule
-        visited on that path.
+    ) -> TraceResult:
+        """One packet at emulated ``time`` through the same engine and node state as
+        ``process``: what it did (verdict, translation, endpoint, each rule, expression and
+        lookup visited) and every way it could have gone from the current state
+        (``candidates`` and ``outcomes`` with their probabilities).
 
-        A packet of a flow conntrack already holds (from ``process`` or committed traces)
-        is reported as established: the stored translation, no nat rules. ``commit``: the
-        packet also goes through ``process`` (conntrack, affinity lists and the statistic
-        stream advance), and the drawn endpoint is the one the engine chose; otherwise
-        tracing changes nothing and the draw comes from this Dataplane's seed."""
-        from ..packets import dnat_text
-        from .reference import Flow
+        ``commit``: the node's state advances exactly as ``process`` would advance it
+        (conntrack, affinity lists and sets, IPVS connections, nth counters, the random
+        stream); otherwise nothing changes and the verdict is the one ``process`` would give
+        this packet next. See kproxy_emu/dataplane/tracer.py."""
+        from .tracer import trace
 
-        if origin not in (None, "pod", "external", "host"):
-            raise InputError("must be pod, external or host", field="--from", value=origin)
-        batch = self._resolve_origins(parse_packet(packet, origin=origin, ts=time))
-        flow = Flow.from_packet(batch[0])
-        established = self._established(batch)
-        engine = self.process(batch)[0] if commit else None
-        base = {"packet": packet, "from": flow.origin, "time": time}
-        if established is not None:
-            return {**base, **established}
-        outcome = self.backend.evaluate_new_flow(flow)
-        probs = np.array([b.prob for b in outcome.branches])
-        if engine is not None:  # the branch that ends where the engine's packet went
-            dnat = dnat_text(engine)
-            fits = [k for k, b in enumerate(outcome.branches) if b.dnat == dnat] or [0]
-            chosen = outcome.branches[fits[0]]
-        else:
-            rng = np.random.default_rng(self.seed)
-            chosen = outcome.branches[int(rng.choice(len(probs), p=probs / probs.sum()))]
-        if chosen.verdict in ("DROP", "REJECT"):
-            verdict = chosen.verdict
-        else:
-            verdict = "DNAT" if chosen.dnat else "ACCEPT"
-        return {
-            **base,
-            "conntrack": "new",
-            "verdict": verdict,
-            "dnat": chosen.dnat,
-            "masquerade": chosen.snat,
-            "endpoint": chosen.dnat,
-            "candidates": [
-                {"endpoint": ep, "probability": round(p, 12), "masquerade": m}
-                for ep, p, m in outcome.candidates
-            ],
-            "outcomes": [
-                {
-                    "probability": round(b.prob, 12),
-                    "verdict": b.verdict or "ACCEPT",
-                    "dnat": b.dnat,
-                    "masquerade": b.snat,
-                }
-                for b in outcome.branches
-            ],
-            "steps": [
-                {"table": t, "chain": c, "rule": i, "text": text, "matched": m}
-                for t, c, i, text, m in chosen.steps
-            ],
-            "cost": {
-                "rules_evaluated": chosen.rules_evaluated,
-                "lookups": getattr(chosen, "lookups", 0),
-            },
-        }
-
-    def _established(self, batch: np.ndarray) -> dict | None:
-        """The trace of a packet whose flow conntrack holds (looked at, not updated)."""
-        from ..packets import u32_to_ip
-
-        if self.conntrack is None:
-            return None
-        _state, entry, direction, probes = self.conntrack.lookup(batch, 0, update=False)
-        if entry < 0:
-            return None
-        sip, sport, dip, dport = self.conntrack.translate(entry, direction)
-        row = batch[0]
-        moved_dst = dip != row["dst_ip"] or dport != row["dst_port"]
-        moved_src = sip != row["src_ip"] or sport != row["src_port"]
-        dnat = f"{u32_to_ip(dip)}:{dport}" if moved_dst else None
-        endpoint = dnat if direction == 0 else None
-        text = (
-            f"{'reply of' if direction else 'packet of'} a known flow, "
-            f"leaves as {u32_to_ip(sip)}:{sport} -> {u32_to_ip(dip)}:{dport}"
-        )
-        return {
-            "conntrack": "reply" if direction else "established",
-            "verdict": "DNAT" if moved_dst else "ACCEPT",
-            "dnat": dnat,
-            "masquerade": bool(moved_src and direction == 0),
-            "endpoint": endpoint,
-            "candidates": [
-                {"endpoint": endpoint, "probability": 1.0, "masquerade": bool(moved_src)}
-            ]
-            if endpoint
-            else [],
-            "outcomes": [],
-            "steps": [
-                {"table": "conntrack", "chain": None, "rule": None, "text": text, "matched": True}
-            ],
-            "cost": {"rules_evaluated": 0, "lookups": int(probes)},
-        }
+        return trace(self, packet, origin, time=time, commit=commit)
 
     def reset_state(self) -> None:
         """Forget every flow and per-rule state (conntrack, affinity lists, nth counters)
         and restart the random stream from the seed: as a node just after boot."""
         seeds = np.random.SeedSequence(self.seed).generate_state(2, np.uint64)
-        self._rng_state = int(seeds[0]) or 1
+        self.rng = Rng(int(seeds[0]) or 1)
         if self.conntrack is not None:
             self.conntrack = _conntrack_table(self.config, int(seeds[1]))
         self.backend.reset_state()
@@ -369,7 +282,7 @@ class Dataplane:
         classified by source address first. Random draws continue one seeded stream
         across calls, so the same calls in the same order give the same verdicts.
         """
-        from ..packets import PACKET_DTYPE, empty_verdicts, ip_to_u32
+        from ..packets import PACKET_DTYPE, empty_verdicts
 
         if not isinstance(packets, np.ndarray) or packets.dtype != PACKET_DTYPE:
             raise InputError(
@@ -379,12 +292,7 @@ class Dataplane:
             )
         packets = self._resolve_origins(np.ascontiguousarray(packets))
         out = empty_verdicts(len(packets))
-        local = np.array(
-            [ip_to_u32(ip) for ip in self.options.node.local_ips if ":" not in ip], dtype=np.uint32
-        )
-        masq_ip = ip_to_u32(self.options.node.primary_ip)
-        table = self.conntrack.table_address() if self.conntrack is not None else 0
-        self._rng_state = self.backend.process(packets, out, local, masq_ip, self._rng_state, table)
+        self.backend.process(packets, out, self.conntrack, self.rng)
         return out
 
     def _resolve_origins(self, packets: np.ndarray) -> np.ndarray:

@@ -3,7 +3,8 @@
 It keeps the node's iptables state (``tables``) the way a node has it: the built-in chain
 jumps kube-proxy ensures, then every restore applied in turn (a failed restore changes
 nothing and makes the next sync a full one). Packets walk those tables in the chain VM
-(cext/chains.pyx) over the lowered arrays; traces use the reference evaluator.
+(cext/chains.pyx ChainEngine) over the lowered arrays, driven by the one packet pipeline
+(cext/pipeline.pyx); traces run the same engine (dataplane/tracer.py).
 """
 
 from __future__ import annotations
@@ -31,12 +32,11 @@ class IptablesBackend:
     def __init__(self, node: NodeContext, options: IptablesOptions):
         self.node = node
         tables = options.tables
-        self._checked_for = None  # the lowered tables chains.process last checked
+        self._engine = None  # the ChainEngine over the current lowered tables
         # the proxier keeps the node's iptables as they stand (``tables``)
         self.proxier = IptablesProxier(node.options, tables)
         self.endpoints: list[str] = []  # grows only: verdict indices keep their meaning
         self._full: Ruleset | None = None
-        self._evaluator = None
         self._lowered = None
         self._recent: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._nth_counters: np.ndarray | None = None
@@ -66,9 +66,9 @@ class IptablesBackend:
         if res.full:
             self._full = res.payload
         nat = res.payload.tables.get("nat")
-        self._evaluator = None  # the tables change: rebuild the tracer's and VM's views
-        self._lowered = None
+        self._lowered = None  # the tables change: rebuild the engine's view
         self._nth_counters = None
+        self._engine = None
         return SyncResult(
             full=res.full,
             payload=res.payload,
@@ -89,16 +89,6 @@ class IptablesBackend:
         return render_sorted(self.ruleset) if sorted else render(self.ruleset)
 
     # ---------------------------------------------------------------- packets
-    def evaluate_new_flow(self, flow):
-        from .reference import ReferenceEvaluator, evaluate_new_flow
-
-        if self._evaluator is None:
-            options = self.node.options
-            self._evaluator = ReferenceEvaluator(
-                self.proxier.node.ruleset(), options.node.local_ips, options.family
-            )
-        return evaluate_new_flow(self._evaluator, flow)
-
     @property
     def lowered(self):
         """The node's tables as the chain VM's packed arrays (rebuilt after each sync)."""
@@ -118,48 +108,67 @@ class IptablesBackend:
     def reset_state(self) -> None:
         self._recent = None
         self._nth_counters = None
+        self._engine = None
 
-    def process(
-        self,
-        packets: np.ndarray,
-        out: np.ndarray,
-        local: np.ndarray,
-        masq_ip: int,
-        rng_state: int,
-        conntrack: int,
-    ) -> int:
-        from .._cext import chains
+    def engine(self):
+        """The ChainEngine over the node's tables and their per-rule state."""
+        if self._engine is None:
+            from .._cext.chains import ChainEngine
 
-        low = self.lowered
-        if self._recent is None and low.recent_lists:
-            # xt_recent lists (session affinity), kept across calls like the kernel's;
-            # np.zeros pages are only backed once written, so idle lists cost nothing
-            slots = low.recent_lists * RECENT_LIST_TOT
-            self._recent = (
-                np.zeros(slots, np.uint32),
-                np.zeros(slots),
-                np.zeros(low.recent_lists, np.uint32),
+            low = self.lowered
+            self._recent = recent_lists(self._recent, low.recent_lists)
+            if self._nth_counters is None:  # statistic nth counters live as long as the rules
+                self._nth_counters = low.nth_counters.copy()
+            local, masq_ip = node_addresses(self.node.options)
+            self._engine = ChainEngine(
+                low.rules,
+                low.hot,
+                low.chains,
+                low.hooks,
+                local,
+                masq_ip,
+                port_ranges=low.port_ranges,
+                nth_counters=self._nth_counters,
+                recent=self._recent,
             )
-        addrs, stamps, counts = self._recent if self._recent is not None else (None,) * 3
-        if self._nth_counters is None:  # xt_statistic nth counters live as long as the rules
-            self._nth_counters = low.nth_counters.copy()
-        rng_state = chains.process(
-            packets,
-            out,
-            low.rules,
-            low.hot,
-            low.chains,
-            low.hooks,
-            local,
-            masq_ip,
-            rng_state,
-            conntrack,
-            addrs,
-            stamps,
-            counts,
-            low.port_ranges,
-            self._nth_counters,
-            checked=self._checked_for is low,
-        )
-        self._checked_for = low  # the rule scan passed once for these arrays
-        return rng_state
+        return self._engine
+
+    def advance_clock(self, now: float) -> None:
+        pass  # nothing runs on a timer
+
+    def clock_snapshot(self, now: float) -> object:
+        return None
+
+    def restore_clock(self, snap: object) -> None:
+        pass
+
+    def process(self, packets: np.ndarray, out: np.ndarray, conntrack, rng) -> None:
+        from .._cext import pipeline
+
+        pipeline.run(self.engine(), packets, out, conntrack, rng)
+
+
+def recent_lists(current, lists: int):
+    """xt_recent's lists (session affinity), ``lists`` of RECENT_LIST_TOT addresses each,
+    kept across syncs like the kernel's (lists a sync adds start empty); None: no lists.
+    np.zeros pages are only backed once written, so idle lists cost nothing."""
+    if not lists:
+        return current
+    if current is not None and len(current[2]) >= lists:
+        return current
+    slots = lists * RECENT_LIST_TOT
+    grown = (np.zeros(slots, np.uint32), np.zeros(slots), np.zeros(lists, np.uint32))
+    if current is not None:
+        for new, old in zip(grown, current):
+            new[: len(old)] = old
+    return grown
+
+
+def node_addresses(options) -> tuple[np.ndarray, int]:
+    """The node's IPv4 addresses (the local routing table) and MASQUERADE's source."""
+    from ..packets import ip_to_u32
+
+    local = np.array(
+        [ip_to_u32(ip) for ip in options.node.local_ips if ":" not in ip], dtype=np.uint32
+    )
+    return local, ip_to_u32(options.node.primary_ip)

@@ -6,11 +6,12 @@ its iptables (built-in jumps, then each restore applied, as in iptables mode), i
 (engine sets for ``-m set``), and the kernel's IPVS table (IpvsSync: virtual servers and
 real servers diffed sync after sync, graceful termination of removed real servers).
 
-Packets walk the iptables hooks in the chain VM (cext/chains.pyx) with ip_vs_in at
-LOCAL_IN (after filter INPUT) for packets to a local address, kube-ipvs0's included, and at
-LOCAL_OUT (after nat OUTPUT) for the host's own; replies update IPVS's connections
-(ip_vs_out). Traces run the iptables reference evaluator with the same hooks and the
-pure-Python IPVS table (dataplane/ipvs_reference.py) for the scheduling step.
+Packets walk the iptables hooks in the chain VM (cext/chains.pyx ChainEngine, driven by
+the packet pipeline cext/pipeline.pyx) with ip_vs_in at LOCAL_IN (after filter INPUT) for
+packets to a local address, kube-ipvs0's included, and at LOCAL_OUT (after nat OUTPUT) for
+the host's own; replies update IPVS's connections (ip_vs_out). Traces run the same engine
+(dataplane/tracer.py); the pure-Python reference (tests' oracle) is
+dataplane/ipvs_reference.py evaluate_ipvs_flow.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from .sync import SyncResult
 
 if TYPE_CHECKING:
     from .backend import IpvsOptions, NodeContext
-    from .reference import Branch, Flow, Outcome, ReferenceEvaluator
 
 # Dataplane.render formats: restore/save as every mode has them, then IPVS mode's own texts
 FORMATS = ("restore", "save", *ipvs_text.FORMATS)
@@ -45,7 +45,7 @@ class IpvsBackend:
         self.node = node
         # ip_vs conn_tab_bits: 2^bits connection buckets
         self.conn_tab_bits = options.conn_tab_bits
-        self._checked_for = None  # the lowered tables chains.process last checked
+        self._engine = None  # (ChainEngine, the IPVS table it holds)
         # the proxier keeps the node's iptables (``tables``) and the state of each sync
         self.proxier = IpvsProxier(node.options, options.scheduler or node.config.ipvs.scheduler)
         self.scheduler = self.proxier.scheduler
@@ -58,8 +58,6 @@ class IpvsBackend:
         self._sets: dict | None = None
         self._local_set = None
         self._lowered = None
-        self._evaluator = None
-        self._ref_table = None
         self._bulk: tuple | None = None  # (state, lowered arrays, index maps) for resets
 
     # ---------------------------------------------------------------- syncs
@@ -171,8 +169,7 @@ class IpvsBackend:
         text = restore + "".join(line + "\n" for line in res.ipset_ops) + ipvsadm
         self._sets = None
         self._lowered = None
-        self._evaluator = None
-        self._ref_table = None
+        self._engine = None
         return SyncResult(
             full=True,
             payload=state,
@@ -247,8 +244,7 @@ class IpvsBackend:
                     field="--match-set",
                     value=missing[0],
                 )
-            addrs = np.array([sets[name].set_address() for name in low.set_names], np.uintp)
-            self._lowered = (low, addrs, low.nth_counters.copy())
+            self._lowered = (low, [sets[name] for name in low.set_names], low.nth_counters.copy())
         return self._lowered[0]
 
     def prepare(self) -> None:
@@ -267,74 +263,94 @@ class IpvsBackend:
                 self._lowered[1],
                 self._lowered[0].nth_counters.copy(),
             )
+        self._engine = None
 
-    def process(
-        self,
-        packets: np.ndarray,
-        out: np.ndarray,
-        local: np.ndarray,
-        masq_ip: int,
-        rng_state: int,
-        conntrack: int,
-    ) -> int:
-        """The chain VM with ip_vs_in/ip_vs_out over the batch. Packet time drives
-        kube-proxy's graceful-termination loop (every 60 s): a batch in time order runs in
-        slices between its runs; one out of order has the runs its earliest packet passed
-        before it and the rest after it."""
+    def engine(self):
+        """The ChainEngine over the node's iptables, ipsets and IPVS table."""
         if self.ipvs is None:
             raise InputError(
                 "the IPVS engine runs IPv4 only", field="family", value=self.node.options.family
             )
         low = self.lowered
+        if self._engine is None or self._engine[1] is not self.ipvs.table:
+            from .._cext.chains import ChainEngine
+            from .iptables_backend import node_addresses
+
+            _, sets, nth = self._lowered
+            local, masq_ip = node_addresses(self.node.options)
+            engine = ChainEngine(
+                low.rules,
+                low.hot,
+                low.chains,
+                low.hooks,
+                local,
+                masq_ip,
+                port_ranges=low.port_ranges,
+                nth_counters=nth,
+                sets=sets,
+                local_set=self._local_set,
+                ipvs_words=low.ipvs_words,
+                ipvs=self.ipvs.table,
+            )
+            self._engine = (engine, self.ipvs.table)
+        return self._engine[0]
+
+    def process(self, packets: np.ndarray, out: np.ndarray, conntrack, rng) -> None:
+        """The chain VM with ip_vs_in/ip_vs_out over the batch. Packet time drives
+        kube-proxy's graceful-termination loop (every 60 s): a batch in time order runs in
+        slices between its runs; one out of order has the runs its earliest packet passed
+        before it and the rest after it."""
+        from .._cext import pipeline
+
+        engine = self.engine()
         n = len(packets)
         if n == 0:
-            return rng_state
+            return
         ts = packets["ts"]
         if not bool(np.all(ts[1:] >= ts[:-1])):
             self._tick_until(float(ts.min()))
-            rng_state = self._run(packets, out, low, local, masq_ip, rng_state, conntrack)
+            pipeline.run(self.engine(), packets, out, conntrack, rng)
             self.clock = max(self.clock, float(ts.max()))
             self._tick_until(self.clock)
-            return rng_state
+            return
         start = 0
         while start < n:
             self._tick_until(float(ts[start]))
             end = max(int(np.searchsorted(ts, self._next_tick, side="left")), start + 1)
-            rng_state = self._run(
-                packets[start:end], out[start:end], low, local, masq_ip, rng_state, conntrack
-            )
+            pipeline.run(engine, packets[start:end], out[start:end], conntrack, rng)
             self.clock = max(self.clock, float(ts[end - 1]))
             start = end
-        return rng_state
 
-    def _run(self, packets, out, low, local, masq_ip, rng_state, conntrack) -> int:
-        from .._cext import chains
+    def clock_snapshot(self, now: float) -> object:
+        """What ``advance_clock(now)`` would change (the clock; when a graceful-
+        termination run is due, the IPVS table and IpvsSync's bookkeeping too), for
+        ``restore_clock``."""
+        heavy = None
+        sync = self.ipvs
+        if sync is not None and now >= self._next_tick:
+            heavy = (
+                sync.table.snapshot(schedulers=True),
+                dict(sync.graceful),
+                dict(sync.dests),
+                {k: set(v) for k, v in sync.service_dests.items()},
+                sync._stats,
+            )
+        return (self.clock, self._next_tick, heavy)
 
-        _, set_addrs, nth = self._lowered
-        rng_state = chains.process(
-            packets,
-            out,
-            low.rules,
-            low.hot,
-            low.chains,
-            low.hooks,
-            local,
-            masq_ip,
-            rng_state,
-            conntrack,
-            None,
-            None,
-            None,
-            low.port_ranges,
-            nth,
-            sets=set_addrs,
-            local_set=self._local_set.set_address(),
-            ipvs_words=low.ipvs_words,
-            ipvs=self.ipvs.table.table_address(),
-            checked=self._checked_for is low,
-        )
-        self._checked_for = low  # the rule scan passed once for these arrays
-        return rng_state
+    def restore_clock(self, snap: object) -> None:
+        clock, next_tick, heavy = snap  # type: ignore[misc]
+        self.clock, self._next_tick = clock, next_tick
+        if heavy is not None:
+            sync = self.ipvs
+            table, sync.graceful, sync.dests, sync.service_dests, sync._stats = heavy
+            sync.table.restore(table)
+
+    def advance_clock(self, now: float) -> None:
+        """Run kube-proxy's graceful-termination loop up to ``now`` and move the clock
+        there (what ``process`` does around a packet at that time)."""
+        if self.ipvs is not None:
+            self._tick_until(now)
+        self.clock = max(self.clock, now)
 
     def _tick(self, now: float) -> None:
         """kube-proxy's graceful termination loop (every rsCheckDeleteInterval)."""
@@ -345,36 +361,6 @@ class IpvsBackend:
     def _tick_until(self, now: float) -> None:
         while self._next_tick <= now:
             self._tick(self._next_tick)
-
-    # ---------------------------------------------------------------- traces
-    def evaluate_new_flow(self, flow: Flow) -> Outcome:
-        from .reference import ReferenceEvaluator
-
-        if self.ipvs is None:
-            raise InputError(
-                "the IPVS engine runs IPv4 only", field="family", value=self.node.options.family
-            )
-        if self._evaluator is None:
-            options = self.node.options
-            self._evaluator = ReferenceEvaluator(
-                self.tables,
-                [*options.node.local_ips, *self.state.bound_addresses],
-                options.family,
-                ipsets=self._engine_sets(),
-            )
-        if self._ref_table is None:
-            from .ipvs_reference import VirtualServerTable as RefTable
-
-            services, dests = lower(self.state)
-            dests["endpoint"] = [
-                self.ipvs.endpoint_index(str(rs))
-                for vs in self.state.virtual_servers
-                for rs in vs.real_servers
-            ]
-            self._ref_table = RefTable(
-                services, dests, self.state.scheduler, self._seed, **self._table_options()
-            )
-        return evaluate_ipvs_flow(self._evaluator, self._ref_table, self.endpoints, flow)
 
 
 def _ipset_ops(old: IpvsState | None, new: IpvsState) -> list[str]:
@@ -456,103 +442,3 @@ def _ipvsadm_ops(old: IpvsState, new: IpvsState, ipvs: IpvsSync | None) -> list[
             out.append(f"-e {name} -r {key} -m -w 0" if kept else f"-d {name} -r {key}")
     out += [f"-D {_vs_name(vs)}" for vs in before.values()]
     return out
-
-
-def evaluate_ipvs_flow(ev: ReferenceEvaluator, table, endpoints: list[str], flow: Flow) -> Outcome:
-    """A flow's first packet through IPVS mode's hooks, every branch followed: from a pod
-    or outside, nat PREROUTING, then for a local destination filter INPUT and ip_vs_in
-    (LOCAL_IN), which sends a scheduled packet on through filter OUTPUT and nat
-    POSTROUTING; a remote destination goes through filter FORWARD and nat POSTROUTING.
-    From the host: nat OUTPUT, ip_vs_in (LOCAL_OUT), filter OUTPUT, nat POSTROUTING, then
-    filter INPUT when the destination is local. IPVS's candidates are the destinations
-    the scheduler may pick, with their share of new connections (a fresh table: no
-    persistence template or connection counts)."""
-    from .reference import Branch, Outcome
-
-    iface_in = flow.in_iface or {"pod": "cni0", "external": "eth0"}.get(flow.origin, "lo")
-    finished: list[Branch] = []
-
-    def run(table: str, chain: str, branches: list[Branch], iface_out: str = "") -> list[Branch]:
-        live: list[Branch] = []
-        for b in branches:
-            if (table, chain) not in ev.chains:
-                live.append(b)
-                continue
-            state = {"NEW"} | ({"DNAT"} if b.dnat else set())
-            cont, ended = ev.run_chain(
-                table,
-                chain,
-                flow,
-                [b],
-                flow.src,
-                state,
-                iface_in if flow.origin != "host" else "",
-                iface_out,
-            )
-            for x in cont + ended:
-                (finished if x.verdict in ("DROP", "REJECT") else live).append(x)
-        return live
-
-    def ipvs(branches: list[Branch], hook: str) -> tuple[list[Branch], list[Branch]]:
-        """(sent on to a real server, left to the local stack)."""
-        sent: list[Branch] = []
-        stay: list[Branch] = []
-        for b in branches:
-            if table is None:
-                stay.append(b)
-                continue
-            result = table.trace(_packet(flow, b))
-            text = f"ip_vs_in at {hook}: " + "; ".join(result["steps"])
-            b.lookups += int(result["probes"])
-            code = result["result"]
-            if code == 1:  # DNAT
-                for ep, share in result["endpoints"]:
-                    nb = b.copy()
-                    nb.prob *= share
-                    nb.ipvs = (b.dst, b.dport, flow.proto)
-                    nb.dnat = endpoints[ep]
-                    ip, _, port = nb.dnat.rpartition(":")
-                    nb.dst, nb.dport = ip, int(port)
-                    nb.steps.append(("ipvs", hook, None, f"{text} -> {nb.dnat}", True))
-                    sent.append(nb)
-            elif code in (2, 3):  # DROP, REJECT (no destination: ICMP port unreachable)
-                b.verdict, b.decided_by_rule = ("DROP" if code == 2 else "REJECT"), True
-                b.steps.append(("ipvs", hook, None, text, True))
-                finished.append(b)
-            else:  # not a virtual service (or TCP without SYN): the local stack
-                b.steps.append(("ipvs", hook, None, text, False))
-                stay.append(b)
-        return sent, stay
-
-    start = Branch(dst=flow.dst, dport=flow.dport)
-    if flow.origin == "host":
-        live = run("nat", "OUTPUT", [start], iface_out="eth0")
-        sent, stay = ipvs(live, "LOCAL_OUT")
-        live = run("filter", "OUTPUT", sent + stay, iface_out="eth0")
-        live = run("nat", "POSTROUTING", live, iface_out="eth0")
-        finished += run("filter", "INPUT", [b for b in live if ev._is_local(b.dst)])
-        finished += [b for b in live if not ev._is_local(b.dst)]
-    else:
-        live = run("nat", "PREROUTING", [start])
-        local = run("filter", "INPUT", [b for b in live if ev._is_local(b.dst)])
-        sent, stay = ipvs(local, "LOCAL_IN")
-        finished += stay
-        sent = run("filter", "OUTPUT", sent, iface_out="eth0")
-        finished += run("nat", "POSTROUTING", sent, iface_out="eth0")
-        remote = run(
-            "filter", "FORWARD", [b for b in live if not ev._is_local(b.dst)], iface_out="eth0"
-        )
-        finished += run("nat", "POSTROUTING", remote, iface_out="eth0")
-    return Outcome(finished)
-
-
-def _packet(flow: Flow, b: Branch) -> np.ndarray:
-    """The packet as IPVS sees it (a TCP flow's first packet is its SYN)."""
-    from ..packets import PROTO_NUMBERS, empty_packets, ip_to_u32
-
-    pkt = empty_packets(1)
-    pkt["src_ip"], pkt["dst_ip"] = ip_to_u32(flow.src), ip_to_u32(b.dst)
-    pkt["src_port"], pkt["dst_port"] = flow.sport, b.dport
-    pkt["proto"] = PROTO_NUMBERS[flow.proto]
-    pkt["tcp_flags"] = 2 if flow.proto == "tcp" else 0
-    return pkt

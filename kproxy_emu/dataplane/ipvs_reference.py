@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import packets as P
+
+if TYPE_CHECKING:
+    from .reference import Branch, Flow, Outcome, ReferenceEvaluator
 
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "sed", "nq", "mh")
 SERVICE_DTYPE = np.dtype(
@@ -1108,3 +1111,106 @@ def _gcd(a: int, b: int) -> int:
     while b:
         a, b = b, a % b
     return a
+
+
+# ------------------------------------------------------------------ the mode's hooks
+
+
+def evaluate_ipvs_flow(ev: ReferenceEvaluator, table, endpoints: list[str], flow: Flow) -> Outcome:
+    """A flow's first packet through IPVS mode's hooks, every branch followed: from a pod
+    or outside, nat PREROUTING, then for a local destination filter INPUT and ip_vs_in
+    (LOCAL_IN), which sends a scheduled packet on through filter OUTPUT and nat
+    POSTROUTING; a remote destination goes through filter FORWARD and nat POSTROUTING.
+    From the host: nat OUTPUT, ip_vs_in (LOCAL_OUT), filter OUTPUT, nat POSTROUTING, then
+    filter INPUT when the destination is local. IPVS's candidates are the destinations
+    the scheduler may pick, with their share of new connections (a fresh table: no
+    persistence template or connection counts)."""
+    from .reference import Branch, Outcome
+
+    iface_in = flow.in_iface or {"pod": "cni0", "external": "eth0"}.get(flow.origin, "lo")
+    finished: list[Branch] = []
+
+    def run(table: str, chain: str, branches: list[Branch], iface_out: str = "") -> list[Branch]:
+        live: list[Branch] = []
+        for b in branches:
+            if (table, chain) not in ev.chains:
+                live.append(b)
+                continue
+            state = {"NEW"} | ({"DNAT"} if b.dnat else set())
+            cont, ended = ev.run_chain(
+                table,
+                chain,
+                flow,
+                [b],
+                flow.src,
+                state,
+                iface_in if flow.origin != "host" else "",
+                iface_out,
+            )
+            for x in cont + ended:
+                (finished if x.verdict in ("DROP", "REJECT") else live).append(x)
+        return live
+
+    def ipvs(branches: list[Branch], hook: str) -> tuple[list[Branch], list[Branch]]:
+        """(sent on to a real server, left to the local stack)."""
+        sent: list[Branch] = []
+        stay: list[Branch] = []
+        for b in branches:
+            if table is None:
+                stay.append(b)
+                continue
+            result = table.trace(_packet(flow, b))
+            text = f"ip_vs_in at {hook}: " + "; ".join(result["steps"])
+            b.lookups += int(result["probes"])
+            code = result["result"]
+            if code == 1:  # DNAT
+                for ep, share in result["endpoints"]:
+                    nb = b.copy()
+                    nb.prob *= share
+                    nb.ipvs = (b.dst, b.dport, flow.proto)
+                    nb.dnat = endpoints[ep]
+                    ip, _, port = nb.dnat.rpartition(":")
+                    nb.dst, nb.dport = ip, int(port)
+                    nb.steps.append(("ipvs", hook, None, f"{text} -> {nb.dnat}", True))
+                    sent.append(nb)
+            elif code in (2, 3):  # DROP, REJECT (no destination: ICMP port unreachable)
+                b.verdict, b.decided_by_rule = ("DROP" if code == 2 else "REJECT"), True
+                b.steps.append(("ipvs", hook, None, text, True))
+                finished.append(b)
+            else:  # not a virtual service (or TCP without SYN): the local stack
+                b.steps.append(("ipvs", hook, None, text, False))
+                stay.append(b)
+        return sent, stay
+
+    start = Branch(dst=flow.dst, dport=flow.dport)
+    if flow.origin == "host":
+        live = run("nat", "OUTPUT", [start], iface_out="eth0")
+        sent, stay = ipvs(live, "LOCAL_OUT")
+        live = run("filter", "OUTPUT", sent + stay, iface_out="eth0")
+        live = run("nat", "POSTROUTING", live, iface_out="eth0")
+        finished += run("filter", "INPUT", [b for b in live if ev._is_local(b.dst)])
+        finished += [b for b in live if not ev._is_local(b.dst)]
+    else:
+        live = run("nat", "PREROUTING", [start])
+        local = run("filter", "INPUT", [b for b in live if ev._is_local(b.dst)])
+        sent, stay = ipvs(local, "LOCAL_IN")
+        finished += stay
+        sent = run("filter", "OUTPUT", sent, iface_out="eth0")
+        finished += run("nat", "POSTROUTING", sent, iface_out="eth0")
+        remote = run(
+            "filter", "FORWARD", [b for b in live if not ev._is_local(b.dst)], iface_out="eth0"
+        )
+        finished += run("nat", "POSTROUTING", remote, iface_out="eth0")
+    return Outcome(finished)
+
+
+def _packet(flow: Flow, b: Branch) -> np.ndarray:
+    """The packet as IPVS sees it (a TCP flow's first packet is its SYN)."""
+    from ..packets import PROTO_NUMBERS, empty_packets, ip_to_u32
+
+    pkt = empty_packets(1)
+    pkt["src_ip"], pkt["dst_ip"] = ip_to_u32(flow.src), ip_to_u32(b.dst)
+    pkt["src_port"], pkt["dst_port"] = flow.sport, b.dport
+    pkt["proto"] = PROTO_NUMBERS[flow.proto]
+    pkt["tcp_flags"] = 2 if flow.proto == "tcp" else 0
+    return pkt

@@ -161,8 +161,8 @@ class LoweredNft:
     dynamic_sets: list[str]  # dynamic set ids (the caller's dynamic table is keyed on them)
 
     def engine_arrays(self) -> tuple[np.ndarray, ...]:
-        """The arrays nftmaps.process takes after (packets, out), in its order (lower_nft
-        has run nftmaps.check on them: pass checked=True while they stay unchanged)."""
+        """The arrays nftmaps.NftEngine takes before the node addresses, in its order
+        (lower_nft has run nftmaps.check on them; the engine checks them again, once)."""
         return (
             self.exprs,
             self.sets,

@@ -2,7 +2,8 @@
 
 kube-proxy's nftables proxier (modes/nftables.py) keeps the node's ``ip kube-proxy`` table
 through its transactions; packets walk that table in the verdict-map engine
-(cext/nftmaps.pyx) over the lowered arrays; traces use the nftables reference evaluator.
+(cext/nftmaps.pyx NftEngine) over the lowered arrays, driven by the one packet pipeline
+(cext/pipeline.pyx); traces run the same engine (dataplane/tracer.py).
 Syncs run on an emulated clock one second apart (kube-proxy's default minSyncPeriod), which
 is what ages flushed service chains until a later sync deletes them.
 """
@@ -43,8 +44,8 @@ class NftablesBackend:
         self.endpoints: list[str] = []  # grows only: verdict indices keep their meaning
         self.dynamic_sets: list[str] = []  # affinity set ids, stable across syncs
         self.clock = 0.0
-        self._evaluator = None
         self._lowered = None
+        self._engine = None
         self._dyn: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
@@ -62,8 +63,8 @@ class NftablesBackend:
         self.clock += SYNC_INTERVAL
         text = render_transaction(self.table, res.cleanup) if res.cleanup else ""
         text += render_transaction(self.table, res.transaction)
-        self._evaluator = None
         self._lowered = None
+        self._engine = None
         return SyncResult(
             full=res.full,
             payload=res,
@@ -80,13 +81,6 @@ class NftablesBackend:
             return sort_dump(render_dump(self.table))
         return render_list(self.table) if format == "save" else render_nft_file(self.table)
 
-    def evaluate_new_flow(self, flow):
-        from .nft_reference import NftEvaluator, evaluate_nft_flow
-
-        if self._evaluator is None:
-            self._evaluator = NftEvaluator(self.table, self.node.options.node.local_ips)
-        return evaluate_nft_flow(self._evaluator, flow)
-
     @property
     def lowered(self):
         if self._lowered is None:
@@ -102,37 +96,37 @@ class NftablesBackend:
 
     def reset_state(self) -> None:
         self._dyn = None
+        self._engine = None
 
-    def process(
-        self,
-        packets: np.ndarray,
-        out: np.ndarray,
-        local: np.ndarray,
-        masq_ip: int,
-        rng_state: int,
-        conntrack: int,
-    ) -> int:
-        from .._cext import nftmaps
+    def engine(self):
+        """The NftEngine over the node's table and its dynamic (affinity) sets."""
+        if self._engine is None:
+            from .._cext.nftmaps import NftEngine
+            from .iptables_backend import node_addresses
 
-        low = self.lowered
-        if self._dyn is None and low.dynamic_sets:
-            # affinity sets, kept across calls and syncs like the kernel's set elements
-            self._dyn = (np.zeros(DYNAMIC_SLOTS, np.uint64), np.zeros(DYNAMIC_SLOTS))
-        keys, expires = self._dyn if self._dyn is not None else (None, None)
-        rng_state, full = nftmaps.process(
-            packets,
-            out,
-            *low.engine_arrays(),
-            local,
-            masq_ip,
-            rng_state,
-            conntrack,
-            keys,
-            expires,
-            checked=True,
-        )
-        if full:
+            low = self.lowered
+            if self._dyn is None and low.dynamic_sets:
+                # affinity sets, kept across calls and syncs like the kernel's set elements
+                self._dyn = (np.zeros(DYNAMIC_SLOTS, np.uint64), np.zeros(DYNAMIC_SLOTS))
+            local, masq_ip = node_addresses(self.node.options)
+            self._engine = NftEngine(*low.engine_arrays(), local, masq_ip, dyn=self._dyn)
+        return self._engine
+
+    def advance_clock(self, now: float) -> None:
+        pass  # affinity entries expire by their stamps; nothing runs on a timer
+
+    def clock_snapshot(self, now: float) -> object:
+        return None
+
+    def restore_clock(self, snap: object) -> None:
+        pass
+
+    def process(self, packets: np.ndarray, out: np.ndarray, conntrack, rng) -> None:
+        from .._cext import pipeline
+
+        engine = self.engine()
+        pipeline.run(engine, packets, out, conntrack, rng)
+        if engine.dyn_full:
             raise KproxyError(
                 f"the session-affinity sets are full ({DYNAMIC_SLOTS} entries over all endpoints)"
             )
-        return rng_state

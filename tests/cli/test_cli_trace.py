@@ -18,8 +18,8 @@ def test_cli_trace_sequence(cli, tmp_path):
         "--json",
         "--packet",
         f"tcp 10.0.0.9:40000 -> {vip}",
-        "--packet",
-        f"tcp 10.0.0.9:40000 -> {vip} flags=A",
+        "--packet",  # the SYN again (a retransmission: the ACK would be INVALID)
+        f"tcp 10.0.0.9:40000 -> {vip}",
         "--time",
         "3",
     )

@@ -255,11 +255,14 @@ def test_trace_sequence_sees_conntrack_and_time():
     assert first["conntrack"] == "new" and first["verdict"] == "DNAT"
     assert first["endpoint"] in {c["endpoint"] for c in first["candidates"]}
     assert first["cost"]["rules_evaluated"] > 0
+    # the client's ACK before any SYN-ACK is out of window: INVALID, not NATed (as process)
+    early = dp.trace(f"tcp 10.0.0.9:40000 -> {vip} flags=A", time=0.5)
+    assert early["conntrack"] == "invalid" and early["verdict"] != "DNAT"
+    reply = dp.trace(f"tcp {first['endpoint']} -> 10.0.0.9:40000 flags=SA", time=1.0, commit=True)
+    assert reply["conntrack"] == "reply"
     again = dp.trace(f"tcp 10.0.0.9:40000 -> {vip} flags=A", time=1.0)
     assert again["conntrack"] == "established" and again["endpoint"] == first["endpoint"]
-    assert again["cost"]["rules_evaluated"] == 0
-    reply = dp.trace(f"tcp {first['endpoint']} -> 10.0.0.9:40000 flags=SA", time=1.0)
-    assert reply["conntrack"] == "reply"
-    # an unanswered SYN lives 120 s (nf_conntrack_tcp_timeout_syn_sent)
+    assert not [s for s in again["steps"] if s["table"] == "nat"]  # known flows skip nat
+    # a half-open connection lives 60 s (nf_conntrack_tcp_timeout_syn_recv)
     late = dp.trace(f"tcp 10.0.0.9:40000 -> {vip} flags=A", time=500.0)
     assert late["conntrack"] == "new"

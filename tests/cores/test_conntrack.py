@@ -632,9 +632,31 @@ def test_batch_equals_one_by_one() -> None:
     assert t1.entries().tobytes() == t2.entries().tobytes()
 
 
-def test_table_address_for_engines() -> None:
-    t = C.ConntrackTable(4, 1)
-    assert isinstance(t.table_address(), int) and t.table_address() != 0
+def test_snapshot_restore_gives_the_table_back() -> None:
+    """What a non-committing trace relies on: restore undoes every change since snapshot
+    (entries, chains, free slots, counters), and refuses another table's snapshot."""
+    t = C.ConntrackTable(64, 3, buckets=16)
+    first = _random_packets(1, 40)
+    v = P.empty_verdicts(40)
+    t.track_batch(first, v)
+    before = (t.entries().tobytes(), t.stats(), len(t), t.chain_lengths().tolist())
+    snap = t.snapshot()
+    t.track_batch(_random_packets(2, 60), P.empty_verdicts(60))
+    assert t.entries().tobytes() != before[0]
+    t.restore(snap)
+    assert (t.entries().tobytes(), t.stats(), len(t), t.chain_lengths().tolist()) == before
+    # and it keeps working as the original would
+    twin = C.ConntrackTable(64, 3, buckets=16)
+    twin.track_batch(first, P.empty_verdicts(40))
+    more = _random_packets(4, 30)
+    a, b = P.empty_verdicts(30), P.empty_verdicts(30)
+    t.track_batch(more, a)
+    twin.track_batch(more, b)
+    assert a.tobytes() == b.tobytes() and t.entries().tobytes() == twin.entries().tobytes()
+    with pytest.raises(ValueError):
+        twin.restore(snap)
+    with pytest.raises(ValueError):
+        t.restore(("not", "a", "snapshot"))
 
 
 def test_output_length_checked(Table) -> None:

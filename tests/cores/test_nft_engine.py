@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kproxy_emu import packets, synth
-from kproxy_emu._cext import nftmaps
+from kproxy_emu._cext import nftmaps, pipeline
 from kproxy_emu._cext.conntrack import ConntrackTable
 from kproxy_emu.dataplane import nft_lowering as nl
 from kproxy_emu.dataplane.dataplane import resolve_node
@@ -41,29 +41,23 @@ class Engine:
     def __init__(self, table, options, seed=1, conntrack=False, dyn_slots=1 << 12):
         self.table, self.options = table, options
         self.low = nl.lower_nft(table)
-        self.rng = seed
+        self.rng = pipeline.Rng(seed)
         self.ct = ConntrackTable(1 << 16, 7) if conntrack else None
-        self.dyn = (
-            (np.zeros(dyn_slots, np.uint64), np.zeros(dyn_slots)) if dyn_slots else (None, None)
-        )
+        self.dyn = (np.zeros(dyn_slots, np.uint64), np.zeros(dyn_slots)) if dyn_slots else None
         self.local = np.array(
             [packets.ip_to_u32(ip) for ip in options.node.local_ips if ":" not in ip], np.uint32
+        )
+        self.engine = nftmaps.NftEngine(
+            *self.low.engine_arrays(),
+            self.local,
+            packets.ip_to_u32(options.node.primary_ip),
+            dyn=self.dyn,
         )
 
     def process(self, batch):
         out = packets.empty_verdicts(len(batch))
-        self.rng, full = nftmaps.process(
-            batch,
-            out,
-            *self.low.engine_arrays(),
-            self.local,
-            packets.ip_to_u32(self.options.node.primary_ip),
-            self.rng,
-            self.ct.table_address() if self.ct is not None else 0,
-            *self.dyn,
-            checked=True,
-        )
-        assert not full
+        pipeline.run(self.engine, batch, out, self.ct, self.rng)
+        assert not self.engine.dyn_full
         return out
 
     def endpoint(self, v):
@@ -638,18 +632,8 @@ def test_a_full_dynamic_table_is_reported():
         [f"tcp 10.1.1.{i}:40000 -> {vip}" for i in range(1, 4)], origin="pod"
     )
     out = packets.empty_verdicts(len(more))
-    _, full = nftmaps.process(
-        more,
-        out,
-        *engine.low.engine_arrays(),
-        engine.local,
-        1,
-        engine.rng,
-        0,
-        *engine.dyn,
-        checked=True,
-    )
-    assert full and (out["action"] == packets.Action.DNAT).all()
+    pipeline.run(engine.engine, more, out, None, engine.rng)
+    assert engine.engine.dyn_full and (out["action"] == packets.Action.DNAT).all()
 
 
 def test_dynamic_set_ids_and_endpoints_are_stable_across_lowerings():
@@ -837,13 +821,12 @@ def test_process_checks_the_arrays():
     table = _table([("fwd", "ip daddr 1.1.1.1 drop")])
     low = nl.lower_nft(table)
     batch = packets.from_strings(["tcp 10.0.0.1:1 -> 1.1.1.1:1"])
-    out = packets.empty_verdicts(1)
     args = list(low.engine_arrays())
     bad = low.exprs.copy()
     bad["next"][np.flatnonzero(bad["op"] != nl.E["END"])[0]] = len(bad) + 1
     args[0] = bad
     with pytest.raises(ValueError, match="out of bounds"):
-        nftmaps.process(batch, out, *args, np.zeros(0, np.uint32), 0, 1)
+        nftmaps.NftEngine(*args, np.zeros(0, np.uint32), 0)
     with pytest.raises(ValueError, match="out of bounds"):
         nftmaps.check(*args)
     cells = np.zeros(1, nl.CELL_DTYPE)
@@ -854,19 +837,13 @@ def test_process_checks_the_arrays():
     unclosed["op"][-1] = nl.E["NOP"]
     with pytest.raises(ValueError, match="END"):
         nftmaps.check(unclosed, *low.engine_arrays()[1:])
+    engine = nftmaps.NftEngine(*low.engine_arrays(), np.zeros(0, np.uint32), 0)
     with pytest.raises(ValueError, match="shorter"):
-        nftmaps.process(
-            batch, packets.empty_verdicts(0), *low.engine_arrays(), np.zeros(0, np.uint32), 0, 1
-        )
+        pipeline.run(engine, batch, packets.empty_verdicts(0))
     with pytest.raises(ValueError, match="power-of-two"):
-        nftmaps.process(
-            batch,
-            out,
+        nftmaps.NftEngine(
             *low.engine_arrays(),
             np.zeros(0, np.uint32),
             0,
-            1,
-            0,
-            np.zeros(3, np.uint64),
-            np.zeros(3),
+            dyn=(np.zeros(3, np.uint64), np.zeros(3)),
         )

@@ -38,6 +38,53 @@ from tests.modes.test_nftables_vs_iptables import _flows
 CIDR = "10.0.0.0/8"
 
 
+def _reference(dp, pkt, origin):
+    """The pure-Python reference's view of a flow's first packet on a fresh node (every
+    branch followed; IPVS: every destination the scheduler may pick), in the shape of a
+    trace: the oracle these cross-mode tests compare (Dataplane.trace runs the engine from
+    the node's current state instead)."""
+    from kproxy_emu.dataplane.ipvs_reference import VirtualServerTable as RefTable
+    from kproxy_emu.dataplane.ipvs_reference import evaluate_ipvs_flow
+    from kproxy_emu.dataplane.reference import Flow, ReferenceEvaluator, evaluate_new_flow
+    from kproxy_emu.modes.ipvs import build_ipsets, lower
+
+    flow = Flow.from_packet(dp._resolve_origins(packets.parse(pkt, origin=origin))[0])
+    options, backend = dp.options, dp.backend
+    if dp.mode == "iptables":
+        ev = ReferenceEvaluator(backend.tables, options.node.local_ips, options.family)
+        outcome = evaluate_new_flow(ev, flow)
+    else:
+        state = backend.state
+        ev = ReferenceEvaluator(
+            backend.tables,
+            [*options.node.local_ips, *state.bound_addresses],
+            options.family,
+            ipsets=build_ipsets(state, seed=backend._seed),
+        )
+        services, dests = lower(state)
+        dests["endpoint"] = [
+            backend.ipvs.endpoint_index(str(rs))
+            for vs in state.virtual_servers
+            for rs in vs.real_servers
+        ]
+        table = RefTable(
+            services, dests, state.scheduler, backend._seed, **backend._table_options()
+        )
+        outcome = evaluate_ipvs_flow(ev, table, backend.endpoints, flow)
+    first = outcome.branches[0]
+    verdict = first.verdict if first.verdict in ("DROP", "REJECT") else None
+    return {
+        "verdict": verdict or ("DNAT" if first.dnat else "ACCEPT"),
+        "candidates": [
+            {"endpoint": ep, "probability": p, "masquerade": m} for ep, p, m in outcome.candidates
+        ],
+        "outcomes": [
+            {"probability": b.prob, "verdict": b.verdict or "ACCEPT", "dnat": b.dnat}
+            for b in outcome.branches
+        ],
+    }
+
+
 @pytest.fixture(scope="module")
 def cluster():
     return sweep.make_cluster(60, 4, 5)
@@ -89,7 +136,7 @@ def test_ipvs_and_iptables_agree_but_for_known_differences(seed, services):
     counts = dict.fromkeys(("same", "fallback", "local", "port", "endpoints"), 0)
     for flow, _ in _flows(view, cluster_ips, service_cidrs_for(cluster), node_ip):
         pkt = f"{flow.proto} {flow.src}:{flow.sport} -> {flow.dst}:{flow.dport}"
-        a, b = ipt.trace(pkt, flow.origin), ipvs.trace(pkt, flow.origin)
+        a, b = _reference(ipt, pkt, flow.origin), _reference(ipvs, pkt, flow.origin)
         sp, kind = _service_of(view, flow, node_ip)
         if sp is None:
             if flow.dst in cluster_ips:  # an undefined port of a service IP
@@ -176,7 +223,7 @@ def test_fallback_is_a_real_difference():
             cat = categorize_endpoints(sp, node.name, node.zone)
             if cat.cluster and not cat.local:
                 pkt = f"{sp.proto} 10.99.0.7:40000 -> {sp.cluster_ip}:{sp.port}"
-                a, b = ipt.trace(pkt, "pod"), ipvs.trace(pkt, "pod")
+                a, b = _reference(ipt, pkt, "pod"), _reference(ipvs, pkt, "pod")
                 assert a["verdict"] == "DROP" and not a["candidates"]
                 assert b["verdict"] == "DNAT"
                 assert {c["endpoint"] for c in b["candidates"]} == {e.string for e in cat.cluster}
@@ -192,12 +239,13 @@ def test_engine_verdicts_are_among_the_tracers_outcomes(cluster):
     batch = sweep.traffic(dp, spec, 9)
     out = dp.process(batch)
     assert (out["rules"] > 0).all() and (out["probes"] > 0).all()
-    tracer = Dataplane(cluster, mode="ipvs", cluster_cidr=CIDR, conntrack=False)
+    # IPVS schedules from its state: the trace runs on a twin node that saw the same packets
+    tracer = Dataplane(cluster, mode="ipvs", cluster_cidr=CIDR, seed=3)
     seen = set()
-    for line, v in zip(packets.to_strings(batch[:150]), out[:150]):
+    for line, row, v in zip(packets.to_strings(batch[:150]), batch[:150], out[:150]):
+        t = tracer.trace(line, time=float(row["ts"]), commit=True)
         if v["ct_hit"]:
             continue
-        t = tracer.trace(line)
         verdicts = {
             o["verdict"]
             if o["verdict"] in ("DROP", "REJECT")

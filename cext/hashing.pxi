@@ -1,5 +1,4 @@
-# cython: language_level=3
-"""Hash helpers shared by the compiled modules (header only: inline functions)."""
+# hashing.pxi: the hash helper the compiled modules share (included where used).
 from libc.stdint cimport uint64_t
 
 

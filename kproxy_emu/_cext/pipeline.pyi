@@ -1,0 +1,61 @@
+"""Stub for the compiled kproxy_emu._cext.pipeline (source: cext/pipeline.pyx; C-level
+contract in kproxy_emu/_cext/pipeline.pxd): the one packet pipeline every mode runs."""
+
+import numpy as np
+import numpy.typing as npt
+
+from .conntrack import ConntrackTable
+
+STEP_KINDS: dict[str, int]
+HOOKS: tuple[str, ...]
+STEP_DTYPE: np.dtype[np.void]
+DEFAULT_SEED: int
+
+class Engine:
+    """Base of the mode engines (chains.ChainEngine, nftmaps.NftEngine)."""
+
+    @property
+    def masquerade_ip(self) -> int: ...
+    def __init__(self, local_ips: npt.ArrayLike, masquerade_ip: int) -> None: ...
+
+class Rng:
+    """The node's seeded random stream (xorshift64*)."""
+
+    def __init__(self, seed: int = 0) -> None: ...
+    @property
+    def state(self) -> int: ...
+    @state.setter
+    def state(self, value: int) -> None: ...
+
+class Recorder:
+    """What a traced packet did: steps, branch draws, conntrack's view."""
+
+    def __init__(self, capacity: int = 65536) -> None: ...
+    def clear(self) -> None: ...
+    def force(self, choices: list[int] | None) -> None:
+        """Draw k takes choices[k] (the first possible outcome after them); None: the
+        stream's own draws."""
+    @property
+    def steps(self) -> npt.NDArray[np.void]: ...
+    @property
+    def steps_taken(self) -> int: ...
+    @property
+    def draws(self) -> list[tuple[str, int, int, int]]:
+        """(kind, outcomes, threshold, chosen) per branch draw met."""
+    @property
+    def draws_truncated(self) -> bool: ...
+    @property
+    def lookups(self) -> int: ...
+    @property
+    def conntrack(self) -> tuple[int, int, bool, int]:
+        """(ctstate bits, direction or -1, hit, conntrack probes)."""
+
+def run(
+    engine: Engine,
+    packets: npt.NDArray[np.void],
+    out: npt.NDArray[np.void],
+    conntrack: ConntrackTable | None = None,
+    rng: Rng | None = None,
+    recorder: Recorder | None = None,
+) -> None:
+    """Every packet through conntrack and the node's hooks, in order."""
