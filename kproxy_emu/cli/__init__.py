@@ -290,16 +290,16 @@ def _dataplane(args: argparse.Namespace):
     if dump:
         from ..netfilter.iptables_parse import parse
 
-        try:
-            with open(dump, encoding="utf-8") as fh:
-                text = fh.read()
-        except OSError as exc:
-            raise InputError(f"cannot read file ({exc.strerror})", file=dump) from None
-        tables = parse(text, file=dump)
+        text = read_text(dump)
         if node_config is None and args.node_ip:
             from ..model.config import NodeConfig
 
             node_config = NodeConfig.from_node(args.node or "node", args.node_ip)
+        # the node's primary IP says which table this is (an IPv6 address in it is an error)
+        family = None
+        if node_config is not None and node_config.ips:
+            family = "IPv6" if ":" in node_config.ips[0] else "IPv4"
+        tables = parse(text, file=dump, family=family, complete=True, evaluable=True)
     elif not args.files:
         raise InputError("give manifest files (or --iptables-save DUMP)", field="FILE")
     cluster = Cluster.from_files(args.files) if args.files else Cluster()
@@ -314,6 +314,20 @@ def _dataplane(args: argparse.Namespace):
         masquerade_all=args.masquerade_all,
         mark_text=args.mark_text,
     )
+
+
+def read_text(path: str) -> str:
+    """A text input file: unreadable or not UTF-8 text is an InputError."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise InputError(f"cannot read file ({exc.strerror})", file=path) from None
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})",
+            file=path,
+        ) from None
 
 
 def _mode_options(mode: str, args: argparse.Namespace, tables: Ruleset | None) -> ModeOptions:
