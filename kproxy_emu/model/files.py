@@ -48,6 +48,37 @@ def manifest_files(paths: Iterable[str | os.PathLike]) -> list[str]:
     return files
 
 
+# Deeper than any Kubernetes object; PyYAML's C composer recurses per level and overflows
+# the C stack (a crash, not an exception) around 100,000 levels.
+MAX_DEPTH = 200
+
+
+def _max_line(text: str) -> int:
+    return max(map(len, text.splitlines()), default=0)
+
+
+def check_yaml_depth(text: str, file: str | None, line_offset: int = 0) -> None:
+    """Refuse YAML nested deeper than MAX_DEPTH before anything composes it."""
+    # cheap bound first: a level is a [ or { or, in block style, at least one more column
+    # of indentation (or a "- " on the same line) than its parent
+    if text.count("[") + text.count("{") + 2 * _max_line(text) + 2 <= MAX_DEPTH:
+        return
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    line = event.start_mark.line + 1 + line_offset if event.start_mark else None
+                    raise InputError(
+                        f"nested deeper than {MAX_DEPTH} levels", file=file, line=line
+                    )
+            elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                depth -= 1
+    except yaml.YAMLError:
+        return  # the loader reports syntax errors with their line
+
+
 def read_documents(path: str) -> Iterator[Any]:
     """Every top-level document in one file (empty YAML documents skipped)."""
     try:
@@ -56,18 +87,25 @@ def read_documents(path: str) -> Iterator[Any]:
         else:
             with open(path, encoding="utf-8") as fh:
                 text = fh.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read file ({exc.__class__.__name__}: {exc})", file=path) from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=path) from None
+    except OSError as exc:
+        raise InputError(f"cannot read file ({exc.strerror or exc})", file=path) from None
     if path.endswith(".json") or text.lstrip().startswith(("{", "[")):
         try:
-            yield json.loads(text)
-            return
+            data = json.loads(text)
+        except RecursionError:
+            raise InputError("JSON nested too deeply", file=path) from None
         except json.JSONDecodeError as exc:
             if path.endswith(".json"):
                 raise InputError(
                     f"JSON syntax error: {exc.msg} (column {exc.colno})", file=path, line=exc.lineno
                 ) from None
             # not JSON after all: YAML flow style, fall through
+        else:
+            yield data
+            return
+    check_yaml_depth(text, path)
     try:
         for doc in yaml.load_all(text, Loader=_Loader):
             if doc is not None:
