@@ -70,9 +70,7 @@ def check_yaml_depth(text: str, file: str | None, line_offset: int = 0) -> None:
                 depth += 1
                 if depth > MAX_DEPTH:
                     line = event.start_mark.line + 1 + line_offset if event.start_mark else None
-                    raise InputError(
-                        f"nested deeper than {MAX_DEPTH} levels", file=file, line=line
-                    )
+                    raise InputError(f"nested deeper than {MAX_DEPTH} levels", file=file, line=line)
             elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
                 depth -= 1
     except yaml.YAMLError:
