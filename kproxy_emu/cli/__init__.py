@@ -7,6 +7,7 @@ line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 import warnings
@@ -302,6 +303,7 @@ def _dataplane(args: argparse.Namespace):
         tables = parse(text, file=dump, family=family, complete=True, evaluable=True)
     elif not args.files:
         raise InputError("give manifest files (or --iptables-save DUMP)", field="FILE")
+    _check_node_flags(args, config, node_config, mode)
     cluster = Cluster.from_files(args.files) if args.files else Cluster()
     return Dataplane(
         cluster,
@@ -314,6 +316,40 @@ def _dataplane(args: argparse.Namespace):
         masquerade_all=args.masquerade_all,
         mark_text=args.mark_text,
     )
+
+
+def _check_node_flags(args: argparse.Namespace, config, node_config, mode: str) -> None:
+    """--mark-text and the node's primary IP family, checked before any rule is written."""
+    if args.mark_text is not None:
+        from ..model.config import KubeProxyConfig, format_mark
+
+        bit = (config or KubeProxyConfig()).masquerade_bit
+        text = args.mark_text
+        # how iptables reads a mark (strtoul): hex or decimal, no sign, spaces or "_"
+        number = re.fullmatch(r"0[xX][0-9a-fA-F]+|[1-9][0-9]*", text) and int(
+            text, 0 if "x" in text.lower() else 10
+        )
+        if number != 1 << bit:
+            raise InputError(
+                f"must be the masquerade mark 1<<{bit} as a number, e.g. {format_mark(bit)} "
+                f"or {1 << bit:#x}",
+                field="--mark-text",
+                value=args.mark_text,
+            )
+    primary, field = None, None
+    if args.node_ip:
+        primary, field = args.node_ip[0], "--node-ip"
+    elif node_config is not None and node_config.ips:
+        primary, field = node_config.ips[0], f"{args.node_config}: ips[0]"
+    if primary is not None and ":" in primary and mode in ("iptables", "ipvs"):
+        # kube-proxy with an IPv6 primary node IP programs ip6tables / IPv6 IPVS services,
+        # which are not emulated: the IPv4 tables would be written with IPv6 addresses
+        raise InputError(
+            f"the primary node IP must be IPv4 in {mode} mode (the IPv6 dataplane is not "
+            "emulated; give the IPv4 address first for a dual-stack node)",
+            field=field,
+            value=primary,
+        )
 
 
 def read_text(path: str) -> str:

@@ -128,7 +128,9 @@ def iter_objects(doc: Any, path: str) -> Iterator[dict]:
     kind = doc.get("kind")
     if isinstance(kind, str) and kind.endswith("List") and "items" in doc:
         item_kind = kind[:-4] if kind != "List" else None
-        items = doc.get("items") or []
+        items = doc.get("items")
+        if items is None:
+            items = []
         if not isinstance(items, list):
             raise InputError(
                 "must be a list", file=path, obj=kind, field="items", value=_short(items)
