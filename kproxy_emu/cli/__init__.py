@@ -92,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         default="-",
         help="output file: .json writes a kubectl List (fastest), anything else "
-        "multi-document YAML; - for stdout (YAML)",
+        "multi-document YAML; - for stdout (YAML); an existing file is kept unless --force",
     )
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("render", help="print the rules a mode installs on one node")
@@ -519,6 +520,10 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     for name in ("type_mix", "protocol_mix", "service_cidr", "cluster_cidr"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
+    if args.output != "-" and not args.force:
+        from ..model.files import refuse_existing
+
+        refuse_existing(args.output)  # before generating: minutes at 100,000 services
     start = time.perf_counter()
     cluster = synth.cluster(
         args.services,
@@ -530,7 +535,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         **options,
     )
     generated = time.perf_counter()
-    cluster.dump(args.output)
+    cluster.dump(args.output, overwrite=args.force)
     written = time.perf_counter()
     where = "stdout" if args.output == "-" else args.output
     print(

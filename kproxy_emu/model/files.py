@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -228,8 +229,9 @@ def to_yaml(docs: Iterable[dict]) -> str:
     return "\n".join(out)
 
 
-def write_manifests(docs: list[dict], path: str | os.PathLike) -> None:
-    """Write to ``path``: a JSON ``kind: List`` for .json, multi-document YAML otherwise."""
+def write_manifests(docs: list[dict], path: str | os.PathLike, *, overwrite: bool = True) -> None:
+    """Write to ``path``: a JSON ``kind: List`` for .json, multi-document YAML otherwise
+    (``-``: standard output). See ``write_text_atomic`` for how and ``overwrite``."""
     path = os.fspath(path)
     if path.endswith(".json"):
         # one item per line: json's C encoder only runs without indent, and a
@@ -244,8 +246,57 @@ def write_manifests(docs: list[dict], path: str | os.PathLike) -> None:
     if path == "-":
         sys.stdout.write(text)
         return
+    write_text_atomic(path, text, overwrite=overwrite)
+
+
+def refuse_existing(path: str) -> None:
+    """The InputError for an output path that exists (a dangling symlink counts)."""
+    if os.path.lexists(path):
+        raise InputError("exists; give --force to replace it", file=path)
+
+
+def write_text_atomic(path: str, text: str, *, overwrite: bool) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it into place: a
+    failed write (a full disk) leaves no partial file, and ``path`` is either the old
+    file or the whole new one. ``overwrite=False`` refuses an existing path; a symlink at
+    ``path`` is replaced, its target left alone."""
+    path = os.fspath(path)
+    if not overwrite:
+        refuse_existing(path)
+    directory = os.path.dirname(path) or "."
     try:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        fd, tmp = tempfile.mkstemp(
+            dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
+        )
     except OSError as exc:
         raise InputError(f"cannot write file ({exc.strerror})", file=path) from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fh.fileno(), 0o666 & ~umask)  # as open() would create it, not 0600
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if path appeared meanwhile: never clobbers
+            os.unlink(tmp)
+    except FileExistsError:
+        _remove(tmp)
+        refuse_existing(path)
+        raise
+    except OSError as exc:
+        _remove(tmp)
+        raise InputError(f"cannot write file ({exc.strerror or exc})", file=path) from None
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -196,8 +196,8 @@ def _address(text: str, family: str, what: str, evaluable: bool) -> None:
         raise BadValue(f"{what}: not an IP address or host name", text)
     if evaluable:
         raise BadValue(
-            f"{what}: only canonical numeric addresses are supported (no host names or short "
-            "forms)",
+            f"{what}: host names and short address forms are not supported (give the "
+            "address as a.b.c.d)",
             text,
         )
 
