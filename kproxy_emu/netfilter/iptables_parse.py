@@ -85,6 +85,8 @@ from .iptables_text import RAW
 from .iptables_values import BadValue, check_option, check_rule
 
 _CHECKED_BUILTINS = frozenset({"-s", "-d", "-p", "-i", "-o"})
+# the extensions check_rule looks at (options one needs with another)
+_NEEDS_RULE_CHECK = frozenset({"multiport", "statistic", "DNAT", "SNAT", "MASQUERADE", "REDIRECT"})
 
 
 def _check_once(cache: dict, module: str | None, name: str, args: tuple, family: str) -> None:
@@ -781,21 +783,27 @@ def _group(
         opt = cache.get(key)
         if opt is None:
             opt = cache[key] = Opt(flag, args, negated)
+            if short is not None and canon in _CHECKED_BUILTINS:  # checked once per value
+                check_option(None, canon, args, family, cache["evaluable"])
         if owner >= 0:
-            mine = owned.setdefault(owner, {})
-            if canon in mine:
+            mine = owned.get(owner)
+            if mine is None:
+                mine = owned[owner] = {}
+            elif canon in mine:
                 raise _Bad(f"option {canon} given twice for one {ctx.loaded[owner][0]}", tok)
             mine[canon] = args
-            _check_once(cache, ctx.loaded[owner][0], canon, args, family)
-        elif short is not None and canon in _CHECKED_BUILTINS:
-            if canon == "-p":
-                proto_opt = opt
-            _check_once(cache, None, canon, args, family)
+            module = ctx.loaded[owner][0]
+            checked = (module, canon, args)
+            if checked not in cache:
+                check_option(module, canon, args, family, cache["evaluable"])
+                cache[checked] = True
+        elif canon == "-p":
+            proto_opt = opt
         append(opt)
         negated = False
     if negated:
         raise _Bad("nothing appropriate following '!'", "!")
-    if owned:
+    if owned and _NEEDS_RULE_CHECK.intersection(name for name, _, _ in ctx.loaded):
         target = None
         target_opts: dict[str, tuple[str, ...]] = {}
         matches = []
@@ -812,7 +820,9 @@ def _group(
             target_opts,
             matches,
         )
-    elif ctx.loaded:  # extensions with no options: DNAT alone, -m statistic alone
+    elif not owned and _NEEDS_RULE_CHECK.intersection(
+        name for name, _, _ in ctx.loaded
+    ):  # extensions with no options: DNAT alone, -m statistic
         check_rule(
             proto_opt.args[0] if proto_opt else None,
             proto_opt.negated if proto_opt else False,

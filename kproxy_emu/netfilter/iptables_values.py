@@ -97,6 +97,9 @@ _DECIMAL = re.compile(r"[0-9]+")
 _NUMBER = re.compile(r"(0|[1-9][0-9]*|0[xX][0-9a-fA-F]+)")
 
 
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_V4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")  # what kube-proxy writes
+_CANONICAL_V4_PORT = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}:(0|[1-9][0-9]{{0,4}})")
 _HOST = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
 
 
@@ -173,6 +176,8 @@ def _port_range(text: str, what: str, evaluable: bool) -> None:
 
 
 def _address(text: str, family: str, what: str, evaluable: bool) -> None:
+    if family == "IPv4" and _CANONICAL_V4.fullmatch(text):
+        return  # the common case, without ipaddress (a node has 100,000s of addresses)
     try:
         addr = ipaddress.ip_address(text)
     except ValueError:
@@ -235,6 +240,9 @@ def _network(text: str, family: str, what: str, evaluable: bool) -> None:
 
 def _nat_to(text: str, family: str, what: str, evaluable: bool) -> None:
     """ADDR[-ADDR][:PORT[-PORT]] (``[ADDR]:PORT`` for IPv6)."""
+    fast = _CANONICAL_V4_PORT.fullmatch(text) if family == "IPv4" else None
+    if fast and int(fast.group(1)) <= 65535:
+        return  # kube-proxy's endpoint form, 100,000s of them on a big node
     if text.startswith("["):
         addr, sep, rest = text[1:].partition("]")
         if not sep or (rest and not rest.startswith(":")):
@@ -250,10 +258,11 @@ def _nat_to(text: str, family: str, what: str, evaluable: bool) -> None:
     if evaluable and ("-" in addr or (port and "-" in port)):
         raise BadValue(f"{what}: address and port ranges are not supported", text)
     for one in addr.split("-", 1) if addr else ():
-        try:
-            ipaddress.ip_address(one)
-        except ValueError:
-            raise BadValue(f"{what}: bad IP address", one) from None
+        if not (family == "IPv4" and _CANONICAL_V4.fullmatch(one)):
+            try:
+                ipaddress.ip_address(one)  # numeric only here: no host names
+            except ValueError:
+                raise BadValue(f"{what}: bad IP address", one) from None
         _address(one, family, what, evaluable)
     if port is not None:
         _to_ports(port, what, evaluable)
