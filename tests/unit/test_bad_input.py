@@ -472,3 +472,19 @@ def test_synth_write_failure_leaves_the_old_file_and_no_partial_one(tmp_path, ca
     code, err = run(["synth", "--services", "3", "-o", new], capsys)
     assert code == 2 and not new.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json"]
+
+
+def test_a_rendered_node_dump_traces_as_a_whole_dump(tmp_path, capsys):
+    # what kube-proxy writes (and a node lists) passes the whole-dump checks
+    manifests = tmp_path / "c.json"
+    assert run(["synth", "--services", "40", "--seed", "3", "-o", manifests], capsys)[0] == 0
+    for fmt in ("restore", "save"):
+        assert main(["render", str(manifests), "--format", fmt]) == 0
+        dump = tmp_path / f"{fmt}.dump"
+        dump.write_text(capsys.readouterr().out)
+        parse(dump.read_text(), complete=True, evaluable=True)
+    code, err = run(
+        ["trace", "--iptables-save", dump, "--node-ip", "192.168.0.1", "--packet", PACKET],
+        capsys,
+    )
+    assert code == 0, err
