@@ -679,6 +679,7 @@ def _group(
     chain_target = None
     owned: dict[int, dict[str, tuple[str, ...]]] = {}  # loaded extension -> its options
     proto_opt: Opt | None = None
+    builtins_seen: set[str] = set()
     while i < n:
         tok = tokens[i]
         if tok == "!":
@@ -779,6 +780,10 @@ def _group(
                     chain_target = args[0]
             elif canon == "-p":
                 ctx.proto = args[0]
+        if owner < 0 and (canon in _CHECKED_BUILTINS or canon == "-f"):
+            if canon in builtins_seen:
+                raise _Bad(f"multiple {canon} flags not allowed", tok)
+            builtins_seen.add(canon)
         key = (flag, args, negated)
         opt = cache.get(key)
         if opt is None:

@@ -266,6 +266,8 @@ def _nat_to(text: str, family: str, what: str, evaluable: bool) -> None:
         _address(one, family, what, evaluable)
     if port is not None:
         _to_ports(port, what, evaluable)
+    elif evaluable and what == "--to-destination":
+        raise BadValue(f"{what}: DNAT without a port is not supported", text)
 
 
 def _names(text: str, allowed: frozenset[str], what: str, evaluable: bool) -> None:
@@ -306,6 +308,8 @@ def check_option(
 
             if protocol_number(args[0]) is None:
                 raise BadValue("-p: unknown protocol", args[0])
+            if evaluable and args[0].isdigit() and args[0] != "0":
+                raise BadValue("-p: protocol numbers are not supported, give the name", args[0])
         elif name in ("-i", "-o"):
             if len(args[0]) >= _IFNAMSIZ:
                 raise BadValue(f"{name}: interface name longer than 15 characters", args[0])
@@ -364,6 +368,8 @@ def check_option(
         _nat_to(value, family, what, evaluable)
     elif module in ("MASQUERADE", "REDIRECT") and name == "--to-ports":
         _to_ports(value, what, evaluable)
+        if evaluable:
+            raise BadValue(f"{module} --to-ports is not supported", value)
     elif module == "REJECT" and name == "--reject-with":
         # iptables takes any case and abbreviations; the engine ignores the type
         if not value or not any(t.startswith(value.lower()) for t in _REJECT_WITH[family]):

@@ -81,6 +81,8 @@ TRACE_CASES = [
     ("-s localhost -j ACCEPT", "not supported", "localhost"),
     ("-p tcp -j DNAT --to-destination 10.0.0.1-10.0.0.3:80", "not supported", "10.0.0.1-"),
     ("-m conntrack --ctstate est -j ACCEPT", "upper-case", "est"),
+    ("-p tcp -p 6 -j ACCEPT", "multiple -p", "-p"),
+    ("-p 6 -j ACCEPT", "protocol numbers are not supported", "6"),
 ]
 
 
@@ -243,6 +245,8 @@ REAL_TOOL = [
     ("-j KUBE-NOPE", False),
     ("-g KUBE-NOPE", False),
     ("-j KUBE-SERVICES", True),
+    ("-p tcp -p 6 -j ACCEPT", False),
+    ("-s 1.1.1.1 --source 2.2.2.2 -j ACCEPT", False),
 ]
 
 
