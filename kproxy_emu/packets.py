@@ -213,6 +213,21 @@ def _token_at(text: str, col: int, stops: str = " \t\r") -> str:
     return text[col:end]
 
 
+def _encode(text: str, file: str | None = None) -> bytes:
+    """The UTF-8 bytes the C parser reads; a lone surrogate (not text) is an InputError."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as exc:
+        line = text.count("\n", 0, exc.start) + 1
+        col = exc.start - (text.rfind("\n", 0, exc.start) + 1) + 1
+        raise InputError(
+            f"packet line {line}, column {col}: not valid text (a lone surrogate)",
+            file=file,
+            line=line,
+            value=text[exc.start],
+        ) from None
+
+
 def _parse_error(
     err: int, line_text: bytes, col: int, index: int, *, file: str | None, first_line: int
 ) -> InputError:
@@ -306,6 +321,8 @@ def from_strings(
         raise InputError(
             "expected a list of packet strings, not a single string", field="lines", value=lines
         )
+    if not isinstance(lines, Iterable):
+        raise InputError("expected a list of packet strings", field="lines", value=lines)
     default = _origin_code(origin)
     lines = list(lines)
     n = len(lines)
@@ -320,7 +337,7 @@ def from_strings(
         raise InputError(
             f"packet line {bad + 1} is not a string", value=lines[bad], line=bad + 1
         ) from None
-    buf = joined.encode("utf-8", "surrogateescape")
+    buf = _encode(joined)
     _count, err, line, col, lo, hi = _pio.parse_packets(buf, out, default, False)
     if err:
         # an item holding a newline shifts the line numbers (and ends in E_CAPACITY at the
@@ -356,7 +373,7 @@ def from_text(
     if not isinstance(text, str):
         raise InputError("packet text must be a string", file=file, value=type(text).__name__)
     default = _origin_code(origin)
-    buf = text.encode("utf-8", "surrogateescape")
+    buf = _encode(text, file)
     out = empty_packets(buf.count(b"\n") + 1)
     count, err, line, col, lo, hi = _pio.parse_packets(buf, out, default, True)
     if err:

@@ -7,6 +7,7 @@ line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 import warnings
@@ -91,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         default="-",
         help="output file: .json writes a kubectl List (fastest), anything else "
-        "multi-document YAML; - for stdout (YAML)",
+        "multi-document YAML; - for stdout (YAML); an existing file is kept unless --force",
     )
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("render", help="print the rules a mode installs on one node")
@@ -290,18 +292,19 @@ def _dataplane(args: argparse.Namespace):
     if dump:
         from ..netfilter.iptables_parse import parse
 
-        try:
-            with open(dump, encoding="utf-8") as fh:
-                text = fh.read()
-        except OSError as exc:
-            raise InputError(f"cannot read file ({exc.strerror})", file=dump) from None
-        tables = parse(text, file=dump)
+        text = read_text(dump)
         if node_config is None and args.node_ip:
             from ..model.config import NodeConfig
 
             node_config = NodeConfig.from_node(args.node or "node", args.node_ip)
+        # the node's primary IP says which table this is (an IPv6 address in it is an error)
+        family = None
+        if node_config is not None and node_config.ips:
+            family = "IPv6" if ":" in node_config.ips[0] else "IPv4"
+        tables = parse(text, file=dump, family=family, complete=True, evaluable=True)
     elif not args.files:
         raise InputError("give manifest files (or --iptables-save DUMP)", field="FILE")
+    _check_node_flags(args, config, node_config, mode)
     cluster = Cluster.from_files(args.files) if args.files else Cluster()
     return Dataplane(
         cluster,
@@ -315,6 +318,54 @@ def _dataplane(args: argparse.Namespace):
         mark_text=args.mark_text,
         seed=getattr(args, "seed", 0) or 0,
     )
+
+
+def _check_node_flags(args: argparse.Namespace, config, node_config, mode: str) -> None:
+    """--mark-text and the node's primary IP family, checked before any rule is written."""
+    if args.mark_text is not None:
+        from ..model.config import KubeProxyConfig, format_mark
+
+        bit = (config or KubeProxyConfig()).masquerade_bit
+        text = args.mark_text
+        # how iptables reads a mark (strtoul): hex or decimal, no sign, spaces or "_"
+        number = re.fullmatch(r"0[xX][0-9a-fA-F]+|[1-9][0-9]*", text) and int(
+            text, 0 if "x" in text.lower() else 10
+        )
+        if number != 1 << bit:
+            raise InputError(
+                f"must be the masquerade mark 1<<{bit} as a number, e.g. {format_mark(bit)} "
+                f"or {1 << bit:#x}",
+                field="--mark-text",
+                value=args.mark_text,
+            )
+    primary, field = None, None
+    if args.node_ip:
+        primary, field = args.node_ip[0], "--node-ip"
+    elif node_config is not None and node_config.ips:
+        primary, field = node_config.ips[0], f"{args.node_config}: ips[0]"
+    if primary is not None and ":" in primary and mode in ("iptables", "ipvs"):
+        # kube-proxy with an IPv6 primary node IP programs ip6tables / IPv6 IPVS services,
+        # which are not emulated: the IPv4 tables would be written with IPv6 addresses
+        raise InputError(
+            f"the primary node IP must be IPv4 in {mode} mode (the IPv6 dataplane is not "
+            "emulated; give the IPv4 address first for a dual-stack node)",
+            field=field,
+            value=primary,
+        )
+
+
+def read_text(path: str) -> str:
+    """A text input file: unreadable or not UTF-8 text is an InputError."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise InputError(f"cannot read file ({exc.strerror})", file=path) from None
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})",
+            file=path,
+        ) from None
 
 
 def _mode_options(mode: str, args: argparse.Namespace, tables: Ruleset | None) -> ModeOptions:
@@ -469,6 +520,10 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     for name in ("type_mix", "protocol_mix", "service_cidr", "cluster_cidr"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
+    if args.output != "-" and not args.force:
+        from ..model.files import refuse_existing
+
+        refuse_existing(args.output)  # before generating: minutes at 100,000 services
     start = time.perf_counter()
     cluster = synth.cluster(
         args.services,
@@ -480,7 +535,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         **options,
     )
     generated = time.perf_counter()
-    cluster.dump(args.output)
+    cluster.dump(args.output, overwrite=args.force)
     written = time.perf_counter()
     where = "stdout" if args.output == "-" else args.output
     print(

@@ -237,10 +237,12 @@ class Cluster:
         with paused_gc():
             return [encode.encode(obj) for obj in self.objects()]
 
-    def dump(self, path: str | os.PathLike) -> None:
-        """Write every object: ``.json`` as a kubectl ``kind: List``, else multi-document YAML."""
+    def dump(self, path: str | os.PathLike, *, overwrite: bool = True) -> None:
+        """Write every object: ``.json`` as a kubectl ``kind: List``, else multi-document YAML;
+        atomically (a temporary file renamed into place); ``overwrite=False`` refuses an
+        existing file."""
         with paused_gc():
-            files.write_manifests(self.to_manifests(), path)
+            files.write_manifests(self.to_manifests(), path, overwrite=overwrite)
 
     # ------------------------------------------------------------ traffic
 

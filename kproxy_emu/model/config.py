@@ -50,6 +50,7 @@ import yaml
 
 from ..errors import InputError
 from ..ipaddr import canonical_cidr, canonical_ip, ip_family, parse_cidr, parse_ip
+from .files import check_yaml_depth
 
 __all__ = [
     "API_VERSION",
@@ -218,25 +219,32 @@ class _Doc:
             )
 
 
-def _walk(node: yaml.Node, path: tuple, lines: dict, blocks: dict, dups: list) -> None:
+def _walk(
+    node: yaml.Node, path: tuple, lines: dict, blocks: dict, dups: list, seen_nodes: set
+) -> None:
+    # a node shared through an alias is walked once (its lines are those of its anchor):
+    # following aliases makes a 500-byte "billion laughs" text a walk of 9**9 nodes
+    if id(node) in seen_nodes:
+        return
+    seen_nodes.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key, value in node.value:
             if not isinstance(key, yaml.ScalarNode):
                 continue
             if key.value == "<<" and key.tag == "tag:yaml.org,2002:merge":
-                _walk(value, path, lines, blocks, dups)
+                _walk(value, path, lines, blocks, dups, seen_nodes)
                 continue
             sub = path + (key.value,)
             if key.value in seen:
                 dups.append((sub, key.start_mark.line + 1))
             seen.add(key.value)
             lines.setdefault(sub, key.start_mark.line + 1)
-            _walk(value, sub, lines, blocks, dups)
+            _walk(value, sub, lines, blocks, dups, seen_nodes)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             lines.setdefault(path + (i,), item.start_mark.line + 1)
-            _walk(item, path + (i,), lines, blocks, dups)
+            _walk(item, path + (i,), lines, blocks, dups, seen_nodes)
     elif isinstance(node, yaml.ScalarNode) and node.style == "|":
         blocks[path] = node.start_mark.line + 1
 
@@ -258,6 +266,7 @@ def _read_text(path: str | os.PathLike) -> str:
 
 def _parse_yaml(text: str, file: str | None, line_offset: int = 0) -> list[_Doc]:
     """Every non-empty document of a YAML text; syntax errors name file and line."""
+    check_yaml_depth(text, file, line_offset)
     loader = _Loader(text)
     docs: list[_Doc] = []
     try:
@@ -268,7 +277,7 @@ def _parse_yaml(text: str, file: str | None, line_offset: int = 0) -> list[_Doc]
             lines: dict = {}
             blocks: dict = {}
             dups: list = []
-            _walk(node, (), lines, blocks, dups)
+            _walk(node, (), lines, blocks, dups, set())
             data = loader.construct_document(node)
             if data is None:
                 continue

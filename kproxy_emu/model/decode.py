@@ -37,6 +37,23 @@ _UNSET: Any = object()
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _CANONICAL_V4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}\Z")
 _IANA_SVC_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
+# object names as the API server checks them (k8s.io/apimachinery validation): the names
+# end up in rule comments and chain hashes, so a newline or a quote must never get through
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
+_DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?\Z")
+_DNS1123_SUBDOMAIN = re.compile(
+    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z"
+)
+_LABEL_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]\Z")
+_NAME_RULES = {
+    "label": (_DNS1123_LABEL, 63, "a DNS-1123 label (lower-case letters, digits, '-')"),
+    "label1035": (
+        _DNS1035_LABEL,
+        63,
+        "a DNS-1035 label (lower-case letters, digits, '-', starting with a letter)",
+    ),
+    "subdomain": (_DNS1123_SUBDOMAIN, 253, "a DNS-1123 subdomain (lower-case, digits, '-', '.')"),
+}
 
 
 class _Reader:
@@ -180,6 +197,42 @@ class _Reader:
         return list(values)
 
 
+def check_name(text: str, rule: str) -> str | None:
+    """Why ``text`` is not a valid name of kind ``rule`` (label, label1035, subdomain)."""
+    pattern, most, what = _NAME_RULES[rule]
+    if len(text) > most:
+        return f"must be at most {most} characters"
+    if pattern.match(text) is None:
+        return f"must be {what}"
+    return None
+
+
+def _label_map_problem(labels: dict[str, str]) -> tuple[str, str, str] | None:
+    """(key, message, value) of the first label the API server would refuse."""
+    for key, value in labels.items():
+        prefix, slash, name = key.rpartition("/")
+        if (
+            (slash and (not prefix or check_name(prefix, "subdomain")))
+            or len(name) > 63
+            or not _LABEL_NAME.match(name)
+        ):
+            return key, "invalid label key", key
+        if value and (len(value) > 63 or not _LABEL_NAME.match(value)):
+            return key, "invalid label value (at most 63 of A-Z a-z 0-9 - _ .)", value
+    return None
+
+
+_NAME_RULE_OF = {
+    "Service": "label1035",
+    "Namespace": "label",
+    "EndpointSlice": "subdomain",
+    "Node": "subdomain",
+    "Pod": "subdomain",
+    "ServiceCIDR": "subdomain",
+    "NetworkPolicy": "subdomain",
+}
+
+
 def _meta(obj: dict, kind: str, namespaced: bool) -> tuple[_Reader, dict, str, str]:
     metadata = obj.get("metadata")
     if not isinstance(metadata, dict):
@@ -196,25 +249,32 @@ def _meta(obj: dict, kind: str, namespaced: bool) -> tuple[_Reader, dict, str, s
             field="metadata.name",
             **({} if name is None else {"value": name}),
         )
+    problem = check_name(name, _NAME_RULE_OF.get(kind, "subdomain"))
+    if problem:
+        raise InputError(problem, obj=kind, field="metadata.name", value=name)
     namespace = ""
     if namespaced:
-        namespace = metadata.get("namespace") or "default"
-        if not isinstance(namespace, str):
+        namespace = metadata.get("namespace")
+        if namespace is None or namespace == "":
+            namespace = "default"
+        problem = (
+            "must be a string" if not isinstance(namespace, str) else check_name(namespace, "label")
+        )
+        if problem:
             raise InputError(
-                "must be a string",
-                obj=f"{kind} {name}",
-                field="metadata.namespace",
-                value=namespace,
+                problem, obj=f"{kind} {name}", field="metadata.namespace", value=namespace
             )
     reader = _Reader(f"{kind} {namespace}/{name}" if namespaced else f"{kind} {name}")
     return reader, metadata, namespace, name
 
 
 def _labels(r: _Reader, metadata: dict) -> tuple[dict[str, str], dict[str, str]]:
-    return (
-        r.string_map(metadata, "labels", "metadata.labels"),
-        r.string_map(metadata, "annotations", "metadata.annotations"),
-    )
+    labels = r.string_map(metadata, "labels", "metadata.labels")
+    problem = _label_map_problem(labels)
+    if problem:
+        key, message, value = problem
+        raise r.fail(f"metadata.labels.{key}", message, value)
+    return labels, r.string_map(metadata, "annotations", "metadata.annotations")
 
 
 def service(obj: dict) -> Service:
@@ -257,6 +317,8 @@ def service(obj: dict) -> Service:
             raise r.fail(path, "must be a mapping", p)
         port = r.port(p, "port", f"{path}.port", required=True)
         pname = r.string(p, "name", f"{path}.name")
+        if pname and check_name(pname, "label"):
+            raise r.fail(f"{path}.name", str(check_name(pname, "label")), pname)
         if len(raw_ports) > 1 and not pname:
             raise r.fail(f"{path}.name", "required when a service has more than one port")
         if pname in names:
@@ -366,10 +428,10 @@ def service(obj: dict) -> Service:
 
 
 def _target_port(r: _Reader, value: Any, path: str, port: int) -> int | str:
+    if isinstance(value, bool):  # before "== 0": False == 0 in Python
+        raise r.fail(path, "must be a port number or a port name", value)
     if value is None or value == 0 or value == "":
         return port  # API default: targetPort = port
-    if isinstance(value, bool):
-        raise r.fail(path, "must be a port number or a port name", value)
     if isinstance(value, int):
         if not 1 <= value <= 65535:
             raise r.fail(path, "must be between 1 and 65535", value)
@@ -397,11 +459,14 @@ def endpoint_slice(obj: dict, api_version: str = "discovery.k8s.io/v1") -> Endpo
         path = f"ports[{i}]"
         if not isinstance(p, dict):
             raise r.fail(path, "must be a mapping", p)
+        pname = r.string(p, "name", f"{path}.name")
+        if pname and check_name(pname, "label"):
+            raise r.fail(f"{path}.name", str(check_name(pname, "label")), pname)
         ports.append(
             EndpointPort(
                 port=r.port(p, "port", f"{path}.port", allow_zero=True, default=None),
                 protocol=r.protocol(p, "protocol", f"{path}.protocol"),
-                name=r.string(p, "name", f"{path}.name"),
+                name=pname,
                 app_protocol=r.string(p, "appProtocol", f"{path}.appProtocol"),
             )
         )
@@ -430,7 +495,6 @@ _ENDPOINT_KEYS = frozenset(
     )
 )
 _CONDITION_KEYS = frozenset(("ready", "serving", "terminating"))
-_BOOL_OR_NONE = (True, False, None)
 
 
 def _endpoint(r: _Reader, ep: Any, path: str, ip_family: str, beta: bool) -> Endpoint:
@@ -454,7 +518,8 @@ def _endpoint(r: _Reader, ep: Any, path: str, ip_family: str, beta: bool) -> End
             or (
                 type(cond) is dict
                 and cond.keys() <= _CONDITION_KEYS
-                and all(v in _BOOL_OR_NONE for v in cond.values())
+                # "is", not "in": 1 == True, and 1 is not a boolean
+                and all(v is True or v is False or v is None for v in cond.values())
             )
         )
         and type(node_name) is str

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,35 @@ def manifest_files(paths: Iterable[str | os.PathLike]) -> list[str]:
     return files
 
 
+# Deeper than any Kubernetes object; PyYAML's C composer recurses per level and overflows
+# the C stack (a crash, not an exception) around 100,000 levels.
+MAX_DEPTH = 200
+
+
+def _max_line(text: str) -> int:
+    return max(map(len, text.splitlines()), default=0)
+
+
+def check_yaml_depth(text: str, file: str | None, line_offset: int = 0) -> None:
+    """Refuse YAML nested deeper than MAX_DEPTH before anything composes it."""
+    # cheap bound first: a level is a [ or { or, in block style, at least one more column
+    # of indentation (or a "- " on the same line) than its parent
+    if text.count("[") + text.count("{") + 2 * _max_line(text) + 2 <= MAX_DEPTH:
+        return
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    line = event.start_mark.line + 1 + line_offset if event.start_mark else None
+                    raise InputError(f"nested deeper than {MAX_DEPTH} levels", file=file, line=line)
+            elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                depth -= 1
+    except yaml.YAMLError:
+        return  # the loader reports syntax errors with their line
+
+
 def read_documents(path: str) -> Iterator[Any]:
     """Every top-level document in one file (empty YAML documents skipped)."""
     try:
@@ -56,18 +86,25 @@ def read_documents(path: str) -> Iterator[Any]:
         else:
             with open(path, encoding="utf-8") as fh:
                 text = fh.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read file ({exc.__class__.__name__}: {exc})", file=path) from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=path) from None
+    except OSError as exc:
+        raise InputError(f"cannot read file ({exc.strerror or exc})", file=path) from None
     if path.endswith(".json") or text.lstrip().startswith(("{", "[")):
         try:
-            yield json.loads(text)
-            return
+            data = json.loads(text)
+        except RecursionError:
+            raise InputError("JSON nested too deeply", file=path) from None
         except json.JSONDecodeError as exc:
             if path.endswith(".json"):
                 raise InputError(
                     f"JSON syntax error: {exc.msg} (column {exc.colno})", file=path, line=exc.lineno
                 ) from None
             # not JSON after all: YAML flow style, fall through
+        else:
+            yield data
+            return
+    check_yaml_depth(text, path)
     try:
         for doc in yaml.load_all(text, Loader=_Loader):
             if doc is not None:
@@ -92,7 +129,9 @@ def iter_objects(doc: Any, path: str) -> Iterator[dict]:
     kind = doc.get("kind")
     if isinstance(kind, str) and kind.endswith("List") and "items" in doc:
         item_kind = kind[:-4] if kind != "List" else None
-        items = doc.get("items") or []
+        items = doc.get("items")
+        if items is None:
+            items = []
         if not isinstance(items, list):
             raise InputError(
                 "must be a list", file=path, obj=kind, field="items", value=_short(items)
@@ -190,8 +229,9 @@ def to_yaml(docs: Iterable[dict]) -> str:
     return "\n".join(out)
 
 
-def write_manifests(docs: list[dict], path: str | os.PathLike) -> None:
-    """Write to ``path``: a JSON ``kind: List`` for .json, multi-document YAML otherwise."""
+def write_manifests(docs: list[dict], path: str | os.PathLike, *, overwrite: bool = True) -> None:
+    """Write to ``path``: a JSON ``kind: List`` for .json, multi-document YAML otherwise
+    (``-``: standard output). See ``write_text_atomic`` for how and ``overwrite``."""
     path = os.fspath(path)
     if path.endswith(".json"):
         # one item per line: json's C encoder only runs without indent, and a
@@ -206,8 +246,57 @@ def write_manifests(docs: list[dict], path: str | os.PathLike) -> None:
     if path == "-":
         sys.stdout.write(text)
         return
+    write_text_atomic(path, text, overwrite=overwrite)
+
+
+def refuse_existing(path: str) -> None:
+    """The InputError for an output path that exists (a dangling symlink counts)."""
+    if os.path.lexists(path):
+        raise InputError("exists; give --force to replace it", file=path)
+
+
+def write_text_atomic(path: str, text: str, *, overwrite: bool) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it into place: a
+    failed write (a full disk) leaves no partial file, and ``path`` is either the old
+    file or the whole new one. ``overwrite=False`` refuses an existing path; a symlink at
+    ``path`` is replaced, its target left alone."""
+    path = os.fspath(path)
+    if not overwrite:
+        refuse_existing(path)
+    directory = os.path.dirname(path) or "."
     try:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        fd, tmp = tempfile.mkstemp(
+            dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
+        )
     except OSError as exc:
         raise InputError(f"cannot write file ({exc.strerror})", file=path) from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fh.fileno(), 0o666 & ~umask)  # as open() would create it, not 0600
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if path appeared meanwhile: never clobbers
+            os.unlink(tmp)
+    except FileExistsError:
+        _remove(tmp)
+        refuse_existing(path)
+        raise
+    except OSError as exc:
+        _remove(tmp)
+        raise InputError(f"cannot write file ({exc.strerror or exc})", file=path) from None
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

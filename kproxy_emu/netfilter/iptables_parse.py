@@ -82,6 +82,20 @@ __all__ = [
 ]
 
 from .iptables_text import RAW
+from .iptables_values import BadValue, check_option, check_rule
+
+_CHECKED_BUILTINS = frozenset({"-s", "-d", "-p", "-i", "-o"})
+# the extensions check_rule looks at (options one needs with another)
+_NEEDS_RULE_CHECK = frozenset({"multiport", "statistic", "DNAT", "SNAT", "MASQUERADE", "REDIRECT"})
+
+
+def _check_once(cache: dict, module: str | None, name: str, args: tuple, family: str) -> None:
+    """check_option, once per distinct value in a dump (a node repeats the same few)."""
+    key = ("checked", module, name, args)
+    if key not in cache:
+        check_option(module, name, args, family, cache["evaluable"])
+        cache[key] = True
+
 
 # ----------------------------------------------------------------- extension tables
 #
@@ -651,8 +665,10 @@ _STARTS_COMMAND = frozenset(COMMANDS)
 
 def _group(
     tokens: list[str], quoted: set[int], start: int, family: str, cache: dict
-) -> tuple[Opt, ...]:
-    """Group a rule's tokens (from ``start``) into options. Raises _Unknown / _Bad."""
+) -> tuple[tuple[Opt, ...], str | None]:
+    """Group a rule's tokens (from ``start``) into options, checking their values; also
+    the chain it jumps or goes to (None for a target or no target). Raises _Unknown /
+    _Bad / BadValue."""
     ctx = _Context(family)
     opts: list[Opt] = []
     append = opts.append
@@ -660,6 +676,10 @@ def _group(
     i = start
     negated = False
     target_seen = False
+    chain_target = None
+    owned: dict[int, dict[str, tuple[str, ...]]] = {}  # loaded extension -> its options
+    proto_opt: Opt | None = None
+    builtins_seen: set[str] = set()
     while i < n:
         tok = tokens[i]
         if tok == "!":
@@ -677,6 +697,7 @@ def _group(
             canon = BUILTIN_LONG[tok]
         else:
             canon = tok
+        owner = -1
         if short is None:
             if tok[:2] != "--":
                 if tok in _STARTS_COMMAND:
@@ -691,6 +712,7 @@ def _group(
             index, canon, nargs = ctx.resolve(tok)
             if index == -1:  # abbreviation of one of iptables' own long options
                 short = BUILTIN_SHORT[canon]
+            owner = index
         if short is not None:
             nargs = short
             if canon in ("-m", "-j", "-g", "-c", "-4", "-6") and negated:
@@ -754,19 +776,66 @@ def _group(
                 if target_seen:
                     raise _Bad(f"a second target {args[0]!r} in one rule", args[0])
                 target_seen = True
-                if canon == "-j":
-                    ctx.load_target(args[0])
+                if canon == "-g" or not ctx.load_target(args[0]):
+                    chain_target = args[0]
             elif canon == "-p":
                 ctx.proto = args[0]
+        if owner < 0 and (canon in _CHECKED_BUILTINS or canon == "-f"):
+            if canon in builtins_seen:
+                raise _Bad(f"multiple {canon} flags not allowed", tok)
+            builtins_seen.add(canon)
         key = (flag, args, negated)
         opt = cache.get(key)
         if opt is None:
             opt = cache[key] = Opt(flag, args, negated)
+            if short is not None and canon in _CHECKED_BUILTINS:  # checked once per value
+                check_option(None, canon, args, family, cache["evaluable"])
+        if owner >= 0:
+            mine = owned.get(owner)
+            if mine is None:
+                mine = owned[owner] = {}
+            elif canon in mine:
+                raise _Bad(f"option {canon} given twice for one {ctx.loaded[owner][0]}", tok)
+            mine[canon] = args
+            module = ctx.loaded[owner][0]
+            checked = (module, canon, args)
+            if checked not in cache:
+                check_option(module, canon, args, family, cache["evaluable"])
+                cache[checked] = True
+        elif canon == "-p":
+            proto_opt = opt
         append(opt)
         negated = False
     if negated:
         raise _Bad("nothing appropriate following '!'", "!")
-    return tuple(opts)
+    if owned and _NEEDS_RULE_CHECK.intersection(name for name, _, _ in ctx.loaded):
+        target = None
+        target_opts: dict[str, tuple[str, ...]] = {}
+        matches = []
+        for index, mine in owned.items():
+            name, _, is_target = ctx.loaded[index]
+            if is_target:
+                target, target_opts = name, mine
+            else:
+                matches.append((name, mine))
+        check_rule(
+            proto_opt.args[0] if proto_opt else None,
+            proto_opt.negated if proto_opt else False,
+            target,
+            target_opts,
+            matches,
+        )
+    elif not owned and _NEEDS_RULE_CHECK.intersection(
+        name for name, _, _ in ctx.loaded
+    ):  # extensions with no options: DNAT alone, -m statistic
+        check_rule(
+            proto_opt.args[0] if proto_opt else None,
+            proto_opt.negated if proto_opt else False,
+            ctx.loaded[-1][0] if ctx.loaded[-1][2] else None,
+            {},
+            [(name, {}) for name, _, is_target in ctx.loaded if not is_target],
+        )
+    return tuple(opts), chain_target
 
 
 # options whose argument is free text: like getopt, take the next token whatever it is
@@ -868,7 +937,7 @@ def rule_parts(rule: Rule, family: str = "IPv4") -> RuleParts | None:
 # ----------------------------------------------------------------- the restore format
 
 _COUNTERS = re.compile(r"\[(\d+):(\d+)\]")
-_FAMILY_HINT = re.compile(r" -[sd] [0-9A-Fa-f]*:")
+_FAMILY_HINT = re.compile(r" -[sd] ([0-9A-Fa-f.:]+)")
 _POLICIES = frozenset({"ACCEPT", "DROP", "-"})
 _MAX_CHAIN = 28  # XT_EXTENSION_MAXNAMELEN - 1
 
@@ -878,35 +947,54 @@ def parse(
     *,
     file: str | None = None,
     keep_unknown: bool = False,
+    complete: bool = False,
+    evaluable: bool = False,
     family: str | None = None,
     into: Ruleset | None = None,
 ) -> Ruleset:
     """Read iptables-save output or iptables-restore input into a Ruleset.
 
     ``family`` ("IPv4"/"IPv6") picks ip6tables' extensions (icmp6, REJECT's icmp6 types);
-    by default IPv6 when an ``-s``/``-d`` address has a colon. ``into`` applies the text on
+    by default IPv6 when the first ``-s``/``-d`` address has a colon. Option values are
+    checked as iptables-restore checks them (``iptables_values``), addresses against the
+    family, and a rule may only name chains declared before it. ``into`` applies the text on
     top of an existing Ruleset instead, as ``iptables-restore --noflush`` applies it to a
     node's tables (a chain line flushes that chain, ``-I`` inserts, ``-X`` deletes) and
-    returns it."""
+    returns it.
+
+    ``complete=True`` reads a whole dump (what iptables-save prints, what iptables-restore
+    loads without --noflush): a rule may only be on, or jump to, a chain declared before
+    it. ``evaluable=True`` also refuses the values iptables accepts but the engine cannot
+    evaluate (host names, service names, NAT ranges; see ``iptables_values``)."""
     if into is not None:
         family = into.family
     elif family is None:
-        family = "IPv6" if _FAMILY_HINT.search(text) else "IPv4"
+        # the first -s/-d address decides: an address of the other family is then an error
+        hint = _FAMILY_HINT.search(text)
+        family = "IPv6" if hint and ":" in hint.group(1) else "IPv4"
     if family not in ("IPv4", "IPv6"):
         raise InputError("family must be IPv4 or IPv6", file=file, value=family)
     enabled = gc.isenabled()
     gc.disable()  # millions of small acyclic objects: the cyclic collector only slows this
     try:
-        return _parse(text, file, keep_unknown, into or Ruleset(family=family))
+        ruleset = into or Ruleset(family=family)
+        return _parse(text, file, keep_unknown, ruleset, complete, evaluable)
     finally:
         if enabled:
             gc.enable()
 
 
-def _parse(text: str, file: str | None, keep_unknown: bool, ruleset: Ruleset) -> Ruleset:
+def _parse(
+    text: str,
+    file: str | None,
+    keep_unknown: bool,
+    ruleset: Ruleset,
+    complete: bool,
+    evaluable: bool,
+) -> Ruleset:
     family = ruleset.family
     table: Table | None = None
-    cache: dict = {}
+    cache: dict = {"evaluable": evaluable}  # also the Opts and values seen so far
     lineno = 0
     line = ""
     try:
@@ -921,7 +1009,7 @@ def _parse(text: str, file: str | None, keep_unknown: bool, ruleset: Ruleset) ->
                         "rule outside a table (no '*table' line before it)",
                         tokens[0] if tokens else line,
                     )
-                _command(ruleset, table, line, family, keep_unknown, cache)
+                _command(ruleset, table, line, family, keep_unknown, cache, complete)
             elif first == ":":
                 if table is None:
                     raise _Bad("chain line outside a table", line.split()[0])
@@ -939,7 +1027,7 @@ def _parse(text: str, file: str | None, keep_unknown: bool, ruleset: Ruleset) ->
                 table = None
             else:
                 raise _Bad("unrecognised line", line.split()[0])
-    except (_Bad, _Unknown) as exc:
+    except (_Bad, _Unknown, BadValue) as exc:
         raise _error(exc.message, file, lineno, exc.token) from None
     if table is not None:
         raise _error(
@@ -999,7 +1087,13 @@ def _rulenum(tok: str) -> int:
 
 
 def _command(
-    ruleset: Ruleset, table: Table, line: str, family: str, keep_unknown: bool, cache: dict
+    ruleset: Ruleset,
+    table: Table,
+    line: str,
+    family: str,
+    keep_unknown: bool,
+    cache: dict,
+    complete: bool,
 ) -> None:
     if line[:1] == "[":  # "[pkts:bytes] -A ..." as iptables-save -c writes
         end = line.find("]")
@@ -1027,6 +1121,9 @@ def _command(
             raise _Bad(f"unexpected argument {tokens[i]!r}", tokens[i])
 
     if cmd in ("-A", "-I", "-D", "-R", "-C"):
+        # iptables-restore refuses a rule on, or jumping to, a chain it does not know (a
+        # text for --noflush may name chains the node already has: checked when complete)
+        check_chains = complete and cmd != "-D"
         chain = arg(1, "a chain name")
         if len(chain) > _MAX_CHAIN:
             raise _Bad(f"chain name too long (at most {_MAX_CHAIN} characters)", chain)
@@ -1043,15 +1140,23 @@ def _command(
             return
         if cmd == "-C":
             raise _Bad("-C (check) is not supported in restore input", tokens[0])
+        if start < n and tokens[start] in ("-4", "-6"):
+            if (tokens[start] == "-6") != (family == "IPv6"):
+                return  # a rule for the other family: iptables-restore skips it unread
+        if check_chains and chain not in table.chains and chain not in BUILTIN_CHAINS[table.name]:
+            raise _Bad(f"chain {chain} does not exist (no ':{chain}' or -N line before)", chain)
         try:
-            opts = _group(tokens, quoted, start, family, cache)
+            opts, jumps_to = _group(tokens, quoted, start, family, cache)
         except _Unknown:
             if not keep_unknown or cmd == "-D":
                 raise
-            opts = (Opt(RAW, tuple(tokens[start:])),)
-        if opts and opts[0].flag in ("-4", "-6") and not opts[0].negated:
-            if (opts[0].flag == "-6") != (family == "IPv6"):
-                return  # a rule for the other family: iptables-restore skips it
+            opts, jumps_to = (Opt(RAW, tuple(tokens[start:])),), None
+        if check_chains and jumps_to is not None and jumps_to not in table.chains:
+            raise _Bad(
+                f"jump to chain {jumps_to}, which does not exist (no ':{jumps_to}' or -N line "
+                "before)",
+                jumps_to,
+            )
         if cmd == "-A":
             table.rules.append(Rule(chain, opts))
         elif cmd == "-I":

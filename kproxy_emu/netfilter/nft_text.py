@@ -408,9 +408,17 @@ def parse_dump(text: str, source: str = "<dump>") -> NftRuleset:
             for f in _braced_fields(rest, where) if rest else []:
                 words = f.split()
                 if words[0] == "type":
-                    chain.type, chain.hook, chain.priority = words[1], words[3], int(words[5])
+                    # type TYPE hook HOOK priority PRIO (nft refuses a base chain without one)
+                    if len(words) < 6 or words[2] != "hook" or words[4] != "priority":
+                        raise InputError(
+                            "expected 'type TYPE hook HOOK priority PRIORITY'", field=where, value=f
+                        )
+                    chain.type, chain.hook = words[1], words[3]
+                    chain.priority = _parse_priority(" ".join(words[5:]), where)
                 elif words[0] == "comment":
                     chain.comment = _unquote(f[len("comment ") :])
+                elif words[0] not in ("policy", "device", "devices"):
+                    raise InputError("unknown chain field", field=where, value=f)
         elif kind in ("set", "map"):
             s = NftSet(name, kind, "")
             for f in _braced_fields(rest or "", where):
@@ -420,9 +428,11 @@ def parse_dump(text: str, source: str = "<dump>") -> NftRuleset:
                 elif key == "flags":
                     s.flags = tuple(value.split(","))
                 elif key == "timeout":
-                    s.timeout = int(value.rstrip("s"))
+                    s.timeout = _parse_time(value, where)
                 elif key == "comment":
                     s.comment = _unquote(value)
+                elif key not in ("size", "policy", "gc-interval", "counter", "elements"):
+                    raise InputError("unknown set field", field=where, value=f)
             rs.sets.setdefault(name, s)
         elif kind == "rule":
             if name not in rs.chains:
@@ -456,6 +466,8 @@ def _parse_priority(text: str, where: str) -> int:
     """``dstnat - 10`` / ``filter`` / ``-110`` -> -110 / 0 / -110."""
     words = text.split()
     try:
+        if len(words) not in (1, 3) or (len(words) == 3 and words[1] not in "+-"):
+            raise ValueError(text)
         base = _PRIO_NAMES[words[0]] if words[0] in _PRIO_NAMES else int(words[0])
         if len(words) == 3:
             base += int(words[2]) * (-1 if words[1] == "-" else 1)

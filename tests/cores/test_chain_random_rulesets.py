@@ -54,6 +54,8 @@ def matches(draw):
 def _rule(draw, chain, targets):
     target = draw(st.sampled_from(targets))
     m = draw(matches())
+    if "DNAT" in target and "-p " not in m:
+        m = f"-p tcp {m}"  # iptables-restore refuses a DNAT port without -p
     return f"-A {chain} {m} {target}".replace("  ", " ").rstrip() + "\n"
 
 

@@ -317,10 +317,9 @@ def test_opaque_and_unusual_rules_are_printed_as_written():
     assert render_live_rule(ruleset.tables["filter"].rules[0]) == [
         "-A X -m frobnicate --level 11 -j ACCEPT"
     ]
-    # a value iptables would refuse: the match as written, not an exception
-    assert live("-A X -m mark --mark nonsense -j ACCEPT") == [
-        "-A X -m mark --mark nonsense -j ACCEPT"
-    ]
+    # a value iptables would refuse, in a hand-built rule (parse refuses it): as written
+    rule = Rule("X", (Opt("-m", ("mark",)), Opt("--mark", ("nonsense",)), Opt("-j", ("ACCEPT",))))
+    assert render_live_rule(rule) == ["-A X -m mark --mark nonsense -j ACCEPT"]
     # an option no module has, in a hand-built rule
     rule = Rule("X", (Opt("--nonsense", ("1",)), Opt("-j", ("ACCEPT",))))
     assert render_live_rule(rule) == ["-A X --nonsense 1 -j ACCEPT"]
