@@ -15,7 +15,7 @@ A backend never sees the :class:`~kproxy_emu.dataplane.Dataplane`: it gets a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Protocol, Union, runtime_checkable
 
 from ..errors import InputError
 from ..model.cluster import Cluster
@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 
     from .._cext.conntrack import ConntrackTable
     from .._cext.pipeline import Engine, Rng
+    from ..netfilter.ipvs import IpvsState
+    from ..netfilter.nft import NftRuleset
+
+# the rule model of a full sync: iptables Ruleset, nftables NftRuleset, IPVS IpvsState
+RuleModel = Union["Ruleset", "NftRuleset", "IpvsState"]
 
 # ip_vs conn_tab_bits: the kernel's default (CONFIG_IP_VS_TAB_BITS) and the module's range
 CONN_TAB_BITS = 12
@@ -141,8 +146,12 @@ class Backend(Protocol):
         """The mode's native text in one of ``formats``."""
         ...
 
+    def view_changed(self, changed: set[tuple[str, str]] | None = None) -> None:
+        """``node.view`` changed: for the given services (None: any of them)."""
+        ...
+
     @property
-    def ruleset(self) -> object:
+    def ruleset(self) -> RuleModel:
         """The payload of a full sync of the current cluster, in the mode's rule model."""
         ...
 

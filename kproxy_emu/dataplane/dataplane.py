@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -26,11 +27,17 @@ from .backend import (
     IptablesOptions,
     ModeOptions,
     NodeContext,
+    RuleModel,
     make_backend,
     mode_options,
 )
 from .sync import SyncResult
 from .tracer import TraceResult
+
+if TYPE_CHECKING:
+    from .._cext.conntrack import ConntrackTable
+    from .lowering import Lowered
+    from .nft_lowering import LoweredNft
 
 
 def resolve_node(
@@ -141,7 +148,7 @@ class Dataplane:
         return tables
 
     @property
-    def ruleset(self):
+    def ruleset(self) -> RuleModel:
         """The payload of a full sync of the current cluster, in the mode's model."""
         return self.backend.ruleset
 
@@ -180,7 +187,7 @@ class Dataplane:
             own.endpoint_slices = dict(own.endpoint_slices)
             own.nodes = dict(own.nodes)
             self.cluster, self._own_cluster = own, True
-        collections = {
+        collections: dict[str, dict[Any, Any]] = {
             "Service": self.cluster.services,
             "EndpointSlice": self.cluster.endpoint_slices,
             "Node": self.cluster.nodes,
@@ -261,9 +268,9 @@ class Dataplane:
         return self.cluster.packet_targets(node_ips=self.options.node.local_ips)
 
     @property
-    def lowered(self):
+    def lowered(self) -> Lowered | LoweredNft:
         """The engine's packed tables (rebuilt after each sync)."""
-        return self.backend.lowered
+        return cast("Lowered | LoweredNft", self.backend.lowered)
 
     @property
     def endpoints(self) -> list[str]:
@@ -324,7 +331,7 @@ class Dataplane:
         return self.backend.render(sorted=sorted, format=format)
 
 
-def _conntrack_table(config: KubeProxyConfig, seed: int):
+def _conntrack_table(config: KubeProxyConfig, seed: int) -> ConntrackTable:
     """nf_conntrack sized and timed as kube-proxy sets it (conntrack.min, the TCP
     established and close-wait timeouts); kernel defaults for the rest."""
     from .._cext.conntrack import ConntrackTable
@@ -336,7 +343,8 @@ def _conntrack_table(config: KubeProxyConfig, seed: int):
         "udp_timeout": ct.udp_timeout,
         "udp_timeout_stream": ct.udp_stream_timeout,
     }
-    timeouts = {name: value for name, value in given.items() if value}  # 0: leave the kernel's
+    # 0: leave the kernel's
+    timeouts: dict[str, Any] = {name: value for name, value in given.items() if value}
     return ConntrackTable(max(ct.min, 1), seed, **timeouts)
 
 

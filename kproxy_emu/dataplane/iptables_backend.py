@@ -157,7 +157,11 @@ def recent_lists(current, lists: int):
     if current is not None and len(current[2]) >= lists:
         return current
     slots = lists * RECENT_LIST_TOT
-    grown = (np.zeros(slots, np.uint32), np.zeros(slots), np.zeros(lists, np.uint32))
+    grown: tuple[np.ndarray, np.ndarray, np.ndarray] = (
+        np.zeros(slots, np.uint32),
+        np.zeros(slots),
+        np.zeros(lists, np.uint32),
+    )
     if current is not None:
         for new, old in zip(grown, current):
             new[: len(old)] = old

@@ -16,14 +16,17 @@ this packet next, and with ``commit`` the state it leaves is kept.
 from __future__ import annotations
 
 from bisect import bisect_right
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import numpy as np
 
 from ..errors import InputError
 
 if TYPE_CHECKING:
+    from ..netfilter.ruleset import Rule
     from .dataplane import Dataplane
+    from .lowering import Lowered
+    from .nft_lowering import LoweredNft
 
 MAX_PATHS = 4096  # alternatives explored per trace (a ruleset with more is cut short)
 HOOK_NAMES = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
@@ -104,7 +107,7 @@ def trace(
 
     # the alternatives, each from the same state
     paths: list[tuple[float, Any]] = []
-    prefix: list[int] = []
+    prefix: list[int] | None = []
     while len(paths) < MAX_PATHS:
         rec.force(prefix)
         run()
@@ -175,7 +178,7 @@ class _NodeState:
     """A snapshot of everything a packet may change: conntrack, the engine's state (nth
     counters, affinity lists or sets, the IPVS table) and the random stream."""
 
-    def __init__(self, dp: Dataplane, engine: Any):
+    def __init__(self, dp: Dataplane, engine: Any) -> None:
         self.dp, self.engine = dp, engine
         self.ct = dp.conntrack.snapshot() if dp.conntrack is not None else None
         self.eng = engine.snapshot()
@@ -183,7 +186,9 @@ class _NodeState:
 
     def restore(self) -> None:
         if self.ct is not None:
-            self.dp.conntrack.restore(self.ct)
+            conntrack = self.dp.conntrack
+            assert conntrack is not None  # self.ct is its snapshot
+            conntrack.restore(self.ct)
         self.engine.restore(self.eng)
         self.dp.rng.state = self.rng
 
@@ -251,11 +256,11 @@ class _StepNames:
     """Recorder rows -> the rule text of the mode's own model (iptables-save lines, nft
     rules, IPVS lookups), looked up lazily: only the chains a trace visits."""
 
-    def __init__(self, dp: Dataplane):
+    def __init__(self, dp: Dataplane) -> None:
         self.dp = dp
         self.backend = dp.backend
         self.low = self.backend.lowered
-        self._by_chain: dict[tuple[str, str], list] = {}
+        self._by_chain: dict[tuple[str, str], list[Rule]] = {}
 
     def step(self, row: Any) -> TraceStep:
         kind, index, matched = int(row["kind"]), int(row["index"]), bool(row["matched"])
@@ -287,14 +292,19 @@ class _StepNames:
 
     def _iptables(self, row: int, matched: bool) -> TraceStep:
         from ..netfilter.iptables_text import render_rule
+        from .iptables_backend import IptablesBackend
+        from .ipvs_backend import IpvsBackend
 
-        low = self.low
+        backend = self.backend
+        # chain VM rows: iptables mode, or IPVS mode's iptables rules (both lower to Lowered)
+        assert isinstance(backend, (IptablesBackend, IpvsBackend))
+        low = cast("Lowered", self.low)
         starts = low.chains["start"]
         cid = int(np.searchsorted(starts, row, side="right")) - 1
         table, chain = low.chain_names[cid]
         rules = self._by_chain.get((table, chain))
         if rules is None:
-            rules = [r for r in self.backend.tables.tables[table].rules if r.chain == chain]
+            rules = [r for r in backend.tables.tables[table].rules if r.chain == chain]
             self._by_chain[(table, chain)] = rules
         k = row - int(starts[cid])
         return {
@@ -306,8 +316,12 @@ class _StepNames:
         }
 
     def _nft(self, pc: int, matched: bool) -> TraceStep:
-        low = self.low
-        table = self.backend.table
+        from .nftables_backend import NftablesBackend
+
+        backend = self.backend
+        assert isinstance(backend, NftablesBackend)  # nft VM rows: nftables mode
+        low = cast("LoweredNft", self.low)
+        table = backend.table
         c = bisect_right(low.chain_start.tolist(), pc) - 1
         name = low.chain_names[c]
         first = int(np.searchsorted(low.rule_start, low.chain_start[c]))

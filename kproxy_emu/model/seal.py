@@ -35,6 +35,7 @@ class FrozenList(list):  # type: ignore[type-arg]
     """A list that refuses edits (a sealed object's field)."""
 
     __slots__ = ("_owner",)
+    _owner: tuple[str, str]  # (object description, field name), set by _freeze
 
     def _no(self, *args: Any, **kwargs: Any) -> NoReturn:
         _refuse(*self._owner, args[0] if args else None)
@@ -58,6 +59,7 @@ class FrozenDict(dict):  # type: ignore[type-arg]
     """A dict that refuses edits (labels, annotations, selectors of a sealed object)."""
 
     __slots__ = ("_owner",)
+    _owner: tuple[str, str]  # (object description, field name), set by _freeze
 
     def _no(self, *args: Any, **kwargs: Any) -> NoReturn:
         _refuse(*self._owner, args[0] if args else None)

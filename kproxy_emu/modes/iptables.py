@@ -15,6 +15,7 @@ import itertools
 import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 from ..model.cluster import paused_gc
 from ..netfilter.iptables_text import render_rule
@@ -443,7 +444,8 @@ class IptablesProxier(Proxier[IptablesSync]):
             old = ports if valid else {}
             if old is not ports:
                 gone.extend(c for pr in ports.values() for c in pr.active)
-            prs = list(map(old.get, ids))
+            # the None slots (ports not cached) are filled just below
+            prs = cast("list[_PortRules]", list(map(old.get, ids)))
             fresh_at = [i for i, pr in enumerate(prs) if pr is None]
             for i in fresh_at:
                 prs[i] = self._port(sps[i], for_, o, large)
@@ -459,7 +461,7 @@ class IptablesProxier(Proxier[IptablesSync]):
 
         # which ports write their own chains: all (full), else the changed Services'
         if changed is None:
-            written = range(len(prs))
+            written: range | list[int] = range(len(prs))
         else:
             where = {v: i for i, v in enumerate(ids)} if len(changed) > 64 else None
             written = sorted(
@@ -482,7 +484,9 @@ class IptablesProxier(Proxier[IptablesSync]):
         for k, c in enumerate(chains):
             into = grouped_filter if k < len(TOP_FILTER_CHAINS) else grouped_nat
             if c == "KUBE-SERVICES" and into is grouped_nat:  # every port has rules here
-                rules = itertools.chain.from_iterable(map(_ATTRS["nat_services"], prs))
+                rules: Iterable[Rule] = itertools.chain.from_iterable(
+                    map(_ATTRS["nat_services"], prs)
+                )
             else:
                 rules = itertools.chain.from_iterable(tops[k]) if tops else iter(())
             into.setdefault(c, []).extend(rules)

@@ -18,6 +18,7 @@ import itertools
 import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 from ..errors import InputError
 from ..model.cluster import paused_gc
@@ -362,7 +363,8 @@ class IpvsProxier(Proxier[IpvsSyncResult]):
                 self._forget(old.values())
                 old, ports = {}, None
         if ports is None:
-            ports = list(map(old.get, ids))
+            # the None slots (ports not cached) are filled just below
+            ports = cast("list[_IpvsPort]", list(map(old.get, ids)))
             fresh_at = [i for i, port in enumerate(ports) if port is None]
             new_ids = dict.fromkeys(ids)
             gone_keys = old.keys() - new_ids.keys()
@@ -470,12 +472,12 @@ class IpvsProxier(Proxier[IpvsSyncResult]):
                 else:
                     del self._no_local[flag]
             for vs in port.vss:
-                key = str(vs)
-                left = self._vs_owners[key] - 1
+                vs_key = str(vs)
+                left = self._vs_owners[vs_key] - 1
                 if left:
-                    self._vs_owners[key] = left
+                    self._vs_owners[vs_key] = left
                 else:
-                    del self._vs_owners[key]
+                    del self._vs_owners[vs_key]
             self._node_ports -= port.node_port
 
     def _write_port(
@@ -585,8 +587,8 @@ class IpvsProxier(Proxier[IpvsSyncResult]):
         for flag in port.no_local():
             self._no_local[flag] = self._no_local.get(flag, 0) + 1
         for vs in port.vss:
-            key = str(vs)
-            self._vs_owners[key] = self._vs_owners.get(key, 0) + 1
+            vs_key = str(vs)
+            self._vs_owners[vs_key] = self._vs_owners.get(vs_key, 0) + 1
         self._node_ports += port.node_port
         return port
 

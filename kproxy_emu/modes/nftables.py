@@ -19,6 +19,7 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import cast
 
 from ..errors import InputError
 from ..ipaddr import canonical_cidr
@@ -576,7 +577,10 @@ class NftProxier(Proxier[NftSyncResult]):
         for _, aside, _port in scratch:
             for op in aside.ops:
                 if op.verb == "ensure":
-                    key, value, comment = op.obj  # type: ignore[misc]
+                    # an "ensure" op carries _ElementSet.ensure's (key, value, comment)
+                    key, value, comment = cast(
+                        "tuple[tuple[str, ...], tuple[str, ...], str | None]", op.obj
+                    )
                     self.storage[op.kind].ensure(tx, key, value, comment)
                 else:
                     tx.ops.append(op)

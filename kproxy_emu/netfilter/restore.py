@@ -152,11 +152,11 @@ class _NodeTable:
             self.lazy.add(chain)
             return
         for target, n in targets.items():
-            users = referrers.get(target)
-            if users is None:
+            known = referrers.get(target)
+            if known is None:
                 referrers[target] = {chain: n}
             else:
-                users[chain] = n
+                known[chain] = n
         self.targets[chain] = targets
 
     def index(self, skip: Container[str]) -> None:
@@ -195,8 +195,8 @@ class NodeTables:
             grouped: dict[str, list[Rule]] = {}
             for rule in table.rules:
                 grouped.setdefault(rule.chain, []).append(rule)
-            for chain, rules in grouped.items():
-                t.set_rules(chain, rules, _targets(rules))
+            for chain_name, rules in grouped.items():
+                t.set_rules(chain_name, rules, _targets(rules))
         self._ruleset = None
 
     def _sync_back(self) -> None:
@@ -289,7 +289,7 @@ class NodeTables:
                 name, table, rules, given, (targets or {}).get(name, []) if given else []
             )
             staged.append((name, table, rules, checked))
-        for name, table, rules, targets in staged:  # only once every table passed
+        for name, table, rules, chain_targets in staged:  # only once every table passed
             t = self._tables.get(name)
             if t is None:
                 t = self._tables[name] = _NodeTable(name)
@@ -298,7 +298,7 @@ class NodeTables:
                     t.add_chain(builtin, table.chains.get(builtin) or _builtin(builtin))
             for chain_name, chain in table.chains.items():
                 t.add_chain(chain_name, chain)
-                t.set_rules(chain_name, rules.get(chain_name, []), targets.get(chain_name))
+                t.set_rules(chain_name, rules.get(chain_name, []), chain_targets.get(chain_name))
             for chain_name, chain_rules in rules.items():
                 if chain_name not in table.chains:  # appended to a chain not flushed
                     new = t.rules.get(chain_name, []) + chain_rules
@@ -374,7 +374,7 @@ class NodeTables:
                     raise RestoreError(
                         f"table {name}: rule for chain {rule.chain} that does not exist"
                     )
-                target = _rule_target(rule)
-                if target and target not in BUILTIN_TARGETS and not exists(target):
-                    raise RestoreError(f"table {name}: jump to chain {target} that does not exist")
+                jump = _rule_target(rule)
+                if jump and jump not in BUILTIN_TARGETS and not exists(jump):
+                    raise RestoreError(f"table {name}: jump to chain {jump} that does not exist")
         return targets

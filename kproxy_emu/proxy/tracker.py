@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 from ..errors import InputError
 from ..model.cluster import Cluster
@@ -150,11 +151,12 @@ class ChangeTracker:
         runs in C."""
         events: list[Event] = []
         self._reorder = []
-        for cls, new in (
+        sources: tuple[tuple[type[TrackedObject], Mapping[Key, TrackedObject]], ...] = (
             (Service, cluster.services),
             (EndpointSlice, cluster.endpoint_slices),
             (Node, cluster.nodes),
-        ):
+        )
+        for cls, new in sources:
             old = self._objects(cls)
             if len(old) == len(new) and list(old) == list(new):
                 replaced = map(operator.is_not, old.values(), new.values())
@@ -248,7 +250,7 @@ class ChangeTracker:
         pending[key] = (first, obj)
         if cls is EndpointSlice:
             if prev is not None:
-                self._drop_slice(prev)
+                self._drop_slice(cast(EndpointSlice, prev))  # cls is EndpointSlice
             if obj is None:
                 del self.slices[key]
                 del self._seq[key]
