@@ -43,10 +43,10 @@ def _reference(dp, pkt, origin):
     branch followed; IPVS: every destination the scheduler may pick), in the shape of a
     trace: the oracle these cross-mode tests compare (Dataplane.trace runs the engine from
     the node's current state instead)."""
+    from kproxy_emu.dataplane.ipvs_kernel import build_ipsets, lower
     from kproxy_emu.dataplane.ipvs_reference import VirtualServerTable as RefTable
     from kproxy_emu.dataplane.ipvs_reference import evaluate_ipvs_flow
     from kproxy_emu.dataplane.reference import Flow, ReferenceEvaluator, evaluate_new_flow
-    from kproxy_emu.dataplane.ipvs_kernel import build_ipsets, lower
 
     flow = Flow.from_packet(dp._resolve_origins(packets.parse(pkt, origin=origin))[0])
     options, backend = dp.options, dp.backend
