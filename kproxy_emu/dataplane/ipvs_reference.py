@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -1171,14 +1171,14 @@ def evaluate_ipvs_flow(ev: ReferenceEvaluator, table, endpoints: list[str], flow
                     nb.dnat = endpoints[ep]
                     ip, _, port = nb.dnat.rpartition(":")
                     nb.dst, nb.dport = ip, int(port)
-                    _ipvs_step(nb, hook, f"{text} -> {nb.dnat}", True)
+                    nb.steps.append(("ipvs", hook, None, f"{text} -> {nb.dnat}", True))
                     sent.append(nb)
             elif code in (2, 3):  # DROP, REJECT (no destination: ICMP port unreachable)
                 b.verdict, b.decided_by_rule = ("DROP" if code == 2 else "REJECT"), True
-                _ipvs_step(b, hook, text, True)
+                b.steps.append(("ipvs", hook, None, text, True))
                 finished.append(b)
             else:  # not a virtual service (or TCP without SYN): the local stack
-                _ipvs_step(b, hook, text, False)
+                b.steps.append(("ipvs", hook, None, text, False))
                 stay.append(b)
         return sent, stay
 
@@ -1214,10 +1214,3 @@ def _packet(flow: Flow, b: Branch) -> np.ndarray:
     pkt["proto"] = PROTO_NUMBERS[flow.proto]
     pkt["tcp_flags"] = 2 if flow.proto == "tcp" else 0
     return pkt
-
-
-def _ipvs_step(b: Branch, hook: str, text: str, matched: bool) -> None:
-    """An IPVS lookup as one of ``b``'s steps: a lookup has no rule index (None, as a
-    trace step's rule; ``Branch.steps`` is declared with rule chains' int indices only)."""
-    steps = cast("list[tuple[str, str, int | None, str, bool]]", b.steps)
-    steps.append(("ipvs", hook, None, text, matched))

@@ -62,7 +62,8 @@ class Branch:
     mark: int = 0
     verdict: str | None = None  # ACCEPT, DROP, REJECT (filter decision by a rule)
     decided_by_rule: bool = False
-    steps: list[tuple[str, str, int, str, bool]] = field(default_factory=list)
+    # (table, chain, rule index or None for a lookup step such as IPVS, text, matched)
+    steps: list[tuple[str, str, int | None, str, bool]] = field(default_factory=list)
     rules_evaluated: int = 0
     ipvs: tuple[str, int, str] | None = None  # IPVS sent it on: (vaddr, vport, vproto)
     lookups: int = 0  # set and IPVS lookups
