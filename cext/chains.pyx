@@ -16,16 +16,16 @@ from libc.stdlib cimport free, malloc
 
 import numpy as np
 
-from ipset_core cimport ipset_t
-from ipvs_core cimport IPVS_DNAT, IPVS_DROP, IPVS_REJECT
+from ipset_core cimport *
+from ipvs_core cimport *
 from packet cimport packet_t, verdict_t, ORIGIN_HOST
 from kproxy_emu._cext.pipeline cimport (
     Engine, pkt_state_t, HOOK_PREROUTING, HOOK_INPUT, HOOK_FORWARD, HOOK_OUTPUT,
     HOOK_POSTROUTING, HV_CONTINUE, HV_SENT_ON, STEP_RULE, STEP_IPVS_IN, STEP_IPVS_OUT)
-from kproxy_emu._cext.vstable cimport IPSet, VirtualServerTable, ipset_member, ipset_has_ip
 
 include "packet.pxi"
 include "record.pxi"
+include "vstable.pxi"
 
 cdef enum:
     # rule_t.target_kind
@@ -169,6 +169,9 @@ ctypedef struct env_t:
     uint32_t masquerade_ip
     const ipset_t** sets            # -m set, by rule_t.set_id
     const uint32_t* ipvs_words      # -m ipvs matches
+    const uint32_t* local_ips       # the node's addresses (Engine.local_ips)
+    Py_ssize_t n_local
+    const ipset_t* local_set        # kube-ipvs0's addresses, or NULL
 
 
 ctypedef struct chain_t:
@@ -347,8 +350,21 @@ cdef inline int32_t first_hot_match(const hot_t* hot, int32_t i, int32_t end, ui
     return end
 
 
-cdef inline bint cold_matches(Engine eng, const rule_t* r, pkt_state_t* st,
-                              const env_t* env) noexcept nogil:
+cdef inline bint env_is_local(const env_t* env, uint32_t ip) noexcept nogil:
+    """The local routing table: loopback, the node's addresses, then (IPVS mode) the
+    addresses bound to kube-ipvs0, a hash set since there is one per ClusterIP."""
+    cdef Py_ssize_t k
+    if (ip >> 24) == 127:
+        return True
+    for k in range(env.n_local):
+        if env.local_ips[k] == ip:
+            return True
+    if env.local_set != NULL:
+        return ipset_has_ip(env.local_set, ip)
+    return False
+
+
+cdef inline bint cold_matches(const rule_t* r, pkt_state_t* st, const env_t* env) noexcept nogil:
     """The rest of a rule's matches, in iptables-save order of cost: ports, mark,
     conntrack, multiport, addrtype, then the stateful ones (recent, statistic) last."""
     cdef uint32_t f = r.flags
@@ -373,10 +389,10 @@ cdef inline bint cold_matches(Engine eng, const rule_t* r, pkt_state_t* st,
         if multiport_match(r, st, env) == ((f & F_MPORT_NEG) != 0):
             return False
     if r.src_type != A_ANY:
-        if eng.is_local(st.src) != (r.src_type == A_LOCAL):
+        if env_is_local(env, st.src) != (r.src_type == A_LOCAL):
             return False
     if r.dst_type != A_ANY:
-        if eng.is_local(st.dst) != (r.dst_type == A_LOCAL):
+        if env_is_local(env, st.dst) != (r.dst_type == A_LOCAL):
             return False
     if r.set_id >= 0:
         if set_match(r, st, env) == ((f & F_SET_NEG) != 0):
@@ -398,26 +414,37 @@ cdef inline bint cold_matches(Engine eng, const rule_t* r, pkt_state_t* st,
     return True
 
 
-cdef int run_chain(Engine eng, int32_t chain, pkt_state_t* st,
-                   const env_t* env) noexcept nogil:
+cdef int run_chain(int32_t chain, pkt_state_t* st, const env_t* env) noexcept nogil:
     """Evaluate one hook's chain; V_CONTINUE means the packet went on (policy ACCEPT)."""
+    if chain < 0:
+        return V_CONTINUE
+    if st.rec == NULL:
+        return walk_chain(chain, st, env, False)  # the batch path: no recording
+    return walk_chain(chain, st, env, True)
+
+
+cdef inline int walk_chain(int32_t chain, pkt_state_t* st, const env_t* env,
+                           const bint recording) noexcept nogil:
+    """run_chain's loop, compiled twice (recording is a constant at each call), so the
+    batch path carries no recorder tests."""
     cdef int32_t stack_chain[MAX_DEPTH]
     cdef int32_t stack_pos[MAX_DEPTH]
     cdef int depth = 0
     cdef int32_t cur = chain
     cdef int32_t i, j, end
     cdef const rule_t* r
+    # the tables in locals: stores through st cannot make the compiler reload them
     cdef const chain_t* chains = env.chains
+    cdef const hot_t* hot = env.hot
+    cdef const rule_t* rules = env.rules
     cdef uint8_t kind
     cdef bint ok
-    if chain < 0:
-        return V_CONTINUE
     i = chains[cur].start
     while True:
         end = chains[cur].end
-        j = first_hot_match(env.hot, i, end, st.src, st.dst, st.proto, st.origin_bit)
+        j = first_hot_match(hot, i, end, st.src, st.dst, st.proto, st.origin_bit)
         st.rules += j - i
-        if st.rec != NULL:
+        if recording:
             while i < j:
                 record_step(st.rec, STEP_RULE, i, False, 0, 0)
                 i += 1
@@ -430,10 +457,10 @@ cdef int run_chain(Engine eng, int32_t chain, pkt_state_t* st,
             i = stack_pos[depth]
             continue
         st.rules += 1
-        r = &env.rules[i]
+        r = &rules[i]
         i += 1
-        ok = not (env.hot[i - 1].flags & F_COLD) or cold_matches(eng, r, st, env)
-        if st.rec != NULL:
+        ok = not (hot[i - 1].flags & F_COLD) or cold_matches(r, st, env)
+        if recording:
             record_step(st.rec, STEP_RULE, i - 1, ok, 0, 0)
         if not ok:
             continue
@@ -610,6 +637,12 @@ cdef class ChainEngine(Engine):
         for k in range(len(sets)):
             self.env.sets[k] = &(<IPSet>sets[k]).s
         self.local_set_p = &local_set.s if local_set is not None else NULL
+        self.more_local = self.local_set_p != NULL
+        self.env.local_ips = self.local_ips
+        self.env.n_local = self.n_local
+        self.env.local_set = self.local_set_p
+        # nat PREROUTING and POSTROUTING are all this engine runs at those hooks
+        self.nat_only_hooks = (1 << HOOK_PREROUTING) | (1 << HOOK_POSTROUTING)
         cdef uint32_t[::1] ra
         cdef double[::1] rs
         cdef uint32_t[::1] rc
@@ -647,35 +680,27 @@ cdef class ChainEngine(Engine):
         return 0
 
     cdef bint is_local(self, uint32_t ip) noexcept nogil:
-        """The local routing table: loopback, the node's addresses, then (IPVS mode) the
-        addresses bound to kube-ipvs0, a hash set since there is one per ClusterIP."""
-        cdef Py_ssize_t k
-        if (ip >> 24) == 127:
-            return True
-        for k in range(self.n_local):
-            if self.local_ips[k] == ip:
-                return True
-        if self.local_set_p != NULL:
-            return ipset_has_ip(self.local_set_p, ip)
-        return False
+        return env_is_local(&self.env, ip)
 
     cdef void known_flow(self, const packet_t* p, pkt_state_t* st) noexcept nogil:
         if self.ipvs is not None and st.ct_dir == 0:
             # IPVS, not nf_nat, moves each packet: it reaches LOCAL_IN as sent
             st.pending = 0
             st.endpoint = -1
-        else:
-            Engine.known_flow(self, p, st)
+        elif st.pending:  # nf_nat: the stored destination at once (Engine.known_flow)
+            st.dst = st.pend_dst
+            st.dport = st.pend_dport
+            st.pending = 0
 
     cdef int hook(self, int hook, const packet_t* p, pkt_state_t* st) noexcept nogil:
         cdef int f, g
         cdef bint to_ipvs = self.ipvs is not None and (not st.ct_hit or st.ct_dir == 0)
         if hook == HOOK_PREROUTING:
             if not st.skip_nat:
-                run_chain(self, self.hooks[0], st, &self.env)
+                run_chain(self.hooks[0], st, &self.env)
             return HV_CONTINUE
         if hook == HOOK_INPUT:
-            f = hook_verdict(run_chain(self, self.hooks[3], st, &self.env))
+            f = hook_verdict(run_chain(self.hooks[3], st, &self.env))
             if f == HV_CONTINUE and to_ipvs and p.origin != ORIGIN_HOST:
                 g = self.ipvs_step(p, st, HOOK_INPUT)  # LOCAL_IN, after filter INPUT
                 if g == V_DNAT:
@@ -683,19 +708,19 @@ cdef class ChainEngine(Engine):
                 return hook_verdict(g)
             return f
         if hook == HOOK_FORWARD:
-            return hook_verdict(run_chain(self, self.hooks[4], st, &self.env))
+            return hook_verdict(run_chain(self.hooks[4], st, &self.env))
         if hook == HOOK_OUTPUT:
             if not st.sent_on:  # sent on by IPVS: nat OUTPUT is already bound
                 if not st.skip_nat:
-                    run_chain(self, self.hooks[1], st, &self.env)
+                    run_chain(self.hooks[1], st, &self.env)
                 if to_ipvs:
                     g = self.ipvs_step(p, st, HOOK_OUTPUT)  # ip_vs_local_request4
                     if g == V_DROP or g == V_REJECT:
                         return g
-            return hook_verdict(run_chain(self, self.hooks[5], st, &self.env))
+            return hook_verdict(run_chain(self.hooks[5], st, &self.env))
         if hook == HOOK_POSTROUTING:
             if not st.skip_nat:
-                run_chain(self, self.hooks[2], st, &self.env)
+                run_chain(self.hooks[2], st, &self.env)
         return HV_CONTINUE
 
     cdef int ipvs_step(self, const packet_t* p, pkt_state_t* st, int hook) noexcept nogil:

@@ -2,7 +2,7 @@
 """Connection tracking table (IPv4): the C-level API a Cython pipeline calls per packet.
 
 Semantics follow Linux nf_conntrack (net/netfilter/nf_conntrack_core.c,
-nf_conntrack_proto_tcp.c, _udp.c, _sctp.c); see cext/conntrack.pyx for the full list of
+nf_conntrack_proto_tcp.c, _udp.c, _sctp.c); see kproxy_emu/_cext/conntrack.py for the full list of
 what is modelled and what is simplified. The pure-Python twin is
 kproxy_emu/dataplane/conntrack_ref.py; both must behave identically.
 
@@ -14,9 +14,8 @@ with a seeded 64-bit mix (the seed plays nf_conntrack_hash_rnd); the bucket is
 ``(hash32 * buckets) >> 32`` (the kernel's reciprocal_scale).
 
 This file holds declarations only (structs, enums); the functions are in
-conntrack_core.pxi, compiled into kproxy_emu._cext.conntrack alone. Other modules hold a
-``ConntrackTable`` (cimported from conntrack.pxd) and call its ``c_*`` cdef methods, which
-wrap the functions below one for one.
+conntrack_core.pxi, compiled into kproxy_emu._cext.pipeline alone (with conntrack.pxi's
+``ConntrackTable``), where the packet pipeline calls them on the table's ``tab``.
 
 Per-packet use without the GIL (what ConntrackTable.track_batch does)::
 

@@ -1,6 +1,6 @@
 # conntrack_core.pxi: the per-packet conntrack functions over a ct_table_t (see
-# conntrack_core.pxd for the structs and the semantics). Included by conntrack.pyx only:
-# other modules reach them through ConntrackTable's cdef methods (conntrack.pxd).
+# conntrack_core.pxd for the structs and the semantics). Included by pipeline.pyx only,
+# which calls them per packet (and conntrack.pxi's ConntrackTable wraps them for Python).
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 from packet cimport (packet_t, FAMILY_V4, PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP,

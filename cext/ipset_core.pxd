@@ -9,9 +9,9 @@ ip_set_hash_gen.h mtype_test_cidrs). ``dirs`` is the match's direction list as a
 bit i set = dimension i is taken from the destination (``dst``), clear = source (``src``);
 ``dst,dst,src`` is 0b011.
 
-Declarations only; the tests are in ipset_core.pxi, compiled into kproxy_emu._cext.vstable.
-A chain engine keeps the IPSet objects alive and tests their ``s`` with
-``vstable.ipset_member(&ipset.s, &pkt, dirs, &probes)`` (vstable.pxd).
+Declarations only; the tests are in ipset_core.pxi, compiled into kproxy_emu._cext.chains.
+The chain engine keeps the IPSet objects alive and tests their ``s`` with
+``ipset_member(&ipset.s, &pkt, dirs, &probes)`` (vstable.pxi), inlined.
 
 A port dimension matches TCP, UDP and SCTP packets only (the entry's protocol must be the
 packet's); bitmap:port holds bare ports and matches any of the three protocols.

@@ -1,5 +1,5 @@
 # ipset_core.pxi: ipset membership tests over an ipset_t (struct: ipset_core.pxd).
-# Included by vstable.pyx only: other modules call IPSet's cdef methods (vstable.pxd).
+# Included by vstable.pxi, itself included by chains.pyx only.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
 from packet cimport packet_t, PROTO_SCTP, PROTO_TCP, PROTO_UDP

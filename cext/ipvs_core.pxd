@@ -34,8 +34,9 @@ tracked by their latest expiry (a connection shortened by RST keeps the template
 until its previous expiry); no IPVS application helpers (FTP), no sync daemon.
 
 This file declares the structs; the functions are in ipvs_core.pxi, compiled into
-kproxy_emu._cext.vstable only. Other modules hold a ``VirtualServerTable`` (vstable.pxd)
-and call ``table.c_in(&pkt, &v)`` / ``table.c_out(&reply, &v)``, which are::
+kproxy_emu._cext.chains only (with vstable.pxi's ``VirtualServerTable``, declared in
+kproxy_emu/_cext/chains.pxd). The chain engine calls ``table.c_in(&pkt, &v)`` /
+``table.c_out(&reply, &v)``, which are::
 
     verdict_reset(&v)
     r = ipvs_in(t, &pkt, &v)     # IPVS_PASS: not IPVS traffic, v untouched but probes
@@ -51,7 +52,7 @@ from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 
 cdef enum:
-    # schedulers (index into SCHEDULERS in vstable.pyx)
+    # schedulers (index into SCHEDULERS in vstable.pxi)
     SCHED_RR = 0
     SCHED_WRR = 1
     SCHED_LC = 2

@@ -1,6 +1,6 @@
 # ipvs_core.pxi: IPVS lookups, schedulers and connection table over an ipvs_table_t
-# (structs and semantics: ipvs_core.pxd). Included by vstable.pyx only: other modules
-# reach them through VirtualServerTable's cdef methods (vstable.pxd).
+# (structs and semantics: ipvs_core.pxd). Included by vstable.pxi, itself included by
+# chains.pyx only.
 from libc.math cimport ceil
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 

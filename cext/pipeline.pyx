@@ -24,10 +24,13 @@ import numpy as np
 
 from packet cimport (packet_t, verdict_t, ACT_ACCEPT, ACT_DNAT, ACT_DROP, ACT_REJECT,
                      ORIGIN_HOST)
-from kproxy_emu._cext.conntrack cimport ConntrackTable
-from conntrack_core cimport ct_result_t, CT_ERR_FULL, CTSTATE_UNTRACKED, CTSTATE_INVALID
+from conntrack_core cimport *
+
+include "hashing.pxi"
+include "conntrack_core.pxi"
 
 include "record.pxi"
+include "conntrack.pxi"
 
 STEP_KINDS = {"rule": STEP_RULE, "nft_rule": STEP_NFT_RULE, "ipvs_in": STEP_IPVS_IN,
               "ipvs_out": STEP_IPVS_OUT}
@@ -56,13 +59,7 @@ cdef class Engine:
 
     cdef bint is_local(self, uint32_t ip) noexcept nogil:
         """The local routing table: loopback and the node's addresses."""
-        cdef Py_ssize_t k
-        if (ip >> 24) == 127:
-            return True
-        for k in range(self.n_local):
-            if self.local_ips[k] == ip:
-                return True
-        return False
+        return own_address(self, ip)
 
     cdef void known_flow(self, const packet_t* p, pkt_state_t* st) noexcept nogil:
         """A packet of a known flow, before the hooks: by default nf_nat applies the
@@ -172,6 +169,14 @@ cdef class Recorder:
         return self.r.ct_state, self.r.ct_dir, bool(self.r.ct_hit), self.r.ct_probes
 
 
+cdef inline bint tuple_used(ConntrackTable ct, uint8_t proto, uint32_t ip, uint16_t port,
+                            uint32_t dst, uint16_t dport, double now,
+                            uint32_t* probes) noexcept nogil:
+    """nf_nat_used_tuple: a flow already holds the reply tuple (dst:dport -> ip:port)."""
+    cdef int32_t d
+    return ct_find(&ct.tab, dst, dport, ip, port, proto, now, &d, probes) >= 0
+
+
 cdef uint16_t choose_snat_port(ConntrackTable ct, uint8_t proto, uint32_t snat_ip,
                                uint32_t dst, uint16_t dport, uint16_t sport,
                                bint random_fully, uint64_t* rng, double now,
@@ -184,8 +189,8 @@ cdef uint16_t choose_snat_port(ConntrackTable ct, uint8_t proto, uint32_t snat_i
     cdef uint16_t port = sport
     if proto != 6 and proto != 17 and proto != 132:
         return sport
-    if not random_fully and (ct is None or not ct.c_tuple_used(
-            proto, snat_ip, sport, dst, dport, now, probes)):
+    if not random_fully and (ct is None or not tuple_used(
+            ct, proto, snat_ip, sport, dst, dport, now, probes)):
         return sport
     if sport < 512:
         lo, size = 1, 511
@@ -198,7 +203,7 @@ cdef uint16_t choose_snat_port(ConntrackTable ct, uint8_t proto, uint32_t snat_i
     while True:
         for i in range(attempts):
             port = <uint16_t>(lo + (off + i) % size)
-            if ct is None or not ct.c_tuple_used(proto, snat_ip, port, dst, dport, now, probes):
+            if ct is None or not tuple_used(ct, proto, snat_ip, port, dst, dport, now, probes):
                 return port
         if attempts >= size or attempts < 16:
             return port  # the kernel gives up and the confirm clashes
@@ -210,30 +215,56 @@ cdef inline bint alive(int v) noexcept nogil:
     return v != HV_DROP and v != HV_REJECT
 
 
+cdef inline bint own_address(Engine eng, uint32_t ip) noexcept nogil:
+    """Loopback or one of the node's addresses."""
+    cdef Py_ssize_t k
+    if (ip >> 24) == 127:
+        return True
+    for k in range(eng.n_local):
+        if eng.local_ips[k] == ip:
+            return True
+    return False
+
+
+cdef inline bint route_local(Engine eng, uint32_t ip) noexcept nogil:
+    """The routing decision: is the destination this node? (the engine's is_local,
+    called only when it knows more local addresses than the node's own)"""
+    if eng.more_local:
+        return eng.is_local(ip)
+    return own_address(eng, ip)
+
+
+cdef inline int call_hook(Engine eng, int hook, const packet_t* p,
+                          pkt_state_t* st) noexcept nogil:
+    if st.skip_nat and (eng.nat_only_hooks >> hook) & 1:
+        return HV_CONTINUE
+    return eng.hook(hook, p, st)
+
+
 cdef int walk_hooks(Engine eng, const packet_t* p, pkt_state_t* st) noexcept nogil:
     """The netfilter hooks in routing order; the engine runs what it owns at each."""
     cdef int v
     if p.origin == ORIGIN_HOST:
-        v = eng.hook(HOOK_OUTPUT, p, st)
+        v = call_hook(eng, HOOK_OUTPUT, p, st)
         if alive(v):
-            v = eng.hook(HOOK_POSTROUTING, p, st)
-        if alive(v) and eng.is_local(st.dst):
-            v = eng.hook(HOOK_INPUT, p, st)
+            v = call_hook(eng, HOOK_POSTROUTING, p, st)
+        if alive(v) and route_local(eng, st.dst):
+            v = call_hook(eng, HOOK_INPUT, p, st)
         return v
-    v = eng.hook(HOOK_PREROUTING, p, st)
+    v = call_hook(eng, HOOK_PREROUTING, p, st)
     if not alive(v):
         return v
-    if eng.is_local(st.dst):
-        v = eng.hook(HOOK_INPUT, p, st)
+    if route_local(eng, st.dst):
+        v = call_hook(eng, HOOK_INPUT, p, st)
         if v == HV_SENT_ON:  # ip_vs_nat_xmit: out through LOCAL_OUT and POSTROUTING
             st.sent_on = 1
-            v = eng.hook(HOOK_OUTPUT, p, st)
+            v = call_hook(eng, HOOK_OUTPUT, p, st)
             if alive(v):
-                v = eng.hook(HOOK_POSTROUTING, p, st)
+                v = call_hook(eng, HOOK_POSTROUTING, p, st)
         return v
-    v = eng.hook(HOOK_FORWARD, p, st)
+    v = call_hook(eng, HOOK_FORWARD, p, st)
     if alive(v):
-        v = eng.hook(HOOK_POSTROUTING, p, st)
+        v = call_hook(eng, HOOK_POSTROUTING, p, st)
     return v
 
 
@@ -280,23 +311,23 @@ cdef void run_packet(Engine eng, ConntrackTable ct, const packet_t* p, verdict_t
     r.state = PS_CT_NEW
     r.dir = -1
     if ct is not None:
-        ct.c_lookup(p, &r)
+        ct_lookup(&ct.tab, p, &r)
         st.ctstate = r.state
         if r.entry >= 0:  # a known flow: the stored translation, no nat rules
             hit = True
             st.ct_hit = 1
             st.ct_dir = <int8_t>r.dir
-            ct.c_translate(r.entry, r.dir, &sip, &sport, &dip, &dport)
+            ct_translate(&ct.tab, r.entry, r.dir, &sip, &sport, &dip, &dport)
             st.snat = sip != p.src_ip or sport != p.src_port
             st.snat_ip = sip  # the source changes in POSTROUTING: the filters see the old
             snat_port = sport
             st.pend_dst = dip
             st.pend_dport = dport
             st.pending = dip != p.dst_ip or dport != p.dst_port
-            st.endpoint = ct.c_endpoint(r.entry) if r.dir == 0 else -1
+            st.endpoint = ct.tab.e[r.entry].endpoint if r.dir == 0 else -1
             eng.known_flow(p, &st)
         elif r.state != CTSTATE_UNTRACKED and r.state != CTSTATE_INVALID:
-            entry = ct.c_alloc(p)  # before the hooks, as the conntrack hook is
+            entry = ct_alloc(&ct.tab, p)  # before the hooks, as the conntrack hook is
             if entry == CT_ERR_FULL:
                 v = HV_DROP
     if rec != NULL:
@@ -316,11 +347,11 @@ cdef void run_packet(Engine eng, ConntrackTable ct, const packet_t* p, verdict_t
     moved = st.dst != p.dst_ip or st.dport != p.dst_port
     if entry >= 0:
         if not alive(v):
-            ct.c_abort(entry)  # never confirmed: the packet died
+            ct_abort(&ct.tab, entry)  # never confirmed: the packet died
         else:
-            entry = ct.c_confirm(entry, st.dst if moved else 0, st.dport if moved else 0,
-                                 st.snat_ip if st.snat else 0, snat_port if st.snat else 0,
-                                 st.endpoint, st.mark, p.ts, &cprobes)
+            entry = ct_confirm(&ct.tab, entry, st.dst if moved else 0, st.dport if moved else 0,
+                               st.snat_ip if st.snat else 0, snat_port if st.snat else 0,
+                               st.endpoint, st.mark, p.ts, &cprobes)
             if entry < 0:
                 v = HV_DROP  # insert clash
     if v == HV_DROP:

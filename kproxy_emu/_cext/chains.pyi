@@ -6,8 +6,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+# vstable is compiled into this module (cext/vstable.pxi): the same objects
+from kproxy_emu._cext.vstable import *  # noqa: F403
+from kproxy_emu._cext.vstable import IPSet, VirtualServerTable
+
 from .pipeline import Engine
-from .vstable import IPSet, VirtualServerTable
 
 def layout() -> dict[str, dict[str, Any]]: ...
 

@@ -10,6 +10,7 @@ methods. Everything a packet carries between hooks is one ``pkt_state_t``.
 from libc.stdint cimport int8_t, int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 from packet cimport packet_t
+from conntrack_core cimport ct_table_t
 
 
 cdef enum:
@@ -111,6 +112,12 @@ cdef class Engine:
     cdef const uint32_t* local_ips
     cdef Py_ssize_t n_local
     cdef readonly uint32_t masquerade_ip
+    # is_local knows addresses beyond loopback and local_ips (IPVS: kube-ipvs0's); when
+    # False the pipeline answers routing questions inline, without a call
+    cdef bint more_local
+    # bit h set: at hook h the engine runs nat chains only, so the pipeline skips the
+    # call for a packet that skips nat (a known flow's); a fast path, never a semantic
+    cdef uint8_t nat_only_hooks
 
     cdef int hook(self, int hook, const packet_t* p, pkt_state_t* st) noexcept nogil
     cdef bint is_local(self, uint32_t ip) noexcept nogil
@@ -127,3 +134,14 @@ cdef class Rng:
 cdef class Recorder:
     cdef recorder_t r
     cdef object _steps
+
+
+cdef class ConntrackTable:
+    """The node's conntrack table (conntrack.pxi; public name kproxy_emu._cext.conntrack).
+    The pipeline runs the per-packet functions of conntrack_core.pxi on ``tab``."""
+    cdef ct_table_t tab
+    cdef object _entries        # numpy buffers owning the memory behind tab's pointers
+    cdef object _buckets
+    cdef object _free
+    cdef readonly dict timeouts
+    cdef readonly uint64_t seed_value

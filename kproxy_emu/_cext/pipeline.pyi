@@ -4,6 +4,9 @@ contract in kproxy_emu/_cext/pipeline.pxd): the one packet pipeline every mode r
 import numpy as np
 import numpy.typing as npt
 
+# conntrack is compiled into this module (cext/conntrack.pxi): the same objects
+from kproxy_emu._cext.conntrack import *  # noqa: F403
+
 from .conntrack import ConntrackTable
 
 STEP_KINDS: dict[str, int]

@@ -1,12 +1,45 @@
-"""Stub for the compiled kproxy_emu._cext.vstable (source: cext/vstable.pyx; C-level API in
-kproxy_emu/_cext/vstable.pxd, implemented in cext/ipvs_core.pxi and
-cext/ipset_core.pxi). Pure-Python twin:
-kproxy_emu.dataplane.ipvs_reference."""
+"""Stub for kproxy_emu._cext.vstable (compiled into kproxy_emu._cext.chains from
+cext/vstable.pxi, cext/ipvs_core.pxi and cext/ipset_core.pxi; C declarations in
+kproxy_emu/_cext/chains.pxd). Pure-Python twin: kproxy_emu.dataplane.ipvs_reference."""
 
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 import numpy.typing as npt
+
+__all__ = [
+    "CONN_DTYPE",
+    "DEFAULT_TIMEOUTS",
+    "DEST_DTYPE",
+    "DEST_STATS_DTYPE",
+    "FLAG_PERSISTENT",
+    "FLAG_SCHED1",
+    "FLAG_SCHED2",
+    "IPSET_TYPES",
+    "MH_PRIMES",
+    "RESULT_DNAT",
+    "RESULT_DROP",
+    "RESULT_NOSCHED",
+    "RESULT_PASS",
+    "RESULT_REJECT",
+    "RESULT_SNAT",
+    "SCHEDULERS",
+    "SERVICE_DTYPE",
+    "STATS_KEYS",
+    "TCP_STATE_NAMES",
+    "IPSet",
+    "VirtualServerTable",
+    "conn_hash",
+    "dh_hash",
+    "mh_hash",
+    "parse_dirs",
+    "parse_entry",
+    "scheduler_code",
+    "sh_hash",
+    "svc_hash",
+    "table_seeds",
+    "tcp_transition",
+]
 
 SCHEDULERS: tuple[str, ...]
 SERVICE_DTYPE: np.dtype[np.void]

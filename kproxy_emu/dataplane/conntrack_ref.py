@@ -4,7 +4,7 @@ Same constructor, methods and results (states, entry indices, probes, NAT, expir
 evictions, statistics); tests drive both with the same packets and compare everything.
 Written for reading, not speed: entries are objects in a dict keyed by slot, each bucket
 is a Python list of (slot, direction) nodes with the newest first, the TCP transitions are
-the kernel's table spelled out. See cext/conntrack.pyx for the semantics and their
+the kernel's table spelled out. See kproxy_emu/_cext/conntrack.py for the semantics and their
 kernel sources.
 """
 

@@ -1,7 +1,7 @@
 # cython: language_level=3
-"""VirtualServerTable and IPSet as other compiled modules see them: the C state and the
-per-packet operations as cdef methods (nogil), so the chain engine holds typed references
-instead of addresses. Implementation: vstable.pyx + ipvs_core.pxi + ipset_core.pxi."""
+"""The chain engine's tables (declarations): VirtualServerTable and IPSet, implemented in
+cext/vstable.pxi (+ ipvs_core.pxi, ipset_core.pxi), which chains.pyx includes; Python
+imports them as kproxy_emu._cext.vstable."""
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 from packet cimport packet_t, verdict_t
@@ -38,9 +38,3 @@ cdef class IPSet:
     cdef readonly str type
     cdef list entries_
 
-
-# the membership tests on an IPSet's ``s`` (an engine keeps the IPSet objects alive and
-# their structs' addresses in a C array, to test without the GIL)
-cdef bint ipset_member(const ipset_t* s, const packet_t* p, uint32_t dirs,
-                       uint32_t* probes) noexcept nogil
-cdef bint ipset_has_ip(const ipset_t* s, uint32_t ip) noexcept nogil

@@ -1,10 +1,7 @@
-# cython: language_level=3
-"""IPVS virtual-server table, schedulers and connection table (Python API over
-cext/ipvs_core.pxd), and ipsets for ``-m set`` (over cext/ipset_core.pxd).
-
-The pure-Python twin is kproxy_emu.dataplane.ipvs_reference; both must agree packet for
-packet. Build the input arrays with kproxy_emu.modes.ipvs.lower(state).
-"""
+# vstable.pxi: IPVS virtual-server table, schedulers and connection table (Python API over
+# cext/ipvs_core.pxd), and ipsets for ``-m set`` (over cext/ipset_core.pxd). Included by
+# chains.pyx only, so the chain engine's per-packet set and IPVS calls inline; Python
+# imports it as kproxy_emu._cext.vstable (a re-export, whose docstring says more).
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
@@ -20,7 +17,6 @@ from ipvs_core cimport *
 from ipset_core cimport *
 
 include "hashing.pxi"
-include "packet.pxi"
 include "ipvs_core.pxi"
 include "ipset_core.pxi"
 
@@ -747,13 +743,13 @@ cdef class IPSet:
         return res
 
 
-cdef bint ipset_member(const ipset_t* s, const packet_t* p, uint32_t dirs,
-                       uint32_t* probes) noexcept nogil:
+cdef inline bint ipset_member(const ipset_t* s, const packet_t* p, uint32_t dirs,
+                              uint32_t* probes) noexcept nogil:
     """``-m set --match-set NAME dirs`` for the packet as it stands."""
     return ipset_test(s, p, dirs, probes)
 
 
-cdef bint ipset_has_ip(const ipset_t* s, uint32_t ip) noexcept nogil:
+cdef inline bint ipset_has_ip(const ipset_t* s, uint32_t ip) noexcept nogil:
     """A hash:ip set holds the address."""
     cdef uint32_t unused = 0
     return ipset_find(s, (<uint64_t>ip) << 32, 0, &unused)

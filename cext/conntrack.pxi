@@ -1,65 +1,17 @@
-# cython: language_level=3
-"""Connection tracking table (IPv4), after Linux nf_conntrack.
-
-The per-packet logic lives in cext/conntrack_core.pxi as ``nogil`` functions over a
-``ct_table_t``, compiled into this module only; ``ConntrackTable`` wraps them with batch
-loops, inspection helpers and cdef methods (declared in conntrack.pxd) that the packet
-pipeline calls. The pure-Python twin is
-kproxy_emu/dataplane/conntrack_ref.py (same API, same results).
-
-What is modelled (kernel source in brackets):
-
-- Entries hold the original and reply tuples; the reply tuple is the inverted original
-  with NAT applied (reply src = DNAT destination, reply dst = SNAT source). A packet finds
-  its entry through either tuple [nf_conntrack_core.c ____nf_conntrack_find]; the NAT to
-  apply is the other direction's tuple inverted (``translate``).
-- One chained hash table holds both tuples of every entry [nf_conntrack_hash], nodes added
-  at the chain head [__nf_conntrack_hash_insert], keys hashed with a seeded hash (the seed
-  is the constructor's, standing for nf_conntrack_hash_rnd); bucket = reciprocal_scale.
-  ``buckets`` defaults to ``max_entries`` (the kernel's default max_factor 1; kube-proxy
-  sets hashsize = max / 4). Probes = chain nodes inspected.
-- Lookups collect any expired entry they walk past [____nf_conntrack_find:
-  nf_ct_gc_expired]; an entry is dead once ``expires <= now`` [nf_ct_is_expired:
-  (s32)(timeout - nfct_time_stamp) <= 0], i.e. exactly at the timeout it is gone.
-- ctstate: NEW for the original direction until a reply was seen, ESTABLISHED after that
-  and for every reply-direction packet [resolve_normal_ct]; INVALID when the tracker
-  refuses the packet; UNTRACKED for non-IPv4 (raw NOTRACK is the pipeline's business);
-  SNAT/DNAT virtual bits from IPS_SRC_NAT/IPS_DST_NAT [xt_conntrack.c]. RELATED is never
-  produced (no expectations or ICMP errors yet). Values are the XT_CONNTRACK_STATE_* bits.
-- TCP [nf_conntrack_proto_tcp.c]: the kernel's tcp_conntracks transition table verbatim,
-  indexed by get_conntrack_index(flags). New connections: SYN -> SYN_SENT; a bare ACK
-  picks up a connection as ESTABLISHED when tcp_loose (nf_conntrack_tcp_loose, default 1);
-  anything else without an entry is INVALID. sIV -> INVALID (entry untouched), sIG ->
-  accepted without state change or refresh. ASSURED when an ACK moves SYN_RECV or
-  ESTABLISHED to ESTABLISHED after a reply was seen. RST before any reply kills the entry.
-  Timeout = the new state's timeout (RST: CLOSE's).
-- UDP [nf_conntrack_proto_udp.c]: udp_timeout (30 s) until a reply was seen; once replied,
-  a packet more than 2 s after the first one refreshes with udp_timeout_stream (120 s) and
-  sets ASSURED (the reply itself still gets 30 s: SEEN_REPLY is set after the tracker).
-- Table full [__nf_conntrack_alloc, early_drop, early_drop_list]: allocating when
-  ``len == max_entries`` scans up to 8 buckets from the new tuple's bucket, evicting every
-  confirmed non-ASSURED entry of the first bucket that has one; if none, the packet is
-  dropped (``stats()['drop']``). Difference: expired entries collected by that scan also
-  count as room (the kernel's gc worker would have reaped them; there is no background
-  worker on the emulated clock).
-- Confirm clash [__nf_conntrack_confirm]: a tuple already present -> insert_failed, drop.
-
-Simplified: no sequence/window tracking (tcp_in_window, be_liberal, max_retrans, unack
-timeouts), a SYN in TIME_WAIT/CLOSE always reopens (the kernel also wants CLOSE_INIT or a
-prior RST), SCTP without chunk types (see ct_packet: COOKIE_WAIT 3 s -> COOKIE_ECHOED 3 s ->
-ESTABLISHED 210 s + ASSURED, read from packet directions; current kernels use 210 s for
-ESTABLISHED, older ones 5 days), ICMP tracked like a generic protocol with ports 0 and
-icmp_timeout, no zones, helpers, expectations or UDP clash resolution.
-"""
+# conntrack.pxi: the connection tracking table (IPv4), after Linux nf_conntrack.
+# Included by pipeline.pyx only; Python imports it as kproxy_emu._cext.conntrack (a
+# re-export). Why one extension: the pipeline calls the per-packet functions
+# (conntrack_core.pxi, nogil over a ct_table_t) for every packet, and compiled into the
+# same module they inline; across modules each was a vtable call (docs/engine.md).
+#
+# ``ConntrackTable`` wraps the per-packet functions with batch loops and inspection
+# helpers. The pure-Python twin is kproxy_emu/dataplane/conntrack_ref.py (same API, same
+# results).
+# What is modelled and what is simplified: kproxy_emu/_cext/conntrack.py's docstring.
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-
-import numpy as np
 
 from packet cimport packet_t, verdict_t, ACT_DNAT, ACT_DROP, ACT_ACCEPT, FAMILY_V4
 from conntrack_core cimport *
-
-include "hashing.pxi"
-include "conntrack_core.pxi"
 
 # --------------------------------------------------------------------------------------
 # Python-visible constants
@@ -256,37 +208,6 @@ cdef class ConntrackTable:
     @property
     def tcp_loose(self):
         return bool(self.tab.tcp_loose)
-
-    # ----------------------------------------------------------------------------------
-    # the C-level operations the packet pipeline calls (conntrack.pxd)
-
-    cdef void c_lookup(self, const packet_t* p, ct_result_t* r) noexcept nogil:
-        ct_lookup(&self.tab, p, r)
-
-    cdef int32_t c_alloc(self, const packet_t* p) noexcept nogil:
-        return ct_alloc(&self.tab, p)
-
-    cdef void c_abort(self, int32_t idx) noexcept nogil:
-        ct_abort(&self.tab, idx)
-
-    cdef int32_t c_confirm(self, int32_t idx, uint32_t dnat_ip, uint16_t dnat_port,
-                           uint32_t snat_ip, uint16_t snat_port, int32_t endpoint,
-                           uint32_t mark, double now, uint32_t* probes) noexcept nogil:
-        return ct_confirm(&self.tab, idx, dnat_ip, dnat_port, snat_ip, snat_port, endpoint,
-                          mark, now, probes)
-
-    cdef void c_translate(self, int32_t idx, int dir, uint32_t* src_ip, uint16_t* src_port,
-                          uint32_t* dst_ip, uint16_t* dst_port) noexcept nogil:
-        ct_translate(&self.tab, idx, dir, src_ip, src_port, dst_ip, dst_port)
-
-    cdef int32_t c_endpoint(self, int32_t idx) noexcept nogil:
-        return self.tab.e[idx].endpoint
-
-    cdef bint c_tuple_used(self, uint8_t proto, uint32_t ip, uint16_t port, uint32_t dst,
-                           uint16_t dport, double now, uint32_t* probes) noexcept nogil:
-        """nf_nat_used_tuple: a flow already holds the reply tuple (dst:dport -> ip:port)."""
-        cdef int32_t d
-        return ct_find(&self.tab, dst, dport, ip, port, proto, now, &d, probes) >= 0
 
     # ----------------------------------------------------------------------------------
     # snapshots (what a non-committing trace runs on and rolls back)
