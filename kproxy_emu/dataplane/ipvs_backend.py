@@ -103,7 +103,7 @@ class IpvsBackend:
             dests["endpoint"] = [
                 sync.endpoint_index(str(rs))
                 for vs in state.virtual_servers
-                for rs in vs.real_servers
+                for rs in _claimed_first(vs, sync)
             ]
             svc_map: dict[str, int] = {}
             dest_map: dict[tuple[int, str], int] = {}
@@ -404,9 +404,19 @@ def _vs_ops(vs: VirtualServer, prev: VirtualServer | None, ipvs: IpvsSync | None
     ]
     svc = ipvs.services.get(str(vs)) if ipvs is not None else None
     for key in sorted(old_rs - set(new_rs)):
-        kept = ipvs is not None and (svc, key) in ipvs.dests
+        dest = ipvs.dests.get((svc, key)) if ipvs is not None else None
+        kept = dest is not None and dest in ipvs.graceful  # weight 0 while connections last
         out.append(f"-e {name} -r {key} -m -w 0" if kept else f"-d {name} -r {key}")
     return out
+
+
+def _claimed_first(vs: VirtualServer, sync: IpvsSync) -> list:
+    """vs's real servers, after giving every claim's endpoints their indices in the
+    order replaying the claims on an empty table would (IpvsSync._sync_service)."""
+    for claim in vs.claims:
+        for rs in claim.real_servers:
+            sync.endpoint_index(str(rs))
+    return vs.real_servers
 
 
 def _vs_name(vs) -> str:
@@ -422,23 +432,10 @@ def _ipvsadm_ops(old: IpvsState, new: IpvsState, ipvs: IpvsSync | None) -> list[
     before = {str(vs): vs for vs in old.virtual_servers}
     out: list[str] = []
     for vs in new.virtual_servers:
-        name = _vs_name(vs)
         prev = before.pop(str(vs), None)
-        opts = f" -s {vs.scheduler}" + (f" -p {vs.timeout}" if vs.flags & 0x1 else "")
-        if prev is None:
-            out.append(f"-A {name}{opts}")
-        elif (prev.flags, prev.timeout) != (vs.flags, vs.timeout):
-            out.append(f"-E {name}{opts}")
-        old_rs = {str(rs) for rs in prev.real_servers} if prev is not None else set()
-        new_rs = {str(rs): rs for rs in vs.real_servers}
-        out += [
-            f"-a {name} -r {key} -m -w {rs.weight}"
-            for key, rs in new_rs.items()
-            if key not in old_rs
-        ]
-        svc = ipvs.services.get(str(vs)) if ipvs is not None else None
-        for key in sorted(old_rs - set(new_rs)):
-            kept = ipvs is not None and (svc, key) in ipvs.dests
-            out.append(f"-e {name} -r {key} -m -w 0" if kept else f"-d {name} -r {key}")
+        # a shared virtual server: each claim's syncService and syncEndpoint in turn
+        for claim in vs.claims or (vs,):
+            out += _vs_ops(claim, prev, ipvs)
+            prev = claim
     out += [f"-D {_vs_name(vs)}" for vs in before.values()]
     return out

@@ -177,18 +177,25 @@ class IpvsSync:
     def _sync_service(self, vs: VirtualServer, out: dict, now: float) -> None:
         t = self.table
         key = str(vs)
-        svc = self.services.get(key)
-        if svc is None:
-            proto = PROTO_NUMBERS[vs.protocol.lower()]
-            svc = t.add_service(
-                proto, int(ipaddress.IPv4Address(vs.address)), vs.port, vs.flags, vs.timeout
-            )
-            self.services[key] = svc
-            out["services_added"] += 1
-        elif t.service_flags(svc) != (vs.flags | FLAG_HASHED, vs.timeout):
-            t.edit_service(svc, vs.flags, vs.timeout)  # UpdateVirtualServer
-            out["services_updated"] += 1
-        self._sync_endpoints(svc, vs, out, now)
+        # a virtual server several service ports claim: kube-proxy's syncService and
+        # syncEndpoint for each claim, in turn
+        for claim in vs.claims or (vs,):
+            svc = self.services.get(key)
+            if svc is None:
+                proto = PROTO_NUMBERS[claim.protocol.lower()]
+                svc = t.add_service(
+                    proto,
+                    int(ipaddress.IPv4Address(claim.address)),
+                    claim.port,
+                    claim.flags,
+                    claim.timeout,
+                )
+                self.services[key] = svc
+                out["services_added"] += 1
+            elif t.service_flags(svc) != (claim.flags | FLAG_HASHED, claim.timeout):
+                t.edit_service(svc, claim.flags, claim.timeout)  # UpdateVirtualServer
+                out["services_updated"] += 1
+            self._sync_endpoints(svc, claim, out, now)
 
     def _sync_endpoints(self, svc: int, vs: VirtualServer, out: dict, now: float) -> None:
         t = self.table

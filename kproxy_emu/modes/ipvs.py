@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import operator
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import cast
@@ -297,6 +298,7 @@ class IpvsProxier(Proxier[IpvsSyncResult]):
         self._entry_owners: dict[tuple[str, str], int] = {}
         self._bound: dict[str, int] = {}  # kube-ipvs0 address -> ports binding it
         self._vs_owners: dict[str, int] = {}
+        self._shared_keys: set[str] = set()  # VS keys two or more ports claim
         self._endpoint_index: dict[str, int] = {}
         self._endpoints: list[str] = []
         self._node_ports = 0
@@ -382,7 +384,14 @@ class IpvsProxier(Proxier[IpvsSyncResult]):
             for vs in ports[i].vss:
                 fresh_keys[str(vs)] = fresh_keys.get(str(vs), 0) + 1
         touched = fresh_keys.keys() | {str(vs) for p in gone_ports for vs in p.vss}
-        shared = any(self._vs_owners.get(k, 0) > fresh_keys.get(k, 0) for k in touched)
+        # kube-proxy syncs every claim of a shared virtual server at every sync (its real
+        # servers may change back and forth): while any is shared, diff the whole state
+        shared = bool(self._shared_keys) or any(
+            self._vs_owners.get(k, 0) > fresh_keys.get(k, 0) for k in touched
+        )
+        virtual_servers = list(itertools.chain.from_iterable(map(_VSS, ports)))
+        if self._shared_keys:
+            virtual_servers = _merge_claims(virtual_servers, self._shared_keys, touched)
 
         sets = {
             name: IPSet(
@@ -397,7 +406,7 @@ class IpvsProxier(Proxier[IpvsSyncResult]):
         state = IpvsState(
             family=family,
             scheduler=self.scheduler,
-            virtual_servers=list(itertools.chain.from_iterable(map(_VSS, ports))),
+            virtual_servers=virtual_servers,
             bound_addresses=list(self._bound),
             ipsets=sets,
             ruleset=Ruleset(family=family),
@@ -476,6 +485,8 @@ class IpvsProxier(Proxier[IpvsSyncResult]):
                 left = self._vs_owners[vs_key] - 1
                 if left:
                     self._vs_owners[vs_key] = left
+                    if left == 1:
+                        self._shared_keys.discard(vs_key)
                 else:
                     del self._vs_owners[vs_key]
             self._node_ports -= port.node_port
@@ -588,7 +599,10 @@ class IpvsProxier(Proxier[IpvsSyncResult]):
             self._no_local[flag] = self._no_local.get(flag, 0) + 1
         for vs in port.vss:
             vs_key = str(vs)
-            self._vs_owners[vs_key] = self._vs_owners.get(vs_key, 0) + 1
+            n = self._vs_owners.get(vs_key, 0) + 1
+            self._vs_owners[vs_key] = n
+            if n == 2:
+                self._shared_keys.add(vs_key)
         self._node_ports += port.node_port
         return port
 
@@ -596,6 +610,80 @@ class IpvsProxier(Proxier[IpvsSyncResult]):
 def compile_ipvs(view: ProxyView, *, scheduler: str | None = DEFAULT_SCHEDULER) -> IpvsState:
     """One full syncProxyRules of the IPVS proxier for the view's node."""
     return IpvsProxier(view.options, scheduler).compile(view).state
+
+
+class SharedVirtualServerWarning(UserWarning):
+    """Several service ports claim one IPVS virtual server (address:port/protocol)."""
+
+
+def _claim_order(vs: VirtualServer) -> str:
+    return vs.service
+
+
+def _merge_claims(
+    vss: list[VirtualServer], shared: set[str], touched: Iterable[str]
+) -> list[VirtualServer]:
+    """One virtual server per shared key, where its first claim is (kube-proxy adds it
+    at its first syncService), carrying every claim.
+
+    kube-proxy runs syncService then syncEndpoint for each claim in turn: the virtual
+    server takes each claim's flags and timeout (UpdateVirtualServer), and each
+    syncEndpoint adds its port's endpoints and gracefully deletes the others, so the last
+    claim's endpoints stay (with the earlier claims' busy TCP ones at weight 0 until their
+    connections end; IpvsSync replays the claims for that). kube-proxy's order is the
+    iteration of svcPortMap, a Go map: random, sync after sync. Here it is the
+    ServicePortName order (then each port's own: ClusterIP, externalIPs, LB IPs,
+    NodePorts), so the same cluster gives the same table however its manifests are
+    ordered. The ports whose claims changed (``touched``) are named in a warning."""
+    groups: dict[str, list[VirtualServer]] = {}
+    out: list[VirtualServer | str] = []
+    for vs in vss:
+        key = str(vs)
+        if key in shared:
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [vs]
+                out.append(key)
+            else:
+                group.append(vs)
+        else:
+            out.append(vs)
+    merged: dict[str, VirtualServer] = {}
+    by_services: dict[tuple[str, ...], list[str]] = {}
+    touched = set(touched)
+    for key, group in groups.items():
+        group.sort(key=_claim_order)  # stable: one port's claims keep their order
+        last = group[-1]
+        merged[key] = VirtualServer(
+            last.address,
+            last.protocol,
+            last.port,
+            last.scheduler,
+            last.flags,
+            last.timeout,
+            last.kind,
+            last.service,
+            any(vs.bound for vs in group),
+            list(last.real_servers),
+            tuple(group),
+        )
+        if key in touched:
+            names = tuple(dict.fromkeys(vs.service.split(":", 1)[0] for vs in group))
+            by_services.setdefault(names, []).append(key)
+    for names, keys in by_services.items():
+        servers = f"virtual server{'s' if len(keys) > 1 else ''} {', '.join(keys)}"
+        if len(names) > 1:
+            who = f"Services {', '.join(names)} share the {servers}"
+        else:
+            who = f"Service {names[0]} claims the {servers} more than once"
+        warnings.warn(
+            f"IPVS: {who}: kube-proxy programs each once and syncs every claim in turn, "
+            "in random (Go map) order; kproxy-emu uses ServicePortName order, so the real "
+            "servers are the last claim's endpoints",
+            SharedVirtualServerWarning,
+            stacklevel=2,
+        )
+    return [merged[x] if isinstance(x, str) else x for x in out]
 
 
 _VSS = operator.attrgetter("vss")
