@@ -240,7 +240,9 @@ class IpvsSync:
                 # counter is 0 (and the whole-table snapshot is skipped)
                 idle = self.table.stats()["conns"] == 0
                 self._stats = False if idle else self.table.dest_stats()
-            if self._stats is not False:
+            # a dest past the snapshot was added in this sync (an earlier claim of a
+            # shared virtual server): no connection has reached it
+            if self._stats is not False and dest < len(self._stats):
                 row = self._stats[dest]
                 if int(row[4]) + int(row[5]) != 0:
                     return False

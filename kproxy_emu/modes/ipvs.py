@@ -299,6 +299,7 @@ class IpvsProxier(Proxier[IpvsSyncResult]):
         self._bound: dict[str, int] = {}  # kube-ipvs0 address -> ports binding it
         self._vs_owners: dict[str, int] = {}
         self._shared_keys: set[str] = set()  # VS keys two or more ports claim
+        self._claimants: dict[str, tuple[str, ...]] = {}  # their ports, as last warned
         self._endpoint_index: dict[str, int] = {}
         self._endpoints: list[str] = []
         self._node_ports = 0
@@ -391,7 +392,9 @@ class IpvsProxier(Proxier[IpvsSyncResult]):
         )
         virtual_servers = list(itertools.chain.from_iterable(map(_VSS, ports)))
         if self._shared_keys:
-            virtual_servers = _merge_claims(virtual_servers, self._shared_keys, touched)
+            virtual_servers = _merge_claims(virtual_servers, self._shared_keys, self._claimants)
+        else:
+            self._claimants.clear()
 
         sets = {
             name: IPSet(
@@ -621,7 +624,7 @@ def _claim_order(vs: VirtualServer) -> str:
 
 
 def _merge_claims(
-    vss: list[VirtualServer], shared: set[str], touched: Iterable[str]
+    vss: list[VirtualServer], shared: set[str], claimants: dict[str, tuple[str, ...]]
 ) -> list[VirtualServer]:
     """One virtual server per shared key, where its first claim is (kube-proxy adds it
     at its first syncService), carrying every claim.
@@ -634,7 +637,8 @@ def _merge_claims(
     iteration of svcPortMap, a Go map: random, sync after sync. Here it is the
     ServicePortName order (then each port's own: ClusterIP, externalIPs, LB IPs,
     NodePorts), so the same cluster gives the same table however its manifests are
-    ordered. The ports whose claims changed (``touched``) are named in a warning."""
+    ordered. A key whose claiming ports differ from ``claimants`` (the last warning's,
+    updated here) is named in a warning."""
     groups: dict[str, list[VirtualServer]] = {}
     out: list[VirtualServer | str] = []
     for vs in vss:
@@ -650,7 +654,8 @@ def _merge_claims(
             out.append(vs)
     merged: dict[str, VirtualServer] = {}
     by_services: dict[tuple[str, ...], list[str]] = {}
-    touched = set(touched)
+    for key in [k for k in claimants if k not in groups]:
+        del claimants[key]
     for key, group in groups.items():
         group.sort(key=_claim_order)  # stable: one port's claims keep their order
         last = group[-1]
@@ -667,8 +672,10 @@ def _merge_claims(
             list(last.real_servers),
             tuple(group),
         )
-        if key in touched:
-            names = tuple(dict.fromkeys(vs.service.split(":", 1)[0] for vs in group))
+        ports = tuple(vs.service for vs in group)
+        if claimants.get(key) != ports:
+            claimants[key] = ports
+            names = tuple(dict.fromkeys(p.split(":", 1)[0] for p in ports))
             by_services.setdefault(names, []).append(key)
     for names, keys in by_services.items():
         servers = f"virtual server{'s' if len(keys) > 1 else ''} {', '.join(keys)}"
