@@ -23,6 +23,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import kproxy_emu
 from kproxy_emu import Dataplane
 from kproxy_emu import packets as P
 from kproxy_emu._cext import vstable as V
@@ -36,7 +37,7 @@ from kproxy_emu.modes import ipvs as M
 from kproxy_emu.proxy import ProxyOptions, ProxyView
 from kproxy_emu.proxy.tracker import Added, Deleted
 
-SHARED = M.SharedVirtualServerWarning
+SHARED = kproxy_emu.SharedVirtualServerWarning
 
 
 def _hc_services():
