@@ -303,6 +303,27 @@ def test_a_new_claim_drains_the_old_real_servers_gracefully(engine):
     assert _weights(sync.table) == {"10.1.0.3": 1, "10.1.0.4": 1}
 
 
+def test_an_established_flow_survives_every_resync():
+    """At each sync a's syncEndpoint puts b's busy server at weight 0 and b's deletes it
+    and adds it again: the kernel takes it back from its trash, so the connection goes
+    on (no expire_nodest_conn drop)."""
+    dp = _dp(_pair())
+    syn = dp.process(P.from_strings([f"tcp 10.0.0.5:5000 -> {VIP}:80 flags=S"], ts=1.0))
+    endpoint = dp.endpoints[syn["endpoint"][0]]
+    dp.process(P.from_strings([f"tcp {endpoint} -> 10.0.0.5:5000 flags=SA from=pod"], ts=1.1))
+    ack = f"tcp 10.0.0.5:5000 -> {VIP}:80 flags=A"
+    before = dp.process(P.from_strings([ack], ts=1.2))
+    for t in (2.0, 3.0):
+        res = dp.update()
+        assert f"-e -t {VIP}:80 -r {endpoint} -m -w 0" in res.text
+        assert res.extra["dests_graceful"] == 1
+        after = dp.process(P.from_strings([ack], ts=t))
+        assert after["action"][0] == P.Action.DNAT and after["ct_hit"][0]
+        assert after["endpoint"][0] == before["endpoint"][0] == syn["endpoint"][0]
+    listed = dp.render(format="ipvsadm-list")
+    assert f"-> {endpoint}" in listed and " 1      1          0" in listed
+
+
 def test_updates_add_and_remove_a_sharing_service():
     dp = _dp(Cluster.from_dicts(_service("a", A)))
     assert _rs(dp) == (["10.1.0.1:8080", "10.1.0.2:8080"], (0, 0))
