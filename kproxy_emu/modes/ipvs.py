@@ -5,7 +5,9 @@ NodePort on each node address) with their real servers, the addresses bound to
 ``kube-ipvs0``, the ipsets (names, types, entries exactly as kube-proxy's Entry.String()
 writes them) and the iptables restore payload IPVS mode still installs (nat then filter,
 kube-proxy's write order). Services come in the view's order, where kube-proxy iterates a
-Go map; real servers in endpoint-string order, where kube-proxy adds them from a set.
+Go map; real servers in endpoint-string order, where kube-proxy adds them from a set. A
+virtual server several service ports claim is one entry carrying its claims, in
+ServicePortName order (``_merge_claims``).
 
 ``lower(state)`` turns the virtual servers into the arrays the engine
 (kproxy_emu._cext.vstable.VirtualServerTable, twin dataplane.ipvs_reference) loads.
@@ -636,9 +638,9 @@ def _merge_claims(
     connections end; IpvsSync replays the claims for that). kube-proxy's order is the
     iteration of svcPortMap, a Go map: random, sync after sync. Here it is the
     ServicePortName order (then each port's own: ClusterIP, externalIPs, LB IPs,
-    NodePorts), so the same cluster gives the same table however its manifests are
-    ordered. A key whose claiming ports differ from ``claimants`` (the last warning's,
-    updated here) is named in a warning."""
+    NodePorts; ServicePortName.String() compared as strings), so the same cluster gives
+    the same table however its manifests are ordered. A key whose claiming ports differ
+    from ``claimants`` (the last warning's, updated here) is named in a warning."""
     groups: dict[str, list[VirtualServer]] = {}
     out: list[VirtualServer | str] = []
     for vs in vss:
