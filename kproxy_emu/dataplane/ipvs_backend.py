@@ -157,10 +157,17 @@ class IpvsBackend:
                     "services_added": len(state.virtual_servers),
                     "dests_added": sum(len(vs.real_servers) for vs in state.virtual_servers),
                 }
-            elif res.shared_keys:  # ports share a virtual server: compare everything
-                self.ipvs.log = []  # and every claim's operations are the text
+            elif res.shared_keys or res.replay is not None:
+                # ports share (or shared) a virtual server: every claim's operations are
+                # the text; the whole state compared, or the fresh and shared ones
+                self.ipvs.log = []
                 try:
-                    ops = self.ipvs.sync(state, now=self.clock)
+                    if res.shared_keys:
+                        ops = self.ipvs.sync(state, now=self.clock)
+                    else:
+                        ops = self.ipvs.sync_changes(
+                            res.replay or [], res.deleted_keys, now=self.clock
+                        )
                     log = self.ipvs.log
                 finally:
                     self.ipvs.log = None
@@ -174,7 +181,7 @@ class IpvsBackend:
         # (kube-proxy speaks netlink to IPVS; ipvsadm's syntax names the same operations)
         if previous is None:
             ipvsadm = ipvs_text.render(state, "ipvsadm-save")
-        elif res.shared_keys and log is not None:
+        elif log is not None:
             ipvsadm = "".join(line + "\n" for line in log)
         else:
             ops_text = _ipvsadm_changes(res.fresh, res.gone, res.deleted_keys, self.ipvs)

@@ -160,7 +160,8 @@ class IpvsSync:
         self, fresh: list[VirtualServer], deleted: list[str], now: float = 0.0
     ) -> dict[str, int]:
         """Apply one sync from its changes only: the virtual servers of the service ports
-        written anew (in the state's order) and the keys no virtual server has any more.
+        written anew (in the state's order; with every shared virtual server, whose claims
+        kube-proxy syncs each time) and the keys no virtual server has any more.
         The same operations as ``sync`` of the whole state, whose other virtual servers
         are as the last sync left them (``sync`` finds nothing to do for them)."""
         if self.table is None:

@@ -273,6 +273,9 @@ class IpvsSyncResult:
     gone: list[VirtualServer] = field(default_factory=list)
     deleted_keys: list[str] = field(default_factory=list)  # VS keys no port has now
     shared_keys: bool = False  # a fresh VS key is also another port's: diff in full
+    # while ports share virtual servers: what the kernel sync must visit, in the state's
+    # order (the fresh ports' virtual servers and every shared one, replayed each sync)
+    replay: list[VirtualServer] | None = None
     ipset_ops: list[str] = field(default_factory=list)
 
     @property
@@ -387,10 +390,12 @@ class IpvsProxier(Proxier[IpvsSyncResult]):
             for vs in ports[i].vss:
                 fresh_keys[str(vs)] = fresh_keys.get(str(vs), 0) + 1
         touched = fresh_keys.keys() | {str(vs) for p in gone_ports for vs in p.vss}
-        # kube-proxy syncs every claim of a shared virtual server at every sync (its real
-        # servers may change back and forth): while any is shared, diff the whole state
-        shared = bool(self._shared_keys) or any(
-            self._vs_owners.get(k, 0) > fresh_keys.get(k, 0) for k in touched
+        # a touched key an unchanged port also holds, no longer shared (a sharing port went
+        # or changed address): diff the whole state; a shared one is replayed below
+        shared_keys = self._shared_keys
+        shared = any(
+            self._vs_owners.get(k, 0) > fresh_keys.get(k, 0) and k not in shared_keys
+            for k in touched
         )
         virtual_servers = list(itertools.chain.from_iterable(map(_VSS, ports)))
         if self._shared_keys:
@@ -431,6 +436,9 @@ class IpvsProxier(Proxier[IpvsSyncResult]):
             k for k in dict.fromkeys(str(vs) for vs in result.gone) if not self._vs_owners.get(k)
         ]
         result.shared_keys = shared
+        if shared_keys:  # kube-proxy syncs every claim of each shared one at every sync
+            fresh_ids = {id(vs) for vs in result.fresh}
+            result.replay = [vs for vs in virtual_servers if vs.claims or id(vs) in fresh_ids]
         result.ipset_ops = self._ipset_ops()
         return result
 

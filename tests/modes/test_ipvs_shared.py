@@ -468,3 +468,37 @@ def test_colliding_addresses_in_every_mode(seed):
                     Cluster.from_dicts(rest), mode, node_config=node, cluster_cidr="10.0.0.0/8"
                 )
                 assert dp.render(format="ipvsadm-save") == fresh.render(format="ipvsadm-save")
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seeds=st.lists(st.integers(0, 2**32 - 1), min_size=2, max_size=4))
+def test_replaying_the_shared_ones_equals_comparing_whole_states(seeds):
+    """While virtual servers are shared, a sync visits the fresh and the shared ones
+    only: the same kernel operations, text and table as comparing the whole states."""
+    node = NodeConfig.from_node("node-a", [NODE_IP])
+    clusters = [_colliding_cluster(random.Random(seed)) for seed in seeds]
+    syns = P.from_strings(
+        [f"tcp 203.0.113.{i}:5000 -> {ip}:80 flags=S" for i, ip in enumerate(ADDRESSES)]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SHARED)
+        replaying, comparing = (
+            Dataplane(Cluster.from_dicts(clusters[0]), "ipvs", node_config=node, seed=5)
+            for _ in range(2)
+        )
+        proxier = comparing.backend.proxier
+        compile_state = proxier.compile
+
+        def whole(view):
+            result = compile_state(view)
+            result.shared_keys = True
+            return result
+
+        proxier.compile = whole
+        for objs in clusters[1:]:
+            for dp in (replaying, comparing):
+                dp.process(syns)  # busy real servers: graceful deletions
+            a = replaying.update(Cluster.from_dicts(objs))
+            b = comparing.update(Cluster.from_dicts(objs))
+            assert (a.text, a.extra) == (b.text, b.extra)
+            assert replaying.render(format="save") == comparing.render(format="save")
