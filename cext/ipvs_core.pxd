@@ -9,7 +9,9 @@ What is modelled, each from the kernel source named:
 * destinations in the service's list in kernel order: ``list_add_rcu`` puts a new
   destination at the head, so the list is the reverse of the order of addition. A deleted
   destination leaves the list (``LINKED`` cleared, ``AVAILABLE`` cleared) but keeps its slot
-  while connections point at it (the kernel's dest trash).
+  while connections point at it (the kernel's dest trash); adding the same address and
+  port to the same service again revives that slot (``ip_vs_trash_get_dest``: counters and
+  connections kept), as kube-proxy's MoveRSOutofGracefulDeleteList then AddRealServer do.
 * schedulers, each as its ip_vs_<name>.c: rr, wrr, lc, wlc, sed, nq (overheads from the
   destination's activeconns/inactconns), sh and dh (256-bucket tables, kernel hashes and
   reassign), mh (Maglev: prime table, hsiphash permutation with the kernel's fixed keys,

@@ -106,6 +106,7 @@ cdef class VirtualServerTable:
     """
     def __cinit__(self):
         memset(&self.t, 0, sizeof(ipvs_table_t))
+        self.trash = {}
 
     def __init__(self, services, dests, scheduler="rr", seed=0, *, svc_bits=None,
                  int conn_bits=12, int max_conns=1 << 18, int mh_tab_index=12,
@@ -406,7 +407,9 @@ cdef class VirtualServerTable:
             raise IndexError(f"no destination {d}")
 
     def add_dest(self, int32_t svc, uint32_t addr, int port, int weight=1, int endpoint=-1):
-        """ip_vs_add_dest: a new destination at the head of the service's list."""
+        """ip_vs_add_dest: a new destination at the head of the service's list; one this
+        service deleted comes back from the trash (ip_vs_trash_get_dest) with its
+        counters and the connections still pointing at it, available again."""
         return self._add_dest(svc, addr, port, weight, endpoint)
 
     cdef int32_t _add_dest(self, int32_t svc, uint32_t addr, int port, int weight,
@@ -415,10 +418,31 @@ cdef class VirtualServerTable:
             raise IndexError(f"no service {svc}")
         if not self.t.svcs[svc].flags & SVC_F_HASHED:
             raise ValueError(f"service {svc} was deleted")
-        cdef int32_t i = self.t.ndests
-        self._grow_dests(i + 1)
-        cdef ipvs_dest_t* d = &self.t.dests[i]
         cdef ipvs_svc_t* sv = &self.t.svcs[svc]
+        cdef ipvs_dest_t* d
+        cdef int32_t i = -1
+        if self.trash:
+            i = self.trash.pop((svc, addr, port), -1)
+        # the entry may be stale (a restore() relinked it): then a new destination
+        if i >= 0 and not self.t.dests[i].flags & DEST_F_LINKED and \
+                self.t.dests[i].svc == svc and self.t.dests[i].addr == addr and \
+                self.t.dests[i].port == port:
+            # __ip_vs_update_dest(add): weight and last_weight set, available, listed
+            d = &self.t.dests[i]
+            d.weight = weight
+            d.last_weight = weight
+            d.endpoint = endpoint
+            d.flags |= DEST_F_AVAILABLE | DEST_F_LINKED
+            self.t.dest_available[i] = 1
+            d.next = sv.dest_head
+            sv.dest_head = i
+            sv.num_dests += 1
+            if not self.bulk:
+                self._sched_changed(svc, i, 0, False)
+            return i
+        i = self.t.ndests
+        self._grow_dests(i + 1)
+        d = &self.t.dests[i]
         memset(d, 0, sizeof(ipvs_dest_t))
         d.addr = addr
         d.port = port
@@ -477,6 +501,7 @@ cdef class VirtualServerTable:
         d.flags &= ~(DEST_F_LINKED | DEST_F_AVAILABLE)
         self.t.dest_available[dest] = 0
         sv.num_dests -= 1
+        self.trash[(d.svc, d.addr, d.port)] = dest
         if sv.sched != SCHED_RR:
             self._sched_changed(d.svc, dest, 1, False)
 

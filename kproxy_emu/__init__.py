@@ -4,6 +4,7 @@ from . import packets, synth
 from .dataplane import Dataplane, IptablesOptions, IpvsOptions, NftablesOptions
 from .errors import InputError, KproxyError
 from .model import Cluster
+from .modes.ipvs import SharedVirtualServerWarning
 
 __version__ = "0.1.0"
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "IpvsOptions",
     "KproxyError",
     "NftablesOptions",
+    "SharedVirtualServerWarning",
     "__version__",
     "packets",
     "synth",

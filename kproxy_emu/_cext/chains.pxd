@@ -19,6 +19,7 @@ cdef class VirtualServerTable:
     cdef bint bulk
     cdef readonly str scheduler
     cdef readonly uint64_t seed
+    cdef dict trash  # (svc, addr, port) -> deleted destination, for add_dest to revive
 
     cdef int c_in(self, const packet_t* p, verdict_t* v) noexcept nogil
     cdef int c_out(self, const packet_t* p, verdict_t* v) noexcept nogil

@@ -26,7 +26,14 @@ from ..modes.ipvs import IpvsProxier
 from ..netfilter import ipvs_text
 from ..netfilter.ipvs import IpvsState, VirtualServer
 from ..netfilter.ruleset import Ruleset
-from .ipvs_kernel import RS_CHECK_DELETE_INTERVAL, IpvsSync, build_ipsets, lower
+from .ipvs_kernel import (
+    RS_CHECK_DELETE_INTERVAL,
+    IpvsSync,
+    build_ipsets,
+    lower,
+    vs_name,
+    vs_options,
+)
 from .sync import SyncResult
 
 if TYPE_CHECKING:
@@ -103,7 +110,7 @@ class IpvsBackend:
             dests["endpoint"] = [
                 sync.endpoint_index(str(rs))
                 for vs in state.virtual_servers
-                for rs in vs.real_servers
+                for rs in _claimed_first(vs, sync)
             ]
             svc_map: dict[str, int] = {}
             dest_map: dict[tuple[int, str], int] = {}
@@ -138,6 +145,7 @@ class IpvsBackend:
         state, previous = res.state, res.previous
         self.state = state
         restore = ipvs_text.render(state, "iptables-restore")
+        log: list[str] | None = None
         extra: dict[str, int] = {
             "virtual_servers": len(state.virtual_servers),
             "bound_addresses": len(state.bound_addresses),
@@ -149,8 +157,20 @@ class IpvsBackend:
                     "services_added": len(state.virtual_servers),
                     "dests_added": sum(len(vs.real_servers) for vs in state.virtual_servers),
                 }
-            elif res.shared_keys:  # ports share a virtual server: compare everything
-                ops = self.ipvs.sync(state, now=self.clock)
+            elif res.shared_keys or res.replay is not None:
+                # ports share (or shared) a virtual server: every claim's operations are
+                # the text; the whole state compared, or the fresh and shared ones
+                self.ipvs.log = []
+                try:
+                    if res.shared_keys:
+                        ops = self.ipvs.sync(state, now=self.clock)
+                    else:
+                        ops = self.ipvs.sync_changes(
+                            res.replay or [], res.deleted_keys, now=self.clock
+                        )
+                    log = self.ipvs.log
+                finally:
+                    self.ipvs.log = None
             else:
                 ops = self.ipvs.sync_changes(res.fresh, res.deleted_keys, now=self.clock)
             extra.update(ops)
@@ -161,8 +181,8 @@ class IpvsBackend:
         # (kube-proxy speaks netlink to IPVS; ipvsadm's syntax names the same operations)
         if previous is None:
             ipvsadm = ipvs_text.render(state, "ipvsadm-save")
-        elif res.shared_keys:
-            ipvsadm = "".join(line + "\n" for line in _ipvsadm_ops(previous, state, self.ipvs))
+        elif log is not None:
+            ipvsadm = "".join(line + "\n" for line in log)
         else:
             ops_text = _ipvsadm_changes(res.fresh, res.gone, res.deleted_keys, self.ipvs)
             ipvsadm = "".join(line + "\n" for line in ops_text)
@@ -379,19 +399,20 @@ def _ipvsadm_changes(
     deleted: list[str],
     ipvs: IpvsSync | None,
 ) -> list[str]:
-    """``_ipvsadm_ops`` from a sync's changes: the virtual servers of the ports written
-    anew against those of the ports they replace (the others are unchanged)."""
+    """The ipvsadm commands of a sync from its changes (what IpvsSync's log of the same
+    operations holds): the virtual servers of the ports written anew against those of
+    the ports they replace (the others are unchanged)."""
     before = {str(vs): vs for vs in gone}
     out: list[str] = []
     for vs in fresh:
         out += _vs_ops(vs, before.get(str(vs)), ipvs)
-    out += [f"-D {_vs_name(before[key])}" for key in deleted]
+    out += [f"-D {vs_name(before[key])}" for key in sorted(deleted)]  # as IpvsSync
     return out
 
 
 def _vs_ops(vs: VirtualServer, prev: VirtualServer | None, ipvs: IpvsSync | None) -> list[str]:
-    name = _vs_name(vs)
-    opts = f" -s {vs.scheduler}" + (f" -p {vs.timeout}" if vs.flags & 0x1 else "")
+    name = vs_name(vs)
+    opts = vs_options(vs)
     out: list[str] = []
     if prev is None:
         out.append(f"-A {name}{opts}")
@@ -404,41 +425,16 @@ def _vs_ops(vs: VirtualServer, prev: VirtualServer | None, ipvs: IpvsSync | None
     ]
     svc = ipvs.services.get(str(vs)) if ipvs is not None else None
     for key in sorted(old_rs - set(new_rs)):
-        kept = ipvs is not None and (svc, key) in ipvs.dests
+        dest = ipvs.dests.get((svc, key)) if ipvs is not None else None
+        kept = dest is not None and dest in ipvs.graceful  # weight 0 while connections last
         out.append(f"-e {name} -r {key} -m -w 0" if kept else f"-d {name} -r {key}")
     return out
 
 
-def _vs_name(vs) -> str:
-    proto = {"TCP": "-t", "UDP": "-u", "SCTP": "--sctp-service"}[vs.protocol]
-    addr = f"[{vs.address}]" if ":" in vs.address else vs.address
-    return f"{proto} {addr}:{vs.port}"
-
-
-def _ipvsadm_ops(old: IpvsState, new: IpvsState, ipvs: IpvsSync | None) -> list[str]:
-    """ipvsadm commands for what one sync changed in the IPVS table: services added (-A),
-    edited (-E) and deleted (-D), real servers added (-a), deleted (-d) or, while their
-    connections last, set to weight 0 (-e ... -w 0: graceful termination)."""
-    before = {str(vs): vs for vs in old.virtual_servers}
-    out: list[str] = []
-    for vs in new.virtual_servers:
-        name = _vs_name(vs)
-        prev = before.pop(str(vs), None)
-        opts = f" -s {vs.scheduler}" + (f" -p {vs.timeout}" if vs.flags & 0x1 else "")
-        if prev is None:
-            out.append(f"-A {name}{opts}")
-        elif (prev.flags, prev.timeout) != (vs.flags, vs.timeout):
-            out.append(f"-E {name}{opts}")
-        old_rs = {str(rs) for rs in prev.real_servers} if prev is not None else set()
-        new_rs = {str(rs): rs for rs in vs.real_servers}
-        out += [
-            f"-a {name} -r {key} -m -w {rs.weight}"
-            for key, rs in new_rs.items()
-            if key not in old_rs
-        ]
-        svc = ipvs.services.get(str(vs)) if ipvs is not None else None
-        for key in sorted(old_rs - set(new_rs)):
-            kept = ipvs is not None and (svc, key) in ipvs.dests
-            out.append(f"-e {name} -r {key} -m -w 0" if kept else f"-d {name} -r {key}")
-    out += [f"-D {_vs_name(vs)}" for vs in before.values()]
-    return out
+def _claimed_first(vs: VirtualServer, sync: IpvsSync) -> list:
+    """vs's real servers, after giving every claim's endpoints their indices in the
+    order replaying the claims on an empty table would (IpvsSync._sync_service)."""
+    for claim in vs.claims:
+        for rs in claim.real_servers:
+            sync.endpoint_index(str(rs))
+    return vs.real_servers

@@ -44,6 +44,18 @@ def lower(state: IpvsState) -> tuple[np.ndarray, np.ndarray]:
     return services, np.array(rows, DEST_DTYPE)
 
 
+def vs_name(vs: VirtualServer) -> str:
+    """The virtual server as ipvsadm's command line names it (-t/-u/--sctp-service)."""
+    proto = {"TCP": "-t", "UDP": "-u", "SCTP": "--sctp-service"}[vs.protocol]
+    addr = f"[{vs.address}]" if ":" in vs.address else vs.address
+    return f"{proto} {addr}:{vs.port}"
+
+
+def vs_options(vs: VirtualServer) -> str:
+    """ipvsadm's -A/-E options for the virtual server's scheduler and persistence."""
+    return f" -s {vs.scheduler}" + (f" -p {vs.timeout}" if vs.flags & 0x1 else "")
+
+
 RS_CHECK_DELETE_INTERVAL = 60.0  # graceful_termination.go rsCheckDeleteInterval
 
 
@@ -77,6 +89,8 @@ class IpvsSync:
         self.graceful: dict[int, float] = {}  # dest index -> when it went on the list
         self.endpoints: list[str] = []
         self._endpoint_index: dict[str, int] = {}
+        # when a list: each operation of the syncs, as the ipvsadm command doing it
+        self.log: list[str] | None = None
 
     def load(self, table, services: dict[str, int], dests: dict[tuple[int, str], int]) -> None:
         """Take over a table built in one bulk load with these index maps."""
@@ -132,11 +146,13 @@ class IpvsSync:
         for vs in state.virtual_servers:
             active.add(str(vs))
             self._sync_service(vs, out, now)
-        for key in [k for k in self.services if k not in active]:  # cleanLegacyService
+        # cleanLegacyService (a Go map's order there; sorted here)
+        for key in sorted(k for k in self.services if k not in active):
             svc = self.services.pop(key)
             for rs_key in self.service_dests.pop(svc, set()):
                 self.graceful.pop(self.dests.pop((svc, rs_key)), None)
             t.del_service(svc)
+            self._log_deleted(key)
             out["services_deleted"] += 1
         return out
 
@@ -144,7 +160,8 @@ class IpvsSync:
         self, fresh: list[VirtualServer], deleted: list[str], now: float = 0.0
     ) -> dict[str, int]:
         """Apply one sync from its changes only: the virtual servers of the service ports
-        written anew (in the state's order) and the keys no virtual server has any more.
+        written anew (in the state's order; with every shared virtual server, whose claims
+        kube-proxy syncs each time) and the keys no virtual server has any more.
         The same operations as ``sync`` of the whole state, whose other virtual servers
         are as the last sync left them (``sync`` finds nothing to do for them)."""
         if self.table is None:
@@ -166,32 +183,52 @@ class IpvsSync:
             self._sync_service(vs, out, now)
         if deleted:
             gone = set(deleted)
-            for key in [k for k in self.services if k in gone]:  # cleanLegacyService
+            for key in sorted(k for k in self.services if k in gone):  # cleanLegacyService
                 svc = self.services.pop(key)
                 for rs_key in self.service_dests.pop(svc, set()):
                     self.graceful.pop(self.dests.pop((svc, rs_key)), None)
                 t.del_service(svc)
+                self._log_deleted(key)
                 out["services_deleted"] += 1
         return out
 
     def _sync_service(self, vs: VirtualServer, out: dict, now: float) -> None:
         t = self.table
         key = str(vs)
-        svc = self.services.get(key)
-        if svc is None:
-            proto = PROTO_NUMBERS[vs.protocol.lower()]
-            svc = t.add_service(
-                proto, int(ipaddress.IPv4Address(vs.address)), vs.port, vs.flags, vs.timeout
-            )
-            self.services[key] = svc
-            out["services_added"] += 1
-        elif t.service_flags(svc) != (vs.flags | FLAG_HASHED, vs.timeout):
-            t.edit_service(svc, vs.flags, vs.timeout)  # UpdateVirtualServer
-            out["services_updated"] += 1
-        self._sync_endpoints(svc, vs, out, now)
+        # a virtual server several service ports claim: kube-proxy's syncService and
+        # syncEndpoint for each claim, in turn
+        for claim in vs.claims or (vs,):
+            svc = self.services.get(key)
+            if svc is None:
+                proto = PROTO_NUMBERS[claim.protocol.lower()]
+                svc = t.add_service(
+                    proto,
+                    int(ipaddress.IPv4Address(claim.address)),
+                    claim.port,
+                    claim.flags,
+                    claim.timeout,
+                )
+                self.services[key] = svc
+                out["services_added"] += 1
+                if self.log is not None:
+                    self.log.append(f"-A {vs_name(claim)}{vs_options(claim)}")
+            elif t.service_flags(svc) != (claim.flags | FLAG_HASHED, claim.timeout):
+                t.edit_service(svc, claim.flags, claim.timeout)  # UpdateVirtualServer
+                out["services_updated"] += 1
+                if self.log is not None:
+                    self.log.append(f"-E {vs_name(claim)}{vs_options(claim)}")
+            self._sync_endpoints(svc, claim, out, now)
+
+    def _log_deleted(self, key: str) -> None:
+        if self.log is not None:
+            address, proto = key.rsplit("/", 1)
+            flag = {"TCP": "-t", "UDP": "-u", "SCTP": "--sctp-service"}[proto]
+            self.log.append(f"-D {flag} {address}")
 
     def _sync_endpoints(self, svc: int, vs: VirtualServer, out: dict, now: float) -> None:
         t = self.table
+        log = self.log
+        name = vs_name(vs) if log is not None else ""
         new = {str(rs): rs for rs in vs.real_servers}
         current = self.service_dests.setdefault(svc, set())
         for rs_key, rs in new.items():
@@ -204,6 +241,8 @@ class IpvsSync:
                 del self.graceful[dest]
                 t.del_dest(dest)
                 out["dests_deleted"] += 1
+                if log is not None:
+                    log.append(f"-d {name} -r {rs_key}")
             self.dests[(svc, rs_key)] = t.add_dest(
                 svc,
                 int(ipaddress.IPv4Address(rs.address)),
@@ -213,7 +252,10 @@ class IpvsSync:
             )
             current.add(rs_key)
             out["dests_added"] += 1
-        for rs_key in current - set(new):
+            if log is not None:
+                log.append(f"-a {name} -r {rs_key} -m -w {rs.weight}")
+        # kube-proxy deletes in a Go set's order; sorted here (same table, same text)
+        for rs_key in sorted(current - set(new)):
             dest = self.dests[(svc, rs_key)]
             if dest in self.graceful:
                 continue
@@ -221,10 +263,14 @@ class IpvsSync:
                 del self.dests[(svc, rs_key)]
                 current.discard(rs_key)
                 out["dests_deleted"] += 1
+                if log is not None:
+                    log.append(f"-d {name} -r {rs_key}")
             else:  # GracefulDeleteRS: weight 0 and onto the list
                 t.edit_dest(dest, 0)
                 self.graceful[dest] = now
                 out["dests_graceful"] += 1
+                if log is not None:
+                    log.append(f"-e {name} -r {rs_key} -m -w 0")
 
     def _try_delete(self, dest: int, protocol: str) -> bool:
         if _graceful_needed(protocol):
@@ -233,7 +279,9 @@ class IpvsSync:
                 # counter is 0 (and the whole-table snapshot is skipped)
                 idle = self.table.stats()["conns"] == 0
                 self._stats = False if idle else self.table.dest_stats()
-            if self._stats is not False:
+            # a dest past the snapshot was added in this sync (an earlier claim of a
+            # shared virtual server): no connection has reached it
+            if self._stats is not False and dest < len(self._stats):
                 row = self._stats[dest]
                 if int(row[4]) + int(row[5]) != 0:
                     return False

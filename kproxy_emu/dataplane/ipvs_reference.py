@@ -297,6 +297,7 @@ class VirtualServerTable:
         self.conn_buckets: list[list[Conn]] = [[] for _ in range(1 << conn_bits)]
         self.svcs: list[Service] = []
         self.dests: list[Dest] = []
+        self.trash: dict[tuple[int, int, int], int] = {}  # deleted dests add_dest revives
         self._count = 0
         self._free: list[int] = []
         self._high = 0
@@ -445,9 +446,18 @@ class VirtualServerTable:
             raise IndexError(f"no service {svc}")
         if not self.svcs[svc].flags & 0x2:
             raise ValueError(f"service {svc} was deleted")
-        self.dests.append(Dest(svc, addr, port, weight, endpoint, last_weight=weight))
-        d = len(self.dests) - 1
         sv = self.svcs[svc]
+        # ip_vs_trash_get_dest: this service's deleted destination comes back (counters,
+        # connections kept); a stale entry (relinked by restore) is ignored
+        d = self.trash.pop((svc, addr, port), -1)
+        if d >= 0 and not self.dests[d].linked:
+            dd = self.dests[d]
+            dd.weight = dd.last_weight = weight
+            dd.endpoint = endpoint
+            dd.linked = dd.available = True
+        else:
+            self.dests.append(Dest(svc, addr, port, weight, endpoint, last_weight=weight))
+            d = len(self.dests) - 1
         sv.dests.insert(0, d)
         self._changed(sv)
         return d
@@ -471,6 +481,7 @@ class VirtualServerTable:
             sv.cur = sv.dests[pos - 1] if pos > 0 else -1
         del sv.dests[pos]
         dd.linked = dd.available = False
+        self.trash[(dd.svc, dd.addr, dd.port)] = dest
         if sv.sched != "rr":
             self._changed(sv)
 

@@ -5,7 +5,9 @@ NodePort on each node address) with their real servers, the addresses bound to
 ``kube-ipvs0``, the ipsets (names, types, entries exactly as kube-proxy's Entry.String()
 writes them) and the iptables restore payload IPVS mode still installs (nat then filter,
 kube-proxy's write order). Services come in the view's order, where kube-proxy iterates a
-Go map; real servers in endpoint-string order, where kube-proxy adds them from a set.
+Go map; real servers in endpoint-string order, where kube-proxy adds them from a set. A
+virtual server several service ports claim is one entry carrying its claims, in
+ServicePortName order (``_merge_claims``).
 
 ``lower(state)`` turns the virtual servers into the arrays the engine
 (kproxy_emu._cext.vstable.VirtualServerTable, twin dataplane.ipvs_reference) loads.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import operator
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import cast
@@ -270,6 +273,9 @@ class IpvsSyncResult:
     gone: list[VirtualServer] = field(default_factory=list)
     deleted_keys: list[str] = field(default_factory=list)  # VS keys no port has now
     shared_keys: bool = False  # a fresh VS key is also another port's: diff in full
+    # while ports share virtual servers: what the kernel sync must visit, in the state's
+    # order (the fresh ports' virtual servers and every shared one, replayed each sync)
+    replay: list[VirtualServer] | None = None
     ipset_ops: list[str] = field(default_factory=list)
 
     @property
@@ -297,6 +303,8 @@ class IpvsProxier(Proxier[IpvsSyncResult]):
         self._entry_owners: dict[tuple[str, str], int] = {}
         self._bound: dict[str, int] = {}  # kube-ipvs0 address -> ports binding it
         self._vs_owners: dict[str, int] = {}
+        self._shared_keys: set[str] = set()  # VS keys two or more ports claim
+        self._claimants: dict[str, tuple[str, ...]] = {}  # their ports, as last warned
         self._endpoint_index: dict[str, int] = {}
         self._endpoints: list[str] = []
         self._node_ports = 0
@@ -382,7 +390,18 @@ class IpvsProxier(Proxier[IpvsSyncResult]):
             for vs in ports[i].vss:
                 fresh_keys[str(vs)] = fresh_keys.get(str(vs), 0) + 1
         touched = fresh_keys.keys() | {str(vs) for p in gone_ports for vs in p.vss}
-        shared = any(self._vs_owners.get(k, 0) > fresh_keys.get(k, 0) for k in touched)
+        # a touched key an unchanged port also holds, no longer shared (a sharing port went
+        # or changed address): diff the whole state; a shared one is replayed below
+        shared_keys = self._shared_keys
+        shared = any(
+            self._vs_owners.get(k, 0) > fresh_keys.get(k, 0) and k not in shared_keys
+            for k in touched
+        )
+        virtual_servers = list(itertools.chain.from_iterable(map(_VSS, ports)))
+        if self._shared_keys:
+            virtual_servers = _merge_claims(virtual_servers, self._shared_keys, self._claimants)
+        else:
+            self._claimants.clear()
 
         sets = {
             name: IPSet(
@@ -397,7 +416,7 @@ class IpvsProxier(Proxier[IpvsSyncResult]):
         state = IpvsState(
             family=family,
             scheduler=self.scheduler,
-            virtual_servers=list(itertools.chain.from_iterable(map(_VSS, ports))),
+            virtual_servers=virtual_servers,
             bound_addresses=list(self._bound),
             ipsets=sets,
             ruleset=Ruleset(family=family),
@@ -417,6 +436,9 @@ class IpvsProxier(Proxier[IpvsSyncResult]):
             k for k in dict.fromkeys(str(vs) for vs in result.gone) if not self._vs_owners.get(k)
         ]
         result.shared_keys = shared
+        if shared_keys:  # kube-proxy syncs every claim of each shared one at every sync
+            fresh_ids = {id(vs) for vs in result.fresh}
+            result.replay = [vs for vs in virtual_servers if vs.claims or id(vs) in fresh_ids]
         result.ipset_ops = self._ipset_ops()
         return result
 
@@ -476,6 +498,8 @@ class IpvsProxier(Proxier[IpvsSyncResult]):
                 left = self._vs_owners[vs_key] - 1
                 if left:
                     self._vs_owners[vs_key] = left
+                    if left == 1:
+                        self._shared_keys.discard(vs_key)
                 else:
                     del self._vs_owners[vs_key]
             self._node_ports -= port.node_port
@@ -588,7 +612,10 @@ class IpvsProxier(Proxier[IpvsSyncResult]):
             self._no_local[flag] = self._no_local.get(flag, 0) + 1
         for vs in port.vss:
             vs_key = str(vs)
-            self._vs_owners[vs_key] = self._vs_owners.get(vs_key, 0) + 1
+            n = self._vs_owners.get(vs_key, 0) + 1
+            self._vs_owners[vs_key] = n
+            if n == 2:
+                self._shared_keys.add(vs_key)
         self._node_ports += port.node_port
         return port
 
@@ -596,6 +623,84 @@ class IpvsProxier(Proxier[IpvsSyncResult]):
 def compile_ipvs(view: ProxyView, *, scheduler: str | None = DEFAULT_SCHEDULER) -> IpvsState:
     """One full syncProxyRules of the IPVS proxier for the view's node."""
     return IpvsProxier(view.options, scheduler).compile(view).state
+
+
+class SharedVirtualServerWarning(UserWarning):
+    """Several service ports claim one IPVS virtual server (address:port/protocol)."""
+
+
+def _claim_order(vs: VirtualServer) -> str:
+    return vs.service
+
+
+def _merge_claims(
+    vss: list[VirtualServer], shared: set[str], claimants: dict[str, tuple[str, ...]]
+) -> list[VirtualServer]:
+    """One virtual server per shared key, where its first claim is (kube-proxy adds it
+    at its first syncService), carrying every claim.
+
+    kube-proxy runs syncService then syncEndpoint for each claim in turn: the virtual
+    server takes each claim's flags and timeout (UpdateVirtualServer), and each
+    syncEndpoint adds its port's endpoints and gracefully deletes the others, so the last
+    claim's endpoints stay (with the earlier claims' busy TCP ones at weight 0 until their
+    connections end; IpvsSync replays the claims for that). kube-proxy's order is the
+    iteration of svcPortMap, a Go map: random, sync after sync. Here it is the
+    ServicePortName order (then each port's own: ClusterIP, externalIPs, LB IPs,
+    NodePorts; ServicePortName.String() compared as strings), so the same cluster gives
+    the same table however its manifests are ordered. A key whose claiming ports differ
+    from ``claimants`` (the last warning's, updated here) is named in a warning."""
+    groups: dict[str, list[VirtualServer]] = {}
+    out: list[VirtualServer | str] = []
+    for vs in vss:
+        key = str(vs)
+        if key in shared:
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [vs]
+                out.append(key)
+            else:
+                group.append(vs)
+        else:
+            out.append(vs)
+    merged: dict[str, VirtualServer] = {}
+    by_services: dict[tuple[str, ...], list[str]] = {}
+    for key in [k for k in claimants if k not in groups]:
+        del claimants[key]
+    for key, group in groups.items():
+        group.sort(key=_claim_order)  # stable: one port's claims keep their order
+        last = group[-1]
+        merged[key] = VirtualServer(
+            last.address,
+            last.protocol,
+            last.port,
+            last.scheduler,
+            last.flags,
+            last.timeout,
+            last.kind,
+            last.service,
+            any(vs.bound for vs in group),
+            list(last.real_servers),
+            tuple(group),
+        )
+        ports = tuple(vs.service for vs in group)
+        if claimants.get(key) != ports:
+            claimants[key] = ports
+            names = tuple(dict.fromkeys(p.split(":", 1)[0] for p in ports))
+            by_services.setdefault(names, []).append(key)
+    for names, keys in by_services.items():
+        servers = f"virtual server{'s' if len(keys) > 1 else ''} {', '.join(keys)}"
+        if len(names) > 1:
+            who = f"Services {', '.join(names)} share the {servers}"
+        else:
+            who = f"Service {names[0]} claims the {servers} more than once"
+        warnings.warn(
+            f"IPVS: {who}: kube-proxy programs each once and syncs every claim in turn, "
+            "in random (Go map) order; kproxy-emu uses ServicePortName order, so the real "
+            "servers are the last claim's endpoints",
+            SharedVirtualServerWarning,
+            stacklevel=2,
+        )
+    return [merged[x] if isinstance(x, str) else x for x in out]
 
 
 _VSS = operator.attrgetter("vss")

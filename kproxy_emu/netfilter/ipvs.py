@@ -51,6 +51,10 @@ class VirtualServer:
     service: str = ""  # ServicePortName string
     bound: bool = False  # address bound to kube-ipvs0
     real_servers: list[RealServer] = field(default_factory=list)
+    # several service ports claim this address:port/protocol (kube-proxy's syncService
+    # and syncEndpoint run once per claim, in its order): each claim's own virtual server,
+    # in that order. The fields above are the last claim's, as the kernel ends up.
+    claims: tuple[VirtualServer, ...] = ()
 
     def __str__(self) -> str:
         """VirtualServer.String(): "ip:port/PROTO" (the key of activeIPVSServices)."""
@@ -71,6 +75,9 @@ class IPSet:
 
 @dataclass(slots=True)
 class IpvsState:
+    """One sync's state. ``virtual_servers`` holds one entry per address:port/protocol
+    (a shared one carries its ``claims``), in the order kube-proxy first adds them."""
+
     family: str
     scheduler: str
     virtual_servers: list[VirtualServer]
