@@ -116,6 +116,9 @@ class Dataplane:
         )
         self.config = config or KubeProxyConfig()
         self.syncs: list[SyncResult] = []
+        # emulated time: the latest packet processed (or committed trace); time never goes
+        # back, as the kernel's jiffies do not: expiries are computed from it
+        self.clock = 0.0
         # statistic draws: one xorshift64* stream seeded from the Dataplane's seed
         seeds = np.random.SeedSequence(seed).generate_state(2, np.uint64)
         self.rng = Rng(int(seeds[0]) or 1)
@@ -247,7 +250,11 @@ class Dataplane:
         this packet next. See kproxy_emu/dataplane/tracer.py."""
         from .tracer import trace
 
-        return trace(self, packet, origin, time=time, commit=commit)
+        _check_time(time, self.clock)
+        result = trace(self, packet, origin, time=time, commit=commit)
+        if commit:
+            self.clock = max(self.clock, float(time))
+        return result
 
     def reset_state(self) -> None:
         """Forget every flow and per-rule state (conntrack, affinity lists, nth counters)
@@ -256,6 +263,7 @@ class Dataplane:
         self.rng = Rng(int(seeds[0]) or 1)
         if self.conntrack is not None:
             self.conntrack = _conntrack_table(self.config, int(seeds[1]))
+        self.clock = 0.0
         self.backend.reset_state()
 
     def prepare(self) -> None:
@@ -288,6 +296,11 @@ class Dataplane:
         timestamps (``ts``) drive the conntrack timeouts. Packets with origin AUTO are
         classified by source address first. Random draws continue one seeded stream
         across calls, so the same calls in the same order give the same verdicts.
+
+        Rows are checked first, the same in every mode (InputError naming the row, field
+        and value): ``ts`` finite, never decreasing within the batch nor below ``clock``
+        (the latest time processed; ``reset_state`` sets it back to 0); ``family`` 4 (the
+        IPv6 dataplane is not emulated); ``origin`` one of ``packets.Origin``.
         """
         from ..packets import PACKET_DTYPE, empty_verdicts
 
@@ -297,9 +310,12 @@ class Dataplane:
                 field="packets",
                 value=type(packets).__name__,
             )
+        _check_batch(packets, self.clock)
         packets = self._resolve_origins(np.ascontiguousarray(packets))
         out = empty_verdicts(len(packets))
         self.backend.process(packets, out, self.conntrack, self.rng)
+        if len(packets):
+            self.clock = max(self.clock, float(packets["ts"][-1]))
         return out
 
     def _resolve_origins(self, packets: np.ndarray) -> np.ndarray:
@@ -329,6 +345,79 @@ class Dataplane:
                 value=format,
             )
         return self.backend.render(sorted=sorted, format=format)
+
+
+_ORIGINS = np.array([0, 1, 2, 255], np.uint8)  # packets.Origin
+
+
+def _row_error(message: str, index: int, field: str, value: object) -> InputError:
+    return InputError(message, obj=f"packets[{index}]", field=field, value=value)
+
+
+def _check_batch(packets: np.ndarray, clock: float) -> None:
+    """The rows the pipeline can take (vectorised; the first bad row is named): a NaN
+    time would make entries that never expire and a time going back would move expiries
+    back; family 6 rows carry no IPv6 addresses in this dtype (one answer in every mode)."""
+    if len(packets) == 0:
+        return
+    ts = packets["ts"]
+    bad = ~np.isfinite(ts)
+    if bad.any():
+        k = int(bad.argmax())
+        raise _row_error("timestamp must be finite", k, "ts", float(ts[k]))
+    bad = ts < clock
+    if bad.any():
+        k = int(bad.argmax())
+        raise _row_error(
+            f"before the node's clock {clock:g} s (the latest time processed; time only "
+            "moves forward, reset_state() starts again at 0)",
+            k,
+            "ts",
+            float(ts[k]),
+        )
+    if len(ts) > 1:
+        bad = ts[1:] < ts[:-1]
+        if bad.any():
+            k = int(bad.argmax()) + 1
+            raise _row_error(
+                f"earlier than the row before ({float(ts[k - 1]):g}): timestamps must not "
+                "decrease (sort the batch by ts)",
+                k,
+                "ts",
+                float(ts[k]),
+            )
+    bad = packets["family"] != 4
+    if bad.any():
+        k = int(bad.argmax())
+        raise _row_error(
+            "must be 4: the IPv6 dataplane is not emulated", k, "family", int(packets["family"][k])
+        )
+    bad = ~np.isin(packets["origin"], _ORIGINS)
+    if bad.any():
+        k = int(bad.argmax())
+        raise _row_error(
+            "must be 0 (pod), 1 (external), 2 (host) or 255 (auto)",
+            k,
+            "origin",
+            int(packets["origin"][k]),
+        )
+
+
+def _check_time(time: object, clock: float) -> None:
+    """A trace's time, checked as process checks a row's ``ts``."""
+    import math
+
+    if isinstance(time, bool) or not isinstance(time, (int, float, np.integer, np.floating)):
+        raise InputError("must be a number of seconds", field="time", value=time)
+    if not math.isfinite(float(time)):
+        raise InputError("must be finite", field="time", value=time)
+    if float(time) < clock:
+        raise InputError(
+            f"before the node's clock {clock:g} s (the latest time processed; time only "
+            "moves forward, reset_state() starts again at 0)",
+            field="time",
+            value=time,
+        )
 
 
 def _conntrack_table(config: KubeProxyConfig, seed: int) -> ConntrackTable:

@@ -459,7 +459,7 @@ def test_replies_reach_the_client_and_advance_ipvs(cluster):
         dp, sweep.BenchSpec(services=[60], packets=200, origin_mix={"pod": 1.0}), 5
     )
     batch = batch[batch["proto"] == 6]
-    batch = batch[np.unique(batch["src_port"], return_index=True)[1]]
+    batch = batch[np.sort(np.unique(batch["src_port"], return_index=True)[1])]  # in time order
     first = dp.process(batch)
     ok = first["action"] == packets.Action.DNAT
     before = dp.backend.ipvs.table.connections()
