@@ -80,6 +80,8 @@ class BenchSpec:
             raise InputError("must be 8..20", field="--ipvs-conn-tab-bits", value=bits)
         if self.popularity not in ("uniform", "zipf"):
             raise InputError("must be uniform or zipf", field="--popularity", value=self.popularity)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise InputError("must be a non-negative integer", field="--seed", value=self.seed)
 
 
 def make_cluster(services: int, endpoints: int, seed: int):

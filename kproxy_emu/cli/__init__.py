@@ -26,8 +26,22 @@ _MODES = ("iptables", "nftables", "ipvs")  # kproxy_emu.dataplane.MODES (importe
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # argparse's own usage errors: exit 2, one line
-        self.print_usage(sys.stderr)
-        raise SystemExit(_fail(message))
+        raise SystemExit(_fail(f"{message} (see {self.prog} --help)"))
+
+
+def _flagged(exc: InputError, flags: dict[str, str]) -> InputError:
+    """An error of a library argument named as the flag the user typed (``type_mix.Foo``
+    → ``--type-mix Foo``); other errors unchanged."""
+    m = re.fullmatch(r"([a-z_]+)\.?(.*)", exc.field or "")
+    if exc.file is not None or m is None:
+        return exc
+    if exc.field in flags:
+        field = flags[exc.field]
+    elif m.group(1) in flags:
+        field = flags[m.group(1)] + (f" {m.group(2)}" if m.group(2) else "")
+    else:
+        return exc
+    return InputError(exc.message, obj=exc.obj, field=field, value=exc.value)
 
 
 def _fail(message: str) -> int:
@@ -306,6 +320,8 @@ def _dataplane(args: argparse.Namespace):
         raise InputError("give manifest files (or --iptables-save DUMP)", field="FILE")
     _check_node_flags(args, config, node_config, mode)
     cluster = Cluster.from_files(args.files) if args.files else Cluster()
+    if getattr(args, "seed", 0) < 0:
+        raise InputError("must be a non-negative integer", field="--seed", value=args.seed)
     return Dataplane(
         cluster,
         _mode_options(mode, args, tables),
@@ -390,7 +406,10 @@ def _mode_options(mode: str, args: argparse.Namespace, tables: Ruleset | None) -
     if bits is not None and mode != "ipvs":
         raise InputError("applies to ipvs mode only", field="--ipvs-conn-tab-bits", value=bits)
     if mode == "ipvs":
-        return IpvsOptions(scheduler=scheduler, conn_tab_bits=bits or CONN_TAB_BITS)
+        try:
+            return IpvsOptions(scheduler=scheduler, conn_tab_bits=bits or CONN_TAB_BITS)
+        except InputError as exc:
+            raise _flagged(exc, {"ipvs.scheduler": "--scheduler"} if scheduler else {}) from None
     if mode == "nftables" and service_cidrs is not None:
         return NftablesOptions(service_cidrs=tuple(service_cidrs))
     if mode == "iptables":
@@ -417,6 +436,14 @@ def _cmd_trace(args: argparse.Namespace) -> int:
         raise InputError(
             "give one --time per --packet, or one for all", field="--time", value=len(times)
         )
+    for k, t in enumerate(times):
+        # emulated time starts at 0 and only moves forward (Dataplane.clock)
+        if not (t >= 0 and t != float("inf")) or (k and t < times[k - 1]):
+            raise InputError(
+                "must be finite seconds >= 0, not decreasing from one --packet to the next",
+                field="--time",
+                value=t,
+            )
     if len(times) <= 1:
         start = times[0] if times else 0.0
         times = [start + k for k in range(len(args.packet))]
@@ -513,6 +540,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+_SYNTH_ARGS = (
+    "services",
+    "endpoints",
+    "nodes",
+    "namespaces",
+    "seed",
+    "type_mix",
+    "protocol_mix",
+    "service_cidr",
+    "cluster_cidr",
+)
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     from .. import synth
 
@@ -525,15 +565,18 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
         refuse_existing(args.output)  # before generating: minutes at 100,000 services
     start = time.perf_counter()
-    cluster = synth.cluster(
-        args.services,
-        endpoints=args.endpoints,
-        nodes=args.nodes,
-        namespaces=args.namespaces,
-        seed=args.seed,
-        pods=args.pods,
-        **options,
-    )
+    try:
+        cluster = synth.cluster(
+            args.services,
+            endpoints=args.endpoints,
+            nodes=args.nodes,
+            namespaces=args.namespaces,
+            seed=args.seed,
+            pods=args.pods,
+            **options,
+        )
+    except InputError as exc:
+        raise _flagged(exc, {k: "--" + k.replace("_", "-") for k in _SYNTH_ARGS}) from None
     generated = time.perf_counter()
     cluster.dump(args.output, overwrite=args.force)
     written = time.perf_counter()

@@ -101,6 +101,8 @@ class Dataplane:
         the cluster (``node``: its name; default the first), else ``node_config``;
         ``node_ips`` overrides its addresses. ``config`` is a KubeProxyConfiguration;
         ``cluster_cidr``, ``masquerade_all`` and ``mark_text`` override it, as flags do."""
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise InputError("must be a non-negative integer", field="seed", value=seed)
         mode_opts = mode_options(mode)
         self.cluster = cluster
         self.mode = mode_opts.mode
