@@ -27,7 +27,7 @@ TABLE_COLUMNS = (
     ("update s", "update_s", "{:.3f}"),
     ("RSS MB", "peak_rss_mb", "{:.0f}"),
 )
-CSV_SKIP = ("sync_full", "sync_update", "actions")
+CSV_SKIP = ("sync_full", "sync_update", "actions", "drop_reasons")
 
 
 def _cell(rec: dict, key: str, fmt: str) -> str:
@@ -51,6 +51,12 @@ def table(result: dict) -> str:
         full = ", ".join(f"{k} {v}" for k, v in r["sync_full"].items())
         upd = ", ".join(f"{k} {v}" for k, v in r["sync_update"].items())
         out.append(f"  {r['mode']:9} {r['services']:>7} services: {full} / {upd}")
+    drops = [r for r in records if r["flow"] == "new" and r.get("drop_reasons")]
+    if drops:
+        out.append("new flows dropped or rejected (the deciding rule, from traces):")
+        for r in drops:
+            for why, count in r["drop_reasons"].items():
+                out.append(f"  {r['mode']:9} {r['services']:>7} services: {count:>7}  {why}")
     ref = result.get("reference")
     if ref:
         out.append(

@@ -104,6 +104,18 @@ class Dataplane:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise InputError("must be a non-negative integer", field="seed", value=seed)
         mode_opts = mode_options(mode)
+        # what a twin of this node over another cluster is built from (bench's drop traces)
+        self._build_args: dict[str, Any] = dict(
+            node=node,
+            node_config=node_config,
+            node_ips=node_ips,
+            config=config,
+            cluster_cidr=cluster_cidr,
+            masquerade_all=masquerade_all,
+            mark_text=mark_text,
+            seed=seed,
+            conntrack=conntrack,
+        )
         self.cluster = cluster
         self.mode = mode_opts.mode
         self.mode_options = mode_opts
@@ -276,6 +288,25 @@ class Dataplane:
         """Service frontends this node serves (TARGET_DTYPE): every ClusterIP, externalIP
         and load-balancer IP, and NodePorts on this node's own addresses only."""
         return self.cluster.packet_targets(node_ips=self.options.node.local_ips)
+
+    def packet_sources(self) -> dict[str, list[str]]:
+        """Where this node's traffic comes from, per origin: pods (the local-traffic
+        detector's CIDR, else the nodes' pod CIDRs), the node itself (its primary IPv4
+        address) and outside (a documentation range). With ``packet_targets`` this makes
+        the Dataplane a target source: ``packets.synth(dp, n, seed=...)`` is traffic this
+        node would see (NodePorts of other nodes' addresses are not aimed at)."""
+        if self.options.detect_local_mode in ("ClusterCIDR", "NodeCIDR"):
+            pods = [self.options.detect_local_value]
+        else:
+            pods = [c for n in self.cluster.nodes.values() for c in n.pod_cidrs if ":" not in c]
+        host = [
+            ip for ip in self.options.node.local_ips if ":" not in ip and not ip.startswith("127.")
+        ]
+        return {
+            "pod": pods or ["10.244.0.0/16"],
+            "external": ["203.0.113.0/24"],
+            "host": host[:1] or ["192.168.0.2"],
+        }
 
     @property
     def lowered(self) -> Lowered | LoweredNft:
