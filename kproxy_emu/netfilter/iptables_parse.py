@@ -1001,7 +1001,7 @@ def _parse(
     # jumps to user chains read in this table (chain, target, line), for the loop check
     jumps: list[tuple[str, str, int]] = []
     try:
-        for lineno, line in enumerate(text.split("\n"), 1):  # noqa: B007 (read after the loop)
+        for lineno, line in enumerate(text.split("\n"), 1):
             first = line[:1]
             if first == "#" or not line or line.isspace():
                 continue

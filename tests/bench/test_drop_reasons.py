@@ -37,9 +37,7 @@ def test_traffic_aimed_at_a_dataplane_is_what_its_node_serves(cluster):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_the_readme_flow_drops_only_by_policy_and_replies_make_flows_established(
-    cluster, mode
-):
+def test_the_readme_flow_drops_only_by_policy_and_replies_make_flows_established(cluster, mode):
     dp = Dataplane(cluster, mode, node="node-0001", cluster_cidr="10.0.0.0/8", seed=1)
     traffic = packets.synth(dp, 3000, seed=7, new_flow_share=1.0)
     verdicts = dp.process(traffic)

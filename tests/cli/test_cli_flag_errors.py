@@ -101,14 +101,14 @@ def test_jump_loop_names_the_file_and_line(tmp_path, capsys):
 
 
 def test_a_loop_through_a_goto_or_a_self_jump_is_refused():
-    with pytest.raises(InputError, match="^line 9: jump loop KUBE-SVC-A -> KUBE-SVC-A"):
+    with pytest.raises(InputError, match=r"^line 9: jump loop KUBE-SVC-A -> KUBE-SVC-A"):
         parse(DUMP.format(rule="-A KUBE-SVC-A -g KUBE-SVC-A"))
     # rules inserted, deleted or flushed: the table as it ends up decides (named at COMMIT)
     text = DUMP.format(rule="-A KUBE-SVC-A -j KUBE-SERVICES\n-D KUBE-SVC-A 1")
     parse(text)
     text = DUMP.format(rule="-I KUBE-SVC-A -j KUBE-SERVICES\n-R KUBE-SVC-A 1 -j ACCEPT")
     parse(text)
-    with pytest.raises(InputError, match="^line 11: jump loop"):
+    with pytest.raises(InputError, match=r"^line 11: jump loop"):
         parse(DUMP.format(rule="-A KUBE-SVC-A -j ACCEPT\n-R KUBE-SVC-A 1 -j KUBE-SERVICES"))
 
 

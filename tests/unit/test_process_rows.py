@@ -63,7 +63,7 @@ def test_time_going_back_in_a_batch_or_across_calls_is_refused(cluster, mode):
     assert dp.clock == 5.0
     message = _error(dp, batch)  # the same batch again: time 0 after time 5
     assert message.startswith("packets[0]: ts: before the node's clock 5 s"), message
-    with pytest.raises(InputError, match="^time: before the node's clock 5 s"):
+    with pytest.raises(InputError, match=r"^time: before the node's clock 5 s"):
         dp.trace("tcp 10.0.0.9:4000 -> 10.0.0.1:80", time=1.0)
     dp.trace("tcp 10.0.0.9:4000 -> 10.0.0.1:80", time=7.0, commit=True)
     assert dp.clock == 7.0
@@ -90,7 +90,7 @@ def test_family_6_and_unknown_origins_are_refused_in_every_mode(cluster, mode):
 
 def test_trace_time_must_be_a_finite_number(cluster):
     dp = _dp(cluster, "iptables")
-    with pytest.raises(InputError, match="^time: must be finite: nan"):
+    with pytest.raises(InputError, match=r"^time: must be finite: nan"):
         dp.trace("tcp 10.0.0.9:4000 -> 10.0.0.1:80", time=math.nan)
-    with pytest.raises(InputError, match="^time: must be a number of seconds"):
+    with pytest.raises(InputError, match=r"^time: must be a number of seconds"):
         dp.trace("tcp 10.0.0.9:4000 -> 10.0.0.1:80", time="1")  # type: ignore[arg-type]
