@@ -235,8 +235,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_bench)
 
-    p = sub.add_parser("check", help="load and validate manifests, print what they hold")
+    p = sub.add_parser(
+        "check",
+        help="load and validate manifests, print what they hold and warn of what will not work",
+    )
     p.add_argument("files", nargs="+", metavar="FILE", help="manifest files or directories")
+    p.add_argument("--config", metavar="FILE", help="the KubeProxyConfiguration YAML to check with")
+    p.add_argument(
+        "--cluster-cidr",
+        metavar="CIDR",
+        help="pod CIDR for local-traffic detection (overrides clusterCIDR)",
+    )
     p.set_defaults(func=_cmd_check)
     from . import lab as lab_cli
 
@@ -590,11 +599,33 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from ..ipaddr import canonical_cidr
     from ..model import Cluster
+    from ..model.config import load_kube_proxy_config
 
+    config = load_kube_proxy_config(args.config) if args.config else None
+    if args.cluster_cidr is not None:
+        try:
+            canonical_cidr(args.cluster_cidr)
+        except ValueError:
+            raise InputError(
+                "invalid CIDR", field="--cluster-cidr", value=args.cluster_cidr
+            ) from None
     start = time.perf_counter()
     cluster = Cluster.from_files(args.files)
     print(f"{cluster.summary()} (loaded in {time.perf_counter() - start:.2f} s)")
+    problems = cluster.lint()
+    detect = config.detect_local_mode if config else "ClusterCIDR"
+    masquerade_all = config.masquerade_all if config else False
+    no_cidr = not args.cluster_cidr and not (config and config.cluster_cidrs)
+    if detect == "ClusterCIDR" and no_cidr and not masquerade_all:
+        problems.append(
+            "no cluster CIDR (--cluster-cidr, or clusterCIDR in --config): like kube-proxy, "
+            "render, trace and process write no ClusterIP masquerade rules (traffic to a "
+            "ClusterIP from outside the pod network is not masqueraded)"
+        )
+    for problem in problems:
+        warnings.warn(problem, stacklevel=1)
     return 0
 
 
