@@ -416,11 +416,11 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
                 "ns_max": round(float(ns.max()), 2),
                 "mpps": round(1e3 / med, 3),
                 "cost_unit": "rules" if mode == "iptables" else "probes",
-                "cost_p50": float(np.percentile(cost, 50)),
-                "cost_p99": float(np.percentile(cost, 99)),
+                "cost_p50": round(float(np.percentile(cost, 50)), 3),
+                "cost_p99": round(float(np.percentile(cost, 99)), 3),
                 "rules_mean": round(float(rules.mean()), 2),
-                "probes_p50": float(np.percentile(probes, 50)),
-                "probes_p99": float(np.percentile(probes, 99)),
+                "probes_p50": round(float(np.percentile(probes, 50)), 3),
+                "probes_p99": round(float(np.percentile(probes, 99)), 3),
                 "ct_hit_share": round(float(v["ct_hit"].mean()), 4),
                 "actions": {
                     packets.Action(a).name: int(c)

@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Packet-level emulator of the Kubernetes service "
         "dataplane (kube-proxy iptables, IPVS and nftables modes).",
     )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("synth", help="generate a synthetic cluster (seeded, deterministic)")
@@ -162,9 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         action="append",
         metavar='"tcp SRC:SPORT -> DST:DPORT"',
-        help="the packet; repeat it to trace a sequence, each packet going "
-        "through the node's state left by the ones before (conntrack, "
-        "affinity)",
+        help="the packet: tcp, udp or sctp SRC:SPORT -> DST:DPORT, or icmp SRC -> DST; "
+        "then optionally flags=LETTERS (tcp flags from F S R P A, or none; default S) "
+        "and from=pod|external|host (where it enters, as --from), e.g. "
+        '"tcp 10.0.1.5:40000 -> 172.16.0.1:80 flags=A from=pod". Repeat it to trace a '
+        "sequence, each packet going through the node's state left by the ones before "
+        "(conntrack, affinity)",
     )
     p.add_argument(
         "--time",
@@ -250,6 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
     from . import lab as lab_cli
 
     lab_cli.add_parsers(sub)  # verify, calibrate (the real-kernel lab)
+    # the lab has no IPVS: its verify takes the node flags without the IPVS-only ones (they
+    # stay accepted, and refused with "applies to ipvs mode only")
+    verify = sub.choices.get("verify")
+    if verify is not None:
+        for action in verify._actions:
+            if {"--scheduler", "--ipvs-conn-tab-bits"} & set(action.option_strings):
+                action.help = argparse.SUPPRESS
     return parser
 
 
@@ -536,6 +549,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         spec.modes = args.modes
     spec.validate()
     sweep.load_calibration(spec.calibration)  # a bad file fails before the sweep, not after
+    if args.plot:
+        report.check_plotting(args.plot)  # before minutes of sweep, not after
     start = time.perf_counter()
     result = sweep.run(spec, progress=not args.no_progress)
     sys.stdout.write(report.table(result))

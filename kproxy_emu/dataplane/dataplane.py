@@ -68,8 +68,11 @@ def resolve_node(
         )
     if node_ips:
         try:
-            chosen = NodeConfig.from_node(
-                chosen.name, node_ips, zone=chosen.zone, pod_cidrs=chosen.pod_cidrs
+            chosen = dataclasses.replace(
+                NodeConfig.from_node(
+                    chosen.name, node_ips, zone=chosen.zone, pod_cidrs=chosen.pod_cidrs
+                ),
+                cpus=chosen.cpus,
             )
         except InputError as exc:
             raise InputError(exc.message, field="--node-ip", value=exc.value) from None
@@ -91,6 +94,7 @@ class Dataplane:
         mark_text: str | None = None,
         seed: int = 0,
         conntrack: bool = True,
+        cpus: int | None = None,
     ):
         """One node of ``cluster`` in one proxy mode.
 
@@ -100,7 +104,10 @@ class Dataplane:
         ``IpvsOptions(scheduler=..., conn_tab_bits=...)``. The node is a Node object of
         the cluster (``node``: its name; default the first), else ``node_config``;
         ``node_ips`` overrides its addresses. ``config`` is a KubeProxyConfiguration;
-        ``cluster_cidr``, ``masquerade_all`` and ``mark_text`` override it, as flags do."""
+        ``cluster_cidr``, ``masquerade_all`` and ``mark_text`` override it, as flags do.
+        ``cpus``: the node's CPU count (default: the node file's ``cpus``, else 4), which
+        sizes conntrack as kube-proxy does: max(conntrack.maxPerCore x CPUs,
+        conntrack.min), the kernel's 262,144 when maxPerCore is 0."""
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise InputError("must be a non-negative integer", field="seed", value=seed)
         mode_opts = mode_options(mode)
@@ -115,12 +122,17 @@ class Dataplane:
             mark_text=mark_text,
             seed=seed,
             conntrack=conntrack,
+            cpus=cpus,
         )
         self.cluster = cluster
         self.mode = mode_opts.mode
         self.mode_options = mode_opts
         self.seed = seed
         node_cfg = resolve_node(cluster, node, node_config, node_ips)
+        if cpus is not None:
+            if isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1:
+                raise InputError("must be an integer >= 1", field="cpus", value=cpus)
+            node_cfg = dataclasses.replace(node_cfg, cpus=cpus)
         self.options = ProxyOptions.build(
             node_cfg,
             config,
@@ -136,12 +148,21 @@ class Dataplane:
         # statistic draws: one xorshift64* stream seeded from the Dataplane's seed
         seeds = np.random.SeedSequence(seed).generate_state(2, np.uint64)
         self.rng = Rng(int(seeds[0]) or 1)
-        self.conntrack = _conntrack_table(self.config, int(seeds[1])) if conntrack else None
+        self.conntrack = (
+            _conntrack_table(self.config, node_cfg.cpus, int(seeds[1])) if conntrack else None
+        )
         self._build_view()
         self.node = NodeContext(self.options, self.config, seed, cluster, self.view)
         self.backend: Backend = make_backend(self.node, mode_opts)
         if not (isinstance(mode_opts, IptablesOptions) and mode_opts.tables is not None):
             self.sync()
+
+    def __repr__(self) -> str:
+        return (
+            f"<Dataplane {self.mode} node={self.options.node.name} seed={self.seed} "
+            f"clock={self.clock:g}: {len(self.cluster.services)} services, "
+            f"{len(self.syncs)} syncs>"
+        )
 
     def _build_view(self) -> None:
         """The proxy view built afresh from the cluster, with a change tracker holding
@@ -276,7 +297,7 @@ class Dataplane:
         seeds = np.random.SeedSequence(self.seed).generate_state(2, np.uint64)
         self.rng = Rng(int(seeds[0]) or 1)
         if self.conntrack is not None:
-            self.conntrack = _conntrack_table(self.config, int(seeds[1]))
+            self.conntrack = _conntrack_table(self.config, self.options.node.cpus, int(seeds[1]))
         self.clock = 0.0
         self.backend.reset_state()
 
@@ -453,9 +474,24 @@ def _check_time(time: object, clock: float) -> None:
         )
 
 
-def _conntrack_table(config: KubeProxyConfig, seed: int) -> ConntrackTable:
-    """nf_conntrack sized and timed as kube-proxy sets it (conntrack.min, the TCP
-    established and close-wait timeouts); kernel defaults for the rest."""
+# nf_conntrack_max when kube-proxy leaves it (conntrack.maxPerCore 0): the kernel's default
+# on a 64-bit machine with more than 4 GiB (nf_conntrack_htable_size 262144, max factor 1)
+KERNEL_CONNTRACK_MAX = 262_144
+
+
+def conntrack_max(config: KubeProxyConfig, cpus: int) -> int:
+    """nf_conntrack_max as kube-proxy sets it (getConntrackMax in cmd/kube-proxy/app):
+    max(maxPerCore x CPUs, min) when maxPerCore > 0, else the kernel's default."""
+    ct = config.conntrack
+    if ct.max_per_core > 0:
+        return max(ct.max_per_core * cpus, ct.min, 1)
+    return KERNEL_CONNTRACK_MAX
+
+
+def _conntrack_table(config: KubeProxyConfig, cpus: int, seed: int) -> ConntrackTable:
+    """nf_conntrack sized and timed as kube-proxy sets it (``conntrack_max`` of the
+    node's CPUs, the TCP established and close-wait timeouts); kernel defaults for the
+    rest."""
     from .._cext.conntrack import ConntrackTable
 
     ct = config.conntrack
@@ -467,7 +503,7 @@ def _conntrack_table(config: KubeProxyConfig, seed: int) -> ConntrackTable:
     }
     # 0: leave the kernel's
     timeouts: dict[str, Any] = {name: value for name, value in given.items() if value}
-    return ConntrackTable(max(ct.min, 1), seed, **timeouts)
+    return ConntrackTable(conntrack_max(config, cpus), seed, **timeouts)
 
 
 def changed_services(old: Cluster, new: Cluster) -> set[tuple[str, str]]:

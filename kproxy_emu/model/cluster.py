@@ -223,6 +223,9 @@ class Cluster:
     def __len__(self) -> int:
         return sum(len(getattr(self, name)) for name in _DUMP_ORDER)
 
+    def __repr__(self) -> str:  # the dataclass one prints every object: megabytes
+        return f"<Cluster: {self.summary()}>"
+
     def summary(self) -> str:
         endpoints = sum(len(s.endpoints) for s in self.endpoint_slices.values())
         return (

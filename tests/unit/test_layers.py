@@ -28,6 +28,7 @@ LAYERS = {
     "lab": 6,
     "cli": 7,
     "__init__": 8,
+    "__main__": 9,  # python -m kproxy_emu: the CLI
 }
 
 
