@@ -402,7 +402,8 @@ def _shifted(batch: PacketArray, start: float | None, default_gap: float) -> npt
     if start is None:
         start = float(ts.max()) + default_gap
     start = _real("start", start)
-    return ts - ts[0] + start
+    shifted: npt.NDArray[Any] = ts - ts[0] + start
+    return shifted
 
 
 def replies(

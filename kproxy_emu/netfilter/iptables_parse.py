@@ -1274,6 +1274,7 @@ def _command(
         _rename(table, old, new)
     else:
         raise _Bad(f"command {tokens[0]} is not allowed in restore input", tokens[0])
+    return None
 
 
 def _positions(table: Table, chain: str) -> list[int]:
