@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Packet-level emulator of the Kubernetes service "
         "dataplane (kube-proxy iptables, IPVS and nftables modes).",
     )
-    from .. import __version__
+    from .._version import __version__
 
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)

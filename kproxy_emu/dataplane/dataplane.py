@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -282,10 +283,13 @@ class Dataplane:
         ``commit``: the node's state advances exactly as ``process`` would advance it
         (conntrack, affinity lists and sets, IPVS connections, nth counters, the random
         stream); otherwise nothing changes and the verdict is the one ``process`` would give
-        this packet next. See kproxy_emu/dataplane/tracer.py."""
+        this packet next. ``time`` must be finite, and with ``commit`` not before ``clock``
+        (as a processed packet's). See kproxy_emu/dataplane/tracer.py."""
         from .tracer import trace
 
-        _check_time(time, self.clock)
+        # a committed trace is a packet processed: time may not go back; an uncommitted
+        # one is a question about the current state and may ask about any time
+        _check_time(time, self.clock if commit else -math.inf)
         result = trace(self, packet, origin, time=time, commit=commit)
         if commit:
             self.clock = max(self.clock, float(time))
@@ -459,8 +463,6 @@ def _check_batch(packets: np.ndarray, clock: float) -> None:
 
 def _check_time(time: object, clock: float) -> None:
     """A trace's time, checked as process checks a row's ``ts``."""
-    import math
-
     if isinstance(time, bool) or not isinstance(time, (int, float, np.integer, np.floating)):
         raise InputError("must be a number of seconds", field="time", value=time)
     if not math.isfinite(float(time)):

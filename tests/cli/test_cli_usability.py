@@ -75,7 +75,7 @@ def test_csv_has_no_float_noise(tmp_path):
 
 def test_license_matches_pyproject_and_changelog_exists():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert meta["license"] == {"text": "Apache-2.0"}
+    assert meta["license"] == {"text": "Apache-2.0"} and meta["version"] == __version__
     text = (ROOT / "LICENSE").read_text()
     assert "Apache License" in text and "Version 2.0, January 2004" in text
     assert (ROOT / "CHANGELOG.md").read_text().startswith("# Changelog")

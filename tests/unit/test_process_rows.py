@@ -64,7 +64,9 @@ def test_time_going_back_in_a_batch_or_across_calls_is_refused(cluster, mode):
     message = _error(dp, batch)  # the same batch again: time 0 after time 5
     assert message.startswith("packets[0]: ts: before the node's clock 5 s"), message
     with pytest.raises(InputError, match=r"^time: before the node's clock 5 s"):
-        dp.trace("tcp 10.0.0.9:4000 -> 10.0.0.1:80", time=1.0)
+        dp.trace("tcp 10.0.0.9:4000 -> 10.0.0.1:80", time=1.0, commit=True)
+    dp.trace("tcp 10.0.0.9:4000 -> 10.0.0.1:80", time=1.0)  # a question: any time
+    assert dp.clock == 5.0
     dp.trace("tcp 10.0.0.9:4000 -> 10.0.0.1:80", time=7.0, commit=True)
     assert dp.clock == 7.0
     dp.reset_state()  # a node just booted: time starts again
