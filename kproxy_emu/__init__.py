@@ -1,12 +1,12 @@
 """kproxy-emu: a packet-level emulator of the Kubernetes service dataplane (kube-proxy)."""
 
 from . import packets, synth
+from ._version import __version__
 from .dataplane import Dataplane, IptablesOptions, IpvsOptions, NftablesOptions
 from .errors import InputError, KproxyError
 from .model import Cluster
 from .modes.ipvs import SharedVirtualServerWarning
 
-__version__ = "0.1.0"
 __all__ = [
     "Cluster",
     "Dataplane",

@@ -62,7 +62,9 @@ __all__ = [
     "from_strings",
     "from_text",
     "ip_to_u32",
+    "next_packets",
     "parse",
+    "replies",
     "resolve_origins",
     "synth",
     "to_strings",
@@ -389,6 +391,57 @@ def to_strings(packets: PacketArray) -> list[str]:
     if len(arr) == 0:
         return []
     return _pio.format_packets(arr).decode("ascii").split("\n")
+
+
+def _shifted(batch: PacketArray, start: float | None, default_gap: float) -> npt.NDArray[Any]:
+    """The batch's timestamps moved to begin at ``start`` (default: ``default_gap`` after
+    its last packet), spacing kept: the result follows the batch on one clock."""
+    ts = batch["ts"]
+    if len(ts) == 0:
+        return ts.copy()
+    if start is None:
+        start = float(ts.max()) + default_gap
+    start = _real("start", start)
+    shifted: npt.NDArray[Any] = ts - ts[0] + start
+    return shifted
+
+
+def replies(
+    batch: PacketArray, verdicts: PacketArray, *, start: float | None = None
+) -> PacketArray:
+    """Each packet's first reply (SYN-ACK for TCP) from where it went (the endpoint after
+    DNAT) back to where it came from (the masquerade address after SNAT), entering from
+    a pod. Timed after the batch: from ``start`` (default 1 ms after its last packet;
+    pass ``dp.clock`` when rows were left out), the batch's spacing kept. Give it the
+    packets that got through (action ACCEPT or DNAT): a node sees no reply to the rest."""
+    batch, verdicts = _packet_array(batch), np.asarray(verdicts)
+    if verdicts.dtype != VERDICT_DTYPE or len(verdicts) != len(batch):
+        raise InputError(
+            "must be the VERDICT_DTYPE array process() returned for this batch",
+            field="verdicts",
+            value=f"{verdicts.dtype}, {len(verdicts)} rows",
+        )
+    rep = batch.copy()
+    dnat = verdicts["dnat_ip"] != 0
+    snat = verdicts["snat_ip"] != 0
+    rep["src_ip"] = np.where(dnat, verdicts["dnat_ip"], batch["dst_ip"])
+    rep["src_port"] = np.where(dnat, verdicts["dnat_port"], batch["dst_port"])
+    rep["dst_ip"] = np.where(snat, verdicts["snat_ip"], batch["src_ip"])
+    rep["dst_port"] = np.where(snat, verdicts["snat_port"], batch["src_port"])
+    rep["tcp_flags"] = np.where(batch["proto"] == 6, TcpFlag.SYN | TcpFlag.ACK, 0)
+    rep["origin"] = Origin.POD  # endpoints are pods
+    rep["ts"] = _shifted(batch, start, 0.001)
+    return rep
+
+
+def next_packets(batch: PacketArray, *, start: float | None = None) -> PacketArray:
+    """The next packet of each flow of ``batch`` from its client (an ACK for TCP), from
+    ``start`` (default 1 s after its last packet), the batch's spacing kept: after
+    ``replies``, each one is a packet of an established flow (a conntrack hit)."""
+    nxt = _packet_array(batch).copy()
+    nxt["tcp_flags"] = np.where(nxt["proto"] == 6, TcpFlag.ACK, 0)
+    nxt["ts"] = _shifted(nxt, start, 1.0)
+    return nxt
 
 
 def dnat_text(verdict: Any) -> str | None:

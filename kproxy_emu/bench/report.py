@@ -27,7 +27,7 @@ TABLE_COLUMNS = (
     ("update s", "update_s", "{:.3f}"),
     ("RSS MB", "peak_rss_mb", "{:.0f}"),
 )
-CSV_SKIP = ("sync_full", "sync_update", "actions")
+CSV_SKIP = ("sync_full", "sync_update", "actions", "drop_reasons")
 
 
 def _cell(rec: dict, key: str, fmt: str) -> str:
@@ -51,6 +51,12 @@ def table(result: dict) -> str:
         full = ", ".join(f"{k} {v}" for k, v in r["sync_full"].items())
         upd = ", ".join(f"{k} {v}" for k, v in r["sync_update"].items())
         out.append(f"  {r['mode']:9} {r['services']:>7} services: {full} / {upd}")
+    drops = [r for r in records if r["flow"] == "new" and r.get("drop_reasons")]
+    if drops:
+        out.append("new flows dropped or rejected (the deciding rule, from traces):")
+        for r in drops:
+            for why, count in r["drop_reasons"].items():
+                out.append(f"  {r['mode']:9} {r['services']:>7} services: {count:>7}  {why}")
     ref = result.get("reference")
     if ref:
         out.append(
@@ -92,7 +98,8 @@ def write_csv(result: dict, path: str) -> None:
     writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
     writer.writeheader()
     for r in records:
-        writer.writerow(r)
+        # floats to 9 decimals, shortest form: no binary noise (0.009999999999990905)
+        writer.writerow({k: repr(round(v, 9)) if isinstance(v, float) else v for k, v in r.items()})
     _write(path, buf.getvalue())
 
 
@@ -103,18 +110,25 @@ def _write(path: str, text: str) -> None:
         raise InputError(f"cannot write ({exc.strerror})", file=path) from None
 
 
+def check_plotting(path: str) -> None:
+    """``--plot``'s needs, checked before a sweep: matplotlib importable."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise InputError(
+            "plotting needs matplotlib: pip install 'kproxy-emu[plot]'", field="--plot", value=path
+        )
+
+
 def plot(result: dict, path: str) -> None:
     """Three panels: ns per packet vs services (log-log, one line per mode and flow kind),
     rules evaluated per new flow vs services (iptables), sync size vs services."""
-    try:
-        import matplotlib
+    check_plotting(path)
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise InputError(
-            "plotting needs matplotlib: pip install 'kproxy-emu[plot]'", field="--plot", value=path
-        ) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     records = result["records"]
     modes = sorted({r["mode"] for r in records})
     color = {m: f"C{k}" for k, m in enumerate(modes)}

@@ -7,7 +7,8 @@ own (``ru_maxrss`` of a fresh fork starts at the small parent's). In a cell:
 - traffic: ``packets`` new flows from pods (and from outside / the host if the origin mix
   says so) to the frontends this node serves, ``uniform`` or ``zipf`` popularity, seeded;
 - new flows: the batch on a dataplane with empty state (``reset_state``): every packet is
-  a flow's first and walks the rules; ``repeat`` times, median / min / max;
+  a flow's first and walks the rules; ``repeat`` times, median / min / max; the packets
+  dropped or rejected, grouped by reason (``drop_reasons``: the deciding rule, traced);
 - established flows: the same flows' next packets (TCP ACK) after a warm-up pass: each
   is a conntrack hit;
 - update: one endpoint of one service turns not-ready; the time of ``Dataplane.update``
@@ -80,6 +81,8 @@ class BenchSpec:
             raise InputError("must be 8..20", field="--ipvs-conn-tab-bits", value=bits)
         if self.popularity not in ("uniform", "zipf"):
             raise InputError("must be uniform or zipf", field="--popularity", value=self.popularity)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise InputError("must be a non-negative integer", field="--seed", value=self.seed)
 
 
 def make_cluster(services: int, endpoints: int, seed: int):
@@ -148,28 +151,109 @@ def _sources(dp) -> dict[str, list[str]]:
     return {"pod": [pods], "external": ["203.0.113.0/24"], "host": host[:1]}
 
 
-def replies(batch, verdicts):
-    """Each flow's first reply (SYN-ACK for TCP) from where the packet went (the endpoint
-    after DNAT) back to where it came from (the masquerade address after SNAT)."""
-    rep = batch.copy()
-    dnat = verdicts["dnat_ip"] != 0
-    snat = verdicts["snat_ip"] != 0
-    rep["src_ip"] = np.where(dnat, verdicts["dnat_ip"], batch["dst_ip"])
-    rep["src_port"] = np.where(dnat, verdicts["dnat_port"], batch["dst_port"])
-    rep["dst_ip"] = np.where(snat, verdicts["snat_ip"], batch["src_ip"])
-    rep["dst_port"] = np.where(snat, verdicts["snat_port"], batch["src_port"])
-    rep["tcp_flags"] = np.where(batch["proto"] == 6, 0x12, 0)
-    rep["origin"] = 0  # endpoints are pods
-    rep["ts"] = batch["ts"] + 0.001
-    return rep
+DROP_TRACES = 32  # kinds of drop traced, most dropped first
 
 
-def established_packets(batch, span: float):
-    """The next packet of each flow of ``batch`` (TCP ACK), ``span`` seconds later."""
-    nxt = batch.copy()
-    nxt["tcp_flags"] = np.where(batch["proto"] == 6, 0x10, 0)
-    nxt["ts"] = batch["ts"] + span
-    return nxt
+def drop_reasons(dp, batch, verdicts, limit: int = DROP_TRACES) -> dict[str, int]:
+    """Why packets were dropped or rejected: {reason: packets}. Dropped packets are
+    grouped by kind (verdict, origin, the frontend's kind and its Service's traffic
+    policies and source ranges: what kube-proxy's drop rules look at) and one packet of
+    each kind, most dropped first, is traced; the reason is the rule that decided (its
+    comment, the Service and chain hashes left out, so one policy over many Services is
+    one reason). Leaves the Dataplane reset."""
+    from .. import packets
+
+    bad = np.flatnonzero(verdicts["action"] >= packets.Action.DROP)
+    if bad.size == 0:
+        return {}
+    kinds = _frontend_kinds(dp)
+    groups: dict[tuple, list[int]] = {}
+    for i in bad.tolist():
+        row = batch[i]
+        key = (int(row["dst_ip"]), int(row["dst_port"]), int(row["proto"]))
+        svc, kind = kinds.get(key) or kinds.get((None, *key[1:])) or (None, ("other",))
+        group = (int(verdicts["action"][i]), int(row["origin"]), kind)
+        groups.setdefault(group, []).append(i)
+    order = sorted(groups.items(), key=lambda g: (-len(g[1]), g[1][0]))
+    reasons: dict[str, int] = {}
+    dp.reset_state()
+    for (action, _, _), rows in order[:limit]:
+        row = batch[rows[0] : rows[0] + 1]
+        key = (int(row["dst_ip"][0]), int(row["dst_port"][0]), int(row["proto"][0]))
+        svc = (kinds.get(key) or kinds.get((None, *key[1:])) or (None,))[0]
+        reason = _traced_reason(dp, packets.to_strings(row)[0], float(row["ts"][0]), svc, action)
+        reasons[reason] = reasons.get(reason, 0) + len(rows)
+    rest = sum(len(rows) for _, rows in order[limit:])
+    if rest:
+        reasons[f"not traced (more than {limit} kinds)"] = rest
+    return dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _traced_reason(dp, line: str, ts: float, svc, action: int) -> str:
+    """The deciding rule of one dropped packet: traced on a twin node holding only its
+    Service (a trace walks every rule it meets, seconds at 10,000 Services), or on the
+    node itself when there is no Service or the twin decides otherwise."""
+    from .. import packets
+    from ..dataplane import Dataplane
+
+    if svc is not None and getattr(dp.mode_options, "tables", None) is None:
+        cluster = dp.cluster
+        slices = {
+            k: s
+            for k, s in cluster.endpoint_slices.items()
+            if s.namespace == svc.namespace and s.service_name == svc.name
+        }
+        sub = dataclasses.replace(cluster, services={svc.key: svc}, endpoint_slices=slices)
+        result = Dataplane(sub, dp.mode_options, **dp._build_args).trace(line, time=ts)
+        if result["verdict"] == packets.Action(action).name:
+            return _decided_by(result)
+    return _decided_by(dp.trace(line, time=ts))
+
+
+def _frontend_kinds(dp) -> dict[tuple, tuple]:
+    """(ip, port, proto) of each frontend (ip None: a NodePort on any node address) →
+    (its Service, what decides a drop there: the frontend's kind, the Service's traffic
+    policies and whether it has source ranges)."""
+    from ..packets import PROTO_NUMBERS, ip_to_u32
+
+    kinds: dict[tuple, tuple] = {}
+    for svc in dp.cluster.services.values():
+        if not svc.proxied:
+            continue
+        policy = (
+            bool(svc.lb_source_ranges),
+            svc.internal_traffic_policy,
+            svc.external_traffic_policy,
+        )
+        for p in svc.ports:
+            proto = PROTO_NUMBERS[p.protocol.lower()]
+            ips = [("clusterIP", svc.cluster_ip)]
+            ips += [("externalIP", ip) for ip in svc.external_ips]
+            ips += [("loadBalancer", ing.ip) for ing in svc.lb_ingress if ing.ip]
+            for kind, ip in ips:
+                if ip and ":" not in ip and ip != "None":
+                    kinds[(int(ip_to_u32(ip)), p.port, proto)] = (svc, (kind, *policy))
+            if p.node_port:
+                kinds[(None, p.node_port, proto)] = (svc, ("nodePort", *policy))
+    return kinds
+
+
+def _decided_by(result) -> str:
+    """The rule a traced drop ended at, as a reason shared by every Service."""
+    import re
+
+    verdict = str(result["verdict"])
+    steps = [s for s in result["steps"] if s["matched"]]
+    if not steps:
+        return f"{verdict} before any rule (conntrack: {result['conntrack']})"
+    text = str(steps[-1]["text"])
+    comment = re.search(r'comment "([^"]*)"', text)
+    why = comment.group(1) if comment else text
+    # ns/name[:port] (a Service name starts with a letter: CIDRs stay)
+    why = re.sub(r"[\w.-]+/[a-z][\w.-]*(:[\w.-]*)?", "<service>", why)
+    why = re.sub(r"\{[^}]*\}", "{...}", why)  # an nft set's elements
+    why = re.sub(r"\b(KUBE-[A-Z0-9]+)-[A-Z0-9]{16}\b", r"\1-<hash>", why)
+    return f"{verdict}: {why}"
 
 
 def _timed(fn: Callable, repeat: int) -> tuple[list[float], object]:
@@ -249,16 +333,16 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
         t0 = time.perf_counter()
         verdicts = dp.process(batch)
         new_times.append(time.perf_counter() - t0)
+    dropped = drop_reasons(dp, batch, verdicts)  # why, read off traces (not timed)
     # established: the flows that got through, after their handshake (SYN, SYN-ACK)
     alive = (verdicts["action"] == packets.Action.DNAT) | (
         verdicts["action"] == packets.Action.ACCEPT
     )
-    span = float(batch["ts"].max() - batch["ts"].min()) + 1.0
-    follow = established_packets(batch[alive], span)
     est_times = []
     for _ in range(spec.repeat):
         first = new_pass()
-        dp.process(replies(batch[alive], first[alive]))
+        dp.process(packets.replies(batch[alive], first[alive], start=dp.clock + 0.001))
+        follow = packets.next_packets(batch[alive], start=dp.clock + 1.0)
         t0 = time.perf_counter()
         est = dp.process(follow)
         est_times.append(time.perf_counter() - t0)
@@ -332,11 +416,11 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
                 "ns_max": round(float(ns.max()), 2),
                 "mpps": round(1e3 / med, 3),
                 "cost_unit": "rules" if mode == "iptables" else "probes",
-                "cost_p50": float(np.percentile(cost, 50)),
-                "cost_p99": float(np.percentile(cost, 99)),
+                "cost_p50": round(float(np.percentile(cost, 50)), 3),
+                "cost_p99": round(float(np.percentile(cost, 99)), 3),
                 "rules_mean": round(float(rules.mean()), 2),
-                "probes_p50": float(np.percentile(probes, 50)),
-                "probes_p99": float(np.percentile(probes, 99)),
+                "probes_p50": round(float(np.percentile(probes, 50)), 3),
+                "probes_p99": round(float(np.percentile(probes, 99)), 3),
                 "ct_hit_share": round(float(v["ct_hit"].mean()), 4),
                 "actions": {
                     packets.Action(a).name: int(c)
@@ -344,6 +428,8 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
                 },
             }
         )
+        if flow == "new":
+            rec["drop_reasons"] = dropped
         if mode == "iptables" and flow == "new" and rules.mean() > 0:
             per_rule = med / float(rules.mean())
             rec["ns_per_rule"] = round(per_rule, 3)
@@ -372,7 +458,12 @@ def reference_ratio(spec: BenchSpec, services: int, packets_n: int = 300) -> dic
     dp.prepare()
     small = dataclasses.replace(spec, packets=max(packets_n, 100))
     batch = traffic(dp, small, spec.seed + 1)[:packets_n]
-    times, _ = _timed(lambda: dp.process(batch), 3)
+    times = []
+    for _ in range(3):
+        dp.reset_state()  # the node's clock back to 0: the same batch again (not timed)
+        t0 = time.perf_counter()
+        dp.process(batch)
+        times.append(time.perf_counter() - t0)
     engine_ns = float(np.median(times)) / len(batch) * 1e9
     ev = ReferenceEvaluator(dp.tables, dp.options.node.local_ips, dp.options.family)
     flows = [Flow.from_packet(r) for r in batch]

@@ -26,8 +26,22 @@ _MODES = ("iptables", "nftables", "ipvs")  # kproxy_emu.dataplane.MODES (importe
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # argparse's own usage errors: exit 2, one line
-        self.print_usage(sys.stderr)
-        raise SystemExit(_fail(message))
+        raise SystemExit(_fail(f"{message} (see {self.prog} --help)"))
+
+
+def _flagged(exc: InputError, flags: dict[str, str]) -> InputError:
+    """An error of a library argument named as the flag the user typed (``type_mix.Foo``
+    → ``--type-mix Foo``); other errors unchanged."""
+    m = re.fullmatch(r"([a-z_]+)\.?(.*)", exc.field or "")
+    if exc.file is not None or m is None:
+        return exc
+    if exc.field in flags:
+        field = flags[exc.field]
+    elif m.group(1) in flags:
+        field = flags[m.group(1)] + (f" {m.group(2)}" if m.group(2) else "")
+    else:
+        return exc
+    return InputError(exc.message, obj=exc.obj, field=field, value=exc.value)
 
 
 def _fail(message: str) -> int:
@@ -54,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Packet-level emulator of the Kubernetes service "
         "dataplane (kube-proxy iptables, IPVS and nftables modes).",
     )
+    from .._version import __version__
+
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("synth", help="generate a synthetic cluster (seeded, deterministic)")
@@ -148,9 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         action="append",
         metavar='"tcp SRC:SPORT -> DST:DPORT"',
-        help="the packet; repeat it to trace a sequence, each packet going "
-        "through the node's state left by the ones before (conntrack, "
-        "affinity)",
+        help="the packet: tcp, udp or sctp SRC:SPORT -> DST:DPORT, or icmp SRC -> DST; "
+        "then optionally flags=LETTERS (tcp flags from F S R P A, or none; default S) "
+        "and from=pod|external|host (where it enters, as --from), e.g. "
+        '"tcp 10.0.1.5:40000 -> 172.16.0.1:80 flags=A from=pod". Repeat it to trace a '
+        "sequence, each packet going through the node's state left by the ones before "
+        "(conntrack, affinity)",
     )
     p.add_argument(
         "--time",
@@ -221,12 +241,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_bench)
 
-    p = sub.add_parser("check", help="load and validate manifests, print what they hold")
+    p = sub.add_parser(
+        "check",
+        help="load and validate manifests, print what they hold and warn of what will not work",
+    )
     p.add_argument("files", nargs="+", metavar="FILE", help="manifest files or directories")
+    p.add_argument("--config", metavar="FILE", help="the KubeProxyConfiguration YAML to check with")
+    p.add_argument(
+        "--cluster-cidr",
+        metavar="CIDR",
+        help="pod CIDR for local-traffic detection (overrides clusterCIDR)",
+    )
     p.set_defaults(func=_cmd_check)
     from . import lab as lab_cli
 
     lab_cli.add_parsers(sub)  # verify, calibrate (the real-kernel lab)
+    # the lab has no IPVS: its verify takes the node flags without the IPVS-only ones (they
+    # stay accepted, and refused with "applies to ipvs mode only")
+    verify = sub.choices.get("verify")
+    if verify is not None:
+        for action in verify._actions:
+            if {"--scheduler", "--ipvs-conn-tab-bits"} & set(action.option_strings):
+                action.help = argparse.SUPPRESS
     return parser
 
 
@@ -306,6 +342,8 @@ def _dataplane(args: argparse.Namespace):
         raise InputError("give manifest files (or --iptables-save DUMP)", field="FILE")
     _check_node_flags(args, config, node_config, mode)
     cluster = Cluster.from_files(args.files) if args.files else Cluster()
+    if getattr(args, "seed", 0) < 0:
+        raise InputError("must be a non-negative integer", field="--seed", value=args.seed)
     return Dataplane(
         cluster,
         _mode_options(mode, args, tables),
@@ -390,7 +428,10 @@ def _mode_options(mode: str, args: argparse.Namespace, tables: Ruleset | None) -
     if bits is not None and mode != "ipvs":
         raise InputError("applies to ipvs mode only", field="--ipvs-conn-tab-bits", value=bits)
     if mode == "ipvs":
-        return IpvsOptions(scheduler=scheduler, conn_tab_bits=bits or CONN_TAB_BITS)
+        try:
+            return IpvsOptions(scheduler=scheduler, conn_tab_bits=bits or CONN_TAB_BITS)
+        except InputError as exc:
+            raise _flagged(exc, {"ipvs.scheduler": "--scheduler"} if scheduler else {}) from None
     if mode == "nftables" and service_cidrs is not None:
         return NftablesOptions(service_cidrs=tuple(service_cidrs))
     if mode == "iptables":
@@ -417,6 +458,14 @@ def _cmd_trace(args: argparse.Namespace) -> int:
         raise InputError(
             "give one --time per --packet, or one for all", field="--time", value=len(times)
         )
+    for k, t in enumerate(times):
+        # emulated time starts at 0 and only moves forward (Dataplane.clock)
+        if not (t >= 0 and t != float("inf")) or (k and t < times[k - 1]):
+            raise InputError(
+                "must be finite seconds >= 0, not decreasing from one --packet to the next",
+                field="--time",
+                value=t,
+            )
     if len(times) <= 1:
         start = times[0] if times else 0.0
         times = [start + k for k in range(len(args.packet))]
@@ -500,6 +549,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         spec.modes = args.modes
     spec.validate()
     sweep.load_calibration(spec.calibration)  # a bad file fails before the sweep, not after
+    if args.plot:
+        report.check_plotting(args.plot)  # before minutes of sweep, not after
     start = time.perf_counter()
     result = sweep.run(spec, progress=not args.no_progress)
     sys.stdout.write(report.table(result))
@@ -511,6 +562,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.plot:
         report.plot(result, args.plot)
     return 0
+
+
+_SYNTH_ARGS = (
+    "services",
+    "endpoints",
+    "nodes",
+    "namespaces",
+    "seed",
+    "type_mix",
+    "protocol_mix",
+    "service_cidr",
+    "cluster_cidr",
+)
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -525,15 +589,18 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
         refuse_existing(args.output)  # before generating: minutes at 100,000 services
     start = time.perf_counter()
-    cluster = synth.cluster(
-        args.services,
-        endpoints=args.endpoints,
-        nodes=args.nodes,
-        namespaces=args.namespaces,
-        seed=args.seed,
-        pods=args.pods,
-        **options,
-    )
+    try:
+        cluster = synth.cluster(
+            args.services,
+            endpoints=args.endpoints,
+            nodes=args.nodes,
+            namespaces=args.namespaces,
+            seed=args.seed,
+            pods=args.pods,
+            **options,
+        )
+    except InputError as exc:
+        raise _flagged(exc, {k: "--" + k.replace("_", "-") for k in _SYNTH_ARGS}) from None
     generated = time.perf_counter()
     cluster.dump(args.output, overwrite=args.force)
     written = time.perf_counter()
@@ -547,11 +614,33 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from ..ipaddr import canonical_cidr
     from ..model import Cluster
+    from ..model.config import load_kube_proxy_config
 
+    config = load_kube_proxy_config(args.config) if args.config else None
+    if args.cluster_cidr is not None:
+        try:
+            canonical_cidr(args.cluster_cidr)
+        except ValueError:
+            raise InputError(
+                "invalid CIDR", field="--cluster-cidr", value=args.cluster_cidr
+            ) from None
     start = time.perf_counter()
     cluster = Cluster.from_files(args.files)
     print(f"{cluster.summary()} (loaded in {time.perf_counter() - start:.2f} s)")
+    problems = cluster.lint()
+    detect = config.detect_local_mode if config else "ClusterCIDR"
+    masquerade_all = config.masquerade_all if config else False
+    no_cidr = not args.cluster_cidr and not (config and config.cluster_cidrs)
+    if detect == "ClusterCIDR" and no_cidr and not masquerade_all:
+        problems.append(
+            "no cluster CIDR (--cluster-cidr, or clusterCIDR in --config): like kube-proxy, "
+            "render, trace and process write no ClusterIP masquerade rules (traffic to a "
+            "ClusterIP from outside the pod network is not masqueraded)"
+        )
+    for problem in problems:
+        warnings.warn(problem, stacklevel=1)
     return 0
 
 

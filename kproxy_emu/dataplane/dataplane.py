@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -68,8 +69,11 @@ def resolve_node(
         )
     if node_ips:
         try:
-            chosen = NodeConfig.from_node(
-                chosen.name, node_ips, zone=chosen.zone, pod_cidrs=chosen.pod_cidrs
+            chosen = dataclasses.replace(
+                NodeConfig.from_node(
+                    chosen.name, node_ips, zone=chosen.zone, pod_cidrs=chosen.pod_cidrs
+                ),
+                cpus=chosen.cpus,
             )
         except InputError as exc:
             raise InputError(exc.message, field="--node-ip", value=exc.value) from None
@@ -91,6 +95,7 @@ class Dataplane:
         mark_text: str | None = None,
         seed: int = 0,
         conntrack: bool = True,
+        cpus: int | None = None,
     ):
         """One node of ``cluster`` in one proxy mode.
 
@@ -100,13 +105,35 @@ class Dataplane:
         ``IpvsOptions(scheduler=..., conn_tab_bits=...)``. The node is a Node object of
         the cluster (``node``: its name; default the first), else ``node_config``;
         ``node_ips`` overrides its addresses. ``config`` is a KubeProxyConfiguration;
-        ``cluster_cidr``, ``masquerade_all`` and ``mark_text`` override it, as flags do."""
+        ``cluster_cidr``, ``masquerade_all`` and ``mark_text`` override it, as flags do.
+        ``cpus``: the node's CPU count (default: the node file's ``cpus``, else 4), which
+        sizes conntrack as kube-proxy does: max(conntrack.maxPerCore x CPUs,
+        conntrack.min), the kernel's 262,144 when maxPerCore is 0."""
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise InputError("must be a non-negative integer", field="seed", value=seed)
         mode_opts = mode_options(mode)
+        # what a twin of this node over another cluster is built from (bench's drop traces)
+        self._build_args: dict[str, Any] = dict(
+            node=node,
+            node_config=node_config,
+            node_ips=node_ips,
+            config=config,
+            cluster_cidr=cluster_cidr,
+            masquerade_all=masquerade_all,
+            mark_text=mark_text,
+            seed=seed,
+            conntrack=conntrack,
+            cpus=cpus,
+        )
         self.cluster = cluster
         self.mode = mode_opts.mode
         self.mode_options = mode_opts
         self.seed = seed
         node_cfg = resolve_node(cluster, node, node_config, node_ips)
+        if cpus is not None:
+            if isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1:
+                raise InputError("must be an integer >= 1", field="cpus", value=cpus)
+            node_cfg = dataclasses.replace(node_cfg, cpus=cpus)
         self.options = ProxyOptions.build(
             node_cfg,
             config,
@@ -116,15 +143,27 @@ class Dataplane:
         )
         self.config = config or KubeProxyConfig()
         self.syncs: list[SyncResult] = []
+        # emulated time: the latest packet processed (or committed trace); time never goes
+        # back, as the kernel's jiffies do not: expiries are computed from it
+        self.clock = 0.0
         # statistic draws: one xorshift64* stream seeded from the Dataplane's seed
         seeds = np.random.SeedSequence(seed).generate_state(2, np.uint64)
         self.rng = Rng(int(seeds[0]) or 1)
-        self.conntrack = _conntrack_table(self.config, int(seeds[1])) if conntrack else None
+        self.conntrack = (
+            _conntrack_table(self.config, node_cfg.cpus, int(seeds[1])) if conntrack else None
+        )
         self._build_view()
         self.node = NodeContext(self.options, self.config, seed, cluster, self.view)
         self.backend: Backend = make_backend(self.node, mode_opts)
         if not (isinstance(mode_opts, IptablesOptions) and mode_opts.tables is not None):
             self.sync()
+
+    def __repr__(self) -> str:
+        return (
+            f"<Dataplane {self.mode} node={self.options.node.name} seed={self.seed} "
+            f"clock={self.clock:g}: {len(self.cluster.services)} services, "
+            f"{len(self.syncs)} syncs>"
+        )
 
     def _build_view(self) -> None:
         """The proxy view built afresh from the cluster, with a change tracker holding
@@ -244,10 +283,17 @@ class Dataplane:
         ``commit``: the node's state advances exactly as ``process`` would advance it
         (conntrack, affinity lists and sets, IPVS connections, nth counters, the random
         stream); otherwise nothing changes and the verdict is the one ``process`` would give
-        this packet next. See kproxy_emu/dataplane/tracer.py."""
+        this packet next. ``time`` must be finite, and with ``commit`` not before ``clock``
+        (as a processed packet's). See kproxy_emu/dataplane/tracer.py."""
         from .tracer import trace
 
-        return trace(self, packet, origin, time=time, commit=commit)
+        # a committed trace is a packet processed: time may not go back; an uncommitted
+        # one is a question about the current state and may ask about any time
+        _check_time(time, self.clock if commit else -math.inf)
+        result = trace(self, packet, origin, time=time, commit=commit)
+        if commit:
+            self.clock = max(self.clock, float(time))
+        return result
 
     def reset_state(self) -> None:
         """Forget every flow and per-rule state (conntrack, affinity lists, nth counters)
@@ -255,7 +301,8 @@ class Dataplane:
         seeds = np.random.SeedSequence(self.seed).generate_state(2, np.uint64)
         self.rng = Rng(int(seeds[0]) or 1)
         if self.conntrack is not None:
-            self.conntrack = _conntrack_table(self.config, int(seeds[1]))
+            self.conntrack = _conntrack_table(self.config, self.options.node.cpus, int(seeds[1]))
+        self.clock = 0.0
         self.backend.reset_state()
 
     def prepare(self) -> None:
@@ -266,6 +313,25 @@ class Dataplane:
         """Service frontends this node serves (TARGET_DTYPE): every ClusterIP, externalIP
         and load-balancer IP, and NodePorts on this node's own addresses only."""
         return self.cluster.packet_targets(node_ips=self.options.node.local_ips)
+
+    def packet_sources(self) -> dict[str, list[str]]:
+        """Where this node's traffic comes from, per origin: pods (the local-traffic
+        detector's CIDR, else the nodes' pod CIDRs), the node itself (its primary IPv4
+        address) and outside (a documentation range). With ``packet_targets`` this makes
+        the Dataplane a target source: ``packets.synth(dp, n, seed=...)`` is traffic this
+        node would see (NodePorts of other nodes' addresses are not aimed at)."""
+        if self.options.detect_local_mode in ("ClusterCIDR", "NodeCIDR"):
+            pods = [self.options.detect_local_value]
+        else:
+            pods = [c for n in self.cluster.nodes.values() for c in n.pod_cidrs if ":" not in c]
+        host = [
+            ip for ip in self.options.node.local_ips if ":" not in ip and not ip.startswith("127.")
+        ]
+        return {
+            "pod": pods or ["10.244.0.0/16"],
+            "external": ["203.0.113.0/24"],
+            "host": host[:1] or ["192.168.0.2"],
+        }
 
     @property
     def lowered(self) -> Lowered | LoweredNft:
@@ -288,6 +354,11 @@ class Dataplane:
         timestamps (``ts``) drive the conntrack timeouts. Packets with origin AUTO are
         classified by source address first. Random draws continue one seeded stream
         across calls, so the same calls in the same order give the same verdicts.
+
+        Rows are checked first, the same in every mode (InputError naming the row, field
+        and value): ``ts`` finite, never decreasing within the batch nor below ``clock``
+        (the latest time processed; ``reset_state`` sets it back to 0); ``family`` 4 (the
+        IPv6 dataplane is not emulated); ``origin`` one of ``packets.Origin``.
         """
         from ..packets import PACKET_DTYPE, empty_verdicts
 
@@ -297,9 +368,12 @@ class Dataplane:
                 field="packets",
                 value=type(packets).__name__,
             )
+        _check_batch(packets, self.clock)
         packets = self._resolve_origins(np.ascontiguousarray(packets))
         out = empty_verdicts(len(packets))
         self.backend.process(packets, out, self.conntrack, self.rng)
+        if len(packets):
+            self.clock = max(self.clock, float(packets["ts"][-1]))
         return out
 
     def _resolve_origins(self, packets: np.ndarray) -> np.ndarray:
@@ -331,9 +405,95 @@ class Dataplane:
         return self.backend.render(sorted=sorted, format=format)
 
 
-def _conntrack_table(config: KubeProxyConfig, seed: int) -> ConntrackTable:
-    """nf_conntrack sized and timed as kube-proxy sets it (conntrack.min, the TCP
-    established and close-wait timeouts); kernel defaults for the rest."""
+_ORIGINS = np.array([0, 1, 2, 255], np.uint8)  # packets.Origin
+
+
+def _row_error(message: str, index: int, field: str, value: object) -> InputError:
+    return InputError(message, obj=f"packets[{index}]", field=field, value=value)
+
+
+def _check_batch(packets: np.ndarray, clock: float) -> None:
+    """The rows the pipeline can take (vectorised; the first bad row is named): a NaN
+    time would make entries that never expire and a time going back would move expiries
+    back; family 6 rows carry no IPv6 addresses in this dtype (one answer in every mode)."""
+    if len(packets) == 0:
+        return
+    ts = packets["ts"]
+    bad = ~np.isfinite(ts)
+    if bad.any():
+        k = int(bad.argmax())
+        raise _row_error("timestamp must be finite", k, "ts", float(ts[k]))
+    bad = ts < clock
+    if bad.any():
+        k = int(bad.argmax())
+        raise _row_error(
+            f"before the node's clock {clock:g} s (the latest time processed; time only "
+            "moves forward, reset_state() starts again at 0)",
+            k,
+            "ts",
+            float(ts[k]),
+        )
+    if len(ts) > 1:
+        bad = ts[1:] < ts[:-1]
+        if bad.any():
+            k = int(bad.argmax()) + 1
+            raise _row_error(
+                f"earlier than the row before ({float(ts[k - 1]):g}): timestamps must not "
+                "decrease (sort the batch by ts)",
+                k,
+                "ts",
+                float(ts[k]),
+            )
+    bad = packets["family"] != 4
+    if bad.any():
+        k = int(bad.argmax())
+        raise _row_error(
+            "must be 4: the IPv6 dataplane is not emulated", k, "family", int(packets["family"][k])
+        )
+    bad = ~np.isin(packets["origin"], _ORIGINS)
+    if bad.any():
+        k = int(bad.argmax())
+        raise _row_error(
+            "must be 0 (pod), 1 (external), 2 (host) or 255 (auto)",
+            k,
+            "origin",
+            int(packets["origin"][k]),
+        )
+
+
+def _check_time(time: object, clock: float) -> None:
+    """A trace's time, checked as process checks a row's ``ts``."""
+    if isinstance(time, bool) or not isinstance(time, (int, float, np.integer, np.floating)):
+        raise InputError("must be a number of seconds", field="time", value=time)
+    if not math.isfinite(float(time)):
+        raise InputError("must be finite", field="time", value=time)
+    if float(time) < clock:
+        raise InputError(
+            f"before the node's clock {clock:g} s (the latest time processed; time only "
+            "moves forward, reset_state() starts again at 0)",
+            field="time",
+            value=time,
+        )
+
+
+# nf_conntrack_max when kube-proxy leaves it (conntrack.maxPerCore 0): the kernel's default
+# on a 64-bit machine with more than 4 GiB (nf_conntrack_htable_size 262144, max factor 1)
+KERNEL_CONNTRACK_MAX = 262_144
+
+
+def conntrack_max(config: KubeProxyConfig, cpus: int) -> int:
+    """nf_conntrack_max as kube-proxy sets it (getConntrackMax in cmd/kube-proxy/app):
+    max(maxPerCore x CPUs, min) when maxPerCore > 0, else the kernel's default."""
+    ct = config.conntrack
+    if ct.max_per_core > 0:
+        return max(ct.max_per_core * cpus, ct.min, 1)
+    return KERNEL_CONNTRACK_MAX
+
+
+def _conntrack_table(config: KubeProxyConfig, cpus: int, seed: int) -> ConntrackTable:
+    """nf_conntrack sized and timed as kube-proxy sets it (``conntrack_max`` of the
+    node's CPUs, the TCP established and close-wait timeouts); kernel defaults for the
+    rest."""
     from .._cext.conntrack import ConntrackTable
 
     ct = config.conntrack
@@ -345,7 +505,7 @@ def _conntrack_table(config: KubeProxyConfig, seed: int) -> ConntrackTable:
     }
     # 0: leave the kernel's
     timeouts: dict[str, Any] = {name: value for name, value in given.items() if value}
-    return ConntrackTable(max(ct.min, 1), seed, **timeouts)
+    return ConntrackTable(conntrack_max(config, cpus), seed, **timeouts)
 
 
 def changed_services(old: Cluster, new: Cluster) -> set[tuple[str, str]]:

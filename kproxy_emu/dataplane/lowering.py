@@ -340,6 +340,12 @@ def _lower_rule(
         return
     flags = 0
     for flag, opt in parts.basic:
+        if flag == "-f":
+            # matches second and later fragments; packets are whole (conntrack's defrag
+            # reassembles before the tables): -f never matches, ! -f always does
+            if not opt.negated:
+                flags |= F_NEVER
+            continue
         value = opt.args[0]
         if flag in ("-s", "-d"):
             if "," in value:

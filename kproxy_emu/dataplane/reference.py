@@ -133,6 +133,12 @@ class ReferenceEvaluator:
         """Probability that the rule matches (1.0 or 0.0, or p for statistic); None = no."""
         prob = 1.0
         for flag, opt in low.parts.basic:
+            if flag == "-f":
+                # second and later fragments only; packets here are whole (conntrack's
+                # defrag reassembles before any table runs): never, so ``! -f`` always
+                if not opt.negated:
+                    return None
+                continue
             value = opt.args[0]
             if flag == "-s":
                 ok = self._in(src, value)

@@ -223,6 +223,9 @@ class Cluster:
     def __len__(self) -> int:
         return sum(len(getattr(self, name)) for name in _DUMP_ORDER)
 
+    def __repr__(self) -> str:  # the dataclass one prints every object: megabytes
+        return f"<Cluster: {self.summary()}>"
+
     def summary(self) -> str:
         endpoints = sum(len(s.endpoints) for s in self.endpoint_slices.values())
         return (
@@ -230,6 +233,57 @@ class Cluster:
             f"({endpoints} endpoints), {len(self.nodes)} nodes, {len(self.pods)} pods, "
             f"{len(self.namespaces)} namespaces"
         )
+
+    def lint(self, *, limit: int = 5) -> list[str]:
+        """What loads but will not work as its author likely meant, one line per kind
+        (``check`` prints them as warnings): EndpointSlices no Service owns (kube-proxy
+        ignores them) and proxied Services without a ready endpoint (kube-proxy rejects
+        their traffic). Each names up to ``limit`` objects and counts the rest."""
+
+        def names(items: list[str]) -> str:
+            more = f" and {len(items) - limit} more" if len(items) > limit else ""
+            return ", ".join(items[:limit]) + more
+
+        out = []
+        unlabelled = [
+            f"{s.namespace}/{s.name}" for s in self.endpoint_slices.values() if not s.service_name
+        ]
+        if unlabelled:
+            out.append(
+                f"{len(unlabelled)} EndpointSlice(s) without a kubernetes.io/service-name "
+                f"label, ignored by kube-proxy: {names(unlabelled)}"
+            )
+        orphans = [
+            f"{s.namespace}/{s.name} (Service {s.namespace}/{s.service_name})"
+            for s in self.endpoint_slices.values()
+            if s.service_name and (s.namespace, s.service_name) not in self.services
+        ]
+        if orphans:
+            out.append(
+                f"{len(orphans)} EndpointSlice(s) of a Service that does not exist, ignored "
+                f"by kube-proxy: {names(orphans)}"
+            )
+        slices = self.slices_by_service()
+        empty, unready = [], []
+        for key, svc in self.services.items():
+            if not svc.proxied:
+                continue
+            eps = [e for s in slices.get(key, ()) for e in s.endpoints]
+            if not eps:
+                empty.append(f"{key[0]}/{key[1]}")
+            elif not any(e.is_ready or (e.serving and e.terminating) for e in eps):
+                unready.append(f"{key[0]}/{key[1]}")
+        if empty:
+            out.append(
+                f"{len(empty)} Service(s) with no endpoints (no EndpointSlice lists one; "
+                f"kube-proxy rejects their traffic): {names(empty)}"
+            )
+        if unready:
+            out.append(
+                f"{len(unready)} Service(s) with no ready or serving endpoint (kube-proxy "
+                f"rejects their traffic): {names(unready)}"
+            )
+        return out
 
     # ------------------------------------------------------------ writing
 

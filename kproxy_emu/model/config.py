@@ -1124,7 +1124,10 @@ def effective_tcp_be_liberal(config: KubeProxyConfig, node: NodeConfig) -> bool:
 # --------------------------------------------------------------------------- NodeConfig
 
 NODE_OBJ = "NodeConfig"
-_NODE_FIELDS = ("name", "ips", "interfaces", "zone", "podCIDRs", "features")
+_NODE_FIELDS = ("name", "ips", "interfaces", "zone", "podCIDRs", "cpus", "features")
+# CPUs of an emulated node whose file does not say: fixed, never the host's (determinism);
+# kube-proxy's default conntrack.maxPerCore x 4 is its default conntrack.min, 131,072
+DEFAULT_CPUS = 4
 _FEATURE_FIELDS = ("iptablesRandomFully", "nfacct", "conntrackTCPBeLiberal")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 DEFAULT_PREFIX_V4 = 24
@@ -1218,6 +1221,7 @@ class NodeConfig:
     pod_cidrs: tuple[str, ...] = ()  # for detectLocalMode NodeCIDR
     features: NodeFeatures = field(default_factory=NodeFeatures)
     source: str | None = field(default=None, compare=False)
+    cpus: int = DEFAULT_CPUS  # sizes conntrack as kube-proxy does (maxPerCore x CPUs)
 
     @classmethod
     def from_dict(cls, d: Any, file: str | None = None) -> NodeConfig:
@@ -1330,6 +1334,10 @@ class NodeConfig:
             families.add(net.version)
             pod_cidrs.append(str(net))
 
+        cpus = ctx.int32(d, (), "cpus", DEFAULT_CPUS)
+        if cpus < 1:
+            raise ctx.error("must be at least 1", ("cpus",), cpus)
+
         p = ("features",)
         ft = ctx.mapping(d.get("features"), p)
         ctx.known(ft, p, _FEATURE_FIELDS)
@@ -1347,6 +1355,7 @@ class NodeConfig:
             pod_cidrs=tuple(pod_cidrs),
             features=features,
             source=ctx.file,
+            cpus=cpus,
         )
 
     # ---- derived

@@ -978,7 +978,7 @@ def parse(
     gc.disable()  # millions of small acyclic objects: the cyclic collector only slows this
     try:
         ruleset = into or Ruleset(family=family)
-        return _parse(text, file, keep_unknown, ruleset, complete, evaluable)
+        return _parse(text, file, keep_unknown, ruleset, complete, evaluable, into is None)
     finally:
         if enabled:
             gc.enable()
@@ -991,14 +991,17 @@ def _parse(
     ruleset: Ruleset,
     complete: bool,
     evaluable: bool,
+    fresh: bool = True,
 ) -> Ruleset:
     family = ruleset.family
     table: Table | None = None
     cache: dict = {"evaluable": evaluable}  # also the Opts and values seen so far
     lineno = 0
     line = ""
+    # jumps to user chains read in this table (chain, target, line), for the loop check
+    jumps: list[tuple[str, str, int]] = []
     try:
-        for lineno, line in enumerate(text.split("\n"), 1):  # noqa: B007 (read after the loop)
+        for lineno, line in enumerate(text.split("\n"), 1):
             first = line[:1]
             if first == "#" or not line or line.isspace():
                 continue
@@ -1009,11 +1012,14 @@ def _parse(
                         "rule outside a table (no '*table' line before it)",
                         tokens[0] if tokens else line,
                     )
-                _command(ruleset, table, line, family, keep_unknown, cache, complete)
+                jump = _command(ruleset, table, line, family, keep_unknown, cache, complete)
+                if jump is not None:
+                    jumps.append((*jump, lineno))
             elif first == ":":
                 if table is None:
                     raise _Bad("chain line outside a table", line.split()[0])
-                _chain_line(table, line)
+                if _chain_line(table, line):
+                    cache[("edited", table.name)] = True
             elif first == "*":
                 if table is not None:
                     raise _Bad(f"COMMIT expected before {line.strip()!r}", line.strip())
@@ -1024,6 +1030,10 @@ def _parse(
             elif line.rstrip("\r") == "COMMIT":
                 if table is None:
                     raise _Bad("COMMIT outside a table", "COMMIT")
+                # rules deleted or renamed, or a node's rules below: read the table itself
+                exact = fresh and not cache.pop(("edited", table.name), False)
+                _check_loops(table, jumps if exact else None, file, lineno)
+                jumps = []
                 table = None
             else:
                 raise _Bad("unrecognised line", line.split()[0])
@@ -1039,13 +1049,60 @@ def _parse(
     return ruleset
 
 
+def _check_loops(
+    table: Table, jumps: list[tuple[str, str, int]] | None, file: str | None, commit_line: int
+) -> None:
+    """A jump loop between user chains: the kernel refuses the table (ELOOP), so
+    iptables-restore fails; named at the jump that closes it (``jumps``: the jumps read,
+    with their lines; None: take them from the table's rules, named at COMMIT)."""
+    if jumps is None:
+        jumps = [
+            (r.chain, t, commit_line)
+            for r in table.rules
+            if (t := r.target) is not None and t in table.chains
+        ]
+    if not jumps:
+        return
+    graph: dict[str, dict[str, int]] = {}
+    for chain, target, line in jumps:
+        graph.setdefault(chain, {}).setdefault(target, line)
+    state: dict[str, int] = {}  # 1: on the DFS path, 2: done
+    for root in graph:
+        if root in state:
+            continue
+        path = [root]
+        stack = [iter(graph[root].items())]
+        state[root] = 1
+        while stack:
+            step = next(stack[-1], None)
+            if step is None:
+                state[path.pop()] = 2
+                stack.pop()
+                continue
+            target, line = step
+            seen = state.get(target)
+            if seen == 1:
+                loop = " -> ".join([*path[path.index(target) :], target])
+                raise _error(
+                    f"jump loop {loop}: the kernel refuses the table (ELOOP)",
+                    file,
+                    line,
+                    target,
+                )
+            if seen is None:
+                state[target] = 1
+                path.append(target)
+                stack.append(iter(graph.get(target, {}).items()))
+
+
 def _error(message: str, file: str | None, lineno: int, token: object) -> InputError:
     if file is None:
         message = f"line {lineno}: {message}"
     return InputError(message, file=file, line=lineno, value=token)
 
 
-def _chain_line(table: Table, line: str) -> None:
+def _chain_line(table: Table, line: str) -> bool:
+    """Declare (or, as --noflush does, flush) a chain; True when rules were flushed."""
     parts = line[1:].split()
     if not parts:
         raise _Bad("chain name missing", line)
@@ -1065,10 +1122,14 @@ def _chain_line(table: Table, line: str) -> None:
         packets, nbytes = int(m.group(1)), int(m.group(2))
     if name in table.chains and not builtin and any(r.chain == name for r in table.rules):
         table.rules[:] = [r for r in table.rules if r.chain != name]  # --noflush flushes
+        flushed = True
+    else:
+        flushed = False
     if name in table.deleted:
         table.deleted.remove(name)  # created again after an earlier -X
     chain = table.declare(name, policy)
     chain.policy, chain.packets, chain.bytes = policy, packets, nbytes
+    return flushed
 
 
 def _check_chain_name(name: str) -> None:
@@ -1094,7 +1155,9 @@ def _command(
     keep_unknown: bool,
     cache: dict,
     complete: bool,
-) -> None:
+) -> tuple[str, str] | None:
+    """Apply one command line; returns (chain, target) of a rule added that jumps to a
+    user chain (the loop check's input)."""
     if line[:1] == "[":  # "[pkts:bytes] -A ..." as iptables-save -c writes
         end = line.find("]")
         if end < 0 or _COUNTERS.fullmatch(line[: end + 1]) is None:
@@ -1134,15 +1197,17 @@ def _command(
                 position, start = _rulenum(num), 3
             elif cmd == "-R":
                 raise _Bad("-R requires a rule number", tokens[0])
+        if cmd in ("-D", "-R"):
+            cache[("edited", table.name)] = True  # a jump read earlier may be gone
         if cmd == "-D" and position is not None:
             no_more(start)
             _delete(table, chain, position)
-            return
+            return None
         if cmd == "-C":
             raise _Bad("-C (check) is not supported in restore input", tokens[0])
         if start < n and tokens[start] in ("-4", "-6"):
             if (tokens[start] == "-6") != (family == "IPv6"):
-                return  # a rule for the other family: iptables-restore skips it unread
+                return None  # a rule for the other family: iptables-restore skips it unread
         if check_chains and chain not in table.chains and chain not in BUILTIN_CHAINS[table.name]:
             raise _Bad(f"chain {chain} does not exist (no ':{chain}' or -N line before)", chain)
         try:
@@ -1169,9 +1234,11 @@ def _command(
             for k, rule in enumerate(table.rules):
                 if rule.chain == chain and rule.opts == opts:
                     del table.rules[k]
-                    return
+                    return None
             raise _Bad("no such rule to delete", chain)
-        return
+        return (chain, jumps_to) if jumps_to is not None else None
+    if cmd in ("-F", "-E"):
+        cache[("edited", table.name)] = True  # a jump read earlier may be gone or renamed
     if cmd == "-N":
         name = arg(1, "a chain name")
         no_more(2)
@@ -1193,7 +1260,7 @@ def _command(
         no_more(2 if flushed else 1)
         table.rules[:] = [] if flushed is None else [r for r in table.rules if r.chain != flushed]
     elif cmd == "-Z":
-        return
+        return None
     elif cmd == "-P":
         name, policy = arg(1, "a chain"), arg(2, "a policy")
         no_more(3)
@@ -1207,6 +1274,7 @@ def _command(
         _rename(table, old, new)
     else:
         raise _Bad(f"command {tokens[0]} is not allowed in restore input", tokens[0])
+    return None
 
 
 def _positions(table: Table, chain: str) -> list[int]:

@@ -354,6 +354,14 @@ def check_option(
         flags = args[1].split(",")
         if len(flags) > 6 or any(f not in ("src", "dst") for f in flags):
             raise BadValue("--match-set: flags are up to 6 of src,dst", args[1])
+        if evaluable:
+            # iptables-restore fails on a set the node lacks; a dump comes without the
+            # node's ipsets (ipset save is not read), so every set is missing here
+            raise BadValue(
+                f"--match-set: ipset {value} does not exist (a node's iptables dump carries "
+                "no ipsets; rules with -m set cannot be evaluated)",
+                value,
+            )
     elif module == "ipvs":
         if name == "--vaddr":
             _network(value, family, what, evaluable)

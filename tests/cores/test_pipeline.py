@@ -183,6 +183,27 @@ def test_no_raw_addresses_in_the_public_api():
 
 def test_conntrack_full_config_gives_a_one_entry_table():
     cfg = KubeProxyConfig()
-    cfg.conntrack.min, cfg.conntrack.max_per_core = 1, 0
-    d = Dataplane(_cluster(), cluster_cidr=CIDR, config=cfg)
+    cfg.conntrack.min, cfg.conntrack.max_per_core = 1, 1
+    d = Dataplane(_cluster(), cluster_cidr=CIDR, config=cfg, cpus=1)
     assert d.conntrack.max_entries == 1
+
+
+@pytest.mark.parametrize(
+    ("max_per_core", "minimum", "cpus", "expected"),
+    [
+        (32768, 131072, None, 131072),  # kube-proxy's defaults on the default 4-CPU node
+        (32768, 131072, 8, 262144),  # scaled: maxPerCore x CPUs above the floor
+        (32768, 131072, 2, 131072),  # the floor
+        (1000, 0, 3, 3000),
+        (0, 131072, 8, 262144),  # maxPerCore 0: kube-proxy leaves the kernel's default
+    ],
+)
+def test_conntrack_is_sized_as_kube_proxy_sizes_it(max_per_core, minimum, cpus, expected):
+    """getConntrackMax (cmd/kube-proxy/app/conntrack.go): max(maxPerCore x CPUs, min)
+    when maxPerCore > 0, else nf_conntrack_max untouched; the CPUs are the node's."""
+    cfg = KubeProxyConfig()
+    cfg.conntrack.min, cfg.conntrack.max_per_core = minimum, max_per_core
+    d = Dataplane(_cluster(), cluster_cidr=CIDR, config=cfg, cpus=cpus)
+    assert d.conntrack.max_entries == expected
+    d.reset_state()
+    assert d.conntrack.max_entries == expected

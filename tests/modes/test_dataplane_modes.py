@@ -65,8 +65,10 @@ def test_update_and_established_flows(cluster, mode):
     alive = first["action"] <= packets.Action.DNAT
     result = dp.update(sweep.one_endpoint_changed(cluster))
     assert result.ok and not result.full and result.cost()["bytes"] > 0
-    dp.process(sweep.replies(batch[alive], first[alive]))
-    again = dp.process(sweep.established_packets(batch[alive], 1.0))  # SCTP COOKIE_WAIT lasts 3 s
+    dp.process(packets.replies(batch[alive], first[alive], start=dp.clock))
+    again = dp.process(
+        packets.next_packets(batch[alive], start=dp.clock + 1.0)
+    )  # SCTP COOKIE_WAIT lasts 3 s
     assert again["ct_hit"].all()
     assert (again["endpoint"] == first["endpoint"][alive]).all()
 
@@ -93,8 +95,8 @@ def test_ipvs_connection_table_size(cluster):
             batch = sweep.traffic(dp, sweep.BenchSpec(services=[60], packets=3000), 8)
         first = dp.process(batch)
         alive = first["action"] == packets.Action.DNAT
-        dp.process(sweep.replies(batch[alive], first[alive]))
-        again = dp.process(sweep.established_packets(batch[alive], 1.0))
+        dp.process(packets.replies(batch[alive], first[alive], start=dp.clock))
+        again = dp.process(packets.next_packets(batch[alive], start=dp.clock + 1.0))
         assert again["ct_hit"].all()
         probes[bits] = float(again["probes"].mean())
     assert probes[8] > probes[16] + 2

@@ -348,8 +348,8 @@ def test_established_flows_keep_their_endpoint_after_an_update(cluster):
     result = dp.update(changed)
     assert result.ok and result.cost()["ipvs_operations"] >= 1
     assert result.extra["dests_graceful"] + result.extra["dests_deleted"] >= 1
-    dp.process(sweep.replies(batch[alive], first[alive]))
-    again = dp.process(sweep.established_packets(batch[alive], 1.0))
+    dp.process(packets.replies(batch[alive], first[alive], start=dp.clock))
+    again = dp.process(packets.next_packets(batch[alive], start=dp.clock + 1.0))
     assert again["ct_hit"].all()
     # the endpoint that stopped being ready: its TCP connections go on (graceful
     # termination), UDP/SCTP ones are dropped (expire_nodest_conn: the real server was
@@ -459,11 +459,11 @@ def test_replies_reach_the_client_and_advance_ipvs(cluster):
         dp, sweep.BenchSpec(services=[60], packets=200, origin_mix={"pod": 1.0}), 5
     )
     batch = batch[batch["proto"] == 6]
-    batch = batch[np.unique(batch["src_port"], return_index=True)[1]]
+    batch = batch[np.sort(np.unique(batch["src_port"], return_index=True)[1])]  # in time order
     first = dp.process(batch)
     ok = first["action"] == packets.Action.DNAT
     before = dp.backend.ipvs.table.connections()
-    rep = dp.process(sweep.replies(batch[ok], first[ok]))
+    rep = dp.process(packets.replies(batch[ok], first[ok], start=dp.clock))
     assert rep["ct_hit"].all()
     assert (rep["dnat_ip"] == np.where(first["snat_ip"][ok] != 0, batch["src_ip"][ok], 0)).all()
     after = dp.backend.ipvs.table.connections()
@@ -472,7 +472,7 @@ def test_replies_reach_the_client_and_advance_ipvs(cluster):
     conns = ~before["template"]
     assert (before["state"][conns] == 3).all() and (after["state"][conns] == 3).all()
     assert (after["expires"][conns] > before["expires"][conns]).all()
-    dp.process(sweep.established_packets(batch[ok], 0.5))
+    dp.process(packets.next_packets(batch[ok], start=dp.clock + 0.5))
     final = dp.backend.ipvs.table.connections()
     assert (final["state"][~final["template"]] == 1).all()
 

@@ -101,8 +101,9 @@ def test_conntrack_full_drops_the_new_flow(mode):
     no room (early_drop spares assured entries) and is dropped, in trace as in process."""
     cluster = _cluster()
     vip = _vip(cluster)
-    config = KubeProxyConfig(conntrack=ConntrackConfig(min=1, max_per_core=0))
-    dp = Dataplane(cluster, mode=mode, cluster_cidr=CIDR, config=config, seed=1)
+    # a one-entry table: max(maxPerCore 1 x 1 CPU, min 1), as kube-proxy sizes it
+    config = KubeProxyConfig(conntrack=ConntrackConfig(min=1, max_per_core=1))
+    dp = Dataplane(cluster, mode=mode, cluster_cidr=CIDR, config=config, seed=1, cpus=1)
     syn = f"tcp {CLIENT}:40000 -> {vip}"
     first = dp.trace(syn, "pod", commit=True)
     assert first["verdict"] == "DNAT"
@@ -170,9 +171,9 @@ def test_trace_commit_equals_process(mode, ops, full):
     two identical nodes: trace(commit=True) on one, process on the other, identical
     verdicts; and trace(commit=False) predicts the next process verdict."""
     clusters = [_cluster(3, 0.5, services=2), _cluster(2, 0.5, services=2)]
-    config = KubeProxyConfig(conntrack=ConntrackConfig(min=3, max_per_core=0)) if full else None
-    a = Dataplane(clusters[0], mode=mode, cluster_cidr=CIDR, config=config, seed=7)
-    b = Dataplane(clusters[0], mode=mode, cluster_cidr=CIDR, config=config, seed=7)
+    config = KubeProxyConfig(conntrack=ConntrackConfig(min=3, max_per_core=1)) if full else None
+    a = Dataplane(clusters[0], mode=mode, cluster_cidr=CIDR, config=config, seed=7, cpus=1)
+    b = Dataplane(clusters[0], mode=mode, cluster_cidr=CIDR, config=config, seed=7, cpus=1)
     last: dict = {}  # (client, service, port) -> endpoint of the flow's first packet
     version = 0
     for k, (op, client, svc, port) in enumerate(ops):

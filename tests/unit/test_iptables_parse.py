@@ -522,11 +522,13 @@ def _rule(draw, chains):
         ]
     if draw(st.booleans()):
         opts += [Opt("-m", ("mark",)), Opt("--mark", ("0x4000/0x4000",), draw(st.booleans()))]
-    target = draw(st.sampled_from(["ACCEPT", "DROP", "RETURN", "MARK", *chains]))
+    k = draw(st.integers(0, len(chains) - 1))
+    # jumps only to later chains: a jump loop is a table the kernel refuses
+    target = draw(st.sampled_from(["ACCEPT", "DROP", "RETURN", "MARK", *chains[k + 1 :]]))
     opts.append(Opt("-j", (target,)))
     if target == "MARK":
         opts.append(Opt("--or-mark", ("0x4000",)))
-    return Rule(draw(st.sampled_from(chains)), tuple(opts))
+    return Rule(chains[k], tuple(opts))
 
 
 @st.composite

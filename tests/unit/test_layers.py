@@ -15,6 +15,7 @@ ROOT = Path(kproxy_emu.__file__).parent
 # they are the same package
 LAYERS = {
     "errors": 0,
+    "_version": 0,
     "ipaddr": 0,
     "_cext": 0,
     "packets": 1,
@@ -28,6 +29,7 @@ LAYERS = {
     "lab": 6,
     "cli": 7,
     "__init__": 8,
+    "__main__": 9,  # python -m kproxy_emu: the CLI
 }
 
 
