@@ -143,6 +143,54 @@ def reset_verdicts(verdict_t[:] out):
             verdict_reset(&out[i])
 
 
+# what check_rows finds wrong with a row (Dataplane.process words the message)
+cdef enum:
+    C_ROW_OK = 0
+    C_ROW_TS_NOT_FINITE = 1
+    C_ROW_TS_BEFORE_CLOCK = 2
+    C_ROW_TS_DECREASES = 3
+    C_ROW_FAMILY = 4
+    C_ROW_ORIGIN = 5
+
+ROW_OK = C_ROW_OK
+ROW_TS_NOT_FINITE = C_ROW_TS_NOT_FINITE
+ROW_TS_BEFORE_CLOCK = C_ROW_TS_BEFORE_CLOCK
+ROW_TS_DECREASES = C_ROW_TS_DECREASES
+ROW_FAMILY = C_ROW_FAMILY
+ROW_ORIGIN = C_ROW_ORIGIN
+
+
+def check_rows(const packet_t[:] packets, double clock):
+    """(index, ROW_*, auto): the first row the pipeline cannot take, or (-1, ROW_OK), and
+    whether any row has ORIGIN_AUTO. A row must have ts finite and never below ``clock``
+    or the row before, family 4, origin one of ORIGIN_*. One pass without the GIL."""
+    cdef Py_ssize_t i = 0
+    cdef double prev = clock, ts
+    cdef const packet_t* p
+    cdef int code = C_ROW_OK
+    cdef bint auto = False
+    with nogil:
+        for i in range(packets.shape[0]):
+            p = &packets[i]
+            ts = p.ts
+            if not (ts - ts == 0.0):  # NaN or infinite
+                code = C_ROW_TS_NOT_FINITE
+            elif ts < prev:
+                code = C_ROW_TS_BEFORE_CLOCK if i == 0 or ts < clock else C_ROW_TS_DECREASES
+            elif p.family != FAMILY_V4:
+                code = C_ROW_FAMILY
+            elif (p.origin != ORIGIN_POD and p.origin != ORIGIN_EXTERNAL
+                    and p.origin != ORIGIN_HOST and p.origin != ORIGIN_AUTO):
+                code = C_ROW_ORIGIN
+            if code != C_ROW_OK:
+                break
+            auto = auto or p.origin == ORIGIN_AUTO
+            prev = ts
+    if code == C_ROW_OK:
+        i = -1
+    return i, code, auto
+
+
 def _selftest_write(const packet_t[:] packets, verdict_t[:] out):
     """Write a known pattern from C (tests check it through the numpy fields)."""
     cdef Py_ssize_t i, n = min(packets.shape[0], out.shape[0])

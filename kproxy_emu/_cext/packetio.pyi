@@ -27,6 +27,17 @@ def struct_layout() -> dict[str, dict[str, Any]]:
     "sizes": {name: size}}} as the C compiler laid the structs out."""
 
 def reset_verdicts(out: npt.NDArray[np.void]) -> None: ...
+ROW_OK: int
+ROW_TS_NOT_FINITE: int
+ROW_TS_BEFORE_CLOCK: int
+ROW_TS_DECREASES: int
+ROW_FAMILY: int
+ROW_ORIGIN: int
+
+def check_rows(packets: npt.NDArray[np.void], clock: float) -> tuple[int, int, bool]:
+    """(index, ROW_*, any ORIGIN_AUTO row): the first row the pipeline cannot take, or
+    (-1, ROW_OK, auto)."""
+
 def _selftest_write(packets: npt.NDArray[np.void], out: npt.NDArray[np.void]) -> int: ...
 def parse_packets(
     buf: bytes | bytearray | memoryview,
