@@ -260,8 +260,13 @@ def test_sigterm_removes_the_lab(tmp_path):
         "    print(' '.join(lab.names.values()), flush=True)\n"
         "    time.sleep(30)\n"
     )
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     with subprocess.Popen(
-        ["python3", str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        ["python3", str(script)],
+        env={**os.environ, "PYTHONPATH": root},  # this checkout, installed or not
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     ) as proc:
         names = set(proc.stdout.readline().split())
         assert len(names) == 3 and names <= _host_namespaces()

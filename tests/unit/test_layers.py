@@ -15,6 +15,7 @@ ROOT = Path(kproxy_emu.__file__).parent
 # they are the same package
 LAYERS = {
     "errors": 0,
+    "signals": 0,
     "ipaddr": 0,
     "_cext": 0,
     "packets": 1,
