@@ -38,6 +38,7 @@ PROTOS = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
 ORIGIN_ROLE = {"pod": "pod", "external": "ext", "host": "node"}
 IPS_SEEN_REPLY = 1 << 1  # linux/netfilter/nf_conntrack_common.h
 IP_PKTINFO = 8  # linux/in.h; not exported by Python's socket module
+SO_RCVBUFFORCE = 33  # asm-generic/socket.h; likewise
 _LINGER_RST = struct.pack("ii", 1, 0)
 _REFUSED = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN}
 # a locally generated packet dropped by a netfilter rule fails its send with EPERM
@@ -94,6 +95,10 @@ class Servers:
                     s.listen(4096)
                 else:
                     s.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+                    # a wave's datagrams to one port must all fit while the echo thread
+                    # waits for the CPU (root may exceed net.core.rmem_max)
+                    with contextlib.suppress(OSError):
+                        s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 4 << 20)
                 self._socks.append((s, proto))
         self._deadline = time.monotonic() + max_seconds
         self._thread = threading.Thread(target=self._serve, name="kpe-servers", daemon=True)

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from .. import signals
+from ..errors import KproxyError
 from .env import LabUnavailable, check
 
 T = TypeVar("T")
@@ -56,6 +57,10 @@ CLONE_NEWNET = 0x40000000
 MS_BIND, MS_REC, MS_SHARED, MNT_DETACH = 0x1000, 0x4000, 0x100000, 2
 NETLINK_NETFILTER = 12
 RTNH_F_ONLINK = 4
+NUD_PERMANENT = 0x80
+# next hops of the node's routes (see Lab._create): link-local, owned by no namespace
+POD_HOP = "169.254.77.1"
+EXT_HOP = "169.254.77.2"
 POD_RULE_TABLE = 100  # pod namespace: locally generated traffic -> gateway
 _TAG = re.compile(r"^kpe-(\d+)-[0-9a-f]+$")
 # labs open in this process (a plain set: a weakref callback could swallow a signal's exception)
@@ -73,9 +78,20 @@ class LabPlan:
     node_addrs: list[tuple[str, int]]  # (ip, prefix) on the node's eth0
     pod_prefixes: list[str]  # routed from the node to cni0
     gateway: str  # cni0's address (pods' default gateway)
-    pod_ips: list[str] = field(default_factory=list)  # on the pod namespace's eth0
+    pod_ips: list[str] = field(default_factory=list)  # addresses of the pod namespace
     external_ips: list[str] = field(default_factory=list)  # on the ext namespace's eth0
     sysctls: dict[str, str | int] = field(default_factory=dict)  # extra node sysctls
+    # pod prefixes the pod namespace treats as local as a whole (a local route, as
+    # ``ip route add local PREFIX dev lo``): 100,000 endpoint addresses are one route
+    # instead of 100,000 addresses (adding each costs more the more there are)
+    pod_ranges: list[str] = field(default_factory=list)
+
+    def pod_addresses(self) -> list[str]:
+        """Pod addresses outside ``pod_ranges``: each is an address of the pod namespace."""
+        ranges = [ipaddress.IPv4Network(r) for r in self.pod_ranges]
+        return [
+            ip for ip in self.pod_ips if not any(ipaddress.IPv4Address(ip) in r for r in ranges)
+        ]
 
     @classmethod
     def build(
@@ -111,12 +127,18 @@ class LabPlan:
             raise LabError(
                 f"no free address for the pod gateway in the pod ranges {[str(n) for n in nets]}"
             )
+        # a prefix can be local in the pod namespace as a whole when no address that
+        # lives elsewhere (the node's, an external client's) falls in it
+        elsewhere = [ipaddress.IPv4Address(ip) for ip, _ in node_addrs]
+        elsewhere += [ipaddress.IPv4Address(ip) for ip in external_ips]
+        ranges = [str(n) for n in nets if not any(a in n for a in elsewhere)]
         return cls(
             node_addrs=node_addrs,
             pod_prefixes=[str(n) for n in nets],
             gateway=gateway,
             pod_ips=pods,
             external_ips=sorted(set(external_ips)),
+            pod_ranges=ranges,
         )
 
 
@@ -129,6 +151,21 @@ def _first_hosts(net: ipaddress.IPv4Network, limit: int):
 
 def _libc():
     return ctypes.CDLL(None, use_errno=True)
+
+
+def _mac(ipr, index: int) -> str:
+    return ipr.get_links(index)[0].get_attr("IFLA_ADDRESS")
+
+
+def _neighbour(ipr, index: int, ip: str, mac: str) -> None:
+    """A permanent neighbour entry (never resolved, never garbage collected, outside the
+    kernel-wide table limit)."""
+    ipr.neigh("add", dst=ip, lladdr=mac, ifindex=index, state=NUD_PERMANENT)
+
+
+def _route_via(ipr, dst: str, hop: str, index: int, prefsrc: str | None = None) -> None:
+    extra = {"prefsrc": prefsrc} if prefsrc else {}
+    ipr.route("add", dst=dst, gateway=hop, oif=index, flags=RTNH_F_ONLINK, **extra)
 
 
 def _ns_inode(path: str) -> int:
@@ -331,7 +368,12 @@ class Lab:
             with signals.critical("the lab's setup"):
                 self._take_lock()
                 self.stale_removed = remove_stale()
-                self._create()
+                try:
+                    self._create()
+                except KproxyError:
+                    raise
+                except Exception as exc:  # OSError, pyroute2's NetlinkError: one line
+                    raise LabError(f"building the lab failed: {type(exc).__name__}: {exc}") from exc
         except BaseException:
             self.close()
             raise
@@ -476,6 +518,14 @@ class Lab:
             with self.iproute(role) as ipr:
                 ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
         # links: node eth0 <-> ext eth0, node vpod0 (in cni0) <-> pod eth0
+        # Every route leaves through one next hop with a permanent neighbour entry: the
+        # lab resolves no address at run time. The IPv4 neighbour table is one table for
+        # the whole kernel (gc_thresh1-3 are global even where a namespace shows them), so
+        # a neighbour per pod address would overflow it at a few thousand endpoints,
+        # dropping probes after the rules had accepted them and taking the host's own
+        # entries with it; permanent entries are exempt from its limit and garbage
+        # collection. The hops are link-local addresses nobody owns: only their
+        # neighbour entries (the peer's MAC) matter, and no probe is ever sent to them.
         with self.iproute("node") as ipr:
             ipr.link(
                 "add",
@@ -497,18 +547,32 @@ class Lab:
             ipr.addr("add", index=cni0, address=plan.gateway, prefixlen=32)
             for idx in (eth0, vpod, cni0):
                 ipr.link("set", index=idx, state="up")
+            node_mac = {n: _mac(ipr, i) for n, i in (("eth0", eth0), ("cni0", cni0))}
+        macs = {}
+        for role in ("pod", "ext"):
+            with self.iproute(role) as ipr:
+                macs[role] = _mac(ipr, ipr.link_lookup(ifname="eth0")[0])
+        with self.iproute("node") as ipr:
+            _neighbour(ipr, cni0, POD_HOP, macs["pod"])
+            _neighbour(ipr, eth0, EXT_HOP, macs["ext"])
             for pod_prefix in plan.pod_prefixes:
-                ipr.route("add", dst=pod_prefix, oif=cni0, prefsrc=plan.gateway, scope="link")
+                _route_via(ipr, pod_prefix, POD_HOP, cni0, prefsrc=plan.gateway)
             covered = [ipaddress.IPv4Network(p) for p in plan.pod_prefixes]
             for ip in plan.pod_ips:
                 if not any(ipaddress.IPv4Address(ip) in n for n in covered):
-                    ipr.route("add", dst=f"{ip}/32", oif=cni0, prefsrc=plan.gateway, scope="link")
-            ipr.route("add", dst="0.0.0.0/0", oif=eth0, scope="link")
+                    _route_via(ipr, f"{ip}/32", POD_HOP, cni0, prefsrc=plan.gateway)
+            _route_via(ipr, "0.0.0.0/0", EXT_HOP, eth0)
         with self.iproute("pod") as ipr:
             eth0 = ipr.link_lookup(ifname="eth0")[0]
-            for ip in plan.pod_ips:
+            for i, ip in enumerate(plan.pod_addresses()):
+                if i % 256 == 0:
+                    signals.check()  # a long loop at scale: Ctrl-C need not wait for it
                 ipr.addr("add", index=eth0, address=ip, prefixlen=32)
+            lo = ipr.link_lookup(ifname="lo")[0]
+            for prefix in plan.pod_ranges:  # ip route add local PREFIX dev lo table local
+                ipr.route("add", dst=prefix, oif=lo, type="local", scope="host", table=255)
             ipr.link("set", index=eth0, state="up")
+            _neighbour(ipr, eth0, plan.gateway, node_mac["cni0"])
             ipr.route("add", dst=f"{plan.gateway}/32", oif=eth0, scope="link")
             ipr.route("add", dst="0.0.0.0/0", gateway=plan.gateway, oif=eth0)
             ipr.route("add", dst="0.0.0.0/0", gateway=plan.gateway, oif=eth0, table=POD_RULE_TABLE)
@@ -517,7 +581,8 @@ class Lab:
             for ip in plan.external_ips:
                 ipr.addr("add", index=eth0, address=ip, prefixlen=32)
             ipr.link("set", index=eth0, state="up")
-            # via the node (on-link): the node answers ARP for its own addresses only
+            # via the node's first address (on-link), resolved statically
+            _neighbour(ipr, eth0, plan.node_addrs[0][0], node_mac["eth0"])
             ipr.route(
                 "add", dst="0.0.0.0/0", gateway=plan.node_addrs[0][0], oif=eth0, flags=RTNH_F_ONLINK
             )
