@@ -569,8 +569,8 @@ class Lab:
                     signals.check()  # a long loop at scale: Ctrl-C need not wait for it
                 ipr.addr("add", index=eth0, address=ip, prefixlen=32)
             lo = ipr.link_lookup(ifname="lo")[0]
-            for prefix in plan.pod_ranges:  # ip route add local PREFIX dev lo table local
-                ipr.route("add", dst=prefix, oif=lo, type="local", scope="host", table=255)
+            for pod_range in plan.pod_ranges:  # ip route add local RANGE dev lo table local
+                ipr.route("add", dst=pod_range, oif=lo, type="local", scope="host", table=255)
             ipr.link("set", index=eth0, state="up")
             _neighbour(ipr, eth0, plan.gateway, node_mac["cni0"])
             ipr.route("add", dst=f"{plan.gateway}/32", oif=eth0, scope="link")

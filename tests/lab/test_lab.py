@@ -458,7 +458,7 @@ def test_a_lab_failure_is_a_lab_error_not_a_disagreement(tmp_path, monkeypatch, 
         return result
 
     monkeypatch.setattr(session.NodeLab, "load_rules", load_and_break)
-    with pytest.raises(LabError, match="lab failure, not a verdict: .* passed the node's rules"):
+    with pytest.raises(LabError, match=r"lab failure, not a verdict: .* passed the node's rules"):
         verify(None, dataplane=_fixture_dp(tmp_path), packets=100, seed=3)
     # the command: exit 2 and one line
     cluster = tmp_path / "cluster.json"
