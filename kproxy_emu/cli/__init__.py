@@ -563,6 +563,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit status. ``argv`` None (the console script, ``python -m``):
+    the process is the command, and after it SIGINT, SIGTERM and SIGHUP take their default
+    action (kproxy_emu.signals.handled)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.showwarning = _show_warning

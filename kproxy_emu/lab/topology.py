@@ -6,11 +6,15 @@ lab's whole life, says whether that owner still lives):
 
 * ``node``: the emulated node. ``eth0`` carries the node's IPs (veth to ``ext``), ``cni0``
   is the pod bridge with a gateway address; routes send the pod ranges to ``cni0`` and
-  everything else out of ``eth0``. kube-proxy's rules are loaded here.
-* ``pod``: every pod address (endpoints and pod clients) on one veth behind ``cni0``.
-  Locally generated packets are policy-routed to the gateway even when the destination is
-  another address of this namespace, so pod-to-pod and hairpin traffic crosses the node's
-  netfilter hooks as it would between real pods (``accept_local`` lets it back in).
+  everything else out of ``eth0``, each through a next hop with a permanent neighbour
+  entry (no address is resolved at run time: see ``_create``). kube-proxy's rules are
+  loaded here.
+* ``pod``: every pod address (endpoints and pod clients) behind one veth on ``cni0``: the
+  pod ranges as local routes (``ip route add local RANGE dev lo``), pods outside them as
+  addresses. Locally generated packets are policy-routed to the gateway even when the
+  destination is another address of this namespace, so pod-to-pod and hairpin traffic
+  crosses the node's netfilter hooks as it would between real pods (``accept_local`` lets
+  it back in).
 * ``ext``: external clients on the far side of ``eth0``.
 
 The main thread never changes namespace: namespaces are created by a short-lived thread
