@@ -72,7 +72,8 @@ _LIVE: set[Lab] = set()
 
 
 class LabError(LabUnavailable):
-    """Building or driving the lab failed (a tool's error, a namespace safety check)."""
+    """Building or driving the lab failed (a tool's error, a namespace safety check, a
+    flow the lab lost: its verdict is unknown)."""
 
 
 @dataclass
