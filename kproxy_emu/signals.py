@@ -114,8 +114,12 @@ def handled(*, then: Any = None) -> Iterator[None]:
             with contextlib.suppress(ValueError, OSError):
                 _S.saved[sig] = signal.signal(sig, _handler)
     _S.users += 1
+    propagating: BaseException | None = None
     try:
         yield
+    except BaseException as exc:
+        propagating = exc
+        raise
     finally:
         _S.users -= 1
         if _S.users == 0:
@@ -128,20 +132,25 @@ def handled(*, then: Any = None) -> Iterator[None]:
             signum, during = _S.pending, _S.during
             _S.pending = _S.during = None
             _S.swallowed = False
-            if signum is not None:
+            if signum is not None and not isinstance(propagating, Interrupted):
                 raise Interrupted(signum, during)
 
 
-def acquire() -> None:
-    """``handled()`` entered by hand (an object whose lifetime is not one block)."""
+def acquire() -> bool:
+    """``handled()`` entered by hand (an object whose lifetime is not one block); False,
+    and nothing to release, outside the main thread."""
+    if not _main_thread():
+        return False
     cm = handled()
     cm.__enter__()
     _STACK.append(cm)
+    return True
 
 
 def release() -> None:
-    """Leave the innermost ``acquire()`` (raises a pending signal when it is the last)."""
-    if _STACK:
+    """Leave an ``acquire()`` that returned True (raises a pending signal when it is the
+    last). The entries are interchangeable: each only counts one user."""
+    if _STACK and _main_thread():
         _STACK.pop().__exit__(None, None, None)
 
 

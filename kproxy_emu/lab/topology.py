@@ -366,8 +366,7 @@ class Lab:
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> Lab:
-        signals.acquire()
-        self._signals = True
+        self._signals = signals.acquire()
         _LIVE.add(self)
         try:
             with signals.critical("the lab's setup"):
