@@ -1,6 +1,7 @@
 """The ``kproxy-emu`` command line.
 
-Exit codes: 0 success, 1 a check found a disagreement, 2 bad input or usage. Errors are one
+Exit codes: 0 success, 1 a check found a disagreement, 2 bad input or usage, 128 + the
+signal's number when SIGINT, SIGTERM or SIGHUP stopped it (130, 143, 129). Errors are one
 line on stderr, never a traceback.
 """
 
@@ -8,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
 import sys
 import time
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
+from .. import signals
 from ..errors import InputError, KproxyError
 
 if TYPE_CHECKING:
@@ -649,15 +652,24 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit status. ``argv`` None (the console script, ``python -m``):
+    the process is the command, and after it SIGINT, SIGTERM and SIGHUP take their default
+    action (kproxy_emu.signals.handled)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.showwarning = _show_warning
     try:
-        return args.func(args)
+        # SIGINT, SIGTERM and SIGHUP end the command as one exception (the lab defers it
+        # past its setup and cleanup). argv None: this process is the command and exits
+        # next, so a signal after the command takes the default action (never lost)
+        with signals.handled(then=signal.SIG_DFL if argv is None else None):
+            return args.func(args)
     except KproxyError as exc:
         return _fail(str(exc))
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        code = exc.exit_code if isinstance(exc, signals.Interrupted) else 130
+        name = f" ({exc})" if isinstance(exc, signals.Interrupted) else ""
+        print(f"{PROG}: interrupted{name}", file=sys.stderr)
+        return code
     except BrokenPipeError:
         return 0

@@ -1,8 +1,9 @@
 """``kproxy-emu verify`` and ``kproxy-emu calibrate`` (real kernel; root).
 
 The main CLI registers them with ``add_parsers(subparsers)``. Exit codes follow the CLI's:
-0 agreement, 1 a disagreement, 2 bad input, not root or a missing tool (LabUnavailable is a
-KproxyError, which the main CLI turns into one line and exit 2).
+0 agreement, 1 a disagreement, 2 bad input, not root, a missing tool or a lab failure (a
+flow the lab lost: LabUnavailable and LabError are KproxyErrors, which the main CLI turns
+into one line and exit 2), 128 + the signal's number when interrupted.
 """
 
 from __future__ import annotations

@@ -273,7 +273,13 @@ class Dataplane:
         return result
 
     def trace(
-        self, packet: str, origin: str | None = None, *, time: float = 0.0, commit: bool = False
+        self,
+        packet: str,
+        origin: str | None = None,
+        *,
+        time: float = 0.0,
+        commit: bool = False,
+        matched_only: bool = False,
     ) -> TraceResult:
         """One packet at emulated ``time`` through the same engine and node state as
         ``process``: what it did (verdict, translation, endpoint, each rule, expression and
@@ -284,13 +290,14 @@ class Dataplane:
         (conntrack, affinity lists and sets, IPVS connections, nth counters, the random
         stream); otherwise nothing changes and the verdict is the one ``process`` would give
         this packet next. ``time`` must be finite, and with ``commit`` not before ``clock``
-        (as a processed packet's). See kproxy_emu/dataplane/tracer.py."""
+        (as a processed packet's). ``matched_only``: ``steps`` lists the rules that matched
+        (and the lookups), not every rule visited. See kproxy_emu/dataplane/tracer.py."""
         from .tracer import trace
 
         # a committed trace is a packet processed: time may not go back; an uncommitted
         # one is a question about the current state and may ask about any time
         _check_time(time, self.clock if commit else -math.inf)
-        result = trace(self, packet, origin, time=time, commit=commit)
+        result = trace(self, packet, origin, time=time, commit=commit, matched_only=matched_only)
         if commit:
             self.clock = max(self.clock, float(time))
         return result

@@ -15,6 +15,7 @@ this packet next, and with ``commit`` the state it leaves is kept.
 
 from __future__ import annotations
 
+import weakref
 from bisect import bisect_right
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
@@ -82,7 +83,13 @@ TraceResult = TypedDict(
 
 
 def trace(
-    dp: Dataplane, packet: str, origin: str | None, *, time: float, commit: bool
+    dp: Dataplane,
+    packet: str,
+    origin: str | None,
+    *,
+    time: float,
+    commit: bool,
+    matched_only: bool = False,
 ) -> TraceResult:
     from .._cext import pipeline
     from ..packets import Origin, empty_verdicts
@@ -133,6 +140,8 @@ def trace(
     result_steps: list[TraceStep] = []
     if ct_hit:
         result_steps.append(_conntrack_step(batch[0], verdict, ct_dir))
+    if matched_only:  # the path alone (a rule walk at scale is thousands of steps)
+        steps = steps[steps["matched"] != 0]
     result_steps += [names.step(row) for row in steps]
     candidates: dict[str, TraceCandidate] = {}
     outcomes: list[TraceOutcome] = []
@@ -252,6 +261,11 @@ def _conntrack_step(row: Any, verdict: Any, direction: int) -> TraceStep:
     return {"table": "conntrack", "chain": None, "rule": None, "text": text, "matched": True}
 
 
+# id(lowered tables) -> (a weak reference to them, their memo: (kind, row) -> named step,
+# plus the chains' rules and the chain start offsets as plain sequences)
+_NAMES_CACHE: dict[int, tuple[weakref.ref[Any], dict[Any, Any]]] = {}
+
+
 class _StepNames:
     """Recorder rows -> the rule text of the mode's own model (iptables-save lines, nft
     rules, IPVS lookups), looked up lazily: only the chains a trace visits."""
@@ -260,14 +274,33 @@ class _StepNames:
         self.dp = dp
         self.backend = dp.backend
         self.low = self.backend.lowered
-        self._by_chain: dict[tuple[str, str], list[Rule]] = {}
+        # per lowered tables, shared by the traces that run on them (a trace at 10,000
+        # services visits thousands of rules; grouping a table's rules by chain or
+        # copying a strided column per step cost seconds per trace)
+        cached = _NAMES_CACHE.get(id(self.low))
+        if cached is None or cached[0]() is not self.low:
+            cached = (weakref.ref(self.low), {})
+            _NAMES_CACHE.clear()  # one lowered at a time: the latest traced
+            _NAMES_CACHE[id(self.low)] = cached
+        self._memo: dict[Any, Any] = cached[1]
+        self._by_chain: dict[tuple[str, str], list[Rule]] = self._memo.setdefault("chains", {})
 
     def step(self, row: Any) -> TraceStep:
         kind, index, matched = int(row["kind"]), int(row["index"]), bool(row["matched"])
-        if kind == 1:
-            return self._iptables(index, matched)
-        if kind == 2:
-            return self._nft(index, matched)
+        if kind in (1, 2):
+            named = self._memo.get((kind, index))
+            if named is None:
+                step = self._iptables(index, matched) if kind == 1 else self._nft(index, matched)
+                assert step["chain"] is not None and step["rule"] is not None
+                self._memo[(kind, index)] = (
+                    step["table"],
+                    step["chain"],
+                    step["rule"],
+                    step["text"],
+                )
+                return step
+            table, chain, rule, text = named
+            return {"table": table, "chain": chain, "rule": rule, "text": text, "matched": matched}
         result = IPVS_RESULTS[int(row["extra"])] if int(row["extra"]) < 6 else "?"
         endpoint = int(row["value"])
         to = ""
@@ -299,13 +332,16 @@ class _StepNames:
         # chain VM rows: iptables mode, or IPVS mode's iptables rules (both lower to Lowered)
         assert isinstance(backend, (IptablesBackend, IpvsBackend))
         low = cast("Lowered", self.low)
-        starts = low.chains["start"]
+        starts = self._memo.get("starts")
+        if starts is None:  # a contiguous copy: searchsorted would copy the strided column
+            starts = self._memo["starts"] = np.ascontiguousarray(low.chains["start"])
         cid = int(np.searchsorted(starts, row, side="right")) - 1
         table, chain = low.chain_names[cid]
         rules = self._by_chain.get((table, chain))
-        if rules is None:
-            rules = [r for r in backend.tables.tables[table].rules if r.chain == chain]
-            self._by_chain[(table, chain)] = rules
+        if rules is None:  # the table's rules by chain, in one pass
+            for r in backend.tables.tables[table].rules:
+                self._by_chain.setdefault((table, r.chain), []).append(r)
+            rules = self._by_chain.setdefault((table, chain), [])
         k = row - int(starts[cid])
         return {
             "table": table,
@@ -322,7 +358,10 @@ class _StepNames:
         assert isinstance(backend, NftablesBackend)  # nft VM rows: nftables mode
         low = cast("LoweredNft", self.low)
         table = backend.table
-        c = bisect_right(low.chain_start.tolist(), pc) - 1
+        chain_start = self._memo.get("chain_start")
+        if chain_start is None:
+            chain_start = self._memo["chain_start"] = low.chain_start.tolist()
+        c = bisect_right(chain_start, pc) - 1
         name = low.chain_names[c]
         first = int(np.searchsorted(low.rule_start, low.chain_start[c]))
         k = int(np.searchsorted(low.rule_start, pc)) - first

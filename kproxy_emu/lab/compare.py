@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import packets as pk
+from .. import signals
 from ..errors import InputError
 from .replay import KernelResult, Probe
 from .session import Clients, NodeLab
+from .topology import LabError
 
 Signature = tuple  # (verdict, dnat or None, masquerade)
 ALPHA = 1e-3
@@ -90,13 +92,15 @@ def _signature(verdict: str, dnat: str | None, masq: bool) -> Signature:
 
 
 def expectation(dp, probe: Probe) -> Expectation:
-    t = dp.trace(probe.packet(), origin=probe.origin)
+    signals.check()  # thousands of traces at scale: a safe point for a pending Ctrl-C
+    t = dp.trace(probe.packet(), origin=probe.origin, matched_only=True)
     support: dict[Signature, float] = {}
     for o in t["outcomes"]:
         sig = _signature(o["verdict"], o["dnat"], o["masquerade"])
         support[sig] = support.get(sig, 0.0) + o["probability"]
     support = {s: p for s, p in support.items() if p > 1e-12}
-    # xt_recent (iptables) or a dynamic affinity set (nftables) on the path
+    # xt_recent (iptables) or a dynamic affinity set (nftables) on the path: a first
+    # packet's path sets the client's entry (``--set``, ``update @affinity-...``)
     affinity = any("-m recent" in s["text"] or "@affinity-" in s["text"] for s in t["steps"])
     return Expectation(support, affinity)
 
@@ -303,9 +307,11 @@ def verify(
             for proto, src, dst, dport, origin in explicit + random_flows
         ]
         lab.add_listeners(probes)
+        overflows = lab.neighbour_overflows()
         start = time.perf_counter()
         results = lab.probe(probes, timeout=timeout)
         report.replay_seconds += time.perf_counter() - start
+        _lab_failures(lab, results, overflows, timeout)
         report.explicit = results[: len(explicit)]
         _judge(report, results, expect)
         # distribution: seeded classes among the probabilistic, affinity-free ones
@@ -332,6 +338,7 @@ def verify(
             start = time.perf_counter()
             dist_results = lab.probe(dist_probes, timeout=timeout)
             report.replay_seconds += time.perf_counter() - start
+            _lab_failures(lab, dist_results, overflows, timeout)
             _judge(report, dist_results, expect)
             _distribution(report, picked, dist_results, expect)
         else:
@@ -340,6 +347,33 @@ def verify(
         _engine(report, dp, results + dist_results, expect)
         report.emulate_seconds += time.perf_counter() - start
     return report
+
+
+def _lab_failures(
+    lab: NodeLab, results: list[KernelResult], overflows: int, timeout: float
+) -> None:
+    """Flows the lab lost (``NodeLab.lost``) make the run a lab error, never
+    disagreements: the kernel's verdict on them is unknown."""
+    lost = [r for r in results if r.client == "lost"]
+    errors = [r for r in results if r.client.startswith("error:")]
+    if not lost and not errors:
+        return
+    parts = []
+    if lost:
+        r = lost[0]
+        to = f" (DNAT to {r.dnat})" if r.dnat else ""
+        parts.append(
+            f"{len(lost)} of {len(results)} flows passed the node's rules (conntrack "
+            f"confirmed them) but got no answer within {timeout:g} s, e.g. "
+            f"{r.probe.packet()} from {r.probe.origin}{to}"
+        )
+    if errors:
+        kinds = sorted({r.client.removeprefix("error:") for r in errors})
+        parts.append(f"{len(errors)} flows failed in their client: {', '.join(kinds)}")
+    grown = lab.neighbour_overflows() - overflows
+    if grown > 0:
+        parts.append(f"the kernel's neighbour table overflowed {grown} times meanwhile")
+    raise LabError("lab failure, not a verdict: " + "; ".join(parts))
 
 
 def _engine(report: VerifyReport, dp, results: list[KernelResult], expect) -> None:

@@ -31,12 +31,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from .topology import Lab, LabError
+from .. import signals
+from .topology import NETLINK_NETFILTER, Lab, LabError
 
 PROTOS = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
 ORIGIN_ROLE = {"pod": "pod", "external": "ext", "host": "node"}
 IPS_SEEN_REPLY = 1 << 1  # linux/netfilter/nf_conntrack_common.h
 IP_PKTINFO = 8  # linux/in.h; not exported by Python's socket module
+SO_RCVBUFFORCE = 33  # asm-generic/socket.h; likewise
 _LINGER_RST = struct.pack("ii", 1, 0)
 _REFUSED = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN}
 # a locally generated packet dropped by a netfilter rule fails its send with EPERM
@@ -93,6 +95,10 @@ class Servers:
                     s.listen(4096)
                 else:
                     s.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+                    # a wave's datagrams to one port must all fit while the echo thread
+                    # waits for the CPU (root may exceed net.core.rmem_max)
+                    with contextlib.suppress(OSError):
+                        s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 4 << 20)
                 self._socks.append((s, proto))
         self._deadline = time.monotonic() + max_seconds
         self._thread = threading.Thread(target=self._serve, name="kpe-servers", daemon=True)
@@ -156,7 +162,8 @@ class ConntrackTable:
         from pyroute2 import Conntrack
 
         self.lab = lab
-        self._ct = Conntrack(netns=lab.assert_target("node"))
+        with signals.critical("opening the node's conntrack table"):
+            self._ct = Conntrack(fileno=lab.netlink_fd("node", NETLINK_NETFILTER))
         self.entries: dict[tuple[str, str, int, str, int], tuple[str, int, str, int]] = {}
         self.answered: set[tuple[str, str, int, str, int]] = set()  # entry saw a reply
         lab.on_close(self.close)
@@ -165,7 +172,9 @@ class ConntrackTable:
     def collect(self) -> None:
         """Read every entry into ``entries`` (first seen wins), then flush the table."""
         self.lab.assert_target("node")
-        for e in self._ct.dump_entries():
+        with signals.critical("reading the node's conntrack table"):
+            dumped = list(self._ct.dump_entries())
+        for e in dumped:
             o, r = e.tuple_orig, e.tuple_reply
             name = _PROTO_NAMES.get(o.proto)
             if name is None:
@@ -178,13 +187,15 @@ class ConntrackTable:
 
     def flush(self) -> None:
         self.lab.assert_target("node")
-        self._ct.flush()
+        with signals.critical("flushing the node's conntrack table"):
+            self._ct.flush()
 
     def get(self, probe: Probe) -> tuple[str, int, str, int] | None:
         return self.entries.get((probe.proto, probe.src, probe.sport, probe.dst, probe.dport))
 
     def close(self) -> None:
-        self._ct.close()
+        with signals.critical("closing the node's conntrack table"):
+            self._ct.close()
 
 
 class PortAllocator:
@@ -218,6 +229,7 @@ def send(
     ``after_wave`` runs once each wave's sockets are closed (e.g. read conntrack)."""
     out: list[tuple[str, float]] = [("timeout", timeout)] * len(probes)
     for start in range(0, len(probes), wave):
+        signals.check()
         batch = list(range(start, min(start + wave, len(probes))))
         by_role: dict[str, list[int]] = {}
         for i in batch:

@@ -180,7 +180,8 @@ class NodeLab:
 
     def probe(self, probes: list[Probe], *, timeout: float = 0.6) -> list[KernelResult]:
         """Send the probes; the kernel's verdict for each (ports must come from
-        ``self.alloc``)."""
+        ``self.alloc``). A flow the lab lost (``lab_failure``) has client ``lost`` and
+        verdict UNKNOWN: it says nothing about the rules."""
         assert self.lab is not None
         fates = send(self.lab, probes, timeout=timeout, after_wave=self.conntrack.collect)
         out = []
@@ -190,7 +191,39 @@ class NodeLab:
             seen = key in self.conntrack.answered
             self.conntrack.answered.discard(key)
             final = (reply[0], reply[1]) if reply else (p.dst, p.dport)
-            out.append(
-                classify(p, client, reply, self.served(final[0], p.proto, final[1]), waited, seen)
-            )
+            served = self.served(final[0], p.proto, final[1])
+            result = classify(p, client, reply, served, waited, seen)
+            if self.lost(p, result, served, seen, final[0]):
+                result.client, result.verdict = "lost", "UNKNOWN"
+            out.append(result)
         return out
+
+    def lost(self, p: Probe, r: KernelResult, served: bool, seen: bool, final_ip: str) -> bool:
+        """The kernel's rules let the flow through, yet no answer came: the lab lost it.
+        Conntrack confirms a flow only after its last hook (POSTROUTING when forwarded or
+        sent, INPUT when delivered), so a confirmed flow to an address with a listener
+        has passed every rule; only a host's flow to one of the node's own addresses
+        still meets INPUT after it is confirmed (a DROP there is a real verdict). A
+        client error other than refused/dropped (EADDRNOTAVAIL, ENOBUFS, ...) is the
+        lab's too."""
+        if r.client.startswith("error:"):
+            return True
+        if r.client != "timeout" or r.reply is None or seen or not served:
+            return False
+        local = final_ip in self.local or final_ip.startswith("127.")
+        return not (p.origin == "host" and local)
+
+    def neighbour_overflows(self) -> int:
+        """The kernel-wide IPv4 neighbour table's "table full" count (all CPUs): the
+        table is shared by every namespace, so a rise is a hint, not proof, that this
+        lab's traffic met it."""
+        try:
+            with open("/proc/net/stat/arp_cache") as f:
+                rows = f.read().split("\n")
+        except OSError:
+            return 0
+        head = rows[0].split()
+        if "table_fulls" not in head:
+            return 0
+        col = head.index("table_fulls")
+        return sum(int(r.split()[col], 16) for r in rows[1:] if len(r.split()) > col)

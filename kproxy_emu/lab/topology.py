@@ -1,20 +1,32 @@
 """The lab's network: throwaway namespaces built with pyroute2, torn down on every exit.
 
-Three namespaces per run, named ``kpe-<pid>-<rand>-<role>`` so runs can proceed side by side:
+Three namespaces per run, named ``kpe-<pid>-<rand>-<role>`` so runs can proceed side by side
+(``<pid>``: the owning process; ``/run/kproxy-emu/kpe-<pid>-<rand>.lock``, flock-ed for the
+lab's whole life, says whether that owner still lives):
 
 * ``node``: the emulated node. ``eth0`` carries the node's IPs (veth to ``ext``), ``cni0``
   is the pod bridge with a gateway address; routes send the pod ranges to ``cni0`` and
-  everything else out of ``eth0``. kube-proxy's rules are loaded here.
-* ``pod``: every pod address (endpoints and pod clients) on one veth behind ``cni0``.
-  Locally generated packets are policy-routed to the gateway even when the destination is
-  another address of this namespace, so pod-to-pod and hairpin traffic crosses the node's
-  netfilter hooks as it would between real pods (``accept_local`` lets it back in).
+  everything else out of ``eth0``, each through a next hop with a permanent neighbour
+  entry (no address is resolved at run time: see ``_create``). kube-proxy's rules are
+  loaded here.
+* ``pod``: every pod address (endpoints and pod clients) behind one veth on ``cni0``: the
+  pod ranges as local routes (``ip route add local RANGE dev lo``), pods outside them as
+  addresses. Locally generated packets are policy-routed to the gateway even when the
+  destination is another address of this namespace, so pod-to-pod and hairpin traffic
+  crosses the node's netfilter hooks as it would between real pods (``accept_local`` lets
+  it back in).
 * ``ext``: external clients on the far side of ``eth0``.
 
-The main thread never changes namespace: configuration goes through netlink sockets opened
-in the target (pyroute2 ``netns=``) or ``ip netns exec``, and sockets are created in a
-short-lived thread that joined the target namespace. Every change first asserts that its
-target is one of this lab's namespaces and not the host's.
+The main thread never changes namespace: namespaces are created by a short-lived thread
+(unshare, then a bind mount under /run/netns, as ``ip netns add`` does, in this process:
+no forked helper can finish after the cleanup looked), configuration goes through netlink
+sockets opened by a thread that joined the target, or ``ip netns exec``. Every change first
+asserts that its target is one of this lab's namespaces and not the host's.
+
+Signals (kproxy_emu.signals): setup and cleanup are critical sections, so SIGINT, SIGTERM
+or SIGHUP at any moment unwind to a cleanup that removes every namespace of the lab's tag.
+A run killed outright (SIGKILL) leaves its namespaces behind: the next lab removes those
+whose owner is gone (``remove_stale``), never one of a live process.
 """
 
 from __future__ import annotations
@@ -22,35 +34,46 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import errno
+import fcntl
+import functools
 import ipaddress
 import os
+import re
 import secrets
-import signal
 import socket
 import subprocess
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from types import FrameType
-from typing import Any, TypeVar
+from typing import TypeVar
 
+from .. import signals
+from ..errors import KproxyError
 from .env import LabUnavailable, check
 
 T = TypeVar("T")
-# what signal.signal() takes and returns
-_Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 ROLES = ("node", "pod", "ext")
 NETNS_DIR = "/run/netns"
+LOCK_DIR = "/run/kproxy-emu"  # one flock-ed file per live lab: ownership of its namespaces
 CLONE_NEWNET = 0x40000000
+MS_BIND, MS_REC, MS_SHARED, MNT_DETACH = 0x1000, 0x4000, 0x100000, 2
+NETLINK_NETFILTER = 12
 RTNH_F_ONLINK = 4
+NUD_PERMANENT = 0x80
+# next hops of the node's routes (see Lab._create): link-local, owned by no namespace
+POD_HOP = "169.254.77.1"
+EXT_HOP = "169.254.77.2"
 POD_RULE_TABLE = 100  # pod namespace: locally generated traffic -> gateway
-_LIVE: weakref.WeakSet[Lab] = weakref.WeakSet()
+_TAG = re.compile(r"^kpe-(\d+)-[0-9a-f]+$")
+# labs open in this process (a plain set: a weakref callback could swallow a signal's exception)
+_LIVE: set[Lab] = set()
 
 
 class LabError(LabUnavailable):
-    """Building or driving the lab failed (a tool's error, a namespace safety check)."""
+    """Building or driving the lab failed (a tool's error, a namespace safety check, a
+    flow the lab lost: its verdict is unknown)."""
 
 
 @dataclass
@@ -60,9 +83,20 @@ class LabPlan:
     node_addrs: list[tuple[str, int]]  # (ip, prefix) on the node's eth0
     pod_prefixes: list[str]  # routed from the node to cni0
     gateway: str  # cni0's address (pods' default gateway)
-    pod_ips: list[str] = field(default_factory=list)  # on the pod namespace's eth0
+    pod_ips: list[str] = field(default_factory=list)  # addresses of the pod namespace
     external_ips: list[str] = field(default_factory=list)  # on the ext namespace's eth0
     sysctls: dict[str, str | int] = field(default_factory=dict)  # extra node sysctls
+    # pod prefixes the pod namespace treats as local as a whole (a local route, as
+    # ``ip route add local PREFIX dev lo``): 100,000 endpoint addresses are one route
+    # instead of 100,000 addresses (adding each costs more the more there are)
+    pod_ranges: list[str] = field(default_factory=list)
+
+    def pod_addresses(self) -> list[str]:
+        """Pod addresses outside ``pod_ranges``: each is an address of the pod namespace."""
+        ranges = [ipaddress.IPv4Network(r) for r in self.pod_ranges]
+        return [
+            ip for ip in self.pod_ips if not any(ipaddress.IPv4Address(ip) in r for r in ranges)
+        ]
 
     @classmethod
     def build(
@@ -98,12 +132,18 @@ class LabPlan:
             raise LabError(
                 f"no free address for the pod gateway in the pod ranges {[str(n) for n in nets]}"
             )
+        # a prefix can be local in the pod namespace as a whole when no address that
+        # lives elsewhere (the node's, an external client's) falls in it
+        elsewhere = [ipaddress.IPv4Address(ip) for ip, _ in node_addrs]
+        elsewhere += [ipaddress.IPv4Address(ip) for ip in external_ips]
+        ranges = [str(n) for n in nets if not any(a in n for a in elsewhere)]
         return cls(
             node_addrs=node_addrs,
             pod_prefixes=[str(n) for n in nets],
             gateway=gateway,
             pod_ips=pods,
             external_ips=sorted(set(external_ips)),
+            pod_ranges=ranges,
         )
 
 
@@ -118,36 +158,182 @@ def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
 
+def _mac(ipr, index: int) -> str:
+    return ipr.get_links(index)[0].get_attr("IFLA_ADDRESS")
+
+
+def _neighbour(ipr, index: int, ip: str, mac: str) -> None:
+    """A permanent neighbour entry (never resolved, never garbage collected, outside the
+    kernel-wide table limit)."""
+    ipr.neigh("add", dst=ip, lladdr=mac, ifindex=index, state=NUD_PERMANENT)
+
+
+def _route_via(ipr, dst: str, hop: str, index: int, prefsrc: str | None = None) -> None:
+    extra = {"prefsrc": prefsrc} if prefsrc else {}
+    ipr.route("add", dst=dst, gateway=hop, oif=index, flags=RTNH_F_ONLINK, **extra)
+
+
 def _ns_inode(path: str) -> int:
     return os.stat(path).st_ino
 
 
-def _in_thread_ns(path: str, expect_ino: int, fn: Callable[[], T]) -> T:
-    """Run ``fn`` in a new thread that joined the namespace at ``path`` (setns affects only
-    the calling thread, so the caller stays where it is)."""
+def _run_in_thread(fn: Callable[[], T]) -> T:
+    """Run ``fn`` in a new thread and hand back its result or exception. The caller holds
+    a critical section (kproxy_emu.signals), so a signal cannot abandon the thread
+    half-way: the join always completes."""
     box: dict[str, object] = {}
 
     def body() -> None:
         try:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                if _libc().setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns({path}): {os.strerror(err)}")
-            finally:
-                os.close(fd)
-            if _ns_inode("/proc/thread-self/ns/net") != expect_ino:
-                raise LabError(f"thread did not enter namespace {path}")
             box["value"] = fn()
         except BaseException as exc:  # handed back to the caller
             box["error"] = exc
 
     t = threading.Thread(target=body, name="kpe-netns", daemon=True)
-    t.start()
-    t.join()
+    with signals.critical("a lab namespace call"):
+        t.start()
+        t.join()
     if "error" in box:
         raise box["error"]  # type: ignore[misc]
     return box["value"]  # type: ignore[return-value]
+
+
+def _in_thread_ns(path: str, expect_ino: int, fn: Callable[[], T]) -> T:
+    """Run ``fn`` in a new thread that joined the namespace at ``path`` (setns affects only
+    the calling thread, so the caller stays where it is)."""
+
+    def inside() -> T:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if _libc().setns(fd, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"setns({path}): {os.strerror(err)}")
+        finally:
+            os.close(fd)
+        if _ns_inode("/proc/thread-self/ns/net") != expect_ino:
+            raise LabError(f"thread did not enter namespace {path}")
+        return fn()
+
+    return _run_in_thread(inside)
+
+
+def _share_netns_dir() -> None:
+    """/run/netns as ``ip netns add`` leaves it: a shared mount, so namespace mounts made
+    under it propagate to other mount namespaces (``ip netns exec`` makes one)."""
+    libc = _libc()
+    os.makedirs(NETNS_DIR, exist_ok=True)
+    d = NETNS_DIR.encode()
+    if libc.mount(b"", d, b"none", MS_SHARED | MS_REC, None) == 0:
+        return
+    if libc.mount(d, d, b"none", MS_BIND | MS_REC, None) != 0 or (
+        libc.mount(b"", d, b"none", MS_SHARED | MS_REC, None) != 0
+    ):
+        err = ctypes.get_errno()
+        raise LabError(f"cannot make {NETNS_DIR} a shared mount: {os.strerror(err)}")
+
+
+def _create_netns(path: str) -> int:
+    """A new network namespace bound at ``path`` (run in a throwaway thread: unshare moves
+    only the calling thread); its inode."""
+    libc = _libc()
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    if libc.unshare(CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise LabError(f"unshare(CLONE_NEWNET) for {path}: {os.strerror(err)}")
+    src = b"/proc/thread-self/ns/net"
+    if libc.mount(src, path.encode(), b"none", MS_BIND, None) != 0:
+        err = ctypes.get_errno()
+        raise LabError(f"bind mount of a new namespace on {path}: {os.strerror(err)}")
+    return _ns_inode(path)
+
+
+def _remove_netns(name: str) -> None:
+    """Unmount and unlink /run/netns/NAME (the namespace goes when its last user does);
+    quiet when it is already gone or was never mounted."""
+    path = os.path.join(NETNS_DIR, name)
+    _libc().umount2(path.encode(), MNT_DETACH)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _try_lock(path: str) -> int | None:
+    """An fd holding an exclusive flock on ``path`` (the owner that held it is gone), or
+    None when a live process holds it or the file does not exist."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return None
+        raise
+    return fd
+
+
+def remove_stale() -> list[str]:
+    """Remove lab namespaces whose owning process is gone (a run killed with SIGKILL) and
+    their lock files; the removed names. A lab's lock file is flock-ed for its whole life:
+    when it can be locked, the owner is gone (whatever its PID became since). A namespace
+    without a lock file (made by an older kproxy-emu) is removed only when no process has
+    the PID its name carries. Never touches this process's own labs."""
+    removed: list[str] = []
+    by_tag: dict[str, list[str]] = {}
+    for name in lab_namespaces():
+        tag = name.rsplit("-", 1)[0]
+        if _TAG.match(tag) and name[len(tag) + 1 :] in ROLES:
+            by_tag.setdefault(tag, []).append(name)
+    try:
+        locks = {f.rsplit(".", 1)[0] for f in os.listdir(LOCK_DIR) if f.startswith("kpe-")}
+    except FileNotFoundError:
+        locks = set()
+    for tag in sorted(set(by_tag) | locks):
+        m = _TAG.match(tag)
+        if m is None or int(m.group(1)) == os.getpid():
+            continue
+        lock = os.path.join(LOCK_DIR, f"{tag}.lock")
+        if tag in locks:
+            fd = _try_lock(lock)
+            if fd is None:
+                if os.path.exists(lock):
+                    continue  # its owner is alive
+            else:
+                try:
+                    for name in by_tag.get(tag, []):
+                        _remove_netns(name)
+                        removed.append(name)
+                    for suffix in (".lock", ".tmp"):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(os.path.join(LOCK_DIR, tag + suffix))
+                finally:
+                    os.close(fd)
+                continue
+            # a temporary lock file without its final name: the owner died creating it
+            tmp = os.path.join(LOCK_DIR, f"{tag}.tmp")
+            fd = _try_lock(tmp)
+            if fd is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                os.close(fd)
+            if tag not in by_tag:
+                continue
+        if tag in by_tag and not _alive(int(m.group(1))):
+            for name in by_tag[tag]:
+                _remove_netns(name)
+                removed.append(name)
+    return removed
 
 
 class Lab:
@@ -156,7 +342,8 @@ class Lab:
         with Lab(plan) as lab:
             lab.run("node", ["iptables-save"])
 
-    Everything it created is removed on exit, on an exception, on Ctrl-C and on SIGTERM.
+    Everything it created is removed on exit, on an exception, on Ctrl-C, SIGTERM and
+    SIGHUP (raised as ``kproxy_emu.signals.Interrupted``), at any moment of its life.
     """
 
     def __init__(self, plan: LabPlan, *, tag: str | None = None):
@@ -171,16 +358,26 @@ class Lab:
             self._host_inodes.add(_ns_inode("/proc/1/ns/net"))
         except OSError:
             pass
-        self._old_handlers: dict[int, _Handler] = {}
+        self._lock_fd: int | None = None
+        self._signals = False
         self.closed = False
         self.owner = os.getpid()
+        self.stale_removed: list[str] = []
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> Lab:
+        self._signals = signals.acquire()
         _LIVE.add(self)
-        self._install_signals()
         try:
-            self._create()
+            with signals.critical("the lab's setup"):
+                self._take_lock()
+                self.stale_removed = remove_stale()
+                try:
+                    self._create()
+                except KproxyError:
+                    raise
+                except Exception as exc:  # OSError, pyroute2's NetlinkError: one line
+                    raise LabError(f"building the lab failed: {type(exc).__name__}: {exc}") from exc
         except BaseException:
             self.close()
             raise
@@ -189,58 +386,49 @@ class Lab:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _install_signals(self) -> None:
-        """SIGTERM (and SIGHUP) unwind like Ctrl-C, so the with-block's cleanup runs."""
-        if threading.current_thread() is not threading.main_thread():
-            return
-
-        owner = self.owner
-
-        def raise_interrupt(signum, frame):
-            if os.getpid() != owner:  # a forked helper (pyroute2 forks): just die
-                os._exit(128 + signum)
-            raise KeyboardInterrupt(f"signal {signum}")
-
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            with contextlib.suppress(ValueError, OSError):
-                self._old_handlers[sig] = signal.signal(sig, raise_interrupt)
+    def _take_lock(self) -> None:
+        """The lab's lock file, flock-ed before any namespace exists: created under a
+        temporary name and renamed once locked, so no one can see it unlocked."""
+        os.makedirs(LOCK_DIR, exist_ok=True)
+        tmp = os.path.join(LOCK_DIR, f"{self.tag}.tmp")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        self._lock_fd = fd
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(tmp, os.path.join(LOCK_DIR, f"{self.tag}.lock"))
 
     def close(self) -> None:
         """Stop the helpers (listeners, netlink sockets), then delete the namespaces
-        (their links go with them). Safe to call twice; never raises for something
-        already gone."""
+        (their links go with them) and the lock file. Safe to call twice; never raises
+        for something already gone. A signal during it waits for its end."""
         if self.closed or os.getpid() != self.owner:  # never from a forked child
             return
         self.closed = True
-        # a second Ctrl-C must not cut the cleanup short: note signals, act after it
-        deferred: list[int] = []
-        saved: dict[int, _Handler] = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                with contextlib.suppress(ValueError, OSError):
-                    saved[sig] = signal.signal(sig, lambda signum, frame: deferred.append(signum))
         try:
-            self._remove()
+            with signals.critical("the lab's cleanup"):
+                self._remove()
         finally:
-            for signum, handler in saved.items():  # what was there before the lab
-                signal.signal(signum, self._old_handlers.get(signum, handler))
             _LIVE.discard(self)
-        if deferred:
-            raise KeyboardInterrupt(f"signal {deferred[0]} during the lab's cleanup")
+            if self._signals:
+                self._signals = False
+                signals.release()
 
     def _remove(self) -> None:
         for closer in reversed(self._closers):
             with contextlib.suppress(Exception):
                 closer()
-        from pyroute2 import netns
-
-        for role in reversed(ROLES):
-            name = self.names[role]
-            if os.path.exists(os.path.join(NETNS_DIR, name)):
+        # every namespace of this tag, also one whose creation did not get recorded
+        for name in lab_namespaces():
+            if name.startswith(self.tag + "-"):
                 try:
-                    netns.remove(name)
+                    _remove_netns(name)
                 except OSError:
                     subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+        if self._lock_fd is not None:
+            for suffix in (".lock", ".tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(LOCK_DIR, self.tag + suffix))
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def on_close(self, fn: Callable[[], None]) -> None:
         self._closers.append(fn)
@@ -270,10 +458,16 @@ class Lab:
         return name
 
     # ------------------------------------------------------------------ helpers
+    def netlink_fd(self, role: str, proto: int = socket.NETLINK_ROUTE) -> int:
+        """A netlink socket opened inside the namespace, as a bare fd for pyroute2's
+        ``fileno=`` (pyroute2's own ``netns=`` forks a helper per socket)."""
+        sock = self.in_ns(role, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, proto))
+        return sock.detach()
+
     def iproute(self, role: str):
         from pyroute2 import IPRoute
 
-        return IPRoute(netns=self.assert_target(role))
+        return IPRoute(fileno=self.netlink_fd(role))
 
     def run(
         self,
@@ -315,21 +509,27 @@ class Lab:
 
     # ------------------------------------------------------------------ build
     def _create(self) -> None:
-        from pyroute2 import netns
-
-        os.makedirs(NETNS_DIR, exist_ok=True)
+        _share_netns_dir()
         for role in ROLES:
             name = self.names[role]
             if os.path.exists(os.path.join(NETNS_DIR, name)):
                 raise LabError(f"namespace {name} already exists")
-            netns.create(name)
-            self._inodes[role] = _ns_inode(self.path(role))
+            path = self.path(role)
+            self._inodes[role] = _run_in_thread(functools.partial(_create_netns, path))
             self.assert_target(role)
         plan = self.plan
         for role in ROLES:
             with self.iproute(role) as ipr:
                 ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
         # links: node eth0 <-> ext eth0, node vpod0 (in cni0) <-> pod eth0
+        # Every route leaves through one next hop with a permanent neighbour entry: the
+        # lab resolves no address at run time. The IPv4 neighbour table is one table for
+        # the whole kernel (gc_thresh1-3 are global even where a namespace shows them), so
+        # a neighbour per pod address would overflow it at a few thousand endpoints,
+        # dropping probes after the rules had accepted them and taking the host's own
+        # entries with it; permanent entries are exempt from its limit and garbage
+        # collection. The hops are link-local addresses nobody owns: only their
+        # neighbour entries (the peer's MAC) matter, and no probe is ever sent to them.
         with self.iproute("node") as ipr:
             ipr.link(
                 "add",
@@ -351,18 +551,32 @@ class Lab:
             ipr.addr("add", index=cni0, address=plan.gateway, prefixlen=32)
             for idx in (eth0, vpod, cni0):
                 ipr.link("set", index=idx, state="up")
+            node_mac = {n: _mac(ipr, i) for n, i in (("eth0", eth0), ("cni0", cni0))}
+        macs = {}
+        for role in ("pod", "ext"):
+            with self.iproute(role) as ipr:
+                macs[role] = _mac(ipr, ipr.link_lookup(ifname="eth0")[0])
+        with self.iproute("node") as ipr:
+            _neighbour(ipr, cni0, POD_HOP, macs["pod"])
+            _neighbour(ipr, eth0, EXT_HOP, macs["ext"])
             for pod_prefix in plan.pod_prefixes:
-                ipr.route("add", dst=pod_prefix, oif=cni0, prefsrc=plan.gateway, scope="link")
+                _route_via(ipr, pod_prefix, POD_HOP, cni0, prefsrc=plan.gateway)
             covered = [ipaddress.IPv4Network(p) for p in plan.pod_prefixes]
             for ip in plan.pod_ips:
                 if not any(ipaddress.IPv4Address(ip) in n for n in covered):
-                    ipr.route("add", dst=f"{ip}/32", oif=cni0, prefsrc=plan.gateway, scope="link")
-            ipr.route("add", dst="0.0.0.0/0", oif=eth0, scope="link")
+                    _route_via(ipr, f"{ip}/32", POD_HOP, cni0, prefsrc=plan.gateway)
+            _route_via(ipr, "0.0.0.0/0", EXT_HOP, eth0)
         with self.iproute("pod") as ipr:
             eth0 = ipr.link_lookup(ifname="eth0")[0]
-            for ip in plan.pod_ips:
+            for i, ip in enumerate(plan.pod_addresses()):
+                if i % 256 == 0:
+                    signals.check()  # a long loop at scale: Ctrl-C need not wait for it
                 ipr.addr("add", index=eth0, address=ip, prefixlen=32)
+            lo = ipr.link_lookup(ifname="lo")[0]
+            for pod_range in plan.pod_ranges:  # ip route add local RANGE dev lo table local
+                ipr.route("add", dst=pod_range, oif=lo, type="local", scope="host", table=255)
             ipr.link("set", index=eth0, state="up")
+            _neighbour(ipr, eth0, plan.gateway, node_mac["cni0"])
             ipr.route("add", dst=f"{plan.gateway}/32", oif=eth0, scope="link")
             ipr.route("add", dst="0.0.0.0/0", gateway=plan.gateway, oif=eth0)
             ipr.route("add", dst="0.0.0.0/0", gateway=plan.gateway, oif=eth0, table=POD_RULE_TABLE)
@@ -371,7 +585,8 @@ class Lab:
             for ip in plan.external_ips:
                 ipr.addr("add", index=eth0, address=ip, prefixlen=32)
             ipr.link("set", index=eth0, state="up")
-            # via the node (on-link): the node answers ARP for its own addresses only
+            # via the node's first address (on-link), resolved statically
+            _neighbour(ipr, eth0, plan.node_addrs[0][0], node_mac["eth0"])
             ipr.route(
                 "add", dst="0.0.0.0/0", gateway=plan.node_addrs[0][0], oif=eth0, flags=RTNH_F_ONLINK
             )

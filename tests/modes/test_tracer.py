@@ -263,3 +263,27 @@ def test_ipvs_trace_across_a_graceful_termination_run_changes_nothing():
     v = dp.process(packets.from_strings([line], origin="pod", ts=130.0))[0]
     _agrees(t, v, dp)
     assert state() != before  # process did run the loop
+
+
+@pytest.mark.parametrize("mode", ("iptables", "nftables"))
+def test_matched_only_is_the_matched_path_of_the_full_trace(mode):
+    """``matched_only`` (what verify uses at scale) keeps exactly the matched steps, the
+    same as the full trace names them, and the same verdict and outcomes; traces after
+    the first reuse the rule names (memo per lowered tables) and still agree."""
+    cluster = _cluster(endpoints=3, affinity=1.0, services=40)
+    dp = Dataplane(cluster, mode=mode, cluster_cidr=CIDR, seed=4)
+    for k in (0, 17, 39, 17):
+        packet = f"tcp {CLIENT}:40000 -> {_vip(cluster, k)}"
+        full = dp.trace(packet)
+        path = dp.trace(packet, matched_only=True)
+        assert path["steps"] == [s for s in full["steps"] if s["matched"]]
+        assert len(path["steps"]) < len(full["steps"])
+        assert {k: v for k, v in path.items() if k != "steps"} == {
+            k: v for k, v in full.items() if k != "steps"
+        }
+    # a changed cluster: new lowered tables, names from them (not the memo of the old)
+    dp.update(synth.cluster(40, endpoints=2, seed=9, type_mix={"ClusterIP": 1}))
+    svc = next(iter(dp.cluster.services.values()))
+    fresh = Dataplane(dp.cluster, mode=mode, cluster_cidr=CIDR, seed=4)
+    packet = f"tcp {CLIENT}:40000 -> {svc.cluster_ip}:{svc.ports[0].port}"
+    assert dp.trace(packet)["steps"] == fresh.trace(packet)["steps"]

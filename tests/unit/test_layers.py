@@ -16,6 +16,7 @@ ROOT = Path(kproxy_emu.__file__).parent
 LAYERS = {
     "errors": 0,
     "_version": 0,
+    "signals": 0,
     "ipaddr": 0,
     "_cext": 0,
     "packets": 1,
