@@ -27,6 +27,7 @@ def struct_layout() -> dict[str, dict[str, Any]]:
     "sizes": {name: size}}} as the C compiler laid the structs out."""
 
 def reset_verdicts(out: npt.NDArray[np.void]) -> None: ...
+
 ROW_OK: int
 ROW_TS_NOT_FINITE: int
 ROW_TS_BEFORE_CLOCK: int

@@ -413,8 +413,6 @@ class Dataplane:
         return self.backend.render(sorted=sorted, format=format)
 
 
-
-
 def _row_error(message: str, index: int, field: str, value: object) -> InputError:
     return InputError(message, obj=f"packets[{index}]", field=field, value=value)
 
