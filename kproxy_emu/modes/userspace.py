@@ -1,4 +1,11 @@
-"""kube-proxy's userspace mode (removed in Kubernetes 1.26): its round-robin balancer.
+"""kube-proxy's userspace mode (removed in Kubernetes 1.26): its round-robin balancer,
+its proxy-port allocator and its proxier's iptables rules.
+
+The proxier (``UserspaceProxier``, second half of this module) follows
+``pkg/proxy/userspace/proxier.go`` and ``port_allocator.go`` of kubernetes/kubernetes as
+stored at commit 0096f4a4d137 (the file's last form: klog/v2, ``localAddrs`` from
+GetLocalAddrs, ``NoopNodeHandler``; the mode was deleted in v1.26), and
+``proxysocket.go`` for the protocols a listener supports (TCP, UDP).
 
 ``LoadBalancerRR`` reproduces ``pkg/proxy/userspace/roundrobin.go`` of
 kubernetes/kubernetes (the v1.25 file, the last one; its Windows twin
@@ -43,12 +50,18 @@ Time is emulated: ``now`` (seconds) replaces ``time.Now()``.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError, KproxyError
+from ..netfilter.iptables_text import render
+from ..netfilter.ruleset import BUILTIN_CHAINS, Opt, Ruleset
+from ..proxy.options import ProxyOptions
+from ..proxy.view import ProxyView, ServicePortInfo
+from .proxier import Key, Proxier
 
 __all__ = [
     "DEFAULT_AFFINITY_TTL_SECONDS",
@@ -430,3 +443,706 @@ class LoadBalancerRR:
         state.affinity_map = {
             ip: a for ip, a in state.affinity_map.items() if int(now - a.last_used) < ttl
         }
+
+
+# =========================================================================================
+# The userspace proxier's iptables rules (pkg/proxy/userspace/proxier.go)
+# =========================================================================================
+
+PORTALS_CONTAINER = "KUBE-PORTALS-CONTAINER"
+PORTALS_HOST = "KUBE-PORTALS-HOST"
+NODEPORT_CONTAINER = "KUBE-NODEPORT-CONTAINER"
+NODEPORT_HOST = "KUBE-NODEPORT-HOST"
+NODEPORT_NON_LOCAL = "KUBE-NODEPORT-NON-LOCAL"
+CLUSTER_IPS_COMMENT = "handle ClusterIPs; NOTE: this must be before the NodePort rules"
+NODEPORTS_COMMENT = "handle service NodePorts; NOTE: this must be the last rule in the chain"
+NON_LOCAL_COMMENT = "Ensure that non-local NodePort traffic can flow"
+NAT_CHAINS = (PORTALS_CONTAINER, PORTALS_HOST, NODEPORT_CONTAINER, NODEPORT_HOST)
+FILTER_CHAINS = (NODEPORT_NON_LOCAL,)
+DEFAULT_UDP_IDLE_TIMEOUT = 0.25  # --udp-timeout (udpIdleTimeout) default: 250ms
+# the kernel's default net.ipv4.ip_local_port_range, where bind(port 0) takes its port
+EPHEMERAL_LOW, EPHEMERAL_HIGH = 32768, 60999
+PORTS_BUF_SIZE = 16  # port_allocator.go portsBufSize
+SUPPORTED_PROTOCOLS = ("TCP", "UDP")  # proxysocket.go newProxySocket
+
+
+@dataclass(frozen=True, slots=True)
+class PortRange:
+    """``utilnet.PortRange`` (``--proxy-port-range``): ``Base`` and ``Size``; Base 0 means
+    unset."""
+
+    base: int = 0
+    size: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> PortRange:
+        """``PortRange.Set``: ``""``, ``"N"``, ``"A-B"`` or ``"A+N"`` (A to A+N)."""
+        value = text.strip() if isinstance(text, str) else None
+        if value is None:
+            raise InputError("must be a string", field="portRange", value=text)
+        if value == "":
+            return cls()
+        try:
+            if "-" in value and "+" not in value:
+                lo_s, _, hi_s = value.partition("-")
+                low, high = int(lo_s), int(hi_s)
+            elif "+" in value and "-" not in value:
+                lo_s, _, off_s = value.partition("+")
+                low = int(lo_s)
+                high = low + int(off_s)
+            elif "-" not in value and "+" not in value:
+                low = high = int(value)
+            else:
+                raise ValueError
+        except ValueError:
+            raise InputError("unable to parse port range", field="portRange", value=text) from None
+        if low > 65535 or high > 65535:
+            raise InputError(
+                "the port range cannot be greater than 65535", field="portRange", value=text
+            )
+        if high < low:
+            raise InputError(
+                "end port cannot be less than start port", field="portRange", value=text
+            )
+        if low < 0:
+            raise InputError("ports must not be negative", field="portRange", value=text)
+        return cls(low, 1 + high - low)
+
+    def __str__(self) -> str:
+        return "" if self.base == 0 else f"{self.base}-{self.base + self.size - 1}"
+
+
+class ProxyPortAllocator:
+    """``port_allocator.go`` with the kernel's ephemeral ports behind it, seeded.
+
+    With a ``--proxy-port-range`` (``rangeAllocator``) a fill goroutine keeps
+    ``portsBufSize`` (16) chosen ports in a channel plus one more blocked on the send,
+    each chosen by ``nextFreePort`` (a random offset, then the first free port scanning
+    up, then from the start) and marked used when chosen; ``AllocateNext`` takes them in
+    the order chosen and ``Release`` frees a port for later choices. Here that look-ahead
+    of 17 is kept exactly; the fill goroutine's 500 ms retry once the range is exhausted
+    is taken as done before the next allocation. ``Intn`` draws from
+    ``random.Random(f"{seed}/proxy-ports")``.
+
+    Without a range (``randomAllocator``, the default) ``AllocateNext`` returns 0 and the
+    listener's ``bind`` takes an ephemeral port from the kernel: for TCP as Linux's
+    ``inet_csk_find_open_port`` (a random even offset into ip_local_port_range
+    32768-60999 made odd, scanning the odd ports first and wrapping, then the even
+    ones); for UDP a random first port, then the next free one up (the kernel's
+    ``udp_lib_get_port`` walks its hash slots instead; with few sockets the first pick,
+    uniform, is the same). Ports are per protocol there, one space here for the range
+    allocator (upstream's one bitmap). The draws come from
+    ``random.Random(f"{seed}/ephemeral")``.
+    """
+
+    def __init__(self, port_range: PortRange, seed: int = 0):
+        self.range = port_range
+        self._rng = random.Random(f"{seed}/proxy-ports")
+        self._kernel_rng = random.Random(f"{seed}/ephemeral")
+        self._used: set[int] = set()  # rangeAllocator.used (offsets)
+        self._buffer: list[int] = []  # chosen, not yet handed out (channel + blocked send)
+        self.bound: dict[str, set[int]] = {"TCP": set(), "UDP": set()}  # the kernel's
+        if port_range.base:
+            self._fill()
+
+    # rangeAllocator
+    def _next_free_port(self) -> int:
+        size = self.range.size
+        j = self._rng.randrange(size)
+        for i in itertools.chain(range(j, size), range(j)):
+            if i not in self._used:
+                self._used.add(i)
+                return i + self.range.base
+        return -1
+
+    def _fill(self) -> None:
+        while len(self._buffer) < PORTS_BUF_SIZE + 1:
+            port = self._next_free_port()
+            if port == -1:
+                return
+            self._buffer.append(port)
+
+    def allocate_next(self) -> int:
+        """``AllocateNext``: a port of the range, or 0 (the kernel picks at bind)."""
+        if not self.range.base:
+            return 0
+        self._fill()
+        if not self._buffer:
+            raise BalancerError(
+                "port allocation failed; there are no remaining ports left to allocate in "
+                "the accepted range"
+            )
+        port = self._buffer.pop(0)
+        self._fill()
+        return port
+
+    def release(self, port: int) -> None:
+        """``Release``: a range port becomes free for later choices (ignored otherwise)."""
+        if not self.range.base:
+            return
+        offset = port - self.range.base
+        if 0 <= offset < self.range.size:
+            self._used.discard(offset)
+
+    # the kernel's side: the listener's bind and close
+    def bind(self, protocol: str, port: int) -> int:
+        """The port a listener bound to ``port`` (0: an ephemeral one) gets."""
+        bound = self.bound[protocol]
+        if port:
+            if port in bound:
+                raise BalancerError(f"listen {protocol.lower()} :{port}: address already in use")
+            bound.add(port)
+            return port
+        low, high = EPHEMERAL_LOW, EPHEMERAL_HIGH + 1
+        remaining = high - low
+        if protocol == "TCP":
+            if remaining > 1:
+                remaining &= ~1
+            offset = self._kernel_rng.randrange(remaining) | 1
+            for parity_offset in (offset, offset - 1):
+                port = low + parity_offset
+                for _ in range(0, remaining, 2):
+                    if port >= high:
+                        port -= remaining
+                    if port not in bound:
+                        bound.add(port)
+                        return port
+                    port += 2
+        else:
+            first = self._kernel_rng.randrange(remaining)
+            for i in range(remaining):
+                port = low + (first + i) % remaining
+                if port not in bound:
+                    bound.add(port)
+                    return port
+        raise BalancerError(f"bind {protocol.lower()}: no ephemeral port left")
+
+    def close(self, protocol: str, port: int) -> None:
+        self.bound[protocol].discard(port)
+
+
+def _comment(text: str) -> tuple[Opt, ...]:
+    return (Opt("-m", ("comment",)), Opt("--comment", (text,)))
+
+
+def _to_cidr(ip: str) -> str:
+    """``utilproxy.ToCIDR``: ``/32`` or ``/128``."""
+    return f"{ip}/128" if ":" in ip else f"{ip}/32"
+
+
+def _is_unspecified(ip: str) -> bool:
+    return ip in ("0.0.0.0", "::")
+
+
+@dataclass(frozen=True, slots=True)
+class _Portal:
+    ip: str
+    port: int
+    is_external: bool
+
+
+@dataclass(slots=True)
+class UserspaceService:
+    """``ServiceInfo``: one proxied service port, its listener and its portals."""
+
+    name: str  # ServicePortName.String()
+    protocol: str
+    cluster_ip: str
+    port: int
+    node_port: int
+    external_ips: tuple[str, ...]
+    lb_ips: tuple[str, ...]
+    affinity_type: str  # "None" or "ClientIP"
+    sticky_max_age_seconds: int
+    proxy_port: int
+    timeout: float  # the UDP idle timeout
+
+    def same_config(self, sp: ServicePortInfo) -> bool:
+        """``sameConfig``: protocol, port, nodePort, ClusterIP, externalIPs, the load
+        balancer status and the affinity type (not its timeout)."""
+        return (
+            self.protocol == sp.protocol
+            and self.port == sp.port
+            and self.node_port == sp.node_port
+            and self.cluster_ip == sp.cluster_ip
+            and self.external_ips == tuple(sp.external_ips)
+            and self.lb_ips == tuple(sp.lb_ips)
+            and self.affinity_type == _affinity_type(sp)
+        )
+
+
+def _affinity_type(sp: ServicePortInfo) -> str:
+    return AFFINITY_CLIENT_IP if sp.affinity_timeout else AFFINITY_NONE
+
+
+class _Tables:
+    """The userspace proxier's chains as ``iptables -A/-I/-D`` leave them: per table and
+    chain the rules in order (EnsureRule: ``-C`` then append or insert at the top;
+    DeleteRule: ``-D``, the first equal rule)."""
+
+    def __init__(self) -> None:
+        self.chains: dict[str, dict[str, list[tuple[Opt, ...]]]] = {"filter": {}, "nat": {}}
+        self.version = 0
+
+    def ensure_chain(self, table: str, chain: str) -> None:
+        self.chains[table].setdefault(chain, [])
+
+    def ensure_rule(
+        self, table: str, chain: str, opts: tuple[Opt, ...], prepend: bool = False
+    ) -> bool:
+        """True when the rule existed already."""
+        rules = self.chains[table].setdefault(chain, [])
+        if opts in rules:
+            return True
+        if prepend:
+            rules.insert(0, opts)
+        else:
+            rules.append(opts)
+        self.version += 1
+        return False
+
+    def delete_rule(self, table: str, chain: str, opts: tuple[Opt, ...]) -> bool:
+        """True when a rule was deleted (``-D`` fails on a missing rule)."""
+        rules = self.chains[table].get(chain)
+        if rules is None or opts not in rules:
+            return False
+        rules.remove(opts)
+        self.version += 1
+        return True
+
+    def ruleset(self, family: str) -> Ruleset:
+        """The tables as restore input: filter then nat, the userspace chains declared in
+        iptablesInit's order, the rules grouped by chain (built-in chains first)."""
+        rs = Ruleset(family=family)
+        for tname, own in (("filter", FILTER_CHAINS), ("nat", NAT_CHAINS)):
+            table = rs.table(tname)
+            chains = self.chains[tname]
+            for name in own:
+                if name in chains:
+                    table.declare(name)
+            builtin = [c for c in BUILTIN_CHAINS[tname] if c in chains]
+            for name in builtin + [c for c in own if c in chains]:
+                for opts in chains[name]:
+                    table.append(name, *opts)
+        return rs
+
+
+class UserspaceSync:
+    """One userspace proxier sync: the rules it leaves installed (the whole userspace
+    state: the userspace proxier writes rule by rule, there is no restore payload),
+    their text, and what the sync did."""
+
+    __slots__ = ("closed", "error", "errors", "full", "opened", "payload", "text")
+
+    def __init__(self, full: bool, payload: Ruleset, text: str) -> None:
+        self.full = full
+        self.payload = payload
+        self.text = text
+        self.error: str | None = None  # the sync as a whole never fails
+        self.errors: list[str] = []  # what kube-proxy logs (klog.Errorf) and goes on
+        self.opened: list[str] = []  # service ports whose proxy started
+        self.closed: list[str] = []  # service ports whose proxy stopped
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class UserspaceProxier(Proxier[UserspaceSync]):
+    """kube-proxy's userspace proxier for one node (the proxier.go module docstring
+    section says which upstream file): a listener (a proxy port) per service port, the
+    portal rules sending each service address to it, and the round-robin balancer.
+
+    ``listen_ip`` is ``--bind-address`` (``0.0.0.0``: REDIRECT for traffic from
+    containers, DNAT to the node's primary IP for the node's own traffic; a specific IP:
+    DNAT to it for both); ``port_range`` is ``--proxy-port-range``; ``seed`` seeds the
+    port allocator, the kernel's ephemeral ports and the balancer.
+    """
+
+    mode = "userspace"
+
+    def __init__(
+        self,
+        options: ProxyOptions,
+        *,
+        listen_ip: str = "0.0.0.0",
+        port_range: PortRange | str = "",
+        udp_idle_timeout: float = DEFAULT_UDP_IDLE_TIMEOUT,
+        seed: int = 0,
+    ) -> None:
+        try:
+            listen = str(ipaddress.ip_address(listen_ip))
+        except ValueError:
+            raise InputError("not an IP address", field="bindAddress", value=listen_ip) from None
+        if listen in ("127.0.0.1", "::1"):
+            # ErrProxyOnLocalhost
+            raise InputError("cannot proxy on localhost", field="bindAddress", value=listen_ip)
+        self.options = options
+        self.listen_ip = listen
+        # ChooseHostInterface when bound to 0.0.0.0: the node's primary address here
+        self.host_ip = options.node.ips[0] if _is_unspecified(listen) else listen
+        self.port_range = (
+            port_range if isinstance(port_range, PortRange) else PortRange.parse(port_range)
+        )
+        self.udp_idle_timeout = udp_idle_timeout
+        self.seed = seed
+        self.ports = ProxyPortAllocator(self.port_range, seed)
+        self.load_balancer = LoadBalancerRR(seed)
+        self.services: dict[str, UserspaceService] = {}  # serviceMap, in start order
+        self.tables = _Tables()
+        self.port_map: dict[tuple[str, int, str], str] = {}  # claimed (ip, port, proto)
+        self.local_addrs: frozenset[str] = frozenset()
+        self.need_full_sync = True
+        self._by_service: dict[Key, list[str]] = {}  # (ns, name) -> its port names
+        self._result: UserspaceSync | None = None
+
+    # ---- syncProxyRules ------------------------------------------------------------
+
+    def sync(
+        self, view: ProxyView, changed: set[Key] | None = None, now: float = 0.0
+    ) -> UserspaceSync:
+        """One syncProxyRules at emulated time ``now``: the endpoints reach the balancer
+        first (kube-proxy hands Endpoints events to it as they arrive, the Service
+        changes wait for the sync), then iptablesInit, the changed Services merged and
+        unmerged, every portal ensured, stale sticky sessions cleaned."""
+        full = changed is None or self.need_full_sync
+        errors: list[str] = []
+        opened: list[str] = []
+        closed: list[str] = []
+        self.load_balancer.on_endpoints(endpoints_objects(view))
+        self._iptables_init()
+        self.local_addrs = frozenset(self.options.node.local_ips)
+        wanted = changed or set()
+        keys = list(view.by_service) if full else [k for k in view.by_service if k in wanted]
+        gone = set(self._by_service) - set(view.by_service)
+        if not full:
+            gone &= wanted
+        keys += sorted(gone)
+        for key in keys:
+            existing = self._merge(key, view.by_service.get(key, []), errors, opened)
+            self._unmerge(key, existing, errors, closed)
+        self._ensure_portals(errors)
+        for name in self.services:
+            self.load_balancer.cleanup_stale_sticky_sessions(name, now=now)
+        self.need_full_sync = False
+        payload = self.tables.ruleset(self.options.family)
+        result = UserspaceSync(full, payload, render(payload))
+        result.errors, result.opened, result.closed = errors, opened, closed
+        self._result = result
+        return result
+
+    def ruleset(self) -> Ruleset:
+        """The installed userspace rules now."""
+        return self.tables.ruleset(self.options.family)
+
+    def _iptables_init(self) -> None:
+        t = self.tables
+        jump_portals = _comment(CLUSTER_IPS_COMMENT)
+        t.ensure_chain("nat", PORTALS_CONTAINER)
+        t.ensure_rule("nat", "PREROUTING", (*jump_portals, _jump(PORTALS_CONTAINER)), prepend=True)
+        t.ensure_chain("nat", PORTALS_HOST)
+        t.ensure_rule("nat", "OUTPUT", (*jump_portals, _jump(PORTALS_HOST)), prepend=True)
+        jump_nodeports = (
+            Opt("-m", ("addrtype",)),
+            Opt("--dst-type", ("LOCAL",)),
+            *_comment(NODEPORTS_COMMENT),
+        )
+        t.ensure_chain("nat", NODEPORT_CONTAINER)
+        t.ensure_rule("nat", "PREROUTING", (*jump_nodeports, _jump(NODEPORT_CONTAINER)))
+        t.ensure_chain("nat", NODEPORT_HOST)
+        t.ensure_rule("nat", "OUTPUT", (*jump_nodeports, _jump(NODEPORT_HOST)))
+        t.ensure_chain("filter", NODEPORT_NON_LOCAL)
+        t.ensure_rule(
+            "filter",
+            "INPUT",
+            (*_comment(NON_LOCAL_COMMENT), _jump(NODEPORT_NON_LOCAL)),
+            prepend=True,
+        )
+
+    def _merge(
+        self, key: Key, ports: list[ServicePortInfo], errors: list[str], opened: list[str]
+    ) -> set[str]:
+        """``mergeService``: start (or restart) the proxy of every port whose config
+        changed; returns the port names the Service has now."""
+        existing: set[str] = set()
+        for sp in ports:
+            name = sp.spn
+            existing.add(sp.port_name)
+            info = self.services.get(name)
+            if info is not None and info.same_config(sp):
+                continue
+            if info is not None:
+                # something changed: stop it (its rules go, its port is released)
+                self._cleanup_portal_and_proxy(info, errors)
+            try:
+                proxy_port = self.ports.allocate_next()
+            except BalancerError as exc:
+                errors.append(f"failed to allocate proxy port for service {name!r}: {exc}")
+                continue
+            if sp.protocol not in SUPPORTED_PROTOCOLS:
+                # newProxySocket: unknown protocol; the allocated port is never released
+                errors.append(
+                    f"Failed to start proxy for {name!r}: unknown protocol {sp.protocol!r}"
+                )
+                continue
+            try:
+                bound = self.ports.bind(sp.protocol, proxy_port)
+            except BalancerError as exc:
+                errors.append(f"Failed to start proxy for {name!r}: {exc}")
+                continue
+            info = UserspaceService(
+                name=name,
+                protocol=sp.protocol,
+                cluster_ip=sp.cluster_ip,
+                port=sp.port,
+                node_port=sp.node_port,
+                external_ips=tuple(sp.external_ips),
+                lb_ips=tuple(sp.lb_ips),
+                affinity_type=_affinity_type(sp),
+                sticky_max_age_seconds=sp.affinity_timeout,
+                proxy_port=bound,
+                timeout=self.udp_idle_timeout,
+            )
+            self.services[name] = info
+            self._by_service.setdefault(key, [])
+            if sp.port_name not in self._by_service[key]:
+                self._by_service[key].append(sp.port_name)
+            opened.append(name)
+            err = self._open_portal(info)
+            if err:
+                errors.append(f"Failed to open portal for {name!r}: {err}")
+            self.load_balancer.new_service(name, info.affinity_type, info.sticky_max_age_seconds)
+        return existing
+
+    def _unmerge(self, key: Key, existing: set[str], errors: list[str], closed: list[str]) -> None:
+        """``unmergeService``: stop the ports the Service no longer has (all of them when
+        it is gone) and forget their balancer state."""
+        names = self._by_service.get(key, [])
+        keep = []
+        for port_name in names:
+            if port_name in existing:
+                keep.append(port_name)
+                continue
+            name = str(ServicePortName(key[0], key[1], port_name))
+            info = self.services.get(name)
+            if info is None:
+                continue
+            self._cleanup_portal_and_proxy(info, errors)
+            self.load_balancer.delete_service(name)
+            closed.append(name)
+        if keep:
+            self._by_service[key] = keep
+        else:
+            self._by_service.pop(key, None)
+
+    def _cleanup_portal_and_proxy(self, info: UserspaceService, errors: list[str]) -> None:
+        for err in self._close_portal(info):
+            errors.append(f"Failed to close portal for {info.name!r}: {err}")
+        # stopProxy
+        del self.services[info.name]
+        self.ports.close(info.protocol, info.proxy_port)
+        self.ports.release(info.proxy_port)
+
+    def _ensure_portals(self, errors: list[str]) -> None:
+        """``ensurePortals``: open every service's portals again (idempotent; a portal
+        refused earlier, e.g. by a port conflict, opens once the conflict is gone)."""
+        for info in list(self.services.values()):
+            err = self._open_portal(info)
+            if err:
+                errors.append(f"Failed to ensure portal for {info.name!r}: {err}")
+
+    # ---- portals ------------------------------------------------------------------------
+
+    def _portals(self, info: UserspaceService) -> list[_Portal]:
+        portals = [_Portal(info.cluster_ip, info.port, False)]
+        portals += [_Portal(ip, info.port, True) for ip in info.external_ips]
+        portals += [_Portal(ip, info.port, False) for ip in info.lb_ips if ip]
+        return portals
+
+    def _open_portal(self, info: UserspaceService) -> str | None:
+        """``openPortal``: the first error stops it (later portals stay closed)."""
+        for portal in self._portals(info):
+            err = self._open_one_portal(portal, info)
+            if err:
+                return err
+        if info.node_port:
+            return self._open_node_port(info)
+        return None
+
+    def _open_one_portal(self, portal: _Portal, info: UserspaceService) -> str | None:
+        if self.local_addrs and portal.ip in self.local_addrs:
+            err = self._claim(portal.ip, portal.port, info)
+            if err:
+                return err
+        t = self.tables
+        t.ensure_rule(
+            "nat", PORTALS_CONTAINER, self._container_args(portal, portal.is_external, False, info)
+        )
+        if portal.is_external:
+            t.ensure_rule("nat", PORTALS_CONTAINER, self._container_args(portal, False, True, info))
+            t.ensure_rule("nat", PORTALS_HOST, self._host_args(portal, True, info))
+            return None
+        t.ensure_rule("nat", PORTALS_HOST, self._host_args(portal, False, info))
+        return None
+
+    def _open_node_port(self, info: UserspaceService) -> str | None:
+        err = self._claim("<nil>", info.node_port, info)
+        if err:
+            return err
+        t = self.tables
+        t.ensure_rule("nat", NODEPORT_CONTAINER, self._container_args(None, False, False, info))
+        t.ensure_rule("nat", NODEPORT_HOST, self._host_node_port_args(info))
+        t.ensure_rule("filter", NODEPORT_NON_LOCAL, self._non_local_node_port_args(info))
+        return None
+
+    def _close_portal(self, info: UserspaceService) -> list[str]:
+        """``closePortal``: every rule deleted (a missing one is an error, logged), the
+        claims released; the errors of all portals together."""
+        el: list[str] = []
+        t = self.tables
+        for portal in self._portals(info):
+            if self.local_addrs and portal.ip in self.local_addrs:
+                err = self._release(portal.ip, portal.port, info)
+                if err:
+                    el.append(err)
+            args = self._container_args(portal, portal.is_external, False, info)
+            if not t.delete_rule("nat", PORTALS_CONTAINER, args):
+                el.append(f"no such rule in {PORTALS_CONTAINER}")
+            if portal.is_external:
+                args = self._container_args(portal, False, True, info)
+                if not t.delete_rule("nat", PORTALS_CONTAINER, args):
+                    el.append(f"no such rule in {PORTALS_CONTAINER}")
+                if not t.delete_rule("nat", PORTALS_HOST, self._host_args(portal, True, info)):
+                    el.append(f"no such rule in {PORTALS_HOST}")
+                continue
+            if not t.delete_rule("nat", PORTALS_HOST, self._host_args(portal, False, info)):
+                el.append(f"no such rule in {PORTALS_HOST}")
+        if info.node_port:
+            args = self._container_args(None, False, False, info)
+            if not t.delete_rule("nat", NODEPORT_CONTAINER, args):
+                el.append(f"no such rule in {NODEPORT_CONTAINER}")
+            if not t.delete_rule("nat", NODEPORT_HOST, self._host_node_port_args(info)):
+                el.append(f"no such rule in {NODEPORT_HOST}")
+            args = self._non_local_node_port_args(info)
+            if not t.delete_rule("filter", NODEPORT_NON_LOCAL, args):
+                el.append(f"no such rule in {NODEPORT_NON_LOCAL}")
+            err = self._release("<nil>", info.node_port, info)
+            if err:
+                el.append(err)
+        return el
+
+    def _claim(self, ip: str, port: int, info: UserspaceService) -> str | None:
+        """``claimNodePort``: the (ip, port, protocol) is owned by one service port
+        (idempotent for its owner)."""
+        key = (ip, port, info.protocol)
+        owner = self.port_map.get(key)
+        if owner is None:
+            self.port_map[key] = info.name
+            return None
+        if owner == info.name:
+            return None
+        return (
+            f"Port conflict detected on port {join_host_port(ip, port)}/{info.protocol}.  "
+            f"{info.name} vs {owner}"
+        )
+
+    def _release(self, ip: str, port: int, info: UserspaceService) -> str | None:
+        """``releaseNodePort``: only the owner releases; an unowned port is ignored."""
+        key = (ip, port, info.protocol)
+        owner = self.port_map.get(key)
+        if owner is None:
+            return None
+        if owner != info.name:
+            return (
+                f"Port conflict detected on port {join_host_port(ip, port)}/{info.protocol} "
+                f"(unowned unlock).  {info.name} vs {owner}"
+            )
+        del self.port_map[key]
+        return None
+
+    # ---- the rule arguments (iptablesCommonPortalArgs and friends) ----------------------
+
+    def _common_args(
+        self,
+        dest_ip: str | None,
+        physdev: bool,
+        dst_local: bool,
+        dest_port: int,
+        info: UserspaceService,
+    ) -> tuple[Opt, ...]:
+        proto = info.protocol.lower()
+        args: list[Opt] = [
+            *_comment(info.name),
+            Opt("-p", (proto,)),
+            Opt("-m", (proto,)),
+            Opt("--dport", (str(dest_port),)),
+        ]
+        if dest_ip is not None:
+            args.append(Opt("-d", (_to_cidr(dest_ip),)))
+        if physdev:
+            args += [Opt("-m", ("physdev",)), Opt("--physdev-is-in", (), True)]
+        if dst_local:
+            args += [Opt("-m", ("addrtype",)), Opt("--dst-type", ("LOCAL",))]
+        return tuple(args)
+
+    def _container_args(
+        self, portal: _Portal | None, physdev: bool, dst_local: bool, info: UserspaceService
+    ) -> tuple[Opt, ...]:
+        """``iptablesContainerPortalArgs``: REDIRECT when listening on every address,
+        DNAT to the listen address otherwise (a NodePort: ``portal`` None)."""
+        if portal is None:
+            args = self._common_args(None, False, False, info.node_port, info)
+        else:
+            args = self._common_args(portal.ip, physdev, dst_local, portal.port, info)
+        if _is_unspecified(self.listen_ip):
+            return (*args, _jump("REDIRECT"), Opt("--to-ports", (str(info.proxy_port),)))
+        return (
+            *args,
+            _jump("DNAT"),
+            Opt("--to-destination", (join_host_port(self.listen_ip, info.proxy_port),)),
+        )
+
+    def _host_args(
+        self, portal: _Portal, dst_local: bool, info: UserspaceService
+    ) -> tuple[Opt, ...]:
+        """``iptablesHostPortalArgs``: always DNAT, to the host IP when listening on
+        every address."""
+        args = self._common_args(portal.ip, False, dst_local, portal.port, info)
+        return (*args, *self._dnat_host(info))
+
+    def _host_node_port_args(self, info: UserspaceService) -> tuple[Opt, ...]:
+        """``iptablesHostNodePortArgs``."""
+        args = self._common_args(None, False, False, info.node_port, info)
+        return (*args, *self._dnat_host(info))
+
+    def _non_local_node_port_args(self, info: UserspaceService) -> tuple[Opt, ...]:
+        """``iptablesNonLocalNodePortArgs``: ACCEPT new connections to the proxy port."""
+        args = self._common_args(None, False, False, info.proxy_port, info)
+        return (*args, Opt("-m", ("state",)), Opt("--state", ("NEW",)), _jump("ACCEPT"))
+
+    def _dnat_host(self, info: UserspaceService) -> tuple[Opt, ...]:
+        return (
+            _jump("DNAT"),
+            Opt("--to-destination", (join_host_port(self.host_ip, info.proxy_port),)),
+        )
+
+
+def _jump(target: str) -> Opt:
+    return Opt("-j", (target,))
+
+
+def endpoints_objects(view: ProxyView) -> list[dict[str, Any]]:
+    """The v1 Endpoints objects the endpoints controller would publish for the view's
+    Services: per Service one subset per ready endpoint of each port (``addresses``:
+    ready endpoints, as the controller puts them; not-ready ones would be
+    ``notReadyAddresses``, which the balancer ignores)."""
+    out: list[dict[str, Any]] = []
+    for (namespace, name), ports in view.by_service.items():
+        subsets = [
+            {"addresses": [{"ip": e.ip}], "ports": [{"name": sp.port_name, "port": e.port}]}
+            for sp in ports
+            for e in sp.endpoints
+            if e.ready
+        ]
+        out.append({"metadata": {"namespace": namespace, "name": name}, "subsets": subsets})
+    return out
