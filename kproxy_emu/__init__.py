@@ -2,7 +2,7 @@
 
 from . import packets, synth
 from ._version import __version__
-from .dataplane import Dataplane, IptablesOptions, IpvsOptions, NftablesOptions
+from .dataplane import Dataplane, IptablesOptions, IpvsOptions, NftablesOptions, UserspaceOptions
 from .errors import InputError, KproxyError
 from .model import Cluster
 from .modes.ipvs import SharedVirtualServerWarning
@@ -16,6 +16,7 @@ __all__ = [
     "KproxyError",
     "NftablesOptions",
     "SharedVirtualServerWarning",
+    "UserspaceOptions",
     "__version__",
     "packets",
     "synth",

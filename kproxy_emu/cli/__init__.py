@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ..netfilter.ruleset import Ruleset
 
 PROG = "kproxy-emu"
-_MODES = ("iptables", "nftables", "ipvs")  # kproxy_emu.dataplane.MODES (imported lazily)
+_MODES = ("iptables", "nftables", "ipvs", "userspace")  # dataplane.MODES (imported lazily)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -384,7 +384,7 @@ def _check_node_flags(args: argparse.Namespace, config, node_config, mode: str) 
         primary, field = args.node_ip[0], "--node-ip"
     elif node_config is not None and node_config.ips:
         primary, field = node_config.ips[0], f"{args.node_config}: ips[0]"
-    if primary is not None and ":" in primary and mode in ("iptables", "ipvs"):
+    if primary is not None and ":" in primary and mode in ("iptables", "ipvs", "userspace"):
         # kube-proxy with an IPv6 primary node IP programs ip6tables / IPv6 IPVS services,
         # which are not emulated: the IPv4 tables would be written with IPv6 addresses
         raise InputError(

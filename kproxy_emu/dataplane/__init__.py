@@ -8,6 +8,7 @@ from .backend import (
     ModeOptions,
     NftablesOptions,
     NodeContext,
+    UserspaceOptions,
 )
 from .dataplane import Dataplane, resolve_node
 
@@ -20,5 +21,6 @@ __all__ = [
     "ModeOptions",
     "NftablesOptions",
     "NodeContext",
+    "UserspaceOptions",
     "resolve_node",
 ]

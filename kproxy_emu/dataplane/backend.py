@@ -109,16 +109,45 @@ class IpvsOptions:
             validate_scheduler(self.scheduler)
 
 
-ModeOptions = IptablesOptions | NftablesOptions | IpvsOptions
+@dataclass(frozen=True)
+class UserspaceOptions:
+    """userspace mode (kube-proxy's first mode, removed in 1.26). ``port_range``:
+    ``--proxy-port-range`` ("A-B", "A+N", "N"; "" leaves the proxy ports to the kernel's
+    ephemeral range); ``udp_idle_timeout``: ``--udp-timeout`` in seconds (250 ms). The
+    listen address is the KubeProxyConfiguration's bindAddress."""
+
+    mode: ClassVar[str] = "userspace"
+    port_range: str = ""
+    udp_idle_timeout: float = 0.25
+
+    def __post_init__(self) -> None:
+        from ..modes.userspace import PortRange
+
+        try:
+            PortRange.parse(self.port_range)
+        except InputError as exc:
+            raise InputError(
+                exc.message, field="UserspaceOptions.port_range", value=self.port_range
+            ) from None
+        t = self.udp_idle_timeout
+        if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t < float("inf"):
+            raise InputError(
+                "must be a positive number of seconds",
+                field="UserspaceOptions.udp_idle_timeout",
+                value=t,
+            )
+
+
+ModeOptions = IptablesOptions | NftablesOptions | IpvsOptions | UserspaceOptions
 OPTIONS: dict[str, type[ModeOptions]] = {
-    cls.mode: cls for cls in (IptablesOptions, NftablesOptions, IpvsOptions)
+    cls.mode: cls for cls in (IptablesOptions, NftablesOptions, IpvsOptions, UserspaceOptions)
 }
 MODES = tuple(OPTIONS)
 
 
 def mode_options(mode: str | ModeOptions) -> ModeOptions:
     """The options object for ``mode``: given as one, or the mode's defaults by name."""
-    if isinstance(mode, (IptablesOptions, NftablesOptions, IpvsOptions)):
+    if isinstance(mode, (IptablesOptions, NftablesOptions, IpvsOptions, UserspaceOptions)):
         return mode
     if not isinstance(mode, str) or mode not in OPTIONS:
         raise InputError(
@@ -212,6 +241,10 @@ def make_backend(node: NodeContext, options: ModeOptions) -> Backend:
         from .nftables_backend import NftablesBackend
 
         return NftablesBackend(node, options)
+    if isinstance(options, UserspaceOptions):
+        from .userspace_backend import UserspaceBackend
+
+        return UserspaceBackend(node, options)
     from .ipvs_backend import IpvsBackend
 
     return IpvsBackend(node, options)

@@ -211,10 +211,19 @@ def _range(spec: str) -> tuple[int, int]:
     return int(low or 0), int(high or 65535)
 
 
-def lower(tables: Ruleset, family: str = "IPv4", endpoints: list[str] | None = None) -> Lowered:
+def lower(
+    tables: Ruleset,
+    family: str = "IPv4",
+    endpoints: list[str] | None = None,
+    *,
+    redirect_ip: str | None = None,
+) -> Lowered:
     """Lower the tables. ``endpoints`` is the endpoint table to extend (new DNAT
     destinations are appended, existing ones keep their index), so verdict endpoint indices
-    stay valid across syncs, also for flows conntrack still holds."""
+    stay valid across syncs, also for flows conntrack still holds. ``redirect_ip``: the
+    address ``-j REDIRECT --to-ports P`` sends packets to (a DNAT to it and P: the
+    incoming interface's primary address, which the node model takes as the node's
+    primary IP; the userspace mode's rules); None refuses REDIRECT."""
     chain_names: list[tuple[str, str]] = []
     index: dict[tuple[str, str], int] = {}
     for tname, table in tables.tables.items():
@@ -243,7 +252,7 @@ def lower(tables: Ruleset, family: str = "IPv4", endpoints: list[str] | None = N
         ipvs_match=-1,
     )
     recent_lists: dict[str, int] = {}
-    extras = _Extras()
+    extras = _Extras(redirect_ip=redirect_ip)
     rows: list[tuple] = []  # filled as tuples: setting numpy row fields one by one is slow
     chains = np.zeros(len(chain_names), dtype=CHAIN_DTYPE)
     endpoints = [] if endpoints is None else endpoints
@@ -322,12 +331,14 @@ def hot_rows(rules: np.ndarray) -> np.ndarray:
 @dataclass
 class _Extras:
     """Side tables some matches need: multiport ranges, statistic-nth counters, the
-    ipsets ``-m set`` names (by first use) and ``-m ipvs`` option words."""
+    ipsets ``-m set`` names (by first use) and ``-m ipvs`` option words; where REDIRECT
+    sends a packet (None: REDIRECT is not lowered)."""
 
     port_ranges: list[tuple[int, int]] = field(default_factory=list)
     nth_counters: list[int] = field(default_factory=list)
     sets: dict[str, int] = field(default_factory=dict)
     ipvs_words: list[int] = field(default_factory=list)
+    redirect_ip: str | None = None
 
 
 def _lower_rule(
@@ -494,6 +505,18 @@ def _lower_rule(
         row["target_kind"] = T["DNAT"]
         row["to_ip"] = _ipv4(ip)
         row["to_port"] = int(port)
+        if dest not in endpoint_index:
+            endpoint_index[dest] = len(endpoints)
+            endpoints.append(dest)
+        row["endpoint"] = endpoint_index[dest]
+    elif target == "REDIRECT" and extras.redirect_ip is not None:
+        ports = topts.get("--to-ports", ("",))[0]
+        if not ports.isdigit():
+            raise ValueError("REDIRECT needs one --to-ports port")
+        dest = f"{extras.redirect_ip}:{ports}"
+        row["target_kind"] = T["DNAT"]
+        row["to_ip"] = _ipv4(extras.redirect_ip)
+        row["to_port"] = int(ports)
         if dest not in endpoint_index:
             endpoint_index[dest] = len(endpoints)
             endpoints.append(dest)

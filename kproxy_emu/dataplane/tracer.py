@@ -108,9 +108,14 @@ def trace(
     rec = pipeline.Recorder()
     out = empty_verdicts(1)
 
+    # the userspace mode's proxy, which runs after the hooks (userspace_backend.py)
+    hop = getattr(backend, "proxy_hop", None)
+
     def run() -> None:
         rec.clear()
         pipeline.run(engine, batch, out, dp.conntrack, dp.rng, rec)
+        if hop is not None:
+            hop(batch, out, dp.conntrack, dp.rng)
 
     # the alternatives, each from the same state
     paths: list[tuple[float, Any]] = []
@@ -143,6 +148,7 @@ def trace(
     if matched_only:  # the path alone (a rule walk at scale is thousands of steps)
         steps = steps[steps["matched"] != 0]
     result_steps += [names.step(row) for row in steps]
+    result_steps += cast("list[TraceStep]", getattr(backend, "hop_steps", []))
     candidates: dict[str, TraceCandidate] = {}
     outcomes: list[TraceOutcome] = []
     for prob, v in paths:
@@ -192,6 +198,9 @@ class _NodeState:
         self.ct = dp.conntrack.snapshot() if dp.conntrack is not None else None
         self.eng = engine.snapshot()
         self.rng = dp.rng.state
+        # a backend's own per-flow state (the userspace mode's proxy)
+        snap = getattr(dp.backend, "snapshot_state", None)
+        self.backend = snap() if snap is not None else None
 
     def restore(self) -> None:
         if self.ct is not None:
@@ -200,6 +209,8 @@ class _NodeState:
             conntrack.restore(self.ct)
         self.engine.restore(self.eng)
         self.dp.rng.state = self.rng
+        if self.backend is not None:
+            self.dp.backend.restore_state(self.backend)  # type: ignore[attr-defined]
 
 
 def _draw_probability(kind: str, n: int, threshold: int, chosen: int) -> float:
@@ -327,10 +338,12 @@ class _StepNames:
         from ..netfilter.iptables_text import render_rule
         from .iptables_backend import IptablesBackend
         from .ipvs_backend import IpvsBackend
+        from .userspace_backend import UserspaceBackend
 
         backend = self.backend
-        # chain VM rows: iptables mode, or IPVS mode's iptables rules (both lower to Lowered)
-        assert isinstance(backend, (IptablesBackend, IpvsBackend))
+        # chain VM rows: iptables mode, IPVS mode's iptables rules, the userspace mode's
+        # (all lower to Lowered)
+        assert isinstance(backend, (IptablesBackend, IpvsBackend, UserspaceBackend))
         low = cast("Lowered", self.low)
         starts = self._memo.get("starts")
         if starts is None:  # a contiguous copy: searchsorted would copy the strided column

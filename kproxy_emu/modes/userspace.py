@@ -269,6 +269,7 @@ class LoadBalancerRR:
         self.seed = seed
         self._rng = random.Random(seed)
         self._services: dict[ServicePortName, _State] = {}
+        self.last_affinity_hit = False  # whether the last next_endpoint was an affinity hit
 
     # ---- services -------------------------------------------------------------------
 
@@ -421,7 +422,9 @@ class LoadBalancerRR:
                 entry = state.affinity_map.get(ip)
                 if entry is not None and int(now - entry.last_used) < state.ttl_seconds:
                     entry.last_used = now
+                    self.last_affinity_hit = True
                     return entry.endpoint
+        self.last_affinity_hit = False
         endpoint = state.endpoints[state.index]
         state.index = (state.index + 1) % len(state.endpoints)
         if sticky:
@@ -794,7 +797,7 @@ class UserspaceProxier(Proxier[UserspaceSync]):
         self.local_addrs: frozenset[str] = frozenset()
         self.need_full_sync = True
         self._by_service: dict[Key, list[str]] = {}  # (ns, name) -> its port names
-        self._result: UserspaceSync | None = None
+        self.view: ProxyView | None = None  # the view of the last sync
 
     # ---- syncProxyRules ------------------------------------------------------------
 
@@ -828,7 +831,7 @@ class UserspaceProxier(Proxier[UserspaceSync]):
         payload = self.tables.ruleset(self.options.family)
         result = UserspaceSync(full, payload, render(payload))
         result.errors, result.opened, result.closed = errors, opened, closed
-        self._result = result
+        self.view = view
         return result
 
     def ruleset(self) -> Ruleset:

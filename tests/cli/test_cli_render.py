@@ -44,7 +44,7 @@ def test_cli_render_with_fixture_environment_as_config_files(cli, tmp_path):
 def test_cli_render_errors_exit_2(cli, tmp_path):
     path = tmp_path / "c.yaml"
     synth.cluster(10).dump(path)
-    for extra in (["--node", "nope"], ["--node-ip", "1.2.3"], ["--mode", "userspace"]):
+    for extra in (["--node", "nope"], ["--node-ip", "1.2.3"], ["--mode", "winkernel"]):
         proc = cli("render", path, *extra)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
     empty = tmp_path / "svc.json"

@@ -81,7 +81,7 @@ def test_render_formats_and_errors(cluster, tmp_path):
     with pytest.raises(InputError, match="--format"):
         dp.render(format="xml")
     with pytest.raises(InputError, match="mode"):
-        Dataplane(cluster, mode="userspace")
+        Dataplane(cluster, mode="winkernel")
 
 
 def test_ipvs_connection_table_size(cluster):

@@ -490,7 +490,7 @@ def test_render_formats_and_errors(cluster):
     with pytest.raises(InputError, match="scheduler"):
         Dataplane(cluster, IpvsOptions(scheduler="fastest"))
     with pytest.raises(InputError, match="unsupported mode"):
-        Dataplane(cluster, mode="userspace")
+        Dataplane(cluster, mode="winkernel")
     sh = Dataplane(cluster, IpvsOptions(scheduler="sh"), cluster_cidr=CIDR)
     assert " -s sh" in sh.render() and " -s rr" not in sh.render()
 
