@@ -2,13 +2,13 @@
 its proxy-port allocator and its proxier's iptables rules.
 
 The proxier (``UserspaceProxier``, second half of this module) follows
-``pkg/proxy/userspace/proxier.go`` and ``port_allocator.go`` of kubernetes/kubernetes as
-stored at commit 0096f4a4d137 (the file's last form: klog/v2, ``localAddrs`` from
-GetLocalAddrs, ``NoopNodeHandler``; the mode was deleted in v1.26), and
+``pkg/proxy/userspace/proxier.go`` of kubernetes/kubernetes at commit 0096f4a4d137 (a
+late form of the file: klog/v2, ``localAddrs`` from GetLocalAddrs, ``NoopNodeHandler``;
+the mode was deleted in v1.26), ``port_allocator.go`` at commit 04791b490660, and
 ``proxysocket.go`` for the protocols a listener supports (TCP, UDP).
 
 ``LoadBalancerRR`` reproduces ``pkg/proxy/userspace/roundrobin.go`` of
-kubernetes/kubernetes (the v1.25 file, the last one; its Windows twin
+kubernetes/kubernetes (at commit 0096f4a4d137, a late form of the file; its Windows twin
 ``pkg/proxy/winuserspace/roundrobin.go`` is the same algorithm), driven through the old
 full-state entry point ``OnEndpointsUpdate(allEndpoints)`` of the 2016 file, which is
 what the upstream unit tests drive:
