@@ -300,11 +300,20 @@ class UserspaceBackend:
         batch = np.array([row for _, row in second], dtype=PACKET_DTYPE)
         out2 = empty_verdicts(len(batch))
         pipeline.run(self.engine(), batch, out2, conntrack, rng)
-        for (i, _), v2 in zip(second, out2):
+        for (i, row), v2 in zip(second, out2):
             out[i]["rules"] += v2["rules"]
             out[i]["probes"] += v2["probes"]
             if int(v2["action"]) in (Action.DROP, Action.REJECT):
                 out[i]["action"] = int(v2["action"])
+            self.hop_steps.append(
+                _step(
+                    f"the proxy's packet {node_ip}:{row[3]} -> {u32_to_ip(row[2])}:{row[4]} "
+                    f"through the node's hooks: {int(v2['rules'])} rules, "
+                    f"{'known flow' if v2['ct_hit'] else 'new flow'}, "
+                    f"{Action(int(v2['action'])).name}",
+                    True,
+                )
+            )
 
     def _listeners(self) -> dict[tuple[int, str], UserspaceService]:
         return {(s.proxy_port, s.protocol): s for s in self.proxier.services.values()}
