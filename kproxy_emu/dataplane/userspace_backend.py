@@ -190,6 +190,15 @@ class UserspaceBackend:
         self._state = state
         self.proxier.load_balancer = lb
 
+    @property
+    def proxy_stats(self) -> dict[str, int]:
+        """What the proxy did since the node booted (``reset_state``): ``connections``
+        it opened to endpoints (TCP connections and UDP sessions, each a second socket
+        besides the client's), packets ``relayed`` (each copied through the proxy and
+        crossing the node's hooks a second time), ``relay_rules`` those crossings
+        evaluated, and packets with ``no_endpoint``."""
+        return dict(self._state.stats)
+
     def process(self, packets: np.ndarray, out: np.ndarray, conntrack: Any, rng: Any) -> None:
         from .._cext import pipeline
 
@@ -252,6 +261,7 @@ class UserspaceBackend:
                         state.tcp[key] = (chosen, out_port)
             proxy = f"{u32_to_ip(int(v['dnat_ip']))}:{int(v['dnat_port'])}"
             if chosen is None:
+                state.stats["no_endpoint"] += 1
                 out[i]["action"] = Action.ACCEPT
                 out[i]["endpoint"] = -1
                 self.hop_steps.append(
@@ -300,6 +310,8 @@ class UserspaceBackend:
         batch = np.array([row for _, row in second], dtype=PACKET_DTYPE)
         out2 = empty_verdicts(len(batch))
         pipeline.run(self.engine(), batch, out2, conntrack, rng)
+        state.stats["relayed"] += len(second)
+        state.stats["relay_rules"] += int(out2["rules"].sum())
         for (i, row), v2 in zip(second, out2):
             out[i]["rules"] += v2["rules"]
             out[i]["probes"] += v2["probes"]
@@ -326,6 +338,7 @@ class UserspaceBackend:
         except KproxyError:
             return None, 0, ""
         how = "ClientIP affinity" if lb.last_affinity_hit else "round robin"
+        self._state.stats["connections"] += 1
         return chosen, self._state.connect_port(), how
 
 
@@ -339,6 +352,10 @@ class _ProxyState:
         self.udp: dict[tuple[Any, ...], list[Any]] = {}
         self.index_of: dict[str, int] = {}
         self.rng = random.Random(f"{seed}/connect")
+        # what the proxy did: connections it opened to endpoints (TCP, and UDP sessions),
+        # packets it relayed (each crossing the node's hooks a second time), the rules
+        # those second crossings evaluated, and packets it had no endpoint for
+        self.stats = {"connections": 0, "relayed": 0, "relay_rules": 0, "no_endpoint": 0}
 
     def connect_port(self) -> int:
         """A local port as connect() picks it: Linux's __inet_hash_connect favours the

@@ -71,6 +71,11 @@ def test_known_connection_keeps_its_endpoint():
     assert v2["ct_hit"] and ep2 == ep1 and v2["snat_port"] == v1["snat_port"]
     _, ep3 = one(dp, "tcp 10.244.1.2:4000 -> 172.30.0.41:80", "pod", 1.3)
     assert ep3 != ep1  # the round robin moved on once, for the new connection
+    stats = dp.backend.proxy_stats
+    assert stats["connections"] == 2 and stats["relayed"] == 3 and stats["no_endpoint"] == 0
+    assert stats["relay_rules"] > 0
+    dp.reset_state()
+    assert dp.backend.proxy_stats["connections"] == 0
 
 
 def test_udp_sessions_and_idle_timeout():
