@@ -259,12 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     from . import lab as lab_cli
 
     lab_cli.add_parsers(sub)  # verify, calibrate (the real-kernel lab)
-    # the lab has no IPVS: its verify takes the node flags without the IPVS-only ones (they
-    # stay accepted, and refused with "applies to ipvs mode only")
+    # the lab has no IPVS (nor the userspace mode): its verify takes the node flags without
+    # those modes' own (they stay accepted, and refused with "applies to ... mode only")
     verify = sub.choices.get("verify")
     if verify is not None:
         for action in verify._actions:
-            if {"--scheduler", "--ipvs-conn-tab-bits"} & set(action.option_strings):
+            hidden = {"--scheduler", "--ipvs-conn-tab-bits", "--proxy-port-range"}
+            if hidden & set(action.option_strings):
                 action.help = argparse.SUPPRESS
     return parser
 
@@ -315,6 +316,12 @@ def _node_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="the ip_vs module's conn_tab_bits, 8-20 (ipvs mode; default 12, the "
         "kernel's 4,096 connection buckets)",
+    )
+    p.add_argument(
+        "--proxy-port-range",
+        metavar="RANGE",
+        help="the proxy's ports, A-B, A+N or N (userspace mode; default: the kernel's "
+        "ephemeral ports)",
     )
 
 
@@ -435,6 +442,18 @@ def _mode_options(mode: str, args: argparse.Namespace, tables: Ruleset | None) -
             return IpvsOptions(scheduler=scheduler, conn_tab_bits=bits or CONN_TAB_BITS)
         except InputError as exc:
             raise _flagged(exc, {"ipvs.scheduler": "--scheduler"} if scheduler else {}) from None
+    port_range = getattr(args, "proxy_port_range", None)
+    if port_range is not None and mode != "userspace":
+        raise InputError(
+            "applies to userspace mode only", field="--proxy-port-range", value=port_range
+        )
+    if mode == "userspace":
+        from ..dataplane.backend import UserspaceOptions
+
+        try:
+            return UserspaceOptions(port_range=port_range or "")
+        except InputError as exc:
+            raise InputError(exc.message, field="--proxy-port-range", value=port_range) from None
     if mode == "nftables" and service_cidrs is not None:
         return NftablesOptions(service_cidrs=tuple(service_cidrs))
     if mode == "iptables":

@@ -196,6 +196,23 @@ def test_cli_render_and_trace(cli, tmp_path):
     assert "proxy ns1/a:p80" in proc.stdout and "the proxy's packet" in proc.stdout
     proc = cli("render", path, "--mode", "userspace", "--node-ip", "fd00::2")
     assert proc.returncode == 2 and "IPv4" in proc.stderr
+    proc = cli(
+        "render",
+        path,
+        "--mode",
+        "userspace",
+        "--node-config",
+        node,
+        "--proxy-port-range",
+        "40000+9",
+    )
+    assert proc.returncode == 0 and "--to-ports 400" in proc.stdout
+    assert "--to-ports 3" not in proc.stdout and "--to-ports 5" not in proc.stdout
+    proc = cli("render", path, "--mode", "userspace", "--proxy-port-range", "9-1")
+    assert proc.returncode == 2 and "--proxy-port-range" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = cli("render", path, "--mode", "iptables", "--proxy-port-range", "1-9")
+    assert proc.returncode == 2 and "applies to userspace mode only" in proc.stderr
 
 
 # ---- trace == process on random sequences ------------------------------------------------
