@@ -8,7 +8,7 @@ from kproxy_emu import Dataplane, IpvsOptions, packets
 from kproxy_emu.bench import sweep
 from kproxy_emu.errors import InputError
 
-MODES = ("iptables", "nftables", "ipvs")
+MODES = ("iptables", "nftables", "ipvs", "userspace")
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +24,10 @@ def test_engine_verdicts_are_among_the_tracers_outcomes(cluster, mode):
     )
     batch = sweep.traffic(dp, spec, 9)
     out = dp.process(batch)
-    # a node without flows can draw any endpoint in iptables and nftables mode; IPVS
-    # schedules from its state, so there the trace runs on a twin that saw the same packets
-    stateless = mode != "ipvs"
+    # a node without flows can draw any endpoint in iptables and nftables mode; IPVS and
+    # the userspace proxy schedule from their state, so there the trace runs on a twin
+    # that saw the same packets
+    stateless = mode not in ("ipvs", "userspace")
     tracer = Dataplane(
         cluster, mode=mode, cluster_cidr="10.0.0.0/8", conntrack=not stateless, seed=3
     )

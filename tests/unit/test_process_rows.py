@@ -13,7 +13,7 @@ from kproxy_emu import Dataplane, packets
 from kproxy_emu.bench import sweep
 from kproxy_emu.errors import InputError
 
-MODES = ("iptables", "nftables", "ipvs")
+MODES = ("iptables", "nftables", "ipvs", "userspace")
 
 
 @pytest.fixture(scope="module")
