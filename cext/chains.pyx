@@ -694,7 +694,10 @@ cdef class ChainEngine(Engine):
 
     cdef int hook(self, int hook, const packet_t* p, pkt_state_t* st) noexcept nogil:
         cdef int f, g
-        cdef bint to_ipvs = self.ipvs is not None and (not st.ct_hit or st.ct_dir == 0)
+        cdef bint to_ipvs
+        if hook == HOOK_FORWARD:  # first: every forwarded packet's one filter hook
+            return hook_verdict(run_chain(self.hooks[4], st, &self.env))
+        to_ipvs = self.ipvs is not None and (not st.ct_hit or st.ct_dir == 0)
         if hook == HOOK_PREROUTING:
             if not st.skip_nat:
                 run_chain(self.hooks[0], st, &self.env)
@@ -707,8 +710,6 @@ cdef class ChainEngine(Engine):
                     return HV_SENT_ON
                 return hook_verdict(g)
             return f
-        if hook == HOOK_FORWARD:
-            return hook_verdict(run_chain(self.hooks[4], st, &self.env))
         if hook == HOOK_OUTPUT:
             if not st.sent_on:  # sent on by IPVS: nat OUTPUT is already bound
                 if not st.skip_nat:
