@@ -222,7 +222,7 @@ def _freeze(value: Any, owner: tuple[Any, str]) -> Any:
         return out_d
     if isinstance(value, (FrozenList, FrozenDict, type)):
         return value
-    if isinstance(value, list) or isinstance(value, dict):  # a subclass: as its base
+    if isinstance(value, (list, dict)):  # a subclass: as its base
         return _freeze(list(value) if isinstance(value, list) else dict(value), owner)
     if _field_names(kind) is not None:
         return seal(value)
