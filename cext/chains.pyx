@@ -419,14 +419,24 @@ cdef int run_chain(int32_t chain, pkt_state_t* st, const env_t* env) noexcept no
     if chain < 0:
         return V_CONTINUE
     if st.rec == NULL:
-        return walk_chain(chain, st, env, False)  # the batch path: no recording
-    return walk_chain(chain, st, env, True)
+        return walk_chain(chain, st, env, <batch_walk*>NULL)  # the batch path
+    return walk_chain(chain, st, env, <traced_walk*>NULL)
 
 
-cdef inline int walk_chain(int32_t chain, pkt_state_t* st, const env_t* env,
-                           const bint recording) noexcept nogil:
-    """run_chain's loop, compiled twice (recording is a constant at each call), so the
-    batch path carries no recorder tests."""
+# walk_chain is compiled twice (a fused type picks the copy at compile time), so the batch
+# path carries no recorder tests
+ctypedef struct batch_walk:
+    char unused
+ctypedef struct traced_walk:
+    char unused
+ctypedef fused walk_kind:
+    batch_walk
+    traced_walk
+
+
+cdef int walk_chain(int32_t chain, pkt_state_t* st, const env_t* env,
+                    walk_kind* kind_tag) noexcept nogil:
+    """run_chain's loop."""
     cdef int32_t stack_chain[MAX_DEPTH]
     cdef int32_t stack_pos[MAX_DEPTH]
     cdef int depth = 0
@@ -444,7 +454,7 @@ cdef inline int walk_chain(int32_t chain, pkt_state_t* st, const env_t* env,
         end = chains[cur].end
         j = first_hot_match(hot, i, end, st.src, st.dst, st.proto, st.origin_bit)
         st.rules += j - i
-        if recording:
+        if walk_kind is traced_walk:
             while i < j:
                 record_step(st.rec, STEP_RULE, i, False, 0, 0)
                 i += 1
@@ -460,7 +470,7 @@ cdef inline int walk_chain(int32_t chain, pkt_state_t* st, const env_t* env,
         r = &rules[i]
         i += 1
         ok = not (hot[i - 1].flags & F_COLD) or cold_matches(r, st, env)
-        if recording:
+        if walk_kind is traced_walk:
             record_step(st.rec, STEP_RULE, i - 1, ok, 0, 0)
         if not ok:
             continue
