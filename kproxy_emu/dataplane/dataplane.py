@@ -234,7 +234,13 @@ class Dataplane:
         return result
 
     def trace(
-        self, packet: str, origin: str | None = None, *, time: float = 0.0, commit: bool = False
+        self,
+        packet: str,
+        origin: str | None = None,
+        *,
+        time: float = 0.0,
+        commit: bool = False,
+        all_rules: bool = True,
     ) -> TraceResult:
         """One packet at emulated ``time`` through the same engine and node state as
         ``process``: what it did (verdict, translation, endpoint, each rule, expression and
@@ -244,10 +250,13 @@ class Dataplane:
         ``commit``: the node's state advances exactly as ``process`` would advance it
         (conntrack, affinity lists and sets, IPVS connections, nth counters, the random
         stream); otherwise nothing changes and the verdict is the one ``process`` would give
-        this packet next. See kproxy_emu/dataplane/tracer.py."""
+        this packet next. ``all_rules``: ``steps`` holds every rule evaluated; otherwise
+        only the matched path (``steps_omitted`` counts the others), which is also faster.
+        ``service`` names the Service port the packet was addressed to. See
+        kproxy_emu/dataplane/tracer.py."""
         from .tracer import trace
 
-        return trace(self, packet, origin, time=time, commit=commit)
+        return trace(self, packet, origin, time=time, commit=commit, all_rules=all_rules)
 
     def reset_state(self) -> None:
         """Forget every flow and per-rule state (conntrack, affinity lists, nth counters)

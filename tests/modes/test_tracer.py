@@ -61,7 +61,9 @@ def test_affinity_hit_is_one_candidate(mode):
     pinned = dp.endpoints[int(first["endpoint"])]
     t = dp.trace(f"tcp {CLIENT}:40001 -> {vip}", "pod", time=1.0)
     assert t["conntrack"] == "new" and t["endpoint"] == pinned
-    assert t["candidates"] == [{"endpoint": pinned, "probability": 1.0, "masquerade": False}]
+    assert t["candidates"] == [
+        {"endpoint": pinned, "probability": 1.0, "fraction": "1", "masquerade": False}
+    ]
     assert [o["probability"] for o in t["outcomes"]] == [1.0]
     if mode == "iptables":
         assert any("--rcheck" in s["text"] and s["matched"] for s in t["steps"])
