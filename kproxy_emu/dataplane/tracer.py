@@ -178,7 +178,8 @@ def trace(
     if ct_hit:
         result_steps.append(_conntrack_step(row, verdict, ct_dir))
     shown = steps if all_rules else steps[steps["matched"] != 0]
-    result_steps += _StepNames(dp, row).steps(shown)
+    names = _StepNames(dp, row)
+    result_steps += names.steps(shown)
     endpoints = backend.endpoints
     candidates: dict[str, TraceCandidate] = {}
     exact: dict[str, Fraction] = {}
@@ -217,7 +218,7 @@ def trace(
         "dnat": _dnat(verdict),
         "masquerade": bool(verdict["snat_ip"]) and ct_dir != 1,
         "endpoint": endpoints[ep] if ep >= 0 else None,
-        "service": _service(dp, row, verdict, ct_dir),
+        "service": _service(dp, row, verdict, ct_dir) or _dump_service(names.matched_rules),
         # numerically: by address as a number, then port (10.0.0.9 before 10.0.0.10)
         "candidates": sorted(candidates.values(), key=lambda c: endpoint_key(c["endpoint"])),
         "outcomes": outcomes,
@@ -366,6 +367,49 @@ def _service(dp: Dataplane, row: Any, verdict: Any, direction: int) -> TraceServ
     return None
 
 
+# kube-proxy's comments on the rules that send a packet to a Service's chains
+_FRONTEND_COMMENT = {
+    "cluster IP": "cluster-ip",
+    "external IP": "external-ip",
+    "loadbalancer IP": "load-balancer",
+}
+
+
+def _dump_service(rules: list[Rule]) -> TraceService | None:
+    """A node's own iptables dump traced without its manifests: the Service from the
+    comment kube-proxy writes on the KUBE-SERVICES / KUBE-NODEPORTS rule the packet
+    matched ("ns/name:port cluster IP"). The dump names a NodePort's node port only, so
+    ``port`` is then 0 (unknown)."""
+    for rule in rules:
+        if rule.chain not in ("KUBE-SERVICES", "KUBE-NODEPORTS"):
+            continue
+        comment, target = rule.comment, rule.target or ""
+        if not comment or not target.startswith(
+            ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-")
+        ):
+            continue
+        spn, _, kind = comment.partition(" ")
+        via = "node-port" if rule.chain == "KUBE-NODEPORTS" else _FRONTEND_COMMENT.get(kind)
+        namespace, slash, rest = spn.partition("/")
+        if via is None or not slash:
+            continue
+        name, _, port_name = rest.partition(":")
+        proto = (rule.value("-p") or "").upper()
+        dport = rule.value("--dport") or "0"
+        dst = (rule.value("-d") or "").removesuffix("/32")
+        return {
+            "name": spn,
+            "namespace": namespace,
+            "service": name,
+            "port_name": port_name,
+            "port": 0 if via == "node-port" or not dport.isdigit() else int(dport),
+            "protocol": proto,
+            "via": via,
+            "address": f"{dst}:{dport}" if dst else f"(node):{dport}",
+        }
+    return None
+
+
 def _service_dict(sp: ServicePortInfo, via: str, address: str) -> TraceService:
     return {
         "name": sp.spn,
@@ -389,6 +433,7 @@ class _StepNames:
         self.row = row  # the traced packet as it was sent
         self.backend = dp.backend
         self.low = self.backend.lowered
+        self.matched_rules: list[Rule] = []  # iptables rules matched, in order
 
     def steps(self, rows: np.ndarray) -> list[TraceStep]:
         if not len(rows):
@@ -496,11 +541,14 @@ class _StepNames:
         cid = self._ipt_chain[row]
         table, chain = low.chain_names[cid]
         k = row - int(self._ipt_starts[cid])
+        rule = self._ipt_rules[(table, chain)][k]
+        if matched:
+            self.matched_rules.append(rule)
         return {
             "table": table,
             "chain": chain,
             "rule": k,
-            "text": render_rule(self._ipt_rules[(table, chain)][k], self._opt_text),
+            "text": render_rule(rule, self._opt_text),
             "matched": matched,
         }
 

@@ -99,3 +99,19 @@ def test_cli_trace_json_keeps_its_fields_and_adds_the_service(cli, tmp_path):
     )
     ipvs = cli("trace", path, "--mode", "ipvs", "--scheduler", "mh", "--packet", pkt).stdout
     assert f"virtual server TCP {svc.cluster_ip}:{port.port} (mh, {name}" in ipvs
+
+
+def test_readme_trace_example_is_what_trace_prints(cli, tmp_path):
+    """The README's trace example, run: its lines are the command's first lines."""
+    import pathlib
+    import shlex
+
+    readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
+    block = readme.split("$ kproxy-emu trace c.json", 1)[1].split("```", 1)[0]
+    args, *shown = block.splitlines()
+    shown = shown[: shown.index("  ...")]
+    path = tmp_path / "c.json"
+    assert cli("synth", "--services", "20", "--seed", "1", "-o", path).returncode == 0
+    proc = cli("trace", path, *shlex.split(args))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[: len(shown)] == shown

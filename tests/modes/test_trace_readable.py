@@ -205,3 +205,24 @@ def test_ipvs_reply_names_the_real_server():
     reply = dp.trace(f"tcp {first['endpoint']} -> {CLIENT}:40000 flags=A", "pod", time=2.0)
     outs = [s for s in reply["steps"] if s["table"] == "ipvs"]
     assert outs and all(s["real_server"] == first["endpoint"] for s in outs)
+
+
+def test_a_nodes_own_dump_names_the_service_from_its_comments():
+    """trace --iptables-save without manifests: the Service comes from the comment
+    kube-proxy wrote on the KUBE-SERVICES rule the packet matched, as the manifests give it."""
+    from kproxy_emu import Cluster
+    from kproxy_emu.dataplane.backend import IptablesOptions
+    from kproxy_emu.model.config import NodeConfig
+    from kproxy_emu.netfilter.iptables_parse import parse
+
+    cluster = _cluster(services=3, endpoints=3)
+    svc, port = _svc_port(cluster, 1)
+    compiled = Dataplane(cluster, cluster_cidr=CIDR, seed=1)
+    node = NodeConfig.from_node("node", list(compiled.options.node.ips))
+    dump = Dataplane(
+        Cluster(), IptablesOptions(tables=parse(compiled.render(format="save"))), node_config=node
+    )
+    line = f"tcp {CLIENT}:40000 -> {svc.cluster_ip}:{port.port}"
+    want = compiled.trace(line, "pod")["service"]
+    got = dump.trace(line, "pod", all_rules=False)["service"]
+    assert want is not None and got == want
