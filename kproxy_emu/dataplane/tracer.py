@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .nft_lowering import LoweredNft
 
 MAX_PATHS = 4096  # alternatives explored per trace (a ruleset with more is cut short)
+RECORDER_STEPS = 1 << 16  # steps a trace records at first (grown when a walk is longer)
 MAX_DENOMINATOR = 1 << 20  # a probability is shown as a fraction up to this denominator
 HOOK_NAMES = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
 IPVS_HOOKS = {1: "LOCAL_IN", 3: "LOCAL_OUT", 4: "POSTROUTING"}
@@ -134,7 +135,7 @@ def trace(
     backend.advance_clock(time)
     engine = backend.engine()
     state = _NodeState(dp, engine)
-    capacity = 1 << 16
+    capacity = RECORDER_STEPS
     rec = pipeline.Recorder(capacity)
     out = empty_verdicts(1)
 

@@ -226,3 +226,20 @@ def test_a_nodes_own_dump_names_the_service_from_its_comments():
     want = compiled.trace(line, "pod")["service"]
     got = dump.trace(line, "pod", all_rules=False)["service"]
     assert want is not None and got == want
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_walk_longer_than_the_recorder_keeps_every_step(monkeypatch, mode):
+    """A packet that is tested against more rules than the recorder holds (65,536: the
+    KUBE-SERVICES chain of a 100k-service node) still gets every step, the matched ones
+    past the limit included."""
+    from kproxy_emu.dataplane import tracer
+
+    cluster = _cluster(services=30, endpoints=2)
+    svc, port = _svc_port(cluster, 29)
+    line = f"tcp {CLIENT}:40000 -> {svc.cluster_ip}:{port.port}"
+    want = Dataplane(cluster, mode, cluster_cidr=CIDR, seed=1).trace(line, "pod")
+    monkeypatch.setattr(tracer, "RECORDER_STEPS", 4)
+    got = Dataplane(cluster, mode, cluster_cidr=CIDR, seed=1).trace(line, "pod")
+    assert len(got["steps"]) == got["cost"]["rules_evaluated"] + (mode == "ipvs") > 4
+    assert got == want
