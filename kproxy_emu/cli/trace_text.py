@@ -39,9 +39,10 @@ def format_trace(result: TraceResult) -> list[str]:
     service = result["service"]
     if service is not None:
         port = service["port_name"] or str(service["port"])
+        number = f" {service['port']}" if service["port"] else ""  # 0: a dump's NodePort
         lines.append(
             f"service: {service['namespace']}/{service['service']} port {port} "
-            f"({service['protocol']} {service['port']}), reached on its "
+            f"({service['protocol']}{number}), reached on its "
             f"{_VIA.get(service['via'], service['via'])} {service['address']}"
         )
     else:

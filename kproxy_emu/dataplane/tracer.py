@@ -219,7 +219,8 @@ def trace(
         "dnat": _dnat(verdict),
         "masquerade": bool(verdict["snat_ip"]) and ct_dir != 1,
         "endpoint": endpoints[ep] if ep >= 0 else None,
-        "service": _service(dp, row, verdict, ct_dir) or _dump_service(names.matched_rules),
+        "service": _service(dp, row, verdict, ct_dir)
+        or _dump_service(names.matched_rules, _addressed(row, verdict, ct_dir)),
         # numerically: by address as a number, then port (10.0.0.9 before 10.0.0.10)
         "candidates": sorted(candidates.values(), key=lambda c: endpoint_key(c["endpoint"])),
         "outcomes": outcomes,
@@ -327,21 +328,26 @@ def _conntrack_step(row: Any, verdict: Any, direction: int) -> TraceStep:
 _PROTOCOLS = {6: "TCP", 17: "UDP", 132: "SCTP"}
 
 
+def _addressed(row: Any, verdict: Any, direction: int) -> tuple[str, int]:
+    """Where the packet's flow was sent: its destination, or for a reply the address
+    conntrack puts back as its source."""
+    from ..packets import u32_to_ip
+
+    if direction == 1:
+        ip = u32_to_ip(int(verdict["snat_ip"]) or int(row["src_ip"]))
+        return ip, int(verdict["snat_port"]) if verdict["snat_ip"] else int(row["src_port"])
+    return u32_to_ip(int(row["dst_ip"])), int(row["dst_port"])
+
+
 def _service(dp: Dataplane, row: Any, verdict: Any, direction: int) -> TraceService | None:
     """The Service port the packet is addressed to: its destination as a ClusterIP,
     externalIP or load-balancer IP and port, or a NodePort on an address this node serves
     NodePorts on. A reply (conntrack's reply direction) belongs to the Service its flow
     was addressed to: the address conntrack gives back to its source."""
-    from ..packets import u32_to_ip
-
     protocol = _PROTOCOLS.get(int(row["proto"]))
     if protocol is None:
         return None
-    if direction == 1:
-        ip = u32_to_ip(int(verdict["snat_ip"]) or int(row["src_ip"]))
-        port = int(verdict["snat_port"]) if verdict["snat_ip"] else int(row["src_port"])
-    else:
-        ip, port = u32_to_ip(int(row["dst_ip"])), int(row["dst_port"])
+    ip, port = _addressed(row, verdict, direction)
     options = dp.options
     node_port_ips = options.node_port_ips()
     if node_port_ips is None:  # every local address (and localhost when it is allowed)
@@ -376,7 +382,7 @@ _FRONTEND_COMMENT = {
 }
 
 
-def _dump_service(rules: list[Rule]) -> TraceService | None:
+def _dump_service(rules: list[Rule], addressed: tuple[str, int]) -> TraceService | None:
     """A node's own iptables dump traced without its manifests: the Service from the
     comment kube-proxy writes on the KUBE-SERVICES / KUBE-NODEPORTS rule the packet
     matched ("ns/name:port cluster IP"). The dump names a NodePort's node port only, so
@@ -395,18 +401,16 @@ def _dump_service(rules: list[Rule]) -> TraceService | None:
         if via is None or not slash:
             continue
         name, _, port_name = rest.partition(":")
-        proto = (rule.value("-p") or "").upper()
         dport = rule.value("--dport") or "0"
-        dst = (rule.value("-d") or "").removesuffix("/32")
         return {
             "name": spn,
             "namespace": namespace,
             "service": name,
             "port_name": port_name,
             "port": 0 if via == "node-port" or not dport.isdigit() else int(dport),
-            "protocol": proto,
+            "protocol": (rule.value("-p") or "").upper(),
             "via": via,
-            "address": f"{dst}:{dport}" if dst else f"(node):{dport}",
+            "address": f"{addressed[0]}:{addressed[1]}",
         }
     return None
 
