@@ -25,11 +25,12 @@ def format_trace(result: TraceResult) -> list[str]:
     lines = []
     steps = result["steps"]
     # nftables: one table holds every chain; name it once, then each step by its chain
-    nft = {s["table"] for s in steps if _is_nft(s)}
+    nft = sorted({s["table"] for s in steps if _is_nft(s)})
+    one_table = len(nft) == 1
     if steps:
         head = "path" if result["steps_omitted"] else "rules evaluated"
-        lines.append(f"{head} (table {nft.pop()}):" if len(nft) == 1 else f"{head}:")
-        lines.extend(_step(step, len(nft) == 0) for step in steps)
+        lines.append(f"{head} (table {nft[0]}):" if one_table else f"{head}:")
+        lines.extend(_step(step, one_table) for step in steps)
     if result["steps_omitted"]:
         n = result["steps_omitted"]
         lines.append(
