@@ -61,7 +61,9 @@ def test_affinity_hit_is_one_candidate(mode):
     pinned = dp.endpoints[int(first["endpoint"])]
     t = dp.trace(f"tcp {CLIENT}:40001 -> {vip}", "pod", time=1.0)
     assert t["conntrack"] == "new" and t["endpoint"] == pinned
-    assert t["candidates"] == [{"endpoint": pinned, "probability": 1.0, "masquerade": False}]
+    assert t["candidates"] == [
+        {"endpoint": pinned, "probability": 1.0, "fraction": "1", "masquerade": False}
+    ]
     assert [o["probability"] for o in t["outcomes"]] == [1.0]
     if mode == "iptables":
         assert any("--rcheck" in s["text"] and s["matched"] for s in t["steps"])
@@ -266,8 +268,8 @@ def test_ipvs_trace_across_a_graceful_termination_run_changes_nothing():
 
 
 @pytest.mark.parametrize("mode", ("iptables", "nftables"))
-def test_matched_only_is_the_matched_path_of_the_full_trace(mode):
-    """``matched_only`` (what verify uses at scale) keeps exactly the matched steps, the
+def test_matched_path_is_the_matched_steps_of_the_full_trace(mode):
+    """``all_rules=False`` (what verify uses at scale) keeps exactly the matched steps, the
     same as the full trace names them, and the same verdict and outcomes; traces after
     the first reuse the rule names (memo per lowered tables) and still agree."""
     cluster = _cluster(endpoints=3, affinity=1.0, services=40)
@@ -275,11 +277,11 @@ def test_matched_only_is_the_matched_path_of_the_full_trace(mode):
     for k in (0, 17, 39, 17):
         packet = f"tcp {CLIENT}:40000 -> {_vip(cluster, k)}"
         full = dp.trace(packet)
-        path = dp.trace(packet, matched_only=True)
+        path = dp.trace(packet, all_rules=False)
         assert path["steps"] == [s for s in full["steps"] if s["matched"]]
         assert len(path["steps"]) < len(full["steps"])
-        assert {k: v for k, v in path.items() if k != "steps"} == {
-            k: v for k, v in full.items() if k != "steps"
+        assert {k: v for k, v in path.items() if k not in ("steps", "steps_omitted")} == {
+            k: v for k, v in full.items() if k not in ("steps", "steps_omitted")
         }
     # a changed cluster: new lowered tables, names from them (not the memo of the old)
     dp.update(synth.cluster(40, endpoints=2, seed=9, type_mix={"ClusterIP": 1}))
