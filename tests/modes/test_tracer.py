@@ -270,8 +270,8 @@ def test_ipvs_trace_across_a_graceful_termination_run_changes_nothing():
 @pytest.mark.parametrize("mode", ("iptables", "nftables"))
 def test_matched_path_is_the_matched_steps_of_the_full_trace(mode):
     """``all_rules=False`` (what verify uses at scale) keeps exactly the matched steps, the
-    same as the full trace names them, and the same verdict and outcomes; traces after
-    the first reuse the rule names (memo per lowered tables) and still agree."""
+    same as the full trace names them, and the same verdict and outcomes; and after an update
+    the names come from the new tables."""
     cluster = _cluster(endpoints=3, affinity=1.0, services=40)
     dp = Dataplane(cluster, mode=mode, cluster_cidr=CIDR, seed=4)
     for k in (0, 17, 39, 17):
@@ -283,7 +283,7 @@ def test_matched_path_is_the_matched_steps_of_the_full_trace(mode):
         assert {k: v for k, v in path.items() if k not in ("steps", "steps_omitted")} == {
             k: v for k, v in full.items() if k not in ("steps", "steps_omitted")
         }
-    # a changed cluster: new lowered tables, names from them (not the memo of the old)
+    # a changed cluster: new lowered tables, names from them
     dp.update(synth.cluster(40, endpoints=2, seed=9, type_mix={"ClusterIP": 1}))
     svc = next(iter(dp.cluster.services.values()))
     fresh = Dataplane(dp.cluster, mode=mode, cluster_cidr=CIDR, seed=4)
