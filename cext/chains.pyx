@@ -419,14 +419,24 @@ cdef int run_chain(int32_t chain, pkt_state_t* st, const env_t* env) noexcept no
     if chain < 0:
         return V_CONTINUE
     if st.rec == NULL:
-        return walk_chain(chain, st, env, False)  # the batch path: no recording
-    return walk_chain(chain, st, env, True)
+        return walk_chain(chain, st, env, <batch_walk*>NULL)  # the batch path
+    return walk_chain(chain, st, env, <traced_walk*>NULL)
 
 
-cdef inline int walk_chain(int32_t chain, pkt_state_t* st, const env_t* env,
-                           const bint recording) noexcept nogil:
-    """run_chain's loop, compiled twice (recording is a constant at each call), so the
-    batch path carries no recorder tests."""
+# walk_chain is compiled twice (a fused type picks the copy at compile time), so the batch
+# path carries no recorder tests
+ctypedef struct batch_walk:
+    char unused
+ctypedef struct traced_walk:
+    char unused
+ctypedef fused walk_kind:
+    batch_walk
+    traced_walk
+
+
+cdef int walk_chain(int32_t chain, pkt_state_t* st, const env_t* env,
+                    walk_kind* kind_tag) noexcept nogil:
+    """run_chain's loop."""
     cdef int32_t stack_chain[MAX_DEPTH]
     cdef int32_t stack_pos[MAX_DEPTH]
     cdef int depth = 0
@@ -444,7 +454,7 @@ cdef inline int walk_chain(int32_t chain, pkt_state_t* st, const env_t* env,
         end = chains[cur].end
         j = first_hot_match(hot, i, end, st.src, st.dst, st.proto, st.origin_bit)
         st.rules += j - i
-        if recording:
+        if walk_kind is traced_walk:
             while i < j:
                 record_step(st.rec, STEP_RULE, i, False, 0, 0)
                 i += 1
@@ -460,7 +470,7 @@ cdef inline int walk_chain(int32_t chain, pkt_state_t* st, const env_t* env,
         r = &rules[i]
         i += 1
         ok = not (hot[i - 1].flags & F_COLD) or cold_matches(r, st, env)
-        if recording:
+        if walk_kind is traced_walk:
             record_step(st.rec, STEP_RULE, i - 1, ok, 0, 0)
         if not ok:
             continue
@@ -694,7 +704,10 @@ cdef class ChainEngine(Engine):
 
     cdef int hook(self, int hook, const packet_t* p, pkt_state_t* st) noexcept nogil:
         cdef int f, g
-        cdef bint to_ipvs = self.ipvs is not None and (not st.ct_hit or st.ct_dir == 0)
+        cdef bint to_ipvs
+        if hook == HOOK_FORWARD:  # first: every forwarded packet's one filter hook
+            return hook_verdict(run_chain(self.hooks[4], st, &self.env))
+        to_ipvs = self.ipvs is not None and (not st.ct_hit or st.ct_dir == 0)
         if hook == HOOK_PREROUTING:
             if not st.skip_nat:
                 run_chain(self.hooks[0], st, &self.env)
@@ -707,8 +720,6 @@ cdef class ChainEngine(Engine):
                     return HV_SENT_ON
                 return hook_verdict(g)
             return f
-        if hook == HOOK_FORWARD:
-            return hook_verdict(run_chain(self.hooks[4], st, &self.env))
         if hook == HOOK_OUTPUT:
             if not st.sent_on:  # sent on by IPVS: nat OUTPUT is already bound
                 if not st.skip_nat:

@@ -273,8 +273,9 @@ cdef inline Py_ssize_t dyn_slot(dyn_t* d, uint64_t key, uint32_t* probes) noexce
 
 
 cdef inline bint set_lookup(const env_t* env, int32_t idx, uint64_t key, pkt_state_t* st,
-                            uint8_t* vkind, int32_t* vchain) noexcept nogil:
-    """Is key in the set (with its verdict for a map)?"""
+                            uint8_t* vkind, int32_t* vchain, int32_t* elem) noexcept nogil:
+    """Is key in the set (with its verdict for a map)? ``elem``: where it was found (the
+    slot or range within the set), which a trace turns back into the element."""
     cdef const nset_t* s = &env.sets[idx]
     count_lookup(st)
     cdef uint64_t h, i, n
@@ -292,6 +293,7 @@ cdef inline bint set_lookup(const env_t* env, int32_t idx, uint64_t key, pkt_sta
             if sl.key == key:
                 vkind[0] = sl.vkind
                 vchain[0] = sl.vchain
+                elem[0] = <int32_t>i
                 return True
         return False
     if s.kind == SK_INTERVAL:
@@ -308,6 +310,7 @@ cdef inline bint set_lookup(const env_t* env, int32_t idx, uint64_t key, pkt_sta
             return False
         vkind[0] = env.intervals[a - 1].vkind
         vchain[0] = env.intervals[a - 1].vchain
+        elem[0] = a - 1 - s.off
         return True
     if env.dyn == NULL:
         return False
@@ -337,15 +340,18 @@ cdef inline void set_update(const env_t* env, int32_t idx, uint32_t addr,
 
 
 cdef bint eval_rule(const env_t* env, int32_t start, int32_t end, pkt_state_t* st,
-                    uint8_t* vkind, int32_t* vchain) noexcept nogil:
+                    uint8_t* vkind, int32_t* vchain, int32_t* elem) noexcept nogil:
     """Run one rule's rows; sets vkind/vchain (VK_NONE: no verdict, next rule). Returns
-    whether the rule matched (its matches held and any verdict map had an element)."""
+    whether the rule matched (its matches held and any verdict map had an element);
+    ``elem``: the verdict map's element that gave the verdict (-1: none)."""
     cdef int32_t i
     cdef const expr_t* e
     cdef uint32_t v, idx
     cdef bint ok
     cdef const cell_t* cell
+    cdef int32_t found = -1
     vkind[0] = VK_NONE
+    elem[0] = -1
     for i in range(start, end):
         e = &env.exprs[i]
         if e.op == E_CMP:
@@ -354,14 +360,15 @@ cdef bint eval_rule(const env_t* env, int32_t start, int32_t end, pkt_state_t* s
             if ok == e.neg:
                 return False
         elif e.op == E_LOOKUP:
-            ok = set_lookup(env, e.set, build_key(e, st), st, vkind, vchain)
+            ok = set_lookup(env, e.set, build_key(e, st), st, vkind, vchain, &found)
             vkind[0] = VK_NONE
             if ok == e.neg:
                 return False
         elif e.op == E_VMAP:
-            if not set_lookup(env, e.set, build_key(e, st), st, vkind, vchain):
+            if not set_lookup(env, e.set, build_key(e, st), st, vkind, vchain, &found):
                 vkind[0] = VK_NONE  # a miss: NFT_BREAK
                 return False
+            elem[0] = found
             return True
         elif e.op == E_NUMGEN:
             idx = draw_numgen(st, <uint32_t>e.arg)
@@ -372,6 +379,7 @@ cdef bint eval_rule(const env_t* env, int32_t start, int32_t end, pkt_state_t* s
                 return False
             vkind[0] = cell.vkind
             vchain[0] = cell.vchain
+            elem[0] = <int32_t>idx
             return True
         elif e.op == E_FIB:
             ok = is_local(st.src if e.arg == 1 else st.dst, env)
@@ -423,6 +431,7 @@ cdef int run_base(const env_t* env, int32_t base, pkt_state_t* st) noexcept nogi
     cdef uint8_t vk
     cdef int32_t vc = -1
     cdef bint matched
+    cdef int32_t elem
     while True:
         if env.exprs[pc].op == E_END:
             if depth == 0:
@@ -432,9 +441,9 @@ cdef int run_base(const env_t* env, int32_t base, pkt_state_t* st) noexcept nogi
             continue
         st.rules += 1
         nxt = env.exprs[pc].next
-        matched = eval_rule(env, pc, nxt, st, &vk, &vc)
+        matched = eval_rule(env, pc, nxt, st, &vk, &vc, &elem)
         if st.rec != NULL:
-            record_step(st.rec, STEP_NFT_RULE, pc, matched, 0, 0)
+            record_step(st.rec, STEP_NFT_RULE, pc, matched, 0, elem)
         pc = nxt
         if vk == VK_NONE or vk == VK_CONTINUE:
             continue

@@ -190,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="where it enters (default: from its source address)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the node's random stream (0)")
+    p.add_argument(
+        "--all-rules",
+        action="store_true",
+        help="show every rule the packet is tested against (default: the matched path)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_trace)
 
@@ -474,6 +479,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
 def _cmd_trace(args: argparse.Namespace) -> int:
     import json
 
+    from .trace_text import format_trace
+
     dp = _dataplane(args)  # seeded: the node's random stream starts from --seed
     times = args.time or []
     if len(times) not in (0, 1, len(args.packet)):
@@ -493,7 +500,7 @@ def _cmd_trace(args: argparse.Namespace) -> int:
         times = [start + k for k in range(len(args.packet))]
     sequence = len(args.packet) > 1
     results = [
-        dp.trace(pkt, origin=args.origin, time=t, commit=sequence)
+        dp.trace(pkt, origin=args.origin, time=t, commit=sequence, all_rules=args.all_rules)
         for pkt, t in zip(args.packet, times)
     ]
     if args.json:
@@ -505,27 +512,8 @@ def _cmd_trace(args: argparse.Namespace) -> int:
                 f"{'' if k == 0 else chr(10)}packet {k + 1} at t={result['time']:g}: "
                 f"{result['packet']}"
             )
-        _print_trace(result)
+        print("\n".join(format_trace(result)))
     return 0
-
-
-def _print_trace(result: dict) -> None:
-    for step in result["steps"]:
-        mark = "=>" if step["matched"] else "  "
-        print(f"{mark} {step['table']:6} {step['text']}")
-    print(
-        f"from {result['from']}: {result['verdict']}"
-        + (f" to {result['dnat']}" if result["dnat"] else "")
-        + (", masqueraded" if result["masquerade"] else "")
-        + f" ({result['cost']['rules_evaluated']} rules evaluated)"
-    )
-    if result["candidates"]:
-        print("could reach:")
-        for c in result["candidates"]:
-            print(
-                f"  {c['endpoint']:24} p={c['probability']:.4f}"
-                + ("  masqueraded" if c["masquerade"] else "")
-            )
 
 
 def _int_list(text: str) -> list[int]:

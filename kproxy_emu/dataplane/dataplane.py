@@ -279,7 +279,7 @@ class Dataplane:
         *,
         time: float = 0.0,
         commit: bool = False,
-        matched_only: bool = False,
+        all_rules: bool = True,
     ) -> TraceResult:
         """One packet at emulated ``time`` through the same engine and node state as
         ``process``: what it did (verdict, translation, endpoint, each rule, expression and
@@ -290,14 +290,16 @@ class Dataplane:
         (conntrack, affinity lists and sets, IPVS connections, nth counters, the random
         stream); otherwise nothing changes and the verdict is the one ``process`` would give
         this packet next. ``time`` must be finite, and with ``commit`` not before ``clock``
-        (as a processed packet's). ``matched_only``: ``steps`` lists the rules that matched
-        (and the lookups), not every rule visited. See kproxy_emu/dataplane/tracer.py."""
+        (as a processed packet's). ``all_rules``: ``steps`` holds every rule evaluated;
+        otherwise only the matched path (``steps_omitted`` counts the others), which is also
+        faster. ``service`` names the Service port the packet was addressed to. See
+        kproxy_emu/dataplane/tracer.py."""
         from .tracer import trace
 
         # a committed trace is a packet processed: time may not go back; an uncommitted
         # one is a question about the current state and may ask about any time
         _check_time(time, self.clock if commit else -math.inf)
-        result = trace(self, packet, origin, time=time, commit=commit, matched_only=matched_only)
+        result = trace(self, packet, origin, time=time, commit=commit, all_rules=all_rules)
         if commit:
             self.clock = max(self.clock, float(time))
         return result

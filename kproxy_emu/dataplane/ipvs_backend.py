@@ -157,22 +157,24 @@ class IpvsBackend:
                     "services_added": len(state.virtual_servers),
                     "dests_added": sum(len(vs.real_servers) for vs in state.virtual_servers),
                 }
-            elif res.shared_keys or res.replay is not None:
-                # ports share (or shared) a virtual server: every claim's operations are
-                # the text; the whole state compared, or the fresh and shared ones
+            else:
+                # the text is the log of the operations carried out: a diff of the states
+                # cannot show a server taken back off the graceful list (deleted, then
+                # added afresh, as kube-proxy's MoveRSOutofGracefulDeleteList does)
                 self.ipvs.log = []
                 try:
                     if res.shared_keys:
+                        # ports share (or shared) a virtual server: compare whole states
                         ops = self.ipvs.sync(state, now=self.clock)
-                    else:
+                    elif res.replay is not None:  # the fresh and the shared ones
                         ops = self.ipvs.sync_changes(
                             res.replay or [], res.deleted_keys, now=self.clock
                         )
+                    else:
+                        ops = self.ipvs.sync_changes(res.fresh, res.deleted_keys, now=self.clock)
                     log = self.ipvs.log
                 finally:
                     self.ipvs.log = None
-            else:
-                ops = self.ipvs.sync_changes(res.fresh, res.deleted_keys, now=self.clock)
             extra.update(ops)
             extra["ipvs_operations"] = sum(ops.values())
         extra["ipset_operations"] = len(res.ipset_ops)

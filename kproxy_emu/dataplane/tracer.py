@@ -11,13 +11,18 @@ candidate at p=1). NAT source-port draws are not branch points. Every run starts
 same snapshot (conntrack, the engine's per-rule state, the IPVS table, the random stream);
 the reported run is the one with the stream's own draws, i.e. what ``process`` does with
 this packet next, and with ``commit`` the state it leaves is kept.
+
+Only the steps a trace returns are turned into rule text: with ``all_rules=False`` the
+matched path alone, so a packet that walks 100,000 rules costs little more than one that
+walks ten. The Service the packet was addressed to comes from the proxy view (what
+kube-proxy programs), the same in every mode.
 """
 
 from __future__ import annotations
 
-import weakref
-from bisect import bisect_right
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+import ipaddress
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 
 import numpy as np
 
@@ -25,11 +30,14 @@ from ..errors import InputError
 
 if TYPE_CHECKING:
     from ..netfilter.ruleset import Rule
+    from ..proxy.view import ServicePortInfo
     from .dataplane import Dataplane
     from .lowering import Lowered
     from .nft_lowering import LoweredNft
 
 MAX_PATHS = 4096  # alternatives explored per trace (a ruleset with more is cut short)
+RECORDER_STEPS = 1 << 16  # steps a trace records at first (grown when a walk is longer)
+MAX_DENOMINATOR = 1 << 20  # a probability is shown as a fraction up to this denominator
 HOOK_NAMES = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
 IPVS_HOOKS = {1: "LOCAL_IN", 3: "LOCAL_OUT", 4: "POSTROUTING"}
 IPVS_RESULTS = ("PASS", "DNAT", "DROP", "REJECT", "NOSCHED", "SNAT")
@@ -42,19 +50,39 @@ class TraceStep(TypedDict):
     rule: int | None
     text: str
     matched: bool
+    # nftables: the element of the verdict map that gave the verdict ("key : verdict")
+    element: NotRequired[str]
+    # IPVS: the virtual server (ipvsadm's "TCP 172.16.0.1:80") and real server met
+    virtual_server: NotRequired[str | None]
+    real_server: NotRequired[str | None]
 
 
 class TraceCandidate(TypedDict):
     endpoint: str
     probability: float
+    fraction: str | None  # the exact probability as "1/32", when it is a simple fraction
     masquerade: bool
 
 
 class TraceOutcome(TypedDict):
     probability: float
+    fraction: str | None
     verdict: str  # ACCEPT, DROP or REJECT (a translation shows in dnat)
     dnat: str | None
     masquerade: bool
+
+
+class TraceService(TypedDict):
+    """The Service port the packet was addressed to, and through which of its addresses."""
+
+    name: str  # ServicePortName: "ns/name", plus ":port-name" for a named port
+    namespace: str
+    service: str
+    port_name: str
+    port: int  # the Service's port (spec.ports[].port)
+    protocol: str  # TCP, UDP, SCTP
+    via: str  # cluster-ip, external-ip, load-balancer or node-port
+    address: str  # the address:port the packet was sent to
 
 
 class TraceCost(TypedDict):
@@ -74,9 +102,11 @@ TraceResult = TypedDict(
         "dnat": "str | None",
         "masquerade": bool,
         "endpoint": "str | None",
+        "service": "TraceService | None",  # None: not addressed to a Service port
         "candidates": list[TraceCandidate],
         "outcomes": list[TraceOutcome],
         "steps": list[TraceStep],
+        "steps_omitted": int,  # rules evaluated without matching, left out of steps
         "cost": TraceCost,
     },
 )
@@ -89,7 +119,7 @@ def trace(
     *,
     time: float,
     commit: bool,
-    matched_only: bool = False,
+    all_rules: bool = True,
 ) -> TraceResult:
     from .._cext import pipeline
     from ..packets import Origin, empty_verdicts
@@ -105,33 +135,42 @@ def trace(
     backend.advance_clock(time)
     engine = backend.engine()
     state = _NodeState(dp, engine)
-    rec = pipeline.Recorder()
+    capacity = RECORDER_STEPS
+    rec = pipeline.Recorder(capacity)
     out = empty_verdicts(1)
 
     # the userspace mode's proxy, which runs after the hooks (userspace_backend.py)
     hop = getattr(backend, "proxy_hop", None)
 
-    def run() -> None:
+    def run(forced: list[int] | None) -> None:
+        nonlocal rec, capacity
+        rec.force(forced)
         rec.clear()
         pipeline.run(engine, batch, out, dp.conntrack, dp.rng, rec)
+        if rec.steps_taken > capacity:
+            # more rules than the recorder holds (a linear chain of 100,000 services):
+            # again from the same state and draws with room for every step
+            state.restore()
+            capacity = rec.steps_taken
+            rec = pipeline.Recorder(capacity)
+            rec.force(forced)
+            pipeline.run(engine, batch, out, dp.conntrack, dp.rng, rec)
         if hop is not None:
             hop(batch, out, dp.conntrack, dp.rng)
 
     # the alternatives, each from the same state
-    paths: list[tuple[float, Any]] = []
+    paths: list[tuple[Fraction, Any]] = []
     prefix: list[int] | None = []
     while len(paths) < MAX_PATHS:
-        rec.force(prefix)
-        run()
+        run(prefix)
         draws = rec.draws
         paths.append((_path_probability(draws), out[0].copy()))
         state.restore()
         prefix = _next_prefix(draws)
         if prefix is None:
             break
-    rec.force(None)
     # the run that counts: the stream's own draws, as process would make them
-    run()
+    run(None)
     verdict = out[0].copy()
     steps = rec.steps
     ct_state, ct_dir, ct_hit, _ = rec.conntrack
@@ -139,24 +178,26 @@ def trace(
     if not commit:
         state.restore()
         backend.restore_clock(clock)
-    names = _StepNames(dp)
-    endpoints = backend.endpoints
+    row = batch[0]
     conntrack = _conntrack_word(dp, ct_state, ct_dir, ct_hit)
     result_steps: list[TraceStep] = []
     if ct_hit:
-        result_steps.append(_conntrack_step(batch[0], verdict, ct_dir))
-    if matched_only:  # the path alone (a rule walk at scale is thousands of steps)
-        steps = steps[steps["matched"] != 0]
-    result_steps += [names.step(row) for row in steps]
+        result_steps.append(_conntrack_step(row, verdict, ct_dir))
+    shown = steps if all_rules else steps[steps["matched"] != 0]
+    names = _StepNames(dp, row)
+    result_steps += names.steps(shown)
     result_steps += cast("list[TraceStep]", getattr(backend, "hop_steps", []))
+    endpoints = backend.endpoints
     candidates: dict[str, TraceCandidate] = {}
+    exact: dict[str, Fraction] = {}
     outcomes: list[TraceOutcome] = []
     for prob, v in paths:
         action = ACTIONS[int(v["action"])]
         masq = bool(v["snat_ip"]) and ct_dir != 1
         outcomes.append(
             {
-                "probability": round(prob, 12),
+                "probability": round(float(prob), 12),
+                "fraction": _fraction(prob),
                 "verdict": action if action in ("DROP", "REJECT") else "ACCEPT",
                 "dnat": _dnat(v),
                 "masquerade": masq,
@@ -164,15 +205,17 @@ def trace(
         )
         ep = int(v["endpoint"])
         if action == "DNAT" and ep >= 0 and prob > 0:
+            name = endpoints[ep]
             c = candidates.setdefault(
-                endpoints[ep], {"endpoint": endpoints[ep], "probability": 0.0, "masquerade": False}
+                name, {"endpoint": name, "probability": 0.0, "fraction": None, "masquerade": False}
             )
-            c["probability"] += prob
+            exact[name] = exact.get(name, Fraction(0)) + prob
             c["masquerade"] = c["masquerade"] or masq
-    for c in candidates.values():
-        c["probability"] = round(c["probability"], 12)
+    for name, c in candidates.items():
+        c["probability"] = round(float(exact[name]), 12)
+        c["fraction"] = _fraction(exact[name])
     ep = int(verdict["endpoint"])
-    origin_name = Origin(int(batch[0]["origin"])).name.lower()
+    origin_name = Origin(int(row["origin"])).name.lower()
     return {
         "packet": packet,
         "from": origin_name,
@@ -182,9 +225,13 @@ def trace(
         "dnat": _dnat(verdict),
         "masquerade": bool(verdict["snat_ip"]) and ct_dir != 1,
         "endpoint": endpoints[ep] if ep >= 0 else None,
-        "candidates": list(candidates.values()),
+        "service": _service(dp, row, verdict, ct_dir)
+        or _dump_service(names.matched_rules, _addressed(row, verdict, ct_dir)),
+        # numerically: by address as a number, then port (10.0.0.9 before 10.0.0.10)
+        "candidates": sorted(candidates.values(), key=lambda c: endpoint_key(c["endpoint"])),
         "outcomes": outcomes,
         "steps": result_steps,
+        "steps_omitted": len(steps) - len(shown),
         "cost": {"rules_evaluated": int(verdict["rules"]), "lookups": lookups},
     }
 
@@ -213,18 +260,35 @@ class _NodeState:
             self.dp.backend.restore_state(self.backend)  # type: ignore[attr-defined]
 
 
-def _draw_probability(kind: str, n: int, threshold: int, chosen: int) -> float:
+def _draw_probability(kind: str, n: int, threshold: int, chosen: int) -> Fraction:
+    """Exactly: xt_statistic matches when a 31-bit random number is below the threshold;
+    numgen's N values are equally likely."""
     if kind == "statistic":
-        p = min(threshold, 1 << 31) / float(1 << 31)
-        return p if chosen == 0 else 1.0 - p
-    return 1.0 / n
+        p = Fraction(min(threshold, 1 << 31), 1 << 31)
+        return p if chosen == 0 else 1 - p
+    return Fraction(1, n)
 
 
-def _path_probability(draws: list[tuple[str, int, int, int]]) -> float:
-    p = 1.0
+def _path_probability(draws: list[tuple[str, int, int, int]]) -> Fraction:
+    p = Fraction(1)
     for kind, n, threshold, chosen in draws:
         p *= _draw_probability(kind, n, threshold, chosen)
     return p
+
+
+def _fraction(p: Fraction) -> str | None:
+    """ "1/32" when the probability is a simple fraction; None when only its decimal says
+    anything (kube-proxy writes 1/3 as --probability 0.3333333333, which is not 1/3)."""
+    if p.denominator > MAX_DENOMINATOR:
+        return None
+    return f"{p.numerator}/{p.denominator}" if p.denominator != 1 else str(p.numerator)
+
+
+def endpoint_key(endpoint: str) -> tuple[int, int, int]:
+    """Sort key of "ip:port" / "[ipv6]:port": the family, the address as a number, the port."""
+    host, _, port = endpoint.rpartition(":")
+    ip = ipaddress.ip_address(host.strip("[]"))
+    return ip.version, int(ip), int(port)
 
 
 def _next_prefix(draws: list[tuple[str, int, int, int]]) -> list[int] | None:
@@ -272,70 +336,198 @@ def _conntrack_step(row: Any, verdict: Any, direction: int) -> TraceStep:
     return {"table": "conntrack", "chain": None, "rule": None, "text": text, "matched": True}
 
 
-# id(lowered tables) -> (a weak reference to them, their memo: (kind, row) -> named step,
-# plus the chains' rules and the chain start offsets as plain sequences)
-_NAMES_CACHE: dict[int, tuple[weakref.ref[Any], dict[Any, Any]]] = {}
+_PROTOCOLS = {6: "TCP", 17: "UDP", 132: "SCTP"}
+
+
+def _addressed(row: Any, verdict: Any, direction: int) -> tuple[str, int]:
+    """Where the packet's flow was sent: its destination, or for a reply the address
+    conntrack puts back as its source."""
+    from ..packets import u32_to_ip
+
+    if direction == 1:
+        ip = u32_to_ip(int(verdict["snat_ip"]) or int(row["src_ip"]))
+        return ip, int(verdict["snat_port"]) if verdict["snat_ip"] else int(row["src_port"])
+    return u32_to_ip(int(row["dst_ip"])), int(row["dst_port"])
+
+
+def _service(dp: Dataplane, row: Any, verdict: Any, direction: int) -> TraceService | None:
+    """The Service port the packet is addressed to: its destination as a ClusterIP,
+    externalIP or load-balancer IP and port, or a NodePort on an address this node serves
+    NodePorts on. A reply (conntrack's reply direction) belongs to the Service its flow
+    was addressed to: the address conntrack gives back to its source."""
+    protocol = _PROTOCOLS.get(int(row["proto"]))
+    if protocol is None:
+        return None
+    ip, port = _addressed(row, verdict, direction)
+    options = dp.options
+    node_port_ips = options.node_port_ips()
+    if node_port_ips is None:  # every local address (and localhost when it is allowed)
+        node_port = ip in options.node.local_ips or (
+            ip.startswith("127.") and options.localhost_node_ports
+        )
+    else:
+        node_port = ip in node_port_ips
+    for sp in dp.view.service_ports:
+        if sp.protocol != protocol:
+            continue
+        via = None
+        if sp.port == port:
+            if sp.cluster_ip == ip:
+                via = "cluster-ip"
+            elif ip in sp.external_ips:
+                via = "external-ip"
+            elif ip in sp.lb_ips:
+                via = "load-balancer"
+        if via is None and node_port and sp.node_port == port:
+            via = "node-port"
+        if via is not None:
+            return _service_dict(sp, via, f"{ip}:{port}")
+    return None
+
+
+# kube-proxy's comments on the rules that send a packet to a Service's chains
+_FRONTEND_COMMENT = {
+    "cluster IP": "cluster-ip",
+    "external IP": "external-ip",
+    "loadbalancer IP": "load-balancer",
+}
+
+
+def _dump_service(rules: list[Rule], addressed: tuple[str, int]) -> TraceService | None:
+    """A node's own iptables dump traced without its manifests: the Service from the
+    comment kube-proxy writes on the KUBE-SERVICES / KUBE-NODEPORTS rule the packet
+    matched ("ns/name:port cluster IP"). The dump names a NodePort's node port only, so
+    ``port`` is then 0 (unknown)."""
+    for rule in rules:
+        if rule.chain not in ("KUBE-SERVICES", "KUBE-NODEPORTS"):
+            continue
+        comment, target = rule.comment, rule.target or ""
+        if not comment or not target.startswith(
+            ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-")
+        ):
+            continue
+        spn, _, kind = comment.partition(" ")
+        via = "node-port" if rule.chain == "KUBE-NODEPORTS" else _FRONTEND_COMMENT.get(kind)
+        namespace, slash, rest = spn.partition("/")
+        if via is None or not slash:
+            continue
+        name, _, port_name = rest.partition(":")
+        dport = rule.value("--dport") or "0"
+        return {
+            "name": spn,
+            "namespace": namespace,
+            "service": name,
+            "port_name": port_name,
+            "port": 0 if via == "node-port" or not dport.isdigit() else int(dport),
+            "protocol": (rule.value("-p") or "").upper(),
+            "via": via,
+            "address": f"{addressed[0]}:{addressed[1]}",
+        }
+    return None
+
+
+def _service_dict(sp: ServicePortInfo, via: str, address: str) -> TraceService:
+    return {
+        "name": sp.spn,
+        "namespace": sp.namespace,
+        "service": sp.name,
+        "port_name": sp.port_name,
+        "port": sp.port,
+        "protocol": sp.protocol,
+        "via": via,
+        "address": address,
+    }
 
 
 class _StepNames:
     """Recorder rows -> the rule text of the mode's own model (iptables-save lines, nft
-    rules, IPVS lookups), looked up lazily: only the chains a trace visits."""
+    rules, IPVS lookups). Only the rows asked for are named, their chains found with one
+    vectorised search, each chain's rules gathered once."""
 
-    def __init__(self, dp: Dataplane) -> None:
+    def __init__(self, dp: Dataplane, row: Any) -> None:
         self.dp = dp
+        self.row = row  # the traced packet as it was sent
         self.backend = dp.backend
         self.low = self.backend.lowered
-        # per lowered tables, shared by the traces that run on them (a trace at 10,000
-        # services visits thousands of rules; grouping a table's rules by chain or
-        # copying a strided column per step cost seconds per trace)
-        cached = _NAMES_CACHE.get(id(self.low))
-        if cached is None or cached[0]() is not self.low:
-            cached = (weakref.ref(self.low), {})
-            _NAMES_CACHE.clear()  # one lowered at a time: the latest traced
-            _NAMES_CACHE[id(self.low)] = cached
-        self._memo: dict[Any, Any] = cached[1]
-        self._by_chain: dict[tuple[str, str], list[Rule]] = self._memo.setdefault("chains", {})
+        self.matched_rules: list[Rule] = []  # iptables rules matched, in order
 
-    def step(self, row: Any) -> TraceStep:
-        kind, index, matched = int(row["kind"]), int(row["index"]), bool(row["matched"])
-        if kind in (1, 2):
-            named = self._memo.get((kind, index))
-            if named is None:
-                step = self._iptables(index, matched) if kind == 1 else self._nft(index, matched)
-                assert step["chain"] is not None and step["rule"] is not None
-                self._memo[(kind, index)] = (
-                    step["table"],
-                    step["chain"],
-                    step["rule"],
-                    step["text"],
-                )
-                return step
-            table, chain, rule, text = named
-            return {"table": table, "chain": chain, "rule": rule, "text": text, "matched": matched}
-        result = IPVS_RESULTS[int(row["extra"])] if int(row["extra"]) < 6 else "?"
-        endpoint = int(row["value"])
-        to = ""
-        if endpoint >= 0 and result in ("DNAT", "SNAT"):
-            to = f" -> {self.backend.endpoints[endpoint]}"
+    def steps(self, rows: np.ndarray) -> list[TraceStep]:
+        if not len(rows):
+            return []
+        kinds = rows["kind"]
+        if (kinds == 1).any():
+            self._prepare_iptables(rows["index"][kinds == 1])
+        if (kinds == 2).any():
+            self._prepare_nft(rows["index"][kinds == 2])
+        out: list[TraceStep] = []
+        for r in rows:
+            kind, index, matched = int(r["kind"]), int(r["index"]), bool(r["matched"])
+            if kind == 1:
+                out.append(self._iptables(index, matched))
+            elif kind == 2:
+                out.append(self._nft(index, matched, int(r["value"])))
+            else:
+                out.append(self._ipvs(kind, index, matched, int(r["extra"]), int(r["value"])))
+        return out
+
+    # ---------------------------------------------------------------- IPVS
+    def _ipvs(self, kind: int, hook: int, matched: bool, extra: int, endpoint: int) -> TraceStep:
+        from ..packets import u32_to_ip
+        from .ipvs_backend import IpvsBackend
+
+        backend = self.backend
+        assert isinstance(backend, IpvsBackend)  # IPVS rows: ipvs mode
+        result = IPVS_RESULTS[extra] if extra < len(IPVS_RESULTS) else "?"
+        real = backend.endpoints[endpoint] if endpoint >= 0 else None
+        row = self.row
+        protocol = _PROTOCOLS.get(int(row["proto"]), str(int(row["proto"])))
         if kind == 3:
-            hook = IPVS_HOOKS.get(index, HOOK_NAMES[index])
-            return {
-                "table": "ipvs",
-                "chain": hook,
-                "rule": None,
-                "text": f"ip_vs_in at {hook}: {result}{to}",
-                "matched": matched,
-            }
+            # ip_vs_in sees the packet as sent: kube-proxy's IPVS-mode iptables rules never
+            # DNAT, and conntrack leaves IPVS's packets to IPVS
+            vaddr, vport = u32_to_ip(int(row["dst_ip"])), int(row["dst_port"])
+            where = f"ip_vs_in at {IPVS_HOOKS.get(hook, HOOK_NAMES[hook])}"
+            chain = IPVS_HOOKS.get(hook, HOOK_NAMES[hook])
+        else:
+            # a reply: the real server answers; the virtual server is the connection's
+            vaddr, vport = "", 0
+            real = real or f"{u32_to_ip(int(row['src_ip']))}:{int(row['src_port'])}"
+            where, chain = "ip_vs_out (reply)", "POSTROUTING"
+        vs = self._virtual_server(protocol, vaddr, vport) if kind == 3 else None
+        if kind == 3:
+            vs_text = f"{protocol} {vaddr}:{vport}"
+            if vs is None:
+                text = f"{where}: no virtual server {vs_text}: {result}"
+            else:
+                text = f"{where}: virtual server {vs_text} ({vs.scheduler}"
+                text += f", {vs.service})" if vs.service else ")"
+                text += f" -> real server {real}: {result}" if real else f": {result}"
+        else:
+            vs_text = None
+            text = f"{where} from real server {real}: {result}"
         return {
             "table": "ipvs",
-            "chain": "POSTROUTING",
+            "chain": chain,
             "rule": None,
-            "text": f"ip_vs_out (reply): {result}{to}",
+            "text": text,
             "matched": matched,
+            "virtual_server": vs_text if vs is not None else None,
+            "real_server": real,
         }
 
-    def _iptables(self, row: int, matched: bool) -> TraceStep:
-        from ..netfilter.iptables_text import render_rule
+    def _virtual_server(self, protocol: str, addr: str, port: int) -> Any:
+        from .ipvs_backend import IpvsBackend
+
+        backend = self.backend
+        assert isinstance(backend, IpvsBackend)
+        if backend.state is None:
+            return None
+        for vs in backend.state.virtual_servers:
+            if vs.port == port and vs.address == addr and vs.protocol == protocol:
+                return vs
+        return None
+
+    # ---------------------------------------------------------------- iptables
+    def _prepare_iptables(self, rows: np.ndarray) -> None:
         from .iptables_backend import IptablesBackend
         from .ipvs_backend import IpvsBackend
         from .userspace_backend import UserspaceBackend
@@ -345,43 +537,126 @@ class _StepNames:
         # (all lower to Lowered)
         assert isinstance(backend, (IptablesBackend, IpvsBackend, UserspaceBackend))
         low = cast("Lowered", self.low)
-        starts = self._memo.get("starts")
-        if starts is None:  # a contiguous copy: searchsorted would copy the strided column
-            starts = self._memo["starts"] = np.ascontiguousarray(low.chains["start"])
-        cid = int(np.searchsorted(starts, row, side="right")) - 1
+        starts = np.ascontiguousarray(low.chains["start"])
+        cids = np.searchsorted(starts, rows, side="right") - 1
+        self._ipt_chain = dict(zip(rows.tolist(), cids.tolist()))
+        self._ipt_starts = starts
+        wanted = {low.chain_names[c] for c in set(cids.tolist())}
+        self._ipt_rules: dict[tuple[str, str], list[Rule]] = {w: [] for w in wanted}
+        for name, table in backend.tables.tables.items():
+            if not any(t == name for t, _ in wanted):
+                continue
+            for rule in table.rules:  # one pass per table, not per chain
+                bucket = self._ipt_rules.get((name, rule.chain))
+                if bucket is not None:
+                    bucket.append(rule)
+        self._opt_text: dict[Any, str] = {}  # options repeat across rules: render each once
+
+    def _iptables(self, row: int, matched: bool) -> TraceStep:
+        from ..netfilter.iptables_text import render_rule
+
+        low = cast("Lowered", self.low)
+        cid = self._ipt_chain[row]
         table, chain = low.chain_names[cid]
-        rules = self._by_chain.get((table, chain))
-        if rules is None:  # the table's rules by chain, in one pass
-            for r in backend.tables.tables[table].rules:
-                self._by_chain.setdefault((table, r.chain), []).append(r)
-            rules = self._by_chain.setdefault((table, chain), [])
-        k = row - int(starts[cid])
+        k = row - int(self._ipt_starts[cid])
+        rule = self._ipt_rules[(table, chain)][k]
+        if matched:
+            self.matched_rules.append(rule)
         return {
             "table": table,
             "chain": chain,
             "rule": k,
-            "text": render_rule(rules[k]),
+            "text": render_rule(rule, self._opt_text),
             "matched": matched,
         }
 
-    def _nft(self, pc: int, matched: bool) -> TraceStep:
+    # ---------------------------------------------------------------- nftables
+    def _prepare_nft(self, pcs: np.ndarray) -> None:
+        low = cast("LoweredNft", self.low)
+        cids = np.searchsorted(low.chain_start, pcs, side="right") - 1
+        firsts = np.searchsorted(low.rule_start, low.chain_start[cids])
+        ks = np.searchsorted(low.rule_start, pcs) - firsts
+        self._nft_at = {pc: (c, k) for pc, c, k in zip(pcs.tolist(), cids.tolist(), ks.tolist())}
+        self._set_keys: dict[int, dict[tuple[int, int], Any]] = {}
+
+    def _nft(self, pc: int, matched: bool, elem: int) -> TraceStep:
         from .nftables_backend import NftablesBackend
 
         backend = self.backend
         assert isinstance(backend, NftablesBackend)  # nft VM rows: nftables mode
         low = cast("LoweredNft", self.low)
         table = backend.table
-        chain_start = self._memo.get("chain_start")
-        if chain_start is None:
-            chain_start = self._memo["chain_start"] = low.chain_start.tolist()
-        c = bisect_right(chain_start, pc) - 1
+        c, k = self._nft_at[pc]
         name = low.chain_names[c]
-        first = int(np.searchsorted(low.rule_start, low.chain_start[c]))
-        k = int(np.searchsorted(low.rule_start, pc)) - first
-        return {
+        step: TraceStep = {
             "table": f"{table.family} {table.name}",
             "chain": name,
             "rule": k,
             "text": table.chains[name].rules[k].full_text,
             "matched": matched,
         }
+        if matched and elem >= 0:
+            element = self._element(pc, elem)
+            if element is not None:
+                step["element"] = element
+        return step
+
+    def _element(self, pc: int, elem: int) -> str | None:
+        """The verdict map element the engine found at position ``elem`` of the rule's map
+        (a slot of a hash map, a range of an interval map, numgen's value)."""
+        from .nft_lowering import SK_HASH, SK_INTERVAL, TYPE_BITS, E, _component
+        from .nftables_backend import NftablesBackend
+
+        low = cast("LoweredNft", self.low)
+        for i in range(pc, int(low.exprs[pc]["next"])):
+            e = low.exprs[i]
+            if e["op"] == E["NUMGEN"]:
+                cell = low.cells[int(e["set"]) + elem]
+                return f"{elem} : {self._verdict(int(cell['vkind']), int(cell['vchain']))}"
+            if e["op"] == E["VMAP"]:
+                break
+        else:
+            return None
+        idx = int(e["set"])
+        s = low.sets[idx]
+        name = low.set_names[idx]
+        if int(s["kind"]) == SK_HASH:
+            slot = low.slots[int(s["off"]) + elem]
+            lo = hi = int(slot["key"])
+            vk, vc = int(slot["vkind"]), int(slot["vchain"])
+        elif int(s["kind"]) == SK_INTERVAL:
+            iv = low.intervals[int(s["off"]) + elem]
+            lo, hi = int(iv["lo"]), int(iv["hi"])
+            vk, vc = int(iv["vkind"]), int(iv["vchain"])
+        else:
+            return None
+        backend = self.backend
+        assert isinstance(backend, NftablesBackend)  # nft VM rows: nftables mode
+        nset = backend.table.sets.get(name)
+        if nset is not None:  # a named map: its element as written, found by its packed key
+            keys = self._set_keys.get(idx)
+            if keys is None:
+                keys = {}
+                types = nset.key_types
+                for el in nset.elements.values():
+                    klo = khi = 0
+                    for typ, part in zip(types, el.key):
+                        a, b = _component(typ, part)
+                        klo = (klo << TYPE_BITS[typ]) | a
+                        khi = (khi << TYPE_BITS[typ]) | b
+                    keys[(klo, khi)] = el
+                self._set_keys[idx] = keys
+            el = keys.get((lo, hi))
+            if el is not None:
+                return f"{' . '.join(el.key)} : {' '.join(el.value)}"
+        return f"... : {self._verdict(vk, vc)}"  # an anonymous map: its verdict
+
+    def _verdict(self, vkind: int, vchain: int) -> str:
+        from .nft_lowering import VK
+
+        low = cast("LoweredNft", self.low)
+        word = next((w for w, v in VK.items() if v == vkind), "?")
+        if vchain >= 0:
+            c = int(np.searchsorted(low.chain_start, vchain, side="right")) - 1
+            return f"{word} {low.chain_names[c]}"
+        return word

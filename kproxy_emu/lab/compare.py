@@ -93,7 +93,7 @@ def _signature(verdict: str, dnat: str | None, masq: bool) -> Signature:
 
 def expectation(dp, probe: Probe) -> Expectation:
     signals.check()  # thousands of traces at scale: a safe point for a pending Ctrl-C
-    t = dp.trace(probe.packet(), origin=probe.origin, matched_only=True)
+    t = dp.trace(probe.packet(), origin=probe.origin, all_rules=False)
     support: dict[Signature, float] = {}
     for o in t["outcomes"]:
         sig = _signature(o["verdict"], o["dnat"], o["masquerade"])

@@ -35,10 +35,10 @@ class FrozenList(list):  # type: ignore[type-arg]
     """A list that refuses edits (a sealed object's field)."""
 
     __slots__ = ("_owner",)
-    _owner: tuple[str, str]  # (object description, field name), set by _freeze
+    _owner: tuple[Any, str]  # (the sealed object, field name), set by _freeze
 
     def _no(self, *args: Any, **kwargs: Any) -> NoReturn:
-        _refuse(*self._owner, args[0] if args else None)
+        _refuse(_describe(self._owner[0]), self._owner[1], args[0] if args else None)
 
     append = extend = insert = remove = pop = clear = sort = reverse = _no  # type: ignore[assignment]
     __setitem__ = __delitem__ = __iadd__ = __imul__ = _no  # type: ignore[assignment]
@@ -59,10 +59,10 @@ class FrozenDict(dict):  # type: ignore[type-arg]
     """A dict that refuses edits (labels, annotations, selectors of a sealed object)."""
 
     __slots__ = ("_owner",)
-    _owner: tuple[str, str]  # (object description, field name), set by _freeze
+    _owner: tuple[Any, str]  # (the sealed object, field name), set by _freeze
 
     def _no(self, *args: Any, **kwargs: Any) -> NoReturn:
-        _refuse(*self._owner, args[0] if args else None)
+        _refuse(_describe(self._owner[0]), self._owner[1], args[0] if args else None)
 
     __setitem__ = __delitem__ = __ior__ = _no  # type: ignore[assignment]
     pop = popitem = clear = update = setdefault = _no  # type: ignore[assignment]
@@ -80,6 +80,23 @@ class FrozenDict(dict):  # type: ignore[type-arg]
 
 
 _SEALED: dict[type, type] = {}  # dataclass -> its sealed subclass
+_SEALED_CLASSES: set[type] = set()  # the sealed subclasses
+# a type's dataclass field names, or None for a type that is not a dataclass (sealing
+# walks hundreds of thousands of objects: dataclasses.fields per object is the cost)
+_FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...] | None:
+    try:
+        return _FIELD_NAMES[cls]
+    except KeyError:
+        names = (
+            tuple(f.name for f in dataclasses.fields(cls))
+            if dataclasses.is_dataclass(cls)
+            else None
+        )
+        _FIELD_NAMES[cls] = names
+        return names
 
 
 def _sealed_class(cls: type) -> type:
@@ -135,6 +152,7 @@ def _sealed_class(cls: type) -> type:
         },
     )
     _SEALED[cls] = sealed
+    _SEALED_CLASSES.add(sealed)
     return sealed
 
 
@@ -155,40 +173,57 @@ def _describe(obj: Any) -> str:
 
 
 def is_sealed(obj: object) -> bool:
-    return type(obj) in _SEALED.values()
+    return type(obj) in _SEALED_CLASSES
 
 
 def model_type(obj: object) -> type:
     """The model class of an object, sealed or not."""
     cls = type(obj)
-    return cls.__base__ if cls in _SEALED.values() else cls  # type: ignore[return-value]
+    return cls.__base__ if cls in _SEALED_CLASSES else cls  # type: ignore[return-value]
 
 
 def seal(obj: T) -> T:
     """Make a model object (and the lists, dicts and objects it holds) read-only, in place.
     Sealing a sealed object does nothing. Returns the object."""
     cls = type(obj)
-    if cls in _SEALED.values() or not dataclasses.is_dataclass(obj):
+    if cls in _SEALED_CLASSES:
         return obj
-    what = _describe(obj)
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        value = getattr(obj, f.name)
-        frozen = _freeze(value, (what, f.name))
+    names = _field_names(cls)
+    if names is None:
+        return obj
+    for name in names:
+        value = getattr(obj, name)
+        if type(value) in _ATOMS:  # most fields: nothing to seal, no call
+            continue
+        frozen = _freeze(value, (obj, name))
         if frozen is not value:
-            object.__setattr__(obj, f.name, frozen)
+            object.__setattr__(obj, name, frozen)
     object.__setattr__(obj, "__class__", _sealed_class(cls))
     return obj
 
 
-def _freeze(value: Any, owner: tuple[str, str]) -> Any:
-    if isinstance(value, list) and not isinstance(value, FrozenList):
-        out = FrozenList(_freeze(v, owner) for v in value)
+# values that hold nothing to seal (exact types: a subclass may hold more)
+_ATOMS = frozenset({str, int, float, bool, type(None)})
+
+
+def _freeze(value: Any, owner: tuple[Any, str]) -> Any:
+    kind = type(value)
+    if kind in _ATOMS:
+        return value
+    if kind is list:
+        out = FrozenList([v if type(v) in _ATOMS else _freeze(v, owner) for v in value])
         out._owner = owner
         return out
-    if isinstance(value, dict) and not isinstance(value, FrozenDict):
-        out_d = FrozenDict((k, _freeze(v, owner)) for k, v in value.items())
+    if kind is dict:
+        out_d = FrozenDict(
+            {k: v if type(v) in _ATOMS else _freeze(v, owner) for k, v in value.items()}
+        )
         out_d._owner = owner
         return out_d
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if isinstance(value, (FrozenList, FrozenDict, type)):
+        return value
+    if isinstance(value, (list, dict)):  # a subclass: as its base
+        return _freeze(list(value) if isinstance(value, list) else dict(value), owner)
+    if _field_names(kind) is not None:
         return seal(value)
     return value

@@ -31,9 +31,17 @@ def render_opt(opt: Opt) -> str:
     return f"! {text}" if opt.negated else text
 
 
+# an option's text, shared across calls: most options repeat across rules and syncs
+# (-p tcp, -m comment, -j KUBE-MARK-MASQ); emptied when it grows past _OPT_TEXT_MAX
+_OPT_TEXT: dict[Opt, str] = {}
+_OPT_TEXT_MAX = 200_000
+
+
 def render_rule(rule: Rule, _cache: dict[Opt, str] | None = None) -> str:
     if _cache is None:
-        _cache = {}
+        _cache = _OPT_TEXT
+        if len(_cache) > _OPT_TEXT_MAX:
+            _cache.clear()
     if not rule.opts:
         return f"-A {rule.chain}"
     parts = []
@@ -41,8 +49,7 @@ def render_rule(rule: Rule, _cache: dict[Opt, str] | None = None) -> str:
         text = _cache.get(opt)
         if text is None:
             text = render_opt(opt)
-            if len(_cache) < 1_000_000:
-                _cache[opt] = text
+            _cache[opt] = text
         parts.append(text)
     return f"-A {rule.chain} {' '.join(parts)}"
 

@@ -64,7 +64,9 @@ def test_affinity_hit_is_one_candidate(mode):
     assert t["conntrack"] == "new" and t["endpoint"] == pinned
     # the userspace proxy connects from the node: the endpoint sees the node's address
     masq = mode == "userspace"
-    assert t["candidates"] == [{"endpoint": pinned, "probability": 1.0, "masquerade": masq}]
+    assert t["candidates"] == [
+        {"endpoint": pinned, "probability": 1.0, "fraction": "1", "masquerade": masq}
+    ]
     assert [o["probability"] for o in t["outcomes"]] == [1.0]
     if mode == "iptables":
         assert any("--rcheck" in s["text"] and s["matched"] for s in t["steps"])
@@ -273,22 +275,22 @@ def test_ipvs_trace_across_a_graceful_termination_run_changes_nothing():
 
 
 @pytest.mark.parametrize("mode", ("iptables", "nftables"))
-def test_matched_only_is_the_matched_path_of_the_full_trace(mode):
-    """``matched_only`` (what verify uses at scale) keeps exactly the matched steps, the
-    same as the full trace names them, and the same verdict and outcomes; traces after
-    the first reuse the rule names (memo per lowered tables) and still agree."""
+def test_matched_path_is_the_matched_steps_of_the_full_trace(mode):
+    """``all_rules=False`` (what verify uses at scale) keeps exactly the matched steps, the
+    same as the full trace names them, and the same verdict and outcomes; and after an update
+    the names come from the new tables."""
     cluster = _cluster(endpoints=3, affinity=1.0, services=40)
     dp = Dataplane(cluster, mode=mode, cluster_cidr=CIDR, seed=4)
     for k in (0, 17, 39, 17):
         packet = f"tcp {CLIENT}:40000 -> {_vip(cluster, k)}"
         full = dp.trace(packet)
-        path = dp.trace(packet, matched_only=True)
+        path = dp.trace(packet, all_rules=False)
         assert path["steps"] == [s for s in full["steps"] if s["matched"]]
         assert len(path["steps"]) < len(full["steps"])
-        assert {k: v for k, v in path.items() if k != "steps"} == {
-            k: v for k, v in full.items() if k != "steps"
+        assert {k: v for k, v in path.items() if k not in ("steps", "steps_omitted")} == {
+            k: v for k, v in full.items() if k not in ("steps", "steps_omitted")
         }
-    # a changed cluster: new lowered tables, names from them (not the memo of the old)
+    # a changed cluster: new lowered tables, names from them
     dp.update(synth.cluster(40, endpoints=2, seed=9, type_mix={"ClusterIP": 1}))
     svc = next(iter(dp.cluster.services.values()))
     fresh = Dataplane(dp.cluster, mode=mode, cluster_cidr=CIDR, seed=4)

@@ -138,7 +138,9 @@ def test_trace_predicts_process_and_leaves_state():
         v, ep = one(dp, text, "pod", 1.0 + i)
         assert t1["endpoint"] == ep
         assert t1["cost"]["rules_evaluated"] == int(v["rules"])
-        assert t1["candidates"] == [{"endpoint": ep, "probability": 1.0, "masquerade": True}]
+        assert t1["candidates"] == [
+            {"endpoint": ep, "probability": 1.0, "fraction": "1", "masquerade": True}
+        ]
     committed = dp.trace(
         "tcp 10.244.4.1:4000 -> 172.30.0.41:80", origin="pod", time=10, commit=True
     )
@@ -193,7 +195,8 @@ def test_cli_render_and_trace(cli, tmp_path):
         "tcp 10.244.1.1:4000 -> 172.30.0.41:80 from=pod",
     )
     assert proc.returncode == 0, proc.stderr
-    assert "proxy ns1/a:p80" in proc.stdout and "the proxy's packet" in proc.stdout
+    assert "=> userspace proxy ns1/a:p80 on 192.168.0.2:" in proc.stdout
+    assert "=> userspace the proxy's packet 192.168.0.2:" in proc.stdout
     proc = cli("render", path, "--mode", "userspace", "--node-ip", "fd00::2")
     assert proc.returncode == 2 and "IPv4" in proc.stderr
     proc = cli(
