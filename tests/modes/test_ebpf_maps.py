@@ -11,6 +11,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kproxy_emu import InputError, maglev
 from kproxy_emu.model import Cluster
@@ -334,3 +336,78 @@ def test_flags_strings() -> None:
     assert B.flags_string(f) == "NodePort+Local+two-scopes+sessionAffinity"
     f = B.service_flags(B.LOAD_BALANCER, check_source_range=True, dsr=True, routable=True)
     assert B.flags_string(f) == "LoadBalancer+check source-range+dsr"
+
+
+# -- invariants on random clusters -------------------------------------------------------
+
+_POLICIES = st.sampled_from(["Cluster", "Local"])
+
+
+@st.composite
+def _clusters(draw):
+    objs = []
+    for i in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["ClusterIP", "NodePort", "LoadBalancer"]))
+        spec = {
+            "clusterIP": f"10.96.0.{i + 1}",
+            "ports": [
+                {"name": "p", "port": 80 + i, "protocol": "TCP", "targetPort": 80}
+                | ({"nodePort": 30000 + i} if kind != "ClusterIP" else {})
+            ],
+            "selector": {"app": f"a{i}"},
+            "type": kind,
+            "internalTrafficPolicy": draw(_POLICIES),
+        }
+        if kind != "ClusterIP":
+            spec["externalTrafficPolicy"] = draw(_POLICIES)
+        if draw(st.booleans()):
+            spec["externalIPs"] = [f"203.0.113.{i + 1}"]
+        if draw(st.booleans()):
+            spec["sessionAffinity"] = "ClientIP"
+        status = {"loadBalancer": {"ingress": [{"ip": f"198.51.100.{i + 1}"}]}}
+        objs.append(_service(f"s{i}", spec, status if kind == "LoadBalancer" else None))
+        eps = []
+        for j in range(draw(st.integers(0, 5))):
+            ready = draw(st.booleans())
+            eps.append(
+                _ep(
+                    f"10.244.{i}.{j + 1}",
+                    draw(st.sampled_from(["testnode", "other"])),
+                    ready=ready,
+                    serving=ready or draw(st.booleans()),
+                    terminating=not ready and draw(st.booleans()),
+                )
+            )
+        objs.append(_slice(f"s{i}-x", f"s{i}", eps, port_name="p"))
+    return objs
+
+
+@settings(max_examples=60, deadline=None)
+@given(_clusters(), st.sampled_from(["random", "maglev"]))
+def test_map_invariants(objs, algorithm) -> None:
+    r = compile_ebpf(_view(objs), lb_algorithm=algorithm, maglev_table_size=251)
+    maps = r.maps
+    masters = maps.frontends()
+    assert len({v.rev_nat_index for v in masters.values()}) == len(masters)
+    for key, v in masters.items():
+        slots = maps.slots(key)
+        assert len(slots) == v.count + v.qcount
+        assert all(b in maps.backends for b in slots)
+        states = [maps.backends[b].state for b in slots]
+        assert states == sorted(states)  # active first
+        active = [b for b, s in zip(slots, states) if s == B.STATE_ACTIVE]
+        if active:
+            assert v.count == len(active)
+        rn = maps.rev_nat[v.rev_nat_index]
+        assert (rn.address, rn.port) == (key.address, key.port)
+        if v.rev_nat_index in maps.maglev:
+            assert set(maps.maglev[v.rev_nat_index].tolist()) <= set(slots[: v.count])
+        if key.scope == B.SCOPE_INTERNAL:
+            assert v.flags & B.FLAG_TWO_SCOPES
+            assert B.ServiceKey(key.address, key.port, key.proto) in masters
+    # every backend is some frontend's
+    used = {s.backend_id for k, s in maps.services.items() if k.slot}
+    assert used == set(maps.backends)
+    # the same input, a fresh proxier: the same maps (deterministic)
+    again = compile_ebpf(_view(objs), lb_algorithm=algorithm, maglev_table_size=251)
+    assert again.render() == r.render()
