@@ -9,8 +9,9 @@ maps are the compiler's (modes/ebpf.py, netfilter/bpfmaps.py). Only a flow's *fi
 packet is modelled here (its later packets follow Cilium's conntrack entry, which keeps
 the backend while the entry lives); every lookup is counted.
 
-Not yet wired into the packet pipeline: the ``ebpf`` mode (Backend, engine, CLI) is
-still to come (docs/ebpf.md).
+Not modelled yet: the routability check for traffic from outside (``non-routable``
+ClusterIP entries), LoadBalancer source ranges, DSR. Not yet wired into the packet
+pipeline: the ``ebpf`` mode (Backend, engine, CLI) is still to come (docs/ebpf.md).
 """
 
 from __future__ import annotations
@@ -148,7 +149,12 @@ class EbpfDatapath:
         scope, and the backend is chosen at random whatever the node's algorithm (Cilium
         applies Maglev to north-south traffic only; east-west connections are balanced
         by the socket-level load balancer, which picks a random slot)."""
-        proto_n = B.PROTO_NUMBERS[proto] if isinstance(proto, str) else int(proto)
+        if isinstance(proto, str):
+            if proto not in B.PROTO_NUMBERS:
+                raise InputError("protocol must be TCP, UDP or SCTP", field="proto", value=proto)
+            proto_n = B.PROTO_NUMBERS[proto]
+        else:
+            proto_n = int(proto)
         lookups: list[str] = []
         found = self.lookup_service(dst, dport, proto_n, from_cluster, lookups)
         if found is None:

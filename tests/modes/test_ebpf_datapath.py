@@ -135,3 +135,8 @@ def test_disruption(algorithm: str) -> None:
 def test_bad_algorithm() -> None:
     with pytest.raises(InputError):
         EbpfDatapath(B.BpfMaps(), algorithm="rr")
+
+
+def test_bad_protocol() -> None:
+    with pytest.raises(InputError, match="protocol"):
+        EbpfDatapath(B.BpfMaps()).new_flow("8.8.8.8", 1, "1.1.1.1", 80, "ICMP")
