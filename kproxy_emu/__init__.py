@@ -1,6 +1,6 @@
 """kproxy-emu: a packet-level emulator of the Kubernetes service dataplane (kube-proxy)."""
 
-from . import packets, synth
+from . import maglev, packets, synth
 from ._version import __version__
 from .dataplane import Dataplane, IptablesOptions, IpvsOptions, NftablesOptions
 from .errors import InputError, KproxyError
@@ -17,6 +17,7 @@ __all__ = [
     "NftablesOptions",
     "SharedVirtualServerWarning",
     "__version__",
+    "maglev",
     "packets",
     "synth",
 ]
