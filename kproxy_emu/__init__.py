@@ -1,6 +1,6 @@
 """kproxy-emu: a packet-level emulator of the Kubernetes service dataplane (kube-proxy)."""
 
-from . import packets, synth
+from . import maglev, packets, synth
 from ._version import __version__
 from .dataplane import Dataplane, IptablesOptions, IpvsOptions, NftablesOptions, UserspaceOptions
 from .errors import InputError, KproxyError
@@ -18,6 +18,7 @@ __all__ = [
     "SharedVirtualServerWarning",
     "UserspaceOptions",
     "__version__",
+    "maglev",
     "packets",
     "synth",
 ]

@@ -211,6 +211,41 @@ def _range(spec: str) -> tuple[int, int]:
     return int(low or 0), int(high or 65535)
 
 
+def _refuse_loops(rules: np.ndarray, chain_names: list[tuple[str, str]]) -> None:
+    """A jump or goto loop: the kernel refuses such a table (ELOOP) and the chain VM would
+    never leave it (a goto loop grows no stack), so tables built without the parser's
+    check are refused here, once per lowering."""
+    has = rules["target_chain"] >= 0
+    if not has.any():
+        return
+    edges: dict[int, set[int]] = {}
+    for src, dst in zip(rules["chain"][has].tolist(), rules["target_chain"][has].tolist()):
+        edges.setdefault(src, set()).add(dst)
+    state: dict[int, int] = {}  # 1: on the path, 2: done
+    for root in edges:
+        if root in state:
+            continue
+        path, stack = [root], [iter(sorted(edges[root]))]
+        state[root] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                loop = [chain_names[c][1] for c in path[path.index(nxt) :]]
+                raise InputError(
+                    "the kernel refuses a table with a jump loop (ELOOP)",
+                    obj=f"table {chain_names[nxt][0]}",
+                    field="chains",
+                    value=" -> ".join([*loop, chain_names[nxt][1]]),
+                )
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(sorted(edges.get(nxt, ()))))
+
+
 def lower(
     tables: Ruleset,
     family: str = "IPv4",
@@ -294,6 +329,7 @@ def lower(
         chains[cid]["end"] = pos
     hooks = np.array([index.get(h, -1) for h in HOOKS], dtype=np.int32)
     rules = np.array(rows, dtype=RULE_DTYPE)
+    _refuse_loops(rules, chain_names)
     return Lowered(
         rules,
         hot_rows(rules),

@@ -508,3 +508,21 @@ def test_a_rendered_node_dump_traces_as_a_whole_dump(tmp_path, capsys):
         capsys,
     )
     assert code == 0, err
+
+
+def test_a_goto_loop_built_without_the_parser_is_refused_at_lowering():
+    """The parser refuses jump loops with the dump's line; tables built in code skip it,
+    and the chain VM would spin for ever on a goto loop (no stack grows): lowering
+    refuses them too."""
+    from kproxy_emu.dataplane.lowering import lower
+    from kproxy_emu.netfilter.ruleset import Opt, Ruleset
+
+    tables = Ruleset()
+    nat = tables.table("nat")
+    nat.declare("PREROUTING", "ACCEPT")
+    nat.declare("KUBE-X")
+    nat.append("PREROUTING", Opt("-j", ("KUBE-X",)))
+    nat.append("KUBE-X", Opt("-s", ("10.0.0.0/8",)), Opt("-g", ("KUBE-X",)))
+    with pytest.raises(InputError, match="ELOOP") as err:
+        lower(tables)
+    assert "KUBE-X -> KUBE-X" in str(err.value)

@@ -20,6 +20,7 @@ LAYERS = {
     "ipaddr": 0,
     "_cext": 0,
     "packets": 1,
+    "maglev": 1,
     "model": 2,
     "synth": 3,
     "proxy": 3,
