@@ -353,6 +353,35 @@ class LoadBalancerRR:
             if spn not in registered:
                 self._reset_service(spn)
 
+    def update_endpoints(
+        self,
+        changed: Iterable[Mapping[str, Any]],
+        removed: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """``on_endpoints`` for part of the set: the Endpoints objects that changed (their
+        full new form) and the (namespace, name) of those deleted; every other object is
+        as in the last update. The same result as ``on_endpoints`` with the whole set
+        (kube-proxy's later OnEndpointsAdd/Update/Delete handlers), at the cost of the
+        changed objects alone."""
+        if isinstance(changed, Mapping | str | bytes):
+            raise InputError(
+                "update_endpoints takes a list of Endpoints objects", value=type(changed)
+            )
+        built = []
+        for i, obj in enumerate(changed):
+            namespace, name = _endpoints_identity(obj, i)
+            built.append((namespace, name, build_ports_to_endpoints(obj, i)))
+        touched = {(ns, n) for ns, n, _ in built} | set(removed)
+        registered: set[ServicePortName] = set()
+        for namespace, name, ports in built:
+            for port_name, new_endpoints in ports.items():
+                spn = ServicePortName(namespace, name, port_name)
+                self._set_endpoints(spn, list(new_endpoints))
+                registered.add(spn)
+        for spn in list(self._services):
+            if (spn.namespace, spn.name) in touched and spn not in registered:
+                self._reset_service(spn)
+
     def _set_endpoints(self, spn: ServicePortName, new: list[str]) -> None:
         state = self._services.get(spn)
         cur = state.endpoints if state is not None else []
@@ -685,6 +714,8 @@ class _Tables:
 
     def __init__(self) -> None:
         self.chains: dict[str, dict[str, list[tuple[Opt, ...]]]] = {"filter": {}, "nat": {}}
+        # per chain, how many times each rule is in it (``-C`` without a scan)
+        self._count: dict[tuple[str, str], dict[tuple[Opt, ...], int]] = {}
         self.version = 0
 
     def ensure_chain(self, table: str, chain: str) -> None:
@@ -694,22 +725,36 @@ class _Tables:
         self, table: str, chain: str, opts: tuple[Opt, ...], prepend: bool = False
     ) -> bool:
         """True when the rule existed already."""
-        rules = self.chains[table].setdefault(chain, [])
-        if opts in rules:
+        count = self._count.setdefault((table, chain), {})
+        if count.get(opts):
             return True
+        rules = self.chains[table].setdefault(chain, [])
         if prepend:
             rules.insert(0, opts)
         else:
             rules.append(opts)
+        count[opts] = 1
         self.version += 1
         return False
 
     def delete_rule(self, table: str, chain: str, opts: tuple[Opt, ...]) -> bool:
         """True when a rule was deleted (``-D`` fails on a missing rule)."""
-        rules = self.chains[table].get(chain)
-        if rules is None or opts not in rules:
+        count = self._count.get((table, chain), {})
+        n = count.get(opts, 0)
+        if not n:
             return False
-        rules.remove(opts)
+        rules = self.chains[table][chain]
+        # the last occurrence is the likelier near the end: search from there
+        for k in range(len(rules) - 1, -1, -1):
+            if rules[k] == opts:
+                break
+        # -D deletes the first equal rule; equal rules are interchangeable, so any
+        # occurrence leaves the same chain
+        del rules[k]
+        if n == 1:
+            del count[opts]
+        else:
+            count[opts] = n - 1
         self.version += 1
         return True
 
@@ -798,6 +843,7 @@ class UserspaceProxier(Proxier[UserspaceSync]):
         self.need_full_sync = True
         self._by_service: dict[Key, list[str]] = {}  # (ns, name) -> its port names
         self.view: ProxyView | None = None  # the view of the last sync
+        self._incomplete: set[str] = set()  # ports whose openPortal stopped at an error
 
     # ---- syncProxyRules ------------------------------------------------------------
 
@@ -812,7 +858,15 @@ class UserspaceProxier(Proxier[UserspaceSync]):
         errors: list[str] = []
         opened: list[str] = []
         closed: list[str] = []
-        self.load_balancer.on_endpoints(endpoints_objects(view))
+        if full:
+            self.load_balancer.on_endpoints(endpoints_objects(view))
+        else:
+            # in the view's order (a set's order would change with the hash seed)
+            wanted = changed or set()
+            present = [k for k in view.by_service if k in wanted]
+            self.load_balancer.update_endpoints(
+                endpoints_objects(view, present), sorted(wanted - set(view.by_service))
+            )
         self._iptables_init()
         self.local_addrs = frozenset(self.options.node.local_ips)
         wanted = changed or set()
@@ -943,13 +997,19 @@ class UserspaceProxier(Proxier[UserspaceSync]):
             errors.append(f"Failed to close portal for {info.name!r}: {err}")
         # stopProxy
         del self.services[info.name]
+        self._incomplete.discard(info.name)
         self.ports.close(info.protocol, info.proxy_port)
         self.ports.release(info.proxy_port)
 
     def _ensure_portals(self, errors: list[str]) -> None:
         """``ensurePortals``: open every service's portals again (idempotent; a portal
-        refused earlier, e.g. by a port conflict, opens once the conflict is gone)."""
-        for info in list(self.services.values()):
+        refused earlier, e.g. by a port conflict, opens once the conflict is gone).
+        A port whose portals all opened has every rule and claim already (its rules name
+        it, so no other port's close deletes them, and only it releases its claims):
+        opening it again changes nothing, so only the ports still short of some are
+        visited, in start order."""
+        for name in [n for n in self.services if n in self._incomplete]:
+            info = self.services[name]
             err = self._open_portal(info)
             if err:
                 errors.append(f"Failed to ensure portal for {info.name!r}: {err}")
@@ -964,6 +1024,14 @@ class UserspaceProxier(Proxier[UserspaceSync]):
 
     def _open_portal(self, info: UserspaceService) -> str | None:
         """``openPortal``: the first error stops it (later portals stay closed)."""
+        err = self._open_portal_once(info)
+        if err:
+            self._incomplete.add(info.name)
+        else:
+            self._incomplete.discard(info.name)
+        return err
+
+    def _open_portal_once(self, info: UserspaceService) -> str | None:
         for portal in self._portals(info):
             err = self._open_one_portal(portal, info)
             if err:
@@ -1134,13 +1202,18 @@ def _jump(target: str) -> Opt:
     return Opt("-j", (target,))
 
 
-def endpoints_objects(view: ProxyView) -> list[dict[str, Any]]:
+def endpoints_objects(view: ProxyView, keys: Iterable[Key] | None = None) -> list[dict[str, Any]]:
     """The v1 Endpoints objects the endpoints controller would publish for the view's
-    Services: per Service one subset per ready endpoint of each port (``addresses``:
-    ready endpoints, as the controller puts them; not-ready ones would be
-    ``notReadyAddresses``, which the balancer ignores)."""
+    Services (``keys``: these only): per Service one subset per ready endpoint of each
+    port (``addresses``: ready endpoints, as the controller puts them; not-ready ones
+    would be ``notReadyAddresses``, which the balancer ignores)."""
     out: list[dict[str, Any]] = []
-    for (namespace, name), ports in view.by_service.items():
+    items = (
+        view.by_service.items()
+        if keys is None
+        else ((k, view.by_service[k]) for k in keys if k in view.by_service)
+    )
+    for (namespace, name), ports in items:
         subsets = [
             {"addresses": [{"ip": e.ip}], "ports": [{"name": sp.port_name, "port": e.port}]}
             for sp in ports

@@ -343,3 +343,46 @@ def test_against_iptables_mode(cluster_seed, traffic_seed):
         elif ia == Action.REJECT:
             # no endpoints: iptables rejects, the proxy accepts and closes
             assert ua == Action.ACCEPT and int(b["endpoint"]) == -1 and not ready, key
+
+
+_HASH_SEED_SCRIPT = """
+import dataclasses, hashlib
+from kproxy_emu import Dataplane, packets, synth
+cl = synth.cluster(30, seed=5)
+dp = Dataplane(cl, "userspace", seed=2, cluster_cidr="10.0.0.0/8")
+new = dataclasses.replace(cl, services=dict(cl.services), endpoint_slices=dict(cl.endpoint_slices))
+for key in list(new.endpoint_slices)[20:]:
+    sl = new.endpoint_slices[key]
+    if len(sl.endpoints) > 1:
+        new.endpoint_slices[key] = dataclasses.replace(sl, endpoints=sl.endpoints[:-1])
+dp.update(new)
+out = dp.process(packets.synth(dp, 300, seed=1, new_flow_share=1.0))
+lb = dp.backend.proxier.load_balancer
+state = repr([(s, lb.endpoints(s)) for s in lb.services()]) + repr(dp.endpoints)
+h = hashlib.sha256(dp.render().encode() + out.tobytes() + state.encode())
+print(h.hexdigest())
+"""
+
+
+def test_same_seed_same_result_whatever_the_hash_seed():
+    """Determinism across processes: no order of a set or dict of strings (whose hash
+    changes with PYTHONHASHSEED) reaches the rules, the ports or the balancer."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    digests = set()
+    for hash_seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(root)}
+        proc = subprocess.run(
+            [sys.executable, "-c", _HASH_SEED_SCRIPT],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=root,
+            check=True,
+        )
+        digests.add(proc.stdout.strip())
+    assert len(digests) == 1

@@ -343,7 +343,7 @@ def test_sticky_sessions_cleaned_at_sync():
     px = UserspaceProxier(OPTS, seed=0)
     b_no_eps_first = view(B)
     px.sync(b_no_eps_first)  # NewService before any endpoints: the TTL (100 s) holds
-    px.sync(view(B, B_EPS), changed=set())
+    px.sync(view(B, B_EPS), changed={("ns1", "b")})
     lb = px.load_balancer
     lb.next_endpoint("ns1/b:p80", "10.0.0.1", now=10)
     px.sync(view(B, B_EPS), changed=set(), now=109.9)

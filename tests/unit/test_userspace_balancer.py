@@ -614,3 +614,61 @@ def test_bad_client_address():
     assert lb.next_endpoint(P, None) in lb.endpoints(P)
     with pytest.raises(InputError):
         LoadBalancerRR(seed="1")  # type: ignore[arg-type]
+
+
+# ---- update_endpoints (the changed objects only) == on_endpoints (the whole set) ---------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_object_states = st.one_of(
+    st.none(),  # the Endpoints object does not exist
+    st.lists(
+        st.tuples(st.sampled_from(["p", "q"]), st.integers(1, 4), st.integers(0, 3)),
+        max_size=5,
+    ),
+)
+
+
+def _object(name, state):
+    return eps(name, *[subset([f"10.0.{h}.{name[-1]}"], [(pn, port)]) for pn, port, h in state])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(
+        st.dictionaries(st.sampled_from(["s1", "s2", "s3"]), _object_states), min_size=1, max_size=6
+    ),
+    seed=st.integers(0, 5),
+)
+def test_update_endpoints_equals_on_endpoints(steps, seed):
+    full, part = LoadBalancerRR(seed=seed), LoadBalancerRR(seed=seed)
+    for lb in (full, part):
+        lb.new_service("testnamespace/s1:p", "ClientIP", 0)
+    current: dict[str, list] = {}
+    now = 0.0
+    for step in steps:
+        changed, removed = [], []
+        for name, state in sorted(step.items()):
+            if state is None:
+                if current.pop(name, None) is not None:
+                    removed.append(("testnamespace", name))
+            else:
+                current[name] = state
+                changed.append(_object(name, state))
+        full.on_endpoints([_object(n, st_) for n, st_ in sorted(current.items())])
+        part.update_endpoints(changed, removed)
+        assert full.services() == part.services()
+        for sp in full.services():
+            assert full.endpoints(sp) == part.endpoints(sp), sp
+            assert full.affinity(sp) == part.affinity(sp), sp
+        now += 1.0
+        for sp in full.services():
+            for client in ("10.9.0.1", "10.9.0.2"):
+                try:
+                    a = full.next_endpoint(sp, client, now=now)
+                except KproxyError:
+                    with pytest.raises(KproxyError):
+                        part.next_endpoint(sp, client, now=now)
+                    continue
+                assert part.next_endpoint(sp, client, now=now) == a
