@@ -599,6 +599,13 @@ cdef class VirtualServerTable:
                 i = nxt
         return count
 
+    def dest_connections(self, int32_t dest):
+        """ActiveConn + InActConn of one real server now (what kube-proxy's graceful
+        termination reads before deleting it), without the whole-table dest_stats()."""
+        if dest < 0 or dest >= self.t.ndests:
+            raise IndexError(f"no real server {dest}")
+        return self.t.dests[dest].activeconns + self.t.dests[dest].inactconns
+
     def dest_stats(self):
         out = np.zeros(self.t.ndests, DEST_STATS_DTYPE)
         cdef int32_t i

@@ -355,7 +355,6 @@ class IpvsBackend:
                 dict(sync.graceful),
                 dict(sync.dests),
                 {k: set(v) for k, v in sync.service_dests.items()},
-                sync._stats,
             )
         return (self.clock, self._next_tick, heavy)
 
@@ -364,7 +363,7 @@ class IpvsBackend:
         self.clock, self._next_tick = clock, next_tick
         if heavy is not None:
             sync = self.ipvs
-            table, sync.graceful, sync.dests, sync.service_dests, sync._stats = heavy
+            table, sync.graceful, sync.dests, sync.service_dests = heavy
             sync.table.restore(table)
 
     def advance_clock(self, now: float) -> None:

@@ -85,7 +85,6 @@ class IpvsSync:
         self.services: dict[str, int] = {}  # VirtualServer.String() -> service index
         self.dests: dict[tuple[int, str], int] = {}  # (service, RealServer.String()) -> dest
         self.service_dests: dict[int, set[str]] = {}  # service -> its RealServer.String()s
-        self._stats: Any = None  # dest_stats() of the table for one sync or tick
         self.graceful: dict[int, float] = {}  # dest index -> when it went on the list
         self.endpoints: list[str] = []
         self._endpoint_index: dict[str, int] = {}
@@ -142,7 +141,6 @@ class IpvsSync:
             0,
         )
         active: set[str] = set()
-        self._stats = None
         for vs in state.virtual_servers:
             active.add(str(vs))
             self._sync_service(vs, out, now)
@@ -178,7 +176,6 @@ class IpvsSync:
             ),
             0,
         )
-        self._stats = None
         for vs in fresh:
             self._sync_service(vs, out, now)
         if deleted:
@@ -273,18 +270,9 @@ class IpvsSync:
                     log.append(f"-e {name} -r {rs_key} -m -w 0")
 
     def _try_delete(self, dest: int, protocol: str) -> bool:
-        if _graceful_needed(protocol):
-            if self._stats is None:  # one snapshot per sync/tick: deleting others keeps
-                # this dest's counters as they are; with no connection in the table every
-                # counter is 0 (and the whole-table snapshot is skipped)
-                idle = self.table.stats()["conns"] == 0
-                self._stats = False if idle else self.table.dest_stats()
-            # a dest past the snapshot was added in this sync (an earlier claim of a
-            # shared virtual server): no connection has reached it
-            if self._stats is not False and dest < len(self._stats):
-                row = self._stats[dest]
-                if int(row[4]) + int(row[5]) != 0:
-                    return False
+        # GracefulDeleteRS reads the server's connection counters at the moment it decides
+        if _graceful_needed(protocol) and self.table.dest_connections(dest) != 0:
+            return False
         self.table.del_dest(dest)
         return True
 
@@ -296,7 +284,6 @@ class IpvsSync:
         deleted = 0
         if not self.graceful:
             return 0
-        self._stats = self.table.dest_stats()
         key_of = {d: k for k, d in self.dests.items() if d in self.graceful}
         vs_of = {s: k for k, s in self.services.items()}
         for dest in list(self.graceful):

@@ -1087,6 +1087,11 @@ class VirtualServerTable:
                     count += 1
         return count
 
+    def dest_connections(self, dest: int) -> int:
+        if not 0 <= dest < len(self.dests):
+            raise IndexError(f"no real server {dest}")
+        return self.dests[dest].active + self.dests[dest].inact
+
     def dest_stats(self) -> list[tuple]:
         return [
             (d.svc, d.addr, d.port, d.weight, d.active, d.inact, d.persist, d.linked, d.available)
