@@ -653,6 +653,9 @@ cdef class ChainEngine(Engine):
         self.env.local_set = self.local_set_p
         # nat PREROUTING and POSTROUTING are all this engine runs at those hooks
         self.nat_only_hooks = (1 << HOOK_PREROUTING) | (1 << HOOK_POSTROUTING)
+        # IPVS aside, a known flow is nf_nat's and nothing runs after the hooks
+        self.plain_known_flow = ipvs is None
+        self.no_after_hooks = ipvs is None
         cdef uint32_t[::1] ra
         cdef double[::1] rs
         cdef uint32_t[::1] rc

@@ -325,7 +325,12 @@ cdef void run_packet(Engine eng, ConntrackTable ct, const packet_t* p, verdict_t
             st.pend_dport = dport
             st.pending = dip != p.dst_ip or dport != p.dst_port
             st.endpoint = ct.tab.e[r.entry].endpoint if r.dir == 0 else -1
-            eng.known_flow(p, &st)
+            if not eng.plain_known_flow:
+                eng.known_flow(p, &st)
+            elif st.pending:  # Engine.known_flow, without the call
+                st.dst = st.pend_dst
+                st.dport = st.pend_dport
+                st.pending = 0
         elif r.state != CTSTATE_UNTRACKED and r.state != CTSTATE_INVALID:
             entry = ct_alloc(&ct.tab, p)  # before the hooks, as the conntrack hook is
             if entry == CT_ERR_FULL:
@@ -339,7 +344,8 @@ cdef void run_packet(Engine eng, ConntrackTable ct, const packet_t* p, verdict_t
     st.skip_nat = ct is not None and entry < 0
     if v != HV_DROP:
         v = walk_hooks(eng, p, &st)
-    eng.after_hooks(p, &st, v)
+    if not eng.no_after_hooks:
+        eng.after_hooks(p, &st, v)
     rng[0] = st.rng
     if st.snat and not hit and alive(v):
         snat_port = choose_snat_port(ct, st.proto, st.snat_ip, st.dst, st.dport, p.src_port,

@@ -118,6 +118,10 @@ cdef class Engine:
     # bit h set: at hook h the engine runs nat chains only, so the pipeline skips the
     # call for a packet that skips nat (a known flow's); a fast path, never a semantic
     cdef uint8_t nat_only_hooks
+    # the engine's known_flow is the base one (the stored DNAT applied at once) and its
+    # after_hooks does nothing: the pipeline then makes neither call
+    cdef bint plain_known_flow
+    cdef bint no_after_hooks
 
     cdef int hook(self, int hook, const packet_t* p, pkt_state_t* st) noexcept nogil
     cdef bint is_local(self, uint32_t ip) noexcept nogil
