@@ -512,6 +512,7 @@ cdef class NftEngine(Engine):
     def __init__(self, exprs, sets, slots, intervals, cells, hook_off, bases, local_ips,
                  uint32_t masquerade_ip, *, dyn=None):
         Engine.__init__(self, local_ips, masquerade_ip)
+        self.no_after_hooks = True  # nothing runs after the hooks here
         for name, a in (("exprs", exprs), ("sets", sets), ("slots", slots),
                         ("intervals", intervals), ("cells", cells), ("hook_off", hook_off),
                         ("bases", bases)):
