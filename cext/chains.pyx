@@ -59,6 +59,7 @@ cdef enum:
     F_RANDOM_FULLY = 32768
     F_COLD = 65536          # the rule has matches beyond its hot_t row
     F_SET_NEG = 131072      # ! --match-set
+    F_RARE = 262144         # (hot_t flags only) a cold match beyond ports, mark, ctstate
     # -m ipvs words (4 per match): vaddr, vaddr mask, vproto << 16 | vport, IM_* bits
     IM_VADDR = 1
     IM_VADDR_NEG = 2
@@ -364,7 +365,8 @@ cdef inline bint env_is_local(const env_t* env, uint32_t ip) noexcept nogil:
     return False
 
 
-cdef inline bint cold_matches(const rule_t* r, pkt_state_t* st, const env_t* env) noexcept nogil:
+cdef inline bint cold_matches(const rule_t* r, pkt_state_t* st, const env_t* env,
+                              uint32_t hot_flags) noexcept nogil:
     """The rest of a rule's matches, in iptables-save order of cost: ports, mark,
     conntrack, multiport, addrtype, then the stateful ones (recent, statistic) last."""
     cdef uint32_t f = r.flags
@@ -385,6 +387,14 @@ cdef inline bint cold_matches(const rule_t* r, pkt_state_t* st, const env_t* env
         ok = (st.ctstate & r.ctstate) != 0
         if ok == ((f & F_CT_NEG) != 0):
             return False
+    # the rest, rarer and larger, out of line (this part inlines into the chain walk)
+    return not (hot_flags & F_RARE) or rare_matches(r, st, env)
+
+
+cdef bint rare_matches(const rule_t* r, pkt_state_t* st, const env_t* env) noexcept nogil:
+    """cold_matches' second half: multiport, addrtype, set, ipvs, then the stateful ones."""
+    cdef uint32_t f = r.flags
+    cdef bint ok
     if r.mport_kind:
         if multiport_match(r, st, env) == ((f & F_MPORT_NEG) != 0):
             return False
@@ -469,7 +479,7 @@ cdef int walk_chain(int32_t chain, pkt_state_t* st, const env_t* env,
         st.rules += 1
         r = &rules[i]
         i += 1
-        ok = not (hot[i - 1].flags & F_COLD) or cold_matches(r, st, env)
+        ok = not (hot[i - 1].flags & F_COLD) or cold_matches(r, st, env, hot[i - 1].flags)
         if walk_kind is traced_walk:
             record_step(st.rec, STEP_RULE, i - 1, ok, 0, 0)
         if not ok:

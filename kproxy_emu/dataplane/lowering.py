@@ -103,6 +103,7 @@ F_SRC_NEG, F_DST_NEG, F_PROTO_NEG, F_DPORT, F_DPORT_NEG = 1, 2, 4, 8, 16
 F_SPORT, F_SPORT_NEG, F_MARK, F_MARK_NEG, F_CT, F_CT_NEG = 32, 64, 128, 256, 512, 1024
 F_NEVER, F_STAT_NEG, F_MPORT_NEG, F_NTH, F_RANDOM_FULLY = 2048, 4096, 8192, 16384, 32768
 F_COLD = 65536
+F_RARE = 262144  # hot flags: a cold match beyond ports, mark and ctstate
 F_SET_NEG = 131072
 # -m ipvs option bits (IM_* in cext/chains.pyx)
 IM_VADDR, IM_VADDR_NEG, IM_VPORT, IM_VPORT_NEG = 1, 2, 4, 8
@@ -346,12 +347,13 @@ def lower(
 
 
 def hot_rows(rules: np.ndarray) -> np.ndarray:
-    """The VM's first look at each rule; F_COLD marks rules with more matches to check."""
+    """The VM's first look at each rule; F_COLD marks rules with more matches to check,
+    F_RARE those with matches beyond ports, mark and ctstate (checked out of line)."""
     hot = np.zeros(len(rules), dtype=HOT_DTYPE)
     for name in ("src", "src_mask", "dst", "dst_mask", "proto", "in_origins"):
         hot[name] = rules[name]
-    cold = (
-        ((rules["flags"] & (F_DPORT | F_SPORT | F_MARK | F_CT | F_NTH)) != 0)
+    rare = (
+        ((rules["flags"] & F_NTH) != 0)
         | (rules["mport_kind"] != 0)
         | (rules["src_type"] != A_ANY)
         | (rules["dst_type"] != A_ANY)
@@ -360,7 +362,12 @@ def hot_rows(rules: np.ndarray) -> np.ndarray:
         | (rules["set_id"] >= 0)
         | (rules["ipvs_match"] >= 0)
     )
-    hot["flags"] = rules["flags"] | np.where(cold, F_COLD, 0).astype(np.uint32)
+    cold = ((rules["flags"] & (F_DPORT | F_SPORT | F_MARK | F_CT)) != 0) | rare
+    hot["flags"] = (
+        rules["flags"]
+        | np.where(cold, F_COLD, 0).astype(np.uint32)
+        | np.where(rare, F_RARE, 0).astype(np.uint32)
+    )
     return hot
 
 
