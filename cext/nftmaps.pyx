@@ -529,6 +529,16 @@ cdef class NftEngine(Engine):
         cdef uint64_t[::1] dk
         cdef double[::1] de
         self._arrays = (exprs, sets, slots, intervals, cells, hook_off, bases)
+        # hooks whose base chains are all nat ones: a known flow's packet skips the call
+        cdef int h
+        cdef int32_t k
+        cdef bint only_nat
+        for h in range(hv.shape[0] - 1):
+            only_nat = True
+            for k in range(hv[h], hv[h + 1]):
+                only_nat = only_nat and bv[k].nat
+            if only_nat:
+                self.nat_only_hooks |= <uint8_t>(1 << h)
         self.env.exprs = &ev[0] if ev.shape[0] else NULL
         self.env.sets = &sv[0] if sv.shape[0] else NULL
         self.env.slots = &slv[0] if slv.shape[0] else NULL

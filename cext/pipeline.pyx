@@ -236,7 +236,8 @@ cdef inline bint route_local(Engine eng, uint32_t ip) noexcept nogil:
 
 cdef inline int call_hook(Engine eng, int hook, const packet_t* p,
                           pkt_state_t* st) noexcept nogil:
-    if st.skip_nat and (eng.nat_only_hooks >> hook) & 1:
+    # (a known flow's DNAT still pending is applied by the engine at its NAT hook: call it)
+    if st.skip_nat and not st.pending and (eng.nat_only_hooks >> hook) & 1:
         return HV_CONTINUE
     return eng.hook(hook, p, st)
 
