@@ -17,7 +17,7 @@ own (``ru_maxrss`` of a fresh fork starts at the small parent's). In a cell:
   and a plain open-addressing table of the same frontends (cext/roofline.pyx);
 - reference: the pure-Python evaluator on a few packets of the smallest size.
 
-userspace (opt-in: ``--modes ...,userspace``; its proxy hop is a Python loop, about 40 s
+userspace (opt-in: ``--modes ...,userspace``; its proxy hop is a Python loop, about 30 s
 a cell at 1000 services and 100,000 packets): the same cell, plus the proxy's counts for
 each timed batch (connections it opened, packets it relayed, bytes copied: relayed packets
 x ``userspace_payload_bytes``, since the packet array carries no length) and, with a

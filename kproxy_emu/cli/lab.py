@@ -189,9 +189,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         raise InputError(
             "modes are iptables, nftables and userspace", field="--modes", value=args.modes
         )
-    if args.relay_bytes <= 0 or args.relay_repeats <= 0:
+    if args.relay_bytes < 2 or args.relay_repeats <= 0:
         raise InputError(
-            "need --relay-bytes and --relay-repeats >= 1",
+            "need --relay-bytes >= 2 and --relay-repeats >= 1",
             field="--relay-bytes/--relay-repeats",
             value=(args.relay_bytes, args.relay_repeats),
         )

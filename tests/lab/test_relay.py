@@ -35,7 +35,7 @@ def no_leftovers():
 def test_relay_figures_positive_and_source_is_the_node():
     from kproxy_emu.lab import relay
 
-    cal = relay.measure(samples=20, bulk_bytes=2 << 20, bulk_repeats=3, seed=1, warmup=3)
+    cal = relay.measure(samples=20, bulk_bytes=16 << 20, bulk_repeats=5, seed=1, warmup=3)
     assert cal.ns_per_connection > 0
     assert cal.ns_per_byte > 0
     assert cal.relay_connect_ns > cal.direct_connect_ns > 0
@@ -103,4 +103,7 @@ def test_calibrate_cli_merges_userspace_into_a_calibration(tmp_path):
     assert data["modes"]["iptables"] == {"base_ns": 1.0, "ns_per_rule": 2.0}
     assert data["runs"] == [{"mode": "iptables", "services": 1}]
     us = data["modes"]["userspace"]
-    assert us["ns_per_connection"] > 0 and us["ns_per_byte"] > 0 and us["date"] != "old"
+    # the figures' sign is test_relay_figures_positive_...'s (larger transfers); here the
+    # merge: a measured entry beside the kept one
+    assert us["ns_per_connection"] > 0 and isinstance(us["ns_per_byte"], float)
+    assert us["date"] != "old" and us["server_saw"] != us["client_address"]
