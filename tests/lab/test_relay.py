@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -96,6 +97,7 @@ def test_calibrate_cli_merges_userspace_into_a_calibration(tmp_path):
         capture_output=True,
         text=True,
         timeout=120,
+        cwd=Path(__file__).resolve().parents[2],  # this checkout's kproxy_emu
     )
     assert res.returncode == 0, res.stderr
     data = json.loads(out.read_text())
