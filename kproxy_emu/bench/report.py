@@ -22,6 +22,7 @@ TABLE_COLUMNS = (
     ("ns/rule", "ns_per_rule", "{:.2f}"),
     ("x roofline", "roofline_ratio", "{:.2f}"),
     ("kernel ns", "predicted_kernel_ns", "{:.0f}"),
+    ("proxy ns", "predicted_proxy_ns", "{:.0f}"),  # userspace only: shown when present
     ("compile s", "compile_s", "{:.2f}"),
     ("prepare s", "prepare_s", "{:.2f}"),
     ("update s", "update_s", "{:.3f}"),
@@ -38,8 +39,11 @@ def _cell(rec: dict, key: str, fmt: str) -> str:
 def table(result: dict) -> str:
     """The comparison table: one row per mode x size x flow kind, then sync sizes."""
     records = result["records"]
-    rows = [[h for h, _, _ in TABLE_COLUMNS]]
-    rows += [[_cell(r, k, f) for _, k, f in TABLE_COLUMNS] for r in records]
+    columns = [
+        c for c in TABLE_COLUMNS if c[1] != "predicted_proxy_ns" or any(c[1] in r for r in records)
+    ]
+    rows = [[h for h, _, _ in columns]]
+    rows += [[_cell(r, k, f) for _, k, f in columns] for r in records]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -57,6 +61,21 @@ def table(result: dict) -> str:
         for r in drops:
             for why, count in r["drop_reasons"].items():
                 out.append(f"  {r['mode']:9} {r['services']:>7} services: {count:>7}  {why}")
+    proxied = [r for r in records if "proxy_relayed" in r]
+    if proxied:
+        out.append(
+            "userspace: ns/pkt times the emulator (its Python proxy hop), not a userspace "
+            "proxy; proxy ns is the calibrated model's overhead per packet (connections x "
+            "ns_per_connection + bytes copied x ns_per_byte, from `kproxy-emu calibrate "
+            "--modes userspace`; '-' without one), beside the kernel's:"
+        )
+        for r in proxied:
+            out.append(
+                f"  {r['mode']:9} {r['services']:>7} services {r['flow']:>11}: "
+                f"{r['proxy_connections']} connections opened, {r['proxy_relayed']} packets "
+                f"relayed, {r['proxy_bytes_copied']} bytes copied "
+                f"({r['payload_bytes']} B a packet, --userspace-payload-bytes)"
+            )
     ref = result.get("reference")
     if ref:
         out.append(

@@ -16,6 +16,15 @@ own (``ru_maxrss`` of a fresh fork starts at the small parent's). In a cell:
 - roofline: the same packets through a plain compiled linear scan of the service rows
   and a plain open-addressing table of the same frontends (cext/roofline.pyx);
 - reference: the pure-Python evaluator on a few packets of the smallest size.
+
+userspace (opt-in: ``--modes ...,userspace``; its proxy hop is a Python loop, about 30 s
+a cell at 1000 services and 100,000 packets): the same cell, plus the proxy's counts for
+each timed batch (connections it opened, packets it relayed, bytes copied: relayed packets
+x ``userspace_payload_bytes``, since the packet array carries no length) and, with a
+calibration holding ``modes.userspace`` (``kproxy-emu calibrate --modes userspace``), the
+overhead those counts predict: connections x ns_per_connection + bytes x ns_per_byte, per
+packet. ``ns_per_packet`` of a userspace record times the emulator (its Python hop), not a
+userspace proxy; the predicted overhead is the model's.
 """
 
 from __future__ import annotations
@@ -36,7 +45,11 @@ import numpy as np
 
 from ..errors import InputError, KproxyError
 
-MODES = ("iptables", "nftables", "ipvs")  # modes the sweep can run (grows as engines land)
+MODES = ("iptables", "nftables", "ipvs", "userspace")  # modes the sweep can run
+DEFAULT_MODES = ("iptables", "nftables", "ipvs")  # userspace is opt-in (minutes a sweep)
+# bytes each packet the userspace proxy relays is taken to carry (the packet array has no
+# length): a full TCP segment on a 1500-byte MTU with timestamps (1500 - 20 - 20 - 12)
+DEFAULT_PAYLOAD_BYTES = 1448
 DEFAULT_SERVICES = (1000, 3000, 10000)
 REFERENCE_SERVICES = 1000
 
@@ -45,7 +58,7 @@ REFERENCE_SERVICES = 1000
 class BenchSpec:
     services: Sequence[int] = DEFAULT_SERVICES
     endpoints: int = 10
-    modes: Sequence[str] = MODES
+    modes: Sequence[str] = DEFAULT_MODES
     packets: int = 100_000
     new_flow_share: float = 1.0  # of the "new" batch; 1.0: every packet opens a flow
     popularity: str = "uniform"
@@ -54,6 +67,7 @@ class BenchSpec:
     origin_mix: dict[str, float] = field(default_factory=lambda: {"pod": 1.0})
     calibration: str | None = None  # kproxy-emu calibrate's output, for predicted latency
     ipvs_conn_tab_bits: int | None = None  # ip_vs conn_tab_bits for the ipvs cells
+    userspace_payload_bytes: int = DEFAULT_PAYLOAD_BYTES  # per relayed packet (userspace)
 
     def validate(self) -> None:
         for n in self.services:
@@ -76,6 +90,9 @@ class BenchSpec:
             raise InputError(
                 "must be in (0, 1]", field="--new-flow-share", value=self.new_flow_share
             )
+        pay = self.userspace_payload_bytes
+        if isinstance(pay, bool) or not isinstance(pay, int) or not 0 <= pay <= 65535:
+            raise InputError("must be 0..65535", field="--userspace-payload-bytes", value=pay)
         bits = self.ipvs_conn_tab_bits
         if bits is not None and (isinstance(bits, bool) or bits not in range(8, 21)):
             raise InputError("must be 8..20", field="--ipvs-conn-tab-bits", value=bits)
@@ -301,6 +318,47 @@ def predicted_kernel_ns(
     return None
 
 
+def predicted_proxy_ns(
+    calibration: dict | None, connections: float, bytes_copied: float
+) -> float | None:
+    """The userspace proxy's overhead the calibration predicts for these counts (ns, in
+    total): connections x ns_per_connection + bytes copied x ns_per_byte, both measured
+    against a real relay (kproxy_emu.lab.relay)."""
+    entry = (calibration or {}).get("modes", {}).get("userspace")
+    if not entry or "ns_per_connection" not in entry or "ns_per_byte" not in entry:
+        return None
+    return connections * float(entry["ns_per_connection"]) + bytes_copied * float(
+        entry["ns_per_byte"]
+    )
+
+
+def _proxy_delta(after: dict[str, int], before: dict[str, int] | None) -> dict[str, int]:
+    before = before or {}
+    return {k: int(v) - int(before.get(k, 0)) for k, v in after.items()}
+
+
+def _proxy_replies(batch, verdicts, alive, portals: dict[int, tuple[int, int]], *, start: float):
+    """userspace: the proxy's replies on the clients' connections (SYN-ACK from the proxy
+    address the portal rules sent each flow to, a packet of the node's own), so the
+    clients' next packets are conntrack hits as after a handshake; ``packets.replies``
+    gives the endpoints' replies on the proxy's own connections."""
+    from .. import packets
+
+    client = verdicts.copy()
+    client["dnat_ip"] = 0
+    client["dnat_port"] = 0
+    client["snat_ip"] = 0
+    client["snat_port"] = 0
+    for i, (ip, port) in portals.items():
+        client[i]["dnat_ip"] = ip
+        client[i]["dnat_port"] = port
+    rows = alive.copy()
+    rows[[i for i in range(len(batch)) if i not in portals]] = False
+    rep = packets.replies(batch[rows], client[rows], start=start)
+    rep["origin"] = packets.Origin.HOST
+    return rep
+
+
 def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[dict]:
     """Measure one mode at one size; two records (new, established)."""
     from .. import packets
@@ -327,12 +385,16 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
         dp.reset_state()
         return dp.process(batch)
 
+    userspace = mode == "userspace"
+    proxy: dict[str, dict[str, int]] = {}
     new_times, verdicts = [], None
     for _ in range(spec.repeat):
         dp.reset_state()  # a fresh node: every packet opens its flow (not timed)
         t0 = time.perf_counter()
         verdicts = dp.process(batch)
         new_times.append(time.perf_counter() - t0)
+    if userspace:  # what the proxy did for the last pass (reset_state zeroes its counts)
+        proxy["new"] = dict(dp.backend.proxy_stats)
     dropped = drop_reasons(dp, batch, verdicts)  # why, read off traces (not timed)
     # established: the flows that got through, after their handshake (SYN, SYN-ACK)
     alive = (verdicts["action"] == packets.Action.DNAT) | (
@@ -341,11 +403,18 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
     est_times = []
     for _ in range(spec.repeat):
         first = new_pass()
+        if userspace:  # the client's connection is answered by the proxy (below)
+            portals = dict(dp.backend.last_portals)
         dp.process(packets.replies(batch[alive], first[alive], start=dp.clock + 0.001))
+        if userspace:
+            dp.process(_proxy_replies(batch, first, alive, portals, start=dp.clock + 0.001))
         follow = packets.next_packets(batch[alive], start=dp.clock + 1.0)
+        before = dict(dp.backend.proxy_stats) if userspace else None
         t0 = time.perf_counter()
         est = dp.process(follow)
         est_times.append(time.perf_counter() - t0)
+        if userspace:
+            proxy["established"] = _proxy_delta(dp.backend.proxy_stats, before)
     hits = float(est["ct_hit"].mean())
 
     # roofline: the service frontends as packed rows, scanned and hashed
@@ -405,7 +474,8 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
         ns = np.array(times) / len(v) * 1e9
         rules = v["rules"].astype(np.float64)
         probes = v["probes"].astype(np.float64)
-        cost = rules if mode == "iptables" else probes
+        by_rules = mode in ("iptables", "userspace")  # userspace: the portal rules (iptables)
+        cost = rules if by_rules else probes
         med = float(np.median(ns))
         rec = dict(common)
         rec.update(
@@ -415,7 +485,7 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
                 "ns_min": round(float(ns.min()), 2),
                 "ns_max": round(float(ns.max()), 2),
                 "mpps": round(1e3 / med, 3),
-                "cost_unit": "rules" if mode == "iptables" else "probes",
+                "cost_unit": "rules" if by_rules else "probes",
                 "cost_p50": round(float(np.percentile(cost, 50)), 3),
                 "cost_p99": round(float(np.percentile(cost, 99)), 3),
                 "rules_mean": round(float(rules.mean()), 2),
@@ -443,6 +513,21 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
             if flow == "new"
             else None
         )
+        if userspace:
+            counts = proxy.get(flow, {})
+            conns = counts.get("connections", 0)
+            relayed = counts.get("relayed", 0)
+            copied = relayed * spec.userspace_payload_bytes
+            total = predicted_proxy_ns(calibration, conns, copied)
+            rec.update(
+                {
+                    "proxy_connections": conns,
+                    "proxy_relayed": relayed,
+                    "payload_bytes": spec.userspace_payload_bytes,
+                    "proxy_bytes_copied": copied,
+                    "predicted_proxy_ns": None if total is None else round(total / len(v), 2),
+                }
+            )
         records.append(rec)
     return records
 

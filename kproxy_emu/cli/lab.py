@@ -101,7 +101,28 @@ def add_parsers(sub) -> None:
         "--modes",
         default="iptables,nftables",
         metavar="LIST",
-        help="modes to calibrate (iptables,nftables)",
+        help="modes to calibrate (iptables,nftables; userspace: a real userspace TCP "
+        "relay's per-connection and per-byte overhead, opt-in)",
+    )
+    p.add_argument(
+        "--relay-bytes",
+        type=int,
+        default=64 << 20,
+        metavar="N",
+        help="userspace: bytes per bulk upload through the relay and direct (64 MiB)",
+    )
+    p.add_argument(
+        "--relay-repeats",
+        type=int,
+        default=5,
+        metavar="N",
+        help="userspace: bulk uploads per path, median reported (5)",
+    )
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other modes' entries of an existing --out file (e.g. add userspace "
+        "to a kernel calibration)",
     )
     p.add_argument(
         "--backend",
@@ -153,7 +174,7 @@ def _lab_dataplane(args: argparse.Namespace):
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     import json
 
-    from ..lab.calibrate import calibrate, write
+    from ..lab.calibrate import calibrate, merge, write
     from ..lab.env import check
 
     if args.samples <= 0 or args.positions < 2:
@@ -163,13 +184,33 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             value=(args.samples, args.positions),
         )
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    bad = [m for m in modes if m not in ("iptables", "nftables")]
+    bad = [m for m in modes if m not in ("iptables", "nftables", "userspace")]
     if bad or not modes:
-        raise InputError("modes are iptables and nftables", field="--modes", value=args.modes)
+        raise InputError(
+            "modes are iptables, nftables and userspace", field="--modes", value=args.modes
+        )
+    if args.relay_bytes < 2 or args.relay_repeats <= 0:
+        raise InputError(
+            "need --relay-bytes >= 2 and --relay-repeats >= 1",
+            field="--relay-bytes/--relay-repeats",
+            value=(args.relay_bytes, args.relay_repeats),
+        )
+    if args.merge and args.out == "-":
+        raise InputError("--merge needs a file", field="--out", value=args.out)
     for mode in modes:
-        check(mode, args.backend)
+        check(None if mode == "userspace" else mode, args.backend)
 
     def progress(run, seconds):
+        if not hasattr(run, "services"):  # the userspace relay
+            print(
+                f"userspace relay: {run.ns_per_connection / 1000:.1f} us per connection "
+                f"(direct {run.direct_connect_ns / 1000:.1f} us, relay "
+                f"{run.relay_connect_ns / 1000:.1f} us), {run.ns_per_byte:.3f} ns per byte "
+                f"(direct {run.direct_ns_per_byte:.3f}, relay {run.relay_ns_per_byte:.3f}); "
+                f"the endpoint saw {run.server_saw} [{seconds:.1f} s]",
+                file=sys.stderr,
+            )
+            return
         print(
             f"{run.mode:>8} {run.services:>6} services: load {run.load_seconds:.3f} s "
             f"({run.lines} lines), {run.ns_per_step:.1f} ns per "
@@ -188,14 +229,25 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         backend=args.backend,
         modes=modes,
         progress=progress,
+        relay_bytes=args.relay_bytes,
+        relay_repeats=args.relay_repeats,
     )
     if args.out == "-":
         print(json.dumps(result, indent=2))
         return 0
     out = Path(args.out) if args.out else DEFAULT_CALIBRATION
     os.makedirs(out.parent, exist_ok=True)
+    if args.merge and out.exists():
+        result = merge(json.loads(out.read_text(encoding="utf-8")), result)
     write(result, str(out))
     for mode, entry in result["modes"].items():
+        if mode == "userspace":
+            print(
+                f"{mode}: {entry['ns_per_connection'] / 1000:.1f} us per connection, "
+                f"{entry['ns_per_byte']:.3f} ns per byte",
+                file=sys.stderr,
+            )
+            continue
         per = (
             f"{entry['ns_per_rule']:.1f} ns per rule"
             if "ns_per_rule" in entry

@@ -75,6 +75,10 @@ class UserspaceBackend:
         self._now = 0.0
         self._state = _ProxyState(node.seed)
         self.hop_steps: list[dict[str, Any]] = []  # the last hop's, for traces
+        # the last batch's rows the proxy took: row -> the proxy address (ip, port) the
+        # portal rules sent it to, before the row's verdict was rewritten to the endpoint
+        # (the client's connection ends there: bench builds the proxy's replies from it)
+        self.last_portals: dict[int, tuple[int, int]] = {}
 
     # ---------------------------------------------------------------- rules
     @property
@@ -212,6 +216,7 @@ class UserspaceBackend:
         from ..packets import PACKET_DTYPE, Action, Origin, empty_verdicts, ip_to_u32, u32_to_ip
 
         self.hop_steps = []
+        self.last_portals = {}
         if len(packets):
             self._now = max(self._now, float(packets["ts"][-1]))
         listeners = self._listeners()
@@ -260,6 +265,7 @@ class UserspaceBackend:
                     if chosen is not None:
                         state.tcp[key] = (chosen, out_port)
             proxy = f"{u32_to_ip(int(v['dnat_ip']))}:{int(v['dnat_port'])}"
+            self.last_portals[i] = (int(v["dnat_ip"]), int(v["dnat_port"]))
             if chosen is None:
                 state.stats["no_endpoint"] += 1
                 out[i]["action"] = Action.ACCEPT

@@ -7,8 +7,9 @@ connections and compare the kernel's verdicts with the emulator's (needs root).
 
 Modules: env (can the lab run here), topology (namespaces, links, safety), load (rules
 into the node), replay (probes, listeners, conntrack), session (a lab for one node),
-compare (verify and its report), calibrate (kernel costs for bench), node (the emulated
-node, a Dataplane), cli (``verify`` and ``calibrate`` commands).
+compare (verify and its report), calibrate (kernel costs for bench), relay (a real
+userspace TCP relay: the userspace mode's calibration), node (the emulated node, a
+Dataplane), cli (``verify`` and ``calibrate`` commands).
 Importing this package needs neither root nor pyroute2; running a lab needs both.
 """
 

@@ -11,6 +11,10 @@ the rules the emulator counts for the same flow (``fit``).
 nftables (``modes=("nftables",)``): the same flows against ``nft -f`` of the nftables
 mode's table; "position" is then the order the services' map elements were added in, and
 the fit is against the emulator's lookups (kernel-anchors.md: flat at any N).
+
+userspace (``modes=("userspace",)``): no rules and no service counts; a real userspace TCP
+relay on the node against the direct path (kproxy_emu.lab.relay): ns per connection and
+ns per byte copied, the figures bench's userspace cost model multiplies.
 """
 
 from __future__ import annotations
@@ -216,13 +220,28 @@ def calibrate(
     backend: str = "nft",
     modes=("iptables",),
     progress=None,
+    relay_bytes: int = 64 << 20,
+    relay_repeats: int = 5,
 ) -> dict:
     """Every mode and service count in turn; the JSON-ready result. ``modes`` holds what
     ``kproxy-emu bench`` reads: iptables latency = base_ns + rules evaluated x ns_per_rule,
-    nftables = base_ns + lookups x ns_per_lookup (each fitted by ``fit``)."""
+    nftables = base_ns + lookups x ns_per_lookup (each fitted by ``fit``); userspace:
+    ns_per_connection and ns_per_byte measured against a real relay (``relay.measure``:
+    ``samples`` connections, ``relay_repeats`` uploads of ``relay_bytes``)."""
     runs: list[RunResult] = []
     entries: dict[str, dict] = {}
     for mode in modes:
+        if mode == "userspace":
+            from . import relay
+
+            start = time.perf_counter()
+            cal = relay.measure(
+                samples=samples, bulk_bytes=relay_bytes, bulk_repeats=relay_repeats, seed=seed
+            )
+            entries[mode] = cal.entry()
+            if progress:
+                progress(cal, time.perf_counter() - start)
+            continue
         mine = []
         for n in services:
             start = time.perf_counter()
@@ -313,3 +332,20 @@ def write(result: dict, path: str) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(result, fh, indent=2)
         fh.write("\n")
+
+
+def merge(old: dict, new: dict) -> dict:
+    """``old`` with the modes (and their runs) that ``new`` measured replaced, e.g. a
+    userspace relay calibration added to a kernel one. The top-level fields (kernel, date,
+    path, ...) stay ``old``'s; each new mode's entry records its own date and kernel."""
+    fresh = {
+        m: {**e, "date": new.get("date"), "kernel": new.get("kernel")}
+        for m, e in new.get("modes", {}).items()
+    }
+    kept = {m: e for m, e in old.get("modes", {}).items() if m not in fresh}
+    runs = [r for r in old.get("runs", []) if r.get("mode", "iptables") in kept]
+    return {
+        **old,
+        "modes": {**kept, **fresh},
+        "runs": runs + list(new.get("runs", [])),
+    }

@@ -38,7 +38,7 @@ def result():
 def test_records_have_the_contract_fields(result):
     recs = result["records"]
     assert [(r["services"], r["mode"], r["flow"]) for r in recs] == [
-        (n, m, f) for n in (60, 240) for m in sweep.MODES for f in ("new", "established")
+        (n, m, f) for n in (60, 240) for m in sweep.DEFAULT_MODES for f in ("new", "established")
     ]
     for r in recs:
         for key in REQUIRED:
@@ -50,7 +50,7 @@ def test_records_have_the_contract_fields(result):
 
 def test_new_flows_walk_rules_and_established_flows_hit_conntrack(result):
     by = {(r["mode"], r["services"], r["flow"]): r for r in result["records"]}
-    for mode in sweep.MODES:
+    for mode in sweep.DEFAULT_MODES:
         for n in (60, 240):
             new, est = by[(mode, n, "new")], by[(mode, n, "established")]
             assert new["ct_hit_share"] == 0.0 and est["ct_hit_share"] == 1.0
@@ -140,3 +140,44 @@ def test_roofline_baselines_agree_with_numpy():
     batch["dst_port"] = 0  # not in the table
     table.probe(batch, out)
     assert (out == -1).all()
+
+
+def test_userspace_is_opt_in_and_its_payload_flag_is_checked():
+    assert "userspace" in sweep.MODES and "userspace" not in sweep.DEFAULT_MODES
+    assert tuple(sweep.BenchSpec().modes) == sweep.DEFAULT_MODES
+    sweep.BenchSpec(modes=["iptables", "userspace"]).validate()
+    for bad in (-1, 70000, True):
+        with pytest.raises(InputError) as err:
+            sweep.BenchSpec(userspace_payload_bytes=bad).validate()
+        assert err.value.field == "--userspace-payload-bytes"
+
+
+def test_userspace_cell_counts_the_proxy_and_predicts_its_overhead(tmp_path):
+    cal = {"modes": {"userspace": {"ns_per_connection": 1000.0, "ns_per_byte": 0.5}}}
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps(cal))
+    spec = sweep.BenchSpec(
+        services=[40], packets=300, repeat=1, calibration=str(path), userspace_payload_bytes=100
+    )
+    new, est = sweep.run_cell("userspace", 40, spec)
+    assert new["cost_unit"] == "rules" and new["predicted_kernel_ns"] is None
+    relayed = new["actions"].get("DNAT", 0)  # every row the proxy took is sent on
+    assert new["proxy_relayed"] == relayed > 0
+    assert new["proxy_connections"] == relayed  # new flows: one connection each
+    assert new["payload_bytes"] == 100 and new["proxy_bytes_copied"] == 100 * relayed
+    want = (new["proxy_connections"] * 1000.0 + new["proxy_bytes_copied"] * 0.5) / 300
+    assert new["predicted_proxy_ns"] == pytest.approx(want, abs=0.01)
+    # established: the proxy answered the clients, their next packets hit conntrack and go
+    # through the proxy's open connections (UDP sessions idle past their timeout reopen)
+    assert est["ct_hit_share"] == 1.0
+    assert est["proxy_relayed"] == relayed
+    assert est["proxy_connections"] < new["proxy_connections"]
+    assert est["predicted_proxy_ns"] < new["predicted_proxy_ns"]
+    text = report.table({"records": [new, est]})
+    assert "proxy ns" in text and "times the emulator" in text
+    assert sweep.predicted_proxy_ns(None, 1, 1) is None
+    assert sweep.predicted_proxy_ns({"modes": {"iptables": {}}}, 1, 1) is None
+
+
+def test_table_has_no_proxy_column_without_userspace(result):
+    assert "proxy ns" not in report.table(result)

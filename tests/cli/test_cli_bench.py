@@ -1,6 +1,43 @@
 """kproxy-emu bench."""
 
+from pathlib import Path
+
+CALIBRATION = Path(__file__).resolve().parents[2] / "benchmarks" / "kernel-calibration.json"
+
 
 def test_cli_bad_input_exits_2(cli):
     proc = cli("bench", "--modes", "bogus")
     assert proc.returncode == 2 and "--modes" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_userspace_opt_in_with_its_payload_flag(cli, tmp_path):
+    out = tmp_path / "b.csv"
+    proc = cli(
+        "bench",
+        "--modes",
+        "userspace",
+        "--services",
+        "30",
+        "--packets",
+        "200",
+        "--repeat",
+        "1",
+        "--userspace-payload-bytes",
+        "512",
+        "--calibration",
+        CALIBRATION,
+        "--csv",
+        str(out),
+        "--no-progress",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "proxy ns" in proc.stdout and "512 B a packet" in proc.stdout
+    header = out.read_text().splitlines()[0].split(",")
+    for field in ("proxy_connections", "proxy_relayed", "proxy_bytes_copied", "payload_bytes"):
+        assert field in header
+    assert "predicted_proxy_ns" in header
+
+
+def test_cli_bad_payload_exits_2(cli):
+    proc = cli("bench", "--modes", "userspace", "--userspace-payload-bytes", "-5")
+    assert proc.returncode == 2 and "--userspace-payload-bytes" in proc.stderr
