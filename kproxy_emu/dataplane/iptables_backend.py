@@ -113,23 +113,12 @@ class IptablesBackend:
     def engine(self):
         """The ChainEngine over the node's tables and their per-rule state."""
         if self._engine is None:
-            from .._cext.chains import ChainEngine
-
             low = self.lowered
             self._recent = recent_lists(self._recent, low.recent_lists)
             if self._nth_counters is None:  # statistic nth counters live as long as the rules
                 self._nth_counters = low.nth_counters.copy()
-            local, masq_ip = node_addresses(self.node.options)
-            self._engine = ChainEngine(
-                low.rules,
-                low.hot,
-                low.chains,
-                low.hooks,
-                local,
-                masq_ip,
-                port_ranges=low.port_ranges,
-                nth_counters=self._nth_counters,
-                recent=self._recent,
+            self._engine = chain_engine(
+                low, self.node.options, nth_counters=self._nth_counters, recent=self._recent
             )
         return self._engine
 
@@ -166,6 +155,26 @@ def recent_lists(current, lists: int):
         for new, old in zip(grown, current):
             new[: len(old)] = old
     return grown
+
+
+def chain_engine(low, options, *, nth_counters, **state):
+    """The ChainEngine over lowered tables, on the node's addresses; ``state``: the rest of
+    its keywords (recent lists, ipsets, IPVS), which the mode keeps across engines."""
+    from .._cext.chains import ChainEngine
+
+    local, masq_ip = node_addresses(options)
+    return ChainEngine(
+        low.rules,
+        low.hot,
+        low.chains,
+        low.hooks,
+        local,
+        masq_ip,
+        port_ranges=low.port_ranges,
+        ipvs_words=low.ipvs_words,
+        nth_counters=nth_counters,
+        **state,
+    )
 
 
 def node_addresses(options) -> tuple[np.ndarray, int]:

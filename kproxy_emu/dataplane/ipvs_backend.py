@@ -295,23 +295,15 @@ class IpvsBackend:
             )
         low = self.lowered
         if self._engine is None or self._engine[1] is not self.ipvs.table:
-            from .._cext.chains import ChainEngine
-            from .iptables_backend import node_addresses
+            from .iptables_backend import chain_engine
 
             _, sets, nth = self._lowered
-            local, masq_ip = node_addresses(self.node.options)
-            engine = ChainEngine(
-                low.rules,
-                low.hot,
-                low.chains,
-                low.hooks,
-                local,
-                masq_ip,
-                port_ranges=low.port_ranges,
+            engine = chain_engine(
+                low,
+                self.node.options,
                 nth_counters=nth,
                 sets=sets,
                 local_set=self._local_set,
-                ipvs_words=low.ipvs_words,
                 ipvs=self.ipvs.table,
             )
             self._engine = (engine, self.ipvs.table)

@@ -155,24 +155,14 @@ class UserspaceBackend:
 
     def engine(self) -> Any:
         if self._engine is None:
-            from .._cext.chains import ChainEngine
-            from .iptables_backend import node_addresses, recent_lists
+            from .iptables_backend import chain_engine, recent_lists
 
             low = self.lowered
             self._recent = recent_lists(self._recent, low.recent_lists)
             if self._nth_counters is None:
                 self._nth_counters = low.nth_counters.copy()
-            local, masq_ip = node_addresses(self.node.options)
-            self._engine = ChainEngine(
-                low.rules,
-                low.hot,
-                low.chains,
-                low.hooks,
-                local,
-                masq_ip,
-                port_ranges=low.port_ranges,
-                nth_counters=self._nth_counters,
-                recent=self._recent,
+            self._engine = chain_engine(
+                low, self.node.options, nth_counters=self._nth_counters, recent=self._recent
             )
         return self._engine
 
