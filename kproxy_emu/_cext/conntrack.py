@@ -50,7 +50,7 @@ ESTABLISHED, older ones 5 days), ICMP tracked like a generic protocol with ports
 icmp_timeout, no zones, helpers, expectations or UDP clash resolution.
 """
 
-from kproxy_emu._cext.pipeline import (
+from kproxy_emu._cext.pipeline import (  # noqa: F401 (this module is their public name)
     DEFAULT_TIMEOUTS,
     DIR_ORIGINAL,
     DIR_REPLY,
@@ -82,36 +82,3 @@ from kproxy_emu._cext.pipeline import (
     tcp_transition,
     tuple_hash,
 )
-
-__all__ = [
-    "DEFAULT_TIMEOUTS",
-    "DIR_ORIGINAL",
-    "DIR_REPLY",
-    "ENTRY_DTYPE",
-    "ERR_CLASH",
-    "ERR_FULL",
-    "ERR_INVALID",
-    "EVICTION_RANGE",
-    "KUBE_PROXY_TIMEOUTS",
-    "SCTP_STATE_NAMES",
-    "STATE_DNAT",
-    "STATE_ESTABLISHED",
-    "STATE_INVALID",
-    "STATE_NEW",
-    "STATE_RELATED",
-    "STATE_SNAT",
-    "STATE_UNTRACKED",
-    "STATS_KEYS",
-    "STATUS_ASSURED",
-    "STATUS_CONFIRMED",
-    "STATUS_DST_NAT",
-    "STATUS_DST_NAT_DONE",
-    "STATUS_SEEN_REPLY",
-    "STATUS_SRC_NAT",
-    "STATUS_SRC_NAT_DONE",
-    "TCP_STATE_NAMES",
-    "ConntrackTable",
-    "tcp_flag_index",
-    "tcp_transition",
-    "tuple_hash",
-]

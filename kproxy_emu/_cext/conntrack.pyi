@@ -4,39 +4,6 @@ cext/conntrack.pxi). Pure-Python twin: kproxy_emu.dataplane.conntrack_ref."""
 import numpy as np
 import numpy.typing as npt
 
-__all__ = [
-    "DEFAULT_TIMEOUTS",
-    "DIR_ORIGINAL",
-    "DIR_REPLY",
-    "ENTRY_DTYPE",
-    "ERR_CLASH",
-    "ERR_FULL",
-    "ERR_INVALID",
-    "EVICTION_RANGE",
-    "KUBE_PROXY_TIMEOUTS",
-    "SCTP_STATE_NAMES",
-    "STATE_DNAT",
-    "STATE_ESTABLISHED",
-    "STATE_INVALID",
-    "STATE_NEW",
-    "STATE_RELATED",
-    "STATE_SNAT",
-    "STATE_UNTRACKED",
-    "STATS_KEYS",
-    "STATUS_ASSURED",
-    "STATUS_CONFIRMED",
-    "STATUS_DST_NAT",
-    "STATUS_DST_NAT_DONE",
-    "STATUS_SEEN_REPLY",
-    "STATUS_SRC_NAT",
-    "STATUS_SRC_NAT_DONE",
-    "TCP_STATE_NAMES",
-    "ConntrackTable",
-    "tcp_flag_index",
-    "tcp_transition",
-    "tuple_hash",
-]
-
 DIR_ORIGINAL: int
 DIR_REPLY: int
 STATE_INVALID: int

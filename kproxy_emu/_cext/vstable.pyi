@@ -7,40 +7,6 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import numpy.typing as npt
 
-__all__ = [
-    "CONN_DTYPE",
-    "DEFAULT_TIMEOUTS",
-    "DEST_DTYPE",
-    "DEST_STATS_DTYPE",
-    "FLAG_PERSISTENT",
-    "FLAG_SCHED1",
-    "FLAG_SCHED2",
-    "IPSET_TYPES",
-    "MH_PRIMES",
-    "RESULT_DNAT",
-    "RESULT_DROP",
-    "RESULT_NOSCHED",
-    "RESULT_PASS",
-    "RESULT_REJECT",
-    "RESULT_SNAT",
-    "SCHEDULERS",
-    "SERVICE_DTYPE",
-    "STATS_KEYS",
-    "TCP_STATE_NAMES",
-    "IPSet",
-    "VirtualServerTable",
-    "conn_hash",
-    "dh_hash",
-    "mh_hash",
-    "parse_dirs",
-    "parse_entry",
-    "scheduler_code",
-    "sh_hash",
-    "svc_hash",
-    "table_seeds",
-    "tcp_transition",
-]
-
 SCHEDULERS: tuple[str, ...]
 SERVICE_DTYPE: np.dtype[np.void]
 DEST_DTYPE: np.dtype[np.void]
