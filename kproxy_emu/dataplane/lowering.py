@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import InputError
 from ..netfilter.iptables_parse import rule_parts
 from ..netfilter.iptables_text import render_rule
-from ..netfilter.ruleset import BUILTIN_CHAINS, Ruleset
+from ..netfilter.ruleset import BUILTIN_CHAINS, Ruleset, jump_loop
 from ..packets import PROTO_NUMBERS
 
 RULE_DTYPE = np.dtype(
@@ -222,29 +222,14 @@ def _refuse_loops(rules: np.ndarray, chain_names: list[tuple[str, str]]) -> None
     edges: dict[int, set[int]] = {}
     for src, dst in zip(rules["chain"][has].tolist(), rules["target_chain"][has].tolist()):
         edges.setdefault(src, set()).add(dst)
-    state: dict[int, int] = {}  # 1: on the path, 2: done
-    for root in edges:
-        if root in state:
-            continue
-        path, stack = [root], [iter(sorted(edges[root]))]
-        state[root] = 1
-        while stack:
-            nxt = next(stack[-1], None)
-            if nxt is None:
-                state[path.pop()] = 2
-                stack.pop()
-            elif state.get(nxt) == 1:
-                loop = [chain_names[c][1] for c in path[path.index(nxt) :]]
-                raise InputError(
-                    "the kernel refuses a table with a jump loop (ELOOP)",
-                    obj=f"table {chain_names[nxt][0]}",
-                    field="chains",
-                    value=" -> ".join([*loop, chain_names[nxt][1]]),
-                )
-            elif nxt not in state:
-                state[nxt] = 1
-                path.append(nxt)
-                stack.append(iter(sorted(edges.get(nxt, ()))))
+    loop = jump_loop({c: sorted(targets) for c, targets in edges.items()})
+    if loop is not None:
+        raise InputError(
+            "the kernel refuses a table with a jump loop (ELOOP)",
+            obj=f"table {chain_names[loop[0]][0]}",
+            field="chains",
+            value=" -> ".join(chain_names[c][1] for c in loop),
+        )
 
 
 def lower(

@@ -65,7 +65,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import InputError
-from .ruleset import BUILTIN_CHAINS, Opt, Rule, Ruleset, Table
+from .ruleset import BUILTIN_CHAINS, Opt, Rule, Ruleset, Table, jump_loop
 
 __all__ = [
     "MATCHES",
@@ -1066,33 +1066,14 @@ def _check_loops(
     graph: dict[str, dict[str, int]] = {}
     for chain, target, line in jumps:
         graph.setdefault(chain, {}).setdefault(target, line)
-    state: dict[str, int] = {}  # 1: on the DFS path, 2: done
-    for root in graph:
-        if root in state:
-            continue
-        path = [root]
-        stack = [iter(graph[root].items())]
-        state[root] = 1
-        while stack:
-            step = next(stack[-1], None)
-            if step is None:
-                state[path.pop()] = 2
-                stack.pop()
-                continue
-            target, line = step
-            seen = state.get(target)
-            if seen == 1:
-                loop = " -> ".join([*path[path.index(target) :], target])
-                raise _error(
-                    f"jump loop {loop}: the kernel refuses the table (ELOOP)",
-                    file,
-                    line,
-                    target,
-                )
-            if seen is None:
-                state[target] = 1
-                path.append(target)
-                stack.append(iter(graph.get(target, {}).items()))
+    loop = jump_loop(graph)
+    if loop is not None:
+        raise _error(
+            f"jump loop {' -> '.join(loop)}: the kernel refuses the table (ELOOP)",
+            file,
+            graph[loop[-2]][loop[-1]],
+            loop[-1],
+        )
 
 
 def _error(message: str, file: str | None, lineno: int, token: object) -> InputError:

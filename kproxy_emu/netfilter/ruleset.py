@@ -9,8 +9,11 @@ the engine's lowering interprets the options knowing which module each belongs t
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
+
+K = TypeVar("K", bound=Hashable)
 
 BUILTIN_CHAINS = {
     "filter": ("INPUT", "FORWARD", "OUTPUT"),
@@ -103,3 +106,27 @@ class Ruleset:
         if table is None:
             table = self.tables[name] = Table(name)
         return table
+
+
+def jump_loop(jumps: Mapping[K, Iterable[K]]) -> list[K] | None:
+    """A loop in a chain graph (chain -> the chains it jumps or goes to, in the order to
+    search), as the chains on it with the first one again at the end, or None. The kernel
+    refuses a table with one (ELOOP); its last edge is the jump that closes it."""
+    state: dict[K, int] = {}  # 1: on the path, 2: done
+    for root in jumps:
+        if root in state:
+            continue
+        path, stack = [root], [iter(jumps[root])]
+        state[root] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(jumps.get(nxt, ())))
+    return None
