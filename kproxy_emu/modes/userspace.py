@@ -334,21 +334,7 @@ class LoadBalancerRR:
         dicts (``metadata.namespace/name`` or top-level ``namespace``/``name``, and
         ``subsets``). Every port of the set is updated; every other known port is reset
         (kept, emptied)."""
-        if isinstance(all_endpoints, Mapping | str | bytes):
-            raise InputError(
-                "on_endpoints takes a list of Endpoints objects", value=type(all_endpoints)
-            )
-        # validate everything before changing anything
-        built = []
-        for i, obj in enumerate(all_endpoints):
-            namespace, name = _endpoints_identity(obj, i)
-            built.append((namespace, name, build_ports_to_endpoints(obj, i)))
-        registered: set[ServicePortName] = set()
-        for namespace, name, ports in built:
-            for port_name, new_endpoints in ports.items():
-                spn = ServicePortName(namespace, name, port_name)
-                self._set_endpoints(spn, list(new_endpoints))
-                registered.add(spn)
+        _, registered = self._apply_endpoints(all_endpoints, "on_endpoints")
         for spn in list(self._services):
             if spn not in registered:
                 self._reset_service(spn)
@@ -363,24 +349,30 @@ class LoadBalancerRR:
         as in the last update. The same result as ``on_endpoints`` with the whole set
         (kube-proxy's later OnEndpointsAdd/Update/Delete handlers), at the cost of the
         changed objects alone."""
-        if isinstance(changed, Mapping | str | bytes):
-            raise InputError(
-                "update_endpoints takes a list of Endpoints objects", value=type(changed)
-            )
+        objects, registered = self._apply_endpoints(changed, "update_endpoints")
+        touched = objects | set(removed)
+        for spn in list(self._services):
+            if (spn.namespace, spn.name) in touched and spn not in registered:
+                self._reset_service(spn)
+
+    def _apply_endpoints(
+        self, endpoints: Iterable[Mapping[str, Any]], caller: str
+    ) -> tuple[set[tuple[str, str]], set[ServicePortName]]:
+        """Every port of these Endpoints objects set (all validated before anything
+        changes); returns the objects' (namespace, name) and the ports set."""
+        if isinstance(endpoints, Mapping | str | bytes):
+            raise InputError(f"{caller} takes a list of Endpoints objects", value=type(endpoints))
         built = []
-        for i, obj in enumerate(changed):
+        for i, obj in enumerate(endpoints):
             namespace, name = _endpoints_identity(obj, i)
             built.append((namespace, name, build_ports_to_endpoints(obj, i)))
-        touched = {(ns, n) for ns, n, _ in built} | set(removed)
         registered: set[ServicePortName] = set()
         for namespace, name, ports in built:
             for port_name, new_endpoints in ports.items():
                 spn = ServicePortName(namespace, name, port_name)
                 self._set_endpoints(spn, list(new_endpoints))
                 registered.add(spn)
-        for spn in list(self._services):
-            if (spn.namespace, spn.name) in touched and spn not in registered:
-                self._reset_service(spn)
+        return {(ns, n) for ns, n, _ in built}, registered
 
     def _set_endpoints(self, spn: ServicePortName, new: list[str]) -> None:
         state = self._services.get(spn)
