@@ -1,24 +1,37 @@
 # cython: language_level=3
-"""The eBPF mode's service lookup, compiled: Cilium's new-flow path over packed maps.
+"""The eBPF mode's datapath, compiled: Cilium's service load balancer over packed maps.
 
-``LbTable`` holds one node's load-balancing maps (lowered by
-kproxy_emu/dataplane/ebpf_lowering.py from netfilter/bpfmaps.py) in flat arrays and hash
-tables, and ``new_flows`` runs a batch of new flows through what
-kproxy_emu/dataplane/ebpf_reference.py models in Python (its twin):
-``lb4_lookup_service`` with the scope switch, the session-affinity LRU map with its
-expiry and affinity-match check, the random slot or Maglev LUT pick (east-west flows
-random), the backend map; every map lookup counted. IPv4.
-
-It is the core of the eBPF mode's engine; the mode (Backend, pipeline Engine) is not
-wired yet (docs/ebpf.md).
+- ``LbTable``: one node's load-balancing maps (lowered by
+  kproxy_emu/dataplane/ebpf_lowering.py from netfilter/bpfmaps.py) in flat arrays and
+  hash tables: ``lb4_lookup_service`` with the scope switch, the session-affinity map
+  with its expiry and affinity-match check, the random slot or Maglev LUT pick, the
+  backend map. ``new_flows`` runs a batch of new flows through that lookup alone (what
+  kproxy_emu/dataplane/ebpf_reference.py models in Python: its twin).
+- ``LruMap``: a BPF_MAP_TYPE_LRU_HASH (128-bit keys; the least recently used entry goes
+  when an insert finds the map full): Cilium's CT, SNAT and affinity maps, and the
+  connected sockets' translations.
+- ``EbpfEngine``: the mode's engine on the one packet pipeline. Pods and the host are
+  balanced by the socket-level load balancer at connect time (the packet leaves with
+  the backend's address; no per-packet NAT afterwards) and tracked by bpf_lxc's CT
+  lookups; external traffic (NodePort, LoadBalancer, externalIPs) by the tc path
+  (``nodeport_lb4``): service lookup, CT_SERVICE entry, backend, then delivery to a local
+  backend or SNAT / DSR to a remote one. Every map lookup is counted (``st.lookups``)
+  and, in traces, recorded as a step. docs/ebpf.md says what follows Cilium exactly and
+  what is simplified.
 """
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 import numpy as np
 
-include "jhash.pxi"
+from packet cimport (packet_t, ORIGIN_EXTERNAL, ORIGIN_HOST, PROTO_TCP, TCP_SYN, TCP_ACK,
+                     TCP_FIN, TCP_RST)
+from kproxy_emu._cext.pipeline cimport (Engine, pkt_state_t, HOOK_PREROUTING, HOOK_OUTPUT,
+                                        HV_CONTINUE, HV_DROP, HV_REJECT, STEP_BPF_MAP,
+                                        DRAW_NUMGEN)
 
+include "jhash.pxi"
 include "hashing.pxi"
+include "record.pxi"
 
 
 cdef enum:
@@ -26,8 +39,68 @@ cdef enum:
     V_NO_SERVICE = 1
     V_NO_BACKEND = 2
     FLAG_SESSION_AFFINITY = 1 << 4
+    FLAG_ROUTABLE = 1 << 6
+    FLAG_SOURCE_RANGE = 1 << 7
     FLAG_TWO_SCOPES = 1 << 13
     SCOPE_INT = 1
+    FE_NONE = -1            # no frontend
+    FE_EMPTY = -2           # a frontend without a usable backend
+    # the maps a trace step names (step index)
+    MAP_SERVICES = 0        # extra: 0 external scope, 1 internal scope, 2 a backend slot
+    MAP_BACKENDS = 1
+    MAP_AFFINITY = 2
+    MAP_AFFINITY_MATCH = 3
+    MAP_MAGLEV = 4
+    MAP_CT = 5              # extra: 0 forward, 1 reverse (reply), 2 the CT_SERVICE entry
+    MAP_SNAT = 6            # extra: 0 forward mapping, 1 reverse (reply), 2 a port tried
+    MAP_SOURCE_RANGE = 7
+    MAP_REV_NAT = 8
+    MAP_SOCKET = 9          # the connected socket's translation (not a map lookup)
+    # LruMap key tags: which map an entry belongs to (kb's low byte)
+    TAG_CT = 0
+    TAG_SERVICE = 1
+    TAG_SOCKET = 2
+    TAG_NAT_FWD = 3
+    TAG_NAT_REV = 4
+    # entry flags
+    CTF_REV_NAT = 1         # replies get the frontend (addr2:port2) back as their source
+    CTF_SEEN_NON_SYN = 2
+    CTF_CLOSING = 4
+    # Cilium's NodePort SNAT port range and retries (bpf/lib/nat.h, node_config.h)
+    NAT_PORT_MIN = 32768
+    NAT_PORT_MAX = 65535
+    SNAT_COLLISION_RETRIES = 32
+
+
+ctypedef struct lru_entry_t:
+    uint64_t ka             # key: (src << 32) | dst
+    uint64_t kb             # key: sport << 48 | dport << 32 | proto << 8 | tag
+    double expires          # CT / SNAT / socket entries: end of life; affinity: last used
+    uint32_t backend        # backend ID
+    uint32_t rev_nat        # rev_nat_index
+    uint32_t addr           # the address the entry translates to
+    uint32_t addr2          # a second one (the frontend of a reverse NAT)
+    uint16_t port
+    uint16_t port2
+    uint16_t flags          # CTF_*
+    uint16_t _pad
+    int32_t endpoint        # the endpoint table's index of the backend, -1
+    int32_t prev            # recency list (head: least recently used)
+    int32_t next
+
+LRU_ENTRY_DTYPE = np.dtype(
+    [("ka", "u8"), ("kb", "u8"), ("expires", "f8"), ("backend", "u4"), ("rev_nat", "u4"),
+     ("addr", "u4"), ("addr2", "u4"), ("port", "u2"), ("port2", "u2"), ("flags", "u2"),
+     ("_pad", "u2"), ("endpoint", "i4"), ("prev", "i4"), ("next", "i4")], align=True)
+
+
+cdef inline uint64_t key_a(uint32_t src, uint32_t dst) noexcept nogil:
+    return (<uint64_t>src << 32) | dst
+
+
+cdef inline uint64_t key_b(uint16_t sport, uint16_t dport, uint8_t proto,
+                           uint8_t tag) noexcept nogil:
+    return (<uint64_t>sport << 48) | (<uint64_t>dport << 32) | (<uint64_t>proto << 8) | tag
 
 
 cdef inline uint64_t svc_key(uint32_t addr, uint16_t port, uint8_t proto,
@@ -55,6 +128,14 @@ cdef inline uint32_t bswap16(uint32_t x) noexcept nogil:
     return ((x & 0xff) << 8) | ((x >> 8) & 0xff)
 
 
+cdef inline void map_step(pkt_state_t* st, int32_t which, bint found, uint16_t extra,
+                          int32_t value) noexcept nogil:
+    """One map lookup: counted, and recorded in a trace."""
+    st.lookups += 1
+    if st.rec != NULL:
+        record_step(st.rec, STEP_BPF_MAP, which, found, extra, value)
+
+
 def _table_size(Py_ssize_t n):
     cdef Py_ssize_t size = 16
     while size < 2 * n:
@@ -62,20 +143,238 @@ def _table_size(Py_ssize_t n):
     return size
 
 
+# ------------------------------------------------------------------------ LRU hash map
+
+
+ctypedef struct lru_t:
+    lru_entry_t* e
+    int32_t* buckets
+    uint64_t mask
+    int32_t head
+    int32_t tail
+    int32_t free_list
+    int32_t n
+    int32_t capacity
+    uint64_t evictions
+
+
+cdef inline uint64_t lru_home(const lru_t* m, uint64_t ka, uint64_t kb) noexcept nogil:
+    return mix64(ka ^ mix64(kb)) & m.mask
+
+
+cdef int64_t lru_slot(const lru_t* m, uint64_t ka, uint64_t kb, uint32_t* probes) noexcept nogil:
+    """The bucket holding the key, or -(the empty bucket it would take) - 1."""
+    cdef uint64_t pos = lru_home(m, ka, kb)
+    cdef int32_t i
+    while True:
+        probes[0] += 1
+        i = m.buckets[pos]
+        if i < 0:
+            return -<int64_t>pos - 1
+        if m.e[i].ka == ka and m.e[i].kb == kb:
+            return <int64_t>pos
+        pos = (pos + 1) & m.mask
+
+
+cdef inline void lru_unlink(lru_t* m, int32_t i) noexcept nogil:
+    if m.e[i].prev >= 0:
+        m.e[m.e[i].prev].next = m.e[i].next
+    else:
+        m.head = m.e[i].next
+    if m.e[i].next >= 0:
+        m.e[m.e[i].next].prev = m.e[i].prev
+    else:
+        m.tail = m.e[i].prev
+
+
+cdef inline void lru_push_mru(lru_t* m, int32_t i) noexcept nogil:
+    m.e[i].prev = m.tail
+    m.e[i].next = -1
+    if m.tail >= 0:
+        m.e[m.tail].next = i
+    else:
+        m.head = i
+    m.tail = i
+
+
+cdef inline void lru_touch(lru_t* m, int32_t i) noexcept nogil:
+    if m.tail != i:
+        lru_unlink(m, i)
+        lru_push_mru(m, i)
+
+
+cdef int32_t lru_find(lru_t* m, uint64_t ka, uint64_t kb, uint32_t* probes) noexcept nogil:
+    """The entry of the key (now the most recently used), or -1."""
+    cdef int64_t pos = lru_slot(m, ka, kb, probes)
+    cdef int32_t i
+    if pos < 0:
+        return -1
+    i = m.buckets[pos]
+    lru_touch(m, i)
+    return i
+
+
+cdef void lru_remove(lru_t* m, int32_t i) noexcept nogil:
+    """Delete entry ``i`` (backward-shift deletion: linear probing keeps no tombstones)."""
+    cdef uint32_t dummy = 0
+    cdef int64_t found = lru_slot(m, m.e[i].ka, m.e[i].kb, &dummy)
+    cdef uint64_t pos, j, h
+    cdef int32_t k
+    if found < 0:
+        return
+    pos = <uint64_t>found
+    j = pos
+    while True:
+        j = (j + 1) & m.mask
+        k = m.buckets[j]
+        if k < 0:
+            break
+        h = lru_home(m, m.e[k].ka, m.e[k].kb)
+        if (pos <= j and (h <= pos or h > j)) or (pos > j and h <= pos and h > j):
+            m.buckets[pos] = k
+            pos = j
+    m.buckets[pos] = -1
+    lru_unlink(m, i)
+    m.e[i].next = m.free_list
+    m.e[i].prev = -1
+    m.free_list = i
+    m.n -= 1
+
+
+cdef int32_t lru_insert(lru_t* m, uint64_t ka, uint64_t kb, uint32_t* probes) noexcept nogil:
+    """A blank entry for the key (the existing one, blanked, if the key is there); a
+    full map first evicts its least recently used entry."""
+    cdef int64_t pos = lru_slot(m, ka, kb, probes)
+    cdef int32_t i
+    if pos >= 0:
+        i = m.buckets[pos]
+        lru_touch(m, i)
+    else:
+        if m.n == m.capacity:
+            lru_remove(m, m.head)
+            m.evictions += 1
+            pos = lru_slot(m, ka, kb, probes)
+        i = m.free_list
+        m.free_list = m.e[i].next
+        m.n += 1
+        m.buckets[-pos - 1] = i
+        m.e[i].ka = ka
+        m.e[i].kb = kb
+        lru_push_mru(m, i)
+    m.e[i].expires = 0
+    m.e[i].backend = 0
+    m.e[i].rev_nat = 0
+    m.e[i].addr = 0
+    m.e[i].addr2 = 0
+    m.e[i].port = 0
+    m.e[i].port2 = 0
+    m.e[i].flags = 0
+    m.e[i].endpoint = -1
+    return i
+
+
+cdef class LruMap:
+    """A BPF_MAP_TYPE_LRU_HASH of ``capacity`` entries: 128-bit keys, open addressing
+    over entry indices, a recency list; a lookup marks the entry used and an insert into
+    a full map evicts the least recently used entry. (The kernel's LRU is per-CPU and
+    approximate; this one is exact.)"""
+
+    cdef lru_t t
+    cdef object _entries
+    cdef object _buckets
+
+    def __init__(self, int32_t capacity):
+        if capacity < 1:
+            raise ValueError("capacity must be positive")
+        self._entries = np.zeros(capacity, LRU_ENTRY_DTYPE)
+        self._buckets = np.full(_table_size(capacity), -1, np.int32)
+        cdef lru_entry_t[::1] ev = self._entries
+        cdef int32_t[::1] bv = self._buckets
+        self.t.e = &ev[0]
+        self.t.buckets = &bv[0]
+        self.t.mask = bv.shape[0] - 1
+        self.t.capacity = capacity
+        self.clear()
+
+    @property
+    def capacity(self):
+        return self.t.capacity
+
+    @property
+    def evictions(self):
+        """Entries evicted by inserts into the full map."""
+        return self.t.evictions
+
+    def clear(self):
+        """Empty the map."""
+        self._buckets.fill(-1)
+        nxt = np.arange(1, self.t.capacity + 1, dtype=np.int32)
+        nxt[self.t.capacity - 1] = -1
+        self._entries["next"] = nxt
+        self._entries["prev"] = -1
+        self.t.head = self.t.tail = -1
+        self.t.free_list = 0
+        self.t.n = 0
+        self.t.evictions = 0
+
+    def __len__(self):
+        return self.t.n
+
+    def entries(self):
+        """The live entries, least recently used first (a copy; LRU_ENTRY_DTYPE)."""
+        order = []
+        cdef int32_t i = self.t.head
+        while i >= 0:
+            order.append(i)
+            i = self.t.e[i].next
+        return self._entries[np.array(order, np.int64)].copy()
+
+    def snapshot(self):
+        return (self, self._entries.copy(), self._buckets.copy(), self.t.head, self.t.tail,
+                self.t.free_list, self.t.n, self.t.evictions)
+
+    def restore(self, snap):
+        if not isinstance(snap, tuple) or len(snap) != 8 or snap[0] is not self:
+            raise ValueError("not a snapshot of this map")
+        self._entries[:] = snap[1]
+        self._buckets[:] = snap[2]
+        self.t.head, self.t.tail, self.t.free_list, self.t.n, self.t.evictions = snap[3:]
+
+
+# ------------------------------------------------------------------------ the LB maps
+
+
+cdef enum:
+    TAG_AFFINITY = 5
+
+
 cdef class LbTable:
-    """One node's maps, packed (see ``kproxy_emu.dataplane.ebpf_lowering.lower``)."""
+    """One node's maps, packed (see ``kproxy_emu.dataplane.ebpf_lowering.lower``).
+
+    Backends are indexed in ``be_ids`` order; ``be_addr``/``be_port``/``be_endpoint``/
+    ``be_local`` (optional for the lookup alone) give each one's address, port, index in
+    the endpoint table and whether it runs on this node. ``rn_addr``/``rn_port``: the
+    reverse-NAT map by rev_nat_index. ``fe_sr_first``/``fe_sr_count`` index ``sr_net``/
+    ``sr_mask``: a LoadBalancer frontend's source ranges. ``affinity``: the session-
+    affinity LRU map (kept across syncs by the caller; else a new one of ``capacity``)."""
 
     # services (slot 0 entries): key -> frontend index
     cdef uint64_t[::1] svc_keys
     cdef int32_t[::1] svc_fe
     cdef uint64_t svc_mask
     # frontends
+    cdef uint32_t[::1] fe_addr
+    cdef uint16_t[::1] fe_port
     cdef uint32_t[::1] fe_count
     cdef uint32_t[::1] fe_flags
     cdef uint32_t[::1] fe_rev_nat
     cdef uint32_t[::1] fe_timeout
     cdef int32_t[::1] fe_first      # first slot in slot_be
     cdef int32_t[::1] fe_lut        # Maglev row, -1: none
+    cdef int32_t[::1] fe_sr_first
+    cdef int32_t[::1] fe_sr_count
+    cdef uint32_t[::1] sr_net
+    cdef uint32_t[::1] sr_mask
     cdef uint32_t[::1] slot_be      # backend IDs, slot order
     cdef uint32_t[:, ::1] luts
     cdef uint32_t m
@@ -85,19 +384,15 @@ cdef class LbTable:
     cdef uint64_t[::1] be_keys
     cdef int32_t[::1] be_index
     cdef uint64_t be_mask
+    cdef uint32_t[::1] be_addr
+    cdef uint16_t[::1] be_port
+    cdef int32_t[::1] be_endpoint
+    cdef uint8_t[::1] be_local
+    cdef uint32_t[::1] rn_addr
+    cdef uint16_t[::1] rn_port
     cdef uint64_t[::1] match_keys
     cdef uint64_t match_mask
-    # the affinity LRU map: buckets -> entries; entries in a recency list
-    cdef uint64_t[::1] aff_keys
-    cdef int32_t[::1] aff_entry
-    cdef uint64_t aff_mask
-    cdef uint64_t[::1] e_key
-    cdef uint32_t[::1] e_backend
-    cdef double[::1] e_last
-    cdef int32_t[::1] e_prev
-    cdef int32_t[::1] e_next
-    cdef int32_t head, tail, free, n_aff
-    cdef readonly int32_t capacity
+    cdef readonly LruMap affinity
 
     def __init__(self, const uint32_t[::1] fe_addr, const uint16_t[::1] fe_port,
                  const uint8_t[::1] fe_proto, const uint8_t[::1] fe_scope,
@@ -107,8 +402,11 @@ cdef class LbTable:
                  const uint32_t[::1] slot_be, const uint32_t[:, ::1] luts,
                  const uint32_t[::1] be_ids, const uint64_t[::1] match,
                  uint32_t m, uint32_t jhash_seed, bint use_maglev=False,
-                 int32_t capacity=65536):
-        cdef Py_ssize_t i, n = fe_addr.shape[0], size
+                 int32_t capacity=65536, LruMap affinity=None,
+                 be_addr=None, be_port=None, be_endpoint=None, be_local=None,
+                 rn_addr=None, rn_port=None, fe_sr_first=None, fe_sr_count=None,
+                 sr_net=None, sr_mask=None):
+        cdef Py_ssize_t i, n = fe_addr.shape[0], nb = be_ids.shape[0], size
         cdef int64_t pos
         cdef uint64_t key
         if (fe_port.shape[0] != n or fe_proto.shape[0] != n or fe_scope.shape[0] != n
@@ -124,6 +422,8 @@ cdef class LbTable:
                 raise ValueError("a frontend's Maglev row is out of range")
         if luts.shape[0] and m == 0:
             raise ValueError("m must be positive")
+        self.fe_addr = np.array(fe_addr, np.uint32)
+        self.fe_port = np.array(fe_port, np.uint16)
         self.fe_count = np.array(fe_count, np.uint32)
         self.fe_flags = np.array(fe_flags, np.uint32)
         self.fe_rev_nat = np.array(fe_rev_nat, np.uint32)
@@ -135,6 +435,28 @@ cdef class LbTable:
         self.m = m
         self.jhash_seed = jhash_seed
         self.use_maglev = use_maglev
+        self.be_addr = _column(be_addr, nb, np.uint32, 0, "be_addr")
+        self.be_port = _column(be_port, nb, np.uint16, 0, "be_port")
+        self.be_endpoint = _column(be_endpoint, nb, np.int32, -1, "be_endpoint")
+        self.be_local = _column(be_local, nb, np.uint8, 0, "be_local")
+        nr = int(np.max(fe_rev_nat)) + 1 if n else 1
+        if rn_addr is None:
+            rn_addr = np.zeros(nr, np.uint32)
+            rn_port = np.zeros(nr, np.uint16)
+        self.rn_addr = np.ascontiguousarray(rn_addr, np.uint32)
+        self.rn_port = np.ascontiguousarray(rn_port, np.uint16)
+        if self.rn_addr.shape[0] < nr or self.rn_port.shape[0] != self.rn_addr.shape[0]:
+            raise ValueError("rn_addr/rn_port must cover every rev_nat_index")
+        self.fe_sr_first = _column(fe_sr_first, n, np.int32, 0, "fe_sr_first")
+        self.fe_sr_count = _column(fe_sr_count, n, np.int32, 0, "fe_sr_count")
+        self.sr_net = np.ascontiguousarray(sr_net if sr_net is not None else [], np.uint32)
+        self.sr_mask = np.ascontiguousarray(sr_mask if sr_mask is not None else [], np.uint32)
+        if self.sr_mask.shape[0] != self.sr_net.shape[0]:
+            raise ValueError("sr_net and sr_mask must have the same length")
+        for i in range(n):
+            if (self.fe_sr_first[i] < 0 or self.fe_sr_count[i] < 0
+                    or self.fe_sr_first[i] + self.fe_sr_count[i] > self.sr_net.shape[0]):
+                raise ValueError("a frontend's source ranges run past sr_net")
         size = _table_size(n)
         self.svc_keys = np.zeros(size, np.uint64)
         self.svc_fe = np.full(size, -1, np.int32)
@@ -146,11 +468,11 @@ cdef class LbTable:
                 raise ValueError("duplicate frontend")
             self.svc_keys[-pos - 1] = key
             self.svc_fe[-pos - 1] = i
-        size = _table_size(be_ids.shape[0])
+        size = _table_size(nb)
         self.be_keys = np.zeros(size, np.uint64)
         self.be_index = np.full(size, -1, np.int32)
         self.be_mask = size - 1
-        for i in range(be_ids.shape[0]):
+        for i in range(nb):
             key = <uint64_t>be_ids[i] + 1
             pos = ht_find(&self.be_keys[0], self.be_mask, key)
             if pos < 0:
@@ -159,6 +481,10 @@ cdef class LbTable:
         for i in range(slot_be.shape[0]):
             if ht_find(&self.be_keys[0], self.be_mask, <uint64_t>slot_be[i] + 1) < 0:
                 raise ValueError("a slot names an unknown backend")
+        for i in range(self.luts.shape[0]):
+            for j in range(self.luts.shape[1]):
+                if ht_find(&self.be_keys[0], self.be_mask, <uint64_t>self.luts[i, j] + 1) < 0:
+                    raise ValueError("a Maglev row names an unknown backend")
         size = _table_size(match.shape[0])
         self.match_keys = np.zeros(size, np.uint64)
         self.match_mask = size - 1
@@ -167,88 +493,121 @@ cdef class LbTable:
             pos = ht_find(&self.match_keys[0], self.match_mask, key)
             if pos < 0:
                 self.match_keys[-pos - 1] = key
-        self.capacity = capacity
-        size = _table_size(capacity)
-        self.aff_keys = np.zeros(size, np.uint64)
-        self.aff_entry = np.full(size, -1, np.int32)
-        self.aff_mask = size - 1
-        self.e_key = np.zeros(capacity, np.uint64)
-        self.e_backend = np.zeros(capacity, np.uint32)
-        self.e_last = np.zeros(capacity, np.float64)
-        self.e_prev = np.full(capacity, -1, np.int32)
-        self.e_next = np.arange(1, capacity + 1, dtype=np.int32)
-        self.e_next[capacity - 1] = -1
-        self.head = self.tail = -1
-        self.free = 0
-        self.n_aff = 0
+        self.affinity = affinity if affinity is not None else LruMap(capacity)
 
-    # -- the affinity LRU ---------------------------------------------------------------
+    @property
+    def capacity(self):
+        """Entries the affinity map holds at most."""
+        return self.affinity.capacity
 
-    cdef void _unlink(self, int32_t e) noexcept nogil:
-        if self.e_prev[e] >= 0:
-            self.e_next[self.e_prev[e]] = self.e_next[e]
-        else:
-            self.head = self.e_next[e]
-        if self.e_next[e] >= 0:
-            self.e_prev[self.e_next[e]] = self.e_prev[e]
-        else:
-            self.tail = self.e_prev[e]
+    # -- the lookups the datapath makes ----------------------------------------------------
 
-    cdef void _push_mru(self, int32_t e) noexcept nogil:
-        self.e_prev[e] = self.tail
-        self.e_next[e] = -1
-        if self.tail >= 0:
-            self.e_next[self.tail] = e
-        else:
-            self.head = e
-        self.tail = e
+    cdef int32_t frontend(self, uint32_t vip, uint16_t vport, uint8_t proto, bint scope_switch,
+                          pkt_state_t* st, int32_t* ext) noexcept nogil:
+        """lb4_lookup_service: the external-scope entry (in ``ext``); for traffic from
+        inside the cluster of a two-scopes frontend, the internal one. FE_NONE without
+        an entry, FE_EMPTY when the entry has no usable backend."""
+        cdef int64_t pos = ht_find(&self.svc_keys[0], self.svc_mask, svc_key(vip, vport, proto, 0))
+        cdef int32_t fe
+        if pos < 0:
+            map_step(st, MAP_SERVICES, False, 0, -1)
+            ext[0] = -1
+            return FE_NONE
+        fe = self.svc_fe[pos]
+        map_step(st, MAP_SERVICES, True, 0, fe)
+        ext[0] = fe
+        if scope_switch and self.fe_flags[fe] & FLAG_TWO_SCOPES:
+            pos = ht_find(&self.svc_keys[0], self.svc_mask, svc_key(vip, vport, proto, SCOPE_INT))
+            fe = self.svc_fe[pos] if pos >= 0 else -1
+            map_step(st, MAP_SERVICES, fe >= 0, 1, fe)
+        if fe < 0 or self.fe_count[fe] == 0:
+            return FE_EMPTY
+        return fe
 
-    cdef void _bucket_delete(self, uint64_t pos) noexcept nogil:
-        """Backward-shift deletion (linear probing keeps no tombstones)."""
-        cdef uint64_t mask = self.aff_mask, j = pos, home
-        while True:
-            j = (j + 1) & mask
-            if self.aff_keys[j] == 0:
-                break
-            home = mix64(self.aff_keys[j]) & mask
-            # move j back to pos when its home is not in (pos, j]
-            if (pos <= j and (home <= pos or home > j)) or (pos > j and home <= pos and home > j):
-                self.aff_keys[pos] = self.aff_keys[j]
-                self.aff_entry[pos] = self.aff_entry[j]
-                pos = j
-        self.aff_keys[pos] = 0
-        self.aff_entry[pos] = -1
+    cdef inline int32_t backend_index(self, uint32_t bid) noexcept nogil:
+        cdef int64_t pos = ht_find(&self.be_keys[0], self.be_mask, <uint64_t>bid + 1)
+        return self.be_index[pos] if pos >= 0 else -1
 
-    cdef void _aff_remove(self, uint64_t pos) noexcept nogil:
-        cdef int32_t e = self.aff_entry[pos]
-        self._bucket_delete(pos)
-        self._unlink(e)
-        self.e_next[e] = self.free
-        self.free = e
-        self.n_aff -= 1
+    cdef bint in_source_ranges(self, int32_t fe, uint32_t ip) noexcept nogil:
+        cdef int32_t k
+        for k in range(self.fe_sr_first[fe], self.fe_sr_first[fe] + self.fe_sr_count[fe]):
+            if ip & self.sr_mask[k] == self.sr_net[k]:
+                return True
+        return False
 
-    cdef void _aff_update(self, uint64_t key, uint32_t backend, double now) noexcept nogil:
-        cdef int64_t pos = ht_find(&self.aff_keys[0], self.aff_mask, key)
-        cdef int32_t e
-        if pos >= 0:
-            e = self.aff_entry[pos]
-            self._unlink(e)
-        else:
-            if self.n_aff == self.capacity:  # full: the least recently used goes
-                self._aff_remove(<uint64_t>ht_find(&self.aff_keys[0], self.aff_mask,
-                                                   self.e_key[self.head]))
-                pos = ht_find(&self.aff_keys[0], self.aff_mask, key)
-            e = self.free
-            self.free = self.e_next[e]
-            self.n_aff += 1
-            self.aff_keys[-pos - 1] = key
-            self.aff_entry[-pos - 1] = e
-            self.e_key[e] = key
-        self.e_backend[e] = backend
-        self.e_last[e] = now
-        self._push_mru(e)
+    cdef uint32_t choose(self, int32_t fe, uint32_t client_ip, uint16_t client_port,
+                         uint16_t vport, uint8_t proto, bint east_west, pkt_state_t* st,
+                         bint stream, uint32_t draw, int32_t* pick,
+                         uint8_t* affinity_hit) noexcept nogil:
+        """The backend ID for a new flow of frontend ``fe`` (0: none usable): the
+        affinity map first (sticky clients), else a random slot (east-west traffic, or the
+        node's algorithm is random) or the Maglev LUT, then the backend map. The random
+        draw comes from the node's stream (``stream``) or is given (``draw``)."""
+        cdef uint32_t count = self.fe_count[fe], flags = self.fe_flags[fe]
+        cdef uint32_t rid = self.fe_rev_nat[fe], bid = 0, idx
+        cdef bint sticky = (flags & FLAG_SESSION_AFFINITY) != 0, ok
+        cdef uint64_t ka = (<uint64_t>rid << 32) | client_ip
+        cdef int32_t i
+        cdef lru_t* aff = &self.affinity.t
+        pick[0] = -1
+        affinity_hit[0] = 0
+        if sticky:
+            i = lru_find(aff, ka, TAG_AFFINITY, &st.probes)
+            map_step(st, MAP_AFFINITY, i >= 0, 0, <int32_t>aff.e[i].backend if i >= 0 else -1)
+            if i >= 0:
+                if <int64_t>aff.e[i].expires + self.fe_timeout[fe] <= <int64_t>st.now:
+                    lru_remove(aff, i)  # expired
+                else:
+                    ok = ht_find(&self.match_keys[0], self.match_mask,
+                                 ((<uint64_t>rid << 32) | aff.e[i].backend) + 1) >= 0
+                    map_step(st, MAP_AFFINITY_MATCH, ok, 0, <int32_t>aff.e[i].backend)
+                    if not ok:
+                        lru_remove(aff, i)  # the backend left the service
+                    else:
+                        bid = aff.e[i].backend
+                        aff.e[i].expires = st.now
+            if bid:
+                ok = self.backend_index(bid) >= 0
+                map_step(st, MAP_BACKENDS, ok, 0, <int32_t>bid)
+                if ok:
+                    affinity_hit[0] = 1
+                else:
+                    bid = 0
+        if not bid:
+            if east_west or not self.use_maglev:
+                if stream:
+                    idx = <uint32_t>rand32(&st.rng) % count
+                    if st.rec != NULL:
+                        idx = record_draw(st.rec, DRAW_NUMGEN, count, 0, idx)
+                else:
+                    idx = draw % count
+                idx += 1
+                pick[0] = idx
+                bid = self.slot_be[self.fe_first[fe] + idx - 1]
+                map_step(st, MAP_SERVICES, True, 2, <int32_t>idx)
+            else:
+                if self.fe_lut[fe] < 0:
+                    map_step(st, MAP_MAGLEV, False, 0, -1)
+                    map_step(st, MAP_BACKENDS, False, 0, 0)
+                    return 0
+                idx = jhash_3words(bswap32(client_ip),
+                                   (bswap16(vport) << 16)
+                                   | (0 if sticky else bswap16(client_port)),
+                                   proto, self.jhash_seed) % self.m
+                pick[0] = idx
+                bid = self.luts[self.fe_lut[fe], idx]
+                map_step(st, MAP_MAGLEV, True, 0, <int32_t>idx)
+            ok = self.backend_index(bid) >= 0
+            map_step(st, MAP_BACKENDS, ok, 0, <int32_t>bid)
+            if not ok:
+                return 0
+        if sticky:
+            i = lru_insert(aff, ka, TAG_AFFINITY, &st.probes)
+            aff.e[i].backend = bid
+            aff.e[i].expires = st.now
+        return bid
 
-    # -- the batch -----------------------------------------------------------------------
+    # -- the batch of new flows (the lookup alone) -------------------------------------------
 
     def new_flows(self, const uint32_t[::1] client_ip, const uint16_t[::1] client_port,
                   const uint32_t[::1] vip, const uint16_t[::1] vport,
@@ -261,11 +620,9 @@ cdef class LbTable:
         (0 DNAT, 1 no service, 2 no backend), the backend ID, the pick (slot or LUT
         index, -1), whether affinity chose it, and the map lookups made."""
         cdef Py_ssize_t k, n = client_ip.shape[0]
-        cdef int64_t pos
-        cdef int32_t fe, e
-        cdef uint32_t count, flags, rid, bid, nlook, idx
-        cdef uint64_t akey
-        cdef bint sticky
+        cdef int32_t fe, ext
+        cdef uint32_t bid
+        cdef pkt_state_t st
         if (client_port.shape[0] != n or vip.shape[0] != n or vport.shape[0] != n
                 or proto.shape[0] != n or from_cluster.shape[0] != n or now.shape[0] != n
                 or draws.shape[0] != n):
@@ -273,88 +630,380 @@ cdef class LbTable:
         if (verdict.shape[0] < n or backend.shape[0] < n or pick.shape[0] < n
                 or affinity_hit.shape[0] < n or lookups.shape[0] < n):
             raise ValueError("an output column is shorter than the input")
+        st.rec = NULL
+        st.rng = 0
         with nogil:
             for k in range(n):
+                st.lookups = 0
+                st.probes = 0
+                st.now = now[k]
                 verdict[k] = V_DNAT
                 backend[k] = 0
                 pick[k] = -1
                 affinity_hit[k] = 0
-                # lb4_lookup_service
-                nlook = 1
-                pos = ht_find(&self.svc_keys[0], self.svc_mask,
-                              svc_key(vip[k], vport[k], proto[k], 0))
-                if pos < 0:
+                fe = self.frontend(vip[k], vport[k], proto[k], from_cluster[k], &st, &ext)
+                if fe == FE_NONE:
                     verdict[k] = V_NO_SERVICE
-                    lookups[k] = nlook
-                    continue
-                fe = self.svc_fe[pos]
-                if from_cluster[k] and self.fe_flags[fe] & FLAG_TWO_SCOPES:
-                    nlook += 1
-                    pos = ht_find(&self.svc_keys[0], self.svc_mask,
-                                  svc_key(vip[k], vport[k], proto[k], SCOPE_INT))
-                    fe = self.svc_fe[pos] if pos >= 0 else -1
-                if fe < 0 or self.fe_count[fe] == 0:
+                elif fe == FE_EMPTY:
                     verdict[k] = V_NO_BACKEND
-                    lookups[k] = nlook
-                    continue
-                count = self.fe_count[fe]
-                flags = self.fe_flags[fe]
-                rid = self.fe_rev_nat[fe]
-                bid = 0
-                sticky = (flags & FLAG_SESSION_AFFINITY) != 0
-                akey = ((<uint64_t>rid << 32) | client_ip[k]) + 1
-                if sticky:
-                    nlook += 1
-                    pos = ht_find(&self.aff_keys[0], self.aff_mask, akey)
-                    if pos >= 0:
-                        e = self.aff_entry[pos]
-                        if <int64_t>self.e_last[e] + self.fe_timeout[fe] <= <int64_t>now[k]:
-                            self._aff_remove(pos)
-                        else:
-                            nlook += 1
-                            if ht_find(&self.match_keys[0], self.match_mask,
-                                       ((<uint64_t>rid << 32) | self.e_backend[e]) + 1) < 0:
-                                self._aff_remove(pos)
-                            else:
-                                bid = self.e_backend[e]
-                                self.e_last[e] = now[k]
-                                self._unlink(e)
-                                self._push_mru(e)
-                    if bid:
-                        nlook += 1  # the backend map
-                        if ht_find(&self.be_keys[0], self.be_mask, <uint64_t>bid + 1) < 0:
-                            bid = 0
-                        else:
-                            affinity_hit[k] = 1
-                if not bid:
-                    if from_cluster[k] or not self.use_maglev:
-                        idx = draws[k] % count + 1
-                        pick[k] = idx
-                        nlook += 1
-                        bid = self.slot_be[self.fe_first[fe] + idx - 1]
-                    else:
-                        nlook += 1
-                        if self.fe_lut[fe] < 0:
-                            verdict[k] = V_NO_BACKEND
-                            nlook += 1
-                            lookups[k] = nlook
-                            continue
-                        idx = jhash_3words(bswap32(client_ip[k]),
-                                           (bswap16(vport[k]) << 16)
-                                           | (0 if sticky else bswap16(client_port[k])),
-                                           proto[k], self.jhash_seed) % self.m
-                        pick[k] = idx
-                        bid = self.luts[self.fe_lut[fe], idx]
-                    nlook += 1
-                    if ht_find(&self.be_keys[0], self.be_mask, <uint64_t>bid + 1) < 0:
+                else:
+                    bid = self.choose(fe, client_ip[k], client_port[k], vport[k], proto[k],
+                                      from_cluster[k], &st, False, draws[k], &pick[k],
+                                      &affinity_hit[k])
+                    if bid == 0:
                         verdict[k] = V_NO_BACKEND
-                        lookups[k] = nlook
-                        continue
-                if sticky:
-                    self._aff_update(akey, bid, now[k])
-                backend[k] = bid
-                lookups[k] = nlook
+                    backend[k] = bid
+                lookups[k] = <uint8_t>st.lookups
 
     def __len__(self):
         """Entries in the affinity map."""
-        return self.n_aff
+        return self.affinity.t.n
+
+
+def _column(values, Py_ssize_t n, dtype, fill, name):
+    if values is None:
+        return np.full(n, fill, dtype)
+    arr = np.ascontiguousarray(values, dtype)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(f"{name} must have one entry per backend / frontend")
+    return arr
+
+
+# ------------------------------------------------------------------------ the engine
+
+
+cdef class EbpfEngine(Engine):
+    """The eBPF mode on the packet pipeline (module docstring). ``lb``: the node's maps;
+    ``ct_tcp``/``ct_any``: Cilium's CT maps (cilium_ct4_global, cilium_ct_any4_global);
+    ``sockets``: the connected sockets' translations; ``snat``: the NodePort SNAT map;
+    ``nat_ip``: the address remote-backend NodePort traffic is SNATed to; ``dsr``: reach
+    remote backends by direct server return instead; ``timeouts``: CT lifetimes in
+    seconds (regular TCP, non-TCP, TCP SYN, TCP closing). The maps are the caller's: they
+    outlive syncs, as the kernel's do; the pipeline runs with no netfilter conntrack."""
+
+    cdef readonly LbTable lb
+    cdef readonly LruMap ct_tcp
+    cdef readonly LruMap ct_any
+    cdef readonly LruMap sockets
+    cdef readonly LruMap snat
+    cdef readonly uint32_t nat_ip
+    cdef readonly bint dsr
+    cdef double t_tcp, t_any, t_syn, t_fin
+    cdef readonly uint64_t nat_failures
+    cdef lru_t* ct_tcp_t
+    cdef lru_t* ct_any_t
+    cdef lru_t* sock_t
+    cdef lru_t* nat_t
+
+    def __init__(self, LbTable lb not None, local_ips, uint32_t nat_ip, LruMap ct_tcp not None,
+                 LruMap ct_any not None, LruMap sockets not None, LruMap snat not None,
+                 bint dsr=False, timeouts=(21600.0, 60.0, 60.0, 10.0)):
+        Engine.__init__(self, local_ips, nat_ip)
+        self.lb = lb
+        self.ct_tcp = ct_tcp
+        self.ct_any = ct_any
+        self.sockets = sockets
+        self.snat = snat
+        self.ct_tcp_t = &ct_tcp.t
+        self.ct_any_t = &ct_any.t
+        self.sock_t = &sockets.t
+        self.nat_t = &snat.t
+        self.nat_ip = nat_ip
+        self.dsr = dsr
+        self.t_tcp, self.t_any, self.t_syn, self.t_fin = [float(t) for t in timeouts]
+        if min(self.t_tcp, self.t_any, self.t_syn, self.t_fin) <= 0:
+            raise ValueError("timeouts must be positive")
+        self.plain_known_flow = True
+        self.no_after_hooks = True
+        self.nat_only_hooks = 0
+
+    def snapshot(self):
+        """The state packets change (every map), for ``restore``."""
+        return (self, self.lb.affinity.snapshot(), self.ct_tcp.snapshot(),
+                self.ct_any.snapshot(), self.sockets.snapshot(), self.snat.snapshot(),
+                self.nat_failures)
+
+    def restore(self, snap):
+        if not isinstance(snap, tuple) or len(snap) != 7 or snap[0] is not self:
+            raise ValueError("not a snapshot of this engine")
+        self.lb.affinity.restore(snap[1])
+        self.ct_tcp.restore(snap[2])
+        self.ct_any.restore(snap[3])
+        self.sockets.restore(snap[4])
+        self.snat.restore(snap[5])
+        self.nat_failures = snap[6]
+
+    cdef int begin(self) except -1:
+        return 0
+
+    cdef int hook(self, int hook, const packet_t* p, pkt_state_t* st) noexcept nogil:
+        if hook == HOOK_PREROUTING:
+            if p.origin == ORIGIN_EXTERNAL:
+                return self.from_netdev(p, st)
+            return self.from_pod(p, st)
+        if hook == HOOK_OUTPUT and p.origin == ORIGIN_HOST:
+            return self.socket_lb(p, st, True)
+        return HV_CONTINUE
+
+    # -- entry lifetimes -----------------------------------------------------------------
+
+    cdef void refresh(self, lru_entry_t* e, const packet_t* p, double now) noexcept nogil:
+        """ct_update_timeout: a TCP flow lives CT_SYN_TIMEOUT until a packet other than
+        a bare SYN, then the regular lifetime; FIN or RST: the closing timeout."""
+        if p.proto != PROTO_TCP:
+            e.expires = now + self.t_any
+            return
+        if p.tcp_flags & (TCP_FIN | TCP_RST):
+            e.flags |= CTF_CLOSING
+        elif (p.tcp_flags & (TCP_SYN | TCP_ACK)) != TCP_SYN:
+            e.flags |= CTF_SEEN_NON_SYN
+        if e.flags & CTF_CLOSING:
+            e.expires = now + self.t_fin
+        elif e.flags & CTF_SEEN_NON_SYN:
+            e.expires = now + self.t_tcp
+        else:
+            e.expires = now + self.t_syn
+
+    cdef inline bint stale(self, lru_entry_t* e, const packet_t* p, double now) noexcept nogil:
+        """An entry that no longer stands for this packet's flow: past its lifetime (the
+        agent's CT garbage collector would have removed it), or closed and met by a new
+        SYN (the port is reused)."""
+        return e.expires <= now or (
+            (e.flags & CTF_CLOSING) != 0 and (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
+
+    cdef int32_t live(self, lru_t* m, uint64_t ka, uint64_t kb, const packet_t* p,
+                      pkt_state_t* st) noexcept nogil:
+        cdef int32_t i = lru_find(m, ka, kb, &st.probes)
+        if i >= 0 and self.stale(&m.e[i], p, st.now):
+            lru_remove(m, i)
+            return -1
+        return i
+
+    # -- pods and the host: socket-level LB, bpf_lxc's CT ----------------------------------
+
+    cdef int from_pod(self, const packet_t* p, pkt_state_t* st) noexcept nogil:
+        cdef int v = self.socket_lb(p, st, False)
+        if v != HV_CONTINUE:
+            return v
+        return self.lxc_ct(p, st)
+
+    cdef int socket_lb(self, const packet_t* p, pkt_state_t* st, bint host) noexcept nogil:
+        """cgroup connect4 / sendmsg4 (``__sock4_xlate_fwd``): a connected socket keeps
+        its translation (no map lookup); a connect (TCP SYN) or a datagram sent without
+        one looks the service up and picks a backend at random. No backend: the
+        connect fails (EHOSTUNREACH, a REJECT)."""
+        cdef lru_t* socks = self.sock_t
+        cdef uint64_t ka = key_a(p.src_ip, p.dst_ip)
+        cdef uint64_t kb = key_b(p.src_port, p.dst_port, p.proto, TAG_SOCKET)
+        cdef int32_t i = self.live(socks, ka, kb, p, st), fe, ext, bi, pick
+        cdef uint32_t bid
+        cdef uint8_t hit
+        if i >= 0:
+            st.dst = socks.e[i].addr
+            st.dport = socks.e[i].port
+            st.endpoint = socks.e[i].endpoint
+            self.refresh(&socks.e[i], p, st.now)
+            if st.rec != NULL:
+                record_step(st.rec, STEP_BPF_MAP, MAP_SOCKET, True, 0, i)
+            return HV_CONTINUE
+        if p.proto == PROTO_TCP and (p.tcp_flags & (TCP_SYN | TCP_ACK)) != TCP_SYN:
+            return HV_CONTINUE  # not a connect: no socket hook runs
+        fe = self.lb.frontend(p.dst_ip, p.dst_port, p.proto, True, st, &ext)
+        if fe == FE_NONE and host and self.own(p.dst_ip):
+            # sock4_wildcard_lookup: a NodePort on any local address of the host
+            fe = self.lb.frontend(0, p.dst_port, p.proto, True, st, &ext)
+        if fe == FE_NONE:
+            return HV_CONTINUE
+        if fe == FE_EMPTY:
+            return HV_REJECT
+        bid = self.lb.choose(fe, p.src_ip, p.src_port, p.dst_port, p.proto, True, st, True, 0,
+                             &pick, &hit)
+        bi = self.lb.backend_index(bid) if bid else -1
+        if bi < 0:
+            return HV_REJECT
+        st.dst = self.lb.be_addr[bi]
+        st.dport = self.lb.be_port[bi]
+        st.endpoint = self.lb.be_endpoint[bi]
+        i = lru_insert(socks, ka, kb, &st.probes)
+        socks.e[i].backend = bid
+        socks.e[i].rev_nat = self.lb.fe_rev_nat[fe]
+        socks.e[i].addr = st.dst
+        socks.e[i].port = st.dport
+        socks.e[i].endpoint = st.endpoint
+        self.refresh(&socks.e[i], p, st.now)
+        return HV_CONTINUE
+
+    cdef bint own(self, uint32_t ip) noexcept nogil:
+        cdef Py_ssize_t k
+        if (ip >> 24) == 127:
+            return True
+        for k in range(self.n_local):
+            if self.local_ips[k] == ip:
+                return True
+        return False
+
+    cdef int lxc_ct(self, const packet_t* p, pkt_state_t* st) noexcept nogil:
+        """bpf_lxc's ct_lookup4 on the packet as it leaves the pod: the tuple, then the
+        reversed tuple (a reply); a miss creates the entry. A reply of an external flow
+        served by a pod on this node gets the frontend back as its source."""
+        cdef lru_t* m = self.ct_tcp_t if p.proto == PROTO_TCP else self.ct_any_t
+        cdef int32_t i = self.live(m, key_a(st.src, st.dst),
+                                   key_b(st.sport, st.dport, st.proto, TAG_CT), p, st)
+        map_step(st, MAP_CT, i >= 0, 0, i)
+        if i >= 0:
+            st.ct_hit = 1
+            st.ct_dir = 0
+            self.refresh(&m.e[i], p, st.now)
+            return HV_CONTINUE
+        i = self.live(m, key_a(st.dst, st.src), key_b(st.dport, st.sport, st.proto, TAG_CT), p, st)
+        map_step(st, MAP_CT, i >= 0, 1, i)
+        if i >= 0:
+            st.ct_hit = 1
+            st.ct_dir = 1
+            self.refresh(&m.e[i], p, st.now)
+            if m.e[i].flags & CTF_REV_NAT:
+                map_step(st, MAP_REV_NAT, True, 0, <int32_t>m.e[i].rev_nat)
+                st.snat = 1
+                st.snat_ip = m.e[i].addr2
+                st.snat_port = m.e[i].port2
+                st.snat_fixed = 1
+            return HV_CONTINUE
+        i = lru_insert(m, key_a(st.src, st.dst), key_b(st.sport, st.dport, st.proto, TAG_CT),
+                     &st.probes)
+        m.e[i].endpoint = st.endpoint
+        self.refresh(&m.e[i], p, st.now)
+        return HV_CONTINUE
+
+    # -- external traffic: the tc / XDP NodePort path -------------------------------------
+
+    cdef int from_netdev(self, const packet_t* p, pkt_state_t* st) noexcept nogil:
+        """nodeport_lb4: a routable frontend's packet is balanced here (CT_SERVICE entry,
+        backend), then delivered to a local backend or sent on to a remote one with SNAT
+        to the node's address (or DSR); anything else goes to the stack untouched, except
+        the replies of flows this node SNATed, which get their addresses back."""
+        cdef lru_t* m = self.ct_tcp_t if p.proto == PROTO_TCP else self.ct_any_t
+        cdef int32_t ext, i, j, bi = -1, pick
+        cdef int32_t fe = self.lb.frontend(p.dst_ip, p.dst_port, p.proto, False, st, &ext)
+        cdef uint32_t bid = 0
+        cdef uint8_t hit
+        if fe == FE_NONE or not (self.lb.fe_flags[ext] & FLAG_ROUTABLE):
+            # not a frontend served from outside (a ClusterIP is non-routable)
+            if p.dst_ip == self.nat_ip:
+                return self.reverse_snat(p, st)
+            return HV_CONTINUE
+        if fe == FE_EMPTY:
+            return HV_DROP  # DROP_NO_SERVICE
+        if self.lb.fe_flags[fe] & FLAG_SOURCE_RANGE:
+            map_step(st, MAP_SOURCE_RANGE, self.lb.in_source_ranges(fe, p.src_ip), 0, fe)
+            if not self.lb.in_source_ranges(fe, p.src_ip):
+                return HV_DROP  # DROP_NOT_IN_SRC_RANGE
+        i = self.live(m, key_a(p.src_ip, p.dst_ip),
+                      key_b(p.src_port, p.dst_port, p.proto, TAG_SERVICE), p, st)
+        map_step(st, MAP_CT, i >= 0, 2, i)
+        if i >= 0:
+            bid = m.e[i].backend
+            bi = self.lb.backend_index(bid)
+            map_step(st, MAP_BACKENDS, bi >= 0, 0, <int32_t>bid)
+            if bi >= 0:
+                st.ct_hit = 1
+                st.ct_dir = 0
+        if bi < 0:  # a new flow, or its backend is gone: choose (again)
+            bid = self.lb.choose(fe, p.src_ip, p.src_port, p.dst_port, p.proto, False, st, True, 0,
+                            &pick, &hit)
+            bi = self.lb.backend_index(bid) if bid else -1
+            if bi < 0:
+                return HV_DROP  # DROP_NO_SERVICE
+            if i < 0:
+                i = lru_insert(m, key_a(p.src_ip, p.dst_ip),
+                             key_b(p.src_port, p.dst_port, p.proto, TAG_SERVICE), &st.probes)
+            m.e[i].backend = bid
+            m.e[i].rev_nat = self.lb.fe_rev_nat[fe]
+        self.refresh(&m.e[i], p, st.now)
+        st.dst = self.lb.be_addr[bi]
+        st.dport = self.lb.be_port[bi]
+        st.endpoint = self.lb.be_endpoint[bi]
+        if self.lb.be_local[bi]:
+            # to the pod: its CT entry (bpf_lxc ingress) carries the reverse NAT
+            j = self.live(m, key_a(p.src_ip, st.dst),
+                          key_b(p.src_port, st.dport, p.proto, TAG_CT), p, st)
+            map_step(st, MAP_CT, j >= 0, 0, j)
+            if j < 0:
+                j = lru_insert(m, key_a(p.src_ip, st.dst), key_b(p.src_port, st.dport, p.proto, TAG_CT),
+                             &st.probes)
+            m.e[j].flags |= CTF_REV_NAT
+            m.e[j].rev_nat = self.lb.fe_rev_nat[fe]
+            m.e[j].addr2 = p.dst_ip
+            m.e[j].port2 = p.dst_port
+            m.e[j].endpoint = st.endpoint
+            self.refresh(&m.e[j], p, st.now)
+            return HV_CONTINUE
+        if self.dsr:
+            return HV_CONTINUE  # the backend answers the client itself
+        return self.forward_snat(p, st, fe)
+
+    cdef int forward_snat(self, const packet_t* p, pkt_state_t* st, int32_t fe) noexcept nogil:
+        """snat_v4_nat for a NodePort flow to a remote backend: the flow's mapping, or a
+        new one keeping the client's port when it is in the NAT range and free, else
+        random ports of the range (SNAT_COLLISION_RETRIES + 1 tries; then the packet is
+        dropped). The reverse entry holds the client and the frontend for the reply."""
+        cdef lru_t* nat = self.nat_t
+        cdef uint64_t ka = key_a(p.src_ip, st.dst)
+        cdef uint64_t kb = key_b(p.src_port, st.dport, p.proto, TAG_NAT_FWD)
+        cdef int32_t i = self.live(nat, ka, kb, p, st), r, k
+        cdef uint32_t port = p.src_port
+        map_step(st, MAP_SNAT, i >= 0, 0, i)
+        if i < 0:
+            if port < NAT_PORT_MIN:
+                port = NAT_PORT_MIN + rand32(&st.rng) % (NAT_PORT_MAX - NAT_PORT_MIN + 1)
+            for k in range(SNAT_COLLISION_RETRIES + 1):
+                r = self.live(nat, key_a(st.dst, self.nat_ip),
+                              key_b(st.dport, <uint16_t>port, p.proto, TAG_NAT_REV), p, st)
+                map_step(st, MAP_SNAT, r >= 0, 2, <int32_t>port)
+                if r < 0:
+                    break
+                port = NAT_PORT_MIN + rand32(&st.rng) % (NAT_PORT_MAX - NAT_PORT_MIN + 1)
+            else:
+                self.nat_failures += 1
+                return HV_DROP  # DROP_NAT_NO_MAPPING
+            i = lru_insert(nat, ka, kb, &st.probes)
+            nat.e[i].addr = self.nat_ip
+            nat.e[i].port = <uint16_t>port
+            r = lru_insert(nat, key_a(st.dst, self.nat_ip),
+                           key_b(st.dport, <uint16_t>port, p.proto, TAG_NAT_REV), &st.probes)
+            nat.e[r].addr = p.src_ip
+            nat.e[r].port = p.src_port
+            nat.e[r].addr2 = p.dst_ip
+            nat.e[r].port2 = p.dst_port
+            nat.e[r].rev_nat = self.lb.fe_rev_nat[fe]
+            nat.e[r].endpoint = st.endpoint
+            self.refresh(&nat.e[r], p, st.now)
+        self.refresh(&nat.e[i], p, st.now)
+        st.snat = 1
+        st.snat_ip = self.nat_ip
+        st.snat_port = nat.e[i].port
+        st.snat_fixed = 1
+        return HV_CONTINUE
+
+    cdef int reverse_snat(self, const packet_t* p, pkt_state_t* st) noexcept nogil:
+        """A reply from a remote backend to the node's NAT address: the SNAT map gives
+        the client back as the destination and the reverse-NAT map the frontend as the
+        source."""
+        cdef lru_t* nat = self.nat_t
+        cdef int32_t i = self.live(nat, key_a(p.src_ip, p.dst_ip),
+                                   key_b(p.src_port, p.dst_port, p.proto, TAG_NAT_REV), p, st)
+        cdef uint32_t rid
+        map_step(st, MAP_SNAT, i >= 0, 1, i)
+        if i < 0:
+            return HV_CONTINUE  # the node's own traffic
+        self.refresh(&nat.e[i], p, st.now)
+        rid = nat.e[i].rev_nat
+        map_step(st, MAP_REV_NAT, rid < self.lb.rn_addr.shape[0], 0, <int32_t>rid)
+        st.ct_hit = 1
+        st.ct_dir = 1
+        st.dst = nat.e[i].addr
+        st.dport = nat.e[i].port
+        st.snat = 1
+        st.snat_ip = nat.e[i].addr2
+        st.snat_port = nat.e[i].port2
+        st.snat_fixed = 1
+        return HV_CONTINUE

@@ -63,7 +63,7 @@ ctypedef struct packet_t:       # 24 bytes, aligned 8
     uint8_t family              # FAMILY_V4
 
 
-ctypedef struct verdict_t:      # 28 bytes, aligned 4 (2 trailing padding bytes)
+ctypedef struct verdict_t:      # 28 bytes, aligned 4
     uint32_t dnat_ip            # 0 when untouched
     uint32_t snat_ip            # 0 when untouched
     uint16_t dnat_port
@@ -73,6 +73,7 @@ ctypedef struct verdict_t:      # 28 bytes, aligned 4 (2 trailing padding bytes)
     uint32_t probes             # hash / conntrack probes
     uint8_t action              # ACT_*
     uint8_t ct_hit              # 0/1; numpy side is bool ('?'), which Cython accepts as uint8_t
+    uint16_t lookups            # set / map / IPVS lookups (saturates at 65535)
 
 
 ctypedef struct target_t:       # 8 bytes: one frontend the traffic generator may aim at

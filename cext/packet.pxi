@@ -13,3 +13,4 @@ cdef inline void verdict_reset(verdict_t* v) noexcept nogil:
     v.probes = 0
     v.action = ACT_ACCEPT
     v.ct_hit = 0
+    v.lookups = 0

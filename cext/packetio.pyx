@@ -107,13 +107,14 @@ def struct_layout():
                 "probes": <Py_ssize_t>(<char*>&v.probes - <char*>&v),
                 "action": <Py_ssize_t>(<char*>&v.action - <char*>&v),
                 "ct_hit": <Py_ssize_t>(<char*>&v.ct_hit - <char*>&v),
+                "lookups": <Py_ssize_t>(<char*>&v.lookups - <char*>&v),
             },
             "sizes": {
                 "dnat_ip": sizeof(v.dnat_ip), "snat_ip": sizeof(v.snat_ip),
                 "dnat_port": sizeof(v.dnat_port), "snat_port": sizeof(v.snat_port),
                 "endpoint": sizeof(v.endpoint), "rules": sizeof(v.rules),
                 "probes": sizeof(v.probes), "action": sizeof(v.action),
-                "ct_hit": sizeof(v.ct_hit),
+                "ct_hit": sizeof(v.ct_hit), "lookups": sizeof(v.lookups),
             },
         },
         "target_t": {

@@ -33,7 +33,7 @@ include "record.pxi"
 include "conntrack.pxi"
 
 STEP_KINDS = {"rule": STEP_RULE, "nft_rule": STEP_NFT_RULE, "ipvs_in": STEP_IPVS_IN,
-              "ipvs_out": STEP_IPVS_OUT}
+              "ipvs_out": STEP_IPVS_OUT, "bpf_map": STEP_BPF_MAP}
 HOOKS = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
 STEP_DTYPE = np.dtype([("kind", "u1"), ("matched", "u1"), ("extra", "u2"), ("index", "i4"),
                        ("value", "i4")])
@@ -297,6 +297,8 @@ cdef void run_packet(Engine eng, ConntrackTable ct, const packet_t* p, verdict_t
     st.ipvs_vport = 0
     st.ipvs_vaddr = 0
     st.ct_hit = 0
+    st.snat_fixed = 0
+    st.snat_port = 0
     st.ct_dir = -1
     st.pend_dst = 0
     st.pend_dport = 0
@@ -304,6 +306,7 @@ cdef void run_packet(Engine eng, ConntrackTable ct, const packet_t* p, verdict_t
     st.ctstate = PS_CT_NEW
     st.rules = 0
     st.probes = 0
+    st.lookups = 0
     st.endpoint = -1
     st.rng = rng[0]
     st.now = p.ts
@@ -348,7 +351,9 @@ cdef void run_packet(Engine eng, ConntrackTable ct, const packet_t* p, verdict_t
     if not eng.no_after_hooks:
         eng.after_hooks(p, &st, v)
     rng[0] = st.rng
-    if st.snat and not hit and alive(v):
+    if st.snat and st.snat_fixed:
+        snat_port = st.snat_port  # the engine's own NAT (eBPF: its SNAT map)
+    elif st.snat and not hit and alive(v):
         snat_port = choose_snat_port(ct, st.proto, st.snat_ip, st.dst, st.dport, p.src_port,
                                      st.random_fully, rng, p.ts, &cprobes)
     moved = st.dst != p.dst_ip or st.dport != p.dst_port
@@ -376,9 +381,11 @@ cdef void run_packet(Engine eng, ConntrackTable ct, const packet_t* p, verdict_t
     out.endpoint = st.endpoint
     out.rules = st.rules
     out.probes = r.probes + cprobes + st.probes
-    out.ct_hit = hit or st.ipvs_hit
+    out.ct_hit = st.ct_hit or st.ipvs_hit
+    out.lookups = <uint16_t>(st.lookups if st.lookups < 65535 else 65535)
     if rec != NULL:
         rec.ct_probes += r.probes + cprobes
+        rec.lookups += st.lookups
 
 
 def run(Engine engine not None, const packet_t[::1] packets, verdict_t[::1] out,

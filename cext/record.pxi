@@ -47,8 +47,7 @@ cdef inline uint32_t draw_numgen(pkt_state_t* st, uint32_t modulus) noexcept nog
 
 
 cdef inline void count_lookup(pkt_state_t* st) noexcept nogil:
-    if st.rec != NULL:
-        st.rec.lookups += 1
+    st.lookups += 1
 
 
 cdef inline void record_step(recorder_t* rec, uint8_t kind, int32_t index, bint matched,

@@ -100,9 +100,10 @@ VERDICT_DTYPE = np.dtype(
         ("probes", "u4"),  # hash / conntrack probes
         ("action", "u1"),  # Action
         ("ct_hit", "?"),  # numpy bool; the C side is uint8_t (Cython accepts '?' there)
+        ("lookups", "u2"),  # set / map / IPVS / eBPF map lookups (saturates at 65535)
     ],
     align=True,
-)  # itemsize 28: two trailing padding bytes
+)  # itemsize 28
 
 TARGET_DTYPE = np.dtype(
     [

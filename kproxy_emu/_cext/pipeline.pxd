@@ -33,6 +33,7 @@ cdef enum:
     STEP_NFT_RULE = 2       # nftables: index = the rule's first expression row
     STEP_IPVS_IN = 3        # ip_vs_in: index = hook, extra = result, value = endpoint
     STEP_IPVS_OUT = 4       # ip_vs_out on a reply: extra = result
+    STEP_BPF_MAP = 5        # eBPF map lookup: index = map, extra = detail, value = result
     MAX_DRAWS = 4096        # branch points one trace follows (a 4096-endpoint chain)
     DRAW_STATISTIC = 1      # xt_statistic --mode random: outcome 0 matches, 1 does not
     DRAW_NUMGEN = 2         # numgen random mod n: outcome k is the value k
@@ -88,10 +89,12 @@ ctypedef struct pkt_state_t:
     uint8_t ipvs_prop       # skb->ipvs_property: IPVS sent this packet on
     uint8_t ipvs_hit        # IPVS found the packet's connection
     uint8_t ipvs_vproto
-    uint8_t ct_hit          # conntrack holds the flow
+    uint8_t ct_hit          # conntrack holds the flow (the eBPF engine: its own CT map)
+    uint8_t snat_fixed      # the engine chose the SNAT port itself (snat_port)
     int8_t ct_dir           # its direction, -1 without entry
     uint16_t ipvs_vport
     uint16_t pend_dport
+    uint16_t snat_port      # with snat_fixed: the source port the engine chose
     uint32_t pend_dst
     uint32_t ipvs_vaddr     # the IPVS connection's virtual service (ipvs_prop set)
     uint32_t snat_ip
@@ -99,6 +102,7 @@ ctypedef struct pkt_state_t:
     uint32_t ctstate
     uint32_t rules
     uint32_t probes
+    uint32_t lookups        # set, map and IPVS lookups (each once, however many probes)
     int32_t endpoint
     uint64_t rng
     double now

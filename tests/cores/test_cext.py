@@ -45,6 +45,7 @@ def test_design_field_names() -> None:
         "snat_port",
         "endpoint",
         "ct_hit",
+        "lookups",
         "rules",
         "probes",
     }
