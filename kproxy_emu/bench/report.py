@@ -29,6 +29,19 @@ TABLE_COLUMNS = (
     ("RSS MB", "peak_rss_mb", "{:.0f}"),
 )
 CSV_SKIP = ("sync_full", "sync_update", "actions", "drop_reasons")
+# the disruption table (bench/disruption.py): shares of the client flows
+DISRUPTION_COLUMNS = (
+    ("mode", "mode", "{}"),
+    ("variant", "variant", "{}"),
+    ("change", "change", "{}"),
+    ("est moved", "established_moved", "{:.4f}"),
+    ("est broken", "established_broken", "{:.4f}"),
+    ("new moved", "new_moved", "{:.4f}"),
+    ("new moved (kept)", "new_moved_excluding_removed", "{:.4f}"),
+    ("new failed", "new_failed", "{:.4f}"),
+    ("on removed", "removed_flows", "{}"),
+    ("1-1/N", "random_expectation", "{:.4f}"),
+)
 
 
 def _cell(rec: dict, key: str, fmt: str) -> str:
@@ -76,6 +89,8 @@ def table(result: dict) -> str:
                 f"relayed, {r['proxy_bytes_copied']} bytes copied "
                 f"({r['payload_bytes']} B a packet, --userspace-payload-bytes)"
             )
+    if result.get("disruption"):
+        out.append(disruption_table(result["disruption"]))
     ref = result.get("reference")
     if ref:
         out.append(
@@ -102,8 +117,30 @@ def table(result: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def disruption_table(records: list[dict]) -> str:
+    """The disruption records as a small table (shares of the client flows)."""
+    first = records[0]
+    head = (
+        f"disruption: one of the {first['endpoints']} endpoints of {first['service']} "
+        f"({first['frontend']}) removed, or one added; {first['flows']} client flows; "
+        "est: their next packets on the changed node, new: the same 5-tuples as new "
+        "connections after the change; (kept): flows whose endpoint stayed; on removed: "
+        "flows on the removed endpoint; 1-1/N: a random pick's expected move:"
+    )
+    rows = [[h for h, _, _ in DISRUPTION_COLUMNS]]
+    rows += [[_cell(r, k, f) for _, k, f in DISRUPTION_COLUMNS] for r in records]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  " + "  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  " + "  ".join("-" * w for w in widths))
+    import textwrap
+
+    return "\n".join([*textwrap.wrap(head, 100, subsequent_indent="  "), *lines])
+
+
 def write_json(result: dict, path: str) -> None:
-    _write(path, json.dumps(result["records"], indent=1) + "\n")
+    """The sweep's records, then the disruption records (``"flow": "disruption"``)."""
+    records = result["records"] + result.get("disruption", [])
+    _write(path, json.dumps(records, indent=1) + "\n")
 
 
 def write_csv(result: dict, path: str) -> None:

@@ -25,6 +25,10 @@ calibration holding ``modes.userspace`` (``kproxy-emu calibrate --modes userspac
 overhead those counts predict: connections x ns_per_connection + bytes x ns_per_byte, per
 packet. ``ns_per_packet`` of a userspace record times the emulator (its Python hop), not a
 userspace proxy; the predicted overhead is the model's.
+
+disruption (``BenchSpec.disruption``, on by default, about a second): after the cells, the
+share of client flows that move when one endpoint of a Service is removed or added, per
+mode (IPVS per scheduler), in ``result["disruption"]`` (kproxy_emu/bench/disruption.py).
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ class BenchSpec:
     calibration: str | None = None  # kproxy-emu calibrate's output, for predicted latency
     ipvs_conn_tab_bits: int | None = None  # ip_vs conn_tab_bits for the ipvs cells
     userspace_payload_bytes: int = DEFAULT_PAYLOAD_BYTES  # per relayed packet (userspace)
+    disruption: bool = True  # the disruption pass (bench/disruption.py); needs 2+ endpoints
 
     def validate(self) -> None:
         for n in self.services:
@@ -576,7 +581,8 @@ def _cell_in_child(conn, mode, services, spec) -> None:
 
 
 def run(spec: BenchSpec, *, progress: bool = True, isolate: bool = True) -> dict:
-    """The whole sweep: {"records": [...], "reference": {...}, "machine": {...}}."""
+    """The whole sweep: {"records": [...], "disruption": [...], "reference": {...},
+    "machine": {...}}."""
     from tqdm import tqdm
 
     spec.validate()
@@ -603,8 +609,14 @@ def run(spec: BenchSpec, *, progress: bool = True, isolate: bool = True) -> dict
             records.extend(run_cell(mode, services, spec))
     # the Python evaluator takes ~10 µs per rule walked: keep its case small
     reference = reference_ratio(spec, min(min(spec.services), REFERENCE_SERVICES))
+    moved: list[dict] = []
+    if spec.disruption and spec.endpoints >= 2:  # one endpoint is removed: 2 at least
+        from . import disruption
+
+        moved = disruption.run(spec.modes, endpoints=spec.endpoints, seed=spec.seed)
     return {
         "records": records,
+        "disruption": moved,
         "reference": reference,
         "machine": machine_info(),
         "spec": dataclasses.asdict(spec),

@@ -252,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="kernel costs from `kproxy-emu calibrate` (default: "
         "~/.cache/kproxy-emu/calibration.json when present)",
     )
+    p.add_argument(
+        "--disruption",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure the flows that move when an endpoint is removed or added (on; ~1 s)",
+    )
     p.add_argument("--json", metavar="OUT", help="write the records as JSON")
     p.add_argument("--csv", metavar="OUT", help="write the records as CSV")
     p.add_argument("--plot", metavar="OUT.png", help="draw latency, rules and sync cost plots")
@@ -562,6 +568,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         calibration=args.calibration,
         ipvs_conn_tab_bits=args.ipvs_conn_tab_bits,
         userspace_payload_bytes=args.userspace_payload_bytes,
+        disruption=args.disruption,
     )
     if args.services:
         spec.services = args.services

@@ -74,7 +74,10 @@ def test_outputs(result, tmp_path):
     text = report.table(result)
     assert "established" in text and "sync cost" in text
     report.write_json(result, str(tmp_path / "b.json"))
-    assert json.loads((tmp_path / "b.json").read_text()) == result["records"]
+    written = json.loads((tmp_path / "b.json").read_text())
+    assert written == result["records"] + result["disruption"]
+    assert {r["mode"] for r in written if r["flow"] == "disruption"} == set(sweep.DEFAULT_MODES)
+    assert "disruption: one of the 10 endpoints" in text and "new moved (kept)" in text
     report.write_csv(result, str(tmp_path / "b.csv"))
     lines = (tmp_path / "b.csv").read_text().splitlines()
     assert len(lines) == 1 + len(result["records"]) and lines[0].startswith("mode,services")

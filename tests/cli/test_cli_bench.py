@@ -41,3 +41,19 @@ def test_cli_userspace_opt_in_with_its_payload_flag(cli, tmp_path):
 def test_cli_bad_payload_exits_2(cli):
     proc = cli("bench", "--modes", "userspace", "--userspace-payload-bytes", "-5")
     assert proc.returncode == 2 and "--userspace-payload-bytes" in proc.stderr
+
+
+def test_cli_disruption_flag(cli, tmp_path):
+    import json
+
+    base = ("bench", "--modes", "iptables", "--services", "30", "--packets", "200")
+    out = tmp_path / "b.json"
+    proc = cli(*base, "--repeat", "1", "--no-progress", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "disruption: one of the 10 endpoints" in proc.stdout
+    flows = [r["flow"] for r in json.loads(out.read_text())]
+    assert flows == ["new", "established", "disruption", "disruption"]
+    proc = cli(*base, "--repeat", "1", "--no-progress", "--no-disruption", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "disruption" not in proc.stdout
+    assert [r["flow"] for r in json.loads(out.read_text())] == ["new", "established"]
