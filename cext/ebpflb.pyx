@@ -152,7 +152,8 @@ ctypedef struct lru_t:
     uint64_t mask
     int32_t head
     int32_t tail
-    int32_t free_list
+    int32_t free_list       # entries freed by removals (-1: none)
+    int32_t used            # entries ever taken: [used, capacity) are untouched
     int32_t n
     int32_t capacity
     uint64_t evictions
@@ -168,7 +169,7 @@ cdef int64_t lru_slot(const lru_t* m, uint64_t ka, uint64_t kb, uint32_t* probes
     cdef int32_t i
     while True:
         probes[0] += 1
-        i = m.buckets[pos]
+        i = m.buckets[pos] - 1  # buckets hold entry + 1: 0 is empty
         if i < 0:
             return -<int64_t>pos - 1
         if m.e[i].ka == ka and m.e[i].kb == kb:
@@ -209,7 +210,7 @@ cdef int32_t lru_find(lru_t* m, uint64_t ka, uint64_t kb, uint32_t* probes) noex
     cdef int32_t i
     if pos < 0:
         return -1
-    i = m.buckets[pos]
+    i = m.buckets[pos] - 1
     lru_touch(m, i)
     return i
 
@@ -226,14 +227,14 @@ cdef void lru_remove(lru_t* m, int32_t i) noexcept nogil:
     j = pos
     while True:
         j = (j + 1) & m.mask
-        k = m.buckets[j]
+        k = m.buckets[j] - 1
         if k < 0:
             break
         h = lru_home(m, m.e[k].ka, m.e[k].kb)
         if (pos <= j and (h <= pos or h > j)) or (pos > j and h <= pos and h > j):
-            m.buckets[pos] = k
+            m.buckets[pos] = k + 1
             pos = j
-    m.buckets[pos] = -1
+    m.buckets[pos] = 0
     lru_unlink(m, i)
     m.e[i].next = m.free_list
     m.e[i].prev = -1
@@ -247,17 +248,21 @@ cdef int32_t lru_insert(lru_t* m, uint64_t ka, uint64_t kb, uint32_t* probes) no
     cdef int64_t pos = lru_slot(m, ka, kb, probes)
     cdef int32_t i
     if pos >= 0:
-        i = m.buckets[pos]
+        i = m.buckets[pos] - 1
         lru_touch(m, i)
     else:
         if m.n == m.capacity:
             lru_remove(m, m.head)
             m.evictions += 1
             pos = lru_slot(m, ka, kb, probes)
-        i = m.free_list
-        m.free_list = m.e[i].next
+        if m.free_list >= 0:
+            i = m.free_list
+            m.free_list = m.e[i].next
+        else:
+            i = m.used
+            m.used += 1
         m.n += 1
-        m.buckets[-pos - 1] = i
+        m.buckets[-pos - 1] = i + 1
         m.e[i].ka = ka
         m.e[i].kb = kb
         lru_push_mru(m, i)
@@ -286,15 +291,18 @@ cdef class LruMap:
     def __init__(self, int32_t capacity):
         if capacity < 1:
             raise ValueError("capacity must be positive")
+        # zeroed memory: the kernel maps it in as the map fills (a fresh map costs nothing)
         self._entries = np.zeros(capacity, LRU_ENTRY_DTYPE)
-        self._buckets = np.full(_table_size(capacity), -1, np.int32)
+        self._buckets = np.zeros(_table_size(capacity), np.int32)
         cdef lru_entry_t[::1] ev = self._entries
         cdef int32_t[::1] bv = self._buckets
         self.t.e = &ev[0]
         self.t.buckets = &bv[0]
         self.t.mask = bv.shape[0] - 1
         self.t.capacity = capacity
-        self.clear()
+        self.t.head = self.t.tail = self.t.free_list = -1
+        self.t.used = self.t.n = 0
+        self.t.evictions = 0
 
     @property
     def capacity(self):
@@ -307,14 +315,9 @@ cdef class LruMap:
 
     def clear(self):
         """Empty the map."""
-        self._buckets.fill(-1)
-        nxt = np.arange(1, self.t.capacity + 1, dtype=np.int32)
-        nxt[self.t.capacity - 1] = -1
-        self._entries["next"] = nxt
-        self._entries["prev"] = -1
-        self.t.head = self.t.tail = -1
-        self.t.free_list = 0
-        self.t.n = 0
+        self._buckets[:] = 0
+        self.t.head = self.t.tail = self.t.free_list = -1
+        self.t.used = self.t.n = 0
         self.t.evictions = 0
 
     def __len__(self):
@@ -330,15 +333,18 @@ cdef class LruMap:
         return self._entries[np.array(order, np.int64)].copy()
 
     def snapshot(self):
-        return (self, self._entries.copy(), self._buckets.copy(), self.t.head, self.t.tail,
-                self.t.free_list, self.t.n, self.t.evictions)
+        """The map's state (the entries taken so far and the buckets), for ``restore``."""
+        return (self, self._entries[:self.t.used].copy(), self._buckets.copy(), self.t.head,
+                self.t.tail, self.t.free_list, self.t.used, self.t.n, self.t.evictions)
 
     def restore(self, snap):
-        if not isinstance(snap, tuple) or len(snap) != 8 or snap[0] is not self:
+        if not isinstance(snap, tuple) or len(snap) != 9 or snap[0] is not self:
             raise ValueError("not a snapshot of this map")
-        self._entries[:] = snap[1]
+        used = snap[6]
+        self._entries[:used] = snap[1]
         self._buckets[:] = snap[2]
-        self.t.head, self.t.tail, self.t.free_list, self.t.n, self.t.evictions = snap[3:]
+        (self.t.head, self.t.tail, self.t.free_list, self.t.used, self.t.n,
+         self.t.evictions) = snap[3:]
 
 
 # ------------------------------------------------------------------------ the LB maps
@@ -676,8 +682,8 @@ cdef class EbpfEngine(Engine):
     """The eBPF mode on the packet pipeline (module docstring). ``lb``: the node's maps;
     ``ct_tcp``/``ct_any``: Cilium's CT maps (cilium_ct4_global, cilium_ct_any4_global);
     ``sockets``: the connected sockets' translations; ``snat``: the NodePort SNAT map;
-    ``nat_ip``: the address remote-backend NodePort traffic is SNATed to; ``dsr``: reach
-    remote backends by direct server return instead; ``timeouts``: CT lifetimes in
+    ``nat_ip``: the address remote-backend NodePort traffic is SNATed to; ``lb_mode``: 0
+    SNAT, 1 DSR (direct server return), 2 hybrid (DSR for TCP, SNAT otherwise); ``timeouts``: CT lifetimes in
     seconds (regular TCP, non-TCP, TCP SYN, TCP closing). The maps are the caller's: they
     outlive syncs, as the kernel's do; the pipeline runs with no netfilter conntrack."""
 
@@ -687,7 +693,7 @@ cdef class EbpfEngine(Engine):
     cdef readonly LruMap sockets
     cdef readonly LruMap snat
     cdef readonly uint32_t nat_ip
-    cdef readonly bint dsr
+    cdef readonly int lb_mode
     cdef double t_tcp, t_any, t_syn, t_fin
     cdef readonly uint64_t nat_failures
     cdef lru_t* ct_tcp_t
@@ -697,7 +703,7 @@ cdef class EbpfEngine(Engine):
 
     def __init__(self, LbTable lb not None, local_ips, uint32_t nat_ip, LruMap ct_tcp not None,
                  LruMap ct_any not None, LruMap sockets not None, LruMap snat not None,
-                 bint dsr=False, timeouts=(21600.0, 60.0, 60.0, 10.0)):
+                 int lb_mode=0, timeouts=(21600.0, 60.0, 60.0, 10.0)):
         Engine.__init__(self, local_ips, nat_ip)
         self.lb = lb
         self.ct_tcp = ct_tcp
@@ -709,7 +715,9 @@ cdef class EbpfEngine(Engine):
         self.sock_t = &sockets.t
         self.nat_t = &snat.t
         self.nat_ip = nat_ip
-        self.dsr = dsr
+        if lb_mode not in (0, 1, 2):
+            raise ValueError("lb_mode: 0 (snat), 1 (dsr) or 2 (hybrid)")
+        self.lb_mode = lb_mode
         self.t_tcp, self.t_any, self.t_syn, self.t_fin = [float(t) for t in timeouts]
         if min(self.t_tcp, self.t_any, self.t_syn, self.t_fin) <= 0:
             raise ValueError("timeouts must be positive")
@@ -937,8 +945,8 @@ cdef class EbpfEngine(Engine):
             m.e[j].endpoint = st.endpoint
             self.refresh(&m.e[j], p, st.now)
             return HV_CONTINUE
-        if self.dsr:
-            return HV_CONTINUE  # the backend answers the client itself
+        if self.lb_mode == 1 or (self.lb_mode == 2 and p.proto == PROTO_TCP):
+            return HV_CONTINUE  # DSR: the backend answers the client itself
         return self.forward_snat(p, st, fe)
 
     cdef int forward_snat(self, const packet_t* p, pkt_state_t* st, int32_t fe) noexcept nogil:

@@ -386,6 +386,9 @@ cdef void run_packet(Engine eng, ConntrackTable ct, const packet_t* p, verdict_t
     if rec != NULL:
         rec.ct_probes += r.probes + cprobes
         rec.lookups += st.lookups
+        if ct is None and st.ct_hit:  # an engine with its own flow table (eBPF)
+            rec.ct_hit = 1
+            rec.ct_dir = st.ct_dir
 
 
 def run(Engine engine not None, const packet_t[::1] packets, verdict_t[::1] out,

@@ -2,7 +2,14 @@
 
 from . import maglev, packets, synth
 from ._version import __version__
-from .dataplane import Dataplane, IptablesOptions, IpvsOptions, NftablesOptions, UserspaceOptions
+from .dataplane import (
+    Dataplane,
+    EbpfOptions,
+    IptablesOptions,
+    IpvsOptions,
+    NftablesOptions,
+    UserspaceOptions,
+)
 from .errors import InputError, KproxyError
 from .model import Cluster
 from .modes.ipvs import SharedVirtualServerWarning
@@ -10,6 +17,7 @@ from .modes.ipvs import SharedVirtualServerWarning
 __all__ = [
     "Cluster",
     "Dataplane",
+    "EbpfOptions",
     "InputError",
     "IptablesOptions",
     "IpvsOptions",

@@ -3,6 +3,7 @@
 from .backend import (
     MODES,
     Backend,
+    EbpfOptions,
     IptablesOptions,
     IpvsOptions,
     ModeOptions,
@@ -16,6 +17,7 @@ __all__ = [
     "MODES",
     "Backend",
     "Dataplane",
+    "EbpfOptions",
     "IptablesOptions",
     "IpvsOptions",
     "ModeOptions",

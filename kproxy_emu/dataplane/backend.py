@@ -29,11 +29,13 @@ if TYPE_CHECKING:
 
     from .._cext.conntrack import ConntrackTable
     from .._cext.pipeline import Engine, Rng
+    from ..netfilter.bpfmaps import BpfMaps
     from ..netfilter.ipvs import IpvsState
     from ..netfilter.nft import NftRuleset
 
-# the rule model of a full sync: iptables Ruleset, nftables NftRuleset, IPVS IpvsState
-RuleModel = Union["Ruleset", "NftRuleset", "IpvsState"]
+# the rule model of a full sync: iptables Ruleset, nftables NftRuleset, IPVS IpvsState,
+# eBPF BpfMaps
+RuleModel = Union["Ruleset", "NftRuleset", "IpvsState", "BpfMaps"]
 
 # ip_vs conn_tab_bits: the kernel's default (CONFIG_IP_VS_TAB_BITS) and the module's range
 CONN_TAB_BITS = 12
@@ -138,16 +140,82 @@ class UserspaceOptions:
             )
 
 
-ModeOptions = IptablesOptions | NftablesOptions | IpvsOptions | UserspaceOptions
+# Cilium's defaults (bpf-ct-global-tcp-max, -any-max, bpf-nat-global-max,
+# bpf-lb-map-max for the affinity map) and CT lifetimes (bpf-ct-timeout-regular-tcp, -any,
+# -tcp-syn, -tcp-fin), seconds
+EBPF_CT_TCP_MAX = 524288
+EBPF_CT_ANY_MAX = 262144
+EBPF_NAT_MAX = 524288
+EBPF_AFFINITY_MAX = 65536
+EBPF_CT_TIMEOUTS = (21600.0, 60.0, 60.0, 10.0)
+EBPF_LB_MODES = ("snat", "dsr", "hybrid")
+
+
+@dataclass(frozen=True)
+class EbpfOptions:
+    """eBPF mode (a Cilium-style kube-proxy replacement). ``lb_algorithm``: random or
+    maglev (``--bpf-lb-algorithm``); ``maglev_table_size`` (a prime of Cilium's list,
+    16381) and ``maglev_hash_seed`` (12 bytes base64); ``lb_mode``: how NodePort /
+    LoadBalancer traffic reaches a remote backend: snat, dsr, or hybrid (DSR for TCP, SNAT
+    for UDP) (``--bpf-lb-mode``); ``external_clusterip``: ClusterIPs answer traffic from
+    outside (``--bpf-lb-external-clusterip``); map sizes as Cilium's defaults."""
+
+    mode: ClassVar[str] = "ebpf"
+    lb_algorithm: str = "random"
+    maglev_table_size: int = 16381
+    maglev_hash_seed: str = "JLfvgnHc2kaSUFaI"
+    lb_mode: str = "snat"
+    external_clusterip: bool = False
+    ct_tcp_max: int = EBPF_CT_TCP_MAX
+    ct_any_max: int = EBPF_CT_ANY_MAX
+    nat_max: int = EBPF_NAT_MAX
+    affinity_max: int = EBPF_AFFINITY_MAX
+
+    def __post_init__(self) -> None:
+        from .. import maglev
+        from ..modes.ebpf import LB_ALGORITHMS
+
+        if self.lb_algorithm not in LB_ALGORITHMS:
+            raise InputError(
+                "must be random or maglev",
+                field="EbpfOptions.lb_algorithm",
+                value=self.lb_algorithm,
+            )
+        if self.maglev_table_size not in maglev.SUPPORTED_TABLE_SIZES:
+            raise InputError(
+                "must be one of " + ", ".join(map(str, maglev.SUPPORTED_TABLE_SIZES)),
+                field="EbpfOptions.maglev_table_size",
+                value=self.maglev_table_size,
+            )
+        try:
+            maglev.seeds(self.maglev_hash_seed)
+        except InputError as exc:
+            raise InputError(
+                exc.message, field="EbpfOptions.maglev_hash_seed", value=self.maglev_hash_seed
+            ) from None
+        if self.lb_mode not in EBPF_LB_MODES:
+            raise InputError(
+                "must be snat, dsr or hybrid", field="EbpfOptions.lb_mode", value=self.lb_mode
+            )
+        for name in ("ct_tcp_max", "ct_any_max", "nat_max", "affinity_max"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1 << 26:
+                raise InputError("must be 1..67108864", field=f"EbpfOptions.{name}", value=v)
+
+
+ModeOptions = IptablesOptions | NftablesOptions | IpvsOptions | UserspaceOptions | EbpfOptions
 OPTIONS: dict[str, type[ModeOptions]] = {
-    cls.mode: cls for cls in (IptablesOptions, NftablesOptions, IpvsOptions, UserspaceOptions)
+    cls.mode: cls
+    for cls in (IptablesOptions, NftablesOptions, IpvsOptions, UserspaceOptions, EbpfOptions)
 }
 MODES = tuple(OPTIONS)
 
 
 def mode_options(mode: str | ModeOptions) -> ModeOptions:
     """The options object for ``mode``: given as one, or the mode's defaults by name."""
-    if isinstance(mode, (IptablesOptions, NftablesOptions, IpvsOptions, UserspaceOptions)):
+    if isinstance(
+        mode, (IptablesOptions, NftablesOptions, IpvsOptions, UserspaceOptions, EbpfOptions)
+    ):
         return mode
     if not isinstance(mode, str) or mode not in OPTIONS:
         raise InputError(
@@ -245,6 +313,10 @@ def make_backend(node: NodeContext, options: ModeOptions) -> Backend:
         from .userspace_backend import UserspaceBackend
 
         return UserspaceBackend(node, options)
+    if isinstance(options, EbpfOptions):
+        from .ebpf_backend import EbpfBackend
+
+        return EbpfBackend(node, options)
     from .ipvs_backend import IpvsBackend
 
     return IpvsBackend(node, options)

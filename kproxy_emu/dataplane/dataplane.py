@@ -155,6 +155,8 @@ class Dataplane:
         self._build_view()
         self.node = NodeContext(self.options, self.config, seed, cluster, self.view)
         self.backend: Backend = make_backend(self.node, mode_opts)
+        if not getattr(self.backend, "netfilter_conntrack", True):
+            self.conntrack = None  # the mode's datapath keeps its own (eBPF: CT maps)
         if not (isinstance(mode_opts, IptablesOptions) and mode_opts.tables is not None):
             self.sync()
 

@@ -311,7 +311,7 @@ def _dnat(v: Any) -> str | None:
 def _conntrack_word(dp: Dataplane, state: int, direction: int, hit: bool) -> str:
     from .._cext import conntrack as C
 
-    if dp.conntrack is None:
+    if dp.conntrack is None and getattr(dp.backend, "netfilter_conntrack", True):
         return "new"
     if hit:
         return "reply" if direction == 1 else "established"
@@ -466,9 +466,18 @@ class _StepNames:
                 out.append(self._iptables(index, matched))
             elif kind == 2:
                 out.append(self._nft(index, matched, int(r["value"])))
+            elif kind == 5:
+                out.append(self._bpf(index, matched, int(r["extra"]), int(r["value"])))
             else:
                 out.append(self._ipvs(kind, index, matched, int(r["extra"]), int(r["value"])))
         return out
+
+    # ---------------------------------------------------------------- eBPF
+    def _bpf(self, which: int, matched: bool, extra: int, value: int) -> TraceStep:
+        from .ebpf_backend import describe_step
+
+        chain, text = describe_step(self.low, self.row, which, matched, extra, value)
+        return {"table": "bpf", "chain": chain, "rule": None, "text": text, "matched": matched}
 
     # ---------------------------------------------------------------- IPVS
     def _ipvs(self, kind: int, hook: int, matched: bool, extra: int, endpoint: int) -> TraceStep:

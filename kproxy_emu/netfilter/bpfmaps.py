@@ -36,6 +36,8 @@ agent's reconciler (``pkg/loadbalancer``, ``BPFOps.updateFrontend``):
 
 from __future__ import annotations
 
+import ipaddress
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -343,3 +345,93 @@ def maglev_counts(table: npt.NDArray[np.uint32]) -> list[list[int]]:
 
 def maglev_counts_text(table: npt.NDArray[np.uint32]) -> str:
     return ", ".join(f"{i}({c})" for i, c in maglev_counts(table))
+
+
+# ------------------------------------------------------------------ bpftool map dump
+
+
+def _hex(data: bytes) -> str:
+    """bpftool's fprint_hex: bytes as hex, two spaces every 8, a new line every 16."""
+    out = []
+    for i, b in enumerate(data):
+        if i and not i % 16:
+            out.append("\n")
+        elif i and not i % 8:
+            out.append("  ")
+        elif i:
+            out.append(" ")
+        out.append(f"{b:02x}")
+    return "".join(out)
+
+
+def _entry(key: bytes, value: bytes) -> str:
+    """bpftool's plain entry: on one line when key and value fit in 24 bytes."""
+    if len(key) > 16 or len(value) > 16:
+        return f"key:\n{_hex(key)}\nvalue:\n{_hex(value)}\n"
+    sep = "  " if len(key) + len(value) <= 24 else "\n"
+    return f"key: {_hex(key)}{sep}value: {_hex(value)}\n"
+
+
+def _be_ip(address: str) -> bytes:
+    return ipaddress.ip_address(address).packed
+
+
+def render_bpftool(maps: BpfMaps) -> str:
+    """What ``bpftool map dump pinned /sys/fs/bpf/tc/globals/<map>`` prints for each IPv4
+    load-balancing map (plain hex, no BTF), in key order: ``lb4_key``/``lb4_service``,
+    ``lb4_backend``, ``lb4_reverse_nat``, the affinity-match and source-range keys, with
+    the host's (little-endian) integers and network-order addresses and ports. The Maglev
+    outer map holds inner-map IDs, which only a live kernel assigns: its tables are
+    listed by ``restore``/``json``."""
+    out: list[str] = []
+
+    def section(name: str, entries: list[tuple[bytes, bytes]]) -> None:
+        out.append(f"# {name}\n")
+        for k, v in sorted(entries):
+            out.append(_entry(k, v))
+        n = len(entries)
+        out.append(f"Found {n} element{'s' if n != 1 else ''}\n")
+
+    def v4(address: str) -> bool:
+        return ":" not in address
+
+    svc = []
+    for key, v in maps.services.items():
+        if not v4(key.address):
+            continue
+        k = _be_ip(key.address) + struct.pack(">H", key.port)
+        k += struct.pack("<HBB2x", key.slot, key.proto, key.scope)
+        first = v.backend_id if key.slot else (v.affinity_timeout | v.lb_alg << 24)
+        val = struct.pack(
+            "<IHHBBH", first, v.count, v.rev_nat_index, v.flags & 0xFF, v.flags >> 8, v.qcount
+        )
+        svc.append((k, val))
+    section("cilium_lb4_services_v2", svc)
+    bes = [
+        (
+            struct.pack("<I", bid),
+            _be_ip(be.address)
+            + struct.pack(">H", be.port)
+            + struct.pack("<BBHBx", be.proto, be.state, 0, be.zone),
+        )
+        for bid, be in maps.backends.items()
+        if v4(be.address)
+    ]
+    section("cilium_lb4_backends_v3", bes)
+    rev = [
+        (struct.pack("<H", rid), _be_ip(rn.address) + struct.pack(">H2x", rn.port))
+        for rid, rn in maps.rev_nat.items()
+        if v4(rn.address)
+    ]
+    section("cilium_lb4_reverse_nat", rev)
+    aff = [(struct.pack("<IH2x", bid, rid), b"\x00") for rid, bid in maps.affinity_match]
+    section("cilium_lb_affinity_match", aff)
+    src = []
+    for rid, cidr in maps.source_ranges:
+        net = ipaddress.ip_network(cidr, strict=False)
+        if net.version == 4:
+            # SRC_RANGE_STATIC_PREFIX: the rev_nat_id and pad (32 bits) precede the address
+            key = struct.pack("<IH2x", 32 + net.prefixlen, rid) + net.network_address.packed
+            src.append((key, b"\x00"))
+    section("cilium_lb4_source_range", src)
+    return "".join(out)
