@@ -13,6 +13,8 @@ from .evaluate import (
     RuleRef,
     allowed,
     compile_policies,
+    connections,
+    format_connections,
     port_matches,
 )
 from .matrix import (
@@ -34,6 +36,8 @@ __all__ = [
     "RuleRef",
     "allowed",
     "compile_policies",
+    "connections",
+    "format_connections",
     "matches",
     "namespace_labels",
     "port_matches",

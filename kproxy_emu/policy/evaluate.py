@@ -13,6 +13,7 @@ This is the reference the vectorised matrix (``reachability``) is checked agains
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -225,3 +226,58 @@ def allowed(
         egress=egress,
         ingress=ingress,
     )
+
+
+def connections(
+    cluster: Cluster,
+    src: Pod | str,
+    dst: Pod | str,
+    *,
+    policies: list[CompiledPolicy] | None = None,
+) -> dict[str, list[tuple[int, int]]]:
+    """Every port src may open on dst, per protocol, as inclusive (first, last) ranges.
+
+    The decision can only change at a port some policy names (a number, a range end, a
+    named port resolved on the destination pod), so one ``allowed`` per segment between
+    those points gives the exact set."""
+    if policies is None:
+        policies = compile_policies(cluster.network_policies.values())
+    dst_pod, _ = _endpoint(cluster, dst, "dst")
+    out: dict[str, list[tuple[int, int]]] = {}
+    for protocol in PROTOCOLS:
+        cuts = {1, 65536}
+        for pol in policies:
+            for rule in pol.spec.ingress + pol.spec.egress:
+                for e in rule.ports:
+                    if e.protocol != protocol or e.port is None:
+                        continue
+                    if isinstance(e.port, int):
+                        cuts.update((e.port, (e.end_port or e.port) + 1))
+                    elif dst_pod is not None:
+                        for c in dst_pod.container_ports:
+                            if c.name == e.port and c.protocol == protocol:
+                                cuts.update((c.container_port, c.container_port + 1))
+        points = sorted(cuts)
+        ranges: list[tuple[int, int]] = []
+        for lo, hi in itertools.pairwise(points):
+            if allowed(cluster, src, dst, lo, protocol, policies=policies).allowed:
+                if ranges and ranges[-1][1] == lo - 1:
+                    ranges[-1] = (ranges[-1][0], hi - 1)
+                else:
+                    ranges.append((lo, hi - 1))
+        out[protocol] = ranges
+    return out
+
+
+def format_connections(conns: dict[str, list[tuple[int, int]]]) -> str:
+    """np-guard's spelling: ``All Connections``, ``No Connections`` or ``TCP 80,UDP 53``
+    (protocols sorted, ranges as a-b)."""
+    if all(conns.get(p) == [(1, 65535)] for p in PROTOCOLS):
+        return "All Connections"
+    parts = []
+    for protocol in sorted(conns):
+        ranges = conns[protocol]
+        if ranges:
+            text = ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
+            parts.append(f"{protocol} {text}")
+    return ",".join(parts) if parts else "No Connections"
