@@ -204,3 +204,13 @@ def test_reach_json_shape(cli, tmp_path, protocol):
         "protocol": protocol.upper(),
         "allowed": [[True] * 3] * 3,
     }
+
+
+def test_container_ports_load_and_round_trip():
+    c = build()
+    a = P(c, "x/a")
+    assert [(p.container_port, p.protocol, p.name) for p in a.container_ports] == [
+        (8080, "TCP", "web")
+    ]
+    again = Cluster.from_dicts(c.to_manifests())
+    assert again.pods == c.pods
