@@ -277,8 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_check)
     from . import lab as lab_cli
+    from . import reach as reach_cli
 
     lab_cli.add_parsers(sub)  # verify, calibrate (the real-kernel lab)
+    reach_cli.add_parser(sub)  # reach (NetworkPolicy)
     # the lab has no IPVS (nor the userspace mode): its verify takes the node flags without
     # those modes' own (they stay accepted, and refused with "applies to ... mode only")
     verify = sub.choices.get("verify")

@@ -2,6 +2,7 @@
 
 from .cluster import Cluster, UnsupportedKindWarning
 from .objects import (
+    ContainerPort,
     Endpoint,
     EndpointPort,
     EndpointSlice,
@@ -18,6 +19,7 @@ from .objects import (
 
 __all__ = [
     "Cluster",
+    "ContainerPort",
     "Endpoint",
     "EndpointPort",
     "EndpointSlice",

@@ -19,6 +19,7 @@ from .objects import (
     DEFAULT_AFFINITY_TIMEOUT,
     PROTOCOLS,
     SERVICE_TYPES,
+    ContainerPort,
     Endpoint,
     EndpointPort,
     EndpointSlice,
@@ -642,6 +643,7 @@ def pod(obj: dict) -> Pod:
     return Pod(
         namespace=namespace,
         name=name,
+        container_ports=_container_ports(r, spec),
         node_name=r.string(spec, "nodeName", "spec.nodeName"),
         pod_ips=pod_ips,
         host_network=r.boolean(spec, "hostNetwork", "spec.hostNetwork"),
@@ -649,6 +651,37 @@ def pod(obj: dict) -> Pod:
         labels=labels,
         annotations=annotations,
     )
+
+
+def _container_ports(r: _Reader, spec: dict) -> list[ContainerPort]:
+    """Every container's ports (NetworkPolicy resolves named ports on them); a port name
+    must be unique in the pod, as the API server checks."""
+    out: list[ContainerPort] = []
+    names: set[str] = set()
+    for i, c in enumerate(r.items(spec, "containers", "spec.containers")):
+        if not isinstance(c, dict):
+            raise r.fail(f"spec.containers[{i}]", "must be a mapping", c)
+        for j, p in enumerate(r.items(c, "ports", f"spec.containers[{i}].ports")):
+            path = f"spec.containers[{i}].ports[{j}]"
+            if not isinstance(p, dict):
+                raise r.fail(path, "must be a mapping", p)
+            pname = r.string(p, "name", f"{path}.name")
+            if pname and not _IANA_SVC_NAME.match(pname):
+                raise r.fail(f"{path}.name", "must be an IANA service name", pname)
+            if pname in names:
+                raise r.fail(f"{path}.name", "duplicate port name in the pod", pname)
+            if pname:
+                names.add(pname)
+            out.append(
+                ContainerPort(
+                    container_port=r.port(
+                        p, "containerPort", f"{path}.containerPort", required=True
+                    ),
+                    protocol=r.protocol(p, "protocol", f"{path}.protocol"),
+                    name=pname,
+                )
+            )
+    return out
 
 
 def namespace(obj: dict) -> Namespace:
@@ -670,32 +703,12 @@ def service_cidr(obj: dict) -> ServiceCIDR:
 
 
 def network_policy(obj: dict) -> NetworkPolicy:
+    from .netpol import parse_policy_spec
+
     r, metadata, namespace, name = _meta(obj, "NetworkPolicy", True)
     labels, annotations = _labels(r, metadata)
     spec = r.mapping(obj, "spec", "spec")
-    for direction, peers_key in (("ingress", "from"), ("egress", "to")):
-        for i, rule in enumerate(r.items(spec, direction, f"spec.{direction}")):
-            path = f"spec.{direction}[{i}]"
-            if not isinstance(rule, dict):
-                raise r.fail(path, "must be a mapping", rule)
-            for j, peer in enumerate(r.items(rule, peers_key, f"{path}.{peers_key}")):
-                block = (
-                    r.mapping(peer, "ipBlock", f"{path}.{peers_key}[{j}].ipBlock")
-                    if isinstance(peer, dict)
-                    else {}
-                )
-                if block:
-                    bpath = f"{path}.{peers_key}[{j}].ipBlock"
-                    r.cidr(r.string(block, "cidr", f"{bpath}.cidr", required=True), f"{bpath}.cidr")
-                    for k, c in enumerate(r.items(block, "except", f"{bpath}.except")):
-                        r.cidr(c, f"{bpath}.except[{k}]")
-            for j, p in enumerate(r.items(rule, "ports", f"{path}.ports")):
-                if not isinstance(p, dict):
-                    raise r.fail(f"{path}.ports[{j}]", "must be a mapping", p)
-                r.protocol(p, "protocol", f"{path}.ports[{j}].protocol")
-                if isinstance(p.get("port"), int):
-                    r.port(p, "port", f"{path}.ports[{j}].port")
-                r.port(p, "endPort", f"{path}.ports[{j}].endPort")
+    parse_policy_spec(spec, r.ref)  # validation only: the object keeps the dict
     return NetworkPolicy(
         namespace=namespace, name=name, spec=spec, labels=labels, annotations=annotations
     )

@@ -166,6 +166,17 @@ def pod(p: Pod) -> dict:
         spec["nodeName"] = p.node_name
     if p.host_network:
         spec["hostNetwork"] = True
+    if p.container_ports:  # which container held a port is not kept: one container
+        spec["containers"] = [
+            {
+                "name": "main",
+                "ports": [
+                    {"containerPort": c.container_port, "protocol": c.protocol}
+                    | ({"name": c.name} if c.name else {})
+                    for c in p.container_ports
+                ],
+            }
+        ]
     status: dict[str, Any] = {}
     if p.phase:
         status["phase"] = p.phase

@@ -180,6 +180,15 @@ class Node:
 
 
 @dataclass(slots=True)
+class ContainerPort:
+    """One ``spec.containers[].ports[]`` entry (NetworkPolicy resolves named ports on them)."""
+
+    container_port: int
+    protocol: str = "TCP"
+    name: str = ""
+
+
+@dataclass(slots=True)
 class Pod:
     namespace: str
     name: str
@@ -189,6 +198,7 @@ class Pod:
     phase: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
+    container_ports: list[ContainerPort] = field(default_factory=list)  # every container's
 
     kind = "Pod"
 
@@ -239,7 +249,8 @@ class ServiceCIDR:
 
 @dataclass(slots=True)
 class NetworkPolicy:
-    """Kept whole (validated CIDRs and ports) for the NetworkPolicy work to come."""
+    """Kept whole: ``spec`` is the manifest's dict, validated on load as the API server
+    validates it (model/netpol.py; kproxy_emu.policy evaluates it)."""
 
     namespace: str
     name: str

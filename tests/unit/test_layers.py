@@ -24,6 +24,7 @@ LAYERS = {
     "model": 2,
     "synth": 3,
     "proxy": 3,
+    "policy": 3,
     "netfilter": 3,
     "modes": 4,
     "dataplane": 5,
