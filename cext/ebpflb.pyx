@@ -83,7 +83,7 @@ ctypedef struct lru_entry_t:
     uint16_t port
     uint16_t port2
     uint16_t flags          # CTF_*
-    uint16_t _pad
+    uint16_t ref            # CLOCK maps: used since the hand last passed
     int32_t endpoint        # the endpoint table's index of the backend, -1
     int32_t prev            # recency list (head: least recently used)
     int32_t next
@@ -91,7 +91,7 @@ ctypedef struct lru_entry_t:
 LRU_ENTRY_DTYPE = np.dtype(
     [("ka", "u8"), ("kb", "u8"), ("expires", "f8"), ("backend", "u4"), ("rev_nat", "u4"),
      ("addr", "u4"), ("addr2", "u4"), ("port", "u2"), ("port2", "u2"), ("flags", "u2"),
-     ("_pad", "u2"), ("endpoint", "i4"), ("prev", "i4"), ("next", "i4")], align=True)
+     ("ref", "u2"), ("endpoint", "i4"), ("prev", "i4"), ("next", "i4")], align=True)
 
 
 cdef inline uint64_t key_a(uint32_t src, uint32_t dst) noexcept nogil:
@@ -156,6 +156,8 @@ ctypedef struct lru_t:
     int32_t used            # entries ever taken: [used, capacity) are untouched
     int32_t n
     int32_t capacity
+    int32_t hand            # CLOCK maps: the next entry the eviction sweep looks at
+    bint exact              # exact LRU (a recency list) or CLOCK (reference bits)
     uint64_t evictions
 
 
@@ -211,7 +213,10 @@ cdef int32_t lru_find(lru_t* m, uint64_t ka, uint64_t kb, uint32_t* probes) noex
     if pos < 0:
         return -1
     i = m.buckets[pos] - 1
-    lru_touch(m, i)
+    if m.exact:
+        lru_touch(m, i)
+    else:
+        m.e[i].ref = 1
     return i
 
 
@@ -235,11 +240,25 @@ cdef void lru_remove(lru_t* m, int32_t i) noexcept nogil:
             m.buckets[pos] = k + 1
             pos = j
     m.buckets[pos] = 0
-    lru_unlink(m, i)
+    if m.exact:
+        lru_unlink(m, i)
     m.e[i].next = m.free_list
     m.e[i].prev = -1
     m.free_list = i
     m.n -= 1
+
+
+cdef int32_t lru_clock_victim(lru_t* m) noexcept nogil:
+    """CLOCK (second chance) over a full map: entries used since the hand last passed
+    lose their reference bit and stay; the first one without it goes."""
+    cdef int32_t i
+    while True:
+        i = m.hand
+        m.hand = (m.hand + 1) % m.capacity
+        if m.e[i].ref:
+            m.e[i].ref = 0
+        else:
+            return i
 
 
 cdef int32_t lru_insert(lru_t* m, uint64_t ka, uint64_t kb, uint32_t* probes) noexcept nogil:
@@ -249,10 +268,11 @@ cdef int32_t lru_insert(lru_t* m, uint64_t ka, uint64_t kb, uint32_t* probes) no
     cdef int32_t i
     if pos >= 0:
         i = m.buckets[pos] - 1
-        lru_touch(m, i)
+        if m.exact:
+            lru_touch(m, i)
     else:
         if m.n == m.capacity:
-            lru_remove(m, m.head)
+            lru_remove(m, m.head if m.exact else lru_clock_victim(m))
             m.evictions += 1
             pos = lru_slot(m, ka, kb, probes)
         if m.free_list >= 0:
@@ -265,7 +285,9 @@ cdef int32_t lru_insert(lru_t* m, uint64_t ka, uint64_t kb, uint32_t* probes) no
         m.buckets[-pos - 1] = i + 1
         m.e[i].ka = ka
         m.e[i].kb = kb
-        lru_push_mru(m, i)
+        if m.exact:
+            lru_push_mru(m, i)
+    m.e[i].ref = 1
     m.e[i].expires = 0
     m.e[i].backend = 0
     m.e[i].rev_nat = 0
@@ -280,15 +302,17 @@ cdef int32_t lru_insert(lru_t* m, uint64_t ka, uint64_t kb, uint32_t* probes) no
 
 cdef class LruMap:
     """A BPF_MAP_TYPE_LRU_HASH of ``capacity`` entries: 128-bit keys, open addressing
-    over entry indices, a recency list; a lookup marks the entry used and an insert into
-    a full map evicts the least recently used entry. (The kernel's LRU is per-CPU and
-    approximate; this one is exact.)"""
+    over entry indices; a lookup marks the entry used and an insert into a full map
+    evicts one not used lately. ``exact``: a recency list, the least recently used entry
+    goes; else reference bits swept by a CLOCK hand, the approximation the kernel's LRU
+    makes too (``bpf_lru_node_set_ref`` on lookup, referenced nodes rotated, not evicted):
+    a lookup is one write to the entry it reads."""
 
     cdef lru_t t
     cdef object _entries
     cdef object _buckets
 
-    def __init__(self, int32_t capacity):
+    def __init__(self, int32_t capacity, bint exact=True):
         if capacity < 1:
             raise ValueError("capacity must be positive")
         # zeroed memory: the kernel maps it in as the map fills (a fresh map costs nothing)
@@ -300,6 +324,8 @@ cdef class LruMap:
         self.t.buckets = &bv[0]
         self.t.mask = bv.shape[0] - 1
         self.t.capacity = capacity
+        self.t.exact = exact
+        self.t.hand = 0
         self.t.head = self.t.tail = self.t.free_list = -1
         self.t.used = self.t.n = 0
         self.t.evictions = 0
@@ -316,6 +342,7 @@ cdef class LruMap:
     def clear(self):
         """Empty the map."""
         self._buckets[:] = 0
+        self.t.hand = 0
         self.t.head = self.t.tail = self.t.free_list = -1
         self.t.used = self.t.n = 0
         self.t.evictions = 0
@@ -323,28 +350,39 @@ cdef class LruMap:
     def __len__(self):
         return self.t.n
 
+    @property
+    def exact(self):
+        return bool(self.t.exact)
+
     def entries(self):
-        """The live entries, least recently used first (a copy; LRU_ENTRY_DTYPE)."""
+        """The live entries (a copy; LRU_ENTRY_DTYPE): least recently used first in an
+        exact map, in slot order in a CLOCK one."""
         order = []
-        cdef int32_t i = self.t.head
-        while i >= 0:
-            order.append(i)
-            i = self.t.e[i].next
+        cdef int32_t i
+        if self.t.exact:
+            i = self.t.head
+            while i >= 0:
+                order.append(i)
+                i = self.t.e[i].next
+        else:
+            live = self._buckets[self._buckets > 0] - 1
+            order = sorted(int(k) for k in live)
         return self._entries[np.array(order, np.int64)].copy()
 
     def snapshot(self):
         """The map's state (the entries taken so far and the buckets), for ``restore``."""
         return (self, self._entries[:self.t.used].copy(), self._buckets.copy(), self.t.head,
-                self.t.tail, self.t.free_list, self.t.used, self.t.n, self.t.evictions)
+                self.t.tail, self.t.free_list, self.t.used, self.t.n, self.t.evictions,
+                self.t.hand)
 
     def restore(self, snap):
-        if not isinstance(snap, tuple) or len(snap) != 9 or snap[0] is not self:
+        if not isinstance(snap, tuple) or len(snap) != 10 or snap[0] is not self:
             raise ValueError("not a snapshot of this map")
         used = snap[6]
         self._entries[:used] = snap[1]
         self._buckets[:] = snap[2]
         (self.t.head, self.t.tail, self.t.free_list, self.t.used, self.t.n,
-         self.t.evictions) = snap[3:]
+         self.t.evictions, self.t.hand) = snap[3:]
 
 
 # ------------------------------------------------------------------------ the LB maps
@@ -700,6 +738,9 @@ cdef class EbpfEngine(Engine):
     cdef lru_t* ct_any_t
     cdef lru_t* sock_t
     cdef lru_t* nat_t
+    # the packet's connected socket (-1: none) and its CT entry as last seen: a hint that
+    # spares the emulator the CT map's hash probe when the entry still holds the same key
+    cdef int32_t sock_idx
 
     def __init__(self, LbTable lb not None, local_ips, uint32_t nat_ip, LruMap ct_tcp not None,
                  LruMap ct_any not None, LruMap sockets not None, LruMap snat not None,
@@ -724,6 +765,9 @@ cdef class EbpfEngine(Engine):
         self.plain_known_flow = True
         self.no_after_hooks = True
         self.nat_only_hooks = 0
+
+    def reset_counters(self):
+        self.nat_failures = 0
 
     def snapshot(self):
         """The state packets change (every map), for ``restore``."""
@@ -790,7 +834,9 @@ cdef class EbpfEngine(Engine):
     # -- pods and the host: socket-level LB, bpf_lxc's CT ----------------------------------
 
     cdef int from_pod(self, const packet_t* p, pkt_state_t* st) noexcept nogil:
-        cdef int v = self.socket_lb(p, st, False)
+        cdef int v
+        self.sock_idx = -1
+        v = self.socket_lb(p, st, False)
         if v != HV_CONTINUE:
             return v
         return self.lxc_ct(p, st)
@@ -807,6 +853,7 @@ cdef class EbpfEngine(Engine):
         cdef uint32_t bid
         cdef uint8_t hit
         if i >= 0:
+            self.sock_idx = i
             st.dst = socks.e[i].addr
             st.dport = socks.e[i].port
             st.endpoint = socks.e[i].endpoint
@@ -839,6 +886,7 @@ cdef class EbpfEngine(Engine):
         socks.e[i].port = st.dport
         socks.e[i].endpoint = st.endpoint
         self.refresh(&socks.e[i], p, st.now)
+        self.sock_idx = i
         return HV_CONTINUE
 
     cdef bint own(self, uint32_t ip) noexcept nogil:
@@ -855,13 +903,33 @@ cdef class EbpfEngine(Engine):
         reversed tuple (a reply); a miss creates the entry. A reply of an external flow
         served by a pod on this node gets the frontend back as its source."""
         cdef lru_t* m = self.ct_tcp_t if p.proto == PROTO_TCP else self.ct_any_t
-        cdef int32_t i = self.live(m, key_a(st.src, st.dst),
-                                   key_b(st.sport, st.dport, st.proto, TAG_CT), p, st)
+        cdef uint64_t ka = key_a(st.src, st.dst)
+        cdef uint64_t kb = key_b(st.sport, st.dport, st.proto, TAG_CT)
+        cdef int32_t i = -1
+        cdef lru_t* socks = self.sock_t
+        if self.sock_idx >= 0 and socks.e[self.sock_idx].addr2:
+            # the entry this socket's flow had: still its own? (else the hash lookup)
+            i = <int32_t>socks.e[self.sock_idx].addr2 - 1
+            if i >= m.used or m.e[i].ka != ka or m.e[i].kb != kb:
+                i = -1
+            elif self.stale(&m.e[i], p, st.now):
+                lru_remove(m, i)
+                i = -2
+            else:
+                m.e[i].ref = 1
+                if m.exact:
+                    lru_touch(m, i)
+        if i == -1:
+            i = self.live(m, ka, kb, p, st)
+        elif i == -2:
+            i = -1
         map_step(st, MAP_CT, i >= 0, 0, i)
         if i >= 0:
             st.ct_hit = 1
             st.ct_dir = 0
             self.refresh(&m.e[i], p, st.now)
+            if self.sock_idx >= 0:
+                socks.e[self.sock_idx].addr2 = <uint32_t>i + 1
             return HV_CONTINUE
         i = self.live(m, key_a(st.dst, st.src), key_b(st.dport, st.sport, st.proto, TAG_CT), p, st)
         map_step(st, MAP_CT, i >= 0, 1, i)
@@ -876,10 +944,11 @@ cdef class EbpfEngine(Engine):
                 st.snat_port = m.e[i].port2
                 st.snat_fixed = 1
             return HV_CONTINUE
-        i = lru_insert(m, key_a(st.src, st.dst), key_b(st.sport, st.dport, st.proto, TAG_CT),
-                     &st.probes)
+        i = lru_insert(m, ka, kb, &st.probes)
         m.e[i].endpoint = st.endpoint
         self.refresh(&m.e[i], p, st.now)
+        if self.sock_idx >= 0:
+            socks.e[self.sock_idx].addr2 = <uint32_t>i + 1
         return HV_CONTINUE
 
     # -- external traffic: the tc / XDP NodePort path -------------------------------------
@@ -916,14 +985,14 @@ cdef class EbpfEngine(Engine):
                 st.ct_hit = 1
                 st.ct_dir = 0
         if bi < 0:  # a new flow, or its backend is gone: choose (again)
-            bid = self.lb.choose(fe, p.src_ip, p.src_port, p.dst_port, p.proto, False, st, True, 0,
-                            &pick, &hit)
+            bid = self.lb.choose(fe, p.src_ip, p.src_port, p.dst_port, p.proto, False, st,
+                                 True, 0, &pick, &hit)
             bi = self.lb.backend_index(bid) if bid else -1
             if bi < 0:
                 return HV_DROP  # DROP_NO_SERVICE
             if i < 0:
                 i = lru_insert(m, key_a(p.src_ip, p.dst_ip),
-                             key_b(p.src_port, p.dst_port, p.proto, TAG_SERVICE), &st.probes)
+                               key_b(p.src_port, p.dst_port, p.proto, TAG_SERVICE), &st.probes)
             m.e[i].backend = bid
             m.e[i].rev_nat = self.lb.fe_rev_nat[fe]
         self.refresh(&m.e[i], p, st.now)
@@ -936,8 +1005,8 @@ cdef class EbpfEngine(Engine):
                           key_b(p.src_port, st.dport, p.proto, TAG_CT), p, st)
             map_step(st, MAP_CT, j >= 0, 0, j)
             if j < 0:
-                j = lru_insert(m, key_a(p.src_ip, st.dst), key_b(p.src_port, st.dport, p.proto, TAG_CT),
-                             &st.probes)
+                j = lru_insert(m, key_a(p.src_ip, st.dst),
+                               key_b(p.src_port, st.dport, p.proto, TAG_CT), &st.probes)
             m.e[j].flags |= CTF_REV_NAT
             m.e[j].rev_nat = self.lb.fe_rev_nat[fe]
             m.e[j].addr2 = p.dst_ip
@@ -957,13 +1026,13 @@ cdef class EbpfEngine(Engine):
         cdef lru_t* nat = self.nat_t
         cdef uint64_t ka = key_a(p.src_ip, st.dst)
         cdef uint64_t kb = key_b(p.src_port, st.dport, p.proto, TAG_NAT_FWD)
-        cdef int32_t i = self.live(nat, ka, kb, p, st), r, k
+        cdef int32_t i = self.live(nat, ka, kb, p, st), r, _
         cdef uint32_t port = p.src_port
         map_step(st, MAP_SNAT, i >= 0, 0, i)
         if i < 0:
             if port < NAT_PORT_MIN:
                 port = NAT_PORT_MIN + rand32(&st.rng) % (NAT_PORT_MAX - NAT_PORT_MIN + 1)
-            for k in range(SNAT_COLLISION_RETRIES + 1):
+            for _ in range(SNAT_COLLISION_RETRIES + 1):
                 r = self.live(nat, key_a(st.dst, self.nat_ip),
                               key_b(st.dport, <uint16_t>port, p.proto, TAG_NAT_REV), p, st)
                 map_step(st, MAP_SNAT, r >= 0, 2, <int32_t>port)

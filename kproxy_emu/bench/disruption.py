@@ -65,7 +65,14 @@ def _ipvs_variants() -> list[Any]:
 
 # mode name -> the options objects measured as separate rows (a mode not listed: its
 # defaults, one row)
-VARIANTS: dict[str, Callable[[], list[Any]]] = {"ipvs": _ipvs_variants}
+def _ebpf_variants() -> list[Any]:
+    from ..dataplane import EbpfOptions
+
+    # Cilium's backend selection: a random slot, or Maglev consistent hashing
+    return [EbpfOptions(lb_algorithm=a) for a in ("random", "maglev")]
+
+
+VARIANTS: dict[str, Callable[[], list[Any]]] = {"ipvs": _ipvs_variants, "ebpf": _ebpf_variants}
 
 
 def variant_name(options: Any) -> str | None:

@@ -49,8 +49,8 @@ import numpy as np
 
 from ..errors import InputError, KproxyError
 
-MODES = ("iptables", "nftables", "ipvs", "userspace")  # modes the sweep can run
-DEFAULT_MODES = ("iptables", "nftables", "ipvs")  # userspace is opt-in (minutes a sweep)
+MODES = ("iptables", "nftables", "ipvs", "userspace", "ebpf")  # modes the sweep can run
+DEFAULT_MODES = ("iptables", "nftables", "ipvs", "ebpf")  # userspace is opt-in (minutes a sweep)
 # bytes each packet the userspace proxy relays is taken to carry (the packet array has no
 # length): a full TCP segment on a 1500-byte MTU with timestamps (1500 - 20 - 20 - 12)
 DEFAULT_PAYLOAD_BYTES = 1448
@@ -479,8 +479,10 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
         ns = np.array(times) / len(v) * 1e9
         rules = v["rules"].astype(np.float64)
         probes = v["probes"].astype(np.float64)
+        lookups = v["lookups"].astype(np.float64)
         by_rules = mode in ("iptables", "userspace")  # userspace: the portal rules (iptables)
-        cost = rules if by_rules else probes
+        unit = "rules" if by_rules else "lookups" if mode == "ebpf" else "probes"
+        cost = {"rules": rules, "lookups": lookups, "probes": probes}[unit]
         med = float(np.median(ns))
         rec = dict(common)
         rec.update(
@@ -490,11 +492,12 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
                 "ns_min": round(float(ns.min()), 2),
                 "ns_max": round(float(ns.max()), 2),
                 "mpps": round(1e3 / med, 3),
-                "cost_unit": "rules" if by_rules else "probes",
+                "cost_unit": unit,
                 "cost_p50": round(float(np.percentile(cost, 50)), 3),
                 "cost_p99": round(float(np.percentile(cost, 99)), 3),
                 "rules_mean": round(float(rules.mean()), 2),
                 "probes_p50": round(float(np.percentile(probes, 50)), 3),
+                "lookups_mean": round(float(lookups.mean()), 3),
                 "probes_p99": round(float(np.percentile(probes, 99)), 3),
                 "ct_hit_share": round(float(v["ct_hit"].mean()), 4),
                 "actions": {
@@ -514,7 +517,12 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
             rec["roofline_ratio"] = round(med / hash_ns, 2) if hash_ns else None
             rec["established_hit_share"] = round(hits, 4)
         rec["predicted_kernel_ns"] = (
-            predicted_kernel_ns(calibration, mode, float(rules.mean()), float(probes.mean()))
+            predicted_kernel_ns(
+                calibration,
+                mode,
+                float(rules.mean()),
+                float((lookups if mode == "ebpf" else probes).mean()),
+            )
             if flow == "new"
             else None
         )

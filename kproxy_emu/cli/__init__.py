@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ..netfilter.ruleset import Ruleset
 
 PROG = "kproxy-emu"
-_MODES = ("iptables", "nftables", "ipvs", "userspace")  # dataplane.MODES (imported lazily)
+_MODES = ("iptables", "nftables", "ipvs", "userspace", "ebpf")  # dataplane.MODES (imported lazily)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -138,13 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
             "ipvsadm-list",
             "ipset-save",
             "iptables-restore",
+            "json",
         ),
         default="restore",
         help="restore: what kube-proxy loads (iptables-restore input, an nft -f "
         "script, ipvsadm -Sn; default); save: what the node lists afterwards "
         "(iptables-save with the built-in chain jumps, nft list ruleset, "
         "ipvsadm -Ln), to diff against a real node; ipvs mode also: "
-        "ipvsadm-save, ipvsadm-list, ipset-save, iptables-restore",
+        "ipvsadm-save, ipvsadm-list, ipset-save, iptables-restore; ebpf mode: restore is "
+        "Cilium's dump of the LB maps, save bpftool map dump of each, json the maps as data",
     )
     p.set_defaults(func=_cmd_render)
 
@@ -286,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.choices.get("verify")
     if verify is not None:
         for action in verify._actions:
-            hidden = {"--scheduler", "--ipvs-conn-tab-bits", "--proxy-port-range"}
+            hidden = {"--scheduler", "--ipvs-conn-tab-bits", "--proxy-port-range", *_EBPF_FLAGS}
             if hidden & set(action.option_strings):
                 action.help = argparse.SUPPRESS
     return parser
@@ -344,6 +346,35 @@ def _node_options(p: argparse.ArgumentParser) -> None:
         metavar="RANGE",
         help="the proxy's ports, A-B, A+N or N (userspace mode; default: the kernel's "
         "ephemeral ports)",
+    )
+    p.add_argument(
+        "--lb-algorithm",
+        metavar="NAME",
+        help="backend selection, random or maglev (ebpf mode; Cilium's --bpf-lb-algorithm; "
+        "default random)",
+    )
+    p.add_argument(
+        "--maglev-table-size",
+        type=int,
+        metavar="M",
+        help="Maglev table size, one of Cilium's primes 251 ... 131071 (ebpf mode; 16381)",
+    )
+    p.add_argument(
+        "--maglev-hash-seed",
+        metavar="SEED",
+        help="Maglev hash seed, 12 bytes base64 (ebpf mode; Cilium's default JLfvgnHc2kaSUFaI)",
+    )
+    p.add_argument(
+        "--bpf-lb-mode",
+        metavar="MODE",
+        help="how NodePort/LoadBalancer traffic reaches a remote backend: snat, dsr or hybrid "
+        "(DSR for TCP) (ebpf mode; default snat)",
+    )
+    p.add_argument(
+        "--bpf-lb-external-clusterip",
+        action="store_true",
+        default=None,
+        help="ClusterIPs answer traffic from outside the cluster (ebpf mode)",
     )
 
 
@@ -413,7 +444,7 @@ def _check_node_flags(args: argparse.Namespace, config, node_config, mode: str) 
         primary, field = args.node_ip[0], "--node-ip"
     elif node_config is not None and node_config.ips:
         primary, field = node_config.ips[0], f"{args.node_config}: ips[0]"
-    if primary is not None and ":" in primary and mode in ("iptables", "ipvs", "userspace"):
+    if primary is not None and ":" in primary and mode in ("iptables", "ipvs", "userspace", "ebpf"):
         # kube-proxy with an IPv6 primary node IP programs ip6tables / IPv6 IPVS services,
         # which are not emulated: the IPv4 tables would be written with IPv6 addresses
         raise InputError(
@@ -436,6 +467,39 @@ def read_text(path: str) -> str:
             f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})",
             file=path,
         ) from None
+
+
+# ebpf mode's flags: the argparse attribute and the EbpfOptions field each sets
+_EBPF_FLAGS = {
+    "--lb-algorithm": ("lb_algorithm", "lb_algorithm"),
+    "--maglev-table-size": ("maglev_table_size", "maglev_table_size"),
+    "--maglev-hash-seed": ("maglev_hash_seed", "maglev_hash_seed"),
+    "--bpf-lb-mode": ("bpf_lb_mode", "lb_mode"),
+    "--bpf-lb-external-clusterip": ("bpf_lb_external_clusterip", "external_clusterip"),
+}
+
+
+def _ebpf_options(mode: str, args: argparse.Namespace) -> ModeOptions | None:
+    """EbpfOptions from the ebpf mode's flags (None in another mode, whose use of one of
+    them is an error)."""
+    given = {
+        flag: (option, value)
+        for flag, (attr, option) in _EBPF_FLAGS.items()
+        if (value := getattr(args, attr, None)) is not None
+    }
+    if mode != "ebpf":
+        for flag, (_, value) in given.items():
+            raise InputError("applies to ebpf mode only", field=flag, value=value)
+        return None
+    from ..dataplane.backend import EbpfOptions
+
+    try:
+        return EbpfOptions(**dict(given.values()))
+    except InputError as exc:
+        flags = {f"EbpfOptions.{option}": flag for flag, (_, option) in _EBPF_FLAGS.items()}
+        if exc.field in flags:
+            raise InputError(exc.message, field=flags[exc.field], value=exc.value) from None
+        raise
 
 
 def _mode_options(mode: str, args: argparse.Namespace, tables: Ruleset | None) -> ModeOptions:
@@ -476,6 +540,9 @@ def _mode_options(mode: str, args: argparse.Namespace, tables: Ruleset | None) -
             return UserspaceOptions(port_range=port_range or "")
         except InputError as exc:
             raise InputError(exc.message, field="--proxy-port-range", value=port_range) from None
+    ebpf = _ebpf_options(mode, args)
+    if ebpf is not None:
+        return ebpf
     if mode == "nftables" and service_cidrs is not None:
         return NftablesOptions(service_cidrs=tuple(service_cidrs))
     if mode == "iptables":

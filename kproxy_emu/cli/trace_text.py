@@ -27,15 +27,21 @@ def format_trace(result: TraceResult) -> list[str]:
     # nftables: one table holds every chain; name it once, then each step by its chain
     nft = sorted({s["table"] for s in steps if _is_nft(s)})
     one_table = len(nft) == 1
+    bpf = any(s["table"] == "bpf" for s in steps)
     if steps:
         head = "path" if result["steps_omitted"] else "rules evaluated"
-        lines.append(f"{head} (table {nft[0]}):" if one_table else f"{head}:")
+        if bpf:
+            head = "map lookups" if not result["steps_omitted"] else "path"
+            lines.append(f"{head} (eBPF datapath):")
+        else:
+            lines.append(f"{head} (table {nft[0]}):" if one_table else f"{head}:")
         lines.extend(_step(step, one_table) for step in steps)
     if result["steps_omitted"]:
         n = result["steps_omitted"]
+        what = "map lookup" if bpf else "rule"
+        verb = "that missed" if bpf else "evaluated without matching"
         lines.append(
-            f"({n:,} rule{'s' if n != 1 else ''} evaluated without matching not shown; "
-            "--all-rules shows them)"
+            f"({n:,} {what}{'s' if n != 1 else ''} {verb} not shown; --all-rules shows them)"
         )
     service = result["service"]
     if service is not None:
@@ -52,7 +58,11 @@ def format_trace(result: TraceResult) -> list[str]:
         f"from {result['from']}: {result['verdict']}"
         + (f" to {result['dnat']}" if result["dnat"] else "")
         + (", masqueraded" if result["masquerade"] else "")
-        + f" ({result['cost']['rules_evaluated']} rules evaluated)"
+        + (
+            f" ({result['cost']['lookups']} map lookups)"
+            if bpf
+            else f" ({result['cost']['rules_evaluated']} rules evaluated)"
+        )
     )
     candidates = result["candidates"]
     if candidates:
@@ -69,14 +79,16 @@ def format_trace(result: TraceResult) -> list[str]:
 def _is_nft(step: TraceStep) -> bool:
     # iptables rules name their chain (-A CHAIN); conntrack, IPVS and userspace-proxy lines
     # say where they are
-    return step["table"] not in ("conntrack", "ipvs", "userspace") and not step["text"].startswith(
-        "-A "
-    )
+    return step["table"] not in ("conntrack", "ipvs", "userspace", "bpf") and not step[
+        "text"
+    ].startswith("-A ")
 
 
 def _step(step: TraceStep, one_table: bool) -> str:
     mark = "=>" if step["matched"] else "  "
     table, chain, text = step["table"], step["chain"], step["text"]
+    if table == "bpf":
+        return f"{mark} {chain}: {text}"
     if not _is_nft(step):
         return f"{mark} {table:6} {text}"
     element = step.get("element")

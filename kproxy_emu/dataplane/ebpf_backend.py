@@ -134,12 +134,14 @@ class EbpfBackend:
             from .._cext.ebpflb import LruMap
 
             o = self.options
+            # the per-flow maps evict as the kernel's LRU does (reference bits: CLOCK);
+            # the affinity map keeps exact recency (its twin, ebpf_reference, does)
             self._state = {
-                "ct_tcp": LruMap(o.ct_tcp_max),
-                "ct_any": LruMap(o.ct_any_max),
+                "ct_tcp": LruMap(o.ct_tcp_max, exact=False),
+                "ct_any": LruMap(o.ct_any_max, exact=False),
                 # connected sockets: not a BPF map; as many as the CT maps can track
-                "sockets": LruMap(o.ct_tcp_max + o.ct_any_max),
-                "snat": LruMap(o.nat_max),
+                "sockets": LruMap(o.ct_tcp_max + o.ct_any_max, exact=False),
+                "snat": LruMap(o.nat_max, exact=False),
                 "affinity": LruMap(o.affinity_max),
             }
         return self._state
@@ -148,9 +150,12 @@ class EbpfBackend:
         _ = self.lowered
 
     def reset_state(self) -> None:
-        self._state = None
-        self._lowered = None
-        self._engine = None
+        """Empty every map packets change (the tables built from the sync stay)."""
+        if self._state is not None:
+            for m in self._state.values():
+                m.clear()
+        if self._engine is not None:
+            self._engine.reset_counters()
 
     def engine(self) -> EbpfEngine:
         if self._engine is None:

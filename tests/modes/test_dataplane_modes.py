@@ -8,7 +8,7 @@ from kproxy_emu import Dataplane, IpvsOptions, packets
 from kproxy_emu.bench import sweep
 from kproxy_emu.errors import InputError
 
-MODES = ("iptables", "nftables", "ipvs", "userspace")
+MODES = ("iptables", "nftables", "ipvs", "userspace", "ebpf")
 
 
 @pytest.fixture(scope="module")
