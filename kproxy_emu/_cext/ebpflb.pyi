@@ -1,12 +1,37 @@
 """Stub for the compiled kproxy_emu._cext.ebpflb (source: cext/ebpflb.pyx)."""
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
+
+from .pipeline import Engine
+
+LRU_ENTRY_DTYPE: np.dtype[Any]
+
+class LruMap:
+    """A BPF_MAP_TYPE_LRU_HASH of ``capacity`` entries (exact recency or CLOCK)."""
+
+    def __init__(self, capacity: int, exact: bool = True) -> None: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def evictions(self) -> int: ...
+    @property
+    def exact(self) -> bool: ...
+    def clear(self) -> None: ...
+    def __len__(self) -> int: ...
+    def entries(self) -> npt.NDArray[Any]: ...
+    def snapshot(self) -> object: ...
+    def restore(self, snap: object) -> None: ...
 
 class LbTable:
     """One node's maps, packed (see ``kproxy_emu.dataplane.ebpf_lowering.lower``)."""
 
-    capacity: int
+    @property
+    def affinity(self) -> LruMap: ...
+    @property
+    def capacity(self) -> int: ...
     def __init__(
         self,
         fe_addr: npt.NDArray[np.uint32],
@@ -27,6 +52,17 @@ class LbTable:
         jhash_seed: int,
         use_maglev: bool = False,
         capacity: int = 65536,
+        affinity: LruMap | None = None,
+        be_addr: npt.ArrayLike | None = None,
+        be_port: npt.ArrayLike | None = None,
+        be_endpoint: npt.ArrayLike | None = None,
+        be_local: npt.ArrayLike | None = None,
+        rn_addr: npt.ArrayLike | None = None,
+        rn_port: npt.ArrayLike | None = None,
+        fe_sr_first: npt.ArrayLike | None = None,
+        fe_sr_count: npt.ArrayLike | None = None,
+        sr_net: npt.ArrayLike | None = None,
+        sr_mask: npt.ArrayLike | None = None,
     ) -> None: ...
     def new_flows(
         self,
@@ -47,3 +83,38 @@ class LbTable:
         """One new flow per row: verdict, backend ID, pick, affinity hit, lookups."""
     def __len__(self) -> int:
         """Entries in the affinity map."""
+
+class EbpfEngine(Engine):
+    """The eBPF mode's engine on the packet pipeline."""
+
+    @property
+    def lb(self) -> LbTable: ...
+    @property
+    def ct_tcp(self) -> LruMap: ...
+    @property
+    def ct_any(self) -> LruMap: ...
+    @property
+    def sockets(self) -> LruMap: ...
+    @property
+    def snat(self) -> LruMap: ...
+    @property
+    def nat_ip(self) -> int: ...
+    @property
+    def lb_mode(self) -> int: ...
+    @property
+    def nat_failures(self) -> int: ...
+    def __init__(
+        self,
+        lb: LbTable,
+        local_ips: npt.ArrayLike,
+        nat_ip: int,
+        ct_tcp: LruMap,
+        ct_any: LruMap,
+        sockets: LruMap,
+        snat: LruMap,
+        lb_mode: int = 0,
+        timeouts: tuple[float, float, float, float] = ...,
+    ) -> None: ...
+    def reset_counters(self) -> None: ...
+    def snapshot(self) -> object: ...
+    def restore(self, snap: object) -> None: ...

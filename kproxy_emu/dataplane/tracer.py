@@ -475,7 +475,9 @@ class _StepNames:
     # ---------------------------------------------------------------- eBPF
     def _bpf(self, which: int, matched: bool, extra: int, value: int) -> TraceStep:
         from .ebpf_backend import describe_step
+        from .ebpf_lowering import LoweredEbpf
 
+        assert isinstance(self.low, LoweredEbpf)  # bpf rows: ebpf mode
         chain, text = describe_step(self.low, self.row, which, matched, extra, value)
         return {"table": "bpf", "chain": chain, "rule": None, "text": text, "matched": matched}
 

@@ -399,7 +399,7 @@ def render_bpftool(maps: BpfMaps) -> str:
     for key, v in maps.services.items():
         if not v4(key.address):
             continue
-        k = _be_ip(key.address) + struct.pack(">H", key.port)
+        k: bytes = _be_ip(key.address) + struct.pack(">H", key.port)
         k += struct.pack("<HBB2x", key.slot, key.proto, key.scope)
         first = v.backend_id if key.slot else (v.affinity_timeout | v.lb_alg << 24)
         val = struct.pack(
@@ -431,7 +431,7 @@ def render_bpftool(maps: BpfMaps) -> str:
         net = ipaddress.ip_network(cidr, strict=False)
         if net.version == 4:
             # SRC_RANGE_STATIC_PREFIX: the rev_nat_id and pad (32 bits) precede the address
-            key = struct.pack("<IH2x", 32 + net.prefixlen, rid) + net.network_address.packed
-            src.append((key, b"\x00"))
+            lpm = struct.pack("<IH2x", 32 + net.prefixlen, rid) + net.network_address.packed
+            src.append((lpm, b"\x00"))
     section("cilium_lb4_source_range", src)
     return "".join(out)
