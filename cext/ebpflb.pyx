@@ -109,17 +109,6 @@ cdef inline uint64_t svc_key(uint32_t addr, uint16_t port, uint8_t proto,
     return ((<uint64_t>addr << 32) | (<uint64_t>port << 16) | (<uint64_t>proto << 8) | scope) + 1
 
 
-cdef inline int64_t ht_find(const uint64_t* keys, uint64_t mask, uint64_t key) noexcept nogil:
-    """Linear probing: the bucket holding ``key``, or -(empty bucket) - 1."""
-    cdef uint64_t pos = mix64(key) & mask
-    while True:
-        if keys[pos] == key:
-            return <int64_t>pos
-        if keys[pos] == 0:
-            return -<int64_t>pos - 1
-        pos = (pos + 1) & mask
-
-
 cdef inline uint32_t bswap32(uint32_t x) noexcept nogil:
     return ((x & 0xff) << 24) | ((x & 0xff00) << 8) | ((x >> 8) & 0xff00) | (x >> 24)
 
@@ -392,8 +381,67 @@ cdef enum:
     TAG_AFFINITY = 5
 
 
+ctypedef struct fe_t:           # one frontend (a slot-0 entry of the services map)
+    uint32_t count              # backends new flows may get
+    uint32_t flags
+    uint32_t rev_nat
+    uint32_t timeout            # session affinity, seconds
+    int32_t first               # its first slot in ``slots``
+    int32_t lut                 # its Maglev row, -1: none
+    int32_t sr_first            # its source ranges in sr_net / sr_mask
+    int32_t sr_count
+
+ctypedef struct be_t:           # one backend (the backends map's value)
+    uint32_t id
+    uint32_t addr
+    int32_t endpoint            # index in the endpoint table, -1
+    uint16_t port
+    uint8_t local               # runs on this node
+    uint8_t _pad
+
+ctypedef struct bucket_t:       # open addressing: key + 1 (0: empty) -> index
+    uint64_t key
+    int32_t value
+    int32_t _pad
+
+FE_DTYPE = np.dtype([("count", "u4"), ("flags", "u4"), ("rev_nat", "u4"), ("timeout", "u4"),
+                     ("first", "i4"), ("lut", "i4"), ("sr_first", "i4"), ("sr_count", "i4")],
+                    align=True)
+BE_DTYPE = np.dtype([("id", "u4"), ("addr", "u4"), ("endpoint", "i4"), ("port", "u2"),
+                     ("local", "u1"), ("_pad", "u1")], align=True)
+BUCKET_DTYPE = np.dtype([("key", "u8"), ("value", "i4"), ("_pad", "i4")], align=True)
+
+
+cdef inline int64_t bucket_find(const bucket_t* t, uint64_t mask, uint64_t key) noexcept nogil:
+    """Linear probing: the bucket holding ``key``, or -(empty bucket) - 1."""
+    cdef uint64_t pos = mix64(key) & mask
+    while True:
+        if t[pos].key == key:
+            return <int64_t>pos
+        if t[pos].key == 0:
+            return -<int64_t>pos - 1
+        pos = (pos + 1) & mask
+
+
+def _buckets(keys, values):
+    """A bucket table over ``keys`` (already +1; duplicates keep the first)."""
+    cdef Py_ssize_t size = _table_size(len(keys)), i
+    cdef int64_t pos
+    arr = np.zeros(size, BUCKET_DTYPE)
+    cdef bucket_t[::1] t = arr
+    for i in range(len(keys)):
+        pos = bucket_find(&t[0], size - 1, keys[i])
+        if pos < 0:
+            t[-pos - 1].key = keys[i]
+            t[-pos - 1].value = values[i]
+    return arr
+
+
 cdef class LbTable:
-    """One node's maps, packed (see ``kproxy_emu.dataplane.ebpf_lowering.lower``).
+    """One node's maps, packed (see ``kproxy_emu.dataplane.ebpf_lowering.lower``): the
+    services map as buckets over frontend records, slots and Maglev rows as backend
+    indices, the backends map as buckets over backend records (one cache line or less
+    per lookup).
 
     Backends are indexed in ``be_ids`` order; ``be_addr``/``be_port``/``be_endpoint``/
     ``be_local`` (optional for the lookup alone) give each one's address, port, index in
@@ -402,40 +450,26 @@ cdef class LbTable:
     ``sr_mask``: a LoadBalancer frontend's source ranges. ``affinity``: the session-
     affinity LRU map (kept across syncs by the caller; else a new one of ``capacity``)."""
 
-    # services (slot 0 entries): key -> frontend index
-    cdef uint64_t[::1] svc_keys
-    cdef int32_t[::1] svc_fe
+    cdef const bucket_t* svc
     cdef uint64_t svc_mask
-    # frontends
-    cdef uint32_t[::1] fe_addr
-    cdef uint16_t[::1] fe_port
-    cdef uint32_t[::1] fe_count
-    cdef uint32_t[::1] fe_flags
-    cdef uint32_t[::1] fe_rev_nat
-    cdef uint32_t[::1] fe_timeout
-    cdef int32_t[::1] fe_first      # first slot in slot_be
-    cdef int32_t[::1] fe_lut        # Maglev row, -1: none
-    cdef int32_t[::1] fe_sr_first
-    cdef int32_t[::1] fe_sr_count
-    cdef uint32_t[::1] sr_net
-    cdef uint32_t[::1] sr_mask
-    cdef uint32_t[::1] slot_be      # backend IDs, slot order
-    cdef uint32_t[:, ::1] luts
+    cdef const fe_t* fe
+    cdef Py_ssize_t n_fe
+    cdef const int32_t* slots       # backend index of each slot
+    cdef const int32_t* luts        # backend index of each Maglev cell, row-major
+    cdef Py_ssize_t n_luts
     cdef uint32_t m
     cdef uint32_t jhash_seed
     cdef bint use_maglev            # the node's algorithm: Maglev (else random)
-    # backends: ID -> index; affinity match: (rev_nat << 32 | ID) + 1
-    cdef uint64_t[::1] be_keys
-    cdef int32_t[::1] be_index
+    cdef const bucket_t* bes        # backend ID + 1 -> index
     cdef uint64_t be_mask
-    cdef uint32_t[::1] be_addr
-    cdef uint16_t[::1] be_port
-    cdef int32_t[::1] be_endpoint
-    cdef uint8_t[::1] be_local
-    cdef uint32_t[::1] rn_addr
-    cdef uint16_t[::1] rn_port
-    cdef uint64_t[::1] match_keys
+    cdef const be_t* be
+    cdef Py_ssize_t n_be
+    cdef const bucket_t* match      # (rev_nat << 32 | ID) + 1
     cdef uint64_t match_mask
+    cdef const uint32_t* sr_net
+    cdef const uint32_t* sr_mask
+    cdef readonly Py_ssize_t n_rev_nat
+    cdef object _arrays             # the numpy arrays behind the pointers
     cdef readonly LruMap affinity
 
     def __init__(self, const uint32_t[::1] fe_addr, const uint16_t[::1] fe_port,
@@ -450,9 +484,7 @@ cdef class LbTable:
                  be_addr=None, be_port=None, be_endpoint=None, be_local=None,
                  rn_addr=None, rn_port=None, fe_sr_first=None, fe_sr_count=None,
                  sr_net=None, sr_mask=None):
-        cdef Py_ssize_t i, n = fe_addr.shape[0], nb = be_ids.shape[0], size
-        cdef int64_t pos
-        cdef uint64_t key
+        cdef Py_ssize_t i, n = fe_addr.shape[0], nb = be_ids.shape[0]
         if (fe_port.shape[0] != n or fe_proto.shape[0] != n or fe_scope.shape[0] != n
                 or fe_count.shape[0] != n or fe_flags.shape[0] != n or fe_rev_nat.shape[0] != n
                 or fe_timeout.shape[0] != n or fe_first.shape[0] != n or fe_lut.shape[0] != n):
@@ -466,77 +498,78 @@ cdef class LbTable:
                 raise ValueError("a frontend's Maglev row is out of range")
         if luts.shape[0] and m == 0:
             raise ValueError("m must be positive")
-        self.fe_addr = np.array(fe_addr, np.uint32)
-        self.fe_port = np.array(fe_port, np.uint16)
-        self.fe_count = np.array(fe_count, np.uint32)
-        self.fe_flags = np.array(fe_flags, np.uint32)
-        self.fe_rev_nat = np.array(fe_rev_nat, np.uint32)
-        self.fe_timeout = np.array(fe_timeout, np.uint32)
-        self.fe_first = np.array(fe_first, np.int32)
-        self.fe_lut = np.array(fe_lut, np.int32)
-        self.slot_be = np.array(slot_be, np.uint32)
-        self.luts = np.array(luts, np.uint32).reshape(luts.shape[0], luts.shape[1])
+        ids = np.asarray(be_ids, np.uint64)
+        be_table = _buckets(ids + 1, np.arange(nb, dtype=np.int32))
+        index_of = {int(b): k for k, b in enumerate(be_ids)}
+
+        def indices(id_array):
+            flat = np.asarray(id_array, np.uint32).ravel()
+            try:
+                return np.array([index_of[int(b)] for b in flat], np.int32)
+            except KeyError:
+                raise ValueError("a slot or Maglev row names an unknown backend") from None
+
+        slots = indices(slot_be)
+        lut_idx = indices(luts)
+        fe = np.zeros(n, FE_DTYPE)
+        fe["count"] = fe_count
+        fe["flags"] = fe_flags
+        fe["rev_nat"] = fe_rev_nat
+        fe["timeout"] = fe_timeout
+        fe["first"] = fe_first
+        fe["lut"] = fe_lut
+        fe["sr_first"] = _column(fe_sr_first, n, np.int32, 0, "fe_sr_first")
+        fe["sr_count"] = _column(fe_sr_count, n, np.int32, 0, "fe_sr_count")
+        net = np.ascontiguousarray(sr_net if sr_net is not None else [], np.uint32)
+        mask = np.ascontiguousarray(sr_mask if sr_mask is not None else [], np.uint32)
+        if mask.shape[0] != net.shape[0]:
+            raise ValueError("sr_net and sr_mask must have the same length")
+        if n and ((fe["sr_first"] < 0).any() or (fe["sr_count"] < 0).any()
+                  or (fe["sr_first"] + fe["sr_count"] > net.shape[0]).any()):
+            raise ValueError("a frontend's source ranges run past sr_net")
+        be = np.zeros(nb, BE_DTYPE)
+        be["id"] = be_ids
+        be["addr"] = _column(be_addr, nb, np.uint32, 0, "be_addr")
+        be["port"] = _column(be_port, nb, np.uint16, 0, "be_port")
+        be["endpoint"] = _column(be_endpoint, nb, np.int32, -1, "be_endpoint")
+        be["local"] = _column(be_local, nb, np.uint8, 0, "be_local")
+        keys = ((np.asarray(fe_addr, np.uint64) << 32) | (np.asarray(fe_port, np.uint64) << 16)
+                | (np.asarray(fe_proto, np.uint64) << 8) | np.asarray(fe_scope, np.uint64)) + 1
+        if len(np.unique(keys)) != n:
+            raise ValueError("duplicate frontend")
+        svc = _buckets(keys, np.arange(n, dtype=np.int32))
+        match_table = _buckets(np.asarray(match, np.uint64) + 1,
+                               np.zeros(match.shape[0], np.int32))
+        nr = int(np.max(fe_rev_nat)) + 1 if n else 1
+        self.n_rev_nat = nr if rn_addr is None else max(nr, len(rn_addr))
+        self._arrays = (svc, fe, slots, lut_idx, be_table, be, match_table, net, mask)
+        cdef const bucket_t[::1] vs = svc
+        cdef const fe_t[::1] vf = fe
+        cdef const be_t[::1] vb = be
+        cdef const bucket_t[::1] vbt = be_table
+        cdef const bucket_t[::1] vm = match_table
+        cdef const int32_t[::1] vsl = slots
+        cdef const int32_t[::1] vl = lut_idx
+        cdef const uint32_t[::1] vn = net
+        cdef const uint32_t[::1] vk = mask
+        self.svc = &vs[0]
+        self.svc_mask = vs.shape[0] - 1
+        self.fe = &vf[0] if n else NULL
+        self.n_fe = n
+        self.slots = &vsl[0] if vsl.shape[0] else NULL
+        self.luts = &vl[0] if vl.shape[0] else NULL
+        self.n_luts = luts.shape[0]
         self.m = m
         self.jhash_seed = jhash_seed
         self.use_maglev = use_maglev
-        self.be_addr = _column(be_addr, nb, np.uint32, 0, "be_addr")
-        self.be_port = _column(be_port, nb, np.uint16, 0, "be_port")
-        self.be_endpoint = _column(be_endpoint, nb, np.int32, -1, "be_endpoint")
-        self.be_local = _column(be_local, nb, np.uint8, 0, "be_local")
-        nr = int(np.max(fe_rev_nat)) + 1 if n else 1
-        if rn_addr is None:
-            rn_addr = np.zeros(nr, np.uint32)
-            rn_port = np.zeros(nr, np.uint16)
-        self.rn_addr = np.ascontiguousarray(rn_addr, np.uint32)
-        self.rn_port = np.ascontiguousarray(rn_port, np.uint16)
-        if self.rn_addr.shape[0] < nr or self.rn_port.shape[0] != self.rn_addr.shape[0]:
-            raise ValueError("rn_addr/rn_port must cover every rev_nat_index")
-        self.fe_sr_first = _column(fe_sr_first, n, np.int32, 0, "fe_sr_first")
-        self.fe_sr_count = _column(fe_sr_count, n, np.int32, 0, "fe_sr_count")
-        self.sr_net = np.ascontiguousarray(sr_net if sr_net is not None else [], np.uint32)
-        self.sr_mask = np.ascontiguousarray(sr_mask if sr_mask is not None else [], np.uint32)
-        if self.sr_mask.shape[0] != self.sr_net.shape[0]:
-            raise ValueError("sr_net and sr_mask must have the same length")
-        for i in range(n):
-            if (self.fe_sr_first[i] < 0 or self.fe_sr_count[i] < 0
-                    or self.fe_sr_first[i] + self.fe_sr_count[i] > self.sr_net.shape[0]):
-                raise ValueError("a frontend's source ranges run past sr_net")
-        size = _table_size(n)
-        self.svc_keys = np.zeros(size, np.uint64)
-        self.svc_fe = np.full(size, -1, np.int32)
-        self.svc_mask = size - 1
-        for i in range(n):
-            key = svc_key(fe_addr[i], fe_port[i], fe_proto[i], fe_scope[i])
-            pos = ht_find(&self.svc_keys[0], self.svc_mask, key)
-            if pos >= 0:
-                raise ValueError("duplicate frontend")
-            self.svc_keys[-pos - 1] = key
-            self.svc_fe[-pos - 1] = i
-        size = _table_size(nb)
-        self.be_keys = np.zeros(size, np.uint64)
-        self.be_index = np.full(size, -1, np.int32)
-        self.be_mask = size - 1
-        for i in range(nb):
-            key = <uint64_t>be_ids[i] + 1
-            pos = ht_find(&self.be_keys[0], self.be_mask, key)
-            if pos < 0:
-                self.be_keys[-pos - 1] = key
-                self.be_index[-pos - 1] = i
-        for i in range(slot_be.shape[0]):
-            if ht_find(&self.be_keys[0], self.be_mask, <uint64_t>slot_be[i] + 1) < 0:
-                raise ValueError("a slot names an unknown backend")
-        for i in range(self.luts.shape[0]):
-            for j in range(self.luts.shape[1]):
-                if ht_find(&self.be_keys[0], self.be_mask, <uint64_t>self.luts[i, j] + 1) < 0:
-                    raise ValueError("a Maglev row names an unknown backend")
-        size = _table_size(match.shape[0])
-        self.match_keys = np.zeros(size, np.uint64)
-        self.match_mask = size - 1
-        for i in range(match.shape[0]):
-            key = match[i] + 1
-            pos = ht_find(&self.match_keys[0], self.match_mask, key)
-            if pos < 0:
-                self.match_keys[-pos - 1] = key
+        self.bes = &vbt[0]
+        self.be_mask = vbt.shape[0] - 1
+        self.be = &vb[0] if nb else NULL
+        self.n_be = nb
+        self.match = &vm[0]
+        self.match_mask = vm.shape[0] - 1
+        self.sr_net = &vn[0] if vn.shape[0] else NULL
+        self.sr_mask = &vk[0] if vk.shape[0] else NULL
         self.affinity = affinity if affinity is not None else LruMap(capacity)
 
     @property
@@ -551,47 +584,47 @@ cdef class LbTable:
         """lb4_lookup_service: the external-scope entry (in ``ext``); for traffic from
         inside the cluster of a two-scopes frontend, the internal one. FE_NONE without
         an entry, FE_EMPTY when the entry has no usable backend."""
-        cdef int64_t pos = ht_find(&self.svc_keys[0], self.svc_mask, svc_key(vip, vport, proto, 0))
+        cdef int64_t pos = bucket_find(self.svc, self.svc_mask, svc_key(vip, vport, proto, 0))
         cdef int32_t fe
         if pos < 0:
             map_step(st, MAP_SERVICES, False, 0, -1)
             ext[0] = -1
             return FE_NONE
-        fe = self.svc_fe[pos]
+        fe = self.svc[pos].value
         map_step(st, MAP_SERVICES, True, 0, fe)
         ext[0] = fe
-        if scope_switch and self.fe_flags[fe] & FLAG_TWO_SCOPES:
-            pos = ht_find(&self.svc_keys[0], self.svc_mask, svc_key(vip, vport, proto, SCOPE_INT))
-            fe = self.svc_fe[pos] if pos >= 0 else -1
+        if scope_switch and self.fe[fe].flags & FLAG_TWO_SCOPES:
+            pos = bucket_find(self.svc, self.svc_mask, svc_key(vip, vport, proto, SCOPE_INT))
+            fe = self.svc[pos].value if pos >= 0 else -1
             map_step(st, MAP_SERVICES, fe >= 0, 1, fe)
-        if fe < 0 or self.fe_count[fe] == 0:
+        if fe < 0 or self.fe[fe].count == 0:
             return FE_EMPTY
         return fe
 
     cdef inline int32_t backend_index(self, uint32_t bid) noexcept nogil:
-        cdef int64_t pos = ht_find(&self.be_keys[0], self.be_mask, <uint64_t>bid + 1)
-        return self.be_index[pos] if pos >= 0 else -1
+        cdef int64_t pos = bucket_find(self.bes, self.be_mask, <uint64_t>bid + 1)
+        return self.bes[pos].value if pos >= 0 else -1
 
     cdef bint in_source_ranges(self, int32_t fe, uint32_t ip) noexcept nogil:
         cdef int32_t k
-        for k in range(self.fe_sr_first[fe], self.fe_sr_first[fe] + self.fe_sr_count[fe]):
+        for k in range(self.fe[fe].sr_first, self.fe[fe].sr_first + self.fe[fe].sr_count):
             if ip & self.sr_mask[k] == self.sr_net[k]:
                 return True
         return False
 
-    cdef uint32_t choose(self, int32_t fe, uint32_t client_ip, uint16_t client_port,
-                         uint16_t vport, uint8_t proto, bint east_west, pkt_state_t* st,
-                         bint stream, uint32_t draw, int32_t* pick,
-                         uint8_t* affinity_hit) noexcept nogil:
-        """The backend ID for a new flow of frontend ``fe`` (0: none usable): the
+    cdef int32_t choose(self, int32_t fe, uint32_t client_ip, uint16_t client_port,
+                        uint16_t vport, uint8_t proto, bint east_west, pkt_state_t* st,
+                        bint stream, uint32_t draw, int32_t* pick,
+                        uint8_t* affinity_hit) noexcept nogil:
+        """The backend (its index; -1: none usable) for a new flow of frontend ``fe``: the
         affinity map first (sticky clients), else a random slot (east-west traffic, or the
         node's algorithm is random) or the Maglev LUT, then the backend map. The random
         draw comes from the node's stream (``stream``) or is given (``draw``)."""
-        cdef uint32_t count = self.fe_count[fe], flags = self.fe_flags[fe]
-        cdef uint32_t rid = self.fe_rev_nat[fe], bid = 0, idx
-        cdef bint sticky = (flags & FLAG_SESSION_AFFINITY) != 0, ok
+        cdef const fe_t* f = &self.fe[fe]
+        cdef uint32_t rid = f.rev_nat, bid = 0, idx
+        cdef bint sticky = (f.flags & FLAG_SESSION_AFFINITY) != 0, ok
         cdef uint64_t ka = (<uint64_t>rid << 32) | client_ip
-        cdef int32_t i
+        cdef int32_t i, bi = -1
         cdef lru_t* aff = &self.affinity.t
         pick[0] = -1
         affinity_hit[0] = 0
@@ -599,11 +632,11 @@ cdef class LbTable:
             i = lru_find(aff, ka, TAG_AFFINITY, &st.probes)
             map_step(st, MAP_AFFINITY, i >= 0, 0, <int32_t>aff.e[i].backend if i >= 0 else -1)
             if i >= 0:
-                if <int64_t>aff.e[i].expires + self.fe_timeout[fe] <= <int64_t>st.now:
+                if <int64_t>aff.e[i].expires + f.timeout <= <int64_t>st.now:
                     lru_remove(aff, i)  # expired
                 else:
-                    ok = ht_find(&self.match_keys[0], self.match_mask,
-                                 ((<uint64_t>rid << 32) | aff.e[i].backend) + 1) >= 0
+                    ok = bucket_find(self.match, self.match_mask,
+                                     ((<uint64_t>rid << 32) | aff.e[i].backend) + 1) >= 0
                     map_step(st, MAP_AFFINITY_MATCH, ok, 0, <int32_t>aff.e[i].backend)
                     if not ok:
                         lru_remove(aff, i)  # the backend left the service
@@ -611,45 +644,42 @@ cdef class LbTable:
                         bid = aff.e[i].backend
                         aff.e[i].expires = st.now
             if bid:
-                ok = self.backend_index(bid) >= 0
-                map_step(st, MAP_BACKENDS, ok, 0, <int32_t>bid)
-                if ok:
+                bi = self.backend_index(bid)
+                map_step(st, MAP_BACKENDS, bi >= 0, 0, <int32_t>bid)
+                if bi >= 0:
                     affinity_hit[0] = 1
-                else:
-                    bid = 0
-        if not bid:
+        if bi < 0:
             if east_west or not self.use_maglev:
                 if stream:
-                    idx = <uint32_t>rand32(&st.rng) % count
+                    idx = <uint32_t>rand32(&st.rng) % f.count
                     if st.rec != NULL:
-                        idx = record_draw(st.rec, DRAW_NUMGEN, count, 0, idx)
+                        idx = record_draw(st.rec, DRAW_NUMGEN, f.count, 0, idx)
                 else:
-                    idx = draw % count
+                    idx = draw % f.count
                 idx += 1
                 pick[0] = idx
-                bid = self.slot_be[self.fe_first[fe] + idx - 1]
+                bi = self.slots[f.first + idx - 1]
                 map_step(st, MAP_SERVICES, True, 2, <int32_t>idx)
             else:
-                if self.fe_lut[fe] < 0:
+                if f.lut < 0:
                     map_step(st, MAP_MAGLEV, False, 0, -1)
                     map_step(st, MAP_BACKENDS, False, 0, 0)
-                    return 0
+                    return -1
                 idx = jhash_3words(bswap32(client_ip),
                                    (bswap16(vport) << 16)
                                    | (0 if sticky else bswap16(client_port)),
                                    proto, self.jhash_seed) % self.m
                 pick[0] = idx
-                bid = self.luts[self.fe_lut[fe], idx]
+                bi = self.luts[<Py_ssize_t>f.lut * self.m + idx]
                 map_step(st, MAP_MAGLEV, True, 0, <int32_t>idx)
-            ok = self.backend_index(bid) >= 0
-            map_step(st, MAP_BACKENDS, ok, 0, <int32_t>bid)
-            if not ok:
-                return 0
+            # the backends map by the slot's ID (every slot's backend is in it: checked
+            # when the table was built, so the emulator reads the record directly)
+            map_step(st, MAP_BACKENDS, True, 0, <int32_t>self.be[bi].id)
         if sticky:
             i = lru_insert(aff, ka, TAG_AFFINITY, &st.probes)
-            aff.e[i].backend = bid
+            aff.e[i].backend = self.be[bi].id
             aff.e[i].expires = st.now
-        return bid
+        return bi
 
     # -- the batch of new flows (the lookup alone) -------------------------------------------
 
@@ -664,8 +694,7 @@ cdef class LbTable:
         (0 DNAT, 1 no service, 2 no backend), the backend ID, the pick (slot or LUT
         index, -1), whether affinity chose it, and the map lookups made."""
         cdef Py_ssize_t k, n = client_ip.shape[0]
-        cdef int32_t fe, ext
-        cdef uint32_t bid
+        cdef int32_t fe, ext, bi
         cdef pkt_state_t st
         if (client_port.shape[0] != n or vip.shape[0] != n or vport.shape[0] != n
                 or proto.shape[0] != n or from_cluster.shape[0] != n or now.shape[0] != n
@@ -691,12 +720,13 @@ cdef class LbTable:
                 elif fe == FE_EMPTY:
                     verdict[k] = V_NO_BACKEND
                 else:
-                    bid = self.choose(fe, client_ip[k], client_port[k], vport[k], proto[k],
-                                      from_cluster[k], &st, False, draws[k], &pick[k],
-                                      &affinity_hit[k])
-                    if bid == 0:
+                    bi = self.choose(fe, client_ip[k], client_port[k], vport[k], proto[k],
+                                     from_cluster[k], &st, False, draws[k], &pick[k],
+                                     &affinity_hit[k])
+                    if bi < 0:
                         verdict[k] = V_NO_BACKEND
-                    backend[k] = bid
+                    else:
+                        backend[k] = self.be[bi].id
                 lookups[k] = <uint8_t>st.lookups
 
     def __len__(self):
@@ -871,17 +901,16 @@ cdef class EbpfEngine(Engine):
             return HV_CONTINUE
         if fe == FE_EMPTY:
             return HV_REJECT
-        bid = self.lb.choose(fe, p.src_ip, p.src_port, p.dst_port, p.proto, True, st, True, 0,
-                             &pick, &hit)
-        bi = self.lb.backend_index(bid) if bid else -1
+        bi = self.lb.choose(fe, p.src_ip, p.src_port, p.dst_port, p.proto, True, st, True, 0,
+                            &pick, &hit)
         if bi < 0:
             return HV_REJECT
-        st.dst = self.lb.be_addr[bi]
-        st.dport = self.lb.be_port[bi]
-        st.endpoint = self.lb.be_endpoint[bi]
+        st.dst = self.lb.be[bi].addr
+        st.dport = self.lb.be[bi].port
+        st.endpoint = self.lb.be[bi].endpoint
         i = lru_insert(socks, ka, kb, &st.probes)
-        socks.e[i].backend = bid
-        socks.e[i].rev_nat = self.lb.fe_rev_nat[fe]
+        socks.e[i].backend = self.lb.be[bi].id
+        socks.e[i].rev_nat = self.lb.fe[fe].rev_nat
         socks.e[i].addr = st.dst
         socks.e[i].port = st.dport
         socks.e[i].endpoint = st.endpoint
@@ -963,14 +992,14 @@ cdef class EbpfEngine(Engine):
         cdef int32_t fe = self.lb.frontend(p.dst_ip, p.dst_port, p.proto, False, st, &ext)
         cdef uint32_t bid = 0
         cdef uint8_t hit
-        if fe == FE_NONE or not (self.lb.fe_flags[ext] & FLAG_ROUTABLE):
+        if fe == FE_NONE or not (self.lb.fe[ext].flags & FLAG_ROUTABLE):
             # not a frontend served from outside (a ClusterIP is non-routable)
             if p.dst_ip == self.nat_ip:
                 return self.reverse_snat(p, st)
             return HV_CONTINUE
         if fe == FE_EMPTY:
             return HV_DROP  # DROP_NO_SERVICE
-        if self.lb.fe_flags[fe] & FLAG_SOURCE_RANGE:
+        if self.lb.fe[fe].flags & FLAG_SOURCE_RANGE:
             map_step(st, MAP_SOURCE_RANGE, self.lb.in_source_ranges(fe, p.src_ip), 0, fe)
             if not self.lb.in_source_ranges(fe, p.src_ip):
                 return HV_DROP  # DROP_NOT_IN_SRC_RANGE
@@ -985,21 +1014,21 @@ cdef class EbpfEngine(Engine):
                 st.ct_hit = 1
                 st.ct_dir = 0
         if bi < 0:  # a new flow, or its backend is gone: choose (again)
-            bid = self.lb.choose(fe, p.src_ip, p.src_port, p.dst_port, p.proto, False, st,
-                                 True, 0, &pick, &hit)
-            bi = self.lb.backend_index(bid) if bid else -1
+            bi = self.lb.choose(fe, p.src_ip, p.src_port, p.dst_port, p.proto, False, st,
+                                True, 0, &pick, &hit)
             if bi < 0:
                 return HV_DROP  # DROP_NO_SERVICE
+            bid = self.lb.be[bi].id
             if i < 0:
                 i = lru_insert(m, key_a(p.src_ip, p.dst_ip),
                                key_b(p.src_port, p.dst_port, p.proto, TAG_SERVICE), &st.probes)
             m.e[i].backend = bid
-            m.e[i].rev_nat = self.lb.fe_rev_nat[fe]
+            m.e[i].rev_nat = self.lb.fe[fe].rev_nat
         self.refresh(&m.e[i], p, st.now)
-        st.dst = self.lb.be_addr[bi]
-        st.dport = self.lb.be_port[bi]
-        st.endpoint = self.lb.be_endpoint[bi]
-        if self.lb.be_local[bi]:
+        st.dst = self.lb.be[bi].addr
+        st.dport = self.lb.be[bi].port
+        st.endpoint = self.lb.be[bi].endpoint
+        if self.lb.be[bi].local:
             # to the pod: its CT entry (bpf_lxc ingress) carries the reverse NAT
             j = self.live(m, key_a(p.src_ip, st.dst),
                           key_b(p.src_port, st.dport, p.proto, TAG_CT), p, st)
@@ -1008,7 +1037,7 @@ cdef class EbpfEngine(Engine):
                 j = lru_insert(m, key_a(p.src_ip, st.dst),
                                key_b(p.src_port, st.dport, p.proto, TAG_CT), &st.probes)
             m.e[j].flags |= CTF_REV_NAT
-            m.e[j].rev_nat = self.lb.fe_rev_nat[fe]
+            m.e[j].rev_nat = self.lb.fe[fe].rev_nat
             m.e[j].addr2 = p.dst_ip
             m.e[j].port2 = p.dst_port
             m.e[j].endpoint = st.endpoint
@@ -1051,7 +1080,7 @@ cdef class EbpfEngine(Engine):
             nat.e[r].port = p.src_port
             nat.e[r].addr2 = p.dst_ip
             nat.e[r].port2 = p.dst_port
-            nat.e[r].rev_nat = self.lb.fe_rev_nat[fe]
+            nat.e[r].rev_nat = self.lb.fe[fe].rev_nat
             nat.e[r].endpoint = st.endpoint
             self.refresh(&nat.e[r], p, st.now)
         self.refresh(&nat.e[i], p, st.now)
@@ -1074,7 +1103,7 @@ cdef class EbpfEngine(Engine):
             return HV_CONTINUE  # the node's own traffic
         self.refresh(&nat.e[i], p, st.now)
         rid = nat.e[i].rev_nat
-        map_step(st, MAP_REV_NAT, rid < self.lb.rn_addr.shape[0], 0, <int32_t>rid)
+        map_step(st, MAP_REV_NAT, rid < self.lb.n_rev_nat, 0, <int32_t>rid)
         st.ct_hit = 1
         st.ct_dir = 1
         st.dst = nat.e[i].addr
