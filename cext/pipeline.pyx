@@ -72,6 +72,10 @@ cdef class Engine:
     cdef void after_hooks(self, const packet_t* p, pkt_state_t* st, int verdict) noexcept nogil:
         pass
 
+    cdef void prefetch(self, const packet_t* p, int stage) noexcept nogil:
+        """A packet ahead (see ``prefetch_distance``): start loading what it will need."""
+        pass
+
     cdef int begin(self) except -1:
         """Called with the GIL before a batch: the engine's last checks."""
         if type(self) is Engine:
@@ -400,6 +404,7 @@ def run(Engine engine not None, const packet_t[::1] packets, verdict_t[::1] out,
     ``recorder``: record what each packet did (traces; None on the batch path).
     """
     cdef Py_ssize_t n = packets.shape[0], k
+    cdef int ahead = engine.prefetch_distance, half = ahead // 2, quarter = ahead // 4
     cdef recorder_t* rec = NULL
     cdef uint64_t state
     if out.shape[0] < n:
@@ -412,5 +417,12 @@ def run(Engine engine not None, const packet_t[::1] packets, verdict_t[::1] out,
     state = rng.x
     with nogil:
         for k in range(n):
+            if ahead > 0:
+                if k + ahead < n:
+                    engine.prefetch(&packets[k + ahead], 0)
+                if half and k + half < n:
+                    engine.prefetch(&packets[k + half], 1)
+                if quarter and k + quarter < n:
+                    engine.prefetch(&packets[k + quarter], 2)
             run_packet(engine, conntrack, &packets[k], &out[k], &state, rec)
     rng.x = state

@@ -126,12 +126,18 @@ cdef class Engine:
     # after_hooks does nothing: the pipeline then makes neither call
     cdef bint plain_known_flow
     cdef bint no_after_hooks
+    # > 0: the pipeline calls prefetch(packet, 0) for the packet this many rows ahead,
+    # prefetch(packet, 1) half as far ahead and prefetch(packet, 2) a quarter, so the
+    # engine can load what that packet will need in dependent steps (a bucket, then the
+    # record it names, ...)
+    cdef int prefetch_distance
 
     cdef int hook(self, int hook, const packet_t* p, pkt_state_t* st) noexcept nogil
     cdef bint is_local(self, uint32_t ip) noexcept nogil
     cdef void known_flow(self, const packet_t* p, pkt_state_t* st) noexcept nogil
     cdef void after_hooks(self, const packet_t* p, pkt_state_t* st, int verdict) noexcept nogil
     cdef int begin(self) except -1
+    cdef void prefetch(self, const packet_t* p, int stage) noexcept nogil
 
 
 cdef class Rng:
