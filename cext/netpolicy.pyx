@@ -239,9 +239,9 @@ cdef class IdentityPolicy(PolicyStage):
         cdef uint32_t bits = self.ep_plens[2 * ep + direction]
         cdef uint32_t who = ident, plen
         cdef int32_t rule
-        cdef int pass_
+        cdef int _pass
         st.lookups += 1
-        for pass_ in range(2):
+        for _pass in range(2):
             plen = 17
             while plen > 0:
                 plen -= 1

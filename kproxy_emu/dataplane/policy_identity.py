@@ -172,12 +172,12 @@ class IdentityProgram(PolicyProgram):
         flags = np.zeros(len(self.pods), dtype=np.uint8)
         plens = np.zeros(2 * len(self.pods), dtype=np.uint32)
         pod_idents = [x for x in self.identities if x.pod]
-        for e, pod in enumerate(self.pods):
+        for ep, pod in enumerate(self.pods):
             for d, direction in enumerate(("Egress", "Ingress")):
-                selecting = self.selecting[direction][e]
+                selecting = self.selecting[direction][ep]
                 if not selecting:
                     continue
-                flags[e] |= 1 << d
+                flags[ep] |= 1 << d
                 bits = 0
                 for k in selecting:
                     pol = self.policies[k]
@@ -187,9 +187,11 @@ class IdentityProgram(PolicyProgram):
                         if key not in peer_cache:
                             peer_cache[key] = self._peers(rule, pol.namespace)
                         peers = peer_cache[key]
-                        for ident, plen, proto, port in self._keys(rule, d, pod, peers, pod_idents):
-                            m_ep.append(e)
-                            m_id.append(ident)
+                        for number, plen, proto, port in self._keys(
+                            rule, d, pod, peers, pod_idents
+                        ):
+                            m_ep.append(ep)
+                            m_id.append(number)
                             if proto == 0:
                                 m_pw.append(d << 31)
                                 bits |= 1 << ANY_PROTO_BIT
@@ -200,7 +202,7 @@ class IdentityProgram(PolicyProgram):
                                 )
                                 bits |= 1 << plen
                             m_rule.append(rid)
-                plens[2 * e + d] = bits
+                plens[2 * ep + d] = bits
         self.map = (m_ep, m_id, m_pw, m_rule)
         self.stage = IdentityPolicy(
             np.array(addr_ip, dtype=np.uint32),
