@@ -270,3 +270,32 @@ def test_render_policy():
     assert "# identities" in text and "reserved:world" in text
     with pytest.raises(Exception, match="no policy stage"):
         Dataplane(cluster, "iptables", node_config=NODE).render_policy()
+
+
+def test_cli_trace_and_render(cli, tmp_path):
+    import json
+
+    manifests = next(e[2] for e in E2E if "006" in e[0])
+    node = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": "node-1"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "192.168.0.2"}]},
+    }
+    path = tmp_path / "c.json"
+    path.write_text(
+        json.dumps({"kind": "List", "apiVersion": "v1", "items": [*with_slices(manifests), node]})
+    )
+    packet = "tcp 10.244.2.10:4000 -> 10.96.0.10:80"
+    for engine in ENGINES:
+        r = cli(
+            "trace", path, "--packet", packet, "--from", "pod", "--policy-engine", engine, "--json"
+        )
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(r.stdout)
+        doc = doc[0] if isinstance(doc, list) else doc
+        assert doc["verdict"] == "DROP" and doc["policy"]["ingress"]["allowed"] is False
+        r = cli("trace", path, "--packet", packet, "--from", "pod", "--policy-engine", engine)
+        assert f"policy ({engine}) ingress: x/a: isolated by" in r.stdout
+    r = cli("render", path, "--policy-engine", "chains")
+    assert r.returncode == 0 and "-A KUBE-NWPLCY-INGRESS" in r.stdout
