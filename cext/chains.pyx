@@ -20,8 +20,10 @@ from ipset_core cimport *
 from ipvs_core cimport *
 from packet cimport packet_t, verdict_t, ORIGIN_HOST
 from kproxy_emu._cext.pipeline cimport (
-    Engine, pkt_state_t, HOOK_PREROUTING, HOOK_INPUT, HOOK_FORWARD, HOOK_OUTPUT,
-    HOOK_POSTROUTING, HV_CONTINUE, HV_SENT_ON, STEP_RULE, STEP_IPVS_IN, STEP_IPVS_OUT)
+    Engine, PolicyStage, pkt_state_t, HOOK_PREROUTING, HOOK_INPUT, HOOK_FORWARD, HOOK_OUTPUT,
+    HOOK_POSTROUTING, HV_CONTINUE, HV_SENT_ON, STEP_RULE, STEP_IPVS_IN, STEP_IPVS_OUT,
+    STEP_POLICY_RULE, POL_OPEN, POL_ALLOWED, POL_DENIED, POLICY_PASS, POLICY_EGRESS_DENIED,
+    POLICY_INGRESS_DENIED)
 
 include "packet.pxi"
 include "record.pxi"
@@ -797,3 +799,128 @@ cdef class ChainEngine(Engine):
         if st.rec != NULL:
             record_step(st.rec, STEP_IPVS_OUT, HOOK_POSTROUTING, iv.ct_hit, <uint16_t>res,
                         iv.endpoint)
+
+
+# the chains form of NetworkPolicy (kproxy_emu/dataplane/policy_chains.py renders and
+# lowers it): an allowing rule sets this mark bit with its rule number in the low bits
+cdef uint32_t POLICY_ACCEPT_MARK = 0x80000000
+POLICY_MARK = POLICY_ACCEPT_MARK
+
+
+cdef class ChainPolicy(PolicyStage):
+    """NetworkPolicy as iptables chains (Calico / kube-router style), walked by the chain
+    VM: the egress dispatch chain (per source pod address) then the ingress one (per
+    destination pod address). A dispatch chain that ends without a verdict: the pod is not
+    isolated; ACCEPT: a policy rule allowed it (its number in the packet mark, which the
+    stage saves and puts back: kube-proxy's mark is the flow's); DROP: none did.
+
+    ``rules``/``hot``/``chains``/``port_ranges``: the lowered filter table
+    (kproxy_emu.dataplane.lowering.Lowered); ``sets``: the IPSet objects its ``-m set``
+    rules index; ``egress``/``ingress``: the dispatch chains' indices."""
+    cdef env_t env
+    cdef int32_t egress
+    cdef int32_t ingress
+    cdef object _arrays
+    cdef readonly tuple sets
+
+    def __init__(self, rules, hot, chains, port_ranges, sets, int32_t egress, int32_t ingress):
+        rules = _array(rules, None, "rules", False)
+        hot = _array(hot, None, "hot", False)
+        chains = _array(chains, None, "chains", False)
+        port_ranges = _array(port_ranges, np.dtype(np.uint16), "port_ranges")
+        sets = tuple(sets)
+        for s in sets:
+            if not isinstance(s, IPSet):
+                raise TypeError(f"sets must hold IPSet objects, not {type(s).__name__}")
+        if hot.shape[0] != rules.shape[0]:
+            raise ValueError("hot and rules must have one row per rule")
+        cdef const rule_t[::1] rv = rules
+        cdef const chain_t[::1] cv = chains
+        cdef const hot_t[::1] hotv = hot
+        cdef const uint16_t[::1] pv = port_ranges
+        cdef Py_ssize_t k, nrules = rv.shape[0], nchains = cv.shape[0]
+        cdef const rule_t* r
+        if not (0 <= egress < nchains and 0 <= ingress < nchains):
+            raise ValueError("egress/ingress: chain index out of range")
+        for k in range(nchains):
+            if not 0 <= cv[k].start <= cv[k].end <= nrules:
+                raise ValueError("chains: rule range out of bounds")
+        for k in range(nrules):
+            r = &rv[k]
+            if (r.target_kind == T_JUMP or r.target_kind == T_GOTO) and \
+                    not 0 <= r.target_chain < nchains:
+                raise ValueError("a jump names a chain out of range")
+            if r.mport_kind and (r.mport_off < 0 or r.mport_n > 15
+                                 or 2 * (r.mport_off + r.mport_n) > port_ranges.shape[0]):
+                raise ValueError("multiport rules need their port_ranges")
+            if r.set_id >= 0 and r.set_id >= len(sets):
+                raise ValueError("-m set rules need their sets")
+            if r.flags & F_NTH or r.recent_op or r.ipvs_match >= 0 or r.prob != NO_STATISTIC \
+                    or r.src_type != A_ANY or r.dst_type != A_ANY:
+                raise ValueError("policy chains use no stateful, IPVS or addrtype match")
+            if r.target_kind in (T_DNAT, T_SNAT, T_MASQUERADE):
+                raise ValueError("policy chains do not translate")
+        self._arrays = (rules, hot, chains, port_ranges)
+        self.sets = sets
+        self.egress = egress
+        self.ingress = ingress
+        self.env.rules = &rv[0] if nrules else NULL
+        self.env.hot = &hotv[0] if nrules else NULL
+        self.env.chains = &cv[0]
+        self.env.recent = NULL
+        self.env.port_ranges = &pv[0] if pv.shape[0] else NULL
+        self.env.nth_counters = NULL
+        self.env.masquerade_ip = 0
+        self.env.ipvs_words = NULL
+        self.env.local_ips = NULL
+        self.env.n_local = 0
+        self.env.local_set = NULL
+        self.env.sets = <const ipset_t**>malloc(max(len(sets), 1) * sizeof(ipset_t*))
+        if self.env.sets == NULL:
+            raise MemoryError()
+        for k in range(len(sets)):
+            self.env.sets[k] = &(<IPSet>sets[k]).s
+
+    def __dealloc__(self):
+        free(self.env.sets)
+
+    cdef inline int side(self, int32_t chain, int direction, pkt_state_t* st) noexcept nogil:
+        """One dispatch chain: POL_OPEN, POL_ALLOWED or POL_DENIED (recorded in traces)."""
+        cdef Py_ssize_t first = 0, k
+        cdef int v, detail
+        cdef int32_t rule = -1
+        st.mark = 0
+        if st.rec != NULL:
+            first = st.rec.nsteps
+        v = run_chain(chain, st, &self.env)
+        if v == V_ACCEPT:
+            detail = POL_ALLOWED
+            if st.mark & POLICY_ACCEPT_MARK:
+                rule = <int32_t>(st.mark & ~POLICY_ACCEPT_MARK)
+        elif v == V_DROP or v == V_REJECT:
+            detail = POL_DENIED
+        else:
+            detail = POL_OPEN
+        if st.rec != NULL:
+            for k in range(first, min(st.rec.nsteps, st.rec.cap)):
+                st.rec.steps[k].kind = STEP_POLICY_RULE  # rows of the policy table
+            record_policy(st.rec, direction, detail, rule)
+        return detail
+
+    cdef int check(self, const packet_t* p, pkt_state_t* st) noexcept nogil:
+        cdef uint32_t mark = st.mark
+        cdef int r = POLICY_PASS
+        if self.side(self.egress, 0, st) == POL_DENIED:
+            r = POLICY_EGRESS_DENIED
+        elif self.side(self.ingress, 1, st) == POL_DENIED:
+            r = POLICY_INGRESS_DENIED
+        st.mark = mark
+        return r
+
+    def snapshot(self):
+        return (self, self.counters)
+
+    def restore(self, snap):
+        if not isinstance(snap, tuple) or len(snap) != 2 or snap[0] is not self:
+            raise ValueError("not a snapshot of this policy stage")
+        self.counters = snap[1]

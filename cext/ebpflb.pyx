@@ -831,7 +831,6 @@ cdef class EbpfEngine(Engine):
         backend. On tables larger than the caches each is a miss otherwise."""
         cdef int64_t pos
         cdef int32_t fe, i
-        cdef uint32_t probes = 0
         cdef uint64_t ka, kb
         cdef const fe_t* f
         if stage == 0:
@@ -929,7 +928,6 @@ cdef class EbpfEngine(Engine):
         cdef uint64_t ka = key_a(p.src_ip, p.dst_ip)
         cdef uint64_t kb = key_b(p.src_port, p.dst_port, p.proto, TAG_SOCKET)
         cdef int32_t i = self.live(socks, ka, kb, p, st), fe, ext, bi, pick
-        cdef uint32_t bid
         cdef uint8_t hit
         if i >= 0:
             self.sock_idx = i

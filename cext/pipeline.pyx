@@ -33,11 +33,32 @@ include "record.pxi"
 include "conntrack.pxi"
 
 STEP_KINDS = {"rule": STEP_RULE, "nft_rule": STEP_NFT_RULE, "ipvs_in": STEP_IPVS_IN,
-              "ipvs_out": STEP_IPVS_OUT, "bpf_map": STEP_BPF_MAP}
+              "ipvs_out": STEP_IPVS_OUT, "bpf_map": STEP_BPF_MAP, "policy": STEP_POLICY,
+              "policy_rule": STEP_POLICY_RULE}
 HOOKS = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
 STEP_DTYPE = np.dtype([("kind", "u1"), ("matched", "u1"), ("extra", "u2"), ("index", "i4"),
                        ("value", "i4")])
 DEFAULT_SEED = 0x9E3779B97F4A7C15
+
+
+cdef class PolicyStage:
+    """Base of the NetworkPolicy stages (netpolicy.IdentityPolicy, chains.ChainPolicy);
+    alone it allows everything. ``counters``: (checked, egress_drops, ingress_drops),
+    settable (a trace that must leave the node as it was puts them back)."""
+
+    cdef int check(self, const packet_t* p, pkt_state_t* st) noexcept nogil:
+        return POLICY_PASS
+
+    @property
+    def counters(self):
+        return (self.checked, self.egress_drops, self.ingress_drops)
+
+    @counters.setter
+    def counters(self, value):
+        checked, egress, ingress = value
+        self.checked = checked
+        self.egress_drops = egress
+        self.ingress_drops = ingress
 
 
 cdef class Engine:
@@ -273,8 +294,20 @@ cdef int walk_hooks(Engine eng, const packet_t* p, pkt_state_t* st) noexcept nog
     return v
 
 
+cdef inline int policy_stage(PolicyStage pol, const packet_t* p, pkt_state_t* st) noexcept nogil:
+    """A new flow's NetworkPolicy verdict on the packet as the hooks left it (the source as
+    sent, the destination after DNAT); counted by direction."""
+    cdef int r = pol.check(p, st)
+    pol.checked += 1
+    if r == POLICY_EGRESS_DENIED:
+        pol.egress_drops += 1
+    elif r == POLICY_INGRESS_DENIED:
+        pol.ingress_drops += 1
+    return r
+
+
 cdef void run_packet(Engine eng, ConntrackTable ct, const packet_t* p, verdict_t* out,
-                     uint64_t* rng, recorder_t* rec) noexcept nogil:
+                     uint64_t* rng, recorder_t* rec, PolicyStage pol) noexcept nogil:
     cdef pkt_state_t st
     cdef ct_result_t r
     cdef int v = HV_CONTINUE
@@ -354,6 +387,11 @@ cdef void run_packet(Engine eng, ConntrackTable ct, const packet_t* p, verdict_t
         v = walk_hooks(eng, p, &st)
     if not eng.no_after_hooks:
         eng.after_hooks(p, &st, v)
+    # NetworkPolicy (a CNI's filter) on a flow's first packet: a known flow (conntrack's,
+    # or an engine's own flow table: st.ct_hit) passed it when it was new
+    if pol is not None and not st.ct_hit and alive(v):
+        if policy_stage(pol, p, &st) != POLICY_PASS:
+            v = HV_DROP
     rng[0] = st.rng
     if st.snat and st.snat_fixed:
         snat_port = st.snat_port  # the engine's own NAT (eBPF: its SNAT map)
@@ -396,12 +434,15 @@ cdef void run_packet(Engine eng, ConntrackTable ct, const packet_t* p, verdict_t
 
 
 def run(Engine engine not None, const packet_t[::1] packets, verdict_t[::1] out,
-        ConntrackTable conntrack=None, Rng rng=None, Recorder recorder=None):
+        ConntrackTable conntrack=None, Rng rng=None, Recorder recorder=None,
+        PolicyStage policy=None):
     """Every packet of the batch through conntrack and the node's hooks, in order.
 
     ``conntrack``: the node's table (None: every packet is its flow's first); ``rng``: the
     node's random stream, advanced in place (None: a fresh stream from seed 0);
-    ``recorder``: record what each packet did (traces; None on the batch path).
+    ``recorder``: record what each packet did (traces; None on the batch path);
+    ``policy``: the NetworkPolicy stage new flows pass after the hooks (None: the engine's
+    ``policy``, which is None unless the Dataplane set one).
     """
     cdef Py_ssize_t n = packets.shape[0], k
     cdef int ahead = engine.prefetch_distance, half = ahead // 2, quarter = ahead // 4
@@ -413,6 +454,8 @@ def run(Engine engine not None, const packet_t[::1] packets, verdict_t[::1] out,
         rng = Rng()
     if recorder is not None:
         rec = &recorder.r
+    if policy is None:
+        policy = engine.policy
     engine.begin()
     state = rng.x
     with nogil:
@@ -424,5 +467,5 @@ def run(Engine engine not None, const packet_t[::1] packets, verdict_t[::1] out,
                     engine.prefetch(&packets[k + half], 1)
                 if quarter and k + quarter < n:
                     engine.prefetch(&packets[k + quarter], 2)
-            run_packet(engine, conntrack, &packets[k], &out[k], &state, rec)
+            run_packet(engine, conntrack, &packets[k], &out[k], &state, rec, policy)
     rng.x = state

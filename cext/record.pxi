@@ -3,6 +3,7 @@
 from libc.stdint cimport int32_t, uint32_t, uint64_t
 
 from kproxy_emu._cext.pipeline cimport (pkt_state_t, recorder_t, step_t, MAX_DRAWS,
+                                        STEP_POLICY,
                                         DRAW_STATISTIC, DRAW_NUMGEN)
 
 include "rng.pxi"
@@ -61,3 +62,11 @@ cdef inline void record_step(recorder_t* rec, uint8_t kind, int32_t index, bint 
         s.extra = extra
         s.value = value
     rec.nsteps += 1
+
+
+cdef inline void record_policy(recorder_t* rec, int direction, int detail,
+                               int32_t rule) noexcept nogil:
+    """A NetworkPolicy decision (STEP_POLICY): direction 0 egress, 1 ingress; detail
+    POL_OPEN / POL_ALLOWED / POL_DENIED; the allowing rule's number or -1. Always a
+    matched step: the decision is on the packet's path, whichever it is."""
+    record_step(rec, STEP_POLICY, direction, True, <uint16_t>detail, rule)

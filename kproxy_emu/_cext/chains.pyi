@@ -10,7 +10,9 @@ import numpy.typing as npt
 from kproxy_emu._cext.vstable import *  # noqa: F403
 from kproxy_emu._cext.vstable import IPSet, VirtualServerTable
 
-from .pipeline import Engine
+from .pipeline import Engine, PolicyStage
+
+POLICY_MARK: int
 
 def layout() -> dict[str, dict[str, Any]]: ...
 
@@ -51,3 +53,22 @@ class ChainEngine(Engine):
     def snapshot(self) -> tuple[object, ...]:
         """The per-rule state and the IPVS table's, for restore."""
     def restore(self, snap: tuple[object, ...]) -> None: ...
+
+class ChainPolicy(PolicyStage):
+    """NetworkPolicy as iptables chains walked by the chain VM: the egress then the ingress
+    dispatch chain (kproxy_emu/dataplane/policy_chains.py lowers them)."""
+
+    @property
+    def sets(self) -> tuple[IPSet, ...]: ...
+    def __init__(
+        self,
+        rules: npt.NDArray[np.void],
+        hot: npt.NDArray[np.void],
+        chains: npt.NDArray[np.void],
+        port_ranges: npt.NDArray[np.uint16],
+        sets: Iterable[IPSet],
+        egress: int,
+        ingress: int,
+    ) -> None: ...
+    def snapshot(self) -> tuple[Any, ...]: ...
+    def restore(self, snap: tuple[Any, ...]) -> None: ...

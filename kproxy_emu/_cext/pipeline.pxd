@@ -34,6 +34,18 @@ cdef enum:
     STEP_IPVS_IN = 3        # ip_vs_in: index = hook, extra = result, value = endpoint
     STEP_IPVS_OUT = 4       # ip_vs_out on a reply: extra = result
     STEP_BPF_MAP = 5        # eBPF map lookup: index = map, extra = detail, value = result
+    STEP_POLICY = 6         # NetworkPolicy decision: index = direction (0 egress, 1
+                            # ingress), extra = POL_*, value = the allowing rule or -1
+    STEP_POLICY_RULE = 7    # a rule of the policy chains (chains form): index = its row
+    # STEP_POLICY extra: the side was not isolated (or not a pod), a rule allowed it,
+    # no rule did
+    POL_OPEN = 0
+    POL_ALLOWED = 1
+    POL_DENIED = 2
+    # PolicyStage.check's answer: allowed, or which direction denied the new flow
+    POLICY_PASS = 0
+    POLICY_EGRESS_DENIED = 1
+    POLICY_INGRESS_DENIED = 2
     MAX_DRAWS = 4096        # branch points one trace follows (a 4096-endpoint chain)
     DRAW_STATISTIC = 1      # xt_statistic --mode random: outcome 0 matches, 1 does not
     DRAW_NUMGEN = 2         # numgen random mod n: outcome k is the value k
@@ -109,6 +121,18 @@ ctypedef struct pkt_state_t:
     recorder_t* rec         # NULL on the batch path
 
 
+cdef class PolicyStage:
+    """NetworkPolicy where a CNI enforces it: the first packet of each flow, after the
+    hooks (kube-proxy's DNAT done), egress of the source then ingress of the destination.
+    Subclasses (netpolicy.IdentityPolicy, chains.ChainPolicy) override ``check``; the
+    pipeline counts what it answers."""
+    cdef readonly uint64_t checked          # flows decided
+    cdef readonly uint64_t egress_drops     # denied at the source's egress
+    cdef readonly uint64_t ingress_drops    # denied at the destination's ingress
+
+    cdef int check(self, const packet_t* p, pkt_state_t* st) noexcept nogil
+
+
 cdef class Engine:
     """A mode's packet engine: what runs at each hook. Subclasses override the cdef
     methods; the base class holds the node's addresses."""
@@ -131,6 +155,8 @@ cdef class Engine:
     # engine can load what that packet will need in dependent steps (a bucket, then the
     # record it names, ...)
     cdef int prefetch_distance
+    # the node's NetworkPolicy stage (None: none): pipeline.run uses it unless given one
+    cdef public PolicyStage policy
 
     cdef int hook(self, int hook, const packet_t* p, pkt_state_t* st) noexcept nogil
     cdef bint is_local(self, uint32_t ip) noexcept nogil

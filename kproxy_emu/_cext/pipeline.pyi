@@ -14,9 +14,26 @@ HOOKS: tuple[str, ...]
 STEP_DTYPE: np.dtype[np.void]
 DEFAULT_SEED: int
 
+class PolicyStage:
+    """Base of the NetworkPolicy stages (netpolicy.IdentityPolicy, chains.ChainPolicy);
+    alone it allows everything."""
+
+    @property
+    def checked(self) -> int: ...
+    @property
+    def egress_drops(self) -> int: ...
+    @property
+    def ingress_drops(self) -> int: ...
+    @property
+    def counters(self) -> tuple[int, int, int]:
+        """(checked, egress_drops, ingress_drops)."""
+    @counters.setter
+    def counters(self, value: tuple[int, int, int]) -> None: ...
+
 class Engine:
     """Base of the mode engines (chains.ChainEngine, nftmaps.NftEngine)."""
 
+    policy: PolicyStage | None
     @property
     def masquerade_ip(self) -> int: ...
     def __init__(self, local_ips: npt.ArrayLike, masquerade_ip: int) -> None: ...
@@ -60,5 +77,6 @@ def run(
     conntrack: ConntrackTable | None = None,
     rng: Rng | None = None,
     recorder: Recorder | None = None,
+    policy: PolicyStage | None = None,
 ) -> None:
     """Every packet through conntrack and the node's hooks, in order."""

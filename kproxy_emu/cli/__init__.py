@@ -148,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
         "ipvsadm-save, ipvsadm-list, ipset-save, iptables-restore; ebpf mode: restore is "
         "Cilium's dump of the LB maps, save bpftool map dump of each, json the maps as data",
     )
+    _policy_option(
+        p,
+        "print the policy stage's text instead of the mode's: chains: the ipset "
+        "restore lines and the iptables-restore input of its filter chains; "
+        "identity: identities, ipcache and policy maps",
+    )
     p.set_defaults(func=_cmd_render)
 
     p = sub.add_parser("trace", help="follow one packet through a node's rules")
@@ -198,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="show every rule the packet is tested against (default: the matched path)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    _policy_option(
+        p,
+        "enforce the manifests' NetworkPolicies on new flows after the DNAT, "
+        "as a CNI does; the trace shows the egress and ingress decisions",
+    )
     p.set_defaults(func=_cmd_trace)
 
     p = sub.add_parser("bench", help="compare the proxy modes' per-packet cost at scale")
@@ -292,6 +303,16 @@ def build_parser() -> argparse.ArgumentParser:
             if hidden & set(action.option_strings):
                 action.help = argparse.SUPPRESS
     return parser
+
+
+def _policy_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--policy-engine",
+        choices=("chains", "identity"),
+        default=None,
+        help=f"NetworkPolicy stage (chains: iptables chains and ipsets, Calico / kube-router "
+        f"style; identity: Cilium's identities and policy maps): {what}",
+    )
 
 
 def _node_options(p: argparse.ArgumentParser) -> None:
@@ -418,6 +439,7 @@ def _dataplane(args: argparse.Namespace):
         masquerade_all=args.masquerade_all,
         mark_text=args.mark_text,
         seed=getattr(args, "seed", 0) or 0,
+        policy_engine=getattr(args, "policy_engine", None),
     )
 
 
@@ -556,6 +578,9 @@ def _cmd_render(args: argparse.Namespace) -> int:
             "--sorted applies to --format restore (or iptables-restore) only", field="--sorted"
         )
     dp = _dataplane(args)
+    if args.policy_engine is not None:
+        sys.stdout.write(dp.render_policy())
+        return 0
     sys.stdout.write(dp.render(sorted=args.sorted, format=args.format))
     return 0
 

@@ -54,6 +54,14 @@ def format_trace(result: TraceResult) -> list[str]:
         )
     else:
         lines.append("service: none (not addressed to a Service port)")
+    policy = result.get("policy")
+    if policy is not None:
+        if not policy["evaluated"]:
+            lines.append(f"policy ({policy['engine']}): a known flow, decided when it was new")
+        for side in ("egress", "ingress"):
+            decision = policy[side]  # type: ignore[literal-required]
+            if decision is not None:
+                lines.append(f"policy ({policy['engine']}) {side}: {decision['text']}")
     lines.append(
         f"from {result['from']}: {result['verdict']}"
         + (f" to {result['dnat']}" if result["dnat"] else "")
@@ -79,7 +87,7 @@ def format_trace(result: TraceResult) -> list[str]:
 def _is_nft(step: TraceStep) -> bool:
     # iptables rules name their chain (-A CHAIN); conntrack, IPVS and userspace-proxy lines
     # say where they are
-    return step["table"] not in ("conntrack", "ipvs", "userspace", "bpf") and not step[
+    return step["table"] not in ("conntrack", "ipvs", "userspace", "policy", "bpf") and not step[
         "text"
     ].startswith("-A ")
 

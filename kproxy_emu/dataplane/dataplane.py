@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from .._cext.conntrack import ConntrackTable
     from .lowering import Lowered
     from .nft_lowering import LoweredNft
+    from .policy_stage import PolicyProgram
 
 
 def resolve_node(
@@ -96,6 +97,7 @@ class Dataplane:
         seed: int = 0,
         conntrack: bool = True,
         cpus: int | None = None,
+        policy_engine: str | None = None,
     ):
         """One node of ``cluster`` in one proxy mode.
 
@@ -108,10 +110,18 @@ class Dataplane:
         ``cluster_cidr``, ``masquerade_all`` and ``mark_text`` override it, as flags do.
         ``cpus``: the node's CPU count (default: the node file's ``cpus``, else 4), which
         sizes conntrack as kube-proxy does: max(conntrack.maxPerCore x CPUs,
-        conntrack.min), the kernel's 262,144 when maxPerCore is 0."""
+        conntrack.min), the kernel's 262,144 when maxPerCore is 0.
+
+        ``policy_engine``: enforce the cluster's NetworkPolicies where a CNI does, on each
+        new flow after kube-proxy's DNAT (docs/networkpolicy.md): ``"chains"`` (iptables
+        chains and ipsets, Calico / kube-router style) or ``"identity"`` (Cilium's
+        identities and policy maps); None (the default): no policy stage."""
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise InputError("must be a non-negative integer", field="seed", value=seed)
         mode_opts = mode_options(mode)
+        from .policy_stage import check_policy_engine
+
+        self.policy_engine = check_policy_engine(policy_engine)
         # what a twin of this node over another cluster is built from (bench's drop traces)
         self._build_args: dict[str, Any] = dict(
             node=node,
@@ -124,6 +134,7 @@ class Dataplane:
             seed=seed,
             conntrack=conntrack,
             cpus=cpus,
+            policy_engine=policy_engine,
         )
         self.cluster = cluster
         self.mode = mode_opts.mode
@@ -159,6 +170,57 @@ class Dataplane:
             self.conntrack = None  # the mode's datapath keeps its own (eBPF: CT maps)
         if not (isinstance(mode_opts, IptablesOptions) and mode_opts.tables is not None):
             self.sync()
+        self.policy: PolicyProgram | None = None
+        self._build_policy()
+
+    # ---------------------------------------------------------------- NetworkPolicy
+    def _policy_inputs(self) -> tuple[Any, ...]:
+        c = self.cluster
+        return tuple(
+            tuple((k, id(v)) for k, v in d.items())
+            for d in (c.network_policies, c.pods, c.namespaces)
+        )
+
+    def _build_policy(self) -> None:
+        """The policy stage over the current cluster (counters carried over)."""
+        if self.policy_engine is None:
+            return
+        from .policy_stage import build_program
+
+        old = self.policy
+        self.policy = build_program(self.policy_engine, self.cluster)
+        if old is not None:
+            self.policy.stage.counters = old.stage.counters
+        self._policy_key = self._policy_inputs()
+
+    def attach_policy(self) -> Any:
+        """The backend's engine with the node's policy stage set (None: none), as the
+        pipeline will run it."""
+        engine = self.backend.engine()
+        engine.policy = self.policy.stage if self.policy is not None else None
+        return engine
+
+    @property
+    def policy_drops(self) -> dict[str, int]:
+        """Flows the NetworkPolicy stage decided (``checked``) and denied at the source's
+        egress or the destination's ingress, since the node booted (``reset_state``);
+        all 0 without a policy engine. A denied packet's verdict is DROP."""
+        if self.policy is None:
+            return {"checked": 0, "egress": 0, "ingress": 0}
+        checked, egress, ingress = self.policy.stage.counters
+        return {"checked": checked, "egress": egress, "ingress": ingress}
+
+    def render_policy(self) -> str:
+        """The policy stage's own text: ``chains``: the ipset restore lines then the
+        iptables-restore input of its filter chains; ``identity``: the identities, the
+        ipcache and every isolated endpoint's policy map."""
+        if self.policy is None:
+            raise InputError(
+                "the Dataplane has no policy stage (policy_engine=None)",
+                field="policy_engine",
+                value=None,
+            )
+        return self.policy.render()
 
     def __repr__(self) -> str:
         return (
@@ -211,7 +273,10 @@ class Dataplane:
             if cluster is not None:
                 self.cluster = cluster
                 self._own_cluster = False
-            return self._sync_changes()
+            result = self._sync_changes()
+        if self.policy is not None and self._policy_inputs() != self._policy_key:
+            self._build_policy()  # pods, namespaces or policies changed
+        return result
 
     def apply(self, events: Iterable[Event]) -> SyncResult:
         """Apply watch events and resync: ``Added(obj)``, ``Updated(obj)`` (a new version
@@ -315,6 +380,8 @@ class Dataplane:
             self.conntrack = _conntrack_table(self.config, self.options.node.cpus, int(seeds[1]))
         self.clock = 0.0
         self.backend.reset_state()
+        if self.policy is not None:
+            self.policy.stage.counters = (0, 0, 0)
 
     def prepare(self) -> None:
         """Build the engine's tables now (else the first ``process`` does)."""
@@ -383,6 +450,7 @@ class Dataplane:
         if _check_batch(packets, self.clock):
             packets = self._resolve_origins(packets)
         out = empty_verdicts(len(packets))
+        self.attach_policy()
         self.backend.process(packets, out, self.conntrack, self.rng)
         if len(packets):
             self.clock = max(self.clock, float(packets["ts"][-1]))

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .dataplane import Dataplane
     from .lowering import Lowered
     from .nft_lowering import LoweredNft
+    from .policy_stage import TracePolicy
 
 MAX_PATHS = 4096  # alternatives explored per trace (a ruleset with more is cut short)
 RECORDER_STEPS = 1 << 16  # steps a trace records at first (grown when a walk is longer)
@@ -108,6 +109,8 @@ TraceResult = TypedDict(
         "steps": list[TraceStep],
         "steps_omitted": int,  # rules evaluated without matching, left out of steps
         "cost": TraceCost,
+        # the NetworkPolicy stage (Dataplane(policy_engine=...)); None without one
+        "policy": "TracePolicy | None",
     },
 )
 
@@ -133,7 +136,7 @@ def trace(
     # (undone afterwards unless committing)
     clock = None if commit else backend.clock_snapshot(time)
     backend.advance_clock(time)
-    engine = backend.engine()
+    engine = dp.attach_policy()
     state = _NodeState(dp, engine)
     capacity = RECORDER_STEPS
     rec = pipeline.Recorder(capacity)
@@ -184,7 +187,8 @@ def trace(
     if ct_hit:
         result_steps.append(_conntrack_step(row, verdict, ct_dir))
     shown = steps if all_rules else steps[steps["matched"] != 0]
-    names = _StepNames(dp, row)
+    policy = dp.policy.describe(row, steps, verdict) if dp.policy is not None else None
+    names = _StepNames(dp, row, policy)
     result_steps += names.steps(shown)
     result_steps += cast("list[TraceStep]", getattr(backend, "hop_steps", []))
     endpoints = backend.endpoints
@@ -233,6 +237,7 @@ def trace(
         "steps": result_steps,
         "steps_omitted": len(steps) - len(shown),
         "cost": {"rules_evaluated": int(verdict["rules"]), "lookups": lookups},
+        "policy": policy,
     }
 
 
@@ -245,6 +250,7 @@ class _NodeState:
         self.ct = dp.conntrack.snapshot() if dp.conntrack is not None else None
         self.eng = engine.snapshot()
         self.rng = dp.rng.state
+        self.policy = dp.policy.stage.counters if dp.policy is not None else None
         # a backend's own per-flow state (the userspace mode's proxy)
         snap = getattr(dp.backend, "snapshot_state", None)
         self.backend = snap() if snap is not None else None
@@ -256,6 +262,9 @@ class _NodeState:
             conntrack.restore(self.ct)
         self.engine.restore(self.eng)
         self.dp.rng.state = self.rng
+        if self.policy is not None:
+            assert self.dp.policy is not None  # self.policy is its counters
+            self.dp.policy.stage.counters = self.policy
         if self.backend is not None:
             self.dp.backend.restore_state(self.backend)  # type: ignore[attr-defined]
 
@@ -444,8 +453,9 @@ class _StepNames:
     rules, IPVS lookups). Only the rows asked for are named, their chains found with one
     vectorised search, each chain's rules gathered once."""
 
-    def __init__(self, dp: Dataplane, row: Any) -> None:
+    def __init__(self, dp: Dataplane, row: Any, policy: TracePolicy | None = None) -> None:
         self.dp = dp
+        self.policy = policy
         self.row = row  # the traced packet as it was sent
         self.backend = dp.backend
         self.low = self.backend.lowered
@@ -468,9 +478,35 @@ class _StepNames:
                 out.append(self._nft(index, matched, int(r["value"])))
             elif kind == 5:
                 out.append(self._bpf(index, matched, int(r["extra"]), int(r["value"])))
+            elif kind == 6:
+                out.append(self._policy(index, int(r["extra"])))
+            elif kind == 7:
+                out.append(self._policy_rule(index, matched))
             else:
                 out.append(self._ipvs(kind, index, matched, int(r["extra"]), int(r["value"])))
         return out
+
+    # ---------------------------------------------------------------- NetworkPolicy
+    def _policy(self, direction: int, detail: int) -> TraceStep:
+        side = None
+        if self.policy is not None:
+            side = self.policy["ingress" if direction else "egress"]
+        text = side["text"] if side is not None else ""
+        return {
+            "table": "policy",
+            "chain": "ingress" if direction else "egress",
+            "rule": None,
+            "text": text,
+            "matched": True,
+        }
+
+    def _policy_rule(self, row: int, matched: bool) -> TraceStep:
+        from .policy_chains import ChainsProgram
+
+        program = self.dp.policy
+        assert isinstance(program, ChainsProgram)  # policy chain rows: the chains form
+        chain, k, text = program.rule_at(row)
+        return {"table": "filter", "chain": chain, "rule": k, "text": text, "matched": matched}
 
     # ---------------------------------------------------------------- eBPF
     def _bpf(self, which: int, matched: bool, extra: int, value: int) -> TraceStep:
