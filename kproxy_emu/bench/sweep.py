@@ -342,23 +342,32 @@ def _proxy_delta(after: dict[str, int], before: dict[str, int] | None) -> dict[s
     return {k: int(v) - int(before.get(k, 0)) for k, v in after.items()}
 
 
-def _proxy_replies(batch, verdicts, alive, portals: dict[int, tuple[int, int]], *, start: float):
+def _proxy_replies(batch, verdicts, alive, portals, *, start: float):
     """userspace: the proxy's replies on the clients' connections (SYN-ACK from the proxy
     address the portal rules sent each flow to, a packet of the node's own), so the
     clients' next packets are conntrack hits as after a handshake; ``packets.replies``
-    gives the endpoints' replies on the proxy's own connections."""
+    gives the endpoints' replies on the proxy's own connections. ``portals``: row ->
+    (proxy ip, port) (``last_portals``) or the (rows, ips, ports) arrays
+    (``last_portal_arrays``)."""
     from .. import packets
 
+    if isinstance(portals, dict):
+        n = len(portals)
+        at = np.fromiter(portals, np.int64, n)
+        ips = np.fromiter((ip for ip, _ in portals.values()), np.uint32, n)
+        ports = np.fromiter((port for _, port in portals.values()), np.uint16, n)
+    else:
+        at, ips, ports = portals
     client = verdicts.copy()
     client["dnat_ip"] = 0
     client["dnat_port"] = 0
     client["snat_ip"] = 0
     client["snat_port"] = 0
-    for i, (ip, port) in portals.items():
-        client[i]["dnat_ip"] = ip
-        client[i]["dnat_port"] = port
-    rows = alive.copy()
-    rows[[i for i in range(len(batch)) if i not in portals]] = False
+    client["dnat_ip"][at] = ips
+    client["dnat_port"][at] = ports
+    rows = np.zeros(len(batch), bool)
+    rows[at] = True
+    rows &= alive
     rep = packets.replies(batch[rows], client[rows], start=start)
     rep["origin"] = packets.Origin.HOST
     return rep
@@ -409,7 +418,7 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
     for _ in range(spec.repeat):
         first = new_pass()
         if userspace:  # the client's connection is answered by the proxy (below)
-            portals = dict(dp.backend.last_portals)
+            portals = dp.backend.last_portal_arrays
         dp.process(packets.replies(batch[alive], first[alive], start=dp.clock + 0.001))
         if userspace:
             dp.process(_proxy_replies(batch, first, alive, portals, start=dp.clock + 0.001))

@@ -31,6 +31,7 @@ Traces run the same hop (``proxy_hop``) and show it as a ``userspace`` step.
 from __future__ import annotations
 
 import copy
+import functools
 import ipaddress
 import random
 import weakref
@@ -75,6 +76,7 @@ class UserspaceBackend:
         self._now = 0.0
         self._compiled = _CompiledProxy(node.seed)
         self._listen_version = 0  # bumped by each sync: the listeners may have changed
+        self._fresh: LoadBalancerRR | None = None  # the balancer a restart starts with
         # the last hop's records, read by hop_steps and last_portals
         self._last: tuple[Any, ...] | None = None
         # the Python twin of the hop, when switched to it (use_reference)
@@ -103,6 +105,7 @@ class UserspaceBackend:
         res = self.proxier.sync(self.node.view, changed, now=self._now)
         self._tables = res.payload
         self._listen_version += 1
+        self._fresh = None
         self._lowered = None
         self._engine = None
         self._nth_counters = None
@@ -157,9 +160,11 @@ class UserspaceBackend:
             self._reference = ProxyState(self.node.seed)
         # the proxy process restarts: the old balancer keeps what it was (written back
         # by its compiled proxy if it is ever read)
-        self._compiled = _CompiledProxy(self.node.seed)
+        self._compiled.restart()
         # the balancer's round robins and affinities are the proxy process's memory
-        self.proxier.load_balancer = _fresh_balancer(self.proxier)
+        if self._fresh is None:  # built once per sync, cloned at each restart
+            self._fresh = _fresh_balancer(self.proxier)
+        self.proxier.load_balancer = self._fresh._clone()
 
     def engine(self) -> Any:
         if self._engine is None:
@@ -188,7 +193,7 @@ class UserspaceBackend:
         if self._reference is not None:
             return (copy.deepcopy(self._reference), copy.deepcopy(self.proxier.load_balancer))
         cp = self._loaded()
-        return (cp, cp.proxy.snapshot())
+        return (cp.proxy, cp.proxy.snapshot())
 
     def restore_state(self, snap: object) -> None:
         if self._reference is not None:
@@ -196,10 +201,11 @@ class UserspaceBackend:
             self._reference = state
             self.proxier.load_balancer = lb
             return
-        cp, saved = cast("tuple[_CompiledProxy, Any]", snap)
-        if cp is not self._compiled or cp.lb is not self.proxier.load_balancer:
+        proxy, saved = cast("tuple[Any, Any]", snap)
+        cp = self._compiled
+        if proxy is not cp.proxy or cp.lb is not self.proxier.load_balancer:
             raise KproxyError("the proxy's state changed under the snapshot (a reset or sync)")
-        cp.proxy.restore(saved)
+        proxy.restore(saved)
         cp.mark_pending()
 
     @property
@@ -332,6 +338,23 @@ class UserspaceBackend:
         return steps
 
     @property
+    def last_portal_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``last_portals`` as arrays: the rows, the proxy addresses and ports."""
+        if self._reference is not None or self._last is None:
+            portals = self.last_portals
+            return (
+                np.fromiter(portals, np.int64, len(portals)),
+                np.fromiter((ip for ip, _ in portals.values()), np.uint32, len(portals)),
+                np.fromiter((port for _, port in portals.values()), np.uint16, len(portals)),
+            )
+        records = self._last[1]
+        return (
+            records["row"].copy(),
+            records["portal_ip"].copy(),
+            records["portal_port"].copy(),
+        )
+
+    @property
     def last_portals(self) -> dict[int, tuple[int, int]]:
         """The last batch's rows the proxy took: row -> the proxy address (ip, port) the
         portal rules sent it to, before the row's verdict was rewritten to the endpoint
@@ -365,15 +388,11 @@ class _CompiledProxy:
     """The backend's side of the compiled proxy (``_cext.userspace.Proxy``): the numbering
     of service ports (ids) and endpoint strings (slots), the listeners as an array, and
     the balancer's state loaded into the compiled one when ``LoadBalancerRR`` changed
-    (its ``_version``) and written back into it when it is next read (``pull``). One per
-    proxy process: ``reset_state`` starts another."""
+    (its ``_version``) and written back into it when it is next read (``_pull``). The
+    numbering outlives the proxy process (``restart``: a new compiled proxy)."""
 
     def __init__(self, seed: int) -> None:
-        from .._cext.userspace import Proxy
-
-        self.proxy = Proxy()
-        _, state, _ = random.Random(f"{seed}/connect").getstate()
-        self.proxy.reset(list(state[:624]), state[624])
+        self.seed = seed
         self.names: list[str] = []
         self.name_ids: dict[str, int] = {}
         self.slot_strings: list[str] = []
@@ -391,6 +410,24 @@ class _CompiledProxy:
         self._ep_index: dict[str, int] = {}
         self._ep_seen = 0
         self._loaded_names = -1
+        self.restart()
+
+    def restart(self) -> None:
+        """The proxy process restarts: a new compiled proxy (no flows, sessions, counts;
+        the connect() port stream from its seed), the balancer to be loaded again. A
+        balancer the old one still has picks for keeps them (``mark_pending``)."""
+        from .._cext.userspace import Proxy
+
+        old = getattr(self, "proxy", None)
+        self.proxy = Proxy()
+        _, state, _ = random.Random(f"{self.seed}/connect").getstate()
+        self.proxy.reset(list(state[:624]), state[624])
+        self._lb_ref = None
+        self.lb_version = -1
+        self._sid_spn = {}
+        self._foreign = []
+        if old is not None:
+            self.proxy.set_slots(self._slot_ip, self._slot_port, self._slot_bad, old.slot_index)
 
     @property
     def lb(self) -> LoadBalancerRR | None:
@@ -404,22 +441,42 @@ class _CompiledProxy:
         return sid
 
     def _slot(self, endpoint: str) -> int:
-        from ..packets import ip_to_u32
-
         slot = self.slot_ids.get(endpoint)
         if slot is None:
-            slot = self.slot_ids[endpoint] = len(self.slot_strings)
-            self.slot_strings.append(endpoint)
-            host, _, port = endpoint.rpartition(":")
-            try:
-                ip, bad = ip_to_u32(host), 0
-                port_n = int(port)
-            except (KproxyError, ValueError):
-                ip, bad, port_n = 0, 1, 0
-            self._slot_ip.append(ip)
-            self._slot_port.append(port_n & 0xFFFF)
-            self._slot_bad.append(bad)
+            self._add_slots([endpoint])
+            slot = self.slot_ids[endpoint]
         return slot
+
+    def _add_slots(self, endpoints: list[str]) -> None:
+        """Number the ``host:port`` strings not numbered yet (hosts parsed in one call)."""
+        from ..packets import ip_to_u32
+
+        new = [e for e in dict.fromkeys(endpoints) if e not in self.slot_ids]
+        if not new:
+            return
+        parts = [e.rpartition(":") for e in new]
+        try:
+            ips = ip_to_u32([h for h, _, _ in parts]).tolist()
+            ports = [int(p) for _, _, p in parts]
+            bad = [0] * len(new)
+        except (KproxyError, ValueError):
+            ips, ports, bad = [], [], []
+            for host, _, port in parts:
+                try:
+                    ip, port_n = ip_to_u32(host), int(port)
+                    ips.append(ip)
+                    ports.append(port_n)
+                    bad.append(0)
+                except (KproxyError, ValueError):
+                    ips.append(0)
+                    ports.append(0)
+                    bad.append(1)
+        for e in new:
+            self.slot_ids[e] = len(self.slot_strings)
+            self.slot_strings.append(e)
+        self._slot_ip += ips
+        self._slot_port += [p & 0xFFFF for p in ports]
+        self._slot_bad += bad
 
     def set_listeners(self, services: Any, version: int) -> None:
         """The listeners (proxy port and protocol -> service id), as the proxier holds
@@ -455,6 +512,7 @@ class _CompiledProxy:
         services = lb._services
         for spn in services:
             self._sid(str(spn))
+        self._add_slots([e for state in services.values() for e in state.endpoints])
         n = len(self.names)
         present = np.zeros(n, np.uint8)
         sticky = np.zeros(n, np.uint8)
@@ -532,43 +590,49 @@ class _CompiledProxy:
         self._ep_seen = len(endpoints)
 
     def mark_pending(self) -> None:
+        """The balancer has picks in the compiled proxy not written back yet."""
         lb = self.lb
         if lb is not None:
-            lb._puller = self.pull
+            lb._puller = functools.partial(
+                _pull, self.proxy, self._lb_ref, self._sid_spn, self._foreign, self.slot_strings
+            )
 
-    def pull(self) -> None:
-        """Write the compiled balancer state back into ``LoadBalancerRR``: the round-robin
-        index and the affinity map of every service port the hops touched."""
-        from ..modes.userspace import _Affinity
-        from ..packets import u32_to_ip
 
-        lb = self.lb
-        if lb is None:
-            return
-        p = self.proxy
-        lb._last_affinity_hit = bool(p.last_affinity_hit)
-        dirty = p.take_dirty()
-        if not len(dirty):
-            return
-        index = p.indices
-        sid, client, slot, last, foreign = p.affinity()
-        maps: dict[int, dict[str, Any]] = {int(s): {} for s in dirty.tolist()}
-        for k in np.flatnonzero(np.isin(sid, dirty)).tolist():
-            f = int(foreign[k])
-            if f >= 0:
-                ip, entry = self._foreign[f]
-            else:
-                ip = u32_to_ip(int(client[k]))
-                entry = _Affinity(
-                    client_ip=ip, endpoint=self.slot_strings[int(slot[k])], last_used=float(last[k])
-                )
-            maps[int(sid[k])][ip] = entry
-        for s, amap in maps.items():
-            state = lb._services.get(self._sid_spn.get(s))  # type: ignore[arg-type]
-            if state is None:
-                continue
-            state.index = int(index[s])
-            state.affinity_map = amap
+def _pull(
+    p: Any, lb_ref: Any, sid_spn: dict[int, Any], foreign: list[Any], slot_strings: list[str]
+) -> None:
+    """Write the compiled balancer state back into ``LoadBalancerRR``: the round-robin
+    index and the affinity map of every service port the hops touched (entries in the
+    compiled order, which is the dict's insertion order)."""
+    from ..modes.userspace import _Affinity
+    from ..packets import u32_to_ip
+
+    lb = lb_ref()
+    if lb is None:
+        return
+    lb._last_affinity_hit = bool(p.last_affinity_hit)
+    dirty = p.take_dirty()
+    if not len(dirty):
+        return
+    index = p.indices
+    sid, client, slot, last, fidx = p.affinity()
+    maps: dict[int, dict[str, Any]] = {int(s): {} for s in dirty.tolist()}
+    for k in np.flatnonzero(np.isin(sid, dirty)).tolist():
+        f = int(fidx[k])
+        if f >= 0:
+            ip, entry = foreign[f]
+        else:
+            ip = u32_to_ip(int(client[k]))
+            entry = _Affinity(
+                client_ip=ip, endpoint=slot_strings[int(slot[k])], last_used=float(last[k])
+            )
+        maps[int(sid[k])][ip] = entry
+    for s, amap in maps.items():
+        state = lb._services.get(sid_spn.get(s))  # type: ignore[arg-type]
+        if state is None:
+            continue
+        state.index = int(index[s])
+        state.affinity_map = amap
 
 
 def _is_ipv4(text: str) -> bool:

@@ -302,6 +302,28 @@ class LoadBalancerRR:
         self._sync()
         self._last_affinity_hit = value
 
+    def _clone(self) -> LoadBalancerRR:
+        """An independent copy (the state written back first, no store attached): the
+        same services, lists, indexes, affinities and shuffle stream."""
+        self._sync()
+        twin = LoadBalancerRR(self.seed)
+        twin._rng.setstate(self._rng.getstate())
+        twin._last_affinity_hit = self._last_affinity_hit
+        twin._services = {
+            spn: _State(
+                affinity_type=st.affinity_type,
+                ttl_seconds=st.ttl_seconds,
+                endpoints=list(st.endpoints),
+                index=st.index,
+                affinity_map={
+                    ip: _Affinity(a.client_ip, a.endpoint, a.last_used)
+                    for ip, a in st.affinity_map.items()
+                },
+            )
+            for spn, st in self._services.items()
+        }
+        return twin
+
     # ---- services -------------------------------------------------------------------
 
     def new_service(
