@@ -17,14 +17,16 @@ own (``ru_maxrss`` of a fresh fork starts at the small parent's). In a cell:
   and a plain open-addressing table of the same frontends (cext/roofline.pyx);
 - reference: the pure-Python evaluator on a few packets of the smallest size.
 
-userspace (opt-in: ``--modes ...,userspace``; its proxy hop is a Python loop, about 30 s
-a cell at 1000 services and 100,000 packets): the same cell, plus the proxy's counts for
-each timed batch (connections it opened, packets it relayed, bytes copied: relayed packets
-x ``userspace_payload_bytes``, since the packet array carries no length) and, with a
+userspace (in the default sweep: its proxy hop is compiled, cext/userspace.pyx; a cell
+costs about 2-2.5x the iptables cell of the same size, as every relayed packet walks the
+portal chains twice): the same cell, plus the proxy's counts for each timed batch
+(connections it opened, packets it relayed, bytes copied: relayed packets x
+``userspace_payload_bytes``, since the packet array carries no length) and, with a
 calibration holding ``modes.userspace`` (``kproxy-emu calibrate --modes userspace``), the
 overhead those counts predict: connections x ns_per_connection + bytes x ns_per_byte, per
-packet. ``ns_per_packet`` of a userspace record times the emulator (its Python hop), not a
-userspace proxy; the predicted overhead is the model's.
+packet. ``ns_per_packet`` of a userspace record times the emulator (the chains, the
+compiled proxy hop and the proxy's own packet through the hooks), not a userspace proxy;
+the predicted overhead is the model's.
 
 disruption (``BenchSpec.disruption``, on by default, about a second): after the cells, the
 share of client flows that move when one endpoint of a Service is removed or added, per
@@ -50,7 +52,7 @@ import numpy as np
 from ..errors import InputError, KproxyError
 
 MODES = ("iptables", "nftables", "ipvs", "userspace")  # modes the sweep can run
-DEFAULT_MODES = ("iptables", "nftables", "ipvs")  # userspace is opt-in (minutes a sweep)
+DEFAULT_MODES = ("iptables", "nftables", "ipvs", "userspace")
 # bytes each packet the userspace proxy relays is taken to carry (the packet array has no
 # length): a full TCP segment on a 1500-byte MTU with timestamps (1500 - 20 - 20 - 12)
 DEFAULT_PAYLOAD_BYTES = 1448
