@@ -77,7 +77,7 @@ def table(result: dict) -> str:
     proxied = [r for r in records if "proxy_relayed" in r]
     if proxied:
         out.append(
-            "userspace: ns/pkt times the emulator (its Python proxy hop), not a userspace "
+            "userspace: ns/pkt times the emulator (its compiled proxy hop), not a userspace "
             "proxy; proxy ns is the calibrated model's overhead per packet (connections x "
             "ns_per_connection + bytes copied x ns_per_byte, from `kproxy-emu calibrate "
             "--modes userspace`; '-' without one), beside the kernel's:"

@@ -17,14 +17,16 @@ own (``ru_maxrss`` of a fresh fork starts at the small parent's). In a cell:
   and a plain open-addressing table of the same frontends (cext/roofline.pyx);
 - reference: the pure-Python evaluator on a few packets of the smallest size.
 
-userspace (opt-in: ``--modes ...,userspace``; its proxy hop is a Python loop, about 30 s
-a cell at 1000 services and 100,000 packets): the same cell, plus the proxy's counts for
-each timed batch (connections it opened, packets it relayed, bytes copied: relayed packets
-x ``userspace_payload_bytes``, since the packet array carries no length) and, with a
+userspace (in the default sweep: its proxy hop is compiled, cext/userspace.pyx; a cell
+costs about 2-2.5x the iptables cell of the same size, as every relayed packet walks the
+portal chains twice): the same cell, plus the proxy's counts for each timed batch
+(connections it opened, packets it relayed, bytes copied: relayed packets x
+``userspace_payload_bytes``, since the packet array carries no length) and, with a
 calibration holding ``modes.userspace`` (``kproxy-emu calibrate --modes userspace``), the
 overhead those counts predict: connections x ns_per_connection + bytes x ns_per_byte, per
-packet. ``ns_per_packet`` of a userspace record times the emulator (its Python hop), not a
-userspace proxy; the predicted overhead is the model's.
+packet. ``ns_per_packet`` of a userspace record times the emulator (the chains, the
+compiled proxy hop and the proxy's own packet through the hooks), not a userspace proxy;
+the predicted overhead is the model's.
 
 disruption (``BenchSpec.disruption``, on by default, about a second): after the cells, the
 share of client flows that move when one endpoint of a Service is removed or added, per
@@ -50,7 +52,7 @@ import numpy as np
 from ..errors import InputError, KproxyError
 
 MODES = ("iptables", "nftables", "ipvs", "userspace", "ebpf")  # modes the sweep can run
-DEFAULT_MODES = ("iptables", "nftables", "ipvs", "ebpf")  # userspace is opt-in (minutes a sweep)
+DEFAULT_MODES = MODES
 # bytes each packet the userspace proxy relays is taken to carry (the packet array has no
 # length): a full TCP segment on a 1500-byte MTU with timestamps (1500 - 20 - 20 - 12)
 DEFAULT_PAYLOAD_BYTES = 1448
@@ -342,23 +344,32 @@ def _proxy_delta(after: dict[str, int], before: dict[str, int] | None) -> dict[s
     return {k: int(v) - int(before.get(k, 0)) for k, v in after.items()}
 
 
-def _proxy_replies(batch, verdicts, alive, portals: dict[int, tuple[int, int]], *, start: float):
+def _proxy_replies(batch, verdicts, alive, portals, *, start: float):
     """userspace: the proxy's replies on the clients' connections (SYN-ACK from the proxy
     address the portal rules sent each flow to, a packet of the node's own), so the
     clients' next packets are conntrack hits as after a handshake; ``packets.replies``
-    gives the endpoints' replies on the proxy's own connections."""
+    gives the endpoints' replies on the proxy's own connections. ``portals``: row ->
+    (proxy ip, port) (``last_portals``) or the (rows, ips, ports) arrays
+    (``last_portal_arrays``)."""
     from .. import packets
 
+    if isinstance(portals, dict):
+        n = len(portals)
+        at = np.fromiter(portals, np.int64, n)
+        ips = np.fromiter((ip for ip, _ in portals.values()), np.uint32, n)
+        ports = np.fromiter((port for _, port in portals.values()), np.uint16, n)
+    else:
+        at, ips, ports = portals
     client = verdicts.copy()
     client["dnat_ip"] = 0
     client["dnat_port"] = 0
     client["snat_ip"] = 0
     client["snat_port"] = 0
-    for i, (ip, port) in portals.items():
-        client[i]["dnat_ip"] = ip
-        client[i]["dnat_port"] = port
-    rows = alive.copy()
-    rows[[i for i in range(len(batch)) if i not in portals]] = False
+    client["dnat_ip"][at] = ips
+    client["dnat_port"][at] = ports
+    rows = np.zeros(len(batch), bool)
+    rows[at] = True
+    rows &= alive
     rep = packets.replies(batch[rows], client[rows], start=start)
     rep["origin"] = packets.Origin.HOST
     return rep
@@ -409,7 +420,7 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
     for _ in range(spec.repeat):
         first = new_pass()
         if userspace:  # the client's connection is answered by the proxy (below)
-            portals = dict(dp.backend.last_portals)
+            portals = dp.backend.last_portal_arrays
         dp.process(packets.replies(batch[alive], first[alive], start=dp.clock + 0.001))
         if userspace:
             dp.process(_proxy_replies(batch, first, alive, portals, start=dp.clock + 0.001))

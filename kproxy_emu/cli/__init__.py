@@ -225,8 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_name_list,
         default=None,
         metavar="MODE,...",
-        help="modes to compare: iptables,nftables,ipvs (default) and userspace (opt-in: "
-        "its Python proxy hop takes about 30 s a cell at 1000 services)",
+        help="modes to compare: iptables,nftables,ipvs,userspace,ebpf (default: all five)",
     )
     p.add_argument(
         "--packets", type=int, default=100_000, help="packets per measured batch (100000)"

@@ -31,22 +31,23 @@ Traces run the same hop (``proxy_hop``) and show it as a ``userspace`` step.
 from __future__ import annotations
 
 import copy
+import functools
+import ipaddress
 import random
+import weakref
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 
 from ..errors import KproxyError
-from ..modes.userspace import LoadBalancerRR, UserspaceProxier, UserspaceService
+from ..modes.userspace import LoadBalancerRR, UserspaceProxier
 from ..netfilter.iptables_text import render, render_sorted
 from ..netfilter.ruleset import Ruleset
 from .sync import SyncResult
+from .userspace_reference import ProxyState, reference_hop
 
 if TYPE_CHECKING:
     from .backend import NodeContext, UserspaceOptions
-
-PROTO_NAMES = {6: "TCP", 17: "UDP", 132: "SCTP"}
-CONNECT_LOW, CONNECT_HIGH = 32768, 60999
 
 
 class UserspaceBackend:
@@ -73,12 +74,15 @@ class UserspaceBackend:
         self._recent: Any = None
         self._nth_counters: np.ndarray | None = None
         self._now = 0.0
-        self._state = _ProxyState(node.seed)
-        self.hop_steps: list[dict[str, Any]] = []  # the last hop's, for traces
-        # the last batch's rows the proxy took: row -> the proxy address (ip, port) the
-        # portal rules sent it to, before the row's verdict was rewritten to the endpoint
-        # (the client's connection ends there: bench builds the proxy's replies from it)
-        self.last_portals: dict[int, tuple[int, int]] = {}
+        self._compiled = _CompiledProxy(node.seed)
+        self._listen_version = 0  # bumped by each sync: the listeners may have changed
+        self._fresh: LoadBalancerRR | None = None  # the balancer a restart starts with
+        # the last hop's records, read by hop_steps and last_portals
+        self._last: tuple[Any, ...] | None = None
+        # the Python twin of the hop, when switched to it (use_reference)
+        self._reference: ProxyState | None = None
+        self._ref_steps: list[dict[str, Any]] = []
+        self._ref_portals: dict[int, tuple[int, int]] = {}
 
     # ---------------------------------------------------------------- rules
     @property
@@ -100,6 +104,8 @@ class UserspaceBackend:
     def sync(self, changed: set[tuple[str, str]] | None) -> SyncResult:
         res = self.proxier.sync(self.node.view, changed, now=self._now)
         self._tables = res.payload
+        self._listen_version += 1
+        self._fresh = None
         self._lowered = None
         self._engine = None
         self._nth_counters = None
@@ -149,9 +155,16 @@ class UserspaceBackend:
         self._nth_counters = None
         self._engine = None
         self._now = 0.0
-        self._state = _ProxyState(self.node.seed)
+        self._last = None
+        if self._reference is not None:
+            self._reference = ProxyState(self.node.seed)
+        # the proxy process restarts: the old balancer keeps what it was (written back
+        # by its compiled proxy if it is ever read)
+        self._compiled.restart()
         # the balancer's round robins and affinities are the proxy process's memory
-        self.proxier.load_balancer = _fresh_balancer(self.proxier)
+        if self._fresh is None:  # built once per sync, cloned at each restart
+            self._fresh = _fresh_balancer(self.proxier)
+        self.proxier.load_balancer = self._fresh._clone()
 
     def engine(self) -> Any:
         if self._engine is None:
@@ -177,12 +190,23 @@ class UserspaceBackend:
 
     def snapshot_state(self) -> object:
         """The proxy's state a packet changes (for a trace that must leave it as it was)."""
-        return (copy.deepcopy(self._state), copy.deepcopy(self.proxier.load_balancer))
+        if self._reference is not None:
+            return (copy.deepcopy(self._reference), copy.deepcopy(self.proxier.load_balancer))
+        cp = self._loaded()
+        return (cp.proxy, cp.proxy.snapshot())
 
     def restore_state(self, snap: object) -> None:
-        state, lb = cast("tuple[_ProxyState, LoadBalancerRR]", copy.deepcopy(snap))
-        self._state = state
-        self.proxier.load_balancer = lb
+        if self._reference is not None:
+            state, lb = cast("tuple[ProxyState, LoadBalancerRR]", copy.deepcopy(snap))
+            self._reference = state
+            self.proxier.load_balancer = lb
+            return
+        proxy, saved = cast("tuple[Any, Any]", snap)
+        cp = self._compiled
+        if proxy is not cp.proxy or cp.lb is not self.proxier.load_balancer:
+            raise KproxyError("the proxy's state changed under the snapshot (a reset or sync)")
+        proxy.restore(saved)
+        cp.mark_pending()
 
     @property
     def proxy_stats(self) -> dict[str, int]:
@@ -191,7 +215,15 @@ class UserspaceBackend:
         besides the client's), packets ``relayed`` (each copied through the proxy and
         crossing the node's hooks a second time), ``relay_rules`` those crossings
         evaluated, and packets with ``no_endpoint``."""
-        return dict(self._state.stats)
+        if self._reference is not None:
+            return dict(self._reference.stats)
+        return dict(zip(STAT_NAMES, (int(x) for x in self._compiled.proxy.stats)))
+
+    def use_reference(self) -> None:
+        """Run the proxy hop in plain Python from now on (``userspace_reference.py``, the
+        compiled hop's twin; for tests): the proxy restarts (``reset_state``)."""
+        self._reference = ProxyState(self.node.seed)
+        self.reset_state()
 
     def process(self, packets: np.ndarray, out: np.ndarray, conntrack: Any, rng: Any) -> None:
         from .._cext import pipeline
@@ -201,164 +233,413 @@ class UserspaceBackend:
 
     # ---------------------------------------------------------------- the proxy
     def proxy_hop(self, packets: np.ndarray, out: np.ndarray, conntrack: Any, rng: Any) -> None:
-        """Hand the rows that reached a proxy port to the proxy (module docstring)."""
+        """Hand the rows that reached a proxy port to the proxy (module docstring): one
+        compiled pass over the rows, then the proxy's own packets through the node's
+        hooks in one more ``pipeline.run``. ``hop_steps`` and ``last_portals`` are built
+        from the hop's records when read."""
         from .._cext import pipeline
-        from ..packets import PACKET_DTYPE, Action, Origin, empty_verdicts, ip_to_u32, u32_to_ip
+        from .._cext.userspace import HOP_BAD_ENDPOINT, HOP_NO_MEMORY, RECORD_DTYPE
+        from ..packets import PACKET_DTYPE, Action, empty_verdicts, ip_to_u32
 
-        self.hop_steps = []
-        self.last_portals = {}
+        self._last = None
         if len(packets):
             self._now = max(self._now, float(packets["ts"][-1]))
-        listeners = self._listeners()
-        if not listeners:
+        if self._reference is not None:
+            self._ref_steps, self._ref_portals = reference_hop(
+                self, self._reference, packets, out, conntrack, rng
+            )
             return
+        cp = self._loaded()
+        if cp.listen is None:
+            return
+        n = len(packets)
+        packets = np.ascontiguousarray(packets)
+        records = np.empty(n, RECORD_DTYPE)
+        second = np.empty(n, PACKET_DTYPE)
+        second_rows = np.empty(n, np.int64)
+        new_slots = np.empty(n, np.int32)
+        node_u32 = ip_to_u32(self.node.options.node.primary_ip)
+        listen_ip = self.proxier.listen_ip
+        listen_u32 = 0 if listen_ip in ("0.0.0.0", "::") else ip_to_u32(listen_ip)
+        cp.sync_endpoint_table(self.endpoints)
+        nrec, nsec, nnew, err = cp.proxy.hop(
+            packets, out, node_u32, listen_u32, node_u32, cp.listen, len(self.endpoints),
+            records, second, second_rows, new_slots,
+        )  # fmt: skip
+        if nnew:
+            cp.endpoints_assigned(self.endpoints, new_slots[:nnew])
+        if nrec:
+            cp.mark_pending()
+        if err == HOP_NO_MEMORY:
+            raise MemoryError("the userspace proxy's tables")
+        if err == HOP_BAD_ENDPOINT:
+            chosen = cp.slot_strings[int(records[nrec - 1]["slot"])]
+            ip_to_u32(chosen.rpartition(":")[0])  # raises what the Python hop raised
+            raise KproxyError(f"endpoint {chosen!r} is not an IPv4 address")
+        records = records[:nrec]
+        rows = second_rows[:nsec]
+        out2 = empty_verdicts(nsec)
+        if nsec:
+            pipeline.run(self.engine(), second[:nsec], out2, conntrack, rng)
+            stats = cp.proxy.stats
+            stats[1] += nsec
+            stats[2] += int(out2["rules"].sum())
+            out["rules"][rows] += out2["rules"]
+            out["probes"][rows] += out2["probes"]
+            dead = (out2["action"] == Action.DROP) | (out2["action"] == Action.REJECT)
+            out["action"][rows[dead]] = out2["action"][dead]
+        self._last = (cp, records, second[:nsec], out2)
+
+    def _loaded(self) -> _CompiledProxy:
+        """The compiled proxy, its listeners and balancer state current."""
+        cp = self._compiled
+        if cp.listen_version != self._listen_version:
+            cp.set_listeners(self.proxier.services.values(), self._listen_version)
+        cp.ensure_loaded(self.proxier.load_balancer)
+        return cp
+
+    @property
+    def hop_steps(self) -> list[dict[str, Any]]:
+        """The last hop's trace steps: per row the proxy took, what it did, then each of
+        the proxy's own packets through the node's hooks."""
+        if self._reference is not None:
+            return self._ref_steps
+        if self._last is None:
+            return []
+        from .._cext.userspace import HOW_NONE
+        from ..packets import Action, u32_to_ip
+
+        cp, records, second, out2 = self._last
         node_ip = self.node.options.node.primary_ip
-        proxy_ips = [ip_to_u32(node_ip)]
-        if self.proxier.listen_ip not in ("0.0.0.0", "::"):
-            proxy_ips.append(ip_to_u32(self.proxier.listen_ip))
-        mask = (out["action"] == Action.DNAT) & np.isin(out["dnat_ip"], proxy_ips)
-        rows = np.flatnonzero(mask)
-        if not len(rows):
-            return
-        lb = self.proxier.load_balancer
-        state = self._state
-        second: list[tuple[int, tuple[Any, ...]]] = []
-        node_u32 = ip_to_u32(node_ip)
-        for i in rows.tolist():
-            v = out[i]
-            p = packets[i]
-            proto = PROTO_NAMES.get(int(p["proto"]))
-            info = listeners.get((int(v["dnat_port"]), proto or ""))
-            if info is None:
-                continue
-            ts = float(p["ts"])
-            client = u32_to_ip(int(p["src_ip"]))
-            if proto == "UDP":
-                key: tuple[Any, ...] = (info.name, int(p["src_ip"]), int(p["src_port"]))
-                session = state.udp.get(key)
-                if session is not None and ts - session[2] < info.timeout:
-                    chosen = session[0]
-                    out_port = session[1]
-                    how = "the client's session"
-                else:
-                    chosen, out_port, how = self._pick(lb, info, client, ts)
-                if chosen is not None:
-                    state.udp[key] = [chosen, out_port, ts]
+        steps = []
+        for r in records:
+            name = cp.names[int(r["sid"])]
+            proxy = f"{u32_to_ip(int(r['portal_ip']))}:{int(r['portal_port'])}"
+            if int(r["how"]) == HOW_NONE:
+                closed = "connection is closed" if int(r["proto"]) == 6 else "datagram dropped"
+                text = f"proxy {name} on {proxy}: no endpoints (ErrMissingEndpoints): the {closed}"
             else:
-                key = (int(p["src_ip"]), int(p["src_port"]), int(p["dst_ip"]), int(p["dst_port"]))
-                flow = state.tcp.get(key) if bool(v["ct_hit"]) else None
-                if flow is not None:
-                    chosen, out_port = flow
-                    how = "the connection's"
-                else:
-                    chosen, out_port, how = self._pick(lb, info, client, ts)
-                    if chosen is not None:
-                        state.tcp[key] = (chosen, out_port)
-            proxy = f"{u32_to_ip(int(v['dnat_ip']))}:{int(v['dnat_port'])}"
-            self.last_portals[i] = (int(v["dnat_ip"]), int(v["dnat_port"]))
-            if chosen is None:
-                state.stats["no_endpoint"] += 1
-                out[i]["action"] = Action.ACCEPT
-                out[i]["endpoint"] = -1
-                self.hop_steps.append(
-                    _step(
-                        f"proxy {info.name} on {proxy}: no endpoints (ErrMissingEndpoints): "
-                        f"the {'connection is closed' if proto == 'TCP' else 'datagram dropped'}",
-                        True,
-                    )
+                text = (
+                    f"proxy {name} on {proxy}: endpoint {cp.slot_strings[int(r['slot'])]} "
+                    f"({HOW_TEXT[int(r['how'])]}); connects from {node_ip}:{int(r['out_port'])}"
                 )
-                continue
-            ep_ip, _, ep_port = chosen.rpartition(":")
-            if chosen not in state.index_of:
-                if chosen not in self.endpoints:
-                    self.endpoints.append(chosen)
-                state.index_of[chosen] = self.endpoints.index(chosen)
-            out[i]["endpoint"] = state.index_of[chosen]
-            out[i]["dnat_ip"] = ip_to_u32(ep_ip)
-            out[i]["dnat_port"] = int(ep_port)
-            out[i]["snat_ip"] = node_u32
-            out[i]["snat_port"] = out_port
-            self.hop_steps.append(
+            steps.append(_step(text, True))
+        for q, v2 in zip(second, out2):
+            steps.append(
                 _step(
-                    f"proxy {info.name} on {proxy}: endpoint {chosen} ({how}); "
-                    f"connects from {node_ip}:{out_port}",
-                    True,
-                )
-            )
-            second.append(
-                (
-                    i,
-                    (
-                        ts,
-                        node_u32,
-                        ip_to_u32(ep_ip),
-                        out_port,
-                        int(ep_port),
-                        int(p["proto"]),
-                        int(p["tcp_flags"]),
-                        int(Origin.HOST),
-                        4,
-                    ),
-                )
-            )
-        if not second:
-            return
-        batch = np.array([row for _, row in second], dtype=PACKET_DTYPE)
-        out2 = empty_verdicts(len(batch))
-        pipeline.run(self.engine(), batch, out2, conntrack, rng)
-        state.stats["relayed"] += len(second)
-        state.stats["relay_rules"] += int(out2["rules"].sum())
-        for (i, row), v2 in zip(second, out2):
-            out[i]["rules"] += v2["rules"]
-            out[i]["probes"] += v2["probes"]
-            if int(v2["action"]) in (Action.DROP, Action.REJECT):
-                out[i]["action"] = int(v2["action"])
-            self.hop_steps.append(
-                _step(
-                    f"the proxy's packet {node_ip}:{row[3]} -> {u32_to_ip(row[2])}:{row[4]} "
+                    f"the proxy's packet {node_ip}:{int(q['src_port'])} -> "
+                    f"{u32_to_ip(int(q['dst_ip']))}:{int(q['dst_port'])} "
                     f"through the node's hooks: {int(v2['rules'])} rules, "
                     f"{'known flow' if v2['ct_hit'] else 'new flow'}, "
                     f"{Action(int(v2['action'])).name}",
                     True,
                 )
             )
+        return steps
 
-    def _listeners(self) -> dict[tuple[int, str], UserspaceService]:
-        return {(s.proxy_port, s.protocol): s for s in self.proxier.services.values()}
+    @property
+    def last_portal_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``last_portals`` as arrays: the rows, the proxy addresses and ports."""
+        if self._reference is not None or self._last is None:
+            portals = self.last_portals
+            return (
+                np.fromiter(portals, np.int64, len(portals)),
+                np.fromiter((ip for ip, _ in portals.values()), np.uint32, len(portals)),
+                np.fromiter((port for _, port in portals.values()), np.uint16, len(portals)),
+            )
+        records = self._last[1]
+        return (
+            records["row"].copy(),
+            records["portal_ip"].copy(),
+            records["portal_port"].copy(),
+        )
 
-    def _pick(
-        self, lb: Any, info: UserspaceService, client: str, ts: float
-    ) -> tuple[str | None, int, str]:
-        try:
-            chosen = lb.next_endpoint(info.name, client, False, now=ts)
-        except KproxyError:
-            return None, 0, ""
-        how = "ClientIP affinity" if lb.last_affinity_hit else "round robin"
-        self._state.stats["connections"] += 1
-        return chosen, self._state.connect_port(), how
+    @property
+    def last_portals(self) -> dict[int, tuple[int, int]]:
+        """The last batch's rows the proxy took: row -> the proxy address (ip, port) the
+        portal rules sent it to, before the row's verdict was rewritten to the endpoint
+        (the client's connection ends there: bench builds the proxy's replies from it)."""
+        if self._reference is not None:
+            return self._ref_portals
+        if self._last is None:
+            return {}
+        records = self._last[1]
+        return {
+            int(r): (int(ip), int(port))
+            for r, ip, port in zip(
+                records["row"].tolist(),
+                records["portal_ip"].tolist(),
+                records["portal_port"].tolist(),
+            )
+        }
 
 
-class _ProxyState:
-    """What the proxy process holds per flow: TCP connections (client tuple -> endpoint
-    and local port of the proxy's own connection), UDP clients (ClientCache: endpoint,
-    local port, last packet's time), and the seeded source of connect() ports."""
+STAT_NAMES = ("connections", "relayed", "relay_rules", "no_endpoint")
+HOW_TEXT = {
+    1: "round robin",
+    2: "ClientIP affinity",
+    3: "the connection's",
+    4: "the client's session",
+}
+PROTO_INDEX = {"TCP": 0, "UDP": 1, "SCTP": 2}
+
+
+class _CompiledProxy:
+    """The backend's side of the compiled proxy (``_cext.userspace.Proxy``): the numbering
+    of service ports (ids) and endpoint strings (slots), the listeners as an array, and
+    the balancer's state loaded into the compiled one when ``LoadBalancerRR`` changed
+    (its ``_version``) and written back into it when it is next read (``_pull``). The
+    numbering outlives the proxy process (``restart``: a new compiled proxy)."""
 
     def __init__(self, seed: int) -> None:
-        self.tcp: dict[tuple[Any, ...], tuple[str, int]] = {}
-        self.udp: dict[tuple[Any, ...], list[Any]] = {}
-        self.index_of: dict[str, int] = {}
-        self.rng = random.Random(f"{seed}/connect")
-        # what the proxy did: connections it opened to endpoints (TCP, and UDP sessions),
-        # packets it relayed (each crossing the node's hooks a second time), the rules
-        # those second crossings evaluated, and packets it had no endpoint for
-        self.stats = {"connections": 0, "relayed": 0, "relay_rules": 0, "no_endpoint": 0}
+        self.seed = seed
+        self.names: list[str] = []
+        self.name_ids: dict[str, int] = {}
+        self.slot_strings: list[str] = []
+        self.slot_ids: dict[str, int] = {}
+        self._slot_ip: list[int] = []
+        self._slot_port: list[int] = []
+        self._slot_bad: list[int] = []
+        self.listen: np.ndarray | None = None
+        self.listen_version = -1
+        self._timeouts: dict[int, float] = {}
+        self._lb_ref: Any = None
+        self.lb_version = -1
+        self._sid_spn: dict[int, Any] = {}
+        self._foreign: list[tuple[str, Any]] = []
+        self._ep_index: dict[str, int] = {}
+        self._ep_seen = 0
+        self._loaded_names = -1
+        self.restart()
 
-    def connect_port(self) -> int:
-        """A local port as connect() picks it: Linux's __inet_hash_connect favours the
-        even ports of ip_local_port_range (a random offset; collisions are not checked:
-        the port is unique per destination in the kernel anyway)."""
-        span = (CONNECT_HIGH - CONNECT_LOW + 1) // 2
-        return CONNECT_LOW + 2 * self.rng.randrange(span)
+    def restart(self) -> None:
+        """The proxy process restarts: a new compiled proxy (no flows, sessions, counts;
+        the connect() port stream from its seed), the balancer to be loaded again. A
+        balancer the old one still has picks for keeps them (``mark_pending``)."""
+        from .._cext.userspace import Proxy
+
+        old = getattr(self, "proxy", None)
+        self.proxy = Proxy()
+        _, state, _ = random.Random(f"{self.seed}/connect").getstate()
+        self.proxy.reset(list(state[:624]), state[624])
+        self._lb_ref = None
+        self.lb_version = -1
+        self._sid_spn = {}
+        self._foreign = []
+        if old is not None:
+            self.proxy.set_slots(self._slot_ip, self._slot_port, self._slot_bad, old.slot_index)
+
+    @property
+    def lb(self) -> LoadBalancerRR | None:
+        return self._lb_ref() if self._lb_ref is not None else None
+
+    def _sid(self, name: str) -> int:
+        sid = self.name_ids.get(name)
+        if sid is None:
+            sid = self.name_ids[name] = len(self.names)
+            self.names.append(name)
+        return sid
+
+    def _slot(self, endpoint: str) -> int:
+        slot = self.slot_ids.get(endpoint)
+        if slot is None:
+            self._add_slots([endpoint])
+            slot = self.slot_ids[endpoint]
+        return slot
+
+    def _add_slots(self, endpoints: list[str]) -> None:
+        """Number the ``host:port`` strings not numbered yet (hosts parsed in one call)."""
+        from ..packets import ip_to_u32
+
+        new = [e for e in dict.fromkeys(endpoints) if e not in self.slot_ids]
+        if not new:
+            return
+        parts = [e.rpartition(":") for e in new]
+        try:
+            ips = ip_to_u32([h for h, _, _ in parts]).tolist()
+            ports = [int(p) for _, _, p in parts]
+            bad = [0] * len(new)
+        except (KproxyError, ValueError):
+            ips, ports, bad = [], [], []
+            for host, _, port in parts:
+                try:
+                    ip, port_n = ip_to_u32(host), int(port)
+                    ips.append(ip)
+                    ports.append(port_n)
+                    bad.append(0)
+                except (KproxyError, ValueError):
+                    ips.append(0)
+                    ports.append(0)
+                    bad.append(1)
+        for e in new:
+            self.slot_ids[e] = len(self.slot_strings)
+            self.slot_strings.append(e)
+        self._slot_ip += ips
+        self._slot_port += [p & 0xFFFF for p in ports]
+        self._slot_bad += bad
+
+    def set_listeners(self, services: Any, version: int) -> None:
+        """The listeners (proxy port and protocol -> service id), as the proxier holds
+        them after a sync; later ones win, as in a dict built from them."""
+        listen = np.full((3, 65536), -1, np.int32)
+        timeouts: dict[int, float] = {}
+        count = 0
+        for info in services:
+            proto = PROTO_INDEX.get(info.protocol)
+            if proto is None or not 0 <= info.proxy_port <= 65535:
+                continue
+            sid = self._sid(info.name)
+            listen[proto, info.proxy_port] = sid
+            timeouts[sid] = float(info.timeout)
+            count += 1
+        self.listen = listen if count else None
+        self.listen_version = version
+        if timeouts != self._timeouts or len(self.names) != self._loaded_names:
+            self._timeouts = timeouts
+            self.lb_version = -1  # new names or timeouts: load again
+
+    def ensure_loaded(self, lb: LoadBalancerRR) -> None:
+        """The balancer's state into the compiled proxy, when it changed since the last
+        load (a sync, a pick from Python) or is another balancer."""
+        if self.lb is lb and lb._version == self.lb_version:
+            return
+        old = self.lb
+        if old is not None and old is not lb:
+            old._sync()  # the old balancer keeps what this proxy did to it
+        lb._sync()
+        from ..packets import ip_to_u32
+
+        services = lb._services
+        for spn in services:
+            self._sid(str(spn))
+        self._add_slots([e for state in services.values() for e in state.endpoints])
+        n = len(self.names)
+        present = np.zeros(n, np.uint8)
+        sticky = np.zeros(n, np.uint8)
+        ttl = np.zeros(n, np.int64)
+        index = np.zeros(n, np.int32)
+        ep_off = np.zeros(n, np.int32)
+        n_ep = np.zeros(n, np.int32)
+        timeout = np.zeros(n, np.float64)
+        for sid, t in self._timeouts.items():
+            timeout[sid] = t
+        ep_slots: list[int] = []
+        aff_sid: list[int] = []
+        aff_client: list[int] = []
+        aff_slot: list[int] = []
+        aff_last: list[float] = []
+        aff_foreign: list[int] = []
+        self._sid_spn = {}
+        self._foreign = []
+        for spn, state in services.items():
+            sid = self.name_ids[str(spn)]
+            self._sid_spn[sid] = spn
+            present[sid] = 1
+            sticky[sid] = state.sticky
+            ttl[sid] = state.ttl_seconds
+            index[sid] = state.index
+            ep_off[sid] = len(ep_slots)
+            n_ep[sid] = len(state.endpoints)
+            ep_slots.extend(self._slot(e) for e in state.endpoints)
+            for ip, a in state.affinity_map.items():
+                aff_sid.append(sid)
+                aff_slot.append(self._slot(a.endpoint))
+                aff_last.append(float(a.last_used))
+                if _is_ipv4(ip):
+                    aff_client.append(ip_to_u32(ip))
+                    aff_foreign.append(-1)
+                else:
+                    aff_client.append(0)
+                    aff_foreign.append(len(self._foreign))
+                    self._foreign.append((ip, a))
+        self._push_slots()
+        p = self.proxy
+        p.load_services(present, sticky, ttl, index, ep_off, n_ep, ep_slots, timeout)
+        p.load_affinity(aff_sid, aff_client, aff_slot, aff_last, aff_foreign)
+        p.last_affinity_hit = lb._last_affinity_hit
+        self._lb_ref = weakref.ref(lb)
+        self.lb_version = lb._version
+        self._loaded_names = n
+
+    def _push_slots(self) -> None:
+        dp = self.proxy.slot_index
+        known = np.full(len(self.slot_strings), -1, np.int32)
+        known[: len(dp)] = dp
+        for k in range(len(dp), len(self.slot_strings)):
+            known[k] = self._ep_index.get(self.slot_strings[k], -1)
+        self.proxy.set_slots(self._slot_ip, self._slot_port, self._slot_bad, known)
+
+    def sync_endpoint_table(self, endpoints: list[str]) -> None:
+        """The backend's endpoint table grew outside the hop (lowering adds the DNAT
+        targets): slots not numbered yet take the index their string has there."""
+        if len(endpoints) == self._ep_seen:
+            return
+        for k in range(self._ep_seen, len(endpoints)):
+            self._ep_index.setdefault(endpoints[k], k)
+        self._ep_seen = len(endpoints)
+        dp = self.proxy.slot_index
+        for k in np.flatnonzero(dp < 0).tolist():
+            dp[k] = self._ep_index.get(self.slot_strings[k], -1)
+
+    def endpoints_assigned(self, endpoints: list[str], slots: np.ndarray) -> None:
+        """Slots the hop numbered for the first time: appended to the endpoint table."""
+        for slot in slots.tolist():
+            name = self.slot_strings[slot]
+            self._ep_index.setdefault(name, len(endpoints))
+            endpoints.append(name)
+        self._ep_seen = len(endpoints)
+
+    def mark_pending(self) -> None:
+        """The balancer has picks in the compiled proxy not written back yet."""
+        lb = self.lb
+        if lb is not None:
+            lb._puller = functools.partial(
+                _pull, self.proxy, self._lb_ref, self._sid_spn, self._foreign, self.slot_strings
+            )
+
+
+def _pull(
+    p: Any, lb_ref: Any, sid_spn: dict[int, Any], foreign: list[Any], slot_strings: list[str]
+) -> None:
+    """Write the compiled balancer state back into ``LoadBalancerRR``: the round-robin
+    index and the affinity map of every service port the hops touched (entries in the
+    compiled order, which is the dict's insertion order)."""
+    from ..modes.userspace import _Affinity
+    from ..packets import u32_to_ip
+
+    lb = lb_ref()
+    if lb is None:
+        return
+    lb._last_affinity_hit = bool(p.last_affinity_hit)
+    dirty = p.take_dirty()
+    if not len(dirty):
+        return
+    index = p.indices
+    sid, client, slot, last, fidx = p.affinity()
+    maps: dict[int, dict[str, Any]] = {int(s): {} for s in dirty.tolist()}
+    for k in np.flatnonzero(np.isin(sid, dirty)).tolist():
+        f = int(fidx[k])
+        if f >= 0:
+            ip, entry = foreign[f]
+        else:
+            ip = u32_to_ip(int(client[k]))
+            entry = _Affinity(
+                client_ip=ip, endpoint=slot_strings[int(slot[k])], last_used=float(last[k])
+            )
+        maps[int(sid[k])][ip] = entry
+    for s, amap in maps.items():
+        state = lb._services.get(sid_spn.get(s))  # type: ignore[arg-type]
+        if state is None:
+            continue
+        state.index = int(index[s])
+        state.affinity_map = amap
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        return str(ipaddress.IPv4Address(text)) == text
+    except ValueError:
+        return False
 
 
 def _step(text: str, matched: bool) -> dict[str, Any]:

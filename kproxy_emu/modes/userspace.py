@@ -52,7 +52,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -269,7 +269,60 @@ class LoadBalancerRR:
         self.seed = seed
         self._rng = random.Random(seed)
         self._services: dict[ServicePortName, _State] = {}
-        self.last_affinity_hit = False  # whether the last next_endpoint was an affinity hit
+        self._last_affinity_hit = False  # whether the last next_endpoint was an affinity hit
+        # An attached store (the userspace dataplane's compiled proxy) keeps a copy of the
+        # state and picks endpoints itself: ``_version`` counts the changes made here (the
+        # store reloads when it moved), ``_puller`` is set while the store holds picks not
+        # yet written back here (every public method first calls it: ``_sync``).
+        self._version = 0
+        self._puller: Callable[[], None] | None = None
+
+    def _sync(self) -> None:
+        """Write back what an attached store did since it loaded (see ``__init__``)."""
+        pull = self._puller
+        if pull is not None:
+            self._puller = None
+            pull()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # copies and pickles: the state written back, without the store
+        self._sync()
+        state = self.__dict__.copy()
+        state["_puller"] = None
+        return state
+
+    @property
+    def last_affinity_hit(self) -> bool:
+        """Whether the last ``next_endpoint`` was a ClientIP affinity hit."""
+        self._sync()
+        return self._last_affinity_hit
+
+    @last_affinity_hit.setter
+    def last_affinity_hit(self, value: bool) -> None:
+        self._sync()
+        self._last_affinity_hit = value
+
+    def _clone(self) -> LoadBalancerRR:
+        """An independent copy (the state written back first, no store attached): the
+        same services, lists, indexes, affinities and shuffle stream."""
+        self._sync()
+        twin = LoadBalancerRR(self.seed)
+        twin._rng.setstate(self._rng.getstate())
+        twin._last_affinity_hit = self._last_affinity_hit
+        twin._services = {
+            spn: _State(
+                affinity_type=st.affinity_type,
+                ttl_seconds=st.ttl_seconds,
+                endpoints=list(st.endpoints),
+                index=st.index,
+                affinity_map={
+                    ip: _Affinity(a.client_ip, a.endpoint, a.last_used)
+                    for ip, a in st.affinity_map.items()
+                },
+            )
+            for spn, st in self._services.items()
+        }
+        return twin
 
     # ---- services -------------------------------------------------------------------
 
@@ -289,6 +342,7 @@ class LoadBalancerRR:
             raise InputError(
                 "ttl_seconds must be a non-negative integer", field="ttl_seconds", value=ttl_seconds
             )
+        self._sync()
         self._new_service_internal(ServicePortName.parse(name), affinity, ttl_seconds)
 
     def _new_service_internal(self, spn: ServicePortName, affinity: str, ttl: int) -> _State:
@@ -298,30 +352,38 @@ class LoadBalancerRR:
         if state is None:
             state = _State(affinity_type=affinity, ttl_seconds=ttl)
             self._services[spn] = state
-        elif affinity != "":
+            self._version += 1
+        elif affinity != "" and affinity != state.affinity_type:
             state.affinity_type = affinity
+            self._version += 1
         return state
 
     def delete_service(self, name: str | ServicePortName) -> None:
         """``DeleteService``: forget the port's state."""
-        self._services.pop(ServicePortName.parse(name), None)
+        self._sync()
+        if self._services.pop(ServicePortName.parse(name), None) is not None:
+            self._version += 1
 
     def service_has_endpoints(self, name: str | ServicePortName) -> bool:
         """``ServiceHasEndpoints``."""
+        self._sync()
         state = self._services.get(ServicePortName.parse(name))
         return state is not None and len(state.endpoints) > 0
 
     def services(self) -> list[str]:
         """The service ports the balancer holds state for, sorted."""
+        self._sync()
         return [str(s) for s in sorted(self._services)]
 
     def endpoints(self, name: str | ServicePortName) -> list[str]:
         """The stored (shuffled) endpoint list of a port (``[]`` when unknown)."""
+        self._sync()
         state = self._services.get(ServicePortName.parse(name))
         return list(state.endpoints) if state is not None else []
 
     def affinity(self, name: str | ServicePortName) -> dict[str, tuple[str, float]]:
         """The port's affinity map: client IP → (endpoint, last used)."""
+        self._sync()
         state = self._services.get(ServicePortName.parse(name))
         if state is None:
             return {}
@@ -334,6 +396,7 @@ class LoadBalancerRR:
         dicts (``metadata.namespace/name`` or top-level ``namespace``/``name``, and
         ``subsets``). Every port of the set is updated; every other known port is reset
         (kept, emptied)."""
+        self._sync()
         _, registered = self._apply_endpoints(all_endpoints, "on_endpoints")
         for spn in list(self._services):
             if spn not in registered:
@@ -349,6 +412,7 @@ class LoadBalancerRR:
         as in the last update. The same result as ``on_endpoints`` with the whole set
         (kube-proxy's later OnEndpointsAdd/Update/Delete handlers), at the cost of the
         changed objects alone."""
+        self._sync()
         objects, registered = self._apply_endpoints(changed, "update_endpoints")
         touched = objects | set(removed)
         for spn in list(self._services):
@@ -385,6 +449,7 @@ class LoadBalancerRR:
             changed = sorted(cur) != new
         if not changed:
             return
+        self._version += 1
         self._remove_stale_affinity(spn, new)
         state = self._new_service_internal(spn, "", 0)
         state.endpoints = self._shuffle(new)
@@ -404,6 +469,8 @@ class LoadBalancerRR:
     def _reset_service(self, spn: ServicePortName) -> None:
         state = self._services.get(spn)
         if state is not None:
+            if state.endpoints or state.index or state.affinity_map:
+                self._version += 1
             state.endpoints = []
             state.index = 0
             state.affinity_map = {}
@@ -427,6 +494,7 @@ class LoadBalancerRR:
     ) -> str:
         """``NextEndpoint(svcPort, srcAddr, sessionAffinityReset)`` at time ``now``
         (seconds); ``client_ip`` is an IP or ``ip:port`` (the port is ignored)."""
+        self._sync()
         spn = ServicePortName.parse(name)
         state = self._services.get(spn)
         if state is None:
@@ -443,9 +511,11 @@ class LoadBalancerRR:
                 entry = state.affinity_map.get(ip)
                 if entry is not None and int(now - entry.last_used) < state.ttl_seconds:
                     entry.last_used = now
-                    self.last_affinity_hit = True
+                    self._version += 1
+                    self._last_affinity_hit = True
                     return entry.endpoint
-        self.last_affinity_hit = False
+        self._version += 1
+        self._last_affinity_hit = False
         endpoint = state.endpoints[state.index]
         state.index = (state.index + 1) % len(state.endpoints)
         if sticky:
@@ -460,13 +530,15 @@ class LoadBalancerRR:
 
     def cleanup_stale_sticky_sessions(self, name: str | ServicePortName, now: float = 0.0) -> None:
         """``CleanupStaleStickySessions``: drop the entries unused for the TTL or more."""
+        self._sync()
         state = self._services.get(ServicePortName.parse(name))
         if state is None:
             return
         ttl = state.ttl_seconds
-        state.affinity_map = {
-            ip: a for ip, a in state.affinity_map.items() if int(now - a.last_used) < ttl
-        }
+        kept = {ip: a for ip, a in state.affinity_map.items() if int(now - a.last_used) < ttl}
+        if len(kept) != len(state.affinity_map):
+            self._version += 1
+        state.affinity_map = kept
 
 
 # =========================================================================================
