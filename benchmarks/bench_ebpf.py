@@ -1,7 +1,7 @@
 """The eBPF mode's compiled service lookup (kproxy_emu._cext.ebpflb.LbTable), on its own:
 ns per new flow over 200,000 flows to synthetic clusters, random and Maglev, and the map
-compile (EbpfProxier.sync). Not the mode's end-to-end figure: the mode is not wired into
-the packet pipeline yet (docs/ebpf.md).
+compile (EbpfProxier.sync). Not the mode's end-to-end figure: that is
+bench_ebpf_targets.py (the mode on the packet pipeline; docs/ebpf.md).
 
 Run: python -m pytest benchmarks/bench_ebpf.py  (under a minute; not part of tests/).
 """

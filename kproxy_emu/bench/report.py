@@ -68,6 +68,8 @@ def table(result: dict) -> str:
         full = ", ".join(f"{k} {v}" for k, v in r["sync_full"].items())
         upd = ", ".join(f"{k} {v}" for k, v in r["sync_update"].items())
         out.append(f"  {r['mode']:9} {r['services']:>7} services: {full} / {upd}")
+    for cell in result.get("skipped", []):
+        out.append(f"skipped: {cell['mode']} at {cell['services']} services: {cell['reason']}")
     drops = [r for r in records if r["flow"] == "new" and r.get("drop_reasons")]
     if drops:
         out.append("new flows dropped or rejected (the deciding rule, from traces):")

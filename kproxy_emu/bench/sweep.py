@@ -58,6 +58,7 @@ DEFAULT_MODES = MODES
 DEFAULT_PAYLOAD_BYTES = 1448
 DEFAULT_SERVICES = (1000, 3000, 10000)
 REFERENCE_SERVICES = 1000
+EBPF_LB_MAP_MAX = 1 << 24  # the eBPF cells' bpf-lb-map-max (Cilium's default 65536 fits ~3k)
 
 
 @dataclass
@@ -379,14 +380,16 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
     """Measure one mode at one size; two records (new, established)."""
     from .. import packets
     from .._cext import roofline
-    from ..dataplane import Dataplane, IpvsOptions
+    from ..dataplane import Dataplane, EbpfOptions, IpvsOptions
 
     if cluster is None:
         cluster = make_cluster(services, spec.endpoints, spec.seed)
     t0 = time.perf_counter()
-    mode_opts: str | IpvsOptions = mode
+    mode_opts: str | IpvsOptions | EbpfOptions = mode
     if mode == "ipvs" and spec.ipvs_conn_tab_bits:
         mode_opts = IpvsOptions(conn_tab_bits=spec.ipvs_conn_tab_bits)
+    if mode == "ebpf":  # bpf-lb-map-max raised to fit, as an operator of a large cluster does
+        mode_opts = EbpfOptions(lb_map_max=EBPF_LB_MAP_MAX)
     dp = Dataplane(cluster, mode_opts, cluster_cidr="10.0.0.0/8", seed=spec.seed)
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -593,6 +596,8 @@ def reference_ratio(spec: BenchSpec, services: int, packets_n: int = 300) -> dic
 def _cell_in_child(conn, mode, services, spec) -> None:
     try:
         conn.send(("ok", run_cell(mode, services, spec)))
+    except InputError as exc:  # the mode cannot hold this cluster (e.g. eBPF's 16-bit IDs)
+        conn.send(("skipped", str(exc)))
     except BaseException as exc:  # report, never hang the parent
         conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
     finally:
@@ -607,6 +612,7 @@ def run(spec: BenchSpec, *, progress: bool = True, isolate: bool = True) -> dict
     spec.validate()
     cells = [(m, n) for n in spec.services for m in spec.modes]
     records: list[dict] = []
+    skipped: list[dict] = []  # cells a mode cannot hold, with the reason
     bar = tqdm(cells, desc="bench", unit="cell", disable=not progress, leave=False)
     for mode, services in bar:
         bar.set_postfix_str(f"{mode} {services} services")
@@ -621,11 +627,17 @@ def run(spec: BenchSpec, *, progress: bool = True, isolate: bool = True) -> dict
             except EOFError:
                 status, payload = "error", f"the measuring process died (exit {proc.exitcode})"
             proc.join()
+            if status == "skipped":
+                skipped.append({"mode": mode, "services": services, "reason": payload})
+                continue
             if status != "ok":
                 raise KproxyError(f"bench {mode} at {services} services failed: {payload}")
             records.extend(payload)
         else:
-            records.extend(run_cell(mode, services, spec))
+            try:
+                records.extend(run_cell(mode, services, spec))
+            except InputError as exc:
+                skipped.append({"mode": mode, "services": services, "reason": str(exc)})
     # the Python evaluator takes ~10 µs per rule walked: keep its case small
     reference = reference_ratio(spec, min(min(spec.services), REFERENCE_SERVICES))
     moved: list[dict] = []
@@ -635,6 +647,7 @@ def run(spec: BenchSpec, *, progress: bool = True, isolate: bool = True) -> dict
         moved = disruption.run(spec.modes, endpoints=spec.endpoints, seed=spec.seed)
     return {
         "records": records,
+        "skipped": skipped,
         "disruption": moved,
         "reference": reference,
         "machine": machine_info(),

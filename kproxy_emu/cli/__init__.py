@@ -391,6 +391,13 @@ def _node_options(p: argparse.ArgumentParser) -> None:
         "(DSR for TCP) (ebpf mode; default snat)",
     )
     p.add_argument(
+        "--bpf-lb-map-max",
+        type=int,
+        metavar="N",
+        help="entries of the services, backends and reverse-NAT maps (ebpf mode; Cilium's "
+        "default 65536)",
+    )
+    p.add_argument(
         "--bpf-lb-external-clusterip",
         action="store_true",
         default=None,
@@ -496,6 +503,7 @@ _EBPF_FLAGS = {
     "--maglev-table-size": ("maglev_table_size", "maglev_table_size"),
     "--maglev-hash-seed": ("maglev_hash_seed", "maglev_hash_seed"),
     "--bpf-lb-mode": ("bpf_lb_mode", "lb_mode"),
+    "--bpf-lb-map-max": ("bpf_lb_map_max", "lb_map_max"),
     "--bpf-lb-external-clusterip": ("bpf_lb_external_clusterip", "external_clusterip"),
 }
 

@@ -158,7 +158,8 @@ class EbpfOptions:
     16381) and ``maglev_hash_seed`` (12 bytes base64); ``lb_mode``: how NodePort /
     LoadBalancer traffic reaches a remote backend: snat, dsr, or hybrid (DSR for TCP, SNAT
     for UDP) (``--bpf-lb-mode``); ``external_clusterip``: ClusterIPs answer traffic from
-    outside (``--bpf-lb-external-clusterip``); map sizes as Cilium's defaults."""
+    outside (``--bpf-lb-external-clusterip``); map sizes as Cilium's defaults (a cluster
+    whose services do not fit ``lb_map_max``, ``--bpf-lb-map-max``, is refused)."""
 
     mode: ClassVar[str] = "ebpf"
     lb_algorithm: str = "random"
@@ -170,6 +171,7 @@ class EbpfOptions:
     ct_any_max: int = EBPF_CT_ANY_MAX
     nat_max: int = EBPF_NAT_MAX
     affinity_max: int = EBPF_AFFINITY_MAX
+    lb_map_max: int = 65536  # bpf-lb-map-max: services / backends / reverse-NAT map entries
 
     def __post_init__(self) -> None:
         from .. import maglev
@@ -197,7 +199,7 @@ class EbpfOptions:
             raise InputError(
                 "must be snat, dsr or hybrid", field="EbpfOptions.lb_mode", value=self.lb_mode
             )
-        for name in ("ct_tcp_max", "ct_any_max", "nat_max", "affinity_max"):
+        for name in ("ct_tcp_max", "ct_any_max", "nat_max", "affinity_max", "lb_map_max"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1 << 26:
                 raise InputError("must be 1..67108864", field=f"EbpfOptions.{name}", value=v)

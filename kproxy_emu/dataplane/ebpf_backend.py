@@ -42,6 +42,7 @@ class EbpfBackend:
             maglev_table_size=options.maglev_table_size,
             maglev_hash_seed=options.maglev_hash_seed,
             external_clusterip=options.external_clusterip,
+            lb_map_max=options.lb_map_max,
         )
         self.endpoints: list[str] = []  # grows only: verdict indices keep their meaning
         self._endpoint_index: dict[str, int] = {}

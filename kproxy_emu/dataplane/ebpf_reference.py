@@ -10,8 +10,8 @@ packet is modelled here (its later packets follow Cilium's conntrack entry, whic
 the backend while the entry lives); every lookup is counted.
 
 Not modelled yet: the routability check for traffic from outside (``non-routable``
-ClusterIP entries), LoadBalancer source ranges, DSR. Not yet wired into the packet
-pipeline: the ``ebpf`` mode (Backend, engine, CLI) is still to come (docs/ebpf.md).
+ClusterIP entries), LoadBalancer source ranges, DSR: those are the eBPF mode's engine's
+(cext/ebpflb.pyx EbpfEngine, on the packet pipeline), whose service lookup this twins.
 """
 
 from __future__ import annotations

@@ -51,6 +51,9 @@ LB_ALGORITHMS = ("random", "maglev")
 
 FIRST_SERVICE_ID, MAX_SERVICE_ID = 1, 0xFFFF
 FIRST_BACKEND_ID, MAX_BACKEND_ID = 1, 0xFFFFFFFF
+# bpf-lb-map-max: the entries of the services map (frontends and their backend slots),
+# the backends map and the reverse-NAT map
+LB_MAP_MAX = 65536
 
 
 def validate_algorithm(name: str) -> str:
@@ -167,8 +170,10 @@ class EbpfProxier(Proxier[EbpfSyncResult]):
         maglev_table_size: int = maglev.DEFAULT_TABLE_SIZE,
         maglev_hash_seed: str = maglev.DEFAULT_HASH_SEED,
         external_clusterip: bool = False,
+        lb_map_max: int = LB_MAP_MAX,
     ):
         self.options = options
+        self.lb_map_max = lb_map_max
         self.lb_algorithm = validate_algorithm(lb_algorithm)
         if maglev_table_size not in maglev.SUPPORTED_TABLE_SIZES:
             raise InputError(
@@ -268,6 +273,34 @@ class EbpfProxier(Proxier[EbpfSyncResult]):
 
     # -- sync ------------------------------------------------------------------------
 
+    def _check_capacity(self, order: list[Frontend]) -> None:
+        """What Cilium's maps can hold, checked before anything is written (the agent
+        would fail the frontends that do not fit; the emulator refuses the sync)."""
+        limit = MAX_SERVICE_ID - FIRST_SERVICE_ID
+        if len(order) > limit:
+            raise _capacity_error(
+                "frontends on this node (rev_nat_index is 16 bits in Cilium's datapath)",
+                len(order),
+                limit,
+                "fewer services, NodePorts or external addresses",
+            )
+        entries = sum(1 + len(fe.backends) for fe in order)
+        if entries > self.lb_map_max:
+            raise _capacity_error(
+                "services map entries (frontends and their backend slots)",
+                entries,
+                self.lb_map_max,
+                "raise bpf-lb-map-max (EbpfOptions(lb_map_max=...), --bpf-lb-map-max)",
+            )
+        backends = len({b[:3] for fe in order for b in fe.backends})
+        if backends > self.lb_map_max:
+            raise _capacity_error(
+                "backends",
+                backends,
+                self.lb_map_max,
+                "raise bpf-lb-map-max (EbpfOptions(lb_map_max=...), --bpf-lb-map-max)",
+            )
+
     def sync(
         self, view: ProxyView, changed: set[Key] | None = None, now: float = 0.0
     ) -> EbpfSyncResult:
@@ -283,6 +316,7 @@ class EbpfProxier(Proxier[EbpfSyncResult]):
         for key in [k for k in self._frontends if k not in desired]:
             self.service_ids.release(key)
         order = sorted(desired.values(), key=_frontend_order)
+        self._check_capacity(order)
         refs: dict[tuple[str, int, int], int] = {}
         maps = B.BpfMaps()
         luts: dict[tuple[tuple[str, int, int], ...], npt.NDArray[np.int32]] = {}
@@ -335,6 +369,10 @@ class EbpfProxier(Proxier[EbpfSyncResult]):
         return EbpfSyncResult(maps, order)
 
 
+def _capacity_error(what: str, needed: int, limit: int, fix: str) -> InputError:
+    return InputError(f"{what}: {needed:,} needed, at most {limit:,}; {fix}", field="services")
+
+
 def _frontend_order(fe: Frontend) -> tuple[int, bytes, int, int, int, int]:
     """Address order; a NodePort's node-address entries right after its wildcard one."""
     k = fe.key
@@ -352,6 +390,7 @@ def compile_ebpf(
     maglev_table_size: int = maglev.DEFAULT_TABLE_SIZE,
     maglev_hash_seed: str = maglev.DEFAULT_HASH_SEED,
     external_clusterip: bool = False,
+    lb_map_max: int = LB_MAP_MAX,
 ) -> EbpfSyncResult:
     """One full sync of a fresh proxier (tests, render)."""
     proxier = EbpfProxier(
@@ -360,5 +399,6 @@ def compile_ebpf(
         maglev_table_size=maglev_table_size,
         maglev_hash_seed=maglev_hash_seed,
         external_clusterip=external_clusterip,
+        lb_map_max=lb_map_max,
     )
     return proxier.sync(view)
