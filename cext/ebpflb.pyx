@@ -70,7 +70,7 @@ cdef enum:
     CTF_SEEN_NON_SYN = 2
     CTF_CLOSING = 4
     # Cilium's NodePort SNAT port range and retries (bpf/lib/nat.h, node_config.h)
-    PREFETCH_DISTANCE = 8   # rows ahead (measured: docs/ebpf.md)
+    PREFETCH_DISTANCE = 16   # rows ahead (measured: docs/ebpf.md)
     NAT_PORT_MIN = 32768
     NAT_PORT_MAX = 65535
     SNAT_COLLISION_RETRIES = 32
