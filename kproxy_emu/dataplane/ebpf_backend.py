@@ -49,7 +49,7 @@ class EbpfBackend:
         self._lowered: LoweredEbpf | None = None
         self._engine: EbpfEngine | None = None
         self._state: dict[str, LruMap] | None = None
-        self._previous: set[str] = set()
+        self._previous = BpfMaps()
 
     @property
     def ruleset(self) -> BpfMaps:
@@ -64,10 +64,8 @@ class EbpfBackend:
         written is the entries that differ from the maps before: ``text`` lists them as
         ``update``/``delete`` lines of the dump, ``extra`` counts them."""
         res = self.proxier.sync(self.node.view, changed)
-        lines = set(res.maps.dump_lines())
-        added = sorted(lines - self._previous)
-        removed = sorted(self._previous - lines)
-        self._previous = lines
+        removed, added = res.maps.diff_lines(self._previous)
+        self._previous = res.maps
         text = "".join(f"delete {line}\n" for line in removed)
         text += "".join(f"update {line}\n" for line in added)
         self._lowered = None

@@ -117,6 +117,10 @@ class Frontend:
     backends: tuple[tuple[str, int, int, int], ...]
     maglev: bool
     source_ranges: tuple[str, ...] = ()
+    order: tuple[int, bytes, int, int, int, int] = ()  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "order", _frontend_order(self))
 
     @property
     def active(self) -> int:
@@ -191,6 +195,10 @@ class EbpfProxier(Proxier[EbpfSyncResult]):
         self.backend_ids = IdAllocator(FIRST_BACKEND_ID, MAX_BACKEND_ID)
         self.maps = B.BpfMaps()
         self._frontends: dict[B.ServiceKey, Frontend] = {}
+        # each service port's frontends, reused while the view keeps the same
+        # ServicePortInfo object (it rebuilds only the changed services' ports)
+        self._by_port: dict[int, tuple[ServicePortInfo, list[Frontend]]] = {}
+        self._node_ips: list[str] | None = None
         self._luts: dict[tuple[tuple[str, int, int], ...], npt.NDArray[np.int32]] = {}
 
     # -- frontends -----------------------------------------------------------------
@@ -306,16 +314,26 @@ class EbpfProxier(Proxier[EbpfSyncResult]):
     ) -> EbpfSyncResult:
         """The whole state of one sync (``changed`` is not needed: see the docstring)."""
         node_ips = self._node_addresses()
+        if node_ips != self._node_ips:
+            self._by_port = {}
+            self._node_ips = node_ips
+        by_port: dict[int, tuple[ServicePortInfo, list[Frontend]]] = {}
         desired: dict[B.ServiceKey, Frontend] = {}
         for sp in view.service_ports:
-            for fe in self.frontends_of(sp, node_ips):
+            kept = self._by_port.get(id(sp))
+            fronts = (
+                kept[1] if kept is not None and kept[0] is sp else self.frontends_of(sp, node_ips)
+            )
+            by_port[id(sp)] = (sp, fronts)
+            for fe in fronts:
                 # two service ports claiming one frontend: the later one wins, as the
                 # later write to the same key does
                 desired[fe.key] = fe
+        self._by_port = by_port
         # deletes first (deleteFrontend), then updates in address order
         for key in [k for k in self._frontends if k not in desired]:
             self.service_ids.release(key)
-        order = sorted(desired.values(), key=_frontend_order)
+        order = sorted(desired.values(), key=lambda fe: fe.order)
         self._check_capacity(order)
         refs: dict[tuple[str, int, int], int] = {}
         maps = B.BpfMaps()

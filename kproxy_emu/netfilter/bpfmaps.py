@@ -250,30 +250,59 @@ class BpfMaps:
                 out.append(v.backend_id)
         return out
 
-    def dump_lines(self) -> list[str]:
-        """Cilium's DumpLBMaps: one line per entry, sorted."""
-        out = []
-        for rev_nat, backend_id in self.affinity_match:
-            out.append(f"AFF: ID={rev_nat} BEID={backend_id}")
-        for bid, be in self.backends.items():
-            out.append(f"BE: ID={bid} ADDR={be.text()} STATE={STATE_NAMES[be.state]}")
-        for rid, rn in self.rev_nat.items():
-            out.append(f"REV: ID={rid} ADDR={host_port(rn.address, rn.port)}")
-        for key, v in self.services.items():
+    def _lines(self, which: str, key: Any) -> str:
+        """One entry's line of Cilium's dump (``which``: the map's field name)."""
+        if which == "affinity_match":
+            rev_nat, backend_id = key
+            return f"AFF: ID={rev_nat} BEID={backend_id}"
+        if which == "backends":
+            be = self.backends[key]
+            return f"BE: ID={key} ADDR={be.text()} STATE={STATE_NAMES[be.state]}"
+        if which == "rev_nat":
+            rn = self.rev_nat[key]
+            return f"REV: ID={key} ADDR={host_port(rn.address, rn.port)}"
+        if which == "services":
+            v = self.services[key]
             if key.slot == 0:
                 info = f"LBALG={LB_ALG_NAMES[v.lb_alg]} AFFTimeout={v.affinity_timeout}"
             else:
                 info = f"BEID={v.backend_id}"
-            out.append(
+            return (
                 f"SVC: ID={v.rev_nat_index} ADDR={key.frontend()} SLOT={key.slot} {info} "
                 f"COUNT={v.count} QCOUNT={v.qcount} FLAGS={flags_string(v.flags)}"
             )
-        for rev_nat, cidr in self.source_ranges:
-            out.append(f"SRCRANGE: ID={rev_nat} CIDR={cidr}")
-        for rid, table in self.maglev.items():
-            out.append(f"MAGLEV: ID={rid} INNER=[{maglev_counts_text(table)}]")
+        if which == "source_ranges":
+            rev_nat, cidr = key
+            return f"SRCRANGE: ID={rev_nat} CIDR={cidr}"
+        return f"MAGLEV: ID={key} INNER=[{maglev_counts_text(self.maglev[key])}]"
+
+    _MAPS = ("affinity_match", "backends", "rev_nat", "services", "source_ranges", "maglev")
+
+    def dump_lines(self) -> list[str]:
+        """Cilium's DumpLBMaps: one line per entry, sorted."""
+        out = [self._lines(which, key) for which in self._MAPS for key in getattr(self, which)]
         out.sort()
         return out
+
+    def diff_lines(self, before: BpfMaps) -> tuple[list[str], list[str]]:
+        """The dump lines of the entries ``before`` had and these maps changed or lost
+        (deleted), and of the entries these maps added or changed (updated), sorted:
+        what a sync writes. Entries are compared as values, not as text."""
+        deleted: list[str] = []
+        updated: list[str] = []
+        for which in self._MAPS:
+            old, new = getattr(before, which), getattr(self, which)
+            if isinstance(new, set):
+                deleted += [before._lines(which, k) for k in old - new]
+                updated += [self._lines(which, k) for k in new - old]
+                continue
+            for k, v in new.items():
+                was = old.get(k)
+                same = was is not None and np.array_equal(was, v) if which == "maglev" else was == v
+                if not same:
+                    updated.append(self._lines(which, k))
+            deleted += [before._lines(which, k) for k in old if k not in new]
+        return sorted(deleted), sorted(updated)
 
     def render(self) -> str:
         lines = self.dump_lines()
