@@ -8,6 +8,9 @@ import numpy.typing as npt
 from .pipeline import Engine
 
 LRU_ENTRY_DTYPE: np.dtype[Any]
+FE_DTYPE: np.dtype[Any]
+BE_DTYPE: np.dtype[Any]
+BUCKET_DTYPE: np.dtype[Any]
 
 class LruMap:
     """A BPF_MAP_TYPE_LRU_HASH of ``capacity`` entries (exact recency or CLOCK)."""
@@ -32,6 +35,8 @@ class LbTable:
     def affinity(self) -> LruMap: ...
     @property
     def capacity(self) -> int: ...
+    @property
+    def n_rev_nat(self) -> int: ...
     def __init__(
         self,
         fe_addr: npt.NDArray[np.uint32],
