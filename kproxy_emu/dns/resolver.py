@@ -240,6 +240,7 @@ class _Addr:
     ip: str
     hostname: str
     target_ref_name: str
+    zone: str = ""  # topology zone, lower-cased (the zonal option)
 
 
 @dataclass(slots=True)
@@ -363,7 +364,7 @@ class Resolver:
                     continue
                 ref = (e.target_ref or {}).get("name", "")
                 for a in e.addresses:
-                    addrs.append(_Addr(a, e.hostname, ref if len(ref) < 64 else ""))
+                    addrs.append(_Addr(a, e.hostname, ref if len(ref) < 64 else "", e.zone.lower()))
             ep = _Endpoints(s.name, s.namespace, f"{s.service_name}.{s.namespace}", addrs, ports)
             self.endpoints.setdefault(ep.index.lower(), []).append(ep)
             for ip in dict.fromkeys(a.ip for a in addrs):
@@ -474,19 +475,30 @@ class Resolver:
                 if r.zone:
                     err = None
                 svc_index = f"{svc.name}.{svc.namespace}"
-                for ep in eps:
-                    if ep.index != svc_index:
-                        continue
-                    for addr in ep.addresses:
-                        host = self.endpoint_hostname(addr)
-                        if r.endpoint and not _match(r.endpoint, host):
+
+                def add_for_zone(topo: str, svc: Service = svc, index: str = svc_index) -> int:
+                    nonlocal err
+                    added = 0
+                    for ep in eps:
+                        if ep.index != index:
                             continue
-                        for port, pname, proto in ep.ports:
-                            if not _match_port_proto(r.port, pname, r.protocol, proto):
+                        for addr in ep.addresses:
+                            if topo and addr.zone != topo:
                                 continue
-                            domain = f"{host}.{svc.name}.{svc.namespace}.svc.{zone}"
-                            out.append(_Svc(addr.ip, self.ttl, port, domain))
-                            err = None
+                            host = self.endpoint_hostname(addr)
+                            if r.endpoint and not _match(r.endpoint, host):
+                                continue
+                            for port, pname, proto in ep.ports:
+                                if not _match_port_proto(r.port, pname, r.protocol, proto):
+                                    continue
+                                domain = f"{host}.{svc.name}.{svc.namespace}.svc.{zone}"
+                                out.append(_Svc(addr.ip, self.ttl, port, domain))
+                                err = None
+                                added += 1
+                    return added
+
+                if add_for_zone(r.zone) == 0 and r.zone_prefer:
+                    add_for_zone("")
                 continue
             ports = [(p.port, p.name, p.protocol) for p in svc.ports] or [(-1, "", "")]
             for port, pname, proto in ports:
