@@ -25,6 +25,7 @@ LAYERS = {
     "synth": 3,
     "proxy": 3,
     "policy": 3,
+    "dns": 3,
     "netfilter": 3,
     "modes": 4,
     "dataplane": 5,
