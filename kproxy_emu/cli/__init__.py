@@ -105,6 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="port protocol shares, e.g. TCP=0.9,UDP=0.1",
     )
     p.add_argument("--pods", action="store_true", help="also write a Pod for every endpoint")
+    p.add_argument(
+        "--policies",
+        type=int,
+        default=0,
+        metavar="N",
+        help="NetworkPolicies to generate (0); namespaces then carry team/env labels and "
+        "pods their container ports (use with --pods)",
+    )
+    p.add_argument(
+        "--policy-mix",
+        type=_mix,
+        metavar="KIND=SHARE,...",
+        help="policy kind shares (default-deny=0.2,allow-from-namespace=0.3,"
+        "allow-from-app=0.3,ipblock-egress=0.2)",
+    )
     p.add_argument("--service-cidr", help="service ClusterIP range (172.16.0.0/12)")
     p.add_argument("--cluster-cidr", help="pod range, split into node pod CIDRs (10.0.0.0/8)")
     p.add_argument(
@@ -694,6 +709,8 @@ _SYNTH_ARGS = (
     "protocol_mix",
     "service_cidr",
     "cluster_cidr",
+    "policies",
+    "policy_mix",
 )
 
 
@@ -701,7 +718,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from .. import synth
 
     options = {}
-    for name in ("type_mix", "protocol_mix", "service_cidr", "cluster_cidr"):
+    for name in ("type_mix", "protocol_mix", "service_cidr", "cluster_cidr", "policy_mix"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     if args.output != "-" and not args.force:
@@ -717,6 +734,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
             namespaces=args.namespaces,
             seed=args.seed,
             pods=args.pods,
+            policies=args.policies,
             **options,
         )
     except InputError as exc:

@@ -229,6 +229,7 @@ class PolicyVerifyReport(VerifyReport):
     reference: list[int] = field(default_factory=lambda: [0, 0])  # allowed() vs kernel
     by_kind: dict[str, dict[str, int]] = field(default_factory=dict)
     policy_load_seconds: float = 0.0
+    results: list[tuple[str, KernelResult]] = field(default_factory=list)  # (kind, result)
 
     @property
     def ok(self) -> bool:
@@ -363,6 +364,7 @@ def verify_policies(
         _lab_failures(lab, results, overflows, timeout)
         _judge(report, results, expect)
         _reference(report, results, kinds, expect, ref_cache)
+        report.results = list(zip(kinds, results))
         start = time.perf_counter()
         _engine(report, dp, results, expect)
         report.emulate_seconds += time.perf_counter() - start
