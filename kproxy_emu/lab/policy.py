@@ -35,6 +35,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -100,6 +101,10 @@ class PolicyNodeLab(NodeLab):
             )
         super().__init__(dp, **kwargs)
         self.policy_load: LoadResult | None = None
+
+    def __enter__(self) -> PolicyNodeLab:
+        super().__enter__()
+        return self
 
     def load_rules(self) -> LoadResult:
         result = super().load_rules()
@@ -310,7 +315,7 @@ def verify_policies(
     plain = reference or twin_without_policy(dp)
     check(dp.mode)
     check_marks(dp)
-    program = dp.policy
+    program: Any = dp.policy
     if program is None or program.kind != "chains":
         raise InputError(
             "needs a Dataplane with policy_engine='chains'", field="dataplane", value=dp
