@@ -803,16 +803,25 @@ cdef class ChainEngine(Engine):
 
 # the chains form of NetworkPolicy (kproxy_emu/dataplane/policy_chains.py renders and
 # lowers it): an allowing rule sets this mark bit with its rule number in the low bits
+# an allowing policy rule sets bit 31 and its number in bits 16-30 (0x7fff: a number too
+# large to carry), under the mask 0xffff0000: kube-proxy's mark bits (14, 15) survive
 cdef uint32_t POLICY_ACCEPT_MARK = 0x80000000
+cdef uint32_t POLICY_RULE_SHIFT = 16
+cdef uint32_t POLICY_RULE_NONE = 0x7fff
 POLICY_MARK = POLICY_ACCEPT_MARK
+POLICY_MARK_MASK = 0xffff0000
+POLICY_RULE_MAX = POLICY_RULE_NONE - 1
 
 
 cdef class ChainPolicy(PolicyStage):
     """NetworkPolicy as iptables chains (Calico / kube-router style), walked by the chain
     VM: the egress dispatch chain (per source pod address) then the ingress one (per
-    destination pod address). A dispatch chain that ends without a verdict: the pod is not
-    isolated; ACCEPT: a policy rule allowed it (its number in the packet mark, which the
-    stage saves and puts back: kube-proxy's mark is the flow's); DROP: none did.
+    destination pod address). DROP (or REJECT): no rule allowed it; otherwise the accept
+    bit of the packet mark says a policy rule allowed it (its number in bits 16-30; the
+    stage clears the mark before each side and puts the flow's back after: kube-proxy's
+    mark is the flow's), and without it the pod is not isolated. (ACCEPT counts as
+    allowed too.) The chains RETURN rather than ACCEPT so that a kernel walking both
+    sides from one hook chain sees the ingress side after an allowed egress.
 
     ``rules``/``hot``/``chains``/``port_ranges``: the lowered filter table
     (kproxy_emu.dataplane.lowering.Lowered); ``sets``: the IPSet objects its ``-m set``
@@ -893,12 +902,14 @@ cdef class ChainPolicy(PolicyStage):
         if st.rec != NULL:
             first = st.rec.nsteps
         v = run_chain(chain, st, &self.env)
-        if v == V_ACCEPT:
+        if v == V_DROP or v == V_REJECT:
+            detail = POL_DENIED
+        elif st.mark & POLICY_ACCEPT_MARK or v == V_ACCEPT:
             detail = POL_ALLOWED
             if st.mark & POLICY_ACCEPT_MARK:
-                rule = <int32_t>(st.mark & ~POLICY_ACCEPT_MARK)
-        elif v == V_DROP or v == V_REJECT:
-            detail = POL_DENIED
+                rule = <int32_t>((st.mark >> POLICY_RULE_SHIFT) & POLICY_RULE_NONE)
+                if rule == <int32_t>POLICY_RULE_NONE:
+                    rule = -1
         else:
             detail = POL_OPEN
         if st.rec != NULL:

@@ -3,6 +3,11 @@
 Every random choice comes from one ``numpy.random.Generator`` seeded with ``seed``; the
 draws are made in bulk per kind of choice, so the same spec and seed give the same cluster.
 Addresses are allocated sequentially from the configured ranges (no collisions).
+
+NetworkPolicies (``policies=N``, mixed by ``policy_mix``) come from a second generator
+seeded from ``seed``, so asking for them leaves every other draw (services, endpoints,
+pods) as it was; with policies, namespaces carry ``team`` and ``env`` labels and pods
+their containers' ports (the services' target ports, named as the service ports).
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ from .model.cluster import Cluster, paused_gc
 from .model.objects import (
     SERVICE_NAME_LABEL,
     ZONE_LABEL,
+    ContainerPort,
     Endpoint,
     EndpointPort,
     EndpointSlice,
     LoadBalancerIngress,
     Namespace,
+    NetworkPolicy,
     Node,
     NodeAddress,
     Pod,
@@ -49,6 +56,14 @@ MAX_ENDPOINTS_PER_SLICE = 100  # the EndpointSlice controller's default
 ZONES = ("zone-a", "zone-b", "zone-c")
 _NAME_ALPHABET = np.array(list("bcdfghjklmnpqrstvwxz2456789"))  # k8s utilrand alphabet
 _MANAGED_BY = {"endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}
+POLICY_KINDS = ("default-deny", "allow-from-namespace", "allow-from-app", "ipblock-egress")
+DEFAULT_POLICY_MIX = {
+    "default-deny": 0.2,
+    "allow-from-namespace": 0.3,
+    "allow-from-app": 0.3,
+    "ipblock-egress": 0.2,
+}
+ENVS = ("prod", "staging", "dev")
 
 
 @dataclass
@@ -71,6 +86,9 @@ class SynthSpec:
     terminating_share: float = 0.02
     not_ready_share: float = 0.03
     pods: bool = False
+    # NetworkPolicies: how many, and the share of each kind (POLICY_KINDS; see _policies)
+    policies: int = 0
+    policy_mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_POLICY_MIX))
     service_cidr: str = "172.16.0.0/12"
     cluster_cidr: str = "10.0.0.0/8"
     node_cidr: str = "192.168.0.0/16"
@@ -110,7 +128,7 @@ def _validate(spec: SynthSpec) -> None:
     def bad(name: str, message: str, value: object) -> InputError:
         return InputError(message, field=name, value=value)
 
-    for name in ("services", "nodes", "seed", "namespaces"):
+    for name in ("services", "nodes", "seed", "namespaces", "policies"):
         value = getattr(spec, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise bad(name, "must be a non-negative integer", value)
@@ -138,9 +156,12 @@ def _validate(spec: SynthSpec) -> None:
             "terminating and not-ready shares add up to more than 1",
             spec.terminating_share + spec.not_ready_share,
         )
+    if spec.policies > 1_000_000:
+        raise bad("policies", "at most 1000000", spec.policies)
     for name, mix, allowed in (
         ("type_mix", spec.type_mix, SERVICE_KINDS),
         ("protocol_mix", spec.protocol_mix, ("TCP", "UDP", "SCTP")),
+        ("policy_mix", spec.policy_mix, POLICY_KINDS),
     ):
         for key, share in mix.items():
             if key not in allowed:
@@ -263,8 +284,13 @@ def _generate(spec: SynthSpec) -> Cluster:
     # ---- namespaces
     n_ns = spec.namespaces or max(1, min(1000, math.ceil(n / 50)))
     ns_names = [f"ns-{i + 1:04d}" for i in range(n_ns)]
-    for name in ns_names:
-        out.add(Namespace(name=name, labels={"kubernetes.io/metadata.name": name}))
+    teams = max(1, n_ns // 3)
+    for i, name in enumerate(ns_names):
+        labels = {"kubernetes.io/metadata.name": name}
+        if spec.policies:
+            labels.update(team=f"team-{i % teams}", env=ENVS[i % len(ENVS)])
+        out.add(Namespace(name=name, labels=labels))
+    apps: list[tuple[str, str, list[ServicePort]]] = []  # (namespace, app, ports) for policies
 
     # ---- bulk draws, one array per kind of choice
     kinds = rng.choice(len(SERVICE_KINDS), size=n, p=_shares(spec.type_mix, SERVICE_KINDS))
@@ -385,6 +411,12 @@ def _generate(spec: SynthSpec) -> Cluster:
         if prefer_close:
             svc.traffic_distribution = "PreferClose"
         out.add(svc)
+        apps.append((ns, name, svc.ports))
+        container_ports = (
+            [ContainerPort(cast(int, p.target_port), p.protocol, p.name) for p in svc.ports]
+            if spec.policies
+            else []
+        )
 
         # ---- endpoint slices: at most 100 endpoints each, as the controller cuts them
         total = counts_l[i]
@@ -422,6 +454,7 @@ def _generate(spec: SynthSpec) -> Cluster:
                             pod_ips=[ep_ips[k]],
                             labels={"app": name},
                             phase="Running",
+                            container_ports=list(container_ports),
                         )
                     )
             ep_cursor += take
@@ -440,4 +473,110 @@ def _generate(spec: SynthSpec) -> Cluster:
                 )
             )
             suffix_i += 1
+    if spec.policies:
+        pod_blocks = [f"{_ipv4_strings(np.array([b]))[0]}/{block_prefix}" for b in node_pod_base]
+        for pol in _policies(spec, ns_names, teams, apps, pod_blocks):
+            out.add(pol)
+    return out
+
+
+def _policies(
+    spec: SynthSpec,
+    ns_names: list[str],
+    teams: int,
+    apps: list[tuple[str, str, list[ServicePort]]],
+    pod_blocks: list[str],
+) -> list[NetworkPolicy]:
+    """``spec.policies`` NetworkPolicies, each kind as clusters write them:
+
+    * default-deny: every pod of a namespace isolated for ingress (a fifth also for egress,
+      then allowed to its own namespace);
+    * allow-from-namespace: an app's pods accept its first port from the namespaces of one
+      team (``namespaceSelector`` matchLabels), half of them on every port;
+    * allow-from-app: an app's pods accept another app of their namespace (``podSelector``)
+      or, a third of the time, that app in prod/staging namespaces (both selectors, a
+      matchExpressions In), on the port by name when it has one;
+    * ipblock-egress: an app's pods may reach one node's pod range minus its first /28 on
+      their first port's protocol (half of them on a port range), and the internet (0/0
+      except the cluster range).
+    """
+    rng = np.random.default_rng([spec.seed, 14])  # issue 14: leaves the cluster's draws alone
+    n = spec.policies
+    kinds = rng.choice(len(POLICY_KINDS), size=n, p=_shares(spec.policy_mix, POLICY_KINDS))
+    picks = rng.integers(0, max(1, len(apps)), size=(n, 2))
+    coins = rng.random((n, 3))
+    team_draw = rng.integers(0, teams, size=n)
+    block_draw = rng.integers(0, len(pod_blocks), size=n)
+    ns_draw = rng.integers(0, len(ns_names), size=n)
+    cluster_net = str(ipaddress.ip_network(spec.cluster_cidr, strict=False))
+    by_ns: dict[str, list[int]] = {}
+    for k, (ns, _, _) in enumerate(apps):
+        by_ns.setdefault(ns, []).append(k)
+    out = []
+    for i in range(n):
+        kind = POLICY_KINDS[int(kinds[i])] if apps else "default-deny"
+        c = coins[i]
+        pol_spec: dict[str, Any]
+        if kind == "default-deny":
+            ns = apps[int(picks[i, 0])][0] if apps else ns_names[int(ns_draw[i])]
+            pol_spec = {"podSelector": {}, "policyTypes": ["Ingress"]}
+            if c[0] < 0.2:
+                pol_spec["policyTypes"] = ["Ingress", "Egress"]
+                pol_spec["egress"] = [{"to": [{"podSelector": {}}]}]
+            out.append(NetworkPolicy(namespace=ns, name=f"{kind}-{i:05d}", spec=pol_spec))
+            continue
+        ns, app, ports = apps[int(picks[i, 0])]
+        first = ports[0] if ports else None
+        port_entry = (
+            [{"protocol": first.protocol, "port": cast(int, first.target_port)}] if first else []
+        )
+        if kind == "allow-from-namespace":
+            rule: dict[str, Any] = {
+                "from": [
+                    {"namespaceSelector": {"matchLabels": {"team": f"team-{int(team_draw[i])}"}}}
+                ]
+            }
+            if c[0] < 0.5 and port_entry:
+                rule["ports"] = port_entry
+            pol_spec = {"podSelector": {"matchLabels": {"app": app}}, "ingress": [rule]}
+        elif kind == "allow-from-app":
+            same = by_ns[ns]
+            other = apps[same[int(picks[i, 1]) % len(same)]][1]
+            peer: dict[str, Any] = {"podSelector": {"matchLabels": {"app": other}}}
+            if c[0] < 1 / 3:
+                peer["namespaceSelector"] = {
+                    "matchExpressions": [
+                        {"key": "env", "operator": "In", "values": ["prod", "staging"]}
+                    ]
+                }
+            rule = {"from": [peer]}
+            if first is not None:
+                named = first.name and c[1] < 0.5
+                rule["ports"] = [
+                    {
+                        "protocol": first.protocol,
+                        "port": first.name if named else cast(int, first.target_port),
+                    }
+                ]
+            pol_spec = {"podSelector": {"matchLabels": {"app": app}}, "ingress": [rule]}
+        else:  # ipblock-egress
+            block = ipaddress.ip_network(pod_blocks[int(block_draw[i])])
+            first28 = f"{block.network_address}/28"
+            to_pods: dict[str, Any] = {
+                "to": [{"ipBlock": {"cidr": str(block), "except": [first28]}}]
+            }
+            if first is not None:
+                entry: dict[str, Any] = {"protocol": first.protocol}
+                if c[0] < 0.5:
+                    entry["port"] = cast(int, first.target_port)
+                    if c[1] < 0.5:
+                        entry["endPort"] = min(65535, cast(int, first.target_port) + 100)
+                to_pods["ports"] = [entry]
+            internet = {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": [cluster_net]}}]}
+            pol_spec = {
+                "podSelector": {"matchLabels": {"app": app}},
+                "policyTypes": ["Egress"],
+                "egress": [to_pods, internet],
+            }
+        out.append(NetworkPolicy(namespace=ns, name=f"{kind}-{i:05d}", spec=pol_spec))
     return out

@@ -13,6 +13,8 @@ from kproxy_emu._cext.vstable import IPSet, VirtualServerTable
 from .pipeline import Engine, PolicyStage
 
 POLICY_MARK: int
+POLICY_MARK_MASK: int
+POLICY_RULE_MAX: int
 
 def layout() -> dict[str, dict[str, Any]]: ...
 

@@ -105,6 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="port protocol shares, e.g. TCP=0.9,UDP=0.1",
     )
     p.add_argument("--pods", action="store_true", help="also write a Pod for every endpoint")
+    p.add_argument(
+        "--policies",
+        type=int,
+        default=0,
+        metavar="N",
+        help="NetworkPolicies to generate (0); namespaces then carry team/env labels and "
+        "pods their container ports (use with --pods)",
+    )
+    p.add_argument(
+        "--policy-mix",
+        type=_mix,
+        metavar="KIND=SHARE,...",
+        help="policy kind shares (default-deny=0.2,allow-from-namespace=0.3,"
+        "allow-from-app=0.3,ipblock-egress=0.2)",
+    )
     p.add_argument("--service-cidr", help="service ClusterIP range (172.16.0.0/12)")
     p.add_argument("--cluster-cidr", help="pod range, split into node pod CIDRs (10.0.0.0/8)")
     p.add_argument(
@@ -210,6 +225,24 @@ def build_parser() -> argparse.ArgumentParser:
         "as a CNI does; the trace shows the egress and ingress decisions",
     )
     p.set_defaults(func=_cmd_trace)
+
+    p = sub.add_parser(
+        "bench-policy",
+        help="NetworkPolicy stage cost: pods x policies x form (none, chains, identity)",
+    )
+    p.add_argument("--pods", default="1000", help="pod counts, N,N,... (1000)")
+    p.add_argument("--policies", default="0,100,500", help="policy counts, N,N,... (0,100,500)")
+    p.add_argument(
+        "--policy-engines",
+        default="none,chains,identity",
+        metavar="LIST",
+        help="forms to measure (none,chains,identity)",
+    )
+    p.add_argument("--packets", type=int, default=50_000, help="new flows per cell (50000)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per cell, best kept (3)")
+    p.add_argument("--seed", type=int, default=0, help="seed for clusters and flows (0)")
+    p.add_argument("--json", metavar="FILE", help="also write the records as JSON (- stdout)")
+    p.set_defaults(func=_cmd_bench_policy)
 
     p = sub.add_parser("bench", help="compare the proxy modes' per-packet cost at scale")
     p.add_argument(
@@ -658,6 +691,57 @@ def _name_list(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+def _cmd_bench_policy(args: argparse.Namespace) -> int:
+    import json
+
+    from ..bench import policy
+
+    def counts(text: str, flag: str) -> list[int]:
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise InputError("expected N,N,...", field=flag, value=text) from None
+        if not values or any(v < 0 for v in values):
+            raise InputError("expected non-negative counts", field=flag, value=text)
+        return values
+
+    engines = [e.strip() for e in args.policy_engines.split(",") if e.strip()]
+    if not engines or any(e not in policy.ENGINES for e in engines):
+        raise InputError(
+            "forms are none, chains and identity",
+            field="--policy-engines",
+            value=args.policy_engines,
+        )
+    if args.packets <= 0 or args.repeats <= 0 or args.seed < 0:
+        raise InputError(
+            "need --packets >= 1, --repeats >= 1, --seed >= 0",
+            field="--packets/--repeats/--seed",
+            value=(args.packets, args.repeats, args.seed),
+        )
+    records = policy.sweep(
+        counts(args.pods, "--pods"),
+        counts(args.policies, "--policies"),
+        engines,
+        packets=args.packets,
+        repeats=args.repeats,
+        seed=args.seed,
+        progress=lambda r: print(
+            f"{r['pods']} pods, {r['policies']} policies, {r['engine']}: "
+            f"{r['ns_per_packet']:.0f} ns/packet",
+            file=sys.stderr,
+        ),
+    )
+    print(policy.table(records))
+    if args.json:
+        text = json.dumps({"kind": "bench-policy", "records": records}, indent=1)
+        if args.json == "-":
+            print(text)
+        else:
+            with open(args.json, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ..bench import report, sweep
 
@@ -704,6 +788,8 @@ _SYNTH_ARGS = (
     "protocol_mix",
     "service_cidr",
     "cluster_cidr",
+    "policies",
+    "policy_mix",
 )
 
 
@@ -711,7 +797,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from .. import synth
 
     options = {}
-    for name in ("type_mix", "protocol_mix", "service_cidr", "cluster_cidr"):
+    for name in ("type_mix", "protocol_mix", "service_cidr", "cluster_cidr", "policy_mix"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     if args.output != "-" and not args.force:
@@ -727,6 +813,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
             namespaces=args.namespaces,
             seed=args.seed,
             pods=args.pods,
+            policies=args.policies,
             **options,
         )
     except InputError as exc:

@@ -71,6 +71,27 @@ def add_parsers(sub) -> None:
         default=300,
         help="flows per distribution class, at least (300)",
     )
+    p.add_argument(
+        "--policies",
+        action="store_true",
+        help="NetworkPolicy: also load the policy stage's chains form (ipsets and filter "
+        "chains) and compare pod-pod, pod-service, external-pod and host-pod connections "
+        "with the emulator (policy_engine chains) and with allowed() (docs/networkpolicy.md)",
+    )
+    p.add_argument(
+        "--pod-pairs",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="--policies: pod-to-pod flows sampled from pairs x probed ports (2000)",
+    )
+    p.add_argument(
+        "--service-flows",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="--policies: flows at Service frontends (1000)",
+    )
     p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser(
@@ -140,6 +161,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     if args.packets < 0:
         raise InputError("must be >= 0", field="--packets", value=args.packets)
+    if getattr(args, "policies", False):
+        return _verify_policies(args)
     dp = _lab_dataplane(args)
     check(dp.mode)
     report = verify(
@@ -149,6 +172,30 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         seed=args.seed,
         distribution_classes=args.distribution_classes,
         distribution_flows=args.distribution_flows,
+    )
+    print(report.table())
+    return 0 if report.ok else 1
+
+
+def _verify_policies(args: argparse.Namespace) -> int:
+    from ..lab.env import check
+    from ..lab.policy import twin_without_policy, verify_policies
+
+    for name in ("pod_pairs", "service_flows"):
+        if getattr(args, name) < 0:
+            raise InputError(
+                "must be >= 0", field="--" + name.replace("_", "-"), value=getattr(args, name)
+            )
+    args.policy_engine = "chains"
+    dp = _lab_dataplane(args)
+    check(dp.mode)
+    report = verify_policies(
+        dp.cluster,
+        dataplane=dp,
+        reference=twin_without_policy(dp),
+        seed=args.seed,
+        pod_pairs=args.pod_pairs,
+        service_flows=args.service_flows,
     )
     print(report.table())
     return 0 if report.ok else 1

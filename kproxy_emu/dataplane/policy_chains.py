@@ -4,11 +4,17 @@ them, then lowered (dataplane/lowering.py) and walked by the chain VM
 
 The filter table::
 
-    KUBE-NWPLCY-EGRESS       conntrack RELATED,ESTABLISHED ACCEPT; then one rule per pod
-                             isolated for egress: -s POD_IP -j KUBE-POD-EG-<hash>
-    KUBE-NWPLCY-INGRESS      the same per pod isolated for ingress: -d POD_IP -j KUBE-POD-IN-<hash>
-    KUBE-POD-EG/IN-<hash>    per pod: -j the chain of each policy selecting it, each followed
-                             by "-m mark --mark ACCEPT/ACCEPT -j ACCEPT"; last "-j DROP"
+    KUBE-NWPLCY-MAIN         the chain a node hooks (FORWARD, INPUT, OUTPUT): conntrack
+                             RELATED,ESTABLISHED ACCEPT, -j KUBE-NWPLCY-EGRESS,
+                             -j KUBE-NWPLCY-INGRESS; it ends without a verdict (a flow it
+                             lets through meets the rest of the hook)
+    KUBE-NWPLCY-EGRESS       one rule per pod isolated for egress: -s POD_IP -g KUBE-POD-EG-<hash>
+    KUBE-NWPLCY-INGRESS      the same per pod isolated for ingress: -d POD_IP -g KUBE-POD-IN-<hash>
+    KUBE-POD-EG/IN-<hash>    per pod: clear the policy mark bits, then -j the chain of each
+                             policy selecting it, each followed by "-m mark --mark
+                             ACCEPT/ACCEPT -j RETURN"; last "-j DROP". (RETURN, not ACCEPT:
+                             an ACCEPT would end the hook chain and skip the ingress side;
+                             the goto makes the RETURN go back to KUBE-NWPLCY-MAIN.)
     KUBE-NWPLCY-<hash>       per policy and direction: per rule, one line per peer (a pod
                              selector peer: -m set --match-set KUBE-PEER-<hash> src|dst, an
                              ipBlock: -s|-d CIDR, through KUBE-NWBLCK-<hash> when it has
@@ -19,11 +25,15 @@ The filter table::
                              N[:M]; a named port: -m set --match-set KUBE-NAMED-<hash> dst
                              --dport N per number it resolves to on some pod) that marks
 
-An allowing line sets the mark 0x80000000 | the rule's number (Calico sets an accept bit;
-the number lets a trace name the rule). Sets: KUBE-PEER-<hash> (hash:ip) the addresses of
-the pods a selector peer matches; KUBE-NAMED-<hash> (hash:ip) the pods whose named port
-resolves to one number. The walk costs what iptables' would: every rule up to the verdict,
-the dispatch chains linear in the isolated pods.
+An allowing line sets the accept bit 0x80000000 and the rule's number in bits 16-30
+(``--set-xmark 0x8NNN0000/0xffff0000``; numbers from 0x7fff up are carried as 0x7fff, which
+names no rule), leaving kube-proxy's mark bits (14, 15: masquerade, drop) alone: a real
+kernel masquerades in POSTROUTING on the mark the filter chains left. Calico sets an accept
+bit the same way; the number lets a trace name the rule. Sets: KUBE-PEER-<hash> (hash:ip)
+the addresses of the pods a selector peer matches; KUBE-NAMED-<hash> (hash:ip) the pods
+whose named port resolves to one number. The walk costs what iptables' would: every rule up
+to the verdict, the dispatch chains linear in the isolated pods. The kernel lab loads this
+text as it is (``kproxy_emu.lab.policy``).
 """
 
 from __future__ import annotations
@@ -39,6 +49,10 @@ from ..policy.selectors import matches, namespace_labels
 from .policy_stage import PolicyProgram, ipv4_block
 
 ACCEPT_MARK = 0x80000000
+MARK_MASK = 0xFFFF0000  # the policy's mark bits: accept (31) and the rule number (16-30)
+RULE_SHIFT = 16
+RULE_NONE = 0x7FFF  # a rule number too large for the mark
+MAIN_CHAIN = "KUBE-NWPLCY-MAIN"
 EGRESS_CHAIN = "KUBE-NWPLCY-EGRESS"
 INGRESS_CHAIN = "KUBE-NWPLCY-INGRESS"
 
@@ -71,7 +85,8 @@ class ChainsProgram(PolicyProgram):
         return self.chains.setdefault(name, [])
 
     def _mark(self, rid: int) -> str:
-        return f"-j MARK --set-xmark 0x{ACCEPT_MARK | rid:08x}/0xffffffff"
+        value = ACCEPT_MARK | (min(rid, RULE_NONE) << RULE_SHIFT)
+        return f"-j MARK --set-xmark 0x{value:08x}/0x{MARK_MASK:08x}"
 
     def _peer_set(self, peer: Peer, policy_ns: str) -> str:
         """The hash:ip set of the pod addresses a selector peer matches."""
@@ -169,14 +184,17 @@ class ChainsProgram(PolicyProgram):
         return name
 
     def _build(self) -> None:
+        main = self._chain(MAIN_CHAIN)
         egress = self._chain(EGRESS_CHAIN)
         ingress = self._chain(INGRESS_CHAIN)
-        for lines in (egress, ingress):
-            lines.append("-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+        main.append("-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+        main.append(f"-j {EGRESS_CHAIN}")
+        main.append(f"-j {INGRESS_CHAIN}")
         addrs: dict[int, list[int]] = {}
         for ip, i in sorted(self.pod_of_ip.items()):
             addrs.setdefault(i, []).append(ip)
-        accept = f"-m mark --mark 0x{ACCEPT_MARK:08x}/0x{ACCEPT_MARK:08x} -j ACCEPT"
+        allowed = f"-m mark --mark 0x{ACCEPT_MARK:08x}/0x{ACCEPT_MARK:08x} -j RETURN"
+        clear = f"-j MARK --set-xmark 0x0/0x{MARK_MASK:08x}"
         for i in range(len(self.pods)):
             pod = self.pod_name(i)
             for direction, dispatch, prefix, flag in (
@@ -188,13 +206,14 @@ class ChainsProgram(PolicyProgram):
                     continue
                 chain = _hash(prefix, pod)
                 lines = self._chain(chain)
+                lines.append(clear)  # the egress side's bits must not allow the ingress side
                 for k in selecting:
                     pol_chain = self._policy_chain(k, direction)
                     lines.append(
                         f"-m comment --comment {_quote(f'policy {self.policies[k].key}')} "
                         f"-j {pol_chain}"
                     )
-                    lines.append(accept)
+                    lines.append(allowed)
                 lines.append(
                     f"-m comment --comment {_quote(f'no policy allows {pod} {direction.lower()}')}"
                     " -j DROP"
@@ -202,7 +221,7 @@ class ChainsProgram(PolicyProgram):
                 for ip in addrs[i]:
                     dispatch.append(
                         f"{flag} {u32_to_ip(ip)}/32 -m comment --comment "
-                        f"{_quote(f'{pod} {direction.lower()}')} -j {chain}"
+                        f"{_quote(f'{pod} {direction.lower()}')} -g {chain}"
                     )
 
     # ---------------------------------------------------------------- text

@@ -7,7 +7,8 @@ connections and compare the kernel's verdicts with the emulator's (needs root).
 
 Modules: env (can the lab run here), topology (namespaces, links, safety), load (rules
 into the node), replay (probes, listeners, conntrack), session (a lab for one node),
-compare (verify and its report), calibrate (kernel costs for bench), relay (a real
+compare (verify and its report), policy (verify_policies: NetworkPolicy's
+chains form in the kernel), calibrate (kernel costs for bench), relay (a real
 userspace TCP relay: the userspace mode's calibration), node (the emulated node, a
 Dataplane), cli (``verify`` and ``calibrate`` commands).
 Importing this package needs neither root nor pyroute2; running a lab needs both.

@@ -232,6 +232,7 @@ class Cluster:
             f"{len(self.services)} services, {len(self.endpoint_slices)} endpoint slices "
             f"({endpoints} endpoints), {len(self.nodes)} nodes, {len(self.pods)} pods, "
             f"{len(self.namespaces)} namespaces"
+            + (f", {len(self.network_policies)} network policies" if self.network_policies else "")
         )
 
     def lint(self, *, limit: int = 5) -> list[str]:
