@@ -549,6 +549,28 @@ def _array(value, dtype, name, allow_none=True):
     return np.ascontiguousarray(value)
 
 
+cdef int check_rule_rows(const rule_t[::1] rv, const chain_t[::1] cv, Py_ssize_t n_port_ranges,
+                         Py_ssize_t n_sets) except -1:
+    """The indices every chain walk follows (chain ranges, jump targets, multiport ranges,
+    set ids) stay inside their arrays: the walk runs unchecked."""
+    cdef Py_ssize_t k, nrules = rv.shape[0], nchains = cv.shape[0]
+    cdef const rule_t* r
+    for k in range(nchains):
+        if not 0 <= cv[k].start <= cv[k].end <= nrules:
+            raise ValueError("chains: rule range out of bounds")
+    for k in range(nrules):
+        r = &rv[k]
+        if (r.target_kind == T_JUMP or r.target_kind == T_GOTO) and \
+                not 0 <= r.target_chain < nchains:
+            raise ValueError("a jump names a chain out of range")
+        if r.mport_kind and (r.mport_off < 0 or r.mport_n > 15
+                             or 2 * (r.mport_off + r.mport_n) > n_port_ranges):
+            raise ValueError("multiport rules need their port_ranges")
+        if r.set_id >= 0 and r.set_id >= n_sets:
+            raise ValueError("-m set rules need their sets")
+    return 0
+
+
 cdef class ChainEngine(Engine):
     """The iptables hooks of one node (and, with ``ipvs``, IPVS at LOCAL_IN/LOCAL_OUT).
 
@@ -616,21 +638,11 @@ cdef class ChainEngine(Engine):
         for k in range(6):
             if not -1 <= hv[k] < nchains:
                 raise ValueError("hooks: chain index out of range")
-        for k in range(nchains):
-            if not 0 <= cv[k].start <= cv[k].end <= nrules:
-                raise ValueError("chains: rule range out of bounds")
+        check_rule_rows(rv, cv, port_ranges.shape[0], len(sets))
         for k in range(nrules):
             r = &rv[k]
-            if (r.target_kind == T_JUMP or r.target_kind == T_GOTO) and \
-                    not 0 <= r.target_chain < nchains:
-                raise ValueError("a jump names a chain out of range")
-            if r.mport_kind and (r.mport_off < 0 or r.mport_n > 15
-                                 or 2 * (r.mport_off + r.mport_n) > port_ranges.shape[0]):
-                raise ValueError("multiport rules need their port_ranges")
             if r.flags & F_NTH and not 0 <= r.nth_slot < nth.shape[0]:
                 raise ValueError("statistic nth rules need their nth_counters")
-            if r.set_id >= 0 and r.set_id >= len(sets):
-                raise ValueError("-m set rules need their sets")
             if r.ipvs_match >= 0 and r.ipvs_match + 4 > ipvs_words.shape[0]:
                 raise ValueError("-m ipvs rules need their ipvs_words")
             if recent is not None and r.recent_list >= nlists:
@@ -851,19 +863,9 @@ cdef class ChainPolicy(PolicyStage):
         cdef const rule_t* r
         if not (0 <= egress < nchains and 0 <= ingress < nchains):
             raise ValueError("egress/ingress: chain index out of range")
-        for k in range(nchains):
-            if not 0 <= cv[k].start <= cv[k].end <= nrules:
-                raise ValueError("chains: rule range out of bounds")
+        check_rule_rows(rv, cv, port_ranges.shape[0], len(sets))
         for k in range(nrules):
             r = &rv[k]
-            if (r.target_kind == T_JUMP or r.target_kind == T_GOTO) and \
-                    not 0 <= r.target_chain < nchains:
-                raise ValueError("a jump names a chain out of range")
-            if r.mport_kind and (r.mport_off < 0 or r.mport_n > 15
-                                 or 2 * (r.mport_off + r.mport_n) > port_ranges.shape[0]):
-                raise ValueError("multiport rules need their port_ranges")
-            if r.set_id >= 0 and r.set_id >= len(sets):
-                raise ValueError("-m set rules need their sets")
             if r.flags & F_NTH or r.recent_op or r.ipvs_match >= 0 or r.prob != NO_STATISTIC \
                     or r.src_type != A_ANY or r.dst_type != A_ANY:
                 raise ValueError("policy chains use no stateful, IPVS or addrtype match")
@@ -927,11 +929,3 @@ cdef class ChainPolicy(PolicyStage):
             r = POLICY_INGRESS_DENIED
         st.mark = mark
         return r
-
-    def snapshot(self):
-        return (self, self.counters)
-
-    def restore(self, snap):
-        if not isinstance(snap, tuple) or len(snap) != 2 or snap[0] is not self:
-            raise ValueError("not a snapshot of this policy stage")
-        self.counters = snap[1]

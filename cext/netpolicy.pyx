@@ -289,11 +289,3 @@ cdef class IdentityPolicy(PolicyStage):
         st.probes = 0
         cdef int32_t ep = self.address(ip, &ident, &st)
         return ep, ident
-
-    def snapshot(self):
-        return (self, self.counters)
-
-    def restore(self, snap):
-        if not isinstance(snap, tuple) or len(snap) != 2 or snap[0] is not self:
-            raise ValueError("not a snapshot of this policy stage")
-        self.counters = snap[1]

@@ -60,6 +60,15 @@ cdef class PolicyStage:
         self.egress_drops = egress
         self.ingress_drops = ingress
 
+    def snapshot(self):
+        """What packets change (the counters), for ``restore``."""
+        return (self, self.counters)
+
+    def restore(self, snap):
+        if not isinstance(snap, tuple) or len(snap) != 2 or snap[0] is not self:
+            raise ValueError("not a snapshot of this policy stage")
+        self.counters = snap[1]
+
 
 cdef class Engine:
     """Base of the mode engines: the node's own addresses (``local_ips``, uint32) and the

@@ -1,8 +1,6 @@
 """Stub for the compiled kproxy_emu._cext.netpolicy (source: cext/netpolicy.pyx): the
 identity form of NetworkPolicy (Cilium's identities, ipcache and policy maps)."""
 
-from typing import Any
-
 import numpy.typing as npt
 
 from .pipeline import PolicyStage
@@ -29,5 +27,3 @@ class IdentityPolicy(PolicyStage):
     ) -> None: ...
     def address_of(self, ip: int) -> tuple[int, int]:
         """(endpoint or -1, identity) the ipcache gives an address."""
-    def snapshot(self) -> tuple[Any, ...]: ...
-    def restore(self, snap: tuple[Any, ...]) -> None: ...

@@ -1,6 +1,8 @@
 """Stub for the compiled kproxy_emu._cext.pipeline (source: cext/pipeline.pyx; C-level
 contract in kproxy_emu/_cext/pipeline.pxd): the one packet pipeline every mode runs."""
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -29,6 +31,9 @@ class PolicyStage:
         """(checked, egress_drops, ingress_drops)."""
     @counters.setter
     def counters(self, value: tuple[int, int, int]) -> None: ...
+    def snapshot(self) -> tuple[Any, ...]:
+        """What packets change (the counters), for ``restore``."""
+    def restore(self, snap: tuple[Any, ...]) -> None: ...
 
 class Engine:
     """Base of the mode engines (chains.ChainEngine, nftmaps.NftEngine)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -30,31 +31,11 @@ def _u32(address: str) -> int:
     return int(ipaddress.IPv4Address(address))
 
 
-def lower(
-    maps: B.BpfMaps,
-    *,
-    algorithm: str = "random",
-    maglev_table_size: int = maglev.DEFAULT_TABLE_SIZE,
-    seed: str = maglev.DEFAULT_HASH_SEED,
-    affinity_entries: int = 65536,
-    affinity: LruMap | None = None,
-    endpoint_index: Callable[[str], int] | None = None,
-    local: Collection[tuple[str, int]] = (),
-) -> LbTable:
-    """An LbTable over ``maps`` (the node's algorithm and Maglev settings as given).
-    ``affinity``: the node's affinity map (kept across syncs); ``endpoint_index``: the
-    endpoint table's index of an "ip:port" backend; ``local``: the (ip, port) backends
-    running on this node."""
-    return lower_full(
-        maps,
-        algorithm=algorithm,
-        maglev_table_size=maglev_table_size,
-        seed=seed,
-        affinity_entries=affinity_entries,
-        affinity=affinity,
-        endpoint_index=endpoint_index,
-        local=local,
-    ).table
+def lower(maps: B.BpfMaps, **options: Any) -> LbTable:
+    """An LbTable over ``maps`` (``lower_full``'s options: the node's algorithm and
+    Maglev settings, its affinity map, the endpoint table's indices, its local
+    backends)."""
+    return lower_full(maps, **options).table
 
 
 def lower_full(
@@ -68,7 +49,10 @@ def lower_full(
     endpoint_index: Callable[[str], int] | None = None,
     local: Collection[tuple[str, int]] = (),
 ) -> LoweredEbpf:
-    """``lower`` with the frontends' order kept for traces."""
+    """An LbTable over ``maps`` with the frontends in its order, for traces.
+    ``affinity``: the node's affinity map (kept across syncs); ``endpoint_index``: the
+    endpoint table's index of an "ip:port" backend; ``local``: the (ip, port) backends
+    running on this node."""
     masters = sorted(maps.frontends().items(), key=lambda kv: kv[1].rev_nat_index)
     n = len(masters)
     fe_addr = np.empty(n, np.uint32)
