@@ -12,6 +12,7 @@ the kernel, so those flows only check membership of the first choice and stickin
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,6 +73,13 @@ def chi2_stat(counts: list[int], probs: list[float]) -> tuple[float, int]:
     n = sum(counts)
     stat = sum((k - n * p) ** 2 / (n * p) for k, p in zip(counts, probs) if p > 0)
     return stat, len([p for p in probs if p > 0]) - 1
+
+
+def agreement_row(name: str, pair: Sequence[int]) -> str:
+    """One line of a lab report's agreement table: agreed / total and the share."""
+    agree, total = pair
+    pct = f"{100.0 * agree / total:6.2f}%" if total else "     -"
+    return f"  {name:34} {agree:7d} / {total:<7d} {pct}"
 
 
 # ------------------------------------------------------------------ expectations
@@ -180,21 +188,16 @@ class VerifyReport:
         return not self.disagreements and self.distribution_ok and self.flows > 0
 
     def table(self) -> str:
-        def row(name, pair):
-            agree, total = pair
-            pct = f"{100.0 * agree / total:6.2f}%" if total else "     -"
-            return f"  {name:34} {agree:7d} / {total:<7d} {pct}"
-
         lines = [
             f"kernel lab: mode {self.mode}, node {self.node}, {self.services} services, "
             f"{self.flows} flows, seed {self.seed}",
             f"  rules loaded in {self.load_seconds:.3f} s; replay {self.replay_seconds:.2f} s;"
             f" emulator {self.emulate_seconds:.2f} s",
             "  kernel verdicts: " + ", ".join(f"{k} {v}" for k, v in sorted(self.verdicts.items())),
-            row("deterministic outcomes agree", self.deterministic),
-            row("random choices in emulator's set", self.in_support),
-            row("session affinity sticks", self.sticky),
-            row("compiled engine agrees", self.engine),
+            agreement_row("deterministic outcomes agree", self.deterministic),
+            agreement_row("random choices in emulator's set", self.in_support),
+            agreement_row("session affinity sticks", self.sticky),
+            agreement_row("compiled engine agrees", self.engine),
         ]
         for c in self.classes:
             proto, dst, dport, origin, src = c.key

@@ -49,6 +49,7 @@ from .compare import (
     _judge,
     _lab_failures,
     _signature,
+    agreement_row,
     expectation,
 )
 from .env import LabUnavailable, check, missing_tools
@@ -241,11 +242,6 @@ class PolicyVerifyReport(VerifyReport):
         return not self.disagreements and self.flows > 0
 
     def table(self) -> str:
-        def row(name, pair):
-            agree, total = pair
-            pct = f"{100.0 * agree / total:6.2f}%" if total else "     -"
-            return f"  {name:34} {agree:7d} / {total:<7d} {pct}"
-
         lines = [
             f"kernel lab, NetworkPolicy (chains form): mode {self.mode}, node {self.node}, "
             f"{self.pods} pods, {self.policies} policies, {self.services} services, "
@@ -264,17 +260,17 @@ class PolicyVerifyReport(VerifyReport):
                     f"other verdicts {c['other']}"
                 )
         lines += [
-            row(
+            agreement_row(
                 "emulator (trace) agrees",
                 [
                     self.deterministic[0] + self.in_support[0],
                     self.deterministic[1] + self.in_support[1],
                 ],
             ),
-            row("  deterministic outcomes", self.deterministic),
-            row("  random choices in emulator's set", self.in_support),
-            row("compiled engine agrees", self.engine),
-            row("proxy rules + allowed() agree", self.reference),
+            agreement_row("  deterministic outcomes", self.deterministic),
+            agreement_row("  random choices in emulator's set", self.in_support),
+            agreement_row("compiled engine agrees", self.engine),
+            agreement_row("proxy rules + allowed() agree", self.reference),
         ]
         for d in self.disagreements[:20]:
             lines.append("  DISAGREE " + str(d))
