@@ -1,4 +1,4 @@
-"""The ipam report and CLI: hand-made clusters (tests/ipam/data), synthetic ones, bad input."""
+"""The ipam report and CLI: hand-made clusters (examples/ipam), synthetic ones, bad input."""
 
 import json
 from pathlib import Path
@@ -9,7 +9,7 @@ from kproxy_emu import synth
 from kproxy_emu.ipam.report import report
 from kproxy_emu.model import Cluster
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[2] / "examples" / "ipam"
 CLEAN, BROKEN = str(DATA / "clean.yaml"), str(DATA / "broken.yaml")
 
 
