@@ -266,13 +266,14 @@ def _generate(spec: SynthSpec) -> Cluster:
     # ---- nodes, each with a pod CIDR block of the cluster CIDR
     cluster_net = ipaddress.ip_network(spec.cluster_cidr, strict=False)
     block_prefix = min(24, cluster_net.prefixlen + max(1, math.ceil(math.log2(spec.nodes))))
-    if block_prefix - cluster_net.prefixlen < math.log2(spec.nodes):
+    if spec.node_cidr_mask_size is None and block_prefix - cluster_net.prefixlen < math.log2(
+        spec.nodes
+    ):
         raise InputError(
             f"too small for {spec.nodes} nodes with /24 pod blocks",
             field="cluster_cidr",
             value=spec.cluster_cidr,
         )
-    # (typeshed gives a union of two iterators, whose items mypy joins to object)
     try:
         pod_alloc = NodeCidrAllocator(
             [cluster_net],

@@ -90,3 +90,14 @@ def test_bad_options(options, message):
         return
     with pytest.raises(InputError, match=message):
         synth.cluster(10, endpoints=1, seed=0, **options)
+
+
+def test_explicit_mask_decides_how_many_nodes_fit():
+    c = synth.cluster(
+        10, endpoints=1, nodes=300, seed=0, cluster_cidr="10.0.0.0/16", node_cidr_mask_size=26
+    )
+    assert list(c.nodes.values())[-1].pod_cidrs == ["10.0.74.192/26"]
+    with pytest.raises(InputError, match="cluster_cidr: CIDR allocation failed"):
+        synth.cluster(
+            10, endpoints=1, nodes=300, seed=0, cluster_cidr="10.0.0.0/16", node_cidr_mask_size=23
+        )
