@@ -15,7 +15,6 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -23,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import InputError
+from .ipam import NodeCidrAllocator, ServiceIPAllocator
 from .model.cluster import Cluster, paused_gc
 from .model.objects import (
     SERVICE_NAME_LABEL,
@@ -95,6 +95,12 @@ class SynthSpec:
     external_ip_cidr: str = "198.18.0.0/15"  # RFC 2544 benchmarking range
     lb_ip_cidr: str = "100.64.0.0/10"
     node_port_range: tuple[int, int] | None = None  # None: 30000-32767, widened if too small
+    # node podCIDRs come from kproxy_emu.ipam's CidrSet (kube-controller-manager's order);
+    # None: the smallest size that fits the nodes, at most /24 (the size before ipam)
+    node_cidr_mask_size: int | None = None
+    # ClusterIPs: "sequential" (service i takes the i-th address) or "apiserver" (the
+    # ipam allocator: random in the dynamic band, the first address kept for kubernetes)
+    ip_allocation: str = "sequential"
 
 
 def cluster(services: int = 1000, **options: Any) -> Cluster:
@@ -191,6 +197,11 @@ def _validate(spec: SynthSpec) -> None:
             raise bad(name, "invalid CIDR", getattr(spec, name)) from None
         if net.version != 4:
             raise bad(name, "only IPv4 ranges are generated for now", getattr(spec, name))
+    if spec.ip_allocation not in ("sequential", "apiserver"):
+        raise bad("ip_allocation", "must be sequential or apiserver", spec.ip_allocation)
+    mask = spec.node_cidr_mask_size
+    if mask is not None and (isinstance(mask, bool) or not isinstance(mask, int)):
+        raise bad("node_cidr_mask_size", "must be an integer", mask)
     parse_endpoint_spec(spec.endpoints)
 
 
@@ -213,6 +224,13 @@ class _Allocator:
         start = self.base + self.next
         self.next += count
         return [str(ipaddress.IPv4Address(start + i)) for i in range(count)]
+
+
+def _next_ip(alloc: ServiceIPAllocator, ns: str, name: str) -> str:
+    try:
+        return str(alloc.allocate_next(4, f"{ns}/{name}"))
+    except InputError as exc:
+        raise InputError(exc.message, field="service_cidr", value=exc.value) from None
 
 
 def _ipv4_strings(values: npt.NDArray[np.integer[Any]]) -> list[str]:
@@ -248,23 +266,31 @@ def _generate(spec: SynthSpec) -> Cluster:
     # ---- nodes, each with a pod CIDR block of the cluster CIDR
     cluster_net = ipaddress.ip_network(spec.cluster_cidr, strict=False)
     block_prefix = min(24, cluster_net.prefixlen + max(1, math.ceil(math.log2(spec.nodes))))
-    if block_prefix - cluster_net.prefixlen < math.log2(spec.nodes):
+    if spec.node_cidr_mask_size is None and block_prefix - cluster_net.prefixlen < math.log2(
+        spec.nodes
+    ):
         raise InputError(
             f"too small for {spec.nodes} nodes with /24 pod blocks",
             field="cluster_cidr",
             value=spec.cluster_cidr,
         )
-    # (typeshed gives a union of two iterators, whose items mypy joins to object)
-    blocks = cast(
-        "Iterator[ipaddress.IPv4Network | ipaddress.IPv6Network]",
-        cluster_net.subnets(new_prefix=block_prefix),
-    )
+    try:
+        pod_alloc = NodeCidrAllocator(
+            [cluster_net],
+            [spec.node_cidr_mask_size or block_prefix],
+            service_cidrs=[spec.service_cidr],
+        )
+    except InputError as exc:
+        raise InputError(exc.message, field="node_cidr_mask_size", value=exc.value) from None
     node_ips = _Allocator(spec.node_cidr, "node").take(spec.nodes)
     node_names = [f"node-{i + 1:04d}" for i in range(spec.nodes)]
     node_zones = [ZONES[i % len(ZONES)] for i in range(spec.nodes)]
     node_pod_base, _node_pod_next, node_pod_size = [], [0] * spec.nodes, []
     for i, name in enumerate(node_names):
-        block = next(blocks)
+        try:
+            block = pod_alloc.allocate()[0]
+        except InputError as exc:
+            raise InputError(exc.message, field="cluster_cidr", value=spec.cluster_cidr) from None
         node_pod_base.append(int(block.network_address))
         node_pod_size.append(block.num_addresses)
         out.add(
@@ -324,7 +350,12 @@ def _generate(spec: SynthSpec) -> Cluster:
         raise InputError(f"{needed} node ports needed", field="node_port_range", value=(lo, hi))
     node_ports = iter(range(lo, hi + 1))
 
-    service_ips = _Allocator(spec.service_cidr, "service").take(n)
+    apiserver = ServiceIPAllocator([spec.service_cidr], seed=spec.seed)
+    if spec.ip_allocation == "apiserver":
+        apiserver.allocate(apiserver.ranges[0].address(0), "default/kubernetes")
+        service_ips = []
+    else:
+        service_ips = _Allocator(spec.service_cidr, "service").take(n)
     ext_alloc = _Allocator(spec.external_ip_cidr, "external ip")
     lb_alloc = _Allocator(spec.lb_ip_cidr, "lb ip")
 
@@ -373,7 +404,7 @@ def _generate(spec: SynthSpec) -> Cluster:
         if kind == "Headless":
             svc.cluster_ip, svc.cluster_ips = "None", ["None"]
         else:
-            svc.cluster_ip = service_ips[i]
+            svc.cluster_ip = service_ips[i] if service_ips else _next_ip(apiserver, ns, name)
             svc.cluster_ips = [svc.cluster_ip]
         svc.ip_families, svc.ip_family_policy = ["IPv4"], "SingleStack"
         count = ports_l[i]
@@ -474,7 +505,8 @@ def _generate(spec: SynthSpec) -> Cluster:
             )
             suffix_i += 1
     if spec.policies:
-        pod_blocks = [f"{_ipv4_strings(np.array([b]))[0]}/{block_prefix}" for b in node_pod_base]
+        size = pod_alloc.sets[0].node_mask_size
+        pod_blocks = [f"{_ipv4_strings(np.array([b]))[0]}/{size}" for b in node_pod_base]
         for pol in _policies(spec, ns_names, teams, apps, pod_blocks):
             out.add(pol)
     return out

@@ -22,7 +22,8 @@ LAYERS = {
     "packets": 1,
     "maglev": 1,
     "model": 2,
-    "synth": 3,
+    "ipam": 3,
+    "synth": 4,  # uses ipam
     "proxy": 3,
     "policy": 3,
     "dns": 3,
