@@ -217,6 +217,30 @@ def end_to_end(
         return fail(
             "reply", f"the reply failed at {rep['failed']['step']}: {rep['failed']['reason']}"
         )
+    relayed = (
+        cdp.mode == "userspace"
+        and rep["outcome"] == "delivered"
+        and rep["node"] == node_name
+        and got_dst == fwd["source_seen"]
+    )
+    if relayed:  # the proxy's second connection: it copies the answer to the client's
+        reply_step["text"] = (
+            f"reply {got_src} -> {got_dst} reaches the userspace proxy on {node_name}, "
+            f"which answers the client on its own connection from {expect_src}"
+        )
+        return result
+    socket_lb = (
+        cdp.mode == "ebpf"
+        and from_pod is not None
+        and (got_src, got_dst) == (fwd["delivered_to"], expect_dst)
+    )
+    if socket_lb:  # Cilium's socket LB: translated at connect(), undone at the socket
+        reply_step["text"] = (
+            f"reply {got_src} -> {got_dst} reaches the client's socket, which reports "
+            f"{expect_src} as its peer (socket LB: connect() was translated, recvmsg and "
+            "getpeername translate back)"
+        )
+        return result
     if (got_src, got_dst) != (expect_src, expect_dst):
         reply_step["ok"] = False
         return fail(
