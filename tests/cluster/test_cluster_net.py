@@ -148,7 +148,7 @@ def test_to_pod_and_ip_and_no_route(cluster):
     c = cdp(cluster)
     r = end_to_end(c, from_pod="shop/client-7d4", to="shop/web-1:8080")
     assert r["failed"] is None and r["delivered"]["pod"] == "shop/web-1"
-    assert [s["step"] for s in r["steps"]][0] == "proxy"
+    assert r["steps"][0]["step"] == "proxy"
     c = cdp(cluster)
     r = end_to_end(c, from_pod="shop/client-7d4", to="10.244.9.9:80")
     assert r["failed"]["step"] == "route" and "no route" in r["failed"]["reason"]
