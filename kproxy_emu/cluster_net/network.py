@@ -243,6 +243,13 @@ class ClusterDataplane:
                 if net.version == 4:
                     nets.append((int(net.network_address), int(net.netmask), i))
         self._nets = nets
+        # disjoint ranges (the usual podCIDRs): one sorted search instead of one pass each
+        order = sorted(nets)
+        self._net_start = np.array([n for n, _, _ in order], np.uint32)
+        self._net_mask = np.array([m for _, m, _ in order], np.uint32)
+        self._net_node = np.array([i for _, _, i in order], np.int16)
+        ends = [n + ((~m) & 0xFFFFFFFF) for n, m, _ in order]
+        self._nets_disjoint = all(ends[k] < order[k + 1][0] for k in range(len(order) - 1))
         extra: dict[int, int] = {}
 
         def note(ip: str, node_name: str) -> None:
@@ -287,8 +294,13 @@ class ClusterDataplane:
         ip = np.asarray(ip, np.uint32)
         host = self._exact(self._host_keys, self._host_vals, ip)
         owner = host.copy()
-        for net, mask, i in self._nets:
-            owner = np.where((owner < 0) & ((ip & np.uint32(mask)) == np.uint32(net)), i, owner)
+        if self._nets_disjoint and len(self._net_start):
+            pos = np.maximum(np.searchsorted(self._net_start, ip, side="right") - 1, 0)
+            hit = (ip & self._net_mask[pos]) == self._net_start[pos]
+            owner = np.where((owner < 0) & hit, self._net_node[pos], owner)
+        else:
+            for net, mask, i in self._nets:
+                owner = np.where((owner < 0) & ((ip & np.uint32(mask)) == np.uint32(net)), i, owner)
         owner = np.where(owner < 0, self._exact(self._pod_keys, self._pod_vals, ip), owner)
         in_cluster = np.zeros(ip.shape, bool)
         for net, mask in self._cluster_nets:
@@ -366,80 +378,91 @@ class ClusterDataplane:
                 raise InputError(
                     "must give one IP length, 20-65535 bytes, per packet", field="lengths"
                 )
-        out = np.zeros(n, CLUSTER_VERDICT_DTYPE)
-        out["node"] = node
         cur = np.ascontiguousarray(packets).copy()
         cni = self.cni
-        # entering: a pod's interface, or the node's uplink for an outside client
-        first_mtu = np.where(cur["origin"] == Origin.EXTERNAL, cni.underlay_mtu, cni.pod_mtu)
-        too_big = (length > first_mtu) & (cur["origin"] != Origin.HOST)
-        out["outcome"][too_big] = Outcome.MTU
-        active = np.flatnonzero(~too_big)
+        # the result's columns as plain arrays (a structured array's fields are strided)
+        outcome = np.full(n, Outcome.DELIVERED, np.uint8)
         path = np.full(n, Path.NONE, np.uint8)
+        hops = np.zeros(n, np.uint8)
+        rules = np.zeros(n, np.uint32)
+        lookups = np.zeros(n, np.uint32)
+        first_action = np.zeros(n, np.uint8)
+        masq = np.zeros(n, bool)
+        # entering: a pod's interface, or the node's uplink for an outside client
+        origin = cur["origin"]
+        first_mtu = np.where(origin == Origin.EXTERNAL, cni.underlay_mtu, cni.pod_mtu)
+        too_big = (length > first_mtu) & (origin != Origin.HOST)
+        outcome[too_big] = Outcome.MTU
+        active = np.flatnonzero(~too_big)
+        n_nodes = len(self.nodes)
         for hop in range(MAX_HOPS):
             if len(active) == 0:
                 break
-            verdicts = np.empty(len(active), empty_verdicts(0).dtype)
+            rows = cur[active]
             here = node[active]
-            for i in np.unique(here):
-                sel = np.flatnonzero(here == i)
-                rows = cur[active[sel]]
-                dp = self.nodes[int(i)]
+            verdicts = np.empty(len(active), empty_verdicts(0).dtype)
+            # each node's rows in row order: one stable sort, then contiguous slices
+            order = np.argsort(here, kind="stable")
+            bounds = np.searchsorted(here[order], np.arange(n_nodes + 1))
+            for i in range(n_nodes):
+                if bounds[i] == bounds[i + 1]:
+                    continue
+                sel = order[bounds[i] : bounds[i + 1]]
+                part = rows[sel]
+                dp = self.nodes[i]
                 if hop:  # forwarded: after what the node already processed this call
-                    rows["ts"] = np.maximum(rows["ts"], dp.clock)
-                verdicts[sel] = dp.process(rows)
-            idx = active
-            out["hops"][idx] += 1
-            out["rules"][idx] += verdicts["rules"]
-            out["lookups"][idx] += verdicts["lookups"]
-            if hop == 0:
-                out["first_action"][idx] = verdicts["action"]
+                    np.maximum(part["ts"], dp.clock, out=part["ts"])
+                verdicts[sel] = dp.process(part)
+            hops[active] += 1
+            rules[active] += verdicts["rules"]
+            lookups[active] += verdicts["lookups"]
             act = verdicts["action"]
-            dead = (act == Action.DROP) | (act == Action.REJECT)
-            out["outcome"][idx[act == Action.DROP]] = Outcome.DROPPED
-            out["outcome"][idx[act == Action.REJECT]] = Outcome.REJECTED
+            if hop == 0:
+                first_action[active] = act
             # the packet as it leaves the node
             snat = verdicts["snat_ip"] != 0
             dnat = verdicts["dnat_ip"] != 0
-            rows = cur[idx]
+            dst = np.where(dnat, verdicts["dnat_ip"], rows["dst_ip"])
             rows["src_ip"] = np.where(snat, verdicts["snat_ip"], rows["src_ip"])
+            rows["dst_ip"] = dst
             rows["src_port"] = np.where(snat, verdicts["snat_port"], rows["src_port"])
-            rows["dst_ip"] = np.where(dnat, verdicts["dnat_ip"], rows["dst_ip"])
             rows["dst_port"] = np.where(dnat, verdicts["dnat_port"], rows["dst_port"])
-            out["masquerade"][idx] |= snat & (verdicts["ct_hit"] == 0)
-            cur[idx] = rows
-            out["src_ip"][idx] = rows["src_ip"]
-            out["dst_ip"][idx] = rows["dst_ip"]
-            out["src_port"][idx] = rows["src_port"]
-            out["dst_port"][idx] = rows["dst_port"]
-            owner, _, no_route = self.route(rows["dst_ip"])
-            here = node[idx]
-            local = (owner == here) & ~dead
-            out_ = (owner < 0) & ~no_route & ~dead
-            nort = no_route & ~dead
-            cross = (owner >= 0) & (owner != here) & ~dead
-            if hop == 0:
-                path[idx[local]] = Path.LOCAL
-            path[idx[out_]] = Path.OUT
-            out["outcome"][idx[out_]] = Outcome.LEFT
-            out["outcome"][idx[nort]] = Outcome.NO_ROUTE
-            # delivered here: a pod behind the bridge (its MTU) or the host
-            is_host = np.isin(rows["dst_ip"], self._host_keys)
-            big = local & ~is_host & (length[idx] > cni.pod_mtu)
-            out["outcome"][idx[big]] = Outcome.MTU
-            out["outcome"][idx[local & ~big]] = Outcome.DELIVERED
-            # on to another node
-            big = cross & (length[idx] > cni.cross_mtu)
-            out["outcome"][idx[big]] = Outcome.MTU
-            path[idx[cross]] = cni.cross_path
+            masq[active] |= snat & ~verdicts["ct_hit"]
+            owner, _, no_route = self.route(dst)
+            alive = (act != Action.DROP) & (act != Action.REJECT)
+            local = alive & (owner == here)
+            cross = alive & (owner >= 0) & (owner != here)
+            to_pod = local & ~np.isin(dst, self._host_keys)
+            big = (to_pod & (length[active] > cni.pod_mtu)) | (
+                cross & (length[active] > cni.cross_mtu)
+            )
             go = cross & ~big
-            node[idx[go]] = owner[go]
-            out["node"][idx[go]] = owner[go]
-            cur["origin"][idx[go]] = Origin.EXTERNAL
-            active = idx[go]
+            code = np.select(
+                [act == Action.DROP, act == Action.REJECT, big, no_route, owner < 0],
+                [Outcome.DROPPED, Outcome.REJECTED, Outcome.MTU, Outcome.NO_ROUTE, Outcome.LEFT],
+                Outcome.DELIVERED,
+            )
+            outcome[active] = code
+            hop_path = np.select(
+                [cross, local, alive & (owner < 0) & ~no_route],
+                [cni.cross_path, Path.LOCAL, Path.OUT],
+                Path.NONE,
+            )
+            if hop:  # delivered after a crossing: the path stays the crossing's
+                hop_path = np.where(local, path[active], hop_path)
+            path[active] = np.where(hop_path != Path.NONE, hop_path, path[active])
+            node[active[go]] = owner[go]
+            rows["origin"][go] = Origin.EXTERNAL
+            cur[active] = rows
+            active = active[go]
         if len(active):  # still moving after MAX_HOPS nodes: a routing loop
-            out["outcome"][active] = Outcome.NO_ROUTE
-        out["path"] = path
+            outcome[active] = Outcome.NO_ROUTE
+        out = np.zeros(n, CLUSTER_VERDICT_DTYPE)
+        for name in ("src_ip", "dst_ip", "src_port", "dst_port"):
+            out[name] = cur[name]
+        out["rules"], out["lookups"], out["node"], out["hops"] = rules, lookups, node, hops
+        out["outcome"], out["path"], out["first_action"] = outcome, path, first_action
+        out["masquerade"] = masq
         return out
 
     def replies(
