@@ -188,7 +188,6 @@ def build_parser() -> argparse.ArgumentParser:
     _node_options(p)
     p.add_argument(
         "--packet",
-        required=True,
         action="append",
         metavar='"tcp SRC:SPORT -> DST:DPORT"',
         help="the packet: tcp, udp or sctp SRC:SPORT -> DST:DPORT, or icmp SRC -> DST; "
@@ -224,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
         "enforce the manifests' NetworkPolicies on new flows after the DNAT, "
         "as a CNI does; the trace shows the egress and ingress decisions",
     )
+    from . import e2e_trace as e2e_cli
+
+    e2e_cli.add_options(p)  # --from-pod/--to: the end-to-end trace over the cluster
     p.set_defaults(func=_cmd_trace)
 
     p = sub.add_parser(
@@ -632,8 +634,15 @@ def _cmd_render(args: argparse.Namespace) -> int:
 def _cmd_trace(args: argparse.Namespace) -> int:
     import json
 
+    from . import e2e_trace as e2e_cli
     from .trace_text import format_trace
 
+    if e2e_cli.wanted(args):
+        return e2e_cli.cmd(args)
+    if not args.packet:
+        raise InputError(
+            "give --packet (or --from-pod/--from-external with --to)", field="--packet"
+        )
     dp = _dataplane(args)  # seeded: the node's random stream starts from --seed
     times = args.time or []
     if len(times) not in (0, 1, len(args.packet)):

@@ -102,6 +102,9 @@ TraceResult = TypedDict(
         "verdict": str,  # ACCEPT, DNAT, DROP or REJECT
         "dnat": "str | None",
         "masquerade": bool,
+        # the source the packet leaves with after SNAT (a reply: conntrack's restored
+        # source), "ip:port"; None when untouched
+        "snat": "str | None",
         "endpoint": "str | None",
         "service": "TraceService | None",  # None: not addressed to a Service port
         "candidates": list[TraceCandidate],
@@ -228,6 +231,7 @@ def trace(
         "verdict": ACTIONS[int(verdict["action"])],
         "dnat": _dnat(verdict),
         "masquerade": bool(verdict["snat_ip"]) and ct_dir != 1,
+        "snat": _snat(verdict),
         "endpoint": endpoints[ep] if ep >= 0 else None,
         "service": _service(dp, row, verdict, ct_dir)
         or _dump_service(names.matched_rules, _addressed(row, verdict, ct_dir)),
@@ -329,6 +333,14 @@ def _conntrack_word(dp: Dataplane, state: int, direction: int, hit: bool) -> str
     if state & C.STATE_UNTRACKED:
         return "untracked"
     return "new"
+
+
+def _snat(verdict: Any) -> str | None:
+    from ..packets import u32_to_ip
+
+    if not verdict["snat_ip"]:
+        return None
+    return f"{u32_to_ip(int(verdict['snat_ip']))}:{int(verdict['snat_port'])}"
 
 
 def _conntrack_step(row: Any, verdict: Any, direction: int) -> TraceStep:

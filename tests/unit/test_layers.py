@@ -32,6 +32,7 @@ LAYERS = {
     "dataplane": 5,
     "bench": 6,
     "lab": 6,
+    "cluster_net": 6,
     "cli": 7,
     "__init__": 8,
     "__main__": 9,  # python -m kproxy_emu: the CLI
