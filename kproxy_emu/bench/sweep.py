@@ -609,6 +609,8 @@ def run(spec: BenchSpec, *, progress: bool = True, isolate: bool = True) -> dict
     "machine": {...}}."""
     from tqdm import tqdm
 
+    from . import memory
+
     spec.validate()
     cells = [(m, n) for n in spec.services for m in spec.modes]
     records: list[dict] = []
@@ -616,6 +618,10 @@ def run(spec: BenchSpec, *, progress: bool = True, isolate: bool = True) -> dict
     bar = tqdm(cells, desc="bench", unit="cell", disable=not progress, leave=False)
     for mode, services in bar:
         bar.set_postfix_str(f"{mode} {services} services")
+        too_big = memory.refusal(mode, services, spec.endpoints, memory.available_mb())
+        if too_big is not None:  # refused with the estimate rather than killed
+            skipped.append({"mode": mode, "services": services, "reason": too_big})
+            continue
         if isolate:
             ctx = multiprocessing.get_context("fork")
             parent, child = ctx.Pipe(duplex=False)
