@@ -17,3 +17,6 @@ class OpenAddressingTable:
     ) -> None: ...
     def probe(self, packets: npt.NDArray[np.void], out: npt.NDArray[np.int64]) -> int:
         """Row index per packet (-1: miss); returns the slots inspected in total."""
+
+def pointer_chase(chain: npt.NDArray[np.uint32], steps: int) -> int:
+    """Follow a random cyclic permutation for ``steps`` dependent loads (the DRAM floor)."""
