@@ -30,6 +30,7 @@ LAYERS = {
     "modes": 4,
     "dataplane": 5,
     "bench": 6,
+    "sim": 6,
     "lab": 6,
     "cli": 7,
     "__init__": 8,
