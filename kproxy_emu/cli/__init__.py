@@ -323,11 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_check)
     from . import dns as dns_cli
     from . import lab as lab_cli
+    from . import process as process_cli
     from . import reach as reach_cli
 
     lab_cli.add_parsers(sub)  # verify, calibrate (the real-kernel lab)
     reach_cli.add_parser(sub)  # reach (NetworkPolicy)
     dns_cli.add_parser(sub)  # dns, dns serve (cluster DNS: CoreDNS's kubernetes plugin)
+    process_cli.add_parser(sub)  # process (a pcap through a node)
     # the lab has no IPVS (nor the userspace mode): its verify takes the node flags without
     # those modes' own (they stay accepted, and refused with "applies to ... mode only")
     verify = sub.choices.get("verify")
