@@ -207,7 +207,9 @@ def read(
     if reordered:
         out = out[order]
         frames = [frames[i] for i in order.tolist()]
-    nodes, pods = list(node_ips), list(pod_cidrs)
+    # IPv6 addresses and ranges classify nothing here (only IPv4 rows are kept)
+    nodes = [ip for ip in node_ips if ":" not in ip]
+    pods = [c for c in pod_cidrs if ":" not in c]
     if nodes or pods:
         resolve_origins(out, pods, nodes)
     return Capture(out, frames, dict(skipped), total, linktype, start, reordered, relative)
