@@ -21,6 +21,7 @@ LAYERS = {
     "_cext": 0,
     "packets": 1,
     "maglev": 1,
+    "pcap": 2,
     "model": 2,
     "synth": 3,
     "proxy": 3,

@@ -189,3 +189,44 @@ def test_the_repositorys_calibration_gives_predictions(tmp_path):
     assert model is not None and set(model.points) == {"iptables", "nftables"}
     with pytest.raises(InputError):
         ProgramTimeModel.load(tmp_path / "missing.json")
+
+
+USER_SCRIPT = """\
+import dataclasses
+import numpy as np
+from kproxy_emu import Simulator, Snapshot, StepSync, Updated, packets, synth
+
+sim = Simulator(synth.cluster(5), "nftables", seed=1, calibration=None)
+sl = next(iter(sim.cluster.endpoint_slices.values()))
+step: StepSync = sim.apply([Updated(dataclasses.replace(sl))], at=1.0)
+cost: dict[str, int] = step.cost()
+when: float | None = step.predicted_program_s
+verdicts: np.ndarray = sim.process(packets.empty_packets(0))
+snap: Snapshot = sim.snapshot()
+reveal_type(step.predicted_program_s)
+reveal_type(snap.counters)
+"""
+
+
+@pytest.mark.slow
+def test_a_users_strict_mypy_accepts_the_step_api(tmp_path):
+    """A simulator's script using the step API passes ``mypy --strict`` against the
+    installed-style package (types, not Any)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "user.py").write_text(USER_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "user.py"],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(root)),
+        capture_output=True,
+        text=True,
+    )
+    out = proc.stdout + proc.stderr
+    assert "error" not in out.replace("note:", ""), out
+    assert 'Revealed type is "float | None"' in out
+    assert 'Revealed type is "typing.Mapping[str, int]"' in out
