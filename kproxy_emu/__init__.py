@@ -13,17 +13,25 @@ from .dataplane import (
 from .errors import InputError, KproxyError
 from .model import Cluster
 from .modes.ipvs import SharedVirtualServerWarning
+from .sim import Added, Deleted, ProgramTimeModel, Simulator, Snapshot, StepSync, Updated
 
 __all__ = [
+    "Added",
     "Cluster",
     "Dataplane",
+    "Deleted",
     "EbpfOptions",
     "InputError",
     "IptablesOptions",
     "IpvsOptions",
     "KproxyError",
     "NftablesOptions",
+    "ProgramTimeModel",
     "SharedVirtualServerWarning",
+    "Simulator",
+    "Snapshot",
+    "StepSync",
+    "Updated",
     "UserspaceOptions",
     "__version__",
     "maglev",

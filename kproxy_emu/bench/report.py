@@ -28,7 +28,9 @@ TABLE_COLUMNS = (
     ("update s", "update_s", "{:.3f}"),
     ("RSS MB", "peak_rss_mb", "{:.0f}"),
 )
-CSV_SKIP = ("sync_full", "sync_update", "actions", "drop_reasons")
+# CSV: object fields become one column per key, ``field.key`` (a record's parameters,
+# machine, sync sizes and verdict counts); these stay one column, as compact JSON (free-text keys)
+CSV_JSON = ("drop_reasons", "params.origin_mix")
 # the disruption table (bench/disruption.py): shares of the client flows
 DISRUPTION_COLUMNS = (
     ("mode", "mode", "{}"),
@@ -145,20 +147,45 @@ def write_json(result: dict, path: str) -> None:
     _write(path, json.dumps(records, indent=1) + "\n")
 
 
-def write_csv(result: dict, path: str) -> None:
+def flat_record(rec: dict, prefix: str = "") -> dict:
+    """A record with its object fields spread into ``field.key`` columns (CSV_JSON
+    fields kept whole as compact JSON); floats to 9 decimals, shortest form: no binary
+    noise (0.009999999999990905)."""
+    out: dict = {}
+    for k, v in rec.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict) and name not in CSV_JSON:
+            out.update(flat_record(v, f"{name}."))
+        elif isinstance(v, (dict, list)):
+            out[name] = json.dumps(v, separators=(",", ":"), sort_keys=True)
+        elif isinstance(v, float):
+            out[name] = repr(round(v, 9))
+        else:
+            out[name] = v
+    return out
+
+
+def csv_text(records: list[dict]) -> str:
+    """Records as CSV, one row each, every JSON field (``flat_record``)."""
     import io
 
-    records = result["records"]
+    rows = [flat_record(r) for r in records]
     keys: list[str] = []
-    for r in records:
-        keys += [k for k in r if k not in keys and k not in CSV_SKIP]
+    seen: set[str] = set()
+    for r in rows:
+        for k in r:
+            if k not in seen:
+                seen.add(k)
+                keys.append(k)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
     writer.writeheader()
-    for r in records:
-        # floats to 9 decimals, shortest form: no binary noise (0.009999999999990905)
-        writer.writerow({k: repr(round(v, 9)) if isinstance(v, float) else v for k, v in r.items()})
-    _write(path, buf.getvalue())
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_csv(result: dict, path: str) -> None:
+    _write(path, csv_text(result["records"]))
 
 
 def _write(path: str, text: str) -> None:

@@ -613,6 +613,7 @@ def run(spec: BenchSpec, *, progress: bool = True, isolate: bool = True) -> dict
 
     spec.validate()
     cells = [(m, n) for n in spec.services for m in spec.modes]
+    machine = machine_info()
     records: list[dict] = []
     skipped: list[dict] = []  # cells a mode cannot hold, with the reason
     bar = tqdm(cells, desc="bench", unit="cell", disable=not progress, leave=False)
@@ -638,10 +639,11 @@ def run(spec: BenchSpec, *, progress: bool = True, isolate: bool = True) -> dict
                 continue
             if status != "ok":
                 raise KproxyError(f"bench {mode} at {services} services failed: {payload}")
-            records.extend(payload)
+            records.extend(annotate(payload, cell_params(mode, services, spec), machine))
         else:
             try:
-                records.extend(run_cell(mode, services, spec))
+                cell = run_cell(mode, services, spec)
+                records.extend(annotate(cell, cell_params(mode, services, spec), machine))
             except InputError as exc:
                 skipped.append({"mode": mode, "services": services, "reason": str(exc)})
     # the Python evaluator takes ~10 µs per rule walked: keep its case small
@@ -656,13 +658,18 @@ def run(spec: BenchSpec, *, progress: bool = True, isolate: bool = True) -> dict
         "skipped": skipped,
         "disruption": moved,
         "reference": reference,
-        "machine": machine_info(),
+        "machine": machine,
         "spec": dataclasses.asdict(spec),
     }
 
 
 def machine_info() -> dict:
+    """The machine a record was measured on: CPU model, cores, kernel, Python, the
+    package's version and git revision (None outside a git checkout; ``+dirty`` when
+    the tree has uncommitted changes)."""
     import platform
+
+    from .._version import __version__
 
     cpu = ""
     try:
@@ -675,6 +682,80 @@ def machine_info() -> dict:
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
-        "python": platform.python_version(),
+        "arch": platform.machine(),
         "kernel": platform.release(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "kproxy_emu": __version__,
+        "git_revision": git_revision(),
+        "hostname": platform.node(),
     }
+
+
+def git_revision() -> str | None:
+    """The git revision of the package's checkout (``+dirty`` with uncommitted changes),
+    None when it is not in a git work tree or git is missing."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+# the parameters that make a cell (a BenchSpec's scalar fields and the cell's mode and size)
+CELL_PARAMS = (
+    "mode",
+    "services",
+    "endpoints",
+    "packets",
+    "new_flow_share",
+    "popularity",
+    "seed",
+    "repeat",
+    "origin_mix",
+    "calibration",
+    "ipvs_conn_tab_bits",
+    "userspace_payload_bytes",
+)
+
+
+def cell_params(mode: str, services: int, spec: BenchSpec) -> dict:
+    """The parameters of one cell (mode, size and the spec's options), JSON-ready."""
+    values = dataclasses.asdict(spec)
+    values.update(mode=mode, services=services)
+    return {k: values[k] for k in CELL_PARAMS}
+
+
+def cell_key(params: dict) -> str:
+    """A cell's identity: the first 16 hex digits of the SHA-256 of its parameters as
+    canonical JSON (sorted keys)."""
+    import hashlib
+
+    text = json.dumps(params, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def annotate(records: list[dict], params: dict, machine: dict) -> list[dict]:
+    """Every record of a cell gets the cell's key, its parameters and the machine."""
+    key = cell_key(params)
+    for rec in records:
+        rec["cell"] = key
+        rec["params"] = dict(params)
+        rec["machine"] = dict(machine)
+    return records

@@ -326,12 +326,16 @@ def build_parser() -> argparse.ArgumentParser:
     from . import dns as dns_cli
     from . import ipam as ipam_cli
     from . import lab as lab_cli
+    from . import process as process_cli
     from . import reach as reach_cli
+    from . import sweep as sweep_cli
 
     lab_cli.add_parsers(sub)  # verify, calibrate (the real-kernel lab)
     reach_cli.add_parser(sub)  # reach (NetworkPolicy)
     dns_cli.add_parser(sub)  # dns, dns serve (cluster DNS: CoreDNS's kubernetes plugin)
     ipam_cli.add_parser(sub)  # ipam (pod and service ranges: utilisation, overlaps)
+    process_cli.add_parser(sub)  # process (a pcap through a node)
+    sweep_cli.add_parser(sub)  # sweep (bench cells on Dask)
     # the lab has no IPVS (nor the userspace mode): its verify takes the node flags without
     # those modes' own (they stay accepted, and refused with "applies to ... mode only")
     verify = sub.choices.get("verify")

@@ -22,7 +22,7 @@ from ..model.cluster import Cluster, paused_gc
 from ..model.config import KubeProxyConfig, NodeConfig
 from ..netfilter.ruleset import Ruleset
 from ..proxy import ProxyOptions, ProxyView
-from ..proxy.tracker import Changes, ChangeTracker, Deleted, Event
+from ..proxy.tracker import Added, Changes, ChangeTracker, Deleted, Event, Updated
 from .backend import (
     Backend,
     IptablesOptions,
@@ -282,6 +282,8 @@ class Dataplane:
         """Apply watch events and resync: ``Added(obj)``, ``Updated(obj)`` (a new version
         of an object of the same kind and name) and ``Deleted(kind, namespace, name)``
         of Services, EndpointSlices and Nodes (``kproxy_emu.proxy.tracker``), in order.
+        NetworkPolicy, Pod and Namespace events change the cluster's objects the policy
+        stage reads (rebuilt after the sync when one changed; kube-proxy ignores them).
 
         The Dataplane's ``cluster`` follows the events (the first apply makes it the
         Dataplane's own copy; the Cluster passed in is not changed). A bad event (adding
@@ -292,6 +294,8 @@ class Dataplane:
             own.services = dict(own.services)
             own.endpoint_slices = dict(own.endpoint_slices)
             own.nodes = dict(own.nodes)
+            for name in _POLICY_KINDS.values():
+                setattr(own, name, dict(getattr(own, name)))
             self.cluster, self._own_cluster = own, True
         collections: dict[str, dict[Any, Any]] = {
             "Service": self.cluster.services,
@@ -300,13 +304,21 @@ class Dataplane:
         }
         with paused_gc():  # a collection now would walk the whole (large) heap
             for event in events:
+                obj = getattr(event, "obj", None)  # not an event: the tracker says so
+                kind = event.kind if isinstance(event, Deleted) else getattr(obj, "kind", None)
+                if kind in _POLICY_KINDS:
+                    _policy_event(getattr(self.cluster, _POLICY_KINDS[kind]), event)
+                    continue
                 self.tracker.record(event)
                 if isinstance(event, Deleted):
                     key = (event.namespace, event.name)
                     del collections[event.kind][("", event.name) if event.kind == "Node" else key]
                 else:
                     collections[event.obj.kind][event.obj.key] = event.obj
-            return self._sync_changes()
+            result = self._sync_changes()
+        if self.policy is not None and self._policy_inputs() != self._policy_key:
+            self._build_policy()  # pods, namespaces or policies changed
+        return result
 
     def _sync_changes(self) -> SyncResult:
         """Bring the view up to the tracker's pending changes, then sync."""
@@ -483,6 +495,33 @@ class Dataplane:
                 value=format,
             )
         return self.backend.render(sorted=sorted, format=format)
+
+
+# objects only the NetworkPolicy stage reads: apply() keeps them in the cluster, untracked
+_POLICY_KINDS = {"NetworkPolicy": "network_policies", "Pod": "pods", "Namespace": "namespaces"}
+
+
+def _policy_event(collection: dict[tuple[str, str], Any], event: Event) -> None:
+    """One NetworkPolicy, Pod or Namespace event on its cluster dict (sealed, so an edit
+    in place raises instead of going unseen by the policy stage)."""
+    from ..model.seal import seal
+
+    if isinstance(event, Deleted):
+        key = (event.namespace, event.name)
+        if key not in collection:
+            raise InputError(
+                "deleted, but there is no object of that name",
+                obj=f"{event.kind} {'/'.join(k for k in key if k)}",
+            )
+        del collection[key]
+        return
+    obj: Any = event.obj
+    exists = obj.key in collection
+    if isinstance(event, Added) and exists:
+        raise InputError("added, but an object of that name exists", obj=obj.ref)
+    if isinstance(event, Updated) and not exists:
+        raise InputError("updated, but there is no object of that name", obj=obj.ref)
+    collection[obj.key] = seal(obj)
 
 
 def _row_error(message: str, index: int, field: str, value: object) -> InputError:

@@ -24,11 +24,13 @@ from typing import cast
 
 from ..errors import InputError
 from ..model.cluster import Cluster
-from ..model.objects import EndpointSlice, Node, Service
+from ..model.objects import EndpointSlice, Namespace, NetworkPolicy, Node, Pod, Service
 from ..model.seal import model_type, seal
 
 Key = tuple[str, str]
 TrackedObject = Service | EndpointSlice | Node
+# what Dataplane.apply also takes: objects only the NetworkPolicy stage reads (untracked here)
+EventObject = TrackedObject | NetworkPolicy | Pod | Namespace
 KINDS: dict[str, type] = {"Service": Service, "EndpointSlice": EndpointSlice, "Node": Node}
 
 
@@ -36,20 +38,21 @@ KINDS: dict[str, type] = {"Service": Service, "EndpointSlice": EndpointSlice, "N
 class Added:
     """A new object (its kind and key must not exist yet)."""
 
-    obj: TrackedObject
+    obj: EventObject
 
 
 @dataclass(frozen=True, slots=True)
 class Updated:
     """A new version of an existing object (same kind, namespace and name)."""
 
-    obj: TrackedObject
+    obj: EventObject
 
 
 @dataclass(frozen=True, slots=True)
 class Deleted:
-    """An object removed: ``kind`` is Service, EndpointSlice or Node; ``namespace`` is ""
-    for a Node."""
+    """An object removed: ``kind`` is Service, EndpointSlice or Node (Dataplane.apply
+    also takes NetworkPolicy, Pod and Namespace); ``namespace`` is "" for a cluster-scoped
+    object (Node, Namespace)."""
 
     kind: str
     namespace: str
@@ -142,7 +145,7 @@ class ChangeTracker:
             raise InputError("added, but an object of that name exists", obj=obj.ref)
         if isinstance(event, Updated) and not exists:
             raise InputError("updated, but there is no object of that name", obj=obj.ref)
-        self._set(cls, obj.key, seal(obj), obj.ref)
+        self._set(cls, obj.key, seal(cast(TrackedObject, obj)), obj.ref)
 
     def diff(self, cluster: Cluster) -> list[Event]:
         """The events that turn the tracked objects into ``cluster``'s. Objects are

@@ -21,6 +21,7 @@ LAYERS = {
     "_cext": 0,
     "packets": 1,
     "maglev": 1,
+    "pcap": 2,
     "model": 2,
     "ipam": 3,
     "synth": 4,  # uses ipam
@@ -31,6 +32,7 @@ LAYERS = {
     "modes": 4,
     "dataplane": 5,
     "bench": 6,
+    "sim": 6,
     "lab": 6,
     "cluster_net": 6,
     "cli": 7,
