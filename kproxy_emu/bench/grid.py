@@ -350,5 +350,8 @@ TIMING_FIELDS = frozenset(
         "mpps",
         "ns_per_rule",
         "roofline_ratio",
+        "dram_ns",
+        "dram_floor_ns",
+        "dram_floor_ratio",
     }
 )

@@ -21,6 +21,7 @@ TABLE_COLUMNS = (
     ("unit", "cost_unit", "{}"),
     ("ns/rule", "ns_per_rule", "{:.2f}"),
     ("x roofline", "roofline_ratio", "{:.2f}"),
+    ("x DRAM floor", "dram_floor_ratio", "{:.2f}"),
     ("kernel ns", "predicted_kernel_ns", "{:.0f}"),
     ("proxy ns", "predicted_proxy_ns", "{:.0f}"),  # userspace only: shown when present
     ("compile s", "compile_s", "{:.2f}"),

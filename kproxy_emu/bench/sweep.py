@@ -281,6 +281,30 @@ def _decided_by(result) -> str:
     return f"{verdict}: {why}"
 
 
+_DRAM_NS: float | None = None
+DRAM_CHAIN_BYTES = 64 << 20  # far beyond the last-level cache of the machines this runs on
+DRAM_STEPS = 1_000_000
+
+
+def dram_latency_ns() -> float:
+    """One dependent load that misses every cache (a pointer chase over a random cyclic
+    permutation of 64 MB; roofline.pointer_chase), ns: the memory-latency floor of a
+    lookup that cannot be cached. Measured once per process (a forked cell inherits it)."""
+    global _DRAM_NS
+    if _DRAM_NS is None:
+        from .._cext import roofline
+
+        n = DRAM_CHAIN_BYTES // 4
+        perm = np.random.default_rng(0).permutation(n).astype(np.uint32)
+        chain = np.empty(n, np.uint32)
+        chain[perm] = np.roll(perm, -1)
+        roofline.pointer_chase(chain, DRAM_STEPS // 10)  # warm the TLB path once
+        t0 = time.perf_counter()
+        roofline.pointer_chase(chain, DRAM_STEPS)
+        _DRAM_NS = (time.perf_counter() - t0) / DRAM_STEPS * 1e9
+    return _DRAM_NS
+
+
 def _timed(fn: Callable, repeat: int) -> tuple[list[float], object]:
     times, result = [], None
     for _ in range(repeat):
@@ -530,6 +554,13 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
             # packets' cost in bare hash lookups of the same frontends
             rec["roofline_ratio"] = round(med / hash_ns, 2) if hash_ns else None
             rec["established_hit_share"] = round(hits, 4)
+        # the cold-case floor: one DRAM miss per lookup (plus netfilter conntrack's own
+        # lookup in the modes that use it; eBPF counts its CT lookups among its lookups)
+        dram = dram_latency_ns()
+        misses = float(lookups.mean()) + (0.0 if mode == "ebpf" else 1.0)
+        rec["dram_ns"] = round(dram, 2)
+        rec["dram_floor_ns"] = round(misses * dram, 1)
+        rec["dram_floor_ratio"] = round(med / (misses * dram), 2)
         rec["predicted_kernel_ns"] = (
             predicted_kernel_ns(
                 calibration,
@@ -612,6 +643,7 @@ def run(spec: BenchSpec, *, progress: bool = True, isolate: bool = True) -> dict
     from . import memory
 
     spec.validate()
+    dram_latency_ns()  # once, before the cells fork: each inherits the figure
     cells = [(m, n) for n in spec.services for m in spec.modes]
     machine = machine_info()
     records: list[dict] = []
