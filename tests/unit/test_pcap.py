@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import struct
+import subprocess
 
 import dpkt
 import numpy as np
@@ -153,6 +155,31 @@ def test_translated_pcap_reads_back_with_valid_checksums(tmp_path, cluster):
             ip.data.sum = 0
             again = dpkt.ip.IP(bytes(ip))
             assert (again.sum, again.data.sum) == sums
+
+
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump not installed")
+def test_translated_pcap_opens_in_tcpdump(tmp_path, cluster):
+    """A standard reader (libpcap's tcpdump -r, -vv: checksums verified) reads the written
+    capture: the translated packets with their new addresses and correct checksums."""
+    dp = Dataplane(cluster, "iptables", cluster_cidr="10.244.0.0/16", seed=1)
+    node_ip = dp.options.node.primary_ip
+    _capture(tmp_path / "in.pcap", cluster, node_ip)
+    cap = pcap.read(tmp_path / "in.pcap", node_ips=[node_ip], pod_cidrs=["10.244.0.0/16"])
+    verdicts = dp.process(cap.packets)
+    assert pcap.write(tmp_path / "out.pcap", cap, verdicts) == 3
+    proc = subprocess.run(
+        ["tcpdump", "-nn", "-vv", "-r", str(tmp_path / "out.pcap")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if " > " in line]
+    assert len(lines) == 3
+    for line, v in zip(lines, verdicts[:3]):
+        dst = f"{packets.u32_to_ip(int(v['dnat_ip']))}.{int(v['dnat_port'])}"
+        assert f"> {dst}:" in line, line
+    assert "incorrect" not in proc.stdout and "bad cksum" not in proc.stdout
 
 
 @pytest.mark.parametrize("kind", ["sll", "sll2", "raw", "pcapng", "null"])
