@@ -89,12 +89,12 @@ def pointer_chase(uint32_t[::1] chain, Py_ssize_t steps):
     ``steps`` dependent loads; returns the index reached. Over an array far larger than the
     caches each load is a DRAM miss that no prefetcher predicts: timed, the memory-latency
     floor of one lookup that cannot be cached (kproxy_emu.bench.sweep.dram_latency_ns)."""
-    cdef Py_ssize_t k, n = chain.shape[0]
+    cdef Py_ssize_t _, n = chain.shape[0]
     cdef uint32_t i = 0
     if n == 0:
         raise ValueError("chain must not be empty")
     with nogil:
-        for k in range(steps):
+        for _ in range(steps):
             i = chain[i]
             if i >= n:
                 break
