@@ -134,12 +134,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("render", help="print the rules a mode installs on one node")
     p.add_argument("files", nargs="+", metavar="FILE", help="manifest files or directories")
-    p.add_argument(
-        "--mode",
-        default=None,
-        choices=_MODES,
-        help="proxy mode (default: the --config mode, else iptables)",
-    )
     _node_options(p)
     p.add_argument(
         "--sorted", action="store_true", help="the normalised order kube-proxy's unit tests compare"
@@ -178,12 +172,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DUMP",
         help="trace through a node's own iptables-save output instead of rules "
         "compiled from manifests (give the node with --node-config or --node-ip)",
-    )
-    p.add_argument(
-        "--mode",
-        default=None,
-        choices=_MODES,
-        help="proxy mode (default: the --config mode, else iptables)",
     )
     _node_options(p)
     p.add_argument(
@@ -357,7 +345,15 @@ def _policy_option(p: argparse.ArgumentParser, what: str) -> None:
     )
 
 
-def _node_options(p: argparse.ArgumentParser) -> None:
+def _node_options(p: argparse.ArgumentParser, modes: tuple[str, ...] = _MODES) -> None:
+    """--mode and the emulated node's flags (every mode's own flags among them; a flag of
+    another mode than the one chosen is refused when the options are built)."""
+    p.add_argument(
+        "--mode",
+        default=None,
+        choices=modes,
+        help="proxy mode (default: the --config mode, else iptables)",
+    )
     p.add_argument("--config", metavar="FILE", help="a KubeProxyConfiguration YAML")
     p.add_argument(
         "--node",

@@ -37,13 +37,7 @@ def add_parsers(sub) -> None:
         "namespaces, root) and compare its verdicts with the emulator's",
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="manifest files or directories")
-    p.add_argument(
-        "--mode",
-        default=None,
-        choices=("iptables", "nftables"),
-        help="proxy mode (default: the --config mode, else iptables)",
-    )
-    _node_options(p)
+    _node_options(p, modes=("iptables", "nftables"))
     if "--service-cidr" not in p._option_string_actions:  # older main CLIs lack it
         p.add_argument(
             "--service-cidr",

@@ -17,7 +17,7 @@ from ..errors import InputError
 
 
 def add_parser(sub: Any) -> None:
-    from . import _MODES, _node_options, _policy_option
+    from . import _node_options, _policy_option
 
     p = sub.add_parser(
         "process",
@@ -29,12 +29,6 @@ def add_parser(sub: Any) -> None:
         required=True,
         metavar="IN.pcap",
         help="the capture (pcap or pcapng; Ethernet, Linux cooked SLL/SLL2 or raw IP)",
-    )
-    p.add_argument(
-        "--mode",
-        default=None,
-        choices=_MODES,
-        help="proxy mode (default: the --config mode, else iptables)",
     )
     _node_options(p)
     p.add_argument(
