@@ -92,6 +92,12 @@ def add_parsers(sub) -> None:
         metavar="N",
         help="--policies: flows at Service frontends (1000)",
     )
+    p.add_argument(
+        "--nodes",
+        choices=("routes", "vxlan"),
+        help="the multi-node lab: one namespace per Node joined by this CNI model, "
+        "--packets flows against ClusterDataplane (docs/cluster.md)",
+    )
     p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser(
@@ -163,6 +169,15 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         raise InputError("must be >= 0", field="--packets", value=args.packets)
     if getattr(args, "policies", False):
         return _verify_policies(args)
+    if getattr(args, "nodes", None):
+        from ..lab.multinode import verify_nodes
+        from ..model import Cluster
+
+        cluster = Cluster.from_files(args.files)
+        rep = verify_nodes(cluster, cni=args.nodes, flows=args.packets, seed=args.seed,
+                           cluster_cidr=args.cluster_cidr)  # fmt: skip
+        print(rep.table())
+        return 0 if rep.ok and not rep.unexplained else 1
     dp = _lab_dataplane(args)
     check(dp.mode)
     report = verify(

@@ -252,6 +252,10 @@ class MultiNodeLab(Lab):
                     "net.ipv4.conf.all.route_localnet": 1,
                     "net.ipv4.icmp_ratelimit": 0,
                     "net.ipv4.icmp_ratemask": 0,
+                    # the kernel-wide ICMP budget (per namespace here): a burst of no-route
+                    # flows must each get its "host unreachable"
+                    "net.ipv4.icmp_msgs_per_sec": 100000,
+                    "net.ipv4.icmp_msgs_burst": 100000,
                     "net.ipv4.conf.all.send_redirects": 0,
                     "net.ipv4.conf.cni0.send_redirects": 0,
                     **(bridge_nf if has_bridge_nf else {}),
@@ -738,6 +742,9 @@ def make_flows(
             dst, dport = OUTSIDE_SERVER
         elif kind == "no-route":
             dst, dport = _unowned(cluster_cidr or "", specs), 8080
+            # ip_error() answers a source at most 5 times a second (route/error_cost and
+            # error_burst are not per namespace): a source address of its own per flow
+            src = str(ipaddress.IPv4Network(node.pod_cidr).network_address + 20 + i % 170)
         else:  # DF-set UDP to a pod of another node: over and under the MTUs
             other = rng.choice([s for s in specs if s is not node])
             dst = str(ipaddress.IPv4Network(other.pod_cidr).network_address + 10)
