@@ -170,12 +170,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if getattr(args, "policies", False):
         return _verify_policies(args)
     if getattr(args, "nodes", None):
+        from ..cluster_net import ClusterDataplane
         from ..lab.multinode import verify_nodes
         from ..model import Cluster
 
-        cluster = Cluster.from_files(args.files)
-        rep = verify_nodes(cluster, cni=args.nodes, flows=args.packets, seed=args.seed,
-                           cluster_cidr=args.cluster_cidr)  # fmt: skip
+        cdp = ClusterDataplane(Cluster.from_files(args.files), "iptables", cni=args.nodes,
+                               seed=args.seed, cluster_cidr=args.cluster_cidr)  # fmt: skip
+        rep = verify_nodes(cdp, cluster_cidr=args.cluster_cidr, flows=args.packets, seed=args.seed)
         print(rep.table())
         return 0 if rep.ok and not rep.unexplained else 1
     dp = _lab_dataplane(args)

@@ -2,9 +2,11 @@
 namespaces, real TCP connections (and DF-set UDP datagrams) between them, and the
 kernel's delivered / dropped and path compared with ``ClusterDataplane.process``.
 
+    from kproxy_emu.cluster_net import ClusterDataplane
     from kproxy_emu.lab.multinode import verify_nodes
-    report = verify_nodes(cluster, cni="vxlan", flows=200, seed=1,
-                          cluster_cidr="10.244.0.0/16")
+    cdp = ClusterDataplane(cluster, "iptables", cni="vxlan", seed=1,
+                           cluster_cidr="10.244.0.0/16")
+    report = verify_nodes(cdp, cluster_cidr="10.244.0.0/16", flows=200, seed=1)
     print(report.table()); assert report.ok
 
 Namespaces (``kpe-<pid>-<rand>-<role>``, owned through the same flock-ed lock file as the
@@ -70,6 +72,10 @@ EXTERNAL_CLIENTS = ("203.0.113.2", "203.0.113.130")
 HOST_PORT = 10250  # a listener on every node's own addresses
 UDP_PORT = 9000  # DF-set datagrams to pods (the MTU flows)
 IP_PKTINFO = 8
+# cluster_net's Outcome and Path codes by name (lab sits beside cluster_net and does not
+# import it: the caller hands over the ClusterDataplane; a test checks these match)
+OUTCOME_NAMES = ("delivered", "left", "dropped", "rejected", "mtu", "no-route")
+PATH_NAMES = ("none", "local", "route", "vxlan", "out")
 VARIANTS = 24  # emulator draws per flow (the candidate set of a random choice)
 _ROLE = re.compile(r"^kpe-(\d+)-[0-9a-f]+-(n\d+|p\d+|ext)$")
 
@@ -634,7 +640,6 @@ def _kernel_result(
 
 
 def _emulator_results(cdp, flows: list[Flow]) -> list[set[Result]]:
-    from ..cluster_net.network import OUTCOME_NAMES, PATH_NAMES
     from ..packets import from_strings, u32_to_ip
 
     lines, origins, nodes, lengths = [], [], [], []
@@ -766,26 +771,25 @@ def _unowned(cidr: str, specs: list[NodeSpec]) -> str:
 
 
 def verify_nodes(
-    cluster: Cluster,
+    cdp: Any,
     *,
-    cni: str = "routes",
+    cluster_cidr: str | None = None,
     flows: int = 200,
     seed: int = 0,
-    cluster_cidr: str | None = None,
-    nodes: list[str] | None = None,
     timeout: float = 1.0,
     progress: Callable[[str], None] | None = None,
 ) -> NodesReport:
-    """The cluster in the kernel, one namespace per node, against ``ClusterDataplane``
-    (iptables mode) on ``flows`` random seeded flows."""
-    from ..cluster_net import ClusterDataplane
+    """The cluster of ``cdp`` (a ``kproxy_emu.cluster_net.ClusterDataplane`` in iptables
+    mode: its nodes and CNI model) in the kernel, one namespace per node, against
+    ``cdp.process`` on ``flows`` random seeded flows. ``cluster_cidr``: the one ``cdp``
+    was built with (no-route flows go to an address of it that no node owns)."""
     from .env import check
 
     check("iptables")
+    if cdp.mode != "iptables":
+        raise LabError(f"the multi-node lab loads the iptables mode, not {cdp.mode!r}")
     start = time.monotonic()
-    cdp = ClusterDataplane(
-        cluster, "iptables", cni=cni, seed=seed, cluster_cidr=cluster_cidr, nodes=nodes
-    )
+    cluster, cni = cdp.cluster, cdp.cni.name
     specs = node_specs(cluster, cdp.node_names)
     flow_list = make_flows(cdp, specs, flows, seed, cluster_cidr)
     pod_tcp = {

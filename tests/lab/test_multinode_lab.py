@@ -43,11 +43,20 @@ def cluster() -> Cluster:
     return Cluster.from_files([str(EXAMPLE)])
 
 
+def test_codes_match_cluster_net():
+    from kproxy_emu.cluster_net.network import OUTCOME_NAMES, PATH_NAMES
+    from kproxy_emu.lab import multinode
+
+    assert multinode.OUTCOME_NAMES == OUTCOME_NAMES and multinode.PATH_NAMES == PATH_NAMES
+
+
 @pytest.mark.parametrize("cni", ["routes", "vxlan"])
 def test_kernel_agrees_with_cluster_dataplane(cluster, cni):
+    from kproxy_emu.cluster_net import ClusterDataplane
     from kproxy_emu.lab.multinode import verify_nodes
 
-    report = verify_nodes(cluster, cni=cni, flows=150, seed=3, cluster_cidr=CIDR)
+    cdp = ClusterDataplane(cluster, "iptables", cni=cni, seed=3, cluster_cidr=CIDR)
+    report = verify_nodes(cdp, cluster_cidr=CIDR, flows=150, seed=3)
     print(report.table())
     kinds = {f.kind for f in report.flows}
     assert kinds == {
