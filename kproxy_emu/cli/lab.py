@@ -86,6 +86,12 @@ def add_parsers(sub) -> None:
         metavar="N",
         help="--policies: flows at Service frontends (1000)",
     )
+    p.add_argument(
+        "--nodes",
+        choices=("routes", "vxlan"),
+        help="the multi-node lab: one namespace per Node joined by this CNI model, "
+        "--packets flows against ClusterDataplane (docs/cluster.md)",
+    )
     p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser(
@@ -157,6 +163,16 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         raise InputError("must be >= 0", field="--packets", value=args.packets)
     if getattr(args, "policies", False):
         return _verify_policies(args)
+    if getattr(args, "nodes", None):
+        from ..cluster_net import ClusterDataplane
+        from ..lab.multinode import verify_nodes
+        from ..model import Cluster
+
+        cdp = ClusterDataplane(Cluster.from_files(args.files), "iptables", cni=args.nodes,
+                               seed=args.seed, cluster_cidr=args.cluster_cidr)  # fmt: skip
+        rep = verify_nodes(cdp, cluster_cidr=args.cluster_cidr, flows=args.packets, seed=args.seed)
+        print(rep.table())
+        return 0 if rep.ok and not rep.unexplained else 1
     dp = _lab_dataplane(args)
     check(dp.mode)
     report = verify(
