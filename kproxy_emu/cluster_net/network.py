@@ -37,10 +37,8 @@ from ..errors import InputError
 from ..packets import (
     PACKET_DTYPE,
     PROTO_NAMES,
-    Action,
     Origin,
     TcpFlag,
-    empty_verdicts,
     ip_to_u32,
     u32_to_ip,
 )
@@ -229,6 +227,7 @@ class ClusterDataplane:
         """Node addresses (exact), pod CIDRs (per node), pod and endpoint addresses outside
         every pod CIDR (exact, from Pods' nodeName and EndpointSlices' nodeName), and the
         cluster CIDRs (an address inside them that no node owns has no route)."""
+        self._routes_c: Any = None  # their compiled copy, built on first use
         ips: dict[int, int] = {}
         for i, name in enumerate(self.node_names):
             for ip in self.cluster.node(name).ips:
@@ -281,6 +280,34 @@ class ClusterDataplane:
             net = ipaddress.ip_network(c, strict=False)
             if net.version == 4:
                 self._cluster_nets.append((int(net.network_address), int(net.netmask)))
+
+    def _compiled_routes(self) -> Any:
+        """The routing tables for the compiled hop passes (built once)."""
+        routes = self._routes_c
+        if routes is None:
+            from .._cext import clusterhop
+
+            if self._nets_disjoint:
+                start, mask, owner = self._net_start, self._net_mask, self._net_node
+            else:  # tried in order, the first that holds the address wins
+                start = np.array([n for n, _, _ in self._nets], np.uint32)
+                mask = np.array([m for _, m, _ in self._nets], np.uint32)
+                owner = np.array([i for _, _, i in self._nets], np.int16)
+            routes = clusterhop.Routes(
+                self._host_keys,
+                self._host_vals,
+                start,
+                mask,
+                owner,
+                self._nets_disjoint,
+                self._pod_keys,
+                self._pod_vals,
+                np.array([c for c, _ in self._cluster_nets], np.uint32),
+                np.array([m for _, m in self._cluster_nets], np.uint32),
+                len(self.nodes),
+            )
+            self._routes_c = routes
+        return routes
 
     @staticmethod
     def _exact(keys: npt.NDArray[np.uint32], vals: npt.NDArray[np.int16], ip: Any) -> Any:
@@ -373,96 +400,55 @@ class ClusterDataplane:
         if lengths is None:
             length = np.full(n, DEFAULT_LENGTH, np.int64)
         else:
-            length = np.asarray(lengths, np.int64)
+            length = np.ascontiguousarray(lengths, np.int64)
             if length.shape != (n,) or (n and (length.min() < 20 or length.max() > 65535)):
                 raise InputError(
                     "must give one IP length, 20-65535 bytes, per packet", field="lengths"
                 )
-        cur = np.ascontiguousarray(packets).copy()
+        from .._cext import clusterhop
+
         cni = self.cni
-        # the result's columns as plain arrays (a structured array's fields are strided)
-        outcome = np.full(n, Outcome.DELIVERED, np.uint8)
-        path = np.full(n, Path.NONE, np.uint8)
-        hops = np.zeros(n, np.uint8)
-        rules = np.zeros(n, np.uint32)
-        lookups = np.zeros(n, np.uint32)
-        first_action = np.zeros(n, np.uint8)
-        masq = np.zeros(n, bool)
-        # entering: a pod's interface, or the node's uplink for an outside client
-        origin = cur["origin"]
-        first_mtu = np.where(origin == Origin.EXTERNAL, cni.underlay_mtu, cni.pod_mtu)
-        too_big = (length > first_mtu) & (origin != Origin.HOST)
-        outcome[too_big] = Outcome.MTU
-        active = np.flatnonzero(~too_big)
+        routes = self._compiled_routes()
+        packets = np.ascontiguousarray(packets)
         n_nodes = len(self.nodes)
+        # the verdict rows are written in place by compiled passes (cext/clusterhop.pyx):
+        # the entry and its first link's MTU, then per hop each node's rows gathered in row
+        # order, its Dataplane, and the routing, MTU checks, outcome and path of its rows
+        out = np.empty(n, CLUSTER_VERDICT_DTYPE)
+        active = clusterhop.enter(
+            packets, node, length, out, cni.pod_mtu, cni.underlay_mtu, n_nodes
+        )
+        part = np.empty(len(active), PACKET_DTYPE)
+        moving = np.zeros(n, np.uint8)
         for hop in range(MAX_HOPS):
             if len(active) == 0:
                 break
-            rows = cur[active]
-            here = node[active]
-            verdicts = np.empty(len(active), empty_verdicts(0).dtype)
-            # each node's rows in row order: one stable sort, then contiguous slices
-            order = np.argsort(here, kind="stable")
-            bounds = np.searchsorted(here[order], np.arange(n_nodes + 1))
+            rows, bounds = clusterhop.group(active, out, n_nodes)
             for i in range(n_nodes):
-                if bounds[i] == bounds[i + 1]:
+                lo, hi = int(bounds[i]), int(bounds[i + 1])
+                if lo == hi:
                     continue
-                sel = order[bounds[i] : bounds[i + 1]]
-                part = rows[sel]
                 dp = self.nodes[i]
-                if hop:  # forwarded: after what the node already processed this call
-                    np.maximum(part["ts"], dp.clock, out=part["ts"])
-                verdicts[sel] = dp.process(part)
-            hops[active] += 1
-            rules[active] += verdicts["rules"]
-            lookups[active] += verdicts["lookups"]
-            act = verdicts["action"]
-            if hop == 0:
-                first_action[active] = act
-            # the packet as it leaves the node
-            snat = verdicts["snat_ip"] != 0
-            dnat = verdicts["dnat_ip"] != 0
-            dst = np.where(dnat, verdicts["dnat_ip"], rows["dst_ip"])
-            rows["src_ip"] = np.where(snat, verdicts["snat_ip"], rows["src_ip"])
-            rows["dst_ip"] = dst
-            rows["src_port"] = np.where(snat, verdicts["snat_port"], rows["src_port"])
-            rows["dst_port"] = np.where(dnat, verdicts["dnat_port"], rows["dst_port"])
-            masq[active] |= snat & ~verdicts["ct_hit"]
-            owner, _, no_route = self.route(dst)
-            alive = (act != Action.DROP) & (act != Action.REJECT)
-            local = alive & (owner == here)
-            cross = alive & (owner >= 0) & (owner != here)
-            to_pod = local & ~np.isin(dst, self._host_keys)
-            big = (to_pod & (length[active] > cni.pod_mtu)) | (
-                cross & (length[active] > cni.cross_mtu)
-            )
-            go = cross & ~big
-            code = np.select(
-                [act == Action.DROP, act == Action.REJECT, big, no_route, owner < 0],
-                [Outcome.DROPPED, Outcome.REJECTED, Outcome.MTU, Outcome.NO_ROUTE, Outcome.LEFT],
-                Outcome.DELIVERED,
-            )
-            outcome[active] = code
-            hop_path = np.select(
-                [cross, local, alive & (owner < 0) & ~no_route],
-                [cni.cross_path, Path.LOCAL, Path.OUT],
-                Path.NONE,
-            )
-            if hop:  # delivered after a crossing: the path stays the crossing's
-                hop_path = np.where(local, path[active], hop_path)
-            path[active] = np.where(hop_path != Path.NONE, hop_path, path[active])
-            node[active[go]] = owner[go]
-            rows["origin"][go] = Origin.EXTERNAL
-            cur[active] = rows
-            active = active[go]
+                sel = rows[lo:hi]
+                # forwarded: after what the node already processed this call
+                clusterhop.gather(packets, out, sel, part, hop > 0, dp.clock)
+                verdicts = dp.process(part[: hi - lo])
+                clusterhop.apply(
+                    routes,
+                    sel,
+                    verdicts,
+                    out,
+                    length,
+                    i,
+                    hop,
+                    cni.pod_mtu,
+                    cni.cross_mtu,
+                    int(cni.cross_path),
+                    moving,
+                )
+            active = clusterhop.moving_rows(active, moving)
         if len(active):  # still moving after MAX_HOPS nodes: a routing loop
-            outcome[active] = Outcome.NO_ROUTE
-        out = np.zeros(n, CLUSTER_VERDICT_DTYPE)
-        for name in ("src_ip", "dst_ip", "src_port", "dst_port"):
-            out[name] = cur[name]
-        out["rules"], out["lookups"], out["node"], out["hops"] = rules, lookups, node, hops
-        out["outcome"], out["path"], out["first_action"] = outcome, path, first_action
-        out["masquerade"] = masq
+            out["outcome"][active] = Outcome.NO_ROUTE
         return out
 
     def replies(

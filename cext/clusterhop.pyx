@@ -1,0 +1,418 @@
+# cython: language_level=3
+"""The cluster layer's per-hop bookkeeping (kproxy_emu/cluster_net/network.py) in compiled
+passes over typed memoryviews, without the GIL: where each packet enters, each node's rows
+of a hop gathered in row order, and, after that node's ``Dataplane.process``, the routing
+lookup, the MTU checks, the outcome and path, and the verdict written straight into the
+cluster verdict row. ``ClusterDataplane.process`` calls them; the semantics are the ones
+docs/cluster.md states (the numpy ``ClusterDataplane.route`` is the same lookup).
+
+Every index a loop follows is checked against its array first (ValueError), as the engine
+constructors do: the release build has no bounds checks.
+"""
+from libc.stdint cimport int16_t, int64_t, uint8_t, uint16_t, uint32_t
+
+from packet cimport (
+    packet_t, verdict_t, ACT_DROP, ACT_REJECT, ORIGIN_EXTERNAL, ORIGIN_HOST,
+)
+
+import numpy as np
+
+# Outcome and Path (network.py); tests check they agree
+OUT_DELIVERED = 0
+OUT_LEFT = 1
+OUT_DROPPED = 2
+OUT_REJECTED = 3
+OUT_MTU = 4
+OUT_NO_ROUTE = 5
+PATH_NONE = 0
+PATH_LOCAL = 1
+PATH_OUT = 4
+
+cdef enum:
+    C_DELIVERED = 0
+    C_LEFT = 1
+    C_DROPPED = 2
+    C_REJECTED = 3
+    C_MTU = 4
+    C_NO_ROUTE = 5
+    C_PATH_NONE = 0
+    C_PATH_LOCAL = 1
+    C_PATH_OUT = 4
+
+
+ctypedef struct cverdict_t:     # CLUSTER_VERDICT_DTYPE (align=True): 28 bytes, aligned 4
+    uint32_t src_ip
+    uint32_t dst_ip
+    uint16_t src_port
+    uint16_t dst_port
+    uint32_t rules
+    uint32_t lookups
+    int16_t node
+    uint8_t hops
+    uint8_t outcome
+    uint8_t path
+    uint8_t first_action
+    uint8_t masquerade          # numpy bool ('?')
+
+
+def struct_layout():
+    """{"itemsize": int, "fields": {name: offset}} of the C struct behind
+    CLUSTER_VERDICT_DTYPE (tests compare it with the dtype)."""
+    cdef cverdict_t v
+    cdef char* base = <char*>&v
+    return {
+        "itemsize": sizeof(cverdict_t),
+        "fields": {
+            "src_ip": <char*>&v.src_ip - base,
+            "dst_ip": <char*>&v.dst_ip - base,
+            "src_port": <char*>&v.src_port - base,
+            "dst_port": <char*>&v.dst_port - base,
+            "rules": <char*>&v.rules - base,
+            "lookups": <char*>&v.lookups - base,
+            "node": <char*>&v.node - base,
+            "hops": <char*>&v.hops - base,
+            "outcome": <char*>&v.outcome - base,
+            "path": <char*>&v.path - base,
+            "first_action": <char*>&v.first_action - base,
+            "masquerade": <char*>&v.masquerade - base,
+        },
+    }
+
+
+cdef inline Py_ssize_t _find(const uint32_t[::1] keys, uint32_t ip) noexcept nogil:
+    """The index of ``ip`` in the sorted ``keys``, or -1."""
+    cdef Py_ssize_t lo = 0, hi = keys.shape[0], mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if keys[mid] < ip:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < keys.shape[0] and keys[lo] == ip:
+        return lo
+    return -1
+
+
+cdef class Routes:
+    """The cluster's routing tables, as ``ClusterDataplane._build_routes`` makes them:
+    node addresses (sorted keys, node), pod CIDRs (start, mask, node: sorted by start when
+    ``disjoint``, else in the order they are tried), pod and endpoint addresses outside
+    every pod CIDR (sorted keys, node), the cluster CIDRs (net, mask)."""
+
+    cdef const uint32_t[::1] host_keys
+    cdef const int16_t[::1] host_vals
+    cdef const uint32_t[::1] net_start
+    cdef const uint32_t[::1] net_mask
+    cdef const int16_t[::1] net_node
+    cdef bint disjoint
+    cdef const uint32_t[::1] pod_keys
+    cdef const int16_t[::1] pod_vals
+    cdef const uint32_t[::1] cl_net
+    cdef const uint32_t[::1] cl_mask
+    cdef readonly int n_nodes
+
+    def __cinit__(self, host_keys, host_vals, net_start, net_mask, net_node, bint disjoint,
+                  pod_keys, pod_vals, cluster_net, cluster_mask, int n_nodes):
+        hk = np.ascontiguousarray(host_keys, np.uint32)
+        hv = np.ascontiguousarray(host_vals, np.int16)
+        ns = np.ascontiguousarray(net_start, np.uint32)
+        nm = np.ascontiguousarray(net_mask, np.uint32)
+        nn = np.ascontiguousarray(net_node, np.int16)
+        pk = np.ascontiguousarray(pod_keys, np.uint32)
+        pv = np.ascontiguousarray(pod_vals, np.int16)
+        cn = np.ascontiguousarray(cluster_net, np.uint32)
+        cm = np.ascontiguousarray(cluster_mask, np.uint32)
+        if n_nodes < 1 or n_nodes > 32767:
+            raise ValueError("n_nodes must be 1-32767")
+        if (hk.shape != hv.shape or pk.shape != pv.shape or ns.shape != nm.shape
+                or ns.shape != nn.shape or cn.shape != cm.shape):
+            raise ValueError("a table's keys and values differ in length")
+        for vals in (hv, nn, pv):
+            if len(vals) and (vals.min() < 0 or vals.max() >= n_nodes):
+                raise ValueError("a node index out of range")
+        for keys in (hk, pk):
+            if (np.diff(keys.astype(np.int64)) <= 0).any():
+                raise ValueError("host_keys and pod_keys must be sorted and unique")
+        self.host_keys, self.host_vals = hk, hv
+        self.net_start, self.net_mask, self.net_node = ns, nm, nn
+        self.disjoint = disjoint
+        self.pod_keys, self.pod_vals = pk, pv
+        self.cl_net, self.cl_mask = cn, cm
+        self.n_nodes = n_nodes
+
+    cdef inline int16_t lookup(self, uint32_t ip, bint* is_host, bint* no_route) noexcept nogil:
+        cdef Py_ssize_t k, pos, lo, hi, mid, n
+        cdef int16_t owner = -1
+        k = _find(self.host_keys, ip)
+        is_host[0] = k >= 0
+        if k >= 0:
+            owner = self.host_vals[k]
+        n = self.net_start.shape[0]
+        if owner < 0 and n:
+            if self.disjoint:
+                # searchsorted(side="right") - 1, at least 0
+                lo = 0
+                hi = n
+                while lo < hi:
+                    mid = (lo + hi) >> 1
+                    if self.net_start[mid] <= ip:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                pos = lo - 1 if lo > 0 else 0
+                if (ip & self.net_mask[pos]) == self.net_start[pos]:
+                    owner = self.net_node[pos]
+            else:
+                for pos in range(n):
+                    if (ip & self.net_mask[pos]) == self.net_start[pos]:
+                        owner = self.net_node[pos]
+                        break
+        if owner < 0:
+            k = _find(self.pod_keys, ip)
+            if k >= 0:
+                owner = self.pod_vals[k]
+        no_route[0] = False
+        if owner < 0:
+            for k in range(self.cl_net.shape[0]):
+                if (ip & self.cl_mask[k]) == self.cl_net[k]:
+                    no_route[0] = True
+                    break
+        return owner
+
+    def route(self, const uint32_t[::1] ip):
+        """(owner node or -1, is a node address, no route) for each address."""
+        cdef Py_ssize_t i, n = ip.shape[0]
+        owner_a = np.empty(n, np.int16)
+        host_a = np.empty(n, np.bool_)
+        nort_a = np.empty(n, np.bool_)
+        cdef int16_t[::1] owner = owner_a
+        cdef uint8_t[::1] host = host_a.view(np.uint8)
+        cdef uint8_t[::1] nort = nort_a.view(np.uint8)
+        cdef bint h, r
+        with nogil:
+            for i in range(n):
+                owner[i] = self.lookup(ip[i], &h, &r)
+                host[i] = h
+                nort[i] = r
+        return owner_a, host_a, nort_a
+
+
+def enter(const packet_t[:] packets, const int16_t[::1] node, const int64_t[::1] length,
+          cverdict_t[::1] out, int pod_mtu, int underlay_mtu, int n_nodes):
+    """Fill the verdict rows (the packet as sent, its entry node, delivered, path none);
+    a packet larger than its first link's MTU (a pod's interface, the node's uplink for an
+    outside client; the node's own packets have none) gets outcome MTU. Returns the rows
+    that enter a node (int64, in row order)."""
+    cdef Py_ssize_t i, k = 0, n = packets.shape[0]
+    cdef const packet_t* p
+    cdef cverdict_t* o
+    cdef int64_t mtu
+    cdef bint bad = False
+    if node.shape[0] != n or length.shape[0] != n or out.shape[0] != n:
+        raise ValueError("packets, node, length and out differ in length")
+    active_a = np.empty(n, np.int64)
+    cdef int64_t[::1] active = active_a
+    with nogil:
+        for i in range(n):
+            if node[i] < 0 or node[i] >= n_nodes:
+                bad = True
+                break
+            p = &packets[i]
+            o = &out[i]
+            o.src_ip = p.src_ip
+            o.dst_ip = p.dst_ip
+            o.src_port = p.src_port
+            o.dst_port = p.dst_port
+            o.rules = 0
+            o.lookups = 0
+            o.node = node[i]
+            o.hops = 0
+            o.path = C_PATH_NONE
+            o.first_action = 0
+            o.masquerade = 0
+            mtu = underlay_mtu if p.origin == ORIGIN_EXTERNAL else pod_mtu
+            if p.origin != ORIGIN_HOST and length[i] > mtu:
+                o.outcome = C_MTU
+            else:
+                o.outcome = C_DELIVERED
+                active[k] = i
+                k += 1
+    if bad:
+        raise ValueError("a node index out of range")
+    return active_a[:k]
+
+
+def group(const int64_t[::1] active, const cverdict_t[::1] out, int n_nodes):
+    """(rows, bounds): the active rows grouped by their node (``out[row].node``), each
+    node's in row order (a counting sort); node i's rows are rows[bounds[i]:bounds[i+1]]."""
+    cdef Py_ssize_t i, m = active.shape[0], n = out.shape[0]
+    cdef int64_t r
+    cdef int16_t nd
+    cdef bint bad = False
+    rows_a = np.empty(m, np.int64)
+    bounds_a = np.zeros(n_nodes + 1, np.int64)
+    cdef int64_t[::1] rows = rows_a
+    cdef int64_t[::1] bounds = bounds_a
+    with nogil:
+        for i in range(m):
+            r = active[i]
+            if r < 0 or r >= n:
+                bad = True
+                break
+            nd = out[r].node
+            if nd < 0 or nd >= n_nodes:
+                bad = True
+                break
+            bounds[nd + 1] += 1
+        if not bad:
+            for i in range(n_nodes):
+                bounds[i + 1] += bounds[i]
+            for i in range(m):
+                r = active[i]
+                nd = out[r].node
+                rows[bounds[nd]] = r
+                bounds[nd] += 1
+            for i in range(n_nodes, 0, -1):
+                bounds[i] = bounds[i - 1]
+            bounds[0] = 0
+    if bad:
+        raise ValueError("a row or node index out of range")
+    return rows_a, bounds_a
+
+
+def gather(const packet_t[:] packets, const cverdict_t[::1] out, const int64_t[::1] rows,
+           packet_t[::1] part, bint forwarded, double clock):
+    """``part[j]``: the packet of ``rows[j]`` as it reaches its node. At the entry node the
+    row as given; ``forwarded``: with the tuple its last node left it with (``out``),
+    arriving from the network (origin external), its time raised to ``clock`` (it arrives
+    after what the node already processed in this call)."""
+    cdef Py_ssize_t j, m = rows.shape[0], n = packets.shape[0]
+    cdef int64_t r
+    cdef packet_t* q
+    cdef const cverdict_t* o
+    cdef bint bad = False
+    if out.shape[0] != n or part.shape[0] < m:
+        raise ValueError("out must match packets and part hold every row")
+    with nogil:
+        for j in range(m):
+            r = rows[j]
+            if r < 0 or r >= n:
+                bad = True
+                break
+            q = &part[j]
+            q[0] = packets[r]
+            if forwarded:
+                o = &out[r]
+                q.src_ip = o.src_ip
+                q.dst_ip = o.dst_ip
+                q.src_port = o.src_port
+                q.dst_port = o.dst_port
+                q.origin = ORIGIN_EXTERNAL
+                if q.ts < clock:
+                    q.ts = clock
+    if bad:
+        raise ValueError("a row index out of range")
+
+
+def apply(Routes routes, const int64_t[::1] rows, const verdict_t[::1] verdicts,
+          cverdict_t[::1] out, const int64_t[::1] length, int here, int hop,
+          int pod_mtu, int cross_mtu, int cross_path, uint8_t[::1] moving):
+    """After node ``here``'s dataplane gave ``verdicts`` for ``rows`` (in that order), at
+    hop ``hop`` (0: the entry node): each row's tuple as it leaves the node, rules and
+    lookups added, the route by its destination (the bridge or the host, another node,
+    out, no route), the MTU of the next link, the outcome and path. A row sent to another
+    node gets that node and ``moving[row] = 1``; every other row ``moving[row] = 0``."""
+    cdef Py_ssize_t j, m = rows.shape[0], n = out.shape[0]
+    cdef int64_t r
+    cdef const verdict_t* v
+    cdef cverdict_t* o
+    cdef uint8_t act, code, hop_path
+    cdef bint alive, local, cross, big, is_host, no_route, snat, dnat, go
+    cdef int16_t owner
+    cdef uint32_t dst
+    cdef bint bad = False
+    if (verdicts.shape[0] != m or length.shape[0] != n or moving.shape[0] != n
+            or here < 0 or here >= routes.n_nodes):
+        raise ValueError("rows, verdicts, out, length, moving or here do not match")
+    with nogil:
+        for j in range(m):
+            r = rows[j]
+            if r < 0 or r >= n:
+                bad = True
+                break
+            v = &verdicts[j]
+            o = &out[r]
+            o.hops += 1
+            o.rules += v.rules
+            o.lookups += v.lookups
+            act = v.action
+            if hop == 0:
+                o.first_action = act
+            snat = v.snat_ip != 0
+            dnat = v.dnat_ip != 0
+            if snat:
+                o.src_ip = v.snat_ip
+                o.src_port = v.snat_port
+                if not v.ct_hit:
+                    o.masquerade = 1
+            if dnat:
+                o.dst_ip = v.dnat_ip
+                o.dst_port = v.dnat_port
+            dst = o.dst_ip
+            owner = routes.lookup(dst, &is_host, &no_route)
+            alive = act != ACT_DROP and act != ACT_REJECT
+            local = alive and owner == here
+            cross = alive and owner >= 0 and owner != here
+            big = ((local and not is_host and length[r] > pod_mtu)
+                   or (cross and length[r] > cross_mtu))
+            go = cross and not big
+            if act == ACT_DROP:
+                code = C_DROPPED
+            elif act == ACT_REJECT:
+                code = C_REJECTED
+            elif big:
+                code = C_MTU
+            elif no_route:
+                code = C_NO_ROUTE
+            elif owner < 0:
+                code = C_LEFT
+            else:
+                code = C_DELIVERED
+            o.outcome = code
+            if cross:
+                hop_path = cross_path
+            elif local:
+                # delivered after a crossing: the path stays the crossing's
+                hop_path = C_PATH_LOCAL if hop == 0 else C_PATH_NONE
+            elif alive and owner < 0 and not no_route:
+                hop_path = C_PATH_OUT
+            else:
+                hop_path = C_PATH_NONE
+            if hop_path != C_PATH_NONE:
+                o.path = hop_path
+            if go:
+                o.node = owner
+            moving[r] = go
+    if bad:
+        raise ValueError("a row index out of range")
+
+
+def moving_rows(const int64_t[::1] active, const uint8_t[::1] moving):
+    """The rows of ``active`` (in their order) with ``moving[row]`` set."""
+    cdef Py_ssize_t i, k = 0, m = active.shape[0], n = moving.shape[0]
+    cdef int64_t r
+    cdef bint bad = False
+    nxt_a = np.empty(m, np.int64)
+    cdef int64_t[::1] nxt = nxt_a
+    with nogil:
+        for i in range(m):
+            r = active[i]
+            if r < 0 or r >= n:
+                bad = True
+                break
+            if moving[r]:
+                nxt[k] = r
+                k += 1
+    if bad:
+        raise ValueError("a row index out of range")
+    return nxt_a[:k]

@@ -1,0 +1,76 @@
+"""Stub for the compiled kproxy_emu._cext.clusterhop (source: cext/clusterhop.pyx)."""
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+OUT_DELIVERED: int
+OUT_LEFT: int
+OUT_DROPPED: int
+OUT_REJECTED: int
+OUT_MTU: int
+OUT_NO_ROUTE: int
+PATH_NONE: int
+PATH_LOCAL: int
+PATH_OUT: int
+
+def struct_layout() -> dict[str, Any]: ...
+
+class Routes:
+    @property
+    def n_nodes(self) -> int: ...
+    def __init__(
+        self,
+        host_keys: npt.ArrayLike,
+        host_vals: npt.ArrayLike,
+        net_start: npt.ArrayLike,
+        net_mask: npt.ArrayLike,
+        net_node: npt.ArrayLike,
+        disjoint: bool,
+        pod_keys: npt.ArrayLike,
+        pod_vals: npt.ArrayLike,
+        cluster_net: npt.ArrayLike,
+        cluster_mask: npt.ArrayLike,
+        n_nodes: int,
+    ) -> None: ...
+    def route(
+        self, ip: npt.NDArray[np.uint32]
+    ) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]: ...
+
+def enter(
+    packets: npt.NDArray[np.void],
+    node: npt.NDArray[np.int16],
+    length: npt.NDArray[np.int64],
+    out: npt.NDArray[np.void],
+    pod_mtu: int,
+    underlay_mtu: int,
+    n_nodes: int,
+) -> npt.NDArray[np.int64]: ...
+def group(
+    active: npt.NDArray[np.int64], out: npt.NDArray[np.void], n_nodes: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
+def gather(
+    packets: npt.NDArray[np.void],
+    out: npt.NDArray[np.void],
+    rows: npt.NDArray[np.int64],
+    part: npt.NDArray[np.void],
+    forwarded: bool,
+    clock: float,
+) -> None: ...
+def apply(
+    routes: Routes,
+    rows: npt.NDArray[np.int64],
+    verdicts: npt.NDArray[np.void],
+    out: npt.NDArray[np.void],
+    length: npt.NDArray[np.int64],
+    here: int,
+    hop: int,
+    pod_mtu: int,
+    cross_mtu: int,
+    cross_path: int,
+    moving: npt.NDArray[np.uint8],
+) -> None: ...
+def moving_rows(
+    active: npt.NDArray[np.int64], moving: npt.NDArray[np.uint8]
+) -> npt.NDArray[np.int64]: ...
