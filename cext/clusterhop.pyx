@@ -79,17 +79,29 @@ def struct_layout():
     }
 
 
+cdef inline Py_ssize_t _upper(const uint32_t* keys, Py_ssize_t n, uint32_t ip) noexcept nogil:
+    """How many of the sorted ``keys`` are <= ``ip`` (searchsorted side="right"), without
+    a data-dependent branch (the halving compiles to a conditional move: a binary search
+    over random addresses mispredicts at every step otherwise)."""
+    cdef const uint32_t* base = keys
+    cdef Py_ssize_t half
+    if n == 0:
+        return 0
+    while n > 1:
+        half = n >> 1
+        base = base + half if base[half] <= ip else base
+        n -= half
+    return (base - keys) + (base[0] <= ip)
+
+
 cdef inline Py_ssize_t _find(const uint32_t[::1] keys, uint32_t ip) noexcept nogil:
-    """The index of ``ip`` in the sorted ``keys``, or -1."""
-    cdef Py_ssize_t lo = 0, hi = keys.shape[0], mid
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if keys[mid] < ip:
-            lo = mid + 1
-        else:
-            hi = mid
-    if lo < keys.shape[0] and keys[lo] == ip:
-        return lo
+    """The index of ``ip`` in the sorted, unique ``keys``, or -1."""
+    cdef Py_ssize_t n = keys.shape[0], k
+    if n == 0:
+        return -1
+    k = _upper(&keys[0], n, ip) - 1
+    if k >= 0 and keys[k] == ip:
+        return k
     return -1
 
 
@@ -141,7 +153,7 @@ cdef class Routes:
         self.n_nodes = n_nodes
 
     cdef inline int16_t lookup(self, uint32_t ip, bint* is_host, bint* no_route) noexcept nogil:
-        cdef Py_ssize_t k, pos, lo, hi, mid, n
+        cdef Py_ssize_t k, pos, n
         cdef int16_t owner = -1
         k = _find(self.host_keys, ip)
         is_host[0] = k >= 0
@@ -151,15 +163,9 @@ cdef class Routes:
         if owner < 0 and n:
             if self.disjoint:
                 # searchsorted(side="right") - 1, at least 0
-                lo = 0
-                hi = n
-                while lo < hi:
-                    mid = (lo + hi) >> 1
-                    if self.net_start[mid] <= ip:
-                        lo = mid + 1
-                    else:
-                        hi = mid
-                pos = lo - 1 if lo > 0 else 0
+                pos = _upper(&self.net_start[0], n, ip) - 1
+                if pos < 0:
+                    pos = 0
                 if (ip & self.net_mask[pos]) == self.net_start[pos]:
                     owner = self.net_node[pos]
             else:
@@ -197,12 +203,12 @@ cdef class Routes:
         return owner_a, host_a, nort_a
 
 
-def enter(const packet_t[:] packets, const int16_t[::1] node, const int64_t[::1] length,
+def enter(const packet_t[:] packets, int16_t[::1] node, const int64_t[::1] length,
           cverdict_t[::1] out, int pod_mtu, int underlay_mtu, int n_nodes):
-    """Fill the verdict rows (the packet as sent, its entry node, delivered, path none);
-    a packet larger than its first link's MTU (a pod's interface, the node's uplink for an
-    outside client; the node's own packets have none) gets outcome MTU. Returns the rows
-    that enter a node (int64, in row order)."""
+    """Fill the verdict rows (the packet as sent, its entry node ``node[i]``, delivered,
+    path none); a packet larger than its first link's MTU (a pod's interface, the node's
+    uplink for an outside client; the node's own packets have none) gets outcome MTU and
+    ``node[i] = -1`` (it enters no node). Returns how many rows enter a node."""
     cdef Py_ssize_t i, k = 0, n = packets.shape[0]
     cdef const packet_t* p
     cdef cverdict_t* o
@@ -210,8 +216,6 @@ def enter(const packet_t[:] packets, const int16_t[::1] node, const int64_t[::1]
     cdef bint bad = False
     if node.shape[0] != n or length.shape[0] != n or out.shape[0] != n:
         raise ValueError("packets, node, length and out differ in length")
-    active_a = np.empty(n, np.int64)
-    cdef int64_t[::1] active = active_a
     with nogil:
         for i in range(n):
             if node[i] < 0 or node[i] >= n_nodes:
@@ -233,50 +237,48 @@ def enter(const packet_t[:] packets, const int16_t[::1] node, const int64_t[::1]
             mtu = underlay_mtu if p.origin == ORIGIN_EXTERNAL else pod_mtu
             if p.origin != ORIGIN_HOST and length[i] > mtu:
                 o.outcome = C_MTU
+                node[i] = -1
             else:
                 o.outcome = C_DELIVERED
-                active[k] = i
                 k += 1
     if bad:
         raise ValueError("a node index out of range")
-    return active_a[:k]
+    return k
 
 
-def group(const int64_t[::1] active, const cverdict_t[::1] out, int n_nodes):
-    """(rows, bounds): the active rows grouped by their node (``out[row].node``), each
-    node's in row order (a counting sort); node i's rows are rows[bounds[i]:bounds[i+1]]."""
-    cdef Py_ssize_t i, m = active.shape[0], n = out.shape[0]
-    cdef int64_t r
+def group(const int16_t[::1] where, int n_nodes):
+    """(rows, bounds): the rows i with ``where[i] >= 0`` (the node each is at), grouped by
+    node, each node's in row order (a counting sort); node k's rows are
+    rows[bounds[k]:bounds[k+1]]."""
+    cdef Py_ssize_t i, n = where.shape[0]
     cdef int16_t nd
     cdef bint bad = False
-    rows_a = np.empty(m, np.int64)
     bounds_a = np.zeros(n_nodes + 1, np.int64)
-    cdef int64_t[::1] rows = rows_a
     cdef int64_t[::1] bounds = bounds_a
     with nogil:
-        for i in range(m):
-            r = active[i]
-            if r < 0 or r >= n:
+        for i in range(n):
+            nd = where[i]
+            if nd >= n_nodes:
                 bad = True
                 break
-            nd = out[r].node
-            if nd < 0 or nd >= n_nodes:
-                bad = True
-                break
-            bounds[nd + 1] += 1
+            if nd >= 0:
+                bounds[nd + 1] += 1
         if not bad:
             for i in range(n_nodes):
                 bounds[i + 1] += bounds[i]
-            for i in range(m):
-                r = active[i]
-                nd = out[r].node
-                rows[bounds[nd]] = r
-                bounds[nd] += 1
-            for i in range(n_nodes, 0, -1):
-                bounds[i] = bounds[i - 1]
-            bounds[0] = 0
     if bad:
-        raise ValueError("a row or node index out of range")
+        raise ValueError("a node index out of range")
+    rows_a = np.empty(bounds_a[n_nodes], np.int64)
+    cdef int64_t[::1] rows = rows_a
+    with nogil:
+        for i in range(n):
+            nd = where[i]
+            if nd >= 0:
+                rows[bounds[nd]] = i
+                bounds[nd] += 1
+        for i in range(n_nodes, 0, -1):
+            bounds[i] = bounds[i - 1]
+        bounds[0] = 0
     return rows_a, bounds_a
 
 
@@ -316,12 +318,12 @@ def gather(const packet_t[:] packets, const cverdict_t[::1] out, const int64_t[:
 
 def apply(Routes routes, const int64_t[::1] rows, const verdict_t[::1] verdicts,
           cverdict_t[::1] out, const int64_t[::1] length, int here, int hop,
-          int pod_mtu, int cross_mtu, int cross_path, uint8_t[::1] moving):
+          int pod_mtu, int cross_mtu, int cross_path, int16_t[::1] where):
     """After node ``here``'s dataplane gave ``verdicts`` for ``rows`` (in that order), at
     hop ``hop`` (0: the entry node): each row's tuple as it leaves the node, rules and
     lookups added, the route by its destination (the bridge or the host, another node,
     out, no route), the MTU of the next link, the outcome and path. A row sent to another
-    node gets that node and ``moving[row] = 1``; every other row ``moving[row] = 0``."""
+    node gets that node in ``out`` and ``where[row]``; every other row ``where[row] = -1``."""
     cdef Py_ssize_t j, m = rows.shape[0], n = out.shape[0]
     cdef int64_t r
     cdef const verdict_t* v
@@ -331,9 +333,9 @@ def apply(Routes routes, const int64_t[::1] rows, const verdict_t[::1] verdicts,
     cdef int16_t owner
     cdef uint32_t dst
     cdef bint bad = False
-    if (verdicts.shape[0] != m or length.shape[0] != n or moving.shape[0] != n
+    if (verdicts.shape[0] != m or length.shape[0] != n or where.shape[0] != n
             or here < 0 or here >= routes.n_nodes):
-        raise ValueError("rows, verdicts, out, length, moving or here do not match")
+        raise ValueError("rows, verdicts, out, length, where or here do not match")
     with nogil:
         for j in range(m):
             r = rows[j]
@@ -392,27 +394,8 @@ def apply(Routes routes, const int64_t[::1] rows, const verdict_t[::1] verdicts,
                 o.path = hop_path
             if go:
                 o.node = owner
-            moving[r] = go
+                where[r] = owner
+            else:
+                where[r] = -1
     if bad:
         raise ValueError("a row index out of range")
-
-
-def moving_rows(const int64_t[::1] active, const uint8_t[::1] moving):
-    """The rows of ``active`` (in their order) with ``moving[row]`` set."""
-    cdef Py_ssize_t i, k = 0, m = active.shape[0], n = moving.shape[0]
-    cdef int64_t r
-    cdef bint bad = False
-    nxt_a = np.empty(m, np.int64)
-    cdef int64_t[::1] nxt = nxt_a
-    with nogil:
-        for i in range(m):
-            r = active[i]
-            if r < 0 or r >= n:
-                bad = True
-                break
-            if moving[r]:
-                nxt[k] = r
-                k += 1
-    if bad:
-        raise ValueError("a row index out of range")
-    return nxt_a[:k]

@@ -46,9 +46,9 @@ def enter(
     pod_mtu: int,
     underlay_mtu: int,
     n_nodes: int,
-) -> npt.NDArray[np.int64]: ...
+) -> int: ...
 def group(
-    active: npt.NDArray[np.int64], out: npt.NDArray[np.void], n_nodes: int
+    where: npt.NDArray[np.int16], n_nodes: int
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
 def gather(
     packets: npt.NDArray[np.void],
@@ -69,8 +69,5 @@ def apply(
     pod_mtu: int,
     cross_mtu: int,
     cross_path: int,
-    moving: npt.NDArray[np.uint8],
+    where: npt.NDArray[np.int16],
 ) -> None: ...
-def moving_rows(
-    active: npt.NDArray[np.int64], moving: npt.NDArray[np.uint8]
-) -> npt.NDArray[np.int64]: ...

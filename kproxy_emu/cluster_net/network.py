@@ -415,15 +415,18 @@ class ClusterDataplane:
         # the entry and its first link's MTU, then per hop each node's rows gathered in row
         # order, its Dataplane, and the routing, MTU checks, outcome and path of its rows
         out = np.empty(n, CLUSTER_VERDICT_DTYPE)
-        active = clusterhop.enter(
-            packets, node, length, out, cni.pod_mtu, cni.underlay_mtu, n_nodes
+        where = np.array(node, np.int16)  # the node each row is at (-1: it has ended)
+        entering = clusterhop.enter(
+            packets, where, length, out, cni.pod_mtu, cni.underlay_mtu, n_nodes
         )
-        part = np.empty(len(active), PACKET_DTYPE)
-        moving = np.zeros(n, np.uint8)
-        for hop in range(MAX_HOPS):
-            if len(active) == 0:
+        part = np.empty(entering, PACKET_DTYPE)
+        for hop in range(MAX_HOPS + 1):
+            rows, bounds = clusterhop.group(where, n_nodes)
+            if len(rows) == 0:
                 break
-            rows, bounds = clusterhop.group(active, out, n_nodes)
+            if hop == MAX_HOPS:  # still moving after MAX_HOPS nodes: a routing loop
+                out["outcome"][rows] = Outcome.NO_ROUTE
+                break
             for i in range(n_nodes):
                 lo, hi = int(bounds[i]), int(bounds[i + 1])
                 if lo == hi:
@@ -444,11 +447,8 @@ class ClusterDataplane:
                     cni.pod_mtu,
                     cni.cross_mtu,
                     int(cni.cross_path),
-                    moving,
+                    where,
                 )
-            active = clusterhop.moving_rows(active, moving)
-        if len(active):  # still moving after MAX_HOPS nodes: a routing loop
-            out["outcome"][active] = Outcome.NO_ROUTE
         return out
 
     def replies(

@@ -47,11 +47,9 @@ def test_compiled_route_equals_numpy_route(cidr):
 def test_bad_indices_raise():
     cluster = synth.cluster(5, endpoints=2, nodes=2, seed=3, type_mix={"ClusterIP": 1})
     cdp = ClusterDataplane(cluster, "iptables")
-    out = np.zeros(2, CLUSTER_VERDICT_DTYPE)
     with pytest.raises(ValueError):
-        clusterhop.group(np.array([0, 5], np.int64), out, 2)
-    out["node"] = 7
-    with pytest.raises(ValueError):
-        clusterhop.group(np.array([0, 1], np.int64), out, 2)
+        clusterhop.group(np.array([0, 5], np.int16), 2)
+    rows, bounds = clusterhop.group(np.array([1, -1, 0, 1, 0], np.int16), 2)
+    assert rows.tolist() == [2, 4, 0, 3] and bounds.tolist() == [0, 2, 4]
     with pytest.raises(ValueError):
         clusterhop.Routes(cdp._host_keys, cdp._host_vals + 5, [], [], [], True, [], [], [], [], 2)
