@@ -203,16 +203,33 @@ cdef class Routes:
         return owner_a, host_a, nort_a
 
 
-def enter(const packet_t[:] packets, int16_t[::1] node, const int64_t[::1] length,
+cdef inline void _fresh(cverdict_t* o, const packet_t* p, int16_t node,
+                        uint8_t outcome) noexcept nogil:
+    """The verdict row of a packet entering ``node``: as sent, delivered so far."""
+    o.src_ip = p.src_ip
+    o.dst_ip = p.dst_ip
+    o.src_port = p.src_port
+    o.dst_port = p.dst_port
+    o.rules = 0
+    o.lookups = 0
+    o.node = node
+    o.hops = 0
+    o.outcome = outcome
+    o.path = C_PATH_NONE
+    o.first_action = 0
+    o.masquerade = 0
+
+
+def enter(const packet_t[:] packets, int16_t[::1] node, const uint16_t[::1] length,
           cverdict_t[::1] out, int pod_mtu, int underlay_mtu, int n_nodes):
-    """Fill the verdict rows (the packet as sent, its entry node ``node[i]``, delivered,
-    path none); a packet larger than its first link's MTU (a pod's interface, the node's
-    uplink for an outside client; the node's own packets have none) gets outcome MTU and
-    ``node[i] = -1`` (it enters no node). Returns how many rows enter a node."""
+    """The first link: a packet larger than its MTU (a pod's interface, the node's uplink
+    for an outside client; the node's own packets have none) gets its verdict row (outcome
+    MTU, at its entry node ``node[i]``) and ``node[i] = -1``: it enters no node. The
+    others' rows are written after their first hop (``gather``, ``scatter``). Returns how
+    many rows enter a node."""
     cdef Py_ssize_t i, k = 0, n = packets.shape[0]
     cdef const packet_t* p
-    cdef cverdict_t* o
-    cdef int64_t mtu
+    cdef int mtu
     cdef bint bad = False
     if node.shape[0] != n or length.shape[0] != n or out.shape[0] != n:
         raise ValueError("packets, node, length and out differ in length")
@@ -222,24 +239,11 @@ def enter(const packet_t[:] packets, int16_t[::1] node, const int64_t[::1] lengt
                 bad = True
                 break
             p = &packets[i]
-            o = &out[i]
-            o.src_ip = p.src_ip
-            o.dst_ip = p.dst_ip
-            o.src_port = p.src_port
-            o.dst_port = p.dst_port
-            o.rules = 0
-            o.lookups = 0
-            o.node = node[i]
-            o.hops = 0
-            o.path = C_PATH_NONE
-            o.first_action = 0
-            o.masquerade = 0
             mtu = underlay_mtu if p.origin == ORIGIN_EXTERNAL else pod_mtu
             if p.origin != ORIGIN_HOST and length[i] > mtu:
-                o.outcome = C_MTU
+                _fresh(&out[i], p, node[i], C_MTU)
                 node[i] = -1
             else:
-                o.outcome = C_DELIVERED
                 k += 1
     if bad:
         raise ValueError("a node index out of range")
@@ -247,9 +251,8 @@ def enter(const packet_t[:] packets, int16_t[::1] node, const int64_t[::1] lengt
 
 
 def group(const int16_t[::1] where, int n_nodes):
-    """(rows, bounds): the rows i with ``where[i] >= 0`` (the node each is at), grouped by
-    node, each node's in row order (a counting sort); node k's rows are
-    rows[bounds[k]:bounds[k+1]]."""
+    """``bounds``: the rows i with ``where[i] >= 0`` (the node each is at) counted by node;
+    a hop's grouped arrays hold node k's rows, in row order, at bounds[k]:bounds[k+1]."""
     cdef Py_ssize_t i, n = where.shape[0]
     cdef int16_t nd
     cdef bint bad = False
@@ -268,105 +271,117 @@ def group(const int16_t[::1] where, int n_nodes):
                 bounds[i + 1] += bounds[i]
     if bad:
         raise ValueError("a node index out of range")
-    rows_a = np.empty(bounds_a[n_nodes], np.int64)
-    cdef int64_t[::1] rows = rows_a
-    with nogil:
-        for i in range(n):
-            nd = where[i]
-            if nd >= 0:
-                rows[bounds[nd]] = i
-                bounds[nd] += 1
-        for i in range(n_nodes, 0, -1):
-            bounds[i] = bounds[i - 1]
-        bounds[0] = 0
-    return rows_a, bounds_a
+    return bounds_a
 
 
-def gather(const packet_t[:] packets, const cverdict_t[::1] out, const int64_t[::1] rows,
-           packet_t[::1] part, bint forwarded, double clock):
-    """``part[j]``: the packet of ``rows[j]`` as it reaches its node. At the entry node the
-    row as given; ``forwarded``: with the tuple its last node left it with (``out``),
-    arriving from the network (origin external), its time raised to ``clock`` (it arrives
-    after what the node already processed in this call)."""
-    cdef Py_ssize_t j, m = rows.shape[0], n = packets.shape[0]
-    cdef int64_t r
+cdef int _check_grouped(const int16_t[::1] where, const int64_t[::1] bounds, Py_ssize_t size,
+                        int64_t[::1] cursor) except -1:
+    cdef Py_ssize_t k, n_nodes = bounds.shape[0] - 1
+    if n_nodes < 1 or cursor.shape[0] != n_nodes or bounds[0] != 0 or bounds[n_nodes] > size:
+        raise ValueError("bounds do not fit the grouped arrays")
+    for k in range(n_nodes):
+        if bounds[k + 1] < bounds[k]:
+            raise ValueError("bounds must not decrease")
+        cursor[k] = bounds[k]
+    return 0
+
+
+def gather(const packet_t[:] packets, const cverdict_t[::1] out, const uint16_t[::1] length,
+           const int16_t[::1] where, const int64_t[::1] bounds, const double[::1] clocks,
+           bint forwarded, packet_t[::1] part, cverdict_t[::1] work, uint16_t[::1] work_length):
+    """Group a hop's rows (``where[i] >= 0``) by node, in row order, in one sequential
+    pass: node k's rows go to ``[bounds[k]:bounds[k+1]]`` of ``part`` (the packet as it
+    reaches the node), ``work`` (its verdict row so far) and ``work_length``. At the entry
+    node the packet is the row as given, its verdict row a fresh one (``out`` is not read);
+    ``forwarded``: with the tuple its last node left
+    it with, arriving from the network (origin external), its time raised to the node's
+    clock ``clocks[k]`` (it arrives after what the node already processed in this call).
+    ``bounds`` must be ``group(where)``'s: a row whose node's range is full is an error."""
+    cdef Py_ssize_t i, n = packets.shape[0], m = part.shape[0]
+    cdef int64_t j
+    cdef int16_t nd
     cdef packet_t* q
     cdef const cverdict_t* o
     cdef bint bad = False
-    if out.shape[0] != n or part.shape[0] < m:
-        raise ValueError("out must match packets and part hold every row")
+    cursor_a = np.empty(max(bounds.shape[0] - 1, 0), np.int64)
+    cdef int64_t[::1] cursor = cursor_a
+    if (out.shape[0] != n or length.shape[0] != n or where.shape[0] != n
+            or work.shape[0] != m or work_length.shape[0] != m
+            or clocks.shape[0] != bounds.shape[0] - 1):
+        raise ValueError("the row arrays or the grouped arrays differ in length")
+    _check_grouped(where, bounds, m, cursor)
+    cdef Py_ssize_t nodes = bounds.shape[0] - 1
     with nogil:
-        for j in range(m):
-            r = rows[j]
-            if r < 0 or r >= n:
+        for i in range(n):
+            nd = where[i]
+            if nd < 0:
+                continue
+            if nd >= nodes or cursor[nd] >= bounds[nd + 1]:
                 bad = True
                 break
+            j = cursor[nd]
+            cursor[nd] = j + 1
             q = &part[j]
-            q[0] = packets[r]
+            q[0] = packets[i]
             if forwarded:
-                o = &out[r]
+                o = &out[i]
+                work[j] = o[0]
                 q.src_ip = o.src_ip
                 q.dst_ip = o.dst_ip
                 q.src_port = o.src_port
                 q.dst_port = o.dst_port
                 q.origin = ORIGIN_EXTERNAL
-                if q.ts < clock:
-                    q.ts = clock
+                if q.ts < clocks[nd]:
+                    q.ts = clocks[nd]
+            else:
+                _fresh(&work[j], q, nd, C_DELIVERED)
+            work_length[j] = length[i]
     if bad:
-        raise ValueError("a row index out of range")
+        raise ValueError("bounds do not match where")
 
 
-def apply(Routes routes, const int64_t[::1] rows, const verdict_t[::1] verdicts,
-          cverdict_t[::1] out, const int64_t[::1] length, int here, int hop,
-          int pod_mtu, int cross_mtu, int cross_path, int16_t[::1] where):
-    """After node ``here``'s dataplane gave ``verdicts`` for ``rows`` (in that order), at
-    hop ``hop`` (0: the entry node): each row's tuple as it leaves the node, rules and
-    lookups added, the route by its destination (the bridge or the host, another node,
-    out, no route), the MTU of the next link, the outcome and path. A row sent to another
-    node gets that node in ``out`` and ``where[row]``; every other row ``where[row] = -1``."""
-    cdef Py_ssize_t j, m = rows.shape[0], n = out.shape[0]
-    cdef int64_t r
+def apply(Routes routes, const verdict_t[::1] verdicts, cverdict_t[::1] work,
+          const uint16_t[::1] work_length, int16_t[::1] work_next, int here, int hop,
+          int pod_mtu, int cross_mtu, int cross_path):
+    """After node ``here``'s dataplane gave ``verdicts`` for its rows of the hop (``work``,
+    ``work_length``: theirs, in the same order), at hop ``hop`` (0: the entry node): each
+    row's tuple as it leaves the node, rules and lookups added, the route by its
+    destination (the bridge or the host, another node, out, no route), the MTU of the next
+    link, the outcome and path. ``work_next``: the node a row is sent to, else -1."""
+    cdef Py_ssize_t j, m = verdicts.shape[0]
     cdef const verdict_t* v
     cdef cverdict_t* o
     cdef uint8_t act, code, hop_path
-    cdef bint alive, local, cross, big, is_host, no_route, snat, dnat, go
+    cdef bint alive, local, cross, big, is_host, no_route, go
     cdef int16_t owner
-    cdef uint32_t dst
-    cdef bint bad = False
-    if (verdicts.shape[0] != m or length.shape[0] != n or where.shape[0] != n
+    cdef int size
+    if (work.shape[0] != m or work_length.shape[0] != m or work_next.shape[0] != m
             or here < 0 or here >= routes.n_nodes):
-        raise ValueError("rows, verdicts, out, length, where or here do not match")
+        raise ValueError("verdicts, work, work_length, work_next or here do not match")
     with nogil:
         for j in range(m):
-            r = rows[j]
-            if r < 0 or r >= n:
-                bad = True
-                break
             v = &verdicts[j]
-            o = &out[r]
+            o = &work[j]
+            size = work_length[j]
             o.hops += 1
             o.rules += v.rules
             o.lookups += v.lookups
             act = v.action
             if hop == 0:
                 o.first_action = act
-            snat = v.snat_ip != 0
-            dnat = v.dnat_ip != 0
-            if snat:
+            if v.snat_ip != 0:
                 o.src_ip = v.snat_ip
                 o.src_port = v.snat_port
                 if not v.ct_hit:
                     o.masquerade = 1
-            if dnat:
+            if v.dnat_ip != 0:
                 o.dst_ip = v.dnat_ip
                 o.dst_port = v.dnat_port
-            dst = o.dst_ip
-            owner = routes.lookup(dst, &is_host, &no_route)
+            owner = routes.lookup(o.dst_ip, &is_host, &no_route)
             alive = act != ACT_DROP and act != ACT_REJECT
             local = alive and owner == here
             cross = alive and owner >= 0 and owner != here
-            big = ((local and not is_host and length[r] > pod_mtu)
-                   or (cross and length[r] > cross_mtu))
+            big = (local and not is_host and size > pod_mtu) or (cross and size > cross_mtu)
             go = cross and not big
             if act == ACT_DROP:
                 code = C_DROPPED
@@ -394,8 +409,37 @@ def apply(Routes routes, const int64_t[::1] rows, const verdict_t[::1] verdicts,
                 o.path = hop_path
             if go:
                 o.node = owner
-                where[r] = owner
+                work_next[j] = owner
             else:
-                where[r] = -1
+                work_next[j] = -1
+
+
+def scatter(int16_t[::1] where, const int64_t[::1] bounds, const cverdict_t[::1] work,
+            const int16_t[::1] work_next, cverdict_t[::1] out):
+    """The hop's grouped rows back in place, in one sequential pass (the inverse of
+    ``gather`` with the same ``where`` and ``bounds``): ``out[i]`` from ``work``, and
+    ``where[i]`` the node the row goes on to (-1: it ended)."""
+    cdef Py_ssize_t i, n = where.shape[0], m = work.shape[0]
+    cdef int64_t j
+    cdef int16_t nd
+    cdef bint bad = False
+    cursor_a = np.empty(max(bounds.shape[0] - 1, 0), np.int64)
+    cdef int64_t[::1] cursor = cursor_a
+    if out.shape[0] != n or work_next.shape[0] != m:
+        raise ValueError("the row arrays or the grouped arrays differ in length")
+    _check_grouped(where, bounds, m, cursor)
+    cdef Py_ssize_t nodes = bounds.shape[0] - 1
+    with nogil:
+        for i in range(n):
+            nd = where[i]
+            if nd < 0:
+                continue
+            if nd >= nodes or cursor[nd] >= bounds[nd + 1]:
+                bad = True
+                break
+            j = cursor[nd]
+            cursor[nd] = j + 1
+            out[i] = work[j]
+            where[i] = work_next[j]
     if bad:
-        raise ValueError("a row index out of range")
+        raise ValueError("bounds do not match where")

@@ -41,33 +41,41 @@ class Routes:
 def enter(
     packets: npt.NDArray[np.void],
     node: npt.NDArray[np.int16],
-    length: npt.NDArray[np.int64],
+    length: npt.NDArray[np.uint16],
     out: npt.NDArray[np.void],
     pod_mtu: int,
     underlay_mtu: int,
     n_nodes: int,
 ) -> int: ...
-def group(
-    where: npt.NDArray[np.int16], n_nodes: int
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
+def group(where: npt.NDArray[np.int16], n_nodes: int) -> npt.NDArray[np.int64]: ...
 def gather(
     packets: npt.NDArray[np.void],
     out: npt.NDArray[np.void],
-    rows: npt.NDArray[np.int64],
-    part: npt.NDArray[np.void],
+    length: npt.NDArray[np.uint16],
+    where: npt.NDArray[np.int16],
+    bounds: npt.NDArray[np.int64],
+    clocks: npt.NDArray[np.float64],
     forwarded: bool,
-    clock: float,
+    part: npt.NDArray[np.void],
+    work: npt.NDArray[np.void],
+    work_length: npt.NDArray[np.uint16],
 ) -> None: ...
 def apply(
     routes: Routes,
-    rows: npt.NDArray[np.int64],
     verdicts: npt.NDArray[np.void],
-    out: npt.NDArray[np.void],
-    length: npt.NDArray[np.int64],
+    work: npt.NDArray[np.void],
+    work_length: npt.NDArray[np.uint16],
+    work_next: npt.NDArray[np.int16],
     here: int,
     hop: int,
     pod_mtu: int,
     cross_mtu: int,
     cross_path: int,
+) -> None: ...
+def scatter(
     where: npt.NDArray[np.int16],
+    bounds: npt.NDArray[np.int64],
+    work: npt.NDArray[np.void],
+    work_next: npt.NDArray[np.int16],
+    out: npt.NDArray[np.void],
 ) -> None: ...

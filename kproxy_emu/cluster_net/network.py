@@ -214,6 +214,7 @@ class ClusterDataplane:
                 )
             )
         self.mode = self.nodes[0].mode
+        self._scratch_arrays: tuple[Any, Any, Any, Any] | None = None
         self._build_routes()
 
     def __repr__(self) -> str:
@@ -398,13 +399,14 @@ class ClusterDataplane:
         n = len(packets)
         node = self._nodes_arg(nodes, packets)
         if lengths is None:
-            length = np.full(n, DEFAULT_LENGTH, np.int64)
+            length = np.full(n, DEFAULT_LENGTH, np.uint16)
         else:
-            length = np.ascontiguousarray(lengths, np.int64)
-            if length.shape != (n,) or (n and (length.min() < 20 or length.max() > 65535)):
+            given = np.asarray(lengths, np.int64)
+            if given.shape != (n,) or (n and (given.min() < 20 or given.max() > 65535)):
                 raise InputError(
                     "must give one IP length, 20-65535 bytes, per packet", field="lengths"
                 )
+            length = given.astype(np.uint16)
         from .._cext import clusterhop
 
         cni = self.cni
@@ -419,37 +421,53 @@ class ClusterDataplane:
         entering = clusterhop.enter(
             packets, where, length, out, cni.pod_mtu, cni.underlay_mtu, n_nodes
         )
-        part = np.empty(entering, PACKET_DTYPE)
+        part, work, work_length, work_next = self._scratch(entering)
         for hop in range(MAX_HOPS + 1):
-            rows, bounds = clusterhop.group(where, n_nodes)
-            if len(rows) == 0:
+            bounds = clusterhop.group(where, n_nodes)
+            if bounds[-1] == 0:
                 break
             if hop == MAX_HOPS:  # still moving after MAX_HOPS nodes: a routing loop
-                out["outcome"][rows] = Outcome.NO_ROUTE
+                out["outcome"][where >= 0] = Outcome.NO_ROUTE
                 break
+            # forwarded: after what each node already processed this call
+            clocks = np.array([dp.clock for dp in self.nodes], np.float64)
+            clusterhop.gather(
+                packets, out, length, where, bounds, clocks, hop > 0, part, work, work_length
+            )
             for i in range(n_nodes):
                 lo, hi = int(bounds[i]), int(bounds[i + 1])
                 if lo == hi:
                     continue
-                dp = self.nodes[i]
-                sel = rows[lo:hi]
-                # forwarded: after what the node already processed this call
-                clusterhop.gather(packets, out, sel, part, hop > 0, dp.clock)
-                verdicts = dp.process(part[: hi - lo])
+                verdicts = self.nodes[i].process(part[lo:hi])
                 clusterhop.apply(
                     routes,
-                    sel,
                     verdicts,
-                    out,
-                    length,
+                    work[lo:hi],
+                    work_length[lo:hi],
+                    work_next[lo:hi],
                     i,
                     hop,
                     cni.pod_mtu,
                     cni.cross_mtu,
                     int(cni.cross_path),
-                    where,
                 )
+            clusterhop.scatter(where, bounds, work, work_next, out)
         return out
+
+    def _scratch(self, m: int) -> tuple[Any, Any, Any, Any]:
+        """A hop's rows grouped by node (each node's in row order): the packets as they
+        reach their node, their verdict rows so far, lengths, next nodes. Kept between
+        calls (grown as needed): fresh pages cost a fault each on first touch."""
+        have = self._scratch_arrays
+        if have is None or len(have[0]) < m:
+            have = (
+                np.empty(m, PACKET_DTYPE),
+                np.empty(m, CLUSTER_VERDICT_DTYPE),
+                np.empty(m, np.uint16),
+                np.empty(m, np.int16),
+            )
+            self._scratch_arrays = have
+        return have[0][:m], have[1][:m], have[2][:m], have[3][:m]
 
     def replies(
         self, packets: npt.NDArray[np.void], verdicts: npt.NDArray[np.void]
