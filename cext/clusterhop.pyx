@@ -1,10 +1,15 @@
 # cython: language_level=3
 """The cluster layer's per-hop bookkeeping (kproxy_emu/cluster_net/network.py) in compiled
-passes over typed memoryviews, without the GIL: where each packet enters, each node's rows
-of a hop gathered in row order, and, after that node's ``Dataplane.process``, the routing
-lookup, the MTU checks, the outcome and path, and the verdict written straight into the
-cluster verdict row. ``ClusterDataplane.process`` calls them; the semantics are the ones
-docs/cluster.md states (the numpy ``ClusterDataplane.route`` is the same lookup).
+passes over typed memoryviews, without the GIL. ``ClusterDataplane.process`` runs, per hop:
+``group`` (how many rows each node has: ``where[i]`` is the node row i is at, -1 once it
+ended), ``gather`` (one sequential pass putting each node's rows, in row order, into
+contiguous grouped arrays: the packet as it reaches the node, its verdict row so far, its
+length), then per node its ``Dataplane.process`` on its slice and ``apply`` (the tuple as it
+leaves the node, the routing lookup, the MTU checks, the outcome and path, on the grouped
+rows), then ``scatter`` (one sequential pass writing the verdict rows back in row order and
+the node each row goes on to). ``enter`` checks the first link's MTU before the first hop.
+The semantics are the ones docs/cluster.md states (``Routes.lookup`` is the lookup the
+numpy ``ClusterDataplane.route`` makes; tests compare them).
 
 Every index a loop follows is checked against its array first (ValueError), as the engine
 constructors do: the release build has no bounds checks.
@@ -274,7 +279,7 @@ def group(const int16_t[::1] where, int n_nodes):
     return bounds_a
 
 
-cdef int _check_grouped(const int16_t[::1] where, const int64_t[::1] bounds, Py_ssize_t size,
+cdef int _check_grouped(const int64_t[::1] bounds, Py_ssize_t size,
                         int64_t[::1] cursor) except -1:
     cdef Py_ssize_t k, n_nodes = bounds.shape[0] - 1
     if n_nodes < 1 or cursor.shape[0] != n_nodes or bounds[0] != 0 or bounds[n_nodes] > size:
@@ -293,9 +298,9 @@ def gather(const packet_t[:] packets, const cverdict_t[::1] out, const uint16_t[
     pass: node k's rows go to ``[bounds[k]:bounds[k+1]]`` of ``part`` (the packet as it
     reaches the node), ``work`` (its verdict row so far) and ``work_length``. At the entry
     node the packet is the row as given, its verdict row a fresh one (``out`` is not read);
-    ``forwarded``: with the tuple its last node left
-    it with, arriving from the network (origin external), its time raised to the node's
-    clock ``clocks[k]`` (it arrives after what the node already processed in this call).
+    ``forwarded``: with the tuple its last node left it with (``out``), arriving from the
+    network (origin external), its time raised to the node's clock ``clocks[k]`` (it
+    arrives after what the node already processed in this call).
     ``bounds`` must be ``group(where)``'s: a row whose node's range is full is an error."""
     cdef Py_ssize_t i, n = packets.shape[0], m = part.shape[0]
     cdef int64_t j
@@ -309,7 +314,7 @@ def gather(const packet_t[:] packets, const cverdict_t[::1] out, const uint16_t[
             or work.shape[0] != m or work_length.shape[0] != m
             or clocks.shape[0] != bounds.shape[0] - 1):
         raise ValueError("the row arrays or the grouped arrays differ in length")
-    _check_grouped(where, bounds, m, cursor)
+    _check_grouped(bounds, m, cursor)
     cdef Py_ssize_t nodes = bounds.shape[0] - 1
     with nogil:
         for i in range(n):
@@ -427,7 +432,7 @@ def scatter(int16_t[::1] where, const int64_t[::1] bounds, const cverdict_t[::1]
     cdef int64_t[::1] cursor = cursor_a
     if out.shape[0] != n or work_next.shape[0] != m:
         raise ValueError("the row arrays or the grouped arrays differ in length")
-    _check_grouped(where, bounds, m, cursor)
+    _check_grouped(bounds, m, cursor)
     cdef Py_ssize_t nodes = bounds.shape[0] - 1
     with nogil:
         for i in range(n):
