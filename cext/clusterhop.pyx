@@ -1,15 +1,15 @@
 # cython: language_level=3
 """The cluster layer's per-hop bookkeeping (kproxy_emu/cluster_net/network.py) in compiled
-passes over typed memoryviews, without the GIL. ``ClusterDataplane.process`` runs, per hop:
-``group`` (how many rows each node has: ``where[i]`` is the node row i is at, -1 once it
-ended), ``gather`` (one sequential pass putting each node's rows, in row order, into
-contiguous grouped arrays: the packet as it reaches the node, its verdict row so far, its
-length), then per node its ``Dataplane.process`` on its slice and ``apply`` (the tuple as it
-leaves the node, the routing lookup, the MTU checks, the outcome and path, on the grouped
-rows), then ``scatter`` (one sequential pass writing the verdict rows back in row order and
-the node each row goes on to). ``enter`` checks the first link's MTU before the first hop.
-The semantics are the ones docs/cluster.md states (``Routes.lookup`` is the lookup the
-numpy ``ClusterDataplane.route`` makes; tests compare them).
+passes over typed memoryviews, without the GIL. ``ClusterDataplane.process`` runs ``enter``
+(the first link's MTU), ``group`` (how many rows each node has: ``where[i]`` is the node row
+i is at, -1 once it ended), then per hop: ``gather`` (one sequential pass putting each
+node's rows, in row order, into contiguous grouped arrays: the packet as it reaches the
+node, its verdict row so far, its length), per node its ``Dataplane.process`` on its slice
+and ``apply`` (the tuple as it leaves the node, the routing lookup, the MTU checks, the
+outcome and path, on the grouped rows), then ``scatter`` (one sequential pass writing the
+verdict rows back in row order and the node each row goes on to, counting the next hop's
+rows). ``Routes`` answers what the numpy ``ClusterDataplane.route`` answers (it is built
+from it; tests compare them). The semantics are the ones docs/cluster.md states.
 
 Every index a loop follows is checked against its array first (ValueError), as the engine
 constructors do: the release build has no bounds checks.
@@ -99,96 +99,45 @@ cdef inline Py_ssize_t _upper(const uint32_t* keys, Py_ssize_t n, uint32_t ip) n
     return (base - keys) + (base[0] <= ip)
 
 
-cdef inline Py_ssize_t _find(const uint32_t[::1] keys, uint32_t ip) noexcept nogil:
-    """The index of ``ip`` in the sorted, unique ``keys``, or -1."""
-    cdef Py_ssize_t n = keys.shape[0], k
-    if n == 0:
-        return -1
-    k = _upper(&keys[0], n, ip) - 1
-    if k >= 0 and keys[k] == ip:
-        return k
-    return -1
+cdef enum:
+    SEG_HOST = 1        # the segment is one node address
+    SEG_NO_ROUTE = 2    # inside the cluster CIDR, no node owns it
 
 
 cdef class Routes:
-    """The cluster's routing tables, as ``ClusterDataplane._build_routes`` makes them:
-    node addresses (sorted keys, node), pod CIDRs (start, mask, node: sorted by start when
-    ``disjoint``, else in the order they are tried), pod and endpoint addresses outside
-    every pod CIDR (sorted keys, node), the cluster CIDRs (net, mask)."""
+    """The cluster's routes as segments of the IPv4 space: segment k holds the addresses
+    from ``starts[k]`` (``starts[0]`` is 0, ascending) to the next start, all with the same
+    ``owner`` (a node index, -1: none) and ``flags`` (1: a node's address, 2: no route).
+    ``ClusterDataplane`` builds them from its numpy ``route`` at every boundary of its
+    tables (node addresses, pod CIDRs, other pod and endpoint addresses, cluster CIDRs), so
+    one sorted search gives what ``route`` gives."""
 
-    cdef const uint32_t[::1] host_keys
-    cdef const int16_t[::1] host_vals
-    cdef const uint32_t[::1] net_start
-    cdef const uint32_t[::1] net_mask
-    cdef const int16_t[::1] net_node
-    cdef bint disjoint
-    cdef const uint32_t[::1] pod_keys
-    cdef const int16_t[::1] pod_vals
-    cdef const uint32_t[::1] cl_net
-    cdef const uint32_t[::1] cl_mask
+    cdef const uint32_t[::1] starts
+    cdef const int16_t[::1] owner
+    cdef const uint8_t[::1] flags
     cdef readonly int n_nodes
 
-    def __cinit__(self, host_keys, host_vals, net_start, net_mask, net_node, bint disjoint,
-                  pod_keys, pod_vals, cluster_net, cluster_mask, int n_nodes):
-        hk = np.ascontiguousarray(host_keys, np.uint32)
-        hv = np.ascontiguousarray(host_vals, np.int16)
-        ns = np.ascontiguousarray(net_start, np.uint32)
-        nm = np.ascontiguousarray(net_mask, np.uint32)
-        nn = np.ascontiguousarray(net_node, np.int16)
-        pk = np.ascontiguousarray(pod_keys, np.uint32)
-        pv = np.ascontiguousarray(pod_vals, np.int16)
-        cn = np.ascontiguousarray(cluster_net, np.uint32)
-        cm = np.ascontiguousarray(cluster_mask, np.uint32)
+    def __cinit__(self, starts, owner, flags, int n_nodes):
+        st = np.ascontiguousarray(starts, np.uint32)
+        ow = np.ascontiguousarray(owner, np.int16)
+        fl = np.ascontiguousarray(flags, np.uint8)
         if n_nodes < 1 or n_nodes > 32767:
             raise ValueError("n_nodes must be 1-32767")
-        if (hk.shape != hv.shape or pk.shape != pv.shape or ns.shape != nm.shape
-                or ns.shape != nn.shape or cn.shape != cm.shape):
-            raise ValueError("a table's keys and values differ in length")
-        for vals in (hv, nn, pv):
-            if len(vals) and (vals.min() < 0 or vals.max() >= n_nodes):
-                raise ValueError("a node index out of range")
-        for keys in (hk, pk):
-            if (np.diff(keys.astype(np.int64)) <= 0).any():
-                raise ValueError("host_keys and pod_keys must be sorted and unique")
-        self.host_keys, self.host_vals = hk, hv
-        self.net_start, self.net_mask, self.net_node = ns, nm, nn
-        self.disjoint = disjoint
-        self.pod_keys, self.pod_vals = pk, pv
-        self.cl_net, self.cl_mask = cn, cm
+        if st.ndim != 1 or len(st) == 0 or st[0] != 0 or ow.shape != st.shape or fl.shape != st.shape:
+            raise ValueError("starts (from 0), owner and flags: one per segment")
+        if (np.diff(st.astype(np.int64)) <= 0).any():
+            raise ValueError("starts must be ascending")
+        if ow.min() < -1 or ow.max() >= n_nodes:
+            raise ValueError("an owner out of range")
+        self.starts, self.owner, self.flags = st, ow, fl
         self.n_nodes = n_nodes
 
     cdef inline int16_t lookup(self, uint32_t ip, bint* is_host, bint* no_route) noexcept nogil:
-        cdef Py_ssize_t k, pos, n
-        cdef int16_t owner = -1
-        k = _find(self.host_keys, ip)
-        is_host[0] = k >= 0
-        if k >= 0:
-            owner = self.host_vals[k]
-        n = self.net_start.shape[0]
-        if owner < 0 and n:
-            if self.disjoint:
-                # searchsorted(side="right") - 1, at least 0
-                pos = _upper(&self.net_start[0], n, ip) - 1
-                if pos < 0:
-                    pos = 0
-                if (ip & self.net_mask[pos]) == self.net_start[pos]:
-                    owner = self.net_node[pos]
-            else:
-                for pos in range(n):
-                    if (ip & self.net_mask[pos]) == self.net_start[pos]:
-                        owner = self.net_node[pos]
-                        break
-        if owner < 0:
-            k = _find(self.pod_keys, ip)
-            if k >= 0:
-                owner = self.pod_vals[k]
-        no_route[0] = False
-        if owner < 0:
-            for k in range(self.cl_net.shape[0]):
-                if (ip & self.cl_mask[k]) == self.cl_net[k]:
-                    no_route[0] = True
-                    break
-        return owner
+        cdef Py_ssize_t k = _upper(&self.starts[0], self.starts.shape[0], ip) - 1
+        cdef uint8_t f = self.flags[k]
+        is_host[0] = (f & SEG_HOST) != 0
+        no_route[0] = (f & SEG_NO_ROUTE) != 0
+        return self.owner[k]
 
     def route(self, const uint32_t[::1] ip):
         """(owner node or -1, is a node address, no route) for each address."""
@@ -423,10 +372,11 @@ def scatter(int16_t[::1] where, const int64_t[::1] bounds, const cverdict_t[::1]
             const int16_t[::1] work_next, cverdict_t[::1] out):
     """The hop's grouped rows back in place, in one sequential pass (the inverse of
     ``gather`` with the same ``where`` and ``bounds``): ``out[i]`` from ``work``, and
-    ``where[i]`` the node the row goes on to (-1: it ended)."""
+    ``where[i]`` the node the row goes on to (-1: it ended). Returns the next hop's bounds
+    (``group`` of the new ``where``)."""
     cdef Py_ssize_t i, n = where.shape[0], m = work.shape[0]
     cdef int64_t j
-    cdef int16_t nd
+    cdef int16_t nd, nxt
     cdef bint bad = False
     cursor_a = np.empty(max(bounds.shape[0] - 1, 0), np.int64)
     cdef int64_t[::1] cursor = cursor_a
@@ -434,6 +384,8 @@ def scatter(int16_t[::1] where, const int64_t[::1] bounds, const cverdict_t[::1]
         raise ValueError("the row arrays or the grouped arrays differ in length")
     _check_grouped(bounds, m, cursor)
     cdef Py_ssize_t nodes = bounds.shape[0] - 1
+    next_a = np.zeros(nodes + 1, np.int64)
+    cdef int64_t[::1] next_bounds = next_a
     with nogil:
         for i in range(n):
             nd = where[i]
@@ -445,6 +397,16 @@ def scatter(int16_t[::1] where, const int64_t[::1] bounds, const cverdict_t[::1]
             j = cursor[nd]
             cursor[nd] = j + 1
             out[i] = work[j]
-            where[i] = work_next[j]
+            nxt = work_next[j]
+            if nxt >= nodes:
+                bad = True
+                break
+            where[i] = nxt
+            if nxt >= 0:
+                next_bounds[nxt + 1] += 1
+        if not bad:
+            for i in range(nodes):
+                next_bounds[i + 1] += next_bounds[i]
     if bad:
-        raise ValueError("bounds do not match where")
+        raise ValueError("bounds or work_next do not match where")
+    return next_a

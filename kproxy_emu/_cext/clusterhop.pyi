@@ -22,16 +22,9 @@ class Routes:
     def n_nodes(self) -> int: ...
     def __init__(
         self,
-        host_keys: npt.ArrayLike,
-        host_vals: npt.ArrayLike,
-        net_start: npt.ArrayLike,
-        net_mask: npt.ArrayLike,
-        net_node: npt.ArrayLike,
-        disjoint: bool,
-        pod_keys: npt.ArrayLike,
-        pod_vals: npt.ArrayLike,
-        cluster_net: npt.ArrayLike,
-        cluster_mask: npt.ArrayLike,
+        starts: npt.ArrayLike,
+        owner: npt.ArrayLike,
+        flags: npt.ArrayLike,
         n_nodes: int,
     ) -> None: ...
     def route(
@@ -78,4 +71,4 @@ def scatter(
     work: npt.NDArray[np.void],
     work_next: npt.NDArray[np.int16],
     out: npt.NDArray[np.void],
-) -> None: ...
+) -> npt.NDArray[np.int64]: ...

@@ -283,30 +283,21 @@ class ClusterDataplane:
                 self._cluster_nets.append((int(net.network_address), int(net.netmask)))
 
     def _compiled_routes(self) -> Any:
-        """The routing tables for the compiled hop passes (built once)."""
+        """The routing tables for the compiled hop passes (built once): the address space
+        cut at every boundary of the tables, each segment's answer from ``route`` itself."""
         routes = self._routes_c
         if routes is None:
             from .._cext import clusterhop
 
-            if self._nets_disjoint:
-                start, mask, owner = self._net_start, self._net_mask, self._net_node
-            else:  # tried in order, the first that holds the address wins
-                start = np.array([n for n, _, _ in self._nets], np.uint32)
-                mask = np.array([m for _, m, _ in self._nets], np.uint32)
-                owner = np.array([i for _, _, i in self._nets], np.int16)
-            routes = clusterhop.Routes(
-                self._host_keys,
-                self._host_vals,
-                start,
-                mask,
-                owner,
-                self._nets_disjoint,
-                self._pod_keys,
-                self._pod_vals,
-                np.array([c for c, _ in self._cluster_nets], np.uint32),
-                np.array([m for _, m in self._cluster_nets], np.uint32),
-                len(self.nodes),
-            )
+            cuts = {0}
+            for k in (*self._host_keys.tolist(), *self._pod_keys.tolist()):
+                cuts.update((k, k + 1))
+            for net, mask in (*((n, m) for n, m, _ in self._nets), *self._cluster_nets):
+                cuts.update((net, net + ((~mask) & 0xFFFFFFFF) + 1))
+            starts = np.array(sorted(c for c in cuts if c < 2**32), np.uint32)
+            owner, host, no_route = self.route(starts)
+            flags = host.astype(np.uint8) | (no_route.astype(np.uint8) << 1)
+            routes = clusterhop.Routes(starts, owner, flags, len(self.nodes))
             self._routes_c = routes
         return routes
 
@@ -422,8 +413,8 @@ class ClusterDataplane:
             packets, where, length, out, cni.pod_mtu, cni.underlay_mtu, n_nodes
         )
         part, work, work_length, work_next = self._scratch(entering)
+        bounds = clusterhop.group(where, n_nodes)
         for hop in range(MAX_HOPS + 1):
-            bounds = clusterhop.group(where, n_nodes)
             if bounds[-1] == 0:
                 break
             if hop == MAX_HOPS:  # still moving after MAX_HOPS nodes: a routing loop
@@ -451,7 +442,7 @@ class ClusterDataplane:
                     cni.cross_mtu,
                     int(cni.cross_path),
                 )
-            clusterhop.scatter(where, bounds, work, work_next, out)
+            bounds = clusterhop.scatter(where, bounds, work, work_next, out)
         return out
 
     def _scratch(self, m: int) -> tuple[Any, Any, Any, Any]:

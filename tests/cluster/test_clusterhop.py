@@ -33,7 +33,11 @@ def test_compiled_route_equals_numpy_route(cidr):
     cluster = synth.cluster(30, endpoints=3, nodes=4, seed=3, type_mix={"ClusterIP": 1})
     cdp = ClusterDataplane(cluster, "iptables", cluster_cidr=cidr)
     rng = np.random.default_rng(0)
-    known = np.concatenate([cdp._host_keys, cdp._net_start, cdp._net_start + 7])
+    ends = cdp._net_start | ~cdp._net_mask
+    known = np.concatenate(
+        [cdp._host_keys, cdp._host_keys + 1, cdp._host_keys - 1, cdp._net_start - 1]
+        + [cdp._net_start, cdp._net_start + 7, ends, ends + 1, np.array([0, 2**32 - 1])]
+    )
     ips = np.concatenate(
         [known, rng.integers(0, 2**32, 2000, dtype=np.uint64).astype(np.uint32)]
     ).astype(np.uint32)
@@ -52,4 +56,25 @@ def test_bad_indices_raise():
     bounds = clusterhop.group(np.array([1, -1, 0, 1, 0], np.int16), 2)
     assert bounds.tolist() == [0, 2, 4]
     with pytest.raises(ValueError):
-        clusterhop.Routes(cdp._host_keys, cdp._host_vals + 5, [], [], [], True, [], [], [], [], 2)
+        clusterhop.Routes([0, 5], [0, 2], [0, 0], 2)  # owner out of range
+    with pytest.raises(ValueError):
+        clusterhop.Routes([1, 5], [0, 1], [0, 0], 2)  # not from 0
+    with pytest.raises(ValueError):
+        clusterhop.Routes([0, 5, 5], [0, 1, 1], [0, 0, 0], 2)  # not ascending
+    assert cdp._compiled_routes().n_nodes == 2
+
+
+def test_compiled_route_with_overlapping_pod_cidrs():
+    cluster = synth.cluster(10, endpoints=2, nodes=3, seed=3, type_mix={"ClusterIP": 1})
+    names = sorted(cluster.nodes)
+    first = cluster.nodes[names[0]].pod_cidrs[0]
+    wider = first.rsplit("/", 1)[0] + "/" + str(int(first.rsplit("/", 1)[1]) - 4)
+    cluster.nodes[names[2]].pod_cidrs = [wider]
+    cdp = ClusterDataplane(cluster, "iptables", cluster_cidr="10.0.0.0/8")
+    assert not cdp._nets_disjoint
+    start = np.array([n for n, _, _ in cdp._nets], np.int64)
+    ips = (start[:, None] + np.arange(-3, 5000, 37)[None, :]).ravel() % 2**32
+    ips = ips.astype(np.uint32)
+    got = cdp._compiled_routes().route(ips)
+    for g, w in zip(got, cdp.route(ips), strict=True):
+        assert np.array_equal(g, w)
