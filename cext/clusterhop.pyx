@@ -15,6 +15,7 @@ Every index a loop follows is checked against its array first (ValueError), as t
 constructors do: the release build has no bounds checks.
 """
 from libc.stdint cimport int16_t, int64_t, uint8_t, uint16_t, uint32_t
+from libc.string cimport memset
 
 from packet cimport (
     packet_t, verdict_t, ACT_DROP, ACT_REJECT, ORIGIN_EXTERNAL, ORIGIN_HOST,
@@ -159,7 +160,9 @@ cdef class Routes:
 
 cdef inline void _fresh(cverdict_t* o, const packet_t* p, int16_t node,
                         uint8_t outcome) noexcept nogil:
-    """The verdict row of a packet entering ``node``: as sent, delivered so far."""
+    """The verdict row of a packet entering ``node``: as sent, delivered so far. Its
+    padding byte zeroed (copies keep it): equal verdict rows are equal bytes."""
+    memset(o, 0, sizeof(cverdict_t))
     o.src_ip = p.src_ip
     o.dst_ip = p.dst_ip
     o.src_port = p.src_port

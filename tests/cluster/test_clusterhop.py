@@ -78,3 +78,17 @@ def test_compiled_route_with_overlapping_pod_cidrs():
     got = cdp._compiled_routes().route(ips)
     for g, w in zip(got, cdp.route(ips), strict=True):
         assert np.array_equal(g, w)
+
+
+def test_verdict_rows_have_zero_padding():
+    cluster = synth.cluster(20, endpoints=3, nodes=3, seed=3, type_mix={"ClusterIP": 1})
+    cdp = ClusterDataplane(cluster, "iptables", cluster_cidr="10.0.0.0/8")
+    from kproxy_emu import packets
+
+    targets = cluster.packet_targets()
+    cidrs = [c for n in cluster.nodes.values() for c in n.pod_cidrs]
+    batch = packets.synth(targets, 500, seed=1, origin_mix={"pod": 1.0}, sources={"pod": cidrs})
+    lengths = np.where(np.arange(500) % 7 == 0, 9000, 60)
+    v = cdp.process(batch, None, lengths)
+    pad = v.view(np.uint8).reshape(len(v), CLUSTER_VERDICT_DTYPE.itemsize)[:, 27:]
+    assert (v["outcome"] == Outcome.MTU).any() and not pad.any()
