@@ -37,10 +37,8 @@ from ..errors import InputError
 from ..packets import (
     PACKET_DTYPE,
     PROTO_NAMES,
-    Action,
     Origin,
     TcpFlag,
-    empty_verdicts,
     ip_to_u32,
     u32_to_ip,
 )
@@ -216,6 +214,7 @@ class ClusterDataplane:
                 )
             )
         self.mode = self.nodes[0].mode
+        self._scratch_arrays: tuple[Any, Any, Any, Any] | None = None
         self._build_routes()
 
     def __repr__(self) -> str:
@@ -229,6 +228,7 @@ class ClusterDataplane:
         """Node addresses (exact), pod CIDRs (per node), pod and endpoint addresses outside
         every pod CIDR (exact, from Pods' nodeName and EndpointSlices' nodeName), and the
         cluster CIDRs (an address inside them that no node owns has no route)."""
+        self._routes_c: Any = None  # their compiled copy, built on first use
         ips: dict[int, int] = {}
         for i, name in enumerate(self.node_names):
             for ip in self.cluster.node(name).ips:
@@ -281,6 +281,25 @@ class ClusterDataplane:
             net = ipaddress.ip_network(c, strict=False)
             if net.version == 4:
                 self._cluster_nets.append((int(net.network_address), int(net.netmask)))
+
+    def _compiled_routes(self) -> Any:
+        """The routing tables for the compiled hop passes (built once): the address space
+        cut at every boundary of the tables, each segment's answer from ``route`` itself."""
+        routes = self._routes_c
+        if routes is None:
+            from .._cext import clusterhop
+
+            cuts = {0}
+            for k in (*self._host_keys.tolist(), *self._pod_keys.tolist()):
+                cuts.update((k, k + 1))
+            for net, mask in (*((n, m) for n, m, _ in self._nets), *self._cluster_nets):
+                cuts.update((net, net + ((~mask) & 0xFFFFFFFF) + 1))
+            starts = np.array(sorted(c for c in cuts if c < 2**32), np.uint32)
+            owner, host, no_route = self.route(starts)
+            flags = host.astype(np.uint8) | (no_route.astype(np.uint8) << 1)
+            routes = clusterhop.Routes(starts, owner, flags, len(self.nodes))
+            self._routes_c = routes
+        return routes
 
     @staticmethod
     def _exact(keys: npt.NDArray[np.uint32], vals: npt.NDArray[np.int16], ip: Any) -> Any:
@@ -371,99 +390,75 @@ class ClusterDataplane:
         n = len(packets)
         node = self._nodes_arg(nodes, packets)
         if lengths is None:
-            length = np.full(n, DEFAULT_LENGTH, np.int64)
+            length = np.full(n, DEFAULT_LENGTH, np.uint16)
         else:
-            length = np.asarray(lengths, np.int64)
-            if length.shape != (n,) or (n and (length.min() < 20 or length.max() > 65535)):
+            given = np.asarray(lengths, np.int64)
+            if given.shape != (n,) or (n and (given.min() < 20 or given.max() > 65535)):
                 raise InputError(
                     "must give one IP length, 20-65535 bytes, per packet", field="lengths"
                 )
-        cur = np.ascontiguousarray(packets).copy()
+            length = given.astype(np.uint16)
+        from .._cext import clusterhop
+
         cni = self.cni
-        # the result's columns as plain arrays (a structured array's fields are strided)
-        outcome = np.full(n, Outcome.DELIVERED, np.uint8)
-        path = np.full(n, Path.NONE, np.uint8)
-        hops = np.zeros(n, np.uint8)
-        rules = np.zeros(n, np.uint32)
-        lookups = np.zeros(n, np.uint32)
-        first_action = np.zeros(n, np.uint8)
-        masq = np.zeros(n, bool)
-        # entering: a pod's interface, or the node's uplink for an outside client
-        origin = cur["origin"]
-        first_mtu = np.where(origin == Origin.EXTERNAL, cni.underlay_mtu, cni.pod_mtu)
-        too_big = (length > first_mtu) & (origin != Origin.HOST)
-        outcome[too_big] = Outcome.MTU
-        active = np.flatnonzero(~too_big)
+        routes = self._compiled_routes()
+        packets = np.ascontiguousarray(packets)
         n_nodes = len(self.nodes)
-        for hop in range(MAX_HOPS):
-            if len(active) == 0:
+        # the verdict rows are written in place by compiled passes (cext/clusterhop.pyx):
+        # the entry and its first link's MTU, then per hop each node's rows gathered in row
+        # order, its Dataplane, and the routing, MTU checks, outcome and path of its rows
+        out = np.empty(n, CLUSTER_VERDICT_DTYPE)
+        where = np.array(node, np.int16)  # the node each row is at (-1: it has ended)
+        entering = clusterhop.enter(
+            packets, where, length, out, cni.pod_mtu, cni.underlay_mtu, n_nodes
+        )
+        part, work, work_length, work_next = self._scratch(entering)
+        bounds = clusterhop.group(where, n_nodes)
+        for hop in range(MAX_HOPS + 1):
+            if bounds[-1] == 0:
                 break
-            rows = cur[active]
-            here = node[active]
-            verdicts = np.empty(len(active), empty_verdicts(0).dtype)
-            # each node's rows in row order: one stable sort, then contiguous slices
-            order = np.argsort(here, kind="stable")
-            bounds = np.searchsorted(here[order], np.arange(n_nodes + 1))
+            if hop == MAX_HOPS:  # still moving after MAX_HOPS nodes: a routing loop
+                out["outcome"][where >= 0] = Outcome.NO_ROUTE
+                break
+            # forwarded: after what each node already processed this call
+            clocks = np.array([dp.clock for dp in self.nodes], np.float64)
+            clusterhop.gather(
+                packets, out, length, where, bounds, clocks, hop > 0, part, work, work_length
+            )
             for i in range(n_nodes):
-                if bounds[i] == bounds[i + 1]:
+                lo, hi = int(bounds[i]), int(bounds[i + 1])
+                if lo == hi:
                     continue
-                sel = order[bounds[i] : bounds[i + 1]]
-                part = rows[sel]
-                dp = self.nodes[i]
-                if hop:  # forwarded: after what the node already processed this call
-                    np.maximum(part["ts"], dp.clock, out=part["ts"])
-                verdicts[sel] = dp.process(part)
-            hops[active] += 1
-            rules[active] += verdicts["rules"]
-            lookups[active] += verdicts["lookups"]
-            act = verdicts["action"]
-            if hop == 0:
-                first_action[active] = act
-            # the packet as it leaves the node
-            snat = verdicts["snat_ip"] != 0
-            dnat = verdicts["dnat_ip"] != 0
-            dst = np.where(dnat, verdicts["dnat_ip"], rows["dst_ip"])
-            rows["src_ip"] = np.where(snat, verdicts["snat_ip"], rows["src_ip"])
-            rows["dst_ip"] = dst
-            rows["src_port"] = np.where(snat, verdicts["snat_port"], rows["src_port"])
-            rows["dst_port"] = np.where(dnat, verdicts["dnat_port"], rows["dst_port"])
-            masq[active] |= snat & ~verdicts["ct_hit"]
-            owner, _, no_route = self.route(dst)
-            alive = (act != Action.DROP) & (act != Action.REJECT)
-            local = alive & (owner == here)
-            cross = alive & (owner >= 0) & (owner != here)
-            to_pod = local & ~np.isin(dst, self._host_keys)
-            big = (to_pod & (length[active] > cni.pod_mtu)) | (
-                cross & (length[active] > cni.cross_mtu)
-            )
-            go = cross & ~big
-            code = np.select(
-                [act == Action.DROP, act == Action.REJECT, big, no_route, owner < 0],
-                [Outcome.DROPPED, Outcome.REJECTED, Outcome.MTU, Outcome.NO_ROUTE, Outcome.LEFT],
-                Outcome.DELIVERED,
-            )
-            outcome[active] = code
-            hop_path = np.select(
-                [cross, local, alive & (owner < 0) & ~no_route],
-                [cni.cross_path, Path.LOCAL, Path.OUT],
-                Path.NONE,
-            )
-            if hop:  # delivered after a crossing: the path stays the crossing's
-                hop_path = np.where(local, path[active], hop_path)
-            path[active] = np.where(hop_path != Path.NONE, hop_path, path[active])
-            node[active[go]] = owner[go]
-            rows["origin"][go] = Origin.EXTERNAL
-            cur[active] = rows
-            active = active[go]
-        if len(active):  # still moving after MAX_HOPS nodes: a routing loop
-            outcome[active] = Outcome.NO_ROUTE
-        out = np.zeros(n, CLUSTER_VERDICT_DTYPE)
-        for name in ("src_ip", "dst_ip", "src_port", "dst_port"):
-            out[name] = cur[name]
-        out["rules"], out["lookups"], out["node"], out["hops"] = rules, lookups, node, hops
-        out["outcome"], out["path"], out["first_action"] = outcome, path, first_action
-        out["masquerade"] = masq
+                verdicts = self.nodes[i].process(part[lo:hi])
+                clusterhop.apply(
+                    routes,
+                    verdicts,
+                    work[lo:hi],
+                    work_length[lo:hi],
+                    work_next[lo:hi],
+                    i,
+                    hop,
+                    cni.pod_mtu,
+                    cni.cross_mtu,
+                    int(cni.cross_path),
+                )
+            bounds = clusterhop.scatter(where, bounds, work, work_next, out)
         return out
+
+    def _scratch(self, m: int) -> tuple[Any, Any, Any, Any]:
+        """A hop's rows grouped by node (each node's in row order): the packets as they
+        reach their node, their verdict rows so far, lengths, next nodes. Kept between
+        calls (grown as needed): fresh pages cost a fault each on first touch."""
+        have = self._scratch_arrays
+        if have is None or len(have[0]) < m:
+            have = (
+                np.empty(m, PACKET_DTYPE),
+                np.empty(m, CLUSTER_VERDICT_DTYPE),
+                np.empty(m, np.uint16),
+                np.empty(m, np.int16),
+            )
+            self._scratch_arrays = have
+        return have[0][:m], have[1][:m], have[2][:m], have[3][:m]
 
     def replies(
         self, packets: npt.NDArray[np.void], verdicts: npt.NDArray[np.void]
