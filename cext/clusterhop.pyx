@@ -43,6 +43,7 @@ cdef enum:
     C_NO_ROUTE = 5
     C_PATH_NONE = 0
     C_PATH_LOCAL = 1
+    C_PATH_ROUTE = 2
     C_PATH_OUT = 4
 
 
@@ -299,12 +300,14 @@ def gather(const packet_t[:] packets, const cverdict_t[::1] out, const uint16_t[
 
 def apply(Routes routes, const verdict_t[::1] verdicts, cverdict_t[::1] work,
           const uint16_t[::1] work_length, int16_t[::1] work_next, int here, int hop,
-          int pod_mtu, int cross_mtu, int cross_path):
+          int pod_mtu, int cross_mtu, int cross_path, int underlay_mtu=1500):
     """After node ``here``'s dataplane gave ``verdicts`` for its rows of the hop (``work``,
     ``work_length``: theirs, in the same order), at hop ``hop`` (0: the entry node): each
     row's tuple as it leaves the node, rules and lookups added, the route by its
     destination (the bridge or the host, another node, out, no route), the MTU of the next
-    link, the outcome and path. ``work_next``: the node a row is sent to, else -1."""
+    link, the outcome and path. ``work_next``: the node a row is sent to, else -1. Another
+    node's own address is reached over the underlay (``underlay_mtu``, a host route) in
+    either CNI model: only pod CIDRs go through the overlay (the kernel lab showed it)."""
     cdef Py_ssize_t j, m = verdicts.shape[0]
     cdef const verdict_t* v
     cdef cverdict_t* o
@@ -338,7 +341,8 @@ def apply(Routes routes, const verdict_t[::1] verdicts, cverdict_t[::1] work,
             alive = act != ACT_DROP and act != ACT_REJECT
             local = alive and owner == here
             cross = alive and owner >= 0 and owner != here
-            big = (local and not is_host and size > pod_mtu) or (cross and size > cross_mtu)
+            big = (local and not is_host and size > pod_mtu) or (
+                cross and size > (underlay_mtu if is_host else cross_mtu))
             go = cross and not big
             if act == ACT_DROP:
                 code = C_DROPPED
@@ -354,7 +358,7 @@ def apply(Routes routes, const verdict_t[::1] verdicts, cverdict_t[::1] work,
                 code = C_DELIVERED
             o.outcome = code
             if cross:
-                hop_path = cross_path
+                hop_path = C_PATH_ROUTE if is_host else cross_path
             elif local:
                 # delivered after a crossing: the path stays the crossing's
                 hop_path = C_PATH_LOCAL if hop == 0 else C_PATH_NONE

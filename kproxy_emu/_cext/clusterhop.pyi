@@ -64,6 +64,7 @@ def apply(
     pod_mtu: int,
     cross_mtu: int,
     cross_path: int,
+    underlay_mtu: int = 1500,
 ) -> None: ...
 def scatter(
     where: npt.NDArray[np.int16],

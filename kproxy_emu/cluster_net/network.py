@@ -441,6 +441,7 @@ class ClusterDataplane:
                     cni.pod_mtu,
                     cni.cross_mtu,
                     int(cni.cross_path),
+                    cni.underlay_mtu,
                 )
             bounds = clusterhop.scatter(where, bounds, work, work_next, out)
         return out
@@ -652,30 +653,33 @@ class ClusterDataplane:
                 return result
             other = self.node_names[owner]
             other_ip = self.cluster.node(other).ips[0]
-            link = cni.link_text(name, other, other_ip)
-            result["path"] = PATH_NAMES[cni.cross_path]
-            if length > cni.cross_mtu:
+            # another node's own address goes over the underlay in either model: only pod
+            # CIDRs are routed through the overlay (what the kernel lab measured)
+            underlay = is_host or cni.name == "routes"
+            link = (
+                f"host route {name} -> {other}: {daddr} is {other}'s own address, over the "
+                f"underlay (MTU {cni.underlay_mtu})"
+                if is_host and cni.name != "routes"
+                else cni.link_text(name, other, other_ip)
+            )
+            mtu = cni.underlay_mtu if is_host else cni.cross_mtu
+            result["path"] = PATH_NAMES[Path.ROUTE if underlay else cni.cross_path]
+            if length > mtu:
                 steps.append(
-                    {
-                        "step": "route",
-                        "kind": cni.name,
-                        "ok": False,
-                        "mtu": cni.cross_mtu,
-                        "text": link,
-                    }
+                    {"step": "route", "kind": cni.name, "ok": False, "mtu": mtu, "text": link}
                 )
                 return fail(
                     Outcome.MTU,
                     "route",
-                    f"MTU exceeded: {length} bytes > {cni.cross_mtu} on {name} -> {other} "
-                    f"({cni.name}): ICMP fragmentation needed",
+                    f"MTU exceeded: {length} bytes > {mtu} on {name} -> {other} "
+                    f"({'route' if underlay else cni.name}): ICMP fragmentation needed",
                 )
             steps.append(
                 {
                     "step": "route",
-                    "kind": "route" if cni.name == "routes" else "vxlan",
+                    "kind": "route" if underlay else "vxlan",
                     "ok": True,
-                    "mtu": cni.cross_mtu,
+                    "mtu": mtu,
                     "text": link,
                 }
             )

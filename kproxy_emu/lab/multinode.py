@@ -529,8 +529,6 @@ def _errname(err: int | None) -> str:
 
 # ------------------------------------------------------------------ report
 KNOWN = {
-    "node-address-path": "to another node's own address the kernel routes over the underlay "
-    "(eth0), not the overlay: the emulator says vxlan (and checks the overlay's MTU)",
     "egress-source": "the kernel's source (MASQUERADE, or a host socket's source selection) "
     "is the egress interface's address: flannel.1's (vxlan) or cni0's (a pod of the same "
     "node); the emulator says the node's address",
@@ -541,9 +539,6 @@ def known_difference(f: Flow, k: Result, cands: set[Result], node_ips: set[str])
     """The documented emulator difference this disagreement is, if any (see KNOWN)."""
     if k[0] != "delivered":
         return None
-    if k[1] == "route" and k[3] and k[3].split(":")[0] in node_ips:
-        if any(c[1] == "vxlan" and (c[0], c[2], c[3]) == (k[0], k[2], k[3]) for c in cands):
-            return "node-address-path"
     if any(c[:4] == k[:4] and c[4] in node_ips and c[4] != k[4] for c in cands):
         return "egress-source"
     return None
