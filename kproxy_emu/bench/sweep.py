@@ -76,6 +76,14 @@ class BenchSpec:
     ipvs_conn_tab_bits: int | None = None  # ip_vs conn_tab_bits for the ipvs cells
     userspace_payload_bytes: int = DEFAULT_PAYLOAD_BYTES  # per relayed packet (userspace)
     disruption: bool = True  # the disruption pass (bench/disruption.py); needs 2+ endpoints
+    # real traffic instead of synthetic: a pcap/pcapng capture (kproxy_emu.pcap) replayed
+    # through the cluster of ``files`` (manifests / kubectl dumps) as ``node`` sees it;
+    # sources in ``pod_cidrs`` (default: ``cluster_cidr``) are pods
+    pcap: str | None = None
+    files: Sequence[str] = ()
+    node: str | None = None
+    cluster_cidr: str = "10.0.0.0/8"
+    pod_cidrs: Sequence[str] = ()
 
     def validate(self) -> None:
         for n in self.services:
@@ -108,6 +116,12 @@ class BenchSpec:
             raise InputError("must be uniform or zipf", field="--popularity", value=self.popularity)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise InputError("must be a non-negative integer", field="--seed", value=self.seed)
+        if self.pcap is not None and not self.files:
+            raise InputError(
+                "a capture needs the cluster it was taken on (--manifests FILE...)",
+                field="--pcap",
+                value=self.pcap,
+            )
 
 
 def make_cluster(services: int, endpoints: int, seed: int):
@@ -127,6 +141,34 @@ def make_cluster(services: int, endpoints: int, seed: int):
         not_ready_share=0,
         affinity_share=0,
     )
+
+
+def spec_cluster(spec: BenchSpec, services: int):
+    """The cell's cluster: the given manifests (a capture's), else a synthetic one."""
+    if spec.files:
+        from ..model import Cluster
+
+        return Cluster.from_files(list(spec.files))
+    return make_cluster(services, spec.endpoints, spec.seed)
+
+
+def captured(dp, spec: BenchSpec):
+    """The capture's packets as the node sees them (origins from its addresses and the
+    pod CIDRs); the skipped ones are counted by kproxy_emu.pcap."""
+    from .. import pcap
+
+    cap = pcap.read(
+        spec.pcap or "",
+        node_ips=dp.options.node.local_ips,
+        pod_cidrs=list(spec.pod_cidrs) or [spec.cluster_cidr],
+    )
+    if not len(cap.packets):
+        raise InputError(
+            "no IPv4 TCP/UDP/SCTP packet in the capture: " + cap.summary(),
+            field="--pcap",
+            value=spec.pcap,
+        )
+    return cap.packets
 
 
 def one_endpoint_changed(cluster):
@@ -407,21 +449,23 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
     from ..dataplane import Dataplane, EbpfOptions, IpvsOptions
 
     if cluster is None:
-        cluster = make_cluster(services, spec.endpoints, spec.seed)
+        cluster = spec_cluster(spec, services)
     t0 = time.perf_counter()
     mode_opts: str | IpvsOptions | EbpfOptions = mode
     if mode == "ipvs" and spec.ipvs_conn_tab_bits:
         mode_opts = IpvsOptions(conn_tab_bits=spec.ipvs_conn_tab_bits)
     if mode == "ebpf":  # bpf-lb-map-max raised to fit, as an operator of a large cluster does
         mode_opts = EbpfOptions(lb_map_max=EBPF_LB_MAP_MAX)
-    dp = Dataplane(cluster, mode_opts, cluster_cidr="10.0.0.0/8", seed=spec.seed)
+    dp = Dataplane(
+        cluster, mode_opts, node=spec.node, cluster_cidr=spec.cluster_cidr, seed=spec.seed
+    )
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     dp.prepare()
     prepare_s = time.perf_counter() - t0
     full_sync = dp.syncs[-1].cost() if dp.syncs else {}
 
-    batch = traffic(dp, spec, spec.seed + 1)
+    batch = captured(dp, spec) if spec.pcap else traffic(dp, spec, spec.seed + 1)
     n = len(batch)
 
     def new_pass():
@@ -644,6 +688,8 @@ def run(spec: BenchSpec, *, progress: bool = True, isolate: bool = True) -> dict
 
     spec.validate()
     dram_latency_ns()  # once, before the cells fork: each inherits the figure
+    if spec.files:  # one cluster, the given one: its size is the cells' "services"
+        spec = dataclasses.replace(spec, services=[len(spec_cluster(spec, 0).services)])
     cells = [(m, n) for n in spec.services for m in spec.modes]
     machine = machine_info()
     records: list[dict] = []
@@ -681,7 +727,8 @@ def run(spec: BenchSpec, *, progress: bool = True, isolate: bool = True) -> dict
     # the Python evaluator takes ~10 µs per rule walked: keep its case small
     reference = reference_ratio(spec, min(min(spec.services), REFERENCE_SERVICES))
     moved: list[dict] = []
-    if spec.disruption and spec.endpoints >= 2:  # one endpoint is removed: 2 at least
+    # one endpoint is removed (2 at least); on a synthetic cluster of the sweep's shape
+    if spec.disruption and spec.endpoints >= 2 and not spec.files:
         from . import disruption
 
         moved = disruption.run(spec.modes, endpoints=spec.endpoints, seed=spec.seed)

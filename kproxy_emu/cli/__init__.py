@@ -288,6 +288,26 @@ def build_parser() -> argparse.ArgumentParser:
         "~/.cache/kproxy-emu/calibration.json when present)",
     )
     p.add_argument(
+        "--pcap",
+        metavar="CAPTURE",
+        help="replay a real capture (pcap/pcapng) through each mode instead of synthetic "
+        "traffic; needs --manifests (the cluster it was taken on)",
+    )
+    p.add_argument(
+        "--manifests",
+        nargs="+",
+        metavar="FILE",
+        help="with --pcap: the cluster's manifests or kubectl dumps",
+    )
+    p.add_argument("--node", metavar="NAME", help="with --pcap: the node it was taken on")
+    p.add_argument(
+        "--cluster-cidr",
+        metavar="CIDR",
+        default="10.0.0.0/8",
+        help="with --pcap: the pod range (local-traffic detection and the capture's pod "
+        "sources; default 10.0.0.0/8)",
+    )
+    p.add_argument(
         "--disruption",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -767,7 +787,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         ipvs_conn_tab_bits=args.ipvs_conn_tab_bits,
         userspace_payload_bytes=args.userspace_payload_bytes,
         disruption=args.disruption,
+        pcap=args.pcap,
+        files=tuple(args.manifests or ()),
+        node=args.node,
+        cluster_cidr=args.cluster_cidr,
     )
+    if args.manifests and not args.pcap:
+        raise InputError("applies with --pcap only", field="--manifests", value=args.manifests[0])
     if args.services:
         spec.services = args.services
     if args.modes:

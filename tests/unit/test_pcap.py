@@ -252,3 +252,35 @@ def test_process_command(tmp_path, cluster, cli):
     assert res.returncode == 0 and "verdicts: ACCEPT 0, DNAT 3" in res.stdout
     res = cli("process", tmp_path / "cluster.yaml", "--pcap", tmp_path / "missing.pcap")
     assert res.returncode == 2 and "cannot read" in res.stderr
+
+
+def test_bench_replays_a_capture_in_every_mode(tmp_path, cluster):
+    """bench --pcap: the capture's packets through each mode on the cluster it was taken
+    on (the cells' size is that cluster's), the same records as the synthetic sweep's."""
+    from kproxy_emu.bench import report, sweep
+
+    manifests = tmp_path / "cluster.json"
+    cluster.dump(str(manifests))
+    node_ip = Dataplane(cluster, "iptables").options.node.primary_ip
+    _capture(tmp_path / "in.pcap", cluster, node_ip)
+    spec = sweep.BenchSpec(
+        modes=("iptables", "nftables", "ebpf"),
+        repeat=1,
+        pcap=str(tmp_path / "in.pcap"),
+        files=(str(manifests),),
+        cluster_cidr="10.244.0.0/16",
+    )
+    result = sweep.run(spec, progress=False, isolate=False)
+    new = [r for r in result["records"] if r["flow"] == "new"]
+    assert [r["mode"] for r in new] == ["iptables", "nftables", "ebpf"]
+    for r in new:
+        assert r["packets"] == 4 and r["services"] == len(cluster.services)
+        assert r["actions"].get("DNAT", 0) >= 2  # the TCP and SCTP flows to Services
+    assert result["disruption"] == []  # a synthetic-cluster figure: not with a capture
+    assert "iptables" in report.table(result)
+
+
+def test_bench_pcap_needs_the_cluster(tmp_path, cli):
+    proc = cli("bench", "--pcap", str(tmp_path / "x.pcap"))
+    assert proc.returncode == 2
+    assert "--pcap: a capture needs the cluster it was taken on" in proc.stderr
