@@ -66,7 +66,7 @@ cdef enum:
     TAG_NAT_FWD = 3
     TAG_NAT_REV = 4
     # entry flags
-    CTF_REV_NAT = 1         # replies get the frontend (addr2:port2) back as their source
+    CTF_REV_NAT = 1         # replies get the frontend (the reverse-NAT map's) as their source
     CTF_SEEN_NON_SYN = 2
     CTF_CLOSING = 4
     # Cilium's NodePort SNAT port range and retries (bpf/lib/nat.h, node_config.h)
@@ -83,9 +83,8 @@ ctypedef struct lru_entry_t:
     uint32_t backend        # backend ID
     uint32_t rev_nat        # rev_nat_index
     uint32_t addr           # the address the entry translates to
-    uint32_t addr2          # a second one (the frontend of a reverse NAT)
+    uint32_t hint           # a socket's entry: its flow's CT entry + 1 (0: none known)
     uint16_t port
-    uint16_t port2
     uint16_t flags          # CTF_*
     uint16_t ref            # CLOCK maps: used since the hand last passed
     int32_t endpoint        # the endpoint table's index of the backend, -1
@@ -94,7 +93,7 @@ ctypedef struct lru_entry_t:
 
 LRU_ENTRY_DTYPE = np.dtype(
     [("ka", "u8"), ("kb", "u8"), ("expires", "f8"), ("backend", "u4"), ("rev_nat", "u4"),
-     ("addr", "u4"), ("addr2", "u4"), ("port", "u2"), ("port2", "u2"), ("flags", "u2"),
+     ("addr", "u4"), ("hint", "u4"), ("port", "u2"), ("flags", "u2"),
      ("ref", "u2"), ("endpoint", "i4"), ("prev", "i4"), ("next", "i4")], align=True)
 
 
@@ -285,9 +284,8 @@ cdef int32_t lru_insert(lru_t* m, uint64_t ka, uint64_t kb, uint32_t* probes) no
     m.e[i].backend = 0
     m.e[i].rev_nat = 0
     m.e[i].addr = 0
-    m.e[i].addr2 = 0
+    m.e[i].hint = 0
     m.e[i].port = 0
-    m.e[i].port2 = 0
     m.e[i].flags = 0
     m.e[i].endpoint = -1
     return i
@@ -472,6 +470,8 @@ cdef class LbTable:
     cdef uint64_t match_mask
     cdef const uint32_t* sr_net
     cdef const uint32_t* sr_mask
+    cdef const uint32_t* rn_addr    # the reverse-NAT map by rev_nat_index (0: no entry)
+    cdef const uint16_t* rn_port
     cdef readonly Py_ssize_t n_rev_nat
     cdef object _arrays             # the numpy arrays behind the pointers
     cdef readonly LruMap affinity
@@ -544,9 +544,16 @@ cdef class LbTable:
         svc = _buckets(keys, np.arange(n, dtype=np.int32))
         match_table = _buckets(np.asarray(match, np.uint64) + 1,
                                np.zeros(match.shape[0], np.int32))
-        nr = int(np.max(fe_rev_nat)) + 1 if n else 1
-        self.n_rev_nat = nr if rn_addr is None else max(nr, len(rn_addr))
-        self._arrays = (svc, fe, slots, lut_idx, be_table, be, match_table, net, mask)
+        rna = np.ascontiguousarray(rn_addr if rn_addr is not None else [], np.uint32)
+        rnp = np.ascontiguousarray(rn_port if rn_port is not None else [], np.uint16)
+        if rna.ndim != 1 or rnp.shape != rna.shape:
+            raise ValueError("rn_addr and rn_port must have the same length")
+        self.n_rev_nat = rna.shape[0]
+        self._arrays = (svc, fe, slots, lut_idx, be_table, be, match_table, net, mask, rna, rnp)
+        cdef const uint32_t[::1] vra = rna
+        cdef const uint16_t[::1] vrp = rnp
+        self.rn_addr = &vra[0] if vra.shape[0] else NULL
+        self.rn_port = &vrp[0] if vrp.shape[0] else NULL
         cdef const bucket_t[::1] vs = svc
         cdef const fe_t[::1] vf = fe
         cdef const be_t[::1] vb = be
@@ -849,7 +856,7 @@ cdef class EbpfEngine(Engine):
                 if stage == 1:
                     __builtin_prefetch(&self.sock_t.e[i])
                 elif self.sock_t.e[i].ka == ka and self.sock_t.e[i].kb == kb:
-                    i = <int32_t>self.sock_t.e[i].addr2 - 1
+                    i = <int32_t>self.sock_t.e[i].hint - 1
                     if i >= 0:
                         __builtin_prefetch(&(self.ct_tcp_t if p.proto == PROTO_TCP
                                              else self.ct_any_t).e[i])
@@ -941,7 +948,7 @@ cdef class EbpfEngine(Engine):
         if p.proto == PROTO_TCP and (p.tcp_flags & (TCP_SYN | TCP_ACK)) != TCP_SYN:
             return HV_CONTINUE  # not a connect: no socket hook runs
         fe = self.lb.frontend(p.dst_ip, p.dst_port, p.proto, True, st, &ext)
-        if fe == FE_NONE and host and self.own(p.dst_ip):
+        if fe == FE_NONE and host and Engine.is_local(self, p.dst_ip):
             # sock4_wildcard_lookup: a NodePort on any local address of the host
             fe = self.lb.frontend(0, p.dst_port, p.proto, True, st, &ext)
         if fe == FE_NONE:
@@ -965,15 +972,6 @@ cdef class EbpfEngine(Engine):
         self.sock_idx = i
         return HV_CONTINUE
 
-    cdef bint own(self, uint32_t ip) noexcept nogil:
-        cdef Py_ssize_t k
-        if (ip >> 24) == 127:
-            return True
-        for k in range(self.n_local):
-            if self.local_ips[k] == ip:
-                return True
-        return False
-
     cdef int lxc_ct(self, const packet_t* p, pkt_state_t* st) noexcept nogil:
         """bpf_lxc's ct_lookup4 on the packet as it leaves the pod: the tuple, then the
         reversed tuple (a reply); a miss creates the entry. A reply of an external flow
@@ -983,9 +981,9 @@ cdef class EbpfEngine(Engine):
         cdef uint64_t kb = key_b(st.sport, st.dport, st.proto, TAG_CT)
         cdef int32_t i = -1
         cdef lru_t* socks = self.sock_t
-        if self.sock_idx >= 0 and socks.e[self.sock_idx].addr2:
+        if self.sock_idx >= 0 and socks.e[self.sock_idx].hint:
             # the entry this socket's flow had: still its own? (else the hash lookup)
-            i = <int32_t>socks.e[self.sock_idx].addr2 - 1
+            i = <int32_t>socks.e[self.sock_idx].hint - 1
             if i >= m.used or m.e[i].ka != ka or m.e[i].kb != kb:
                 i = -1
             elif self.stale(&m.e[i], p, st.now):
@@ -1005,7 +1003,7 @@ cdef class EbpfEngine(Engine):
             st.ct_dir = 0
             self.refresh(&m.e[i], p, st.now)
             if self.sock_idx >= 0:
-                socks.e[self.sock_idx].addr2 = <uint32_t>i + 1
+                socks.e[self.sock_idx].hint = <uint32_t>i + 1
             return HV_CONTINUE
         i = self.live(m, key_a(st.dst, st.src), key_b(st.dport, st.sport, st.proto, TAG_CT), p, st)
         map_step(st, MAP_CT, i >= 0, 1, i)
@@ -1014,17 +1012,13 @@ cdef class EbpfEngine(Engine):
             st.ct_dir = 1
             self.refresh(&m.e[i], p, st.now)
             if m.e[i].flags & CTF_REV_NAT:
-                map_step(st, MAP_REV_NAT, True, 0, <int32_t>m.e[i].rev_nat)
-                st.snat = 1
-                st.snat_ip = m.e[i].addr2
-                st.snat_port = m.e[i].port2
-                st.snat_fixed = 1
+                self.reverse_nat(m.e[i].rev_nat, st)
             return HV_CONTINUE
         i = lru_insert(m, ka, kb, &st.probes)
         m.e[i].endpoint = st.endpoint
         self.refresh(&m.e[i], p, st.now)
         if self.sock_idx >= 0:
-            socks.e[self.sock_idx].addr2 = <uint32_t>i + 1
+            socks.e[self.sock_idx].hint = <uint32_t>i + 1
         return HV_CONTINUE
 
     # -- external traffic: the tc / XDP NodePort path -------------------------------------
@@ -1039,6 +1033,7 @@ cdef class EbpfEngine(Engine):
         cdef int32_t fe = self.lb.frontend(p.dst_ip, p.dst_port, p.proto, False, st, &ext)
         cdef uint32_t bid = 0
         cdef uint8_t hit
+        cdef bint in_range
         if fe == FE_NONE or not (self.lb.fe[ext].flags & FLAG_ROUTABLE):
             # not a frontend served from outside (a ClusterIP is non-routable)
             if p.dst_ip == self.nat_ip:
@@ -1047,8 +1042,9 @@ cdef class EbpfEngine(Engine):
         if fe == FE_EMPTY:
             return HV_DROP  # DROP_NO_SERVICE
         if self.lb.fe[fe].flags & FLAG_SOURCE_RANGE:
-            map_step(st, MAP_SOURCE_RANGE, self.lb.in_source_ranges(fe, p.src_ip), 0, fe)
-            if not self.lb.in_source_ranges(fe, p.src_ip):
+            in_range = self.lb.in_source_ranges(fe, p.src_ip)
+            map_step(st, MAP_SOURCE_RANGE, in_range, 0, fe)
+            if not in_range:
                 return HV_DROP  # DROP_NOT_IN_SRC_RANGE
         i = self.live(m, key_a(p.src_ip, p.dst_ip),
                       key_b(p.src_port, p.dst_port, p.proto, TAG_SERVICE), p, st)
@@ -1076,7 +1072,7 @@ cdef class EbpfEngine(Engine):
         st.dport = self.lb.be[bi].port
         st.endpoint = self.lb.be[bi].endpoint
         if self.lb.be[bi].local:
-            # to the pod: its CT entry (bpf_lxc ingress) carries the reverse NAT
+            # to the pod: its CT entry (bpf_lxc ingress) carries the rev_nat_index
             j = self.live(m, key_a(p.src_ip, st.dst),
                           key_b(p.src_port, st.dport, p.proto, TAG_CT), p, st)
             map_step(st, MAP_CT, j >= 0, 0, j)
@@ -1085,8 +1081,6 @@ cdef class EbpfEngine(Engine):
                                key_b(p.src_port, st.dport, p.proto, TAG_CT), &st.probes)
             m.e[j].flags |= CTF_REV_NAT
             m.e[j].rev_nat = self.lb.fe[fe].rev_nat
-            m.e[j].addr2 = p.dst_ip
-            m.e[j].port2 = p.dst_port
             m.e[j].endpoint = st.endpoint
             self.refresh(&m.e[j], p, st.now)
             return HV_CONTINUE
@@ -1098,7 +1092,7 @@ cdef class EbpfEngine(Engine):
         """snat_v4_nat for a NodePort flow to a remote backend: the flow's mapping, or a
         new one keeping the client's port when it is in the NAT range and free, else
         random ports of the range (SNAT_COLLISION_RETRIES + 1 tries; then the packet is
-        dropped). The reverse entry holds the client and the frontend for the reply."""
+        dropped). The reverse entry holds the client and the rev_nat_index for the reply."""
         cdef lru_t* nat = self.nat_t
         cdef uint64_t ka = key_a(p.src_ip, st.dst)
         cdef uint64_t kb = key_b(p.src_port, st.dport, p.proto, TAG_NAT_FWD)
@@ -1125,8 +1119,6 @@ cdef class EbpfEngine(Engine):
                            key_b(st.dport, <uint16_t>port, p.proto, TAG_NAT_REV), &st.probes)
             nat.e[r].addr = p.src_ip
             nat.e[r].port = p.src_port
-            nat.e[r].addr2 = p.dst_ip
-            nat.e[r].port2 = p.dst_port
             nat.e[r].rev_nat = self.lb.fe[fe].rev_nat
             nat.e[r].endpoint = st.endpoint
             self.refresh(&nat.e[r], p, st.now)
@@ -1144,19 +1136,24 @@ cdef class EbpfEngine(Engine):
         cdef lru_t* nat = self.nat_t
         cdef int32_t i = self.live(nat, key_a(p.src_ip, p.dst_ip),
                                    key_b(p.src_port, p.dst_port, p.proto, TAG_NAT_REV), p, st)
-        cdef uint32_t rid
         map_step(st, MAP_SNAT, i >= 0, 1, i)
         if i < 0:
             return HV_CONTINUE  # the node's own traffic
         self.refresh(&nat.e[i], p, st.now)
-        rid = nat.e[i].rev_nat
-        map_step(st, MAP_REV_NAT, rid < self.lb.n_rev_nat, 0, <int32_t>rid)
         st.ct_hit = 1
         st.ct_dir = 1
         st.dst = nat.e[i].addr
         st.dport = nat.e[i].port
-        st.snat = 1
-        st.snat_ip = nat.e[i].addr2
-        st.snat_port = nat.e[i].port2
-        st.snat_fixed = 1
+        self.reverse_nat(nat.e[i].rev_nat, st)
         return HV_CONTINUE
+
+    cdef void reverse_nat(self, uint32_t rid, pkt_state_t* st) noexcept nogil:
+        """lb4_rev_nat: the reverse-NAT map gives the frontend a reply's source becomes
+        (a frontend deleted since leaves the source as it is)."""
+        cdef bint found = rid < self.lb.n_rev_nat and self.lb.rn_addr[rid] != 0
+        map_step(st, MAP_REV_NAT, found, 0, <int32_t>rid)
+        if found:
+            st.snat = 1
+            st.snat_ip = self.lb.rn_addr[rid]
+            st.snat_port = self.lb.rn_port[rid]
+            st.snat_fixed = 1

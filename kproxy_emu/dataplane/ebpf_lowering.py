@@ -118,8 +118,7 @@ def lower_full(
         if endpoint_index is not None:
             be_endpoint[i] = endpoint_index(f"{be.address}:{be.port}")
         be_local[i] = (be.address, be.port) in local_set
-    nr = max(maps.rev_nat, default=0) + 1
-    rn_addr = np.zeros(max(nr, int(fe_rev_nat.max()) + 1 if n else 1), np.uint32)
+    rn_addr = np.zeros(max(maps.rev_nat, default=0) + 1, np.uint32)  # 0: no entry
     rn_port = np.zeros(len(rn_addr), np.uint16)
     for rid, rn in maps.rev_nat.items():
         if ":" not in rn.address:

@@ -123,6 +123,19 @@ def test_local_backend_reply_gets_the_frontend_back():
     assert est["ct_hit"] and est["endpoint"] == v["endpoint"]
 
 
+def test_reply_source_comes_from_the_reverse_nat_map():
+    """The frontend a reply's source becomes is the reverse-NAT map's entry for the flow's
+    rev_nat_index: once the Service is gone, the reply keeps the backend's address."""
+    dp = _dp(_web(etp="Local"))
+    _one(dp, f"tcp {CLIENT}:40000 -> 100.64.0.1:80 from=external", 0.0)
+    dp.update(Cluster.from_dicts(_nodes()))  # the Service and its slice deleted
+    r = _one(dp, f"tcp 10.244.1.11:8080 -> {CLIENT}:40000 flags=SA from=pod", 0.5)
+    assert r["ct_hit"] and r["snat_ip"] == 0
+    t = dp.trace(f"tcp 10.244.1.11:8080 -> {CLIENT}:40000 flags=A from=pod", time=1.0)
+    rev = [s for s in t["steps"] if s["chain"] == "cilium_lb4_reverse_nat"]
+    assert rev and not rev[0]["matched"]
+
+
 def test_clusterip_from_outside_is_not_balanced_unless_external_clusterip():
     line = f"tcp {CLIENT}:40000 -> 10.96.0.10:80 from=external"
     v = _one(_dp(_web()), line, 0.0)
