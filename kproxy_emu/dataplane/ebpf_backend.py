@@ -20,6 +20,7 @@ import numpy as np
 
 from ..modes.ebpf import EbpfProxier
 from ..netfilter.bpfmaps import BpfMaps, render_bpftool
+from .endpoints import EndpointTable
 from .sync import SyncResult
 
 if TYPE_CHECKING:
@@ -44,8 +45,7 @@ class EbpfBackend:
             external_clusterip=options.external_clusterip,
             lb_map_max=options.lb_map_max,
         )
-        self.endpoints: list[str] = []  # grows only: verdict indices keep their meaning
-        self._endpoint_index: dict[str, int] = {}
+        self.endpoints = EndpointTable()  # grows only: verdict indices keep their meaning
         self._lowered: LoweredEbpf | None = None
         self._engine: EbpfEngine | None = None
         self._state: dict[str, LruMap] | None = None
@@ -96,13 +96,6 @@ class EbpfBackend:
             return render_bpftool(maps)
         return maps.render()
 
-    def _index(self, endpoint: str) -> int:
-        i = self._endpoint_index.get(endpoint)
-        if i is None:
-            i = self._endpoint_index[endpoint] = len(self.endpoints)
-            self.endpoints.append(endpoint)
-        return i
-
     @property
     def lowered(self) -> LoweredEbpf:
         if self._lowered is None:
@@ -121,7 +114,7 @@ class EbpfBackend:
                 maglev_table_size=o.maglev_table_size,
                 seed=o.maglev_hash_seed,
                 affinity=self.state["affinity"],
-                endpoint_index=self._index,
+                endpoint_index=self.endpoints.intern,
                 local=local,
             )
         return self._lowered

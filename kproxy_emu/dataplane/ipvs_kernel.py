@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import InputError
 from ..netfilter.ipvs import FLAG_HASHED, IpvsState, VirtualServer
 from ..packets import PROTO_NUMBERS
+from .endpoints import EndpointTable
 
 SERVICE_DTYPE = np.dtype(
     [("proto", "u1"), ("addr", "u4"), ("port", "u2"), ("flags", "u4"), ("timeout", "u4")]
@@ -86,8 +87,7 @@ class IpvsSync:
         self.dests: dict[tuple[int, str], int] = {}  # (service, RealServer.String()) -> dest
         self.service_dests: dict[int, set[str]] = {}  # service -> its RealServer.String()s
         self.graceful: dict[int, float] = {}  # dest index -> when it went on the list
-        self.endpoints: list[str] = []
-        self._endpoint_index: dict[str, int] = {}
+        self.endpoints = EndpointTable()
         # when a list: each operation of the syncs, as the ipvsadm command doing it
         self.log: list[str] | None = None
 
@@ -99,11 +99,7 @@ class IpvsSync:
             self.service_dests.setdefault(svc, set()).add(rs_key)
 
     def endpoint_index(self, endpoint: str) -> int:
-        idx = self._endpoint_index.get(endpoint)
-        if idx is None:
-            idx = self._endpoint_index[endpoint] = len(self.endpoints)
-            self.endpoints.append(endpoint)
-        return idx
+        return self.endpoints.intern(endpoint)
 
     def sync(self, state: IpvsState, now: float = 0.0) -> dict[str, int]:
         """Apply one sync; returns counts of what changed."""
