@@ -60,3 +60,8 @@ class InputError(KproxyError):
             text = f"{text}: {self.value!r}"
         parts.append(text)
         return ": ".join(parts)
+
+
+class CapacityError(InputError):
+    """A cluster the chosen mode cannot hold, as the real dataplane could not (e.g.
+    Cilium's 16-bit frontend IDs): bench reports such a cell as skipped, not failed."""

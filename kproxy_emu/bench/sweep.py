@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, KproxyError
+from ..errors import CapacityError, InputError, KproxyError
 
 MODES = ("iptables", "nftables", "ipvs", "userspace", "ebpf")  # modes the sweep can run
 DEFAULT_MODES = MODES
@@ -671,8 +671,10 @@ def reference_ratio(spec: BenchSpec, services: int, packets_n: int = 300) -> dic
 def _cell_in_child(conn, mode, services, spec) -> None:
     try:
         conn.send(("ok", run_cell(mode, services, spec)))
-    except InputError as exc:  # the mode cannot hold this cluster (e.g. eBPF's 16-bit IDs)
+    except CapacityError as exc:  # the mode cannot hold this cluster (eBPF's 16-bit IDs)
         conn.send(("skipped", str(exc)))
+    except InputError as exc:  # bad input: one line, as the CLI prints it
+        conn.send(("input", str(exc)))
     except BaseException as exc:  # report, never hang the parent
         conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
     finally:
@@ -690,6 +692,10 @@ def run(spec: BenchSpec, *, progress: bool = True, isolate: bool = True) -> dict
     dram_latency_ns()  # once, before the cells fork: each inherits the figure
     if spec.files:  # one cluster, the given one: its size is the cells' "services"
         spec = dataclasses.replace(spec, services=[len(spec_cluster(spec, 0).services)])
+    if spec.pcap:  # a capture that cannot be read fails here, before any cell
+        from .. import pcap
+
+        pcap.read(spec.pcap)
     cells = [(m, n) for n in spec.services for m in spec.modes]
     machine = machine_info()
     records: list[dict] = []
@@ -715,6 +721,8 @@ def run(spec: BenchSpec, *, progress: bool = True, isolate: bool = True) -> dict
             if status == "skipped":
                 skipped.append({"mode": mode, "services": services, "reason": payload})
                 continue
+            if status == "input":
+                raise InputError(payload)
             if status != "ok":
                 raise KproxyError(f"bench {mode} at {services} services failed: {payload}")
             records.extend(annotate(payload, cell_params(mode, services, spec), machine))
@@ -722,7 +730,7 @@ def run(spec: BenchSpec, *, progress: bool = True, isolate: bool = True) -> dict
             try:
                 cell = run_cell(mode, services, spec)
                 records.extend(annotate(cell, cell_params(mode, services, spec), machine))
-            except InputError as exc:
+            except CapacityError as exc:
                 skipped.append({"mode": mode, "services": services, "reason": str(exc)})
     # the Python evaluator takes ~10 µs per rule walked: keep its case small
     reference = reference_ratio(spec, min(min(spec.services), REFERENCE_SERVICES))

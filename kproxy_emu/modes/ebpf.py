@@ -41,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import maglev
-from ..errors import InputError
+from ..errors import CapacityError, InputError
 from ..netfilter import bpfmaps as B
 from ..proxy.options import ProxyOptions
 from ..proxy.view import EndpointInfo, ProxyView, ServicePortInfo
@@ -387,8 +387,8 @@ class EbpfProxier(Proxier[EbpfSyncResult]):
         return EbpfSyncResult(maps, order)
 
 
-def _capacity_error(what: str, needed: int, limit: int, fix: str) -> InputError:
-    return InputError(f"{what}: {needed:,} needed, at most {limit:,}; {fix}", field="services")
+def _capacity_error(what: str, needed: int, limit: int, fix: str) -> CapacityError:
+    return CapacityError(f"{what}: {needed:,} needed, at most {limit:,}; {fix}", field="services")
 
 
 def _frontend_order(fe: Frontend) -> tuple[int, bytes, int, int, int, int]:

@@ -284,3 +284,14 @@ def test_bench_pcap_needs_the_cluster(tmp_path, cli):
     proc = cli("bench", "--pcap", str(tmp_path / "x.pcap"))
     assert proc.returncode == 2
     assert "--pcap: a capture needs the cluster it was taken on" in proc.stderr
+
+
+def test_bench_pcap_bad_capture_is_an_error(tmp_path, cluster, cli):
+    manifests = tmp_path / "cluster.json"
+    cluster.dump(str(manifests))
+    (tmp_path / "bad.pcap").write_text("garbage")
+    for name in ("none.pcap", "bad.pcap"):
+        args = ["--pcap", str(tmp_path / name), "--manifests", str(manifests)]
+        proc = cli("bench", *args, "--modes", "iptables", "--no-progress")
+        assert proc.returncode == 2, proc.stdout
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
