@@ -27,7 +27,7 @@ def format_trace(result: TraceResult) -> list[str]:
     # nftables: one table holds every chain; name it once, then each step by its chain
     nft = sorted({s["table"] for s in steps if _is_nft(s)})
     one_table = len(nft) == 1
-    bpf = any(s["table"] == "bpf" for s in steps)
+    bpf = result.get("mode") == "ebpf"  # map lookups, not rules
     if steps:
         head = "path" if result["steps_omitted"] else "rules evaluated"
         if bpf:

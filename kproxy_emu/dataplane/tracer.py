@@ -96,6 +96,7 @@ TraceResult = TypedDict(
     "TraceResult",
     {
         "packet": str,
+        "mode": str,  # the proxy mode traced
         "from": str,
         "time": float,
         "conntrack": str,  # new, established, reply, invalid or untracked
@@ -225,6 +226,7 @@ def trace(
     origin_name = Origin(int(row["origin"])).name.lower()
     return {
         "packet": packet,
+        "mode": dp.mode,
         "from": origin_name,
         "time": time,
         "conntrack": conntrack,
