@@ -235,6 +235,9 @@ class Backend(Protocol):
 
     mode: ClassVar[str]
     formats: ClassVar[tuple[str, ...]]  # render formats, "restore" and "save" first
+    # the node's netfilter conntrack carries the mode's flows (False: the mode's engine
+    # keeps its own flow table, and the Dataplane has no ConntrackTable: eBPF)
+    netfilter_conntrack: ClassVar[bool]
 
     def sync(self, changed: set[tuple[str, str]] | None) -> SyncResult:
         """kube-proxy's syncProxyRules against ``node.view``: full when ``changed`` is

@@ -160,14 +160,15 @@ class Dataplane:
         # statistic draws: one xorshift64* stream seeded from the Dataplane's seed
         seeds = np.random.SeedSequence(seed).generate_state(2, np.uint64)
         self.rng = Rng(int(seeds[0]) or 1)
-        self.conntrack = (
-            _conntrack_table(self.config, node_cfg.cpus, int(seeds[1])) if conntrack else None
-        )
         self._build_view()
         self.node = NodeContext(self.options, self.config, seed, cluster, self.view)
         self.backend: Backend = make_backend(self.node, mode_opts)
-        if not getattr(self.backend, "netfilter_conntrack", True):
-            self.conntrack = None  # the mode's datapath keeps its own (eBPF: CT maps)
+        # netfilter conntrack, unless the mode's datapath keeps its own (eBPF: CT maps)
+        self.conntrack = (
+            _conntrack_table(self.config, node_cfg.cpus, int(seeds[1]))
+            if conntrack and self.backend.netfilter_conntrack
+            else None
+        )
         if not (isinstance(mode_opts, IptablesOptions) and mode_opts.tables is not None):
             self.sync()
         self.policy: PolicyProgram | None = None

@@ -28,6 +28,7 @@ RECENT_LIST_TOT = 100
 class IptablesBackend:
     mode: ClassVar[str] = "iptables"
     formats: ClassVar[tuple[str, ...]] = ("restore", "save")
+    netfilter_conntrack: ClassVar[bool] = True
 
     def __init__(self, node: NodeContext, options: IptablesOptions):
         self.node = node

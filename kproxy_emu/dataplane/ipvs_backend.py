@@ -47,6 +47,7 @@ MAX_CONNS = 1 << 20  # connection entries the emulated table holds
 class IpvsBackend:
     mode: ClassVar[str] = "ipvs"
     formats: ClassVar[tuple[str, ...]] = FORMATS
+    netfilter_conntrack: ClassVar[bool] = True
 
     def __init__(self, node: NodeContext, options: IpvsOptions):
         self.node = node

@@ -35,6 +35,7 @@ DYNAMIC_SLOTS = 1 << 20  # affinity entries over all endpoints' sets
 class NftablesBackend:
     mode: ClassVar[str] = "nftables"
     formats: ClassVar[tuple[str, ...]] = ("restore", "save")
+    netfilter_conntrack: ClassVar[bool] = True
 
     def __init__(self, node: NodeContext, options: NftablesOptions):
         self.node = node

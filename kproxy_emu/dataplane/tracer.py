@@ -326,7 +326,7 @@ def _dnat(v: Any) -> str | None:
 def _conntrack_word(dp: Dataplane, state: int, direction: int, hit: bool) -> str:
     from .._cext import conntrack as C
 
-    if dp.conntrack is None and getattr(dp.backend, "netfilter_conntrack", True):
+    if dp.conntrack is None and dp.backend.netfilter_conntrack:
         return "new"
     if hit:
         return "reply" if direction == 1 else "established"

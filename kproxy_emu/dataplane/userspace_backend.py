@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 class UserspaceBackend:
     mode: ClassVar[str] = "userspace"
     formats: ClassVar[tuple[str, ...]] = ("restore", "save")
+    netfilter_conntrack: ClassVar[bool] = True
 
     def __init__(self, node: NodeContext, options: UserspaceOptions):
         self.node = node
