@@ -244,6 +244,24 @@ cdef int _check_grouped(const int64_t[::1] bounds, Py_ssize_t size,
     return 0
 
 
+cdef enum:
+    NO_ROW = -1     # the row is done (not at any node this hop)
+    BAD_ROW = -2    # its node or its group's room is out of range
+
+
+cdef inline Py_ssize_t next_slot(int16_t nd, Py_ssize_t nodes, const int64_t[::1] bounds,
+                                 int64_t[::1] cursor) noexcept nogil:
+    """The next place of node ``nd``'s group (rows kept in row order), or NO_ROW / BAD_ROW."""
+    cdef int64_t j
+    if nd < 0:
+        return NO_ROW
+    if nd >= nodes or cursor[nd] >= bounds[nd + 1]:
+        return BAD_ROW
+    j = cursor[nd]
+    cursor[nd] = j + 1
+    return <Py_ssize_t>j
+
+
 def gather(const packet_t[:] packets, const cverdict_t[::1] out, const uint16_t[::1] length,
            const int16_t[::1] where, const int64_t[::1] bounds, const double[::1] clocks,
            bint forwarded, packet_t[::1] part, cverdict_t[::1] work, uint16_t[::1] work_length):
@@ -272,13 +290,12 @@ def gather(const packet_t[:] packets, const cverdict_t[::1] out, const uint16_t[
     with nogil:
         for i in range(n):
             nd = where[i]
-            if nd < 0:
+            j = next_slot(nd, nodes, bounds, cursor)
+            if j == NO_ROW:
                 continue
-            if nd >= nodes or cursor[nd] >= bounds[nd + 1]:
+            if j == BAD_ROW:
                 bad = True
                 break
-            j = cursor[nd]
-            cursor[nd] = j + 1
             q = &part[j]
             q[0] = packets[i]
             if forwarded:
@@ -383,7 +400,7 @@ def scatter(int16_t[::1] where, const int64_t[::1] bounds, const cverdict_t[::1]
     (``group`` of the new ``where``)."""
     cdef Py_ssize_t i, n = where.shape[0], m = work.shape[0]
     cdef int64_t j
-    cdef int16_t nd, nxt
+    cdef int16_t nxt
     cdef bint bad = False
     cursor_a = np.empty(max(bounds.shape[0] - 1, 0), np.int64)
     cdef int64_t[::1] cursor = cursor_a
@@ -395,14 +412,12 @@ def scatter(int16_t[::1] where, const int64_t[::1] bounds, const cverdict_t[::1]
     cdef int64_t[::1] next_bounds = next_a
     with nogil:
         for i in range(n):
-            nd = where[i]
-            if nd < 0:
+            j = next_slot(where[i], nodes, bounds, cursor)
+            if j == NO_ROW:
                 continue
-            if nd >= nodes or cursor[nd] >= bounds[nd + 1]:
+            if j == BAD_ROW:
                 bad = True
                 break
-            j = cursor[nd]
-            cursor[nd] = j + 1
             out[i] = work[j]
             nxt = work_next[j]
             if nxt >= nodes:
