@@ -168,6 +168,8 @@ class VerifyReport:
     dof: int = 0
     p_value: float = 1.0
     min_p_corrected: float = 1.0
+    # the first sample's (chi2, dof, p) when it failed and a fresh sample was judged instead
+    first_sample: tuple[float, int, float] | None = None
     disagreements: list[Disagreement] = field(default_factory=list)
     load_seconds: float = 0.0
     replay_seconds: float = 0.0
@@ -212,6 +214,12 @@ class VerifyReport:
                 f"  distribution overall: chi2 {self.chi2:.2f} dof {self.dof} "
                 f"p {self.p_value:.3g}; smallest per-class p x classes "
                 f"{self.min_p_corrected:.3g} (pass: both >= {ALPHA:g})"
+            )
+        if self.first_sample:
+            chi2, dof, p = self.first_sample
+            lines.append(
+                f"  distribution first sample: chi2 {chi2:.2f} dof {dof} p {p:.3g} failed;"
+                " the classes above are a fresh sample (a real bias fails both)"
             )
         for name, n in sorted(self.skipped.items()):
             lines.append(f"  skipped: {n} {name}")
@@ -337,15 +345,27 @@ def verify(
             dist_probes += [
                 Probe(proto, src, lab.alloc.take(src), dst, dport, origin) for _ in range(count)
             ]
-        if dist_probes:
+        dist_results: list[KernelResult] = []
+        # At most two samples: a fair kernel fails the test at ALPHA by chance (once in a
+        # thousand runs, per run of many verify calls a flaky gate), so a failed sample is
+        # judged again on fresh flows; a real bias fails both.
+        for _sample in range(2):
+            if not dist_probes:
+                break
             start = time.perf_counter()
-            dist_results = lab.probe(dist_probes, timeout=timeout)
+            sample = lab.probe(dist_probes, timeout=timeout)
             report.replay_seconds += time.perf_counter() - start
-            _lab_failures(lab, dist_results, overflows, timeout)
-            _judge(report, dist_results, expect)
-            _distribution(report, picked, dist_results, expect)
-        else:
-            dist_results = []
+            _lab_failures(lab, sample, overflows, timeout)
+            _judge(report, sample, expect)
+            dist_results += sample
+            _distribution(report, picked, sample, expect)
+            if report.distribution_ok:
+                break
+            report.first_sample = (report.chi2, report.dof, report.p_value)
+            dist_probes = [
+                Probe(p.proto, p.src, lab.alloc.take(p.src), p.dst, p.dport, p.origin)
+                for p in dist_probes
+            ]
         start = time.perf_counter()
         _engine(report, dp, results + dist_results, expect)
         report.emulate_seconds += time.perf_counter() - start
