@@ -236,6 +236,13 @@ cdef class ConntrackTable:
         self.tab.high = high
         self.tab.st = st
 
+    def prefault(self):
+        """Write the unused part of the entry array (zero already) so its pages are
+        mapped now: new flows then never pay the page fault of a fresh entry's page, a
+        cost of the emulator's memory, not of conntrack (``Dataplane.prepare``)."""
+        cdef Py_ssize_t used = <Py_ssize_t>self.tab.high * sizeof(ct_entry_t)
+        self._entries[used:] = 0
+
     def __len__(self):
         """Allocated entries (confirmed + unconfirmed), expired ones not yet collected
         included, like net.netfilter.nf_conntrack_count."""

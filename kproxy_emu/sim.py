@@ -19,25 +19,25 @@ EndpointSlices and Nodes (what kube-proxy watches; a sync follows) and of Networ
 Pods and Namespaces (what the NetworkPolicy stage reads, with ``policy_engine=``).
 
 The predicted programming time (:class:`ProgramTimeModel`) is read off a kernel
-calibration (``kproxy-emu calibrate``, e.g. benchmarks/kernel-calibration.json): the wall
-time of ``iptables-restore`` / ``nft -f`` loading whole rulesets of known size in the
-kernel lab, interpolated linearly in the sync's text lines. A partial sync is taken to
-cost what loading that many lines costs; that is an approximation (the kernel's work on a
-``--noflush`` restore or an nft transaction also depends on what is already installed). It
-is None for modes the calibration has no load times for (IPVS, userspace, eBPF) and
-without a calibration. docs/step-api.md describes the whole API.
+calibration (``kproxy-emu calibrate``, e.g. benchmarks/kernel-calibration.json). With the
+sync timings of ``calibrate --syncs`` (its ``sync_model``), a sync is predicted from its
+text lines and the ruleset already loaded (:class:`kproxy_emu.programtime.SyncTimeModel`:
+full loads and single-change syncs loaded as kube-proxy loads them). Without them, the
+wall time of ``iptables-restore`` / ``nft -f`` loading whole rulesets of known size is
+interpolated linearly in the sync's text lines, a partial sync taken to cost what loading
+that many lines costs (an approximation: an update's cost also depends on what is already
+installed). It is None for modes the calibration has no load times for (IPVS, userspace,
+eBPF) and without a calibration. docs/step-api.md describes the whole API.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +47,7 @@ from .dataplane.sync import SyncResult
 from .errors import InputError
 from .model import Cluster
 from .packets import Action
+from .programtime import CalibrationArg, ProgramTimeModel
 from .proxy.tracker import Added, Deleted, Event, Updated
 
 __all__ = [
@@ -96,98 +97,7 @@ AFFINITY_DTYPE: np.dtype[np.void] = np.dtype(
     [("list", "<i4"), ("client_ip", "<u4"), ("last_seen", "<f8")]
 )
 
-CalibrationArg = Mapping[str, Any] | str | Path | Literal["auto"] | None
 _RECENT_LIST_TOT = 100  # xt_recent's ip_list_tot (dataplane/iptables_backend.py)
-# modes whose syncs are loaded by a tool the calibration times (runs[].load_seconds)
-_LOADED_BY = {"iptables": "iptables-restore", "nftables": "nft -f"}
-
-
-@dataclass(frozen=True)
-class ProgramTimeModel:
-    """Kernel programming time of a sync, from a calibration's ruleset loads.
-
-    ``points[mode]``: (text lines, seconds) of the calibration's loads, by lines; a sync
-    of ``lines`` lines is predicted by linear interpolation through (0, 0) and those
-    points, and beyond the largest by the last segment's slope."""
-
-    points: Mapping[str, tuple[tuple[float, float], ...]]
-    source: str
-    kernel: str = ""
-
-    @classmethod
-    def from_calibration(
-        cls, calibration: Mapping[str, Any], source: str = "calibration"
-    ) -> ProgramTimeModel:
-        """The load times of a ``kproxy-emu calibrate`` file (its ``runs``)."""
-        points: dict[str, list[tuple[float, float]]] = {}
-        runs = calibration.get("runs", [])
-        if not isinstance(runs, list):
-            raise InputError("must be a list", field="runs", value=type(runs).__name__)
-        for run in runs:
-            if not isinstance(run, Mapping):
-                continue
-            mode, lines, seconds = run.get("mode"), run.get("lines"), run.get("load_seconds")
-            if mode in _LOADED_BY and isinstance(lines, int) and isinstance(seconds, float):
-                points.setdefault(str(mode), []).append((float(lines), seconds))
-        return cls(
-            {m: tuple(sorted(p)) for m, p in points.items()},
-            source,
-            str(calibration.get("kernel", "")),
-        )
-
-    @classmethod
-    def load(cls, calibration: CalibrationArg = "auto") -> ProgramTimeModel | None:
-        """A model from a calibration: a mapping, a file, ``"auto"`` (the file in
-        ``$KPROXY_EMU_CALIBRATION``, else ~/.cache/kproxy-emu/calibration.json, when one
-        exists) or None (no model)."""
-        if calibration is None:
-            return None
-        if isinstance(calibration, Mapping):
-            return cls.from_calibration(calibration)
-        if calibration == "auto":
-            default = Path(
-                os.environ.get(
-                    "KPROXY_EMU_CALIBRATION",
-                    Path.home() / ".cache" / "kproxy-emu" / "calibration.json",
-                )
-            )
-            if not default.exists():
-                return None
-            calibration = default
-        try:
-            data = json.loads(Path(calibration).read_text())
-        except (OSError, ValueError) as exc:
-            raise InputError(
-                f"cannot read the calibration file ({exc})", field="calibration", value=calibration
-            ) from None
-        if not isinstance(data, Mapping):
-            raise InputError("not a calibration file", field="calibration", value=calibration)
-        return cls.from_calibration(data, str(calibration))
-
-    def predict(self, mode: str, lines: int) -> float | None:
-        """Seconds the kernel takes to load a sync of ``lines`` text lines in ``mode``;
-        None when the calibration has no loads of that mode."""
-        pts = self.points.get(mode)
-        if not pts:
-            return None
-        xs = [0.0] + [p[0] for p in pts]
-        ys = [0.0] + [p[1] for p in pts]
-        if lines <= xs[-1]:
-            return float(np.interp(float(lines), xs, ys))
-        slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]) if xs[-1] > xs[-2] else 0.0
-        return ys[-1] + (lines - xs[-1]) * slope
-
-    def basis(self, mode: str) -> str | None:
-        """What a prediction for ``mode`` rests on, in words (None: no prediction)."""
-        pts = self.points.get(mode)
-        if not pts:
-            return None
-        sizes = ", ".join(f"{int(x)}" for x, _ in pts)
-        kernel = f" on kernel {self.kernel}" if self.kernel else ""
-        return (
-            f"{_LOADED_BY[mode]} wall time of whole rulesets of {sizes} lines{kernel} "
-            f"({self.source}), interpolated linearly in the sync's lines"
-        )
 
 
 @dataclass(frozen=True)
@@ -313,6 +223,7 @@ class Simulator:
         t0 = time.perf_counter()
         self._dp = Dataplane(cluster, mode, seed=seed, **dataplane_options)
         wall = time.perf_counter() - t0
+        self._dp.program_model = self._model  # the node's later SyncResults carry it too
         self._syncs: list[StepSync] = []
         self._clock = 0.0
         self._verdicts: dict[str, int] = {a.name: 0 for a in Action}
@@ -374,7 +285,16 @@ class Simulator:
 
     def _step(self, result: SyncResult, at: float, wall: float) -> StepSync:
         model = self._model
-        predicted = model.predict(self.mode, result.lines) if model is not None else None
+        predicted = (
+            model.predict(
+                self.mode,
+                result.lines,
+                0 if result.full else self._dp.loaded_lines,
+                result.rewrites,
+            )
+            if model is not None
+            else None
+        )
         basis = model.basis(self.mode) if model is not None and predicted is not None else None
         return StepSync(at, self.mode, result, wall, predicted, basis)
 

@@ -66,6 +66,8 @@ class ConntrackTable:
         """The table's whole state, for restore."""
     def restore(self, snap: tuple[object, ...]) -> None:
         """Back to the snapshot's state (ValueError: another table's snapshot)."""
+    def prefault(self) -> None:
+        """Map the unused entries' pages now (new flows pay no page fault)."""
     def __len__(self) -> int: ...
     def stats(self) -> dict[str, int]: ...
     def lookup_batch(

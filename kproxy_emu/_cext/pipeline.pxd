@@ -157,6 +157,9 @@ cdef class Engine:
     cdef int prefetch_distance
     # the node's NetworkPolicy stage (None: none): pipeline.run uses it unless given one
     cdef public PolicyStage policy
+    # ``set_profile``: ticks spent per stage (PROF_*), added up by pipeline.run; NULL: off
+    cdef uint64_t* prof
+    cdef object _prof
 
     cdef int hook(self, int hook, const packet_t* p, pkt_state_t* st) noexcept nogil
     cdef bint is_local(self, uint32_t ip) noexcept nogil

@@ -15,6 +15,20 @@ STEP_KINDS: dict[str, int]
 HOOKS: tuple[str, ...]
 STEP_DTYPE: np.dtype[np.void]
 DEFAULT_SEED: int
+PROF_CONNTRACK: int
+PROF_HOOKS: int
+PROF_POLICY: int
+PROF_NAT: int
+PROF_VERDICT: int
+PROF_TOTAL: int
+PROF_PACKETS: int
+PROF_SLOTS: int
+
+def ticks() -> int:
+    """The profile clock (the TSC on x86, else nanoseconds)."""
+
+def tick_cost(n: int = 10000) -> int:
+    """Median ticks between two back-to-back clock reads."""
 
 class PolicyStage:
     """Base of the NetworkPolicy stages (netpolicy.IdentityPolicy, chains.ChainPolicy);
@@ -42,6 +56,8 @@ class Engine:
     @property
     def masquerade_ip(self) -> int: ...
     def __init__(self, local_ips: npt.ArrayLike, masquerade_ip: int) -> None: ...
+    def set_profile(self, counters: npt.NDArray[np.uint64] | None) -> None:
+        """Add ticks per stage (PROF_*) to ``counters`` in later runs; None stops."""
 
 class Rng:
     """The node's seeded random stream (xorshift64*)."""

@@ -27,11 +27,14 @@ TABLE_COLUMNS = (
     ("compile s", "compile_s", "{:.2f}"),
     ("prepare s", "prepare_s", "{:.2f}"),
     ("update s", "update_s", "{:.3f}"),
+    ("kernel sync s", "kernel_sync_update_s", "{:.3f}"),  # with a calibration: shown when present
     ("RSS MB", "peak_rss_mb", "{:.0f}"),
 )
 # CSV: object fields become one column per key, ``field.key`` (a record's parameters,
 # machine, sync sizes and verdict counts); these stay one column, as compact JSON (free-text keys)
 CSV_JSON = ("drop_reasons", "params.origin_mix")
+# bench --profile's stages (bench/profile.py), in the pipeline's order
+PROFILE_STAGES = ("conntrack", "lookups", "policy", "nat", "verdict")
 # the disruption table (bench/disruption.py): shares of the client flows
 DISRUPTION_COLUMNS = (
     ("mode", "mode", "{}"),
@@ -56,7 +59,10 @@ def table(result: dict) -> str:
     """The comparison table: one row per mode x size x flow kind, then sync sizes."""
     records = result["records"]
     columns = [
-        c for c in TABLE_COLUMNS if c[1] != "predicted_proxy_ns" or any(c[1] in r for r in records)
+        c
+        for c in TABLE_COLUMNS
+        if c[1] not in ("predicted_proxy_ns", "kernel_sync_update_s")
+        or any(c[1] in r for r in records)
     ]
     rows = [[h for h, _, _ in columns]]
     rows += [[_cell(r, k, f) for _, k, f in columns] for r in records]
@@ -73,6 +79,23 @@ def table(result: dict) -> str:
         out.append(f"  {r['mode']:9} {r['services']:>7} services: {full} / {upd}")
     for cell in result.get("skipped", []):
         out.append(f"skipped: {cell['mode']} at {cell['services']} services: {cell['reason']}")
+    profiled = [r for r in records if r.get("profile")]
+    if profiled:
+        out.append(
+            "where the time goes (bench --profile: ns per packet of a profiled pass, stage "
+            "counters on; share of its total in brackets; plain ns/pkt from the table):"
+        )
+        for r in profiled:
+            prof = r["profile"]
+            total = prof["total"] or 1.0
+            parts = "  ".join(
+                f"{stage} {prof[stage]:.0f} ({prof[stage] / total:.0%})"
+                for stage in (*PROFILE_STAGES, "other")
+            )
+            out.append(
+                f"  {r['mode']:9} {r['services']:>7} {r['flow']:>11}: {parts}  total "
+                f"{prof['total']:.0f} (plain {r['ns_per_packet']:.0f})"
+            )
     drops = [r for r in records if r["flow"] == "new" and r.get("drop_reasons")]
     if drops:
         out.append("new flows dropped or rejected (the deciding rule, from traces):")

@@ -76,6 +76,7 @@ class BenchSpec:
     ipvs_conn_tab_bits: int | None = None  # ip_vs conn_tab_bits for the ipvs cells
     userspace_payload_bytes: int = DEFAULT_PAYLOAD_BYTES  # per relayed packet (userspace)
     disruption: bool = True  # the disruption pass (bench/disruption.py); needs 2+ endpoints
+    profile: bool = False  # one more pass per flow kind with the stage counters on
     # real traffic instead of synthetic: a pcap/pcapng capture (kproxy_emu.pcap) replayed
     # through the cluster of ``files`` (manifests / kubectl dumps) as ``node`` sees it;
     # sources in ``pod_cidrs`` (default: ``cluster_cidr``) are pods
@@ -374,6 +375,26 @@ def load_calibration(path: str | None) -> dict | None:
         ) from None
 
 
+def predicted_sync_seconds(calibration: dict | None, mode: str, dp, update) -> dict:
+    """The kernel's programming time the calibration predicts for the cell's full sync
+    and its one-endpoint update (kproxy_emu.programtime.ProgramTimeModel: the sync model of
+    ``calibrate --syncs`` when present): ``kernel_sync_full_s``, ``kernel_sync_update_s``;
+    nothing when it predicts none for the mode."""
+    from ..programtime import ProgramTimeModel
+
+    if not calibration:
+        return {}
+    model = ProgramTimeModel.from_calibration(calibration)
+    full = next((s for s in dp.syncs if s.full), None)
+    if full is None:
+        return {}
+    full_s = model.predict(mode, full.lines, 0)
+    update_s = model.predict(mode, update.lines, full.lines, update.rewrites)
+    if full_s is None or update_s is None:
+        return {}
+    return {"kernel_sync_full_s": round(full_s, 4), "kernel_sync_update_s": round(update_s, 5)}
+
+
 def predicted_kernel_ns(
     calibration: dict | None, mode: str, rules: float, lookups: float
 ) -> float | None:
@@ -503,6 +524,16 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
         if userspace:
             proxy["established"] = _proxy_delta(dp.backend.proxy_stats, before)
     hits = float(est["ct_hit"].mean())
+    stages: dict[str, dict[str, float]] = {}
+    if spec.profile:  # where the time goes: the same two passes, counters on (bench/profile.py)
+        from . import profile
+
+        dp.reset_state()
+        first, stages["new"] = profile.profiled(dp, batch)
+        if not userspace:
+            dp.process(packets.replies(batch[alive], first[alive], start=dp.clock + 0.001))
+            follow = packets.next_packets(batch[alive], start=dp.clock + 1.0)
+            _, stages["established"] = profile.profiled(dp, follow)
 
     # roofline: the service frontends as packed rows, scanned and hashed
     targets = dp.packet_targets()
@@ -536,6 +567,7 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
 
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     calibration = load_calibration(spec.calibration)
+    kernel_sync = predicted_sync_seconds(calibration, mode, dp, sync)
     scan_ns_per_row = float(np.median(scan_times)) / max(scanned, 1) * 1e9
     hash_ns = float(np.median(hash_times)) / n * 1e9
     common = {
@@ -549,6 +581,7 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
         "update_s": round(update_s, 4),
         "sync_full": full_sync,
         "sync_update": sync.cost(),
+        **kernel_sync,
         "peak_rss_mb": round(peak_mb, 1),
         "roofline_scan_ns_per_rule": round(scan_ns_per_row, 3),
         "roofline_hash_ns_per_lookup": round(hash_ns, 3),
@@ -590,6 +623,8 @@ def run_cell(mode: str, services: int, spec: BenchSpec, cluster=None) -> list[di
         )
         if flow == "new":
             rec["drop_reasons"] = dropped
+        if flow in stages:
+            rec["profile"] = stages[flow]
         if mode == "iptables" and flow == "new" and rules.mean() > 0:
             per_rule = med / float(rules.mean())
             rec["ns_per_rule"] = round(per_rule, 3)

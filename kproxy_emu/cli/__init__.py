@@ -313,6 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="measure the flows that move when an endpoint is removed or added (on; ~1 s)",
     )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="where each mode's time goes per packet: one more pass of each flow kind with "
+        "the pipeline's stage counters on (conntrack, lookups, policy, NAT, verdict)",
+    )
     p.add_argument("--json", metavar="OUT", help="write the records as JSON")
     p.add_argument("--csv", metavar="OUT", help="write the records as CSV")
     p.add_argument("--plot", metavar="OUT.png", help="draw latency, rules and sync cost plots")
@@ -787,6 +793,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         ipvs_conn_tab_bits=args.ipvs_conn_tab_bits,
         userspace_payload_bytes=args.userspace_payload_bytes,
         disruption=args.disruption,
+        profile=args.profile,
         pcap=args.pcap,
         files=tuple(args.manifests or ()),
         node=args.node,

@@ -151,6 +151,29 @@ def add_parsers(sub) -> None:
         default="nft",
         help="iptables backend: nft (Debian's default) or legacy (x_tables)",
     )
+    p.add_argument(
+        "--syncs",
+        action="store_true",
+        help="measure the kernel's programming time of syncs instead: full loads and "
+        "single-change syncs (an endpoint added or removed, a service added or deleted) "
+        "at --services, fitted into the calibration's sync_model (what SyncResult and "
+        "the step API predict with)",
+    )
+    p.add_argument(
+        "--validate",
+        type=_int_list,
+        default=[],
+        metavar="LIST",
+        help="with --syncs: service counts measured after the fit and not used by it; "
+        "each prediction's error is printed and kept (sync_validation)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        metavar="N",
+        help="with --syncs: syncs of each change per service count (3)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for the clusters (0)")
     p.set_defaults(func=_cmd_calibrate)
 
@@ -256,6 +279,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         raise InputError("--merge needs a file", field="--out", value=args.out)
     for mode in modes:
         check(None if mode == "userspace" else mode, args.backend)
+    if args.syncs:
+        return _calibrate_syncs(args, modes)
+    if args.validate:
+        raise InputError("only with --syncs", field="--validate", value=args.validate)
 
     def progress(run, seconds):
         if not hasattr(run, "services"):  # the userspace relay
@@ -311,5 +338,57 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             else f"{entry['ns_per_lookup']:.1f} ns per lookup"
         )
         print(f"{mode}: {per}, base {entry['base_ns'] / 1000:.1f} us", file=sys.stderr)
+    print(f"written to {out}", file=sys.stderr)
+    return 0
+
+
+def _calibrate_syncs(args: argparse.Namespace, modes: list[str]) -> int:
+    """``calibrate --syncs``: sync timings, the fitted model and its validation."""
+    import json
+
+    from ..lab.calibrate import calibrate_syncs, merge, write
+
+    if "userspace" in modes:
+        raise InputError("--syncs measures iptables and nftables", field="--modes", value=modes)
+    if args.repeats <= 0 or min(args.services + args.validate, default=1) < 1:
+        raise InputError(
+            "need --repeats >= 1 and service counts >= 1",
+            field="--repeats/--services",
+            value=(args.repeats, args.services),
+        )
+
+    def progress(mode, n, timings, seconds):
+        full = next(t for t in timings if t.kind == "full")
+        updates = sorted(t.seconds for t in timings if t.kind != "full")
+        print(
+            f"{mode:>8} {n:>6} services: full {full.seconds:.3f} s ({full.lines} lines), "
+            f"updates {updates[0] * 1e3:.1f}-{updates[-1] * 1e3:.1f} ms [{seconds:.1f} s]",
+            file=sys.stderr,
+        )
+
+    result = calibrate_syncs(
+        args.services,
+        args.validate,
+        modes=modes,
+        repeats=args.repeats,
+        seed=args.seed,
+        backend=args.backend,
+        progress=progress,
+    )
+    for row in result["sync_validation"]:
+        print(
+            f"{row['mode']:>8} {row['services']:>6} {row['kind']:<17} measured "
+            f"{row['measured_s']:.4f} s, predicted {row['predicted_s']:.4f} s, "
+            f"error {row['error']:+.0%}",
+            file=sys.stderr,
+        )
+    if args.out == "-":
+        print(json.dumps(result, indent=2))
+        return 0
+    out = Path(args.out) if args.out else DEFAULT_CALIBRATION
+    os.makedirs(out.parent, exist_ok=True)
+    if args.merge and out.exists():
+        result = merge(json.loads(out.read_text(encoding="utf-8")), result)
+    write(result, str(out))
     print(f"written to {out}", file=sys.stderr)
     return 0

@@ -154,6 +154,8 @@ class Dataplane:
         )
         self.config = config or KubeProxyConfig()
         self.syncs: list[SyncResult] = []
+        # a kproxy_emu.programtime.ProgramTimeModel: each sync's predicted_program_s (None: none)
+        self.program_model: Any = None
         # emulated time: the latest packet processed (or committed trace); time never goes
         # back, as the kernel's jiffies do not: expiries are computed from it
         self.clock = 0.0
@@ -327,11 +329,13 @@ class Dataplane:
         self.node.cluster = self.cluster
         full = self._node_changed(changes)
         tracker = self.tracker
+        programmed = self.view.by_service
+        rewrites = full or any(programmed.get(key) for key in changes.services)
         self.view.apply(
             changes.services, tracker.services, tracker.slices_for, reorder=changes.reordered
         )
         self.backend.view_changed(None if full else changes.services)
-        return self.sync(None if full else changes.services)
+        return self.sync(None if full else changes.services, rewrites=rewrites)
 
     def _node_changed(self, changes: Changes) -> bool:
         """A change of the emulated node that the rules depend on: its zone label
@@ -346,11 +350,26 @@ class Dataplane:
         self.options.node = dataclasses.replace(self.options.node, zone=zone)
         return True
 
-    def sync(self, changed: set[tuple[str, str]] | None = None) -> SyncResult:
-        """One sync of the mode (kube-proxy's syncProxyRules): compile and apply."""
+    def sync(
+        self, changed: set[tuple[str, str]] | None = None, *, rewrites: bool = True
+    ) -> SyncResult:
+        """One sync of the mode (kube-proxy's syncProxyRules): compile and apply.
+        ``rewrites``: the changed Services include programmed ones (not only new ones)."""
+        loaded = self.loaded_lines
         result = self.backend.sync(changed)
+        result.rewrites = result.full or rewrites
+        if self.program_model is not None:
+            result.predicted_program_s = self.program_model.predict(
+                self.mode, result.lines, 0 if result.full else loaded, result.rewrites
+            )
         self.syncs.append(result)
         return result
+
+    @property
+    def loaded_lines(self) -> int:
+        """Lines of the ruleset the kernel holds, as of the last full sync (partial syncs
+        change it by a few lines): what an update is loaded onto."""
+        return next((s.lines for s in reversed(self.syncs) if s.full and s.ok), 0)
 
     def trace(
         self,
@@ -397,8 +416,14 @@ class Dataplane:
             self.policy.stage.counters = (0, 0, 0)
 
     def prepare(self) -> None:
-        """Build the engine's tables now (else the first ``process`` does)."""
+        """Build the engine's tables, the engine and its state now, and map the conntrack
+        table's pages (else the first ``process`` calls do: a fresh node's first batch
+        pays milliseconds, and each new flow a page fault, that later ones do not)."""
         self.backend.prepare()
+        self.backend.engine()
+        if self.conntrack is not None:
+            self.conntrack.prefault()
+        self.attach_policy()
 
     def packet_targets(self) -> np.ndarray:
         """Service frontends this node serves (TARGET_DTYPE): every ClusterIP, externalIP

@@ -17,6 +17,10 @@ class SyncResult:
     changed: set[tuple[str, str]] = field(default_factory=set)
     error: str | None = None  # the apply failed; the next sync is a full one
     extra: dict[str, int] = field(default_factory=dict)
+    # it rewrites rules of Services already programmed (else it only adds new ones)
+    rewrites: bool = True
+    # the kernel's time to load it, from the Dataplane's program_model (None: no model)
+    predicted_program_s: float | None = None
 
     @property
     def ok(self) -> bool:

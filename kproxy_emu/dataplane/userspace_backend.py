@@ -150,6 +150,7 @@ class UserspaceBackend:
 
     def prepare(self) -> None:
         _ = self.lowered
+        self._loaded()  # the compiled proxy's listeners and balancer state
 
     def reset_state(self) -> None:
         self._recent = None

@@ -344,8 +344,50 @@ def merge(old: dict, new: dict) -> dict:
     }
     kept = {m: e for m, e in old.get("modes", {}).items() if m not in fresh}
     runs = [r for r in old.get("runs", []) if r.get("mode", "iptables") in kept]
-    return {
+    merged = {
         **old,
         "modes": {**kept, **fresh},
         "runs": runs + list(new.get("runs", [])),
+    }
+    if "sync_model" in new:  # calibrate --syncs: its model, timings and validation
+        for key in ("sync_model", "sync_runs", "sync_validation", "sync_kernel", "sync_date"):
+            if key in new:
+                merged[key] = new[key]
+    return merged
+
+
+def calibrate_syncs(
+    services: Sequence[int],
+    validate: Sequence[int] = (),
+    *,
+    modes=("iptables", "nftables"),
+    repeats: int = 3,
+    seed: int = 0,
+    backend: str = "nft",
+    progress=None,
+) -> dict:
+    """``calibrate --syncs``: sync timings at ``services`` (the fit) and at ``validate``
+    (not used by the fit; each prediction's error against the measurement kept)."""
+    from ..programtime import SyncTimeModel, timings_to_json, validation
+    from .synctime import measure_all
+
+    fit_on = measure_all(
+        services, modes, seed=seed, repeats=repeats, backend=backend, progress=progress
+    )
+    model = SyncTimeModel.fit(fit_on)
+    held_out = measure_all(
+        validate, modes, seed=seed + 1, repeats=repeats, backend=backend, progress=progress
+    )
+    return {
+        "kind": "kproxy-emu kernel calibration",
+        "kernel": platform.release(),
+        "machine": platform.machine(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "modes": {},
+        "runs": [],
+        "sync_kernel": platform.release(),
+        "sync_date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "sync_model": model.to_dict(),
+        "sync_runs": timings_to_json(fit_on + held_out),
+        "sync_validation": validation(model, held_out),
     }

@@ -57,3 +57,32 @@ def test_cli_disruption_flag(cli, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "disruption" not in proc.stdout
     assert [r["flow"] for r in json.loads(out.read_text())] == ["new", "established"]
+
+
+def test_cli_profile_reports_where_the_time_goes(cli, tmp_path):
+    import json
+
+    out = tmp_path / "b.json"
+    proc = cli(
+        "bench",
+        *("--modes", "iptables,nftables,ipvs,ebpf", "--services", "30", "--packets", "300"),
+        *("--repeat", "1", "--no-disruption", "--no-progress", "--profile", "--json", str(out)),
+        "--calibration",
+        CALIBRATION,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "where the time goes" in proc.stdout
+    records = json.loads(out.read_text())
+    assert {(r["mode"], r["flow"]) for r in records if "profile" in r} == {
+        (m, f) for m in ("iptables", "nftables", "ipvs", "ebpf") for f in ("new", "established")
+    }
+    for r in records:
+        prof = r["profile"]
+        stages = ("conntrack", "lookups", "policy", "nat", "verdict", "other")
+        assert all(prof[s] >= 0 for s in stages) and prof["total"] > 0
+        assert sum(prof[s] for s in stages) <= prof["total"] * 1.001 + 0.05
+        # iptables and nftables: predicted kernel programming time of the syncs
+        if r["mode"] in ("iptables", "nftables"):
+            assert r["kernel_sync_full_s"] > 0 and r["kernel_sync_update_s"] > 0
+        else:
+            assert "kernel_sync_update_s" not in r

@@ -21,6 +21,7 @@ LAYERS = {
     "_cext": 0,
     "packets": 1,
     "maglev": 1,
+    "programtime": 1,  # the sync-time model (numpy only)
     "pcap": 2,
     "model": 2,
     "ipam": 3,
