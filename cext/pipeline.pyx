@@ -71,6 +71,40 @@ cdef class PolicyStage:
 
 
 cdef extern from *:
+    void __builtin_prefetch(const void* addr) nogil
+
+
+cdef enum:
+    # conntrack prefetching across the batch (run): a row's bucket is loaded CT_AHEAD rows
+    # before its chain's first entry is, which is CT_AHEAD rows before the lookup (the
+    # second entry as a third stage made established packets 30-50% slower: reading the
+    # first entry to find it stalls the loop)
+    CT_AHEAD = 8
+    CT_RING = 32        # > 2 * CT_AHEAD, a power of two: the rows' buckets in flight
+
+
+cdef inline void ct_prefetch_bucket(const ct_table_t* t, const packet_t* p,
+                                    uint32_t* slot) noexcept nogil:
+    """Stage one: the row's bucket (kept in ``slot`` for stage two)."""
+    slot[0] = ct_bucket_of(t, ct_hash(t, p.src_ip, p.src_port, p.dst_ip, p.dst_port, p.proto))
+    __builtin_prefetch(&t.buckets[slot[0]])
+
+
+cdef inline void ct_prefetch_node(const ct_table_t* t, int32_t node) noexcept nogil:
+    """A chain node's entry, both its cache lines."""
+    cdef const char* e
+    if node != -1:
+        e = <const char*>&t.e[node >> 1]
+        __builtin_prefetch(e)
+        __builtin_prefetch(e + sizeof(ct_entry_t) - 1)
+
+
+cdef inline void ct_prefetch_entry(const ct_table_t* t, uint32_t bucket) noexcept nogil:
+    """Stage two: the first entry of the bucket's chain."""
+    ct_prefetch_node(t, t.buckets[bucket])
+
+
+cdef extern from *:
     """
     #if defined(__x86_64__) || defined(__i386__)
     #include <x86intrin.h>
@@ -568,10 +602,21 @@ def run(Engine engine not None, const packet_t[::1] packets, verdict_t[::1] out,
     state = rng.x
     cdef uint64_t* prof = engine.prof
     cdef unsigned long long start = 0
+    cdef ct_table_t* tab = &conntrack.tab if conntrack is not None else NULL
+    cdef uint32_t ring[CT_RING]
     with nogil:
         if prof != NULL:
             start = kp_ticks()
+        if tab != NULL:  # the first rows' buckets: stage one for rows 0 .. 2 * CT_AHEAD - 1
+            for k in range(min(2 * CT_AHEAD, n)):
+                ct_prefetch_bucket(tab, &packets[k], &ring[k & (CT_RING - 1)])
         for k in range(n):
+            if tab != NULL:
+                if k + 2 * CT_AHEAD < n:
+                    ct_prefetch_bucket(tab, &packets[k + 2 * CT_AHEAD],
+                                       &ring[(k + 2 * CT_AHEAD) & (CT_RING - 1)])
+                if k + CT_AHEAD < n:
+                    ct_prefetch_entry(tab, ring[(k + CT_AHEAD) & (CT_RING - 1)])
             if ahead > 0:
                 if k + ahead < n:
                     engine.prefetch(&packets[k + ahead], 0)
