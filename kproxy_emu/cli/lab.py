@@ -252,9 +252,8 @@ def _lab_dataplane(args: argparse.Namespace):
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    import json
 
-    from ..lab.calibrate import calibrate, merge, write
+    from ..lab.calibrate import calibrate
     from ..lab.env import check
 
     if args.samples <= 0 or args.positions < 2:
@@ -316,14 +315,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         relay_bytes=args.relay_bytes,
         relay_repeats=args.relay_repeats,
     )
-    if args.out == "-":
-        print(json.dumps(result, indent=2))
+    out = _write_calibration(args, result)
+    if out is None:
         return 0
-    out = Path(args.out) if args.out else DEFAULT_CALIBRATION
-    os.makedirs(out.parent, exist_ok=True)
-    if args.merge and out.exists():
-        result = merge(json.loads(out.read_text(encoding="utf-8")), result)
-    write(result, str(out))
     for mode, entry in result["modes"].items():
         if mode == "userspace":
             print(
@@ -344,9 +338,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 def _calibrate_syncs(args: argparse.Namespace, modes: list[str]) -> int:
     """``calibrate --syncs``: sync timings, the fitted model and its validation."""
-    import json
 
-    from ..lab.calibrate import calibrate_syncs, merge, write
+    from ..lab.calibrate import calibrate_syncs
 
     if "userspace" in modes:
         raise InputError("--syncs measures iptables and nftables", field="--modes", value=modes)
@@ -382,13 +375,25 @@ def _calibrate_syncs(args: argparse.Namespace, modes: list[str]) -> int:
             f"error {row['error']:+.0%}",
             file=sys.stderr,
         )
+    out = _write_calibration(args, result)
+    if out is not None:
+        print(f"written to {out}", file=sys.stderr)
+    return 0
+
+
+def _write_calibration(args: argparse.Namespace, result: dict) -> Path | None:
+    """``--out``: the JSON on stdout ("-": None), else the file (merged into the one
+    there with ``--merge``); its path."""
+    import json
+
+    from ..lab.calibrate import merge, write
+
     if args.out == "-":
         print(json.dumps(result, indent=2))
-        return 0
+        return None
     out = Path(args.out) if args.out else DEFAULT_CALIBRATION
     os.makedirs(out.parent, exist_ok=True)
     if args.merge and out.exists():
         result = merge(json.loads(out.read_text(encoding="utf-8")), result)
     write(result, str(out))
-    print(f"written to {out}", file=sys.stderr)
-    return 0
+    return out
