@@ -342,7 +342,9 @@ def _calibrate_syncs(args: argparse.Namespace, modes: list[str]) -> int:
     from ..lab.calibrate import calibrate_syncs
 
     if "userspace" in modes:
-        raise InputError("--syncs measures iptables and nftables", field="--modes", value=modes)
+        raise InputError(
+            "--syncs measures iptables and nftables", field="--modes", value=args.modes
+        )
     if args.repeats <= 0 or min(args.services + args.validate, default=1) < 1:
         raise InputError(
             "need --repeats >= 1 and service counts >= 1",
