@@ -37,6 +37,7 @@ from .tracer import TraceResult
 
 if TYPE_CHECKING:
     from .._cext.conntrack import ConntrackTable
+    from ..programtime import ProgramTimeModel
     from .lowering import Lowered
     from .nft_lowering import LoweredNft
     from .policy_stage import PolicyProgram
@@ -154,8 +155,8 @@ class Dataplane:
         )
         self.config = config or KubeProxyConfig()
         self.syncs: list[SyncResult] = []
-        # a kproxy_emu.programtime.ProgramTimeModel: each sync's predicted_program_s (None: none)
-        self.program_model: Any = None
+        # what predicts each sync's predicted_program_s (None: no prediction)
+        self.program_model: ProgramTimeModel | None = None
         # emulated time: the latest packet processed (or committed trace); time never goes
         # back, as the kernel's jiffies do not: expiries are computed from it
         self.clock = 0.0
