@@ -98,5 +98,7 @@ def profiled(dp: Any, packets: np.ndarray) -> tuple[np.ndarray, dict[str, float]
     reads = len(STAGES) + 1
     total = max(float(counters[pipeline.PROF_TOTAL]) - read * reads * passed, 0.0) * per
     out["other"] = max(total - sum(out.values()), 0.0)
-    out["total"] = total
+    # the stages' read costs are estimates: should they overshoot, the total is at least
+    # what the stages add up to (so the shares never exceed 100%)
+    out["total"] = max(total, sum(out.values()))
     return verdicts, {k: round(v, 2) for k, v in out.items()}

@@ -80,7 +80,6 @@ def test_cli_profile_reports_where_the_time_goes(cli, tmp_path):
         prof = r["profile"]
         stages = ("conntrack", "lookups", "policy", "nat", "verdict", "other")
         assert all(prof[s] >= 0 for s in stages) and prof["total"] > 0
-        assert sum(prof[s] for s in stages) <= prof["total"] * 1.001 + 0.05
         # iptables and nftables: predicted kernel programming time of the syncs
         if r["mode"] in ("iptables", "nftables"):
             assert r["kernel_sync_full_s"] > 0 and r["kernel_sync_update_s"] > 0
