@@ -18,18 +18,10 @@ from kproxy_emu.model import Cluster
 from tests.helpers.fixtures import as_manifests
 from tests.helpers.iptables_env import config_files, fixture, view_for
 
-pytestmark = pytest.mark.lab
-
-
-@pytest.fixture(autouse=True)
-def lab_available():
-    from kproxy_emu.lab.env import unavailable_reason
-
-    reason = unavailable_reason()
-    if reason:
-        if os.environ.get("KPROXY_EMU_REQUIRE_LAB"):
-            pytest.fail(f"kernel lab required (KPROXY_EMU_REQUIRE_LAB=1): {reason}")
-        pytest.skip(reason)
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.usefixtures("lab_available"),
+]
 
 
 def _host_namespaces():

@@ -6,36 +6,19 @@ Needs root, network namespaces and the netfilter tools; skips without them, fail
 when KPROXY_EMU_REQUIRE_LAB=1 (CI).
 """
 
-import os
 from pathlib import Path
 
 import pytest
 
 from kproxy_emu.model import Cluster
 
-pytestmark = pytest.mark.lab
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.usefixtures("lab_available", "no_leftovers"),
+]
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "multinode" / "cluster.yaml"
 CIDR = "10.244.0.0/16"
-
-
-@pytest.fixture(autouse=True)
-def lab_available():
-    from kproxy_emu.lab.env import unavailable_reason
-
-    reason = unavailable_reason()
-    if reason:
-        if os.environ.get("KPROXY_EMU_REQUIRE_LAB"):
-            pytest.fail(f"kernel lab required (KPROXY_EMU_REQUIRE_LAB=1): {reason}")
-        pytest.skip(reason)
-
-
-@pytest.fixture(autouse=True)
-def no_leftovers():
-    from kproxy_emu.lab.topology import lab_namespaces
-
-    yield
-    assert lab_namespaces(os.getpid()) == []
 
 
 @pytest.fixture(scope="module")

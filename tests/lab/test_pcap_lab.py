@@ -8,26 +8,16 @@ loaded in the kernel."""
 
 from __future__ import annotations
 
-import os
-
 import dpkt
 import pytest
 
 from kproxy_emu import pcap, synth
 from kproxy_emu.packets import PROTO_NUMBERS, Action, ip_to_u32, u32_to_ip
 
-pytestmark = pytest.mark.lab
-
-
-@pytest.fixture(autouse=True)
-def lab_available():
-    from kproxy_emu.lab.env import unavailable_reason
-
-    reason = unavailable_reason()
-    if reason:
-        if os.environ.get("KPROXY_EMU_REQUIRE_LAB"):
-            pytest.fail(f"kernel lab required (KPROXY_EMU_REQUIRE_LAB=1): {reason}")
-        pytest.skip(reason)
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.usefixtures("lab_available"),
+]
 
 
 @pytest.mark.parametrize("mode", ["iptables", "nftables"])

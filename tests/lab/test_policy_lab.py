@@ -4,17 +4,20 @@ compiled engine and ``allowed()`` do, on the e2e truth tables and on a seeded ra
 cluster; the lab notices a rendered text that a kernel reads differently.
 Needs root, network namespaces, iptables-nft, nft and ipset; skips without them."""
 
-import os
 import re
 
 import pytest
 
 from kproxy_emu import synth
 from kproxy_emu.model import Cluster
+from tests.lab.conftest import skip_or_fail
 from tests.policy import refdata
 from tests.policy.pipeline_helpers import NODE, with_slices
 
-pytestmark = pytest.mark.lab
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.usefixtures("no_leftovers"),
+]
 
 
 @pytest.fixture(autouse=True)
@@ -24,18 +27,7 @@ def lab_available():
     reason = unavailable_reason() or unavailable_reason("nftables")
     if reason is None and missing_tools({"ipset": "ipset"}):
         reason = "ipset not installed"
-    if reason:
-        if os.environ.get("KPROXY_EMU_REQUIRE_LAB"):
-            pytest.fail(f"kernel lab required (KPROXY_EMU_REQUIRE_LAB=1): {reason}")
-        pytest.skip(reason)
-
-
-@pytest.fixture(autouse=True)
-def no_leftovers():
-    from kproxy_emu.lab.topology import lab_namespaces
-
-    yield
-    assert lab_namespaces(os.getpid()) == []
+    skip_or_fail(reason)
 
 
 def _e2e_steps():

@@ -3,14 +3,18 @@ transfers, the figures positive, the relay really relaying (the endpoint sees a 
 address: the userspace mode's source-IP loss)."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.lab
+from tests.lab.conftest import skip_or_fail
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.usefixtures("no_leftovers"),
+]
 
 
 @pytest.fixture(autouse=True)
@@ -20,17 +24,7 @@ def lab_available():
     try:
         check(None)
     except LabUnavailable as exc:
-        if os.environ.get("KPROXY_EMU_REQUIRE_LAB"):
-            pytest.fail(f"kernel lab required (KPROXY_EMU_REQUIRE_LAB=1): {exc}")
-        pytest.skip(str(exc))
-
-
-@pytest.fixture(autouse=True)
-def no_leftovers():
-    from kproxy_emu.lab.topology import lab_namespaces
-
-    yield
-    assert lab_namespaces(os.getpid()) == []
+        skip_or_fail(str(exc))
 
 
 def test_relay_figures_positive_and_source_is_the_node():

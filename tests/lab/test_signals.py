@@ -20,21 +20,13 @@ import pytest
 
 from kproxy_emu import synth
 
-pytestmark = pytest.mark.lab
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.usefixtures("lab_available"),
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = int(os.environ.get("KPROXY_EMU_SIGNAL_RUNS", "30"))
-
-
-@pytest.fixture(autouse=True)
-def lab_available():
-    from kproxy_emu.lab.env import unavailable_reason
-
-    reason = unavailable_reason()
-    if reason:
-        if os.environ.get("KPROXY_EMU_REQUIRE_LAB"):
-            pytest.fail(f"kernel lab required (KPROXY_EMU_REQUIRE_LAB=1): {reason}")
-        pytest.skip(reason)
 
 
 def _owned(pid: int) -> list[str]:

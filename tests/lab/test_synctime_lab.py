@@ -8,7 +8,10 @@ import pytest
 
 from kproxy_emu.programtime import CHANGES, SyncTimeModel
 
-pytestmark = pytest.mark.lab
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.usefixtures("lab_available", "no_leftovers"),
+]
 
 
 @pytest.mark.parametrize("mode", ["iptables", "nftables"])
