@@ -102,16 +102,28 @@ cdef inline int32_t ct_chain_next(const ct_table_t* t, uint32_t b, int32_t prev)
     return t.e[prev >> 1].next[prev & 1]
 
 
+cdef inline uint32_t ct_tuple_bucket(const ct_table_t* t, const packet_t* p) noexcept nogil:
+    """The bucket of the packet's tuple (what a lookup of it walks)."""
+    return ct_bucket_of(t, ct_hash(t, p.src_ip, p.src_port, p.dst_ip, p.dst_port, p.proto))
+
+
 cdef inline int32_t ct_find(ct_table_t* t, uint32_t sip, uint16_t sport, uint32_t dip,
                             uint16_t dport, uint8_t proto, double now, int32_t* dir,
                             uint32_t* probes) noexcept nogil:
-    """Entry whose original or reply tuple is this one, or -1; dir gets the direction.
+    """Entry whose original or reply tuple is this one, or -1; dir gets the direction."""
+    return ct_find_in(t, ct_bucket_of(t, ct_hash(t, sip, sport, dip, dport, proto)),
+                      sip, sport, dip, dport, proto, now, dir, probes)
+
+
+cdef inline int32_t ct_find_in(ct_table_t* t, uint32_t b, uint32_t sip, uint16_t sport,
+                               uint32_t dip, uint16_t dport, uint8_t proto, double now,
+                               int32_t* dir, uint32_t* probes) noexcept nogil:
+    """``ct_find`` in bucket ``b``, the tuple's (a caller that hashed it already).
 
     Walks the chain of the tuple's bucket; every node inspected is a probe. Like
     ____nf_conntrack_find, an expired entry met on the way is collected (its slot freed)
     and skipped.
     """
-    cdef uint32_t b = ct_bucket_of(t, ct_hash(t, sip, sport, dip, dport, proto))
     cdef int32_t prev = -1
     cdef int32_t cur = t.buckets[b]
     cdef int d
@@ -252,7 +264,14 @@ cdef inline int ct_packet(ct_table_t* t, int32_t idx, int dir, const packet_t* p
 # the per-packet operations
 
 cdef inline void ct_lookup(ct_table_t* t, const packet_t* p, ct_result_t* r) noexcept nogil:
-    """nf_conntrack_in without the allocation: find the entry, run its tracker.
+    """``ct_lookup_in`` of the packet's own bucket."""
+    ct_lookup_in(t, p, r, ct_tuple_bucket(t, p))
+
+
+cdef inline void ct_lookup_in(ct_table_t* t, const packet_t* p, ct_result_t* r,
+                              uint32_t bucket) noexcept nogil:
+    """nf_conntrack_in without the allocation: find the entry (in ``bucket``, the
+    tuple's: ``ct_tuple_bucket``), run its tracker.
 
     Hit: r.entry/r.dir set, r.state = ctinfo | SNAT/DNAT bits. Miss: r.entry = -1 and
     r.state says what the packet would be: CTSTATE_NEW, CTSTATE_INVALID (the tracker would
@@ -268,8 +287,8 @@ cdef inline void ct_lookup(ct_table_t* t, const packet_t* p, ct_result_t* r) noe
         r.state = CTSTATE_UNTRACKED
         return
     while True:
-        idx = ct_find(t, p.src_ip, p.src_port, p.dst_ip, p.dst_port, p.proto, p.ts, &d,
-                      &r.probes)
+        idx = ct_find_in(t, bucket, p.src_ip, p.src_port, p.dst_ip, p.dst_port, p.proto,
+                         p.ts, &d, &r.probes)
         if idx < 0:
             r.state = ct_miss_state(t, p)
             break

@@ -85,8 +85,8 @@ cdef enum:
 
 cdef inline void ct_prefetch_bucket(const ct_table_t* t, const packet_t* p,
                                     uint32_t* slot) noexcept nogil:
-    """Stage one: the row's bucket (kept in ``slot`` for stage two)."""
-    slot[0] = ct_bucket_of(t, ct_hash(t, p.src_ip, p.src_port, p.dst_ip, p.dst_port, p.proto))
+    """Stage one: the row's bucket (kept in ``slot`` for stage two and the lookup)."""
+    slot[0] = ct_tuple_bucket(t, p)
     __builtin_prefetch(&t.buckets[slot[0]])
 
 
@@ -427,7 +427,8 @@ cdef inline int policy_stage(PolicyStage pol, const packet_t* p, pkt_state_t* st
 
 
 cdef void run_packet(Engine eng, ConntrackTable ct, const packet_t* p, verdict_t* out,
-                     uint64_t* rng, recorder_t* rec, PolicyStage pol) noexcept nogil:
+                     uint64_t* rng, recorder_t* rec, PolicyStage pol,
+                     uint32_t ct_bucket) noexcept nogil:
     cdef uint64_t* prof = eng.prof
     cdef unsigned long long t0 = 0, t1 = 0
     cdef pkt_state_t st
@@ -476,7 +477,7 @@ cdef void run_packet(Engine eng, ConntrackTable ct, const packet_t* p, verdict_t
     if prof != NULL:
         t0 = kp_ticks()
     if ct is not None:
-        ct_lookup(&ct.tab, p, &r)
+        ct_lookup_in(&ct.tab, p, &r, ct_bucket)  # the bucket run's prefetch hashed
         st.ctstate = r.state
         if r.entry >= 0:  # a known flow: the stored translation, no nat rules
             hit = True
@@ -624,7 +625,8 @@ def run(Engine engine not None, const packet_t[::1] packets, verdict_t[::1] out,
                     engine.prefetch(&packets[k + half], 1)
                 if quarter and k + quarter < n:
                     engine.prefetch(&packets[k + quarter], 2)
-            run_packet(engine, conntrack, &packets[k], &out[k], &state, rec, policy)
+            run_packet(engine, conntrack, &packets[k], &out[k], &state, rec, policy,
+                       ring[k & (CT_RING - 1)] if tab != NULL else 0)
         if prof != NULL:
             prof[P_TOTAL] += kp_ticks() - start
             prof[P_PACKETS] += n
