@@ -549,6 +549,20 @@ def _array(value, dtype, name, allow_none=True):
     return np.ascontiguousarray(value)
 
 
+def _ipsets(sets):
+    """The ``sets`` argument of an engine: a tuple of IPSet objects (TypeError)."""
+    sets = tuple(sets)
+    for s in sets:
+        if not isinstance(s, IPSet):
+            raise TypeError(f"sets must hold IPSet objects, not {type(s).__name__}")
+    return sets
+
+
+def _check_hot(hot, rules):
+    if hot.shape[0] != rules.shape[0]:
+        raise ValueError("hot and rules must have one row per rule")
+
+
 cdef int check_rule_rows(const rule_t[::1] rv, const chain_t[::1] cv, Py_ssize_t n_port_ranges,
                          Py_ssize_t n_sets) except -1:
     """The indices every chain walk follows (chain ranges, jump targets, multiport ranges,
@@ -608,12 +622,8 @@ cdef class ChainEngine(Engine):
         nth = _array(nth_counters, np.dtype(np.uint32), "nth_counters")
         if not nth.flags.writeable:
             raise ValueError("nth_counters must be writeable (the engine counts in it)")
-        sets = tuple(sets)
-        for s in sets:
-            if not isinstance(s, IPSet):
-                raise TypeError(f"sets must hold IPSet objects, not {type(s).__name__}")
-        if hot.shape[0] != rules.shape[0]:
-            raise ValueError("hot and rules must have one row per rule")
+        sets = _ipsets(sets)
+        _check_hot(hot, rules)
         if hooks.shape[0] != 6:
             raise ValueError("hooks: six chain indices (or -1)")
         cdef const rule_t[::1] rv = rules
@@ -849,12 +859,8 @@ cdef class ChainPolicy(PolicyStage):
         hot = _array(hot, None, "hot", False)
         chains = _array(chains, None, "chains", False)
         port_ranges = _array(port_ranges, np.dtype(np.uint16), "port_ranges")
-        sets = tuple(sets)
-        for s in sets:
-            if not isinstance(s, IPSet):
-                raise TypeError(f"sets must hold IPSet objects, not {type(s).__name__}")
-        if hot.shape[0] != rules.shape[0]:
-            raise ValueError("hot and rules must have one row per rule")
+        sets = _ipsets(sets)
+        _check_hot(hot, rules)
         cdef const rule_t[::1] rv = rules
         cdef const chain_t[::1] cv = chains
         cdef const hot_t[::1] hotv = hot
