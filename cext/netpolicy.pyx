@@ -258,27 +258,29 @@ cdef class IdentityPolicy(PolicyStage):
             who = 0
         return -1
 
+    cdef bint side_allows(self, int32_t ep, int direction, uint32_t isolated, uint32_t peer,
+                          pkt_state_t* st) noexcept nogil:
+        """One side's decision (direction 0: egress at the source endpoint ``ep``, 1:
+        ingress at the destination): open unless the endpoint is isolated that way, then
+        a rule for the ``peer`` identity must allow it; recorded for traces."""
+        cdef int32_t rule
+        if ep >= 0 and self.ep_flags[ep] & isolated:
+            rule = self.map_lookup(<uint32_t>ep, direction, peer, st.dport, st.proto, st)
+            if st.rec != NULL:
+                record_policy(st.rec, direction, POL_ALLOWED if rule >= 0 else POL_DENIED, rule)
+            return rule >= 0
+        if st.rec != NULL:
+            record_policy(st.rec, direction, POL_OPEN, -1)
+        return True
+
     cdef int check(self, const packet_t* p, pkt_state_t* st) noexcept nogil:
         cdef uint32_t src_id = 0, dst_id = 0
         cdef int32_t src_ep = self.address(st.src, &src_id, st)
         cdef int32_t dst_ep = self.address(st.dst, &dst_id, st)
-        cdef int32_t rule
-        if src_ep >= 0 and self.ep_flags[src_ep] & EP_EGRESS_ISOLATED:
-            rule = self.map_lookup(<uint32_t>src_ep, 0, dst_id, st.dport, st.proto, st)
-            if st.rec != NULL:
-                record_policy(st.rec, 0, POL_ALLOWED if rule >= 0 else POL_DENIED, rule)
-            if rule < 0:
-                return POLICY_EGRESS_DENIED
-        elif st.rec != NULL:
-            record_policy(st.rec, 0, POL_OPEN, -1)
-        if dst_ep >= 0 and self.ep_flags[dst_ep] & EP_INGRESS_ISOLATED:
-            rule = self.map_lookup(<uint32_t>dst_ep, 1, src_id, st.dport, st.proto, st)
-            if st.rec != NULL:
-                record_policy(st.rec, 1, POL_ALLOWED if rule >= 0 else POL_DENIED, rule)
-            if rule < 0:
-                return POLICY_INGRESS_DENIED
-        elif st.rec != NULL:
-            record_policy(st.rec, 1, POL_OPEN, -1)
+        if not self.side_allows(src_ep, 0, EP_EGRESS_ISOLATED, dst_id, st):
+            return POLICY_EGRESS_DENIED
+        if not self.side_allows(dst_ep, 1, EP_INGRESS_ISOLATED, src_id, st):
+            return POLICY_INGRESS_DENIED
         return POLICY_PASS
 
     def address_of(self, uint32_t ip):
