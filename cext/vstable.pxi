@@ -10,6 +10,8 @@ from libc.string cimport memset
 
 import ipaddress
 
+from kproxy_emu.ipaddr import ipv4_int
+
 import numpy as np
 
 from packet cimport packet_t, verdict_t
@@ -664,7 +666,7 @@ def parse_dirs(text):
 
 
 def _v4(text):
-    return int(ipaddress.IPv4Address(text))
+    return ipv4_int(text)
 
 
 def parse_entry(set_type, entry):

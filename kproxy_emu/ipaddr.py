@@ -9,6 +9,7 @@ re-printed canonically; a CIDR is masked to its network (``203.0.113.5/25`` is
 from __future__ import annotations
 
 import ipaddress
+import socket
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 IPAddress = IPv4Address | IPv6Address
@@ -30,6 +31,16 @@ def _unsloppy(text: str) -> str:
             return head + sep + _strip_leading_zeros_v4(tail)
         return text
     return _strip_leading_zeros_v4(text)
+
+
+def ipv4_int(text: str) -> int:
+    """A canonical dotted-quad IPv4 address as an integer (ValueError when it is not one).
+    inet_pton is as strict as ipaddress (four decimal octets, no leading zeros) and about
+    ten times faster: compilers convert millions of addresses at 1M services."""
+    try:
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
+    except (OSError, TypeError):
+        raise ValueError(f"not an IPv4 address: {text!r}") from None
 
 
 def parse_ip(text: str) -> IPAddress:

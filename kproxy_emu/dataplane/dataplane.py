@@ -356,7 +356,9 @@ class Dataplane:
     ) -> SyncResult:
         """One sync of the mode (kube-proxy's syncProxyRules): compile and apply.
         ``rewrites``: the changed Services include programmed ones (not only new ones)."""
-        loaded = self.loaded_lines
+        # read before the sync (a full one replaces it); only with a model: reading it
+        # renders the last full sync's text
+        loaded = self.loaded_lines if self.program_model is not None else 0
         result = self.backend.sync(changed)
         result.rewrites = result.full or rewrites
         if self.program_model is not None:

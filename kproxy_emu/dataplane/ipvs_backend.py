@@ -16,6 +16,7 @@ dataplane/ipvs_reference.py evaluate_ipvs_flow.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -182,14 +183,17 @@ class IpvsBackend:
         extra["nat_rules"] = len(state.ruleset.tables["nat"].rules)
         # the sync's writes as text: the restore, ipset restore lines, ipvsadm commands
         # (kube-proxy speaks netlink to IPVS; ipvsadm's syntax names the same operations)
+        ipset_text = "".join(line + "\n" for line in res.ipset_ops)
+        text: str | Callable[[], str]
         if previous is None:
-            ipvsadm = ipvs_text.render(state, "ipvsadm-save")
-        elif log is not None:
-            ipvsadm = "".join(line + "\n" for line in log)
+            # the first sync writes everything: rendered only if someone reads it
+            def text() -> str:
+                return restore + ipset_text + ipvs_text.render(state, "ipvsadm-save")
+
         else:
-            ops_text = _ipvsadm_changes(res.fresh, res.gone, res.deleted_keys, self.ipvs)
-            ipvsadm = "".join(line + "\n" for line in ops_text)
-        text = restore + "".join(line + "\n" for line in res.ipset_ops) + ipvsadm
+            if log is None:
+                log = _ipvsadm_changes(res.fresh, res.gone, res.deleted_keys, self.ipvs)
+            text = restore + ipset_text + "".join(line + "\n" for line in log)
         self._sets = None
         self._lowered = None
         self._engine = None

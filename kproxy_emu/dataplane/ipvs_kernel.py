@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..ipaddr import ipv4_int
 from ..netfilter.ipvs import FLAG_HASHED, IpvsState, VirtualServer
 from ..packets import PROTO_NUMBERS
 from .endpoints import EndpointTable
@@ -33,16 +34,19 @@ def lower(state: IpvsState) -> tuple[np.ndarray, np.ndarray]:
     vss = state.virtual_servers
     services = np.zeros(len(vss), SERVICE_DTYPE)
     services["proto"] = [PROTO_NUMBERS[vs.protocol.lower()] for vs in vss]
-    services["addr"] = [int(ipaddress.IPv4Address(vs.address)) for vs in vss]
+    services["addr"] = [ipv4_int(vs.address) for vs in vss]
     services["port"] = [vs.port for vs in vss]
     services["flags"] = [vs.flags for vs in vss]
     services["timeout"] = [vs.timeout for vs in vss]
-    rows = [
-        (i, int(ipaddress.IPv4Address(rs.address)), rs.port, rs.weight, rs.endpoint)
-        for i, vs in enumerate(vss)
-        for rs in vs.real_servers
-    ]
-    return services, np.array(rows, DEST_DTYPE)
+    n = sum(len(vs.real_servers) for vs in vss)
+    dests = np.zeros(n, DEST_DTYPE)
+    rss = [rs for vs in vss for rs in vs.real_servers]
+    dests["svc"] = np.repeat(np.arange(len(vss)), [len(vs.real_servers) for vs in vss])
+    dests["addr"] = np.fromiter((ipv4_int(rs.address) for rs in rss), np.uint32, n)
+    dests["port"] = np.fromiter((rs.port for rs in rss), np.uint16, n)
+    dests["weight"] = np.fromiter((rs.weight for rs in rss), np.int32, n)
+    dests["endpoint"] = np.fromiter((rs.endpoint for rs in rss), np.int32, n)
+    return services, dests
 
 
 def vs_name(vs: VirtualServer) -> str:

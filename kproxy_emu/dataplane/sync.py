@@ -2,25 +2,56 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 
-@dataclass
 class SyncResult:
     """One sync: full or partial, the payload in the mode's own model, its text (what
     kube-proxy hands to iptables-restore, nft -f or ipvsadm/netlink), the services it
-    touched, and mode-specific size figures (``extra``)."""
+    touched, and mode-specific size figures (``extra``).
 
-    full: bool
-    payload: object
-    text: str
-    changed: set[tuple[str, str]] = field(default_factory=set)
-    error: str | None = None  # the apply failed; the next sync is a full one
-    extra: dict[str, int] = field(default_factory=dict)
-    # it rewrites rules of Services already programmed (else it only adds new ones)
-    rewrites: bool = True
-    # the kernel's time to load it, from the Dataplane's program_model (None: no model)
-    predicted_program_s: float | None = None
+    ``text`` may be given as a function that renders it: a full sync's text at a million
+    services is gigabytes and tens of seconds of rendering that a run measuring packets
+    never reads, so it is rendered on first use, then kept."""
+
+    def __init__(
+        self,
+        full: bool,
+        payload: object,
+        text: str | Callable[[], str],
+        changed: set[tuple[str, str]] | None = None,
+        error: str | None = None,  # the apply failed; the next sync is a full one
+        extra: dict[str, int] | None = None,
+        # it rewrites rules of Services already programmed (else it only adds new ones)
+        rewrites: bool = True,
+        # the kernel's time to load it, from the Dataplane's program_model (None: no model)
+        predicted_program_s: float | None = None,
+    ):
+        self.full = full
+        self.payload = payload
+        self._text = text
+        self.changed: set[tuple[str, str]] = set() if changed is None else changed
+        self.error = error
+        self.extra: dict[str, int] = {} if extra is None else extra
+        self.rewrites = rewrites
+        self.predicted_program_s = predicted_program_s
+
+    def __repr__(self) -> str:
+        text = f"{len(self._text)} chars" if isinstance(self._text, str) else "not rendered"
+        return (
+            f"SyncResult(full={self.full}, ok={self.ok}, text: {text}, "
+            f"changed={len(self.changed)} services, extra={self.extra})"
+        )
+
+    @property
+    def text(self) -> str:
+        if not isinstance(self._text, str):
+            self._text = self._text()
+        return self._text
+
+    @text.setter
+    def text(self, value: str | Callable[[], str]) -> None:
+        self._text = value
 
     @property
     def ok(self) -> bool:

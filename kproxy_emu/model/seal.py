@@ -34,11 +34,14 @@ def _refuse(what: str, field: str | None, value: object) -> NoReturn:
 class FrozenList(list):  # type: ignore[type-arg]
     """A list that refuses edits (a sealed object's field)."""
 
-    __slots__ = ("_owner",)
-    _owner: tuple[Any, str]  # (the sealed object, field name), set by _freeze
+    # the sealed object and the field holding this, set by _freeze (two slots, not a
+    # tuple: a million-service cluster has millions of these)
+    __slots__ = ("_field", "_obj")
+    _obj: Any
+    _field: str
 
     def _no(self, *args: Any, **kwargs: Any) -> NoReturn:
-        _refuse(_describe(self._owner[0]), self._owner[1], args[0] if args else None)
+        _refuse(_describe(self._obj), self._field, args[0] if args else None)
 
     append = extend = insert = remove = pop = clear = sort = reverse = _no  # type: ignore[assignment]
     __setitem__ = __delitem__ = __iadd__ = __imul__ = _no  # type: ignore[assignment]
@@ -58,11 +61,14 @@ class FrozenList(list):  # type: ignore[type-arg]
 class FrozenDict(dict):  # type: ignore[type-arg]
     """A dict that refuses edits (labels, annotations, selectors of a sealed object)."""
 
-    __slots__ = ("_owner",)
-    _owner: tuple[Any, str]  # (the sealed object, field name), set by _freeze
+    # the sealed object and the field holding this, set by _freeze (two slots, not a
+    # tuple: a million-service cluster has millions of these)
+    __slots__ = ("_field", "_obj")
+    _obj: Any
+    _field: str
 
     def _no(self, *args: Any, **kwargs: Any) -> NoReturn:
-        _refuse(_describe(self._owner[0]), self._owner[1], args[0] if args else None)
+        _refuse(_describe(self._obj), self._field, args[0] if args else None)
 
     __setitem__ = __delitem__ = __ior__ = _no  # type: ignore[assignment]
     pop = popitem = clear = update = setdefault = _no  # type: ignore[assignment]
@@ -195,7 +201,7 @@ def seal(obj: T) -> T:
         value = getattr(obj, name)
         if type(value) in _ATOMS:  # most fields: nothing to seal, no call
             continue
-        frozen = _freeze(value, (obj, name))
+        frozen = _freeze(value, obj, name)
         if frozen is not value:
             object.__setattr__(obj, name, frozen)
     object.__setattr__(obj, "__class__", _sealed_class(cls))
@@ -206,24 +212,24 @@ def seal(obj: T) -> T:
 _ATOMS = frozenset({str, int, float, bool, type(None)})
 
 
-def _freeze(value: Any, owner: tuple[Any, str]) -> Any:
+def _freeze(value: Any, obj: Any, name: str) -> Any:
     kind = type(value)
     if kind in _ATOMS:
         return value
     if kind is list:
-        out = FrozenList([v if type(v) in _ATOMS else _freeze(v, owner) for v in value])
-        out._owner = owner
+        out = FrozenList([v if type(v) in _ATOMS else _freeze(v, obj, name) for v in value])
+        out._obj, out._field = obj, name
         return out
     if kind is dict:
         out_d = FrozenDict(
-            {k: v if type(v) in _ATOMS else _freeze(v, owner) for k, v in value.items()}
+            {k: v if type(v) in _ATOMS else _freeze(v, obj, name) for k, v in value.items()}
         )
-        out_d._owner = owner
+        out_d._obj, out_d._field = obj, name
         return out_d
     if isinstance(value, (FrozenList, FrozenDict, type)):
         return value
     if isinstance(value, (list, dict)):  # a subclass: as its base
-        return _freeze(list(value) if isinstance(value, list) else dict(value), owner)
+        return _freeze(list(value) if isinstance(value, list) else dict(value), obj, name)
     if _field_names(kind) is not None:
         return seal(value)
     return value
