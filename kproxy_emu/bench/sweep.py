@@ -125,18 +125,24 @@ class BenchSpec:
             )
 
 
+NODE_PORT_SERVICES = 10_000  # of each of NodePort and LoadBalancer, in a synthetic cluster
+
+
 def make_cluster(services: int, endpoints: int, seed: int):
     """The synthetic cluster of one size: ClusterIP, NodePort and LoadBalancer services
     with one port each, all endpoints ready (the sweep measures lookup cost, so every
-    service is reachable)."""
+    service is reachable). 10% NodePort and 10% LoadBalancer, but at most about
+    NODE_PORT_SERVICES of each: a node has 35,536 node ports at most (30000-65535), and a
+    LoadBalancer service takes a second one for its health check."""
     from .. import synth
 
+    share = min(0.1, NODE_PORT_SERVICES / services) if services else 0.1
     return synth.cluster(
         services,
         endpoints=endpoints,
         seed=seed,
         nodes=10,
-        type_mix={"ClusterIP": 0.8, "NodePort": 0.1, "LoadBalancer": 0.1},
+        type_mix={"ClusterIP": 1 - 2 * share, "NodePort": share, "LoadBalancer": share},
         ports_per_service=(1.0,),
         terminating_share=0,
         not_ready_share=0,

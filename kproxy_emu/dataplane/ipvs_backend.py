@@ -109,17 +109,26 @@ class IpvsBackend:
             sync.endpoint_index(ep)
         if self._bulk is None or self._bulk[0] is not state:
             services, dests = lower(state)
-            dests["endpoint"] = [
-                sync.endpoint_index(str(rs))
+            # RealServer.endpoint indexes the proxier's endpoint strings; the engine's
+            # indices are the sync's own, given in the order replaying the claims on an
+            # empty table would give them (IpvsSync._sync_service)
+            names = state.endpoints
+            order = [
+                rs.endpoint
                 for vs in state.virtual_servers
-                for rs in _claimed_first(vs, sync)
+                for claim in (*vs.claims, vs)
+                for rs in claim.real_servers
             ]
+            remap = np.zeros(len(names), np.int32)
+            for i in dict.fromkeys(order):
+                remap[i] = sync.endpoint_index(names[i])
+            dests["endpoint"] = remap[dests["endpoint"]]
             svc_map: dict[str, int] = {}
             dest_map: dict[tuple[int, str], int] = {}
             for i, vs in enumerate(state.virtual_servers):
                 svc_map[str(vs)] = i
                 for rs in vs.real_servers:
-                    dest_map[(i, str(rs))] = len(dest_map)
+                    dest_map[(i, names[rs.endpoint])] = len(dest_map)
             self._bulk = (state, services, dests, svc_map, dest_map)
         _, services, dests, svc_map, dest_map = self._bulk
         sync.scheduler = state.scheduler
@@ -427,12 +436,3 @@ def _vs_ops(vs: VirtualServer, prev: VirtualServer | None, ipvs: IpvsSync | None
         kept = dest is not None and dest in ipvs.graceful  # weight 0 while connections last
         out.append(f"-e {name} -r {key} -m -w 0" if kept else f"-d {name} -r {key}")
     return out
-
-
-def _claimed_first(vs: VirtualServer, sync: IpvsSync) -> list:
-    """vs's real servers, after giving every claim's endpoints their indices in the
-    order replaying the claims on an empty table would (IpvsSync._sync_service)."""
-    for claim in vs.claims:
-        for rs in claim.real_servers:
-            sync.endpoint_index(str(rs))
-    return vs.real_servers

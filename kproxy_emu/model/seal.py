@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, NoReturn, TypeVar
 
+from .._cext import sealing as _sealing
 from ..errors import InputError
 
 T = TypeVar("T")
@@ -41,7 +42,7 @@ class FrozenList(list):  # type: ignore[type-arg]
     _field: str
 
     def _no(self, *args: Any, **kwargs: Any) -> NoReturn:
-        _refuse(_describe(self._obj), self._field, args[0] if args else None)
+        _refuse(_owner(self._obj), self._field, args[0] if args else None)
 
     append = extend = insert = remove = pop = clear = sort = reverse = _no  # type: ignore[assignment]
     __setitem__ = __delitem__ = __iadd__ = __imul__ = _no  # type: ignore[assignment]
@@ -68,7 +69,7 @@ class FrozenDict(dict):  # type: ignore[type-arg]
     _field: str
 
     def _no(self, *args: Any, **kwargs: Any) -> NoReturn:
-        _refuse(_describe(self._obj), self._field, args[0] if args else None)
+        _refuse(_owner(self._obj), self._field, args[0] if args else None)
 
     __setitem__ = __delitem__ = __ior__ = _no  # type: ignore[assignment]
     pop = popitem = clear = update = setdefault = _no  # type: ignore[assignment]
@@ -87,9 +88,20 @@ class FrozenDict(dict):  # type: ignore[type-arg]
 
 _SEALED: dict[type, type] = {}  # dataclass -> its sealed subclass
 _SEALED_CLASSES: set[type] = set()  # the sealed subclasses
-# a type's dataclass field names, or None for a type that is not a dataclass (sealing
-# walks hundreds of thousands of objects: dataclasses.fields per object is the cost)
+# a type's dataclass fields that may hold something to seal, or None for a type that is
+# not a dataclass (sealing walks millions of objects: dataclasses.fields per object, and a
+# getattr per field that is declared a plain str, int, float, bool or None, are the cost)
 _FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}
+_ATOM_NAMES = frozenset({"str", "int", "float", "bool", "None"})
+
+
+def _holds_atoms_only(annotation: object) -> bool:
+    """The field is declared to hold only atoms (``str``, ``bool | None``, ...)."""
+    if isinstance(annotation, type):
+        return annotation in _ATOMS
+    return isinstance(annotation, str) and all(
+        part.strip() in _ATOM_NAMES for part in annotation.split("|")
+    )
 
 
 def _field_names(cls: type) -> tuple[str, ...] | None:
@@ -97,7 +109,7 @@ def _field_names(cls: type) -> tuple[str, ...] | None:
         return _FIELD_NAMES[cls]
     except KeyError:
         names = (
-            tuple(f.name for f in dataclasses.fields(cls))
+            tuple(f.name for f in dataclasses.fields(cls) if not _holds_atoms_only(f.type))
             if dataclasses.is_dataclass(cls)
             else None
         )
@@ -166,6 +178,14 @@ def _rebuild(cls: type[T], values: dict[str, Any]) -> T:
     return cls(**values)
 
 
+def _owner(obj: Any) -> str:
+    """The object a frozen container belongs to; an empty one is shared by every object of
+    a class (``_obj`` is the class), so it can name the class only."""
+    if isinstance(obj, type):
+        return f"a sealed {obj.__name__}"
+    return _describe(obj)
+
+
 def _describe(obj: Any) -> str:
     """``Service ns/name``; a nested object by its class and first field (``Endpoint
     10.0.0.1``)."""
@@ -188,48 +208,34 @@ def model_type(obj: object) -> type:
     return cls.__base__ if cls in _SEALED_CLASSES else cls  # type: ignore[return-value]
 
 
-def seal(obj: T) -> T:
-    """Make a model object (and the lists, dicts and objects it holds) read-only, in place.
-    Sealing a sealed object does nothing. Returns the object."""
-    cls = type(obj)
-    if cls in _SEALED_CLASSES:
-        return obj
-    names = _field_names(cls)
-    if names is None:
-        return obj
-    for name in names:
-        value = getattr(obj, name)
-        if type(value) in _ATOMS:  # most fields: nothing to seal, no call
-            continue
-        frozen = _freeze(value, obj, name)
-        if frozen is not value:
-            object.__setattr__(obj, name, frozen)
-    object.__setattr__(obj, "__class__", _sealed_class(cls))
-    return obj
-
-
 # values that hold nothing to seal (exact types: a subclass may hold more)
 _ATOMS = frozenset({str, int, float, bool, type(None)})
 
 
-def _freeze(value: Any, obj: Any, name: str) -> Any:
-    kind = type(value)
-    if kind in _ATOMS:
-        return value
-    if kind is list:
-        out = FrozenList([v if type(v) in _ATOMS else _freeze(v, obj, name) for v in value])
-        out._obj, out._field = obj, name
-        return out
-    if kind is dict:
-        out_d = FrozenDict(
-            {k: v if type(v) in _ATOMS else _freeze(v, obj, name) for k, v in value.items()}
-        )
-        out_d._obj, out_d._field = obj, name
-        return out_d
-    if isinstance(value, (FrozenList, FrozenDict, type)):
-        return value
-    if isinstance(value, (list, dict)):  # a subclass: as its base
-        return _freeze(list(value) if isinstance(value, list) else dict(value), obj, name)
-    if _field_names(kind) is not None:
-        return seal(value)
-    return value
+# the empty list and dict of each (class, field): most sealed lists are empty (an
+# endpoint's hints), and a million-service cluster has millions of them
+_EMPTY: dict[tuple[type, str, type], FrozenList | FrozenDict] = {}
+
+
+def _shared_empty(kind: type, obj: Any, name: str) -> Any:
+    key = (type(obj), name, kind)
+    empty = _EMPTY.get(key)
+    if empty is None:
+        empty = _EMPTY[key] = FrozenList() if kind is list else FrozenDict()
+        empty._obj, empty._field = type(obj), name
+    return empty
+
+
+# the walk itself is compiled (cext/sealing.pyx): millions of objects at 1M services
+_sealing.configure(
+    _SEALED_CLASSES,
+    _FIELD_NAMES,
+    _field_names,
+    _sealed_class,
+    _shared_empty,
+    FrozenList,
+    FrozenDict,
+)
+seal = _sealing.seal
+"""Make a model object (and the lists, dicts and objects it holds) read-only, in place.
+Sealing a sealed object does nothing. Returns the object."""
