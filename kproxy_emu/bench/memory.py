@@ -17,7 +17,7 @@ from pathlib import Path
 RSS_MODEL: dict[str, tuple[float, float, float]] = {
     "iptables": (82.0, 8.7, 6.2),
     "nftables": (71.0, 10.0, 5.3),
-    "ipvs": (91.0, 6.5, 2.25),
+    "ipvs": (91.0, 4.5, 1.2),
     "userspace": (89.0, 5.0, 2.4),
     "ebpf": (127.0, 6.7, 2.85),
 }

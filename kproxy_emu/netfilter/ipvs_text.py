@@ -27,6 +27,8 @@ from typing import TypeVar
 
 import numpy as np
 
+from .._cext import msort
+from ..ipaddr import ipv4_int
 from .ipvs import BITMAP_PORT, IpvsState, VirtualServer
 
 T = TypeVar("T")
@@ -74,7 +76,8 @@ def cmp_dests(a: tuple[str, int], b: tuple[str, int]) -> int:
 
 
 def glibc_msort(items: Sequence[T], cmp: Callable[[T, T], int]) -> list[T]:
-    """glibc msort_with_tmp: split n/2 | n - n/2, sort both halves, merge taking the
+    """The reference twin of the compiled _cext.msort (which the renderers use), with any
+    comparator: glibc msort_with_tmp: split n/2 | n - n/2, sort both halves, merge taking the
     left element while cmp(left, right) <= 0."""
     items = list(items)
     if len(items) <= 1:
@@ -122,34 +125,40 @@ def _counters(state: IpvsState, counters) -> dict[tuple[int, int], tuple[int, in
     return out
 
 
-def _wrapped_cmp(a: tuple[int, ...], b: tuple[int, ...]) -> int:
-    """Compare key tuples field by field, each difference cut to a C int."""
-    for x, y in zip(a, b):
-        r = _int32(x - y)
-        if r:
-            return r
-    return 0
+def _words(ip: str, width: int) -> list[int]:
+    """The address as 32-bit words (ipvs_cmp_*'s int-wrapped fields), padded to width."""
+    if ":" not in ip:
+        return [ipv4_int(ip)] + [0] * (width - 1)
+    return _addr_words(ip)
 
 
 def _sorted_services(state: IpvsState, nosort: bool) -> list[tuple[int, VirtualServer]]:
     indexed = list(enumerate(state.virtual_servers))
-    if nosort:
+    if nosort or len(indexed) < 2:
         return indexed
     # ipvs_cmp_services' fields, computed once (fwmark is 0 for kube-proxy's services)
+    vss = state.virtual_servers
+    width = 4 if any(":" in vs.address for vs in vss) else 1
     keys = [
-        (10 if ":" in vs.address else 2, _PROTO_NUM[vs.protocol], *_addr_words(vs.address), vs.port)
-        for vs in state.virtual_servers
+        [
+            10 if ":" in vs.address else 2,
+            _PROTO_NUM[vs.protocol],
+            *_words(vs.address, width),
+            vs.port,
+        ]
+        for vs in vss
     ]
-    order = glibc_msort(range(len(indexed)), lambda a, b: _wrapped_cmp(keys[a], keys[b]))
-    return [indexed[i] for i in order]
+    return [indexed[i] for i in msort.glibc_msort(keys).tolist()]
 
 
 def _sorted_dests(vs: VirtualServer, nosort: bool) -> list[int]:
-    idx = list(range(len(vs.real_servers)))
-    if nosort or len(idx) < 2:
-        return idx
-    keys = [(*_addr_words(rs.address), rs.port) for rs in vs.real_servers]
-    return glibc_msort(idx, lambda a, b: _wrapped_cmp(keys[a], keys[b]))
+    rss = vs.real_servers
+    if nosort or len(rss) < 2:
+        return list(range(len(rss)))
+    width = 4 if any(":" in rs.address for rs in rss) else 1
+    keys = [[*_words(rs.address, width), rs.port] for rs in rss]
+    order: list[int] = msort.glibc_msort(keys).tolist()
+    return order
 
 
 def render_ipvsadm_save(state: IpvsState, *, nosort: bool = False) -> str:

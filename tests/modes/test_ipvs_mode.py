@@ -7,6 +7,8 @@ writeIptablesRules) for the same fake node (192.168.0.2, 192.168.1.2, 192.168.99
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hst
 
 from kproxy_emu import packets as P
 from kproxy_emu import synth
@@ -17,13 +19,18 @@ from kproxy_emu.dataplane.dataplane import resolve_node
 from kproxy_emu.errors import InputError
 from kproxy_emu.modes import ipvs as M
 from kproxy_emu.netfilter.iptables_text import render
+from kproxy_emu.netfilter.ipvs import IpvsState
 from kproxy_emu.netfilter.ipvs_text import (
+    _sorted_dests,
+    _sorted_services,
+    cmp_dests,
     cmp_services,
     glibc_msort,
     render_ipset_save,
     render_ipvsadm_list,
     render_ipvsadm_save,
 )
+from kproxy_emu.netfilter.ruleset import Ruleset
 from kproxy_emu.proxy import ProxyOptions, ProxyView
 from tests.helpers.iptables_env import fixture, view_for
 
@@ -294,6 +301,39 @@ def test_wrapped_sort_follows_glibc_merge_sort():
     # merge: 100 (100 < 150), 150 (200 > 150), 200 (200 - 10 wraps negative), 10
     out = [v.address for v in glibc_msort(vs, cmp_services)]
     assert out == ["100.0.0.1", "150.0.0.1", "200.0.0.1", "10.0.0.1"]
+    assert [v.address for _, v in _sorted_services_for(vs)] == out
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    hst.lists(
+        hst.tuples(
+            hst.sampled_from(["TCP", "UDP", "SCTP"]),
+            hst.one_of(hst.ip_addresses(v=4), hst.ip_addresses(v=6)).map(str),
+            hst.integers(1, 65535),
+        ),
+        max_size=40,
+    )
+)
+def test_compiled_ipvsadm_sort_is_the_reference_merge_sort(rows):
+    """The renderers' compiled sort (_cext.msort) orders virtual servers and real servers
+    exactly as the interpreted glibc merge sort with ipvs_cmp_services / ipvs_cmp_dests,
+    non-transitive wrapped comparisons and mixed families included."""
+    vss = [M.VirtualServer(ip, proto, port, "rr") for proto, ip, port in rows]
+    want = [str(v) for v in glibc_msort(vss, cmp_services)]
+    got = [str(v) for _, v in _sorted_services_for(vss)]
+    assert got == want
+    # a virtual server's real servers are of its own family
+    dests = [(ip, port) for _, ip, port in rows if (":" in ip) == (":" in rows[0][1])]
+    holder = M.VirtualServer("10.0.0.1", "TCP", 80, "rr")
+    holder.real_servers = [M.RealServer(ip, port, 1, i) for i, (ip, port) in enumerate(dests)]
+    order = _sorted_dests(holder, False)
+    assert [dests[i] for i in order] == glibc_msort(dests, cmp_dests)
+
+
+def _sorted_services_for(vss):
+    state = IpvsState("IPv4", "rr", vss, [], {}, Ruleset(), [])
+    return _sorted_services(state, False)
 
 
 def test_ipset_save(overall):
