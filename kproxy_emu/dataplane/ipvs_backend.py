@@ -194,10 +194,20 @@ class IpvsBackend:
         # (kube-proxy speaks netlink to IPVS; ipvsadm's syntax names the same operations)
         ipset_text = "".join(line + "\n" for line in res.ipset_ops)
         text: str | Callable[[], str]
+        size: Callable[[], tuple[int, int]] | None = None
         if previous is None:
-            # the first sync writes everything: rendered only if someone reads it
+            # the first sync writes everything: rendered only if someone reads it, and
+            # counted without rendering (the same lines unsorted have the same size)
             def text() -> str:
                 return restore + ipset_text + ipvs_text.render(state, "ipvsadm-save")
+
+            def size() -> tuple[int, int]:
+                lines = restore.count("\n") + len(res.ipset_ops)
+                nbytes = len(restore.encode()) + len(ipset_text.encode())
+                for line in ipvs_text.ipvsadm_save_lines(state, nosort=True):
+                    lines += 1
+                    nbytes += len(line) + 1  # ASCII
+                return lines, nbytes
 
         else:
             if log is None:
@@ -210,6 +220,7 @@ class IpvsBackend:
             full=True,
             payload=state,
             text=text,
+            size=size,
             changed=set() if changed is None else set(changed),
             error=res.error,
             extra=extra,

@@ -12,7 +12,8 @@ class SyncResult:
 
     ``text`` may be given as a function that renders it: a full sync's text at a million
     services is gigabytes and tens of seconds of rendering that a run measuring packets
-    never reads, so it is rendered on first use, then kept."""
+    never reads, so it is rendered on first use, then kept. ``size``, when given, counts
+    (lines, bytes) of the text not rendered yet without holding it."""
 
     def __init__(
         self,
@@ -26,6 +27,7 @@ class SyncResult:
         rewrites: bool = True,
         # the kernel's time to load it, from the Dataplane's program_model (None: no model)
         predicted_program_s: float | None = None,
+        size: Callable[[], tuple[int, int]] | None = None,
     ):
         self.full = full
         self.payload = payload
@@ -35,6 +37,8 @@ class SyncResult:
         self.extra: dict[str, int] = {} if extra is None else extra
         self.rewrites = rewrites
         self.predicted_program_s = predicted_program_s
+        self._size = size
+        self._measured: tuple[int, int] | None = None
 
     def __repr__(self) -> str:
         text = f"{len(self._text)} chars" if isinstance(self._text, str) else "not rendered"
@@ -57,13 +61,22 @@ class SyncResult:
     def ok(self) -> bool:
         return self.error is None
 
+    def _counted(self) -> tuple[int, int] | None:
+        if isinstance(self._text, str) or self._size is None:
+            return None
+        if self._measured is None:
+            self._measured = self._size()
+        return self._measured
+
     @property
     def lines(self) -> int:
-        return self.text.count("\n")
+        counted = self._counted()
+        return counted[0] if counted is not None else self.text.count("\n")
 
     @property
     def bytes(self) -> int:
-        return len(self.text.encode())
+        counted = self._counted()
+        return counted[1] if counted is not None else len(self.text.encode())
 
     def cost(self) -> dict[str, int]:
         """What this sync wrote: lines and bytes of its text, plus the mode's own units

@@ -22,7 +22,7 @@ here (deterministic, not the kernel's order).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -155,15 +155,22 @@ def _sorted_dests(vs: VirtualServer, nosort: bool) -> list[int]:
     rss = vs.real_servers
     if nosort or len(rss) < 2:
         return list(range(len(rss)))
-    width = 4 if any(":" in rs.address for rs in rss) else 1
-    keys = [[*_words(rs.address, width), rs.port] for rs in rss]
+    if ":" in rss[0].address:  # a virtual server's real servers are of its family
+        keys = [[*_addr_words(rs.address), rs.port] for rs in rss]
+    else:
+        keys = [[ipv4_int(rs.address), rs.port] for rs in rss]
     order: list[int] = msort.glibc_msort(keys).tolist()
     return order
 
 
 def render_ipvsadm_save(state: IpvsState, *, nosort: bool = False) -> str:
     """``ipvsadm -S -n``."""
-    lines = []
+    return "".join(line + "\n" for line in ipvsadm_save_lines(state, nosort=nosort))
+
+
+def ipvsadm_save_lines(state: IpvsState, *, nosort: bool = False) -> Iterator[str]:
+    """``ipvsadm -S -n``'s lines, one at a time (a million services' text is gigabytes;
+    its size can be counted without holding it)."""
     for _, vs in _sorted_services(state, nosort):
         name = f"{_RULE_PROTO[vs.protocol]} {_addrport(vs.address, vs.port)}"
         line = f"-A {name} -s {vs.scheduler}"
@@ -171,11 +178,10 @@ def render_ipvsadm_save(state: IpvsState, *, nosort: bool = False) -> str:
             line += f" -p {vs.timeout}"
         if vs.flags & 0x38:
             line += f" -b {_sched_flags(vs)}"
-        lines.append(line)
+        yield line
         for j in _sorted_dests(vs, nosort):
             rs = vs.real_servers[j]
-            lines.append(f"-a {name} -r {_addrport(rs.address, rs.port)} -m -w {rs.weight}")
-    return "".join(line + "\n" for line in lines)
+            yield f"-a {name} -r {_addrport(rs.address, rs.port)} -m -w {rs.weight}"
 
 
 def render_ipvsadm_list(
