@@ -129,13 +129,18 @@ class IpvsBackend:
                 svc_map[str(vs)] = i
                 for rs in vs.real_servers:
                     dest_map[(i, names[rs.endpoint])] = len(dest_map)
-            self._bulk = (state, services, dests, svc_map, dest_map)
-        _, services, dests, svc_map, dest_map = self._bulk
+            service_dests: dict[int, set[str]] = {}
+            for svc, rs_key in dest_map:
+                service_dests.setdefault(svc, set()).add(rs_key)
+            self._bulk = (state, services, dests, svc_map, dest_map, service_dests)
+        _, services, dests, svc_map, dest_map, service_dests = self._bulk
         sync.scheduler = state.scheduler
         sync.load(
             VirtualServerTable(services, dests, state.scheduler, self._seed, **sync.table_options),
-            dict(svc_map),
-            dict(dest_map),
+            svc_map,
+            dest_map,
+            service_dests,
+            borrowed=True,  # copied by the sync before its first change
         )
         return sync
 
@@ -381,6 +386,8 @@ class IpvsBackend:
         if heavy is not None:
             sync = self.ipvs
             table, sync.graceful, sync.dests, sync.service_dests = heavy
+            sync.services = dict(sync.services)  # the maps restored are copies: owned
+            sync._borrowed = False
             sync.table.restore(table)
 
     def advance_clock(self, now: float) -> None:

@@ -94,19 +94,42 @@ class IpvsSync:
         self.endpoints = EndpointTable()
         # when a list: each operation of the syncs, as the ipvsadm command doing it
         self.log: list[str] | None = None
+        self._borrowed = False  # the index maps are a cache's (load)
 
-    def load(self, table, services: dict[str, int], dests: dict[tuple[int, str], int]) -> None:
-        """Take over a table built in one bulk load with these index maps."""
+    def load(
+        self,
+        table,
+        services: dict[str, int],
+        dests: dict[tuple[int, str], int],
+        service_dests: dict[int, set[str]] | None = None,
+        *,
+        borrowed: bool = False,
+    ) -> None:
+        """Take over a table built in one bulk load with these index maps. ``borrowed``:
+        the maps are shared with their owner's cache (a reset at 1M services would copy
+        ten million entries each time) and are copied before the first change."""
         self.table, self.services, self.dests = table, services, dests
-        self.service_dests = {}
-        for svc, rs_key in dests:
-            self.service_dests.setdefault(svc, set()).add(rs_key)
+        if service_dests is None:
+            service_dests = {}
+            for svc, rs_key in dests:
+                service_dests.setdefault(svc, set()).add(rs_key)
+        self.service_dests = service_dests
+        self._borrowed = borrowed
+
+    def _own_maps(self) -> None:
+        """Copy borrowed index maps before changing them."""
+        if self._borrowed:
+            self.services = dict(self.services)
+            self.dests = dict(self.dests)
+            self.service_dests = {k: set(v) for k, v in self.service_dests.items()}
+            self._borrowed = False
 
     def endpoint_index(self, endpoint: str) -> int:
         return self.endpoints.intern(endpoint)
 
     def sync(self, state: IpvsState, now: float = 0.0) -> dict[str, int]:
         """Apply one sync; returns counts of what changed."""
+        self._own_maps()
         if state.family != "IPv4":
             raise InputError("the IPVS engine runs IPv4 only", field="family", value=state.family)
         if self.table is None:
@@ -164,6 +187,7 @@ class IpvsSync:
         are as the last sync left them (``sync`` finds nothing to do for them)."""
         if self.table is None:
             raise InputError("the first sync of an IPVS table needs the whole state")
+        self._own_maps()
         t = self.table
         out = dict.fromkeys(
             (
@@ -284,6 +308,7 @@ class IpvsSync:
         deleted = 0
         if not self.graceful:
             return 0
+        self._own_maps()
         key_of = {d: k for k, d in self.dests.items() if d in self.graceful}
         vs_of = {s: k for k, s in self.services.items()}
         for dest in list(self.graceful):

@@ -37,3 +37,23 @@ def test_ipvs_full_sync_is_sized_without_rendering_and_the_size_is_the_texts() -
     text = full.text
     assert (lines, nbytes) == (text.count("\n"), len(text.encode()))
     assert text.endswith(dp.render(format="restore"))  # ipvsadm -Sn closes the text
+
+
+def test_ipvs_reset_lends_the_bulk_maps_and_a_sync_copies_them_first() -> None:
+    """A reset hands the cached index maps to the new table without copying them; a later
+    sync that changes servers copies them first, so the next reset starts from the
+    state's maps, unchanged."""
+    from kproxy_emu.bench.sweep import one_endpoint_changed
+
+    cluster = synth.cluster(40, endpoints=3, seed=2)
+    dp = Dataplane(cluster, "ipvs")
+    dp.reset_state()
+    bulk = dp.backend._bulk
+    maps = bulk[3:6]
+    before = [dict(m) for m in maps[:2]] + [{k: set(v) for k, v in maps[2].items()}]
+    sync = dp.backend.ipvs
+    assert (sync.services, sync.dests, sync.service_dests) == maps
+    assert sync.dests is maps[1]  # lent, not copied
+    dp.update(one_endpoint_changed(cluster))
+    assert dp.backend.ipvs.dests is not maps[1]
+    assert [dict(m) for m in maps[:2]] + [dict(maps[2])] == before  # the cache is intact
