@@ -11,16 +11,18 @@ cdef dict _field_names = {}
 cdef object _field_names_of = None
 cdef object _sealed_class = None
 cdef object _shared_empty = None
+cdef dict _empty = {}
 cdef object _frozen_list = None
 cdef object _frozen_dict = None
 cdef object _setattr = object.__setattr__
 
 
-def configure(sealed_classes, field_names, field_names_of, sealed_class, shared_empty,
+def configure(sealed_classes, field_names, field_names_of, sealed_class, empty, shared_empty,
               frozen_list, frozen_dict):
     """The seal module's registries (kept by reference) and helpers."""
     global _sealed_classes, _field_names, _field_names_of, _sealed_class, _shared_empty
-    global _frozen_list, _frozen_dict
+    global _frozen_list, _frozen_dict, _empty
+    _empty = empty
     _sealed_classes = sealed_classes
     _field_names = field_names
     _field_names_of = field_names_of
@@ -68,7 +70,8 @@ cdef object _freeze(object value, object obj, str name):
         return value
     if kind is list or kind is dict:
         if not value:
-            return _shared_empty(kind, obj, name)
+            shared = _empty.get((type(obj), name, kind))
+            return shared if shared is not None else _shared_empty(kind, obj, name)
         if kind is list:
             items = [v if _atom(v) else _freeze(v, obj, name) for v in <list>value]
             out = _frozen_list(items)

@@ -10,6 +10,7 @@ def configure(
     field_names: dict[type, tuple[str, ...] | None],
     field_names_of: Callable[[type], tuple[str, ...] | None],
     sealed_class: Callable[[type], type],
+    empty: dict[tuple[type, str, type], Any],
     shared_empty: Callable[[type, Any, str], Any],
     frozen_list: type,
     frozen_dict: type,

@@ -232,6 +232,7 @@ _sealing.configure(
     _FIELD_NAMES,
     _field_names,
     _sealed_class,
+    _EMPTY,
     _shared_empty,
     FrozenList,
     FrozenDict,

@@ -514,7 +514,6 @@ class IpvsProxier(Proxier[IpvsSyncResult]):
         o = self.options
         scheduler = self.scheduler
         node_address_set, node_ips, node_ip = ctx
-        node_ip_addr = ipaddress.ip_address(node_ip) if node_ip else None
         port = _IpvsPort(sp, zone)
         entries = port.entries
 
@@ -568,6 +567,7 @@ class IpvsProxier(Proxier[IpvsSyncResult]):
             if sp.source_ranges:
                 entries[("KUBE-LOAD-BALANCER-FW", entry)] = None
                 allow_from_node = False
+                node_ip_addr = ipaddress.ip_address(node_ip) if node_ip else None
                 for cidr in sp.source_ranges:
                     entries[("KUBE-LOAD-BALANCER-SOURCE-CIDR", f"{entry},{cidr}")] = None
                     if node_ip_addr is not None and node_ip_addr in ipaddress.ip_network(cidr):

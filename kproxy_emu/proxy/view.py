@@ -150,24 +150,28 @@ def build_service_ports(
             if sp.port is None:
                 continue
             seen = by_port.setdefault((sp.name, sp.protocol), {})
+            port = sp.port
             for ep in s.endpoints:
                 ip = ep.addresses[0]
+                string = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"  # .format, inlined
+                zones, nodes = ep.hints_zones, ep.hints_nodes
+                # positional, in field order: a million-endpoint view builds millions
                 info = EndpointInfo(
-                    ip=ip,
-                    port=sp.port,
-                    string=EndpointInfo.format(ip, sp.port),
-                    is_local=bool(ep.node_name) and ep.node_name == node_name,
-                    ready=ep.is_ready,
-                    serving=ep.is_serving,
-                    terminating=ep.is_terminating,
-                    zone_hints=frozenset(ep.hints_zones) if ep.hints_zones else NO_HINTS,
-                    node_hints=frozenset(ep.hints_nodes) if ep.hints_nodes else NO_HINTS,
-                    has_zone_hints=bool(ep.hints_zones),
-                    has_node_hints=bool(ep.hints_nodes),
+                    ip,
+                    port,
+                    string,
+                    ep.node_name == node_name and bool(node_name),
+                    ep.ready is None or ep.ready,
+                    ep.serving is None or ep.serving,
+                    bool(ep.terminating),
+                    frozenset(zones) if zones else NO_HINTS,
+                    frozenset(nodes) if nodes else NO_HINTS,
+                    bool(zones),
+                    bool(nodes),
                 )
-                old = seen.get(info.string)
+                old = seen.get(string)
                 if old is None or (info.ready and not old.ready):
-                    seen[info.string] = info
+                    seen[string] = info
     for sp in ports:
         found = by_port.get((sp.port_name, sp.protocol), {})
         # kube-proxy keeps endpoints sorted by their string ("10.1.1.11:11" < "10.1.1.1:11")
