@@ -15,9 +15,9 @@ from pathlib import Path
 
 # mode: (base MB, KB per service, KB per endpoint)
 RSS_MODEL: dict[str, tuple[float, float, float]] = {
-    "iptables": (82.0, 8.7, 6.2),
+    "iptables": (66.0, 12.85, 5.54),
     "nftables": (71.0, 10.0, 5.3),
-    "ipvs": (91.0, 4.5, 1.2),
+    "ipvs": (75.0, 7.3, 1.21),
     "userspace": (89.0, 5.0, 2.4),
     "ebpf": (127.0, 6.7, 2.85),
 }

@@ -62,8 +62,12 @@ class NftablesBackend:
     def sync(self, changed: set[tuple[str, str]] | None) -> SyncResult:
         res = self.proxier.sync(self.node.view, changed, now=self.clock)
         self.clock += SYNC_INTERVAL
-        text = render_transaction(self.table, res.cleanup) if res.cleanup else ""
-        text += render_transaction(self.table, res.transaction)
+        table = self.table
+
+        def text() -> str:  # rendered when read: the operations are the sync's payload
+            head = render_transaction(table, res.cleanup) if res.cleanup else ""
+            return head + render_transaction(table, res.transaction)
+
         self._lowered = None
         self._engine = None
         return SyncResult(
