@@ -14,7 +14,6 @@ sync leaves on an empty node.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import ipaddress
 from dataclasses import dataclass, field
@@ -86,10 +85,19 @@ STORED = (
 )
 
 
+_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+# base32 of 10 bits at a time: base64.b32encode is pure Python, and this runs per endpoint
+_B32_PAIRS = [a + b for a in _B32 for b in _B32]
+
+
 def hash_and_truncate(name: str) -> str:
     """First 8 chars of base32(sha256(name)), "-", name; cut to 240 chars with "..."."""
-    digest = base64.b32encode(hashlib.sha256(name.encode()).digest()[:5]).decode()
-    out = f"{digest}-{name}"
+    v = int.from_bytes(hashlib.sha256(name.encode()).digest()[:5], "big")  # 40 bits
+    pairs = _B32_PAIRS
+    out = (
+        f"{pairs[v >> 30]}{pairs[(v >> 20) & 1023]}{pairs[(v >> 10) & 1023]}"
+        f"{pairs[v & 1023]}-{name}"
+    )
     if len(out) > CHAIN_NAME_BASE_MAX:
         out = out[: CHAIN_NAME_BASE_MAX - 3] + "..."
     return out
@@ -679,14 +687,16 @@ class NftProxier(Proxier[NftSyncResult]):
                 return
             active.add(chain)
             if not skip_creation:
-                tx.add_chain(chain)
-                tx.flush("chain", NftChain(chain))
+                obj = NftChain(chain)  # one object for both operations (only its name is read)
+                tx.add("chain", obj)
+                tx.flush("chain", obj)
 
         # endpoint chains: on a full sync, one already holding exactly its rules is kept
         endpoints: list[tuple[EndpointInfo, str, str, list[str], bool]] = []
         for ep in cat.all_reachable:
             ep_base = endpoint_chain_base(sp, ep)
-            chain, aff = f"endpoint-{ep_base}", f"affinity-{ep_base}"
+            chain = f"endpoint-{ep_base}"
+            aff = f"affinity-{ep_base}" if sp.affinity_timeout else ""
             rules = self._endpoint_rules(sp, ep, aff)
             keep = skip
             if full and not skip:

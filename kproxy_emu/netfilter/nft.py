@@ -176,6 +176,9 @@ class NftRuleset:
         if any(op.kind == "table" and op.verb != "add" for op in tx.ops):
             self._apply_on_copy(tx)  # flushing or deleting the table: undo by snapshot
             return
+        if not self.exists and not self.chains and not self.sets:
+            self._apply_on_empty(tx)
+            return
         self._undo, self._saved = [], set()
         try:
             for i, op in enumerate(tx.ops):
@@ -192,6 +195,54 @@ class NftRuleset:
             raise
         finally:
             self._undo = None
+
+    def _apply_on_empty(self, tx: NftTransaction) -> None:
+        """The first sync's transaction, onto a table that does not exist yet: no undo
+        steps (a million-operation transaction would keep a million of them); an error
+        leaves the table empty again."""
+        apply_op = self._apply_op
+        chains, sets = self.chains, self.sets
+        self._refs = None  # built when first needed (a delete) from the table
+        try:
+            for i, op in enumerate(tx.ops):
+                # inline the operations a sync is made of, when they cannot fail; the rest
+                # (and any error) goes the general way
+                kind, obj = op.kind, op.obj
+                if op.verb == "add":
+                    if kind == "rule":
+                        chain = chains.get(obj.chain)  # type: ignore[attr-defined]
+                        text = obj.text  # type: ignore[attr-defined]
+                        if (
+                            chain is not None
+                            and all(t in chains for t in _targets(text))
+                            and ("@" not in text or all(r in sets for r in _sets_used(text)))
+                        ):
+                            chain.rules.append(obj)  # type: ignore[arg-type]
+                            if self._refs is not None:  # built by a delete earlier on
+                                self._ref(chain.name, text, 1)
+                            continue
+                    elif kind == "chain" and obj.name not in chains:  # type: ignore[attr-defined]
+                        assert isinstance(obj, NftChain)
+                        chains[obj.name] = NftChain(
+                            obj.name, obj.type, obj.hook, obj.priority, obj.comment
+                        )
+                        if self._pos is not None:
+                            self._pos[obj.name] = self._next_pos
+                            self._next_pos += 1
+                        continue
+                elif op.verb == "flush" and kind == "chain":
+                    have = chains.get(obj.name)  # type: ignore[attr-defined]
+                    if have is not None and not have.rules:
+                        continue  # a chain just added: nothing to flush
+                try:
+                    apply_op(op)
+                except NftError as exc:
+                    raise NftError(
+                        f"operation {i + 1} ({op.verb} {op.kind}): {exc.message}"
+                    ) from None
+        except BaseException:
+            self.__init__(self.family, self.name)  # type: ignore[misc]
+            raise
 
     def _apply_on_copy(self, tx: NftTransaction) -> None:
         work = self.copy()
@@ -370,12 +421,14 @@ class NftRuleset:
                 raise NftError(f"no such chain {obj.chain}")
             if verb != "add":
                 raise NftError("only 'add rule' is supported")
-            for target in _targets(obj.text):
+            text = obj.text
+            for target in _targets(text):
                 if target not in self.chains:
                     raise NftError(f"rule in {obj.chain} jumps to missing chain {target}")
-            for ref in re.findall(r"@([\w./-]+)", obj.text):
-                if ref not in self.sets:
-                    raise NftError(f"rule in {obj.chain} uses missing set {ref}")
+            if "@" in text:
+                for ref in _sets_used(text):
+                    if ref not in self.sets:
+                        raise NftError(f"rule in {obj.chain} uses missing set {ref}")
             chain.rules.append(obj)
             self._ref(chain.name, obj.text, 1)
             self._log(chain.rules.pop)
@@ -385,7 +438,7 @@ class NftRuleset:
             if container is None:
                 raise NftError(f"no such set {name}")
             if verb == "add":
-                for dest in _targets(" ".join(elem.value)):
+                for dest in _value_targets(elem.value):
                     if dest not in self.chains:
                         raise NftError(f"element of {name} jumps to missing chain {dest}")
                 self._put_element(container, elem.key, elem)
@@ -436,10 +489,23 @@ class NftRuleset:
 
 
 _TARGET_RE = re.compile(r"\b(?:jump|goto) ([\w./-]+)")
+_SET_REF_RE = re.compile(r"@([\w./-]+)")
 
 
 def _targets(text: str) -> list[str]:
+    # most rules (DNAT, masquerade, matches on sets) jump nowhere: skip the regex
+    if "jump " not in text and "goto " not in text:
+        return []
     return _TARGET_RE.findall(text)
+
+
+def _sets_used(text: str) -> list[str]:
+    return _SET_REF_RE.findall(text)
+
+
+def _value_targets(value: tuple[str, ...]) -> list[str]:
+    """The jump targets of an element's value (set elements have none)."""
+    return _targets(" ".join(value)) if value else []
 
 
 # ---------------------------------------------------------------------- rule parsing
