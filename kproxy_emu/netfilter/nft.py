@@ -218,8 +218,6 @@ class NftRuleset:
                             and ("@" not in text or all(r in sets for r in _sets_used(text)))
                         ):
                             chain.rules.append(obj)  # type: ignore[arg-type]
-                            if self._refs is not None:  # built by a delete earlier on
-                                self._ref(chain.name, text, 1)
                             continue
                     elif kind == "chain" and obj.name not in chains:  # type: ignore[attr-defined]
                         assert isinstance(obj, NftChain)
@@ -240,6 +238,10 @@ class NftRuleset:
                     raise NftError(
                         f"operation {i + 1} ({op.verb} {op.kind}): {exc.message}"
                     ) from None
+                # a chain delete builds the jump index, which the inlined rule adds do not
+                # keep: drop it, the next delete rebuilds it from the table (a first sync
+                # deletes only at its start, while the table is small)
+                self._refs = None
         except BaseException:
             self.__init__(self.family, self.name)  # type: ignore[misc]
             raise
