@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import socket
+from array import array
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -229,11 +230,22 @@ _FAST = (
 )
 
 
-_SADDR_JUMP = re.compile(r"ip saddr (\d{1,3}(?:\.\d{1,3}){3}) jump ([\w./-]+)")
-_PROTO_DNAT = re.compile(r"meta l4proto (tcp|udp|sctp) dnat to (\d{1,3}(?:\.\d{1,3}){3}):(\d+)")
+_NFIELDS = len(EXPR_DTYPE.names)  # the builder keeps rows flat, _NFIELDS int64s each
 _E_CMP, _E_VERDICT, _E_DNAT = E["CMP"], E["VERDICT"], E["DNAT"]
 _SEL_SADDR, _SEL_L4PROTO = SEL[("ip", "saddr")], SEL[("meta", "l4proto")]
 _VK_JUMP, _ALL = VK["jump"], 0xFFFFFFFF
+
+
+_DNAT_PROTOS = ("tcp", "udp", "sctp")
+
+
+def _quad(text: str) -> int | None:
+    """A dotted quad as _ip reads it, else None (a text _ip refuses goes the general way,
+    which refuses it with _ip's message)."""
+    try:
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
+    except OSError:
+        return None
 
 
 def fast_parse(text: str) -> list | None:
@@ -299,8 +311,13 @@ class _Builder:
         self.interval_parts: list[np.ndarray] = []
         self.interval_total = 0
         self.cells: list[tuple[int, int]] = []
-        self.exprs: list[tuple] = []
-        self.edges: dict[int, set[int]] = {i: set() for i in range(len(self.chain_names))}
+        # the rows, flat (a tuple per row would be several times the memory)
+        self.exprs = array("q")
+        # jumps between chains, for check_depth: (from, to) pairs, and (chain, map) for
+        # every verdict-map lookup (the map's targets are its set row's map_targets)
+        self.edge_src = array("l")
+        self.edge_dst = array("l")
+        self.map_uses: list[tuple[int, int]] = []
         self.map_targets: list[set[int]] = []  # per set row
         self.cur_chain = -1
 
@@ -315,11 +332,15 @@ class _Builder:
                 _bad(f"{kind} to a chain the table lacks: {' '.join(words[1:])}")
             target = self.chain_index[words[1]]
             if edge and self.cur_chain >= 0:
-                self.edges[self.cur_chain].add(target)
+                self.edge(target)
             return VK[kind], target
         if len(words) != 1:
             _bad(f"verdict {' '.join(words)!r} is not supported by the engine")
         return VK[kind], -1
+
+    def edge(self, target: int) -> None:
+        self.edge_src.append(self.cur_chain)
+        self.edge_dst.append(target)
 
     # ------------------------------------------------------------------ sets
     def named_set(self, name: str, key_types: list[str], want_map: bool) -> int:
@@ -457,7 +478,7 @@ class _Builder:
         until lower_nft turns it into the chain's first expression; ``next`` (the rule's
         end) is filled there too."""
         s = list(sels) + [0] * (4 - len(sels))
-        self.exprs.append(
+        self.exprs.extend(
             (
                 E[op],
                 int(neg),
@@ -473,9 +494,9 @@ class _Builder:
             )
         )
 
-    def rule(self, chain: str, text: str, anon_prefix: str) -> None:
-        if self.direct and self.direct_rule(text):
-            return
+    def rule(self, chain: str, text: str, index: int) -> None:
+        """Rule ``index`` of ``chain`` (direct_rule declined it, or is not used); its
+        anonymous sets are named "{chain}#{index}.{k}"."""
         items = fast_parse(text)
         if items is None:
             try:
@@ -484,7 +505,7 @@ class _Builder:
                 _bad(f"cannot parse ({getattr(exc, 'message', exc)})")
         for k, it in enumerate(items):
             if isinstance(it, Match):
-                self.match(it, f"{anon_prefix}.{k}")
+                self.match(it, f"{chain}#{index}.{k}")
             else:
                 self.statement(it, text)
 
@@ -492,31 +513,44 @@ class _Builder:
         """The two rules of every endpoint chain (most of a large table), emitted straight
         as the rows match()/statement() give for them (tests compare both ways on whole
         tables). False: not one of them, lower it the general way."""
-        m = _SADDR_JUMP.fullmatch(text)
-        if m is not None:
-            target = self.chain_index.get(m[2])
-            if target is None:
+        # split, not a regex: this runs for most rules of a large table; a text that is
+        # not exactly one of the two shapes (extra spaces, a CIDR, a comment) goes the
+        # general way
+        w = text.split(" ")
+        if len(w) == 5 and w[0] == "ip" and w[1] == "saddr" and w[3] == "jump":
+            target = self.chain_index.get(w[4])
+            ip = _quad(w[2])
+            if target is None or ip is None:
                 return False
-            ip = _ip(m[1])
-            self.exprs.append((_E_CMP, 0, 1, 0, _SEL_SADDR, 0, 0, 0, -1, _ALL, -1, -1, ip, ip))
-            self.exprs.append((_E_VERDICT, 0, 0, _VK_JUMP, 0, 0, 0, 0, -1, 0, target, -1, 0, 0))
-            self.edges[self.cur_chain].add(target)
+            self.exprs.extend((_E_CMP, 0, 1, 0, _SEL_SADDR, 0, 0, 0, -1, _ALL, -1, -1, ip, ip))
+            self.exprs.extend((_E_VERDICT, 0, 0, _VK_JUMP, 0, 0, 0, 0, -1, 0, target, -1, 0, 0))
+            self.edge(target)
             return True
-        m = _PROTO_DNAT.fullmatch(text)
-        if m is not None:
-            proto = PROTO_NUMBERS[m[1]]
-            dest = f"{m[2]}:{m[3]}"
-            port = int(m[3])
+        if (
+            len(w) == 6
+            and w[0] == "meta"
+            and w[1] == "l4proto"
+            and w[3] == "dnat"
+            and w[4] == "to"
+            and w[2] in _DNAT_PROTOS
+        ):
+            addr, sep, port_text = w[5].rpartition(":")
+            ip = _quad(addr)
+            if not sep or ip is None or not port_text.isdecimal():
+                return False
+            port = int(port_text)
             if port > 0xFFFF:
                 return False
+            proto = PROTO_NUMBERS[w[2]]
+            dest = w[5]
             ep = self.endpoint_index.get(dest)
             if ep is None:
                 ep = self.endpoint_index[dest] = len(self.endpoints)
                 self.endpoints.append(dest)
-            self.exprs.append(
+            self.exprs.extend(
                 (_E_CMP, 0, 1, 0, _SEL_L4PROTO, 0, 0, 0, -1, _ALL, -1, -1, proto, proto)
             )
-            self.exprs.append((_E_DNAT, 0, 0, 0, 0, 0, 0, 0, -1, ep, -1, -1, _ip(m[2]), port))
+            self.exprs.extend((_E_DNAT, 0, 0, 0, 0, 0, 0, 0, -1, ep, -1, -1, ip, port))
             return True
         return False
 
@@ -621,7 +655,7 @@ class _Builder:
                 ]
                 idx = self.literal_set(anon, key_types, elems, True)
             self.expr("VMAP", sels=sels, set=idx)
-            self.edges[self.cur_chain] |= self.map_targets[idx]
+            self.map_uses.append((self.cur_chain, idx))
             return
         if m.set_name is not None:
             idx = self.named_set(m.set_name, key_types, False)
@@ -692,12 +726,39 @@ class _Builder:
 
     def check_depth(self) -> None:
         """Jumps and gotos at most MAX_JUMP_DEPTH deep and loop-free, as nft_chain_validate
-        requires before the kernel accepts a ruleset."""
+        requires before the kernel accepts a ruleset.
+
+        Each chain's depth (1 + its deepest target's) by rounds over all edges at once: on
+        a loop-free table the depths settle after as many rounds as the deepest chain; a
+        table that has not settled after MAX_JUMP_DEPTH + 2 rounds has a loop or is too
+        deep, and the walk below names the chain."""
+        src = np.frombuffer(self.edge_src, np.int_) if self.edge_src else np.zeros(0, np.int_)
+        dst = np.frombuffer(self.edge_dst, np.int_) if self.edge_dst else np.zeros(0, np.int_)
+        if self.map_uses:
+            used = [(c, t) for c, idx in self.map_uses for t in self.map_targets[idx]]
+            if used:
+                pairs = np.array(used, np.int_)
+                src, dst = np.concatenate((src, pairs[:, 0])), np.concatenate((dst, pairs[:, 1]))
+        n = len(self.chain_names)
+        depth = np.ones(n, np.int_)
+        for _ in range(MAX_JUMP_DEPTH + 2):
+            new = np.ones(n, np.int_)
+            np.maximum.at(new, src, depth[dst] + 1)
+            if (new == depth).all():
+                return
+            depth = new
+        edges: dict[int, set[int]] = {i: set() for i in range(n)}
+        for a, b in zip(src.tolist(), dst.tolist()):
+            edges[a].add(b)
+        self._walk_depth(edges)
+
+    def _walk_depth(self, edges: dict[int, set[int]]) -> None:
+        """The exact check, chain by chain: raises for the first loop or too deep chain."""
         depth: dict[int, int] = {}
         for start in range(len(self.chain_names)):
             if start in depth:
                 continue
-            stack = [(start, iter(sorted(self.edges[start])))]
+            stack = [(start, iter(sorted(edges[start])))]
             on_path = {start}
             while stack:
                 node, it = stack[-1]
@@ -705,7 +766,7 @@ class _Builder:
                 if nxt is None:
                     stack.pop()
                     on_path.discard(node)
-                    depth[node] = 1 + max((depth[c] for c in self.edges[node]), default=0)
+                    depth[node] = 1 + max((depth[c] for c in edges[node]), default=0)
                     continue
                 if nxt in on_path:
                     raise InputError(
@@ -716,7 +777,7 @@ class _Builder:
                     )
                 if nxt not in depth:
                     on_path.add(nxt)
-                    stack.append((nxt, iter(sorted(self.edges[nxt]))))
+                    stack.append((nxt, iter(sorted(edges[nxt]))))
             if depth[start] > MAX_JUMP_DEPTH + 1:
                 raise InputError(
                     f"chains nest deeper than {MAX_JUMP_DEPTH}",
@@ -746,12 +807,16 @@ def lower_nft(
     endpoints = [] if endpoints is None else endpoints
     dynamic_sets = [] if dynamic_sets is None else dynamic_sets
     b = _Builder(table, endpoints, dynamic_sets, direct)
-    rule_bounds: list[tuple[int, int]] = []
-    chain_start: list[int] = []
+    # each rule's first row and the row after it, flat, and each chain's first row: as
+    # offsets into the flat rows until the end
+    rule_bounds = array("l")
+    chain_start = array("l")
+    exprs = b.exprs
+    direct_rule = b.direct_rule if direct else None
     base_rows: list[tuple[int, str, int, int]] = []  # (chain, hook, priority, nat)
     for cid, (name, chain) in enumerate(table.chains.items()):
         b.cur_chain = cid
-        chain_start.append(len(b.exprs))
+        chain_start.append(len(exprs))
         if chain.is_base:
             if chain.hook not in HOOKS or chain.type not in ("filter", "nat"):
                 raise InputError(
@@ -762,9 +827,11 @@ def lower_nft(
                 )
             base_rows.append((cid, chain.hook, chain.priority or 0, int(chain.type == "nat")))
         for i, r in enumerate(chain.rules):
-            first = len(b.exprs)
+            first = len(exprs)
+            text = r.text if r.comment is None else r.full_text
             try:
-                b.rule(name, r.full_text, f"{name}#{i}")
+                if direct_rule is None or not direct_rule(text):
+                    b.rule(name, text, i)
             except (_Unsupported, ValueError, KeyError, IndexError) as exc:
                 raise InputError(
                     f"cannot lower nftables rule: {exc}",
@@ -772,9 +839,10 @@ def lower_nft(
                     field=f"rule {i}",
                     value=r.full_text,
                 ) from None
-            if len(b.exprs) == first:  # every rule holds a row, so the engine counts it
+            if len(exprs) == first:  # every rule holds a row, so the engine counts it
                 b.expr("NOP")
-            rule_bounds.append((first, len(b.exprs)))
+            rule_bounds.append(first)
+            rule_bounds.append(len(exprs))
         b.expr("END")
     b.cur_chain = -1
     for name, s in table.sets.items():  # sets no rule uses: their elements must lower too
@@ -789,9 +857,14 @@ def lower_nft(
                 ) from None
     b.check_depth()
 
-    exprs = np.array(b.exprs, EXPR_DTYPE)
-    starts = np.array(chain_start, np.int32)
-    bounds = np.array(rule_bounds, np.int32).reshape(-1, 2)
+    flat = np.frombuffer(b.exprs, np.int64).reshape(-1, _NFIELDS)
+    exprs = np.zeros(len(flat), EXPR_DTYPE)
+    for k, field in enumerate(EXPR_DTYPE.names):
+        exprs[field] = flat[:, k]
+    del flat
+    b.exprs = array("q")
+    starts = (np.frombuffer(chain_start, np.int_) // _NFIELDS).astype(np.int32)
+    bounds = (np.frombuffer(rule_bounds, np.int_) // _NFIELDS).astype(np.int32).reshape(-1, 2)
     # each row's rule end (where a failed match goes on); END rows are outside every rule
     exprs["next"][exprs["op"] != E["END"]] = np.repeat(bounds[:, 1], bounds[:, 1] - bounds[:, 0])
     # jump/goto targets: chain index -> the chain's first expression
