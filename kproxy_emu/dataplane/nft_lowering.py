@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import socket
+import struct
 from array import array
 from dataclasses import dataclass
 from functools import lru_cache
@@ -230,7 +231,11 @@ _FAST = (
 )
 
 
-_NFIELDS = len(EXPR_DTYPE.names)  # the builder keeps rows flat, _NFIELDS int64s each
+# the builder packs each row straight into EXPR_DTYPE's bytes (a tuple per row would be
+# several times the memory); struct also refuses a value out of its field's range
+_ROW = struct.Struct("<8BiIiiII")
+_ROW2 = struct.Struct("<" + _ROW.format[1:] * 2)  # two rows in one call
+assert _ROW.size == EXPR_DTYPE.itemsize
 _E_CMP, _E_VERDICT, _E_DNAT = E["CMP"], E["VERDICT"], E["DNAT"]
 _SEL_SADDR, _SEL_L4PROTO = SEL[("ip", "saddr")], SEL[("meta", "l4proto")]
 _VK_JUMP, _ALL = VK["jump"], 0xFFFFFFFF
@@ -311,8 +316,7 @@ class _Builder:
         self.interval_parts: list[np.ndarray] = []
         self.interval_total = 0
         self.cells: list[tuple[int, int]] = []
-        # the rows, flat (a tuple per row would be several times the memory)
-        self.exprs = array("q")
+        self.exprs = bytearray()  # the rows, packed by _ROW
         # jumps between chains, for check_depth: (from, to) pairs, and (chain, map) for
         # every verdict-map lookup (the map's targets are its set row's map_targets)
         self.edge_src = array("l")
@@ -478,20 +482,18 @@ class _Builder:
         until lower_nft turns it into the chain's first expression; ``next`` (the rule's
         end) is filled there too."""
         s = list(sels) + [0] * (4 - len(sels))
-        self.exprs.extend(
-            (
-                E[op],
-                int(neg),
-                len(sels),
-                vkind,
-                *s,
-                set,
-                mask if op == "CMP" else arg,
-                chain,
-                -1,
-                lo,
-                hi,
-            )
+        self.exprs += _ROW.pack(
+            E[op],
+            int(neg),
+            len(sels),
+            vkind,
+            *s,
+            set,
+            mask if op == "CMP" else arg,
+            chain,
+            -1,
+            lo,
+            hi,
         )
 
     def rule(self, chain: str, text: str, index: int) -> None:
@@ -522,9 +524,13 @@ class _Builder:
             ip = _quad(w[2])
             if target is None or ip is None:
                 return False
-            self.exprs.extend((_E_CMP, 0, 1, 0, _SEL_SADDR, 0, 0, 0, -1, _ALL, -1, -1, ip, ip))
-            self.exprs.extend((_E_VERDICT, 0, 0, _VK_JUMP, 0, 0, 0, 0, -1, 0, target, -1, 0, 0))
-            self.edge(target)
+            # the two rows at once: ip saddr == ip, jump target
+            self.exprs += _ROW2.pack(
+                *(_E_CMP, 0, 1, 0, _SEL_SADDR, 0, 0, 0, -1, _ALL, -1, -1, ip, ip),
+                *(_E_VERDICT, 0, 0, _VK_JUMP, 0, 0, 0, 0, -1, 0, target, -1, 0, 0),
+            )
+            self.edge_src.append(self.cur_chain)
+            self.edge_dst.append(target)
             return True
         if (
             len(w) == 6
@@ -547,10 +553,10 @@ class _Builder:
             if ep is None:
                 ep = self.endpoint_index[dest] = len(self.endpoints)
                 self.endpoints.append(dest)
-            self.exprs.extend(
-                (_E_CMP, 0, 1, 0, _SEL_L4PROTO, 0, 0, 0, -1, _ALL, -1, -1, proto, proto)
+            self.exprs += _ROW2.pack(
+                *(_E_CMP, 0, 1, 0, _SEL_L4PROTO, 0, 0, 0, -1, _ALL, -1, -1, proto, proto),
+                *(_E_DNAT, 0, 0, 0, 0, 0, 0, 0, -1, ep, -1, -1, ip, port),
             )
-            self.exprs.extend((_E_DNAT, 0, 0, 0, 0, 0, 0, 0, -1, ep, -1, -1, ip, port))
             return True
         return False
 
@@ -857,14 +863,9 @@ def lower_nft(
                 ) from None
     b.check_depth()
 
-    flat = np.frombuffer(b.exprs, np.int64).reshape(-1, _NFIELDS)
-    exprs = np.zeros(len(flat), EXPR_DTYPE)
-    for k, field in enumerate(EXPR_DTYPE.names):
-        exprs[field] = flat[:, k]
-    del flat
-    b.exprs = array("q")
-    starts = (np.frombuffer(chain_start, np.int_) // _NFIELDS).astype(np.int32)
-    bounds = (np.frombuffer(rule_bounds, np.int_) // _NFIELDS).astype(np.int32).reshape(-1, 2)
+    exprs = np.frombuffer(b.exprs, EXPR_DTYPE)  # the builder's bytes, not a copy
+    starts = (np.frombuffer(chain_start, np.int_) // _ROW.size).astype(np.int32)
+    bounds = (np.frombuffer(rule_bounds, np.int_) // _ROW.size).astype(np.int32).reshape(-1, 2)
     # each row's rule end (where a failed match goes on); END rows are outside every rule
     exprs["next"][exprs["op"] != E["END"]] = np.repeat(bounds[:, 1], bounds[:, 1] - bounds[:, 0])
     # jump/goto targets: chain index -> the chain's first expression
