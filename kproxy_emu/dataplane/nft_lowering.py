@@ -236,6 +236,7 @@ _FAST = (
 _ROW = struct.Struct("<8BiIiiII")
 _ROW2 = struct.Struct("<" + _ROW.format[1:] * 2)  # two rows in one call
 assert _ROW.size == EXPR_DTYPE.itemsize
+_END_ROW = _ROW.pack(E["END"], 0, 0, 0, 0, 0, 0, 0, -1, 0, -1, -1, 0, 0)  # = expr("END")
 _E_CMP, _E_VERDICT, _E_DNAT = E["CMP"], E["VERDICT"], E["DNAT"]
 _SEL_SADDR, _SEL_L4PROTO = SEL[("ip", "saddr")], SEL[("meta", "l4proto")]
 _VK_JUMP, _ALL = VK["jump"], 0xFFFFFFFF
@@ -849,7 +850,7 @@ def lower_nft(
                 b.expr("NOP")
             rule_bounds.append(first)
             rule_bounds.append(len(exprs))
-        b.expr("END")
+        exprs += _END_ROW
     b.cur_chain = -1
     for name, s in table.sets.items():  # sets no rule uses: their elements must lower too
         if name not in b.set_index:
