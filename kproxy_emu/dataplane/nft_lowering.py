@@ -239,7 +239,9 @@ assert _ROW.size == EXPR_DTYPE.itemsize
 _END_ROW = _ROW.pack(E["END"], 0, 0, 0, 0, 0, 0, 0, -1, 0, -1, -1, 0, 0)  # = expr("END")
 _E_CMP, _E_VERDICT, _E_DNAT = E["CMP"], E["VERDICT"], E["DNAT"]
 _SEL_SADDR, _SEL_L4PROTO = SEL[("ip", "saddr")], SEL[("meta", "l4proto")]
-_VK_JUMP, _ALL = VK["jump"], 0xFFFFFFFF
+_VK_JUMP, _VK_GOTO, _ALL = VK["jump"], VK["goto"], 0xFFFFFFFF
+_E_NUMGEN = E["NUMGEN"]
+_NUMGEN_HEAD = "numgen random mod "
 
 
 _DNAT_PROTOS = ("tcp", "udp", "sctp")
@@ -559,7 +561,34 @@ class _Builder:
                 *(_E_DNAT, 0, 0, 0, 0, 0, 0, 0, -1, ep, -1, -1, ip, port),
             )
             return True
+        if text.startswith(_NUMGEN_HEAD):
+            return self.direct_numgen(text)
         return False
+
+    def direct_numgen(self, text: str) -> bool:
+        """Every service chain's ``numgen random mod N vmap { 0 : goto a , 1 : goto b ... }``
+        with keys 0..N-1 in order (as kube-proxy writes it), as match() lowers it."""
+        head, sep, body = text[len(_NUMGEN_HEAD) :].partition(" vmap { ")
+        if not sep or not body.endswith(" }") or not head.isdecimal() or head[0] == "0":
+            return False
+        n = int(head)
+        parts = body[:-2].split(" , ")
+        if len(parts) != n or n > MAX_NUMGEN:
+            return False
+        chain_index = self.chain_index
+        targets = []
+        for i, part in enumerate(parts):
+            key, sep, name = part.partition(" : goto ")
+            target = chain_index.get(name)
+            if not sep or key != str(i) or target is None:
+                return False
+            targets.append(target)
+        off = len(self.cells)
+        self.cells.extend([(_VK_GOTO, t) for t in targets])
+        self.edge_src.extend([self.cur_chain] * n)
+        self.edge_dst.extend(targets)
+        self.exprs += _ROW.pack(_E_NUMGEN, 0, 0, 0, 0, 0, 0, 0, off, n, -1, -1, 0, 0)
+        return True
 
     def selectors(self, m: Match) -> list[int]:
         out = []
