@@ -23,7 +23,15 @@ from typing import cast
 from ..errors import InputError
 from ..ipaddr import canonical_cidr
 from ..model.cluster import Cluster, paused_gc
-from ..netfilter.nft import NftChain, NftError, NftOp, NftRuleset, NftSet, NftTransaction
+from ..netfilter.nft import (
+    NftChain,
+    NftError,
+    NftOp,
+    NftRule,
+    NftRuleset,
+    NftSet,
+    NftTransaction,
+)
 from ..proxy.options import ProxyOptions
 from ..proxy.view import EndpointInfo, ProxyView, ServicePortInfo, categorize_endpoints
 from .proxier import Key, Proxier
@@ -691,19 +699,29 @@ class NftProxier(Proxier[NftSyncResult]):
                 tx.add("chain", obj)
                 tx.flush("chain", obj)
 
-        # endpoint chains: on a full sync, one already holding exactly its rules is kept
+        # endpoint chains: on a full sync, one already holding exactly its rules is kept.
+        # (The loop runs per endpoint, most of a large table: endpoint_chain_base's and
+        # ensure's work inlined, the service's part of the name built once.)
         endpoints: list[tuple[EndpointInfo, str, str, list[str], bool]] = []
+        have_chains = self.table.chains if full and not skip else None
+        ep_prefix = f"{sp.namespace}/{sp.name}/{proto}/{sp.port_name}__"
+        ops = tx.ops
         for ep in cat.all_reachable:
-            ep_base = endpoint_chain_base(sp, ep)
-            chain = f"endpoint-{ep_base}"
-            aff = f"affinity-{ep_base}" if sp.affinity_timeout else ""
+            ep_base = hash_and_truncate(f"{ep_prefix}{ep.ip.replace(':', '.')}/{ep.port}")
+            chain = "endpoint-" + ep_base
+            aff = "affinity-" + ep_base if sp.affinity_timeout else ""
             rules = self._endpoint_rules(sp, ep, aff)
             keep = skip
-            if full and not skip:
-                have = self.table.chains.get(chain)
+            if have_chains:
+                have = have_chains.get(chain)
                 keep = have is not None and [r.full_text for r in have.rules] == rules
-            ensure(chain, keep)
-            if sp.affinity_timeout:
+            if chain not in active:
+                active.add(chain)
+                if not keep:
+                    obj = NftChain(chain)
+                    ops.append(NftOp("add", "chain", obj))
+                    ops.append(NftOp("flush", "chain", obj))
+            if aff:
                 active_affinity.add(aff)
             endpoints.append((ep, chain, aff, rules, keep))
         chain_of = {ep.string: chain for ep, chain, *_ in endpoints}
@@ -809,7 +827,7 @@ class NftProxier(Proxier[NftSyncResult]):
         for _, chain, _, rules, keep in endpoints:
             if not keep:
                 for text in rules:
-                    tx.add_rule(chain, text)
+                    ops.append(NftOp("add", "rule", NftRule(chain, text)))
 
     def _write_dispatch(
         self,

@@ -212,9 +212,10 @@ class NftRuleset:
                     if kind == "rule":
                         chain = chains.get(obj.chain)  # type: ignore[attr-defined]
                         text = obj.text  # type: ignore[attr-defined]
+                        targets = _targets(text)
                         if (
                             chain is not None
-                            and all(t in chains for t in _targets(text))
+                            and (not targets or all(t in chains for t in targets))
                             and ("@" not in text or all(r in sets for r in _sets_used(text)))
                         ):
                             chain.rules.append(obj)  # type: ignore[arg-type]
