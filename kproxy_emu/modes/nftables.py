@@ -31,6 +31,7 @@ from ..netfilter.nft import (
     NftRuleset,
     NftSet,
     NftTransaction,
+    chain_ref,
 )
 from ..proxy.options import ProxyOptions
 from ..proxy.view import EndpointInfo, ProxyView, ServicePortInfo, categorize_endpoints
@@ -241,8 +242,9 @@ class _NftPort:
         self.sp = sp  # the view's object (kept alive: its id keys the cache)
         self.zone = zone
         self.elements: list[tuple[str, tuple[str, ...], tuple[str, ...], str | None]] = []
-        self.chains: set[str] = set()
-        self.affinity: set[str] = set()
+        # tuples once written (a set per service port is several times the memory)
+        self.chains: tuple[str, ...] = ()
+        self.affinity: tuple[str, ...] = ()
 
 
 class NftProxier(Proxier[NftSyncResult]):
@@ -501,9 +503,9 @@ class NftProxier(Proxier[NftSyncResult]):
             skip = changed is not None and (sp.namespace, sp.name) not in changed
             port = ports[id(sp)] = _NftPort(sp, zone)
             self._recording = port.elements
-            self._write_service_port(tx, sp, skip, changed is None, port.chains, port.affinity)
-            active_chains |= port.chains
-            active_affinity |= port.affinity
+            self._write_port(tx, port, skip, changed is None)
+            active_chains.update(port.chains)
+            active_affinity.update(port.affinity)
         self._recording = None
         self._ports = ports
         self._view, self._version = view, view.version
@@ -582,7 +584,7 @@ class NftProxier(Proxier[NftSyncResult]):
             aside = NftTransaction()
             self._recording, self._deferred = port.elements, True
             try:
-                self._write_service_port(aside, sp, False, False, port.chains, port.affinity)
+                self._write_port(aside, port, False, False)
             finally:
                 self._recording, self._deferred = None, False
             for name, key, _, _ in port.elements:
@@ -664,6 +666,12 @@ class NftProxier(Proxier[NftSyncResult]):
         return True
 
     # ------------------------------------------------------------------ one service port
+    def _write_port(self, tx: NftTransaction, port: _NftPort, skip: bool, full: bool) -> None:
+        chains: set[str] = set()
+        affinity: set[str] = set()
+        self._write_service_port(tx, port.sp, skip, full, chains, affinity)
+        port.chains, port.affinity = tuple(chains), tuple(affinity)
+
     def _endpoint_rules(
         self, sp: ServicePortInfo, ep: EndpointInfo, affinity_set: str
     ) -> list[str]:
@@ -695,7 +703,7 @@ class NftProxier(Proxier[NftSyncResult]):
                 return
             active.add(chain)
             if not skip_creation:
-                obj = NftChain(chain)  # one object for both operations (only its name is read)
+                obj = chain_ref(chain)  # one object for both operations (only its name is read)
                 tx.add("chain", obj)
                 tx.flush("chain", obj)
 
@@ -718,7 +726,7 @@ class NftProxier(Proxier[NftSyncResult]):
             if chain not in active:
                 active.add(chain)
                 if not keep:
-                    obj = NftChain(chain)
+                    obj = chain_ref(chain)
                     ops.append(NftOp("add", "chain", obj))
                     ops.append(NftOp("flush", "chain", obj))
             if aff:

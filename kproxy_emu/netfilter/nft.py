@@ -55,6 +55,17 @@ class NftChain:
         return self.hook is not None
 
 
+# the rules of a chain a transaction operation names (the table's own chain object holds
+# the rules; an operation's is never given any): one shared empty tuple instead of an
+# empty list per operation, so that an append to it fails loudly
+NO_RULES = cast("list[NftRule]", ())
+
+
+def chain_ref(name: str) -> NftChain:
+    """A regular chain as an operation names it (add, flush or delete)."""
+    return NftChain(name, rules=NO_RULES)
+
+
 @dataclass(slots=True)
 class NftElement:
     key: tuple[str, ...]
@@ -112,7 +123,7 @@ class NftTransaction:
 
     # shorthands used by the compiler
     def add_chain(self, name: str, **kw) -> None:
-        self.add("chain", NftChain(name, **kw))
+        self.add("chain", NftChain(name, **kw, rules=NO_RULES))
 
     def add_rule(self, chain: str, text: str, comment: str | None = None) -> None:
         self.add("rule", NftRule(chain, text, comment))
