@@ -20,8 +20,21 @@ engine holds, (set id, address) -> expiry in emulated time.
 translation where the kernel's NAT hook applies it (destination at priority -100 of
 prerouting/output, so the pre-dnat filter chains see the original destination).
 """
+from cpython cimport array
+from cpython.bytearray cimport (
+    PyByteArray_AS_STRING,
+    PyByteArray_GET_SIZE,
+    PyByteArray_Resize,
+)
+from cpython.unicode cimport (
+    PyUnicode_1BYTE_KIND,
+    PyUnicode_DATA,
+    PyUnicode_GET_LENGTH,
+    PyUnicode_KIND,
+)
 from libc.math cimport INFINITY
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memset
 
 import numpy as np
 
@@ -649,3 +662,163 @@ def check(const expr_t[::1] exprs, const nset_t[::1] sets, const slot_t[::1] slo
             raise ValueError("verdict chain out of bounds")
         if e.nsel > 4 or ((e.op == E_LOOKUP or e.op == E_VMAP) and e.nsel == 0):
             raise ValueError("bad selector count")
+
+
+# ---------------------------------------------------------------------- lowering help
+# (kproxy_emu/dataplane/nft_lowering.py): the rules of one chain, the two shapes of every
+# endpoint chain (most rules of a large table) turned into rows here, the others handed
+# back to the builder. Text is read as Latin-1 code units; anything unusual goes back.
+
+cdef inline bint _at(const uint8_t* s, Py_ssize_t n, Py_ssize_t i, const char* word,
+                     Py_ssize_t k) noexcept:
+    """s[i:i+k] == word."""
+    cdef Py_ssize_t j
+    if i + k > n:
+        return False
+    for j in range(k):
+        if s[i + j] != <uint8_t>word[j]:
+            return False
+    return True
+
+
+cdef inline Py_ssize_t _quad(const uint8_t* s, Py_ssize_t i, Py_ssize_t end,
+                             uint32_t* out) noexcept:
+    """inet_pton's dotted quad in s[i:end] (four parts 0-255, no leading zero, nothing
+    else): 1 with the address in out, else 0."""
+    cdef uint32_t v = 0, part = 0
+    cdef int parts = 0, digits = 0
+    cdef uint8_t c
+    while i < end:
+        c = s[i]
+        if c >= 48 and c <= 57:
+            if digits and part == 0:
+                return 0  # a leading zero
+            part = part * 10 + (c - 48)
+            digits += 1
+            if part > 255:
+                return 0
+        elif c == 46 and digits and parts < 3:
+            v = (v << 8) | part
+            parts += 1
+            part = 0
+            digits = 0
+        else:
+            return 0
+        i += 1
+    if parts != 3 or not digits:
+        return 0
+    out[0] = (v << 8) | part
+    return 1
+
+
+cdef inline Py_ssize_t _space(const uint8_t* s, Py_ssize_t i, Py_ssize_t n) noexcept:
+    while i < n and s[i] != 32:
+        i += 1
+    return i
+
+
+cdef inline expr_t* _rows(bytearray out, Py_ssize_t k) except NULL:
+    """Room for k more rows at the end of out."""
+    cdef Py_ssize_t n = PyByteArray_GET_SIZE(out)
+    PyByteArray_Resize(out, n + k * <Py_ssize_t>sizeof(expr_t))
+    cdef expr_t* e = <expr_t*>(PyByteArray_AS_STRING(out) + n)
+    memset(e, 0, k * sizeof(expr_t))
+    return e
+
+
+cdef inline void _cmp(expr_t* e, uint8_t sel, uint32_t value) noexcept:
+    e.op, e.nsel, e.sel0 = E_CMP, 1, sel
+    e.set, e.arg, e.target, e.next = -1, 0xFFFFFFFF, -1, -1
+    e.lo = e.hi = value
+
+
+cdef bint _endpoint_rule(str text, bytearray out, dict chain_index, dict endpoint_index,
+                         list endpoints, array.array edge_src, array.array edge_dst,
+                         long chain) except -1:
+    """``ip saddr A jump C`` or ``meta l4proto P dnat to A:PORT`` (single spaces, nothing
+    more) as the two rows match()/statement() give; False: another text."""
+    if PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND:
+        return False
+    cdef const uint8_t* s = <const uint8_t*>PyUnicode_DATA(text)
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(text), i, j, k
+    cdef uint32_t ip, port = 0, proto
+    cdef expr_t* e
+    if _at(s, n, 0, b"ip saddr ", 9):
+        j = _space(s, 9, n)
+        if not _at(s, n, j, b" jump ", 6) or not _quad(s, 9, j, &ip):
+            return False
+        if _space(s, j + 6, n) != n:
+            return False
+        target = chain_index.get(text[j + 6:])
+        if target is None:
+            return False
+        e = _rows(out, 2)
+        _cmp(e, SEL_SADDR, ip)
+        e[1].op, e[1].vkind, e[1].set, e[1].target, e[1].next = E_VERDICT, VK_JUMP, -1, target, -1
+        array.resize_smart(edge_src, len(edge_src) + 1)
+        edge_src.data.as_longs[len(edge_src) - 1] = chain
+        array.resize_smart(edge_dst, len(edge_dst) + 1)
+        edge_dst.data.as_longs[len(edge_dst) - 1] = <long>target
+        return True
+    if not _at(s, n, 0, b"meta l4proto ", 13):
+        return False
+    if _at(s, n, 13, b"tcp dnat to ", 12):
+        proto, i = 6, 25
+    elif _at(s, n, 13, b"udp dnat to ", 12):
+        proto, i = 17, 25
+    elif _at(s, n, 13, b"sctp dnat to ", 13):
+        proto, i = 132, 26
+    else:
+        return False
+    if _space(s, i, n) != n:
+        return False
+    j = n - 1  # the last ":" (rpartition)
+    while j >= i and s[j] != 58:
+        j -= 1
+    if j < i or j == n - 1 or not _quad(s, i, j, &ip):
+        return False
+    for k in range(j + 1, n):
+        if s[k] < 48 or s[k] > 57:
+            return False
+        port = port * 10 + (s[k] - 48)
+        if port > 0xFFFF:
+            return False
+    dest = text[i:]
+    ep = endpoint_index.get(dest)
+    if ep is None:
+        ep = endpoint_index[dest] = len(endpoints)
+        endpoints.append(dest)
+    e = _rows(out, 2)
+    _cmp(e, SEL_L4PROTO, proto)
+    e[1].op, e[1].set, e[1].arg, e[1].target, e[1].next = E_DNAT, -1, ep, -1, -1
+    e[1].lo, e[1].hi = ip, port
+    return True
+
+
+def lower_rules(builder, str chain, list rules, array.array bounds, bint direct):
+    """Append one chain's rules to ``builder.exprs`` (rows as expr_t), each rule's first
+    row and the row after it to ``bounds`` (byte offsets): the endpoint shapes here (when
+    ``direct``), any other rule by ``builder.lower_rule(chain, text, index)``; a rule that
+    gave no row gets a NOP (the engine counts every rule)."""
+    cdef bytearray out = builder.exprs
+    cdef dict chain_index = builder.chain_index, endpoint_index = builder.endpoint_index
+    cdef list endpoints = builder.endpoints
+    cdef array.array edge_src = builder.edge_src, edge_dst = builder.edge_dst
+    cdef long cur = builder.cur_chain
+    cdef Py_ssize_t first, i
+    cdef expr_t* e
+    lower_rule = builder.lower_rule
+    for i in range(len(rules)):
+        r = rules[i]
+        comment = r.comment
+        text = r.text if comment is None else r.full_text
+        first = PyByteArray_GET_SIZE(out)
+        if not (direct and type(text) is str and _endpoint_rule(
+                text, out, chain_index, endpoint_index, endpoints, edge_src, edge_dst, cur)):
+            lower_rule(chain, text, i)
+        if PyByteArray_GET_SIZE(out) == first:
+            e = _rows(out, 1)
+            e.op, e.set, e.target, e.next = E_NOP, -1, -1, -1
+        array.resize_smart(bounds, len(bounds) + 2)
+        bounds.data.as_longs[len(bounds) - 2] = first
+        bounds.data.as_longs[len(bounds) - 1] = PyByteArray_GET_SIZE(out)

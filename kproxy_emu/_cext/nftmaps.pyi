@@ -1,5 +1,6 @@
 """Stub for the compiled kproxy_emu._cext.nftmaps (source: cext/nftmaps.pyx)."""
 
+from array import array
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,12 @@ def build_hash(
     vchains: npt.NDArray[np.int32],
 ) -> int:
     """Insert keys into an empty power-of-two slot table; returns how many went in."""
+
+def lower_rules(
+    builder: Any, chain: str, rules: list[Any], bounds: array[int], direct: bool
+) -> None:
+    """Append one chain's rules' rows to builder.exprs (the endpoint rule shapes in C,
+    others by builder.lower_rule) and each rule's first and end byte offsets to bounds."""
 
 def check(
     exprs: npt.NDArray[np.void],

@@ -232,28 +232,13 @@ _FAST = (
 
 
 # the builder packs each row straight into EXPR_DTYPE's bytes (a tuple per row would be
-# several times the memory); struct also refuses a value out of its field's range
+# several times the memory; nftmaps.lower_rules writes the endpoint rules' rows there
+# too); struct also refuses a value out of its field's range
 _ROW = struct.Struct("<8BiIiiII")
-_ROW2 = struct.Struct("<" + _ROW.format[1:] * 2)  # two rows in one call
 assert _ROW.size == EXPR_DTYPE.itemsize
 _END_ROW = _ROW.pack(E["END"], 0, 0, 0, 0, 0, 0, 0, -1, 0, -1, -1, 0, 0)  # = expr("END")
-_E_CMP, _E_VERDICT, _E_DNAT = E["CMP"], E["VERDICT"], E["DNAT"]
-_SEL_SADDR, _SEL_L4PROTO = SEL[("ip", "saddr")], SEL[("meta", "l4proto")]
-_VK_JUMP, _VK_GOTO, _ALL = VK["jump"], VK["goto"], 0xFFFFFFFF
-_E_NUMGEN = E["NUMGEN"]
+_E_NUMGEN, _VK_GOTO = E["NUMGEN"], VK["goto"]
 _NUMGEN_HEAD = "numgen random mod "
-
-
-_DNAT_PROTOS = ("tcp", "udp", "sctp")
-
-
-def _quad(text: str) -> int | None:
-    """A dotted quad as _ip reads it, else None (a text _ip refuses goes the general way,
-    which refuses it with _ip's message)."""
-    try:
-        return int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
-    except OSError:
-        return None
 
 
 def fast_parse(text: str) -> list | None:
@@ -500,8 +485,8 @@ class _Builder:
         )
 
     def rule(self, chain: str, text: str, index: int) -> None:
-        """Rule ``index`` of ``chain`` (direct_rule declined it, or is not used); its
-        anonymous sets are named "{chain}#{index}.{k}"."""
+        """Rule ``index`` of ``chain`` the general way; its anonymous sets are named
+        "{chain}#{index}.{k}"."""
         items = fast_parse(text)
         if items is None:
             try:
@@ -514,56 +499,19 @@ class _Builder:
             else:
                 self.statement(it, text)
 
-    def direct_rule(self, text: str) -> bool:
-        """The two rules of every endpoint chain (most of a large table), emitted straight
-        as the rows match()/statement() give for them (tests compare both ways on whole
-        tables). False: not one of them, lower it the general way."""
-        # split, not a regex: this runs for most rules of a large table; a text that is
-        # not exactly one of the two shapes (extra spaces, a CIDR, a comment) goes the
-        # general way
-        w = text.split(" ")
-        if len(w) == 5 and w[0] == "ip" and w[1] == "saddr" and w[3] == "jump":
-            target = self.chain_index.get(w[4])
-            ip = _quad(w[2])
-            if target is None or ip is None:
-                return False
-            # the two rows at once: ip saddr == ip, jump target
-            self.exprs += _ROW2.pack(
-                *(_E_CMP, 0, 1, 0, _SEL_SADDR, 0, 0, 0, -1, _ALL, -1, -1, ip, ip),
-                *(_E_VERDICT, 0, 0, _VK_JUMP, 0, 0, 0, 0, -1, 0, target, -1, 0, 0),
-            )
-            self.edge_src.append(self.cur_chain)
-            self.edge_dst.append(target)
-            return True
-        if (
-            len(w) == 6
-            and w[0] == "meta"
-            and w[1] == "l4proto"
-            and w[3] == "dnat"
-            and w[4] == "to"
-            and w[2] in _DNAT_PROTOS
-        ):
-            addr, sep, port_text = w[5].rpartition(":")
-            ip = _quad(addr)
-            if not sep or ip is None or not port_text.isdecimal():
-                return False
-            port = int(port_text)
-            if port > 0xFFFF:
-                return False
-            proto = PROTO_NUMBERS[w[2]]
-            dest = w[5]
-            ep = self.endpoint_index.get(dest)
-            if ep is None:
-                ep = self.endpoint_index[dest] = len(self.endpoints)
-                self.endpoints.append(dest)
-            self.exprs += _ROW2.pack(
-                *(_E_CMP, 0, 1, 0, _SEL_L4PROTO, 0, 0, 0, -1, _ALL, -1, -1, proto, proto),
-                *(_E_DNAT, 0, 0, 0, 0, 0, 0, 0, -1, ep, -1, -1, ip, port),
-            )
-            return True
-        if text.startswith(_NUMGEN_HEAD):
-            return self.direct_numgen(text)
-        return False
+    def lower_rule(self, chain: str, text: str, index: int) -> None:
+        """Rule ``index`` of ``chain``, one nftmaps.lower_rules did not take: the numgen
+        dispatch directly (when direct), else the general way."""
+        try:
+            if not (self.direct and text.startswith(_NUMGEN_HEAD) and self.direct_numgen(text)):
+                self.rule(chain, text, index)
+        except (_Unsupported, ValueError, KeyError, IndexError) as exc:
+            raise InputError(
+                f"cannot lower nftables rule: {exc}",
+                obj=f"chain {chain}",
+                field=f"rule {index}",
+                value=text,
+            ) from None
 
     def direct_numgen(self, text: str) -> bool:
         """Every service chain's ``numgen random mod N vmap { 0 : goto a , 1 : goto b ... }``
@@ -848,7 +796,6 @@ def lower_nft(
     rule_bounds = array("l")
     chain_start = array("l")
     exprs = b.exprs
-    direct_rule = b.direct_rule if direct else None
     base_rows: list[tuple[int, str, int, int]] = []  # (chain, hook, priority, nat)
     for cid, (name, chain) in enumerate(table.chains.items()):
         b.cur_chain = cid
@@ -862,23 +809,8 @@ def lower_nft(
                     value=f"{chain.type} {chain.hook}",
                 )
             base_rows.append((cid, chain.hook, chain.priority or 0, int(chain.type == "nat")))
-        for i, r in enumerate(chain.rules):
-            first = len(exprs)
-            text = r.text if r.comment is None else r.full_text
-            try:
-                if direct_rule is None or not direct_rule(text):
-                    b.rule(name, text, i)
-            except (_Unsupported, ValueError, KeyError, IndexError) as exc:
-                raise InputError(
-                    f"cannot lower nftables rule: {exc}",
-                    obj=f"chain {name}",
-                    field=f"rule {i}",
-                    value=r.full_text,
-                ) from None
-            if len(exprs) == first:  # every rule holds a row, so the engine counts it
-                b.expr("NOP")
-            rule_bounds.append(first)
-            rule_bounds.append(len(exprs))
+        # the endpoint chains' rule shapes in C, the others by b.lower_rule
+        nftmaps.lower_rules(b, name, chain.rules, rule_bounds, direct)
         exprs += _END_ROW
     b.cur_chain = -1
     for name, s in table.sets.items():  # sets no rule uses: their elements must lower too

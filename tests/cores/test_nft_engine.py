@@ -481,6 +481,56 @@ def test_fast_parse_agrees_with_parse_rule():
         assert nl.fast_parse(text) is None
 
 
+def test_direct_lowering_agrees_on_odd_texts():
+    """nftmaps.lower_rules takes only the exact endpoint shapes (and the builder the exact
+    numgen dispatch): near misses lower the general way, to the same rows, or fail with
+    the same error."""
+    texts = [
+        "ip saddr 10.0.0.1 jump sub",
+        "ip saddr 010.0.0.1 jump sub",  # inet_pton refuses a leading zero
+        "ip saddr 10.0.0.256 jump sub",
+        "ip saddr 10.0.0.0/8 jump sub",
+        "ip saddr 10.0.0 jump sub",
+        "ip saddr  10.0.0.1 jump sub",
+        "ip saddr 10.0.0.1 jump sub ",
+        "ip saddr 10.0.0.1 goto sub",
+        "ip saddr 10.0.0.1 jump nowhere",
+        "ip saddr 10.0.0.1 jump süb",
+        "meta l4proto tcp dnat to 10.0.0.1:80",
+        "meta l4proto udp dnat to 10.0.0.1:080",
+        "meta l4proto sctp dnat to 10.0.0.1:65535",
+        "meta l4proto tcp dnat to 10.0.0.1:65536",
+        "meta l4proto tcp dnat to 10.0.0.1:",
+        "meta l4proto tcp dnat to 10.0.0.1",
+        "meta l4proto tcp dnat to 1.2.3.04:80",
+        "meta l4proto icmp dnat to 10.0.0.1:80",
+        "meta l4proto tcp dnat to 10.0.0.1:80 ",
+        "numgen random mod 2 vmap { 0 : goto sub , 1 : goto süb }",
+        "numgen random mod 2 vmap { 1 : goto sub , 0 : goto süb }",
+        "numgen random mod 2 vmap { 0 : goto sub , 1 : goto nowhere }",
+        "numgen random mod 02 vmap { 0 : goto sub , 1 : goto süb }",
+        "numgen random mod 1 vmap { 0 : goto sub }",
+    ]
+    for text in texts:
+        table = _table([("fwd", text), ("fwd", "drop")], chains=["sub", "süb"])
+        got = []
+        for direct in (True, False):
+            try:
+                low = nl.lower_nft(table, direct=direct)
+            except InputError as exc:
+                got.append(("error", str(exc)))
+            else:
+                got.append(
+                    (
+                        low.exprs.tobytes(),
+                        low.cells.tobytes(),
+                        low.rule_start.tolist(),
+                        low.endpoints,
+                    )
+                )
+        assert got[0] == got[1], text
+
+
 # ---------------------------------------------------------------------- conntrack
 def test_conntrack_established_flow_keeps_its_endpoint_and_replies_are_un_natted():
     cluster, _svc, vip = _one_service(endpoints=3)
