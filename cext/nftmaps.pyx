@@ -755,10 +755,8 @@ cdef bint _endpoint_rule(str text, bytearray out, dict chain_index, dict endpoin
         e = _rows(out, 2)
         _cmp(e, SEL_SADDR, ip)
         e[1].op, e[1].vkind, e[1].set, e[1].target, e[1].next = E_VERDICT, VK_JUMP, -1, target, -1
-        array.resize_smart(edge_src, len(edge_src) + 1)
-        edge_src.data.as_longs[len(edge_src) - 1] = chain
-        array.resize_smart(edge_dst, len(edge_dst) + 1)
-        edge_dst.data.as_longs[len(edge_dst) - 1] = <long>target
+        _push(edge_src, chain)
+        _push(edge_dst, <long>target)
         return True
     if not _at(s, n, 0, b"meta l4proto ", 13):
         return False
@@ -795,30 +793,51 @@ cdef bint _endpoint_rule(str text, bytearray out, dict chain_index, dict endpoin
     return True
 
 
-def lower_rules(builder, str chain, list rules, array.array bounds, bint direct):
-    """Append one chain's rules to ``builder.exprs`` (rows as expr_t), each rule's first
-    row and the row after it to ``bounds`` (byte offsets): the endpoint shapes here (when
-    ``direct``), any other rule by ``builder.lower_rule(chain, text, index)``; a rule that
-    gave no row gets a NOP (the engine counts every rule)."""
+def lower_chains(builder, list chains, array.array starts, array.array bounds, bint direct):
+    """Append the chains' rows to ``builder.exprs`` (rows as expr_t), each closed by an END
+    row: each chain's first row to ``starts``, each rule's first row and the row after it
+    to ``bounds`` (byte offsets). The endpoint shapes are lowered here (when ``direct``),
+    any other rule by ``builder.lower_rule(chain, text, index)`` (``builder.cur_chain``
+    set to the chain's index); a rule that gave no row gets a NOP (the engine counts
+    every rule)."""
     cdef bytearray out = builder.exprs
     cdef dict chain_index = builder.chain_index, endpoint_index = builder.endpoint_index
-    cdef list endpoints = builder.endpoints
+    cdef list endpoints = builder.endpoints, rules
     cdef array.array edge_src = builder.edge_src, edge_dst = builder.edge_dst
-    cdef long cur = builder.cur_chain
-    cdef Py_ssize_t first, i
+    cdef Py_ssize_t first, i, cid
     cdef expr_t* e
     lower_rule = builder.lower_rule
-    for i in range(len(rules)):
-        r = rules[i]
-        comment = r.comment
-        text = r.text if comment is None else r.full_text
-        first = PyByteArray_GET_SIZE(out)
-        if not (direct and type(text) is str and _endpoint_rule(
-                text, out, chain_index, endpoint_index, endpoints, edge_src, edge_dst, cur)):
-            lower_rule(chain, text, i)
-        if PyByteArray_GET_SIZE(out) == first:
-            e = _rows(out, 1)
-            e.op, e.set, e.target, e.next = E_NOP, -1, -1, -1
-        array.resize_smart(bounds, len(bounds) + 2)
-        bounds.data.as_longs[len(bounds) - 2] = first
-        bounds.data.as_longs[len(bounds) - 1] = PyByteArray_GET_SIZE(out)
+    for cid in range(len(chains)):
+        chain = chains[cid]
+        rules = chain.rules
+        _push(starts, PyByteArray_GET_SIZE(out))
+        if not rules:
+            _end(out)
+            continue
+        builder.cur_chain = cid
+        name = chain.name
+        for i in range(len(rules)):
+            r = rules[i]
+            text = r.text if r.comment is None else r.full_text
+            first = PyByteArray_GET_SIZE(out)
+            if not (direct and type(text) is str and _endpoint_rule(
+                    text, out, chain_index, endpoint_index, endpoints, edge_src, edge_dst,
+                    cid)):
+                lower_rule(name, text, i)
+            if PyByteArray_GET_SIZE(out) == first:
+                e = _rows(out, 1)
+                e.op, e.set, e.target, e.next = E_NOP, -1, -1, -1
+            _push(bounds, first)
+            _push(bounds, PyByteArray_GET_SIZE(out))
+        _end(out)
+    builder.cur_chain = -1
+
+
+cdef inline void _push(array.array a, long v) except *:
+    array.resize_smart(a, len(a) + 1)
+    a.data.as_longs[len(a) - 1] = v
+
+
+cdef inline void _end(bytearray out) except *:
+    cdef expr_t* e = _rows(out, 1)
+    e.op, e.set, e.arg, e.target, e.next = E_END, -1, 0, -1, -1

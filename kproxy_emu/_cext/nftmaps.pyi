@@ -17,11 +17,12 @@ def build_hash(
 ) -> int:
     """Insert keys into an empty power-of-two slot table; returns how many went in."""
 
-def lower_rules(
-    builder: Any, chain: str, rules: list[Any], bounds: array[int], direct: bool
+def lower_chains(
+    builder: Any, chains: list[Any], starts: array[int], bounds: array[int], direct: bool
 ) -> None:
-    """Append one chain's rules' rows to builder.exprs (the endpoint rule shapes in C,
-    others by builder.lower_rule) and each rule's first and end byte offsets to bounds."""
+    """Append the chains' rows to builder.exprs, each closed by END (the endpoint rule
+    shapes in C, other rules by builder.lower_rule), each chain's first row to starts and
+    each rule's first and end row to bounds (byte offsets)."""
 
 def check(
     exprs: npt.NDArray[np.void],

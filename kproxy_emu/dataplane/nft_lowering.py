@@ -236,7 +236,6 @@ _FAST = (
 # too); struct also refuses a value out of its field's range
 _ROW = struct.Struct("<8BiIiiII")
 assert _ROW.size == EXPR_DTYPE.itemsize
-_END_ROW = _ROW.pack(E["END"], 0, 0, 0, 0, 0, 0, 0, -1, 0, -1, -1, 0, 0)  # = expr("END")
 _E_NUMGEN, _VK_GOTO = E["NUMGEN"], VK["goto"]
 _NUMGEN_HEAD = "numgen random mod "
 
@@ -791,28 +790,23 @@ def lower_nft(
     endpoints = [] if endpoints is None else endpoints
     dynamic_sets = [] if dynamic_sets is None else dynamic_sets
     b = _Builder(table, endpoints, dynamic_sets, direct)
-    # each rule's first row and the row after it, flat, and each chain's first row: as
-    # offsets into the flat rows until the end
-    rule_bounds = array("l")
-    chain_start = array("l")
-    exprs = b.exprs
+    chains = list(table.chains.values())
     base_rows: list[tuple[int, str, int, int]] = []  # (chain, hook, priority, nat)
-    for cid, (name, chain) in enumerate(table.chains.items()):
-        b.cur_chain = cid
-        chain_start.append(len(exprs))
+    for cid, chain in enumerate(chains):
         if chain.is_base:
             if chain.hook not in HOOKS or chain.type not in ("filter", "nat"):
                 raise InputError(
                     "base chain type/hook not supported by the engine",
-                    obj=f"chain {name}",
+                    obj=f"chain {chain.name}",
                     field="type/hook",
                     value=f"{chain.type} {chain.hook}",
                 )
             base_rows.append((cid, chain.hook, chain.priority or 0, int(chain.type == "nat")))
-        # the endpoint chains' rule shapes in C, the others by b.lower_rule
-        nftmaps.lower_rules(b, name, chain.rules, rule_bounds, direct)
-        exprs += _END_ROW
-    b.cur_chain = -1
+    # each chain's first row, each rule's first row and the row after it (flat): byte
+    # offsets into b.exprs; the rows themselves in C, the general rules by b.lower_rule
+    chain_start = array("l")
+    rule_bounds = array("l")
+    nftmaps.lower_chains(b, chains, chain_start, rule_bounds, direct)
     for name, s in table.sets.items():  # sets no rule uses: their elements must lower too
         if name not in b.set_index:
             try:
