@@ -184,11 +184,11 @@ class NftRuleset:
         table's size (kube-proxy's partial syncs are a few operations on a big table)."""
         if not tx.ops:
             return
-        if any(op.kind == "table" and op.verb != "add" for op in tx.ops):
-            self._apply_on_copy(tx)  # flushing or deleting the table: undo by snapshot
-            return
         if not self.exists and not self.chains and not self.sets:
             self._apply_on_empty(tx)
+            return
+        if any(op.kind == "table" and op.verb != "add" for op in tx.ops):
+            self._apply_on_copy(tx)  # flushing or deleting the table: undo by snapshot
             return
         self._undo, self._saved = [], set()
         try:
@@ -214,6 +214,7 @@ class NftRuleset:
         apply_op = self._apply_op
         chains, sets = self.chains, self.sets
         self._refs = None  # built when first needed (a delete) from the table
+        self._pos = None  # likewise (by in_chain_order): a number per chain is memory
         try:
             for i, op in enumerate(tx.ops):
                 # inline the operations a sync is made of, when they cannot fail; the rest
@@ -236,9 +237,6 @@ class NftRuleset:
                         chains[obj.name] = NftChain(
                             obj.name, obj.type, obj.hook, obj.priority, obj.comment
                         )
-                        if self._pos is not None:
-                            self._pos[obj.name] = self._next_pos
-                            self._next_pos += 1
                         continue
                 elif op.verb == "flush" and kind == "chain":
                     have = chains.get(obj.name)  # type: ignore[attr-defined]
@@ -252,8 +250,10 @@ class NftRuleset:
                     ) from None
                 # a chain delete builds the jump index, which the inlined rule adds do not
                 # keep: drop it, the next delete rebuilds it from the table (a first sync
-                # deletes only at its start, while the table is small)
-                self._refs = None
+                # deletes only at its start, while the table is small); a table delete
+                # starts new dicts
+                self._refs = self._pos = None
+                chains, sets = self.chains, self.sets
         except BaseException:
             self.__init__(self.family, self.name)  # type: ignore[misc]
             raise
