@@ -138,9 +138,16 @@ def render_nft_file(rs: NftRuleset) -> str:
 
 def render_transaction(rs: NftRuleset, tx: NftTransaction) -> str:
     """A sync's operations as ``nft -f`` commands, in order."""
-    out = []
+    # joined a few thousand lines at a time: a first sync's millions of line objects
+    # never live at once next to the text
+    chunks: list[str] = []
+    out: list[str] = []
     prefix = _prefix(rs)
     for op in tx.ops:
+        if len(out) >= 4096:
+            out.append("")
+            chunks.append("\n".join(out))
+            out = []
         v, k, obj = op.verb, op.kind, op.obj
         if k == "rule":  # most of a large transaction: rule_line, inlined
             assert isinstance(obj, NftRule)
@@ -162,8 +169,9 @@ def render_transaction(rs: NftRuleset, tx: NftTransaction) -> str:
             text = _element_text(elem) if v == "add" else " . ".join(elem.key)
             out.append(f"{v} element {prefix} {name} {{ {text} }}")
     if out:
-        out.append("")  # the final newline, without copying the joined text once more
-    return "\n".join(out)
+        out.append("")  # each line ends with a newline
+        chunks.append("\n".join(out))
+    return "".join(chunks)
 
 
 # ---------------------------------------------------------------------- nft list ruleset
