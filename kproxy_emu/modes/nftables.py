@@ -24,6 +24,7 @@ from ..errors import InputError
 from ..ipaddr import canonical_cidr
 from ..model.cluster import Cluster, paused_gc
 from ..netfilter.nft import (
+    NO_RULES,
     NftChain,
     NftError,
     NftOp,
@@ -672,15 +673,6 @@ class NftProxier(Proxier[NftSyncResult]):
         self._write_service_port(tx, port.sp, skip, full, chains, affinity)
         port.chains, port.affinity = tuple(chains), tuple(affinity)
 
-    def _endpoint_rules(
-        self, sp: ServicePortInfo, ep: EndpointInfo, affinity_set: str
-    ) -> list[str]:
-        rules = [f"ip saddr {ep.ip} jump {MARK_MASQ}"]
-        if sp.affinity_timeout:
-            rules.append(f"update @{affinity_set} {{ ip saddr }}")
-        rules.append(f"meta l4proto {sp.proto} dnat to {ep.string}")
-        return rules
-
     def _write_service_port(
         self,
         tx: NftTransaction,
@@ -708,17 +700,24 @@ class NftProxier(Proxier[NftSyncResult]):
                 tx.flush("chain", obj)
 
         # endpoint chains: on a full sync, one already holding exactly its rules is kept.
-        # (The loop runs per endpoint, most of a large table: endpoint_chain_base's and
-        # ensure's work inlined, the service's part of the name built once.)
+        # (The loop runs per endpoint, most of a large table: endpoint_chain_base's,
+        # ensure's and the rules' work inlined, the service's part of each built once.)
         endpoints: list[tuple[EndpointInfo, str, str, list[str], bool]] = []
         have_chains = self.table.chains if full and not skip else None
         ep_prefix = f"{sp.namespace}/{sp.name}/{proto}/{sp.port_name}__"
+        dnat = f"meta l4proto {proto} dnat to "
+        affinity = sp.affinity_timeout
         ops = tx.ops
         for ep in cat.all_reachable:
             ep_base = hash_and_truncate(f"{ep_prefix}{ep.ip.replace(':', '.')}/{ep.port}")
             chain = "endpoint-" + ep_base
-            aff = "affinity-" + ep_base if sp.affinity_timeout else ""
-            rules = self._endpoint_rules(sp, ep, aff)
+            aff = "affinity-" + ep_base if affinity else ""
+            rules: list[str] = []  # not needed when skipped
+            if not skip:
+                rules.append(f"ip saddr {ep.ip} jump {MARK_MASQ}")
+                if affinity:
+                    rules.append(f"update @{aff} {{ ip saddr }}")
+                rules.append(dnat + ep.string)
             keep = skip
             if have_chains:
                 have = have_chains.get(chain)
@@ -726,7 +725,7 @@ class NftProxier(Proxier[NftSyncResult]):
             if chain not in active:
                 active.add(chain)
                 if not keep:
-                    obj = chain_ref(chain)
+                    obj = NftChain(chain, None, None, None, None, NO_RULES)  # chain_ref
                     ops.append(NftOp("add", "chain", obj))
                     ops.append(NftOp("flush", "chain", obj))
             if aff:
