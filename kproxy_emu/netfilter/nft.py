@@ -219,29 +219,31 @@ class NftRuleset:
             for i, op in enumerate(tx.ops):
                 # inline the operations a sync is made of, when they cannot fail; the rest
                 # (and any error) goes the general way
-                kind, obj = op.kind, op.obj
-                if op.verb == "add":
-                    if kind == "rule":
-                        chain = chains.get(obj.chain)  # type: ignore[attr-defined]
-                        text = obj.text  # type: ignore[attr-defined]
-                        targets = _targets(text)
-                        if (
-                            chain is not None
-                            and (not targets or all(t in chains for t in targets))
-                            and ("@" not in text or all(r in sets for r in _sets_used(text)))
-                        ):
-                            chain.rules.append(obj)  # type: ignore[arg-type]
-                            continue
-                    elif kind == "chain" and obj.name not in chains:  # type: ignore[attr-defined]
-                        assert isinstance(obj, NftChain)
-                        chains[obj.name] = NftChain(
-                            obj.name, obj.type, obj.hook, obj.priority, obj.comment
+                kind, obj, verb = op.kind, op.obj, op.verb
+                if kind == "rule":
+                    chain = chains.get(obj.chain)  # type: ignore[attr-defined]
+                    text = obj.text  # type: ignore[attr-defined]
+                    if (
+                        verb == "add"
+                        and chain is not None
+                        and (
+                            ("jump " not in text and "goto " not in text)
+                            or all(t in chains for t in _TARGET_RE.findall(text))
                         )
+                        and ("@" not in text or all(r in sets for r in _sets_used(text)))
+                    ):
+                        chain.rules.append(obj)  # type: ignore[arg-type]
                         continue
-                elif op.verb == "flush" and kind == "chain":
-                    have = chains.get(obj.name)  # type: ignore[attr-defined]
-                    if have is not None and not have.rules:
-                        continue  # a chain just added: nothing to flush
+                elif kind == "chain":
+                    name = obj.name  # type: ignore[attr-defined]
+                    if verb == "add" and name not in chains:
+                        assert isinstance(obj, NftChain)
+                        chains[name] = NftChain(name, obj.type, obj.hook, obj.priority, obj.comment)
+                        continue
+                    if verb == "flush":
+                        have = chains.get(name)
+                        if have is not None and not have.rules:
+                            continue  # a chain just added: nothing to flush
                 try:
                     apply_op(op)
                 except NftError as exc:
