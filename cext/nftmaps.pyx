@@ -793,10 +793,76 @@ cdef bint _endpoint_rule(str text, bytearray out, dict chain_index, dict endpoin
     return True
 
 
-def lower_chains(builder, list chains, array.array starts, array.array bounds, bint direct):
+cdef Py_ssize_t _find(const uint8_t* s, Py_ssize_t n, Py_ssize_t i, const char* word,
+                      Py_ssize_t k) noexcept:
+    """The first index >= i of word in s[:n], else -1."""
+    while i + k <= n:
+        if _at(s, n, i, word, k):
+            return i
+        i += 1
+    return -1
+
+
+cdef bint _numgen_rule(str text, bytearray out, dict chain_index, list cells,
+                       array.array edge_src, array.array edge_dst, long chain,
+                       long max_n) except -1:
+    """``numgen random mod N vmap { 0 : goto a , 1 : goto b ... }`` with the keys 0..N-1
+    in order (as kube-proxy writes it; split at " , " like str.split) as match() lowers
+    it: N goto cells and a NUMGEN row; False: another text."""
+    if PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND:
+        return False
+    cdef const uint8_t* s = <const uint8_t*>PyUnicode_DATA(text)
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(text), i = 18, j, k, digits
+    cdef long count = 0, key
+    cdef expr_t* e
+    if not _at(s, n, 0, b"numgen random mod ", 18) or i >= n or s[i] == 48:
+        return False
+    while i < n and s[i] >= 48 and s[i] <= 57:
+        count = count * 10 + (s[i] - 48)
+        if count > max_n:
+            return False
+        i += 1
+    if count == 0 or not _at(s, n, i, b" vmap { ", 8) or not _at(s, n, n - 2, b" }", 2):
+        return False
+    i += 8
+    targets = []
+    for k in range(count):
+        key, digits = 0, 0  # the key: k written as str(k)
+        while i < n and s[i] >= 48 and s[i] <= 57 and digits < 12:
+            key = key * 10 + (s[i] - 48)
+            digits += 1
+            i += 1
+        if key != k or digits == 0 or (digits > 1 and s[i - digits] == 48):
+            return False
+        if not _at(s, n, i, b" : goto ", 8):
+            return False
+        i += 8
+        j = _find(s, n - 2, i, b" , ", 3)
+        if (j < 0) != (k == count - 1):
+            return False  # more or fewer parts than N
+        if j < 0:
+            j = n - 2
+        target = chain_index.get(text[i:j])
+        if target is None:
+            return False
+        targets.append(target)
+        i = j + 3
+    off = len(cells)
+    for target in targets:
+        cells.append((VK_GOTO, target))
+        _push(edge_src, chain)
+        _push(edge_dst, <long>target)
+    e = _rows(out, 1)
+    e.op, e.set, e.arg, e.target, e.next = E_NUMGEN, <int32_t>off, <uint32_t>count, -1, -1
+    return True
+
+
+def lower_chains(builder, list chains, array.array starts, array.array bounds, bint direct,
+                 long max_numgen):
     """Append the chains' rows to ``builder.exprs`` (rows as expr_t), each closed by an END
     row: each chain's first row to ``starts``, each rule's first row and the row after it
-    to ``bounds`` (byte offsets). The endpoint shapes are lowered here (when ``direct``),
+    to ``bounds`` (byte offsets). The endpoint shapes and the service chains' numgen
+    dispatch (at most ``max_numgen`` ways) are lowered here (when ``direct``),
     any other rule by ``builder.lower_rule(chain, text, index)`` (``builder.cur_chain``
     set to the chain's index); a rule that gave no row gets a NOP (the engine counts
     every rule)."""
@@ -804,6 +870,7 @@ def lower_chains(builder, list chains, array.array starts, array.array bounds, b
     cdef dict chain_index = builder.chain_index, endpoint_index = builder.endpoint_index
     cdef list endpoints = builder.endpoints, rules
     cdef array.array edge_src = builder.edge_src, edge_dst = builder.edge_dst
+    cdef list cells = builder.cells
     cdef Py_ssize_t first, i, cid
     cdef expr_t* e
     lower_rule = builder.lower_rule
@@ -820,9 +887,11 @@ def lower_chains(builder, list chains, array.array starts, array.array bounds, b
             r = rules[i]
             text = r.text if r.comment is None else r.full_text
             first = PyByteArray_GET_SIZE(out)
-            if not (direct and type(text) is str and _endpoint_rule(
-                    text, out, chain_index, endpoint_index, endpoints, edge_src, edge_dst,
-                    cid)):
+            if not (direct and type(text) is str and (
+                    _endpoint_rule(text, out, chain_index, endpoint_index, endpoints,
+                                   edge_src, edge_dst, cid)
+                    or _numgen_rule(text, out, chain_index, cells, edge_src, edge_dst, cid,
+                                    max_numgen))):
                 lower_rule(name, text, i)
             if PyByteArray_GET_SIZE(out) == first:
                 e = _rows(out, 1)

@@ -18,11 +18,17 @@ def build_hash(
     """Insert keys into an empty power-of-two slot table; returns how many went in."""
 
 def lower_chains(
-    builder: Any, chains: list[Any], starts: array[int], bounds: array[int], direct: bool
+    builder: Any,
+    chains: list[Any],
+    starts: array[int],
+    bounds: array[int],
+    direct: bool,
+    max_numgen: int,
 ) -> None:
     """Append the chains' rows to builder.exprs, each closed by END (the endpoint rule
-    shapes in C, other rules by builder.lower_rule), each chain's first row to starts and
-    each rule's first and end row to bounds (byte offsets)."""
+    shapes and numgen dispatch rules in C, other rules by builder.lower_rule), each
+    chain's first row to starts and each rule's first and end row to bounds (byte
+    offsets)."""
 
 def check(
     exprs: npt.NDArray[np.void],

@@ -236,8 +236,6 @@ _FAST = (
 # too); struct also refuses a value out of its field's range
 _ROW = struct.Struct("<8BiIiiII")
 assert _ROW.size == EXPR_DTYPE.itemsize
-_E_NUMGEN, _VK_GOTO = E["NUMGEN"], VK["goto"]
-_NUMGEN_HEAD = "numgen random mod "
 
 
 def fast_parse(text: str) -> list | None:
@@ -499,11 +497,10 @@ class _Builder:
                 self.statement(it, text)
 
     def lower_rule(self, chain: str, text: str, index: int) -> None:
-        """Rule ``index`` of ``chain``, one nftmaps.lower_rules did not take: the numgen
-        dispatch directly (when direct), else the general way."""
+        """Rule ``index`` of ``chain``, one nftmaps.lower_chains did not take, the general
+        way, its errors as InputError."""
         try:
-            if not (self.direct and text.startswith(_NUMGEN_HEAD) and self.direct_numgen(text)):
-                self.rule(chain, text, index)
+            self.rule(chain, text, index)
         except (_Unsupported, ValueError, KeyError, IndexError) as exc:
             raise InputError(
                 f"cannot lower nftables rule: {exc}",
@@ -511,31 +508,6 @@ class _Builder:
                 field=f"rule {index}",
                 value=text,
             ) from None
-
-    def direct_numgen(self, text: str) -> bool:
-        """Every service chain's ``numgen random mod N vmap { 0 : goto a , 1 : goto b ... }``
-        with keys 0..N-1 in order (as kube-proxy writes it), as match() lowers it."""
-        head, sep, body = text[len(_NUMGEN_HEAD) :].partition(" vmap { ")
-        if not sep or not body.endswith(" }") or not head.isdecimal() or head[0] == "0":
-            return False
-        n = int(head)
-        parts = body[:-2].split(" , ")
-        if len(parts) != n or n > MAX_NUMGEN:
-            return False
-        chain_index = self.chain_index
-        targets = []
-        for i, part in enumerate(parts):
-            key, sep, name = part.partition(" : goto ")
-            target = chain_index.get(name)
-            if not sep or key != str(i) or target is None:
-                return False
-            targets.append(target)
-        off = len(self.cells)
-        self.cells.extend([(_VK_GOTO, t) for t in targets])
-        self.edge_src.extend([self.cur_chain] * n)
-        self.edge_dst.extend(targets)
-        self.exprs += _ROW.pack(_E_NUMGEN, 0, 0, 0, 0, 0, 0, 0, off, n, -1, -1, 0, 0)
-        return True
 
     def selectors(self, m: Match) -> list[int]:
         out = []
@@ -806,7 +778,7 @@ def lower_nft(
     # offsets into b.exprs; the rows themselves in C, the general rules by b.lower_rule
     chain_start = array("l")
     rule_bounds = array("l")
-    nftmaps.lower_chains(b, chains, chain_start, rule_bounds, direct)
+    nftmaps.lower_chains(b, chains, chain_start, rule_bounds, direct, MAX_NUMGEN)
     for name, s in table.sets.items():  # sets no rule uses: their elements must lower too
         if name not in b.set_index:
             try:

@@ -510,9 +510,17 @@ def test_direct_lowering_agrees_on_odd_texts():
         "numgen random mod 2 vmap { 0 : goto sub , 1 : goto nowhere }",
         "numgen random mod 02 vmap { 0 : goto sub , 1 : goto süb }",
         "numgen random mod 1 vmap { 0 : goto sub }",
+        "numgen random mod 2 vmap { 0 : goto sub , 1 : goto sub , 2 : goto sub }",
+        "numgen random mod 3 vmap { 0 : goto sub , 1 : goto sub }",
+        "numgen random mod 2 vmap { 0 : goto sub ,  1 : goto sub }",
+        "numgen random mod 2 vmap { 00 : goto sub , 1 : goto sub }",
+        "numgen random mod 2 vmap { 0 : goto s€b , 1 : goto sub }",
+        "numgen random mod 0 vmap { }",
+        "numgen random mod 65537 vmap { 0 : goto sub }",
+        "ip saddr 10.0.0.1 jump s€b",
     ]
     for text in texts:
-        table = _table([("fwd", text), ("fwd", "drop")], chains=["sub", "süb"])
+        table = _table([("fwd", text), ("fwd", "drop")], chains=["sub", "süb", "s€b"])
         got = []
         for direct in (True, False):
             try:
