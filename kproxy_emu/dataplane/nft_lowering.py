@@ -685,8 +685,8 @@ class _Builder:
 
         Each chain's depth (1 + its deepest target's) by rounds over all edges at once: on
         a loop-free table the depths settle after as many rounds as the deepest chain; a
-        table that has not settled after MAX_JUMP_DEPTH + 2 rounds has a loop or is too
-        deep, and the walk below names the chain."""
+        table that has not settled after MAX_JUMP_DEPTH + 2 rounds, or settled deeper than
+        the limit, has a loop or is too deep, and the walk below names the chain."""
         src = np.frombuffer(self.edge_src, np.int_) if self.edge_src else np.zeros(0, np.int_)
         dst = np.frombuffer(self.edge_dst, np.int_) if self.edge_dst else np.zeros(0, np.int_)
         if self.map_uses:
@@ -699,8 +699,10 @@ class _Builder:
         for _ in range(MAX_JUMP_DEPTH + 2):
             new = np.ones(n, np.int_)
             np.maximum.at(new, src, depth[dst] + 1)
-            if (new == depth).all():
-                return
+            if (new == depth).all():  # settled: loop-free
+                if depth.max(initial=0) <= MAX_JUMP_DEPTH + 1:
+                    return
+                break
             depth = new
         edges: dict[int, set[int]] = {i: set() for i in range(n)}
         for a, b in zip(src.tolist(), dst.tolist()):

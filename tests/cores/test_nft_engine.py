@@ -875,6 +875,29 @@ def test_jump_loops_and_bad_maps_are_refused():
         nl.lower_nft(_table([("fwd", "ip daddr vmap @o")], sets=[over]))
 
 
+def test_jump_depth_limit_and_loops_through_maps():
+    """The depth check in rounds over all edges draws the kernel's line where the chain
+    walk does (16 jumps deep), and finds a loop closed through a verdict map."""
+    from itertools import pairwise
+
+    from kproxy_emu.netfilter.nft import NftElement
+
+    for k in (14, 15, 16, 17):  # fwd -> c0 -> ... -> ck: depth k + 2
+        names = [f"c{i}" for i in range(k + 1)]
+        rules = [("fwd", "jump c0")] + [(a, f"jump {b}") for a, b in pairwise(names)]
+        table = _table(rules, chains=names)
+        if k + 2 > nl.MAX_JUMP_DEPTH + 1:
+            with pytest.raises(InputError, match="nest deeper"):
+                nl.lower_nft(table)
+        else:
+            nl.lower_nft(table)
+    m = NftSet("m", "map", "ipv4_addr : verdict")
+    m.elements[("1.2.3.4",)] = NftElement(("1.2.3.4",), ("goto a",))
+    table = _table([("fwd", "jump a"), ("a", "ip daddr vmap @m")], sets=[m], chains=["a"])
+    with pytest.raises(InputError, match="jump loop"):
+        nl.lower_nft(table)
+
+
 def test_process_checks_the_arrays():
     table = _table([("fwd", "ip daddr 1.1.1.1 drop")])
     low = nl.lower_nft(table)
