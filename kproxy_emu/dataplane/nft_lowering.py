@@ -766,21 +766,26 @@ def lower_nft(
     b = _Builder(table, endpoints, dynamic_sets, direct)
     chains = list(table.chains.values())
     base_rows: list[tuple[int, str, int, int]] = []  # (chain, hook, priority, nat)
+    bad: InputError | None = None
     for cid, chain in enumerate(chains):
         if chain.is_base:
             if chain.hook not in HOOKS or chain.type not in ("filter", "nat"):
-                raise InputError(
+                bad = InputError(
                     "base chain type/hook not supported by the engine",
                     obj=f"chain {chain.name}",
                     field="type/hook",
                     value=f"{chain.type} {chain.hook}",
                 )
+                del chains[cid:]  # the chains before it are lowered first (their errors first)
+                break
             base_rows.append((cid, chain.hook, chain.priority or 0, int(chain.type == "nat")))
     # each chain's first row, each rule's first row and the row after it (flat): byte
     # offsets into b.exprs; the rows themselves in C, the general rules by b.lower_rule
     chain_start = array("l")
     rule_bounds = array("l")
     nftmaps.lower_chains(b, chains, chain_start, rule_bounds, direct, MAX_NUMGEN)
+    if bad is not None:
+        raise bad
     for name, s in table.sets.items():  # sets no rule uses: their elements must lower too
         if name not in b.set_index:
             try:
