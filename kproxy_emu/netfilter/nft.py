@@ -56,8 +56,8 @@ class NftChain:
 
 
 # the rules of a chain a transaction operation names (the table's own chain object holds
-# the rules; an operation's is never given any): one shared empty tuple instead of an
-# empty list per operation, so that an append to it fails loudly
+# the rules): one shared empty tuple instead of an empty list per operation, so that an
+# append to it fails loudly (a first sync's table adopts the object, with a list)
 NO_RULES = cast("list[NftRule]", ())
 
 
@@ -238,7 +238,16 @@ class NftRuleset:
                     name = obj.name  # type: ignore[attr-defined]
                     if verb == "add" and name not in chains:
                         assert isinstance(obj, NftChain)
-                        chains[name] = NftChain(name, obj.type, obj.hook, obj.priority, obj.comment)
+                        if obj.rules is NO_RULES:
+                            # an operation's own chain object (chain_ref) becomes the
+                            # table's: one object per chain, not two. Once adopted it has
+                            # rules, so applying the transaction again copies it.
+                            obj.rules = []
+                            chains[name] = obj
+                        else:
+                            chains[name] = NftChain(
+                                name, obj.type, obj.hook, obj.priority, obj.comment
+                            )
                         continue
                     if verb == "flush":
                         have = chains.get(name)

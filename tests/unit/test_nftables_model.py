@@ -154,6 +154,15 @@ def test_first_transaction_onto_an_empty_table():
         assert list(rs.chains) == ["a", "b"] and [r.text for r in rs.chains["a"].rules] == [
             "jump b"
         ]
+        # the table adopted the operations' chain objects: applying the transaction to
+        # another empty table copies them, and the two tables stay apart
+        other = NftRuleset()
+        other.apply(tx)
+        assert render_dump(other) == render_dump(rs)
+        more = NftTransaction()
+        more.add_rule("b", "accept")
+        other.apply(more)
+        assert not rs.chains["b"].rules and len(other.chains["b"].rules) == 1
 
 
 def test_names_are_hashed_and_truncated_like_kube_proxy():
