@@ -20,8 +20,21 @@ engine holds, (set id, address) -> expiry in emulated time.
 translation where the kernel's NAT hook applies it (destination at priority -100 of
 prerouting/output, so the pre-dnat filter chains see the original destination).
 """
+from cpython cimport array
+from cpython.bytearray cimport (
+    PyByteArray_AS_STRING,
+    PyByteArray_GET_SIZE,
+    PyByteArray_Resize,
+)
+from cpython.unicode cimport (
+    PyUnicode_1BYTE_KIND,
+    PyUnicode_DATA,
+    PyUnicode_GET_LENGTH,
+    PyUnicode_KIND,
+)
 from libc.math cimport INFINITY
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memset
 
 import numpy as np
 
@@ -649,3 +662,251 @@ def check(const expr_t[::1] exprs, const nset_t[::1] sets, const slot_t[::1] slo
             raise ValueError("verdict chain out of bounds")
         if e.nsel > 4 or ((e.op == E_LOOKUP or e.op == E_VMAP) and e.nsel == 0):
             raise ValueError("bad selector count")
+
+
+# ---------------------------------------------------------------------- lowering help
+# (kproxy_emu/dataplane/nft_lowering.py): the rules of one chain, the two shapes of every
+# endpoint chain (most rules of a large table) turned into rows here, the others handed
+# back to the builder. Text is read as Latin-1 code units; anything unusual goes back.
+
+cdef inline bint _at(const uint8_t* s, Py_ssize_t n, Py_ssize_t i, const char* word,
+                     Py_ssize_t k) noexcept:
+    """s[i:i+k] == word."""
+    cdef Py_ssize_t j
+    if i + k > n:
+        return False
+    for j in range(k):
+        if s[i + j] != <uint8_t>word[j]:
+            return False
+    return True
+
+
+cdef inline Py_ssize_t _quad(const uint8_t* s, Py_ssize_t i, Py_ssize_t end,
+                             uint32_t* out) noexcept:
+    """inet_pton's dotted quad in s[i:end] (four parts 0-255, no leading zero, nothing
+    else): 1 with the address in out, else 0."""
+    cdef uint32_t v = 0, part = 0
+    cdef int parts = 0, digits = 0
+    cdef uint8_t c
+    while i < end:
+        c = s[i]
+        if c >= 48 and c <= 57:
+            if digits and part == 0:
+                return 0  # a leading zero
+            part = part * 10 + (c - 48)
+            digits += 1
+            if part > 255:
+                return 0
+        elif c == 46 and digits and parts < 3:
+            v = (v << 8) | part
+            parts += 1
+            part = 0
+            digits = 0
+        else:
+            return 0
+        i += 1
+    if parts != 3 or not digits:
+        return 0
+    out[0] = (v << 8) | part
+    return 1
+
+
+cdef inline Py_ssize_t _space(const uint8_t* s, Py_ssize_t i, Py_ssize_t n) noexcept:
+    while i < n and s[i] != 32:
+        i += 1
+    return i
+
+
+cdef inline expr_t* _rows(bytearray out, Py_ssize_t k) except NULL:
+    """Room for k more rows at the end of out."""
+    cdef Py_ssize_t n = PyByteArray_GET_SIZE(out)
+    PyByteArray_Resize(out, n + k * <Py_ssize_t>sizeof(expr_t))
+    cdef expr_t* e = <expr_t*>(PyByteArray_AS_STRING(out) + n)
+    memset(e, 0, k * sizeof(expr_t))
+    return e
+
+
+cdef inline void _cmp(expr_t* e, uint8_t sel, uint32_t value) noexcept:
+    e.op, e.nsel, e.sel0 = E_CMP, 1, sel
+    e.set, e.arg, e.target, e.next = -1, 0xFFFFFFFF, -1, -1
+    e.lo = e.hi = value
+
+
+cdef bint _endpoint_rule(str text, bytearray out, dict chain_index, dict endpoint_index,
+                         list endpoints, array.array edge_src, array.array edge_dst,
+                         long chain) except -1:
+    """``ip saddr A jump C`` or ``meta l4proto P dnat to A:PORT`` (single spaces, nothing
+    more) as the two rows match()/statement() give; False: another text."""
+    if PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND:
+        return False
+    cdef const uint8_t* s = <const uint8_t*>PyUnicode_DATA(text)
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(text), i, j, k
+    cdef uint32_t ip, port = 0, proto
+    cdef expr_t* e
+    if _at(s, n, 0, b"ip saddr ", 9):
+        j = _space(s, 9, n)
+        if not _at(s, n, j, b" jump ", 6) or not _quad(s, 9, j, &ip):
+            return False
+        if _space(s, j + 6, n) != n:
+            return False
+        target = chain_index.get(text[j + 6:])
+        if target is None:
+            return False
+        e = _rows(out, 2)
+        _cmp(e, SEL_SADDR, ip)
+        e[1].op, e[1].vkind, e[1].set, e[1].target, e[1].next = E_VERDICT, VK_JUMP, -1, target, -1
+        _push(edge_src, chain)
+        _push(edge_dst, <long>target)
+        return True
+    if not _at(s, n, 0, b"meta l4proto ", 13):
+        return False
+    if _at(s, n, 13, b"tcp dnat to ", 12):
+        proto, i = 6, 25
+    elif _at(s, n, 13, b"udp dnat to ", 12):
+        proto, i = 17, 25
+    elif _at(s, n, 13, b"sctp dnat to ", 13):
+        proto, i = 132, 26
+    else:
+        return False
+    if _space(s, i, n) != n:
+        return False
+    j = n - 1  # the last ":" (rpartition)
+    while j >= i and s[j] != 58:
+        j -= 1
+    if j < i or j == n - 1 or not _quad(s, i, j, &ip):
+        return False
+    for k in range(j + 1, n):
+        if s[k] < 48 or s[k] > 57:
+            return False
+        port = port * 10 + (s[k] - 48)
+        if port > 0xFFFF:
+            return False
+    dest = text[i:]
+    ep = endpoint_index.get(dest)
+    if ep is None:
+        ep = endpoint_index[dest] = len(endpoints)
+        endpoints.append(dest)
+    e = _rows(out, 2)
+    _cmp(e, SEL_L4PROTO, proto)
+    e[1].op, e[1].set, e[1].arg, e[1].target, e[1].next = E_DNAT, -1, ep, -1, -1
+    e[1].lo, e[1].hi = ip, port
+    return True
+
+
+cdef Py_ssize_t _find(const uint8_t* s, Py_ssize_t n, Py_ssize_t i, const char* word,
+                      Py_ssize_t k) noexcept:
+    """The first index >= i of word in s[:n], else -1."""
+    while i + k <= n:
+        if _at(s, n, i, word, k):
+            return i
+        i += 1
+    return -1
+
+
+cdef bint _numgen_rule(str text, bytearray out, dict chain_index, list cells,
+                       array.array edge_src, array.array edge_dst, long chain,
+                       long max_n) except -1:
+    """``numgen random mod N vmap { 0 : goto a , 1 : goto b ... }`` with the keys 0..N-1
+    in order (as kube-proxy writes it; split at " , " like str.split) as match() lowers
+    it: N goto cells and a NUMGEN row; False: another text."""
+    if PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND:
+        return False
+    cdef const uint8_t* s = <const uint8_t*>PyUnicode_DATA(text)
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(text), i = 18, j, k, digits
+    cdef long count = 0, key
+    cdef expr_t* e
+    if not _at(s, n, 0, b"numgen random mod ", 18) or i >= n or s[i] == 48:
+        return False
+    while i < n and s[i] >= 48 and s[i] <= 57:
+        count = count * 10 + (s[i] - 48)
+        if count > max_n:
+            return False
+        i += 1
+    if count == 0 or not _at(s, n, i, b" vmap { ", 8) or not _at(s, n, n - 2, b" }", 2):
+        return False
+    i += 8
+    targets = []
+    for k in range(count):
+        key, digits = 0, 0  # the key: k written as str(k)
+        while i < n and s[i] >= 48 and s[i] <= 57 and digits < 12:
+            key = key * 10 + (s[i] - 48)
+            digits += 1
+            i += 1
+        if key != k or digits == 0 or (digits > 1 and s[i - digits] == 48):
+            return False
+        if not _at(s, n, i, b" : goto ", 8):
+            return False
+        i += 8
+        j = _find(s, n - 2, i, b" , ", 3)
+        if (j < 0) != (k == count - 1):
+            return False  # more or fewer parts than N
+        if j < 0:
+            j = n - 2
+        target = chain_index.get(text[i:j])
+        if target is None:
+            return False
+        targets.append(target)
+        i = j + 3
+    off = len(cells)
+    for target in targets:
+        cells.append((VK_GOTO, target))
+        _push(edge_src, chain)
+        _push(edge_dst, <long>target)
+    e = _rows(out, 1)
+    e.op, e.set, e.arg, e.target, e.next = E_NUMGEN, <int32_t>off, <uint32_t>count, -1, -1
+    return True
+
+
+def lower_chains(builder, list chains, array.array starts, array.array bounds, bint direct,
+                 long max_numgen):
+    """Append the chains' rows to ``builder.exprs`` (rows as expr_t), each closed by an END
+    row: each chain's first row to ``starts``, each rule's first row and the row after it
+    to ``bounds`` (byte offsets). The endpoint shapes and the service chains' numgen
+    dispatch (at most ``max_numgen`` ways) are lowered here (when ``direct``),
+    any other rule by ``builder.lower_rule(chain, text, index)`` (``builder.cur_chain``
+    set to the chain's index); a rule that gave no row gets a NOP (the engine counts
+    every rule)."""
+    cdef bytearray out = builder.exprs
+    cdef dict chain_index = builder.chain_index, endpoint_index = builder.endpoint_index
+    cdef list endpoints = builder.endpoints, rules
+    cdef array.array edge_src = builder.edge_src, edge_dst = builder.edge_dst
+    cdef list cells = builder.cells
+    cdef Py_ssize_t first, i, cid
+    cdef expr_t* e
+    lower_rule = builder.lower_rule
+    for cid in range(len(chains)):
+        chain = chains[cid]
+        rules = chain.rules
+        _push(starts, PyByteArray_GET_SIZE(out))
+        if not rules:
+            _end(out)
+            continue
+        builder.cur_chain = cid
+        name = chain.name
+        for i in range(len(rules)):
+            r = rules[i]
+            text = r.text if r.comment is None else r.full_text
+            first = PyByteArray_GET_SIZE(out)
+            if not (direct and type(text) is str and (
+                    _endpoint_rule(text, out, chain_index, endpoint_index, endpoints,
+                                   edge_src, edge_dst, cid)
+                    or _numgen_rule(text, out, chain_index, cells, edge_src, edge_dst, cid,
+                                    max_numgen))):
+                lower_rule(name, text, i)
+            if PyByteArray_GET_SIZE(out) == first:
+                e = _rows(out, 1)
+                e.op, e.set, e.target, e.next = E_NOP, -1, -1, -1
+            _push(bounds, first)
+            _push(bounds, PyByteArray_GET_SIZE(out))
+        _end(out)
+    builder.cur_chain = -1
+
+
+cdef inline void _push(array.array a, long v) except *:
+    array.resize_smart(a, len(a) + 1)
+    a.data.as_longs[len(a) - 1] = v
+
+
+cdef inline void _end(bytearray out) except *:
+    cdef expr_t* e = _rows(out, 1)
+    e.op, e.set, e.arg, e.target, e.next = E_END, -1, 0, -1, -1

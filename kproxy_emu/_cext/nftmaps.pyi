@@ -1,5 +1,6 @@
 """Stub for the compiled kproxy_emu._cext.nftmaps (source: cext/nftmaps.pyx)."""
 
+from array import array
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,19 @@ def build_hash(
     vchains: npt.NDArray[np.int32],
 ) -> int:
     """Insert keys into an empty power-of-two slot table; returns how many went in."""
+
+def lower_chains(
+    builder: Any,
+    chains: list[Any],
+    starts: array[int],
+    bounds: array[int],
+    direct: bool,
+    max_numgen: int,
+) -> None:
+    """Append the chains' rows to builder.exprs, each closed by END (the endpoint rule
+    shapes and numgen dispatch rules in C, other rules by builder.lower_rule), each
+    chain's first row to starts and each rule's first and end row to bounds (byte
+    offsets)."""
 
 def check(
     exprs: npt.NDArray[np.void],

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import re
 import socket
+import struct
+from array import array
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -229,11 +231,11 @@ _FAST = (
 )
 
 
-_SADDR_JUMP = re.compile(r"ip saddr (\d{1,3}(?:\.\d{1,3}){3}) jump ([\w./-]+)")
-_PROTO_DNAT = re.compile(r"meta l4proto (tcp|udp|sctp) dnat to (\d{1,3}(?:\.\d{1,3}){3}):(\d+)")
-_E_CMP, _E_VERDICT, _E_DNAT = E["CMP"], E["VERDICT"], E["DNAT"]
-_SEL_SADDR, _SEL_L4PROTO = SEL[("ip", "saddr")], SEL[("meta", "l4proto")]
-_VK_JUMP, _ALL = VK["jump"], 0xFFFFFFFF
+# the builder packs each row straight into EXPR_DTYPE's bytes (a tuple per row would be
+# several times the memory; nftmaps.lower_rules writes the endpoint rules' rows there
+# too); struct also refuses a value out of its field's range
+_ROW = struct.Struct("<8BiIiiII")
+assert _ROW.size == EXPR_DTYPE.itemsize
 
 
 def fast_parse(text: str) -> list | None:
@@ -299,8 +301,12 @@ class _Builder:
         self.interval_parts: list[np.ndarray] = []
         self.interval_total = 0
         self.cells: list[tuple[int, int]] = []
-        self.exprs: list[tuple] = []
-        self.edges: dict[int, set[int]] = {i: set() for i in range(len(self.chain_names))}
+        self.exprs = bytearray()  # the rows, packed by _ROW
+        # jumps between chains, for check_depth: (from, to) pairs, and (chain, map) for
+        # every verdict-map lookup (the map's targets are its set row's map_targets)
+        self.edge_src = array("l")
+        self.edge_dst = array("l")
+        self.map_uses: list[tuple[int, int]] = []
         self.map_targets: list[set[int]] = []  # per set row
         self.cur_chain = -1
 
@@ -315,11 +321,15 @@ class _Builder:
                 _bad(f"{kind} to a chain the table lacks: {' '.join(words[1:])}")
             target = self.chain_index[words[1]]
             if edge and self.cur_chain >= 0:
-                self.edges[self.cur_chain].add(target)
+                self.edge(target)
             return VK[kind], target
         if len(words) != 1:
             _bad(f"verdict {' '.join(words)!r} is not supported by the engine")
         return VK[kind], -1
+
+    def edge(self, target: int) -> None:
+        self.edge_src.append(self.cur_chain)
+        self.edge_dst.append(target)
 
     # ------------------------------------------------------------------ sets
     def named_set(self, name: str, key_types: list[str], want_map: bool) -> int:
@@ -457,25 +467,23 @@ class _Builder:
         until lower_nft turns it into the chain's first expression; ``next`` (the rule's
         end) is filled there too."""
         s = list(sels) + [0] * (4 - len(sels))
-        self.exprs.append(
-            (
-                E[op],
-                int(neg),
-                len(sels),
-                vkind,
-                *s,
-                set,
-                mask if op == "CMP" else arg,
-                chain,
-                -1,
-                lo,
-                hi,
-            )
+        self.exprs += _ROW.pack(
+            E[op],
+            int(neg),
+            len(sels),
+            vkind,
+            *s,
+            set,
+            mask if op == "CMP" else arg,
+            chain,
+            -1,
+            lo,
+            hi,
         )
 
-    def rule(self, chain: str, text: str, anon_prefix: str) -> None:
-        if self.direct and self.direct_rule(text):
-            return
+    def rule(self, chain: str, text: str, index: int) -> None:
+        """Rule ``index`` of ``chain`` the general way; its anonymous sets are named
+        "{chain}#{index}.{k}"."""
         items = fast_parse(text)
         if items is None:
             try:
@@ -484,41 +492,22 @@ class _Builder:
                 _bad(f"cannot parse ({getattr(exc, 'message', exc)})")
         for k, it in enumerate(items):
             if isinstance(it, Match):
-                self.match(it, f"{anon_prefix}.{k}")
+                self.match(it, f"{chain}#{index}.{k}")
             else:
                 self.statement(it, text)
 
-    def direct_rule(self, text: str) -> bool:
-        """The two rules of every endpoint chain (most of a large table), emitted straight
-        as the rows match()/statement() give for them (tests compare both ways on whole
-        tables). False: not one of them, lower it the general way."""
-        m = _SADDR_JUMP.fullmatch(text)
-        if m is not None:
-            target = self.chain_index.get(m[2])
-            if target is None:
-                return False
-            ip = _ip(m[1])
-            self.exprs.append((_E_CMP, 0, 1, 0, _SEL_SADDR, 0, 0, 0, -1, _ALL, -1, -1, ip, ip))
-            self.exprs.append((_E_VERDICT, 0, 0, _VK_JUMP, 0, 0, 0, 0, -1, 0, target, -1, 0, 0))
-            self.edges[self.cur_chain].add(target)
-            return True
-        m = _PROTO_DNAT.fullmatch(text)
-        if m is not None:
-            proto = PROTO_NUMBERS[m[1]]
-            dest = f"{m[2]}:{m[3]}"
-            port = int(m[3])
-            if port > 0xFFFF:
-                return False
-            ep = self.endpoint_index.get(dest)
-            if ep is None:
-                ep = self.endpoint_index[dest] = len(self.endpoints)
-                self.endpoints.append(dest)
-            self.exprs.append(
-                (_E_CMP, 0, 1, 0, _SEL_L4PROTO, 0, 0, 0, -1, _ALL, -1, -1, proto, proto)
-            )
-            self.exprs.append((_E_DNAT, 0, 0, 0, 0, 0, 0, 0, -1, ep, -1, -1, _ip(m[2]), port))
-            return True
-        return False
+    def lower_rule(self, chain: str, text: str, index: int) -> None:
+        """Rule ``index`` of ``chain``, one nftmaps.lower_chains did not take, the general
+        way, its errors as InputError."""
+        try:
+            self.rule(chain, text, index)
+        except (_Unsupported, ValueError, KeyError, IndexError) as exc:
+            raise InputError(
+                f"cannot lower nftables rule: {exc}",
+                obj=f"chain {chain}",
+                field=f"rule {index}",
+                value=text,
+            ) from None
 
     def selectors(self, m: Match) -> list[int]:
         out = []
@@ -621,7 +610,7 @@ class _Builder:
                 ]
                 idx = self.literal_set(anon, key_types, elems, True)
             self.expr("VMAP", sels=sels, set=idx)
-            self.edges[self.cur_chain] |= self.map_targets[idx]
+            self.map_uses.append((self.cur_chain, idx))
             return
         if m.set_name is not None:
             idx = self.named_set(m.set_name, key_types, False)
@@ -692,12 +681,41 @@ class _Builder:
 
     def check_depth(self) -> None:
         """Jumps and gotos at most MAX_JUMP_DEPTH deep and loop-free, as nft_chain_validate
-        requires before the kernel accepts a ruleset."""
+        requires before the kernel accepts a ruleset.
+
+        Each chain's depth (1 + its deepest target's) by rounds over all edges at once: on
+        a loop-free table the depths settle after as many rounds as the deepest chain; a
+        table that has not settled after MAX_JUMP_DEPTH + 2 rounds, or settled deeper than
+        the limit, has a loop or is too deep, and the walk below names the chain."""
+        src = np.frombuffer(self.edge_src, np.int_) if self.edge_src else np.zeros(0, np.int_)
+        dst = np.frombuffer(self.edge_dst, np.int_) if self.edge_dst else np.zeros(0, np.int_)
+        if self.map_uses:
+            used = [(c, t) for c, idx in self.map_uses for t in self.map_targets[idx]]
+            if used:
+                pairs = np.array(used, np.int_)
+                src, dst = np.concatenate((src, pairs[:, 0])), np.concatenate((dst, pairs[:, 1]))
+        n = len(self.chain_names)
+        depth = np.ones(n, np.int_)
+        for _ in range(MAX_JUMP_DEPTH + 2):
+            new = np.ones(n, np.int_)
+            np.maximum.at(new, src, depth[dst] + 1)
+            if (new == depth).all():  # settled: loop-free
+                if depth.max(initial=0) <= MAX_JUMP_DEPTH + 1:
+                    return
+                break
+            depth = new
+        edges: dict[int, set[int]] = {i: set() for i in range(n)}
+        for a, b in zip(src.tolist(), dst.tolist()):
+            edges[a].add(b)
+        self._walk_depth(edges)
+
+    def _walk_depth(self, edges: dict[int, set[int]]) -> None:
+        """The exact check, chain by chain: raises for the first loop or too deep chain."""
         depth: dict[int, int] = {}
         for start in range(len(self.chain_names)):
             if start in depth:
                 continue
-            stack = [(start, iter(sorted(self.edges[start])))]
+            stack = [(start, iter(sorted(edges[start])))]
             on_path = {start}
             while stack:
                 node, it = stack[-1]
@@ -705,7 +723,7 @@ class _Builder:
                 if nxt is None:
                     stack.pop()
                     on_path.discard(node)
-                    depth[node] = 1 + max((depth[c] for c in self.edges[node]), default=0)
+                    depth[node] = 1 + max((depth[c] for c in edges[node]), default=0)
                     continue
                 if nxt in on_path:
                     raise InputError(
@@ -716,7 +734,7 @@ class _Builder:
                     )
                 if nxt not in depth:
                     on_path.add(nxt)
-                    stack.append((nxt, iter(sorted(self.edges[nxt]))))
+                    stack.append((nxt, iter(sorted(edges[nxt]))))
             if depth[start] > MAX_JUMP_DEPTH + 1:
                 raise InputError(
                     f"chains nest deeper than {MAX_JUMP_DEPTH}",
@@ -746,37 +764,28 @@ def lower_nft(
     endpoints = [] if endpoints is None else endpoints
     dynamic_sets = [] if dynamic_sets is None else dynamic_sets
     b = _Builder(table, endpoints, dynamic_sets, direct)
-    rule_bounds: list[tuple[int, int]] = []
-    chain_start: list[int] = []
+    chains = list(table.chains.values())
     base_rows: list[tuple[int, str, int, int]] = []  # (chain, hook, priority, nat)
-    for cid, (name, chain) in enumerate(table.chains.items()):
-        b.cur_chain = cid
-        chain_start.append(len(b.exprs))
+    bad: InputError | None = None
+    for cid, chain in enumerate(chains):
         if chain.is_base:
             if chain.hook not in HOOKS or chain.type not in ("filter", "nat"):
-                raise InputError(
+                bad = InputError(
                     "base chain type/hook not supported by the engine",
-                    obj=f"chain {name}",
+                    obj=f"chain {chain.name}",
                     field="type/hook",
                     value=f"{chain.type} {chain.hook}",
                 )
+                del chains[cid:]  # the chains before it are lowered first (their errors first)
+                break
             base_rows.append((cid, chain.hook, chain.priority or 0, int(chain.type == "nat")))
-        for i, r in enumerate(chain.rules):
-            first = len(b.exprs)
-            try:
-                b.rule(name, r.full_text, f"{name}#{i}")
-            except (_Unsupported, ValueError, KeyError, IndexError) as exc:
-                raise InputError(
-                    f"cannot lower nftables rule: {exc}",
-                    obj=f"chain {name}",
-                    field=f"rule {i}",
-                    value=r.full_text,
-                ) from None
-            if len(b.exprs) == first:  # every rule holds a row, so the engine counts it
-                b.expr("NOP")
-            rule_bounds.append((first, len(b.exprs)))
-        b.expr("END")
-    b.cur_chain = -1
+    # each chain's first row, each rule's first row and the row after it (flat): byte
+    # offsets into b.exprs; the rows themselves in C, the general rules by b.lower_rule
+    chain_start = array("l")
+    rule_bounds = array("l")
+    nftmaps.lower_chains(b, chains, chain_start, rule_bounds, direct, MAX_NUMGEN)
+    if bad is not None:
+        raise bad
     for name, s in table.sets.items():  # sets no rule uses: their elements must lower too
         if name not in b.set_index:
             try:
@@ -789,9 +798,9 @@ def lower_nft(
                 ) from None
     b.check_depth()
 
-    exprs = np.array(b.exprs, EXPR_DTYPE)
-    starts = np.array(chain_start, np.int32)
-    bounds = np.array(rule_bounds, np.int32).reshape(-1, 2)
+    exprs = np.frombuffer(b.exprs, EXPR_DTYPE)  # the builder's bytes, not a copy
+    starts = (np.frombuffer(chain_start, np.int_) // _ROW.size).astype(np.int32)
+    bounds = (np.frombuffer(rule_bounds, np.int_) // _ROW.size).astype(np.int32).reshape(-1, 2)
     # each row's rule end (where a failed match goes on); END rows are outside every rule
     exprs["next"][exprs["op"] != E["END"]] = np.repeat(bounds[:, 1], bounds[:, 1] - bounds[:, 0])
     # jump/goto targets: chain index -> the chain's first expression

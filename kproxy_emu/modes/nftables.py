@@ -14,7 +14,6 @@ sync leaves on an empty node.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import ipaddress
 from dataclasses import dataclass, field
@@ -24,7 +23,17 @@ from typing import cast
 from ..errors import InputError
 from ..ipaddr import canonical_cidr
 from ..model.cluster import Cluster, paused_gc
-from ..netfilter.nft import NftChain, NftError, NftOp, NftRuleset, NftSet, NftTransaction
+from ..netfilter.nft import (
+    NO_RULES,
+    NftChain,
+    NftError,
+    NftOp,
+    NftRule,
+    NftRuleset,
+    NftSet,
+    NftTransaction,
+    chain_ref,
+)
 from ..proxy.options import ProxyOptions
 from ..proxy.view import EndpointInfo, ProxyView, ServicePortInfo, categorize_endpoints
 from .proxier import Key, Proxier
@@ -86,10 +95,19 @@ STORED = (
 )
 
 
+_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+# base32 of 10 bits at a time: base64.b32encode is pure Python, and this runs per endpoint
+_B32_PAIRS = [a + b for a in _B32 for b in _B32]
+
+
 def hash_and_truncate(name: str) -> str:
     """First 8 chars of base32(sha256(name)), "-", name; cut to 240 chars with "..."."""
-    digest = base64.b32encode(hashlib.sha256(name.encode()).digest()[:5]).decode()
-    out = f"{digest}-{name}"
+    v = int.from_bytes(hashlib.sha256(name.encode()).digest()[:5], "big")  # 40 bits
+    pairs = _B32_PAIRS
+    out = (
+        f"{pairs[v >> 30]}{pairs[(v >> 20) & 1023]}{pairs[(v >> 10) & 1023]}"
+        f"{pairs[v & 1023]}-{name}"
+    )
     if len(out) > CHAIN_NAME_BASE_MAX:
         out = out[: CHAIN_NAME_BASE_MAX - 3] + "..."
     return out
@@ -225,8 +243,9 @@ class _NftPort:
         self.sp = sp  # the view's object (kept alive: its id keys the cache)
         self.zone = zone
         self.elements: list[tuple[str, tuple[str, ...], tuple[str, ...], str | None]] = []
-        self.chains: set[str] = set()
-        self.affinity: set[str] = set()
+        # tuples once written (a set per service port is several times the memory)
+        self.chains: tuple[str, ...] = ()
+        self.affinity: tuple[str, ...] = ()
 
 
 class NftProxier(Proxier[NftSyncResult]):
@@ -485,9 +504,9 @@ class NftProxier(Proxier[NftSyncResult]):
             skip = changed is not None and (sp.namespace, sp.name) not in changed
             port = ports[id(sp)] = _NftPort(sp, zone)
             self._recording = port.elements
-            self._write_service_port(tx, sp, skip, changed is None, port.chains, port.affinity)
-            active_chains |= port.chains
-            active_affinity |= port.affinity
+            self._write_port(tx, port, skip, changed is None)
+            active_chains.update(port.chains)
+            active_affinity.update(port.affinity)
         self._recording = None
         self._ports = ports
         self._view, self._version = view, view.version
@@ -566,7 +585,7 @@ class NftProxier(Proxier[NftSyncResult]):
             aside = NftTransaction()
             self._recording, self._deferred = port.elements, True
             try:
-                self._write_service_port(aside, sp, False, False, port.chains, port.affinity)
+                self._write_port(aside, port, False, False)
             finally:
                 self._recording, self._deferred = None, False
             for name, key, _, _ in port.elements:
@@ -648,14 +667,11 @@ class NftProxier(Proxier[NftSyncResult]):
         return True
 
     # ------------------------------------------------------------------ one service port
-    def _endpoint_rules(
-        self, sp: ServicePortInfo, ep: EndpointInfo, affinity_set: str
-    ) -> list[str]:
-        rules = [f"ip saddr {ep.ip} jump {MARK_MASQ}"]
-        if sp.affinity_timeout:
-            rules.append(f"update @{affinity_set} {{ ip saddr }}")
-        rules.append(f"meta l4proto {sp.proto} dnat to {ep.string}")
-        return rules
+    def _write_port(self, tx: NftTransaction, port: _NftPort, skip: bool, full: bool) -> None:
+        chains: set[str] = set()
+        affinity: set[str] = set()
+        self._write_service_port(tx, port.sp, skip, full, chains, affinity)
+        port.chains, port.affinity = tuple(chains), tuple(affinity)
 
     def _write_service_port(
         self,
@@ -679,21 +695,40 @@ class NftProxier(Proxier[NftSyncResult]):
                 return
             active.add(chain)
             if not skip_creation:
-                tx.add_chain(chain)
-                tx.flush("chain", NftChain(chain))
+                obj = chain_ref(chain)  # one object for both operations (only its name is read)
+                tx.add("chain", obj)
+                tx.flush("chain", obj)
 
-        # endpoint chains: on a full sync, one already holding exactly its rules is kept
+        # endpoint chains: on a full sync, one already holding exactly its rules is kept.
+        # (The loop runs per endpoint, most of a large table: endpoint_chain_base's,
+        # ensure's and the rules' work inlined, the service's part of each built once.)
         endpoints: list[tuple[EndpointInfo, str, str, list[str], bool]] = []
+        have_chains = self.table.chains if full and not skip else None
+        ep_prefix = f"{sp.namespace}/{sp.name}/{proto}/{sp.port_name}__"
+        dnat = f"meta l4proto {proto} dnat to "
+        affinity = sp.affinity_timeout
+        ops = tx.ops
         for ep in cat.all_reachable:
-            ep_base = endpoint_chain_base(sp, ep)
-            chain, aff = f"endpoint-{ep_base}", f"affinity-{ep_base}"
-            rules = self._endpoint_rules(sp, ep, aff)
+            ep_base = hash_and_truncate(f"{ep_prefix}{ep.ip.replace(':', '.')}/{ep.port}")
+            chain = "endpoint-" + ep_base
+            aff = "affinity-" + ep_base if affinity else ""
+            rules: list[str] = []  # not needed when skipped
+            if not skip:
+                rules.append(f"ip saddr {ep.ip} jump {MARK_MASQ}")
+                if affinity:
+                    rules.append(f"update @{aff} {{ ip saddr }}")
+                rules.append(dnat + ep.string)
             keep = skip
-            if full and not skip:
-                have = self.table.chains.get(chain)
+            if have_chains:
+                have = have_chains.get(chain)
                 keep = have is not None and [r.full_text for r in have.rules] == rules
-            ensure(chain, keep)
-            if sp.affinity_timeout:
+            if chain not in active:
+                active.add(chain)
+                if not keep:
+                    obj = NftChain(chain, None, None, None, None, NO_RULES)  # chain_ref
+                    ops.append(NftOp("add", "chain", obj))
+                    ops.append(NftOp("flush", "chain", obj))
+            if aff:
                 active_affinity.add(aff)
             endpoints.append((ep, chain, aff, rules, keep))
         chain_of = {ep.string: chain for ep, chain, *_ in endpoints}
@@ -799,7 +834,7 @@ class NftProxier(Proxier[NftSyncResult]):
         for _, chain, _, rules, keep in endpoints:
             if not keep:
                 for text in rules:
-                    tx.add_rule(chain, text)
+                    ops.append(NftOp("add", "rule", NftRule(chain, text)))
 
     def _write_dispatch(
         self,

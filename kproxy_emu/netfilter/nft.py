@@ -55,6 +55,17 @@ class NftChain:
         return self.hook is not None
 
 
+# the rules of a chain a transaction operation names (the table's own chain object holds
+# the rules): one shared empty tuple instead of an empty list per operation, so that an
+# append to it fails loudly (a first sync's table adopts the object, with a list)
+NO_RULES = cast("list[NftRule]", ())
+
+
+def chain_ref(name: str) -> NftChain:
+    """A regular chain as an operation names it (add, flush or delete)."""
+    return NftChain(name, rules=NO_RULES)
+
+
 @dataclass(slots=True)
 class NftElement:
     key: tuple[str, ...]
@@ -112,7 +123,7 @@ class NftTransaction:
 
     # shorthands used by the compiler
     def add_chain(self, name: str, **kw) -> None:
-        self.add("chain", NftChain(name, **kw))
+        self.add("chain", NftChain(name, **kw, rules=NO_RULES))
 
     def add_rule(self, chain: str, text: str, comment: str | None = None) -> None:
         self.add("rule", NftRule(chain, text, comment))
@@ -173,6 +184,9 @@ class NftRuleset:
         table's size (kube-proxy's partial syncs are a few operations on a big table)."""
         if not tx.ops:
             return
+        if not self.exists and not self.chains and not self.sets:
+            self._apply_on_empty(tx)
+            return
         if any(op.kind == "table" and op.verb != "add" for op in tx.ops):
             self._apply_on_copy(tx)  # flushing or deleting the table: undo by snapshot
             return
@@ -192,6 +206,68 @@ class NftRuleset:
             raise
         finally:
             self._undo = None
+
+    def _apply_on_empty(self, tx: NftTransaction) -> None:
+        """The first sync's transaction, onto a table that does not exist yet: no undo
+        steps (a million-operation transaction would keep a million of them); an error
+        leaves the table empty again."""
+        apply_op = self._apply_op
+        chains, sets = self.chains, self.sets
+        self._refs = None  # built when first needed (a delete) from the table
+        self._pos = None  # likewise (by in_chain_order): a number per chain is memory
+        try:
+            for i, op in enumerate(tx.ops):
+                # inline the operations a sync is made of, when they cannot fail; the rest
+                # (and any error) goes the general way
+                kind, obj, verb = op.kind, op.obj, op.verb
+                if kind == "rule":
+                    chain = chains.get(obj.chain)  # type: ignore[attr-defined]
+                    text = obj.text  # type: ignore[attr-defined]
+                    if (
+                        verb == "add"
+                        and chain is not None
+                        and (
+                            ("jump " not in text and "goto " not in text)
+                            or all(t in chains for t in _TARGET_RE.findall(text))
+                        )
+                        and ("@" not in text or all(r in sets for r in _sets_used(text)))
+                    ):
+                        chain.rules.append(obj)  # type: ignore[arg-type]
+                        continue
+                elif kind == "chain":
+                    name = obj.name  # type: ignore[attr-defined]
+                    if verb == "add" and name not in chains:
+                        assert isinstance(obj, NftChain)
+                        if obj.rules is NO_RULES:
+                            # an operation's own chain object (chain_ref) becomes the
+                            # table's: one object per chain, not two. Once adopted it has
+                            # rules, so applying the transaction again copies it.
+                            obj.rules = []
+                            chains[name] = obj
+                        else:
+                            chains[name] = NftChain(
+                                name, obj.type, obj.hook, obj.priority, obj.comment
+                            )
+                        continue
+                    if verb == "flush":
+                        have = chains.get(name)
+                        if have is not None and not have.rules:
+                            continue  # a chain just added: nothing to flush
+                try:
+                    apply_op(op)
+                except NftError as exc:
+                    raise NftError(
+                        f"operation {i + 1} ({op.verb} {op.kind}): {exc.message}"
+                    ) from None
+                # a chain delete builds the jump index, which the inlined rule adds do not
+                # keep: drop it, the next delete rebuilds it from the table (a first sync
+                # deletes only at its start, while the table is small); a table delete
+                # starts new dicts
+                self._refs = self._pos = None
+                chains, sets = self.chains, self.sets
+        except BaseException:
+            self.__init__(self.family, self.name)  # type: ignore[misc]
+            raise
 
     def _apply_on_copy(self, tx: NftTransaction) -> None:
         work = self.copy()
@@ -370,12 +446,14 @@ class NftRuleset:
                 raise NftError(f"no such chain {obj.chain}")
             if verb != "add":
                 raise NftError("only 'add rule' is supported")
-            for target in _targets(obj.text):
+            text = obj.text
+            for target in _targets(text):
                 if target not in self.chains:
                     raise NftError(f"rule in {obj.chain} jumps to missing chain {target}")
-            for ref in re.findall(r"@([\w./-]+)", obj.text):
-                if ref not in self.sets:
-                    raise NftError(f"rule in {obj.chain} uses missing set {ref}")
+            if "@" in text:
+                for ref in _sets_used(text):
+                    if ref not in self.sets:
+                        raise NftError(f"rule in {obj.chain} uses missing set {ref}")
             chain.rules.append(obj)
             self._ref(chain.name, obj.text, 1)
             self._log(chain.rules.pop)
@@ -385,7 +463,7 @@ class NftRuleset:
             if container is None:
                 raise NftError(f"no such set {name}")
             if verb == "add":
-                for dest in _targets(" ".join(elem.value)):
+                for dest in _value_targets(elem.value):
                     if dest not in self.chains:
                         raise NftError(f"element of {name} jumps to missing chain {dest}")
                 self._put_element(container, elem.key, elem)
@@ -436,10 +514,23 @@ class NftRuleset:
 
 
 _TARGET_RE = re.compile(r"\b(?:jump|goto) ([\w./-]+)")
+_SET_REF_RE = re.compile(r"@([\w./-]+)")
 
 
 def _targets(text: str) -> list[str]:
+    # most rules (DNAT, masquerade, matches on sets) jump nowhere: skip the regex
+    if "jump " not in text and "goto " not in text:
+        return []
     return _TARGET_RE.findall(text)
+
+
+def _sets_used(text: str) -> list[str]:
+    return _SET_REF_RE.findall(text)
+
+
+def _value_targets(value: tuple[str, ...]) -> list[str]:
+    """The jump targets of an element's value (set elements have none)."""
+    return _targets(" ".join(value)) if value else []
 
 
 # ---------------------------------------------------------------------- rule parsing

@@ -138,26 +138,40 @@ def render_nft_file(rs: NftRuleset) -> str:
 
 def render_transaction(rs: NftRuleset, tx: NftTransaction) -> str:
     """A sync's operations as ``nft -f`` commands, in order."""
-    out = []
+    # joined a few thousand lines at a time: a first sync's millions of line objects
+    # never live at once next to the text
+    chunks: list[str] = []
+    out: list[str] = []
+    prefix = _prefix(rs)
     for op in tx.ops:
+        if len(out) >= 4096:
+            out.append("")
+            chunks.append("\n".join(out))
+            out = []
         v, k, obj = op.verb, op.kind, op.obj
-        if k == "table":
-            comment = f' {{ comment "{obj}" ; }}' if v == "add" and obj is not None else ""
-            out.append(f"{v} table {_prefix(rs)}{comment}")
+        if k == "rule":  # most of a large transaction: rule_line, inlined
+            assert isinstance(obj, NftRule)
+            if obj.comment is None:
+                out.append(f"add rule {prefix} {obj.chain} {obj.text}")
+            else:
+                out.append(f"add rule {prefix} {obj.chain} {obj.full_text}")
         elif k == "chain":
             assert isinstance(obj, NftChain)
-            out.append(chain_line(rs, obj) if v == "add" else f"{v} chain {_prefix(rs)} {obj.name}")
+            out.append(chain_line(rs, obj) if v == "add" else f"{v} chain {prefix} {obj.name}")
+        elif k == "table":
+            comment = f' {{ comment "{obj}" ; }}' if v == "add" and obj is not None else ""
+            out.append(f"{v} table {prefix}{comment}")
         elif k in ("set", "map"):
             assert isinstance(obj, NftSet)
-            out.append(set_line(rs, obj) if v == "add" else f"{v} {k} {_prefix(rs)} {obj.name}")
-        elif k == "rule":
-            assert isinstance(obj, NftRule)
-            out.append(rule_line(rs, obj))
+            out.append(set_line(rs, obj) if v == "add" else f"{v} {k} {prefix} {obj.name}")
         else:
             name, elem = cast("tuple[str, NftElement]", obj)
             text = _element_text(elem) if v == "add" else " . ".join(elem.key)
-            out.append(f"{v} element {_prefix(rs)} {name} {{ {text} }}")
-    return "\n".join(out) + ("\n" if out else "")
+            out.append(f"{v} element {prefix} {name} {{ {text} }}")
+    if out:
+        out.append("")  # each line ends with a newline
+        chunks.append("\n".join(out))
+    return "".join(chunks)
 
 
 # ---------------------------------------------------------------------- nft list ruleset

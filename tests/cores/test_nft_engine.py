@@ -481,6 +481,64 @@ def test_fast_parse_agrees_with_parse_rule():
         assert nl.fast_parse(text) is None
 
 
+def test_direct_lowering_agrees_on_odd_texts():
+    """nftmaps.lower_rules takes only the exact endpoint shapes (and the builder the exact
+    numgen dispatch): near misses lower the general way, to the same rows, or fail with
+    the same error."""
+    texts = [
+        "ip saddr 10.0.0.1 jump sub",
+        "ip saddr 010.0.0.1 jump sub",  # inet_pton refuses a leading zero
+        "ip saddr 10.0.0.256 jump sub",
+        "ip saddr 10.0.0.0/8 jump sub",
+        "ip saddr 10.0.0 jump sub",
+        "ip saddr  10.0.0.1 jump sub",
+        "ip saddr 10.0.0.1 jump sub ",
+        "ip saddr 10.0.0.1 goto sub",
+        "ip saddr 10.0.0.1 jump nowhere",
+        "ip saddr 10.0.0.1 jump süb",
+        "meta l4proto tcp dnat to 10.0.0.1:80",
+        "meta l4proto udp dnat to 10.0.0.1:080",
+        "meta l4proto sctp dnat to 10.0.0.1:65535",
+        "meta l4proto tcp dnat to 10.0.0.1:65536",
+        "meta l4proto tcp dnat to 10.0.0.1:",
+        "meta l4proto tcp dnat to 10.0.0.1",
+        "meta l4proto tcp dnat to 1.2.3.04:80",
+        "meta l4proto icmp dnat to 10.0.0.1:80",
+        "meta l4proto tcp dnat to 10.0.0.1:80 ",
+        "numgen random mod 2 vmap { 0 : goto sub , 1 : goto süb }",
+        "numgen random mod 2 vmap { 1 : goto sub , 0 : goto süb }",
+        "numgen random mod 2 vmap { 0 : goto sub , 1 : goto nowhere }",
+        "numgen random mod 02 vmap { 0 : goto sub , 1 : goto süb }",
+        "numgen random mod 1 vmap { 0 : goto sub }",
+        "numgen random mod 2 vmap { 0 : goto sub , 1 : goto sub , 2 : goto sub }",
+        "numgen random mod 3 vmap { 0 : goto sub , 1 : goto sub }",
+        "numgen random mod 2 vmap { 0 : goto sub ,  1 : goto sub }",
+        "numgen random mod 2 vmap { 00 : goto sub , 1 : goto sub }",
+        "numgen random mod 2 vmap { 0 : goto s€b , 1 : goto sub }",
+        "numgen random mod 0 vmap { }",
+        "numgen random mod 65537 vmap { 0 : goto sub }",
+        "ip saddr 10.0.0.1 jump s€b",
+    ]
+    for text in texts:
+        table = _table([("fwd", text), ("fwd", "drop")], chains=["sub", "süb", "s€b"])
+        got = []
+        for direct in (True, False):
+            try:
+                low = nl.lower_nft(table, direct=direct)
+            except InputError as exc:
+                got.append(("error", str(exc)))
+            else:
+                got.append(
+                    (
+                        low.exprs.tobytes(),
+                        low.cells.tobytes(),
+                        low.rule_start.tolist(),
+                        low.endpoints,
+                    )
+                )
+        assert got[0] == got[1], text
+
+
 # ---------------------------------------------------------------------- conntrack
 def test_conntrack_established_flow_keeps_its_endpoint_and_replies_are_un_natted():
     cluster, _svc, vip = _one_service(endpoints=3)
@@ -815,6 +873,29 @@ def test_jump_loops_and_bad_maps_are_refused():
     over.elements[("10.1.0.0/16",)] = NftElement(("10.1.0.0/16",), ("accept",))
     with pytest.raises(InputError, match="overlapping"):
         nl.lower_nft(_table([("fwd", "ip daddr vmap @o")], sets=[over]))
+
+
+def test_jump_depth_limit_and_loops_through_maps():
+    """The depth check in rounds over all edges draws the kernel's line where the chain
+    walk does (16 jumps deep), and finds a loop closed through a verdict map."""
+    from itertools import pairwise
+
+    from kproxy_emu.netfilter.nft import NftElement
+
+    for k in (14, 15, 16, 17):  # fwd -> c0 -> ... -> ck: depth k + 2
+        names = [f"c{i}" for i in range(k + 1)]
+        rules = [("fwd", "jump c0")] + [(a, f"jump {b}") for a, b in pairwise(names)]
+        table = _table(rules, chains=names)
+        if k + 2 > nl.MAX_JUMP_DEPTH + 1:
+            with pytest.raises(InputError, match="nest deeper"):
+                nl.lower_nft(table)
+        else:
+            nl.lower_nft(table)
+    m = NftSet("m", "map", "ipv4_addr : verdict")
+    m.elements[("1.2.3.4",)] = NftElement(("1.2.3.4",), ("goto a",))
+    table = _table([("fwd", "jump a"), ("a", "ip daddr vmap @m")], sets=[m], chains=["a"])
+    with pytest.raises(InputError, match="jump loop"):
+        nl.lower_nft(table)
 
 
 def test_process_checks_the_arrays():

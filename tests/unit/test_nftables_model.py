@@ -128,6 +128,43 @@ def test_transactions_are_atomic_and_checked():
     assert list(rs.chains) == ["a"]
 
 
+def test_first_transaction_onto_an_empty_table():
+    """The first sync's transaction takes a path without undo steps: it checks the same,
+    a failure leaves the table empty, and a delete in it sees the jumps added before."""
+    for build in (
+        lambda t: t.add_rule("a", "jump zz"),
+        lambda t: t.add_rule("a", "ip daddr @nope accept"),
+        lambda t: t.add_rule("zz", "accept"),
+        lambda t: t.delete("chain", NftChain("b")),  # still jumped to
+    ):
+        tx = NftTransaction()
+        tx.add("table", "c")
+        tx.add_chain("a")
+        tx.add_chain("b")
+        tx.add_chain("x")
+        tx.delete("chain", NftChain("x"))  # builds the jump index mid-transaction
+        tx.add_rule("a", "jump b")
+        build(tx)
+        rs = NftRuleset()
+        with pytest.raises(NftError):
+            rs.apply(tx)
+        assert not rs.exists and not rs.chains and not rs.sets and render_dump(rs) == ""
+        tx.ops.pop()
+        rs.apply(tx)
+        assert list(rs.chains) == ["a", "b"] and [r.text for r in rs.chains["a"].rules] == [
+            "jump b"
+        ]
+        # the table adopted the operations' chain objects: applying the transaction to
+        # another empty table copies them, and the two tables stay apart
+        other = NftRuleset()
+        other.apply(tx)
+        assert render_dump(other) == render_dump(rs)
+        more = NftTransaction()
+        more.add_rule("b", "accept")
+        other.apply(more)
+        assert not rs.chains["b"].rules and len(other.chains["b"].rules) == 1
+
+
 def test_names_are_hashed_and_truncated_like_kube_proxy():
     assert hash_and_truncate("ns1/svc1/tcp/p80") == "ULMVA6XW-ns1/svc1/tcp/p80"
     assert (
