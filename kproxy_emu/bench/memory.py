@@ -2,11 +2,13 @@
 refused with the estimate (reported as skipped) instead of being killed by the kernel.
 
 Peak RSS of one cell, MB = base + services x (per_service + per_endpoint x endpoints) / 1024
-(KB per service and per endpoint), fitted on this machine's sweeps (2026-12-03): the
-default sweep (1,000 / 3,000 / 10,000 services x 10 endpoints, 100,000 packets) and 3,000
-services x 2 and x 40 endpoints. Checked against the 100,000-service sweep's measured
-peaks (iptables 7,261 MB, nftables 7,016, IPVS 3,156): the model gives 7,000, 6,400 and
-2,900, within 10%; a cell is refused when the estimate times MARGIN exceeds MemAvailable.
+(KB per service and per endpoint), fitted on this machine's sweeps (2026-12-03, after the
+issue-16 memory work): 1,000 / 3,000 / 10,000 services x 10 endpoints (100,000 packets),
+3,000 services x 2 and x 40 endpoints, and 100,000 services x 10 (50,000 packets), by
+least squares on relative error. At 100,000 services it gives 6,651 / 3,754 / 1,974 MB
+against 6,570 / 3,748 / 1,968 measured (iptables / nftables / IPVS); at 1,000,000 IPVS
+services (fitted without that point) 19.1 GB against the 18.9 GB measured. A cell is
+refused when the estimate times MARGIN exceeds MemAvailable.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from pathlib import Path
 
 # mode: (base MB, KB per service, KB per endpoint)
 RSS_MODEL: dict[str, tuple[float, float, float]] = {
-    "iptables": (66.0, 12.85, 5.54),
-    "nftables": (71.0, 10.0, 5.3),
-    "ipvs": (75.0, 7.3, 1.21),
+    "iptables": (67.9, 12.2, 5.52),
+    "nftables": (59.3, 9.31, 2.85),
+    "ipvs": (74.8, 7.38, 1.21),
     "userspace": (89.0, 5.0, 2.4),
     "ebpf": (127.0, 6.7, 2.85),
 }
