@@ -3,7 +3,7 @@
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 def configure(
     sealed_classes: set[type],
@@ -17,5 +17,5 @@ def configure(
 ) -> None:
     """The seal module's registries (kept by reference) and helpers."""
 
-def seal(obj: T) -> T:
+def seal(obj: _T) -> _T:
     """Make a model object (and what it holds) read-only, in place; see model.seal."""
