@@ -129,9 +129,13 @@ class IpvsBackend:
                 svc_map[str(vs)] = i
                 for rs in vs.real_servers:
                     dest_map[(i, names[rs.endpoint])] = len(dest_map)
-            service_dests: dict[int, set[str]] = {}
+            grouped: dict[int, list[str]] = {}
             for svc, rs_key in dest_map:
-                service_dests.setdefault(svc, set()).add(rs_key)
+                grouped.setdefault(svc, []).append(rs_key)
+            service_dests: dict[int, set[str] | tuple[str, ...]] = {
+                svc: tuple(keys) for svc, keys in grouped.items()
+            }
+            del grouped
             self._bulk = (state, services, dests, svc_map, dest_map, service_dests)
         _, services, dests, svc_map, dest_map, service_dests = self._bulk
         sync.scheduler = state.scheduler

@@ -89,7 +89,8 @@ class IpvsSync:
         self.scheduler: str | None = None
         self.services: dict[str, int] = {}  # VirtualServer.String() -> service index
         self.dests: dict[tuple[int, str], int] = {}  # (service, RealServer.String()) -> dest
-        self.service_dests: dict[int, set[str]] = {}  # service -> its RealServer.String()s
+        # service -> its RealServer.String()s (a tuple until changed: see _dests_of)
+        self.service_dests: dict[int, set[str] | tuple[str, ...]] = {}
         self.graceful: dict[int, float] = {}  # dest index -> when it went on the list
         self.endpoints = EndpointTable()
         # when a list: each operation of the syncs, as the ipvsadm command doing it
@@ -101,7 +102,7 @@ class IpvsSync:
         table,
         services: dict[str, int],
         dests: dict[tuple[int, str], int],
-        service_dests: dict[int, set[str]] | None = None,
+        service_dests: dict[int, set[str] | tuple[str, ...]] | None = None,
         *,
         borrowed: bool = False,
     ) -> None:
@@ -110,9 +111,10 @@ class IpvsSync:
         ten million entries each time) and are copied before the first change."""
         self.table, self.services, self.dests = table, services, dests
         if service_dests is None:
-            service_dests = {}
+            grouped: dict[int, set[str]] = {}
             for svc, rs_key in dests:
-                service_dests.setdefault(svc, set()).add(rs_key)
+                grouped.setdefault(svc, set()).add(rs_key)
+            service_dests = dict(grouped)
         self.service_dests = service_dests
         self._borrowed = borrowed
 
@@ -121,8 +123,16 @@ class IpvsSync:
         if self._borrowed:
             self.services = dict(self.services)
             self.dests = dict(self.dests)
-            self.service_dests = {k: set(v) for k, v in self.service_dests.items()}
+            self.service_dests = dict(self.service_dests)  # tuples: copied when changed
             self._borrowed = False
+
+    def _dests_of(self, svc: int) -> set[str]:
+        """svc's real-server keys as a set to change: a bulk load's cache holds tuples (a
+        set of 10 strings is 5x the size of a tuple, a million of them 0.6 GB)."""
+        keys = self.service_dests.get(svc)
+        if not isinstance(keys, set):
+            keys = self.service_dests[svc] = set(keys or ())
+        return keys
 
     def endpoint_index(self, endpoint: str) -> int:
         return self.endpoints.intern(endpoint)
@@ -251,7 +261,7 @@ class IpvsSync:
         log = self.log
         name = vs_name(vs) if log is not None else ""
         new = {str(rs): rs for rs in vs.real_servers}
-        current = self.service_dests.setdefault(svc, set())
+        current = self._dests_of(svc)
         for rs_key, rs in new.items():
             dest = self.dests.get((svc, rs_key))
             if dest is not None:
@@ -316,7 +326,7 @@ class IpvsSync:
             if self._try_delete(dest, vs_of[key[0]].rsplit("/", 1)[1]):
                 del self.graceful[dest]
                 del self.dests[key]
-                self.service_dests[key[0]].discard(key[1])
+                self._dests_of(key[0]).discard(key[1])
                 deleted += 1
         return deleted
 

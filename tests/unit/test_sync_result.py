@@ -50,10 +50,11 @@ def test_ipvs_reset_lends_the_bulk_maps_and_a_sync_copies_them_first() -> None:
     dp.reset_state()
     bulk = dp.backend._bulk
     maps = bulk[3:6]
-    before = [dict(m) for m in maps[:2]] + [{k: set(v) for k, v in maps[2].items()}]
+    before = [dict(m) for m in maps]  # the per-service keys are tuples: immutable
     sync = dp.backend.ipvs
     assert (sync.services, sync.dests, sync.service_dests) == maps
     assert sync.dests is maps[1]  # lent, not copied
     dp.update(one_endpoint_changed(cluster))
     assert dp.backend.ipvs.dests is not maps[1]
-    assert [dict(m) for m in maps[:2]] + [dict(maps[2])] == before  # the cache is intact
+    assert [dict(m) for m in maps] == before  # the cache is intact
+    assert all(isinstance(keys, tuple) for keys in maps[2].values())
